@@ -1,0 +1,17 @@
+//! Wattprint's domain: typed units and ids, self-contained energy samples, exact 5-minute
+//! energy accounting, the intensity as-of join with provenance, and SCI.
+//!
+//! No I/O, no async: everything here is a pure function or a plain value, so it is tested
+//! without servers and reused unchanged by the agent, ingest, the stores and the query API.
+
+pub mod accounting;
+pub mod ids;
+pub mod intensity;
+pub mod sample;
+pub mod sci;
+pub mod time;
+pub mod units;
+
+pub use ids::{GpuUuid, HostId, InstanceId, RegionId, TenantId, TenantScope, WorkloadId};
+pub use time::{Bucket, UnixMillis, BUCKET_MS};
+pub use units::{GramsCo2e, GramsPerKwh, KilowattHours, Millijoules, Milliwatts};

@@ -1,0 +1,348 @@
+//! Self-contained energy samples and their validation.
+//!
+//! A sample covers `[start, end]` of one GPU and carries the energy-counter delta over that span,
+//! computed on the agent. Ingest therefore needs no per-GPU state, and a redelivered sample is
+//! recognised by `(gpu, seq)`.
+
+use crate::ids::{GpuUuid, HostId, InstanceId};
+use crate::time::UnixMillis;
+use crate::units::{Millijoules, Milliwatts};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How a sample's energy was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnergySource {
+    /// Delta of NVML's total-energy counter (ground truth).
+    Counter,
+    /// Integrated from power readings (GPUs without the counter): an estimate.
+    PowerIntegration,
+}
+
+impl EnergySource {
+    /// Stable name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergySource::Counter => "counter",
+            EnergySource::PowerIntegration => "power_integration",
+        }
+    }
+
+    /// Parses [`EnergySource::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "counter" => Some(EnergySource::Counter),
+            "power_integration" => Some(EnergySource::PowerIntegration),
+            _ => None,
+        }
+    }
+}
+
+/// How a sample's energy was attributed to its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// The whole GPU belongs to the instance.
+    Exclusive,
+    /// A share of a MIG-partitioned GPU.
+    ApportionedMig,
+    /// A share of a vGPU host's GPU.
+    ApportionedVgpu,
+}
+
+impl Attribution {
+    /// Stable name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribution::Exclusive => "exclusive",
+            Attribution::ApportionedMig => "apportioned_mig",
+            Attribution::ApportionedVgpu => "apportioned_vgpu",
+        }
+    }
+
+    /// Parses [`Attribution::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "exclusive" => Some(Attribution::Exclusive),
+            "apportioned_mig" => Some(Attribution::ApportionedMig),
+            "apportioned_vgpu" => Some(Attribution::ApportionedVgpu),
+            _ => None,
+        }
+    }
+}
+
+/// One GPU's energy over `[start, end]`, as the agent sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergySample {
+    /// Host that read the GPU.
+    pub host: HostId,
+    /// The GPU.
+    pub gpu: GpuUuid,
+    /// Instance the agent attributed the GPU to.
+    pub instance: InstanceId,
+    /// Per-GPU sequence number, strictly increasing across agent restarts.
+    pub seq: u64,
+    /// Time of the previous counter reading.
+    pub start: UnixMillis,
+    /// Time of this counter reading.
+    pub end: UnixMillis,
+    /// Counter delta over `[start, end]`.
+    pub energy: Millijoules,
+    /// Power at `end` (for charts; energy never comes from it when the counter exists).
+    pub power: Milliwatts,
+    /// Highest power reading seen over the span.
+    pub power_max: Milliwatts,
+    /// GPU utilisation at `end`, percent.
+    pub util_gpu_pct: u32,
+    /// Device memory in use at `end`, bytes.
+    pub mem_used_bytes: u64,
+    /// GPU temperature at `end`, °C.
+    pub temp_c: u32,
+    /// SM clock at `end`, MHz.
+    pub sm_clock_mhz: u32,
+    /// True when this sample starts a new counter chain (agent start, counter reset, GPU back on
+    /// the bus): the time before `start` is a coverage gap, not zero energy.
+    pub chain_start: bool,
+    /// How the energy was measured.
+    pub energy_source: EnergySource,
+    /// How the energy was attributed.
+    pub attribution: Attribution,
+}
+
+impl EnergySample {
+    /// Length of the span in milliseconds.
+    pub fn duration_ms(&self) -> i64 {
+        self.end.since(self.start)
+    }
+}
+
+/// Why a sample was refused. The message says what and why, so an operator can act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SampleRejection {
+    /// The span is empty or runs backwards.
+    #[error("sample span is not positive: start {start} end {end}")]
+    NonPositiveSpan {
+        /// Span start.
+        start: UnixMillis,
+        /// Span end.
+        end: UnixMillis,
+    },
+    /// The span is longer than any agent would send.
+    #[error("sample span of {span_ms} ms exceeds the {max_ms} ms limit")]
+    SpanTooLong {
+        /// Span length.
+        span_ms: i64,
+        /// Configured limit.
+        max_ms: i64,
+    },
+    /// The sample ends in the future beyond the allowed clock skew.
+    #[error("sample ends at {end}, {ahead_ms} ms after the gateway's clock (limit {max_ms} ms)")]
+    InFuture {
+        /// Span end.
+        end: UnixMillis,
+        /// How far ahead.
+        ahead_ms: i64,
+        /// Allowed skew.
+        max_ms: i64,
+    },
+    /// The sample is older than the accepted lateness.
+    #[error("sample ends at {end}, older than the {max_age_ms} ms lateness limit")]
+    TooOld {
+        /// Span end.
+        end: UnixMillis,
+        /// Allowed lateness.
+        max_age_ms: i64,
+    },
+    /// Average power implied by the energy is physically absurd for this GPU.
+    #[error(
+        "implied mean power {implied_mw} mW over {span_ms} ms exceeds 2x the GPU's {limit_mw} mW power limit"
+    )]
+    EnergyAbsurd {
+        /// Energy ÷ span.
+        implied_mw: u64,
+        /// Span length.
+        span_ms: i64,
+        /// GPU power limit.
+        limit_mw: u32,
+    },
+    /// A power reading above twice the GPU's limit.
+    #[error("power reading {power_mw} mW exceeds 2x the GPU's {limit_mw} mW power limit")]
+    PowerAbsurd {
+        /// The reading.
+        power_mw: u32,
+        /// GPU power limit.
+        limit_mw: u32,
+    },
+    /// Utilisation above 100%.
+    #[error("utilisation {0}% is above 100%")]
+    UtilisationAbsurd(u32),
+    /// The GPU is not in the inventory.
+    #[error("unknown GPU {0}: not in the inventory")]
+    UnknownGpu(GpuUuid),
+    /// The GPU is known but attributed to an instance that does not hold it.
+    #[error("GPU {gpu} belongs to instance {expected}, sample names {got}")]
+    WrongInstance {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// Instance in the inventory.
+        expected: InstanceId,
+        /// Instance in the sample.
+        got: InstanceId,
+    },
+    /// The same `(gpu, seq)` appears twice in one batch.
+    #[error("duplicate sequence number {seq} for GPU {gpu} within the batch")]
+    DuplicateInBatch {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The repeated sequence number.
+        seq: u64,
+    },
+    /// The wire form could not be turned into a sample (bad enum, missing field, NaN).
+    #[error("malformed sample: {0}")]
+    Malformed(String),
+}
+
+/// Limits a sample must respect, independent of the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleLimits {
+    /// Longest accepted span.
+    pub max_span_ms: i64,
+    /// How far past the gateway's clock a sample may end.
+    pub max_future_skew_ms: i64,
+    /// How old a sample may be (agents resend after outages, so this is generous).
+    pub max_age_ms: i64,
+}
+
+impl Default for SampleLimits {
+    fn default() -> Self {
+        Self {
+            max_span_ms: 15 * 60 * 1000,
+            max_future_skew_ms: 5 * 60 * 1000,
+            max_age_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Checks a sample against physical and time limits. `power_limit` is the GPU's enforced power
+/// limit; anything above twice it is absurd.
+pub fn check_sample(
+    s: &EnergySample,
+    power_limit: Milliwatts,
+    limits: &SampleLimits,
+    now: UnixMillis,
+) -> Result<(), SampleRejection> {
+    let span_ms = s.duration_ms();
+    if span_ms <= 0 {
+        return Err(SampleRejection::NonPositiveSpan { start: s.start, end: s.end });
+    }
+    if span_ms > limits.max_span_ms {
+        return Err(SampleRejection::SpanTooLong { span_ms, max_ms: limits.max_span_ms });
+    }
+    let ahead_ms = s.end.since(now);
+    if ahead_ms > limits.max_future_skew_ms {
+        return Err(SampleRejection::InFuture {
+            end: s.end,
+            ahead_ms,
+            max_ms: limits.max_future_skew_ms,
+        });
+    }
+    if now.since(s.end) > limits.max_age_ms {
+        return Err(SampleRejection::TooOld { end: s.end, max_age_ms: limits.max_age_ms });
+    }
+    let ceiling = u64::from(power_limit.0) * 2;
+    for p in [s.power, s.power_max] {
+        if u64::from(p.0) > ceiling {
+            return Err(SampleRejection::PowerAbsurd { power_mw: p.0, limit_mw: power_limit.0 });
+        }
+    }
+    // mJ / ms = W; ×1000 → mW. u128 so no product overflows.
+    let implied_mw = (u128::from(s.energy.0) * 1000 / span_ms as u128) as u64;
+    if implied_mw > ceiling {
+        return Err(SampleRejection::EnergyAbsurd {
+            implied_mw,
+            span_ms,
+            limit_mw: power_limit.0,
+        });
+    }
+    if s.util_gpu_pct > 100 {
+        return Err(SampleRejection::UtilisationAbsurd(s.util_gpu_pct));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample(start: i64, end: i64, mj: u64) -> EnergySample {
+        EnergySample {
+            host: HostId::from("host-a"),
+            gpu: GpuUuid::from("GPU-1"),
+            instance: InstanceId::from("i-1"),
+            seq: 1,
+            start: UnixMillis(start),
+            end: UnixMillis(end),
+            energy: Millijoules(mj),
+            power: Milliwatts(300_000),
+            power_max: Milliwatts(310_000),
+            util_gpu_pct: 90,
+            mem_used_bytes: 1 << 30,
+            temp_c: 50,
+            sm_clock_mhz: 1980,
+            chain_start: false,
+            energy_source: EnergySource::Counter,
+            attribution: Attribution::Exclusive,
+        }
+    }
+
+    const LIMIT: Milliwatts = Milliwatts(700_000);
+    const NOW: UnixMillis = UnixMillis(1_000_000_000);
+
+    #[test]
+    fn a_plausible_sample_passes() {
+        let s = sample(NOW.0 - 1000, NOW.0, 300_000);
+        assert_eq!(check_sample(&s, LIMIT, &SampleLimits::default(), NOW), Ok(()));
+    }
+
+    #[test]
+    fn energy_implying_more_than_twice_the_limit_is_rejected() {
+        // 1.5 kJ in 1 s = 1.5 kW > 1.4 kW.
+        let s = sample(NOW.0 - 1000, NOW.0, 1_500_000);
+        let err = check_sample(&s, LIMIT, &SampleLimits::default(), NOW).unwrap_err();
+        assert!(matches!(err, SampleRejection::EnergyAbsurd { implied_mw: 1_500_000, .. }));
+        // Exactly 2x is still accepted (boost transients are real).
+        let s = sample(NOW.0 - 1000, NOW.0, 1_400_000);
+        assert!(check_sample(&s, LIMIT, &SampleLimits::default(), NOW).is_ok());
+    }
+
+    #[test]
+    fn time_limits_are_enforced() {
+        let l = SampleLimits::default();
+        let future = sample(NOW.0, NOW.0 + l.max_future_skew_ms + 1, 1);
+        assert!(matches!(check_sample(&future, LIMIT, &l, NOW), Err(SampleRejection::InFuture { .. })));
+        let backwards = sample(NOW.0, NOW.0 - 5, 1);
+        assert!(matches!(
+            check_sample(&backwards, LIMIT, &l, NOW),
+            Err(SampleRejection::NonPositiveSpan { .. })
+        ));
+        let old = sample(NOW.0 - l.max_age_ms - 2000, NOW.0 - l.max_age_ms - 1000, 1);
+        assert!(matches!(check_sample(&old, LIMIT, &l, NOW), Err(SampleRejection::TooOld { .. })));
+        let long = sample(NOW.0 - l.max_span_ms - 1, NOW.0, 1);
+        assert!(matches!(check_sample(&long, LIMIT, &l, NOW), Err(SampleRejection::SpanTooLong { .. })));
+    }
+
+    #[test]
+    fn absurd_power_and_utilisation_are_rejected_with_the_values() {
+        let mut s = sample(NOW.0 - 1000, NOW.0, 1);
+        s.power_max = Milliwatts(1_400_001);
+        let err = check_sample(&s, LIMIT, &SampleLimits::default(), NOW).unwrap_err();
+        assert_eq!(err.to_string(), "power reading 1400001 mW exceeds 2x the GPU's 700000 mW power limit");
+        let mut s = sample(NOW.0 - 1000, NOW.0, 1);
+        s.util_gpu_pct = 101;
+        assert_eq!(
+            check_sample(&s, LIMIT, &SampleLimits::default(), NOW),
+            Err(SampleRejection::UtilisationAbsurd(101))
+        );
+    }
+}
