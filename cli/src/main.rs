@@ -1,1 +1,178 @@
-fn main() {}
+//! `wattprint`: GPU energy and carbon metering.
+//!
+//! `wattprint up` runs everything in one process on SQLite with replayed GPUs for two demo
+//! tenants; the other subcommands run the parts separately.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use wattprint_cli::config::{RawConfig, Settings};
+use wattprint_cli::embedded::{self, Backend};
+use wattprint_core::TenantId;
+use wattprint_runtime::telemetry::{self, LogFormat};
+use wattprint_runtime::Shutdown;
+
+#[derive(Parser, Debug)]
+#[command(name = "wattprint", version, about = "GPU energy and carbon metering")]
+struct Cli {
+    /// TOML config file; `WATTPRINT_SECTION__KEY=value` variables override it.
+    #[arg(long, short, global = true, env = "WATTPRINT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run agent(s), gateway, enricher and query API in one process on SQLite.
+    Up {
+        /// Data directory (SQLite database, dev signing secret).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Replayed GPUs.
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// Instances the replayed GPUs are spread over (alternating between two demo tenants).
+        #[arg(long)]
+        instances: Option<u32>,
+        /// Query API listen address.
+        #[arg(long)]
+        api_listen: Option<SocketAddr>,
+        /// Gateway listen address.
+        #[arg(long)]
+        gateway_listen: Option<SocketAddr>,
+    },
+    /// Run one agent streaming to a gateway.
+    Agent,
+    /// Run the gateway (with the enricher in-process: the embedded bus is in-process).
+    Gateway,
+    /// Run the enricher alone (needs a distributed bus).
+    Enricher,
+    /// Run the query API on the store.
+    QueryApi,
+    /// Print a dev token for a tenant.
+    Token {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
+}
+
+fn load(cli: &Cli, patch: impl FnOnce(&mut RawConfig)) -> anyhow::Result<Settings> {
+    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k != "WATTPRINT_CONFIG").collect();
+    let mut raw: RawConfig = wattprint_runtime::load_config(cli.config.as_deref(), &env, "WATTPRINT_")?;
+    patch(&mut raw);
+    Ok(raw.validate()?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init("info,h2=warn,tower=warn,hyper=warn", if cli.log_json { LogFormat::Json } else { LogFormat::Text });
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    match &cli.command {
+        Command::Up { data_dir, gpus, instances, api_listen, gateway_listen } => {
+            let settings = load(&cli, |raw| {
+                raw.data_dir = data_dir.clone().or(raw.data_dir.take());
+                raw.agent.replay.gpus = gpus.or(raw.agent.replay.gpus);
+                raw.agent.replay.instances = instances.or(raw.agent.replay.instances);
+                raw.query_api.listen = api_listen.or(raw.query_api.listen);
+                raw.gateway.listen = gateway_listen.or(raw.gateway.listen);
+            })?;
+            up(settings, shutdown).await
+        }
+        Command::Agent => {
+            let settings = load(&cli, |_| {})?;
+            let report = embedded::run_agent(&settings, settings.agent.gateway_url.clone(), shutdown.wait()).await?;
+            tracing::info!(?report, "agent stopped");
+            Ok(())
+        }
+        Command::Gateway => {
+            let mut settings = load(&cli, |_| {})?;
+            // The query API is not part of this process.
+            settings.api_listen = ([127, 0, 0, 1], 0).into();
+            let store = embedded::open_store(&settings).await?;
+            let backend = Backend::start(&settings, store).await?;
+            println!("gateway listening on {}", backend.gateway_addr);
+            shutdown.wait().await;
+            backend.shutdown().await?;
+            Ok(())
+        }
+        Command::Enricher => anyhow::bail!(
+            "the embedded bus is in-process: the enricher runs inside `wattprint gateway` (or `wattprint up`); \
+             a separate enricher needs the Kafka bus"
+        ),
+        Command::QueryApi => {
+            let settings = load(&cli, |_| {})?;
+            let store = embedded::open_store(&settings).await?;
+            let auth = embedded::auth_config(&settings)?;
+            let listener = tokio::net::TcpListener::bind(settings.api_listen)
+                .await
+                .with_context(|| format!("binding {}", settings.api_listen))?;
+            println!("query API listening on http://{}", listener.local_addr()?);
+            let state = wattprint_query_api::ApiState::new(
+                store,
+                auth,
+                settings.catalog.clone(),
+                wattprint_query_api::ApiLimits::default(),
+            );
+            wattprint_query_api::serve(listener, state, shutdown.wait()).await?;
+            Ok(())
+        }
+        Command::Token { tenant, ttl_hours } => {
+            let settings = load(&cli, |_| {})?;
+            let auth = embedded::auth_config(&settings)?;
+            let token = wattprint_query_api::mint_token(&auth, &TenantId::new(tenant.clone()), Duration::from_secs(ttl_hours * 3600))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let store = embedded::open_store(&settings).await?;
+    let backend = Backend::start(&settings, store).await?;
+    let gateway_url = format!("http://{}", backend.gateway_addr);
+    let agent_stop = Shutdown::new();
+    let agent = {
+        let settings = settings.clone();
+        let stop = agent_stop.wait();
+        tokio::spawn(async move { embedded::run_agent(&settings, gateway_url, stop).await })
+    };
+    let api = format!("http://{}", backend.api_addr);
+    println!("wattprint is up (embedded: SQLite at {})", settings.data_dir.join("wattprint.db").display());
+    println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
+    println!("  gateway     grpc://{}", backend.gateway_addr);
+    let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
+    println!("  agent       {gpus} replayed GPUs on {} instances", settings.inventory.len());
+    let mut tenants: Vec<_> = settings.inventory.iter().map(|i| i.tenant.clone()).collect();
+    tenants.dedup();
+    tenants.sort();
+    tenants.dedup();
+    for t in tenants {
+        let token = wattprint_query_api::mint_token(&backend.auth, &t, Duration::from_secs(24 * 3600))?;
+        println!("  token for tenant {t} (24 h):\n    {token}");
+        println!("    try: curl -H 'Authorization: Bearer {token}' {api}/v1/instances");
+    }
+    println!("Ctrl-C stops; data is kept in {} and a restart resumes.", settings.data_dir.display());
+    shutdown.wait().await;
+    // Agents first, so their last batches are acked before the backend stops.
+    agent_stop.trigger();
+    match agent.await? {
+        Ok(report) => tracing::info!(?report, "agent stopped"),
+        Err(e) => tracing::error!(error = %e, "agent failed"),
+    }
+    let report = backend.shutdown().await?;
+    tracing::info!(?report, "stopped cleanly");
+    Ok(())
+}

@@ -18,6 +18,21 @@ impl UnixMillis {
         self.0 - earlier.0
     }
 
+    /// The instant at a UTC calendar date and time (proleptic Gregorian), or `None` if a field
+    /// is out of range.
+    pub fn from_utc(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<Self> {
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return None;
+        }
+        if hour > 23 || min > 59 || sec > 59 {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        Some(UnixMillis(
+            days * 86_400_000 + i64::from(hour) * 3_600_000 + i64::from(min) * 60_000 + i64::from(sec) * 1000,
+        ))
+    }
+
     /// Formats as RFC 3339 (`2026-11-23T00:40:00.000Z`).
     pub fn to_rfc3339(self) -> String {
         let days = self.0.div_euclid(86_400_000);
@@ -34,6 +49,30 @@ impl fmt::Display for UnixMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
     }
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// (year, month, day) to days since 1970-01-01. Howard Hinnant's algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day). Howard Hinnant's algorithm.
@@ -93,6 +132,17 @@ mod tests {
         assert_eq!(Bucket::containing(UnixMillis(-1)).start(), UnixMillis(-300_000));
         assert!(Bucket::aligned(UnixMillis(600_000)).is_some());
         assert!(Bucket::aligned(UnixMillis(600_001)).is_none());
+    }
+
+    #[test]
+    fn civil_dates_round_trip_and_reject_impossible_dates() {
+        let t = UnixMillis::from_utc(2023, 6, 8, 0, 5, 0).unwrap();
+        assert_eq!(t, UnixMillis(1_686_182_700_000));
+        assert_eq!(UnixMillis::from_utc(2024, 2, 29, 23, 59, 59).unwrap().to_rfc3339(), "2024-02-29T23:59:59.000Z");
+        assert!(UnixMillis::from_utc(2023, 2, 29, 0, 0, 0).is_none());
+        assert!(UnixMillis::from_utc(2023, 13, 1, 0, 0, 0).is_none());
+        assert!(UnixMillis::from_utc(2023, 1, 1, 24, 0, 0).is_none());
+        assert_eq!(UnixMillis::from_utc(1969, 12, 31, 23, 59, 59).unwrap(), UnixMillis(-1000));
     }
 
     #[test]

@@ -1,1 +1,14 @@
-//! placeholder
+//! Ingest: the gateway (gRPC sample stream → validated batches on the bus) and the enricher
+//! (bus → 5-minute intervals joined with grid intensity → store).
+
+pub mod bus;
+pub mod enricher;
+pub mod gateway;
+pub mod intensity_files;
+pub mod inventory;
+pub mod locations;
+
+pub use bus::{memory_bus, BusConsumer, BusError, BusMessage, BusProducer, Delivery};
+pub use enricher::Enricher;
+pub use gateway::{Gateway, GatewayLimits};
+pub use inventory::InventoryIndex;

@@ -1,0 +1,508 @@
+//! The `wattprint` configuration file: raw serde types (`deny_unknown_fields`, defaults), then
+//! validation into [`Settings`] with every path resolved and every reference checked.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+use wattprint_core::intensity::{IntensityJoin, RegionIntensity};
+use wattprint_core::sci::HardwareCatalog;
+use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
+use wattprint_ingest::locations::ZipDirectory;
+use wattprint_store::{GpuRecord, InstanceRecord};
+
+/// The config schema version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Where the shipped data lives when the config does not say (the repository's `data/`).
+pub fn default_data_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Schema version (1).
+    pub version: Option<u32>,
+    /// Directory for the SQLite database and the dev signing secret.
+    pub data_dir: Option<PathBuf>,
+    /// Root that relative data paths are resolved against (default: the shipped `data/`).
+    pub data_root: Option<PathBuf>,
+    /// Gateway section.
+    #[serde(default)]
+    pub gateway: RawGateway,
+    /// Query API section.
+    #[serde(default)]
+    pub query_api: RawQueryApi,
+    /// Agent section.
+    #[serde(default)]
+    pub agent: RawAgent,
+    /// Intensity section.
+    #[serde(default)]
+    pub intensity: Option<RawIntensity>,
+    /// Hardware catalog file (embodied carbon per GPU model).
+    pub hardware_catalog: Option<PathBuf>,
+    /// Inventory: instances and their GPUs.
+    #[serde(default)]
+    pub instances: Vec<RawInstance>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// gRPC listen address (default 127.0.0.1:50051).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[query_api]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryApi {
+    /// HTTP listen address (default 127.0.0.1:8080).
+    pub listen: Option<SocketAddr>,
+    /// Token issuer (default `wattprint`).
+    pub issuer: Option<String>,
+    /// Token audience (default `wattprint-api`).
+    pub audience: Option<String>,
+    /// HS256 secret file for dev tokens (default `<data_dir>/dev-secret`, created if absent).
+    pub hs256_secret_file: Option<PathBuf>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Host id reported with every batch (default: the machine's hostname).
+    pub host_id: Option<String>,
+    /// Gateway URL (default `http://<gateway.listen>`).
+    pub gateway_url: Option<String>,
+    /// `replay` (default) or `nvml`.
+    pub sensor: Option<String>,
+    /// How often each GPU's energy counter is read, ms (default 1000).
+    pub energy_interval_ms: Option<u64>,
+    /// GPU → instance mapping file (required for `nvml`).
+    pub mapping_file: Option<PathBuf>,
+    /// Replay settings.
+    #[serde(default)]
+    pub replay: RawReplay,
+}
+
+/// `[agent.replay]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    /// Trace file in the `h100-trace` format (default: the shipped H100 trace).
+    pub trace: Option<PathBuf>,
+    /// Virtual GPUs (default 4).
+    pub gpus: Option<u32>,
+    /// Instances they are spread over (default 2).
+    pub instances: Option<u32>,
+    /// Seed for GPU uuids and trace offsets (default 42).
+    pub seed: Option<u64>,
+}
+
+/// `[intensity]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntensity {
+    /// EPA eGRID zip → subregion/utility table.
+    pub zip_table: PathBuf,
+    /// EPA eGRID subregion output rates (average fallback).
+    pub egrid_rates: PathBuf,
+    /// How old a marginal point may be before falling back, minutes (default 15).
+    pub max_staleness_minutes: Option<i64>,
+    /// Regions with marginal series.
+    pub regions: Vec<RawRegion>,
+}
+
+/// `[[intensity.regions]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    /// Region id.
+    pub id: String,
+    /// Marginal series file.
+    pub marginal_file: Option<PathBuf>,
+    /// Its format.
+    pub format: Option<MarginalFormat>,
+    /// Replay the historical series on a shifted clock.
+    #[serde(default)]
+    pub replay: bool,
+    /// eGRID subregion whose average rate is the flagged fallback.
+    pub egrid_subregion: Option<String>,
+    /// Facility overhead (PUE), ≥ 1.
+    pub pue: Option<f64>,
+    /// Utilities (as named in the zip table) whose zip codes map to this region.
+    #[serde(default)]
+    pub utilities: Vec<String>,
+}
+
+/// `[[instances]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    /// Owner.
+    pub tenant: String,
+    /// Instance id.
+    pub id: String,
+    /// Datacenter zip code (resolved to a region through its utility).
+    pub zip_code: Option<String>,
+    /// Region, when given directly.
+    pub region: Option<String>,
+    /// GPUs.
+    pub gpus: Vec<RawGpu>,
+}
+
+/// A GPU of an instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpu {
+    /// NVML uuid.
+    pub uuid: String,
+    /// Model name.
+    pub model: String,
+    /// Power limit, watts.
+    pub power_limit_w: u32,
+}
+
+/// Configuration errors, each naming the offending key.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    /// A value is invalid.
+    #[error("config: {0}")]
+    Invalid(String),
+    /// A data file failed to load.
+    #[error("config: {0}")]
+    Data(String),
+}
+
+fn invalid(msg: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid(msg.into())
+}
+
+/// Which sensor the agent uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorKind {
+    /// Replay the trace as virtual GPUs.
+    Replay {
+        /// Trace file.
+        trace: PathBuf,
+        /// Virtual GPUs.
+        gpus: u32,
+        /// Instances they are spread over.
+        instances: u32,
+        /// Seed.
+        seed: u64,
+    },
+    /// Real GPUs through NVML, mapped by a mapping file.
+    Nvml {
+        /// GPU → instance mapping file.
+        mapping_file: PathBuf,
+    },
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Host id.
+    pub host_id: String,
+    /// Gateway URL.
+    pub gateway_url: String,
+    /// Energy read interval.
+    pub energy_interval_ms: u64,
+    /// Sensor.
+    pub sensor: SensorKind,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Gateway listen address.
+    pub gateway_listen: SocketAddr,
+    /// Query API listen address.
+    pub api_listen: SocketAddr,
+    /// Token issuer.
+    pub issuer: String,
+    /// Token audience.
+    pub audience: String,
+    /// HS256 secret file.
+    pub secret_file: PathBuf,
+    /// Agent.
+    pub agent: AgentSettings,
+    /// Intensity regions and the zip table, loaded.
+    pub intensity: Arc<IntensityJoin>,
+    /// PUE per region.
+    pub pue: HashMap<RegionId, f64>,
+    /// Hardware catalog.
+    pub catalog: HardwareCatalog,
+    /// Inventory (configured instances, or the replay demo's).
+    pub inventory: Vec<InstanceRecord>,
+}
+
+/// The model name replayed GPUs report (the trace's GPU).
+pub const REPLAY_MODEL: &str = "NVIDIA H100 80GB HBM3";
+/// The power limit replayed GPUs report (the trace's GPU), mW.
+pub const REPLAY_POWER_LIMIT: Milliwatts = Milliwatts(700_000);
+/// Demo tenants and the real zip codes their instances sit at: San Jose (PG&E) and Irvine (SCE).
+pub const DEMO_TENANTS: [(&str, &str); 2] = [("acme", "95112"), ("globex", "92618")];
+
+/// The default config: shipped data, two demo tenants on replayed H100s in California.
+pub fn default_raw_config() -> RawConfig {
+    let region = |id: &str, file: &str, format, utilities: &[&str]| RawRegion {
+        id: id.into(),
+        marginal_file: Some(PathBuf::from(file)),
+        format: Some(format),
+        replay: true,
+        egrid_subregion: Some("CAMX".into()),
+        pue: Some(1.2),
+        utilities: utilities.iter().map(|u| (*u).to_owned()).collect(),
+    };
+    RawConfig {
+        intensity: Some(RawIntensity {
+            zip_table: "locations/epa_egrid2023_zip_to_subregion.csv".into(),
+            egrid_rates: "locations/epa_egrid2023_subregion_output_rates.csv".into(),
+            max_staleness_minutes: None,
+            regions: vec![
+                region("SGIP_CAISO_PGE", "moer/SGIP_CAISO_PGE_2020-08.csv.gz", MarginalFormat::Sgip, &["Pacific Gas & Electric Co."]),
+                region("SGIP_CAISO_SCE", "moer/SGIP_CAISO_SCE_2020-08.csv.gz", MarginalFormat::Sgip, &["Southern California Edison Co"]),
+                region("CAISO_NORTH", "moer/watttime2023_caiso-north_actual.csv", MarginalFormat::WattTimeCsv, &[]),
+            ],
+        }),
+        hardware_catalog: Some("hardware-catalog.toml".into()),
+        ..RawConfig::default()
+    }
+}
+
+impl RawConfig {
+    /// Fills unset sections from [`default_raw_config`].
+    pub fn with_defaults(mut self) -> Self {
+        let d = default_raw_config();
+        if self.intensity.is_none() {
+            self.intensity = d.intensity;
+        }
+        if self.hardware_catalog.is_none() {
+            self.hardware_catalog = d.hardware_catalog;
+        }
+        self
+    }
+
+    /// Validates into [`Settings`], loading the data files it names.
+    pub fn validate(self) -> Result<Settings, SettingsError> {
+        let raw = self.with_defaults();
+        if let Some(v) = raw.version {
+            if v != CONFIG_VERSION {
+                return Err(invalid(format!("version = {v} is not supported (this build reads {CONFIG_VERSION})")));
+            }
+        }
+        let data_root = raw.data_root.clone().unwrap_or_else(default_data_root);
+        let data = |p: &Path| if p.is_absolute() { p.to_owned() } else { data_root.join(p) };
+        let data_dir = raw.data_dir.clone().unwrap_or_else(|| PathBuf::from(".wattprint"));
+        let gateway_listen = raw.gateway.listen.unwrap_or(([127, 0, 0, 1], 50051).into());
+        let api_listen = raw.query_api.listen.unwrap_or(([127, 0, 0, 1], 8080).into());
+
+        let intensity_raw = raw.intensity.clone().ok_or_else(|| invalid("[intensity] missing"))?;
+        let zips = ZipDirectory::load(&data(&intensity_raw.zip_table)).map_err(|e| SettingsError::Data(e.to_string()))?;
+        let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates)).map_err(|e| SettingsError::Data(e.to_string()))?;
+        let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
+        if !(0..=24 * 60).contains(&staleness) {
+            return Err(invalid(format!("intensity.max_staleness_minutes = {staleness} must be 0..=1440")));
+        }
+        let mut join = IntensityJoin::new(staleness * 60_000);
+        let mut pue = HashMap::new();
+        let mut utility_regions: BTreeMap<String, RegionId> = BTreeMap::new();
+        for r in &intensity_raw.regions {
+            let id = RegionId::new(r.id.clone());
+            if join.knows(&id) {
+                return Err(invalid(format!("intensity region {} is defined twice", r.id)));
+            }
+            let marginal = match (&r.marginal_file, r.format) {
+                (Some(f), Some(fmt)) => Some(
+                    load_marginal(&data(f), fmt, &format!("{}:{}", r.id, f.display()))
+                        .map_err(|e| SettingsError::Data(e.to_string()))?,
+                ),
+                (None, None) => None,
+                _ => return Err(invalid(format!("intensity region {}: marginal_file and format go together", r.id))),
+            };
+            let average = match &r.egrid_subregion {
+                Some(s) => Some((
+                    *rates.get(s).ok_or_else(|| invalid(format!("intensity region {}: unknown eGRID subregion {s}", r.id)))?,
+                    format!("egrid2023:{s}:average"),
+                )),
+                None => None,
+            };
+            if let Some(p) = r.pue {
+                if !p.is_finite() || !(1.0..=3.0).contains(&p) {
+                    return Err(invalid(format!("intensity region {}: pue = {p} must be within 1.0..=3.0", r.id)));
+                }
+                pue.insert(id.clone(), p);
+            }
+            for u in &r.utilities {
+                utility_regions.insert(u.clone(), id.clone());
+            }
+            join.insert(id, RegionIntensity { marginal, replay: r.replay, average });
+        }
+
+        let catalog = match &raw.hardware_catalog {
+            Some(p) => {
+                let path = data(p);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| SettingsError::Data(format!("cannot read hardware catalog {}: {e}", path.display())))?;
+                let c: HardwareCatalog = toml::from_str(&text)
+                    .map_err(|e| SettingsError::Data(format!("hardware catalog {}: {e}", path.display())))?;
+                c.validate().map_err(|e| SettingsError::Data(format!("hardware catalog {}: {e}", path.display())))?;
+                c
+            }
+            None => HardwareCatalog::default(),
+        };
+
+        let sensor = match raw.agent.sensor.as_deref().unwrap_or("replay") {
+            "replay" => {
+                let r = &raw.agent.replay;
+                let gpus = r.gpus.unwrap_or(4);
+                let instances = r.instances.unwrap_or(2);
+                if gpus == 0 || gpus > 4096 {
+                    return Err(invalid(format!("agent.replay.gpus = {gpus} must be 1..=4096")));
+                }
+                if instances == 0 || instances > gpus {
+                    return Err(invalid(format!("agent.replay.instances = {instances} must be 1..=gpus ({gpus})")));
+                }
+                SensorKind::Replay {
+                    trace: data(r.trace.as_deref().unwrap_or(Path::new("h100-trace/h100_power_trace_50ms.csv"))),
+                    gpus,
+                    instances,
+                    seed: r.seed.unwrap_or(42),
+                }
+            }
+            "nvml" => SensorKind::Nvml {
+                mapping_file: raw
+                    .agent
+                    .mapping_file
+                    .clone()
+                    .ok_or_else(|| invalid("agent.mapping_file is required with agent.sensor = \"nvml\""))?,
+            },
+            other => return Err(invalid(format!("agent.sensor = {other:?} must be \"replay\" or \"nvml\""))),
+        };
+        let energy_interval_ms = raw.agent.energy_interval_ms.unwrap_or(1000);
+        if !(50..=60_000).contains(&energy_interval_ms) {
+            return Err(invalid(format!("agent.energy_interval_ms = {energy_interval_ms} must be 50..=60000")));
+        }
+        let agent = AgentSettings {
+            host_id: raw.agent.host_id.clone().unwrap_or_else(default_host_id),
+            gateway_url: raw.agent.gateway_url.clone().unwrap_or_else(|| format!("http://{gateway_listen}")),
+            energy_interval_ms,
+            sensor,
+        };
+
+        let resolve_region = |inst: &RawInstance| -> Result<RegionId, SettingsError> {
+            match (&inst.region, &inst.zip_code) {
+                (Some(r), _) => {
+                    let id = RegionId::new(r.clone());
+                    if !join.knows(&id) {
+                        return Err(invalid(format!("instance {}: region {r} is not configured", inst.id)));
+                    }
+                    Ok(id)
+                }
+                (None, Some(zip)) => {
+                    let loc = zips.get(zip).ok_or_else(|| invalid(format!("instance {}: zip code {zip} is not in the zip table", inst.id)))?;
+                    utility_regions.get(&loc.utility).cloned().ok_or_else(|| {
+                        invalid(format!(
+                            "instance {}: zip code {zip} (utility {:?}, eGRID {}) has no configured intensity region; set `region` or add the utility to a region",
+                            inst.id, loc.utility, loc.subregion
+                        ))
+                    })
+                }
+                (None, None) => Err(invalid(format!("instance {}: set zip_code or region", inst.id))),
+            }
+        };
+        let raw_instances = if raw.instances.is_empty() {
+            match &agent.sensor {
+                SensorKind::Replay { gpus, instances, seed, .. } => demo_instances(*gpus, *instances, *seed),
+                SensorKind::Nvml { .. } => vec![],
+            }
+        } else {
+            raw.instances.clone()
+        };
+        let mut inventory = Vec::new();
+        let mut seen_gpus = std::collections::HashSet::new();
+        for inst in &raw_instances {
+            if inst.tenant.is_empty() || inst.id.is_empty() {
+                return Err(invalid("instances: tenant and id must be non-empty"));
+            }
+            let mut gpus = Vec::new();
+            for g in &inst.gpus {
+                if !seen_gpus.insert(g.uuid.clone()) {
+                    return Err(invalid(format!("instance {}: GPU {} is listed twice", inst.id, g.uuid)));
+                }
+                if g.power_limit_w == 0 || g.power_limit_w > 5000 {
+                    return Err(invalid(format!("instance {}: GPU {} power_limit_w = {} must be 1..=5000", inst.id, g.uuid, g.power_limit_w)));
+                }
+                gpus.push(GpuRecord {
+                    uuid: GpuUuid::new(g.uuid.clone()),
+                    model: g.model.clone(),
+                    power_limit: Milliwatts(g.power_limit_w * 1000),
+                });
+            }
+            inventory.push(InstanceRecord {
+                tenant: TenantId::new(inst.tenant.clone()),
+                instance: InstanceId::new(inst.id.clone()),
+                region: resolve_region(inst)?,
+                zip_code: inst.zip_code.clone(),
+                gpus,
+            });
+        }
+        let secret_file = raw.query_api.hs256_secret_file.clone().unwrap_or_else(|| data_dir.join("dev-secret"));
+        Ok(Settings {
+            data_dir,
+            gateway_listen,
+            api_listen,
+            issuer: raw.query_api.issuer.clone().unwrap_or_else(|| "wattprint".into()),
+            audience: raw.query_api.audience.clone().unwrap_or_else(|| "wattprint-api".into()),
+            secret_file,
+            agent,
+            intensity: Arc::new(join),
+            pue,
+            catalog,
+            inventory,
+        })
+    }
+}
+
+fn default_host_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The demo inventory: `gpus` replayed GPUs dealt round-robin over `instances` instances,
+/// which alternate between the two demo tenants.
+pub fn demo_instances(gpus: u32, instances: u32, seed: u64) -> Vec<RawInstance> {
+    let mut out: Vec<RawInstance> = (0..instances)
+        .map(|i| {
+            let (tenant, zip) = DEMO_TENANTS[(i % 2) as usize];
+            RawInstance {
+                tenant: tenant.into(),
+                id: format!("{tenant}-gpu-vm-{}", i / 2 + 1),
+                zip_code: Some(zip.into()),
+                region: None,
+                gpus: vec![],
+            }
+        })
+        .collect();
+    for g in 0..gpus {
+        out[(g % instances) as usize].gpus.push(RawGpu {
+            uuid: wattprint_agent::replay::replay_gpu_uuid(seed, g).0,
+            model: REPLAY_MODEL.into(),
+            power_limit_w: REPLAY_POWER_LIMIT.0 / 1000,
+        });
+    }
+    out
+}

@@ -1,0 +1,5 @@
+//! The `wattprint` binary's library: configuration, and the assembly of agent, gateway,
+//! enricher and query API into one process (`wattprint up`) or separate ones.
+
+pub mod config;
+pub mod embedded;

@@ -1,0 +1,322 @@
+//! The gateway: receives agents' sample streams, validates every sample, publishes valid ones
+//! and dead letters to the bus, and acks each batch only once the bus holds it.
+//!
+//! A bad sample never disturbs good ones in the same batch: it is refused with a reason in the
+//! ack and kept in the dead-letter stream. A bus failure ends the stream with `UNAVAILABLE`
+//! and no ack, so the agent resends; redelivery is harmless because samples dedup by
+//! `(gpu, seq)`.
+
+use crate::bus::{BusMessage, BusProducer};
+use crate::inventory::InventoryIndex;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
+use wattprint_core::{HostId, UnixMillis};
+use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
+use wattprint_proto::v1::{BatchAck, Rejection, Sample, SampleBatch};
+use wattprint_store::QuarantineRecord;
+
+/// Limits on what the gateway accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Per-sample limits.
+    pub samples: SampleLimits,
+    /// Most samples in one batch.
+    pub max_batch_samples: usize,
+    /// Largest encoded message, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self { samples: SampleLimits::default(), max_batch_samples: 10_000, max_message_bytes: 4 << 20 }
+    }
+}
+
+/// A batch split into what may pass and what is refused.
+#[derive(Debug, Default, PartialEq)]
+pub struct CheckedBatch {
+    /// Valid samples.
+    pub accepted: Vec<EnergySample>,
+    /// Refusals for the ack.
+    pub rejected: Vec<Rejection>,
+    /// Refusals for the dead-letter stream.
+    pub dead_letters: Vec<QuarantineRecord>,
+}
+
+/// The gateway service.
+#[derive(Clone)]
+pub struct Gateway {
+    producer: Arc<dyn BusProducer>,
+    inventory: Arc<InventoryIndex>,
+    limits: GatewayLimits,
+    clock: fn() -> UnixMillis,
+}
+
+/// The wall clock, in UTC milliseconds.
+pub fn now() -> UnixMillis {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn payload(s: &Sample) -> String {
+    serde_json::json!({
+        "gpu_uuid": s.gpu_uuid, "instance_id": s.instance_id, "seq": s.seq,
+        "start_unix_ms": s.start_unix_ms, "end_unix_ms": s.end_unix_ms, "energy_mj": s.energy_mj,
+        "power_mw": s.power_mw, "power_max_mw": s.power_max_mw, "util_gpu_pct": s.util_gpu_pct,
+        "mem_used_bytes": s.mem_used_bytes, "temp_c": s.temp_c, "sm_clock_mhz": s.sm_clock_mhz,
+        "chain_start": s.chain_start, "energy_source": s.energy_source, "attribution": s.attribution,
+    })
+    .to_string()
+}
+
+impl Gateway {
+    /// A gateway publishing to `producer`, validating against `inventory`.
+    pub fn new(producer: Arc<dyn BusProducer>, inventory: Arc<InventoryIndex>, limits: GatewayLimits) -> Self {
+        Self { producer, inventory, limits, clock: now }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> UnixMillis) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates every sample of a batch independently.
+    pub fn check(&self, host: &HostId, batch: &SampleBatch) -> CheckedBatch {
+        let now = (self.clock)();
+        let mut out = CheckedBatch::default();
+        let mut seen = HashSet::new();
+        for wire in &batch.samples {
+            let verdict = wattprint_proto::sample_from_wire(host, wire).and_then(|s| {
+                let placement =
+                    self.inventory.gpu(&s.gpu).ok_or_else(|| SampleRejection::UnknownGpu(s.gpu.clone()))?;
+                if placement.instance != s.instance {
+                    return Err(SampleRejection::WrongInstance {
+                        gpu: s.gpu.clone(),
+                        expected: placement.instance.clone(),
+                        got: s.instance.clone(),
+                    });
+                }
+                check_sample(&s, placement.power_limit, &self.limits.samples, now)?;
+                if !seen.insert((s.gpu.clone(), s.seq)) {
+                    return Err(SampleRejection::DuplicateInBatch { gpu: s.gpu.clone(), seq: s.seq });
+                }
+                Ok(s)
+            });
+            match verdict {
+                Ok(s) => out.accepted.push(s),
+                Err(reason) => {
+                    tracing::warn!(host = %host, gpu = %wire.gpu_uuid, seq = wire.seq, %reason, "sample rejected");
+                    out.rejected.push(Rejection {
+                        gpu_uuid: wire.gpu_uuid.clone(),
+                        seq: wire.seq,
+                        reason: reason.to_string(),
+                    });
+                    out.dead_letters.push(QuarantineRecord {
+                        received_at: now,
+                        host: host.clone(),
+                        gpu: (!wire.gpu_uuid.is_empty()).then(|| wattprint_core::GpuUuid::new(wire.gpu_uuid.clone())),
+                        seq: Some(wire.seq),
+                        reason: reason.to_string(),
+                        payload: payload(wire),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Handles one batch: check, publish, ack. An error ends the stream (the agent resends).
+    #[tracing::instrument(skip_all, fields(host = %batch.host_id, batch_seq = batch.batch_seq, samples = batch.samples.len()))]
+    pub async fn handle(&self, batch: SampleBatch) -> Result<BatchAck, Status> {
+        if batch.host_id.is_empty() || batch.host_id.len() > wattprint_proto::MAX_ID_LEN {
+            return Err(Status::invalid_argument("batch host_id must be 1 to 128 bytes"));
+        }
+        if batch.samples.len() > self.limits.max_batch_samples {
+            return Err(Status::invalid_argument(format!(
+                "batch {} has {} samples, more than the limit of {}; send smaller batches",
+                batch.batch_seq,
+                batch.samples.len(),
+                self.limits.max_batch_samples
+            )));
+        }
+        let host = HostId::new(batch.host_id.clone());
+        let checked = self.check(&host, &batch);
+        let accepted = checked.accepted.len() as u32;
+        if !checked.accepted.is_empty() {
+            self.producer
+                .publish(BusMessage::Samples(checked.accepted))
+                .await
+                .map_err(|e| Status::unavailable(format!("samples not persisted, resend: {e}")))?;
+        }
+        if !checked.dead_letters.is_empty() {
+            self.producer
+                .publish(BusMessage::DeadLetters(checked.dead_letters))
+                .await
+                .map_err(|e| Status::unavailable(format!("dead letters not persisted, resend: {e}")))?;
+        }
+        Ok(BatchAck { batch_seq: batch.batch_seq, accepted, rejected: checked.rejected })
+    }
+
+    /// The tonic service, with the message-size limit applied.
+    pub fn into_service(self) -> IngestServer<Gateway> {
+        let max = self.limits.max_message_bytes;
+        IngestServer::new(self).max_decoding_message_size(max)
+    }
+}
+
+/// The ack stream returned to an agent.
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for Gateway {
+    type StreamSamplesStream = AckStream;
+
+    async fn stream_samples(
+        &self,
+        request: Request<Streaming<SampleBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let mut inbound = request.into_inner();
+        let gateway = self.clone();
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(%status, "agent stream ended with an error");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let result = gateway.handle(batch).await;
+                let failed = result.is_err();
+                if tx.send(result).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(gateway.into_service())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{memory_bus, BusConsumer};
+    use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
+    use wattprint_proto::v1::{Attribution, EnergySource};
+    use wattprint_store::{GpuRecord, InstanceRecord};
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn gateway(producer: Arc<dyn BusProducer>) -> Gateway {
+        let inv = InventoryIndex::new(&[InstanceRecord {
+            tenant: TenantId::from("t"),
+            instance: InstanceId::from("i-1"),
+            region: RegionId::from("R"),
+            zip_code: None,
+            gpus: vec![GpuRecord { uuid: GpuUuid::from("GPU-1"), model: "H100".into(), power_limit: Milliwatts(700_000) }],
+        }]);
+        Gateway::new(producer, Arc::new(inv), GatewayLimits::default()).with_clock(|| UnixMillis(NOW))
+    }
+
+    fn wire(seq: u64, energy_mj: u64) -> Sample {
+        Sample {
+            gpu_uuid: "GPU-1".into(),
+            instance_id: "i-1".into(),
+            seq,
+            start_unix_ms: NOW - 2000 + seq as i64,
+            end_unix_ms: NOW - 1000 + seq as i64,
+            energy_mj,
+            power_mw: 300_000,
+            power_max_mw: 300_000,
+            util_gpu_pct: 50,
+            mem_used_bytes: 0,
+            temp_c: 40,
+            sm_clock_mhz: 1000,
+            chain_start: false,
+            energy_source: EnergySource::Counter as i32,
+            attribution: Attribution::Exclusive as i32,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_samples_are_refused_without_disturbing_good_ones() {
+        let (p, mut c) = memory_bus(8);
+        let g = gateway(Arc::new(p));
+        let mut unknown = wire(3, 1);
+        unknown.gpu_uuid = "GPU-9".into();
+        let mut future = wire(4, 1);
+        future.end_unix_ms = NOW + 3_600_000;
+        let mut wrong_instance = wire(6, 1);
+        wrong_instance.instance_id = "i-2".into();
+        let batch = SampleBatch {
+            host_id: "h".into(),
+            batch_seq: 9,
+            samples: vec![wire(1, 300_000), wire(2, 5_000_000), unknown, future, wire(1, 300_000), wire(5, 1), wrong_instance],
+        };
+        let consumer = tokio::spawn(async move {
+            let mut got = vec![];
+            for _ in 0..2 {
+                let d = c.next().await.unwrap();
+                got.push(d.message.clone());
+                d.commit();
+            }
+            got
+        });
+        let ack = g.handle(batch).await.unwrap();
+        assert_eq!((ack.batch_seq, ack.accepted), (9, 2));
+        let reasons: Vec<_> = ack.rejected.iter().map(|r| (r.seq, r.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 5);
+        assert!(reasons[0].1.starts_with("implied mean power 5000000 mW"), "{reasons:?}");
+        assert_eq!(reasons[1].1, "unknown GPU GPU-9: not in the inventory");
+        assert!(reasons[2].1.contains("after the gateway's clock"));
+        assert_eq!(reasons[3].1, "duplicate sequence number 1 for GPU GPU-1 within the batch");
+        assert_eq!(reasons[4].1, "GPU GPU-1 belongs to instance i-1, sample names i-2");
+        let got = consumer.await.unwrap();
+        let BusMessage::Samples(s) = &got[0] else { panic!("{got:?}") };
+        assert_eq!(s.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 5]);
+        let BusMessage::DeadLetters(d) = &got[1] else { panic!("{got:?}") };
+        assert_eq!(d.len(), 5);
+        assert!(d[1].payload.contains("\"gpu_uuid\":\"GPU-9\""));
+    }
+
+    #[tokio::test]
+    async fn oversized_batches_and_bus_failures_are_errors_not_acks() {
+        let (p, c) = memory_bus(1);
+        let g = gateway(Arc::new(p));
+        let batch = SampleBatch { host_id: "h".into(), batch_seq: 1, samples: vec![wire(1, 1); 10_001] };
+        let err = g.handle(batch).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("10001 samples"));
+        drop(c);
+        let batch = SampleBatch { host_id: "h".into(), batch_seq: 2, samples: vec![wire(1, 1)] };
+        assert_eq!(g.handle(batch).await.unwrap_err().code(), tonic::Code::Unavailable);
+        let batch = SampleBatch { host_id: String::new(), batch_seq: 3, samples: vec![] };
+        assert_eq!(g.handle(batch).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+}

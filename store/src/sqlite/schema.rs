@@ -1,0 +1,223 @@
+//! The SQLite schema and its versioned migrations.
+//!
+//! `schema_migrations` records every applied version. At open, each migration newer than the
+//! database's version is applied in its own transaction together with its bookkeeping row, so a
+//! crash leaves the database at a whole version. Migrations are append-only: never edit one
+//! that has shipped; add a new one.
+
+use super::{db_err, now_ms};
+use crate::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Version 1: inventory, raw samples, 5-minute intervals, workloads and quarantine.
+///
+/// Energy is integer millijoules, power integer milliwatts, time integer UTC milliseconds.
+/// Tables are `STRICT`, so a value of the wrong type (e.g. an integer sum that overflowed into a
+/// float) is refused instead of stored.
+const V1: &str = r#"
+CREATE TABLE instances (
+    instance_id TEXT PRIMARY KEY NOT NULL,
+    tenant      TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    zip_code    TEXT
+) STRICT;
+CREATE INDEX instances_by_tenant ON instances (tenant, instance_id);
+
+CREATE TABLE gpus (
+    uuid           TEXT PRIMARY KEY NOT NULL,
+    instance_id    TEXT NOT NULL REFERENCES instances (instance_id),
+    model          TEXT NOT NULL,
+    power_limit_mw INTEGER NOT NULL CHECK (power_limit_mw >= 0)
+) STRICT;
+CREATE INDEX gpus_by_instance ON gpus (instance_id, uuid);
+
+CREATE TABLE samples (
+    gpu_uuid       TEXT NOT NULL,
+    seq            INTEGER NOT NULL CHECK (seq >= 0),
+    tenant         TEXT NOT NULL,
+    instance_id    TEXT NOT NULL,
+    host           TEXT NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    end_ms         INTEGER NOT NULL,
+    energy_mj      INTEGER NOT NULL CHECK (energy_mj >= 0),
+    power_mw       INTEGER NOT NULL,
+    power_max_mw   INTEGER NOT NULL,
+    util_pct       INTEGER NOT NULL,
+    mem_used_bytes INTEGER NOT NULL,
+    temp_c         INTEGER NOT NULL,
+    sm_clock_mhz   INTEGER NOT NULL,
+    chain_start    INTEGER NOT NULL CHECK (chain_start IN (0, 1)),
+    energy_source  TEXT NOT NULL,
+    attribution    TEXT NOT NULL,
+    PRIMARY KEY (gpu_uuid, seq)
+) STRICT;
+CREATE INDEX samples_by_instance_start ON samples (tenant, instance_id, start_ms);
+CREATE INDEX samples_by_instance_end ON samples (tenant, instance_id, end_ms);
+
+CREATE TABLE intervals (
+    instance_id         TEXT NOT NULL,
+    gpu_uuid            TEXT NOT NULL,
+    bucket_ms           INTEGER NOT NULL,
+    tenant              TEXT NOT NULL,
+    energy_mj           INTEGER NOT NULL CHECK (energy_mj >= 0),
+    estimated_mj        INTEGER NOT NULL CHECK (estimated_mj >= 0),
+    covered_ms          INTEGER NOT NULL,
+    samples             INTEGER NOT NULL,
+    power_max_mw        INTEGER NOT NULL,
+    region              TEXT NOT NULL,
+    intensity_g_per_kwh REAL,
+    intensity_kind      TEXT,
+    intensity_source    TEXT,
+    intensity_point_ms  INTEGER,
+    intensity_replayed  INTEGER,
+    pue                 REAL NOT NULL,
+    PRIMARY KEY (instance_id, gpu_uuid, bucket_ms)
+) STRICT;
+CREATE INDEX intervals_by_tenant ON intervals (tenant, instance_id, bucket_ms);
+
+CREATE TABLE workloads (
+    id               TEXT PRIMARY KEY NOT NULL,
+    tenant           TEXT NOT NULL,
+    label            TEXT NOT NULL,
+    from_ms          INTEGER NOT NULL,
+    to_ms            INTEGER NOT NULL,
+    functional_unit  TEXT NOT NULL,
+    functional_units REAL NOT NULL,
+    created_at_ms    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX workloads_by_tenant ON workloads (tenant, created_at_ms);
+
+CREATE TABLE workload_instances (
+    workload_id TEXT NOT NULL REFERENCES workloads (id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,
+    instance_id TEXT NOT NULL REFERENCES instances (instance_id),
+    PRIMARY KEY (workload_id, position),
+    UNIQUE (workload_id, instance_id)
+) STRICT;
+CREATE INDEX workload_instances_by_instance ON workload_instances (instance_id);
+
+CREATE TABLE quarantine (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at_ms INTEGER NOT NULL,
+    host           TEXT NOT NULL,
+    gpu_uuid       TEXT,
+    seq            TEXT,
+    reason         TEXT NOT NULL,
+    payload        TEXT NOT NULL
+) STRICT;
+CREATE INDEX quarantine_by_time ON quarantine (received_at_ms, id);
+"#;
+
+/// The migrations, in order: entry `i` is version `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+/// Applies every migration of `migrations` that the database does not have yet.
+///
+/// Each runs in an `IMMEDIATE` transaction that re-reads the version first, so two processes
+/// opening the same file at once never apply one twice.
+pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+    const OP: &str = "applying schema migrations";
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version       INTEGER PRIMARY KEY NOT NULL,
+             applied_at_ms INTEGER NOT NULL
+         ) STRICT;",
+    )
+    .map_err(db_err(OP))?;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err(OP))?;
+        let current: i64 = tx
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(db_err(OP))?;
+        let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+        if current > known {
+            return Err(StoreError::Backend {
+                op: OP,
+                source: format!(
+                    "database schema version {current} is newer than this build's {known}; \
+                     upgrade Wattprint"
+                )
+                .into(),
+            });
+        }
+        let Some(sql) = usize::try_from(current).ok().and_then(|i| migrations.get(i)) else {
+            return Ok(());
+        };
+        let version = current + 1;
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend {
+            op: OP,
+            source: format!("migration {version}: {e}").into(),
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+            (version, now_ms()),
+        )
+        .map_err(db_err(OP))?;
+        tx.commit().map_err(db_err(OP))?;
+        tracing::info!(version, "applied schema migration");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(conn: &Connection) -> Vec<(i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT version, applied_at_ms FROM schema_migrations ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_new_migrations_are_applied() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let first = ["CREATE TABLE a (x INTEGER)"];
+        migrate(&mut conn, &first).unwrap();
+        let before = versions(&conn);
+        assert_eq!(before.len(), 1);
+        // Re-applying `a` would fail (no IF NOT EXISTS), so success proves it was skipped.
+        migrate(&mut conn, &first).unwrap();
+        let second = ["CREATE TABLE a (x INTEGER)", "CREATE TABLE b (y INTEGER)"];
+        migrate(&mut conn, &second).unwrap();
+        let after = versions(&conn);
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0], before[0], "version 1 must not be re-recorded");
+        conn.execute("INSERT INTO b (y) VALUES (1)", []).unwrap();
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_previous_version_intact() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &["CREATE TABLE a (x INTEGER)"]).unwrap();
+        let bad = ["CREATE TABLE a (x INTEGER)", "CREATE TABLE c (z INTEGER); SELECT nonsense("];
+        let err = migrate(&mut conn, &bad).unwrap_err();
+        assert!(err.to_string().contains("migration 2"), "{err}");
+        assert_eq!(versions(&conn).len(), 1);
+        // The half-applied migration was rolled back with its transaction.
+        let c_exists: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'c'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(c_exists, 0);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &["SELECT 1", "SELECT 2"]).unwrap();
+        let err = migrate(&mut conn, &["SELECT 1"]).unwrap_err();
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[test]
+    fn the_real_schema_applies_cleanly() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, MIGRATIONS).unwrap();
+        assert_eq!(versions(&conn).len(), MIGRATIONS.len());
+    }
+}
