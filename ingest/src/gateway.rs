@@ -271,6 +271,7 @@ mod tests {
         let mut unknown = wire(3, 1);
         unknown.gpu_uuid = "GPU-9".into();
         let mut future = wire(4, 1);
+        future.start_unix_ms = NOW + 3_599_000;
         future.end_unix_ms = NOW + 3_600_000;
         let mut wrong_instance = wire(6, 1);
         wrong_instance.instance_id = "i-2".into();

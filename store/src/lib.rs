@@ -13,8 +13,8 @@ use thiserror::Error;
 use wattprint_core::intensity::JoinedIntensity;
 use wattprint_core::sample::EnergySample;
 use wattprint_core::{
-    Bucket, GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId,
-    TenantScope, UnixMillis, WorkloadId,
+    Bucket, GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
+    UnixMillis, WorkloadId,
 };
 
 pub use sqlite::SqliteStore;

@@ -8,8 +8,7 @@ use rusqlite::Row;
 use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
-    Bucket, GpuUuid, GramsPerKwh, HostId, InstanceId, Millijoules, Milliwatts, RegionId,
-    UnixMillis,
+    Bucket, GpuUuid, GramsPerKwh, HostId, InstanceId, Millijoules, Milliwatts, RegionId, UnixMillis,
 };
 
 /// Converts a stored integer to the domain's type, or reports corruption.
@@ -28,7 +27,10 @@ pub(crate) fn stored_int<T: TryFrom<i64>>(
 /// `i64::MAX` rather than wrapping them.
 pub(crate) fn to_stored(what: &str, v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| {
-        StoreError::Invalid(format!("{what} {v} exceeds the storable maximum {}", i64::MAX))
+        StoreError::Invalid(format!(
+            "{what} {v} exceeds the storable maximum {}",
+            i64::MAX
+        ))
     })
 }
 
@@ -83,12 +85,16 @@ impl RawSample {
     /// Checks and converts to the domain sample.
     pub(crate) fn decode(self) -> Result<EnergySample, StoreError> {
         const T: &str = "samples";
-        let energy_source = EnergySource::parse(&self.energy_source).ok_or_else(|| {
-            StoreError::Corrupt { table: T, detail: format!("energy_source {:?}", self.energy_source) }
-        })?;
-        let attribution = Attribution::parse(&self.attribution).ok_or_else(|| {
-            StoreError::Corrupt { table: T, detail: format!("attribution {:?}", self.attribution) }
-        })?;
+        let energy_source =
+            EnergySource::parse(&self.energy_source).ok_or_else(|| StoreError::Corrupt {
+                table: T,
+                detail: format!("energy_source {:?}", self.energy_source),
+            })?;
+        let attribution =
+            Attribution::parse(&self.attribution).ok_or_else(|| StoreError::Corrupt {
+                table: T,
+                detail: format!("attribution {:?}", self.attribution),
+            })?;
         Ok(EnergySample {
             host: HostId(self.host),
             gpu: GpuUuid(self.gpu),
@@ -114,7 +120,10 @@ fn stored_bool(table: &'static str, column: &str, v: i64) -> Result<bool, StoreE
     match v {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(StoreError::Corrupt { table, detail: format!("{column} = {v} is not 0 or 1") }),
+        _ => Err(StoreError::Corrupt {
+            table,
+            detail: format!("{column} = {v} is not 0 or 1"),
+        }),
     }
 }
 
@@ -167,12 +176,14 @@ impl RawInterval {
     /// Checks and converts to the domain row.
     pub(crate) fn decode(self) -> Result<IntervalRow, StoreError> {
         const T: &str = "intervals";
-        let bucket = Bucket::aligned(UnixMillis(self.bucket_ms)).ok_or_else(|| {
-            StoreError::Corrupt {
+        let bucket =
+            Bucket::aligned(UnixMillis(self.bucket_ms)).ok_or_else(|| StoreError::Corrupt {
                 table: T,
-                detail: format!("bucket_ms = {} is not on a 5-minute boundary", self.bucket_ms),
-            }
-        })?;
+                detail: format!(
+                    "bucket_ms = {} is not on a 5-minute boundary",
+                    self.bucket_ms
+                ),
+            })?;
         let intensity = match (
             self.intensity_value,
             self.intensity_kind,

@@ -129,7 +129,11 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), 
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err(OP))?;
         let current: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(db_err(OP))?;
         let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
         if current > known {
@@ -142,7 +146,10 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), 
                 .into(),
             });
         }
-        let Some(sql) = usize::try_from(current).ok().and_then(|i| migrations.get(i)) else {
+        let Some(sql) = usize::try_from(current)
+            .ok()
+            .and_then(|i| migrations.get(i))
+        else {
             return Ok(());
         };
         let version = current + 1;
@@ -195,13 +202,20 @@ mod tests {
     fn a_failing_migration_leaves_the_previous_version_intact() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, &["CREATE TABLE a (x INTEGER)"]).unwrap();
-        let bad = ["CREATE TABLE a (x INTEGER)", "CREATE TABLE c (z INTEGER); SELECT nonsense("];
+        let bad = [
+            "CREATE TABLE a (x INTEGER)",
+            "CREATE TABLE c (z INTEGER); SELECT nonsense(",
+        ];
         let err = migrate(&mut conn, &bad).unwrap_err();
         assert!(err.to_string().contains("migration 2"), "{err}");
         assert_eq!(versions(&conn).len(), 1);
         // The half-applied migration was rolled back with its transaction.
         let c_exists: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'c'", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'c'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(c_exists, 0);
     }
