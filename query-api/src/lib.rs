@@ -1,1 +1,125 @@
-//! placeholder
+//! Wattprint's query API: tenant-scoped REST over the [`Store`].
+//!
+//! Every tenant-facing route takes its [`TenantScope`](wattprint_core::TenantScope) from a
+//! verified bearer token ([`auth`]) and from nowhere else. The logic lives in [`service`]
+//! (pure-ish functions over the store, reused by any future gRPC adapter); [`routes`] are thin
+//! axum handlers; [`error`] maps every failure to one RFC 7807 problem document.
+//!
+//! Endpoints:
+//! - `GET /healthz` (no auth)
+//! - `GET /v1/instances`
+//! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d`
+//! - `POST /v1/workloads`, `GET /v1/workloads`, `GET /v1/workloads/{id}` (with footprint and SCI)
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod service;
+pub mod time;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use wattprint_core::sci::HardwareCatalog;
+use wattprint_store::Store;
+
+pub use auth::{
+    mint_token, mint_token_at, AuthConfig, AuthError, AuthenticatedTenant, Claims, TokenVerifier,
+};
+pub use error::ApiError;
+pub use routes::router;
+
+/// Limits that keep one request from reading unbounded amounts of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Longest `to − from` accepted by series queries and workloads (default 31 days).
+    pub max_range_ms: i64,
+    /// Most points one series response may hold (default 20 000); beyond it the caller is told
+    /// to use a coarser step.
+    pub max_points: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_range_ms: 31 * 24 * 3600 * 1000,
+            max_points: 20_000,
+        }
+    }
+}
+
+/// Shared state of the API: the store, the token verifier, the hardware catalog and limits.
+/// Cheap to clone (everything behind `Arc`).
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) verifier: Arc<TokenVerifier>,
+    pub(crate) catalog: Arc<HardwareCatalog>,
+    pub(crate) limits: ApiLimits,
+}
+
+impl ApiState {
+    /// Builds the state. An `auth` with an empty secret verifies no token at all (every
+    /// tenant route answers 401) rather than accepting tokens signed with an empty key.
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: AuthConfig,
+        catalog: HardwareCatalog,
+        limits: ApiLimits,
+    ) -> Self {
+        Self {
+            store,
+            verifier: Arc::new(TokenVerifier::new(&auth)),
+            catalog: Arc::new(catalog),
+            limits,
+        }
+    }
+
+    /// The store behind the API.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The token verifier.
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    /// The hardware catalog used for embodied emissions.
+    pub fn catalog(&self) -> &HardwareCatalog {
+        &self.catalog
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> ApiLimits {
+        self.limits
+    }
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("catalog_models", &self.catalog.models.len())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves (axum graceful shutdown: stops
+/// accepting, lets requests in flight finish, then returns).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "query api listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("query api stopped");
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! One error type for the API, rendered as RFC 7807 `application/problem+json`.
+//!
+//! Store failures become a 500 whose body says nothing about internals; the cause is logged.
+//! "Not found" is the same answer for what does not exist and what belongs to another tenant.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use thiserror::Error;
+use wattprint_store::StoreError;
+
+use crate::auth::AuthError;
+
+/// Media type of problem documents.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything a request can fail with.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// A parameter or body is invalid; the message says which and why.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is not JSON of the expected shape.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The body is not declared as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// No usable token.
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    /// The thing does not exist or is not the caller's.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A real failure of the store or of stored data. Logged; never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The RFC 7807 body.
+#[derive(Debug, Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable problem type URI and title.
+    fn kind_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("urn:wattprint:problem:bad-request", "Bad request"),
+            ApiError::InvalidBody(_) => {
+                ("urn:wattprint:problem:invalid-body", "Invalid request body")
+            }
+            ApiError::UnsupportedMediaType(_) => (
+                "urn:wattprint:problem:unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::Unauthorized(_) => ("urn:wattprint:problem:unauthorized", "Unauthorized"),
+            ApiError::NotFound(_) => ("urn:wattprint:problem:not-found", "Not found"),
+            ApiError::MethodNotAllowed => (
+                "urn:wattprint:problem:method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::Internal(_) => ("urn:wattprint:problem:internal", "Internal error"),
+        }
+    }
+
+    /// What the caller is told.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(_) => {
+                "the server failed to answer this request; it has been logged".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Maps a store error. `not_found` is what the caller is told for `NotFound`, so the
+    /// store's own wording (which might say more) is never shown.
+    pub fn from_store(err: StoreError, not_found: impl FnOnce() -> String) -> ApiError {
+        match err {
+            StoreError::NotFound(_) => ApiError::NotFound(not_found()),
+            StoreError::Invalid(msg) => ApiError::BadRequest(msg),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let (kind, title) = self.kind_and_title();
+        let body = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = (status, bytes).into_response();
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let ApiError::Unauthorized(err) = &self {
+            let challenge = match err {
+                AuthError::MissingToken => r#"Bearer realm="wattprint""#,
+                _ => r#"Bearer realm="wattprint", error="invalid_token""#,
+            };
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "request body must be sent as application/json".into(),
+            ),
+            other => ApiError::InvalidBody(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let e = ApiError::from_store(
+            StoreError::Corrupt {
+                table: "intervals",
+                detail: "secret detail".into(),
+            },
+            || "x".into(),
+        );
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.detail().contains("secret"));
+        let nf = ApiError::from_store(StoreError::NotFound("tenant t2 owns it".into()), || {
+            "instance i not found".into()
+        });
+        assert_eq!(nf.detail(), "instance i not found");
+    }
+}

@@ -1,0 +1,194 @@
+//! axum handlers: parse, authenticate, call [`crate::service`], render. Every failure is an
+//! [`ApiError`] problem document, including bad paths, queries, bodies and unknown routes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
+use tracing::field::Empty;
+use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
+
+use crate::auth::AuthenticatedTenant;
+use crate::error::ApiError;
+use crate::service::{
+    self, check_id, InstanceView, Series, SeriesRequest, WorkloadDetail, WorkloadRequest,
+    WorkloadView,
+};
+use crate::time::{parse_instant, Step};
+use crate::ApiState;
+
+/// Range a series covers when `from` is not given: one hour before `to`.
+pub const DEFAULT_SERIES_RANGE_MS: i64 = 3_600_000;
+
+/// The API's routes with tracing, over `state`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/instances", get(list_instances))
+        .route("/v1/instances/{id}/series", get(instance_series))
+        .route("/v1/workloads", get(list_workloads).post(create_workload))
+        .route("/v1/workloads/{id}", get(get_workload))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Body of `GET /healthz`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `ok` while the process serves.
+    pub status: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Body of `GET /v1/instances`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstanceList {
+    /// The caller's instances.
+    pub instances: Vec<InstanceView>,
+}
+
+#[tracing::instrument(skip_all, fields(count = Empty))]
+async fn list_instances(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+) -> Result<Json<InstanceList>, ApiError> {
+    let instances = service::list_instances(state.store.as_ref(), &scope).await?;
+    tracing::Span::current().record("count", instances.len());
+    Ok(Json(InstanceList { instances }))
+}
+
+/// Query of `GET /v1/instances/{id}/series`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SeriesParams {
+    /// Start: RFC 3339 or Unix ms (default: `to` − 1 h).
+    pub from: Option<String>,
+    /// End, exclusive: RFC 3339 or Unix ms (default: now).
+    pub to: Option<String>,
+    /// `raw`, `5m` (default), `1h` or `1d`.
+    pub step: Option<String>,
+}
+
+fn now() -> UnixMillis {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+fn parse_series_params(p: &SeriesParams) -> Result<SeriesRequest, ApiError> {
+    let step = Step::parse(p.step.as_deref().unwrap_or("5m")).map_err(ApiError::BadRequest)?;
+    let to = match &p.to {
+        Some(s) => parse_instant("to", s).map_err(ApiError::BadRequest)?,
+        None => now(),
+    };
+    let from = match &p.from {
+        Some(s) => parse_instant("from", s).map_err(ApiError::BadRequest)?,
+        None => UnixMillis(to.0.saturating_sub(DEFAULT_SERIES_RANGE_MS)),
+    };
+    Ok(SeriesRequest { from, to, step })
+}
+
+#[tracing::instrument(skip_all, fields(instance = Empty, step = Empty, points = Empty))]
+async fn instance_series(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Json<Series>, ApiError> {
+    let Path(id) = path?;
+    let Query(params) = query?;
+    check_id("instance", &id)?;
+    let span = tracing::Span::current();
+    span.record("instance", id.as_str());
+    let req = parse_series_params(&params)?;
+    span.record("step", req.step.as_str());
+    let series = service::instance_series(
+        state.store.as_ref(),
+        &scope,
+        &InstanceId::new(id),
+        req,
+        &state.limits,
+    )
+    .await?;
+    span.record("points", series.points.len());
+    Ok(Json(series))
+}
+
+/// Body of `GET /v1/workloads`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkloadList {
+    /// The caller's workloads, newest first.
+    pub workloads: Vec<WorkloadView>,
+}
+
+#[tracing::instrument(skip_all, fields(count = Empty))]
+async fn list_workloads(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+) -> Result<Json<WorkloadList>, ApiError> {
+    let workloads = service::list_workloads(state.store.as_ref(), &scope).await?;
+    tracing::Span::current().record("count", workloads.len());
+    Ok(Json(WorkloadList { workloads }))
+}
+
+#[tracing::instrument(skip_all, fields(workload = Empty, instances = Empty))]
+async fn create_workload(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    body: Result<Json<WorkloadRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let span = tracing::Span::current();
+    span.record("instances", req.instance_ids.len());
+    let view = service::create_workload(state.store.as_ref(), &scope, &req, &state.limits).await?;
+    span.record("workload", view.id.as_str());
+    let mut resp = (StatusCode::CREATED, Json(&view)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/workloads/{}", view.id)) {
+        resp.headers_mut().insert(LOCATION, loc);
+    }
+    tracing::info!("workload created");
+    Ok(resp)
+}
+
+#[tracing::instrument(skip_all, fields(workload = Empty))]
+async fn get_workload(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<WorkloadDetail>, ApiError> {
+    let Path(id) = path?;
+    check_id("workload", &id)?;
+    tracing::Span::current().record("workload", id.as_str());
+    let detail = service::workload_detail(
+        state.store.as_ref(),
+        &scope,
+        &state.catalog,
+        &WorkloadId::new(id),
+    )
+    .await?;
+    Ok(Json(detail))
+}

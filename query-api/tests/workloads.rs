@@ -1,0 +1,248 @@
+//! Workloads against the real SQLite store: creation, listing, and footprints whose energy,
+//! emissions and SCI match hand computations to the millijoule.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use axum::http::header::LOCATION;
+use axum::http::StatusCode;
+use common::*;
+use serde_json::{json, Value};
+
+const MS_PER_YEAR: f64 = 365.25 * 24.0 * 3600.0 * 1000.0;
+
+/// Embodied grams of one H100 of the test catalog reserved for `ms`.
+fn h100_share(ms: i64) -> f64 {
+    H100_KG * 1000.0 * ms as f64 / (H100_YEARS * MS_PER_YEAR)
+}
+
+async fn footprint(h: &Harness, id: &str) -> Value {
+    let r = get(&h.app, &format!("/v1/workloads/{id}"), Some(&token("acme"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body
+}
+
+#[tokio::test]
+async fn created_workloads_are_returned_listed_and_located() {
+    let h = harness().await;
+    let t = token("acme");
+    let r = post_json(
+        &h.app,
+        "/v1/workloads",
+        Some(&t),
+        &json!({
+            "label": "bert-finetune-run-3",
+            "instance_ids": ["i-a1", "i-a2"],
+            "from": "2026-11-23T00:00:00Z",
+            "to": T0 + 600_000,
+            "functional_unit": "training run",
+            "functional_units": 1.5,
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.headers.get(LOCATION).unwrap(),
+        &format!("/v1/workloads/{id}")
+    );
+    assert_eq!(r.body["label"], "bert-finetune-run-3");
+    assert_eq!(r.body["instance_ids"], json!(["i-a1", "i-a2"]));
+    assert_eq!(r.body["from"], "2026-11-23T00:00:00.000Z");
+    assert_eq!(r.body["to"], "2026-11-23T00:10:00.000Z");
+    assert_eq!(r.body["functional_unit"], "training run");
+    assert_eq!(r.body["functional_units"], 1.5);
+    assert!(r.body["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let list = get(&h.app, "/v1/workloads", Some(&t)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body["workloads"], json!([r.body.clone()]));
+
+    let detail = footprint(&h, &id).await;
+    for field in ["id", "label", "instance_ids", "from", "to", "created_at"] {
+        assert_eq!(detail[field], r.body[field], "{field}");
+    }
+    assert!(detail["footprint"].is_object());
+}
+
+#[tokio::test]
+async fn a_range_that_is_exactly_some_samples_gets_exactly_their_energy() {
+    let h = harness().await;
+    // Samples 2..=7 of GPU-a1 span [T0 + 150 s, T0 + 510 s]: mid-bucket to mid-bucket.
+    let (from, to) = (T0 + 150_000, T0 + 510_000);
+    let id = create_workload(&h.app, "acme", &["i-a1"], from, to, 3.0).await;
+    let f = &footprint(&h, &id).await["footprint"];
+    let energy: u64 = (2..=7).map(a1_energy).sum();
+    assert_eq!(energy, 108_027_081);
+    assert_eq!(f["it_energy_mj"], energy);
+    // Bucket 0 gets samples 2, 3 and the first half of 4; bucket 1 the rest.
+    let (b0, b1) = (
+        18_002_006 + 18_003_009 + 9_002_006,
+        9_002_006 + 18_005_015 + 18_006_018 + 18_007_021,
+    );
+    assert_eq!(b0 + b1, energy);
+    let it = (b0 as f64 * 100.0 + b1 as f64 * 400.0) / MJ_PER_KWH;
+    assert_close(&f["it_energy_kwh"], energy as f64 / MJ_PER_KWH);
+    assert_close(
+        &f["facility_energy_kwh"],
+        energy as f64 * PUE_R1 / MJ_PER_KWH,
+    );
+    assert_close(&f["operational_it_co2e_g"], it);
+    assert_close(&f["operational_co2e_g"], it * PUE_R1);
+    let m = h100_share(to - from);
+    assert_close(&f["embodied_co2e_g"], m);
+    assert_close(&f["total_co2e_g"], it * PUE_R1 + m);
+    assert_close(&f["sci_g_per_unit"], (it * PUE_R1 + m) / 3.0);
+    assert_eq!(f["functional_units"], 3.0);
+    assert_eq!(f["functional_unit"], "training run");
+    assert_eq!(
+        f["coverage"],
+        json!({"expected_gpu_ms": 360_000, "covered_gpu_ms": 360_000})
+    );
+    assert_eq!(f["embodied"], json!({"gpus": 1, "unknown_models": []}));
+    assert_eq!(f["provenance"]["intervals_actual"], 2);
+    assert_eq!(f["provenance"]["energy_measured_share"], 1.0);
+}
+
+#[tokio::test]
+async fn a_range_starting_and_ending_mid_sample_is_clipped_to_the_millijoule() {
+    let h = harness().await;
+    // From 200 s (10 s before sample 2 ends) to 700 s (10 s into sample 11).
+    let (from, to) = (T0 + 200_000, T0 + 700_000);
+    let id = create_workload(&h.app, "acme", &["i-a1"], from, to, 10.0).await;
+    let f = &footprint(&h, &id).await["footprint"];
+    // Sample 2 (18_002_006 mJ over 60 s) keeps its last 10 s: 18_002_006 − ⌊18_002_006 × 5/6⌋.
+    let head = 18_002_006 - 15_001_671;
+    // Sample 11 (18_011_033 mJ) gives its first 10 s: ⌊18_011_033 / 6⌋.
+    let tail = 3_001_838;
+    // Sample 9 (18_009_027) straddles 600 s: ⌊/2⌋ = 9_004_513 before, 9_004_514 after.
+    let b0 = head + 18_003_009 + 9_002_006;
+    let b1 = 9_002_006 + 18_005_015 + 18_006_018 + 18_007_021 + 18_008_024 + 9_004_513;
+    let b2 = 9_004_514 + 18_010_030 + tail;
+    assert_eq!((b0, b1, b2), (30_005_350, 90_032_597, 30_016_382));
+    assert_eq!(f["it_energy_mj"], 150_054_329u64);
+    assert_eq!(f["it_energy_mj"], b0 + b1 + b2);
+    let it = (b0 as f64 * 100.0 + b1 as f64 * 400.0 + b2 as f64 * 250.0) / MJ_PER_KWH;
+    assert_close(&f["operational_it_co2e_g"], it);
+    assert_close(&f["operational_co2e_g"], it * PUE_R1);
+    let m = h100_share(500_000);
+    assert_close(&f["sci_g_per_unit"], (it * PUE_R1 + m) / 10.0);
+    assert_eq!(f["provenance"]["intervals_actual"], 2);
+    assert_eq!(f["provenance"]["intervals_fallback"], 1);
+    assert_eq!(
+        f["coverage"],
+        json!({"expected_gpu_ms": 500_000, "covered_gpu_ms": 500_000})
+    );
+}
+
+#[tokio::test]
+async fn energy_without_intensity_is_reported_and_gaps_lower_coverage() {
+    let h = harness().await;
+    let id = create_workload(&h.app, "acme", &["i-a1"], T0, T0 + 4 * B, 1.0).await;
+    let f = &footprint(&h, &id).await["footprint"];
+    assert_eq!(f["it_energy_mj"], 270_105_315u64);
+    assert_eq!(f["provenance"]["intervals_missing_intensity"], 1);
+    assert_eq!(f["provenance"]["energy_without_intensity_mj"], 9_007_021);
+    assert_eq!(
+        f["coverage"],
+        json!({"expected_gpu_ms": 1_200_000, "covered_gpu_ms": 900_000})
+    );
+    let it = (81_008_024.0 * 100.0 + 90_032_597.0 * 400.0 + 90_057_673.0 * 250.0) / MJ_PER_KWH;
+    assert_close(&f["operational_it_co2e_g"], it);
+}
+
+#[tokio::test]
+async fn several_instances_add_up_and_unknown_models_are_listed() {
+    let h = harness().await;
+    let (from, to) = (T0 + 100_000, T0 + 400_000);
+    let id = create_workload(&h.app, "acme", &["i-a1", "i-a2"], from, to, 2.0).await;
+    let f = &footprint(&h, &id).await["footprint"];
+    // i-a1: sample 1 from 100 s (18_001_003 − ⌊18_001_003/6⌋), samples 2..=5, sample 6 to 400 s.
+    let a1_b0 = (18_001_003 - 3_000_167) + 18_002_006 + 18_003_009 + 9_002_006;
+    let a1_b1 = 9_002_006 + 18_005_015 + 3_001_003;
+    // i-a2: GPU-a2 ⌊30_000_000 × 2/3⌋... exactly 20_000_000 in bucket 0, ⌊30_000_001/3⌋ in
+    // bucket 1; GPU-a3's one sample spans the range exactly: 40_000_002 + 20_000_001.
+    let (a2_b0, a2_b1) = (20_000_000, 10_000_000);
+    let (a3_b0, a3_b1) = (40_000_002, 20_000_001);
+    let energy = a1_b0 + a1_b1 + a2_b0 + a2_b1 + a3_b0 + a3_b1;
+    assert_eq!(energy, 180_015_884u64);
+    assert_eq!(f["it_energy_mj"], energy);
+    let r1 = (a1_b0 as f64 * 100.0 + a1_b1 as f64 * 400.0) / MJ_PER_KWH;
+    let r2 = ((a2_b0 + a3_b0) as f64 * 200.0 + (a2_b1 + a3_b1) as f64 * 300.0) / MJ_PER_KWH;
+    assert_close(&f["operational_it_co2e_g"], r1 + r2);
+    assert_close(&f["operational_co2e_g"], r1 * PUE_R1 + r2);
+    // Two H100s count; the unknown model counts zero and is named.
+    let m = 2.0 * h100_share(to - from);
+    assert_close(&f["embodied_co2e_g"], m);
+    assert_close(&f["sci_g_per_unit"], (r1 * PUE_R1 + r2 + m) / 2.0);
+    assert_eq!(
+        f["embodied"],
+        json!({"gpus": 3, "unknown_models": [MYSTERY]})
+    );
+    assert_eq!(
+        f["coverage"],
+        json!({"expected_gpu_ms": 900_000, "covered_gpu_ms": 900_000})
+    );
+    assert_eq!(f["provenance"]["intervals_forecast"], 2);
+    assert_eq!(f["missing_instances"], json!([]));
+}
+
+#[tokio::test]
+async fn invalid_workloads_are_400_with_a_message() {
+    let h = harness().await;
+    let t = token("acme");
+    let good = json!({
+        "label": "run", "instance_ids": ["i-a1"], "from": T0, "to": T0 + B,
+        "functional_unit": "run", "functional_units": 1,
+    });
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        with("label", json!("")),
+        with("instance_ids", json!([])),
+        with("instance_ids", json!(["i-a1", "i-a1"])),
+        with("to", json!(T0 - 1)),
+        with("from", json!("last tuesday")),
+        with("to", json!(T0 + 40 * 24 * 3_600_000_i64)),
+        with("functional_units", json!(0)),
+        with("functional_units", json!(-3.5)),
+        with("functional_units", json!("many")),
+        with("extra_field", json!(1)),
+        json!({"label": "run"}),
+        json!([1, 2, 3]),
+    ];
+    for body in cases {
+        let r = post_json(&h.app, "/v1/workloads", Some(&t), &body).await;
+        r.assert_problem(StatusCode::BAD_REQUEST);
+        assert!(!r.body["detail"].as_str().unwrap().is_empty());
+    }
+    // Not JSON at all.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/workloads")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {t}"))
+        .body(axum::body::Body::from("{not json"))
+        .unwrap();
+    send(&h.app, req)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    // Unknown instance: 404 naming it.
+    let r = post_json(
+        &h.app,
+        "/v1/workloads",
+        Some(&t),
+        &with("instance_ids", json!(["i-a1", "i-nope"])),
+    )
+    .await;
+    r.assert_problem(StatusCode::NOT_FOUND);
+    assert!(r.body["detail"].as_str().unwrap().contains("i-nope"));
+    // Nothing was created by any of these.
+    assert_eq!(
+        get(&h.app, "/v1/workloads", Some(&t)).await.body["workloads"],
+        json!([])
+    );
+}
