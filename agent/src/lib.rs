@@ -1,1 +1,209 @@
-//! placeholder
+//! The Wattprint agent: reads every GPU of a host (NVML, or a replayed trace), turns energy
+//! counter readings into self-contained samples attributed to instances, and streams them to
+//! the ingest gateway over gRPC with acks, resending whatever was not acked after a reconnect.
+//!
+//! ```text
+//! sensor ──(blocking thread: read, CounterChain)──▶ samples ──▶ batches ──gRPC──▶ gateway
+//!                                                      ▲ backpressure: unacked queue full
+//! ```
+
+pub mod nvml;
+pub mod replay;
+pub mod resolver;
+pub mod sampler;
+pub mod sensor;
+pub mod stream;
+
+use resolver::InstanceResolver;
+use sampler::{mapped_gpus, sampling_loop, SamplerStats};
+use sensor::GpuSensor;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tracing::Instrument;
+use wattprint_core::HostId;
+
+/// How the agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// This host's id, stamped on every batch.
+    pub host_id: HostId,
+    /// The ingest gateway, e.g. `http://127.0.0.1:50051`.
+    pub gateway_url: String,
+    /// How often each GPU is read (default 1 s). Ignored by unpaced sensors (replay as fast
+    /// as possible).
+    pub energy_interval: Duration,
+    /// A batch is sent when it holds this many samples (default 256) …
+    pub batch_max_samples: usize,
+    /// … or this long after its first sample (default 1 s).
+    pub batch_max_wait: Duration,
+    /// At most this many batches wait for acks (default 1024); when full, sampling waits
+    /// (backpressure) and nothing is dropped.
+    pub max_unacked_batches: usize,
+    /// Longest delay between reconnect attempts (default 10 s).
+    pub reconnect_backoff_max: Duration,
+}
+
+impl AgentConfig {
+    /// The defaults for `host_id` streaming to `gateway_url`.
+    pub fn new(host_id: HostId, gateway_url: impl Into<String>) -> Self {
+        Self {
+            host_id,
+            gateway_url: gateway_url.into(),
+            energy_interval: Duration::from_secs(1),
+            batch_max_samples: 256,
+            batch_max_wait: Duration::from_secs(1),
+            max_unacked_batches: 1024,
+            reconnect_backoff_max: Duration::from_secs(10),
+        }
+    }
+
+    /// Longest gap between two readings of a GPU that still makes one sample:
+    /// 10 × the energy interval, at least 5 s. Longer gaps restart the counter chain.
+    pub fn max_gap(&self) -> Duration {
+        (self.energy_interval * 10).max(Duration::from_secs(5))
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AgentReport {
+    /// Samples sent to the gateway (each counted once, however often it was resent).
+    pub samples_sent: u64,
+    /// Samples the gateway acked as accepted.
+    pub samples_acked: u64,
+    /// Samples the gateway rejected (each reason is logged).
+    pub samples_rejected: u64,
+    /// Batches sent again on a new stream because their ack had not arrived.
+    pub batches_resent: u64,
+    /// Energy counters seen going backwards (driver reloads).
+    pub counter_resets: u64,
+    /// Gaps between readings longer than [`AgentConfig::max_gap`].
+    pub gaps: u64,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// A setting is out of range.
+    #[error("invalid agent configuration: {0}")]
+    InvalidConfig(String),
+    /// The gateway URL does not parse.
+    #[error("invalid gateway URL {url:?}: {message}")]
+    InvalidGatewayUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        message: String,
+    },
+    /// The resolver maps none of the sensor's GPUs.
+    #[error(
+        "none of the {gpus} GPU(s) is mapped to an instance; add them to the GPU mapping file"
+    )]
+    NoMappedGpus {
+        /// Number of GPUs the sensor has.
+        gpus: usize,
+    },
+    /// The sampling thread panicked.
+    #[error("the sampling thread failed: {0}")]
+    SamplerFailed(String),
+}
+
+/// Runs the agent until `shutdown` resolves, or (a finite replay) until the sensor is exhausted
+/// and every batch is acked. On shutdown it stops sampling, flushes the partial batch, waits up
+/// to [`stream::SHUTDOWN_ACK_WAIT`] for acks and returns.
+pub async fn run(
+    config: AgentConfig,
+    sensor: Box<dyn GpuSensor>,
+    resolver: InstanceResolver,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<AgentReport, AgentError> {
+    if config.batch_max_samples == 0 {
+        return Err(AgentError::InvalidConfig(
+            "batch_max_samples must be at least 1".into(),
+        ));
+    }
+    if config.max_unacked_batches == 0 {
+        return Err(AgentError::InvalidConfig(
+            "max_unacked_batches must be at least 1".into(),
+        ));
+    }
+    if config.energy_interval.is_zero() && !sensor.unpaced() {
+        return Err(AgentError::InvalidConfig(
+            "energy_interval must be positive".into(),
+        ));
+    }
+    if config.reconnect_backoff_max.is_zero() {
+        return Err(AgentError::InvalidConfig(
+            "reconnect_backoff_max must be positive".into(),
+        ));
+    }
+    let endpoint =
+        stream::endpoint(&config.gateway_url).map_err(|e| AgentError::InvalidGatewayUrl {
+            url: config.gateway_url.clone(),
+            message: e.to_string(),
+        })?;
+    let span = tracing::info_span!("agent", host = %config.host_id);
+    async move {
+        let run_epoch_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let max_gap_ms = i64::try_from(config.max_gap().as_millis()).unwrap_or(i64::MAX);
+        let gpus = mapped_gpus(
+            sensor.as_ref(),
+            &resolver,
+            &config.host_id,
+            run_epoch_secs,
+            max_gap_ms,
+        );
+        if gpus.is_empty() {
+            return Err(AgentError::NoMappedGpus {
+                gpus: sensor.gpus().len(),
+            });
+        }
+        tracing::info!(
+            gpus = gpus.len(),
+            interval = ?config.energy_interval,
+            unpaced = sensor.unpaced(),
+            gateway = %config.gateway_url,
+            "agent starting"
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(config.batch_max_samples.max(16));
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stats = Arc::new(SamplerStats::default());
+        let sampler_span = tracing::info_span!("sampler");
+        let sampler = {
+            let stats = Arc::clone(&stats);
+            let interval = config.energy_interval;
+            tokio::task::spawn_blocking(move || {
+                let _entered = sampler_span.entered();
+                sampling_loop(sensor, gpus, interval, tx, stop_rx, stats);
+            })
+        };
+        let stream_config = stream::StreamConfig {
+            host_id: config.host_id.clone(),
+            endpoint,
+            batch_max_samples: config.batch_max_samples,
+            batch_max_wait: config.batch_max_wait,
+            max_unacked_batches: config.max_unacked_batches,
+            reconnect_backoff_max: config.reconnect_backoff_max,
+            shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
+        };
+        let stop = move || drop(stop_tx);
+        let mut report = stream::stream_samples(stream_config, rx, shutdown, stop).await;
+        // The receiver is gone and the stop sender dropped: the sampler ends within one read.
+        match tokio::time::timeout(Duration::from_secs(5), sampler).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(AgentError::SamplerFailed(e.to_string())),
+            Err(_) => tracing::warn!("sampling thread did not stop within 5 s; leaving it"),
+        }
+        report.counter_resets = stats.counter_resets.load(Ordering::Relaxed);
+        report.gaps = stats.gaps.load(Ordering::Relaxed);
+        tracing::info!(?report, "agent stopped");
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}

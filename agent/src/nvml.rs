@@ -23,7 +23,9 @@ pub struct NvmlSensor {
 
 impl std::fmt::Debug for NvmlSensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NvmlSensor").field("gpus", &self.gpus).finish_non_exhaustive()
+        f.debug_struct("NvmlSensor")
+            .field("gpus", &self.gpus)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,12 +38,24 @@ fn optional<T>(
     match r {
         Ok(v) => Ok(Some(v)),
         Err(NvmlError::NotSupported) => Ok(None),
-        Err(e) => Err(SensorError::Nvml { gpu_index, call, message: e.to_string() }),
+        Err(e) => Err(SensorError::Nvml {
+            gpu_index,
+            call,
+            message: e.to_string(),
+        }),
     }
 }
 
-fn required<T>(gpu_index: usize, call: &'static str, r: Result<T, NvmlError>) -> Result<T, SensorError> {
-    r.map_err(|e| SensorError::Nvml { gpu_index, call, message: e.to_string() })
+fn required<T>(
+    gpu_index: usize,
+    call: &'static str,
+    r: Result<T, NvmlError>,
+) -> Result<T, SensorError> {
+    r.map_err(|e| SensorError::Nvml {
+        gpu_index,
+        call,
+        message: e.to_string(),
+    })
 }
 
 impl NvmlSensor {
@@ -91,15 +105,24 @@ impl NvmlSensor {
             });
             has_counter.push(counter);
         }
-        Ok(Self { nvml, indices, gpus, has_counter })
+        Ok(Self {
+            nvml,
+            indices,
+            gpus,
+            has_counter,
+        })
     }
 
     fn device(&self, gpu_index: usize) -> Result<Device<'_>, SensorError> {
-        let index = *self
-            .indices
-            .get(gpu_index)
-            .ok_or(SensorError::NoSuchGpu { index: gpu_index, count: self.indices.len() })?;
-        required(gpu_index, "device_by_index", self.nvml.device_by_index(index))
+        let index = *self.indices.get(gpu_index).ok_or(SensorError::NoSuchGpu {
+            index: gpu_index,
+            count: self.indices.len(),
+        })?;
+        required(
+            gpu_index,
+            "device_by_index",
+            self.nvml.device_by_index(index),
+        )
     }
 }
 
@@ -114,7 +137,11 @@ impl GpuSensor for NvmlSensor {
         // The energy read is the slow call (ms); time-stamp it at its midpoint.
         let before = now_millis();
         let energy_counter = if self.has_counter[i] {
-            Some(Millijoules(required(i, "total_energy_consumption", device.total_energy_consumption())?))
+            Some(Millijoules(required(
+                i,
+                "total_energy_consumption",
+                device.total_energy_consumption(),
+            )?))
         } else {
             None
         };

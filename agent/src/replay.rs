@@ -169,20 +169,37 @@ const REQUIRED_COLUMNS: [&str; 7] = [
 ];
 
 fn parse_trace(path: &Path) -> Result<Vec<Row>, SensorError> {
-    let io = |source| SensorError::TraceIo { path: path.to_owned(), source };
+    let io = |source| SensorError::TraceIo {
+        path: path.to_owned(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(file);
     let row_err = |line: u64, message: String| SensorError::TraceRow {
         path: path.to_owned(),
         line,
         message,
     };
-    let headers = reader.headers().map_err(|e| row_err(1, format!("bad header: {e}")))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| row_err(1, format!("bad header: {e}")))?
+        .clone();
     let mut index = [0usize; 7];
     for (slot, name) in index.iter_mut().zip(REQUIRED_COLUMNS) {
-        *slot = headers.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            row_err(1, format!("header has no `{name}` column (found: {})", headers.iter().collect::<Vec<_>>().join(",")))
-        })?;
+        *slot = headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| {
+                row_err(
+                    1,
+                    format!(
+                        "header has no `{name}` column (found: {})",
+                        headers.iter().collect::<Vec<_>>().join(",")
+                    ),
+                )
+            })?;
     }
     let mut rows: Vec<Row> = Vec::new();
     for record in reader.records() {
@@ -205,7 +222,10 @@ fn parse_trace(path: &Path) -> Result<Vec<Row>, SensorError> {
             err: &dyn Fn(u64, String) -> SensorError,
         ) -> Result<T, SensorError> {
             value.parse().map_err(|_| {
-                err(line, format!("column `{name}`: {value:?} is not a non-negative integer"))
+                err(
+                    line,
+                    format!("column `{name}`: {value:?} is not a non-negative integer"),
+                )
             })
         }
         let unix_s_text = field(0)?;
@@ -213,7 +233,12 @@ fn parse_trace(path: &Path) -> Result<Vec<Row>, SensorError> {
             .parse()
             .ok()
             .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| row_err(line, format!("column `unix_s`: {unix_s_text:?} is not a number")))?;
+            .ok_or_else(|| {
+                row_err(
+                    line,
+                    format!("column `unix_s`: {unix_s_text:?} is not a number"),
+                )
+            })?;
         let row = Row {
             t_ms: (unix_s * 1000.0).round() as i64,
             power: int("power_mW", field(1)?, line, &row_err)?,
@@ -271,8 +296,11 @@ impl ReplaySensor {
                 model: config.model.clone(),
                 power_limit: config.power_limit,
             });
-            let offset =
-                if i == 0 { 0 } else { rng_for(config.seed, i, Purpose::Offset).random_range(0..n - 1) };
+            let offset = if i == 0 {
+                0
+            } else {
+                rng_for(config.seed, i, Purpose::Offset).random_range(0..n - 1)
+            };
             let jitter: u64 = rng_for(config.seed, i, Purpose::Base).random_range(0..100_000);
             let base = 5_000_000_000 + u64::from(i) * 1_000_000 + jitter;
             state.push(GpuState {
@@ -283,7 +311,13 @@ impl ReplaySensor {
                 started: false,
             });
         }
-        Ok(Self { config, rows, gpus, state, anchor })
+        Ok(Self {
+            config,
+            rows,
+            gpus,
+            state,
+            anchor,
+        })
     }
 
     /// Number of rows in the trace.
@@ -338,7 +372,11 @@ impl ReplaySensor {
                 // of a later loop coincides with row n−1 of the one before).
                 let (prev, cur) = (self.rows[r - 1].counter, self.rows[r].counter);
                 let st = &mut self.state[gpu];
-                st.counter = if cur >= prev { st.counter + (cur - prev) } else { cur };
+                st.counter = if cur >= prev {
+                    st.counter + (cur - prev)
+                } else {
+                    cur
+                };
             } else {
                 self.state[gpu].started = true;
             }
@@ -372,7 +410,10 @@ impl GpuSensor for ReplaySensor {
 
     fn read(&mut self, gpu_index: usize) -> Result<Option<Reading>, SensorError> {
         let Some(st) = self.state.get(gpu_index) else {
-            return Err(SensorError::NoSuchGpu { index: gpu_index, count: self.state.len() });
+            return Err(SensorError::NoSuchGpu {
+                index: gpu_index,
+                count: self.state.len(),
+            });
         };
         let (next, end) = (st.next, st.end);
         if end.is_some_and(|end| next > end) {

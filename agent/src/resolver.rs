@@ -108,9 +108,14 @@ impl InstanceResolver {
     /// A resolver from `(uuid, instance)` pairs (programmatic use, e.g. the embedded demo).
     /// Uuids match case-insensitively; a later pair for the same GPU replaces an earlier one.
     pub fn from_pairs(pairs: Vec<(GpuUuid, InstanceId)>) -> Self {
-        let by_uuid =
-            pairs.into_iter().map(|(gpu, instance)| (gpu.0.to_lowercase(), instance)).collect();
-        Self { by_uuid, by_pci: HashMap::new() }
+        let by_uuid = pairs
+            .into_iter()
+            .map(|(gpu, instance)| (gpu.0.to_lowercase(), instance))
+            .collect();
+        Self {
+            by_uuid,
+            by_pci: HashMap::new(),
+        }
     }
 
     /// Parses a mapping file's contents (named `<string>` in errors).
@@ -121,8 +126,10 @@ impl InstanceResolver {
     /// Reads and parses a mapping file.
     pub fn from_file(path: &Path) -> Result<Self, ResolverError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ResolverError::Io { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ResolverError::Io {
+            file: file.clone(),
+            source,
+        })?;
         Self::parse(&text, &file)
     }
 
@@ -150,7 +157,9 @@ impl InstanceResolver {
                     ))
                 }
                 (None, None) => {
-                    return Err(problem("has neither `uuid` nor `pci_bus_id`; give one".to_owned()))
+                    return Err(problem(
+                        "has neither `uuid` nor `pci_bus_id`; give one".to_owned(),
+                    ))
                 }
                 (Some(uuid), None) => {
                     let key = uuid.trim().to_lowercase();
@@ -211,7 +220,10 @@ mod tests {
         assert_eq!(canonical_pci_bus_id("00000000:00:06.0"), want);
         assert_eq!(canonical_pci_bus_id("0000:00:06.0"), want);
         assert_eq!(canonical_pci_bus_id("00:06.0"), want);
-        assert_eq!(canonical_pci_bus_id("0000:3b:00.0"), Some("00000000:3B:00.0".to_owned()));
+        assert_eq!(
+            canonical_pci_bus_id("0000:3b:00.0"),
+            Some("00000000:3B:00.0".to_owned())
+        );
         assert_eq!(canonical_pci_bus_id("bogus"), None);
         assert_eq!(canonical_pci_bus_id("0000:00:40.0"), None); // device > 31
         assert_eq!(canonical_pci_bus_id("0000:00:06.9"), None); // function > 7

@@ -270,9 +270,24 @@ pub fn default_raw_config() -> RawConfig {
             egrid_rates: "locations/epa_egrid2023_subregion_output_rates.csv".into(),
             max_staleness_minutes: None,
             regions: vec![
-                region("SGIP_CAISO_PGE", "moer/SGIP_CAISO_PGE_2020-08.csv.gz", MarginalFormat::Sgip, &["Pacific Gas & Electric Co."]),
-                region("SGIP_CAISO_SCE", "moer/SGIP_CAISO_SCE_2020-08.csv.gz", MarginalFormat::Sgip, &["Southern California Edison Co"]),
-                region("CAISO_NORTH", "moer/watttime2023_caiso-north_actual.csv", MarginalFormat::WattTimeCsv, &[]),
+                region(
+                    "SGIP_CAISO_PGE",
+                    "moer/SGIP_CAISO_PGE_2020-08.csv.gz",
+                    MarginalFormat::Sgip,
+                    &["Pacific Gas & Electric Co."],
+                ),
+                region(
+                    "SGIP_CAISO_SCE",
+                    "moer/SGIP_CAISO_SCE_2020-08.csv.gz",
+                    MarginalFormat::Sgip,
+                    &["Southern California Edison Co"],
+                ),
+                region(
+                    "CAISO_NORTH",
+                    "moer/watttime2023_caiso-north_actual.csv",
+                    MarginalFormat::WattTimeCsv,
+                    &[],
+                ),
             ],
         }),
         hardware_catalog: Some("hardware-catalog.toml".into()),
@@ -298,21 +313,42 @@ impl RawConfig {
         let raw = self.with_defaults();
         if let Some(v) = raw.version {
             if v != CONFIG_VERSION {
-                return Err(invalid(format!("version = {v} is not supported (this build reads {CONFIG_VERSION})")));
+                return Err(invalid(format!(
+                    "version = {v} is not supported (this build reads {CONFIG_VERSION})"
+                )));
             }
         }
         let data_root = raw.data_root.clone().unwrap_or_else(default_data_root);
-        let data = |p: &Path| if p.is_absolute() { p.to_owned() } else { data_root.join(p) };
-        let data_dir = raw.data_dir.clone().unwrap_or_else(|| PathBuf::from(".wattprint"));
+        let data = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                data_root.join(p)
+            }
+        };
+        let data_dir = raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".wattprint"));
         let gateway_listen = raw.gateway.listen.unwrap_or(([127, 0, 0, 1], 50051).into());
-        let api_listen = raw.query_api.listen.unwrap_or(([127, 0, 0, 1], 8080).into());
+        let api_listen = raw
+            .query_api
+            .listen
+            .unwrap_or(([127, 0, 0, 1], 8080).into());
 
-        let intensity_raw = raw.intensity.clone().ok_or_else(|| invalid("[intensity] missing"))?;
-        let zips = ZipDirectory::load(&data(&intensity_raw.zip_table)).map_err(|e| SettingsError::Data(e.to_string()))?;
-        let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates)).map_err(|e| SettingsError::Data(e.to_string()))?;
+        let intensity_raw = raw
+            .intensity
+            .clone()
+            .ok_or_else(|| invalid("[intensity] missing"))?;
+        let zips = ZipDirectory::load(&data(&intensity_raw.zip_table))
+            .map_err(|e| SettingsError::Data(e.to_string()))?;
+        let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates))
+            .map_err(|e| SettingsError::Data(e.to_string()))?;
         let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
         if !(0..=24 * 60).contains(&staleness) {
-            return Err(invalid(format!("intensity.max_staleness_minutes = {staleness} must be 0..=1440")));
+            return Err(invalid(format!(
+                "intensity.max_staleness_minutes = {staleness} must be 0..=1440"
+            )));
         }
         let mut join = IntensityJoin::new(staleness * 60_000);
         let mut pue = HashMap::new();
@@ -320,7 +356,10 @@ impl RawConfig {
         for r in &intensity_raw.regions {
             let id = RegionId::new(r.id.clone());
             if join.knows(&id) {
-                return Err(invalid(format!("intensity region {} is defined twice", r.id)));
+                return Err(invalid(format!(
+                    "intensity region {} is defined twice",
+                    r.id
+                )));
             }
             let marginal = match (&r.marginal_file, r.format) {
                 (Some(f), Some(fmt)) => Some(
@@ -328,35 +367,62 @@ impl RawConfig {
                         .map_err(|e| SettingsError::Data(e.to_string()))?,
                 ),
                 (None, None) => None,
-                _ => return Err(invalid(format!("intensity region {}: marginal_file and format go together", r.id))),
+                _ => {
+                    return Err(invalid(format!(
+                        "intensity region {}: marginal_file and format go together",
+                        r.id
+                    )))
+                }
             };
             let average = match &r.egrid_subregion {
                 Some(s) => Some((
-                    *rates.get(s).ok_or_else(|| invalid(format!("intensity region {}: unknown eGRID subregion {s}", r.id)))?,
+                    *rates.get(s).ok_or_else(|| {
+                        invalid(format!(
+                            "intensity region {}: unknown eGRID subregion {s}",
+                            r.id
+                        ))
+                    })?,
                     format!("egrid2023:{s}:average"),
                 )),
                 None => None,
             };
             if let Some(p) = r.pue {
                 if !p.is_finite() || !(1.0..=3.0).contains(&p) {
-                    return Err(invalid(format!("intensity region {}: pue = {p} must be within 1.0..=3.0", r.id)));
+                    return Err(invalid(format!(
+                        "intensity region {}: pue = {p} must be within 1.0..=3.0",
+                        r.id
+                    )));
                 }
                 pue.insert(id.clone(), p);
             }
             for u in &r.utilities {
                 utility_regions.insert(u.clone(), id.clone());
             }
-            join.insert(id, RegionIntensity { marginal, replay: r.replay, average });
+            join.insert(
+                id,
+                RegionIntensity {
+                    marginal,
+                    replay: r.replay,
+                    average,
+                },
+            );
         }
 
         let catalog = match &raw.hardware_catalog {
             Some(p) => {
                 let path = data(p);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| SettingsError::Data(format!("cannot read hardware catalog {}: {e}", path.display())))?;
-                let c: HardwareCatalog = toml::from_str(&text)
-                    .map_err(|e| SettingsError::Data(format!("hardware catalog {}: {e}", path.display())))?;
-                c.validate().map_err(|e| SettingsError::Data(format!("hardware catalog {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    SettingsError::Data(format!(
+                        "cannot read hardware catalog {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let c: HardwareCatalog = toml::from_str(&text).map_err(|e| {
+                    SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
+                })?;
+                c.validate().map_err(|e| {
+                    SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
+                })?;
                 c
             }
             None => HardwareCatalog::default(),
@@ -368,34 +434,50 @@ impl RawConfig {
                 let gpus = r.gpus.unwrap_or(4);
                 let instances = r.instances.unwrap_or(2);
                 if gpus == 0 || gpus > 4096 {
-                    return Err(invalid(format!("agent.replay.gpus = {gpus} must be 1..=4096")));
+                    return Err(invalid(format!(
+                        "agent.replay.gpus = {gpus} must be 1..=4096"
+                    )));
                 }
                 if instances == 0 || instances > gpus {
-                    return Err(invalid(format!("agent.replay.instances = {instances} must be 1..=gpus ({gpus})")));
+                    return Err(invalid(format!(
+                        "agent.replay.instances = {instances} must be 1..=gpus ({gpus})"
+                    )));
                 }
                 SensorKind::Replay {
-                    trace: data(r.trace.as_deref().unwrap_or(Path::new("h100-trace/h100_power_trace_50ms.csv"))),
+                    trace: data(
+                        r.trace
+                            .as_deref()
+                            .unwrap_or(Path::new("h100-trace/h100_power_trace_50ms.csv")),
+                    ),
                     gpus,
                     instances,
                     seed: r.seed.unwrap_or(42),
                 }
             }
             "nvml" => SensorKind::Nvml {
-                mapping_file: raw
-                    .agent
-                    .mapping_file
-                    .clone()
-                    .ok_or_else(|| invalid("agent.mapping_file is required with agent.sensor = \"nvml\""))?,
+                mapping_file: raw.agent.mapping_file.clone().ok_or_else(|| {
+                    invalid("agent.mapping_file is required with agent.sensor = \"nvml\"")
+                })?,
             },
-            other => return Err(invalid(format!("agent.sensor = {other:?} must be \"replay\" or \"nvml\""))),
+            other => {
+                return Err(invalid(format!(
+                    "agent.sensor = {other:?} must be \"replay\" or \"nvml\""
+                )))
+            }
         };
         let energy_interval_ms = raw.agent.energy_interval_ms.unwrap_or(1000);
         if !(50..=60_000).contains(&energy_interval_ms) {
-            return Err(invalid(format!("agent.energy_interval_ms = {energy_interval_ms} must be 50..=60000")));
+            return Err(invalid(format!(
+                "agent.energy_interval_ms = {energy_interval_ms} must be 50..=60000"
+            )));
         }
         let agent = AgentSettings {
             host_id: raw.agent.host_id.clone().unwrap_or_else(default_host_id),
-            gateway_url: raw.agent.gateway_url.clone().unwrap_or_else(|| format!("http://{gateway_listen}")),
+            gateway_url: raw
+                .agent
+                .gateway_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{gateway_listen}")),
             energy_interval_ms,
             sensor,
         };
@@ -405,12 +487,20 @@ impl RawConfig {
                 (Some(r), _) => {
                     let id = RegionId::new(r.clone());
                     if !join.knows(&id) {
-                        return Err(invalid(format!("instance {}: region {r} is not configured", inst.id)));
+                        return Err(invalid(format!(
+                            "instance {}: region {r} is not configured",
+                            inst.id
+                        )));
                     }
                     Ok(id)
                 }
                 (None, Some(zip)) => {
-                    let loc = zips.get(zip).ok_or_else(|| invalid(format!("instance {}: zip code {zip} is not in the zip table", inst.id)))?;
+                    let loc = zips.get(zip).ok_or_else(|| {
+                        invalid(format!(
+                            "instance {}: zip code {zip} is not in the zip table",
+                            inst.id
+                        ))
+                    })?;
                     utility_regions.get(&loc.utility).cloned().ok_or_else(|| {
                         invalid(format!(
                             "instance {}: zip code {zip} (utility {:?}, eGRID {}) has no configured intensity region; set `region` or add the utility to a region",
@@ -418,12 +508,20 @@ impl RawConfig {
                         ))
                     })
                 }
-                (None, None) => Err(invalid(format!("instance {}: set zip_code or region", inst.id))),
+                (None, None) => Err(invalid(format!(
+                    "instance {}: set zip_code or region",
+                    inst.id
+                ))),
             }
         };
         let raw_instances = if raw.instances.is_empty() {
             match &agent.sensor {
-                SensorKind::Replay { gpus, instances, seed, .. } => demo_instances(*gpus, *instances, *seed),
+                SensorKind::Replay {
+                    gpus,
+                    instances,
+                    seed,
+                    ..
+                } => demo_instances(*gpus, *instances, *seed),
                 SensorKind::Nvml { .. } => vec![],
             }
         } else {
@@ -438,10 +536,16 @@ impl RawConfig {
             let mut gpus = Vec::new();
             for g in &inst.gpus {
                 if !seen_gpus.insert(g.uuid.clone()) {
-                    return Err(invalid(format!("instance {}: GPU {} is listed twice", inst.id, g.uuid)));
+                    return Err(invalid(format!(
+                        "instance {}: GPU {} is listed twice",
+                        inst.id, g.uuid
+                    )));
                 }
                 if g.power_limit_w == 0 || g.power_limit_w > 5000 {
-                    return Err(invalid(format!("instance {}: GPU {} power_limit_w = {} must be 1..=5000", inst.id, g.uuid, g.power_limit_w)));
+                    return Err(invalid(format!(
+                        "instance {}: GPU {} power_limit_w = {} must be 1..=5000",
+                        inst.id, g.uuid, g.power_limit_w
+                    )));
                 }
                 gpus.push(GpuRecord {
                     uuid: GpuUuid::new(g.uuid.clone()),
@@ -457,13 +561,25 @@ impl RawConfig {
                 gpus,
             });
         }
-        let secret_file = raw.query_api.hs256_secret_file.clone().unwrap_or_else(|| data_dir.join("dev-secret"));
+        let secret_file = raw
+            .query_api
+            .hs256_secret_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("dev-secret"));
         Ok(Settings {
             data_dir,
             gateway_listen,
             api_listen,
-            issuer: raw.query_api.issuer.clone().unwrap_or_else(|| "wattprint".into()),
-            audience: raw.query_api.audience.clone().unwrap_or_else(|| "wattprint-api".into()),
+            issuer: raw
+                .query_api
+                .issuer
+                .clone()
+                .unwrap_or_else(|| "wattprint".into()),
+            audience: raw
+                .query_api
+                .audience
+                .clone()
+                .unwrap_or_else(|| "wattprint-api".into()),
             secret_file,
             agent,
             intensity: Arc::new(join),

@@ -24,13 +24,19 @@ use wattprint_store::{SqliteStore, Store};
 pub fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
     if let Ok(s) = std::fs::read_to_string(path) {
         let s = s.trim().to_owned();
-        anyhow::ensure!(s.len() >= 32, "secret file {} holds fewer than 32 characters", path.display());
+        anyhow::ensure!(
+            s.len() >= 32,
+            "secret file {} holds fewer than 32 characters",
+            path.display()
+        );
         return Ok(s);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
     std::fs::write(path, &secret).with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
@@ -51,7 +57,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>>
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let path = settings.data_dir.join("wattprint.db");
     let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    store.upsert_inventory(&settings.inventory).await.context("loading the inventory")?;
+    store
+        .upsert_inventory(&settings.inventory)
+        .await
+        .context("loading the inventory")?;
     Ok(Arc::new(store))
 }
 
@@ -84,7 +93,12 @@ impl Backend {
         let inventory = Arc::new(InventoryIndex::new(&store.inventory().await?));
         let (producer, consumer) = memory_bus(64);
         let stop = Shutdown::new();
-        let enricher = Enricher::new(store.clone(), settings.intensity.clone(), inventory.clone(), settings.pue.clone());
+        let enricher = Enricher::new(
+            store.clone(),
+            settings.intensity.clone(),
+            inventory.clone(),
+            settings.pue.clone(),
+        );
         let enricher = tokio::spawn(enricher.run(consumer, stop.wait()));
         let gateway = Gateway::new(Arc::new(producer), inventory, GatewayLimits::default());
         let gw_listener = TcpListener::bind(settings.gateway_listen)
@@ -93,31 +107,55 @@ impl Backend {
         let gateway_addr = gw_listener.local_addr()?;
         let gw_stop = stop.wait();
         let gateway = tokio::spawn(async move {
-            wattprint_ingest::gateway::serve(gw_listener, gateway, gw_stop).await.map_err(Into::into)
+            wattprint_ingest::gateway::serve(gw_listener, gateway, gw_stop)
+                .await
+                .map_err(Into::into)
         });
         let api_listener = TcpListener::bind(settings.api_listen)
             .await
             .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
         let api_addr = api_listener.local_addr()?;
-        let state = ApiState::new(store.clone(), auth.clone(), settings.catalog.clone(), ApiLimits::default());
+        let state = ApiState::new(
+            store.clone(),
+            auth.clone(),
+            settings.catalog.clone(),
+            ApiLimits::default(),
+        );
         let api = tokio::spawn(wattprint_query_api::serve(api_listener, state, stop.wait()));
         tracing::info!(%gateway_addr, %api_addr, "backend started");
-        Ok(Backend { gateway_addr, api_addr, store, auth, gateway, enricher, api, stop })
+        Ok(Backend {
+            gateway_addr,
+            api_addr,
+            store,
+            auth,
+            gateway,
+            enricher,
+            api,
+            stop,
+        })
     }
 
     /// Stops accepting, finishes the message in hand, and waits for every task.
     pub async fn shutdown(self) -> anyhow::Result<EnricherReport> {
         self.stop.trigger();
-        self.gateway.await?.map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
+        self.gateway
+            .await?
+            .map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
         self.api.await?.context("query API")?;
         Ok(self.enricher.await?)
     }
 }
 
 /// Builds the agent's sensor and resolver from settings. Replay GPUs start at `now`.
-pub fn build_sensor(settings: &Settings, pacing: Pacing, start_at: UnixMillis) -> anyhow::Result<(Box<dyn GpuSensor>, InstanceResolver)> {
+pub fn build_sensor(
+    settings: &Settings,
+    pacing: Pacing,
+    start_at: UnixMillis,
+) -> anyhow::Result<(Box<dyn GpuSensor>, InstanceResolver)> {
     match &settings.agent.sensor {
-        SensorKind::Replay { trace, gpus, seed, .. } => {
+        SensorKind::Replay {
+            trace, gpus, seed, ..
+        } => {
             let sensor = ReplaySensor::new(ReplayConfig {
                 trace_path: trace.clone(),
                 gpus: *gpus,
@@ -131,7 +169,11 @@ pub fn build_sensor(settings: &Settings, pacing: Pacing, start_at: UnixMillis) -
             let pairs = settings
                 .inventory
                 .iter()
-                .flat_map(|i| i.gpus.iter().map(move |g| (g.uuid.clone(), i.instance.clone())))
+                .flat_map(|i| {
+                    i.gpus
+                        .iter()
+                        .map(move |g| (g.uuid.clone(), i.instance.clone()))
+                })
                 .collect();
             Ok((Box::new(sensor), InstanceResolver::from_pairs(pairs)))
         }
@@ -162,7 +204,8 @@ pub async fn run_agent(
     gateway_url: String,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<AgentReport> {
-    let (sensor, resolver) = build_sensor(settings, Pacing::RealTime, wattprint_ingest::gateway::now())?;
+    let (sensor, resolver) =
+        build_sensor(settings, Pacing::RealTime, wattprint_ingest::gateway::now())?;
     let config = agent_config(settings, gateway_url);
     Ok(wattprint_agent::run(config, sensor, resolver, shutdown).await?)
 }

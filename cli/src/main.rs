@@ -68,8 +68,11 @@ enum Command {
 }
 
 fn load(cli: &Cli, patch: impl FnOnce(&mut RawConfig)) -> anyhow::Result<Settings> {
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k != "WATTPRINT_CONFIG").collect();
-    let mut raw: RawConfig = wattprint_runtime::load_config(cli.config.as_deref(), &env, "WATTPRINT_")?;
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k != "WATTPRINT_CONFIG")
+        .collect();
+    let mut raw: RawConfig =
+        wattprint_runtime::load_config(cli.config.as_deref(), &env, "WATTPRINT_")?;
     patch(&mut raw);
     Ok(raw.validate()?)
 }
@@ -77,7 +80,14 @@ fn load(cli: &Cli, patch: impl FnOnce(&mut RawConfig)) -> anyhow::Result<Setting
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init("info,h2=warn,tower=warn,hyper=warn", if cli.log_json { LogFormat::Json } else { LogFormat::Text });
+    telemetry::init(
+        "info,h2=warn,tower=warn,hyper=warn",
+        if cli.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+    );
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     match &cli.command {
@@ -150,21 +160,35 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         tokio::spawn(async move { embedded::run_agent(&settings, gateway_url, stop).await })
     };
     let api = format!("http://{}", backend.api_addr);
-    println!("wattprint is up (embedded: SQLite at {})", settings.data_dir.join("wattprint.db").display());
+    println!(
+        "wattprint is up (embedded: SQLite at {})",
+        settings.data_dir.join("wattprint.db").display()
+    );
     println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
     println!("  gateway     grpc://{}", backend.gateway_addr);
     let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
-    println!("  agent       {gpus} replayed GPUs on {} instances", settings.inventory.len());
-    let mut tenants: Vec<_> = settings.inventory.iter().map(|i| i.tenant.clone()).collect();
+    println!(
+        "  agent       {gpus} replayed GPUs on {} instances",
+        settings.inventory.len()
+    );
+    let mut tenants: Vec<_> = settings
+        .inventory
+        .iter()
+        .map(|i| i.tenant.clone())
+        .collect();
     tenants.dedup();
     tenants.sort();
     tenants.dedup();
     for t in tenants {
-        let token = wattprint_query_api::mint_token(&backend.auth, &t, Duration::from_secs(24 * 3600))?;
+        let token =
+            wattprint_query_api::mint_token(&backend.auth, &t, Duration::from_secs(24 * 3600))?;
         println!("  token for tenant {t} (24 h):\n    {token}");
         println!("    try: curl -H 'Authorization: Bearer {token}' {api}/v1/instances");
     }
-    println!("Ctrl-C stops; data is kept in {} and a restart resumes.", settings.data_dir.display());
+    println!(
+        "Ctrl-C stops; data is kept in {} and a restart resumes.",
+        settings.data_dir.display()
+    );
     shutdown.wait().await;
     // Agents first, so their last batches are acked before the backend stops.
     agent_stop.trigger();

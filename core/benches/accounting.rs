@@ -9,19 +9,32 @@ use wattprint_core::sample::{check_sample, Attribution, EnergySample, EnergySour
 use wattprint_core::{GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, UnixMillis};
 
 fn trace_samples(gpus: u32) -> Vec<EnergySample> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/h100-trace/h100_power_trace_50ms.csv");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/h100-trace/h100_power_trace_50ms.csv"
+    );
     let mut reader = csv::Reader::from_path(path).expect("trace");
     let rows: Vec<(i64, u64, u32)> = reader
         .records()
         .map(|r| {
             let r = r.expect("row");
-            ((r[0].parse::<f64>().expect("t") * 1000.0).round() as i64, r[5].parse().expect("e"), r[2].parse().expect("p"))
+            (
+                (r[0].parse::<f64>().expect("t") * 1000.0).round() as i64,
+                r[5].parse().expect("e"),
+                r[2].parse().expect("p"),
+            )
         })
         .collect();
     let mut out = Vec::new();
     for g in 0..gpus {
         // 1 s spans: every 20th row of the 50 ms trace.
-        for (seq, w) in rows.iter().step_by(20).collect::<Vec<_>>().windows(2).enumerate() {
+        for (seq, w) in rows
+            .iter()
+            .step_by(20)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .enumerate()
+        {
             out.push(EnergySample {
                 host: HostId::from("bench"),
                 gpu: GpuUuid::new(format!("GPU-{g}")),
@@ -51,23 +64,43 @@ fn bench(c: &mut Criterion) {
     let limits = SampleLimits::default();
     let mut group = c.benchmark_group("accounting");
     group.throughput(Throughput::Elements(samples.len() as u64));
-    group.bench_with_input(BenchmarkId::new("validate", samples.len()), &samples, |b, s| {
-        b.iter(|| s.iter().filter(|s| check_sample(s, Milliwatts(700_000), &limits, now).is_ok()).count())
-    });
-    group.bench_with_input(BenchmarkId::new("split", samples.len()), &samples, |b, s| {
-        b.iter(|| s.iter().map(|s| split_into_buckets(s.start, s.end, s.energy).len()).sum::<usize>())
-    });
-    group.bench_with_input(BenchmarkId::new("validate_split_accumulate", samples.len()), &samples, |b, s| {
-        b.iter(|| {
-            let mut acc = IntervalAccumulator::new();
-            for s in s {
-                if check_sample(s, Milliwatts(700_000), &limits, now).is_ok() {
-                    acc.add(s);
+    group.bench_with_input(
+        BenchmarkId::new("validate", samples.len()),
+        &samples,
+        |b, s| {
+            b.iter(|| {
+                s.iter()
+                    .filter(|s| check_sample(s, Milliwatts(700_000), &limits, now).is_ok())
+                    .count()
+            })
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("split", samples.len()),
+        &samples,
+        |b, s| {
+            b.iter(|| {
+                s.iter()
+                    .map(|s| split_into_buckets(s.start, s.end, s.energy).len())
+                    .sum::<usize>()
+            })
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("validate_split_accumulate", samples.len()),
+        &samples,
+        |b, s| {
+            b.iter(|| {
+                let mut acc = IntervalAccumulator::new();
+                for s in s {
+                    if check_sample(s, Milliwatts(700_000), &limits, now).is_ok() {
+                        acc.add(s);
+                    }
                 }
-            }
-            black_box(acc.total())
-        })
-    });
+                black_box(acc.total())
+            })
+        },
+    );
     group.finish();
 }
 

@@ -58,7 +58,11 @@ pub fn split_into_buckets(
     energy: Millijoules,
 ) -> Vec<BucketShare> {
     if end <= start {
-        return vec![BucketShare { bucket: Bucket::containing(start), energy, covered_ms: 0 }];
+        return vec![BucketShare {
+            bucket: Bucket::containing(start),
+            energy,
+            covered_ms: 0,
+        }];
     }
     let mut shares = Vec::with_capacity(2);
     let mut bucket = Bucket::containing(start);
@@ -181,7 +185,11 @@ pub enum ChainStep {
 impl CounterChain {
     /// A chain that restarts after gaps longer than `max_gap_ms`.
     pub fn new(max_gap_ms: i64) -> Self {
-        Self { previous: None, next_is_chain_start: true, max_gap_ms }
+        Self {
+            previous: None,
+            next_is_chain_start: true,
+            max_gap_ms,
+        }
     }
 
     /// Feeds one counter reading.
@@ -196,7 +204,10 @@ impl CounterChain {
         self.previous = Some((at, counter));
         if counter < prev_counter {
             self.next_is_chain_start = true;
-            return ChainStep::CounterReset { previous: prev_counter, current: counter };
+            return ChainStep::CounterReset {
+                previous: prev_counter,
+                current: counter,
+            };
         }
         let gap_ms = at.since(prev_at);
         if gap_ms > self.max_gap_ms {
@@ -237,13 +248,23 @@ mod tests {
             Millijoules(1000),
         );
         assert_eq!(shares.len(), 2);
-        assert_eq!((shares[0].energy, shares[0].covered_ms), (Millijoules(250), 250));
-        assert_eq!((shares[1].energy, shares[1].covered_ms), (Millijoules(750), 750));
+        assert_eq!(
+            (shares[0].energy, shares[0].covered_ms),
+            (Millijoules(250), 250)
+        );
+        assert_eq!(
+            (shares[1].energy, shares[1].covered_ms),
+            (Millijoules(750), 750)
+        );
     }
 
     #[test]
     fn a_span_ending_on_an_edge_does_not_touch_the_next_bucket() {
-        let shares = split_into_buckets(UnixMillis(BUCKET_MS - 10), UnixMillis(BUCKET_MS), Millijoules(5));
+        let shares = split_into_buckets(
+            UnixMillis(BUCKET_MS - 10),
+            UnixMillis(BUCKET_MS),
+            Millijoules(5),
+        );
         assert_eq!(shares.len(), 1);
     }
 
@@ -258,21 +279,44 @@ mod tests {
     #[test]
     fn counter_chain_emits_deltas_and_restarts_on_reset_and_gaps() {
         let mut c = CounterChain::new(10_000);
-        assert_eq!(c.observe(UnixMillis(0), Millijoules(100)), ChainStep::Started);
-        let ChainStep::Span(s) = c.observe(UnixMillis(1000), Millijoules(400)) else { panic!() };
+        assert_eq!(
+            c.observe(UnixMillis(0), Millijoules(100)),
+            ChainStep::Started
+        );
+        let ChainStep::Span(s) = c.observe(UnixMillis(1000), Millijoules(400)) else {
+            panic!()
+        };
         assert_eq!((s.energy, s.chain_start), (Millijoules(300), true));
-        let ChainStep::Span(s) = c.observe(UnixMillis(2000), Millijoules(500)) else { panic!() };
+        let ChainStep::Span(s) = c.observe(UnixMillis(2000), Millijoules(500)) else {
+            panic!()
+        };
         assert_eq!((s.energy, s.chain_start), (Millijoules(100), false));
         // Driver reload: the counter restarts near zero.
         assert_eq!(
             c.observe(UnixMillis(3000), Millijoules(20)),
-            ChainStep::CounterReset { previous: Millijoules(500), current: Millijoules(20) }
+            ChainStep::CounterReset {
+                previous: Millijoules(500),
+                current: Millijoules(20)
+            }
         );
-        let ChainStep::Span(s) = c.observe(UnixMillis(4000), Millijoules(70)) else { panic!() };
-        assert_eq!((s.start, s.energy, s.chain_start), (UnixMillis(3000), Millijoules(50), true));
-        assert_eq!(c.observe(UnixMillis(4000), Millijoules(90)), ChainStep::Stale);
-        assert_eq!(c.observe(UnixMillis(20_000), Millijoules(90)), ChainStep::Gap { gap_ms: 16_000 });
-        let ChainStep::Span(s) = c.observe(UnixMillis(21_000), Millijoules(95)) else { panic!() };
+        let ChainStep::Span(s) = c.observe(UnixMillis(4000), Millijoules(70)) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.start, s.energy, s.chain_start),
+            (UnixMillis(3000), Millijoules(50), true)
+        );
+        assert_eq!(
+            c.observe(UnixMillis(4000), Millijoules(90)),
+            ChainStep::Stale
+        );
+        assert_eq!(
+            c.observe(UnixMillis(20_000), Millijoules(90)),
+            ChainStep::Gap { gap_ms: 16_000 }
+        );
+        let ChainStep::Span(s) = c.observe(UnixMillis(21_000), Millijoules(95)) else {
+            panic!()
+        };
         assert!(s.chain_start);
     }
 

@@ -110,7 +110,10 @@ impl MarginalSeries {
                 return Err(SeriesError::BadValue { at, value: v.0 });
             }
         }
-        Ok(Self { source: source.into(), points })
+        Ok(Self {
+            source: source.into(),
+            points,
+        })
     }
 
     /// First point's time.
@@ -139,7 +142,11 @@ impl MarginalSeries {
     }
 
     /// The point at `at` exactly, else the latest earlier one no older than `max_staleness_ms`.
-    pub fn as_of(&self, at: UnixMillis, max_staleness_ms: i64) -> Option<(UnixMillis, GramsPerKwh)> {
+    pub fn as_of(
+        &self,
+        at: UnixMillis,
+        max_staleness_ms: i64,
+    ) -> Option<(UnixMillis, GramsPerKwh)> {
         let idx = self.points.partition_point(|p| p.0 <= at);
         let &(t, v) = self.points.get(idx.checked_sub(1)?)?;
         (at.since(t) <= max_staleness_ms).then_some((t, v))
@@ -172,7 +179,10 @@ pub struct IntensityJoin {
 impl IntensityJoin {
     /// A join that accepts marginal points up to `max_staleness_ms` older than the bucket.
     pub fn new(max_staleness_ms: i64) -> Self {
-        Self { regions: HashMap::new(), max_staleness_ms }
+        Self {
+            regions: HashMap::new(),
+            max_staleness_ms,
+        }
     }
 
     /// Adds or replaces a region.
@@ -194,7 +204,11 @@ impl IntensityJoin {
     pub fn lookup(&self, region: &RegionId, bucket: Bucket) -> Option<JoinedIntensity> {
         let r = self.regions.get(region)?;
         if let Some(series) = &r.marginal {
-            let at = if r.replay { replay_time(series, bucket.start()) } else { bucket.start() };
+            let at = if r.replay {
+                replay_time(series, bucket.start())
+            } else {
+                bucket.start()
+            };
             if let Some((point_at, value)) = series.as_of(at, self.max_staleness_ms) {
                 return Some(JoinedIntensity {
                     value,
@@ -260,13 +274,26 @@ mod tests {
         let j = join(false, true);
         let r = RegionId::from("R");
         let exact = j.lookup(&r, at(1)).unwrap();
-        assert_eq!((exact.value, exact.kind, exact.point_at), (GramsPerKwh(200.0), IntensityKind::Actual, UnixMillis(BUCKET_MS)));
+        assert_eq!(
+            (exact.value, exact.kind, exact.point_at),
+            (
+                GramsPerKwh(200.0),
+                IntensityKind::Actual,
+                UnixMillis(BUCKET_MS)
+            )
+        );
         // Bucket 2 has no point; bucket 1's is 5 minutes old, within the bound.
         let stale = j.lookup(&r, at(2)).unwrap();
-        assert_eq!((stale.value, stale.point_at), (GramsPerKwh(200.0), UnixMillis(BUCKET_MS)));
+        assert_eq!(
+            (stale.value, stale.point_at),
+            (GramsPerKwh(200.0), UnixMillis(BUCKET_MS))
+        );
         // Bucket 5: the last point (bucket 3) is 10 minutes old: fallback, flagged.
         let fb = j.lookup(&r, at(5)).unwrap();
-        assert_eq!((fb.value, fb.kind), (GramsPerKwh(250.0), IntensityKind::FallbackAverage));
+        assert_eq!(
+            (fb.value, fb.kind),
+            (GramsPerKwh(250.0), IntensityKind::FallbackAverage)
+        );
         // Without an average there is no value at all.
         assert!(join(false, false).lookup(&r, at(5)).is_none());
         assert!(j.lookup(&RegionId::from("other"), at(1)).is_none());
@@ -278,7 +305,10 @@ mod tests {
         let r = RegionId::from("R");
         // The series spans 4 buckets; bucket 4 maps to bucket 0, bucket 9 to bucket 1.
         let v = j.lookup(&r, at(4)).unwrap();
-        assert_eq!((v.value, v.point_at, v.replayed), (GramsPerKwh(100.0), UnixMillis(0), true));
+        assert_eq!(
+            (v.value, v.point_at, v.replayed),
+            (GramsPerKwh(100.0), UnixMillis(0), true)
+        );
         assert_eq!(j.lookup(&r, at(9)).unwrap().value, GramsPerKwh(200.0));
         assert_eq!(j.lookup(&r, at(-1)).unwrap().value, GramsPerKwh(400.0));
     }
@@ -294,7 +324,13 @@ mod tests {
             Err(SeriesError::BadValue { .. })
         ));
         assert_eq!(
-            MarginalSeries::new("x", vec![(UnixMillis(0), GramsPerKwh(1.0)), (UnixMillis(0), GramsPerKwh(2.0))]),
+            MarginalSeries::new(
+                "x",
+                vec![
+                    (UnixMillis(0), GramsPerKwh(1.0)),
+                    (UnixMillis(0), GramsPerKwh(2.0))
+                ]
+            ),
             Err(SeriesError::Duplicate(UnixMillis(0)))
         );
         assert_eq!(MarginalSeries::new("x", vec![]), Err(SeriesError::Empty));

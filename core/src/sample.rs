@@ -154,9 +154,10 @@ pub enum SampleRejection {
         /// Allowed lateness.
         max_age_ms: i64,
     },
-    /// Average power implied by the energy is physically absurd for this GPU.
+    /// Average power implied by the energy is physically absurd for this GPU, even allowing
+    /// for one tick of the energy counter.
     #[error(
-        "implied mean power {implied_mw} mW over {span_ms} ms exceeds 2x the GPU's {limit_mw} mW power limit"
+        "implied mean power {implied_mw} mW over {span_ms} ms exceeds 2x the GPU's {limit_mw} mW power limit (one counter tick allowed)"
     )]
     EnergyAbsurd {
         /// Energy ÷ span.
@@ -212,6 +213,9 @@ pub struct SampleLimits {
     pub max_future_skew_ms: i64,
     /// How old a sample may be (agents resend after outages, so this is generous).
     pub max_age_ms: i64,
+    /// Update period of the energy counter. It ticks every 100 ms on an H100, so a span
+    /// shorter than that can carry a whole tick's energy: the absurdity bound allows one tick.
+    pub counter_tick_ms: i64,
 }
 
 impl Default for SampleLimits {
@@ -220,6 +224,7 @@ impl Default for SampleLimits {
             max_span_ms: 15 * 60 * 1000,
             max_future_skew_ms: 5 * 60 * 1000,
             max_age_ms: 30 * 24 * 3600 * 1000,
+            counter_tick_ms: 100,
         }
     }
 }
@@ -234,10 +239,16 @@ pub fn check_sample(
 ) -> Result<(), SampleRejection> {
     let span_ms = s.duration_ms();
     if span_ms <= 0 {
-        return Err(SampleRejection::NonPositiveSpan { start: s.start, end: s.end });
+        return Err(SampleRejection::NonPositiveSpan {
+            start: s.start,
+            end: s.end,
+        });
     }
     if span_ms > limits.max_span_ms {
-        return Err(SampleRejection::SpanTooLong { span_ms, max_ms: limits.max_span_ms });
+        return Err(SampleRejection::SpanTooLong {
+            span_ms,
+            max_ms: limits.max_span_ms,
+        });
     }
     let ahead_ms = s.end.since(now);
     if ahead_ms > limits.max_future_skew_ms {
@@ -248,17 +259,25 @@ pub fn check_sample(
         });
     }
     if now.since(s.end) > limits.max_age_ms {
-        return Err(SampleRejection::TooOld { end: s.end, max_age_ms: limits.max_age_ms });
+        return Err(SampleRejection::TooOld {
+            end: s.end,
+            max_age_ms: limits.max_age_ms,
+        });
     }
     let ceiling = u64::from(power_limit.0) * 2;
     for p in [s.power, s.power_max] {
         if u64::from(p.0) > ceiling {
-            return Err(SampleRejection::PowerAbsurd { power_mw: p.0, limit_mw: power_limit.0 });
+            return Err(SampleRejection::PowerAbsurd {
+                power_mw: p.0,
+                limit_mw: power_limit.0,
+            });
         }
     }
-    // mJ / ms = W; ×1000 → mW. u128 so no product overflows.
+    // mJ / ms = W; ×1000 → mW. u128 so no product overflows. The counter's tick is added to
+    // the span: the energy of a tick that completed inside a short span is real.
     let implied_mw = (u128::from(s.energy.0) * 1000 / span_ms as u128) as u64;
-    if implied_mw > ceiling {
+    let slack_span = (span_ms + limits.counter_tick_ms.max(0)) as u128;
+    if u128::from(s.energy.0) * 1000 > u128::from(ceiling) * slack_span {
         return Err(SampleRejection::EnergyAbsurd {
             implied_mw,
             span_ms,
@@ -302,34 +321,68 @@ pub(crate) mod tests {
     #[test]
     fn a_plausible_sample_passes() {
         let s = sample(NOW.0 - 1000, NOW.0, 300_000);
-        assert_eq!(check_sample(&s, LIMIT, &SampleLimits::default(), NOW), Ok(()));
+        assert_eq!(
+            check_sample(&s, LIMIT, &SampleLimits::default(), NOW),
+            Ok(())
+        );
     }
 
     #[test]
     fn energy_implying_more_than_twice_the_limit_is_rejected() {
-        // 1.5 kJ in 1 s = 1.5 kW > 1.4 kW.
-        let s = sample(NOW.0 - 1000, NOW.0, 1_500_000);
+        // 1.6 kJ in 1 s = 1.6 kW > 1.4 kW × (1 s + one 100 ms tick) = 1.54 kJ.
+        let s = sample(NOW.0 - 1000, NOW.0, 1_600_000);
         let err = check_sample(&s, LIMIT, &SampleLimits::default(), NOW).unwrap_err();
-        assert!(matches!(err, SampleRejection::EnergyAbsurd { implied_mw: 1_500_000, .. }));
-        // Exactly 2x is still accepted (boost transients are real).
-        let s = sample(NOW.0 - 1000, NOW.0, 1_400_000);
+        assert!(matches!(
+            err,
+            SampleRejection::EnergyAbsurd {
+                implied_mw: 1_600_000,
+                ..
+            }
+        ));
+        // Exactly the bound is still accepted (boost transients are real).
+        let s = sample(NOW.0 - 1000, NOW.0, 1_540_000);
         assert!(check_sample(&s, LIMIT, &SampleLimits::default(), NOW).is_ok());
+    }
+
+    #[test]
+    fn a_short_span_carrying_a_whole_counter_tick_is_accepted() {
+        // Real row of the H100 trace (GEMM burn): 84,633 mJ over a 50 ms span, because the
+        // counter ticks every 100 ms. Implied 1.69 kW, but it is one tick of ~846 W.
+        let s = sample(NOW.0 - 50, NOW.0, 84_633);
+        assert_eq!(
+            check_sample(&s, LIMIT, &SampleLimits::default(), NOW),
+            Ok(())
+        );
+        let strict = SampleLimits {
+            counter_tick_ms: 0,
+            ..SampleLimits::default()
+        };
+        assert!(check_sample(&s, LIMIT, &strict, NOW).is_err());
     }
 
     #[test]
     fn time_limits_are_enforced() {
         let l = SampleLimits::default();
         let future = sample(NOW.0, NOW.0 + l.max_future_skew_ms + 1, 1);
-        assert!(matches!(check_sample(&future, LIMIT, &l, NOW), Err(SampleRejection::InFuture { .. })));
+        assert!(matches!(
+            check_sample(&future, LIMIT, &l, NOW),
+            Err(SampleRejection::InFuture { .. })
+        ));
         let backwards = sample(NOW.0, NOW.0 - 5, 1);
         assert!(matches!(
             check_sample(&backwards, LIMIT, &l, NOW),
             Err(SampleRejection::NonPositiveSpan { .. })
         ));
         let old = sample(NOW.0 - l.max_age_ms - 2000, NOW.0 - l.max_age_ms - 1000, 1);
-        assert!(matches!(check_sample(&old, LIMIT, &l, NOW), Err(SampleRejection::TooOld { .. })));
+        assert!(matches!(
+            check_sample(&old, LIMIT, &l, NOW),
+            Err(SampleRejection::TooOld { .. })
+        ));
         let long = sample(NOW.0 - l.max_span_ms - 1, NOW.0, 1);
-        assert!(matches!(check_sample(&long, LIMIT, &l, NOW), Err(SampleRejection::SpanTooLong { .. })));
+        assert!(matches!(
+            check_sample(&long, LIMIT, &l, NOW),
+            Err(SampleRejection::SpanTooLong { .. })
+        ));
     }
 
     #[test]
@@ -337,7 +390,10 @@ pub(crate) mod tests {
         let mut s = sample(NOW.0 - 1000, NOW.0, 1);
         s.power_max = Milliwatts(1_400_001);
         let err = check_sample(&s, LIMIT, &SampleLimits::default(), NOW).unwrap_err();
-        assert_eq!(err.to_string(), "power reading 1400001 mW exceeds 2x the GPU's 700000 mW power limit");
+        assert_eq!(
+            err.to_string(),
+            "power reading 1400001 mW exceeds 2x the GPU's 700000 mW power limit"
+        );
         let mut s = sample(NOW.0 - 1000, NOW.0, 1);
         s.util_gpu_pct = 101;
         assert_eq!(

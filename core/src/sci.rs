@@ -51,11 +51,16 @@ impl HardwareCatalog {
     /// Checks every figure is positive and finite.
     pub fn validate(&self) -> Result<(), CatalogError> {
         for (model, spec) in &self.models {
-            for (field, value) in
-                [("embodied_kgco2e", spec.embodied_kgco2e), ("lifetime_years", spec.lifetime_years)]
-            {
+            for (field, value) in [
+                ("embodied_kgco2e", spec.embodied_kgco2e),
+                ("lifetime_years", spec.lifetime_years),
+            ] {
                 if !value.is_finite() || value <= 0.0 {
-                    return Err(CatalogError::BadFigure { model: model.clone(), field, value });
+                    return Err(CatalogError::BadFigure {
+                        model: model.clone(),
+                        field,
+                        value,
+                    });
                 }
             }
         }
@@ -213,7 +218,12 @@ mod tests {
         // E·I (IT) = 200 + 25 = 225 g; facility ×1.2 = 270 g; SCI = (270 + 30) / 10 = 30 g.
         let slices = [
             slice(0, 1_800_000_000, Some((400.0, IntensityKind::Actual)), 1.2),
-            slice(1, 900_000_000, Some((100.0, IntensityKind::FallbackAverage)), 1.2),
+            slice(
+                1,
+                900_000_000,
+                Some((100.0, IntensityKind::FallbackAverage)),
+                1.2,
+            ),
         ];
         let f = footprint(&slices, GramsCo2e(30.0), 10.0).unwrap();
         assert_eq!(f.it_energy_mj, 2_700_000_000);
@@ -222,7 +232,13 @@ mod tests {
         assert!((f.operational_it_co2e_g - 225.0).abs() < 1e-9);
         assert!((f.operational_co2e_g - 270.0).abs() < 1e-9);
         assert!((f.sci_g_per_unit - 30.0).abs() < 1e-9);
-        assert_eq!((f.provenance.intervals_actual, f.provenance.intervals_fallback), (1, 1));
+        assert_eq!(
+            (
+                f.provenance.intervals_actual,
+                f.provenance.intervals_fallback
+            ),
+            (1, 1)
+        );
     }
 
     #[test]
@@ -239,7 +255,10 @@ mod tests {
 
     #[test]
     fn missing_intensity_is_reported_not_invented() {
-        let slices = [slice(0, 1000, None, 1.0), slice(1, 500, Some((10.0, IntensityKind::Actual)), 1.0)];
+        let slices = [
+            slice(0, 1000, None, 1.0),
+            slice(1, 500, Some((10.0, IntensityKind::Actual)), 1.0),
+        ];
         let f = footprint(&slices, GramsCo2e(0.0), 1.0).unwrap();
         assert_eq!(f.provenance.intervals_missing_intensity, 1);
         assert_eq!(f.provenance.energy_without_intensity_mj, 1000);
@@ -251,18 +270,31 @@ mod tests {
         let mut c = HardwareCatalog::default();
         c.models.insert(
             "gpu".into(),
-            EmbodiedSpec { embodied_kgco2e: 1000.0, lifetime_years: 4.0, source: "test".into() },
+            EmbodiedSpec {
+                embodied_kgco2e: 1000.0,
+                lifetime_years: 4.0,
+                source: "test".into(),
+            },
         );
         // One year of a 4-year life of a 1 t device: 250 kg.
         let m = c.embodied_share("gpu", MS_PER_YEAR as i64).unwrap();
         assert!((m.0 - 250_000.0).abs() < 1e-6);
         assert!(c.embodied_share("other", 1).is_none());
         c.models.get_mut("gpu").unwrap().lifetime_years = 0.0;
-        assert!(matches!(c.validate(), Err(CatalogError::BadFigure { field: "lifetime_years", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(CatalogError::BadFigure {
+                field: "lifetime_years",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn functional_units_must_be_positive() {
-        assert_eq!(footprint(&[], GramsCo2e(0.0), 0.0), Err(FootprintError::BadFunctionalUnits(0.0)));
+        assert_eq!(
+            footprint(&[], GramsCo2e(0.0), 0.0),
+            Err(FootprintError::BadFunctionalUnits(0.0))
+        );
     }
 }

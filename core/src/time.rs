@@ -8,7 +8,9 @@ pub const BUCKET_MS: i64 = 300_000;
 
 /// A UTC instant in milliseconds since the Unix epoch. All time in Wattprint is UTC, so DST
 /// never shifts anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct UnixMillis(pub i64);
 
@@ -20,7 +22,14 @@ impl UnixMillis {
 
     /// The instant at a UTC calendar date and time (proleptic Gregorian), or `None` if a field
     /// is out of range.
-    pub fn from_utc(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<Self> {
+    pub fn from_utc(
+        year: i64,
+        month: u32,
+        day: u32,
+        hour: u32,
+        min: u32,
+        sec: u32,
+    ) -> Option<Self> {
         if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
             return None;
         }
@@ -29,7 +38,10 @@ impl UnixMillis {
         }
         let days = days_from_civil(year, month, day);
         Some(UnixMillis(
-            days * 86_400_000 + i64::from(hour) * 3_600_000 + i64::from(min) * 60_000 + i64::from(sec) * 1000,
+            days * 86_400_000
+                + i64::from(hour) * 3_600_000
+                + i64::from(min) * 60_000
+                + i64::from(sec) * 1000,
         ))
     }
 
@@ -127,9 +139,18 @@ mod tests {
 
     #[test]
     fn buckets_align_to_five_minutes_including_before_the_epoch() {
-        assert_eq!(Bucket::containing(UnixMillis(299_999)).start(), UnixMillis(0));
-        assert_eq!(Bucket::containing(UnixMillis(300_000)).start(), UnixMillis(300_000));
-        assert_eq!(Bucket::containing(UnixMillis(-1)).start(), UnixMillis(-300_000));
+        assert_eq!(
+            Bucket::containing(UnixMillis(299_999)).start(),
+            UnixMillis(0)
+        );
+        assert_eq!(
+            Bucket::containing(UnixMillis(300_000)).start(),
+            UnixMillis(300_000)
+        );
+        assert_eq!(
+            Bucket::containing(UnixMillis(-1)).start(),
+            UnixMillis(-300_000)
+        );
         assert!(Bucket::aligned(UnixMillis(600_000)).is_some());
         assert!(Bucket::aligned(UnixMillis(600_001)).is_none());
     }
@@ -138,19 +159,33 @@ mod tests {
     fn civil_dates_round_trip_and_reject_impossible_dates() {
         let t = UnixMillis::from_utc(2023, 6, 8, 0, 5, 0).unwrap();
         assert_eq!(t, UnixMillis(1_686_182_700_000));
-        assert_eq!(UnixMillis::from_utc(2024, 2, 29, 23, 59, 59).unwrap().to_rfc3339(), "2024-02-29T23:59:59.000Z");
+        assert_eq!(
+            UnixMillis::from_utc(2024, 2, 29, 23, 59, 59)
+                .unwrap()
+                .to_rfc3339(),
+            "2024-02-29T23:59:59.000Z"
+        );
         assert!(UnixMillis::from_utc(2023, 2, 29, 0, 0, 0).is_none());
         assert!(UnixMillis::from_utc(2023, 13, 1, 0, 0, 0).is_none());
         assert!(UnixMillis::from_utc(2023, 1, 1, 24, 0, 0).is_none());
-        assert_eq!(UnixMillis::from_utc(1969, 12, 31, 23, 59, 59).unwrap(), UnixMillis(-1000));
+        assert_eq!(
+            UnixMillis::from_utc(1969, 12, 31, 23, 59, 59).unwrap(),
+            UnixMillis(-1000)
+        );
     }
 
     #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(UnixMillis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
         // 2023-06-08T00:05:00Z, the second row of the CAISO_NORTH series.
-        assert_eq!(UnixMillis(1_686_182_700_000).to_rfc3339(), "2023-06-08T00:05:00.000Z");
+        assert_eq!(
+            UnixMillis(1_686_182_700_000).to_rfc3339(),
+            "2023-06-08T00:05:00.000Z"
+        );
         // 2024-02-29 (leap day) 23:59:59.999
-        assert_eq!(UnixMillis(1_709_251_199_999).to_rfc3339(), "2024-02-29T23:59:59.999Z");
+        assert_eq!(
+            UnixMillis(1_709_251_199_999).to_rfc3339(),
+            "2024-02-29T23:59:59.999Z"
+        );
     }
 }

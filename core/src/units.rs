@@ -8,7 +8,9 @@ use std::ops::{Add, AddAssign};
 pub const MJ_PER_KWH: u64 = 3_600_000_000;
 
 /// Energy in integer millijoules: the unit of NVML's energy counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Millijoules(pub u64);
 
 impl Millijoules {
@@ -48,7 +50,9 @@ impl std::iter::Sum for Millijoules {
 }
 
 /// Power in integer milliwatts: the unit of `nvmlDeviceGetPowerUsage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Milliwatts(pub u32);
 
 impl Milliwatts {

@@ -54,14 +54,22 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("message", &self.message).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
     }
 }
 
 impl Delivery {
     /// A delivery settled by `settle`.
-    pub fn new(message: BusMessage, settle: impl FnOnce(Result<(), String>) + Send + 'static) -> Self {
-        Self { message, settle: Box::new(settle) }
+    pub fn new(
+        message: BusMessage,
+        settle: impl FnOnce(Result<(), String>) + Send + 'static,
+    ) -> Self {
+        Self {
+            message,
+            settle: Box::new(settle),
+        }
     }
 
     /// Marks the message processed and durable (commit).
@@ -99,7 +107,10 @@ pub fn memory_bus(capacity: usize) -> (MemoryProducer, MemoryConsumer) {
 impl BusProducer for MemoryProducer {
     async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
         let (done, settled) = oneshot::channel();
-        self.tx.send((message, done)).await.map_err(|_| BusError::Closed)?;
+        self.tx
+            .send((message, done))
+            .await
+            .map_err(|_| BusError::Closed)?;
         match settled.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(BusError::NotPersisted(reason)),
@@ -148,6 +159,9 @@ mod tests {
         assert_eq!(publisher.await.unwrap(), Err(BusError::Closed));
         let (p, c) = memory_bus(1);
         drop(c);
-        assert_eq!(p.publish(BusMessage::Samples(vec![])).await, Err(BusError::Closed));
+        assert_eq!(
+            p.publish(BusMessage::Samples(vec![])).await,
+            Err(BusError::Closed)
+        );
     }
 }

@@ -11,7 +11,7 @@ use wattprint_core::accounting::split_into_buckets;
 use wattprint_core::intensity::{IntensityJoin, JoinedIntensity};
 use wattprint_core::sample::EnergySample;
 use wattprint_core::{Bucket, RegionId};
-use wattprint_store::{EnrichedShare, EnrichedSample, QuarantineRecord, Store, StoreError};
+use wattprint_store::{EnrichedSample, EnrichedShare, QuarantineRecord, Store, StoreError};
 
 /// Counters of what the enricher did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,7 +45,12 @@ impl Enricher {
         inventory: Arc<InventoryIndex>,
         pue: HashMap<RegionId, f64>,
     ) -> Self {
-        Self { store, join, inventory, pue: Arc::new(pue) }
+        Self {
+            store,
+            join,
+            inventory,
+            pue: Arc::new(pue),
+        }
     }
 
     /// Enriches samples; those whose GPU left the inventory since the gateway checked them are
@@ -94,7 +99,11 @@ impl Enricher {
 
     /// Processes one bus message into the store.
     #[tracing::instrument(skip_all)]
-    pub async fn process(&self, message: &BusMessage, report: &mut EnricherReport) -> Result<(), StoreError> {
+    pub async fn process(
+        &self,
+        message: &BusMessage,
+        report: &mut EnricherReport,
+    ) -> Result<(), StoreError> {
         match message {
             BusMessage::Samples(samples) => {
                 let (enriched, mut quarantine) = self.enrich(samples);
@@ -122,7 +131,11 @@ impl Enricher {
                 report.inserted += u64::from(outcome.inserted);
                 report.duplicates += u64::from(outcome.duplicates);
                 report.quarantined += quarantine.len() as u64;
-                tracing::debug!(inserted = outcome.inserted, duplicates = outcome.duplicates, "samples stored");
+                tracing::debug!(
+                    inserted = outcome.inserted,
+                    duplicates = outcome.duplicates,
+                    "samples stored"
+                );
             }
             BusMessage::DeadLetters(records) => {
                 self.store.write_quarantine(records).await?;

@@ -36,7 +36,11 @@ pub struct GatewayLimits {
 
 impl Default for GatewayLimits {
     fn default() -> Self {
-        Self { samples: SampleLimits::default(), max_batch_samples: 10_000, max_message_bytes: 4 << 20 }
+        Self {
+            samples: SampleLimits::default(),
+            max_batch_samples: 10_000,
+            max_message_bytes: 4 << 20,
+        }
     }
 }
 
@@ -81,8 +85,17 @@ fn payload(s: &Sample) -> String {
 
 impl Gateway {
     /// A gateway publishing to `producer`, validating against `inventory`.
-    pub fn new(producer: Arc<dyn BusProducer>, inventory: Arc<InventoryIndex>, limits: GatewayLimits) -> Self {
-        Self { producer, inventory, limits, clock: now }
+    pub fn new(
+        producer: Arc<dyn BusProducer>,
+        inventory: Arc<InventoryIndex>,
+        limits: GatewayLimits,
+    ) -> Self {
+        Self {
+            producer,
+            inventory,
+            limits,
+            clock: now,
+        }
     }
 
     /// Replaces the clock (tests).
@@ -98,8 +111,10 @@ impl Gateway {
         let mut seen = HashSet::new();
         for wire in &batch.samples {
             let verdict = wattprint_proto::sample_from_wire(host, wire).and_then(|s| {
-                let placement =
-                    self.inventory.gpu(&s.gpu).ok_or_else(|| SampleRejection::UnknownGpu(s.gpu.clone()))?;
+                let placement = self
+                    .inventory
+                    .gpu(&s.gpu)
+                    .ok_or_else(|| SampleRejection::UnknownGpu(s.gpu.clone()))?;
                 if placement.instance != s.instance {
                     return Err(SampleRejection::WrongInstance {
                         gpu: s.gpu.clone(),
@@ -109,7 +124,10 @@ impl Gateway {
                 }
                 check_sample(&s, placement.power_limit, &self.limits.samples, now)?;
                 if !seen.insert((s.gpu.clone(), s.seq)) {
-                    return Err(SampleRejection::DuplicateInBatch { gpu: s.gpu.clone(), seq: s.seq });
+                    return Err(SampleRejection::DuplicateInBatch {
+                        gpu: s.gpu.clone(),
+                        seq: s.seq,
+                    });
                 }
                 Ok(s)
             });
@@ -125,7 +143,8 @@ impl Gateway {
                     out.dead_letters.push(QuarantineRecord {
                         received_at: now,
                         host: host.clone(),
-                        gpu: (!wire.gpu_uuid.is_empty()).then(|| wattprint_core::GpuUuid::new(wire.gpu_uuid.clone())),
+                        gpu: (!wire.gpu_uuid.is_empty())
+                            .then(|| wattprint_core::GpuUuid::new(wire.gpu_uuid.clone())),
                         seq: Some(wire.seq),
                         reason: reason.to_string(),
                         payload: payload(wire),
@@ -140,7 +159,9 @@ impl Gateway {
     #[tracing::instrument(skip_all, fields(host = %batch.host_id, batch_seq = batch.batch_seq, samples = batch.samples.len()))]
     pub async fn handle(&self, batch: SampleBatch) -> Result<BatchAck, Status> {
         if batch.host_id.is_empty() || batch.host_id.len() > wattprint_proto::MAX_ID_LEN {
-            return Err(Status::invalid_argument("batch host_id must be 1 to 128 bytes"));
+            return Err(Status::invalid_argument(
+                "batch host_id must be 1 to 128 bytes",
+            ));
         }
         if batch.samples.len() > self.limits.max_batch_samples {
             return Err(Status::invalid_argument(format!(
@@ -163,9 +184,15 @@ impl Gateway {
             self.producer
                 .publish(BusMessage::DeadLetters(checked.dead_letters))
                 .await
-                .map_err(|e| Status::unavailable(format!("dead letters not persisted, resend: {e}")))?;
+                .map_err(|e| {
+                    Status::unavailable(format!("dead letters not persisted, resend: {e}"))
+                })?;
         }
-        Ok(BatchAck { batch_seq: batch.batch_seq, accepted, rejected: checked.rejected })
+        Ok(BatchAck {
+            batch_seq: batch.batch_seq,
+            accepted,
+            rejected: checked.rejected,
+        })
     }
 
     /// The tonic service, with the message-size limit applied.
@@ -239,9 +266,14 @@ mod tests {
             instance: InstanceId::from("i-1"),
             region: RegionId::from("R"),
             zip_code: None,
-            gpus: vec![GpuRecord { uuid: GpuUuid::from("GPU-1"), model: "H100".into(), power_limit: Milliwatts(700_000) }],
+            gpus: vec![GpuRecord {
+                uuid: GpuUuid::from("GPU-1"),
+                model: "H100".into(),
+                power_limit: Milliwatts(700_000),
+            }],
         }]);
-        Gateway::new(producer, Arc::new(inv), GatewayLimits::default()).with_clock(|| UnixMillis(NOW))
+        Gateway::new(producer, Arc::new(inv), GatewayLimits::default())
+            .with_clock(|| UnixMillis(NOW))
     }
 
     fn wire(seq: u64, energy_mj: u64) -> Sample {
@@ -278,7 +310,15 @@ mod tests {
         let batch = SampleBatch {
             host_id: "h".into(),
             batch_seq: 9,
-            samples: vec![wire(1, 300_000), wire(2, 5_000_000), unknown, future, wire(1, 300_000), wire(5, 1), wrong_instance],
+            samples: vec![
+                wire(1, 300_000),
+                wire(2, 5_000_000),
+                unknown,
+                future,
+                wire(1, 300_000),
+                wire(5, 1),
+                wrong_instance,
+            ],
         };
         let consumer = tokio::spawn(async move {
             let mut got = vec![];
@@ -291,17 +331,34 @@ mod tests {
         });
         let ack = g.handle(batch).await.unwrap();
         assert_eq!((ack.batch_seq, ack.accepted), (9, 2));
-        let reasons: Vec<_> = ack.rejected.iter().map(|r| (r.seq, r.reason.as_str())).collect();
+        let reasons: Vec<_> = ack
+            .rejected
+            .iter()
+            .map(|r| (r.seq, r.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 5);
-        assert!(reasons[0].1.starts_with("implied mean power 5000000 mW"), "{reasons:?}");
+        assert!(
+            reasons[0].1.starts_with("implied mean power 5000000 mW"),
+            "{reasons:?}"
+        );
         assert_eq!(reasons[1].1, "unknown GPU GPU-9: not in the inventory");
         assert!(reasons[2].1.contains("after the gateway's clock"));
-        assert_eq!(reasons[3].1, "duplicate sequence number 1 for GPU GPU-1 within the batch");
-        assert_eq!(reasons[4].1, "GPU GPU-1 belongs to instance i-1, sample names i-2");
+        assert_eq!(
+            reasons[3].1,
+            "duplicate sequence number 1 for GPU GPU-1 within the batch"
+        );
+        assert_eq!(
+            reasons[4].1,
+            "GPU GPU-1 belongs to instance i-1, sample names i-2"
+        );
         let got = consumer.await.unwrap();
-        let BusMessage::Samples(s) = &got[0] else { panic!("{got:?}") };
+        let BusMessage::Samples(s) = &got[0] else {
+            panic!("{got:?}")
+        };
         assert_eq!(s.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 5]);
-        let BusMessage::DeadLetters(d) = &got[1] else { panic!("{got:?}") };
+        let BusMessage::DeadLetters(d) = &got[1] else {
+            panic!("{got:?}")
+        };
         assert_eq!(d.len(), 5);
         assert!(d[1].payload.contains("\"gpu_uuid\":\"GPU-9\""));
     }
@@ -310,14 +367,32 @@ mod tests {
     async fn oversized_batches_and_bus_failures_are_errors_not_acks() {
         let (p, c) = memory_bus(1);
         let g = gateway(Arc::new(p));
-        let batch = SampleBatch { host_id: "h".into(), batch_seq: 1, samples: vec![wire(1, 1); 10_001] };
+        let batch = SampleBatch {
+            host_id: "h".into(),
+            batch_seq: 1,
+            samples: vec![wire(1, 1); 10_001],
+        };
         let err = g.handle(batch).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("10001 samples"));
         drop(c);
-        let batch = SampleBatch { host_id: "h".into(), batch_seq: 2, samples: vec![wire(1, 1)] };
-        assert_eq!(g.handle(batch).await.unwrap_err().code(), tonic::Code::Unavailable);
-        let batch = SampleBatch { host_id: String::new(), batch_seq: 3, samples: vec![] };
-        assert_eq!(g.handle(batch).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        let batch = SampleBatch {
+            host_id: "h".into(),
+            batch_seq: 2,
+            samples: vec![wire(1, 1)],
+        };
+        assert_eq!(
+            g.handle(batch).await.unwrap_err().code(),
+            tonic::Code::Unavailable
+        );
+        let batch = SampleBatch {
+            host_id: String::new(),
+            batch_seq: 3,
+            samples: vec![],
+        };
+        assert_eq!(
+            g.handle(batch).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

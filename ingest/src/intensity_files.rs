@@ -15,6 +15,7 @@ use wattprint_core::{GramsPerKwh, UnixMillis};
 #[serde(rename_all = "snake_case")]
 pub enum MarginalFormat {
     /// `time,<Region>`; naive UTC timestamps; gCO2/kWh.
+    #[serde(rename = "watttime_csv")]
     WattTimeCsv,
     /// `time,moer,f1..f36`; ISO timestamps with offset; kgCO2/kWh; optionally gzip.
     Sgip,
@@ -54,8 +55,10 @@ pub enum IntensityFileError {
 }
 
 fn open(path: &Path) -> Result<Box<dyn Read>, IntensityFileError> {
-    let file = std::fs::File::open(path)
-        .map_err(|source| IntensityFileError::Io { path: path.to_owned(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| IntensityFileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(if path.extension().is_some_and(|e| e == "gz") {
         Box::new(GzDecoder::new(file))
     } else {
@@ -76,7 +79,12 @@ pub fn parse_utc_timestamp(s: &str) -> Option<UnixMillis> {
         return None;
     }
     let b = main.as_bytes();
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b' ' | b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| main.get(r)?.parse::<u32>().ok();
@@ -91,7 +99,11 @@ pub fn parse_utc_timestamp(s: &str) -> Option<UnixMillis> {
 }
 
 fn row_err(path: &Path, line: u64, message: impl Into<String>) -> IntensityFileError {
-    IntensityFileError::Row { path: path.to_owned(), line, message: message.into() }
+    IntensityFileError::Row {
+        path: path.to_owned(),
+        line,
+        message: message.into(),
+    }
 }
 
 /// Loads a marginal series, converting to g/kWh. `source` names it in provenance.
@@ -100,15 +112,21 @@ pub fn load_marginal(
     format: MarginalFormat,
     source: &str,
 ) -> Result<MarginalSeries, IntensityFileError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(open(path)?);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(open(path)?);
     let mut points = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i as u64 + 2;
         let record = record.map_err(|e| row_err(path, line, e.to_string()))?;
-        let time = record.get(0).ok_or_else(|| row_err(path, line, "missing time"))?;
+        let time = record
+            .get(0)
+            .ok_or_else(|| row_err(path, line, "missing time"))?;
         let at = parse_utc_timestamp(time)
             .ok_or_else(|| row_err(path, line, format!("bad UTC timestamp {time:?}")))?;
-        let raw = record.get(1).ok_or_else(|| row_err(path, line, "missing value"))?;
+        let raw = record
+            .get(1)
+            .ok_or_else(|| row_err(path, line, "missing value"))?;
         let v: f64 = raw
             .trim()
             .parse()
@@ -119,16 +137,24 @@ pub fn load_marginal(
         };
         points.push((at, value));
     }
-    MarginalSeries::new(source, points)
-        .map_err(|source| IntensityFileError::Series { path: path.to_owned(), source })
+    MarginalSeries::new(source, points).map_err(|source| IntensityFileError::Series {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Loads eGRID subregion total output CO2e rates, converted from lb/MWh to g/kWh.
 pub fn load_egrid_rates(path: &Path) -> Result<HashMap<String, GramsPerKwh>, IntensityFileError> {
     let mut reader = csv::Reader::from_reader(open(path)?);
-    let headers = reader.headers().map_err(|e| row_err(path, 1, e.to_string()))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| row_err(path, 1, e.to_string()))?
+        .clone();
     let col = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| row_err(path, 1, format!("no column {name}")))
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| row_err(path, 1, format!("no column {name}")))
     };
     let (sub, rate) = (col("subregion")?, col("co2e_lb_per_mwh")?);
     let mut rates = HashMap::new();
@@ -137,9 +163,15 @@ pub fn load_egrid_rates(path: &Path) -> Result<HashMap<String, GramsPerKwh>, Int
         let record = record.map_err(|e| row_err(path, line, e.to_string()))?;
         let name = record.get(sub).unwrap_or_default().to_owned();
         let raw = record.get(rate).unwrap_or_default();
-        let v: f64 = raw.parse().map_err(|_| row_err(path, line, format!("rate {raw:?} is not a number")))?;
+        let v: f64 = raw
+            .parse()
+            .map_err(|_| row_err(path, line, format!("rate {raw:?} is not a number")))?;
         if !v.is_finite() || v < 0.0 {
-            return Err(row_err(path, line, format!("rate {v} is not a non-negative number")));
+            return Err(row_err(
+                path,
+                line,
+                format!("rate {v} is not a non-negative number"),
+            ));
         }
         rates.insert(name, GramsPerKwh::from_lb_per_mwh(v));
     }
@@ -152,14 +184,25 @@ mod tests {
     use std::io::Write;
 
     fn data(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data").join(rel)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../data")
+            .join(rel)
     }
 
     #[test]
     fn timestamps_parse_as_utc_and_reject_other_offsets() {
-        assert_eq!(parse_utc_timestamp("2023-06-08 00:05:00"), Some(UnixMillis(1_686_182_700_000)));
-        assert_eq!(parse_utc_timestamp("2023-06-08T00:05:00Z"), Some(UnixMillis(1_686_182_700_000)));
-        assert_eq!(parse_utc_timestamp("2020-07-31 00:00:00+00:00"), Some(UnixMillis(1_596_153_600_000)));
+        assert_eq!(
+            parse_utc_timestamp("2023-06-08 00:05:00"),
+            Some(UnixMillis(1_686_182_700_000))
+        );
+        assert_eq!(
+            parse_utc_timestamp("2023-06-08T00:05:00Z"),
+            Some(UnixMillis(1_686_182_700_000))
+        );
+        assert_eq!(
+            parse_utc_timestamp("2020-07-31 00:00:00+00:00"),
+            Some(UnixMillis(1_596_153_600_000))
+        );
         assert_eq!(parse_utc_timestamp("2020-07-31 00:00:00-07:00"), None);
         assert_eq!(parse_utc_timestamp("2020-07-31"), None);
         assert_eq!(parse_utc_timestamp("2020-02-30 00:00:00"), None);
@@ -174,22 +217,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.len(), 8928);
-        assert_eq!(s.first(), parse_utc_timestamp("2023-06-08 00:00:00").unwrap());
+        assert_eq!(
+            s.first(),
+            parse_utc_timestamp("2023-06-08 00:00:00").unwrap()
+        );
         let (_, v) = s.as_of(s.first(), 0).unwrap();
         assert_eq!(v, GramsPerKwh(425.01605069));
     }
 
     #[test]
     fn sgip_series_convert_kg_to_g_exactly() {
-        let s = load_marginal(&data("moer/SGIP_CAISO_PGE_2020-08.csv.gz"), MarginalFormat::Sgip, "sgip:PGE").unwrap();
+        let s = load_marginal(
+            &data("moer/SGIP_CAISO_PGE_2020-08.csv.gz"),
+            MarginalFormat::Sgip,
+            "sgip:PGE",
+        )
+        .unwrap();
         assert_eq!(s.len(), 9504);
-        let (_, v) = s.as_of(parse_utc_timestamp("2020-07-31 00:00:00").unwrap(), 0).unwrap();
+        let (_, v) = s
+            .as_of(parse_utc_timestamp("2020-07-31 00:00:00").unwrap(), 0)
+            .unwrap();
         assert_eq!(v, GramsPerKwh(0.310070570749436 * 1000.0));
     }
 
     #[test]
     fn egrid_rates_convert_pounds_exactly() {
-        let r = load_egrid_rates(&data("locations/epa_egrid2023_subregion_output_rates.csv")).unwrap();
+        let r =
+            load_egrid_rates(&data("locations/epa_egrid2023_subregion_output_rates.csv")).unwrap();
         assert_eq!(r["CAMX"], GramsPerKwh(429.983 * 0.45359237));
         assert_eq!(r.len(), 27);
     }
@@ -200,10 +254,17 @@ mod tests {
         let p = dir.path().join("bad.csv");
         let mut f = std::fs::File::create(&p).unwrap();
         writeln!(f, "time,X\n2023-06-08 00:00:00,1\n2023-06-08 00:05:00,abc").unwrap();
-        let err = load_marginal(&p, MarginalFormat::WattTimeCsv, "x").unwrap_err().to_string();
-        assert!(err.ends_with("bad.csv:3: value \"abc\" is not a number"), "{err}");
+        let err = load_marginal(&p, MarginalFormat::WattTimeCsv, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("bad.csv:3: value \"abc\" is not a number"),
+            "{err}"
+        );
         std::fs::write(&p, "time,X\n2023-06-08 00:00:07,1\n").unwrap();
-        let err = load_marginal(&p, MarginalFormat::WattTimeCsv, "x").unwrap_err().to_string();
+        let err = load_marginal(&p, MarginalFormat::WattTimeCsv, "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not aligned"), "{err}");
     }
 }

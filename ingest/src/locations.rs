@@ -44,22 +44,35 @@ pub struct ZipDirectory {
 impl ZipDirectory {
     /// Loads EPA's `zip,state,eiaid,UtilName,SUBRGN,Predominant Utility` table (UTF-8 with BOM).
     pub fn load(path: &Path) -> Result<Self, LocationError> {
-        let read_err = |source| LocationError::Read { path: path.to_owned(), source };
+        let read_err = |source| LocationError::Read {
+            path: path.to_owned(),
+            source,
+        };
         let mut reader = csv::Reader::from_path(path).map_err(read_err)?;
         let headers = reader.headers().map_err(read_err)?.clone();
         let col = |column: &'static str| {
             headers
                 .iter()
                 .position(|h| h.trim_start_matches('\u{feff}') == column)
-                .ok_or(LocationError::MissingColumn { path: path.to_owned(), column })
+                .ok_or(LocationError::MissingColumn {
+                    path: path.to_owned(),
+                    column,
+                })
         };
-        let (zip, util, sub, pred) =
-            (col("zip")?, col("UtilName")?, col("SUBRGN")?, col("Predominant Utility")?);
+        let (zip, util, sub, pred) = (
+            col("zip")?,
+            col("UtilName")?,
+            col("SUBRGN")?,
+            col("Predominant Utility")?,
+        );
         let mut zips = HashMap::new();
         for record in reader.records() {
             let record = record.map_err(read_err)?;
             let field = |i: usize| record.get(i).unwrap_or_default().trim().to_owned();
-            let location = ZipLocation { utility: field(util), subregion: field(sub) };
+            let location = ZipLocation {
+                utility: field(util),
+                subregion: field(sub),
+            };
             // The predominant row wins; otherwise keep the first row seen.
             if field(pred) == "1" {
                 zips.insert(field(zip), location);
@@ -92,12 +105,19 @@ mod tests {
 
     #[test]
     fn the_shipped_table_maps_real_zip_codes_to_their_predominant_utility() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/locations/epa_egrid2023_zip_to_subregion.csv");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../data/locations/epa_egrid2023_zip_to_subregion.csv");
         let d = ZipDirectory::load(&path).unwrap();
         assert_eq!(d.len(), 41_588);
         let sac = d.get("95814").unwrap();
-        assert_eq!((sac.utility.as_str(), sac.subregion.as_str()), ("Pacific Gas & Electric Co.", "CAMX"));
-        assert_eq!(d.get("91770").unwrap().utility, "Southern California Edison Co");
+        assert_eq!(
+            (sac.utility.as_str(), sac.subregion.as_str()),
+            ("Pacific Gas & Electric Co.", "CAMX")
+        );
+        assert_eq!(
+            d.get("91770").unwrap().utility,
+            "Southern California Edison Co"
+        );
         assert!(d.get("00000").is_none());
     }
 }

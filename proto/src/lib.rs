@@ -64,7 +64,9 @@ fn checked_id(field: &str, value: &str) -> Result<(), SampleRejection> {
         )));
     }
     if value.chars().any(|c| c.is_control()) {
-        return Err(SampleRejection::Malformed(format!("{field} contains control characters")));
+        return Err(SampleRejection::Malformed(format!(
+            "{field} contains control characters"
+        )));
     }
     Ok(())
 }

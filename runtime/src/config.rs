@@ -51,8 +51,10 @@ pub fn load_config<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let (mut root, origin) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?;
             let value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
                 origin: p.display().to_string(),
                 message: e.to_string(),
@@ -63,26 +65,41 @@ pub fn load_config<T: DeserializeOwned>(
     };
     let mut overridden = false;
     for (var, raw) in env {
-        let Some(rest) = var.strip_prefix(prefix) else { continue };
+        let Some(rest) = var.strip_prefix(prefix) else {
+            continue;
+        };
         let keys: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
         if keys.iter().any(String::is_empty) {
             continue;
         }
-        apply_override(&mut root, &keys, raw)
-            .map_err(|reason| ConfigError::BadOverride { var: var.clone(), key: keys.join("."), reason })?;
+        apply_override(&mut root, &keys, raw).map_err(|reason| ConfigError::BadOverride {
+            var: var.clone(),
+            key: keys.join("."),
+            reason,
+        })?;
         overridden = true;
     }
-    let origin = if overridden { format!("{origin} with environment overrides") } else { origin };
-    T::deserialize(toml::Value::Table(root))
-        .map_err(|e| ConfigError::Invalid { origin, message: e.to_string() })
+    let origin = if overridden {
+        format!("{origin} with environment overrides")
+    } else {
+        origin
+    };
+    T::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid {
+        origin,
+        message: e.to_string(),
+    })
 }
 
 fn apply_override(root: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
     let (last, parents) = keys.split_last().ok_or("empty key")?;
     let mut table = root;
     for k in parents {
-        let entry = table.entry(k.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().ok_or_else(|| format!("{k} is not a table"))?;
+        let entry = table
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{k} is not a table"))?;
     }
     table.insert(last.clone(), parse_scalar(raw));
     Ok(())
@@ -118,7 +135,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -129,11 +149,23 @@ mod tests {
         std::fs::write(&path, "name = \"a\"\n[api]\nport = 1\n").unwrap();
         let cfg: Cfg = load_config(
             Some(&path),
-            &env(&[("WP_API__PORT", "8080"), ("WP_API__DEBUG", "true"), ("WP_API__LISTEN", "0.0.0.0:1"), ("OTHER", "x")]),
+            &env(&[
+                ("WP_API__PORT", "8080"),
+                ("WP_API__DEBUG", "true"),
+                ("WP_API__LISTEN", "0.0.0.0:1"),
+                ("OTHER", "x"),
+            ]),
             "WP_",
         )
         .unwrap();
-        assert_eq!(cfg.api, Api { listen: Some("0.0.0.0:1".into()), port: Some(8080), debug: Some(true) });
+        assert_eq!(
+            cfg.api,
+            Api {
+                listen: Some("0.0.0.0:1".into()),
+                port: Some(8080),
+                debug: Some(true)
+            }
+        );
         assert_eq!(cfg.name.as_deref(), Some("a"));
     }
 

@@ -19,7 +19,10 @@ impl Shutdown {
     /// A signal not yet triggered.
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
-        Self { tx: std::sync::Arc::new(tx), rx }
+        Self {
+            tx: std::sync::Arc::new(tx),
+            rx,
+        }
     }
 
     /// Starts shutdown; every waiter wakes.
@@ -86,7 +89,12 @@ mod tests {
         let waiter = tokio::spawn(s.wait());
         assert!(!s.is_triggered());
         s.clone().trigger();
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.unwrap().unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(1), s.wait()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), s.wait())
+            .await
+            .unwrap();
     }
 }

@@ -1,0 +1,537 @@
+//! Batching samples and streaming them to the gateway, at least once.
+//!
+//! Samples are cut into batches (at `batch_max_samples`, or `batch_max_wait` after a batch's
+//! first sample) numbered by `batch_seq`. Every batch stays in the unacked queue until the
+//! gateway's `BatchAck` for it arrives. When the stream fails or closes, the agent reconnects
+//! with exponential backoff and resends every unacked batch, in order; the gateway recognises
+//! redelivered samples by `(gpu_uuid, seq)`. While the unacked queue is full, no samples are
+//! taken from the sampler, which then waits: nothing is dropped.
+
+use crate::AgentReport;
+use futures::future::BoxFuture;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+use tracing::Instrument;
+use wattprint_core::sample::EnergySample;
+use wattprint_core::HostId;
+use wattprint_proto::v1::ingest_client::IngestClient;
+use wattprint_proto::v1::{BatchAck, SampleBatch};
+
+/// First reconnect delay; doubled after each failure up to the configured maximum.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long the agent waits for outstanding acks after shutdown is requested.
+pub const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings of the streaming side of the agent.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Host id stamped on every batch.
+    pub host_id: HostId,
+    /// The gateway, already parsed.
+    pub endpoint: Endpoint,
+    /// A batch is sealed when it holds this many samples.
+    pub batch_max_samples: usize,
+    /// … or this long after its first sample.
+    pub batch_max_wait: Duration,
+    /// At most this many batches wait for acks; then sampling waits.
+    pub max_unacked_batches: usize,
+    /// Longest delay between reconnect attempts.
+    pub reconnect_backoff_max: Duration,
+    /// How long to wait for acks after shutdown.
+    pub shutdown_ack_wait: Duration,
+}
+
+/// Parses a gateway URL into an endpoint with the agent's connection settings.
+pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
+/// A sealed batch and whether it has been sent at least once.
+#[derive(Debug, Clone)]
+struct Pending {
+    batch: SampleBatch,
+    sent: bool,
+}
+
+/// The batches being built and waiting for acks: pure bookkeeping, no I/O.
+#[derive(Debug)]
+pub struct Outbox {
+    host_id: String,
+    max_samples: usize,
+    current: Vec<wattprint_proto::v1::Sample>,
+    current_since: Option<Instant>,
+    pending: VecDeque<Pending>,
+    next_batch_seq: u64,
+    report: AgentReport,
+}
+
+impl Outbox {
+    /// An empty outbox sealing batches of at most `max_samples` samples.
+    pub fn new(host_id: &HostId, max_samples: usize) -> Self {
+        Self {
+            host_id: host_id.0.clone(),
+            max_samples: max_samples.max(1),
+            current: Vec::new(),
+            current_since: None,
+            pending: VecDeque::new(),
+            next_batch_seq: 1,
+            report: AgentReport::default(),
+        }
+    }
+
+    /// Adds a sample to the open batch; seals it when full and returns the sealed batch's
+    /// `batch_seq`.
+    pub fn push(&mut self, sample: &EnergySample) -> Option<u64> {
+        if self.current.is_empty() {
+            self.current_since = Some(Instant::now());
+        }
+        self.current.push(wattprint_proto::sample_to_wire(sample));
+        (self.current.len() >= self.max_samples)
+            .then(|| self.seal())
+            .flatten()
+    }
+
+    /// Seals the open batch (if it has samples) into the unacked queue; returns its `batch_seq`.
+    pub fn seal(&mut self) -> Option<u64> {
+        if self.current.is_empty() {
+            return None;
+        }
+        let batch_seq = self.next_batch_seq;
+        self.next_batch_seq += 1;
+        self.current_since = None;
+        self.pending.push_back(Pending {
+            batch: SampleBatch {
+                host_id: self.host_id.clone(),
+                batch_seq,
+                samples: std::mem::take(&mut self.current),
+            },
+            sent: false,
+        });
+        Some(batch_seq)
+    }
+
+    /// When the open batch must be sealed, if it has samples.
+    pub fn seal_due(&self, max_wait: Duration) -> Option<Instant> {
+        self.current_since.map(|t| t + max_wait)
+    }
+
+    /// Batches waiting for acks (sent or not).
+    pub fn unacked(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Samples in the open batch.
+    pub fn open_samples(&self) -> usize {
+        self.current.len()
+    }
+
+    /// Samples waiting for acks.
+    pub fn unacked_samples(&self) -> usize {
+        self.pending.iter().map(|p| p.batch.samples.len()).sum()
+    }
+
+    /// The batch `batch_seq` to send, marking it sent (counting its samples on the first send).
+    fn take_for_send(&mut self, batch_seq: u64) -> Option<SampleBatch> {
+        let p = self
+            .pending
+            .iter_mut()
+            .find(|p| p.batch.batch_seq == batch_seq)?;
+        if !p.sent {
+            p.sent = true;
+            self.report.samples_sent += p.batch.samples.len() as u64;
+        }
+        Some(p.batch.clone())
+    }
+
+    /// Every unacked batch in order, for a fresh connection; batches sent before count as
+    /// resent.
+    fn all_for_resend(&mut self) -> Vec<SampleBatch> {
+        let mut out = Vec::with_capacity(self.pending.len());
+        for p in &mut self.pending {
+            if p.sent {
+                self.report.batches_resent += 1;
+            } else {
+                p.sent = true;
+                self.report.samples_sent += p.batch.samples.len() as u64;
+            }
+            out.push(p.batch.clone());
+        }
+        out
+    }
+
+    /// Applies an ack: removes its batch and counts accepted and rejected samples. Returns
+    /// false for an ack of no unacked batch (a duplicate, or from an older connection).
+    pub fn ack(&mut self, ack: &BatchAck) -> bool {
+        let Some(pos) = self
+            .pending
+            .iter()
+            .position(|p| p.batch.batch_seq == ack.batch_seq)
+        else {
+            tracing::debug!(
+                batch_seq = ack.batch_seq,
+                "ack for no unacked batch; ignored"
+            );
+            return false;
+        };
+        let acked = self.pending.remove(pos);
+        self.report.samples_acked += u64::from(ack.accepted);
+        self.report.samples_rejected += ack.rejected.len() as u64;
+        for r in &ack.rejected {
+            tracing::warn!(
+                batch_seq = ack.batch_seq,
+                gpu = %r.gpu_uuid,
+                seq = r.seq,
+                reason = %r.reason,
+                "gateway rejected a sample"
+            );
+        }
+        let answered = u64::from(ack.accepted) + ack.rejected.len() as u64;
+        if let Some(p) = acked {
+            if answered != p.batch.samples.len() as u64 {
+                tracing::debug!(
+                    batch_seq = ack.batch_seq,
+                    samples = p.batch.samples.len(),
+                    answered,
+                    "ack covers a different number of samples than the batch had"
+                );
+            }
+        }
+        true
+    }
+
+    /// The counts so far (`counter_resets` and `gaps` stay 0: the sampler counts those).
+    pub fn report(&self) -> &AgentReport {
+        &self.report
+    }
+}
+
+type Opened = Result<Box<Streaming<BatchAck>>, Box<tonic::Status>>;
+
+/// The connection to the gateway.
+enum Conn {
+    /// Not connected; try again at `retry_at`.
+    Down { retry_at: Instant },
+    /// Opening the HTTP/2 connection.
+    Connecting(BoxFuture<'static, Result<Channel, tonic::transport::Error>>),
+    /// Connected; the stream call is waiting for the gateway's response headers. Batches
+    /// already go out on `tx`.
+    Opening {
+        tx: mpsc::UnboundedSender<SampleBatch>,
+        opened: BoxFuture<'static, Opened>,
+    },
+    /// Streaming: batches go out on `tx`, acks come in on `acks`.
+    Up {
+        tx: mpsc::UnboundedSender<SampleBatch>,
+        acks: Box<Streaming<BatchAck>>,
+    },
+}
+
+enum ConnEvent {
+    RetryDue,
+    Connected(Result<Channel, tonic::transport::Error>),
+    Opened(Opened),
+    Ack(Result<Option<BatchAck>, tonic::Status>),
+}
+
+impl Conn {
+    /// Waits for the connection's next event. Cancel-safe: every future it awaits survives
+    /// being dropped midway (boxed futures are polled by reference, `message` is cancel-safe).
+    async fn next_event(&mut self) -> ConnEvent {
+        match self {
+            Conn::Down { retry_at } => {
+                tokio::time::sleep_until(*retry_at).await;
+                ConnEvent::RetryDue
+            }
+            Conn::Connecting(fut) => ConnEvent::Connected(fut.as_mut().await),
+            Conn::Opening { opened, .. } => ConnEvent::Opened(opened.as_mut().await),
+            Conn::Up { acks, .. } => ConnEvent::Ack(acks.message().await),
+        }
+    }
+
+    fn sender(&self) -> Option<&mpsc::UnboundedSender<SampleBatch>> {
+        match self {
+            Conn::Opening { tx, .. } | Conn::Up { tx, .. } => Some(tx),
+            _ => None,
+        }
+    }
+}
+
+/// Streams samples from `samples` to the gateway until the channel closes and every batch is
+/// acked, or until `shutdown` resolves (then: `on_shutdown` is called to stop sampling, the
+/// remaining samples and the partial batch are flushed, and acks are awaited for at most
+/// `shutdown_ack_wait`). Returns the streaming counts.
+pub async fn stream_samples(
+    config: StreamConfig,
+    mut samples: mpsc::Receiver<EnergySample>,
+    shutdown: impl Future<Output = ()> + Send,
+    on_shutdown: impl FnOnce() + Send,
+) -> AgentReport {
+    let span =
+        tracing::info_span!("stream", host = %config.host_id, gateway = %config.endpoint.uri());
+    async move {
+        let mut outbox = Outbox::new(&config.host_id, config.batch_max_samples);
+        let max_unacked = config.max_unacked_batches.max(1);
+        let mut backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
+        let mut conn = connect(&config.endpoint);
+        let mut sampler_done = false;
+        let mut on_shutdown = Some(on_shutdown);
+        let mut deadline: Option<Instant> = None;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backpressure_logged = false;
+        loop {
+            if sampler_done && outbox.open_samples() == 0 && outbox.unacked() == 0 {
+                tracing::info!("every sample is acked");
+                break;
+            }
+            let room = outbox.unacked() < max_unacked;
+            if !room && !backpressure_logged {
+                tracing::warn!(unacked_batches = outbox.unacked(), "unacked queue full; sampling waits");
+                backpressure_logged = true;
+            } else if room {
+                backpressure_logged = false;
+            }
+            let seal_at = outbox.seal_due(config.batch_max_wait).filter(|_| room);
+            tokio::select! {
+                () = &mut shutdown, if deadline.is_none() => {
+                    tracing::info!("shutdown requested: stopping sampling, flushing");
+                    if let Some(stop) = on_shutdown.take() {
+                        stop();
+                    }
+                    deadline = Some(Instant::now() + config.shutdown_ack_wait);
+                }
+                () = sleep_until_opt(deadline) => {
+                    tracing::warn!(
+                        unacked_batches = outbox.unacked(),
+                        unacked_samples = outbox.unacked_samples() + outbox.open_samples(),
+                        "shutdown: gave up waiting for acks"
+                    );
+                    break;
+                }
+                event = conn.next_event() => {
+                    match event {
+                        ConnEvent::RetryDue => conn = connect(&config.endpoint),
+                        ConnEvent::Connected(Ok(channel)) => {
+                            conn = open(channel, &mut outbox);
+                        }
+                        ConnEvent::Connected(Err(e)) => {
+                            tracing::warn!(error = %error_chain(&e), retry_in = ?backoff, "cannot connect to gateway");
+                            conn = down(&mut backoff, config.reconnect_backoff_max);
+                        }
+                        ConnEvent::Opened(Ok(response)) => {
+                            if let Conn::Opening { tx, .. } = std::mem::replace(&mut conn, Conn::Down { retry_at: Instant::now() }) {
+                                tracing::info!(unacked_batches = outbox.unacked(), "stream to gateway open");
+                                conn = Conn::Up { tx, acks: response };
+                            }
+                        }
+                        ConnEvent::Opened(Err(status)) => {
+                            tracing::warn!(code = ?status.code(), message = %status.message(), retry_in = ?backoff, "gateway refused the stream");
+                            conn = down(&mut backoff, config.reconnect_backoff_max);
+                        }
+                        ConnEvent::Ack(Ok(Some(ack))) => {
+                            if outbox.ack(&ack) {
+                                backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
+                            }
+                        }
+                        ConnEvent::Ack(Ok(None)) => {
+                            tracing::warn!(unacked_batches = outbox.unacked(), retry_in = ?backoff, "gateway closed the stream");
+                            conn = down(&mut backoff, config.reconnect_backoff_max);
+                        }
+                        ConnEvent::Ack(Err(status)) => {
+                            tracing::warn!(code = ?status.code(), message = %status.message(), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
+                            conn = down(&mut backoff, config.reconnect_backoff_max);
+                        }
+                    }
+                }
+                sample = samples.recv(), if room && !sampler_done => {
+                    match sample {
+                        Some(sample) => {
+                            if let Some(batch_seq) = outbox.push(&sample) {
+                                send(&conn, &mut outbox, batch_seq);
+                            }
+                        }
+                        None => {
+                            tracing::debug!("sampling has ended; flushing the partial batch");
+                            sampler_done = true;
+                            if let Some(batch_seq) = outbox.seal() {
+                                send(&conn, &mut outbox, batch_seq);
+                            }
+                        }
+                    }
+                }
+                () = sleep_until_opt(seal_at) => {
+                    if let Some(batch_seq) = outbox.seal() {
+                        send(&conn, &mut outbox, batch_seq);
+                    }
+                }
+            }
+        }
+        outbox.report().clone()
+    }
+    .instrument(span)
+    .await
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn connect(endpoint: &Endpoint) -> Conn {
+    let endpoint = endpoint.clone();
+    Conn::Connecting(Box::pin(async move { endpoint.connect().await }))
+}
+
+/// Starts the stream on a fresh channel and queues every unacked batch on it, in order.
+fn open(channel: Channel, outbox: &mut Outbox) -> Conn {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let resend = outbox.all_for_resend();
+    if !resend.is_empty() {
+        tracing::info!(
+            batches = resend.len(),
+            "sending unacked batches on the new stream"
+        );
+    }
+    for batch in resend {
+        // The receiver is alive until `opened` is dropped.
+        let _ = tx.send(batch);
+    }
+    let mut client = IngestClient::new(channel);
+    let requests = UnboundedReceiverStream::new(rx);
+    Conn::Opening {
+        tx,
+        opened: Box::pin(async move {
+            match client.stream_samples(requests).await {
+                Ok(response) => Ok(Box::new(response.into_inner())),
+                Err(status) => Err(Box::new(status)),
+            }
+        }),
+    }
+}
+
+/// Sends a newly sealed batch if a stream is open; otherwise it waits for the next one.
+fn send(conn: &Conn, outbox: &mut Outbox, batch_seq: u64) {
+    if let Some(tx) = conn.sender() {
+        if let Some(batch) = outbox.take_for_send(batch_seq) {
+            // A closed stream shows up as an error on the ack side, which reconnects and
+            // resends from the unacked queue.
+            let _ = tx.send(batch);
+        }
+    }
+}
+
+fn down(backoff: &mut Duration, max: Duration) -> Conn {
+    let retry_at = Instant::now() + *backoff;
+    *backoff = (*backoff * 2).min(max);
+    Conn::Down { retry_at }
+}
+
+/// An error with its sources, `a: b: c` (tonic's transport errors hide the cause otherwise).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattprint_core::sample::{Attribution, EnergySource};
+    use wattprint_core::{GpuUuid, InstanceId, Millijoules, Milliwatts, UnixMillis};
+    use wattprint_proto::v1::Rejection;
+
+    fn sample(seq: u64) -> EnergySample {
+        EnergySample {
+            host: HostId::from("h"),
+            gpu: GpuUuid::from("GPU-1"),
+            instance: InstanceId::from("i"),
+            seq,
+            start: UnixMillis(0),
+            end: UnixMillis(1),
+            energy: Millijoules(1),
+            power: Milliwatts(1),
+            power_max: Milliwatts(1),
+            util_gpu_pct: 0,
+            mem_used_bytes: 0,
+            temp_c: 0,
+            sm_clock_mhz: 0,
+            chain_start: false,
+            energy_source: EnergySource::Counter,
+            attribution: Attribution::Exclusive,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_seal_at_the_size_limit_and_acks_remove_them_in_any_order() {
+        let mut o = Outbox::new(&HostId::from("h"), 2);
+        assert_eq!(o.push(&sample(1)), None);
+        assert_eq!(o.push(&sample(2)), Some(1));
+        assert_eq!(o.push(&sample(3)), None);
+        assert_eq!(o.seal(), Some(2));
+        assert_eq!(o.seal(), None);
+        assert_eq!(o.unacked(), 2);
+        // Batch 1 is sent, batch 2 is not yet: a new stream resends 1 and sends 2.
+        assert!(o.take_for_send(1).is_some());
+        let all = o.all_for_resend();
+        assert_eq!(
+            all.iter().map(|b| b.batch_seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!((o.report().batches_resent, o.report().samples_sent), (1, 3));
+        let rejected = vec![Rejection {
+            gpu_uuid: "GPU-1".into(),
+            seq: 3,
+            reason: "bad".into(),
+        }];
+        assert!(o.ack(&BatchAck {
+            batch_seq: 2,
+            accepted: 0,
+            rejected
+        }));
+        assert!(!o.ack(&BatchAck {
+            batch_seq: 2,
+            accepted: 0,
+            rejected: vec![]
+        }));
+        assert!(o.ack(&BatchAck {
+            batch_seq: 1,
+            accepted: 2,
+            rejected: vec![]
+        }));
+        assert_eq!(o.unacked(), 0);
+        assert_eq!(
+            (o.report().samples_acked, o.report().samples_rejected),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = INITIAL_BACKOFF;
+        let max = Duration::from_millis(500);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let _ = down(&mut b, max);
+            seen.push(b.as_millis());
+        }
+        assert_eq!(seen, vec![200, 400, 500, 500, 500]);
+    }
+}

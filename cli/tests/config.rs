@@ -1,0 +1,109 @@
+//! The configuration surface: the shipped example validates, defaults build the demo, and
+//! broken configs fail with a message naming the key.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use wattprint_cli::config::{RawConfig, SensorKind};
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<wattprint_cli::config::Settings, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    let raw: RawConfig = wattprint_runtime::load_config(Some(&path), &env, "WATTPRINT_")
+        .map_err(|e| e.to_string())?;
+    raw.validate().map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/wattprint.example.toml"),
+    )
+    .unwrap();
+    let from_example = load(&example, &[]).unwrap();
+    let defaults = RawConfig::default().validate().unwrap();
+    assert_eq!(from_example.gateway_listen, defaults.gateway_listen);
+    assert_eq!(from_example.api_listen, defaults.api_listen);
+    assert_eq!(from_example.agent.sensor, defaults.agent.sensor);
+    assert_eq!(from_example.inventory, defaults.inventory);
+    assert_eq!(from_example.pue, defaults.pue);
+    let mut regions: Vec<_> = from_example
+        .intensity
+        .regions()
+        .map(|r| r.0.clone())
+        .collect();
+    regions.sort();
+    assert_eq!(regions, ["CAISO_NORTH", "SGIP_CAISO_PGE", "SGIP_CAISO_SCE"]);
+}
+
+#[test]
+fn the_default_demo_has_two_tenants_at_real_zip_codes_with_their_utilities_regions() {
+    let s = RawConfig::default().validate().unwrap();
+    assert!(matches!(
+        s.agent.sensor,
+        SensorKind::Replay {
+            gpus: 4,
+            instances: 2,
+            ..
+        }
+    ));
+    let placed: Vec<(&str, &str, usize)> = s
+        .inventory
+        .iter()
+        .map(|i| (i.tenant.as_str(), i.region.as_str(), i.gpus.len()))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            ("acme", "SGIP_CAISO_PGE", 2),
+            ("globex", "SGIP_CAISO_SCE", 2)
+        ]
+    );
+}
+
+#[test]
+fn environment_overrides_apply_and_bad_values_name_the_key() {
+    let s = load(
+        "",
+        &[
+            ("WATTPRINT_QUERY_API__LISTEN", "127.0.0.1:9999"),
+            ("WATTPRINT_AGENT__REPLAY__GPUS", "8"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.api_listen.port(), 9999);
+    assert!(matches!(s.agent.sensor, SensorKind::Replay { gpus: 8, .. }));
+
+    let cases: &[(&str, &str)] = &[
+        ("version = 2", "version = 2 is not supported"),
+        ("[agent]\nsensor = \"magic\"", "agent.sensor = \"magic\""),
+        ("[agent]\nsensor = \"nvml\"", "agent.mapping_file is required"),
+        ("[agent]\nenergy_interval_ms = 5", "agent.energy_interval_ms = 5"),
+        ("[agent.replay]\ngpus = 2\ninstances = 3", "agent.replay.instances = 3"),
+        ("[gateway]\nlisten = \"nowhere\"", "invalid"),
+        ("[gatway]\nlisten = \"127.0.0.1:1\"", "unknown field `gatway`"),
+        (
+            "[[instances]]\ntenant = \"t\"\nid = \"i\"\nzip_code = \"10001\"\ngpus = []",
+            "zip code 10001 (utility \"Consolidated Edison Co-NY Inc\", eGRID NYCW) has no configured intensity region",
+        ),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\nzip_code = \"00000\"\ngpus = []", "zip code 00000 is not in the zip table"),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\nregion = \"MARS\"\ngpus = []", "region MARS is not configured"),
+        (
+            "[[instances]]\ntenant = \"t\"\nid = \"i\"\nregion = \"CAISO_NORTH\"\ngpus = [{uuid = \"G\", model = \"m\", power_limit_w = 0}]",
+            "power_limit_w = 0",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = load(text, &[]).unwrap_err();
+        assert!(
+            err.contains(needle),
+            "config {text:?}: error {err:?} lacks {needle:?}"
+        );
+    }
+}

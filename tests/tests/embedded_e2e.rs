@@ -1,0 +1,501 @@
+//! End to end on the embedded deployment: the real H100 trace replayed by the agent, streamed
+//! over gRPC to the gateway, through the in-process bus and the enricher into SQLite, read back
+//! through the query API with real tokens. Energy is checked against the trace's own counter to
+//! the millijoule, and emissions against a hand computation from the intensity file.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use wattprint_agent::replay::{replay_gpu_uuid, Pacing, ReplayConfig, ReplaySensor};
+use wattprint_agent::resolver::InstanceResolver;
+use wattprint_cli::config::{
+    RawConfig, RawGpu, RawInstance, Settings, REPLAY_MODEL, REPLAY_POWER_LIMIT,
+};
+use wattprint_cli::embedded::{self, Backend};
+use wattprint_core::{GpuUuid, InstanceId, TenantId, UnixMillis};
+use wattprint_tests::{read_sgip, read_trace, TraceRow};
+
+const BUCKET: i64 = 300_000;
+const PUE: f64 = 1.2;
+const MJ_PER_KWH: f64 = 3.6e9;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    settings: Settings,
+}
+
+fn gpu(seed: u64) -> RawGpu {
+    RawGpu {
+        uuid: replay_gpu_uuid(seed, 0).0,
+        model: REPLAY_MODEL.into(),
+        power_limit_w: REPLAY_POWER_LIMIT.0 / 1000,
+    }
+}
+
+/// Two tenants: acme (San Jose, PG&E) with two single-GPU instances, globex (Irvine, SCE).
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = |tenant: &str, id: &str, zip: &str, seed| RawInstance {
+        tenant: tenant.into(),
+        id: id.into(),
+        zip_code: Some(zip.into()),
+        region: None,
+        gpus: vec![gpu(seed)],
+    };
+    let mut raw = RawConfig {
+        data_dir: Some(dir.path().join("data")),
+        instances: vec![
+            inst("acme", "acme-a", "95112", 1),
+            inst("acme", "acme-b", "95112", 2),
+            inst("globex", "globex-a", "92618", 3),
+        ],
+        ..RawConfig::default()
+    };
+    raw.gateway.listen = Some(([127, 0, 0, 1], 0).into());
+    raw.query_api.listen = Some(([127, 0, 0, 1], 0).into());
+    Fixture {
+        settings: raw.validate().unwrap(),
+        _dir: dir,
+    }
+}
+
+/// Replays the whole trace once, as fast as possible, as GPU 0 of `seed` on `instance`.
+async fn replay_once(
+    backend: &Backend,
+    seed: u64,
+    instance: &str,
+    start_at: UnixMillis,
+    settings: &Settings,
+) {
+    let sensor = ReplaySensor::new(ReplayConfig {
+        trace_path: wattprint_tests::data_dir().join("h100-trace/h100_power_trace_50ms.csv"),
+        gpus: 1,
+        seed,
+        start_at,
+        pacing: Pacing::AsFastAsPossible,
+        loops: Some(1),
+        model: REPLAY_MODEL.into(),
+        power_limit: REPLAY_POWER_LIMIT,
+    })
+    .unwrap();
+    let resolver =
+        InstanceResolver::from_pairs(vec![(replay_gpu_uuid(seed, 0), InstanceId::from(instance))]);
+    let config = embedded::agent_config(settings, format!("http://{}", backend.gateway_addr));
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        wattprint_agent::run(config, Box::new(sensor), resolver, std::future::pending()),
+    )
+    .await
+    .expect("replay finished")
+    .unwrap();
+    let rows = read_trace().len() as u64;
+    assert_eq!(report.samples_acked, rows - 1, "{report:?}");
+    assert_eq!(report.samples_rejected, 0, "{report:?}");
+}
+
+fn token(backend: &Backend, tenant: &str) -> String {
+    wattprint_query_api::mint_token(
+        &backend.auth,
+        &TenantId::from(tenant),
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+async fn get(backend: &Backend, tenant: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}{path}", backend.api_addr))
+        .bearer_auth(token(backend, tenant))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn create_workload(
+    backend: &Backend,
+    tenant: &str,
+    instances: &[&str],
+    from: i64,
+    to: i64,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/workloads", backend.api_addr))
+        .bearer_auth(token(backend, tenant))
+        .json(&json!({
+            "label": "phase",
+            "instance_ids": instances,
+            "from": UnixMillis(from).to_rfc3339(),
+            "to": UnixMillis(to).to_rfc3339(),
+            "functional_unit": "training run",
+            "functional_units": 1.0,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn footprint(
+    backend: &Backend,
+    tenant: &str,
+    instances: &[&str],
+    from: i64,
+    to: i64,
+) -> Value {
+    let (status, w) = create_workload(backend, tenant, instances, from, to).await;
+    assert_eq!(status, 201, "{w}");
+    let id = w["id"].as_str().unwrap();
+    let (status, body) = get(backend, tenant, &format!("/v1/workloads/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["footprint"].clone()
+}
+
+/// Intensity the replay must use for a bucket, computed by hand from the SGIP file: the series
+/// loops over its own span, and kg/kWh × 1000 = g/kWh.
+fn replayed_intensity(series: &[(i64, f64)], bucket_start: i64) -> f64 {
+    let first = series[0].0;
+    let span = series.len() as i64 * BUCKET; // the month file is contiguous
+    assert_eq!(
+        series.last().unwrap().0,
+        first + span - BUCKET,
+        "series has gaps"
+    );
+    let t = first + (bucket_start - first).rem_euclid(span);
+    series.iter().find(|(ts, _)| *ts == t).unwrap().1
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn virtual_time(rows: &[TraceRow], i: usize, start_at: i64) -> i64 {
+    start_at + rows[i].t_ms - rows[0].t_ms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_energy_and_emissions_are_exact_end_to_end() {
+    let f = fixture();
+    let store = embedded::open_store(&f.settings).await.unwrap();
+    let backend = Backend::start(&f.settings, store).await.unwrap();
+    let rows = read_trace();
+    let pge = read_sgip("SGIP_CAISO_PGE_2020-08.csv.gz");
+
+    // Scenario 1: the whole 190 s trace inside one 5-minute bucket, two hours ago.
+    let bucket = (now_ms() - 2 * 3_600_000).div_euclid(BUCKET) * BUCKET;
+    let start_a = bucket + 30_000;
+    replay_once(&backend, 1, "acme-a", UnixMillis(start_a), &f.settings).await;
+
+    // Per phase: a workload from the phase's first row to the next phase's first row has
+    // exactly the counter difference between those rows.
+    let mut phase_starts: Vec<usize> = vec![0];
+    for i in 1..rows.len() {
+        if rows[i].phase != rows[i - 1].phase {
+            phase_starts.push(i);
+        }
+    }
+    phase_starts.push(rows.len() - 1);
+    assert!(phase_starts.len() >= 6, "trace has its phases");
+    for w in phase_starts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let fp = footprint(
+            &backend,
+            "acme",
+            &["acme-a"],
+            virtual_time(&rows, a, start_a),
+            virtual_time(&rows, b, start_a),
+        )
+        .await;
+        let expected = rows[b].counter_mj - rows[a].counter_mj;
+        assert_eq!(
+            fp["it_energy_mj"].as_u64().unwrap(),
+            expected,
+            "phase {}",
+            rows[a].phase
+        );
+    }
+
+    // The whole bucket: energy = counter(last) − counter(first); emissions by hand.
+    let fp = footprint(&backend, "acme", &["acme-a"], bucket, bucket + BUCKET).await;
+    let energy = rows.last().unwrap().counter_mj - rows[0].counter_mj;
+    assert_eq!(fp["it_energy_mj"].as_u64().unwrap(), energy);
+    let intensity = replayed_intensity(&pge, bucket);
+    let co2e = energy as f64 / MJ_PER_KWH * intensity * PUE;
+    let got = fp["operational_co2e_g"].as_f64().unwrap();
+    assert!(
+        (got - co2e).abs() < 1e-9 * co2e.max(1.0),
+        "co2e {got} vs hand {co2e}"
+    );
+    // SCI = (E·I + M) / R with M = 150 kg × 1000 × 5 min / 5 years for the one GPU, R = 1.
+    let embodied = 150_000.0 * BUCKET as f64 / (5.0 * 365.25 * 24.0 * 3600.0 * 1000.0);
+    assert!((fp["embodied_co2e_g"].as_f64().unwrap() - embodied).abs() < 1e-9);
+    assert!((fp["sci_g_per_unit"].as_f64().unwrap() - (co2e + embodied)).abs() < 1e-9 * co2e);
+
+    // Scenario 2: on instance acme-b, the trace straddles a bucket edge 100 s in.
+    let edge = bucket - 2 * BUCKET;
+    let start_b = edge - 100_000;
+    replay_once(&backend, 2, "acme-b", UnixMillis(start_b), &f.settings).await;
+    // Hand split: whole spans on each side, and the straddling span in proportion to time.
+    let (mut before, mut after) = (0u64, 0u64);
+    for i in 0..rows.len() - 1 {
+        let (t0, t1) = (
+            virtual_time(&rows, i, start_b),
+            virtual_time(&rows, i + 1, start_b),
+        );
+        let e = rows[i + 1].counter_mj - rows[i].counter_mj;
+        if t1 <= edge {
+            before += e;
+        } else if t0 >= edge {
+            after += e;
+        } else {
+            let part = (e as u128 * (edge - t0) as u128 / (t1 - t0) as u128) as u64;
+            before += part;
+            after += e - part;
+        }
+    }
+    let fp = footprint(&backend, "acme", &["acme-b"], edge - BUCKET, edge + BUCKET).await;
+    assert_eq!(fp["it_energy_mj"].as_u64().unwrap(), before + after);
+    let co2e = (before as f64 * replayed_intensity(&pge, edge - BUCKET)
+        + after as f64 * replayed_intensity(&pge, edge))
+        / MJ_PER_KWH
+        * PUE;
+    let got = fp["operational_co2e_g"].as_f64().unwrap();
+    assert!(
+        (got - co2e).abs() < 1e-9 * co2e,
+        "co2e {got} vs hand {co2e}"
+    );
+
+    // The 5-minute series shows the same split and says the intensity was replayed actuals.
+    let (status, series) = get(
+        &backend,
+        "acme",
+        &format!(
+            "/v1/instances/acme-b/series?from={}&to={}&step=5m",
+            edge - BUCKET,
+            edge + BUCKET
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{series}");
+    let energies: Vec<u64> = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["energy_mj"].as_u64().unwrap())
+        .collect();
+    assert_eq!(energies, vec![before, after]);
+
+    // Tenant isolation through the whole stack: globex sees none of acme's data.
+    let (status, list) = get(&backend, "globex", "/v1/instances").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["globex-a"]);
+    for path in [
+        format!(
+            "/v1/instances/acme-a/series?from={}&to={}&step=5m",
+            bucket,
+            bucket + BUCKET
+        ),
+        format!(
+            "/v1/instances/acme-a/series?from={}&to={}&step=raw",
+            bucket,
+            bucket + BUCKET
+        ),
+    ] {
+        assert_eq!(get(&backend, "globex", &path).await.0, 404, "{path}");
+    }
+    let (_, workloads) = get(&backend, "acme", "/v1/workloads").await;
+    // Newest first: the last one created is scenario 2's two-bucket workload.
+    let acme_workload = workloads["workloads"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        workloads["workloads"].as_array().unwrap().len(),
+        phase_starts.len() - 1 + 2
+    );
+    assert_eq!(
+        get(
+            &backend,
+            "globex",
+            &format!("/v1/workloads/{acme_workload}")
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, globex_list) = get(&backend, "globex", "/v1/workloads").await;
+    assert_eq!(globex_list["workloads"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        create_workload(&backend, "globex", &["acme-a"], bucket, bucket + BUCKET)
+            .await
+            .0,
+        404
+    );
+
+    // Restart on the same data directory: everything is still there, nothing doubled.
+    backend.shutdown().await.unwrap();
+    let store = embedded::open_store(&f.settings).await.unwrap();
+    let backend = Backend::start(&f.settings, store).await.unwrap();
+    let (status, body) = get(&backend, "acme", &format!("/v1/workloads/{acme_workload}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["footprint"]["it_energy_mj"].as_u64().unwrap(),
+        before + after
+    );
+    assert_eq!(
+        body["footprint"]["operational_co2e_g"].as_f64().unwrap(),
+        got
+    );
+    backend.shutdown().await.unwrap();
+}
+
+fn wire_sample(
+    gpu: &GpuUuid,
+    instance: &str,
+    seq: u64,
+    end: i64,
+    energy_mj: u64,
+) -> wattprint_proto::v1::Sample {
+    use wattprint_proto::v1::{Attribution, EnergySource, Sample};
+    Sample {
+        gpu_uuid: gpu.0.clone(),
+        instance_id: instance.into(),
+        seq,
+        start_unix_ms: end - 1000,
+        end_unix_ms: end,
+        energy_mj,
+        power_mw: 300_000,
+        power_max_mw: 310_000,
+        util_gpu_pct: 80,
+        mem_used_bytes: 1 << 30,
+        temp_c: 50,
+        sm_clock_mhz: 1980,
+        chain_start: seq == 1,
+        energy_source: EnergySource::Counter as i32,
+        attribution: Attribution::Exclusive as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data() {
+    use wattprint_proto::v1::ingest_client::IngestClient;
+    use wattprint_proto::v1::SampleBatch;
+    let f = fixture();
+    let store = embedded::open_store(&f.settings).await.unwrap();
+    let backend = Backend::start(&f.settings, store).await.unwrap();
+    let g = replay_gpu_uuid(3, 0);
+    let bucket = (now_ms() - 3_600_000).div_euclid(BUCKET) * BUCKET;
+    let good: Vec<_> = (1..=10)
+        .map(|i| {
+            wire_sample(
+                &g,
+                "globex-a",
+                i,
+                bucket + 1000 * i as i64 + 1000,
+                250_000 + i,
+            )
+        })
+        .collect();
+    let expected: u64 = good.iter().map(|s| s.energy_mj).sum();
+    let mut bad = good.clone();
+    bad[0].energy_mj = 5_000_000; // 5 kW on a 700 W GPU
+    bad[1].gpu_uuid = "GPU-00000000-0000-0000-0000-000000000000".into(); // unknown
+    bad[2].start_unix_ms = now_ms() + 3_599_000; // an hour in the future
+    bad[2].end_unix_ms = now_ms() + 3_600_000;
+    bad[3].energy_source = 42; // not an enum value
+    bad[4].instance_id = "acme-a".into(); // another tenant's instance
+    for s in bad.iter_mut().take(5) {
+        s.seq += 100;
+    }
+    let mut client = IngestClient::connect(format!("http://{}", backend.gateway_addr))
+        .await
+        .unwrap();
+    let batches = vec![
+        SampleBatch {
+            host_id: "h1".into(),
+            batch_seq: 1,
+            samples: good.clone(),
+        },
+        SampleBatch {
+            host_id: "h1".into(),
+            batch_seq: 2,
+            samples: good.clone(),
+        }, // redelivery
+        SampleBatch {
+            host_id: "h1".into(),
+            batch_seq: 3,
+            samples: bad[..5].to_vec(),
+        },
+        SampleBatch {
+            host_id: "h1".into(),
+            batch_seq: 4,
+            samples: good[..3].to_vec(),
+        }, // partial redelivery
+    ];
+    let mut acks = client
+        .stream_samples(tokio_stream_iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = vec![];
+    while let Some(ack) = acks.message().await.unwrap() {
+        got.push(ack);
+    }
+    assert_eq!(
+        got.iter().map(|a| a.batch_seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(got[2].accepted, 0);
+    let reasons: Vec<&str> = got[2].rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(
+        reasons[0].contains("exceeds 2x the GPU's 700000 mW power limit"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].starts_with("unknown GPU"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("after the gateway's clock"),
+        "{reasons:?}"
+    );
+    assert!(reasons[3].contains("energy_source 42"), "{reasons:?}");
+    assert!(
+        reasons[4].contains("belongs to instance globex-a"),
+        "{reasons:?}"
+    );
+
+    // Energy counted once despite three deliveries.
+    let (status, series) = get(
+        &backend,
+        "globex",
+        &format!(
+            "/v1/instances/globex-a/series?from={}&to={}&step=5m",
+            bucket,
+            bucket + BUCKET
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{series}");
+    assert_eq!(series["points"][0]["energy_mj"].as_u64().unwrap(), expected);
+    // The bad samples are kept with their reasons for operators.
+    let q = backend.store.quarantine(100).await.unwrap();
+    assert_eq!(q.len(), 5);
+    assert!(q
+        .iter()
+        .all(|r| !r.reason.is_empty() && !r.payload.is_empty()));
+    backend.shutdown().await.unwrap();
+}
+
+fn tokio_stream_iter<T: Send + 'static>(
+    items: Vec<T>,
+) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
+    tokio_stream::iter(items)
+}
