@@ -87,6 +87,8 @@ pub struct FootprintSlice {
     pub estimated: Millijoules,
     /// Intensity joined to the bucket, if any.
     pub intensity: Option<(GramsPerKwh, IntensityKind)>,
+    /// The intensity is a historical series replayed on a shifted clock (demo, tests).
+    pub intensity_replayed: bool,
     /// Facility overhead of the region (1.0 when not configured).
     pub pue: f64,
 }
@@ -106,6 +108,9 @@ pub struct FootprintProvenance {
     pub intervals_missing_intensity: u64,
     /// Energy in those slices.
     pub energy_without_intensity_mj: u64,
+    /// Slices whose intensity was a historical series replayed on a shifted clock: real data,
+    /// but not the grid's at the time the energy was used.
+    pub intervals_replayed_intensity: u64,
 }
 
 /// Energy, emissions and SCI of a set of slices.
@@ -160,6 +165,9 @@ pub fn footprint(
         it_energy += s.energy;
         estimated += s.estimated;
         facility_kwh += s.energy.to_kwh().0 * s.pue;
+        if s.intensity.is_some() && s.intensity_replayed {
+            prov.intervals_replayed_intensity += 1;
+        }
         match s.intensity {
             Some((i, kind)) => {
                 let e = i.emissions(s.energy);
@@ -208,6 +216,7 @@ mod tests {
             energy: Millijoules(mj),
             estimated: Millijoules(0),
             intensity: intensity.map(|(v, k)| (GramsPerKwh(v), k)),
+            intensity_replayed: false,
             pue,
         }
     }

@@ -31,7 +31,7 @@ pub const MAX_WORKLOAD_INSTANCES: usize = 100;
 const MAX_EDGE_SAMPLES: u32 = 5_000_000;
 
 fn not_found_instance(id: &InstanceId) -> ApiError {
-    ApiError::NotFound(format!("instance {id:?} not found"))
+    ApiError::NotFound(format!("instance {id} not found"))
 }
 
 /// Refuses ids that are empty, too long or carry control characters (400).
@@ -116,6 +116,9 @@ pub struct IntensityKinds {
     pub fallback_average: u64,
     /// No intensity at all (their energy is in `co2e_missing_energy_mj`).
     pub missing: u64,
+    /// Of those with an intensity, how many used a historical series replayed on a shifted
+    /// clock (the embedded demo): real data, but not the grid's at that time.
+    pub replayed: u64,
 }
 
 /// One step of an aggregated series, all GPUs of the instance summed.
@@ -300,7 +303,7 @@ pub async fn instance_series(
         .iter()
         .find(|r| &r.instance == instance)
         .ok_or_else(|| not_found_instance(instance))?;
-    let map_nf = |e| ApiError::from_store(e, || format!("instance {instance:?} not found"));
+    let map_nf = |e| ApiError::from_store(e, || format!("instance {instance} not found"));
     match req.step.millis() {
         None => {
             let limit = u32::try_from(limits.max_points.saturating_add(1)).unwrap_or(u32::MAX);
@@ -401,6 +404,9 @@ pub fn aggregate_intervals(
                 acc.energy_with_intensity = acc.energy_with_intensity.saturating_add(e);
                 acc.intensity_sum += j.value.0;
                 acc.intensity_count += 1;
+                if j.replayed {
+                    acc.kinds.replayed += 1;
+                }
                 match j.kind {
                     IntensityKind::Actual => acc.kinds.actual += 1,
                     IntensityKind::Forecast => acc.kinds.forecast += 1,
@@ -664,7 +670,7 @@ pub async fn workload_detail(
     catalog: &HardwareCatalog,
     id: &WorkloadId,
 ) -> Result<WorkloadDetail, ApiError> {
-    let not_found = || format!("workload {id:?} not found");
+    let not_found = || format!("workload {id} not found");
     let w = store
         .get_workload(scope, id)
         .await
@@ -768,6 +774,7 @@ pub async fn workload_footprint(
                         energy: part.energy,
                         estimated: part.estimated,
                         intensity: None,
+                        intensity_replayed: false,
                         pue: 1.0,
                     }),
                 }
@@ -797,6 +804,7 @@ fn slice_of(row: &IntervalRow, energy: Millijoules, estimated: Millijoules) -> F
         energy,
         estimated,
         intensity: row.intensity.as_ref().map(|j| (j.value, j.kind)),
+        intensity_replayed: row.intensity.as_ref().is_some_and(|j| j.replayed),
         pue: row.pue,
     }
 }
@@ -919,7 +927,8 @@ mod tests {
                 actual: 2,
                 forecast: 0,
                 fallback_average: 1,
-                missing: 1
+                missing: 1,
+                replayed: 0,
             }
         );
         // Coverage: 3.5 buckets of 6 GPU-buckets.

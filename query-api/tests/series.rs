@@ -116,7 +116,7 @@ async fn hourly_series_is_the_sum_of_its_buckets_and_emissions_are_per_interval(
     assert_eq!(p["co2e_missing_energy_mj"], e[3]);
     assert_eq!(
         p["intensity_kinds"],
-        serde_json::json!({"actual": 2, "forecast": 0, "fallback_average": 1, "missing": 1})
+        serde_json::json!({"actual": 2, "forecast": 0, "fallback_average": 1, "missing": 1, "replayed": 0})
     );
     assert_close(&p["coverage"], 900_000.0 / 3_600_000.0);
 }

@@ -283,6 +283,11 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
     )
     .await;
     assert_eq!(status, 200, "{series}");
+    for p in series["points"].as_array().unwrap() {
+        assert_eq!(p["intensity_kinds"]["actual"], 1, "{p}");
+        assert_eq!(p["intensity_kinds"]["replayed"], 1, "{p}");
+    }
+    assert_eq!(fp["provenance"]["intervals_replayed_intensity"], 2, "{fp}");
     let energies: Vec<u64> = series["points"]
         .as_array()
         .unwrap()
