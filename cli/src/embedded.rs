@@ -74,16 +74,14 @@ pub struct Backend {
     pub store: Arc<dyn Store>,
     /// Auth settings (for minting tokens).
     pub auth: AuthConfig,
-    gateway: JoinHandle<Result<(), tonic_error::Error>>,
+    gateway: JoinHandle<Result<(), BoxError>>,
     enricher: JoinHandle<EnricherReport>,
     api: JoinHandle<std::io::Result<()>>,
     stop: Shutdown,
 }
 
-mod tonic_error {
-    /// The gateway's transport error.
-    pub type Error = Box<dyn std::error::Error + Send + Sync>;
-}
+/// The gateway task's error (a tonic transport error, boxed).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Backend {
     /// Starts gateway + enricher + query API. Listeners are bound by the caller's settings

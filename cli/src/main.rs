@@ -12,7 +12,7 @@ use std::time::Duration;
 use wattprint_cli::config::{RawConfig, Settings};
 use wattprint_cli::embedded::{self, Backend};
 use wattprint_core::TenantId;
-use wattprint_runtime::telemetry::{self, LogFormat};
+use wattprint_runtime::telemetry::{self, LogFormat, TelemetryConfig};
 use wattprint_runtime::Shutdown;
 
 #[derive(Parser, Debug)]
@@ -24,6 +24,9 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317).
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +70,20 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The subcommand's name, used as the OpenTelemetry service name suffix.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Up { .. } => "up",
+            Command::Agent => "agent",
+            Command::Gateway => "gateway",
+            Command::Enricher => "enricher",
+            Command::QueryApi => "query-api",
+            Command::Token { .. } => "token",
+        }
+    }
+}
+
 fn load(cli: &Cli, patch: impl FnOnce(&mut RawConfig)) -> anyhow::Result<Settings> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k != "WATTPRINT_CONFIG")
@@ -80,14 +97,16 @@ fn load(cli: &Cli, patch: impl FnOnce(&mut RawConfig)) -> anyhow::Result<Setting
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(
-        "info,h2=warn,tower=warn,hyper=warn",
-        if cli.log_json {
+    let _telemetry = telemetry::init_telemetry(&TelemetryConfig {
+        default_filter: "info,h2=warn,tower=warn,hyper=warn".into(),
+        format: if cli.log_json {
             LogFormat::Json
         } else {
             LogFormat::Text
         },
-    );
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        service_name: format!("wattprint-{}", cli.command.name()),
+    })?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     match &cli.command {

@@ -86,8 +86,8 @@ impl ApiError {
         }
     }
 
-    /// What the caller is told.
-    fn detail(&self) -> String {
+    /// What the caller is told (the problem's `detail`, and the gRPC status message).
+    pub(crate) fn detail(&self) -> String {
         match self {
             ApiError::Internal(_) => {
                 "the server failed to answer this request; it has been logged".into()

@@ -1,20 +1,24 @@
-//! Wattprint's query API: tenant-scoped REST over the [`Store`].
+//! Wattprint's query API: tenant-scoped REST and gRPC over the [`Store`], on one listener.
 //!
 //! Every tenant-facing route takes its [`TenantScope`](wattprint_core::TenantScope) from a
 //! verified bearer token ([`auth`]) and from nowhere else. The logic lives in [`service`]
-//! (pure-ish functions over the store, reused by any future gRPC adapter); [`routes`] are thin
-//! axum handlers; [`error`] maps every failure to one RFC 7807 problem document.
+//! (pure-ish functions over the store); [`routes`] are thin axum handlers and [`grpc`] a thin
+//! tonic adapter over the same functions; [`error`] maps every failure to one RFC 7807 problem
+//! document (REST) or the matching gRPC status.
 //!
 //! Endpoints:
 //! - `GET /healthz` (no auth)
 //! - `GET /v1/instances`
 //! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d`
 //! - `POST /v1/workloads`, `GET /v1/workloads`, `GET /v1/workloads/{id}` (with footprint and SCI)
+//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint}` (HTTP/2 with prior
+//!   knowledge, on the same port), token in the `authorization` metadata
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod error;
+pub mod grpc;
 pub mod routes;
 pub mod service;
 pub mod time;
@@ -29,6 +33,7 @@ pub use auth::{
     mint_token, mint_token_at, AuthConfig, AuthError, AuthenticatedTenant, Claims, TokenVerifier,
 };
 pub use error::ApiError;
+pub use grpc::{grpc_service, GrpcTenantQuery};
 pub use routes::router;
 
 /// Limits that keep one request from reading unbounded amounts of data.
@@ -108,7 +113,9 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves (axum graceful shutdown: stops
-/// accepting, lets requests in flight finish, then returns).
+/// accepting, lets requests in flight finish, then returns). Each connection speaks HTTP/1.1
+/// or HTTP/2 (detected from its preface, so gRPC clients using cleartext HTTP/2 with prior
+/// knowledge work); REST and gRPC share the port.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,

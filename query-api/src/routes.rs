@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,9 +27,12 @@ use crate::ApiState;
 /// Range a series covers when `from` is not given: one hour before `to`.
 pub const DEFAULT_SERIES_RANGE_MS: i64 = 3_600_000;
 
-/// The API's routes with tracing, over `state`.
+/// The API's routes with tracing, over `state`: REST, plus the gRPC service at
+/// `/wattprint.v1.TenantQuery/*` ([`crate::grpc::grpc_routes`]). Any other path gets the
+/// problem+json 404 (a gRPC call to it: gRPC `UNIMPLEMENTED`).
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .merge(crate::grpc::grpc_routes(state.clone()))
         .route("/healthz", get(healthz))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}/series", get(instance_series))
@@ -55,8 +58,13 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-async fn unknown_route() -> ApiError {
-    ApiError::NotFound("no such route".into())
+/// Unknown paths: a problem+json 404, or for a gRPC call (to a service this server does not
+/// have) a gRPC `UNIMPLEMENTED`.
+async fn unknown_route(uri: Uri, headers: HeaderMap) -> Response {
+    if crate::grpc::is_grpc_request(&headers) {
+        return crate::grpc::unimplemented_response(uri.path());
+    }
+    ApiError::NotFound("no such route".into()).into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -1,0 +1,249 @@
+//! gRPC adapter: `wattprint.v1.TenantQuery` over the same [`crate::service`] functions the
+//! REST handlers call, with the same bearer-token verifier and one error mapping
+//! ([`ApiError`] → [`tonic::Status`]).
+//!
+//! The caller's [`TenantScope`](wattprint_core::TenantScope) comes from the `authorization:
+//! Bearer <jwt>` metadata and from nothing else; request fields never name a tenant. The
+//! service is routed by [`crate::router`] on the same listener as REST (see [`grpc_routes`]).
+
+use axum::http::StatusCode;
+use axum::Router;
+use tonic::server::NamedService;
+use tonic::{Code, Request, Response, Status};
+use wattprint_core::{TenantScope, WorkloadId};
+use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
+use wattprint_proto::v1::{
+    GetWorkloadFootprintRequest, Instance, ListInstancesRequest, ListInstancesResponse,
+    WorkloadFootprint,
+};
+
+use crate::error::ApiError;
+use crate::service::{self, check_id, InstanceView, WorkloadDetail};
+use crate::ApiState;
+
+/// Largest request message the gRPC service decodes. Every request of `TenantQuery` is a few
+/// hundred bytes at most (ids are capped at [`service::MAX_ID_LEN`]).
+pub const MAX_GRPC_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The `TenantQuery` implementation: a thin adapter over [`ApiState`] and [`crate::service`].
+#[derive(Debug, Clone)]
+pub struct GrpcTenantQuery {
+    state: ApiState,
+}
+
+impl GrpcTenantQuery {
+    /// An adapter over `state` (the same state the REST router uses).
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+
+    /// Verifies the bearer token in `metadata` with the REST verifier (same `iss`, `aud`,
+    /// `exp`, `nbf` rules) and returns the tenant it names; 401 otherwise.
+    fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<TenantScope, ApiError> {
+        self.state
+            .verifier
+            .verify_headers(metadata.as_ref())
+            .map_err(|err| {
+                tracing::debug!(reason = ?err, "token refused");
+                ApiError::Unauthorized(err)
+            })
+    }
+}
+
+/// The tonic server for [`GrpcTenantQuery`] over `state`, with the request size limit.
+pub fn grpc_service(state: ApiState) -> TenantQueryServer<GrpcTenantQuery> {
+    TenantQueryServer::new(GrpcTenantQuery::new(state))
+        .max_decoding_message_size(MAX_GRPC_REQUEST_BYTES)
+}
+
+/// An axum router holding only the gRPC service, routed at `/wattprint.v1.TenantQuery/{*rest}`
+/// and without a fallback, so it can be merged into the REST router (whose problem+json
+/// fallback keeps answering every other path). Unknown methods of the service are answered by
+/// tonic itself (`UNIMPLEMENTED`).
+pub fn grpc_routes<S>(state: ApiState) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let path = format!(
+        "/{}/{{*rest}}",
+        <TenantQueryServer<GrpcTenantQuery> as NamedService>::NAME
+    );
+    Router::new().route_service(&path, grpc_service(state))
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|…]`).
+pub fn is_grpc_request(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.trim().to_ascii_lowercase();
+            ct == "application/grpc"
+                || ct.starts_with("application/grpc+")
+                || ct.starts_with("application/grpc;")
+        })
+}
+
+/// The answer to a gRPC call of a service or method this server does not have: a proper gRPC
+/// `UNIMPLEMENTED` (HTTP 200 with `grpc-status: 12`), which clients read as such, rather than
+/// a problem+json 404 they cannot decode.
+pub fn unimplemented_response(path: &str) -> axum::response::Response {
+    Status::unimplemented(format!("no gRPC method {path}")).into_http::<axum::body::Body>()
+}
+
+/// The gRPC code for an HTTP status, so that every [`ApiError`] (present or future) has exactly
+/// one gRPC meaning: 400/415/422 → `INVALID_ARGUMENT`, 401 → `UNAUTHENTICATED`, 403 →
+/// `PERMISSION_DENIED`, 404 → `NOT_FOUND`, 405/501 → `UNIMPLEMENTED`, 409 → `ALREADY_EXISTS`,
+/// 429 → `RESOURCE_EXHAUSTED`, 503 → `UNAVAILABLE`, 504 → `DEADLINE_EXCEEDED`, any other client
+/// error → `FAILED_PRECONDITION`, anything else → `INTERNAL`.
+pub fn grpc_code(status: StatusCode) -> Code {
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => Code::Unimplemented,
+        StatusCode::CONFLICT => Code::AlreadyExists,
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+        s if s.is_client_error() => Code::FailedPrecondition,
+        _ => Code::Internal,
+    }
+}
+
+impl From<ApiError> for Status {
+    /// The code from [`grpc_code`] of the error's HTTP status, and the same message the REST
+    /// problem document carries as `detail` (internal errors: a generic message; the cause is
+    /// logged, never sent).
+    fn from(err: ApiError) -> Self {
+        if let ApiError::Internal(cause) = &err {
+            tracing::error!(%cause, "grpc request failed");
+        }
+        Status::new(grpc_code(err.status()), err.detail())
+    }
+}
+
+impl From<InstanceView> for Instance {
+    fn from(v: InstanceView) -> Self {
+        Self {
+            instance_id: v.instance_id,
+            region: v.region,
+            zip_code: v.zip_code.unwrap_or_default(),
+            gpu_uuids: v.gpus.into_iter().map(|g| g.uuid).collect(),
+        }
+    }
+}
+
+impl From<WorkloadDetail> for WorkloadFootprint {
+    fn from(d: WorkloadDetail) -> Self {
+        let f = &d.footprint.footprint;
+        Self {
+            workload_id: d.workload.id,
+            it_energy_mj: f.it_energy_mj,
+            it_energy_kwh: f.it_energy_kwh,
+            facility_energy_kwh: f.facility_energy_kwh,
+            operational_co2e_g: f.operational_co2e_g,
+            embodied_co2e_g: f.embodied_co2e_g,
+            sci_g_per_unit: f.sci_g_per_unit,
+            functional_unit: d.footprint.functional_unit,
+            functional_units: f.functional_units,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TenantQuery for GrpcTenantQuery {
+    #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
+    async fn list_instances(
+        &self,
+        request: Request<ListInstancesRequest>,
+    ) -> Result<Response<ListInstancesResponse>, Status> {
+        let scope = self.authenticate(request.metadata())?;
+        let instances = service::list_instances(self.state.store.as_ref(), &scope).await?;
+        tracing::Span::current().record("count", instances.len());
+        Ok(Response::new(ListInstancesResponse {
+            instances: instances.into_iter().map(Instance::from).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    async fn get_workload_footprint(
+        &self,
+        request: Request<GetWorkloadFootprintRequest>,
+    ) -> Result<Response<WorkloadFootprint>, Status> {
+        let scope = self.authenticate(request.metadata())?;
+        let id = request.into_inner().workload_id;
+        check_id("workload", &id)?;
+        tracing::Span::current().record("workload", id.as_str());
+        let detail = service::workload_detail(
+            self.state.store.as_ref(),
+            &scope,
+            &self.state.catalog,
+            &WorkloadId::new(id),
+        )
+        .await?;
+        Ok(Response::new(WorkloadFootprint::from(detail)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthError;
+
+    #[test]
+    fn every_api_error_maps_to_its_grpc_code() {
+        let cases = [
+            (ApiError::BadRequest("b".into()), Code::InvalidArgument),
+            (ApiError::InvalidBody("i".into()), Code::InvalidArgument),
+            (
+                ApiError::UnsupportedMediaType("u".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                ApiError::Unauthorized(AuthError::MissingToken),
+                Code::Unauthenticated,
+            ),
+            (
+                ApiError::NotFound("workload w not found".into()),
+                Code::NotFound,
+            ),
+            (ApiError::MethodNotAllowed, Code::Unimplemented),
+            (ApiError::Internal("x".into()), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let detail = err.detail();
+            let status = Status::from(err);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), detail);
+        }
+    }
+
+    #[test]
+    fn statuses_without_a_variant_yet_have_their_codes() {
+        assert_eq!(grpc_code(StatusCode::FORBIDDEN), Code::PermissionDenied);
+        assert_eq!(
+            grpc_code(StatusCode::UNPROCESSABLE_ENTITY),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            grpc_code(StatusCode::TOO_MANY_REQUESTS),
+            Code::ResourceExhausted
+        );
+        assert_eq!(grpc_code(StatusCode::BAD_GATEWAY), Code::Internal);
+        assert_eq!(grpc_code(StatusCode::GONE), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status = Status::from(ApiError::Internal("secret table detail".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+}
