@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs (if needed) and starts the real servers the integration tests use, on ports of their
+# own, with state under $WATTPRINT_SERVERS_DIR (default /tmp/wattprint-servers):
+#   ClickHouse: Debian's clickhouse-server, HTTP on 18123
+#   Kafka:      tansu (a Kafka-protocol broker from crates.io) on 19092, sqlite storage
+# Source it to get the environment the tests read:
+#   source scripts/servers.sh start   # exports WATTPRINT_CLICKHOUSE_URL, WATTPRINT_KAFKA_BROKERS
+#   scripts/servers.sh stop
+# tansu is built once (~10-15 min on 2 cores) into $WATTPRINT_CACHE (default ~/.cache/wattprint),
+# outside the clone, so later runs on the same machine reuse it.
+set -euo pipefail
+DIR=${WATTPRINT_SERVERS_DIR:-/tmp/wattprint-servers}
+CACHE=${WATTPRINT_CACHE:-$HOME/.cache/wattprint}
+TANSU=$CACHE/tansu/bin/tansu
+CH_HTTP=${WATTPRINT_CH_HTTP_PORT:-18123}
+KAFKA_PORT=${WATTPRINT_KAFKA_PORT:-19092}
+
+install_servers() {
+  if ! command -v clickhouse-server >/dev/null; then
+    echo "==> installing clickhouse-server (Debian)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+  fi
+  if [ ! -x "$TANSU" ]; then
+    echo "==> building tansu into $CACHE (once per machine)"
+    cargo install tansu --locked --features dynostore,libsql --root "$CACHE/tansu" -q \
+      || cargo install tansu --features dynostore,libsql --root "$CACHE/tansu" -q
+  fi
+}
+
+wait_for() { # name, command
+  for _ in $(seq 1 100); do
+    if eval "$2" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "$1 did not come up; see $DIR" >&2
+  return 1
+}
+
+start_clickhouse() {
+  mkdir -p "$DIR/clickhouse"
+  if ! curl -sf "http://127.0.0.1:$CH_HTTP/ping" >/dev/null 2>&1; then
+    (cd "$DIR/clickhouse" && nohup /usr/sbin/clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
+      --http_port=$CH_HTTP --tcp_port=$((CH_HTTP + 1000)) --interserver_http_port=$((CH_HTTP + 2000)) \
+      --path="$DIR/clickhouse/data/" --tmp_path="$DIR/clickhouse/tmp/" \
+      --user_files_path="$DIR/clickhouse/user_files/" --format_schema_path="$DIR/clickhouse/schemas/" \
+      --logger.log="$DIR/clickhouse/server.log" --logger.errorlog="$DIR/clickhouse/error.log" \
+      > "$DIR/clickhouse/stdout.log" 2>&1 & echo $! > "$DIR/clickhouse/pid")
+    wait_for clickhouse "curl -sf http://127.0.0.1:$CH_HTTP/ping"
+  fi
+  export WATTPRINT_CLICKHOUSE_URL="http://127.0.0.1:$CH_HTTP"
+}
+
+start_kafka() {
+  mkdir -p "$DIR/tansu"
+  if ! (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
+    (cd "$DIR/tansu" && nohup "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine "sqlite://tansu.db" > "$DIR/tansu/broker.log" 2>&1 & echo $! > "$DIR/tansu/pid")
+    wait_for tansu "(exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT)"
+  fi
+  export WATTPRINT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  export WATTPRINT_TANSU_BIN="$TANSU"
+}
+
+stop_servers() {
+  for p in "$DIR/clickhouse/pid" "$DIR/tansu/pid"; do
+    if [ -f "$p" ]; then kill "$(cat "$p")" 2>/dev/null || true; rm -f "$p"; fi
+  done
+}
+
+case "${1:-start}" in
+  start) install_servers; start_clickhouse; start_kafka
+         echo "servers up: WATTPRINT_CLICKHOUSE_URL=$WATTPRINT_CLICKHOUSE_URL WATTPRINT_KAFKA_BROKERS=$WATTPRINT_KAFKA_BROKERS" ;;
+  stop) stop_servers ;;
+  *) echo "usage: source scripts/servers.sh start|stop" >&2; return 2 2>/dev/null || exit 2 ;;
+esac
