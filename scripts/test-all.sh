@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test Wattprint has, on a fresh machine: formatting, clippy (warnings are
-# errors), and the whole workspace's tests, unit and end-to-end. It installs and starts whatever
-# the tests need; the embedded path needs nothing beyond the Rust toolchain (SQLite is bundled).
+# errors), and the whole workspace's tests, unit, integration and end-to-end. It installs and
+# starts the real servers the tests use (ClickHouse, the tansu Kafka-protocol broker; see
+# scripts/servers.sh) and stops them afterwards. Integration tests refuse to skip here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,5 +10,11 @@ echo "==> rustfmt"
 cargo fmt --all -- --check
 echo "==> clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> servers"
+export WATTPRINT_SERVERS_DIR=${WATTPRINT_SERVERS_DIR:-$(mktemp -d /tmp/wattprint-servers.XXXXXX)}
+# shellcheck source=scripts/servers.sh
+source scripts/servers.sh start
+trap 'scripts/servers.sh stop' EXIT
+export WATTPRINT_REQUIRE_SERVERS=1
 echo "==> tests"
 cargo test --workspace --locked
