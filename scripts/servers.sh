@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Installs (if needed) and starts the real servers the integration tests use, on ports of their
-# own, with state under $WATTPRINT_SERVERS_DIR (default /tmp/wattprint-servers):
+# own, with state under $WPTEST_SERVERS_DIR (default /tmp/wattprint-servers):
 #   ClickHouse: Debian's clickhouse-server, HTTP on 18123
 #   Kafka:      tansu (a Kafka-protocol broker from crates.io) on 19092, sqlite storage
 # Source it to get the environment the tests read:
-#   source scripts/servers.sh start   # exports WATTPRINT_CLICKHOUSE_URL, WATTPRINT_KAFKA_BROKERS
+#   source scripts/servers.sh start   # exports WPTEST_CLICKHOUSE_URL, WPTEST_KAFKA_BROKERS
 #   scripts/servers.sh stop
-# tansu is built once (~10-15 min on 2 cores) into $WATTPRINT_CACHE (default ~/.cache/wattprint),
+# tansu is built once (~10-15 min on 2 cores) into $WPTEST_CACHE (default ~/.cache/wattprint),
 # outside the clone, so later runs on the same machine reuse it.
 set -euo pipefail
-DIR=${WATTPRINT_SERVERS_DIR:-/tmp/wattprint-servers}
-CACHE=${WATTPRINT_CACHE:-$HOME/.cache/wattprint}
+DIR=${WPTEST_SERVERS_DIR:-/tmp/wattprint-servers}
+CACHE=${WPTEST_CACHE:-$HOME/.cache/wattprint}
 TANSU=$CACHE/tansu/bin/tansu
-CH_HTTP=${WATTPRINT_CH_HTTP_PORT:-18123}
-KAFKA_PORT=${WATTPRINT_KAFKA_PORT:-19092}
+CH_HTTP=${WPTEST_CH_HTTP_PORT:-18123}
+KAFKA_PORT=${WPTEST_KAFKA_PORT:-19092}
 
 install_servers() {
   if ! command -v clickhouse-server >/dev/null; then
@@ -48,7 +48,7 @@ start_clickhouse() {
       > "$DIR/clickhouse/stdout.log" 2>&1 & echo $! > "$DIR/clickhouse/pid")
     wait_for clickhouse "curl -sf http://127.0.0.1:$CH_HTTP/ping"
   fi
-  export WATTPRINT_CLICKHOUSE_URL="http://127.0.0.1:$CH_HTTP"
+  export WPTEST_CLICKHOUSE_URL="http://127.0.0.1:$CH_HTTP"
 }
 
 start_kafka() {
@@ -59,8 +59,8 @@ start_kafka() {
       --storage-engine "sqlite://tansu.db" > "$DIR/tansu/broker.log" 2>&1 & echo $! > "$DIR/tansu/pid")
     wait_for tansu "(exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT)"
   fi
-  export WATTPRINT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
-  export WATTPRINT_TANSU_BIN="$TANSU"
+  export WPTEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  export WPTEST_TANSU_BIN="$TANSU"
 }
 
 stop_servers() {
@@ -71,7 +71,7 @@ stop_servers() {
 
 case "${1:-start}" in
   start) install_servers; start_clickhouse; start_kafka
-         echo "servers up: WATTPRINT_CLICKHOUSE_URL=$WATTPRINT_CLICKHOUSE_URL WATTPRINT_KAFKA_BROKERS=$WATTPRINT_KAFKA_BROKERS" ;;
+         echo "servers up: WPTEST_CLICKHOUSE_URL=$WPTEST_CLICKHOUSE_URL WPTEST_KAFKA_BROKERS=$WPTEST_KAFKA_BROKERS" ;;
   stop) stop_servers ;;
   *) echo "usage: source scripts/servers.sh start|stop" >&2; return 2 2>/dev/null || exit 2 ;;
 esac

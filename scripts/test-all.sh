@@ -11,10 +11,10 @@ cargo fmt --all -- --check
 echo "==> clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> servers"
-export WATTPRINT_SERVERS_DIR=${WATTPRINT_SERVERS_DIR:-$(mktemp -d /tmp/wattprint-servers.XXXXXX)}
+export WPTEST_SERVERS_DIR=${WPTEST_SERVERS_DIR:-$(mktemp -d /tmp/wattprint-servers.XXXXXX)}
 # shellcheck source=scripts/servers.sh
 source scripts/servers.sh start
 trap 'scripts/servers.sh stop' EXIT
-export WATTPRINT_REQUIRE_SERVERS=1
+export WPTEST_REQUIRE_SERVERS=1
 echo "==> tests"
 cargo test --workspace --locked

@@ -4,20 +4,27 @@
 //!
 //! ```text
 //! sensor ──(blocking thread: read, CounterChain)──▶ samples ──▶ batches ──gRPC──▶ gateway
-//!                                                      ▲ backpressure: unacked queue full
+//!                                                      ▲          │ fsync first
+//!                                  backpressure (no spool)        ▼
+//!                                                          spool (optional, on disk)
 //! ```
+//!
+//! With [`AgentConfig::spool_dir`] set, every batch is made durable in the [`spool`] before it
+//! is sent, and a restarted agent resends whatever the previous run had not got acked.
 
 pub mod nvml;
 pub mod replay;
 pub mod resolver;
 pub mod sampler;
 pub mod sensor;
+pub mod spool;
 pub mod stream;
 
 use resolver::InstanceResolver;
 use sampler::{mapped_gpus, sampling_loop, SamplerStats};
 use sensor::GpuSensor;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +46,22 @@ pub struct AgentConfig {
     pub batch_max_samples: usize,
     /// … or this long after its first sample (default 1 s).
     pub batch_max_wait: Duration,
-    /// At most this many batches wait for acks (default 1024); when full, sampling waits
-    /// (backpressure) and nothing is dropped.
+    /// At most this many batches wait for acks in memory (default 1024). Without a spool,
+    /// sampling waits when it is full (backpressure) and nothing is dropped; with a spool,
+    /// further batches wait on disk and sampling goes on.
     pub max_unacked_batches: usize,
     /// Longest delay between reconnect attempts (default 10 s).
     pub reconnect_backoff_max: Duration,
+    /// Directory of the durable spool (default `None`). When set, batches are written and
+    /// fsynced there before they are sent, survive kill -9 and reboots, and are resent by the
+    /// next run; `max_unacked_batches` then bounds only the batches held in memory, and
+    /// sampling never waits for acks (the spool's size bound applies instead). `None` keeps
+    /// unacked batches in memory only.
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may use on disk (default [`spool::DEFAULT_SPOOL_MAX_BYTES`],
+    /// 256 MiB, at least [`spool::MIN_SPOOL_MAX_BYTES`]). When full, the oldest unacked
+    /// batches are dropped and counted in [`AgentReport::samples_dropped`].
+    pub spool_max_bytes: u64,
 }
 
 impl AgentConfig {
@@ -57,6 +75,8 @@ impl AgentConfig {
             batch_max_wait: Duration::from_secs(1),
             max_unacked_batches: 1024,
             reconnect_backoff_max: Duration::from_secs(10),
+            spool_dir: None,
+            spool_max_bytes: spool::DEFAULT_SPOOL_MAX_BYTES,
         }
     }
 
@@ -82,6 +102,14 @@ pub struct AgentReport {
     pub counter_resets: u64,
     /// Gaps between readings longer than [`AgentConfig::max_gap`].
     pub gaps: u64,
+    /// Samples of unacked batches dropped because the spool was full (drop-oldest), or
+    /// because their spool record could not be read back. Some may have reached the gateway
+    /// before they were dropped.
+    pub samples_dropped: u64,
+    /// Unacked batches found in the spool at start (left by a previous run) and resent.
+    pub batches_replayed: u64,
+    /// Damaged spool records found at start (torn tails truncated, corrupt records skipped).
+    pub spool_damaged_records: u64,
 }
 
 /// Why the agent could not run.
@@ -109,6 +137,9 @@ pub enum AgentError {
     /// The sampling thread panicked.
     #[error("the sampling thread failed: {0}")]
     SamplerFailed(String),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }
 
 /// Runs the agent until `shutdown` resolves, or (a finite replay) until the sensor is exhausted
@@ -140,6 +171,12 @@ pub async fn run(
             "reconnect_backoff_max must be positive".into(),
         ));
     }
+    if config.spool_dir.is_some() && config.spool_max_bytes < spool::MIN_SPOOL_MAX_BYTES {
+        return Err(AgentError::InvalidConfig(format!(
+            "spool_max_bytes must be at least {}",
+            spool::MIN_SPOOL_MAX_BYTES
+        )));
+    }
     let endpoint =
         stream::endpoint(&config.gateway_url).map_err(|e| AgentError::InvalidGatewayUrl {
             url: config.gateway_url.clone(),
@@ -163,6 +200,25 @@ pub async fn run(
                 gpus: sensor.gpus().len(),
             });
         }
+        // Open (and recover) the spool before sampling starts: its unacked batches go first.
+        let spool = match config.spool_dir.clone() {
+            Some(dir) => {
+                let limits = spool::SpoolLimits::new(config.spool_max_bytes);
+                let opened =
+                    tokio::task::spawn_blocking(move || spool::Spool::open(&dir, limits)).await;
+                match opened {
+                    Ok(Ok(opened)) => Some(opened),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(e) => {
+                        return Err(AgentError::Spool(spool::SpoolError::Worker {
+                            path: config.spool_dir.clone().unwrap_or_default(),
+                            message: e.to_string(),
+                        }))
+                    }
+                }
+            }
+            None => None,
+        };
         tracing::info!(
             gpus = gpus.len(),
             interval = ?config.energy_interval,
@@ -192,7 +248,7 @@ pub async fn run(
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
         };
         let stop = move || drop(stop_tx);
-        let mut report = stream::stream_samples(stream_config, rx, shutdown, stop).await;
+        let mut report = stream::stream_samples(stream_config, spool, rx, shutdown, stop).await;
         // The receiver is gone and the stop sender dropped: the sampler ends within one read.
         match tokio::time::timeout(Duration::from_secs(5), sampler).await {
             Ok(Ok(())) => {}

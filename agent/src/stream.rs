@@ -6,7 +6,17 @@
 //! with exponential backoff and resends every unacked batch, in order; the gateway recognises
 //! redelivered samples by `(gpu_uuid, seq)`. While the unacked queue is full, no samples are
 //! taken from the sampler, which then waits: nothing is dropped.
+//!
+//! With a [`Spool`], each sealed batch is appended and fsynced to disk *before* it is sent, and
+//! its ack is recorded there. The unacked queue in memory is then only a window onto the
+//! spool: at most `max_unacked_batches` spooled batches are held in memory; newer ones stay on
+//! disk only (the backlog) and are read back, in order, as acks make room. Sampling never
+//! waits for acks; the spool's size bound (drop-oldest) limits what an outage can hold. At
+//! start, the batches a previous run left unacked are the head of the backlog, so they are
+//! resent first, in their original order. If the disk fails, a batch is kept in memory only
+//! (logged), and such memory-only batches are bounded by backpressure as without a spool.
 
+use crate::spool::{BatchMeta, Dropped, Recovery, SharedSpool, Spool};
 use crate::AgentReport;
 use futures::future::BoxFuture;
 use std::collections::VecDeque;
@@ -58,11 +68,12 @@ pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
         .keep_alive_while_idle(true))
 }
 
-/// A sealed batch and whether it has been sent at least once.
+/// A sealed batch, whether it has been sent at least once, and whether it is in the spool.
 #[derive(Debug, Clone)]
 struct Pending {
     batch: SampleBatch,
     sent: bool,
+    on_disk: bool,
 }
 
 /// The batches being built and waiting for acks: pure bookkeeping, no I/O.
@@ -118,8 +129,63 @@ impl Outbox {
                 samples: std::mem::take(&mut self.current),
             },
             sent: false,
+            on_disk: false,
         });
         Some(batch_seq)
+    }
+
+    /// Makes the next sealed batch `batch_seq` (a spool continues its predecessor's numbers).
+    pub fn set_next_batch_seq(&mut self, batch_seq: u64) {
+        self.next_batch_seq = batch_seq;
+    }
+
+    /// The unacked batch `batch_seq`, if it is in memory.
+    pub fn batch(&self, batch_seq: u64) -> Option<&SampleBatch> {
+        self.pending
+            .iter()
+            .find(|p| p.batch.batch_seq == batch_seq)
+            .map(|p| &p.batch)
+    }
+
+    /// Notes that `batch_seq` is safe in the spool.
+    pub fn mark_on_disk(&mut self, batch_seq: u64) {
+        if let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.batch.batch_seq == batch_seq)
+        {
+            p.on_disk = true;
+        }
+    }
+
+    /// Batches in memory that are not in the spool (every batch, without a spool).
+    pub fn memory_only(&self) -> usize {
+        self.pending.iter().filter(|p| !p.on_disk).count()
+    }
+
+    /// Spooled batches also held in memory.
+    pub fn on_disk_in_memory(&self) -> usize {
+        self.pending.iter().filter(|p| p.on_disk).count()
+    }
+
+    /// Removes batches from memory without an ack: spooled batches left to the backlog, or
+    /// batches the spool dropped. `batch_seqs` must be ascending. Returns how many were in
+    /// memory.
+    pub fn forget(&mut self, batch_seqs: &[u64]) -> usize {
+        let before = self.pending.len();
+        self.pending
+            .retain(|p| batch_seqs.binary_search(&p.batch.batch_seq).is_err());
+        before - self.pending.len()
+    }
+
+    /// Adds a batch read back from the spool at the end of the queue. `replayed`: left by a
+    /// previous run, so it may have been sent before and counts as resent.
+    pub fn push_loaded(&mut self, batch: SampleBatch, replayed: bool) {
+        self.pending.push_back(Pending {
+            batch,
+            sent: replayed,
+            on_disk: true,
+        });
     }
 
     /// When the open batch must be sealed, if it has samples.
@@ -142,13 +208,16 @@ impl Outbox {
         self.pending.iter().map(|p| p.batch.samples.len()).sum()
     }
 
-    /// The batch `batch_seq` to send, marking it sent (counting its samples on the first send).
+    /// The batch `batch_seq` to send, marking it sent (counting its samples on the first send,
+    /// and later sends as resends).
     fn take_for_send(&mut self, batch_seq: u64) -> Option<SampleBatch> {
         let p = self
             .pending
             .iter_mut()
             .find(|p| p.batch.batch_seq == batch_seq)?;
-        if !p.sent {
+        if p.sent {
+            self.report.batches_resent += 1;
+        } else {
             p.sent = true;
             self.report.samples_sent += p.batch.samples.len() as u64;
         }
@@ -217,6 +286,9 @@ impl Outbox {
     }
 }
 
+/// Where batches go on an open stream.
+type Sender = mpsc::UnboundedSender<SampleBatch>;
+
 type Opened = Result<Box<Streaming<BatchAck>>, Box<tonic::Status>>;
 
 /// The connection to the gateway.
@@ -271,9 +343,12 @@ impl Conn {
 /// Streams samples from `samples` to the gateway until the channel closes and every batch is
 /// acked, or until `shutdown` resolves (then: `on_shutdown` is called to stop sampling, the
 /// remaining samples and the partial batch are flushed, and acks are awaited for at most
-/// `shutdown_ack_wait`). Returns the streaming counts.
+/// `shutdown_ack_wait`). With `spool` (opened, with what its recovery found), batches are made
+/// durable before they are sent and the spool's unacked batches are resent first. Returns the
+/// streaming counts.
 pub async fn stream_samples(
     config: StreamConfig,
+    spool: Option<(Spool, Recovery)>,
     mut samples: mpsc::Receiver<EnergySample>,
     shutdown: impl Future<Output = ()> + Send,
     on_shutdown: impl FnOnce() + Send,
@@ -285,17 +360,23 @@ pub async fn stream_samples(
         let max_unacked = config.max_unacked_batches.max(1);
         let mut backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
         let mut conn = connect(&config.endpoint);
+        let mut spooler = spool.map(|(spool, recovery)| Spooler::start(spool, &recovery, &mut outbox));
+        if let Some(sp) = spooler.as_mut() {
+            sp.refill(&mut outbox, conn.sender().cloned(), max_unacked).await;
+        }
         let mut sampler_done = false;
         let mut on_shutdown = Some(on_shutdown);
         let mut deadline: Option<Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backpressure_logged = false;
         loop {
-            if sampler_done && outbox.open_samples() == 0 && outbox.unacked() == 0 {
+            let backlog = spooler.as_ref().map_or(0, |sp| sp.backlog.len());
+            if sampler_done && outbox.open_samples() == 0 && outbox.unacked() == 0 && backlog == 0 {
                 tracing::info!("every sample is acked");
                 break;
             }
-            let room = outbox.unacked() < max_unacked;
+            // Only batches that are not in the spool hold sampling back.
+            let room = outbox.memory_only() < max_unacked;
             if !room && !backpressure_logged {
                 tracing::warn!(unacked_batches = outbox.unacked(), "unacked queue full; sampling waits");
                 backpressure_logged = true;
@@ -313,8 +394,9 @@ pub async fn stream_samples(
                 }
                 () = sleep_until_opt(deadline) => {
                     tracing::warn!(
-                        unacked_batches = outbox.unacked(),
+                        unacked_batches = outbox.unacked() + backlog,
                         unacked_samples = outbox.unacked_samples() + outbox.open_samples(),
+                        spooled = spooler.is_some(),
                         "shutdown: gave up waiting for acks"
                     );
                     break;
@@ -331,7 +413,7 @@ pub async fn stream_samples(
                         }
                         ConnEvent::Opened(Ok(response)) => {
                             if let Conn::Opening { tx, .. } = std::mem::replace(&mut conn, Conn::Down { retry_at: Instant::now() }) {
-                                tracing::info!(unacked_batches = outbox.unacked(), "stream to gateway open");
+                                tracing::info!(unacked_batches = outbox.unacked(), backlog, "stream to gateway open");
                                 conn = Conn::Up { tx, acks: response };
                             }
                         }
@@ -342,6 +424,10 @@ pub async fn stream_samples(
                         ConnEvent::Ack(Ok(Some(ack))) => {
                             if outbox.ack(&ack) {
                                 backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
+                                if let Some(sp) = spooler.as_mut() {
+                                    sp.acked(ack.batch_seq).await;
+                                    sp.refill(&mut outbox, conn.sender().cloned(), max_unacked).await;
+                                }
                             }
                         }
                         ConnEvent::Ack(Ok(None)) => {
@@ -355,32 +441,200 @@ pub async fn stream_samples(
                     }
                 }
                 sample = samples.recv(), if room && !sampler_done => {
-                    match sample {
-                        Some(sample) => {
-                            if let Some(batch_seq) = outbox.push(&sample) {
-                                send(&conn, &mut outbox, batch_seq);
-                            }
-                        }
+                    let sealed = match sample {
+                        Some(sample) => outbox.push(&sample),
                         None => {
                             tracing::debug!("sampling has ended; flushing the partial batch");
                             sampler_done = true;
-                            if let Some(batch_seq) = outbox.seal() {
-                                send(&conn, &mut outbox, batch_seq);
-                            }
+                            outbox.seal()
                         }
+                    };
+                    if let Some(batch_seq) = sealed {
+                        sealed_batch(conn.sender().cloned(), &mut outbox, spooler.as_mut(), batch_seq, max_unacked).await;
                     }
                 }
                 () = sleep_until_opt(seal_at) => {
                     if let Some(batch_seq) = outbox.seal() {
-                        send(&conn, &mut outbox, batch_seq);
+                        sealed_batch(conn.sender().cloned(), &mut outbox, spooler.as_mut(), batch_seq, max_unacked).await;
                     }
                 }
+            }
+        }
+        if let Some(sp) = spooler {
+            if let Err(e) = sp.spool.call(|s| s.sync()).await {
+                tracing::warn!(error = %e, "cannot fsync the spool's last acks; those batches will be resent");
             }
         }
         outbox.report().clone()
     }
     .instrument(span)
     .await
+}
+
+/// A batch was just sealed: without a spool it is sent at once. With one, it is made durable
+/// first, and sent only if it does not have to queue behind the backlog or the window is full
+/// (then it stays on disk until acks make room).
+async fn sealed_batch(
+    tx: Option<Sender>,
+    outbox: &mut Outbox,
+    spooler: Option<&mut Spooler>,
+    batch_seq: u64,
+    window: usize,
+) {
+    if let Some(sp) = spooler {
+        if let Some(batch) = outbox.batch(batch_seq).cloned() {
+            let samples = batch.samples.len() as u64;
+            match sp.spool.call(move |s| s.append(&batch)).await {
+                Ok(dropped) => {
+                    outbox.mark_on_disk(batch_seq);
+                    sp.apply_dropped(outbox, &dropped);
+                    if !sp.backlog.is_empty() || outbox.on_disk_in_memory() > window {
+                        outbox.forget(&[batch_seq]);
+                        sp.backlog.push_back(Backlogged {
+                            batch_seq,
+                            samples,
+                            replayed: false,
+                        });
+                        sp.refill(outbox, tx, window).await;
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    batch_seq,
+                    "cannot spool a batch; it is kept in memory only"
+                ),
+            }
+        }
+    }
+    send(tx.as_ref(), outbox, batch_seq);
+}
+
+/// Spooled batches read back per blocking call when refilling the window.
+const REFILL_CHUNK: usize = 64;
+
+/// A spooled batch that is on disk only.
+#[derive(Debug, Clone, Copy)]
+struct Backlogged {
+    batch_seq: u64,
+    samples: u64,
+    /// Left unacked by a previous run.
+    replayed: bool,
+}
+
+/// The spool side of streaming: the spool, and the spooled batches not held in memory.
+struct Spooler {
+    spool: SharedSpool,
+    /// Oldest first; all newer than every spooled batch in memory.
+    backlog: VecDeque<Backlogged>,
+}
+
+impl Spooler {
+    /// Takes over an opened spool: new batches continue its numbering, and every batch it
+    /// holds unacked is queued to be resent first.
+    fn start(spool: Spool, recovery: &Recovery, outbox: &mut Outbox) -> Self {
+        outbox.set_next_batch_seq(spool.next_batch_seq());
+        let unacked: Vec<BatchMeta> = spool.unacked();
+        let backlog: VecDeque<Backlogged> = unacked
+            .iter()
+            .map(|m| Backlogged {
+                batch_seq: m.batch_seq,
+                samples: m.samples,
+                replayed: true,
+            })
+            .collect();
+        outbox.report.batches_replayed = backlog.len() as u64;
+        outbox.report.spool_damaged_records = recovery.damaged_records();
+        if let (Some(first), Some(last)) = (unacked.first(), unacked.last()) {
+            tracing::info!(
+                batches = unacked.len(),
+                samples = unacked.iter().map(|m| m.samples).sum::<u64>(),
+                first_batch_seq = first.batch_seq,
+                last_batch_seq = last.batch_seq,
+                "resending the batches a previous run left unacked, before new ones"
+            );
+        }
+        Self {
+            spool: SharedSpool::new(spool),
+            backlog,
+        }
+    }
+
+    /// Records an ack in the spool (a failure only means a resend after a restart).
+    async fn acked(&mut self, batch_seq: u64) {
+        if let Err(e) = self.spool.call(move |s| s.ack(batch_seq)).await {
+            tracing::warn!(
+                error = %e,
+                batch_seq,
+                "cannot record an ack in the spool; the batch will be resent after a restart"
+            );
+        }
+    }
+
+    /// Forgets batches the spool dropped (drop-oldest), wherever they were queued.
+    fn apply_dropped(&mut self, outbox: &mut Outbox, dropped: &Dropped) {
+        if dropped.is_empty() {
+            return;
+        }
+        outbox.forget(&dropped.batch_seqs);
+        self.backlog
+            .retain(|b| dropped.batch_seqs.binary_search(&b.batch_seq).is_err());
+        outbox.report.samples_dropped += dropped.samples;
+    }
+
+    /// Reads backlogged batches back into memory, oldest first, while the window has room,
+    /// and sends them if a stream is open.
+    async fn refill(&mut self, outbox: &mut Outbox, tx: Option<Sender>, window: usize) {
+        while !self.backlog.is_empty() && outbox.on_disk_in_memory() < window {
+            let n = (window - outbox.on_disk_in_memory())
+                .min(self.backlog.len())
+                .min(REFILL_CHUNK);
+            let wanted: Vec<Backlogged> = self.backlog.drain(..n).collect();
+            let seqs: Vec<u64> = wanted.iter().map(|b| b.batch_seq).collect();
+            let read = self
+                .spool
+                .call(move |s| Ok(seqs.iter().map(|&q| s.read(q)).collect::<Vec<_>>()))
+                .await;
+            let results = match read {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read spooled batches back; retrying after the next ack");
+                    for b in wanted.into_iter().rev() {
+                        self.backlog.push_front(b);
+                    }
+                    return;
+                }
+            };
+            let mut unreadable = Vec::new();
+            for (b, result) in wanted.iter().zip(results) {
+                match result {
+                    Ok(batch) => {
+                        outbox.push_loaded(batch, b.replayed);
+                        send(tx.as_ref(), outbox, b.batch_seq);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            batch_seq = b.batch_seq,
+                            samples = b.samples,
+                            "cannot read a spooled batch back; dropping it"
+                        );
+                        outbox.report.samples_dropped += b.samples;
+                        unreadable.push(b.batch_seq);
+                    }
+                }
+            }
+            if !unreadable.is_empty() {
+                let forgotten = self
+                    .spool
+                    .call(move |s| unreadable.iter().try_for_each(|&q| s.ack(q).map(drop)))
+                    .await;
+                if let Err(e) = forgotten {
+                    tracing::warn!(error = %e, "cannot mark unreadable batches as gone");
+                }
+            }
+        }
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -423,8 +677,8 @@ fn open(channel: Channel, outbox: &mut Outbox) -> Conn {
 }
 
 /// Sends a newly sealed batch if a stream is open; otherwise it waits for the next one.
-fn send(conn: &Conn, outbox: &mut Outbox, batch_seq: u64) {
-    if let Some(tx) = conn.sender() {
+fn send(tx: Option<&Sender>, outbox: &mut Outbox, batch_seq: u64) {
+    if let Some(tx) = tx {
         if let Some(batch) = outbox.take_for_send(batch_seq) {
             // A closed stream shows up as an error on the ack side, which reconnects and
             // resends from the unacked queue.

@@ -87,6 +87,11 @@ pub struct RawAgent {
     pub energy_interval_ms: Option<u64>,
     /// GPU → instance mapping file (required for `nvml`).
     pub mapping_file: Option<PathBuf>,
+    /// Durable spool directory: unacked batches are fsynced there and survive kill -9 and
+    /// reboots (default: none, unacked batches are held in memory only).
+    pub spool_dir: Option<PathBuf>,
+    /// Most disk the spool may use, MiB (default 256, at least 1).
+    pub spool_max_mib: Option<u64>,
     /// Replay settings.
     #[serde(default)]
     pub replay: RawReplay,
@@ -215,6 +220,10 @@ pub struct AgentSettings {
     pub gateway_url: String,
     /// Energy read interval.
     pub energy_interval_ms: u64,
+    /// Durable spool directory, if any.
+    pub spool_dir: Option<PathBuf>,
+    /// Spool size bound, bytes.
+    pub spool_max_bytes: u64,
     /// Sensor.
     pub sensor: SensorKind,
 }
@@ -471,6 +480,15 @@ impl RawConfig {
                 "agent.energy_interval_ms = {energy_interval_ms} must be 50..=60000"
             )));
         }
+        let spool_max_bytes = match raw.agent.spool_max_mib {
+            None => wattprint_agent::spool::DEFAULT_SPOOL_MAX_BYTES,
+            Some(mib) if (1..=1 << 20).contains(&mib) => mib << 20,
+            Some(mib) => {
+                return Err(invalid(format!(
+                    "agent.spool_max_mib = {mib} must be 1..=1048576"
+                )))
+            }
+        };
         let agent = AgentSettings {
             host_id: raw.agent.host_id.clone().unwrap_or_else(default_host_id),
             gateway_url: raw
@@ -479,6 +497,8 @@ impl RawConfig {
                 .clone()
                 .unwrap_or_else(|| format!("http://{gateway_listen}")),
             energy_interval_ms,
+            spool_dir: raw.agent.spool_dir.clone(),
+            spool_max_bytes,
             sensor,
         };
 

@@ -186,13 +186,10 @@ pub fn build_sensor(
 /// The agent's runtime settings.
 pub fn agent_config(settings: &Settings, gateway_url: String) -> AgentConfig {
     AgentConfig {
-        host_id: HostId::new(settings.agent.host_id.clone()),
-        gateway_url,
         energy_interval: Duration::from_millis(settings.agent.energy_interval_ms),
-        batch_max_samples: 256,
-        batch_max_wait: Duration::from_secs(1),
-        max_unacked_batches: 1024,
-        reconnect_backoff_max: Duration::from_secs(10),
+        spool_dir: settings.agent.spool_dir.clone(),
+        spool_max_bytes: settings.agent.spool_max_bytes,
+        ..AgentConfig::new(HostId::new(settings.agent.host_id.clone()), gateway_url)
     }
 }
 

@@ -26,7 +26,7 @@ fn start(data_dir: &std::path::Path) -> Up {
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -48,11 +48,12 @@ fn start(data_dir: &std::path::Path) -> Up {
     }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Up {
-        child,
-        api: api.expect("the API URL is printed"),
-        tokens,
-    }
+    let Some(api) = api else {
+        let status = child.wait().unwrap();
+        let stderr = std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap();
+        panic!("wattprint up printed no API URL and exited with {status}; stderr:\n{stderr}");
+    };
+    Up { child, api, tokens }
 }
 
 fn interrupt_and_wait(mut up: Up) {

@@ -11,6 +11,7 @@ pub mod sample;
 pub mod sci;
 pub mod time;
 pub mod units;
+pub mod whatif;
 
 pub use ids::{GpuUuid, HostId, InstanceId, RegionId, TenantId, TenantScope, WorkloadId};
 pub use time::{Bucket, UnixMillis, BUCKET_MS};

@@ -6,6 +6,7 @@
 //! data is on disk.
 
 use async_trait::async_trait;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use wattprint_core::sample::EnergySample;
@@ -29,6 +30,9 @@ pub enum BusError {
     /// The consumer could not make the message durable.
     #[error("consumer failed to persist the message: {0}")]
     NotPersisted(String),
+    /// The broker did not acknowledge the message (unreachable, timed out, refused it).
+    #[error("the broker did not acknowledge the message: {0}")]
+    Broker(String),
 }
 
 /// Sends messages; returns once the bus holds them durably.
@@ -43,6 +47,33 @@ pub trait BusProducer: Send + Sync {
 pub trait BusConsumer: Send {
     /// The next message, or `None` once every producer is gone.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Up to `max` messages: waits for the first one, then takes what arrives within `linger`
+    /// (with a zero `linger`, only what is already there). Empty once the bus is closed.
+    ///
+    /// Lets a consumer write one store batch per bus batch; each delivery is still settled on
+    /// its own.
+    async fn next_batch(&mut self, max: usize, linger: Duration) -> Vec<Delivery> {
+        let Some(first) = self.next().await else {
+            return Vec::new();
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            // `timeout_at` polls `next` once before looking at the deadline, so a zero linger
+            // still takes what is ready.
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Some(delivery)) => batch.push(delivery),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Stops consuming after the caller settled everything in hand: flushes what the
+    /// implementation still holds (offset commits) and leaves (the consumer group). Later
+    /// calls to `next` return `None`. The default does nothing.
+    async fn close(&mut self) {}
 }
 
 /// A received message; the consumer settles it after processing.
@@ -149,6 +180,29 @@ mod tests {
         let (first, second) = publisher.await.unwrap();
         assert_eq!(first, Ok(()));
         assert_eq!(second, Err(BusError::NotPersisted("disk full".into())));
+    }
+
+    #[tokio::test]
+    async fn next_batch_takes_what_is_ready_up_to_max_and_is_empty_when_closed() {
+        let (p, mut c) = memory_bus(8);
+        let publishers: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.publish(BusMessage::Samples(vec![])).await })
+            })
+            .collect();
+        drop(p);
+        let first = c.next_batch(2, Duration::from_secs(5)).await;
+        assert_eq!(first.len(), 2);
+        let second = c.next_batch(2, Duration::ZERO).await;
+        assert_eq!(second.len(), 1);
+        for d in first.into_iter().chain(second) {
+            d.commit();
+        }
+        for p in publishers {
+            assert_eq!(p.await.unwrap(), Ok(()));
+        }
+        assert!(c.next_batch(2, Duration::ZERO).await.is_empty());
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use crate::inventory::InventoryIndex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use wattprint_core::accounting::split_into_buckets;
 use wattprint_core::intensity::{IntensityJoin, JoinedIntensity};
 use wattprint_core::sample::EnergySample;
@@ -35,6 +36,8 @@ pub struct Enricher {
     join: Arc<IntensityJoin>,
     inventory: Arc<InventoryIndex>,
     pue: Arc<HashMap<RegionId, f64>>,
+    batch_max: usize,
+    batch_linger: Duration,
 }
 
 impl Enricher {
@@ -50,7 +53,18 @@ impl Enricher {
             join,
             inventory,
             pue: Arc::new(pue),
+            batch_max: 256,
+            batch_linger: Duration::ZERO,
         }
+    }
+
+    /// Sets how many bus messages go into one store write (at least 1), and how long to wait
+    /// for more once the first arrived. Defaults: 256 messages, no waiting (what is ready).
+    /// A longer linger means fewer, larger writes but later acks to the agents.
+    pub fn with_batching(mut self, max_messages: usize, linger: Duration) -> Self {
+        self.batch_max = max_messages.max(1);
+        self.batch_linger = linger;
+        self
     }
 
     /// Enriches samples; those whose GPU left the inventory since the gateway checked them are
@@ -98,69 +112,90 @@ impl Enricher {
     }
 
     /// Processes one bus message into the store.
-    #[tracing::instrument(skip_all)]
     pub async fn process(
         &self,
         message: &BusMessage,
         report: &mut EnricherReport,
     ) -> Result<(), StoreError> {
-        match message {
-            BusMessage::Samples(samples) => {
-                let (enriched, mut quarantine) = self.enrich(samples);
-                let outcome = self.store.write_samples(&enriched).await?;
-                for (gpu, seq) in &outcome.conflicts {
-                    tracing::warn!(%gpu, seq, "conflicting redelivery quarantined");
-                    quarantine.push(QuarantineRecord {
-                        received_at: crate::gateway::now(),
-                        host: samples.first().map(|s| s.host.clone()).unwrap_or_else(|| "unknown".into()),
-                        gpu: Some(gpu.clone()),
-                        seq: Some(*seq),
-                        reason: format!(
-                            "sample {seq} of GPU {gpu} was already stored with different content; kept the first"
-                        ),
-                        payload: samples
-                            .iter()
-                            .find(|s| &s.gpu == gpu && s.seq == *seq)
-                            .map(|s| format!("{s:?}"))
-                            .unwrap_or_default(),
-                    });
-                }
-                if !quarantine.is_empty() {
-                    self.store.write_quarantine(&quarantine).await?;
-                }
-                report.inserted += u64::from(outcome.inserted);
-                report.duplicates += u64::from(outcome.duplicates);
-                report.quarantined += quarantine.len() as u64;
-                tracing::debug!(
-                    inserted = outcome.inserted,
-                    duplicates = outcome.duplicates,
-                    "samples stored"
-                );
-            }
-            BusMessage::DeadLetters(records) => {
-                self.store.write_quarantine(records).await?;
-                report.quarantined += records.len() as u64;
+        self.process_batch(&[message], report).await
+    }
+
+    /// Processes bus messages into the store as one batch: one sample write and at most one
+    /// quarantine write, whatever the number of messages.
+    #[tracing::instrument(skip_all, fields(messages = messages.len()))]
+    pub async fn process_batch(
+        &self,
+        messages: &[&BusMessage],
+        report: &mut EnricherReport,
+    ) -> Result<(), StoreError> {
+        let mut samples: Vec<EnergySample> = Vec::new();
+        let mut quarantine: Vec<QuarantineRecord> = Vec::new();
+        for message in messages {
+            match message {
+                BusMessage::Samples(s) => samples.extend_from_slice(s),
+                BusMessage::DeadLetters(d) => quarantine.extend_from_slice(d),
             }
         }
+        let dead_letters = quarantine.len() as u64;
+        let mut inserted = 0;
+        let mut duplicates = 0;
+        if !samples.is_empty() {
+            let (enriched, gone) = self.enrich(&samples);
+            quarantine.extend(gone);
+            let outcome = self.store.write_samples(&enriched).await?;
+            for (gpu, seq) in &outcome.conflicts {
+                tracing::warn!(%gpu, seq, "conflicting redelivery quarantined");
+                let sample = samples.iter().find(|s| &s.gpu == gpu && s.seq == *seq);
+                quarantine.push(QuarantineRecord {
+                    received_at: crate::gateway::now(),
+                    host: sample
+                        .map(|s| s.host.clone())
+                        .unwrap_or_else(|| "unknown".into()),
+                    gpu: Some(gpu.clone()),
+                    seq: Some(*seq),
+                    reason: format!(
+                        "sample {seq} of GPU {gpu} was already stored with different content; kept the first"
+                    ),
+                    payload: sample.map(|s| format!("{s:?}")).unwrap_or_default(),
+                });
+            }
+            inserted = u64::from(outcome.inserted);
+            duplicates = u64::from(outcome.duplicates);
+            tracing::debug!(inserted, duplicates, "samples stored");
+        }
+        if !quarantine.is_empty() {
+            self.store.write_quarantine(&quarantine).await?;
+        }
+        report.inserted += inserted;
+        report.duplicates += duplicates;
+        report.quarantined += quarantine.len() as u64;
+        tracing::debug!(dead_letters, "batch stored");
         Ok(())
     }
 
-    async fn settle(&self, delivery: Delivery, report: &mut EnricherReport) {
-        match self.process(&delivery.message, report).await {
+    /// Writes a batch of deliveries, then commits them all (or fails them all back to the bus).
+    async fn settle(&self, batch: Vec<Delivery>, report: &mut EnricherReport) {
+        let messages: Vec<&BusMessage> = batch.iter().map(|d| &d.message).collect();
+        match self.process_batch(&messages, report).await {
             Ok(()) => {
-                report.messages += 1;
-                delivery.commit();
+                report.messages += batch.len() as u64;
+                for delivery in batch {
+                    delivery.commit();
+                }
             }
             Err(e) => {
-                report.failed += 1;
-                tracing::error!(error = %e, "store write failed; message returned to the bus");
-                delivery.fail(e.to_string());
+                report.failed += batch.len() as u64;
+                tracing::error!(error = %e, messages = batch.len(), "store write failed; messages returned to the bus");
+                for delivery in batch {
+                    delivery.fail(e.to_string());
+                }
             }
         }
     }
 
-    /// Consumes until the bus closes or `shutdown` resolves. The message in hand is always
-    /// finished and settled before returning.
+    /// Consumes until the bus closes or `shutdown` resolves, one store batch per bus batch
+    /// (see [`Enricher::with_batching`]). The batch in hand is always finished and settled,
+    /// and the consumer closed (offsets committed, group left), before returning.
     pub async fn run(
         self,
         mut consumer: impl BusConsumer,
@@ -172,12 +207,15 @@ impl Enricher {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                delivery = consumer.next() => match delivery {
-                    Some(d) => self.settle(d, &mut report).await,
-                    None => break,
-                },
+                batch = consumer.next_batch(self.batch_max, self.batch_linger) => {
+                    if batch.is_empty() {
+                        break;
+                    }
+                    self.settle(batch, &mut report).await;
+                }
             }
         }
+        consumer.close().await;
         tracing::info!(?report, "enricher stopped");
         report
     }

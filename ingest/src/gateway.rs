@@ -72,7 +72,8 @@ pub fn now() -> UnixMillis {
     UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn payload(s: &Sample) -> String {
+/// A wire sample as JSON, for the quarantine.
+pub(crate) fn payload(s: &Sample) -> String {
     serde_json::json!({
         "gpu_uuid": s.gpu_uuid, "instance_id": s.instance_id, "seq": s.seq,
         "start_unix_ms": s.start_unix_ms, "end_unix_ms": s.end_unix_ms, "energy_mj": s.energy_mj,

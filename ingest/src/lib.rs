@@ -6,9 +6,11 @@ pub mod enricher;
 pub mod gateway;
 pub mod intensity_files;
 pub mod inventory;
+pub mod kafka;
 pub mod locations;
 
 pub use bus::{memory_bus, BusConsumer, BusError, BusMessage, BusProducer, Delivery};
 pub use enricher::Enricher;
 pub use gateway::{Gateway, GatewayLimits};
 pub use inventory::InventoryIndex;
+pub use kafka::{KafkaBusConfig, KafkaConsumer, KafkaProducer};

@@ -5,6 +5,7 @@
 //! counted as a duplicate and changes nothing. Every tenant-facing read takes a
 //! [`TenantScope`] and returns only that tenant's rows.
 
+pub mod clickhouse;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use wattprint_core::{
     UnixMillis, WorkloadId,
 };
 
+pub use self::clickhouse::ClickHouseStore;
 pub use sqlite::SqliteStore;
 
 /// A GPU in the inventory.

@@ -81,6 +81,8 @@ pub enum Behaviour {
     SlowAck(Duration),
     /// Reject every sample whose low seq bits are divisible by `every`.
     RejectEvery(u64),
+    /// Receive and record every batch, never ack any.
+    NeverAck,
 }
 
 /// What the gateway saw.
@@ -193,6 +195,7 @@ impl Ingest for TestGateway {
                 };
                 match behaviour {
                     Behaviour::AckAll => {}
+                    Behaviour::NeverAck => continue,
                     Behaviour::SlowAck(_) => {
                         if let Some(acker) = &slow_acker {
                             let _ = acker.send(ack);

@@ -1,0 +1,783 @@
+//! The Kafka bus against a real Kafka-protocol broker (`WPTEST_KAFKA_BROKERS`, started by
+//! `source scripts/servers.sh start`). Every test uses topics and a group of its own.
+//!
+//! Without the variable the tests print that they did not run and pass, unless `CI` or
+//! `WPTEST_REQUIRE_SERVERS` is set: then they fail.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use prost::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wattprint_core::intensity::IntensityJoin;
+use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
+use wattprint_core::{
+    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
+    UnixMillis,
+};
+use wattprint_ingest::kafka::{create_topics, ConsumedRecord};
+use wattprint_ingest::{
+    BusMessage, BusProducer, Enricher, Gateway, GatewayLimits, InventoryIndex, KafkaBusConfig,
+    KafkaConsumer, KafkaProducer,
+};
+use wattprint_proto::v1::ingest_client::IngestClient;
+use wattprint_proto::v1::{Sample, SampleBatch};
+use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRecord, SqliteStore, Store};
+
+/// The broker list, or `None` (test not run) when absent and not required.
+fn brokers() -> Option<String> {
+    match std::env::var("WPTEST_KAFKA_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => Some(b),
+        _ => {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var_os("WPTEST_REQUIRE_SERVERS").is_some();
+            assert!(
+                !required,
+                "WPTEST_KAFKA_BROKERS is not set, but CI / WPTEST_REQUIRE_SERVERS requires \
+                 the Kafka tests: run `source scripts/servers.sh start` first"
+            );
+            eprintln!(
+                "kafka test NOT RUN: WPTEST_KAFKA_BROKERS is not set \
+                 (run `source scripts/servers.sh start` to start a broker)"
+            );
+            None
+        }
+    }
+}
+
+fn unique() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A config with fresh topics (created with `partitions`) and a fresh group.
+async fn setup(partitions: i32) -> Option<KafkaBusConfig> {
+    let id = unique();
+    let mut config = KafkaBusConfig::new(brokers()?)
+        .with_topic_prefix(&format!("test-{id}."))
+        .with_group_id(format!("test-group-{id}"));
+    config.session_timeout = Duration::from_secs(6);
+    config.delivery_timeout = Duration::from_secs(20);
+    create_topics(&config, partitions, 1)
+        .await
+        .expect("creating the test topics through the admin API");
+    Some(config)
+}
+
+fn fresh_group(config: &KafkaBusConfig) -> KafkaBusConfig {
+    config
+        .clone()
+        .with_group_id(format!("test-group-{}", unique()))
+}
+
+fn sample(host: &str, gpu: &str, seq: u64) -> EnergySample {
+    EnergySample {
+        host: HostId::from(host),
+        gpu: GpuUuid::from(gpu),
+        instance: InstanceId::from("i-1"),
+        seq,
+        start: UnixMillis(1_800_000_000_000 + 1000 * seq as i64),
+        end: UnixMillis(1_800_000_001_000 + 1000 * seq as i64),
+        energy: Millijoules(250_000 + seq),
+        power: Milliwatts(250_000),
+        power_max: Milliwatts(260_000),
+        util_gpu_pct: 90,
+        mem_used_bytes: 1 << 30,
+        temp_c: 60,
+        sm_clock_mhz: 1980,
+        chain_start: seq == 0,
+        energy_source: EnergySource::Counter,
+        attribution: Attribution::Exclusive,
+    }
+}
+
+/// The next record, or a test failure after `within`.
+async fn next_record(consumer: &mut KafkaConsumer, within: Duration) -> ConsumedRecord {
+    tokio::time::timeout(within, consumer.next_record())
+        .await
+        .expect("no record arrived in time")
+        .expect("consumer closed")
+}
+
+/// No record arrives within `within`.
+async fn assert_quiet(consumer: &mut KafkaConsumer, within: Duration) {
+    if let Ok(Some(r)) = tokio::time::timeout(within, consumer.next_record()).await {
+        panic!("unexpected record {:?}: {:?}", r.origin, r.delivery.message);
+    }
+}
+
+fn seqs(message: &BusMessage) -> Vec<u64> {
+    match message {
+        BusMessage::Samples(s) => s.iter().map(|s| s.seq).collect(),
+        BusMessage::DeadLetters(d) => panic!("expected samples, got dead letters {d:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_round_trip_in_per_gpu_order_on_one_partition_per_gpu() {
+    let Some(config) = setup(4).await else { return };
+    let producer = KafkaProducer::new(&config).unwrap();
+    let gpus: Vec<String> = (0..6).map(|g| format!("GPU-{g}")).collect();
+    let mut published = Vec::new();
+    for round in 0..5u64 {
+        // Each message interleaves all GPUs, as a gateway batch from one host does.
+        let mut message = Vec::new();
+        for i in 0..10 {
+            for gpu in &gpus {
+                message.push(sample("host-1", gpu, round * 10 + i));
+            }
+        }
+        published.extend(message.clone());
+        producer
+            .publish(BusMessage::Samples(message))
+            .await
+            .unwrap();
+    }
+    let dead = vec![QuarantineRecord {
+        received_at: UnixMillis(1_800_000_000_000),
+        host: HostId::from("host-1"),
+        gpu: Some(GpuUuid::from("GPU-9")),
+        seq: Some(4),
+        reason: "unknown GPU GPU-9: not in the inventory".into(),
+        payload: "{\"gpu_uuid\":\"GPU-9\"}".into(),
+    }];
+    producer
+        .publish(BusMessage::DeadLetters(dead.clone()))
+        .await
+        .unwrap();
+
+    let mut consumer = KafkaConsumer::new(&config).unwrap();
+    let mut got: Vec<EnergySample> = Vec::new();
+    let mut got_dead = Vec::new();
+    let mut partitions: HashMap<String, BTreeSet<i32>> = HashMap::new();
+    while got.len() < published.len() || got_dead.is_empty() {
+        let r = next_record(&mut consumer, Duration::from_secs(60)).await;
+        match &r.delivery.message {
+            BusMessage::Samples(s) => {
+                assert_eq!(r.origin.topic, config.samples_topic);
+                assert!(s
+                    .iter()
+                    .all(|x| Some(x.gpu.as_str()) == r.origin.key.as_deref()));
+                for x in s {
+                    partitions
+                        .entry(x.gpu.as_str().to_owned())
+                        .or_default()
+                        .insert(r.origin.partition);
+                }
+                got.extend(s.iter().cloned());
+            }
+            BusMessage::DeadLetters(d) => {
+                assert_eq!(r.origin.topic, config.dead_letter_topic);
+                assert_eq!(r.origin.key.as_deref(), Some("GPU-9"));
+                got_dead.extend(d.iter().cloned());
+            }
+        }
+        r.delivery.commit();
+    }
+    assert_eq!(got_dead, dead);
+    // Per-GPU order is kept.
+    for gpu in &gpus {
+        let order: Vec<u64> = got
+            .iter()
+            .filter(|s| s.gpu.as_str() == gpu)
+            .map(|s| s.seq)
+            .collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>(), "{gpu}");
+        assert_eq!(
+            partitions[gpu].len(),
+            1,
+            "{gpu} spread over {:?}",
+            partitions[gpu]
+        );
+    }
+    // Same samples, field for field.
+    let key = |s: &EnergySample| (s.gpu.clone(), s.seq);
+    let mut expected = published.clone();
+    expected.sort_by_key(key);
+    got.sort_by_key(key);
+    assert_eq!(got, expected);
+    assert_quiet(&mut consumer, Duration::from_millis(500)).await;
+    consumer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_records_come_back_to_the_group_and_committed_ones_do_not() {
+    let Some(config) = setup(2).await else { return };
+    let producer = KafkaProducer::new(&config).unwrap();
+    for seq in 1..=3 {
+        producer
+            .publish(BusMessage::Samples(vec![sample("h", "GPU-A", seq)]))
+            .await
+            .unwrap();
+    }
+
+    // Consumed but never committed: the group gets them again.
+    let mut first = KafkaConsumer::new(&config).unwrap();
+    let mut in_hand = Vec::new();
+    for _ in 0..3 {
+        in_hand.push(next_record(&mut first, Duration::from_secs(60)).await);
+    }
+    let offsets: Vec<i64> = in_hand.iter().map(|r| r.origin.offset).collect();
+    drop(in_hand);
+    drop(first);
+
+    let mut second = KafkaConsumer::new(&config).unwrap();
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let r = next_record(&mut second, Duration::from_secs(60)).await;
+        again.push((r.origin.offset, seqs(&r.delivery.message)));
+        r.delivery.commit();
+    }
+    assert_eq!(
+        again,
+        offsets
+            .iter()
+            .zip(1..=3)
+            .map(|(o, s)| (*o, vec![s]))
+            .collect::<Vec<_>>()
+    );
+    second.shutdown().await;
+
+    // Committed: a new member starts after them.
+    producer
+        .publish(BusMessage::Samples(vec![sample("h", "GPU-A", 4)]))
+        .await
+        .unwrap();
+    let mut third = KafkaConsumer::new(&config).unwrap();
+    let r = next_record(&mut third, Duration::from_secs(60)).await;
+    assert_eq!(seqs(&r.delivery.message), vec![4]);
+    r.delivery.commit();
+    assert_quiet(&mut third, Duration::from_secs(2)).await;
+    third.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_record_is_delivered_again_and_nothing_past_it_is_committed() {
+    let Some(config) = setup(1).await else { return };
+    let producer = KafkaProducer::new(&config).unwrap();
+    for seq in 1..=3 {
+        producer
+            .publish(BusMessage::Samples(vec![sample("h", "GPU-A", seq)]))
+            .await
+            .unwrap();
+    }
+    let mut consumer = KafkaConsumer::new(&config).unwrap();
+    let r1 = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(seqs(&r1.delivery.message), vec![1]);
+    r1.delivery.commit();
+    let r2 = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(seqs(&r2.delivery.message), vec![2]);
+    let failed_offset = r2.origin.offset;
+    r2.delivery.fail("store unavailable".into());
+    let again = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(again.origin.offset, failed_offset);
+    assert_eq!(seqs(&again.delivery.message), vec![2]);
+    // Failed again, then a later record is committed: still nothing past the failed one.
+    again.delivery.fail("still unavailable".into());
+    let again = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(again.origin.offset, failed_offset);
+    let r3 = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(seqs(&r3.delivery.message), vec![3]);
+    r3.delivery.commit();
+    consumer.shutdown().await;
+    drop(again); // never settled
+
+    // The group resumes at the failed record.
+    let mut consumer = KafkaConsumer::new(&config).unwrap();
+    let r = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(r.origin.offset, failed_offset);
+    assert_eq!(seqs(&r.delivery.message), vec![2]);
+    r.delivery.commit();
+    let r = next_record(&mut consumer, Duration::from_secs(60)).await;
+    assert_eq!(seqs(&r.delivery.message), vec![3]);
+    r.delivery.commit();
+    assert_quiet(&mut consumer, Duration::from_secs(1)).await;
+    consumer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_records_are_quarantined_with_the_decode_error_and_good_ones_still_flow() {
+    let Some(config) = setup(1).await else { return };
+    let raw: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .unwrap();
+    let garbage: &[u8] = &[0xff, 0xfe, 0x00, 0x42];
+    raw.send(
+        FutureRecord::to(&config.samples_topic)
+            .key("GPU-A")
+            .payload(garbage),
+        Duration::from_secs(20),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    raw.send(
+        FutureRecord::to(&config.dead_letter_topic)
+            .key("h")
+            .payload("{\"reason\": 42"),
+        Duration::from_secs(20),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    // A well-formed record whose second sample has an unknown enum value.
+    let mut batch = SampleBatch {
+        host_id: "h".into(),
+        batch_seq: 0,
+        samples: vec![
+            wattprint_proto::sample_to_wire(&sample("h", "GPU-A", 1)),
+            wattprint_proto::sample_to_wire(&sample("h", "GPU-A", 2)),
+        ],
+    };
+    batch.samples[1].attribution = 77;
+    raw.send(
+        FutureRecord::to(&config.samples_topic)
+            .key("GPU-A")
+            .payload(&batch.encode_to_vec()),
+        Duration::from_secs(20),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    let producer = KafkaProducer::new(&config).unwrap();
+    producer
+        .publish(BusMessage::Samples(vec![sample("h", "GPU-A", 3)]))
+        .await
+        .unwrap();
+
+    let mut consumer = KafkaConsumer::new(&config).unwrap();
+    let mut on_samples = Vec::new();
+    let mut on_dead = Vec::new();
+    while on_samples.len() < 4 || on_dead.is_empty() {
+        let r = next_record(&mut consumer, Duration::from_secs(60)).await;
+        if r.origin.topic == config.samples_topic {
+            on_samples.push((r.origin.offset, r.delivery.message.clone()));
+        } else {
+            on_dead.push(r.delivery.message.clone());
+        }
+        r.delivery.commit();
+    }
+    let BusMessage::DeadLetters(d) = &on_samples[0].1 else {
+        panic!("{on_samples:?}")
+    };
+    assert_eq!(d.len(), 1);
+    assert!(
+        d[0].reason.starts_with(&format!(
+            "undecodable record on {} partition 0 offset {}: not a wattprint.v1.SampleBatch",
+            config.samples_topic, on_samples[0].0
+        )),
+        "{}",
+        d[0].reason
+    );
+    assert_eq!(d[0].payload, "fffe0042");
+    assert_eq!(d[0].gpu, Some(GpuUuid::from("GPU-A")));
+    // The half-good record: its good sample flows, its bad one is quarantined.
+    assert_eq!(
+        on_samples[1].1,
+        BusMessage::Samples(vec![sample("h", "GPU-A", 1)])
+    );
+    assert_eq!(
+        on_samples[1].0, on_samples[2].0,
+        "both parts come from one record"
+    );
+    let BusMessage::DeadLetters(d) = &on_samples[2].1 else {
+        panic!("{on_samples:?}")
+    };
+    assert_eq!(d[0].seq, Some(2));
+    assert!(d[0].reason.contains("attribution 77"), "{}", d[0].reason);
+    assert_eq!(
+        on_samples[3].1,
+        BusMessage::Samples(vec![sample("h", "GPU-A", 3)])
+    );
+    let BusMessage::DeadLetters(d) = &on_dead[0] else {
+        panic!("{on_dead:?}")
+    };
+    assert!(
+        d[0].reason.contains("not a JSON quarantine record"),
+        "{}",
+        d[0].reason
+    );
+    consumer.shutdown().await;
+}
+
+/// Consumes with commits until `stop`, recording `(gpu, seq)`s; holds the first `hold`
+/// deliveries unsettled until `release` fires, then commits them (possibly after their
+/// partitions were revoked).
+async fn member(
+    config: KafkaBusConfig,
+    seen: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    hold: usize,
+    release: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut consumer = KafkaConsumer::new(&config).unwrap();
+    let mut held = Vec::new();
+    loop {
+        if held.len() == hold && *release.borrow() {
+            for d in held.drain(..) {
+                wattprint_ingest::Delivery::commit(d);
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = tokio::time::timeout(Duration::from_millis(200), consumer.next_record()) => {
+                let Ok(Some(r)) = r else { continue };
+                if let BusMessage::Samples(s) = &r.delivery.message {
+                    seen.lock().unwrap().extend(s.iter().map(|x| (x.gpu.as_str().to_owned(), x.seq)));
+                }
+                if held.len() < hold && !*release.borrow() {
+                    held.push(r.delivery);
+                } else {
+                    r.delivery.commit();
+                }
+            }
+        }
+    }
+    for d in held {
+        d.commit();
+    }
+    consumer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_loses_nothing_and_late_commits_of_revoked_partitions_are_harmless() {
+    let Some(config) = setup(4).await else { return };
+    let producer = KafkaProducer::new(&config).unwrap();
+    let publish = |from: u64| {
+        let producer = &producer;
+        async move {
+            for seq in from..from + 5 {
+                let samples = (0..8)
+                    .map(|g| sample("h", &format!("GPU-{g}"), seq))
+                    .collect();
+                producer
+                    .publish(BusMessage::Samples(samples))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    publish(0).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The first member holds 3 records unsettled while the second joins and takes partitions.
+    let first = tokio::spawn(member(
+        config.clone(),
+        seen.clone(),
+        3,
+        released.clone(),
+        stopped.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < 3 * 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first member got nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = tokio::spawn(member(config.clone(), seen.clone(), 0, released, stopped));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    release.send(true).unwrap();
+    publish(5).await;
+    let all: BTreeSet<(String, u64)> = (0..8)
+        .flat_map(|g| (0..10).map(move |s| (format!("GPU-{g}"), s)))
+        .collect();
+    loop {
+        let got: BTreeSet<_> = seen.lock().unwrap().iter().cloned().collect();
+        if got == all {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing after the rebalance: {:?}",
+            all.difference(&got).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let redeliveries of what was settled too late settle too, then stop both members.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(true).unwrap();
+    first.await.unwrap();
+    second.await.unwrap();
+
+    // Everything was committed in the end: a new member starts after it.
+    publish(100).await;
+    let mut consumer = KafkaConsumer::new(&config).unwrap();
+    let mut after = BTreeSet::new();
+    while after.len() < 8 * 5 {
+        let r = next_record(&mut consumer, Duration::from_secs(60)).await;
+        for s in seqs(&r.delivery.message) {
+            assert!(
+                s >= 100,
+                "seq {s} was delivered again after being committed"
+            );
+            after.insert((r.origin.key.clone(), s));
+        }
+        r.delivery.commit();
+    }
+    consumer.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the real gateway and enricher
+// ---------------------------------------------------------------------------------------------
+
+fn inventory() -> Vec<InstanceRecord> {
+    vec![InstanceRecord {
+        tenant: TenantId::from("t1"),
+        instance: InstanceId::from("i-1"),
+        region: RegionId::from("R"),
+        zip_code: None,
+        gpus: ["GPU-1", "GPU-2"]
+            .iter()
+            .map(|g| GpuRecord {
+                uuid: GpuUuid::from(*g),
+                model: "H100".into(),
+                power_limit: Milliwatts(700_000),
+            })
+            .collect(),
+    }]
+}
+
+fn wire(gpu: &str, seq: u64, base: i64) -> Sample {
+    let start = base + 1000 * seq as i64;
+    wattprint_proto::sample_to_wire(&EnergySample {
+        host: HostId::from("host-1"),
+        gpu: GpuUuid::from(gpu),
+        instance: InstanceId::from("i-1"),
+        seq,
+        start: UnixMillis(start),
+        end: UnixMillis(start + 1000),
+        energy: Millijoules(250_000 + seq * 7),
+        power: Milliwatts(250_000),
+        power_max: Milliwatts(260_000),
+        util_gpu_pct: 90,
+        mem_used_bytes: 0,
+        temp_c: 60,
+        sm_clock_mhz: 1980,
+        chain_start: seq == 0,
+        energy_source: EnergySource::Counter,
+        attribution: Attribution::Exclusive,
+    })
+}
+
+async fn send(addr: std::net::SocketAddr, batches: Vec<SampleBatch>) -> Vec<u32> {
+    let mut client = IngestClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut acks = client
+        .stream_samples(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut accepted = Vec::new();
+    while let Some(ack) = acks.message().await.unwrap() {
+        accepted.push(ack.accepted);
+    }
+    accepted
+}
+
+async fn stored(store: &SqliteStore, from: i64, to: i64) -> (u64, BTreeSet<(String, u64)>) {
+    let scope = TenantScope::from_verified(TenantId::from("t1"));
+    let instance = InstanceId::from("i-1");
+    let energy = store
+        .instance_intervals(&scope, &instance, UnixMillis(from), UnixMillis(to))
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.energy.0)
+        .sum();
+    let samples = store
+        .instance_samples(&scope, &instance, UnixMillis(from), UnixMillis(to), 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.sample.gpu.as_str().to_owned(), r.sample.seq))
+        .collect();
+    (energy, samples)
+}
+
+/// Waits until the store's quarantine holds `n` records.
+async fn wait_for_quarantine(store: &SqliteStore, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while store.quarantine(100).await.unwrap().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quarantine never got {n} records"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the store holds every `(gpu, seq)` of `wanted`.
+async fn wait_for(store: &SqliteStore, from: i64, to: i64, wanted: &[(&str, u64)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, have) = stored(store, from, to).await;
+        if wanted
+            .iter()
+            .all(|(g, s)| have.contains(&((*g).to_owned(), *s)))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never got {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn enricher(store: &Arc<SqliteStore>) -> Enricher {
+    Enricher::new(
+        store.clone(),
+        Arc::new(IntensityJoin::new(15 * 60 * 1000)),
+        Arc::new(InventoryIndex::new(&inventory())),
+        HashMap::new(),
+    )
+    .with_batching(64, Duration::from_millis(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_to_kafka_to_enricher_stores_exact_totals_and_redelivery_counts_once() {
+    let Some(config) = setup(4).await else { return };
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store.upsert_inventory(&inventory()).await.unwrap();
+
+    let (stop_enricher, stopped) = tokio::sync::oneshot::channel::<()>();
+    let enricher_task = tokio::spawn(enricher(&store).run(
+        KafkaConsumer::new(&config).unwrap(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let gateway = Gateway::new(
+        Arc::new(KafkaProducer::new(&config).unwrap()),
+        Arc::new(InventoryIndex::new(&inventory())),
+        GatewayLimits::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway_task = tokio::spawn(wattprint_ingest::gateway::serve(
+        listener,
+        gateway,
+        async move {
+            let _ = gateway_stopped.await;
+        },
+    ));
+
+    // 4 batches x 2 GPUs x 25 samples, from 30 minutes ago; one unknown GPU in the first batch.
+    let base = wattprint_ingest::gateway::now().0 - 1_800_000;
+    let (from, to) = (base - 3_600_000, base + 3_600_000);
+    let mut batches = Vec::new();
+    let mut expected_energy = 0u64;
+    for b in 0..4u64 {
+        let mut samples = Vec::new();
+        for i in 0..25 {
+            for gpu in ["GPU-1", "GPU-2"] {
+                let s = wire(gpu, b * 25 + i, base);
+                expected_energy += s.energy_mj;
+                samples.push(s);
+            }
+        }
+        if b == 0 {
+            samples.push(wire("GPU-9", 1, base));
+        }
+        batches.push(SampleBatch {
+            host_id: "host-1".into(),
+            batch_seq: b + 1,
+            samples,
+        });
+    }
+    assert_eq!(send(addr, batches.clone()).await, vec![50; 4]);
+    // The agent lost two acks and resends those batches.
+    assert_eq!(send(addr, batches[..2].to_vec()).await, vec![50; 2]);
+    // Markers behind the resends on both GPUs' partitions: once they are stored, so is
+    // everything before them.
+    let marker = |seq| SampleBatch {
+        host_id: "host-1".into(),
+        batch_seq: 99,
+        samples: vec![wire("GPU-1", seq, base), wire("GPU-2", seq, base)],
+    };
+    assert_eq!(send(addr, vec![marker(1000)]).await, vec![2]);
+    expected_energy += 2 * (250_000 + 1000 * 7);
+    wait_for(&store, from, to, &[("GPU-1", 1000), ("GPU-2", 1000)]).await;
+    wait_for_quarantine(&store, 2).await;
+
+    let (energy, samples) = stored(&store, from, to).await;
+    assert_eq!(samples.len(), 202);
+    assert_eq!(
+        energy, expected_energy,
+        "energy must be exact, counted once"
+    );
+    stop_enricher.send(()).unwrap();
+    let report = enricher_task.await.unwrap();
+    assert_eq!(report.inserted, 202, "{report:?}");
+    assert_eq!(report.duplicates, 100, "{report:?}");
+    assert_eq!(report.quarantined, 2, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let quarantine = store.quarantine(10).await.unwrap();
+    assert_eq!(quarantine.len(), 2);
+    assert!(quarantine
+        .iter()
+        .all(|q| q.reason == "unknown GPU GPU-9: not in the inventory"));
+
+    // The same group resumes after what was committed: nothing is processed twice.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let again = tokio::spawn(enricher(&store).run(
+        KafkaConsumer::new(&config).unwrap(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    assert_eq!(send(addr, vec![marker(1001)]).await, vec![2]);
+    expected_energy += 2 * (250_000 + 1001 * 7);
+    wait_for(&store, from, to, &[("GPU-1", 1001), ("GPU-2", 1001)]).await;
+    stop.send(()).unwrap();
+    let report = again.await.unwrap();
+    assert_eq!((report.inserted, report.duplicates), (2, 0), "{report:?}");
+
+    // A whole redelivery (a new group reads everything from the start): totals do not move.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let replay = tokio::spawn(enricher(&store).run(
+        KafkaConsumer::new(&fresh_group(&config)).unwrap(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    assert_eq!(send(addr, vec![marker(1002)]).await, vec![2]);
+    expected_energy += 2 * (250_000 + 1002 * 7);
+    wait_for(&store, from, to, &[("GPU-1", 1002), ("GPU-2", 1002)]).await;
+    // The dead letters are redelivered too (the quarantine keeps every refusal it is given).
+    wait_for_quarantine(&store, 4).await;
+    stop.send(()).unwrap();
+    let report = replay.await.unwrap();
+    assert_eq!(report.inserted, 2, "{report:?}");
+    assert_eq!(report.duplicates, 304, "{report:?}");
+    assert_eq!(report.quarantined, 2, "{report:?}");
+    let (energy, samples) = stored(&store, from, to).await;
+    assert_eq!(samples.len(), 206);
+    assert_eq!(energy, expected_energy);
+    assert_eq!(store.quarantine(10).await.unwrap().len(), 4);
+
+    stop_gateway.send(()).unwrap();
+    gateway_task.await.unwrap().unwrap();
+}

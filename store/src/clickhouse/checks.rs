@@ -1,0 +1,136 @@
+//! Input checks, with the same limits and messages as the SQLite store's: a batch one store
+//! accepts, the other accepts too.
+
+use crate::{EnrichedSample, InstanceRecord, NewWorkload, StoreError};
+use std::collections::HashSet;
+
+/// Longest accepted workload label or functional unit, in characters.
+const MAX_LABEL_CHARS: usize = 200;
+
+/// Refuses a batch that names an instance twice or puts one GPU on two instances.
+pub(crate) fn check_inventory(instances: &[InstanceRecord]) -> Result<(), StoreError> {
+    let mut seen_instances = HashSet::new();
+    let mut seen_gpus = HashSet::new();
+    for rec in instances {
+        if !seen_instances.insert(&rec.instance) {
+            return Err(StoreError::Invalid(format!(
+                "instance {} appears twice in the inventory update",
+                rec.instance
+            )));
+        }
+        for gpu in &rec.gpus {
+            if !seen_gpus.insert(&gpu.uuid) {
+                return Err(StoreError::Invalid(format!(
+                    "GPU {} appears twice in the inventory update",
+                    gpu.uuid
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a value above `i64::MAX`, the embedded store's limit, so both stores accept the same
+/// samples.
+fn storable(what: &str, v: u64) -> Result<(), StoreError> {
+    if i64::try_from(v).is_err() {
+        return Err(StoreError::Invalid(format!(
+            "{what} {v} exceeds the storable maximum {}",
+            i64::MAX
+        )));
+    }
+    Ok(())
+}
+
+/// Validates limits, that the shares add up to the energy, PUE and intensity values.
+pub(crate) fn check_enriched(s: &EnrichedSample) -> Result<(), StoreError> {
+    let sample = &s.sample;
+    let who = || format!("GPU {} seq {}", sample.gpu, sample.seq);
+    storable(&format!("{}: sequence number", who()), sample.seq)?;
+    storable(&format!("{}: energy (mJ)", who()), sample.energy.0)?;
+    storable(
+        &format!("{}: memory used (bytes)", who()),
+        sample.mem_used_bytes,
+    )?;
+    let shares: u128 = s.shares.iter().map(|sh| u128::from(sh.energy.0)).sum();
+    if shares != u128::from(sample.energy.0) {
+        return Err(StoreError::Invalid(format!(
+            "{}: bucket shares sum to {shares} mJ, the sample carries {} mJ",
+            who(),
+            sample.energy.0
+        )));
+    }
+    if !s.pue.is_finite() || s.pue <= 0.0 {
+        return Err(StoreError::Invalid(format!(
+            "{}: PUE {} is not a positive number",
+            who(),
+            s.pue
+        )));
+    }
+    let mut buckets = HashSet::new();
+    for share in &s.shares {
+        if !buckets.insert(share.bucket) {
+            return Err(StoreError::Invalid(format!(
+                "{}: bucket {} appears twice in its shares",
+                who(),
+                share.bucket.start()
+            )));
+        }
+        if let Some(i) = &share.intensity {
+            if !i.value.0.is_finite() || i.value.0 < 0.0 {
+                return Err(StoreError::Invalid(format!(
+                    "{}: intensity {} for bucket {} is not a finite non-negative number",
+                    who(),
+                    i.value.0,
+                    share.bucket.start()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_text(what: &str, s: &str) -> Result<(), StoreError> {
+    if s.trim().is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "workload {what} must not be empty"
+        )));
+    }
+    let n = s.chars().count();
+    if n > MAX_LABEL_CHARS {
+        return Err(StoreError::Invalid(format!(
+            "workload {what} is {n} characters long; the limit is {MAX_LABEL_CHARS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a workload definition.
+pub(crate) fn check_workload(w: &NewWorkload) -> Result<(), StoreError> {
+    check_text("label", &w.label)?;
+    check_text("functional unit", &w.functional_unit)?;
+    if w.instances.is_empty() {
+        return Err(StoreError::Invalid(
+            "a workload needs at least one instance".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for i in &w.instances {
+        if !seen.insert(i) {
+            return Err(StoreError::Invalid(format!("instance {i} is listed twice")));
+        }
+    }
+    if w.from >= w.to {
+        return Err(StoreError::Invalid(format!(
+            "workload range is empty: from {} is not before to {}",
+            w.from, w.to
+        )));
+    }
+    if !w.functional_units.is_finite() || w.functional_units <= 0.0 {
+        return Err(StoreError::Invalid(format!(
+            "functional units must be a positive number, got {}",
+            w.functional_units
+        )));
+    }
+    Ok(())
+}
