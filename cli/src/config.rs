@@ -11,6 +11,7 @@ use wattprint_core::intensity::{IntensityJoin, RegionIntensity};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
+use wattprint_ingest::kafka::KafkaBusConfig;
 use wattprint_ingest::locations::ZipDirectory;
 use wattprint_store::{GpuRecord, InstanceRecord};
 
@@ -32,6 +33,12 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// Root that relative data paths are resolved against (default: the shipped `data/`).
     pub data_root: Option<PathBuf>,
+    /// Store section (default: SQLite under `data_dir`).
+    #[serde(default)]
+    pub store: RawStore,
+    /// Bus section (default: in-process).
+    #[serde(default)]
+    pub bus: RawBus,
     /// Gateway section.
     #[serde(default)]
     pub gateway: RawGateway,
@@ -49,6 +56,41 @@ pub struct RawConfig {
     /// Inventory: instances and their GPUs.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite` (default: `<data_dir>/wattprint.db`) or `clickhouse`.
+    pub kind: Option<String>,
+    /// ClickHouse HTTP URL (default `http://127.0.0.1:8123`).
+    pub url: Option<String>,
+    /// ClickHouse database (default `wattprint`), created if absent.
+    pub database: Option<String>,
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    /// `memory` (default: in-process, gateway and enricher share the process) or `kafka`.
+    pub kind: Option<String>,
+    /// Kafka bootstrap brokers, `host:port[,host:port…]` (default `127.0.0.1:9092`).
+    pub brokers: Option<String>,
+    /// Prefix of both topic names (default none: `wattprint.samples.v1`, …).
+    pub topic_prefix: Option<String>,
+    /// Enricher consumer group (default `wattprint-enricher`).
+    pub group_id: Option<String>,
+    /// Partitions of the topics when Wattprint creates them (default 12).
+    pub partitions: Option<i32>,
+    /// Replication factor of the topics when Wattprint creates them (default 1).
+    pub replication: Option<i32>,
+    /// Most publishes in flight per gateway before its streams wait (default 64).
+    pub max_in_flight: Option<usize>,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub client_properties: BTreeMap<String, String>,
 }
 
 /// `[gateway]`.
@@ -228,11 +270,48 @@ pub struct AgentSettings {
     pub sensor: SensorKind,
 }
 
+/// Where data is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSettings {
+    /// An SQLite file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A ClickHouse server.
+    ClickHouse {
+        /// HTTP URL.
+        url: String,
+        /// Database.
+        database: String,
+    },
+}
+
+/// What carries samples from gateways to enrichers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusSettings {
+    /// In-process: the enricher runs beside the gateway.
+    Memory,
+    /// Kafka: gateways produce, a consumer group of enrichers consumes.
+    Kafka {
+        /// Client settings.
+        config: KafkaBusConfig,
+        /// Partitions for topics Wattprint creates.
+        partitions: i32,
+        /// Replication factor for topics Wattprint creates.
+        replication: i32,
+    },
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Store.
+    pub store: StoreSettings,
+    /// Bus.
+    pub bus: BusSettings,
     /// Gateway listen address.
     pub gateway_listen: SocketAddr,
     /// Query API listen address.
@@ -339,6 +418,8 @@ impl RawConfig {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(".wattprint"));
+        let store = store_settings(&raw.store, &data_dir)?;
+        let bus = bus_settings(&raw.bus)?;
         let gateway_listen = raw.gateway.listen.unwrap_or(([127, 0, 0, 1], 50051).into());
         let api_listen = raw
             .query_api
@@ -588,6 +669,8 @@ impl RawConfig {
             .unwrap_or_else(|| data_dir.join("dev-secret"));
         Ok(Settings {
             data_dir,
+            store,
+            bus,
             gateway_listen,
             api_listen,
             issuer: raw
@@ -641,4 +724,80 @@ pub fn demo_instances(gpus: u32, instances: u32, seed: u64) -> Vec<RawInstance> 
         });
     }
     out
+}
+
+fn store_settings(raw: &RawStore, data_dir: &Path) -> Result<StoreSettings, SettingsError> {
+    match raw.kind.as_deref().unwrap_or("sqlite") {
+        "sqlite" => {
+            if raw.url.is_some() || raw.database.is_some() {
+                return Err(invalid(
+                    "store.url and store.database apply to store.kind = \"clickhouse\" only",
+                ));
+            }
+            Ok(StoreSettings::Sqlite {
+                path: data_dir.join("wattprint.db"),
+            })
+        }
+        "clickhouse" => {
+            let url = raw
+                .url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8123".into());
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "store.url = {url:?} must be an http:// or https:// URL"
+                )));
+            }
+            Ok(StoreSettings::ClickHouse {
+                url,
+                database: raw.database.clone().unwrap_or_else(|| "wattprint".into()),
+            })
+        }
+        other => Err(invalid(format!(
+            "store.kind = {other:?} must be \"sqlite\" or \"clickhouse\""
+        ))),
+    }
+}
+
+fn bus_settings(raw: &RawBus) -> Result<BusSettings, SettingsError> {
+    match raw.kind.as_deref().unwrap_or("memory") {
+        "memory" => {
+            if raw.brokers.is_some() || raw.topic_prefix.is_some() || raw.group_id.is_some() {
+                return Err(invalid(
+                    "bus.brokers, bus.topic_prefix and bus.group_id apply to bus.kind = \"kafka\" only",
+                ));
+            }
+            Ok(BusSettings::Memory)
+        }
+        "kafka" => {
+            let mut config =
+                KafkaBusConfig::new(raw.brokers.as_deref().unwrap_or("127.0.0.1:9092"))
+                    .with_topic_prefix(raw.topic_prefix.as_deref().unwrap_or(""));
+            if let Some(g) = &raw.group_id {
+                config = config.with_group_id(g.clone());
+            }
+            if let Some(n) = raw.max_in_flight {
+                config.max_in_flight = n;
+            }
+            config.client_properties = raw.client_properties.clone();
+            config
+                .validate()
+                .map_err(|e| invalid(format!("[bus]: {e}")))?;
+            let partitions = raw.partitions.unwrap_or(12);
+            let replication = raw.replication.unwrap_or(1);
+            if !(1..=10_000).contains(&partitions) || !(1..=16).contains(&replication) {
+                return Err(invalid(format!(
+                    "bus.partitions = {partitions} must be 1..=10000 and bus.replication = {replication} 1..=16"
+                )));
+            }
+            Ok(BusSettings::Kafka {
+                config,
+                partitions,
+                replication,
+            })
+        }
+        other => Err(invalid(format!(
+            "bus.kind = {other:?} must be \"memory\" or \"kafka\""
+        ))),
+    }
 }

@@ -1,7 +1,8 @@
-//! The embedded deployment: gateway + enricher (in-process bus) + query API on SQLite, and
-//! replay or NVML agents, wired together in one process.
+//! Assembly of the parts into processes: gateway, enricher and query API on the configured
+//! store (SQLite or ClickHouse) and bus (in-process or Kafka), and replay or NVML agents.
+//! `wattprint up` runs all of them in one process; the other subcommands run some.
 
-use crate::config::{SensorKind, Settings};
+use crate::config::{BusSettings, SensorKind, Settings, StoreSettings};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,10 +16,14 @@ use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::{AgentConfig, AgentReport};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_ingest::enricher::EnricherReport;
-use wattprint_ingest::{memory_bus, Enricher, Gateway, GatewayLimits, InventoryIndex};
+use wattprint_ingest::kafka::create_topics;
+use wattprint_ingest::{
+    memory_bus, BusProducer, Enricher, Gateway, GatewayLimits, InventoryIndex, KafkaConsumer,
+    KafkaProducer,
+};
 use wattprint_query_api::{ApiLimits, ApiState, AuthConfig};
 use wattprint_runtime::Shutdown;
-use wattprint_store::{SqliteStore, Store};
+use wattprint_store::{ClickHouseStore, SqliteStore, Store};
 
 /// Reads the HS256 dev secret, creating a random one on first use (so tokens survive restarts).
 pub fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
@@ -51,32 +56,65 @@ pub fn auth_config(settings: &Settings) -> anyhow::Result<AuthConfig> {
     })
 }
 
-/// Opens the SQLite store under the data directory and loads the configured inventory into it.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let path = settings.data_dir.join("wattprint.db");
-    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+/// Opens the configured store (SQLite under the data directory, or ClickHouse) and loads the
+/// configured inventory into it.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match &settings.store {
+        StoreSettings::Sqlite { path } => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating data directory {}", dir.display()))?;
+            }
+            Arc::new(
+                SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?,
+            )
+        }
+        StoreSettings::ClickHouse { url, database } => Arc::new(
+            ClickHouseStore::connect(url, database)
+                .await
+                .with_context(|| format!("opening ClickHouse database {database} at {url}"))?,
+        ),
+    };
     store
         .upsert_inventory(&settings.inventory)
         .await
         .context("loading the inventory")?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
-/// A running backend: gateway, enricher and query API.
+/// Which parts a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The gRPC ingest gateway.
+    pub gateway: bool,
+    /// The enricher (bus → store). With the in-process bus it always runs beside a gateway.
+    pub enricher: bool,
+    /// The query API.
+    pub query_api: bool,
+}
+
+impl Roles {
+    /// Everything (`wattprint up`).
+    pub const ALL: Roles = Roles {
+        gateway: true,
+        enricher: true,
+        query_api: true,
+    };
+}
+
+/// A running backend: some of gateway, enricher and query API.
 pub struct Backend {
-    /// Where the gateway listens.
-    pub gateway_addr: SocketAddr,
-    /// Where the query API listens.
-    pub api_addr: SocketAddr,
+    /// Where the gateway listens, if it runs.
+    pub gateway_addr: Option<SocketAddr>,
+    /// Where the query API listens, if it runs.
+    pub api_addr: Option<SocketAddr>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// Auth settings (for minting tokens).
     pub auth: AuthConfig,
-    gateway: JoinHandle<Result<(), BoxError>>,
-    enricher: JoinHandle<EnricherReport>,
-    api: JoinHandle<std::io::Result<()>>,
+    gateway: Option<JoinHandle<Result<(), BoxError>>>,
+    enricher: Option<JoinHandle<EnricherReport>>,
+    api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
 }
 
@@ -84,12 +122,21 @@ pub struct Backend {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Backend {
-    /// Starts gateway + enricher + query API. Listeners are bound by the caller's settings
-    /// (port 0 picks a free port).
+    /// Starts gateway + enricher + query API on the configured bus. Listeners are bound by the
+    /// settings (port 0 picks a free port).
     pub async fn start(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<Backend> {
+        Self::start_roles(settings, store, Roles::ALL).await
+    }
+
+    /// Starts the parts `roles` names. With the in-process bus a gateway brings its enricher
+    /// and an enricher alone is an error (there is nothing to consume).
+    pub async fn start_roles(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        roles: Roles,
+    ) -> anyhow::Result<Backend> {
         let auth = auth_config(settings)?;
         let inventory = Arc::new(InventoryIndex::new(&store.inventory().await?));
-        let (producer, consumer) = memory_bus(64);
         let stop = Shutdown::new();
         let enricher = Enricher::new(
             store.clone(),
@@ -97,30 +144,87 @@ impl Backend {
             inventory.clone(),
             settings.pue.clone(),
         );
-        let enricher = tokio::spawn(enricher.run(consumer, stop.wait()));
-        let gateway = Gateway::new(Arc::new(producer), inventory, GatewayLimits::default());
-        let gw_listener = TcpListener::bind(settings.gateway_listen)
-            .await
-            .with_context(|| format!("binding the gateway to {}", settings.gateway_listen))?;
-        let gateway_addr = gw_listener.local_addr()?;
-        let gw_stop = stop.wait();
-        let gateway = tokio::spawn(async move {
-            wattprint_ingest::gateway::serve(gw_listener, gateway, gw_stop)
+        let (producer, enricher): (Option<Arc<dyn BusProducer>>, _) = match &settings.bus {
+            BusSettings::Memory => {
+                anyhow::ensure!(
+                    roles.gateway || !roles.enricher,
+                    "the in-process bus has no enricher of its own: it runs inside the gateway \
+                     (`wattprint gateway` or `wattprint up`); a separate enricher needs bus.kind = \"kafka\""
+                );
+                if roles.gateway {
+                    let (producer, consumer) = memory_bus(64);
+                    let task = tokio::spawn(enricher.run(consumer, stop.wait()));
+                    (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
+                } else {
+                    (None, None)
+                }
+            }
+            BusSettings::Kafka {
+                config,
+                partitions,
+                replication,
+            } => {
+                if roles.gateway || roles.enricher {
+                    create_topics(config, *partitions, *replication)
+                        .await
+                        .with_context(|| format!("creating topics on {}", config.brokers))?;
+                }
+                let producer = if roles.gateway {
+                    Some(Arc::new(KafkaProducer::new(config)?) as Arc<dyn BusProducer>)
+                } else {
+                    None
+                };
+                let task = if roles.enricher {
+                    let consumer = KafkaConsumer::new(config)?;
+                    let enricher = enricher.with_batching(512, Duration::from_millis(200));
+                    Some(tokio::spawn(enricher.run(consumer, stop.wait())))
+                } else {
+                    None
+                };
+                (producer, task)
+            }
+        };
+        let (gateway, gateway_addr) = match producer {
+            Some(producer) => {
+                let gateway = Gateway::new(producer, inventory, GatewayLimits::default());
+                let listener = TcpListener::bind(settings.gateway_listen)
+                    .await
+                    .with_context(|| {
+                        format!("binding the gateway to {}", settings.gateway_listen)
+                    })?;
+                let addr = listener.local_addr()?;
+                let gw_stop = stop.wait();
+                let task = tokio::spawn(async move {
+                    wattprint_ingest::gateway::serve(listener, gateway, gw_stop)
+                        .await
+                        .map_err(Into::into)
+                });
+                (Some(task), Some(addr))
+            }
+            None => (None, None),
+        };
+        let (api, api_addr) = if roles.query_api {
+            let listener = TcpListener::bind(settings.api_listen)
                 .await
-                .map_err(Into::into)
-        });
-        let api_listener = TcpListener::bind(settings.api_listen)
-            .await
-            .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
-        let api_addr = api_listener.local_addr()?;
-        let state = ApiState::new(
-            store.clone(),
-            auth.clone(),
-            settings.catalog.clone(),
-            ApiLimits::default(),
+                .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
+            let addr = listener.local_addr()?;
+            let state = ApiState::new(
+                store.clone(),
+                auth.clone(),
+                settings.catalog.clone(),
+                ApiLimits::default(),
+            );
+            let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
+            (Some(task), Some(addr))
+        } else {
+            (None, None)
+        };
+        tracing::info!(
+            ?gateway_addr,
+            ?api_addr,
+            enricher = enricher.is_some(),
+            "backend started"
         );
-        let api = tokio::spawn(wattprint_query_api::serve(api_listener, state, stop.wait()));
-        tracing::info!(%gateway_addr, %api_addr, "backend started");
         Ok(Backend {
             gateway_addr,
             api_addr,
@@ -133,14 +237,22 @@ impl Backend {
         })
     }
 
-    /// Stops accepting, finishes the message in hand, and waits for every task.
-    pub async fn shutdown(self) -> anyhow::Result<EnricherReport> {
+    /// Stops accepting, finishes the batch in hand (committing its offsets), and waits for
+    /// every task. Returns the enricher's report when one ran.
+    pub async fn shutdown(self) -> anyhow::Result<Option<EnricherReport>> {
         self.stop.trigger();
-        self.gateway
-            .await?
-            .map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
-        self.api.await?.context("query API")?;
-        Ok(self.enricher.await?)
+        if let Some(gateway) = self.gateway {
+            gateway
+                .await?
+                .map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
+        }
+        if let Some(api) = self.api {
+            api.await?.context("query API")?;
+        }
+        Ok(match self.enricher {
+            Some(enricher) => Some(enricher.await?),
+            None => None,
+        })
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use wattprint_cli::config::{RawConfig, Settings};
-use wattprint_cli::embedded::{self, Backend};
+use wattprint_cli::config::{BusSettings, RawConfig, Settings, StoreSettings};
+use wattprint_cli::embedded::{self, Backend, Roles};
 use wattprint_core::TenantId;
 use wattprint_runtime::telemetry::{self, LogFormat, TelemetryConfig};
 use wattprint_runtime::Shutdown;
@@ -33,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run agent(s), gateway, enricher and query API in one process on SQLite.
+    /// Run agent(s), gateway, enricher and query API in one process (SQLite and the in-process
+    /// bus unless the config names ClickHouse and Kafka).
     Up {
         /// Data directory (SQLite database, dev signing secret).
         #[arg(long)]
@@ -53,9 +54,9 @@ enum Command {
     },
     /// Run one agent streaming to a gateway.
     Agent,
-    /// Run the gateway (with the enricher in-process: the embedded bus is in-process).
+    /// Run the gateway (with the in-process bus, its enricher runs beside it).
     Gateway,
-    /// Run the enricher alone (needs a distributed bus).
+    /// Run an enricher: a member of the Kafka consumer group writing the store.
     Enricher,
     /// Run the query API on the store.
     QueryApi,
@@ -110,7 +111,13 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     match &cli.command {
-        Command::Up { data_dir, gpus, instances, api_listen, gateway_listen } => {
+        Command::Up {
+            data_dir,
+            gpus,
+            instances,
+            api_listen,
+            gateway_listen,
+        } => {
             let settings = load(&cli, |raw| {
                 raw.data_dir = data_dir.clone().or(raw.data_dir.take());
                 raw.agent.replay.gpus = gpus.or(raw.agent.replay.gpus);
@@ -122,48 +129,96 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Agent => {
             let settings = load(&cli, |_| {})?;
-            let report = embedded::run_agent(&settings, settings.agent.gateway_url.clone(), shutdown.wait()).await?;
+            let report = embedded::run_agent(
+                &settings,
+                settings.agent.gateway_url.clone(),
+                shutdown.wait(),
+            )
+            .await?;
             tracing::info!(?report, "agent stopped");
             Ok(())
         }
         Command::Gateway => {
-            let mut settings = load(&cli, |_| {})?;
-            // The query API is not part of this process.
-            settings.api_listen = ([127, 0, 0, 1], 0).into();
-            let store = embedded::open_store(&settings).await?;
-            let backend = Backend::start(&settings, store).await?;
-            println!("gateway listening on {}", backend.gateway_addr);
-            shutdown.wait().await;
-            backend.shutdown().await?;
-            Ok(())
+            let roles = Roles {
+                gateway: true,
+                enricher: false,
+                query_api: false,
+            };
+            serve(&cli, roles, shutdown).await
         }
-        Command::Enricher => anyhow::bail!(
-            "the embedded bus is in-process: the enricher runs inside `wattprint gateway` (or `wattprint up`); \
-             a separate enricher needs the Kafka bus"
-        ),
+        Command::Enricher => {
+            let roles = Roles {
+                gateway: false,
+                enricher: true,
+                query_api: false,
+            };
+            serve(&cli, roles, shutdown).await
+        }
         Command::QueryApi => {
-            let settings = load(&cli, |_| {})?;
-            let store = embedded::open_store(&settings).await?;
-            let auth = embedded::auth_config(&settings)?;
-            let listener = tokio::net::TcpListener::bind(settings.api_listen)
-                .await
-                .with_context(|| format!("binding {}", settings.api_listen))?;
-            println!("query API listening on http://{}", listener.local_addr()?);
-            let state = wattprint_query_api::ApiState::new(
-                store,
-                auth,
-                settings.catalog.clone(),
-                wattprint_query_api::ApiLimits::default(),
-            );
-            wattprint_query_api::serve(listener, state, shutdown.wait()).await?;
-            Ok(())
+            let roles = Roles {
+                gateway: false,
+                enricher: false,
+                query_api: true,
+            };
+            serve(&cli, roles, shutdown).await
         }
         Command::Token { tenant, ttl_hours } => {
             let settings = load(&cli, |_| {})?;
             let auth = embedded::auth_config(&settings)?;
-            let token = wattprint_query_api::mint_token(&auth, &TenantId::new(tenant.clone()), Duration::from_secs(ttl_hours * 3600))?;
+            let token = wattprint_query_api::mint_token(
+                &auth,
+                &TenantId::new(tenant.clone()),
+                Duration::from_secs(ttl_hours * 3600),
+            )?;
             println!("{token}");
             Ok(())
+        }
+    }
+}
+
+/// Runs some parts of the backend until a shutdown signal.
+async fn serve(cli: &Cli, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
+    let settings = load(cli, |_| {})?;
+    let store = embedded::open_store(&settings).await?;
+    let backend = Backend::start_roles(&settings, store, roles).await?;
+    if let Some(addr) = backend.gateway_addr {
+        println!(
+            "gateway listening on grpc://{addr} ({})",
+            describe_bus(&settings)
+        );
+    }
+    if let Some(addr) = backend.api_addr {
+        println!("query API listening on http://{addr}");
+    }
+    if roles.enricher {
+        println!(
+            "enricher consuming ({}) into {}",
+            describe_bus(&settings),
+            describe_store(&settings)
+        );
+    }
+    // Scripts wait for this line.
+    println!("ready");
+    shutdown.wait().await;
+    let report = backend.shutdown().await?;
+    tracing::info!(?report, "stopped cleanly");
+    Ok(())
+}
+
+fn describe_store(settings: &Settings) -> String {
+    match &settings.store {
+        StoreSettings::Sqlite { path } => format!("SQLite at {}", path.display()),
+        StoreSettings::ClickHouse { url, database } => {
+            format!("ClickHouse database {database} at {url}")
+        }
+    }
+}
+
+fn describe_bus(settings: &Settings) -> String {
+    match &settings.bus {
+        BusSettings::Memory => "in-process bus".to_owned(),
+        BusSettings::Kafka { config, .. } => {
+            format!("Kafka {} topic {}", config.brokers, config.samples_topic)
         }
     }
 }
@@ -171,20 +226,23 @@ async fn main() -> anyhow::Result<()> {
 async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let store = embedded::open_store(&settings).await?;
     let backend = Backend::start(&settings, store).await?;
-    let gateway_url = format!("http://{}", backend.gateway_addr);
+    let gateway_addr = backend.gateway_addr.context("the gateway runs")?;
+    let api_addr = backend.api_addr.context("the query API runs")?;
+    let gateway_url = format!("http://{gateway_addr}");
     let agent_stop = Shutdown::new();
     let agent = {
         let settings = settings.clone();
         let stop = agent_stop.wait();
         tokio::spawn(async move { embedded::run_agent(&settings, gateway_url, stop).await })
     };
-    let api = format!("http://{}", backend.api_addr);
+    let api = format!("http://{api_addr}");
     println!(
-        "wattprint is up (embedded: SQLite at {})",
-        settings.data_dir.join("wattprint.db").display()
+        "wattprint is up ({}, {})",
+        describe_store(&settings),
+        describe_bus(&settings)
     );
     println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
-    println!("  gateway     grpc://{}", backend.gateway_addr);
+    println!("  gateway     grpc://{gateway_addr}");
     let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
     println!(
         "  agent       {gpus} replayed GPUs on {} instances",

@@ -29,6 +29,11 @@ pub struct EnricherReport {
     pub failed: u64,
 }
 
+/// First wait after a failed store write; doubles on each further failure.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between store write attempts.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 /// Joins samples with inventory and intensity, and stores them.
 #[derive(Clone)]
 pub struct Enricher {
@@ -174,7 +179,8 @@ impl Enricher {
     }
 
     /// Writes a batch of deliveries, then commits them all (or fails them all back to the bus).
-    async fn settle(&self, batch: Vec<Delivery>, report: &mut EnricherReport) {
+    /// Returns whether the store took them.
+    async fn settle(&self, batch: Vec<Delivery>, report: &mut EnricherReport) -> bool {
         let messages: Vec<&BusMessage> = batch.iter().map(|d| &d.message).collect();
         match self.process_batch(&messages, report).await {
             Ok(()) => {
@@ -182,6 +188,7 @@ impl Enricher {
                 for delivery in batch {
                     delivery.commit();
                 }
+                true
             }
             Err(e) => {
                 report.failed += batch.len() as u64;
@@ -189,6 +196,7 @@ impl Enricher {
                 for delivery in batch {
                     delivery.fail(e.to_string());
                 }
+                false
             }
         }
     }
@@ -202,6 +210,7 @@ impl Enricher {
         shutdown: impl Future<Output = ()> + Send,
     ) -> EnricherReport {
         let mut report = EnricherReport::default();
+        let mut backoff = RETRY_BACKOFF_MIN;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -211,7 +220,18 @@ impl Enricher {
                     if batch.is_empty() {
                         break;
                     }
-                    self.settle(batch, &mut report).await;
+                    if self.settle(batch, &mut report).await {
+                        backoff = RETRY_BACKOFF_MIN;
+                        continue;
+                    }
+                    // The store is failing (down, overloaded): the messages went back to the
+                    // bus; wait before taking them again rather than spinning on a dead store.
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
             }
         }

@@ -81,7 +81,10 @@ async fn replay_once(
     .unwrap();
     let resolver =
         InstanceResolver::from_pairs(vec![(replay_gpu_uuid(seed, 0), InstanceId::from(instance))]);
-    let config = embedded::agent_config(settings, format!("http://{}", backend.gateway_addr));
+    let config = embedded::agent_config(
+        settings,
+        format!("http://{}", backend.gateway_addr.unwrap()),
+    );
     let report = tokio::time::timeout(
         Duration::from_secs(120),
         wattprint_agent::run(config, Box::new(sensor), resolver, std::future::pending()),
@@ -105,7 +108,7 @@ fn token(backend: &Backend, tenant: &str) -> String {
 
 async fn get(backend: &Backend, tenant: &str, path: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
-        .get(format!("http://{}{path}", backend.api_addr))
+        .get(format!("http://{}{path}", backend.api_addr.unwrap()))
         .bearer_auth(token(backend, tenant))
         .send()
         .await
@@ -122,7 +125,7 @@ async fn create_workload(
     to: i64,
 ) -> (u16, Value) {
     let r = reqwest::Client::new()
-        .post(format!("http://{}/v1/workloads", backend.api_addr))
+        .post(format!("http://{}/v1/workloads", backend.api_addr.unwrap()))
         .bearer_auth(token(backend, tenant))
         .json(&json!({
             "label": "phase",
@@ -421,7 +424,7 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     for s in bad.iter_mut().take(5) {
         s.seq += 100;
     }
-    let mut client = IngestClient::connect(format!("http://{}", backend.gateway_addr))
+    let mut client = IngestClient::connect(format!("http://{}", backend.gateway_addr.unwrap()))
         .await
         .unwrap();
     let batches = vec![
