@@ -9,7 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity};
 use wattprint_core::sci::HardwareCatalog;
-use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
 use wattprint_ingest::kafka::KafkaBusConfig;
 use wattprint_ingest::locations::ZipDirectory;
@@ -151,6 +151,13 @@ pub struct RawReplay {
     pub instances: Option<u32>,
     /// Seed for GPU uuids and trace offsets (default 42).
     pub seed: Option<u64>,
+    /// Replay as fast as the gateway acks instead of in real time (backfill, load tests;
+    /// default false).
+    pub unpaced: Option<bool>,
+    /// Play the trace this many times, then stop the agent (default: loop forever).
+    pub loops: Option<u32>,
+    /// Virtual time of the first reading, Unix ms (default: now).
+    pub start_at_ms: Option<i64>,
 }
 
 /// `[intensity]`.
@@ -245,6 +252,12 @@ pub enum SensorKind {
         instances: u32,
         /// Seed.
         seed: u64,
+        /// Replay as fast as acks allow.
+        unpaced: bool,
+        /// Passes over the trace before stopping (`None`: forever).
+        loops: Option<u32>,
+        /// Virtual start time (`None`: now).
+        start_at: Option<UnixMillis>,
     },
     /// Real GPUs through NVML, mapped by a mapping file.
     Nvml {
@@ -542,6 +555,12 @@ impl RawConfig {
                     gpus,
                     instances,
                     seed: r.seed.unwrap_or(42),
+                    unpaced: r.unpaced.unwrap_or(false),
+                    loops: match r.loops {
+                        Some(0) => return Err(invalid("agent.replay.loops must be at least 1")),
+                        l => l,
+                    },
+                    start_at: r.start_at_ms.map(UnixMillis),
                 }
             }
             "nvml" => SensorKind::Nvml {

@@ -14,7 +14,7 @@ use wattprint_agent::replay::{Pacing, ReplayConfig, ReplaySensor};
 use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::{AgentConfig, AgentReport};
-use wattprint_core::{HostId, UnixMillis};
+use wattprint_core::HostId;
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::kafka::create_topics;
 use wattprint_ingest::{
@@ -256,23 +256,30 @@ impl Backend {
     }
 }
 
-/// Builds the agent's sensor and resolver from settings. Replay GPUs start at `now`.
-pub fn build_sensor(
-    settings: &Settings,
-    pacing: Pacing,
-    start_at: UnixMillis,
-) -> anyhow::Result<(Box<dyn GpuSensor>, InstanceResolver)> {
+/// Builds the agent's sensor and resolver from settings. Replay GPUs start at the configured
+/// time, or now.
+pub fn build_sensor(settings: &Settings) -> anyhow::Result<(Box<dyn GpuSensor>, InstanceResolver)> {
     match &settings.agent.sensor {
         SensorKind::Replay {
-            trace, gpus, seed, ..
+            trace,
+            gpus,
+            seed,
+            unpaced,
+            loops,
+            start_at,
+            ..
         } => {
             let sensor = ReplaySensor::new(ReplayConfig {
                 trace_path: trace.clone(),
                 gpus: *gpus,
                 seed: *seed,
-                start_at,
-                pacing,
-                loops: None,
+                start_at: start_at.unwrap_or_else(wattprint_ingest::gateway::now),
+                pacing: if *unpaced {
+                    Pacing::AsFastAsPossible
+                } else {
+                    Pacing::RealTime
+                },
+                loops: *loops,
                 model: crate::config::REPLAY_MODEL.into(),
                 power_limit: crate::config::REPLAY_POWER_LIMIT,
             })?;
@@ -311,8 +318,7 @@ pub async fn run_agent(
     gateway_url: String,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<AgentReport> {
-    let (sensor, resolver) =
-        build_sensor(settings, Pacing::RealTime, wattprint_ingest::gateway::now())?;
+    let (sensor, resolver) = build_sensor(settings)?;
     let config = agent_config(settings, gateway_url);
     Ok(wattprint_agent::run(config, sensor, resolver, shutdown).await?)
 }

@@ -136,6 +136,15 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(?report, "agent stopped");
+            println!(
+                "agent stopped: sent {} acked {} rejected {} resent {} dropped {} replayed {}",
+                report.samples_sent,
+                report.samples_acked,
+                report.samples_rejected,
+                report.batches_resent,
+                report.samples_dropped,
+                report.batches_replayed
+            );
             Ok(())
         }
         Command::Gateway => {

@@ -88,3 +88,79 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     ];
     days + month_days[..(m - 1) as usize].iter().sum::<i64>() + d - 1
 }
+
+pub mod api;
+pub mod cluster;
+pub mod process;
+
+/// Length of an interval bucket, ms.
+pub const BUCKET_MS: i64 = 300_000;
+/// mJ in one kWh.
+pub const MJ_PER_KWH: f64 = 3.6e9;
+
+/// Indexes of the first row of each phase of the trace, and the last row.
+pub fn phase_starts(rows: &[TraceRow]) -> Vec<usize> {
+    let mut starts = vec![0];
+    for i in 1..rows.len() {
+        if rows[i].phase != rows[i - 1].phase {
+            starts.push(i);
+        }
+    }
+    starts.push(rows.len() - 1);
+    starts
+}
+
+/// Virtual time of row `i` when the trace is replayed from `start_at`.
+pub fn virtual_time(rows: &[TraceRow], i: usize, start_at: i64) -> i64 {
+    start_at + rows[i].t_ms - rows[0].t_ms
+}
+
+/// Intensity the replay must use for a bucket, computed by hand from the SGIP file: the series
+/// loops over its own span, and kg/kWh × 1000 = g/kWh.
+pub fn replayed_intensity(series: &[(i64, f64)], bucket_start: i64) -> f64 {
+    let first = series[0].0;
+    let span = series.len() as i64 * BUCKET_MS; // the month file is contiguous
+    assert_eq!(
+        series.last().expect("series").0,
+        first + span - BUCKET_MS,
+        "series has gaps"
+    );
+    let t = first + (bucket_start - first).rem_euclid(span);
+    series
+        .iter()
+        .find(|(ts, _)| *ts == t)
+        .expect("bucket in series")
+        .1
+}
+
+/// Wall-clock now, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Whether integration tests must fail rather than skip when a server is missing (CI).
+pub fn servers_required() -> bool {
+    std::env::var_os("WPTEST_REQUIRE_SERVERS").is_some()
+}
+
+/// The ClickHouse URL and Kafka brokers the test servers listen on, or `None` (the test
+/// skips) when they are not configured and not required.
+pub fn test_servers() -> Option<(String, String)> {
+    match (
+        std::env::var("WPTEST_CLICKHOUSE_URL"),
+        std::env::var("WPTEST_KAFKA_BROKERS"),
+    ) {
+        (Ok(ch), Ok(kafka)) => Some((ch, kafka)),
+        _ if servers_required() => panic!(
+            "WPTEST_REQUIRE_SERVERS is set but WPTEST_CLICKHOUSE_URL / WPTEST_KAFKA_BROKERS are not: \
+             run `source scripts/servers.sh start`"
+        ),
+        _ => {
+            eprintln!("skipped: no test servers (source scripts/servers.sh start)");
+            None
+        }
+    }
+}

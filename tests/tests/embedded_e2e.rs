@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 use wattprint_agent::replay::{replay_gpu_uuid, Pacing, ReplayConfig, ReplaySensor};
 use wattprint_agent::resolver::InstanceResolver;
@@ -13,12 +13,14 @@ use wattprint_cli::config::{
     RawConfig, RawGpu, RawInstance, Settings, REPLAY_MODEL, REPLAY_POWER_LIMIT,
 };
 use wattprint_cli::embedded::{self, Backend};
-use wattprint_core::{GpuUuid, InstanceId, TenantId, UnixMillis};
-use wattprint_tests::{read_sgip, read_trace, TraceRow};
+use wattprint_core::{GpuUuid, InstanceId, UnixMillis};
+use wattprint_tests::api::ApiClient;
+use wattprint_tests::{
+    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, virtual_time,
+    BUCKET_MS as BUCKET, MJ_PER_KWH,
+};
 
-const BUCKET: i64 = 300_000;
 const PUE: f64 = 1.2;
-const MJ_PER_KWH: f64 = 3.6e9;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -97,24 +99,15 @@ async fn replay_once(
     assert_eq!(report.samples_rejected, 0, "{report:?}");
 }
 
-fn token(backend: &Backend, tenant: &str) -> String {
-    wattprint_query_api::mint_token(
-        &backend.auth,
-        &TenantId::from(tenant),
-        Duration::from_secs(600),
+fn api(backend: &Backend) -> ApiClient {
+    ApiClient::new(
+        format!("http://{}", backend.api_addr.unwrap()),
+        backend.auth.clone(),
     )
-    .unwrap()
 }
 
 async fn get(backend: &Backend, tenant: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .get(format!("http://{}{path}", backend.api_addr.unwrap()))
-        .bearer_auth(token(backend, tenant))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    api(backend).get(tenant, path).await
 }
 
 async fn create_workload(
@@ -124,22 +117,9 @@ async fn create_workload(
     from: i64,
     to: i64,
 ) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/v1/workloads", backend.api_addr.unwrap()))
-        .bearer_auth(token(backend, tenant))
-        .json(&json!({
-            "label": "phase",
-            "instance_ids": instances,
-            "from": UnixMillis(from).to_rfc3339(),
-            "to": UnixMillis(to).to_rfc3339(),
-            "functional_unit": "training run",
-            "functional_units": 1.0,
-        }))
-        .send()
+    api(backend)
+        .create_workload(tenant, instances, from, to)
         .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn footprint(
@@ -149,37 +129,7 @@ async fn footprint(
     from: i64,
     to: i64,
 ) -> Value {
-    let (status, w) = create_workload(backend, tenant, instances, from, to).await;
-    assert_eq!(status, 201, "{w}");
-    let id = w["id"].as_str().unwrap();
-    let (status, body) = get(backend, tenant, &format!("/v1/workloads/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["footprint"].clone()
-}
-
-/// Intensity the replay must use for a bucket, computed by hand from the SGIP file: the series
-/// loops over its own span, and kg/kWh × 1000 = g/kWh.
-fn replayed_intensity(series: &[(i64, f64)], bucket_start: i64) -> f64 {
-    let first = series[0].0;
-    let span = series.len() as i64 * BUCKET; // the month file is contiguous
-    assert_eq!(
-        series.last().unwrap().0,
-        first + span - BUCKET,
-        "series has gaps"
-    );
-    let t = first + (bucket_start - first).rem_euclid(span);
-    series.iter().find(|(ts, _)| *ts == t).unwrap().1
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn virtual_time(rows: &[TraceRow], i: usize, start_at: i64) -> i64 {
-    start_at + rows[i].t_ms - rows[0].t_ms
+    api(backend).footprint(tenant, instances, from, to).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,13 +147,7 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
 
     // Per phase: a workload from the phase's first row to the next phase's first row has
     // exactly the counter difference between those rows.
-    let mut phase_starts: Vec<usize> = vec![0];
-    for i in 1..rows.len() {
-        if rows[i].phase != rows[i - 1].phase {
-            phase_starts.push(i);
-        }
-    }
-    phase_starts.push(rows.len() - 1);
+    let phase_starts = phase_starts(&rows);
     assert!(phase_starts.len() >= 6, "trace has its phases");
     for w in phase_starts.windows(2) {
         let (a, b) = (w[0], w[1]);

@@ -1,0 +1,233 @@
+//! End to end across separate processes on real servers: replay agents → `wattprint gateway`
+//! → Kafka (tansu) → `wattprint enricher` → ClickHouse → `wattprint query-api`. Energy is
+//! checked against the H100 trace's own counter to the millijoule, emissions against a hand
+//! computation from the intensity file, and tenant isolation through the whole stack.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+use wattprint_tests::api::ApiClient;
+use wattprint_tests::cluster::{agent_summary, Cluster, TestInstance};
+use wattprint_tests::{
+    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, test_servers, virtual_time,
+    BUCKET_MS, MJ_PER_KWH,
+};
+
+const PUE: f64 = 1.2;
+
+/// Polls until `instance`'s stored energy over [from, to) reaches `expected` mJ (the enricher
+/// commits asynchronously), failing if it overshoots (double counting) or stalls.
+pub async fn await_energy(
+    api: &ApiClient,
+    tenant: &str,
+    instance: &str,
+    (from, to): (i64, i64),
+    expected: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = api.series_energy(tenant, instance, from, to).await;
+        assert!(
+            got <= expected,
+            "{instance}: {got} mJ stored, more than the {expected} mJ sent"
+        );
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{instance}: only {got} of {expected} mJ arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_energy_and_emissions_are_exact_across_processes_on_kafka_and_clickhouse() {
+    let Some((clickhouse, kafka)) = test_servers() else {
+        return;
+    };
+    let instances = [
+        TestInstance {
+            tenant: "acme",
+            id: "acme-a",
+            zip: "95112",
+            seed: 1,
+            gpus: 1,
+        },
+        TestInstance {
+            tenant: "acme",
+            id: "acme-b",
+            zip: "95112",
+            seed: 2,
+            gpus: 1,
+        },
+        TestInstance {
+            tenant: "globex",
+            id: "globex-a",
+            zip: "92618",
+            seed: 3,
+            gpus: 1,
+        },
+    ];
+    let mut cluster = Cluster::new("exact", &clickhouse, &kafka, &instances);
+    cluster.start_all();
+    let api = cluster.api_client();
+    let rows = read_trace();
+    let pge = read_sgip("SGIP_CAISO_PGE_2020-08.csv.gz");
+    let sce = read_sgip("SGIP_CAISO_SCE_2020-08.csv.gz");
+    let trace_energy = rows.last().unwrap().counter_mj - rows[0].counter_mj;
+
+    // acme-a: the whole trace inside one bucket; acme-b: straddling a bucket edge 100 s in;
+    // globex-a: inside one bucket of another region. Three agent processes at once.
+    let bucket = (now_ms() - 2 * 3_600_000).div_euclid(BUCKET_MS) * BUCKET_MS;
+    let start_a = bucket + 30_000;
+    let edge = bucket - 2 * BUCKET_MS;
+    let start_b = edge - 100_000;
+    let globex_bucket = bucket - 6 * BUCKET_MS;
+    let start_g = globex_bucket + 60_000;
+    let mut agents = [
+        cluster.agent("acme-a", 1, start_a),
+        cluster.agent("acme-b", 1, start_b),
+        cluster.agent("globex-a", 1, start_g),
+    ];
+    for agent in &mut agents {
+        let s = agent_summary(agent, Duration::from_secs(120));
+        assert_eq!(s.sent, rows.len() as u64 - 1, "{s:?}");
+        assert_eq!(s.acked, s.sent, "{s:?}");
+        assert_eq!(s.rejected, 0, "{s:?}");
+    }
+    await_energy(
+        &api,
+        "acme",
+        "acme-a",
+        (bucket, bucket + BUCKET_MS),
+        trace_energy,
+    )
+    .await;
+    await_energy(
+        &api,
+        "acme",
+        "acme-b",
+        (edge - BUCKET_MS, edge + BUCKET_MS),
+        trace_energy,
+    )
+    .await;
+    let globex_window = (globex_bucket, globex_bucket + BUCKET_MS);
+    await_energy(&api, "globex", "globex-a", globex_window, trace_energy).await;
+
+    // Per phase: exactly the counter difference between the phase's first row and the next's.
+    let starts = phase_starts(&rows);
+    assert!(starts.len() >= 6, "trace has its phases");
+    for w in starts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let fp = api
+            .footprint(
+                "acme",
+                &["acme-a"],
+                virtual_time(&rows, a, start_a),
+                virtual_time(&rows, b, start_a),
+            )
+            .await;
+        assert_eq!(
+            fp["it_energy_mj"].as_u64().unwrap(),
+            rows[b].counter_mj - rows[a].counter_mj,
+            "phase {}",
+            rows[a].phase
+        );
+    }
+
+    // Emissions by hand: E × I(bucket) × PUE, with the replayed SGIP intensity of the region.
+    let fp = api
+        .footprint("acme", &["acme-a"], bucket, bucket + BUCKET_MS)
+        .await;
+    let co2e = trace_energy as f64 / MJ_PER_KWH * replayed_intensity(&pge, bucket) * PUE;
+    let got = fp["operational_co2e_g"].as_f64().unwrap();
+    assert!(
+        (got - co2e).abs() < 1e-9 * co2e,
+        "co2e {got} vs hand {co2e}"
+    );
+    let fp = api
+        .footprint("globex", &["globex-a"], globex_window.0, globex_window.1)
+        .await;
+    let co2e = trace_energy as f64 / MJ_PER_KWH * replayed_intensity(&sce, globex_bucket) * PUE;
+    let got = fp["operational_co2e_g"].as_f64().unwrap();
+    assert!(
+        (got - co2e).abs() < 1e-9 * co2e,
+        "co2e {got} vs hand {co2e}"
+    );
+
+    // The straddling trace splits in proportion to time at the edge, as computed by hand.
+    let (mut before, mut after) = (0u64, 0u64);
+    for i in 0..rows.len() - 1 {
+        let (t0, t1) = (
+            virtual_time(&rows, i, start_b),
+            virtual_time(&rows, i + 1, start_b),
+        );
+        let e = rows[i + 1].counter_mj - rows[i].counter_mj;
+        if t1 <= edge {
+            before += e;
+        } else if t0 >= edge {
+            after += e;
+        } else {
+            let part = (e as u128 * (edge - t0) as u128 / (t1 - t0) as u128) as u64;
+            before += part;
+            after += e - part;
+        }
+    }
+    assert_eq!(
+        api.series_energy("acme", "acme-b", edge - BUCKET_MS, edge)
+            .await,
+        before
+    );
+    assert_eq!(
+        api.series_energy("acme", "acme-b", edge, edge + BUCKET_MS)
+            .await,
+        after
+    );
+    let fp = api
+        .footprint("acme", &["acme-b"], edge - BUCKET_MS, edge + BUCKET_MS)
+        .await;
+    let co2e = (before as f64 * replayed_intensity(&pge, edge - BUCKET_MS)
+        + after as f64 * replayed_intensity(&pge, edge))
+        / MJ_PER_KWH
+        * PUE;
+    let got = fp["operational_co2e_g"].as_f64().unwrap();
+    assert!(
+        (got - co2e).abs() < 1e-9 * co2e,
+        "co2e {got} vs hand {co2e}"
+    );
+
+    // Tenant isolation on ClickHouse: globex sees none of acme's instances, series or workloads.
+    let (status, list) = api.get("globex", "/v1/instances").await;
+    assert_eq!(status, 200, "{list}");
+    let ids: Vec<&str> = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["globex-a"]);
+    let path = format!(
+        "/v1/instances/acme-a/series?from={bucket}&to={}&step=raw",
+        bucket + BUCKET_MS
+    );
+    assert_eq!(api.get("globex", &path).await.0, 404);
+    let (_, acme_workloads) = api.get("acme", "/v1/workloads").await;
+    let acme_workload = acme_workloads["workloads"][0]["id"].as_str().unwrap();
+    let path = format!("/v1/workloads/{acme_workload}");
+    assert_eq!(api.get("globex", &path).await.0, 404);
+    let (status, _) = api
+        .create_workload("globex", &["acme-a"], bucket, bucket + BUCKET_MS)
+        .await;
+    assert_eq!(status, 404);
+
+    // Ctrl-C stops every process cleanly (enricher commits and leaves the group).
+    for node in [
+        &mut cluster.gateway,
+        &mut cluster.enricher,
+        &mut cluster.api,
+    ] {
+        node.as_mut().unwrap().interrupt(Duration::from_secs(30));
+    }
+}
