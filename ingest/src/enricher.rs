@@ -27,6 +27,8 @@ pub struct EnricherReport {
     pub quarantined: u64,
     /// Messages failed back to the bus (store errors).
     pub failed: u64,
+    /// Store writes retried after a transient failure.
+    pub retries: u64,
 }
 
 /// First wait after a failed store write; doubles on each further failure.
@@ -178,27 +180,48 @@ impl Enricher {
         Ok(())
     }
 
-    /// Writes a batch of deliveries, then commits them all (or fails them all back to the bus).
-    /// Returns whether the store took them.
-    async fn settle(&self, batch: Vec<Delivery>, report: &mut EnricherReport) -> bool {
+    /// Writes a batch of deliveries, then commits them all. A transient store failure (the
+    /// database is down or overloaded) is retried in place with backoff until the store takes
+    /// the batch or `shutdown` resolves; anything else, or a shutdown while retrying, fails the
+    /// batch back to the bus uncommitted, so it is delivered again (re-writes collapse by
+    /// (GPU, seq), nothing is counted twice). Returns `false` when it stopped for `shutdown`.
+    async fn settle<S: Future<Output = ()>>(
+        &self,
+        batch: Vec<Delivery>,
+        report: &mut EnricherReport,
+        mut shutdown: std::pin::Pin<&mut S>,
+    ) -> bool {
         let messages: Vec<&BusMessage> = batch.iter().map(|d| &d.message).collect();
-        match self.process_batch(&messages, report).await {
-            Ok(()) => {
-                report.messages += batch.len() as u64;
-                for delivery in batch {
-                    delivery.commit();
+        let mut backoff = RETRY_BACKOFF_MIN;
+        let failure = loop {
+            match self.process_batch(&messages, report).await {
+                Ok(()) => {
+                    report.messages += batch.len() as u64;
+                    for delivery in batch {
+                        delivery.commit();
+                    }
+                    return true;
                 }
-                true
-            }
-            Err(e) => {
-                report.failed += batch.len() as u64;
-                tracing::error!(error = %e, messages = batch.len(), "store write failed; messages returned to the bus");
-                for delivery in batch {
-                    delivery.fail(e.to_string());
+                Err(e @ StoreError::Backend { .. }) => {
+                    report.retries += 1;
+                    tracing::warn!(error = %e, messages = batch.len(), retry_in = ?backoff, "store write failed; retrying the batch");
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break (e, false),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
-                false
+                Err(e) => break (e, true),
             }
+        };
+        let (e, go_on) = failure;
+        report.failed += batch.len() as u64;
+        tracing::error!(error = %e, messages = batch.len(), "store write failed; messages returned to the bus");
+        for delivery in batch {
+            delivery.fail(e.to_string());
         }
+        go_on
     }
 
     /// Consumes until the bus closes or `shutdown` resolves, one store batch per bus batch
@@ -210,7 +233,6 @@ impl Enricher {
         shutdown: impl Future<Output = ()> + Send,
     ) -> EnricherReport {
         let mut report = EnricherReport::default();
-        let mut backoff = RETRY_BACKOFF_MIN;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -220,18 +242,9 @@ impl Enricher {
                     if batch.is_empty() {
                         break;
                     }
-                    if self.settle(batch, &mut report).await {
-                        backoff = RETRY_BACKOFF_MIN;
-                        continue;
+                    if !self.settle(batch, &mut report, shutdown.as_mut()).await {
+                        break;
                     }
-                    // The store is failing (down, overloaded): the messages went back to the
-                    // bus; wait before taking them again rather than spinning on a dead store.
-                    tokio::select! {
-                        biased;
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
             }
         }

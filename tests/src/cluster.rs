@@ -228,3 +228,15 @@ pub fn agent_summary(agent: &mut Node, within: Duration) -> AgentSummary {
     }
     s
 }
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the processes' logs for the failure's diagnosis.
+            if let Ok(spare) = tempfile::tempdir() {
+                let dir = std::mem::replace(&mut self.dir, spare);
+                eprintln!("cluster logs kept in {}", dir.keep().display());
+            }
+        }
+    }
+}

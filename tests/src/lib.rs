@@ -92,6 +92,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub mod api;
 pub mod cluster;
 pub mod process;
+pub mod servers;
 
 /// Length of an interval bucket, ms.
 pub const BUCKET_MS: i64 = 300_000;
