@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
@@ -159,18 +159,26 @@ impl Gateway {
     /// Handles one batch: check, publish, ack. An error ends the stream (the agent resends).
     #[tracing::instrument(skip_all, fields(host = %batch.host_id, batch_seq = batch.batch_seq, samples = batch.samples.len()))]
     pub async fn handle(&self, batch: SampleBatch) -> Result<BatchAck, Status> {
+        let summary = || {
+            serde_json::json!({"batch_seq": batch.batch_seq, "samples": batch.samples.len()})
+                .to_string()
+        };
         if batch.host_id.is_empty() || batch.host_id.len() > wattprint_proto::MAX_ID_LEN {
-            return Err(Status::invalid_argument(
-                "batch host_id must be 1 to 128 bytes",
-            ));
+            let reason = "batch host_id must be 1 to 128 bytes";
+            self.dead_letter_message(&batch.host_id, reason, summary())
+                .await;
+            return Err(Status::invalid_argument(reason));
         }
         if batch.samples.len() > self.limits.max_batch_samples {
-            return Err(Status::invalid_argument(format!(
+            let reason = format!(
                 "batch {} has {} samples, more than the limit of {}; send smaller batches",
                 batch.batch_seq,
                 batch.samples.len(),
                 self.limits.max_batch_samples
-            )));
+            );
+            self.dead_letter_message(&batch.host_id, &reason, summary())
+                .await;
+            return Err(Status::invalid_argument(reason));
         }
         let host = HostId::new(batch.host_id.clone());
         let checked = self.check(&host, &batch);
@@ -196,6 +204,52 @@ impl Gateway {
         })
     }
 
+    /// Turns a stream error into the status the agent gets. A message that could not be
+    /// decoded (malformed protobuf, over the size limit) is dead-lettered and answered with
+    /// `InvalidArgument` / `ResourceExhausted` saying what was wrong; a stream the agent closed
+    /// or reset is only logged.
+    async fn refuse_unreadable(&self, status: Status, host: &str, peer: &str) -> Status {
+        let code = match status.code() {
+            Code::Internal | Code::InvalidArgument => Code::InvalidArgument,
+            Code::OutOfRange | Code::ResourceExhausted => Code::ResourceExhausted,
+            _ => {
+                tracing::info!(%status, %peer, "agent stream ended with an error");
+                return status;
+            }
+        };
+        let reason = format!(
+            "unreadable SampleBatch from {peer} (limit {} bytes): {}",
+            self.limits.max_message_bytes,
+            status.message()
+        );
+        tracing::warn!(%host, %reason, "message refused");
+        self.dead_letter_message(host, &reason, String::new()).await;
+        Status::new(code, reason)
+    }
+
+    /// Publishes one dead-letter record for a whole message refused before its samples could
+    /// be read (undecodable, oversized, no host), so operators find it beside refused samples.
+    /// Best effort: the sender gets a gRPC status either way.
+    async fn dead_letter_message(&self, host: &str, reason: &str, payload: String) {
+        let host = if host.is_empty() { "unknown" } else { host };
+        let host: String = host.chars().take(wattprint_proto::MAX_ID_LEN).collect();
+        let record = QuarantineRecord {
+            received_at: (self.clock)(),
+            host: HostId::new(host),
+            gpu: None,
+            seq: None,
+            reason: reason.to_owned(),
+            payload,
+        };
+        if let Err(e) = self
+            .producer
+            .publish(BusMessage::DeadLetters(vec![record]))
+            .await
+        {
+            tracing::warn!(error = %e, %reason, "dead letter of a refused message not persisted");
+        }
+    }
+
     /// The tonic service, with the message-size limit applied.
     pub fn into_service(self) -> IngestServer<Gateway> {
         let max = self.limits.max_message_bytes;
@@ -214,20 +268,25 @@ impl Ingest for Gateway {
         &self,
         request: Request<Streaming<SampleBatch>>,
     ) -> Result<Response<AckStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
         let mut inbound = request.into_inner();
         let gateway = self.clone();
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
+            let mut last_host = String::new();
             loop {
                 let batch = match inbound.message().await {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::info!(%status, "agent stream ended with an error");
+                        let status = gateway.refuse_unreadable(status, &last_host, &peer).await;
                         let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };
+                last_host.clone_from(&batch.host_id);
                 let result = gateway.handle(batch).await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {

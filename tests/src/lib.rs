@@ -165,3 +165,31 @@ pub fn test_servers() -> Option<(String, String)> {
         }
     }
 }
+
+/// A wire sample of `gpu` on `instance`: 1 s ending at `end` (Unix ms) with `energy_mj`.
+pub fn wire_sample(
+    gpu: &wattprint_core::GpuUuid,
+    instance: &str,
+    seq: u64,
+    end: i64,
+    energy_mj: u64,
+) -> wattprint_proto::v1::Sample {
+    use wattprint_proto::v1::{Attribution, EnergySource, Sample};
+    Sample {
+        gpu_uuid: gpu.0.clone(),
+        instance_id: instance.into(),
+        seq,
+        start_unix_ms: end - 1000,
+        end_unix_ms: end,
+        energy_mj,
+        power_mw: 300_000,
+        power_max_mw: 310_000,
+        util_gpu_pct: 80,
+        mem_used_bytes: 1 << 30,
+        temp_c: 50,
+        sm_clock_mhz: 1980,
+        chain_start: seq == 1,
+        energy_source: EnergySource::Counter as i32,
+        attribution: Attribution::Exclusive as i32,
+    }
+}

@@ -10,7 +10,7 @@ use wattprint_tests::api::ApiClient;
 use wattprint_tests::cluster::{agent_summary, Cluster, TestInstance};
 use wattprint_tests::{
     now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, test_servers, virtual_time,
-    BUCKET_MS, MJ_PER_KWH,
+    wire_sample, BUCKET_MS, MJ_PER_KWH,
 };
 
 const PUE: f64 = 1.2;
@@ -229,5 +229,203 @@ async fn trace_energy_and_emissions_are_exact_across_processes_on_kafka_and_clic
         &mut cluster.api,
     ] {
         node.as_mut().unwrap().interrupt(Duration::from_secs(30));
+    }
+}
+
+/// A message that is not a `SampleBatch`: field 1 (`host_id`, a string) as a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotABatch {
+    #[prost(uint64, tag = "1")]
+    host_id: u64,
+}
+
+/// Sends `NotABatch` on the ingest stream and returns the status the gateway answers with.
+async fn send_malformed(gateway: &str) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(gateway.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<NotABatch, wattprint_proto::v1::BatchAck>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/wattprint.v1.Ingest/StreamSamples");
+    let request = tonic::Request::new(tokio_stream::iter(vec![NotABatch { host_id: 7 }]));
+    match grpc.streaming(request, path, codec).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut acks = response.into_inner();
+            match acks.message().await {
+                Err(status) => status,
+                Ok(ack) => panic!("a malformed message was acked: {ack:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_status_and_a_dead_letter_while_good_data_carries_on() {
+    use wattprint_proto::v1::ingest_client::IngestClient;
+    use wattprint_proto::v1::SampleBatch;
+    use wattprint_store::Store;
+    let Some((clickhouse, kafka)) = test_servers() else {
+        return;
+    };
+    let instances = [
+        TestInstance {
+            tenant: "acme",
+            id: "acme-a",
+            zip: "95112",
+            seed: 21,
+            gpus: 1,
+        },
+        TestInstance {
+            tenant: "globex",
+            id: "globex-a",
+            zip: "92618",
+            seed: 22,
+            gpus: 1,
+        },
+    ];
+    let mut cluster = Cluster::new("badinput", &clickhouse, &kafka, &instances);
+    cluster.start_all();
+    let api = cluster.api_client();
+    let gateway = format!("http://127.0.0.1:{}", cluster.gateway_port);
+    let rows = read_trace();
+    let trace_energy = rows.last().unwrap().counter_mj - rows[0].counter_mj;
+    // Another agent streams the whole trace meanwhile.
+    let bucket = (now_ms() - 3 * 3_600_000).div_euclid(BUCKET_MS) * BUCKET_MS;
+    let mut other = cluster.agent("globex-a", 1, bucket + 10_000);
+
+    // One stream: a batch mixing good and bad samples, then a good one after it.
+    let gpu = wattprint_agent::replay::replay_gpu_uuid(21, 0);
+    let t = bucket - BUCKET_MS + 10_000;
+    let good: Vec<_> = (1..=4)
+        .map(|i| wire_sample(&gpu, "acme-a", i, t + 1000 * i as i64, 200_000 + i))
+        .collect();
+    let mut absurd = wire_sample(&gpu, "acme-a", 10, t + 10_000, 5_000_000); // 5 kW for 1 s
+    absurd.power_mw = 5_000_000;
+    let unknown = wire_sample(
+        &wattprint_core::GpuUuid::from("GPU-00000000-0000-0000-0000-000000000000"),
+        "acme-a",
+        11,
+        t + 11_000,
+        200_000,
+    );
+    let batches = vec![
+        SampleBatch {
+            host_id: "h-bad".into(),
+            batch_seq: 1,
+            samples: vec![good[0].clone(), absurd, good[1].clone(), unknown],
+        },
+        SampleBatch {
+            host_id: "h-bad".into(),
+            batch_seq: 2,
+            samples: good[2..].to_vec(),
+        },
+    ];
+    let mut client = IngestClient::connect(gateway.clone()).await.unwrap();
+    let mut acks = client
+        .stream_samples(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = acks.message().await.unwrap().unwrap();
+    assert_eq!(first.accepted, 2, "{first:?}");
+    let reasons: Vec<&str> = first.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("power limit"), "{reasons:?}");
+    assert!(reasons[1].starts_with("unknown GPU"), "{reasons:?}");
+    let second = acks.message().await.unwrap().unwrap();
+    assert_eq!((second.batch_seq, second.accepted), (2, 2), "{second:?}");
+
+    // An oversized batch: a clear InvalidArgument.
+    let huge: Vec<_> = (0..10_001)
+        .map(|i| wire_sample(&gpu, "acme-a", 1000 + i, t, 1))
+        .collect();
+    let oversized = SampleBatch {
+        host_id: "h-bad".into(),
+        batch_seq: 3,
+        samples: huge,
+    };
+    let status = match client
+        .stream_samples(tokio_stream::iter(vec![oversized]))
+        .await
+    {
+        Err(status) => status,
+        Ok(r) => r
+            .into_inner()
+            .message()
+            .await
+            .expect_err("an oversized batch was acked"),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("more than the limit of 10000"),
+        "{status:?}"
+    );
+
+    // Malformed protobuf: a clear InvalidArgument naming the decode failure.
+    let status = send_malformed(&gateway).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("unreadable SampleBatch"),
+        "{status:?}"
+    );
+
+    // The other agent was undisturbed; the good samples of the bad stream are stored exactly.
+    let s = agent_summary(&mut other, Duration::from_secs(120));
+    assert_eq!((s.acked, s.rejected), (rows.len() as u64 - 1, 0), "{s:?}");
+    await_energy(
+        &api,
+        "globex",
+        "globex-a",
+        (bucket, bucket + BUCKET_MS),
+        trace_energy,
+    )
+    .await;
+    let good_energy: u64 = good.iter().map(|s| s.energy_mj).sum();
+    await_energy(
+        &api,
+        "acme",
+        "acme-a",
+        (bucket - BUCKET_MS, bucket),
+        good_energy,
+    )
+    .await;
+
+    // Every refusal reached the dead-letter topic and, through the enricher, the quarantine.
+    let store = wattprint_store::ClickHouseStore::connect(&clickhouse, &cluster.database)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let expected = [
+        "power limit",
+        "unknown GPU",
+        "more than the limit of 10000",
+        "unreadable SampleBatch",
+    ];
+    loop {
+        let quarantine = store.quarantine(100).await.unwrap();
+        let found: Vec<bool> = expected
+            .iter()
+            .map(|e| quarantine.iter().any(|q| q.reason.contains(e)))
+            .collect();
+        if found.iter().all(|f| *f) {
+            let good_quarantined = quarantine
+                .iter()
+                .any(|q| q.gpu.as_ref() == Some(&gpu) && q.seq.is_some_and(|s| s <= 4));
+            assert!(
+                !good_quarantined,
+                "a good sample was quarantined: {quarantine:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dead letters missing: {expected:?} found {found:?} in {quarantine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

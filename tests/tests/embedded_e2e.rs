@@ -13,10 +13,10 @@ use wattprint_cli::config::{
     RawConfig, RawGpu, RawInstance, Settings, REPLAY_MODEL, REPLAY_POWER_LIMIT,
 };
 use wattprint_cli::embedded::{self, Backend};
-use wattprint_core::{GpuUuid, InstanceId, UnixMillis};
+use wattprint_core::{InstanceId, UnixMillis};
 use wattprint_tests::api::ApiClient;
 use wattprint_tests::{
-    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, virtual_time,
+    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, virtual_time, wire_sample,
     BUCKET_MS as BUCKET, MJ_PER_KWH,
 };
 
@@ -308,33 +308,6 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
         got
     );
     backend.shutdown().await.unwrap();
-}
-
-fn wire_sample(
-    gpu: &GpuUuid,
-    instance: &str,
-    seq: u64,
-    end: i64,
-    energy_mj: u64,
-) -> wattprint_proto::v1::Sample {
-    use wattprint_proto::v1::{Attribution, EnergySource, Sample};
-    Sample {
-        gpu_uuid: gpu.0.clone(),
-        instance_id: instance.into(),
-        seq,
-        start_unix_ms: end - 1000,
-        end_unix_ms: end,
-        energy_mj,
-        power_mw: 300_000,
-        power_max_mw: 310_000,
-        util_gpu_pct: 80,
-        mem_used_bytes: 1 << 30,
-        temp_c: 50,
-        sm_clock_mhz: 1980,
-        chain_start: seq == 1,
-        energy_source: EnergySource::Counter as i32,
-        attribution: Attribution::Exclusive as i32,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
