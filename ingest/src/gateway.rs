@@ -425,8 +425,14 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_batches_and_bus_failures_are_errors_not_acks() {
-        let (p, c) = memory_bus(1);
+        let (p, mut c) = memory_bus(1);
         let g = gateway(Arc::new(p));
+        let consumer = tokio::spawn(async move {
+            let d = c.next().await.unwrap();
+            let message = d.message.clone();
+            d.commit();
+            (message, c)
+        });
         let batch = SampleBatch {
             host_id: "h".into(),
             batch_seq: 1,
@@ -435,6 +441,14 @@ mod tests {
         let err = g.handle(batch).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("10001 samples"));
+        // The refused batch is dead-lettered as one record, summarised.
+        let (message, c) = consumer.await.unwrap();
+        let BusMessage::DeadLetters(records) = message else {
+            panic!("expected a dead letter, got {message:?}");
+        };
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].reason, err.message());
+        assert_eq!(records[0].payload, r#"{"batch_seq":1,"samples":10001}"#);
         drop(c);
         let batch = SampleBatch {
             host_id: "h".into(),
