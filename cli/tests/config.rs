@@ -33,6 +33,13 @@ fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
     assert_eq!(from_example.agent.sensor, defaults.agent.sensor);
     assert_eq!(from_example.inventory, defaults.inventory);
     assert_eq!(from_example.pue, defaults.pue);
+    assert_eq!(from_example.store, defaults.store);
+    assert_eq!(from_example.bus, defaults.bus);
+    assert_eq!(from_example.agent.spool_dir, defaults.agent.spool_dir);
+    assert_eq!(
+        from_example.agent.spool_max_bytes,
+        defaults.agent.spool_max_bytes
+    );
     let mut regions: Vec<_> = from_example
         .intensity
         .regions()
@@ -79,6 +86,32 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
     .unwrap();
     assert_eq!(s.api_listen.port(), 9999);
     assert!(matches!(s.agent.sensor, SensorKind::Replay { gpus: 8, .. }));
+    let s = load(
+        "[store]\nkind = \"clickhouse\"\n[bus]\nkind = \"kafka\"",
+        &[
+            ("WATTPRINT_BUS__BROKERS", "k1:9092,k2:9092"),
+            ("WATTPRINT_BUS__TOPIC_PREFIX", "staging."),
+            ("WATTPRINT_STORE__DATABASE", "metering"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        s.store,
+        wattprint_cli::config::StoreSettings::ClickHouse {
+            url: "http://127.0.0.1:8123".into(),
+            database: "metering".into()
+        }
+    );
+    let wattprint_cli::config::BusSettings::Kafka {
+        config, partitions, ..
+    } = &s.bus
+    else {
+        panic!("kafka bus expected: {:?}", s.bus);
+    };
+    assert_eq!(config.brokers, "k1:9092,k2:9092");
+    assert_eq!(config.samples_topic, "staging.wattprint.samples.v1");
+    assert_eq!(config.dead_letter_topic, "staging.wattprint.dead-letter.v1");
+    assert_eq!(*partitions, 12);
 
     let cases: &[(&str, &str)] = &[
         ("version = 2", "version = 2 is not supported"),
@@ -87,6 +120,15 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
         ("[agent]\nenergy_interval_ms = 5", "agent.energy_interval_ms = 5"),
         ("[agent.replay]\ngpus = 2\ninstances = 3", "agent.replay.instances = 3"),
         ("[gateway]\nlisten = \"nowhere\"", "invalid"),
+        ("[store]\nkind = \"postgres\"", "store.kind = \"postgres\""),
+        ("[store]\nkind = \"clickhouse\"\nurl = \"127.0.0.1:8123\"", "store.url = \"127.0.0.1:8123\" must be an http"),
+        ("[store]\ndatabase = \"x\"", "apply to store.kind = \"clickhouse\" only"),
+        ("[bus]\nkind = \"rabbit\"", "bus.kind = \"rabbit\""),
+        ("[bus]\nbrokers = \"k:9092\"", "apply to bus.kind = \"kafka\" only"),
+        ("[bus]\nkind = \"kafka\"\nbrokers = \" \"", "brokers is empty"),
+        ("[bus]\nkind = \"kafka\"\npartitions = 0", "bus.partitions = 0"),
+        ("[agent]\nspool_max_mib = 0", "agent.spool_max_mib = 0"),
+        ("[agent.replay]\nloops = 0", "agent.replay.loops must be at least 1"),
         ("[gatway]\nlisten = \"127.0.0.1:1\"", "unknown field `gatway`"),
         (
             "[[instances]]\ntenant = \"t\"\nid = \"i\"\nzip_code = \"10001\"\ngpus = []",
