@@ -82,6 +82,10 @@ pub struct RawBus {
     pub topic_prefix: Option<String>,
     /// Enricher consumer group (default `wattprint-enricher`).
     pub group_id: Option<String>,
+    /// Static group membership of this enricher (Kafka `group.instance.id`): a stable name,
+    /// unique among running enrichers (e.g. the pod name). A restarted enricher with the same
+    /// name takes its partitions back at once instead of after the session timeout.
+    pub group_instance_id: Option<String>,
     /// Partitions of the topics when Wattprint creates them (default 12).
     pub partitions: Option<i32>,
     /// Replication factor of the topics when Wattprint creates them (default 1).
@@ -555,7 +559,14 @@ impl RawConfig {
                     gpus,
                     instances,
                     seed: r.seed.unwrap_or(42),
-                    unpaced: r.unpaced.unwrap_or(false),
+                    unpaced: match (r.unpaced.unwrap_or(false), r.start_at_ms, r.loops) {
+                        (true, None, _) | (true, _, None) => return Err(invalid(
+                            "agent.replay.unpaced needs start_at_ms and loops: an unpaced replay \
+                                 from now, or without end, runs into the future and the gateway \
+                                 refuses samples from the future",
+                        )),
+                        (unpaced, _, _) => unpaced,
+                    },
                     loops: match r.loops {
                         Some(0) => return Err(invalid("agent.replay.loops must be at least 1")),
                         l => l,
@@ -781,9 +792,13 @@ fn store_settings(raw: &RawStore, data_dir: &Path) -> Result<StoreSettings, Sett
 fn bus_settings(raw: &RawBus) -> Result<BusSettings, SettingsError> {
     match raw.kind.as_deref().unwrap_or("memory") {
         "memory" => {
-            if raw.brokers.is_some() || raw.topic_prefix.is_some() || raw.group_id.is_some() {
+            if raw.brokers.is_some()
+                || raw.topic_prefix.is_some()
+                || raw.group_id.is_some()
+                || raw.group_instance_id.is_some()
+            {
                 return Err(invalid(
-                    "bus.brokers, bus.topic_prefix and bus.group_id apply to bus.kind = \"kafka\" only",
+                    "bus.brokers, bus.topic_prefix, bus.group_id and bus.group_instance_id apply to bus.kind = \"kafka\" only",
                 ));
             }
             Ok(BusSettings::Memory)
@@ -799,6 +814,14 @@ fn bus_settings(raw: &RawBus) -> Result<BusSettings, SettingsError> {
                 config.max_in_flight = n;
             }
             config.client_properties = raw.client_properties.clone();
+            if let Some(id) = &raw.group_instance_id {
+                if id.is_empty() || id.len() > 249 {
+                    return Err(invalid("bus.group_instance_id must be 1 to 249 characters"));
+                }
+                config
+                    .client_properties
+                    .insert("group.instance.id".into(), id.clone());
+            }
             config
                 .validate()
                 .map_err(|e| invalid(format!("[bus]: {e}")))?;

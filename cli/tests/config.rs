@@ -129,6 +129,8 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
         ("[bus]\nkind = \"kafka\"\npartitions = 0", "bus.partitions = 0"),
         ("[agent]\nspool_max_mib = 0", "agent.spool_max_mib = 0"),
         ("[agent.replay]\nloops = 0", "agent.replay.loops must be at least 1"),
+        ("[agent.replay]\nunpaced = true\nloops = 1", "agent.replay.unpaced needs start_at_ms and loops"),
+        ("[bus]\ngroup_instance_id = \"e-1\"", "apply to bus.kind = \"kafka\" only"),
         ("[gatway]\nlisten = \"127.0.0.1:1\"", "unknown field `gatway`"),
         (
             "[[instances]]\ntenant = \"t\"\nid = \"i\"\nzip_code = \"10001\"\ngpus = []",

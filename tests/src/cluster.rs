@@ -87,7 +87,6 @@ gateway_url = "http://127.0.0.1:{gateway_port}"
 
 [agent.replay]
 instances = 1
-unpaced = true
 "#,
             data = dir.path().join("data").display(),
         );
@@ -148,9 +147,17 @@ unpaced = true
         )]
     }
 
-    /// Starts `wattprint <role>` and waits until it is ready.
+    /// Starts `wattprint <role>` and waits until it is ready. The enricher is a static member
+    /// of its group (one name per cluster): a restarted enricher takes its partitions back.
     pub fn start(&self, role: &str) -> Node {
-        let mut node = Node::spawn(role, &[role], &self.env(), self.dir.path());
+        let mut env = self.env();
+        if role == "enricher" {
+            env.push((
+                "WATTPRINT_BUS__GROUP_INSTANCE_ID".to_owned(),
+                "enricher-1".to_owned(),
+            ));
+        }
+        let mut node = Node::spawn(role, &[role], &env, self.dir.path());
         node.wait_for_line("ready", READY_WITHIN);
         node
     }
@@ -176,6 +183,7 @@ unpaced = true
             ("WATTPRINT_AGENT__REPLAY__SEED", inst.seed.to_string()),
             ("WATTPRINT_AGENT__REPLAY__GPUS", inst.gpus.to_string()),
             ("WATTPRINT_AGENT__REPLAY__LOOPS", loops.to_string()),
+            ("WATTPRINT_AGENT__REPLAY__UNPACED", "true".to_owned()),
             (
                 "WATTPRINT_AGENT__REPLAY__START_AT_MS",
                 start_at_ms.to_string(),
