@@ -187,7 +187,9 @@ pub async fn run(
         let run_epoch_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let max_gap_ms = i64::try_from(config.max_gap().as_millis()).unwrap_or(i64::MAX);
+        let max_gap_ms = i64::try_from(config.max_gap().as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(i64::from(sensor.time_scale()));
         let gpus = mapped_gpus(
             sensor.as_ref(),
             &resolver,

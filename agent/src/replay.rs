@@ -20,7 +20,9 @@
 //! drops to the trace's value.
 //!
 //! With [`Pacing::AsFastAsPossible`] each read returns the next position. With
-//! [`Pacing::RealTime`] `start_at` is tied to the wall clock at construction, and a read
+//! [`Pacing::RealTime`] (or [`Pacing::Accelerated`], the same with virtual time running a whole
+//! number of times faster) `start_at` is tied to the wall clock at construction, the first read
+//! returns the start position, and every later read
 //! returns the latest position whose virtual time has passed (sleeping until the next one is
 //! due if none has passed since the previous read), so no virtual time is returned twice.
 
@@ -36,6 +38,10 @@ use wattprint_core::{GpuUuid, Millijoules, Milliwatts, UnixMillis};
 pub enum Pacing {
     /// Virtual time follows the wall clock from construction on.
     RealTime,
+    /// Virtual time runs this many times faster than the wall clock from construction on
+    /// (replays of the past at a controlled rate: demos, load and fault tests). 1 is
+    /// [`Pacing::RealTime`].
+    Accelerated(u32),
     /// One reading per trace row per read, no sleeping.
     AsFastAsPossible,
 }
@@ -397,9 +403,17 @@ impl ReplaySensor {
         }
     }
 
+    /// Virtual ms per wall-clock ms.
+    fn speed(&self) -> u32 {
+        match self.config.pacing {
+            Pacing::Accelerated(x) => x.max(1),
+            Pacing::RealTime | Pacing::AsFastAsPossible => 1,
+        }
+    }
+
     fn virtual_now(&self) -> UnixMillis {
         let elapsed = i64::try_from(self.anchor.elapsed().as_millis()).unwrap_or(i64::MAX / 2);
-        UnixMillis(self.config.start_at.0 + elapsed)
+        UnixMillis(self.config.start_at.0 + elapsed.saturating_mul(i64::from(self.speed())))
     }
 }
 
@@ -421,12 +435,16 @@ impl GpuSensor for ReplaySensor {
         }
         let target = match self.config.pacing {
             Pacing::AsFastAsPossible => next,
-            Pacing::RealTime => {
+            // The first reading is the start itself, however late it is taken: the replayed
+            // GPU's counter is read at `start_at`, so no energy after it goes unreported.
+            Pacing::RealTime | Pacing::Accelerated(_) if !self.state[gpu_index].started => next,
+            Pacing::RealTime | Pacing::Accelerated(_) => {
                 let due = self.virtual_time(gpu_index, next);
                 let now = self.virtual_now();
                 if due > now {
                     // Nothing new since the previous read: wait for the next row.
-                    std::thread::sleep(Duration::from_millis(due.since(now) as u64));
+                    let wait_ms = due.since(now) as u64 / u64::from(self.speed());
+                    std::thread::sleep(Duration::from_millis(wait_ms.max(1)));
                     next
                 } else {
                     // Latest position whose time has passed: gallop, then bisect. Invariant:
@@ -461,5 +479,9 @@ impl GpuSensor for ReplaySensor {
 
     fn unpaced(&self) -> bool {
         self.config.pacing == Pacing::AsFastAsPossible
+    }
+
+    fn time_scale(&self) -> u32 {
+        self.speed()
     }
 }

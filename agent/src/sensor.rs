@@ -108,6 +108,13 @@ pub trait GpuSensor: Send {
     fn unpaced(&self) -> bool {
         false
     }
+
+    /// How many ms of reading time pass per ms of wall clock: 1 for real sensors, the speed of
+    /// an accelerated replay. Time-based limits (the longest gap between two readings) scale
+    /// with it.
+    fn time_scale(&self) -> u32 {
+        1
+    }
 }
 
 impl<S: GpuSensor + ?Sized> GpuSensor for Box<S> {
@@ -121,5 +128,9 @@ impl<S: GpuSensor + ?Sized> GpuSensor for Box<S> {
 
     fn unpaced(&self) -> bool {
         (**self).unpaced()
+    }
+
+    fn time_scale(&self) -> u32 {
+        (**self).time_scale()
     }
 }

@@ -317,3 +317,50 @@ fn a_counter_drop_in_a_trace_is_replayed_as_a_driver_reload() {
     );
     assert_eq!(c[3], 13);
 }
+
+#[test]
+fn accelerated_pacing_runs_virtual_time_faster_and_never_ahead_of_its_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rows every 100 ms for 6 s, counter +100 mJ per row.
+    let rows: Vec<(f64, u32, u64)> = (0..61u32)
+        .map(|i| (f64::from(i) * 0.1, 100_000, 1_000 + u64::from(i) * 100))
+        .collect();
+    let path = write_trace(dir.path(), "t.csv", &rows);
+    let mut cfg = config(&path, 1, 1, Some(1));
+    cfg.pacing = Pacing::Accelerated(20);
+    cfg.start_at = UnixMillis(1_000_000);
+    let began = Instant::now();
+    let mut s = ReplaySensor::new(cfg).unwrap();
+    assert!(!s.unpaced());
+    // A late first read is still the start: nothing before the baseline goes unreported.
+    std::thread::sleep(Duration::from_millis(50));
+    let first = s.read(0).unwrap().unwrap();
+    assert_eq!(first.at, UnixMillis(1_000_000));
+    std::thread::sleep(Duration::from_millis(100));
+    let second = s.read(0).unwrap().unwrap();
+    let elapsed = began.elapsed().as_millis() as i64;
+    // 150 ms of wall clock are 3 s of virtual time at 20×; never ahead of 20 × elapsed.
+    assert!(
+        second.at.0 >= 1_003_000 && second.at.0 <= 1_000_000 + 20 * elapsed,
+        "{second:?} after {elapsed} ms"
+    );
+    let k = (second.at.0 - first.at.0) / 100;
+    let delta = second.energy_counter.unwrap().0 - first.energy_counter.unwrap().0;
+    assert_eq!(delta, k as u64 * 100, "counter advanced by the rows passed");
+    // The whole 6 s pass takes about 300 ms of wall clock, and every row's energy is counted.
+    let mut last = second;
+    while let Some(r) = s.read(0).unwrap() {
+        assert!(r.at > last.at);
+        last = r;
+    }
+    assert_eq!(last.at, UnixMillis(1_006_000));
+    assert_eq!(
+        last.energy_counter.unwrap().0 - first.energy_counter.unwrap().0,
+        6_000
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+}

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
+use wattprint_agent::replay::Pacing;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
@@ -158,6 +159,9 @@ pub struct RawReplay {
     /// Replay as fast as the gateway acks instead of in real time (backfill, load tests;
     /// default false).
     pub unpaced: Option<bool>,
+    /// Replay this many times faster than real time (default 1; needs `loops` and
+    /// `start_at_ms` above 1).
+    pub speed: Option<u32>,
     /// Play the trace this many times, then stop the agent (default: loop forever).
     pub loops: Option<u32>,
     /// Virtual time of the first reading, Unix ms (default: now).
@@ -256,8 +260,8 @@ pub enum SensorKind {
         instances: u32,
         /// Seed.
         seed: u64,
-        /// Replay as fast as acks allow.
-        unpaced: bool,
+        /// How fast the replay runs.
+        pacing: Pacing,
         /// Passes over the trace before stopping (`None`: forever).
         loops: Option<u32>,
         /// Virtual start time (`None`: now).
@@ -559,14 +563,7 @@ impl RawConfig {
                     gpus,
                     instances,
                     seed: r.seed.unwrap_or(42),
-                    unpaced: match (r.unpaced.unwrap_or(false), r.start_at_ms, r.loops) {
-                        (true, None, _) | (true, _, None) => return Err(invalid(
-                            "agent.replay.unpaced needs start_at_ms and loops: an unpaced replay \
-                                 from now, or without end, runs into the future and the gateway \
-                                 refuses samples from the future",
-                        )),
-                        (unpaced, _, _) => unpaced,
-                    },
+                    pacing: replay_pacing(r)?,
                     loops: match r.loops {
                         Some(0) => return Err(invalid("agent.replay.loops must be at least 1")),
                         l => l,
@@ -842,4 +839,26 @@ fn bus_settings(raw: &RawBus) -> Result<BusSettings, SettingsError> {
             "bus.kind = {other:?} must be \"memory\" or \"kafka\""
         ))),
     }
+}
+
+fn replay_pacing(r: &RawReplay) -> Result<Pacing, SettingsError> {
+    let pacing = match (r.unpaced.unwrap_or(false), r.speed.unwrap_or(1)) {
+        (true, 1) => Pacing::AsFastAsPossible,
+        (true, _) => {
+            return Err(invalid(
+                "agent.replay.unpaced and agent.replay.speed exclude each other",
+            ))
+        }
+        (false, 0) => return Err(invalid("agent.replay.speed must be at least 1")),
+        (false, 1) => Pacing::RealTime,
+        (false, x) => Pacing::Accelerated(x),
+    };
+    if pacing != Pacing::RealTime && (r.start_at_ms.is_none() || r.loops.is_none()) {
+        return Err(invalid(
+            "agent.replay.unpaced or speed > 1 needs start_at_ms and loops: a replay faster than \
+             real time from now, or without end, runs into the future and the gateway refuses \
+             samples from the future",
+        ));
+    }
+    Ok(pacing)
 }

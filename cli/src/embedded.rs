@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use wattprint_agent::replay::{Pacing, ReplayConfig, ReplaySensor};
+use wattprint_agent::replay::{ReplayConfig, ReplaySensor};
 use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::{AgentConfig, AgentReport};
@@ -264,7 +264,7 @@ pub fn build_sensor(settings: &Settings) -> anyhow::Result<(Box<dyn GpuSensor>, 
             trace,
             gpus,
             seed,
-            unpaced,
+            pacing,
             loops,
             start_at,
             ..
@@ -274,11 +274,7 @@ pub fn build_sensor(settings: &Settings) -> anyhow::Result<(Box<dyn GpuSensor>, 
                 gpus: *gpus,
                 seed: *seed,
                 start_at: start_at.unwrap_or_else(wattprint_ingest::gateway::now),
-                pacing: if *unpaced {
-                    Pacing::AsFastAsPossible
-                } else {
-                    Pacing::RealTime
-                },
+                pacing: *pacing,
                 loops: *loops,
                 model: crate::config::REPLAY_MODEL.into(),
                 power_limit: crate::config::REPLAY_POWER_LIMIT,

@@ -129,7 +129,9 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
         ("[bus]\nkind = \"kafka\"\npartitions = 0", "bus.partitions = 0"),
         ("[agent]\nspool_max_mib = 0", "agent.spool_max_mib = 0"),
         ("[agent.replay]\nloops = 0", "agent.replay.loops must be at least 1"),
-        ("[agent.replay]\nunpaced = true\nloops = 1", "agent.replay.unpaced needs start_at_ms and loops"),
+        ("[agent.replay]\nspeed = 0", "agent.replay.speed must be at least 1"),
+        ("[agent.replay]\nspeed = 20\nunpaced = true", "exclude each other"),
+        ("[agent.replay]\nunpaced = true\nloops = 1", "agent.replay.unpaced or speed > 1 needs start_at_ms and loops"),
         ("[bus]\ngroup_instance_id = \"e-1\"", "apply to bus.kind = \"kafka\" only"),
         ("[gatway]\nlisten = \"127.0.0.1:1\"", "unknown field `gatway`"),
         (

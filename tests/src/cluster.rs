@@ -169,9 +169,10 @@ instances = 1
         self.api = Some(self.start("query-api"));
     }
 
-    /// Starts the replay agent of `instance`: its GPUs play the trace `loops` times, as fast as
-    /// acks allow, from virtual time `start_at_ms`; the agent exits when all is acked.
-    pub fn agent(&self, instance: &str, loops: u32, start_at_ms: i64) -> Node {
+    /// Starts the replay agent of `instance`: its GPUs play the trace `loops` times from
+    /// virtual time `start_at_ms`, as fast as acks allow (`speed` `None`) or `speed` times
+    /// faster than real time, reading every 200 ms; the agent exits when all is acked.
+    pub fn agent(&self, instance: &str, loops: u32, start_at_ms: i64, speed: Option<u32>) -> Node {
         let inst = self
             .instances
             .iter()
@@ -183,7 +184,11 @@ instances = 1
             ("WATTPRINT_AGENT__REPLAY__SEED", inst.seed.to_string()),
             ("WATTPRINT_AGENT__REPLAY__GPUS", inst.gpus.to_string()),
             ("WATTPRINT_AGENT__REPLAY__LOOPS", loops.to_string()),
-            ("WATTPRINT_AGENT__REPLAY__UNPACED", "true".to_owned()),
+            match speed {
+                None => ("WATTPRINT_AGENT__REPLAY__UNPACED", "true".to_owned()),
+                Some(x) => ("WATTPRINT_AGENT__REPLAY__SPEED", x.to_string()),
+            },
+            ("WATTPRINT_AGENT__ENERGY_INTERVAL_MS", "200".to_owned()),
             (
                 "WATTPRINT_AGENT__REPLAY__START_AT_MS",
                 start_at_ms.to_string(),

@@ -87,9 +87,9 @@ async fn trace_energy_and_emissions_are_exact_across_processes_on_kafka_and_clic
     let globex_bucket = bucket - 6 * BUCKET_MS;
     let start_g = globex_bucket + 60_000;
     let mut agents = [
-        cluster.agent("acme-a", 1, start_a),
-        cluster.agent("acme-b", 1, start_b),
-        cluster.agent("globex-a", 1, start_g),
+        cluster.agent("acme-a", 1, start_a, None),
+        cluster.agent("acme-b", 1, start_b, None),
+        cluster.agent("globex-a", 1, start_g, None),
     ];
     for agent in &mut agents {
         let s = agent_summary(agent, Duration::from_secs(120));
@@ -296,7 +296,7 @@ async fn bad_input_gets_a_clear_status_and_a_dead_letter_while_good_data_carries
     let trace_energy = rows.last().unwrap().counter_mj - rows[0].counter_mj;
     // Another agent streams the whole trace meanwhile.
     let bucket = (now_ms() - 3 * 3_600_000).div_euclid(BUCKET_MS) * BUCKET_MS;
-    let mut other = cluster.agent("globex-a", 1, bucket + 10_000);
+    let mut other = cluster.agent("globex-a", 1, bucket + 10_000, None);
 
     // One stream: a batch mixing good and bad samples, then a good one after it.
     let gpu = wattprint_agent::replay::replay_gpu_uuid(21, 0);
