@@ -14,7 +14,7 @@ use wattprint_agent::replay::{ReplayConfig, ReplaySensor};
 use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::{AgentConfig, AgentReport};
-use wattprint_core::HostId;
+use wattprint_core::{HostId, UnixMillis};
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::kafka::create_topics;
 use wattprint_ingest::{
@@ -114,8 +114,31 @@ pub struct Backend {
     pub auth: AuthConfig,
     gateway: Option<JoinHandle<Result<(), BoxError>>>,
     enricher: Option<JoinHandle<EnricherReport>>,
+    rollups: Option<JoinHandle<()>>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
+}
+
+/// How often an enricher brings the store's hourly rollups up to date, and how far back.
+const ROLLUP_REFRESH_EVERY: Duration = Duration::from_secs(600);
+const ROLLUP_REFRESH_SPAN_MS: i64 = 6 * 3_600_000;
+
+/// Refreshes the hourly rollups of the last hours until `stop` (reads are exact without it;
+/// it only keeps month-scale reads fast). Failures are logged and retried next round.
+async fn refresh_rollups_until(store: Arc<dyn Store>, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(ROLLUP_REFRESH_EVERY) => {}
+        }
+        let hour = wattprint_ingest::gateway::now().0.div_euclid(3_600_000) * 3_600_000;
+        let (from, to) = (UnixMillis(hour - ROLLUP_REFRESH_SPAN_MS), UnixMillis(hour));
+        match store.refresh_rollups(from, to).await {
+            Ok(r) => tracing::info!(recomputed = r.recomputed, "rollups refreshed"),
+            Err(e) => tracing::warn!(error = %e, "refreshing rollups failed; retrying next round"),
+        }
+    }
 }
 
 /// The gateway task's error (a tonic transport error, boxed).
@@ -219,6 +242,9 @@ impl Backend {
         } else {
             (None, None)
         };
+        let rollups = enricher
+            .is_some()
+            .then(|| tokio::spawn(refresh_rollups_until(store.clone(), stop.wait())));
         tracing::info!(
             ?gateway_addr,
             ?api_addr,
@@ -232,6 +258,7 @@ impl Backend {
             auth,
             gateway,
             enricher,
+            rollups,
             api,
             stop,
         })
@@ -248,6 +275,9 @@ impl Backend {
         }
         if let Some(api) = self.api {
             api.await?.context("query API")?;
+        }
+        if let Some(rollups) = self.rollups {
+            rollups.await?;
         }
         Ok(match self.enricher {
             Some(enricher) => Some(enricher.await?),

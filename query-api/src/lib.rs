@@ -11,6 +11,8 @@
 //! - `GET /v1/instances`
 //! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d`
 //! - `POST /v1/workloads`, `GET /v1/workloads`, `GET /v1/workloads/{id}` (with footprint and SCI)
+//! - `GET /v1/summary?from=&to=`: the tenant's energy and emissions per instance and in total
+//!   (a month fits the default range limit)
 //! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint}` (HTTP/2 with prior
 //!   knowledge, on the same port), token in the `authorization` metadata
 
@@ -39,7 +41,8 @@ pub use routes::router;
 /// Limits that keep one request from reading unbounded amounts of data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiLimits {
-    /// Longest `to − from` accepted by series queries and workloads (default 31 days).
+    /// Longest `to − from` accepted by series queries, summaries and workloads (default 31
+    /// days).
     pub max_range_ms: i64,
     /// Most points one series response may hold (default 20 000); beyond it the caller is told
     /// to use a coarser step.

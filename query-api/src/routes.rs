@@ -18,8 +18,8 @@ use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
 use crate::auth::AuthenticatedTenant;
 use crate::error::ApiError;
 use crate::service::{
-    self, check_id, InstanceView, Series, SeriesRequest, WorkloadDetail, WorkloadRequest,
-    WorkloadView,
+    self, check_id, InstanceView, Series, SeriesRequest, SummaryRequest, TenantSummaryView,
+    WorkloadDetail, WorkloadRequest, WorkloadView,
 };
 use crate::time::{parse_instant, Step};
 use crate::ApiState;
@@ -38,6 +38,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/instances/{id}/series", get(instance_series))
         .route("/v1/workloads", get(list_workloads).post(create_workload))
         .route("/v1/workloads/{id}", get(get_workload))
+        .route("/v1/summary", get(tenant_summary))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
@@ -199,4 +200,39 @@ async fn get_workload(
     )
     .await?;
     Ok(Json(detail))
+}
+
+/// Query of `GET /v1/summary`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SummaryParams {
+    /// Start: RFC 3339 or Unix ms (required).
+    pub from: Option<String>,
+    /// End, exclusive: RFC 3339 or Unix ms (required).
+    pub to: Option<String>,
+}
+
+fn parse_summary_params(p: &SummaryParams) -> Result<SummaryRequest, ApiError> {
+    let required = |name: &str, v: &Option<String>| match v {
+        Some(s) => parse_instant(name, s).map_err(ApiError::BadRequest),
+        None => Err(ApiError::BadRequest(format!(
+            "{name} is required (RFC 3339, e.g. 2026-11-01T00:00:00Z, or unix milliseconds)"
+        ))),
+    };
+    Ok(SummaryRequest {
+        from: required("from", &p.from)?,
+        to: required("to", &p.to)?,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(instances = Empty))]
+async fn tenant_summary(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    query: Result<Query<SummaryParams>, QueryRejection>,
+) -> Result<Json<TenantSummaryView>, ApiError> {
+    let Query(params) = query?;
+    let req = parse_summary_params(&params)?;
+    let view = service::tenant_summary(state.store.as_ref(), &scope, req, &state.limits).await?;
+    tracing::Span::current().record("instances", view.instances.len());
+    Ok(Json(view))
 }

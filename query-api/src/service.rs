@@ -9,12 +9,17 @@ use serde::{Deserialize, Serialize};
 use wattprint_core::accounting::clip_energy;
 use wattprint_core::intensity::IntensityKind;
 use wattprint_core::sample::EnergySource;
-use wattprint_core::sci::{footprint, Footprint, FootprintSlice, HardwareCatalog};
+use wattprint_core::sci::{
+    footprint, Footprint, FootprintProvenance, FootprintSlice, HardwareCatalog,
+};
 use wattprint_core::units::MJ_PER_KWH;
 use wattprint_core::{
     Bucket, GpuUuid, GramsCo2e, InstanceId, Millijoules, TenantScope, UnixMillis, WorkloadId,
+    BUCKET_MS,
 };
-use wattprint_store::{InstanceRecord, IntervalRow, NewWorkload, SampleRow, Store, Workload};
+use wattprint_store::{
+    InstanceRecord, IntervalRow, NewWorkload, SampleRow, Store, UsageTotals, Workload,
+};
 
 use crate::error::ApiError;
 use crate::time::{ceil_to, floor_to, InstantInput, Step};
@@ -460,6 +465,139 @@ pub fn aggregate_intervals(
             }
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant summary
+
+/// A validated summary request: whole 5-minute buckets overlapping `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryRequest {
+    /// Start (inclusive).
+    pub from: UnixMillis,
+    /// End (exclusive).
+    pub to: UnixMillis,
+}
+
+impl SummaryRequest {
+    /// Checks `from < to` and the range limit (31 days by default: a month fits).
+    pub fn validate(&self, limits: &ApiLimits) -> Result<(), ApiError> {
+        if self.to <= self.from {
+            return Err(ApiError::BadRequest(format!(
+                "to ({}) must be after from ({})",
+                self.to.to_rfc3339(),
+                self.from.to_rfc3339()
+            )));
+        }
+        let range = self.to.since(self.from);
+        if range > limits.max_range_ms {
+            return Err(ApiError::BadRequest(format!(
+                "range of {range} ms exceeds the limit of {} ms; ask for a shorter range",
+                limits.max_range_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Energy, emissions and provenance of a set of GPU-intervals; field names as in a
+/// workload footprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageView {
+    /// IT (GPU) energy, exact.
+    pub it_energy_mj: u64,
+    /// IT energy.
+    pub it_energy_kwh: f64,
+    /// Part of `it_energy_mj` estimated by power integration.
+    pub estimated_energy_mj: u64,
+    /// Facility energy: Σ IT energy × PUE.
+    pub facility_energy_kwh: f64,
+    /// Σ E_i × I_i over 5-minute GPU-intervals, on IT energy.
+    pub operational_it_co2e_g: f64,
+    /// Σ E_i × PUE_i × I_i: facility emissions.
+    pub operational_co2e_g: f64,
+    /// 5-minute GPU-intervals counted.
+    pub gpu_intervals: u64,
+    /// GPU-milliseconds covered by samples.
+    pub covered_gpu_ms: i64,
+    /// Highest single-GPU power reading, watts; null when nothing was measured.
+    pub power_max_w: Option<f64>,
+    /// Where the numbers came from.
+    pub provenance: FootprintProvenance,
+}
+
+impl From<&UsageTotals> for UsageView {
+    fn from(t: &UsageTotals) -> Self {
+        Self {
+            it_energy_mj: t.energy.0,
+            it_energy_kwh: t.energy.to_kwh().0,
+            estimated_energy_mj: t.estimated.0,
+            facility_energy_kwh: t.facility_energy.0,
+            operational_it_co2e_g: t.it_co2e.0,
+            operational_co2e_g: t.facility_co2e.0,
+            gpu_intervals: t.gpu_intervals,
+            covered_gpu_ms: t.covered_ms,
+            power_max_w: t.power_max.map(|p| p.to_watts()),
+            provenance: t.provenance(),
+        }
+    }
+}
+
+/// One instance in a tenant summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceUsageView {
+    /// Instance id.
+    pub instance_id: String,
+    /// GPUs with data in the range.
+    pub gpus: u32,
+    /// Its usage.
+    #[serde(flatten)]
+    pub usage: UsageView,
+}
+
+/// Body of `GET /v1/summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantSummaryView {
+    /// Start of the range counted (RFC 3339, rounded down to 5 minutes).
+    pub from: String,
+    /// End of the range counted (exclusive, rounded up to 5 minutes).
+    pub to: String,
+    /// The tenant's total.
+    pub totals: UsageView,
+    /// Per instance with data in the range, by id (instances the tenant has given up
+    /// included: it used them).
+    pub instances: Vec<InstanceUsageView>,
+}
+
+/// The tenant's usage over the 5-minute buckets overlapping `[from, to)`, per instance and in
+/// total.
+pub async fn tenant_summary(
+    store: &dyn Store,
+    scope: &TenantScope,
+    req: SummaryRequest,
+    limits: &ApiLimits,
+) -> Result<TenantSummaryView, ApiError> {
+    req.validate(limits)?;
+    let from = floor_to(req.from, BUCKET_MS);
+    let to = ceil_to(req.to, BUCKET_MS);
+    let summary = store
+        .tenant_summary(scope, from, to)
+        .await
+        .map_err(|e| ApiError::from_store(e, || "no usage".into()))?;
+    Ok(TenantSummaryView {
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        totals: UsageView::from(&summary.totals),
+        instances: summary
+            .instances
+            .iter()
+            .map(|i| InstanceUsageView {
+                instance_id: i.instance.to_string(),
+                gpus: i.gpus,
+                usage: UsageView::from(&i.totals),
+            })
+            .collect(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

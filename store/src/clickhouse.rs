@@ -27,6 +27,14 @@
 //! Interval rows are not stored: [`Store::instance_intervals`] aggregates `shares FINAL` per
 //! `(instance, GPU, bucket)`, so the result does not depend on arrival order or on redelivery.
 //!
+//! # Rollups
+//!
+//! [`Store::tenant_summary`] reads hourly rollups (`rollup_hourly`) for whole hours whose
+//! rollup is fresh and 5-minute data for the rest. Rollups are recomputed from `shares FINAL`
+//! (never by a materialized view, which would add redelivered copies), stamped with the
+//! hour's write count, and used only while no write has touched the hour since; see
+//! `clickhouse/rollups.rs` for why no hour can be counted twice.
+//!
 //! # Inventory
 //!
 //! `instances` and `gpus` are `ReplacingMergeTree(version)`s keyed by instance id and GPU uuid:
@@ -39,24 +47,26 @@
 //! a caller is bound with the client's `?` binding, never formatted into SQL.
 
 mod checks;
+mod rollups;
 mod rows;
 mod schema;
 
+pub use rollups::SummaryPath;
 pub use schema::supports_modern;
 
 use crate::{
     EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, NewWorkload, QuarantineRecord,
-    SampleRow, Store, StoreError, Workload, WriteOutcome,
+    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
 use checks::{check_enriched, check_inventory, check_workload};
 use rows::{
-    AggregatedInterval, SampleKey, ShareKey, StoredGpu, StoredInstance, StoredQuarantine,
-    StoredSample, StoredShare, StoredWorkload, INTERVAL_SELECT,
+    AggregatedInterval, RollupMark, SampleKey, ShareKey, StoredGpu, StoredInstance,
+    StoredQuarantine, StoredSample, StoredShare, StoredWorkload, INTERVAL_SELECT,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -425,11 +435,17 @@ impl ClickHouseStore {
     /// partitions can also be cut between partitions; that is the same case (some shares
     /// stored, no sample) and heals the same way. A crash before the markers leaves stored
     /// samples without one; the redelivery finds them as duplicates and writes the markers.
+    ///
+    /// The rollup marks of the hours the new samples touch go in **after the shares and before
+    /// the samples** (see `clickhouse/rollups.rs`): after the shares, so a recompute that
+    /// counts a mark has the shares it stands for; before the samples, so a crash between the
+    /// two leaves no sample row and the redelivery writes the marks. Returns the
+    /// `(tenant, instance, hour)`s marked.
     async fn write_new_samples(
         &self,
         new: &[&EnrichedSample],
         markers: &[SampleKey],
-    ) -> Result<(), StoreError> {
+    ) -> Result<BTreeSet<(String, String, i64)>, StoreError> {
         const OP: &str = "writing samples";
         let shares: Vec<StoredShare> = new
             .iter()
@@ -452,12 +468,35 @@ impl ClickHouseStore {
             }
         }
         self.insert("shares", &fresh, OP).await?;
+        let touched: BTreeSet<(String, String, i64)> = new
+            .iter()
+            .flat_map(|es| {
+                es.shares.iter().map(|sh| {
+                    (
+                        es.tenant.0.clone(),
+                        es.sample.instance.0.clone(),
+                        rollups::floor_hour(sh.bucket.start().0),
+                    )
+                })
+            })
+            .collect();
+        let marks: Vec<RollupMark> = touched
+            .iter()
+            .map(|(tenant, instance, hour)| RollupMark {
+                tenant: tenant.clone(),
+                instance_id: instance.clone(),
+                hour_ms: *hour,
+                writes: 1,
+            })
+            .collect();
+        self.insert("rollup_marks", &marks, OP).await?;
         let samples: Vec<StoredSample> = new
             .iter()
             .map(|es| StoredSample::encode(es.tenant.as_str(), &es.sample))
             .collect();
         self.insert("samples", &samples, OP).await?;
-        self.insert("sample_keys", markers, OP).await
+        self.insert("sample_keys", markers, OP).await?;
+        Ok(touched)
     }
 
     async fn load_workloads(
@@ -663,7 +702,8 @@ impl Store for ClickHouseStore {
             }
         }
         if !new.is_empty() || !markers.is_empty() {
-            self.write_new_samples(&new, &markers).await?;
+            let touched = self.write_new_samples(&new, &markers).await?;
+            self.roll_up_passed_hours(&touched).await;
         }
         let span = tracing::Span::current();
         span.record("inserted", outcome.inserted);
@@ -806,6 +846,37 @@ impl Store for ClickHouseStore {
             spec: workload.clone(),
             created_at,
         })
+    }
+
+    /// Rollups for the whole hours whose rollup is fresh, 5-minute data for the rest; see
+    /// `clickhouse/rollups.rs` for why no hour is counted twice.
+    #[tracing::instrument(skip_all, fields(rollup_hours = tracing::field::Empty))]
+    async fn tenant_summary(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<TenantSummary, StoreError> {
+        let rows = self
+            .tenant_summary_by(scope.tenant(), from, to, SummaryPath::Auto)
+            .await?;
+        let hours = rows.iter().map(|(_, h)| h).sum();
+        tracing::Span::current().record("rollup_hours", hours);
+        Ok(TenantSummary::of(
+            rows.into_iter().map(|(s, _)| s).collect(),
+            hours,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(recomputed = tracing::field::Empty))]
+    async fn refresh_rollups(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<RollupRefresh, StoreError> {
+        let recomputed = self.refresh(from, to).await?;
+        tracing::Span::current().record("recomputed", recomputed);
+        Ok(RollupRefresh { recomputed })
     }
 
     async fn list_workloads(&self, scope: &TenantScope) -> Result<Vec<Workload>, StoreError> {

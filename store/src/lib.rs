@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use wattprint_core::intensity::JoinedIntensity;
 use wattprint_core::sample::EnergySample;
+use wattprint_core::sci::FootprintProvenance;
 use wattprint_core::{
-    Bucket, GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis, WorkloadId,
+    Bucket, GpuUuid, GramsCo2e, HostId, InstanceId, KilowattHours, Millijoules, Milliwatts,
+    RegionId, TenantId, TenantScope, UnixMillis, WorkloadId,
 };
 
 pub use self::clickhouse::ClickHouseStore;
@@ -169,6 +170,148 @@ pub struct Workload {
     pub created_at: UnixMillis,
 }
 
+/// Totals over a set of 5-minute GPU-intervals (one GPU of one instance in one bucket), with the
+/// provenance counts the interval rows carry. Emissions are Σ over intervals of E_i × I_i
+/// (and × PUE_i for the facility figure), never E_total × mean I.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageTotals {
+    /// GPU-intervals counted.
+    pub gpu_intervals: u64,
+    /// IT (GPU) energy, exact.
+    pub energy: Millijoules,
+    /// Part of `energy` estimated by power integration rather than read from the counter.
+    pub estimated: Millijoules,
+    /// Facility energy: Σ E_i × PUE_i.
+    pub facility_energy: KilowattHours,
+    /// GPU-milliseconds covered by samples.
+    pub covered_ms: i64,
+    /// Bucket shares of samples that contributed (a sample crossing a bucket edge counts in
+    /// each bucket it touches).
+    pub samples: u64,
+    /// Highest single-GPU power reading; `None` when nothing was counted.
+    pub power_max: Option<Milliwatts>,
+    /// IT emissions: Σ E_i × I_i over intervals with an intensity.
+    pub it_co2e: GramsCo2e,
+    /// Facility emissions: Σ E_i × PUE_i × I_i.
+    pub facility_co2e: GramsCo2e,
+    /// Energy of intervals without intensity (their emissions are not counted).
+    pub energy_without_intensity: Millijoules,
+    /// GPU-intervals joined with an actual marginal value.
+    pub intervals_actual: u64,
+    /// GPU-intervals joined with a forecast.
+    pub intervals_forecast: u64,
+    /// GPU-intervals joined with the region's average (flagged fallback).
+    pub intervals_fallback: u64,
+    /// GPU-intervals without intensity.
+    pub intervals_missing_intensity: u64,
+    /// GPU-intervals whose intensity was a historical series replayed on a shifted clock.
+    pub intervals_replayed_intensity: u64,
+}
+
+impl UsageTotals {
+    /// Adds `other` into `self`. Integer sums saturate (they cannot reach 2^64 from stored
+    /// data, which the stores check), float sums add.
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.gpu_intervals = self.gpu_intervals.saturating_add(other.gpu_intervals);
+        self.energy = Millijoules(self.energy.0.saturating_add(other.energy.0));
+        self.estimated = Millijoules(self.estimated.0.saturating_add(other.estimated.0));
+        self.facility_energy = KilowattHours(self.facility_energy.0 + other.facility_energy.0);
+        self.covered_ms = self.covered_ms.saturating_add(other.covered_ms);
+        self.samples = self.samples.saturating_add(other.samples);
+        self.power_max = match (self.power_max, other.power_max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.it_co2e += other.it_co2e;
+        self.facility_co2e += other.facility_co2e;
+        self.energy_without_intensity = Millijoules(
+            self.energy_without_intensity
+                .0
+                .saturating_add(other.energy_without_intensity.0),
+        );
+        self.intervals_actual = self.intervals_actual.saturating_add(other.intervals_actual);
+        self.intervals_forecast = self
+            .intervals_forecast
+            .saturating_add(other.intervals_forecast);
+        self.intervals_fallback = self
+            .intervals_fallback
+            .saturating_add(other.intervals_fallback);
+        self.intervals_missing_intensity = self
+            .intervals_missing_intensity
+            .saturating_add(other.intervals_missing_intensity);
+        self.intervals_replayed_intensity = self
+            .intervals_replayed_intensity
+            .saturating_add(other.intervals_replayed_intensity);
+    }
+
+    /// The provenance block of a footprint (same field names and meaning as
+    /// [`wattprint_core::sci::Footprint`]'s).
+    pub fn provenance(&self) -> FootprintProvenance {
+        FootprintProvenance {
+            energy_measured_share: if self.energy.0 == 0 {
+                1.0
+            } else {
+                1.0 - self.estimated.0 as f64 / self.energy.0 as f64
+            },
+            intervals_actual: self.intervals_actual,
+            intervals_forecast: self.intervals_forecast,
+            intervals_fallback: self.intervals_fallback,
+            intervals_missing_intensity: self.intervals_missing_intensity,
+            energy_without_intensity_mj: self.energy_without_intensity.0,
+            intervals_replayed_intensity: self.intervals_replayed_intensity,
+        }
+    }
+}
+
+/// One instance's usage in a tenant summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSummary {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Distinct GPUs with intervals in the range.
+    pub gpus: u32,
+    /// Its totals.
+    pub totals: UsageTotals,
+}
+
+/// A tenant's usage over a time range: per instance and in total.
+///
+/// Counts the intervals whose 5-minute bucket starts in the range and that were stored for the
+/// tenant, including those of instances the tenant has since given up (a bill covers what the
+/// tenant used, not what it owns today).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantSummary {
+    /// Instances with intervals in the range, by instance id.
+    pub instances: Vec<InstanceSummary>,
+    /// Sum over the instances.
+    pub totals: UsageTotals,
+    /// How many (instance, hour)s were read from precomputed rollups rather than from the
+    /// 5-minute data (0 for stores without rollups). The numbers are the same either way.
+    pub rollup_instance_hours: u64,
+}
+
+impl TenantSummary {
+    /// A summary of `instances`, with totals summed in their order.
+    pub fn of(instances: Vec<InstanceSummary>, rollup_instance_hours: u64) -> Self {
+        let mut totals = UsageTotals::default();
+        for i in &instances {
+            totals.add(&i.totals);
+        }
+        Self {
+            instances,
+            totals,
+            rollup_instance_hours,
+        }
+    }
+}
+
+/// What a rollup refresh did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupRefresh {
+    /// (tenant, instance, hour)s found stale or missing, and recomputed.
+    pub recomputed: u64,
+}
+
 /// Store errors, with the operation that failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -245,6 +388,29 @@ pub trait Store: Send + Sync {
         scope: &TenantScope,
         workload: &NewWorkload,
     ) -> Result<Workload, StoreError>;
+
+    /// The tenant's usage per instance and in total over the intervals whose bucket starts in
+    /// `[from, to)`. Counts every interval stored for the tenant exactly once, whatever was
+    /// redelivered; never another tenant's.
+    async fn tenant_summary(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<TenantSummary, StoreError>;
+
+    /// Brings precomputed hourly rollups up to date for the whole hours inside `[from, to)`
+    /// (call it with `to` at the end of the last closed hour). Only makes reads faster: reads
+    /// are exact whether or not it ran, and running it again is harmless. Stores without
+    /// rollups do nothing.
+    async fn refresh_rollups(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<RollupRefresh, StoreError> {
+        let _ = (from, to);
+        Ok(RollupRefresh::default())
+    }
 
     /// The tenant's workloads, newest first.
     async fn list_workloads(&self, scope: &TenantScope) -> Result<Vec<Workload>, StoreError>;

@@ -8,11 +8,13 @@ mod rows;
 mod schema;
 
 use crate::{
-    EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, NewWorkload, QuarantineRecord,
-    SampleRow, Store, StoreError, Workload, WriteOutcome,
+    EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow, NewWorkload,
+    QuarantineRecord, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
 };
 use async_trait::async_trait;
-use rows::{to_stored, RawInterval, RawSample, INTERVAL_COLUMNS, SAMPLE_COLUMNS};
+use rows::{
+    to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS, USAGE_COLUMNS,
+};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -270,6 +272,39 @@ impl Store for SqliteStore {
         let spec = workload.clone();
         self.call("creating a workload", move |conn| {
             create_workload(conn, tenant, spec)
+        })
+        .await
+    }
+
+    /// One aggregate over the `intervals` rows of the tenant (already one row per
+    /// instance, GPU and bucket, written exactly once per sample): no rollups needed at the
+    /// embedded store's scale.
+    async fn tenant_summary(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<TenantSummary, StoreError> {
+        const OP: &str = "summarising a tenant";
+        let tenant = scope.tenant().clone();
+        self.call(OP, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM intervals \
+                     WHERE tenant = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 \
+                     GROUP BY instance_id ORDER BY instance_id"
+                ))
+                .map_err(db_err(OP))?;
+            let raw = stmt
+                .query_map(params![tenant.as_str(), from.0, to.0], RawUsage::from_row)
+                .map_err(db_err(OP))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err(OP))?;
+            let instances = raw
+                .into_iter()
+                .map(RawUsage::decode)
+                .collect::<Result<Vec<InstanceSummary>, _>>()?;
+            Ok(TenantSummary::of(instances, 0))
         })
         .await
     }

@@ -12,12 +12,17 @@
 #[macro_use]
 mod conformance;
 
-use conformance::{enrich, instance, intervals, sample, seed, total, T0};
+use conformance::{
+    assert_summary, assert_totals_match, enrich, expected_summary, instance, intervals, sample,
+    seed, total, usage_batch, usage_run, T0,
+};
+use rand::seq::SliceRandom;
 use std::future::Future;
 use std::sync::Arc;
 use wattprint_core::intensity::IntensityKind;
-use wattprint_core::{GramsPerKwh, BUCKET_MS};
-use wattprint_store::{ClickHouseStore, EnrichedSample, Store, StoreError};
+use wattprint_core::{GramsPerKwh, TenantId, UnixMillis, BUCKET_MS};
+use wattprint_store::clickhouse::SummaryPath;
+use wattprint_store::{ClickHouseStore, EnrichedSample, Store, StoreError, TenantSummary};
 
 /// The server to test against, or None (after saying so) when the test should not run.
 fn server_url(test: &str) -> Option<String> {
@@ -148,7 +153,7 @@ async fn reconnecting_applies_no_migration_twice_and_keeps_data() {
             );
             store.write_samples(std::slice::from_ref(&s)).await.unwrap();
             let applied = migration_rows(&url, &db).await;
-            assert_eq!(applied.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1]);
+            assert_eq!(applied.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
 
             for _ in 0..2 {
                 let again = ClickHouseStore::connect(&url, &db).await.unwrap();
@@ -463,6 +468,337 @@ async fn tenant_strings_are_bound_not_spliced() {
                     .len(),
                 1
             );
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollups
+
+const HOUR: i64 = 3_600_000;
+
+/// The first hour boundary after T0.
+fn h0() -> i64 {
+    (T0 / HOUR + 1) * HOUR
+}
+
+/// The tenant's summary over `[from, to)` read by `path`, as the `Store` would return it.
+async fn summary_by(
+    store: &ClickHouseStore,
+    tenant: &str,
+    from: i64,
+    to: i64,
+    path: SummaryPath,
+) -> TenantSummary {
+    let rows = store
+        .tenant_summary_by(
+            &TenantId::from(tenant),
+            UnixMillis(from),
+            UnixMillis(to),
+            path,
+        )
+        .await
+        .unwrap();
+    let hours = rows.iter().map(|(_, h)| h).sum();
+    TenantSummary::of(rows.into_iter().map(|(s, _)| s).collect(), hours)
+}
+
+/// Rollup-backed and raw summaries of `[from, to)` agree (integers exactly, float sums to
+/// 1e-9), per instance and in total; returns the rollup-backed one.
+async fn assert_rollups_match_raw(
+    store: &ClickHouseStore,
+    tenant: &str,
+    from: i64,
+    to: i64,
+) -> TenantSummary {
+    let auto = summary_by(store, tenant, from, to, SummaryPath::Auto).await;
+    let raw = summary_by(store, tenant, from, to, SummaryPath::Raw).await;
+    assert_eq!(raw.rollup_instance_hours, 0);
+    assert_eq!(auto.instances.len(), raw.instances.len());
+    for (a, r) in auto.instances.iter().zip(&raw.instances) {
+        assert_eq!((&a.instance, a.gpus), (&r.instance, r.gpus));
+        assert_totals_match(&a.totals, &r.totals, a.instance.as_str());
+    }
+    assert_totals_match(&auto.totals, &raw.totals, "tenant totals");
+    auto
+}
+
+async fn count(url: &str, db: &str, sql: &str) -> u64 {
+    raw_client(url)
+        .with_database(db)
+        .query(sql)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// Rollups give the same numbers as the 5-minute data they were computed from: after the
+/// write path rolled up passed hours, after a refresh, after redeliveries, after rows were
+/// stored twice, and after late data made an hour stale.
+#[tokio::test]
+async fn rollups_equal_raw_data_through_redeliveries_and_late_data() {
+    with_server(
+        "rollups_equal_raw_data_through_redeliveries_and_late_data",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            let mut batch = usage_batch();
+            let mut by_time = batch.clone();
+            by_time.sort_by_key(|s| (s.sample.end, s.sample.gpu.clone()));
+            for chunk in by_time.chunks(40) {
+                store.write_samples(chunk).await.unwrap();
+            }
+            // Ragged on both ends, and whole hours.
+            let ranges = [
+                (i64::MIN, i64::MAX),
+                (h0(), h0() + 2 * HOUR),
+                (T0 + 7 * 60_000 + 1, h0() + 2 * HOUR + 13 * 60_000),
+                (h0() + 12 * 60_000, h0() + 47 * 60_000),
+            ];
+            // The write path rolled up the hours the stream moved past.
+            let rolled = count(&url, &db, "SELECT count() FROM rollup_hourly FINAL").await;
+            assert!(rolled > 0, "nothing rolled up on the write path");
+            for (from, to) in ranges {
+                let s = assert_rollups_match_raw(&store, "acme", from, to).await;
+                assert_summary(&s, &expected_summary(&batch, "acme", from, to));
+            }
+            let used = summary_by(&store, "acme", i64::MIN, i64::MAX, SummaryPath::Auto)
+                .await
+                .rollup_instance_hours;
+            assert!(used >= 2, "rollups unused: {used}");
+
+            // A refresh rolls up the rest; a second finds nothing to do.
+            let first = store
+                .refresh_rollups(UnixMillis(T0 - HOUR), UnixMillis(h0() + 5 * HOUR))
+                .await
+                .unwrap();
+            let second = store
+                .refresh_rollups(UnixMillis(T0 - HOUR), UnixMillis(h0() + 5 * HOUR))
+                .await
+                .unwrap();
+            assert!(first.recomputed > 0);
+            assert_eq!(second.recomputed, 0);
+            let all = summary_by(&store, "acme", i64::MIN, i64::MAX, SummaryPath::Auto).await;
+            // Data touches 4 hours (10 min before T0 to about 3 h after): all whole ones rolled.
+            assert!(
+                all.rollup_instance_hours >= 3,
+                "{}",
+                all.rollup_instance_hours
+            );
+            let want = expected_summary(&batch, "acme", i64::MIN, i64::MAX);
+            for (from, to) in ranges {
+                assert_rollups_match_raw(&store, "acme", from, to).await;
+                assert_rollups_match_raw(&store, "globex", from, to).await;
+            }
+            assert_summary(&all, &want);
+
+            // Redelivered whole: duplicates, no new marks, rollups stay fresh and equal.
+            let marks = count(&url, &db, "SELECT sum(writes) FROM rollup_marks").await;
+            let out = store.write_samples(&batch).await.unwrap();
+            assert_eq!((out.inserted, out.duplicates as usize), (0, batch.len()));
+            assert_eq!(
+                count(&url, &db, "SELECT sum(writes) FROM rollup_marks").await,
+                marks
+            );
+            let again = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert_eq!(again.rollup_instance_hours, all.rollup_instance_hours);
+            assert_summary(&again, &want);
+
+            // Every row stored twice more (a retried insert, racing writers, a recompute run
+            // twice): FINAL collapses them in shares and rollups alike.
+            let raw = raw_client(&url).with_database(&db);
+            for table in ["shares", "rollup_hourly"] {
+                for _ in 0..2 {
+                    raw.query(&format!("INSERT INTO {table} SELECT * FROM {table}"))
+                        .execute()
+                        .await
+                        .unwrap();
+                }
+            }
+            let again = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert_eq!(again.rollup_instance_hours, all.rollup_instance_hours);
+            assert_summary(&again, &want);
+
+            // Late data in a closed hour (a GPU's spool replayed): that hour is read from the
+            // 5-minute data until it is recomputed, and the numbers include it either way.
+            let late = usage_run(
+                "acme",
+                "i-a",
+                "GPU-A3",
+                1.2,
+                0,
+                h0() + 60_000,
+                50_000,
+                20,
+                0,
+            );
+            store.write_samples(&late).await.unwrap();
+            batch.extend(late);
+            let want = expected_summary(&batch, "acme", i64::MIN, i64::MAX);
+            let stale = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert_eq!(stale.rollup_instance_hours, all.rollup_instance_hours - 1);
+            assert_summary(&stale, &want);
+            assert_eq!(stale.instances[0].gpus, 3);
+            let refreshed = store
+                .refresh_rollups(UnixMillis(T0 - HOUR), UnixMillis(h0() + 5 * HOUR))
+                .await
+                .unwrap();
+            assert_eq!(refreshed.recomputed, 1);
+            let fresh = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert_eq!(fresh.rollup_instance_hours, all.rollup_instance_hours);
+            assert_summary(&fresh, &want);
+            // Through the trait too.
+            assert_summary(&conformance::summary(&store, "acme").await, &want);
+        },
+    )
+    .await;
+}
+
+/// Writers adding late data to closed hours race with refreshes on other connections: the
+/// summary never counts an hour twice or misses a stored interval, and ends exactly right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writes_and_refreshes_never_double_count() {
+    with_server(
+        "racing_writes_and_refreshes_never_double_count",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            // Four hours of GPU-A1, then GPU-A2 arrives late into the same hours while two
+            // refreshers and a reader run.
+            let base = usage_run("acme", "i-a", "GPU-A1", 1.2, 0, h0(), 60_000, 240, 0);
+            store.write_samples(&base).await.unwrap();
+            store
+                .refresh_rollups(UnixMillis(h0()), UnixMillis(h0() + 4 * HOUR))
+                .await
+                .unwrap();
+            let late = usage_run("acme", "i-a", "GPU-A2", 1.2, 0, h0(), 30_000, 480, 0);
+            let mut written = base.clone();
+            written.extend(late.clone());
+            let want = expected_summary(&written, "acme", i64::MIN, i64::MAX);
+            let lower = expected_summary(&base, "acme", i64::MIN, i64::MAX)["i-a"]
+                .1
+                .energy;
+            let upper = want["i-a"].1.energy;
+
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = {
+                let store = ClickHouseStore::connect(&url, &db).await.unwrap();
+                let mut late = late.clone();
+                late.shuffle(&mut rand::rng());
+                tokio::spawn(async move {
+                    for chunk in late.chunks(16) {
+                        store.write_samples(chunk).await.unwrap();
+                    }
+                })
+            };
+            let mut refreshers = Vec::new();
+            for _ in 0..2 {
+                let store = ClickHouseStore::connect(&url, &db).await.unwrap();
+                let done = Arc::clone(&done);
+                refreshers.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += store
+                            .refresh_rollups(UnixMillis(h0()), UnixMillis(h0() + 4 * HOUR))
+                            .await
+                            .unwrap()
+                            .recomputed;
+                    }
+                    n
+                }));
+            }
+            // While it runs, every summary lies between what was there and what will be: an
+            // hour counted twice would overshoot.
+            let mut reads = 0;
+            while !writer.is_finished() {
+                let s = conformance::summary(&store, "acme").await;
+                let e = s.totals.energy;
+                assert!(lower <= e && e <= upper, "{lower:?} <= {e:?} <= {upper:?}");
+                reads += 1;
+            }
+            writer.await.unwrap();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut recomputed = 0;
+            for r in refreshers {
+                recomputed += r.await.unwrap();
+            }
+            eprintln!("{reads} summaries read and {recomputed} hours recomputed during the race");
+            assert_summary(&conformance::summary(&store, "acme").await, &want);
+            store
+                .refresh_rollups(UnixMillis(h0()), UnixMillis(h0() + 4 * HOUR))
+                .await
+                .unwrap();
+            let s = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert_eq!(s.rollup_instance_hours, 4);
+            assert_summary(&s, &want);
+        },
+    )
+    .await;
+}
+
+/// A database written before rollups existed (schema version 1): the migration marks its
+/// hours, so summaries count the old data from the start and a refresh rolls it up.
+#[tokio::test]
+async fn data_from_before_rollups_is_marked_by_the_migration() {
+    with_server(
+        "data_from_before_rollups_is_marked_by_the_migration",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            let batch = usage_batch();
+            store.write_samples(&batch).await.unwrap();
+            // Back to version 1: no marks, no rollups, version 2 not applied.
+            let raw = raw_client(&url).with_database(&db);
+            for sql in [
+                "DROP TABLE rollup_marks",
+                "DROP TABLE rollup_hourly",
+                "DROP TABLE schema_migrations",
+                "CREATE TABLE schema_migrations (version UInt32, applied_at_ms Int64) \
+                 ENGINE = MergeTree ORDER BY version",
+                "INSERT INTO schema_migrations VALUES (1, 0)",
+            ] {
+                raw.query(sql).execute().await.unwrap();
+            }
+            let store = ClickHouseStore::connect(&url, &db).await.unwrap();
+            let want = expected_summary(&batch, "acme", i64::MIN, i64::MAX);
+            let s = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert_eq!(s.rollup_instance_hours, 0);
+            assert_summary(&s, &want);
+            let n = store
+                .refresh_rollups(UnixMillis(i64::MIN / 2), UnixMillis(i64::MAX / 2))
+                .await
+                .unwrap();
+            assert!(n.recomputed >= 3);
+            let s = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
+            assert!(s.rollup_instance_hours >= 2);
+            assert_summary(&s, &want);
+        },
+    )
+    .await;
+}
+
+/// The SQL hour of a bucket is the floor, before 1970 too, as in Rust.
+#[tokio::test]
+async fn summaries_align_hours_before_1970_too() {
+    with_server(
+        "summaries_align_hours_before_1970_too",
+        |url, dbs| async move {
+            let (store, _) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            let start = -3 * HOUR - 7 * 60_000;
+            let batch = usage_run("acme", "i-a", "GPU-A1", 1.2, 0, start, 90_000, 200, 0);
+            store.write_samples(&batch).await.unwrap();
+            store
+                .refresh_rollups(UnixMillis(-10 * HOUR), UnixMillis(10 * HOUR))
+                .await
+                .unwrap();
+            for (from, to) in [(i64::MIN, i64::MAX), (-2 * HOUR - 1, HOUR + 1)] {
+                let s = assert_rollups_match_raw(&store, "acme", from, to).await;
+                assert_summary(&s, &expected_summary(&batch, "acme", from, to));
+            }
+            let s = summary_by(&store, "acme", -2 * HOUR, HOUR, SummaryPath::Auto).await;
+            assert_eq!(s.rollup_instance_hours, 3);
         },
     )
     .await;

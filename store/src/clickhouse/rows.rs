@@ -286,6 +286,15 @@ impl SampleKey {
     }
 }
 
+/// A `rollup_marks` row: one write added shares to `(tenant, instance, hour)`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub(crate) struct RollupMark {
+    pub tenant: String,
+    pub instance_id: String,
+    pub hour_ms: i64,
+    pub writes: u64,
+}
+
 /// A `quarantine` row.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub(crate) struct StoredQuarantine {

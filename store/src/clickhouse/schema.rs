@@ -189,10 +189,90 @@ fn v1(modern: bool) -> Vec<String> {
     ]
 }
 
+/// Version 2: hourly rollups that cannot double count (see `clickhouse/rollups.rs`).
+///
+/// - `rollup_marks` counts, per `(tenant, instance, hour)`, the writes that added shares to the
+///   hour: every write of new samples inserts one row with `writes = 1` per hour it touched,
+///   after its shares. A `SummingMergeTree` folds the rows into one per key as it merges, and
+///   reads take `sum(writes)`, so the count only ever grows.
+/// - `rollup_hourly` holds, per `(tenant, instance, hour, GPU)`, the totals of that GPU's
+///   5-minute intervals in the hour, computed from `shares FINAL` (so copies of a share count
+///   once), stamped with `writes_seen`: the hour's write count read **before** the shares were.
+///   It is a `ReplacingMergeTree(writes_seen)`, read with `FINAL`: one row per key, the one
+///   computed from the most writes. A row is used only while its stamp equals the hour's
+///   current count; otherwise the hour is read from the 5-minute data.
+/// - The last statement marks every hour that already has shares (data written before this
+///   version), so those hours read correctly from the start and get rolled up by the first
+///   refresh. Running it twice (a crash mid-migration) only adds marks, which makes rollups
+///   look stale (recomputed), never wrong.
+fn v2(modern: bool) -> Vec<String> {
+    let Dialect { few, delta, zstd } = Dialect::new(modern);
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS rollup_marks (
+                tenant      {few},
+                instance_id String,
+                hour_ms     Int64{delta},
+                writes      UInt64
+            ) ENGINE = SummingMergeTree(writes)
+            PARTITION BY {}
+            ORDER BY (tenant, instance_id, hour_ms)",
+            month_of("hour_ms")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS rollup_hourly (
+                tenant                   {few},
+                instance_id              String,
+                hour_ms                  Int64{delta},
+                gpu_uuid                 String,
+                writes_seen              UInt64,
+                gpu_intervals            UInt64{zstd},
+                energy_mj                UInt64{zstd},
+                energy_float             Float64{zstd},
+                estimated_mj             UInt64{zstd},
+                covered_ms               Int64{zstd},
+                samples                  UInt64{zstd},
+                power_max_mw             UInt32{zstd},
+                facility_kwh             Float64{zstd},
+                it_co2e_g                Float64{zstd},
+                facility_co2e_g          Float64{zstd},
+                weighted_intensity       Float64{zstd},
+                intensity_sum            Float64{zstd},
+                energy_with_intensity_mj UInt64{zstd},
+                missing_energy_mj        UInt64{zstd},
+                intervals_actual         UInt64{zstd},
+                intervals_forecast       UInt64{zstd},
+                intervals_fallback       UInt64{zstd},
+                intervals_missing        UInt64{zstd},
+                intervals_replayed       UInt64{zstd},
+                intervals_unknown        UInt64{zstd}
+            ) ENGINE = ReplacingMergeTree(writes_seen)
+            PARTITION BY {}
+            ORDER BY (tenant, instance_id, hour_ms, gpu_uuid)",
+            month_of("hour_ms")
+        ),
+        format!(
+            "INSERT INTO rollup_marks (tenant, instance_id, hour_ms, writes) \
+             SELECT tenant, instance_id, {hour} AS mark_hour, toUInt64(1) FROM shares \
+             GROUP BY tenant, instance_id, mark_hour",
+            hour = hour_of("bucket_ms")
+        ),
+    ]
+}
+
+/// Milliseconds in an hour.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// SQL for the start of the UTC hour of a millisecond `column` (floor, also before 1970:
+/// ClickHouse's `%` keeps the dividend's sign).
+pub(crate) fn hour_of(column: &str) -> String {
+    format!("({column} - (({column} % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS})")
+}
+
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern)]
+    vec![v1(modern), v2(modern)]
 }
 
 #[derive(Row, Serialize)]
@@ -305,8 +385,34 @@ mod tests {
     fn every_statement_is_idempotent() {
         for m in [false, true] {
             for sql in migrations(m).concat() {
-                assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS"), "{sql}");
+                // The one insert only adds rollup marks: repeating it makes rollups look
+                // stale (recomputed), never wrong.
+                assert!(
+                    sql.starts_with("CREATE TABLE IF NOT EXISTS")
+                        || sql.starts_with("INSERT INTO rollup_marks "),
+                    "{sql}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn hours_floor_like_div_euclid() {
+        // The SQL expression is checked against the server in tests/clickhouse.rs; here its
+        // arithmetic, mirrored in Rust with C-style `%` as ClickHouse has it.
+        let floor = |t: i64| t - ((t % HOUR_MS) + HOUR_MS) % HOUR_MS;
+        for t in [
+            0,
+            1,
+            HOUR_MS - 1,
+            HOUR_MS,
+            -1,
+            -HOUR_MS,
+            -HOUR_MS - 1,
+            1_795_392_123_456,
+        ] {
+            assert_eq!(floor(t), t.div_euclid(HOUR_MS) * HOUR_MS, "{t}");
+        }
+        assert_eq!(hour_of("x"), "(x - ((x % 3600000) + 3600000) % 3600000)");
     }
 }

@@ -3,12 +3,13 @@
 //! Reading never trusts the file: every integer is range-checked and every enum string parsed,
 //! and a value that does not fit is a [`StoreError::Corrupt`] naming the table and column.
 
-use crate::{IntervalRow, StoreError};
+use crate::{InstanceSummary, IntervalRow, StoreError, UsageTotals};
 use rusqlite::Row;
 use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
-    Bucket, GpuUuid, GramsPerKwh, HostId, InstanceId, Millijoules, Milliwatts, RegionId, UnixMillis,
+    Bucket, GpuUuid, GramsCo2e, GramsPerKwh, HostId, InstanceId, KilowattHours, Millijoules,
+    Milliwatts, RegionId, UnixMillis,
 };
 
 /// Converts a stored integer to the domain's type, or reports corruption.
@@ -227,6 +228,121 @@ impl RawInterval {
             region: RegionId(self.region),
             intensity,
             pue: self.pue,
+        })
+    }
+}
+
+/// Aggregates of `intervals` per instance, in the order [`RawUsage::from_row`] reads them.
+///
+/// Emissions are summed per interval with the arithmetic of
+/// [`GramsPerKwh::emissions`] (`E · I / MJ_PER_KWH`, then `× PUE`), facility energy as
+/// `E / MJ_PER_KWH × PUE`, so they agree with what the API computes from interval rows.
+/// `intensity_kind IS NULL` is the one marker of a missing intensity (the columns are written
+/// together); a kind no build knows is counted apart and reported as corrupt.
+pub(crate) const USAGE_COLUMNS: &str = "instance_id, COUNT(DISTINCT gpu_uuid), COUNT(*), \
+     SUM(energy_mj), SUM(estimated_mj), TOTAL(energy_mj / 3600000000.0 * pue), \
+     SUM(covered_ms), SUM(samples), MAX(power_max_mw), \
+     TOTAL(CASE WHEN intensity_kind IS NOT NULL \
+         THEN energy_mj * intensity_g_per_kwh / 3600000000.0 END), \
+     TOTAL(CASE WHEN intensity_kind IS NOT NULL \
+         THEN energy_mj * intensity_g_per_kwh / 3600000000.0 * pue END), \
+     SUM(CASE WHEN intensity_kind IS NULL THEN energy_mj ELSE 0 END), \
+     SUM(CASE WHEN intensity_kind = 'actual' THEN 1 ELSE 0 END), \
+     SUM(CASE WHEN intensity_kind = 'forecast' THEN 1 ELSE 0 END), \
+     SUM(CASE WHEN intensity_kind = 'fallback_average' THEN 1 ELSE 0 END), \
+     SUM(CASE WHEN intensity_kind IS NULL THEN 1 ELSE 0 END), \
+     SUM(CASE WHEN intensity_kind IS NOT NULL AND intensity_replayed = 1 THEN 1 ELSE 0 END)";
+
+/// One instance's aggregate of `intervals` as SQLite returns it.
+pub(crate) struct RawUsage {
+    instance: String,
+    gpus: i64,
+    intervals: i64,
+    energy_mj: i64,
+    estimated_mj: i64,
+    facility_kwh: f64,
+    covered_ms: i64,
+    samples: i64,
+    power_max_mw: i64,
+    it_co2e_g: f64,
+    facility_co2e_g: f64,
+    missing_energy_mj: i64,
+    actual: i64,
+    forecast: i64,
+    fallback: i64,
+    missing: i64,
+    replayed: i64,
+}
+
+impl RawUsage {
+    /// Reads [`USAGE_COLUMNS`].
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            instance: r.get(0)?,
+            gpus: r.get(1)?,
+            intervals: r.get(2)?,
+            energy_mj: r.get(3)?,
+            estimated_mj: r.get(4)?,
+            facility_kwh: r.get(5)?,
+            covered_ms: r.get(6)?,
+            samples: r.get(7)?,
+            power_max_mw: r.get(8)?,
+            it_co2e_g: r.get(9)?,
+            facility_co2e_g: r.get(10)?,
+            missing_energy_mj: r.get(11)?,
+            actual: r.get(12)?,
+            forecast: r.get(13)?,
+            fallback: r.get(14)?,
+            missing: r.get(15)?,
+            replayed: r.get(16)?,
+        })
+    }
+
+    /// Checks and converts to the domain summary.
+    pub(crate) fn decode(self) -> Result<InstanceSummary, StoreError> {
+        const T: &str = "intervals";
+        let intervals: u64 = stored_int(T, "count", self.intervals)?;
+        let actual: u64 = stored_int(T, "actual intervals", self.actual)?;
+        let forecast: u64 = stored_int(T, "forecast intervals", self.forecast)?;
+        let fallback: u64 = stored_int(T, "fallback intervals", self.fallback)?;
+        let missing: u64 = stored_int(T, "missing intervals", self.missing)?;
+        if actual + forecast + fallback + missing != intervals {
+            return Err(StoreError::Corrupt {
+                table: T,
+                detail: format!(
+                    "instance {} has intervals with an unknown intensity_kind",
+                    self.instance
+                ),
+            });
+        }
+        Ok(InstanceSummary {
+            gpus: stored_int(T, "gpus", self.gpus)?,
+            totals: UsageTotals {
+                gpu_intervals: intervals,
+                energy: Millijoules(stored_int(T, "energy_mj", self.energy_mj)?),
+                estimated: Millijoules(stored_int(T, "estimated_mj", self.estimated_mj)?),
+                facility_energy: KilowattHours(self.facility_kwh),
+                covered_ms: self.covered_ms,
+                samples: stored_int(T, "samples", self.samples)?,
+                power_max: Some(Milliwatts(stored_int(
+                    T,
+                    "power_max_mw",
+                    self.power_max_mw,
+                )?)),
+                it_co2e: GramsCo2e(self.it_co2e_g),
+                facility_co2e: GramsCo2e(self.facility_co2e_g),
+                energy_without_intensity: Millijoules(stored_int(
+                    T,
+                    "energy_mj",
+                    self.missing_energy_mj,
+                )?),
+                intervals_actual: actual,
+                intervals_forecast: forecast,
+                intervals_fallback: fallback,
+                intervals_missing_intensity: missing,
+                intervals_replayed_intensity: stored_int(T, "replayed", self.replayed)?,
+            },
+            instance: InstanceId(self.instance),
         })
     }
 }

@@ -1,0 +1,613 @@
+//! Hourly rollups of the 5-minute data that cannot double count, and the tenant summary that
+//! reads them.
+//!
+//! # Why not a materialized view
+//!
+//! Exactly-once in this store rests on `shares` being a `ReplacingMergeTree` read with `FINAL`:
+//! a share inserted twice (a redelivery racing its first write, a retried insert) is stored
+//! twice and collapsed at read time. A materialized view sees every *insert*, so it would add
+//! both copies. Rollups are therefore computed by a query over `shares FINAL`, never from
+//! inserts.
+//!
+//! # Design
+//!
+//! - **Rows.** `rollup_hourly` holds one row per `(tenant, instance, hour, GPU)`: the totals of
+//!   that GPU's 5-minute intervals in the hour, aggregated from `shares FINAL` by the same
+//!   per-interval SQL as the raw reads ([`intervals_sql`]): so a rollup row *is* the sum of
+//!   the intervals the raw path would read, duplicates already collapsed.
+//! - **Staleness is detected, never assumed away.** Every write of new samples adds, after its
+//!   shares are in, one mark per `(tenant, instance, hour)` it touched to `rollup_marks`
+//!   (a `SummingMergeTree`: the hour's write count only grows). A recompute reads the count
+//!   **first**, then the shares, and stamps its rows with that count (`writes_seen`): every
+//!   write counted in the stamp had its shares in before its mark, so the rows include them.
+//!   A rollup row is used only while its stamp equals the hour's current count; any write
+//!   since makes the hour read from the 5-minute data until it is recomputed.
+//! - **One row per key, whoever recomputes.** `rollup_hourly` is a
+//!   `ReplacingMergeTree(writes_seen)` read with `FINAL`: recomputing twice, or two processes
+//!   recomputing at once, leaves one row per key, the one with the highest stamp. Rows are
+//!   never added up across recomputes, so recomputing is idempotent.
+//! - **Each hour is read from exactly one source.** A summary first fixes, in one query, the
+//!   set of stale `(instance, hour)`s; the second query reads rollups for the whole hours
+//!   inside the range that are *not* in the set, and the 5-minute data for the rest (the
+//!   ragged edges, open and stale hours). Both parts use the same fixed set, so no hour is in
+//!   both, whatever is written or recomputed between the two queries.
+//!
+//! What is left: a writer that dies after inserting its shares and before their mark leaves
+//! shares a rollup may not include, undetected until the bus redelivers the batch (it was not
+//! acknowledged), which writes the mark. The same window already exists for the samples row
+//! (see `ClickHouseStore::write_new_samples`). A writer of a build before schema version 2
+//! writes no marks: upgrade every writer before relying on rollups.
+//!
+//! # When rollups are computed
+//!
+//! From the write path: a batch that carries shares of an instance in two different hours has
+//! moved on from the earlier one, so that hour is recomputed right after the batch is stored
+//! (a late batch of an old hour recomputes it the same way). Anything else (an hour whose last
+//! samples came alone, a backfill) is caught by [`Store::refresh_rollups`](crate::Store), which
+//! recomputes every stale closed hour of a range.
+
+use super::schema::{hour_of, HOUR_MS};
+use super::{ch_err, placeholders, ClickHouseStore};
+use crate::{InstanceSummary, StoreError, UsageTotals};
+use ::clickhouse::Row;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use wattprint_core::{
+    GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, TenantId, UnixMillis,
+};
+
+/// Most stale `(instance, hour)` pairs a summary excludes one by one; beyond, whole hours.
+const MAX_STALE_PAIRS: u64 = 500;
+/// Most stale hours a summary excludes; beyond, it reads everything from the 5-minute data.
+const MAX_STALE_HOURS: u64 = 2_000;
+/// `(instance, hour)`s recomputed by one query.
+const RECOMPUTE_KEYS: usize = 1_000;
+/// Hours a refresh looks at per pass (bounds the stale list held in memory).
+const REFRESH_WINDOW_HOURS: i64 = 24;
+/// The recompute and summary queries carry key lists: allow more than the default 256 KiB.
+const MAX_QUERY_SIZE: &str = "16777216";
+
+/// Start of the hour containing `t`.
+pub(crate) fn floor_hour(t: i64) -> i64 {
+    t.div_euclid(HOUR_MS).saturating_mul(HOUR_MS)
+}
+
+/// Start of the first hour starting at or after `t`.
+pub(crate) fn ceil_hour(t: i64) -> i64 {
+    let f = floor_hour(t);
+    if f == t {
+        f
+    } else {
+        f.saturating_add(HOUR_MS)
+    }
+}
+
+/// Per-interval aggregates of `shares FINAL` under `filter`, grouped per
+/// `(tenant, instance, GPU, bucket)`: the same values as `INTERVAL_SELECT` (region, PUE and
+/// intensity from the lowest sequence number, the intensity from the lowest that has one), with
+/// `iv_` aliases that shadow no column.
+fn intervals_sql(filter: &str) -> String {
+    format!(
+        "SELECT tenant, instance_id, gpu_uuid, bucket_ms, \
+         sum(energy_mj) AS iv_energy, sum(toFloat64(energy_mj)) AS iv_energy_f, \
+         sum(estimated_mj) AS iv_estimated, sum(covered_ms) AS iv_covered, \
+         count() AS iv_samples, max(power_max_mw) AS iv_power_max, \
+         argMin(pue, seq) AS iv_pue, max(has_intensity) AS iv_has, \
+         argMinIf(intensity_value, seq, has_intensity = 1) AS iv_value, \
+         toString(argMinIf(intensity_kind, seq, has_intensity = 1)) AS iv_kind, \
+         argMinIf(intensity_replayed, seq, has_intensity = 1) AS iv_replayed \
+         FROM shares FINAL WHERE {filter} \
+         GROUP BY tenant, instance_id, gpu_uuid, bucket_ms"
+    )
+}
+
+/// The totals columns of `rollup_hourly`, in table order.
+const TOTAL_COLUMNS: &str = "gpu_intervals, energy_mj, energy_float, estimated_mj, covered_ms, \
+     samples, power_max_mw, facility_kwh, it_co2e_g, facility_co2e_g, weighted_intensity, \
+     intensity_sum, energy_with_intensity_mj, missing_energy_mj, intervals_actual, \
+     intervals_forecast, intervals_fallback, intervals_missing, intervals_replayed, \
+     intervals_unknown";
+
+/// [`TOTAL_COLUMNS`] aggregated over the intervals of [`intervals_sql`]. Emissions per
+/// interval use the arithmetic of `GramsPerKwh::emissions` (`E · I / MJ_PER_KWH`, then
+/// `× PUE`), as the API does with interval rows.
+const TOTALS_OF_INTERVALS: &str = "count() AS gpu_intervals, sum(iv_energy) AS energy_mj, \
+     sum(iv_energy_f) AS energy_float, sum(iv_estimated) AS estimated_mj, \
+     sum(iv_covered) AS covered_ms, sum(iv_samples) AS samples, \
+     max(iv_power_max) AS power_max_mw, \
+     sum(iv_energy_f / 3600000000 * iv_pue) AS facility_kwh, \
+     sum(if(iv_has = 1, iv_energy_f * iv_value / 3600000000, 0)) AS it_co2e_g, \
+     sum(if(iv_has = 1, iv_energy_f * iv_value / 3600000000 * iv_pue, 0)) AS facility_co2e_g, \
+     sum(if(iv_has = 1, iv_energy_f * iv_value, 0)) AS weighted_intensity, \
+     sum(if(iv_has = 1, iv_value, 0)) AS intensity_sum, \
+     sum(if(iv_has = 1, iv_energy, 0)) AS energy_with_intensity_mj, \
+     sum(if(iv_has = 1, 0, iv_energy)) AS missing_energy_mj, \
+     countIf(iv_has = 1 AND iv_kind = 'actual') AS intervals_actual, \
+     countIf(iv_has = 1 AND iv_kind = 'forecast') AS intervals_forecast, \
+     countIf(iv_has = 1 AND iv_kind = 'fallback_average') AS intervals_fallback, \
+     countIf(iv_has = 0) AS intervals_missing, \
+     countIf(iv_has = 1 AND iv_replayed = 1) AS intervals_replayed, \
+     countIf(iv_has = 1 AND iv_kind NOT IN ('actual', 'forecast', 'fallback_average')) \
+     AS intervals_unknown";
+
+/// Per `(instance, GPU, hour)` totals of the intervals under `filter` (plus the tenant when
+/// `with_tenant`), columns named as in `rollup_hourly`.
+fn hourly_sql(filter: &str, with_tenant: bool) -> String {
+    let tenant = if with_tenant { "tenant, " } else { "" };
+    format!(
+        "SELECT {tenant}instance_id, gpu_uuid, {hour} AS hour_ms, {TOTALS_OF_INTERVALS} \
+         FROM ({inner}) GROUP BY {tenant}instance_id, gpu_uuid, hour_ms",
+        hour = hour_of("bucket_ms"),
+        inner = intervals_sql(filter),
+    )
+}
+
+/// Per-instance aggregate of hourly rows (rollups and raw alike), in [`StoredUsage`]'s order.
+/// No aliases: they would shadow the columns inside the other aggregates.
+const SUMMARY_SELECT: &str = "instance_id, uniqExact(gpu_uuid), sum(gpu_intervals), \
+     sum(energy_mj), sum(energy_float), sum(estimated_mj), sum(covered_ms), sum(samples), \
+     max(power_max_mw), sum(facility_kwh), sum(it_co2e_g), sum(facility_co2e_g), \
+     sum(missing_energy_mj), sum(intervals_actual), sum(intervals_forecast), \
+     sum(intervals_fallback), sum(intervals_missing), sum(intervals_replayed), \
+     sum(intervals_unknown), uniqExactIf(hour_ms, from_rollup = 1)";
+
+/// One instance's row of [`SUMMARY_SELECT`].
+#[derive(Debug, Row, Deserialize)]
+struct StoredUsage {
+    instance_id: String,
+    gpus: u64,
+    gpu_intervals: u64,
+    energy_mj: u64,
+    energy_float: f64,
+    estimated_mj: u64,
+    covered_ms: i64,
+    samples: u64,
+    power_max_mw: u32,
+    facility_kwh: f64,
+    it_co2e_g: f64,
+    facility_co2e_g: f64,
+    missing_energy_mj: u64,
+    actual: u64,
+    forecast: u64,
+    fallback: u64,
+    missing: u64,
+    replayed: u64,
+    unknown: u64,
+    rollup_hours: u64,
+}
+
+impl StoredUsage {
+    fn decode(self) -> Result<InstanceSummary, StoreError> {
+        const T: &str = "shares";
+        // 2^64 as f64: a float sum at or past it means the integer sum wrapped.
+        if self.energy_float >= 18_446_744_073_709_551_616.0 {
+            return Err(StoreError::Corrupt {
+                table: T,
+                detail: format!("energy of {} overflows 64 bits", self.instance_id),
+            });
+        }
+        if self.unknown > 0 {
+            return Err(StoreError::Corrupt {
+                table: T,
+                detail: format!(
+                    "instance {} has {} intervals with an unknown intensity_kind",
+                    self.instance_id, self.unknown
+                ),
+            });
+        }
+        Ok(InstanceSummary {
+            gpus: u32::try_from(self.gpus).map_err(|_| StoreError::Corrupt {
+                table: T,
+                detail: format!("{} GPUs on instance {}", self.gpus, self.instance_id),
+            })?,
+            totals: UsageTotals {
+                gpu_intervals: self.gpu_intervals,
+                energy: Millijoules(self.energy_mj),
+                estimated: Millijoules(self.estimated_mj),
+                facility_energy: KilowattHours(self.facility_kwh),
+                covered_ms: self.covered_ms,
+                samples: self.samples,
+                power_max: Some(Milliwatts(self.power_max_mw)),
+                it_co2e: GramsCo2e(self.it_co2e_g),
+                facility_co2e: GramsCo2e(self.facility_co2e_g),
+                energy_without_intensity: Millijoules(self.missing_energy_mj),
+                intervals_actual: self.actual,
+                intervals_forecast: self.forecast,
+                intervals_fallback: self.fallback,
+                intervals_missing_intensity: self.missing,
+                intervals_replayed_intensity: self.replayed,
+            },
+            instance: InstanceId(self.instance_id),
+        })
+    }
+}
+
+/// A `(tenant, instance, hour)` whose rollup is missing or stale, with its current write count.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Row, Deserialize)]
+pub(crate) struct StaleHour {
+    tenant: String,
+    instance_id: String,
+    hour_ms: i64,
+    writes: u64,
+}
+
+/// `(instance, hour)`s of a tenant that must not be read from rollups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Excluded {
+    /// These pairs.
+    Pairs(Vec<(String, i64)>),
+    /// Every instance in these hours.
+    Hours(Vec<i64>),
+    /// Every hour: no rollups at all.
+    Everything,
+}
+
+/// How a summary reads the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryPath {
+    /// Rollups for whole, fresh hours; 5-minute data for the rest (what the `Store` uses).
+    Auto,
+    /// 5-minute data only (the reference the rollups are tested and benchmarked against).
+    Raw,
+}
+
+/// SQL selecting stale `(tenant, instance, hour)`s with their write counts, hours in
+/// `[?, ?)`, `tenant_filter` applied to both tables (placeholders: tenant filter values, then
+/// the two hour bounds, for each of the two tables). Joined subqueries carry aliases: servers
+/// since 20.x refuse them without (`joined_subquery_requires_alias`).
+fn stale_sql(tenant_filter: &str) -> String {
+    format!(
+        "SELECT tenant, instance_id, hour_ms, m_writes FROM ( \
+             SELECT tenant, instance_id, hour_ms, sum(writes) AS m_writes FROM rollup_marks \
+             WHERE {tenant_filter} AND hour_ms >= ? AND hour_ms < ? \
+             GROUP BY tenant, instance_id, hour_ms \
+         ) AS marked ANY LEFT JOIN ( \
+             SELECT tenant, instance_id, hour_ms, \
+                 min(writes_seen) AS r_lo, max(writes_seen) AS r_hi \
+             FROM rollup_hourly FINAL \
+             WHERE {tenant_filter} AND hour_ms >= ? AND hour_ms < ? \
+             GROUP BY tenant, instance_id, hour_ms \
+         ) AS rolled USING (tenant, instance_id, hour_ms) \
+         WHERE r_lo != m_writes OR r_hi != m_writes"
+    )
+}
+
+impl ClickHouseStore {
+    /// Stale or missing rollups of `tenant` (all tenants when None) for hours in
+    /// `[from_hour, to_hour)`, ordered, at most `limit` (all when None).
+    async fn stale_hours(
+        &self,
+        tenant: Option<&TenantId>,
+        from_hour: i64,
+        to_hour: i64,
+        limit: Option<u64>,
+    ) -> Result<Vec<StaleHour>, StoreError> {
+        const OP: &str = "finding stale rollups";
+        let filter = if tenant.is_some() {
+            "tenant = ?"
+        } else {
+            "1 = 1"
+        };
+        let sql = format!(
+            "{} ORDER BY tenant, hour_ms, instance_id{}",
+            stale_sql(filter),
+            if limit.is_some() { " LIMIT ?" } else { "" }
+        );
+        let mut q = self.client.query(&sql);
+        for _ in 0..2 {
+            if let Some(t) = tenant {
+                q = q.bind(t.as_str());
+            }
+            q = q.bind(from_hour).bind(to_hour);
+        }
+        if let Some(limit) = limit {
+            q = q.bind(limit);
+        }
+        self.fetch(q, OP).await
+    }
+
+    /// Recomputes the given `(tenant, instance, hour)`s, each stamped with the write count it
+    /// carries (read before this call, so before the shares are read here).
+    pub(crate) async fn recompute(&self, stale: &[StaleHour]) -> Result<(), StoreError> {
+        const OP: &str = "recomputing rollups";
+        let mut by_tenant: BTreeMap<&str, Vec<&StaleHour>> = BTreeMap::new();
+        for s in stale {
+            by_tenant.entry(s.tenant.as_str()).or_default().push(s);
+        }
+        for (tenant, keys) in by_tenant {
+            for chunk in keys.chunks(RECOMPUTE_KEYS) {
+                let instances: BTreeSet<&str> =
+                    chunk.iter().map(|k| k.instance_id.as_str()).collect();
+                let lo = chunk.iter().map(|k| k.hour_ms).min().unwrap_or(0);
+                let hi = chunk
+                    .iter()
+                    .map(|k| k.hour_ms)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_add(HOUR_MS);
+                let filter = format!(
+                    "tenant = ? AND instance_id IN ({}) AND bucket_ms >= ? AND bucket_ms < ?",
+                    placeholders(instances.len(), 1)
+                );
+                // The job list joins on (instance, hour) only: the tenant is fixed per query,
+                // and a join key never mixes `LowCardinality` with `String`.
+                let sql = format!(
+                    "INSERT INTO rollup_hourly (tenant, instance_id, hour_ms, gpu_uuid, \
+                     writes_seen, {TOTAL_COLUMNS}) \
+                     SELECT tenant, instance_id, hour_ms, gpu_uuid, job_writes, {TOTAL_COLUMNS} \
+                     FROM ({hourly}) AS computed ANY INNER JOIN ( \
+                         SELECT tupleElement(job, 1) AS instance_id, \
+                             toInt64(tupleElement(job, 2)) AS hour_ms, \
+                             toUInt64(tupleElement(job, 3)) AS job_writes \
+                         FROM (SELECT arrayJoin(?) AS job) \
+                     ) AS jobs USING (instance_id, hour_ms)",
+                    hourly = hourly_sql(&filter, true)
+                );
+                let mut q = self.client.query(&sql).bind(tenant);
+                for i in &instances {
+                    q = q.bind(*i);
+                }
+                let jobs: Vec<(&str, i64, u64)> = chunk
+                    .iter()
+                    .map(|k| (k.instance_id.as_str(), k.hour_ms, k.writes))
+                    .collect();
+                q.bind(lo)
+                    .bind(hi)
+                    .bind(jobs)
+                    .with_option("max_query_size", MAX_QUERY_SIZE)
+                    .execute()
+                    .await
+                    .map_err(ch_err(OP))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes every stale or missing rollup of the whole hours in `[from, to)`, a day of
+    /// marked hours at a time (empty stretches are skipped). Returns how many
+    /// `(tenant, instance, hour)`s it recomputed.
+    pub(crate) async fn refresh(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "refreshing rollups";
+        let (mut at, end) = (ceil_hour(from.0), floor_hour(to.0));
+        let mut done = 0u64;
+        while at < end {
+            let (next, marked): (i64, u64) = self
+                .client
+                .query(
+                    "SELECT min(hour_ms), count() FROM rollup_marks \
+                     WHERE hour_ms >= ? AND hour_ms < ?",
+                )
+                .bind(at)
+                .bind(end)
+                .fetch_one()
+                .await
+                .map_err(ch_err(OP))?;
+            if marked == 0 {
+                break;
+            }
+            at = next.max(at);
+            let until = at.saturating_add(REFRESH_WINDOW_HOURS * HOUR_MS).min(end);
+            let stale = self.stale_hours(None, at, until, None).await?;
+            self.recompute(&stale).await?;
+            done += stale.len() as u64;
+            at = until;
+        }
+        if done > 0 {
+            tracing::debug!(recomputed = done, "rollups refreshed");
+        }
+        Ok(done)
+    }
+
+    /// After a write: recomputes, per `(tenant, instance)` of `touched`, the hours before the
+    /// latest one it touched (the stream has moved past them). Failures are logged, not
+    /// returned: the write is stored, and a stale rollup is never read.
+    pub(crate) async fn roll_up_passed_hours(&self, touched: &BTreeSet<(String, String, i64)>) {
+        const OP: &str = "recomputing rollups after a write";
+        let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for (t, i, h) in touched {
+            let e = latest.entry((t.as_str(), i.as_str())).or_insert(*h);
+            *e = (*e).max(*h);
+        }
+        let passed: Vec<&(String, String, i64)> = touched
+            .iter()
+            .filter(|(t, i, h)| latest.get(&(t.as_str(), i.as_str())).is_some_and(|l| h < l))
+            .collect();
+        if passed.is_empty() {
+            return;
+        }
+        let result = async {
+            let mut stale = Vec::with_capacity(passed.len());
+            for chunk in passed.chunks(RECOMPUTE_KEYS) {
+                let sql = format!(
+                    "SELECT tenant, instance_id, hour_ms, sum(writes) FROM rollup_marks \
+                     WHERE (tenant, instance_id, hour_ms) IN ({}) \
+                     GROUP BY tenant, instance_id, hour_ms",
+                    placeholders(chunk.len(), 3)
+                );
+                let mut q = self.client.query(&sql);
+                for (t, i, h) in chunk {
+                    q = q.bind(t.as_str()).bind(i.as_str()).bind(*h);
+                }
+                stale.extend(
+                    self.fetch::<StaleHour>(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
+                        .await?,
+                );
+            }
+            self.recompute(&stale).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, hours = passed.len(), "rollup recompute after a write failed; those hours read from 5-minute data until refreshed");
+        }
+    }
+
+    /// The tenant's usage per instance over buckets starting in `[from, to)`, read by `path`.
+    pub async fn tenant_summary_by(
+        &self,
+        tenant: &TenantId,
+        from: UnixMillis,
+        to: UnixMillis,
+        path: SummaryPath,
+    ) -> Result<Vec<(InstanceSummary, u64)>, StoreError> {
+        const OP: &str = "summarising a tenant";
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let (h1, h2) = (ceil_hour(from.0), floor_hour(to.0));
+        let excluded = if path == SummaryPath::Raw || h1 >= h2 {
+            Excluded::Everything
+        } else {
+            let stale = self
+                .stale_hours(Some(tenant), h1, h2, Some(MAX_STALE_PAIRS + 1))
+                .await?;
+            if stale.len() as u64 <= MAX_STALE_PAIRS {
+                Excluded::Pairs(
+                    stale
+                        .into_iter()
+                        .map(|s| (s.instance_id, s.hour_ms))
+                        .collect(),
+                )
+            } else {
+                let sql = format!(
+                    "SELECT DISTINCT hour_ms FROM ({}) ORDER BY hour_ms LIMIT ?",
+                    stale_sql("tenant = ?")
+                );
+                let hours: Vec<i64> = self
+                    .fetch(
+                        self.client
+                            .query(&sql)
+                            .bind(tenant.as_str())
+                            .bind(h1)
+                            .bind(h2)
+                            .bind(tenant.as_str())
+                            .bind(h1)
+                            .bind(h2)
+                            .bind(MAX_STALE_HOURS + 1),
+                        OP,
+                    )
+                    .await?;
+                if hours.len() as u64 <= MAX_STALE_HOURS {
+                    Excluded::Hours(hours)
+                } else {
+                    Excluded::Everything
+                }
+            }
+        };
+
+        // The 5-minute part: the edges, and the excluded hours in between. Only instances with
+        // marks in the range are read, so the primary key (instance first) narrows the scan.
+        let bucket_hour = hour_of("bucket_ms");
+        let mut raw_filter = String::from(
+            "tenant = ? AND instance_id IN (SELECT instance_id FROM rollup_marks \
+             WHERE tenant = ? AND hour_ms >= ? AND hour_ms < ?) \
+             AND bucket_ms >= ? AND bucket_ms < ?",
+        );
+        let mut rollup_filter = String::from("tenant = ? AND hour_ms >= ? AND hour_ms < ?");
+        match &excluded {
+            Excluded::Everything => {}
+            Excluded::Pairs(p) if p.is_empty() => {
+                raw_filter.push_str(" AND (bucket_ms < ? OR bucket_ms >= ?)");
+            }
+            Excluded::Pairs(p) => {
+                let set = placeholders(p.len(), 2);
+                raw_filter.push_str(&format!(
+                    " AND (bucket_ms < ? OR bucket_ms >= ? OR (instance_id, {bucket_hour}) IN ({set}))"
+                ));
+                rollup_filter.push_str(&format!(" AND (instance_id, hour_ms) NOT IN ({set})"));
+            }
+            Excluded::Hours(h) => {
+                let set = placeholders(h.len(), 1);
+                raw_filter.push_str(&format!(
+                    " AND (bucket_ms < ? OR bucket_ms >= ? OR {bucket_hour} IN ({set}))"
+                ));
+                rollup_filter.push_str(&format!(" AND hour_ms NOT IN ({set})"));
+            }
+        }
+        let raw = format!(
+            "SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(0) AS from_rollup \
+             FROM ({})",
+            hourly_sql(&raw_filter, false)
+        );
+        let union = if excluded == Excluded::Everything {
+            raw
+        } else {
+            format!(
+                "{raw} UNION ALL \
+                 SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(1) AS from_rollup \
+                 FROM rollup_hourly FINAL WHERE {rollup_filter}"
+            )
+        };
+        let sql = format!(
+            "SELECT {SUMMARY_SELECT} FROM ({union}) GROUP BY instance_id ORDER BY instance_id"
+        );
+
+        let mut q = self
+            .client
+            .query(&sql)
+            .bind(tenant.as_str())
+            .bind(tenant.as_str())
+            .bind(floor_hour(from.0))
+            .bind(to.0)
+            .bind(from.0)
+            .bind(to.0);
+        let bind_set = |mut q: ::clickhouse::query::Query| {
+            match &excluded {
+                Excluded::Pairs(p) => {
+                    for (i, h) in p {
+                        q = q.bind(i.as_str()).bind(*h);
+                    }
+                }
+                Excluded::Hours(h) => {
+                    for h in h {
+                        q = q.bind(*h);
+                    }
+                }
+                Excluded::Everything => {}
+            }
+            q
+        };
+        if excluded != Excluded::Everything {
+            q = bind_set(q.bind(h1).bind(h2));
+            q = bind_set(q.bind(tenant.as_str()).bind(h1).bind(h2));
+        }
+        let rows: Vec<StoredUsage> = self
+            .fetch(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let hours = r.rollup_hours;
+                Ok((r.decode()?, hours))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_round_both_ways() {
+        assert_eq!(floor_hour(HOUR_MS + 1), HOUR_MS);
+        assert_eq!(ceil_hour(HOUR_MS + 1), 2 * HOUR_MS);
+        assert_eq!(ceil_hour(HOUR_MS), HOUR_MS);
+        assert_eq!(floor_hour(-1), -HOUR_MS);
+        assert_eq!(ceil_hour(-1), 0);
+    }
+
+    #[test]
+    fn rollup_columns_match_the_totals_computed() {
+        // Every rollup column is produced, by name and in order, by the raw aggregation.
+        let produced: Vec<&str> = TOTALS_OF_INTERVALS
+            .split(" AS ")
+            .skip(1)
+            .map(|s| s.split([',', ' ']).next().unwrap_or(""))
+            .collect();
+        let columns: Vec<&str> = TOTAL_COLUMNS.split(", ").map(str::trim).collect();
+        assert_eq!(produced, columns);
+    }
+}
