@@ -193,3 +193,26 @@ pub fn wire_sample(
         attribution: Attribution::Exclusive as i32,
     }
 }
+
+/// Energy of a trace replayed from `start_at` on each side of the bucket edge `edge`, by hand:
+/// whole steps on their side, the straddling step split in proportion to time (floor before).
+pub fn split_at_edge(rows: &[TraceRow], start_at: i64, edge: i64) -> (u64, u64) {
+    let (mut before, mut after) = (0u64, 0u64);
+    for i in 0..rows.len() - 1 {
+        let (t0, t1) = (
+            virtual_time(rows, i, start_at),
+            virtual_time(rows, i + 1, start_at),
+        );
+        let e = rows[i + 1].counter_mj - rows[i].counter_mj;
+        if t1 <= edge {
+            before += e;
+        } else if t0 >= edge {
+            after += e;
+        } else {
+            let part = (e as u128 * (edge - t0) as u128 / (t1 - t0) as u128) as u64;
+            before += part;
+            after += e - part;
+        }
+    }
+    (before, after)
+}

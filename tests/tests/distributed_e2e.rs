@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use wattprint_tests::api::ApiClient;
 use wattprint_tests::cluster::{agent_summary, Cluster, TestInstance};
 use wattprint_tests::{
-    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, test_servers, virtual_time,
-    wire_sample, BUCKET_MS, MJ_PER_KWH,
+    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, split_at_edge, test_servers,
+    virtual_time, wire_sample, BUCKET_MS, MJ_PER_KWH,
 };
 
 const PUE: f64 = 1.2;
@@ -158,23 +158,7 @@ async fn trace_energy_and_emissions_are_exact_across_processes_on_kafka_and_clic
     );
 
     // The straddling trace splits in proportion to time at the edge, as computed by hand.
-    let (mut before, mut after) = (0u64, 0u64);
-    for i in 0..rows.len() - 1 {
-        let (t0, t1) = (
-            virtual_time(&rows, i, start_b),
-            virtual_time(&rows, i + 1, start_b),
-        );
-        let e = rows[i + 1].counter_mj - rows[i].counter_mj;
-        if t1 <= edge {
-            before += e;
-        } else if t0 >= edge {
-            after += e;
-        } else {
-            let part = (e as u128 * (edge - t0) as u128 / (t1 - t0) as u128) as u64;
-            before += part;
-            after += e - part;
-        }
-    }
+    let (before, after) = split_at_edge(&rows, start_b, edge);
     assert_eq!(
         api.series_energy("acme", "acme-b", edge - BUCKET_MS, edge)
             .await,

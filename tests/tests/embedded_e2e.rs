@@ -16,8 +16,8 @@ use wattprint_cli::embedded::{self, Backend};
 use wattprint_core::{InstanceId, UnixMillis};
 use wattprint_tests::api::ApiClient;
 use wattprint_tests::{
-    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, virtual_time, wire_sample,
-    BUCKET_MS as BUCKET, MJ_PER_KWH,
+    now_ms, phase_starts, read_sgip, read_trace, replayed_intensity, split_at_edge, virtual_time,
+    wire_sample, BUCKET_MS as BUCKET, MJ_PER_KWH,
 };
 
 const PUE: f64 = 1.2;
@@ -189,23 +189,7 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
     let start_b = edge - 100_000;
     replay_once(&backend, 2, "acme-b", UnixMillis(start_b), &f.settings).await;
     // Hand split: whole spans on each side, and the straddling span in proportion to time.
-    let (mut before, mut after) = (0u64, 0u64);
-    for i in 0..rows.len() - 1 {
-        let (t0, t1) = (
-            virtual_time(&rows, i, start_b),
-            virtual_time(&rows, i + 1, start_b),
-        );
-        let e = rows[i + 1].counter_mj - rows[i].counter_mj;
-        if t1 <= edge {
-            before += e;
-        } else if t0 >= edge {
-            after += e;
-        } else {
-            let part = (e as u128 * (edge - t0) as u128 / (t1 - t0) as u128) as u64;
-            before += part;
-            after += e - part;
-        }
-    }
+    let (before, after) = split_at_edge(&rows, start_b, edge);
     let fp = footprint(&backend, "acme", &["acme-b"], edge - BUCKET, edge + BUCKET).await;
     assert_eq!(fp["it_energy_mj"].as_u64().unwrap(), before + after);
     let co2e = (before as f64 * replayed_intensity(&pge, edge - BUCKET)
