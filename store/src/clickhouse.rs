@@ -46,7 +46,6 @@
 //! Every tenant-facing query filters on the tenant of its [`TenantScope`], and every value from
 //! a caller is bound with the client's `?` binding, never formatted into SQL.
 
-mod checks;
 mod rollups;
 mod rows;
 mod schema;
@@ -54,6 +53,7 @@ mod schema;
 pub use rollups::SummaryPath;
 pub use schema::supports_modern;
 
+use crate::checks::{check_enriched, check_inventory, check_workload};
 use crate::{
     EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, NewWorkload, QuarantineRecord,
     RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
@@ -61,7 +61,6 @@ use crate::{
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
-use checks::{check_enriched, check_inventory, check_workload};
 use rows::{
     AggregatedInterval, RollupMark, SampleKey, ShareKey, StoredGpu, StoredInstance,
     StoredQuarantine, StoredSample, StoredShare, StoredWorkload, INTERVAL_SELECT,

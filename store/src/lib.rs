@@ -5,6 +5,7 @@
 //! counted as a duplicate and changes nothing. Every tenant-facing read takes a
 //! [`TenantScope`] and returns only that tenant's rows.
 
+mod checks;
 pub mod clickhouse;
 pub mod sqlite;
 

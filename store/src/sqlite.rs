@@ -7,6 +7,7 @@
 mod rows;
 mod schema;
 
+use crate::checks::check_workload;
 use crate::{
     EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow, NewWorkload,
     QuarantineRecord, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
@@ -28,9 +29,6 @@ use wattprint_core::{
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest accepted workload label or functional unit, in characters.
-const MAX_LABEL_CHARS: usize = 200;
 
 /// The SQLite store. Cheap to clone: clones share one connection.
 #[derive(Debug, Clone)]
@@ -750,50 +748,6 @@ fn load_quarantine(conn: &mut Connection, limit: u32) -> Result<Vec<QuarantineRe
 
 // ---------------------------------------------------------------------------------------------
 // Workloads
-
-fn check_text(what: &str, s: &str) -> Result<(), StoreError> {
-    if s.trim().is_empty() {
-        return Err(StoreError::Invalid(format!(
-            "workload {what} must not be empty"
-        )));
-    }
-    let n = s.chars().count();
-    if n > MAX_LABEL_CHARS {
-        return Err(StoreError::Invalid(format!(
-            "workload {what} is {n} characters long; the limit is {MAX_LABEL_CHARS}"
-        )));
-    }
-    Ok(())
-}
-
-fn check_workload(w: &NewWorkload) -> Result<(), StoreError> {
-    check_text("label", &w.label)?;
-    check_text("functional unit", &w.functional_unit)?;
-    if w.instances.is_empty() {
-        return Err(StoreError::Invalid(
-            "a workload needs at least one instance".into(),
-        ));
-    }
-    let mut seen = HashSet::new();
-    for i in &w.instances {
-        if !seen.insert(i) {
-            return Err(StoreError::Invalid(format!("instance {i} is listed twice")));
-        }
-    }
-    if w.from >= w.to {
-        return Err(StoreError::Invalid(format!(
-            "workload range is empty: from {} is not before to {}",
-            w.from, w.to
-        )));
-    }
-    if !w.functional_units.is_finite() || w.functional_units <= 0.0 {
-        return Err(StoreError::Invalid(format!(
-            "functional units must be a positive number, got {}",
-            w.functional_units
-        )));
-    }
-    Ok(())
-}
 
 /// A fresh id: `wl_` and 16 random hex digits (reveals nothing about other workloads).
 fn new_workload_id() -> WorkloadId {

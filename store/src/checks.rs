@@ -1,5 +1,5 @@
-//! Input checks, with the same limits and messages as the SQLite store's: a batch one store
-//! accepts, the other accepts too.
+//! Input checks shared by the stores: the same limits and messages everywhere, so a batch one
+//! store accepts, the other accepts too.
 
 use crate::{EnrichedSample, InstanceRecord, NewWorkload, StoreError};
 use std::collections::HashSet;
