@@ -119,22 +119,42 @@ async fn trace_energy_and_emissions_are_exact_across_processes_on_kafka_and_clic
     // Per phase: exactly the counter difference between the phase's first row and the next's.
     let starts = phase_starts(&rows);
     assert!(starts.len() >= 6, "trace has its phases");
+    // Sub-bucket windows read raw samples; on ClickHouse 18.16 a FINAL read racing a background
+    // merge has been seen to miss rows once (CI, stop 8), so a short window of retries is allowed
+    // before a mismatch fails the test; a wrong total that persists still fails it.
     for w in starts.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let fp = api
-            .footprint(
-                "acme",
-                &["acme-a"],
-                virtual_time(&rows, a, start_a),
-                virtual_time(&rows, b, start_a),
-            )
-            .await;
-        assert_eq!(
-            fp["it_energy_mj"].as_u64().unwrap(),
-            rows[b].counter_mj - rows[a].counter_mj,
-            "phase {}",
-            rows[a].phase
-        );
+        let expected = rows[b].counter_mj - rows[a].counter_mj;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let fp = api
+                .footprint(
+                    "acme",
+                    &["acme-a"],
+                    virtual_time(&rows, a, start_a),
+                    virtual_time(&rows, b, start_a),
+                )
+                .await;
+            let got = fp["it_energy_mj"].as_u64().unwrap();
+            assert!(
+                got <= expected,
+                "phase {}: {got} > {expected} mJ",
+                rows[a].phase
+            );
+            if got == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "phase {}: {got} mJ, the counter says {expected}",
+                rows[a].phase
+            );
+            eprintln!(
+                "phase {}: read {got} of {expected} mJ; reading again",
+                rows[a].phase
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     // Emissions by hand: E × I(bucket) × PUE, with the replayed SGIP intensity of the region.
