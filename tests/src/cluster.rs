@@ -147,16 +147,10 @@ instances = 1
         )]
     }
 
-    /// Starts `wattprint <role>` and waits until it is ready. The enricher is a static member
-    /// of its group (one name per cluster): a restarted enricher takes its partitions back.
+    /// Starts `wattprint <role>` and waits until it is ready. The enricher is a dynamic member
+    /// of its group: tansu 0.6 strands a restarted static member (see `distributed_faults`).
     pub fn start(&self, role: &str) -> Node {
-        let mut env = self.env();
-        if role == "enricher" {
-            env.push((
-                "WATTPRINT_BUS__GROUP_INSTANCE_ID".to_owned(),
-                "enricher-1".to_owned(),
-            ));
-        }
+        let env = self.env();
         let mut node = Node::spawn(role, &[role], &env, self.dir.path());
         node.wait_for_line("ready", READY_WITHIN);
         node
