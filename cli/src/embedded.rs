@@ -236,7 +236,8 @@ impl Backend {
                 auth.clone(),
                 settings.catalog.clone(),
                 ApiLimits::default(),
-            );
+            )
+            .with_intensity(settings.intensity.clone());
             let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
             (Some(task), Some(addr))
         } else {

@@ -34,6 +34,12 @@ pub enum ApiError {
     /// The thing does not exist or is not the caller's.
     #[error("{0}")]
     NotFound(String),
+    /// The request is well formed but this data cannot answer it; the message says why.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The server is not configured to answer this request.
+    #[error("{0}")]
+    Unavailable(String),
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -61,6 +67,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +89,14 @@ impl ApiError {
             ApiError::MethodNotAllowed => (
                 "urn:wattprint:problem:method-not-allowed",
                 "Method not allowed",
+            ),
+            ApiError::Unprocessable(_) => (
+                "urn:wattprint:problem:unprocessable",
+                "Cannot be computed from this data",
+            ),
+            ApiError::Unavailable(_) => (
+                "urn:wattprint:problem:unavailable",
+                "Not available on this server",
             ),
             ApiError::Internal(_) => ("urn:wattprint:problem:internal", "Internal error"),
         }

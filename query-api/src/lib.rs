@@ -11,6 +11,8 @@
 //! - `GET /v1/instances`
 //! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d`
 //! - `POST /v1/workloads`, `GET /v1/workloads`, `GET /v1/workloads/{id}` (with footprint and SCI)
+//! - `GET /v1/workloads/{id}/whatif?window_hours=&factor=`: Flexible Start and Pause and Resume
+//!   on the region's actual marginal intensity ([`whatif`])
 //! - `GET /v1/summary?from=&to=`: the tenant's energy and emissions per instance and in total
 //!   (a month fits the default range limit)
 //! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint}` (HTTP/2 with prior
@@ -24,10 +26,12 @@ pub mod grpc;
 pub mod routes;
 pub mod service;
 pub mod time;
+pub mod whatif;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_store::Store;
 
@@ -66,6 +70,7 @@ pub struct ApiState {
     pub(crate) verifier: Arc<TokenVerifier>,
     pub(crate) catalog: Arc<HardwareCatalog>,
     pub(crate) limits: ApiLimits,
+    pub(crate) intensity: Option<Arc<IntensityJoin>>,
 }
 
 impl ApiState {
@@ -82,7 +87,15 @@ impl ApiState {
             verifier: Arc::new(TokenVerifier::new(&auth)),
             catalog: Arc::new(catalog),
             limits,
+            intensity: None,
         }
+    }
+
+    /// Adds the intensity join the what-ifs run on (the enricher's: same regions, same rule).
+    /// Without one, `/v1/workloads/{id}/whatif` answers 503.
+    pub fn with_intensity(mut self, join: Arc<IntensityJoin>) -> Self {
+        self.intensity = Some(join);
+        self
     }
 
     /// The store behind the API.
@@ -111,6 +124,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("catalog_models", &self.catalog.models.len())
             .field("limits", &self.limits)
+            .field("intensity", &self.intensity.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -22,6 +22,7 @@ use crate::service::{
     WorkloadDetail, WorkloadRequest, WorkloadView,
 };
 use crate::time::{parse_instant, Step};
+use crate::whatif::{WhatIfRequest, WhatIfView};
 use crate::ApiState;
 
 /// Range a series covers when `from` is not given: one hour before `to`.
@@ -38,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/instances/{id}/series", get(instance_series))
         .route("/v1/workloads", get(list_workloads).post(create_workload))
         .route("/v1/workloads/{id}", get(get_workload))
+        .route("/v1/workloads/{id}/whatif", get(workload_whatif))
         .route("/v1/summary", get(tenant_summary))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -200,6 +202,41 @@ async fn get_workload(
     )
     .await?;
     Ok(Json(detail))
+}
+
+/// Query of `GET /v1/workloads/{id}/whatif`.
+#[derive(Debug, Default, Deserialize)]
+pub struct WhatIfParams {
+    /// Flexible Start windows, hours, comma-separated (default 6,12,18,24).
+    pub window_hours: Option<String>,
+    /// Pause and Resume factors, comma-separated (default 1.25,1.5,1.75,2).
+    pub factor: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(workload = Empty))]
+async fn workload_whatif(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<WhatIfParams>, QueryRejection>,
+) -> Result<Json<WhatIfView>, ApiError> {
+    let Path(id) = path?;
+    check_id("workload", &id)?;
+    tracing::Span::current().record("workload", id.as_str());
+    let Query(params) = query?;
+    let req = WhatIfRequest::parse(params.window_hours.as_deref(), params.factor.as_deref())?;
+    let join = state.intensity.as_deref().ok_or_else(|| {
+        ApiError::Unavailable("this query API has no intensity sources configured".into())
+    })?;
+    let view = crate::whatif::workload_whatif(
+        state.store.as_ref(),
+        &scope,
+        join,
+        &WorkloadId::new(id),
+        &req,
+    )
+    .await?;
+    Ok(Json(view))
 }
 
 /// Query of `GET /v1/summary`.

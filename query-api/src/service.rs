@@ -14,8 +14,8 @@ use wattprint_core::sci::{
 };
 use wattprint_core::units::MJ_PER_KWH;
 use wattprint_core::{
-    Bucket, GpuUuid, GramsCo2e, InstanceId, Millijoules, TenantScope, UnixMillis, WorkloadId,
-    BUCKET_MS,
+    Bucket, GpuUuid, GramsCo2e, InstanceId, Millijoules, RegionId, TenantScope, UnixMillis,
+    WorkloadId, BUCKET_MS,
 };
 use wattprint_store::{
     InstanceRecord, IntervalRow, NewWorkload, SampleRow, Store, UsageTotals, Workload,
@@ -821,54 +821,55 @@ pub async fn workload_detail(
     })
 }
 
-/// Computes a workload's footprint exactly.
+/// A workload's energy, slice by slice, before any emissions arithmetic.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadEnergy {
+    /// One slice per (GPU, bucket) with energy inside `[from, to)`.
+    pub slices: Vec<FootprintSlice>,
+    /// GPU-time inside `[from, to)` covered by samples.
+    pub covered_gpu_ms: i64,
+    /// Model of every GPU of the workload's instances (one entry per GPU).
+    pub gpu_models: Vec<String>,
+    /// Grid regions of the workload's instances.
+    pub regions: BTreeSet<RegionId>,
+    /// Instances of the workload no longer in the tenant's inventory.
+    pub missing_instances: Vec<String>,
+}
+
+/// Collects a workload's energy exactly.
 ///
 /// Per instance: the 5-minute intervals with buckets starting in `[floor5(from), to)`. A bucket
 /// wholly inside `[from, to)` counts its stored energy. An edge bucket re-reads the raw samples
 /// overlapping `[max(from, start), min(to, end))` and clips each with
 /// [`clip_energy`] — the same arithmetic that split it into buckets — so a range that is exactly
 /// the span of some samples gets exactly their energy, to the millijoule. Each (GPU, bucket)
-/// slice keeps its bucket's intensity and PUE; emissions are summed per slice by
-/// [`footprint`]. Embodied M: every GPU of the instances, `catalog.embodied_share(model, to −
-/// from)`; unknown models count 0 and are listed.
-pub async fn workload_footprint(
+/// slice keeps its bucket's intensity and PUE.
+pub async fn workload_energy(
     store: &dyn Store,
     scope: &TenantScope,
-    catalog: &HardwareCatalog,
     w: &Workload,
-) -> Result<FootprintView, ApiError> {
+) -> Result<WorkloadEnergy, ApiError> {
     let (from, to) = (w.spec.from, w.spec.to);
     let inventory = store
         .list_instances(scope)
         .await
         .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
-    let mut slices = Vec::new();
-    let mut covered_gpu_ms = 0i64;
-    let mut gpus = 0usize;
-    let mut embodied = 0.0;
-    let mut unknown_models = BTreeSet::new();
-    let mut missing_instances = Vec::new();
+    let mut out = WorkloadEnergy::default();
     for instance in &w.spec.instances {
         let Some(record) = inventory.iter().find(|r| &r.instance == instance) else {
-            missing_instances.push(instance.to_string());
+            out.missing_instances.push(instance.to_string());
             continue;
         };
-        for gpu in &record.gpus {
-            gpus += 1;
-            match catalog.embodied_share(&gpu.model, to.since(from)) {
-                Some(m) => embodied += m.0,
-                None => {
-                    unknown_models.insert(gpu.model.clone());
-                }
-            }
-        }
+        out.regions.insert(record.region.clone());
+        out.gpu_models
+            .extend(record.gpus.iter().map(|g| g.model.clone()));
         let rows = match store
             .instance_intervals(scope, instance, Bucket::containing(from).start(), to)
             .await
         {
             Ok(rows) => rows,
             Err(wattprint_store::StoreError::NotFound(_)) => {
-                missing_instances.push(instance.to_string());
+                out.missing_instances.push(instance.to_string());
                 continue;
             }
             Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
@@ -881,8 +882,8 @@ pub async fn workload_footprint(
         for (bucket, rows) in by_bucket {
             if bucket.start() >= from && bucket.end() <= to {
                 for row in rows {
-                    covered_gpu_ms += row.covered_ms;
-                    slices.push(slice_of(row, row.energy, row.estimated));
+                    out.covered_gpu_ms += row.covered_ms;
+                    out.slices.push(slice_of(row, row.energy, row.estimated));
                 }
                 continue;
             }
@@ -903,11 +904,11 @@ pub async fn workload_footprint(
             let row_of: HashMap<&GpuUuid, &IntervalRow> =
                 rows.iter().map(|r| (&r.gpu, *r)).collect();
             for (gpu, part) in clipped {
-                covered_gpu_ms += part.covered_ms;
+                out.covered_gpu_ms += part.covered_ms;
                 match row_of.get(&gpu) {
-                    Some(row) => slices.push(slice_of(row, part.energy, part.estimated)),
+                    Some(row) => out.slices.push(slice_of(row, part.energy, part.estimated)),
                     // A sample with no interval row: count its energy, with no intensity.
-                    None => slices.push(FootprintSlice {
+                    None => out.slices.push(FootprintSlice {
                         bucket,
                         energy: part.energy,
                         estimated: part.estimated,
@@ -919,20 +920,45 @@ pub async fn workload_footprint(
             }
         }
     }
-    let fp = footprint(&slices, GramsCo2e(embodied), w.spec.functional_units)
+    Ok(out)
+}
+
+/// Computes a workload's footprint from [`workload_energy`]: emissions summed per slice by
+/// [`footprint`]. Embodied M: every GPU of the instances, `catalog.embodied_share(model, to −
+/// from)`; unknown models count 0 and are listed.
+pub async fn workload_footprint(
+    store: &dyn Store,
+    scope: &TenantScope,
+    catalog: &HardwareCatalog,
+    w: &Workload,
+) -> Result<FootprintView, ApiError> {
+    let (from, to) = (w.spec.from, w.spec.to);
+    let energy = workload_energy(store, scope, w).await?;
+    let mut embodied = 0.0;
+    let mut unknown_models = BTreeSet::new();
+    for model in &energy.gpu_models {
+        match catalog.embodied_share(model, to.since(from)) {
+            Some(m) => embodied += m.0,
+            None => {
+                unknown_models.insert(model.clone());
+            }
+        }
+    }
+    let gpus = energy.gpu_models.len();
+    let fp = footprint(&energy.slices, GramsCo2e(embodied), w.spec.functional_units)
         .map_err(|e| ApiError::Internal(format!("stored workload {}: {e}", w.id)))?;
     Ok(FootprintView {
         footprint: fp,
         functional_unit: w.spec.functional_unit.clone(),
         coverage: CoverageView {
             expected_gpu_ms: to.since(from).saturating_mul(gpus as i64),
-            covered_gpu_ms,
+            covered_gpu_ms: energy.covered_gpu_ms,
         },
         embodied: EmbodiedView {
             gpus,
             unknown_models: unknown_models.into_iter().collect(),
         },
-        missing_instances,
+        missing_instances: energy.missing_instances,
     })
 }
 

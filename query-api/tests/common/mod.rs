@@ -162,7 +162,7 @@ pub fn a1_energy(k: u64) -> u64 {
     18_000_000 + 1_003 * k
 }
 
-fn gpu(uuid: &str, model: &str) -> GpuRecord {
+pub fn gpu(uuid: &str, model: &str) -> GpuRecord {
     GpuRecord {
         uuid: GpuUuid::from(uuid),
         model: model.into(),
@@ -170,7 +170,7 @@ fn gpu(uuid: &str, model: &str) -> GpuRecord {
     }
 }
 
-fn instance(
+pub fn instance(
     tenant: &str,
     id: &str,
     region: &str,

@@ -1,0 +1,402 @@
+//! Carbon-aware what-ifs of a workload (Dodge et al. 2022): what it would have emitted had it
+//! started later (Flexible Start) or paused in dirty 5-minute slots (Pause and Resume), on the
+//! actual marginal intensity of its grid region — hindsight, as in the paper. The algorithms are
+//! [`wattprint_core::whatif`]; this module builds their inputs from the store and the intensity
+//! join, and renders the results.
+//!
+//! Inputs: the workload's facility energy per 5-minute slot (IT energy × the bucket's PUE,
+//! rounded to the millijoule), slot 0 being the bucket holding `from`; and the region's
+//! intensity per slot from the same join the enricher uses. Only **actual** marginal points
+//! count: a fallback average or a gap ends the usable series (a constant would invent a "no
+//! saving" answer), and a window that would need slots past it is listed as unavailable with
+//! the reason, never computed on made-up values.
+
+use serde::{Deserialize, Serialize};
+use wattprint_core::intensity::{IntensityJoin, IntensityKind};
+use wattprint_core::whatif::{
+    deadline_slots, flexible_start, pause_and_resume, slot_start, FlexibleStartResult,
+    PauseResumeResult,
+};
+use wattprint_core::{
+    Bucket, GramsPerKwh, Millijoules, RegionId, TenantScope, UnixMillis, WorkloadId, BUCKET_MS,
+};
+use wattprint_store::Store;
+
+use crate::error::ApiError;
+use crate::service::workload_energy;
+
+/// Flexible Start windows of the paper, hours.
+pub const PAPER_WINDOWS_HOURS: [f64; 4] = [6.0, 12.0, 18.0, 24.0];
+/// Pause and Resume deadline factors of the paper.
+pub const PAPER_FACTORS: [f64; 4] = [1.25, 1.5, 1.75, 2.0];
+/// Longest Flexible Start window accepted: 30 days.
+pub const MAX_WINDOW_HOURS: f64 = 720.0;
+/// Largest Pause and Resume factor accepted (the paper stops at 2).
+pub const MAX_FACTOR: f64 = 4.0;
+/// Most windows or factors in one request.
+pub const MAX_CHOICES: usize = 8;
+
+const SLOTS_PER_HOUR: f64 = 12.0;
+
+/// Which what-ifs to compute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhatIfRequest {
+    /// Flexible Start windows, hours (multiples of 5 minutes).
+    pub windows_hours: Vec<f64>,
+    /// Pause and Resume deadline factors.
+    pub factors: Vec<f64>,
+}
+
+impl Default for WhatIfRequest {
+    fn default() -> Self {
+        Self {
+            windows_hours: PAPER_WINDOWS_HOURS.to_vec(),
+            factors: PAPER_FACTORS.to_vec(),
+        }
+    }
+}
+
+fn parse_list(name: &str, raw: &str) -> Result<Vec<f64>, ApiError> {
+    let values = raw
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<f64>()
+                .map_err(|_| ApiError::BadRequest(format!("{name}: {part:?} is not a number")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if values.is_empty() || values.len() > MAX_CHOICES {
+        return Err(ApiError::BadRequest(format!(
+            "{name} takes 1 to {MAX_CHOICES} comma-separated values"
+        )));
+    }
+    Ok(values)
+}
+
+impl WhatIfRequest {
+    /// Parses `window_hours` and `factor` (comma-separated lists; the paper's values when
+    /// absent). Windows must be in (0, 720] hours and whole 5-minute slots; factors in
+    /// [1, 4].
+    pub fn parse(window_hours: Option<&str>, factor: Option<&str>) -> Result<Self, ApiError> {
+        let mut req = Self::default();
+        if let Some(raw) = window_hours {
+            req.windows_hours = parse_list("window_hours", raw)?;
+        }
+        if let Some(raw) = factor {
+            req.factors = parse_list("factor", raw)?;
+        }
+        for &h in &req.windows_hours {
+            let slots = h * SLOTS_PER_HOUR;
+            if !(h > 0.0 && h <= MAX_WINDOW_HOURS) || (slots - slots.round()).abs() > 1e-9 {
+                return Err(ApiError::BadRequest(format!(
+                    "window_hours {h} must be more than 0 and at most {MAX_WINDOW_HOURS}, in whole 5-minute steps"
+                )));
+            }
+        }
+        for &f in &req.factors {
+            if !(1.0..=MAX_FACTOR).contains(&f) {
+                return Err(ApiError::BadRequest(format!(
+                    "factor {f} must be between 1 and {MAX_FACTOR}"
+                )));
+            }
+        }
+        Ok(req)
+    }
+
+    fn window_slots(hours: f64) -> usize {
+        // Validated: positive, at most 720 h, whole slots.
+        (hours * SLOTS_PER_HOUR).round() as usize
+    }
+}
+
+/// One Flexible Start result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlexibleStartView {
+    /// Latest start considered, hours after the actual start.
+    pub window_hours: f64,
+    /// Emissions as run.
+    pub actual_co2e_g: f64,
+    /// Best start (RFC 3339) and its delay.
+    pub best_start: String,
+    /// Delay of the best start, minutes.
+    pub best_delay_minutes: i64,
+    /// Emissions when started at the best start.
+    pub best_co2e_g: f64,
+    /// Worst start (RFC 3339).
+    pub worst_start: String,
+    /// Emissions when started at the worst start.
+    pub worst_co2e_g: f64,
+    /// `actual − best`.
+    pub saving_co2e_g: f64,
+    /// Saving as a percentage of actual.
+    pub saving_pct: f64,
+}
+
+/// A stretch of consecutive slots in which the paused-and-resumed run works.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunView {
+    /// Start (RFC 3339).
+    pub from: String,
+    /// End, exclusive (RFC 3339).
+    pub to: String,
+}
+
+/// One Pause and Resume result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PauseResumeView {
+    /// The run must end within `factor ×` its duration.
+    pub factor: f64,
+    /// That deadline (RFC 3339).
+    pub deadline: String,
+    /// Emissions as run.
+    pub actual_co2e_g: f64,
+    /// Emissions of the best schedule.
+    pub co2e_g: f64,
+    /// `actual − co2e_g`.
+    pub saving_co2e_g: f64,
+    /// Saving as a percentage of actual.
+    pub saving_pct: f64,
+    /// Time paused before the run ends, minutes.
+    pub paused_minutes: i64,
+    /// When the run works, in order.
+    pub schedule: Vec<RunView>,
+}
+
+/// The what-ifs of one workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhatIfView {
+    /// The workload.
+    pub workload_id: String,
+    /// Grid region of its instances.
+    pub region: String,
+    /// What intensity the results rest on.
+    pub basis: String,
+    /// Source of the intensity series.
+    pub intensity_source: String,
+    /// Whether that series is historical data replayed on a shifted clock.
+    pub intensity_replayed: bool,
+    /// Start of the run's first 5-minute slot (RFC 3339).
+    pub first_slot: String,
+    /// 5-minute slots the run spans.
+    pub profile_slots: usize,
+    /// Facility energy of the run (IT × PUE), kWh.
+    pub energy_kwh: f64,
+    /// End of the last slot with an actual intensity (RFC 3339).
+    pub intensity_known_until: String,
+    /// Flexible Start, per window asked.
+    pub flexible_start: Vec<FlexibleStartView>,
+    /// Pause and Resume, per factor asked.
+    pub pause_resume: Vec<PauseResumeView>,
+    /// What was asked but cannot be computed, and why.
+    pub unavailable: Vec<String>,
+}
+
+fn rfc3339(t: UnixMillis) -> String {
+    t.to_rfc3339()
+}
+
+/// Facility energy per slot from `first` for `n` slots: Σ energy × PUE of the slices in each
+/// bucket, rounded to the millijoule.
+pub fn facility_profile(
+    slices: &[wattprint_core::sci::FootprintSlice],
+    first: Bucket,
+    n: usize,
+) -> Vec<Millijoules> {
+    let mut per_slot = vec![0.0f64; n];
+    for s in slices {
+        let slot = s.bucket.start().since(first.start()).div_euclid(BUCKET_MS);
+        if let Some(acc) = usize::try_from(slot).ok().and_then(|i| per_slot.get_mut(i)) {
+            *acc += s.energy.0 as f64 * s.pue;
+        }
+    }
+    per_slot
+        .into_iter()
+        .map(|e| Millijoules(e.round() as u64))
+        .collect()
+}
+
+/// The region's actual intensity per slot from `first`, up to `needed` slots, stopping at the
+/// first slot without an actual point. Also returns the first slot's source and replay flag.
+fn actual_series(
+    join: &IntensityJoin,
+    region: &RegionId,
+    first: Bucket,
+    needed: usize,
+) -> (Vec<GramsPerKwh>, Option<(String, bool)>, Option<String>) {
+    let mut series = Vec::with_capacity(needed);
+    let mut source = None;
+    for slot in 0..needed {
+        let bucket = Bucket::containing(slot_start(first, slot));
+        match join.lookup(region, bucket) {
+            Some(j) if j.kind == IntensityKind::Actual => {
+                if source.is_none() {
+                    source = Some((j.source.clone(), j.replayed));
+                }
+                series.push(j.value);
+            }
+            other => {
+                let what = match other {
+                    Some(j) => format!("only a {} value", j.kind.as_str()),
+                    None => "no value".to_owned(),
+                };
+                return (
+                    series,
+                    source,
+                    Some(format!("{} has {what}", rfc3339(bucket.start()))),
+                );
+            }
+        }
+    }
+    (series, source, None)
+}
+
+fn runs(first: Bucket, schedule: &[usize]) -> Vec<RunView> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &s in schedule {
+        match out.last_mut() {
+            Some((_, end)) if *end == s => *end = s + 1,
+            _ => out.push((s, s + 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(a, b)| RunView {
+            from: rfc3339(slot_start(first, a)),
+            to: rfc3339(slot_start(first, b)),
+        })
+        .collect()
+}
+
+fn minutes(slots: usize) -> i64 {
+    i64::try_from(slots).unwrap_or(i64::MAX).saturating_mul(5)
+}
+
+fn flexible_view(first: Bucket, hours: f64, r: &FlexibleStartResult) -> FlexibleStartView {
+    FlexibleStartView {
+        window_hours: hours,
+        actual_co2e_g: r.actual.0,
+        best_start: rfc3339(slot_start(first, r.best_offset)),
+        best_delay_minutes: minutes(r.best_offset),
+        best_co2e_g: r.best.0,
+        worst_start: rfc3339(slot_start(first, r.worst_offset)),
+        worst_co2e_g: r.worst.0,
+        saving_co2e_g: r.saving.0,
+        saving_pct: r.saving_pct,
+    }
+}
+
+fn pause_view(first: Bucket, factor: f64, r: &PauseResumeResult) -> PauseResumeView {
+    PauseResumeView {
+        factor,
+        deadline: rfc3339(slot_start(first, r.deadline_slots)),
+        actual_co2e_g: r.actual.0,
+        co2e_g: r.emissions.0,
+        saving_co2e_g: r.saving.0,
+        saving_pct: r.saving_pct,
+        paused_minutes: minutes(r.paused_slots),
+        schedule: runs(first, &r.schedule),
+    }
+}
+
+/// The what-ifs of one of the tenant's workloads (404 if absent or another tenant's; 422 when
+/// its instances span several regions, or its run lacks actual intensity).
+pub async fn workload_whatif(
+    store: &dyn Store,
+    scope: &TenantScope,
+    join: &IntensityJoin,
+    id: &WorkloadId,
+    req: &WhatIfRequest,
+) -> Result<WhatIfView, ApiError> {
+    let not_found = || format!("workload {id} not found");
+    let w = store
+        .get_workload(scope, id)
+        .await
+        .map_err(|e| ApiError::from_store(e, not_found))?
+        .ok_or_else(|| ApiError::NotFound(not_found()))?;
+    let energy = workload_energy(store, scope, &w).await?;
+    let mut regions = energy.regions.iter();
+    let region = match (regions.next(), regions.next()) {
+        (Some(region), None) => region.clone(),
+        (None, _) => {
+            return Err(ApiError::Unprocessable(format!(
+                "workload {id}: none of its instances is in the inventory any more"
+            )))
+        }
+        (Some(_), Some(_)) => {
+            let names: Vec<&str> = energy.regions.iter().map(RegionId::as_str).collect();
+            return Err(ApiError::Unprocessable(format!(
+                "workload {id} spans grid regions {}: what-ifs shift a run on one region's \
+                 intensity; create one workload per region",
+                names.join(", ")
+            )));
+        }
+    };
+    let first = Bucket::containing(w.spec.from);
+    // Slots from the bucket holding `from` through the one holding the last millisecond.
+    let span = w.spec.to.since(first.start()).max(1);
+    let n = usize::try_from((span + BUCKET_MS - 1).div_euclid(BUCKET_MS)).unwrap_or(1);
+    let profile = facility_profile(&energy.slices, first, n);
+
+    let mut needed = n;
+    for &h in &req.windows_hours {
+        needed = needed.max(n + WhatIfRequest::window_slots(h));
+    }
+    for &f in &req.factors {
+        needed = needed.max(deadline_slots(n, f).map_err(|e| ApiError::BadRequest(e.to_string()))?);
+    }
+    let (series, source, stop) = actual_series(join, &region, first, needed);
+    if series.len() < n {
+        return Err(ApiError::Unprocessable(format!(
+            "workload {id}: region {region} lacks an actual marginal intensity during the run ({})",
+            stop.unwrap_or_default()
+        )));
+    }
+    let known_until = slot_start(first, series.len());
+    let why_short = |needed_slots: usize| {
+        format!(
+            "needs actual intensity until {}; region {region} has it until {} ({})",
+            rfc3339(slot_start(first, needed_slots)),
+            rfc3339(known_until),
+            stop.clone().unwrap_or_default()
+        )
+    };
+
+    let mut unavailable = Vec::new();
+    let mut flexible = Vec::new();
+    for &h in &req.windows_hours {
+        let w_slots = WhatIfRequest::window_slots(h);
+        if series.len() < n + w_slots {
+            unavailable.push(format!("flexible start {h} h: {}", why_short(n + w_slots)));
+            continue;
+        }
+        let r = flexible_start(&profile, &series, w_slots)
+            .map_err(|e| ApiError::Internal(format!("flexible start of {id}: {e}")))?;
+        flexible.push(flexible_view(first, h, &r));
+    }
+    let mut pause = Vec::new();
+    for &f in &req.factors {
+        let m = deadline_slots(n, f).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if series.len() < m {
+            unavailable.push(format!("pause and resume ×{f}: {}", why_short(m)));
+            continue;
+        }
+        let r = pause_and_resume(&profile, &series, f)
+            .map_err(|e| ApiError::Internal(format!("pause and resume of {id}: {e}")))?;
+        pause.push(pause_view(first, f, &r));
+    }
+    let (intensity_source, intensity_replayed) = source.unwrap_or_default();
+    Ok(WhatIfView {
+        workload_id: id.to_string(),
+        region: region.to_string(),
+        basis: "actual marginal intensity (hindsight)".to_owned(),
+        intensity_source,
+        intensity_replayed,
+        first_slot: rfc3339(first.start()),
+        profile_slots: n,
+        energy_kwh: profile.iter().map(|e| e.0 as f64).sum::<f64>()
+            / wattprint_core::units::MJ_PER_KWH as f64,
+        intensity_known_until: rfc3339(known_until),
+        flexible_start: flexible,
+        pause_resume: pause,
+        unavailable,
+    })
+}

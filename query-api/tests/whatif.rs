@@ -1,0 +1,493 @@
+//! `GET /v1/workloads/{id}/whatif` on a real intensity series (WattTime CAISO_NORTH actual
+//! MOER, June–July 2023) and a real energy profile (the H100 trace's phases, looped), checked
+//! against brute-force references computed here from the raw files.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::Router;
+use common::*;
+use serde_json::Value;
+use wattprint_core::accounting::clip_energy;
+use wattprint_core::intensity::{IntensityJoin, MarginalSeries, RegionIntensity};
+use wattprint_core::{Bucket, GramsPerKwh, RegionId, UnixMillis};
+use wattprint_query_api::time::parse_instant;
+use wattprint_query_api::{router, ApiLimits, ApiState};
+use wattprint_store::{SqliteStore, Store};
+
+const REGION: &str = "CAISO_NORTH";
+const PUE: f64 = 1.3;
+
+fn data(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data")
+        .join(path)
+}
+
+/// The WattTime file as (ms, g/kWh), read by hand.
+fn read_moer() -> Vec<(i64, f64)> {
+    let text = std::fs::read_to_string(data("moer/watttime2023_caiso-north_actual.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let (t, v) = line.split_once(',').unwrap();
+            let at = parse_instant("t", &format!("{}Z", t.replace(' ', "T"))).unwrap();
+            (at.0, v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The H100 trace as consecutive phases: (duration ms, energy mJ from the counter).
+fn trace_phases() -> Vec<(i64, u64)> {
+    let text = std::fs::read_to_string(data("h100-trace/h100_power_trace_50ms.csv")).unwrap();
+    let rows: Vec<(i64, String, u64)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let t = (f[0].parse::<f64>().unwrap() * 1000.0).round() as i64;
+            (t, f[1].to_owned(), f[5].parse().unwrap())
+        })
+        .collect();
+    let mut phases = Vec::new();
+    let mut start = 0;
+    for i in 1..rows.len() {
+        if rows[i].1 != rows[start].1 || i == rows.len() - 1 {
+            phases.push((rows[i].0 - rows[start].0, rows[i].2 - rows[start].2));
+            start = i;
+        }
+    }
+    assert!(phases.len() >= 3, "the trace has idle and load phases");
+    phases
+}
+
+fn no_intensity(_: Bucket) -> Option<wattprint_core::intensity::JoinedIntensity> {
+    None
+}
+
+/// Samples of one GPU: the trace's phases looped from `from` until `to`.
+fn gpu_samples(
+    instance: &str,
+    gpu: &str,
+    region: &str,
+    from: i64,
+    to: i64,
+    skip: usize,
+) -> Vec<wattprint_store::EnrichedSample> {
+    let phases = trace_phases();
+    let mut out = Vec::new();
+    let mut t = from;
+    for (seq, &(ms, mj)) in phases.iter().cycle().skip(skip).enumerate() {
+        if t + ms > to {
+            break;
+        }
+        out.push(enriched(
+            "acme",
+            instance,
+            gpu,
+            region,
+            PUE,
+            seq as u64,
+            t,
+            t + ms,
+            mj,
+            no_intensity,
+        ));
+        t += ms;
+    }
+    out
+}
+
+struct Fixture {
+    app: Router,
+    moer: BTreeMap<i64, f64>,
+    samples: Vec<wattprint_store::EnrichedSample>,
+}
+
+async fn fixture(with_intensity: bool) -> Fixture {
+    let raw = read_moer();
+    let series = MarginalSeries::new(
+        "watttime:CAISO_NORTH",
+        raw.iter()
+            .map(|&(t, v)| (UnixMillis(t), GramsPerKwh(v)))
+            .collect(),
+    )
+    .unwrap();
+    let mut join = IntensityJoin::new(15 * 60_000);
+    join.insert(
+        RegionId::from(REGION),
+        RegionIntensity {
+            marginal: Some(series),
+            replay: false,
+            average: Some((GramsPerKwh(250.0), "egrid:CAMX".into())),
+        },
+    );
+    join.insert(
+        RegionId::from("AVG_ONLY"),
+        RegionIntensity {
+            marginal: None,
+            replay: false,
+            average: Some((GramsPerKwh(400.0), "egrid:NWPP".into())),
+        },
+    );
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store
+        .upsert_inventory(&[
+            instance(
+                "acme",
+                "i-cn",
+                REGION,
+                Some("95112"),
+                vec![gpu("GPU-cn0", H100), gpu("GPU-cn1", H100)],
+            ),
+            instance(
+                "acme",
+                "i-avg",
+                "AVG_ONLY",
+                None,
+                vec![gpu("GPU-avg", H100)],
+            ),
+            instance("globex", "i-g", REGION, None, vec![gpu("GPU-g", H100)]),
+        ])
+        .await
+        .unwrap();
+    let from = long_run().0;
+    let to = long_run().1;
+    let mut samples = gpu_samples("i-cn", "GPU-cn0", REGION, from, to, 0);
+    samples.extend(gpu_samples("i-cn", "GPU-cn1", REGION, from + 7_000, to, 1));
+    samples.extend(gpu_samples("i-avg", "GPU-avg", "AVG_ONLY", from, to, 0));
+    let outcome = store.write_samples(&samples).await.unwrap();
+    assert_eq!(outcome.inserted as usize, samples.len());
+    let dyn_store: Arc<dyn Store> = store;
+    let mut state = ApiState::new(dyn_store, auth(), catalog(), ApiLimits::default());
+    if with_intensity {
+        state = state.with_intensity(Arc::new(join));
+    }
+    Fixture {
+        app: router(state),
+        moer: raw.into_iter().collect(),
+        samples,
+    }
+}
+
+/// A 3-hour run starting off the 5-minute grid, 15 h before the series ends.
+fn long_run() -> (i64, i64) {
+    let from = parse_instant("from", "2023-07-08T06:02:10Z").unwrap().0;
+    (from, from + 3 * 3_600_000)
+}
+
+/// Facility energy per slot of `[from, to)` for instance i-cn, by hand: each sample's energy
+/// inside each slot ∩ `[from, to)` by core's `clip_energy` (consistent with the bucket split
+/// the store did), summed per slot, × PUE, rounded to the mJ.
+fn profile(f: &Fixture, from: i64, to: i64) -> (i64, Vec<u64>) {
+    let first = from.div_euclid(B) * B;
+    let n = ((to - first) + B - 1).div_euclid(B) as usize;
+    let mut it = vec![0u64; n];
+    for s in f
+        .samples
+        .iter()
+        .filter(|s| s.sample.instance.as_str() == "i-cn")
+    {
+        for (slot, acc) in it.iter_mut().enumerate() {
+            let a = from.max(first + slot as i64 * B);
+            let b = to.min(first + (slot as i64 + 1) * B);
+            if s.sample.end.0 > a && s.sample.start.0 < b {
+                *acc += clip_energy(
+                    s.sample.start,
+                    s.sample.end,
+                    s.sample.energy,
+                    UnixMillis(a),
+                    UnixMillis(b),
+                )
+                .0;
+            }
+        }
+    }
+    let facility = it
+        .iter()
+        .map(|&e| (e as f64 * PUE).round() as u64)
+        .collect();
+    (first, facility)
+}
+
+fn grams(profile: &[u64], intensity: &[f64]) -> f64 {
+    profile
+        .iter()
+        .zip(intensity)
+        .map(|(&e, &i)| e as f64 * i)
+        .sum::<f64>()
+        / MJ_PER_KWH
+}
+
+fn rfc3339(ms: i64) -> String {
+    UnixMillis(ms).to_rfc3339()
+}
+
+fn close(got: &Value, want: f64) {
+    let g = got
+        .as_f64()
+        .unwrap_or_else(|| panic!("{got} is not a number"));
+    assert!(
+        (g - want).abs() <= 1e-9 * want.abs().max(1.0),
+        "got {g}, want {want}"
+    );
+}
+
+async fn whatif(app: &Router, tenant: &str, id: &str, query: &str) -> Reply {
+    get(
+        app,
+        &format!("/v1/workloads/{id}/whatif{query}"),
+        Some(&token(tenant)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn flexible_start_matches_brute_force_on_real_data() {
+    let f = fixture(true).await;
+    let (from, to) = long_run();
+    let id = create_workload(&f.app, "acme", &["i-cn"], from, to, 1.0).await;
+    let r = whatif(&f.app, "acme", &id, "?window_hours=6,12,24&factor=1.5").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (first, prof) = profile(&f, from, to);
+    let n = prof.len();
+    assert_eq!(n, 37, "3 h from 06:02:10 touch 37 buckets");
+    assert_eq!(r.body["profile_slots"], n);
+    assert_eq!(r.body["region"], REGION);
+    assert_eq!(r.body["intensity_source"], "watttime:CAISO_NORTH");
+    assert_eq!(r.body["first_slot"], rfc3339(first));
+    close(
+        &r.body["energy_kwh"],
+        prof.iter().sum::<u64>() as f64 / MJ_PER_KWH,
+    );
+    let i_at = |slot: usize| f.moer[&(first + slot as i64 * B)];
+
+    let fs = r.body["flexible_start"].as_array().unwrap();
+    assert_eq!(fs.len(), 2, "6 h and 12 h fit in the series; {}", r.text);
+    for (k, hours) in [6usize, 12].into_iter().enumerate() {
+        let w = hours * 12;
+        let by_offset: Vec<f64> = (0..=w)
+            .map(|d| grams(&prof, &(d..d + n).map(i_at).collect::<Vec<_>>()))
+            .collect();
+        let best = (0..=w)
+            .min_by(|&a, &b| by_offset[a].total_cmp(&by_offset[b]).then(a.cmp(&b)))
+            .unwrap();
+        let worst = (0..=w)
+            .max_by(|&a, &b| by_offset[a].total_cmp(&by_offset[b]).then(b.cmp(&a)))
+            .unwrap();
+        let v = &fs[k];
+        assert_eq!(v["window_hours"], hours as f64);
+        close(&v["actual_co2e_g"], by_offset[0]);
+        assert_eq!(v["best_start"], rfc3339(first + best as i64 * B), "{v}");
+        assert_eq!(v["best_delay_minutes"], best as i64 * 5);
+        close(&v["best_co2e_g"], by_offset[best]);
+        assert_eq!(v["worst_start"], rfc3339(first + worst as i64 * B));
+        close(&v["worst_co2e_g"], by_offset[worst]);
+        close(&v["saving_co2e_g"], by_offset[0] - by_offset[best]);
+    }
+    // The series' last point is 2023-07-08T23:55Z, held for 15 minutes by the join's
+    // staleness rule, so actual values end 2023-07-09T00:15Z: a 24 h window needs 9 h more.
+    let unavailable = r.body["unavailable"].as_array().unwrap();
+    assert_eq!(unavailable.len(), 1, "{}", r.text);
+    let why = unavailable[0].as_str().unwrap();
+    assert!(
+        why.starts_with("flexible start 24 h") && why.contains("until 2023-07-09T09:05:00"),
+        "{why}"
+    );
+    assert_eq!(
+        r.body["intensity_known_until"],
+        rfc3339(parse_instant("t", "2023-07-09T00:15:00Z").unwrap().0)
+    );
+
+    // The long run's pause-and-resume: a valid schedule whose emissions recompute by hand.
+    let pr = &r.body["pause_resume"][0];
+    let m = (1.5 * n as f64).ceil() as usize;
+    assert_eq!(pr["deadline"], rfc3339(first + m as i64 * B));
+    let mut slots = Vec::new();
+    for run in pr["schedule"].as_array().unwrap() {
+        let a = parse_instant("from", run["from"].as_str().unwrap())
+            .unwrap()
+            .0;
+        let b = parse_instant("to", run["to"].as_str().unwrap()).unwrap().0;
+        slots.extend(((a - first) / B) as usize..((b - first) / B) as usize);
+    }
+    assert_eq!(slots.len(), n);
+    assert!(slots.windows(2).all(|w| w[0] < w[1]) && slots[n - 1] < m);
+    let scheduled: f64 = prof
+        .iter()
+        .zip(&slots)
+        .map(|(&e, &s)| e as f64 * i_at(s))
+        .sum::<f64>()
+        / MJ_PER_KWH;
+    close(&pr["co2e_g"], scheduled);
+    assert_eq!(pr["paused_minutes"], (slots[n - 1] + 1 - n) as i64 * 5);
+}
+
+/// Every way to place `n` ordered work slots in `m` slots: the least emissions and its
+/// earliest-lexicographic schedule.
+fn brute_pause(prof: &[u64], intensity: &[f64]) -> (f64, Vec<usize>) {
+    fn go(
+        prof: &[u64],
+        intensity: &[f64],
+        next: usize,
+        chosen: &mut Vec<usize>,
+        best: &mut (f64, Vec<usize>),
+    ) {
+        let j = chosen.len();
+        if j == prof.len() {
+            let e = grams(
+                prof,
+                &chosen.iter().map(|&s| intensity[s]).collect::<Vec<_>>(),
+            );
+            if best.1.is_empty() || e < best.0 - 1e-9 * best.0.abs().max(1.0) {
+                *best = (e, chosen.clone());
+            }
+            return;
+        }
+        for s in next..=intensity.len() - (prof.len() - j) {
+            chosen.push(s);
+            go(prof, intensity, s + 1, chosen, best);
+            chosen.pop();
+        }
+    }
+    let mut best = (f64::INFINITY, Vec::new());
+    go(prof, intensity, 0, &mut Vec::new(), &mut best);
+    best
+}
+
+#[tokio::test]
+async fn pause_and_resume_matches_brute_force_on_real_data() {
+    let f = fixture(true).await;
+    // 30 minutes inside the long run, ending on a sample edge: 7 slots.
+    let (run_from, _) = long_run();
+    let ends: Vec<i64> = f
+        .samples
+        .iter()
+        .filter(|s| s.sample.instance.as_str() == "i-cn")
+        .map(|s| s.sample.end.0)
+        .collect();
+    let from = run_from;
+    let to = *ends
+        .iter()
+        .filter(|&&e| e - from >= 30 * 60_000)
+        .min()
+        .unwrap();
+    let id = create_workload(&f.app, "acme", &["i-cn"], from, to, 1.0).await;
+    let r = whatif(&f.app, "acme", &id, "?window_hours=1&factor=1.5,2").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (first, prof) = profile(&f, from, to);
+    let n = prof.len();
+    for (k, factor) in [1.5f64, 2.0].into_iter().enumerate() {
+        let m = (factor * n as f64).ceil() as usize;
+        let intensity: Vec<f64> = (0..m).map(|s| f.moer[&(first + s as i64 * B)]).collect();
+        let (best, schedule) = brute_pause(&prof, &intensity);
+        let v = &r.body["pause_resume"][k];
+        assert_eq!(v["factor"], factor);
+        close(&v["co2e_g"], best);
+        close(&v["actual_co2e_g"], grams(&prof, &intensity[..n]));
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &s in &schedule {
+            match runs.last_mut() {
+                Some((_, end)) if *end == s => *end = s + 1,
+                _ => runs.push((s, s + 1)),
+            }
+        }
+        let want: Vec<Value> = runs
+            .iter()
+            .map(|&(a, b)| {
+                serde_json::json!({
+                    "from": rfc3339(first + a as i64 * B),
+                    "to": rfc3339(first + b as i64 * B),
+                })
+            })
+            .collect();
+        assert_eq!(v["schedule"], Value::Array(want), "factor {factor}");
+    }
+}
+
+#[tokio::test]
+async fn whatifs_refuse_what_they_cannot_answer() {
+    let f = fixture(true).await;
+    let (from, to) = long_run();
+    let id = create_workload(&f.app, "acme", &["i-cn"], from, to, 1.0).await;
+
+    // Another tenant cannot see it: 404, same as a workload that does not exist.
+    whatif(&f.app, "globex", &id, "")
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    whatif(&f.app, "acme", "no-such-workload", "")
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    let anon = get(&f.app, &format!("/v1/workloads/{id}/whatif"), None).await;
+    anon.assert_problem(StatusCode::UNAUTHORIZED);
+
+    for bad in [
+        "?window_hours=abc",
+        "?window_hours=0",
+        "?window_hours=-6",
+        "?window_hours=721",
+        "?window_hours=0.01",
+        "?window_hours=NaN",
+        "?window_hours=1,2,3,4,5,6,7,8,9",
+        "?window_hours=",
+        "?factor=0.5",
+        "?factor=5",
+        "?factor=inf",
+    ] {
+        let r = whatif(&f.app, "acme", &id, bad).await;
+        r.assert_problem(StatusCode::BAD_REQUEST);
+    }
+
+    // Two regions: no single intensity to shift on.
+    let both = create_workload(&f.app, "acme", &["i-cn", "i-avg"], from, to, 1.0).await;
+    let r = whatif(&f.app, "acme", &both, "").await;
+    r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("AVG_ONLY, CAISO_NORTH"),
+        "{}",
+        r.text
+    );
+
+    // A region with only an average: no actual marginal value, so nothing is computed.
+    let avg = create_workload(&f.app, "acme", &["i-avg"], from, to, 1.0).await;
+    let r = whatif(&f.app, "acme", &avg, "").await;
+    r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fallback_average"),
+        "{}",
+        r.text
+    );
+
+    // A run entirely after the series: no actual values during it.
+    let late = parse_instant("t", "2023-07-10T00:00:00Z").unwrap().0;
+    let r = post_json(
+        &f.app,
+        "/v1/workloads",
+        Some(&token("acme")),
+        &serde_json::json!({"label": "late", "instance_ids": ["i-cn"], "from": late,
+            "to": late + 3_600_000, "functional_unit": "run", "functional_units": 1.0}),
+    )
+    .await;
+    let late_id = r.body["id"].as_str().unwrap().to_owned();
+    whatif(&f.app, "acme", &late_id, "")
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A server without intensity sources says so.
+    let bare = fixture(false).await;
+    let id = create_workload(&bare.app, "acme", &["i-cn"], from, to, 1.0).await;
+    whatif(&bare.app, "acme", &id, "")
+        .await
+        .assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+}
