@@ -227,6 +227,41 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
         .collect();
     assert_eq!(energies, vec![before, after]);
 
+    // What-ifs of the two-bucket run, on the same replayed PG&E series, by brute force: the
+    // facility energy of each slot (rounded to the mJ) started at every offset of a 1 h window.
+    let (status, w) =
+        create_workload(&backend, "acme", &["acme-b"], edge - BUCKET, edge + BUCKET).await;
+    assert_eq!(status, 201, "{w}");
+    let (status, whatif) = get(
+        &backend,
+        "acme",
+        &format!(
+            "/v1/workloads/{}/whatif?window_hours=1&factor=2",
+            w["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{whatif}");
+    assert_eq!(whatif["intensity_replayed"], true);
+    let facility = [before, after].map(|e| (e as f64 * PUE).round());
+    let at = |d: i64| {
+        (facility[0] * replayed_intensity(&pge, edge - BUCKET + d * BUCKET)
+            + facility[1] * replayed_intensity(&pge, edge + d * BUCKET))
+            / MJ_PER_KWH
+    };
+    let best = (0..=12).min_by(|&a, &b| at(a).total_cmp(&at(b))).unwrap();
+    let fs = &whatif["flexible_start"][0];
+    assert_eq!(fs["best_delay_minutes"], best * 5, "{whatif}");
+    for (field, want) in [("actual_co2e_g", at(0)), ("best_co2e_g", at(best))] {
+        let got = fs[field].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "{field} {got} vs brute force {want}"
+        );
+    }
+    // As run, the what-if's emissions are the footprint's, but for the mJ rounding of PUE.
+    assert!((fs["actual_co2e_g"].as_f64().unwrap() - co2e).abs() < 1e-6 * co2e);
+
     // Tenant isolation through the whole stack: globex sees none of acme's data.
     let (status, list) = get(&backend, "globex", "/v1/instances").await;
     assert_eq!(status, 200);
@@ -252,22 +287,18 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
         assert_eq!(get(&backend, "globex", &path).await.0, 404, "{path}");
     }
     let (_, workloads) = get(&backend, "acme", "/v1/workloads").await;
-    // Newest first: the last one created is scenario 2's two-bucket workload.
+    // Newest first: the last one created is the what-ifs' two-bucket workload.
     let acme_workload = workloads["workloads"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(
         workloads["workloads"].as_array().unwrap().len(),
-        phase_starts.len() - 1 + 2
+        phase_starts.len() - 1 + 3
     );
-    assert_eq!(
-        get(
-            &backend,
-            "globex",
-            &format!("/v1/workloads/{acme_workload}")
-        )
-        .await
-        .0,
-        404
-    );
+    for path in [
+        format!("/v1/workloads/{acme_workload}"),
+        format!("/v1/workloads/{acme_workload}/whatif"),
+    ] {
+        assert_eq!(get(&backend, "globex", &path).await.0, 404, "{path}");
+    }
     let (_, globex_list) = get(&backend, "globex", "/v1/workloads").await;
     assert_eq!(globex_list["workloads"].as_array().unwrap().len(), 0);
     assert_eq!(
