@@ -13,12 +13,14 @@ use tonic::{Code, Request, Response, Status};
 use wattprint_core::{TenantScope, WorkloadId};
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
-    GetWorkloadFootprintRequest, Instance, ListInstancesRequest, ListInstancesResponse,
-    WorkloadFootprint,
+    FlexibleStart, GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, Instance,
+    ListInstancesRequest, ListInstancesResponse, PauseResume, WorkRun, WorkloadFootprint,
+    WorkloadWhatIf,
 };
 
 use crate::error::ApiError;
 use crate::service::{self, check_id, InstanceView, WorkloadDetail};
+use crate::whatif::{self, WhatIfRequest, WhatIfView};
 use crate::ApiState;
 
 /// Largest request message the gRPC service decodes. Every request of `TenantQuery` is a few
@@ -157,6 +159,59 @@ impl From<WorkloadDetail> for WorkloadFootprint {
     }
 }
 
+impl From<WhatIfView> for WorkloadWhatIf {
+    fn from(v: WhatIfView) -> Self {
+        Self {
+            workload_id: v.workload_id,
+            region: v.region,
+            basis: v.basis,
+            intensity_source: v.intensity_source,
+            intensity_replayed: v.intensity_replayed,
+            first_slot: v.first_slot,
+            profile_slots: v.profile_slots as u64,
+            energy_kwh: v.energy_kwh,
+            intensity_known_until: v.intensity_known_until,
+            flexible_start: v
+                .flexible_start
+                .into_iter()
+                .map(|f| FlexibleStart {
+                    window_hours: f.window_hours,
+                    actual_co2e_g: f.actual_co2e_g,
+                    best_start: f.best_start,
+                    best_delay_minutes: f.best_delay_minutes,
+                    best_co2e_g: f.best_co2e_g,
+                    worst_start: f.worst_start,
+                    worst_co2e_g: f.worst_co2e_g,
+                    saving_co2e_g: f.saving_co2e_g,
+                    saving_pct: f.saving_pct,
+                })
+                .collect(),
+            pause_resume: v
+                .pause_resume
+                .into_iter()
+                .map(|p| PauseResume {
+                    factor: p.factor,
+                    deadline: p.deadline,
+                    actual_co2e_g: p.actual_co2e_g,
+                    co2e_g: p.co2e_g,
+                    saving_co2e_g: p.saving_co2e_g,
+                    saving_pct: p.saving_pct,
+                    paused_minutes: p.paused_minutes,
+                    schedule: p
+                        .schedule
+                        .into_iter()
+                        .map(|r| WorkRun {
+                            from: r.from,
+                            to: r.to,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            unavailable: v.unavailable,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl TenantQuery for GrpcTenantQuery {
     #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
@@ -189,6 +244,30 @@ impl TenantQuery for GrpcTenantQuery {
         )
         .await?;
         Ok(Response::new(WorkloadFootprint::from(detail)))
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    async fn get_workload_what_if(
+        &self,
+        request: Request<GetWorkloadWhatIfRequest>,
+    ) -> Result<Response<WorkloadWhatIf>, Status> {
+        let scope = self.authenticate(request.metadata())?;
+        let req = request.into_inner();
+        check_id("workload", &req.workload_id)?;
+        tracing::Span::current().record("workload", req.workload_id.as_str());
+        let asked = WhatIfRequest::new(Some(req.window_hours), Some(req.factors))?;
+        let join = self.state.intensity.as_deref().ok_or_else(|| {
+            ApiError::Unavailable("this query API has no intensity sources configured".into())
+        })?;
+        let view = whatif::workload_whatif(
+            self.state.store.as_ref(),
+            &scope,
+            join,
+            &WorkloadId::new(req.workload_id),
+            &asked,
+        )
+        .await?;
+        Ok(Response::new(view.into()))
     }
 }
 

@@ -15,7 +15,7 @@
 //!   on the region's actual marginal intensity ([`whatif`])
 //! - `GET /v1/summary?from=&to=`: the tenant's energy and emissions per instance and in total
 //!   (a month fits the default range limit)
-//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint}` (HTTP/2 with prior
+//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint,GetWorkloadWhatIf}` (HTTP/2 with prior
 //!   knowledge, on the same port), token in the `authorization` metadata
 
 #![forbid(unsafe_code)]

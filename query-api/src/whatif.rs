@@ -57,33 +57,48 @@ impl Default for WhatIfRequest {
 }
 
 fn parse_list(name: &str, raw: &str) -> Result<Vec<f64>, ApiError> {
-    let values = raw
-        .split(',')
+    raw.split(',')
         .map(|part| {
             part.trim()
                 .parse::<f64>()
                 .map_err(|_| ApiError::BadRequest(format!("{name}: {part:?} is not a number")))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    if values.is_empty() || values.len() > MAX_CHOICES {
-        return Err(ApiError::BadRequest(format!(
-            "{name} takes 1 to {MAX_CHOICES} comma-separated values"
-        )));
-    }
-    Ok(values)
+        .collect()
 }
 
 impl WhatIfRequest {
     /// Parses `window_hours` and `factor` (comma-separated lists; the paper's values when
-    /// absent). Windows must be in (0, 720] hours and whole 5-minute slots; factors in
-    /// [1, 4].
+    /// absent), then [`Self::new`].
     pub fn parse(window_hours: Option<&str>, factor: Option<&str>) -> Result<Self, ApiError> {
+        let windows = window_hours
+            .map(|raw| parse_list("window_hours", raw))
+            .transpose()?;
+        let factors = factor.map(|raw| parse_list("factor", raw)).transpose()?;
+        Self::new(windows, factors)
+    }
+
+    /// Checks the lists (the paper's values for `None` or empty): at most [`MAX_CHOICES`]
+    /// each; windows in (0, 720] hours and whole 5-minute slots; factors in [1, 4].
+    pub fn new(
+        windows_hours: Option<Vec<f64>>,
+        factors: Option<Vec<f64>>,
+    ) -> Result<Self, ApiError> {
         let mut req = Self::default();
-        if let Some(raw) = window_hours {
-            req.windows_hours = parse_list("window_hours", raw)?;
+        if let Some(w) = windows_hours.filter(|w| !w.is_empty()) {
+            req.windows_hours = w;
         }
-        if let Some(raw) = factor {
-            req.factors = parse_list("factor", raw)?;
+        if let Some(f) = factors.filter(|f| !f.is_empty()) {
+            req.factors = f;
+        }
+        for (name, n) in [
+            ("window_hours", req.windows_hours.len()),
+            ("factor", req.factors.len()),
+        ] {
+            if n > MAX_CHOICES {
+                return Err(ApiError::BadRequest(format!(
+                    "{name} takes at most {MAX_CHOICES} values, got {n}"
+                )));
+            }
         }
         for &h in &req.windows_hours {
             let slots = h * SLOTS_PER_HOUR;

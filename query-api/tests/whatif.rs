@@ -16,8 +16,10 @@ use serde_json::Value;
 use wattprint_core::accounting::clip_energy;
 use wattprint_core::intensity::{IntensityJoin, MarginalSeries, RegionIntensity};
 use wattprint_core::{Bucket, GramsPerKwh, RegionId, UnixMillis};
+use wattprint_proto::v1::tenant_query_server::TenantQuery;
+use wattprint_proto::v1::GetWorkloadWhatIfRequest;
 use wattprint_query_api::time::parse_instant;
-use wattprint_query_api::{router, ApiLimits, ApiState};
+use wattprint_query_api::{router, ApiLimits, ApiState, GrpcTenantQuery};
 use wattprint_store::{SqliteStore, Store};
 
 const REGION: &str = "CAISO_NORTH";
@@ -105,6 +107,7 @@ fn gpu_samples(
 
 struct Fixture {
     app: Router,
+    state: ApiState,
     moer: BTreeMap<i64, f64>,
     samples: Vec<wattprint_store::EnrichedSample>,
 }
@@ -169,7 +172,8 @@ async fn fixture(with_intensity: bool) -> Fixture {
         state = state.with_intensity(Arc::new(join));
     }
     Fixture {
-        app: router(state),
+        app: router(state.clone()),
+        state,
         moer: raw.into_iter().collect(),
         samples,
     }
@@ -490,4 +494,80 @@ async fn whatifs_refuse_what_they_cannot_answer() {
     whatif(&bare.app, "acme", &id, "")
         .await
         .assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn grpc_gives_the_rest_numbers_exactly() {
+    let f = fixture(true).await;
+    let (from, to) = long_run();
+    let id = create_workload(&f.app, "acme", &["i-cn"], from, to, 1.0).await;
+    let rest = whatif(&f.app, "acme", &id, "?window_hours=6,24&factor=1.25,2").await;
+    assert_eq!(rest.status, StatusCode::OK, "{}", rest.text);
+    let grpc = GrpcTenantQuery::new(f.state.clone());
+    let call = |tenant: &str, window_hours: Vec<f64>, factors: Vec<f64>| {
+        let mut req = tonic::Request::new(GetWorkloadWhatIfRequest {
+            workload_id: id.clone(),
+            window_hours,
+            factors,
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token(tenant)).parse().unwrap(),
+        );
+        req
+    };
+    let got = grpc
+        .get_workload_what_if(call("acme", vec![6.0, 24.0], vec![1.25, 2.0]))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = &rest.body;
+    assert_eq!(got.profile_slots, b["profile_slots"].as_u64().unwrap());
+    assert_eq!(got.energy_kwh, b["energy_kwh"].as_f64().unwrap());
+    assert_eq!(got.unavailable.len(), 1);
+    assert_eq!(got.unavailable[0], b["unavailable"][0].as_str().unwrap());
+    assert_eq!(got.flexible_start.len(), 1);
+    let (g, r) = (&got.flexible_start[0], &b["flexible_start"][0]);
+    assert_eq!(g.best_start, r["best_start"].as_str().unwrap());
+    assert_eq!(g.best_co2e_g, r["best_co2e_g"].as_f64().unwrap());
+    assert_eq!(g.saving_co2e_g, r["saving_co2e_g"].as_f64().unwrap());
+    assert_eq!(got.pause_resume.len(), 2);
+    for (g, r) in got
+        .pause_resume
+        .iter()
+        .zip(b["pause_resume"].as_array().unwrap())
+    {
+        assert_eq!(g.co2e_g, r["co2e_g"].as_f64().unwrap());
+        let runs: Vec<(&str, &str)> = r["schedule"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["from"].as_str().unwrap(), x["to"].as_str().unwrap()))
+            .collect();
+        let grpc_runs: Vec<(&str, &str)> = g
+            .schedule
+            .iter()
+            .map(|x| (x.from.as_str(), x.to.as_str()))
+            .collect();
+        assert_eq!(grpc_runs, runs);
+    }
+
+    // Empty lists mean the paper's values; bad values and other tenants are refused alike.
+    let paper = grpc
+        .get_workload_what_if(call("acme", vec![], vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    let factors: Vec<f64> = paper.pause_resume.iter().map(|p| p.factor).collect();
+    assert_eq!(factors, vec![1.25, 1.5, 1.75, 2.0]);
+    let bad = grpc
+        .get_workload_what_if(call("acme", vec![0.01], vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let other = grpc
+        .get_workload_what_if(call("globex", vec![], vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound, "{other:?}");
 }
