@@ -256,9 +256,7 @@ impl TenantQuery for GrpcTenantQuery {
         check_id("workload", &req.workload_id)?;
         tracing::Span::current().record("workload", req.workload_id.as_str());
         let asked = WhatIfRequest::new(Some(req.window_hours), Some(req.factors))?;
-        let join = self.state.intensity.as_deref().ok_or_else(|| {
-            ApiError::Unavailable("this query API has no intensity sources configured".into())
-        })?;
+        let join = self.state.intensity_join()?;
         let view = whatif::workload_whatif(
             self.state.store.as_ref(),
             &scope,

@@ -113,6 +113,13 @@ impl ApiState {
         &self.catalog
     }
 
+    /// The intensity join of the what-ifs; 503 when the server has none.
+    pub fn intensity_join(&self) -> Result<&IntensityJoin, ApiError> {
+        self.intensity.as_deref().ok_or_else(|| {
+            ApiError::Unavailable("this query API has no intensity sources configured".into())
+        })
+    }
+
     /// The request limits.
     pub fn limits(&self) -> ApiLimits {
         self.limits

@@ -225,9 +225,7 @@ async fn workload_whatif(
     tracing::Span::current().record("workload", id.as_str());
     let Query(params) = query?;
     let req = WhatIfRequest::parse(params.window_hours.as_deref(), params.factor.as_deref())?;
-    let join = state.intensity.as_deref().ok_or_else(|| {
-        ApiError::Unavailable("this query API has no intensity sources configured".into())
-    })?;
+    let join = state.intensity_join()?;
     let view = crate::whatif::workload_whatif(
         state.store.as_ref(),
         &scope,
