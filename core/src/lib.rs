@@ -1,10 +1,12 @@
 //! Wattprint's domain: typed units and ids, self-contained energy samples, exact 5-minute
-//! energy accounting, the intensity as-of join with provenance, and SCI.
+//! energy accounting, exact apportioning of shared GPUs (MIG, vGPU), the intensity as-of join
+//! with provenance, SCI and the carbon-aware what-ifs.
 //!
 //! No I/O, no async: everything here is a pure function or a plain value, so it is tested
 //! without servers and reused unchanged by the agent, ingest, the stores and the query API.
 
 pub mod accounting;
+pub mod apportion;
 pub mod ids;
 pub mod intensity;
 pub mod sample;
