@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use wattprint_core::intensity::{IntensityJoin, IntensityKind};
 use wattprint_core::whatif::{
     deadline_slots, flexible_start, pause_and_resume, slot_start, FlexibleStartResult,
-    PauseResumeResult,
+    PauseResumeResult, WhatIfError,
 };
 use wattprint_core::{
     Bucket, GramsPerKwh, Millijoules, RegionId, TenantScope, UnixMillis, WorkloadId, BUCKET_MS,
@@ -351,13 +351,23 @@ pub async fn workload_whatif(
     let n = usize::try_from((span + BUCKET_MS - 1).div_euclid(BUCKET_MS)).unwrap_or(1);
     let profile = facility_profile(&energy.slices, first, n);
 
-    let mut needed = n;
-    for &h in &req.windows_hours {
-        needed = needed.max(n + WhatIfRequest::window_slots(h));
-    }
-    for &f in &req.factors {
-        needed = needed.max(deadline_slots(n, f).map_err(|e| ApiError::BadRequest(e.to_string()))?);
-    }
+    // Slots of intensity each what-if reads: n + window, and the deadline m.
+    let windows: Vec<(f64, usize)> = req
+        .windows_hours
+        .iter()
+        .map(|&h| (h, n + WhatIfRequest::window_slots(h)))
+        .collect();
+    let deadlines = req
+        .factors
+        .iter()
+        .map(|&f| Ok((f, deadline_slots(n, f)?)))
+        .collect::<Result<Vec<(f64, usize)>, WhatIfError>>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let needed = windows
+        .iter()
+        .chain(&deadlines)
+        .map(|&(_, slots)| slots)
+        .fold(n, usize::max);
     let (series, source, stop) = actual_series(join, &region, first, needed);
     if series.len() < n {
         return Err(ApiError::Unprocessable(format!(
@@ -377,19 +387,17 @@ pub async fn workload_whatif(
 
     let mut unavailable = Vec::new();
     let mut flexible = Vec::new();
-    for &h in &req.windows_hours {
-        let w_slots = WhatIfRequest::window_slots(h);
-        if series.len() < n + w_slots {
-            unavailable.push(format!("flexible start {h} h: {}", why_short(n + w_slots)));
+    for &(h, slots) in &windows {
+        if series.len() < slots {
+            unavailable.push(format!("flexible start {h} h: {}", why_short(slots)));
             continue;
         }
-        let r = flexible_start(&profile, &series, w_slots)
+        let r = flexible_start(&profile, &series, slots - n)
             .map_err(|e| ApiError::Internal(format!("flexible start of {id}: {e}")))?;
         flexible.push(flexible_view(first, h, &r));
     }
     let mut pause = Vec::new();
-    for &f in &req.factors {
-        let m = deadline_slots(n, f).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for &(f, m) in &deadlines {
         if series.len() < m {
             unavailable.push(format!("pause and resume ×{f}: {}", why_short(m)));
             continue;

@@ -159,8 +159,7 @@ async fn fixture(with_intensity: bool) -> Fixture {
         ])
         .await
         .unwrap();
-    let from = long_run().0;
-    let to = long_run().1;
+    let (from, to) = long_run();
     let mut samples = gpu_samples("i-cn", "GPU-cn0", REGION, from, to, 0);
     samples.extend(gpu_samples("i-cn", "GPU-cn1", REGION, from + 7_000, to, 1));
     samples.extend(gpu_samples("i-avg", "GPU-avg", "AVG_ONLY", from, to, 0));
