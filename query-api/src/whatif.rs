@@ -196,7 +196,8 @@ pub struct WhatIfView {
     pub profile_slots: usize,
     /// Facility energy of the run (IT × PUE), kWh.
     pub energy_kwh: f64,
-    /// End of the last slot with an actual intensity (RFC 3339).
+    /// End of the last slot read with an actual intensity (RFC 3339): where actual values
+    /// stop, or, when they go on, the end of the horizon the asked what-ifs needed.
     pub intensity_known_until: String,
     /// Flexible Start, per window asked.
     pub flexible_start: Vec<FlexibleStartView>,
