@@ -1,12 +1,16 @@
-//! Grid carbon intensity series and the as-of join of a 5-minute bucket to an intensity value,
-//! with the provenance of every value used.
+//! Grid carbon intensity: ledger points as providers publish them, and the join of a 5-minute
+//! bucket to one intensity value by an explicit policy, with the provenance of every value used.
 
 use crate::ids::RegionId;
 use crate::time::{Bucket, UnixMillis, BUCKET_MS};
 use crate::units::GramsPerKwh;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use thiserror::Error;
+
+mod point;
+pub use point::{IntensityPoint, PointError, PointKind, Signal, MAX_PLAUSIBLE_G_PER_KWH};
 
 /// What kind of intensity value an interval was joined with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -153,31 +157,97 @@ impl MarginalSeries {
     }
 }
 
-/// A region's intensity sources.
+/// A region's intensity sources, as configuration gives them (files, replay, static average).
 #[derive(Debug, Clone)]
 pub struct RegionIntensity {
-    /// 5-minute marginal series, if the region has one.
+    /// 5-minute marginal actuals, if the region has a file of them.
     pub marginal: Option<MarginalSeries>,
     /// Replay the marginal series on a clock shifted into the present (looping over its span).
     pub replay: bool,
-    /// The region's average rate and its source, for flagged fallback.
+    /// The region's static average rate and its source (e.g. eGRID), the last fallback.
     pub average: Option<(GramsPerKwh, String)>,
 }
 
-/// The as-of join of buckets to intensity, region by region.
+/// A value in the join's index, with the provenance label intervals will carry.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    value: GramsPerKwh,
+    source: Arc<str>,
+}
+
+/// What the join knows of one region: every ledger point it was given, indexed for lookup.
+#[derive(Debug, Clone, Default)]
+struct RegionLedger {
+    replay: bool,
+    static_average: Option<(GramsPerKwh, String)>,
+    /// Marginal actuals by bucket start.
+    actual: BTreeMap<i64, Entry>,
+    /// Marginal forecasts by target bucket start, then by issue time.
+    forecast: BTreeMap<i64, BTreeMap<i64, Entry>>,
+    /// Average actuals by period start: (period end, value).
+    average: BTreeMap<i64, (i64, Entry)>,
+}
+
+impl RegionLedger {
+    /// The time the region's data is looked up at for a bucket starting at `t`: `t` itself, or
+    /// for a replayed region its place in the (looping) span of the marginal actuals.
+    fn lookup_time(&self, t: UnixMillis) -> UnixMillis {
+        match (
+            self.replay,
+            self.actual.first_key_value(),
+            self.actual.last_key_value(),
+        ) {
+            (true, Some((&first, _)), Some((&last, _))) => {
+                let span = last + BUCKET_MS - first;
+                UnixMillis(first + (t.0 - first).rem_euclid(span))
+            }
+            _ => t,
+        }
+    }
+
+    fn nearest_actual(&self, t: i64, bound: i64) -> Option<(i64, &Entry)> {
+        let before = self.actual.range(..t).next_back();
+        let after = self.actual.range(t + 1..).next();
+        let candidates = [before, after];
+        candidates
+            .into_iter()
+            .flatten()
+            .filter(|(&at, _)| (at - t).abs() <= bound)
+            .min_by_key(|(&at, _)| ((at - t).abs(), at))
+            .map(|(&at, e)| (at, e))
+    }
+}
+
+/// What recording a point did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The join had no value for this key.
+    New,
+    /// The join had the same value (a repeated fetch).
+    Unchanged,
+    /// The join had another value for this key; the later fetch replaced it.
+    Revised,
+}
+
+/// The as-of join of buckets to intensity, region by region, fed from the intensity ledger.
 ///
-/// Rule: the marginal point at the bucket's start; else the latest earlier point within
-/// `max_staleness_ms` (still `actual`, with `point_at` showing which); else the region's
-/// average, flagged `fallback_average`; else nothing (the interval's emissions are reported as
-/// missing coverage, never invented).
+/// Policy, in order, for a bucket of a region (all times UTC; a replayed region maps the
+/// bucket onto its historical span first):
+/// 1. the marginal **actual** for the bucket;
+/// 2. else the latest marginal **forecast** for the bucket issued before its start;
+/// 3. else the **nearest actual** within `max_staleness_ms` (earlier one on a tie), still
+///    `actual`, with `point_at` naming the point used;
+/// 4. else the region's **average** — a published average covering the bucket, else the
+///    configured static rate — flagged `fallback_average`;
+/// 5. else nothing: the interval's emissions are reported as missing, never invented.
 #[derive(Debug, Clone, Default)]
 pub struct IntensityJoin {
-    regions: HashMap<RegionId, RegionIntensity>,
+    regions: HashMap<RegionId, RegionLedger>,
     max_staleness_ms: i64,
 }
 
 impl IntensityJoin {
-    /// A join that accepts marginal points up to `max_staleness_ms` older than the bucket.
+    /// A join that accepts a nearest actual up to `max_staleness_ms` from the bucket.
     pub fn new(max_staleness_ms: i64) -> Self {
         Self {
             regions: HashMap::new(),
@@ -185,9 +255,75 @@ impl IntensityJoin {
         }
     }
 
-    /// Adds or replaces a region.
+    /// Adds or replaces a region with its configured sources.
     pub fn insert(&mut self, region: RegionId, intensity: RegionIntensity) {
-        self.regions.insert(region, intensity);
+        let mut ledger = RegionLedger {
+            replay: intensity.replay,
+            static_average: intensity.average,
+            ..RegionLedger::default()
+        };
+        if let Some(series) = intensity.marginal {
+            let source: Arc<str> = Arc::from(series.source());
+            for (at, value) in series.points {
+                let entry = Entry {
+                    value,
+                    source: Arc::clone(&source),
+                };
+                ledger.actual.insert(at.0, entry);
+            }
+        }
+        self.regions.insert(region, ledger);
+    }
+
+    /// Records a ledger point. Marginal points longer than 5 minutes apply to every bucket
+    /// they cover; average points are kept as periods. Average forecasts are not joined.
+    pub fn record(&mut self, point: &IntensityPoint) -> Result<Recorded, PointError> {
+        point.validate()?;
+        let ledger =
+            self.regions
+                .get_mut(&point.region)
+                .ok_or_else(|| PointError::UnknownRegion {
+                    provider: point.provider.clone(),
+                    region: point.region.clone(),
+                })?;
+        let entry = Entry {
+            value: point.value,
+            source: Arc::from(point.source()),
+        };
+        let mut outcome = Recorded::Unchanged;
+        let put = |slot: Option<Entry>, outcome: &mut Recorded, new: &Entry| match slot {
+            None => *outcome = max_outcome(*outcome, Recorded::New),
+            Some(old) if old == *new => {}
+            Some(_) => *outcome = max_outcome(*outcome, Recorded::Revised),
+        };
+        match (point.signal, point.kind) {
+            (Signal::Marginal, PointKind::Actual) => {
+                for t in (point.at.0..point.end().0).step_by(BUCKET_MS as usize) {
+                    let old = ledger.actual.insert(t, entry.clone());
+                    put(old, &mut outcome, &entry);
+                }
+            }
+            (Signal::Marginal, PointKind::Forecast) => {
+                let issued = point.issued_at.map_or(point.at.0, |i| i.0);
+                for t in (point.at.0..point.end().0).step_by(BUCKET_MS as usize) {
+                    let old = ledger
+                        .forecast
+                        .entry(t)
+                        .or_default()
+                        .insert(issued, entry.clone());
+                    put(old, &mut outcome, &entry);
+                }
+            }
+            (Signal::Average, PointKind::Actual) => {
+                let old = ledger
+                    .average
+                    .insert(point.at.0, (point.end().0, entry.clone()))
+                    .map(|(_, e)| e);
+                put(old, &mut outcome, &entry);
+            }
+            (Signal::Average, PointKind::Forecast) => {}
+        }
+        Ok(outcome)
     }
 
     /// Whether the join knows `region`.
@@ -200,32 +336,112 @@ impl IntensityJoin {
         self.regions.keys()
     }
 
-    /// Intensity for `bucket` in `region`.
+    /// Whether `region`'s historical series is replayed on a shifted clock.
+    pub fn is_replayed(&self, region: &RegionId) -> bool {
+        self.regions.get(region).is_some_and(|r| r.replay)
+    }
+
+    /// Intensity for `bucket` in `region`, by the policy above.
     pub fn lookup(&self, region: &RegionId, bucket: Bucket) -> Option<JoinedIntensity> {
         let r = self.regions.get(region)?;
-        if let Some(series) = &r.marginal {
-            let at = if r.replay {
-                replay_time(series, bucket.start())
-            } else {
-                bucket.start()
-            };
-            if let Some((point_at, value)) = series.as_of(at, self.max_staleness_ms) {
-                return Some(JoinedIntensity {
-                    value,
-                    kind: IntensityKind::Actual,
-                    source: series.source().to_owned(),
-                    point_at,
-                    replayed: r.replay,
-                });
-            }
+        let t = r.lookup_time(bucket.start());
+        let joined = |value: GramsPerKwh, kind, source: &str, point_at: i64| JoinedIntensity {
+            value,
+            kind,
+            source: source.to_owned(),
+            point_at: UnixMillis(point_at),
+            replayed: r.replay,
+        };
+        if let Some(e) = r.actual.get(&t.0) {
+            return Some(joined(e.value, IntensityKind::Actual, &e.source, t.0));
         }
-        r.average.as_ref().map(|(value, source)| JoinedIntensity {
-            value: *value,
+        if let Some((&issued, e)) = r
+            .forecast
+            .get(&t.0)
+            .and_then(|by_issue| by_issue.range(..t.0).next_back())
+        {
+            return Some(joined(e.value, IntensityKind::Forecast, &e.source, issued));
+        }
+        if let Some((at, e)) = r.nearest_actual(t.0, self.max_staleness_ms) {
+            return Some(joined(e.value, IntensityKind::Actual, &e.source, at));
+        }
+        self.average(region, bucket).map(|a| JoinedIntensity {
             kind: IntensityKind::FallbackAverage,
-            source: source.clone(),
-            point_at: bucket.start(),
-            replayed: false,
+            ..a
         })
+    }
+
+    /// The region's average intensity for `bucket` — a published average covering it, else the
+    /// static rate — reported beside the marginal value (kind `fallback_average`).
+    pub fn average(&self, region: &RegionId, bucket: Bucket) -> Option<JoinedIntensity> {
+        let r = self.regions.get(region)?;
+        let t = bucket.start().0;
+        if let Some((&start, (_, e))) = r
+            .average
+            .range(..=t)
+            .next_back()
+            .filter(|(_, (end, _))| *end > t)
+        {
+            return Some(JoinedIntensity {
+                value: e.value,
+                kind: IntensityKind::FallbackAverage,
+                source: e.source.to_string(),
+                point_at: UnixMillis(start),
+                replayed: false,
+            });
+        }
+        r.static_average
+            .as_ref()
+            .map(|(value, source)| JoinedIntensity {
+                value: *value,
+                kind: IntensityKind::FallbackAverage,
+                source: source.clone(),
+                point_at: bucket.start(),
+                replayed: false,
+            })
+    }
+
+    /// The value that should replace `old` for `bucket` of `region`, if the join now has a
+    /// better one: a step up the policy (missing < average < nearest actual < forecast <
+    /// actual). Replayed regions are never restated: their history is fixed.
+    pub fn restatement(
+        &self,
+        region: &RegionId,
+        bucket: Bucket,
+        old: Option<&JoinedIntensity>,
+    ) -> Option<JoinedIntensity> {
+        if self.is_replayed(region) {
+            return None;
+        }
+        let new = self.lookup(region, bucket)?;
+        (policy_rank(Some(&new), bucket) > policy_rank(old, bucket)).then_some(new)
+    }
+}
+
+fn max_outcome(a: Recorded, b: Recorded) -> Recorded {
+    let rank = |r| match r {
+        Recorded::Unchanged => 0,
+        Recorded::New => 1,
+        Recorded::Revised => 2,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Where a joined value stands in the policy, for a bucket that is not replayed: 4 actual,
+/// 3 forecast, 2 nearest actual, 1 average, 0 missing.
+pub fn policy_rank(j: Option<&JoinedIntensity>, bucket: Bucket) -> u8 {
+    match j {
+        None => 0,
+        Some(j) => match j.kind {
+            IntensityKind::Actual if j.point_at == bucket.start() => 4,
+            IntensityKind::Forecast => 3,
+            IntensityKind::Actual => 2,
+            IntensityKind::FallbackAverage => 1,
+        },
     }
 }
 
@@ -311,6 +527,192 @@ mod tests {
         );
         assert_eq!(j.lookup(&r, at(9)).unwrap().value, GramsPerKwh(200.0));
         assert_eq!(j.lookup(&r, at(-1)).unwrap().value, GramsPerKwh(400.0));
+    }
+
+    fn pt(
+        at: i64,
+        value: f64,
+        signal: Signal,
+        kind: PointKind,
+        issued: Option<i64>,
+    ) -> IntensityPoint {
+        IntensityPoint {
+            region: RegionId::from("L"),
+            at: UnixMillis(at * BUCKET_MS),
+            duration_ms: if signal == Signal::Average {
+                12 * BUCKET_MS
+            } else {
+                BUCKET_MS
+            },
+            value: GramsPerKwh(value),
+            signal,
+            kind,
+            issued_at: issued.map(|i| UnixMillis(i * BUCKET_MS)),
+            provider: "watttime:L".to_owned(),
+            model_version: None,
+            fetched_at: UnixMillis(0),
+        }
+    }
+
+    fn live_join() -> IntensityJoin {
+        let mut j = IntensityJoin::new(2 * BUCKET_MS);
+        j.insert(
+            RegionId::from("L"),
+            RegionIntensity {
+                marginal: None,
+                replay: false,
+                average: Some((GramsPerKwh(250.0), "egrid2023:CAMX".to_owned())),
+            },
+        );
+        j
+    }
+
+    #[test]
+    fn the_fallback_chain_is_taken_in_order() {
+        let mut j = live_join();
+        let l = RegionId::from("L");
+        let get = |j: &IntensityJoin, b: i64| {
+            let v = j.lookup(&l, at(b)).unwrap();
+            (v.value.0, v.kind, v.point_at.0 / BUCKET_MS)
+        };
+        // Nothing recorded: the static average, flagged.
+        assert_eq!(get(&j, 10), (250.0, IntensityKind::FallbackAverage, 10));
+        // A published hourly average covering buckets 0..12 beats the static rate.
+        j.record(&pt(0, 300.0, Signal::Average, PointKind::Actual, None))
+            .unwrap();
+        assert_eq!(get(&j, 10), (300.0, IntensityKind::FallbackAverage, 0));
+        assert_eq!(get(&j, 12), (250.0, IntensityKind::FallbackAverage, 12));
+        // An actual 2 buckets away is within the bound: nearest actual beats the average.
+        j.record(&pt(8, 410.0, Signal::Marginal, PointKind::Actual, None))
+            .unwrap();
+        assert_eq!(get(&j, 10), (410.0, IntensityKind::Actual, 8));
+        // A forecast made before the bucket beats the nearest actual; the latest such wins;
+        // one made as the bucket started is not "before" it and is never used.
+        j.record(&pt(
+            10,
+            420.0,
+            Signal::Marginal,
+            PointKind::Forecast,
+            Some(7),
+        ))
+        .unwrap();
+        j.record(&pt(
+            10,
+            430.0,
+            Signal::Marginal,
+            PointKind::Forecast,
+            Some(9),
+        ))
+        .unwrap();
+        j.record(&pt(
+            10,
+            999.0,
+            Signal::Marginal,
+            PointKind::Forecast,
+            Some(10),
+        ))
+        .unwrap();
+        assert_eq!(get(&j, 10), (430.0, IntensityKind::Forecast, 9));
+        // The actual beats everything.
+        j.record(&pt(10, 440.0, Signal::Marginal, PointKind::Actual, None))
+            .unwrap();
+        assert_eq!(get(&j, 10), (440.0, IntensityKind::Actual, 10));
+        // The average stays available beside the marginal value.
+        assert_eq!(j.average(&l, at(10)).unwrap().value, GramsPerKwh(300.0));
+    }
+
+    #[test]
+    fn nearest_actual_looks_both_ways_and_prefers_the_earlier_on_a_tie() {
+        let mut j = live_join();
+        let l = RegionId::from("L");
+        j.record(&pt(4, 1.0, Signal::Marginal, PointKind::Actual, None))
+            .unwrap();
+        j.record(&pt(8, 2.0, Signal::Marginal, PointKind::Actual, None))
+            .unwrap();
+        assert_eq!(j.lookup(&l, at(6)).unwrap().value, GramsPerKwh(1.0));
+        assert_eq!(j.lookup(&l, at(7)).unwrap().value, GramsPerKwh(2.0));
+        assert_eq!(j.lookup(&l, at(3)).unwrap().value, GramsPerKwh(1.0));
+        // Three buckets away is beyond the bound of two.
+        assert_eq!(
+            j.lookup(&l, at(11)).unwrap().kind,
+            IntensityKind::FallbackAverage
+        );
+    }
+
+    #[test]
+    fn recording_reports_new_unchanged_and_revised_and_refuses_unknown_regions() {
+        let mut j = live_join();
+        let p = pt(1, 100.0, Signal::Marginal, PointKind::Actual, None);
+        assert_eq!(j.record(&p), Ok(Recorded::New));
+        assert_eq!(j.record(&p), Ok(Recorded::Unchanged));
+        let revised = IntensityPoint {
+            value: GramsPerKwh(101.0),
+            ..p.clone()
+        };
+        assert_eq!(j.record(&revised), Ok(Recorded::Revised));
+        let unknown = IntensityPoint {
+            region: RegionId::from("nowhere"),
+            ..p
+        };
+        assert!(matches!(
+            j.record(&unknown),
+            Err(PointError::UnknownRegion { .. })
+        ));
+        // A 30-minute marginal point applies to each of its six buckets.
+        let mut long = pt(12, 7.0, Signal::Marginal, PointKind::Actual, None);
+        long.duration_ms = 6 * BUCKET_MS;
+        j.record(&long).unwrap();
+        for b in 12..18 {
+            assert_eq!(
+                j.lookup(&RegionId::from("L"), at(b)).unwrap().point_at,
+                UnixMillis(b * BUCKET_MS)
+            );
+        }
+    }
+
+    #[test]
+    fn restatement_only_ever_moves_up_the_policy() {
+        let mut j = live_join();
+        let l = RegionId::from("L");
+        j.record(&pt(
+            5,
+            300.0,
+            Signal::Marginal,
+            PointKind::Forecast,
+            Some(4),
+        ))
+        .unwrap();
+        let forecast = j.lookup(&l, at(5));
+        // Nothing better yet.
+        assert_eq!(j.restatement(&l, at(5), forecast.as_ref()), None);
+        // Missing intensity is filled even by the average.
+        assert_eq!(
+            j.restatement(&l, at(30), None).map(|n| n.kind),
+            Some(IntensityKind::FallbackAverage)
+        );
+        j.record(&pt(5, 320.0, Signal::Marginal, PointKind::Actual, None))
+            .unwrap();
+        let actual = j.restatement(&l, at(5), forecast.as_ref()).unwrap();
+        assert_eq!(
+            (actual.value, actual.kind),
+            (GramsPerKwh(320.0), IntensityKind::Actual)
+        );
+        assert_eq!(j.restatement(&l, at(5), Some(&actual)), None);
+        // A nearest actual (bucket 6 used bucket 5's) is restated when its own arrives.
+        let nearest = j.lookup(&l, at(6)).unwrap();
+        assert_eq!(nearest.point_at, at(5).start());
+        j.record(&pt(6, 330.0, Signal::Marginal, PointKind::Actual, None))
+            .unwrap();
+        assert_eq!(
+            j.restatement(&l, at(6), Some(&nearest)).unwrap().value,
+            GramsPerKwh(330.0)
+        );
+        // Replayed regions never are.
+        let replayed = join(true, true);
+        assert_eq!(
+            replayed.restatement(&RegionId::from("R"), at(2), None),
+            None
+        );
     }
 
     #[test]
