@@ -418,6 +418,34 @@ impl IntensityJoin {
     }
 }
 
+/// Why `new` replaces `old` for `bucket`, in words, for the restatement record.
+pub fn restatement_reason(
+    bucket: Bucket,
+    old: Option<&JoinedIntensity>,
+    new: &JoinedIntensity,
+) -> String {
+    let describe = |j: &JoinedIntensity| match policy_rank(Some(j), bucket) {
+        4 => format!("actual {} g/kWh ({})", j.value.0, j.source),
+        3 => format!(
+            "forecast {} g/kWh issued {} ({})",
+            j.value.0,
+            j.point_at.to_rfc3339(),
+            j.source
+        ),
+        2 => format!(
+            "nearest actual {} g/kWh of {} ({})",
+            j.value.0,
+            j.point_at.to_rfc3339(),
+            j.source
+        ),
+        _ => format!("fallback average {} g/kWh ({})", j.value.0, j.source),
+    };
+    match old {
+        Some(old) => format!("{} replaces {}", describe(new), describe(old)),
+        None => format!("{} fills an interval that had no intensity", describe(new)),
+    }
+}
+
 fn max_outcome(a: Recorded, b: Recorded) -> Recorded {
     let rank = |r| match r {
         Recorded::Unchanged => 0,
@@ -698,6 +726,13 @@ mod tests {
             (GramsPerKwh(320.0), IntensityKind::Actual)
         );
         assert_eq!(j.restatement(&l, at(5), Some(&actual)), None);
+        assert_eq!(
+            restatement_reason(at(5), forecast.as_ref(), &actual),
+            format!(
+                "actual 320 g/kWh (watttime:L) replaces forecast 300 g/kWh issued {} (watttime:L)",
+                at(4).start().to_rfc3339()
+            )
+        );
         // A nearest actual (bucket 6 used bucket 5's) is restated when its own arrives.
         let nearest = j.lookup(&l, at(6)).unwrap();
         assert_eq!(nearest.point_at, at(5).start());

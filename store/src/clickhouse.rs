@@ -46,6 +46,7 @@
 //! Every tenant-facing query filters on the tenant of its [`TenantScope`], and every value from
 //! a caller is bound with the client's `?` binding, never formatted into SQL.
 
+mod intensity;
 mod rollups;
 mod rows;
 mod schema;
@@ -55,8 +56,9 @@ pub use schema::supports_modern;
 
 use crate::checks::{check_enriched, check_inventory, check_workload};
 use crate::{
-    EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, NewWorkload, QuarantineRecord,
-    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
+    EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
+    QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
+    StoreError, TenantSummary, Workload, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
@@ -69,6 +71,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
 use wattprint_core::sample::EnergySample;
 use wattprint_core::{
     GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis, WorkloadId,
@@ -876,6 +879,46 @@ impl Store for ClickHouseStore {
         let recomputed = self.refresh(from, to).await?;
         tracing::Span::current().record("recomputed", recomputed);
         Ok(RollupRefresh { recomputed })
+    }
+
+    #[tracing::instrument(skip_all, fields(points = points.len()))]
+    async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError> {
+        self.write_points(points).await
+    }
+
+    async fn intensity_points(
+        &self,
+        query: &LedgerQuery,
+    ) -> Result<Vec<IntensityPoint>, StoreError> {
+        self.read_points(query).await
+    }
+
+    #[tracing::instrument(skip_all, fields(region = %region))]
+    async fn restate(
+        &self,
+        region: &RegionId,
+        from: UnixMillis,
+        to: UnixMillis,
+        join: &IntensityJoin,
+    ) -> Result<RestateOutcome, StoreError> {
+        self.restate_region(region, from, to, join).await
+    }
+
+    async fn restatements(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Restatement>, StoreError> {
+        self.read_restatements(scope.tenant(), from, to).await
+    }
+
+    async fn intensity_coverage(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionCoverage>, StoreError> {
+        self.coverage(from, to).await
     }
 
     async fn list_workloads(&self, scope: &TenantScope) -> Result<Vec<Workload>, StoreError> {

@@ -12,7 +12,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use wattprint_core::intensity::JoinedIntensity;
+use wattprint_core::intensity::{
+    restatement_reason, IntensityJoin, IntensityPoint, JoinedIntensity, Signal,
+};
 use wattprint_core::sample::EnergySample;
 use wattprint_core::sci::FootprintProvenance;
 use wattprint_core::{
@@ -313,6 +315,144 @@ pub struct RollupRefresh {
     pub recomputed: u64,
 }
 
+/// What writing intensity ledger points did. A point is identified by region, signal, kind,
+/// provider, period start, issue time and model version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerWrite {
+    /// Points the ledger did not have.
+    pub new: u32,
+    /// Points fetched again with the same value: nothing changed.
+    pub unchanged: u32,
+    /// Points the provider published again with another value: the later fetch is kept.
+    pub revised: u32,
+}
+
+/// Which ledger points to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerQuery {
+    /// One region, or all.
+    pub region: Option<RegionId>,
+    /// One signal, or both.
+    pub signal: Option<Signal>,
+    /// Periods starting in `[from, to)`.
+    pub from: UnixMillis,
+    /// End of the range (exclusive).
+    pub to: UnixMillis,
+    /// Only points fetched at or after this time (incremental refresh).
+    pub fetched_since: Option<UnixMillis>,
+}
+
+/// An interval whose emissions were recomputed because better intensity arrived: the value it
+/// had, the value it has now, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restatement {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Instance.
+    pub instance: InstanceId,
+    /// GPU.
+    pub gpu: GpuUuid,
+    /// The interval's bucket.
+    pub bucket: Bucket,
+    /// Region.
+    pub region: RegionId,
+    /// The interval's energy when restated.
+    pub energy: Millijoules,
+    /// Its PUE.
+    pub pue: f64,
+    /// Intensity before (None: it had none).
+    pub previous: Option<JoinedIntensity>,
+    /// Intensity now.
+    pub current: JoinedIntensity,
+    /// Why it changed, in words.
+    pub reason: String,
+    /// When it was restated.
+    pub restated_at: UnixMillis,
+}
+
+impl Restatement {
+    /// Change of the interval's IT emissions: E × (I_now − I_before), I_before = 0 if none.
+    pub fn it_co2e_delta(&self) -> GramsCo2e {
+        let before = self
+            .previous
+            .as_ref()
+            .map_or(GramsCo2e(0.0), |p| p.value.emissions(self.energy));
+        GramsCo2e(self.current.value.emissions(self.energy).0 - before.0)
+    }
+
+    /// Change of the interval's facility emissions: the IT change × PUE.
+    pub fn facility_co2e_delta(&self) -> GramsCo2e {
+        GramsCo2e(self.it_co2e_delta().0 * self.pue)
+    }
+}
+
+/// What one restatement pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestateOutcome {
+    /// GPU-intervals restated.
+    pub intervals: u64,
+    /// Sum of their IT emission changes.
+    pub it_co2e_delta: GramsCo2e,
+}
+
+impl RestateOutcome {
+    /// The totals of restatements applied.
+    pub fn of(applied: &[Restatement]) -> Self {
+        Self {
+            intervals: applied.len() as u64,
+            it_co2e_delta: GramsCo2e(applied.iter().map(|r| r.it_co2e_delta().0).sum()),
+        }
+    }
+}
+
+/// The restatements `join` calls for among intervals read from a store (with their tenants):
+/// one per interval it now has better intensity for.
+pub(crate) fn decide_restatements(
+    region: &RegionId,
+    join: &IntensityJoin,
+    candidates: Vec<(TenantId, IntervalRow)>,
+    now: UnixMillis,
+) -> Vec<Restatement> {
+    candidates
+        .into_iter()
+        .filter_map(|(tenant, row)| {
+            let current = join.restatement(region, row.bucket, row.intensity.as_ref())?;
+            Some(Restatement {
+                reason: restatement_reason(row.bucket, row.intensity.as_ref(), &current),
+                tenant,
+                instance: row.instance,
+                gpu: row.gpu,
+                bucket: row.bucket,
+                region: region.clone(),
+                energy: row.energy,
+                pue: row.pue,
+                previous: row.intensity,
+                current,
+                restated_at: now,
+            })
+        })
+        .collect()
+}
+
+/// How a region's GPU-intervals in a range were joined (operator coverage report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionCoverage {
+    /// Region.
+    pub region: RegionId,
+    /// Joined with the actual for their bucket.
+    pub actual: u64,
+    /// Joined with the nearest actual of another bucket.
+    pub nearest_actual: u64,
+    /// Joined with a forecast.
+    pub forecast: u64,
+    /// Joined with the average (flagged fallback).
+    pub fallback: u64,
+    /// Without intensity.
+    pub missing: u64,
+    /// Joined with a replayed historical series.
+    pub replayed: u64,
+}
+
 /// Store errors, with the operation that failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -412,6 +552,44 @@ pub trait Store: Send + Sync {
         let _ = (from, to);
         Ok(RollupRefresh::default())
     }
+
+    /// Adds intensity points to the ledger (idempotent; a revised value replaces the earlier
+    /// fetch). Points must have passed [`IntensityPoint::validate`]; invalid ones are refused.
+    async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError>;
+
+    /// Ledger points, ordered by region, period start, signal, kind, issue time, provider.
+    async fn intensity_points(
+        &self,
+        query: &LedgerQuery,
+    ) -> Result<Vec<IntensityPoint>, StoreError>;
+
+    /// Restates the intervals of `region` with buckets in `[from, to)` for which `join` now has
+    /// better intensity ([`IntensityJoin::restatement`]): their intensity is replaced (so every
+    /// read, rollups included, uses the new value) and a [`Restatement`] is kept for each.
+    /// Running it again restates nothing more.
+    async fn restate(
+        &self,
+        region: &RegionId,
+        from: UnixMillis,
+        to: UnixMillis,
+        join: &IntensityJoin,
+    ) -> Result<RestateOutcome, StoreError>;
+
+    /// The tenant's restated intervals with buckets in `[from, to)`, by bucket, instance, GPU,
+    /// then restatement time.
+    async fn restatements(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Restatement>, StoreError>;
+
+    /// Per region, how the GPU-intervals with buckets in `[from, to)` were joined (operators).
+    async fn intensity_coverage(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionCoverage>, StoreError>;
 
     /// The tenant's workloads, newest first.
     async fn list_workloads(&self, scope: &TenantScope) -> Result<Vec<Workload>, StoreError>;

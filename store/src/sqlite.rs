@@ -4,13 +4,15 @@
 //! async callers are never blocked by SQLite. Energy is stored as exact integer millijoules.
 //! Every tenant-facing query filters on the tenant of its [`TenantScope`].
 
+mod intensity;
 mod rows;
 mod schema;
 
 use crate::checks::check_workload;
 use crate::{
-    EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow, NewWorkload,
-    QuarantineRecord, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
+    decide_restatements, EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
+    LedgerQuery, LedgerWrite, NewWorkload, QuarantineRecord, RegionCoverage, RestateOutcome,
+    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
 };
 use async_trait::async_trait;
 use rows::{
@@ -21,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
 use wattprint_core::sample::EnergySource;
 use wattprint_core::{
     GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis,
@@ -303,6 +306,75 @@ impl Store for SqliteStore {
                 .map(RawUsage::decode)
                 .collect::<Result<Vec<InstanceSummary>, _>>()?;
             Ok(TenantSummary::of(instances, 0))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(points = points.len()))]
+    async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError> {
+        let points = points.to_vec();
+        self.call("writing intensity points", move |conn| {
+            intensity::write_points(conn, &points)
+        })
+        .await
+    }
+
+    async fn intensity_points(
+        &self,
+        query: &LedgerQuery,
+    ) -> Result<Vec<IntensityPoint>, StoreError> {
+        let query = query.clone();
+        self.call("reading intensity points", move |conn| {
+            intensity::read_points(conn, &query)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(region = %region))]
+    async fn restate(
+        &self,
+        region: &RegionId,
+        from: UnixMillis,
+        to: UnixMillis,
+        join: &IntensityJoin,
+    ) -> Result<RestateOutcome, StoreError> {
+        const OP: &str = "restating intervals";
+        let r = region.clone();
+        let candidates = self
+            .call(OP, move |conn| {
+                intensity::restatement_candidates(conn, &r, from, to)
+            })
+            .await?;
+        let decided = decide_restatements(region, join, candidates, UnixMillis(now_ms()));
+        if decided.is_empty() {
+            return Ok(RestateOutcome::default());
+        }
+        let applied = self
+            .call(OP, move |conn| intensity::apply_restatements(conn, decided))
+            .await?;
+        Ok(RestateOutcome::of(&applied))
+    }
+
+    async fn restatements(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Restatement>, StoreError> {
+        let tenant = scope.tenant().clone();
+        self.call("reading restatements", move |conn| {
+            intensity::read_restatements(conn, &tenant, from, to)
+        })
+        .await
+    }
+
+    async fn intensity_coverage(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionCoverage>, StoreError> {
+        self.call("reading intensity coverage", move |conn| {
+            intensity::coverage(conn, from, to)
         })
         .await
     }

@@ -153,7 +153,10 @@ async fn reconnecting_applies_no_migration_twice_and_keeps_data() {
             );
             store.write_samples(std::slice::from_ref(&s)).await.unwrap();
             let applied = migration_rows(&url, &db).await;
-            assert_eq!(applied.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
+            assert_eq!(
+                applied.iter().map(|r| r.0).collect::<Vec<_>>(),
+                vec![1, 2, 3]
+            );
 
             for _ in 0..2 {
                 let again = ClickHouseStore::connect(&url, &db).await.unwrap();

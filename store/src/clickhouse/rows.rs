@@ -194,6 +194,7 @@ pub(crate) struct AggregatedInterval {
     intensity_source: String,
     intensity_point_ms: i64,
     intensity_replayed: u8,
+    tenant: String,
 }
 
 /// Aggregates of [`AggregatedInterval`] over the shares of one `(instance, GPU, bucket)`.
@@ -208,9 +209,14 @@ pub(crate) const INTERVAL_SELECT: &str = "instance_id, gpu_uuid, bucket_ms, \
      argMinIf(intensity_kind, seq, has_intensity = 1), \
      argMinIf(intensity_source, seq, has_intensity = 1), \
      argMinIf(intensity_point_ms, seq, has_intensity = 1), \
-     argMinIf(intensity_replayed, seq, has_intensity = 1)";
+     argMinIf(intensity_replayed, seq, has_intensity = 1), argMin(tenant, seq)";
 
 impl AggregatedInterval {
+    /// The tenant the interval was stored for.
+    pub(crate) fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     /// Checks and converts to the domain row.
     pub(crate) fn decode(self) -> Result<IntervalRow, StoreError> {
         const T: &str = "shares";

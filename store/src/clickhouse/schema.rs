@@ -260,6 +260,12 @@ fn v2(modern: bool) -> Vec<String> {
     ]
 }
 
+/// Version 3: the intensity ledger and the restatement record (see `clickhouse/intensity.rs`).
+fn v3(modern: bool) -> Vec<String> {
+    let Dialect { few, delta, .. } = Dialect::new(modern);
+    super::intensity::v3_tables(few, delta, month_of)
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -272,7 +278,7 @@ pub(crate) fn hour_of(column: &str) -> String {
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern), v2(modern)]
+    vec![v1(modern), v2(modern), v3(modern)]
 }
 
 #[derive(Row, Serialize)]

@@ -109,7 +109,7 @@ CREATE INDEX quarantine_by_time ON quarantine (received_at_ms, id);
 "#;
 
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///

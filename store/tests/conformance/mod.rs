@@ -23,6 +23,12 @@ use wattprint_store::{
     NewWorkload, QuarantineRecord, Store, StoreError, TenantSummary, UsageTotals,
 };
 
+mod intensity;
+pub use intensity::{
+    restatement_changes_emissions_by_exactly_e_times_delta_i,
+    the_ledger_is_idempotent_keeps_revisions_and_filters,
+};
+
 /// Generates one `#[tokio::test]` per behaviour, each running it through `$harness`:
 /// `async fn(name: &str, behaviour: impl FnOnce(Arc<dyn Store>) -> impl Future<Output = ()>)`,
 /// which makes a fresh store (or skips), runs the behaviour and cleans up.
@@ -49,6 +55,8 @@ macro_rules! conformance_tests {
             tenant_summaries_never_show_another_tenants_usage,
             redeliveries_never_double_count_in_a_summary,
             a_summary_keeps_the_usage_of_an_instance_given_up,
+            the_ledger_is_idempotent_keeps_revisions_and_filters,
+            restatement_changes_emissions_by_exactly_e_times_delta_i,
         );
         conformance_tests!(@by_arc $harness;
             concurrent_writers_through_clones_lose_nothing,
@@ -115,19 +123,29 @@ pub fn intensity_for(bucket: Bucket) -> JoinedIntensity {
 
 /// What the enricher does: split into buckets and join intensity.
 pub fn enrich(s: EnergySample, tenant: &str) -> EnrichedSample {
+    enrich_in(s, tenant, "CAISO_NORTH", &|b| Some(intensity_for(b)))
+}
+
+/// [`enrich`] with the region and the intensity join given.
+pub fn enrich_in(
+    s: EnergySample,
+    tenant: &str,
+    region: &str,
+    join: &dyn Fn(Bucket) -> Option<JoinedIntensity>,
+) -> EnrichedSample {
     let shares = split_into_buckets(s.start, s.end, s.energy)
         .into_iter()
         .map(|sh| EnrichedShare {
             bucket: sh.bucket,
             energy: sh.energy,
             covered_ms: sh.covered_ms,
-            intensity: Some(intensity_for(sh.bucket)),
+            intensity: join(sh.bucket),
         })
         .collect();
     EnrichedSample {
         sample: s,
         tenant: TenantId::from(tenant),
-        region: RegionId::from("CAISO_NORTH"),
+        region: RegionId::from(region),
         pue: 1.2,
         shares,
     }
