@@ -1,0 +1,74 @@
+//! Time parsing and formatting at the providers' edges.
+
+use chrono::{DateTime, NaiveDateTime};
+use std::time::{SystemTime, UNIX_EPOCH};
+use wattprint_core::UnixMillis;
+
+/// The current time.
+pub(crate) fn now() -> UnixMillis {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    UnixMillis(ms)
+}
+
+/// An RFC 3339 / ISO 8601 instant with any explicit offset (API responses: the offset makes
+/// the instant exact).
+pub(crate) fn parse_instant(s: &str) -> Result<UnixMillis, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| UnixMillis(t.timestamp_millis()))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
+}
+
+/// An RFC 3339 instant that must be in UTC (`Z` or `+00:00`): imported files, where another
+/// offset suggests local times that are not meant.
+pub(crate) fn parse_utc_rfc3339(s: &str) -> Result<UnixMillis, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))?;
+    if t.offset().local_minus_utc() != 0 {
+        return Err(format!(
+            "{s:?} has offset {}; times must be UTC (Z)",
+            t.offset()
+        ));
+    }
+    Ok(UnixMillis(t.timestamp_millis()))
+}
+
+/// `YYYY-MM-DD HH:MM:SS` without an offset, in formats documented as UTC (WattTime and
+/// Electricity Maps CSV exports).
+pub(crate) fn parse_naive_utc(s: &str) -> Result<UnixMillis, String> {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .map(|t| UnixMillis(t.and_utc().timestamp_millis()))
+        .map_err(|e| format!("{s:?} is not a `YYYY-MM-DD HH:MM:SS` time ({e})"))
+}
+
+/// ISO 8601 UTC for query parameters (`2023-06-08T00:00:00Z`).
+pub(crate) fn to_iso(t: UnixMillis) -> String {
+    match DateTime::from_timestamp_millis(t.0) {
+        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => t.to_rfc3339(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_exactly_and_files_must_be_utc() {
+        let t = UnixMillis::from_utc(2023, 6, 8, 0, 5, 0).unwrap();
+        assert_eq!(parse_instant("2023-06-08T00:05:00+00:00"), Ok(t));
+        assert_eq!(parse_instant("2023-06-08T02:05:00+02:00"), Ok(t));
+        assert_eq!(parse_instant("2023-06-08T00:05:00.000Z"), Ok(t));
+        assert_eq!(parse_utc_rfc3339("2023-06-08T00:05:00Z"), Ok(t));
+        assert_eq!(parse_utc_rfc3339("2023-06-08T00:05:00+00:00"), Ok(t));
+        assert!(parse_utc_rfc3339("2023-06-08T02:05:00+02:00")
+            .unwrap_err()
+            .contains("must be UTC"));
+        assert!(parse_utc_rfc3339("2023-06-08 00:05:00").is_err());
+        assert_eq!(parse_naive_utc("2023-06-08 00:05:00"), Ok(t));
+        assert!(parse_naive_utc("2023-06-08T00:05:00Z").is_err());
+        assert_eq!(to_iso(t), "2023-06-08T00:05:00.000Z");
+    }
+}
