@@ -2,6 +2,7 @@
 //! (bus → 5-minute intervals joined with grid intensity → store).
 
 pub mod bus;
+pub mod cloud_regions;
 pub mod enricher;
 pub mod gateway;
 pub mod intensity_files;

@@ -347,6 +347,15 @@ fn decode_restatement(r: &Row<'_>) -> rusqlite::Result<RawRestatement> {
     })
 }
 
+/// Value, kind, source, point time and replayed flag of an intensity that may be absent.
+type NullableIntensity = (
+    Option<f64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
 struct RawRestatement {
     instance: String,
     gpu: String,
@@ -355,13 +364,7 @@ struct RawRestatement {
     region: String,
     energy_mj: i64,
     pue: f64,
-    prev: (
-        Option<f64>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-    ),
+    prev: NullableIntensity,
     new: (f64, String, String, i64),
     reason: String,
     restated_at_ms: i64,
