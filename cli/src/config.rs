@@ -5,10 +5,9 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use thiserror::Error;
 use wattprint_agent::replay::Pacing;
-use wattprint_core::intensity::{IntensityJoin, RegionIntensity};
+use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
@@ -346,7 +345,7 @@ pub struct Settings {
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
-    pub intensity: Arc<IntensityJoin>,
+    pub intensity: SharedJoin,
     /// PUE per region.
     pub pue: HashMap<RegionId, f64>,
     /// Hardware catalog.
@@ -712,7 +711,7 @@ impl RawConfig {
                 .unwrap_or_else(|| "wattprint-api".into()),
             secret_file,
             agent,
-            intensity: Arc::new(join),
+            intensity: SharedJoin::new(join),
             pue,
             catalog,
             inventory,

@@ -42,6 +42,7 @@ fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
     );
     let mut regions: Vec<_> = from_example
         .intensity
+        .snapshot()
         .regions()
         .map(|r| r.0.clone())
         .collect();

@@ -6,7 +6,7 @@ use crate::time::{Bucket, UnixMillis, BUCKET_MS};
 use crate::units::GramsPerKwh;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use thiserror::Error;
 
 mod point;
@@ -443,6 +443,69 @@ pub fn restatement_reason(
     match old {
         Some(old) => format!("{} replaces {}", describe(new), describe(old)),
         None => format!("{} fills an interval that had no intensity", describe(new)),
+    }
+}
+
+/// An [`IntensityJoin`] shared by the tasks that read it (enricher, query API) and the ones that
+/// feed it (provider poller, ledger refresh). Readers take a cheap snapshot; a writer copies the
+/// join only while a snapshot is still held.
+#[derive(Debug, Clone, Default)]
+pub struct SharedJoin(Arc<RwLock<Arc<IntensityJoin>>>);
+
+/// What [`SharedJoin::record_all`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct RecordReport {
+    /// Points the join did not have.
+    pub new: u32,
+    /// Points it had with the same value.
+    pub unchanged: u32,
+    /// Points whose value replaced another.
+    pub revised: u32,
+    /// Points refused, with why.
+    pub rejected: Vec<PointError>,
+}
+
+impl SharedJoin {
+    /// Shares `join`.
+    pub fn new(join: IntensityJoin) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(join))))
+    }
+
+    /// The join as it is now.
+    pub fn snapshot(&self) -> Arc<IntensityJoin> {
+        // A writer cannot panic halfway through an update (see `record_all`), so a poisoned
+        // lock still holds a whole join.
+        let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&guard)
+    }
+
+    /// Records `points` (see [`IntensityJoin::record`]); refused ones are reported, the others
+    /// kept.
+    pub fn record_all(&self, points: &[IntensityPoint]) -> RecordReport {
+        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let join = Arc::make_mut(&mut guard);
+        let mut report = RecordReport::default();
+        for p in points {
+            match join.record(p) {
+                Ok(Recorded::New) => report.new += 1,
+                Ok(Recorded::Unchanged) => report.unchanged += 1,
+                Ok(Recorded::Revised) => report.revised += 1,
+                Err(e) => report.rejected.push(e),
+            }
+        }
+        report
+    }
+}
+
+impl From<IntensityJoin> for SharedJoin {
+    fn from(join: IntensityJoin) -> Self {
+        Self::new(join)
+    }
+}
+
+impl From<Arc<IntensityJoin>> for SharedJoin {
+    fn from(join: Arc<IntensityJoin>) -> Self {
+        Self(Arc::new(RwLock::new(join)))
     }
 }
 

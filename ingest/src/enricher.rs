@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use wattprint_core::accounting::split_into_buckets;
-use wattprint_core::intensity::{IntensityJoin, JoinedIntensity};
+use wattprint_core::intensity::{JoinedIntensity, SharedJoin};
 use wattprint_core::sample::EnergySample;
 use wattprint_core::{Bucket, RegionId};
 use wattprint_store::{EnrichedSample, EnrichedShare, QuarantineRecord, Store, StoreError};
@@ -40,7 +40,7 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Enricher {
     store: Arc<dyn Store>,
-    join: Arc<IntensityJoin>,
+    join: SharedJoin,
     inventory: Arc<InventoryIndex>,
     pue: Arc<HashMap<RegionId, f64>>,
     batch_max: usize,
@@ -51,13 +51,13 @@ impl Enricher {
     /// An enricher writing to `store`. `pue` gives per-region facility overhead (1.0 if absent).
     pub fn new(
         store: Arc<dyn Store>,
-        join: Arc<IntensityJoin>,
+        join: impl Into<SharedJoin>,
         inventory: Arc<InventoryIndex>,
         pue: HashMap<RegionId, f64>,
     ) -> Self {
         Self {
             store,
-            join,
+            join: join.into(),
             inventory,
             pue: Arc::new(pue),
             batch_max: 256,
@@ -77,6 +77,7 @@ impl Enricher {
     /// Enriches samples; those whose GPU left the inventory since the gateway checked them are
     /// returned as quarantine records instead.
     pub fn enrich(&self, samples: &[EnergySample]) -> (Vec<EnrichedSample>, Vec<QuarantineRecord>) {
+        let join = self.join.snapshot();
         let mut cache: HashMap<(RegionId, Bucket), Option<JoinedIntensity>> = HashMap::new();
         let mut enriched = Vec::with_capacity(samples.len());
         let mut quarantined = Vec::new();
@@ -97,7 +98,7 @@ impl Enricher {
                 .map(|share| {
                     let intensity = cache
                         .entry((place.region.clone(), share.bucket))
-                        .or_insert_with(|| self.join.lookup(&place.region, share.bucket))
+                        .or_insert_with(|| join.lookup(&place.region, share.bucket))
                         .clone();
                     EnrichedShare {
                         bucket: share.bucket,

@@ -260,7 +260,7 @@ impl TenantQuery for GrpcTenantQuery {
         let view = whatif::workload_whatif(
             self.state.store.as_ref(),
             &scope,
-            join,
+            &join,
             &WorkloadId::new(req.workload_id),
             &asked,
         )

@@ -31,7 +31,7 @@ pub mod whatif;
 use std::future::Future;
 use std::sync::Arc;
 
-use wattprint_core::intensity::IntensityJoin;
+use wattprint_core::intensity::{IntensityJoin, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_store::Store;
 
@@ -70,7 +70,7 @@ pub struct ApiState {
     pub(crate) verifier: Arc<TokenVerifier>,
     pub(crate) catalog: Arc<HardwareCatalog>,
     pub(crate) limits: ApiLimits,
-    pub(crate) intensity: Option<Arc<IntensityJoin>>,
+    pub(crate) intensity: Option<SharedJoin>,
 }
 
 impl ApiState {
@@ -93,8 +93,8 @@ impl ApiState {
 
     /// Adds the intensity join the what-ifs run on (the enricher's: same regions, same rule).
     /// Without one, `/v1/workloads/{id}/whatif` answers 503.
-    pub fn with_intensity(mut self, join: Arc<IntensityJoin>) -> Self {
-        self.intensity = Some(join);
+    pub fn with_intensity(mut self, join: impl Into<SharedJoin>) -> Self {
+        self.intensity = Some(join.into());
         self
     }
 
@@ -113,11 +113,14 @@ impl ApiState {
         &self.catalog
     }
 
-    /// The intensity join of the what-ifs; 503 when the server has none.
-    pub fn intensity_join(&self) -> Result<&IntensityJoin, ApiError> {
-        self.intensity.as_deref().ok_or_else(|| {
-            ApiError::Unavailable("this query API has no intensity sources configured".into())
-        })
+    /// The intensity join of the what-ifs as it is now; 503 when the server has none.
+    pub fn intensity_join(&self) -> Result<Arc<IntensityJoin>, ApiError> {
+        self.intensity
+            .as_ref()
+            .map(SharedJoin::snapshot)
+            .ok_or_else(|| {
+                ApiError::Unavailable("this query API has no intensity sources configured".into())
+            })
     }
 
     /// The request limits.

@@ -229,7 +229,7 @@ async fn workload_whatif(
     let view = crate::whatif::workload_whatif(
         state.store.as_ref(),
         &scope,
-        join,
+        &join,
         &WorkloadId::new(id),
         &req,
     )
