@@ -10,6 +10,7 @@ use wattprint_agent::replay::Pacing;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
+use wattprint_ingest::cloud_regions::{CloudProvider, CloudRegionDirectory};
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
 use wattprint_ingest::kafka::KafkaBusConfig;
 use wattprint_ingest::locations::ZipDirectory;
@@ -179,6 +180,19 @@ pub struct RawIntensity {
     pub max_staleness_minutes: Option<i64>,
     /// Regions with marginal series.
     pub regions: Vec<RawRegion>,
+    /// Operator overrides of where a cloud region's datacenter is.
+    #[serde(default)]
+    pub sites: Vec<RawSite>,
+}
+
+/// `[[intensity.sites]]`: a cloud region placed at a zip code, overriding the shipped table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    /// `provider:region`, as instances name it.
+    pub cloud_region: String,
+    /// The datacenter's zip code.
+    pub zip_code: String,
 }
 
 /// `[[intensity.regions]]`.
@@ -213,6 +227,9 @@ pub struct RawInstance {
     pub id: String,
     /// Datacenter zip code (resolved to a region through its utility).
     pub zip_code: Option<String>,
+    /// Cloud region as `provider:region` (e.g. `aws:us-west-1`, `azure:westus2`), placed at a
+    /// zip code by the shipped table or an `[[intensity.sites]]` override.
+    pub cloud_region: Option<String>,
     /// Region, when given directly.
     pub region: Option<String>,
     /// GPUs.
@@ -377,6 +394,7 @@ pub fn default_raw_config() -> RawConfig {
             zip_table: "locations/epa_egrid2023_zip_to_subregion.csv".into(),
             egrid_rates: "locations/epa_egrid2023_subregion_output_rates.csv".into(),
             max_staleness_minutes: None,
+            sites: vec![],
             regions: vec![
                 region(
                     "SGIP_CAISO_PGE",
@@ -609,9 +627,37 @@ impl RawConfig {
             sensor,
         };
 
-        let resolve_region = |inst: &RawInstance| -> Result<RegionId, SettingsError> {
-            match (&inst.region, &inst.zip_code) {
-                (Some(r), _) => {
+        let cloud_sites = cloud_sites(&intensity_raw, &raw.instances, &zips, &data)?;
+        let region_of_zip = |inst: &RawInstance, zip: &str| -> Result<RegionId, SettingsError> {
+            let loc = zips.get(zip).ok_or_else(|| {
+                invalid(format!(
+                    "instance {}: zip code {zip} is not in the zip table",
+                    inst.id
+                ))
+            })?;
+            utility_regions.get(&loc.utility).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "instance {}: zip code {zip} (utility {:?}, eGRID {}) has no configured intensity region; set `region` or add the utility to a region",
+                    inst.id, loc.utility, loc.subregion
+                ))
+            })
+        };
+        // Region and zip code of an instance: `region` as given, else through its zip code
+        // (given, or its cloud region's).
+        let place = |inst: &RawInstance| -> Result<(RegionId, Option<String>), SettingsError> {
+            let zip = match (&inst.zip_code, &inst.cloud_region) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "instance {}: set zip_code or cloud_region, not both",
+                        inst.id
+                    )))
+                }
+                (Some(zip), None) => Some(zip.clone()),
+                (None, Some(cloud)) => cloud_sites.get(cloud).cloned(),
+                (None, None) => None,
+            };
+            match (&inst.region, zip) {
+                (Some(r), zip) => {
                     let id = RegionId::new(r.clone());
                     if !join.knows(&id) {
                         return Err(invalid(format!(
@@ -619,24 +665,11 @@ impl RawConfig {
                             inst.id
                         )));
                     }
-                    Ok(id)
+                    Ok((id, zip))
                 }
-                (None, Some(zip)) => {
-                    let loc = zips.get(zip).ok_or_else(|| {
-                        invalid(format!(
-                            "instance {}: zip code {zip} is not in the zip table",
-                            inst.id
-                        ))
-                    })?;
-                    utility_regions.get(&loc.utility).cloned().ok_or_else(|| {
-                        invalid(format!(
-                            "instance {}: zip code {zip} (utility {:?}, eGRID {}) has no configured intensity region; set `region` or add the utility to a region",
-                            inst.id, loc.utility, loc.subregion
-                        ))
-                    })
-                }
+                (None, Some(zip)) => Ok((region_of_zip(inst, &zip)?, Some(zip))),
                 (None, None) => Err(invalid(format!(
-                    "instance {}: set zip_code or region",
+                    "instance {}: set zip_code, cloud_region or region",
                     inst.id
                 ))),
             }
@@ -680,11 +713,12 @@ impl RawConfig {
                     power_limit: Milliwatts(g.power_limit_w * 1000),
                 });
             }
+            let (region, zip_code) = place(inst)?;
             inventory.push(InstanceRecord {
                 tenant: TenantId::new(inst.tenant.clone()),
                 instance: InstanceId::new(inst.id.clone()),
-                region: resolve_region(inst)?,
-                zip_code: inst.zip_code.clone(),
+                region,
+                zip_code,
                 gpus,
             });
         }
@@ -737,6 +771,7 @@ pub fn demo_instances(gpus: u32, instances: u32, seed: u64) -> Vec<RawInstance> 
                 tenant: tenant.into(),
                 id: format!("{tenant}-gpu-vm-{}", i / 2 + 1),
                 zip_code: Some(zip.into()),
+                cloud_region: None,
                 region: None,
                 gpus: vec![],
             }
@@ -860,4 +895,69 @@ fn replay_pacing(r: &RawReplay) -> Result<Pacing, SettingsError> {
         ));
     }
     Ok(pacing)
+}
+
+/// The zip code of every cloud region the instances name: an `[[intensity.sites]]` override,
+/// else the shipped table (`data/locations/`). An unknown or unplaceable region is a
+/// configuration error, never a default.
+fn cloud_sites(
+    intensity: &RawIntensity,
+    instances: &[RawInstance],
+    zips: &ZipDirectory,
+    data: &dyn Fn(&Path) -> PathBuf,
+) -> Result<HashMap<String, String>, SettingsError> {
+    let mut sites = HashMap::new();
+    for o in &intensity.sites {
+        split_cloud_region(&o.cloud_region)?;
+        if zips.get(&o.zip_code).is_none() {
+            return Err(invalid(format!(
+                "intensity.sites {}: zip code {} is not in the zip table",
+                o.cloud_region, o.zip_code
+            )));
+        }
+        if sites
+            .insert(o.cloud_region.clone(), o.zip_code.clone())
+            .is_some()
+        {
+            return Err(invalid(format!(
+                "intensity.sites: {} is placed twice",
+                o.cloud_region
+            )));
+        }
+    }
+    let wanted: Vec<&String> = instances
+        .iter()
+        .filter_map(|i| i.cloud_region.as_ref())
+        .filter(|c| !sites.contains_key(*c))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(sites);
+    }
+    let table_dir = data(&intensity.zip_table)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let directory =
+        CloudRegionDirectory::load(&table_dir).map_err(|e| SettingsError::Data(e.to_string()))?;
+    for cloud in wanted {
+        let (provider, region) = split_cloud_region(cloud)?;
+        let site = directory
+            .resolve(provider, region, zips)
+            .map_err(|e| invalid(format!("cloud_region {cloud}: {e}")))?;
+        sites.insert(cloud.clone(), site.zip_code);
+    }
+    Ok(sites)
+}
+
+/// `aws:us-west-1` → (AWS, `us-west-1`).
+fn split_cloud_region(s: &str) -> Result<(CloudProvider, &str), SettingsError> {
+    let (provider, region) = s.split_once(':').ok_or_else(|| {
+        invalid(format!(
+            "cloud_region {s:?} must be provider:region, e.g. aws:us-west-1"
+        ))
+    })?;
+    let provider = provider
+        .parse::<CloudProvider>()
+        .map_err(|e| invalid(format!("cloud_region {s:?}: {e}")))?;
+    Ok((provider, region))
 }

@@ -141,6 +141,12 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
         ),
         ("[[instances]]\ntenant = \"t\"\nid = \"i\"\nzip_code = \"00000\"\ngpus = []", "zip code 00000 is not in the zip table"),
         ("[[instances]]\ntenant = \"t\"\nid = \"i\"\nregion = \"MARS\"\ngpus = []", "region MARS is not configured"),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\ncloud_region = \"aws:eu-west-1\"\ngpus = []", "cloud_region aws:eu-west-1"),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\ncloud_region = \"aws:us-nowhere-9\"\ngpus = []", "us-nowhere-9"),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\ncloud_region = \"ibm:us-south\"\ngpus = []", "cloud_region \"ibm:us-south\""),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\ncloud_region = \"us-west-1\"\ngpus = []", "must be provider:region"),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\ncloud_region = \"aws:us-west-1\"\nzip_code = \"95112\"\ngpus = []", "not both"),
+        ("[[instances]]\ntenant = \"t\"\nid = \"i\"\ncloud_region = \"gcp:us-west1\"\ngpus = []", "zip code 97058 (utility \"Northern Wasco County PUD\", eGRID NWPP) has no configured intensity region"),
         (
             "[[instances]]\ntenant = \"t\"\nid = \"i\"\nregion = \"CAISO_NORTH\"\ngpus = [{uuid = \"G\", model = \"m\", power_limit_w = 0}]",
             "power_limit_w = 0",
@@ -153,4 +159,38 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
             "config {text:?}: error {err:?} lacks {needle:?}"
         );
     }
+}
+
+#[test]
+fn cloud_regions_are_placed_at_zip_codes_and_operators_can_override_them() {
+    let instance = "[[instances]]\ntenant = \"acme\"\nid = \"i-1\"\n\
+                    cloud_region = \"aws:us-west-1\"\ngpus = []\n";
+    // AWS us-west-1 is San Jose (95112, PG&E): the SGIP PG&E region of the default config.
+    let s = load(instance, &[]).unwrap();
+    let placed = |s: &wattprint_cli::config::Settings| {
+        let i = &s.inventory[0];
+        (i.region.as_str().to_owned(), i.zip_code.clone())
+    };
+    assert_eq!(
+        placed(&s),
+        ("SGIP_CAISO_PGE".to_owned(), Some("95112".to_owned()))
+    );
+    // An operator who knows the site is in SCE territory (Irvine, 92618) says so.
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/wattprint.example.toml"),
+    )
+    .unwrap();
+    let site = |zip: &str| {
+        format!("{example}\n{instance}[[intensity.sites]]\ncloud_region = \"aws:us-west-1\"\nzip_code = \"{zip}\"\n")
+    };
+    let s = load(&site("92618"), &[]).unwrap();
+    assert_eq!(
+        placed(&s),
+        ("SGIP_CAISO_SCE".to_owned(), Some("92618".to_owned()))
+    );
+    let err = load(&site("00000"), &[]).unwrap_err();
+    assert!(
+        err.contains("zip code 00000 is not in the zip table"),
+        "{err}"
+    );
 }
