@@ -131,7 +131,8 @@ struct Refused {
 
 /// Points imported from files. [`Provider::fetch`] returns those of the request's region,
 /// signal and kind whose period overlaps the range (actuals) or that were issued in it
-/// (forecasts), with the refused rows among them and the gaps.
+/// (forecasts), with the refused rows among them and the gaps. `provider_region` is not used:
+/// each point carries the provider it was imported under.
 #[derive(Debug, Clone)]
 pub struct FileProvider {
     name: String,
@@ -581,7 +582,6 @@ impl LedgerRow {
 
     /// The point (value still to be set) and its value in g/kWh or why it is refused; `Err` when
     /// the row cannot be read as meant.
-    #[allow(clippy::type_complexity)]
     fn into_point(
         self,
         fetched_at: UnixMillis,

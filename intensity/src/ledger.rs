@@ -12,20 +12,26 @@ use wattprint_core::UnixMillis;
 pub(crate) struct Collector {
     points: Vec<IntensityPoint>,
     rejected: Vec<String>,
-    /// (provider, period start, issue time) → value, to catch repeats.
-    seen: HashMap<(String, i64, Option<i64>), f64>,
+    /// (provider, model version, period start, issue time) → value, to catch repeats.
+    seen: HashMap<(String, Option<String>, i64, Option<i64>), f64>,
 }
 
 impl Collector {
     /// Keeps `p` if it is valid and new; a refused point goes to `rejected` with the reason.
-    /// An exact repeat (same provider, period, issue time and value, e.g. at the shared edge of
-    /// two requests) is kept once; a repeat with another value is refused.
+    /// An exact repeat (same provider, model, period, issue time and value, e.g. at the shared
+    /// edge of two requests) is kept once; a repeat with another value is refused. Points of
+    /// another model version (a restatement) are distinct points.
     pub(crate) fn accept(&mut self, p: IntensityPoint) {
         if let Err(e) = p.validate() {
             self.rejected.push(e.to_string());
             return;
         }
-        let key = (p.provider.clone(), p.at.0, p.issued_at.map(|t| t.0));
+        let key = (
+            p.provider.clone(),
+            p.model_version.clone(),
+            p.at.0,
+            p.issued_at.map(|t| t.0),
+        );
         match self.seen.get(&key) {
             Some(v) if v.to_bits() == p.value.0.to_bits() => {}
             Some(v) => self.rejected.push(format!(
