@@ -180,19 +180,24 @@ impl<'a> Batch<'a> {
         });
     }
 
-    /// Adds the point, or refuses it when the value cell could not be read.
-    fn push_value(&mut self, mut p: IntensityPoint, value: Result<f64, String>, line: u64) {
-        let where_ = format!("{}:{line}", self.path.display());
+    /// Adds the point, or refuses it when the value could not be read; `where_` says where the
+    /// row is (`file:line`, `file: record N`).
+    fn push_value(&mut self, mut p: IntensityPoint, value: Result<f64, String>, where_: &str) {
         match value {
             Ok(v) => {
                 p.value = GramsPerKwh(v);
-                self.push(p, &where_);
+                self.push(p, where_);
             }
             Err(e) => {
                 let reason = format!("{where_}: {} {} at {}: {e}", p.provider, p.region, p.at);
                 self.refuse_point(&p, reason);
             }
         }
+    }
+
+    /// `file:line`, for refusals.
+    fn at_line(&self, line: u64) -> String {
+        format!("{}:{line}", self.path.display())
     }
 
     fn line_error(&self, line: u64, detail: impl Into<String>) -> FileError {
@@ -271,12 +276,7 @@ impl FileProvider {
                         format!("duration_s {:?} is not a whole number of seconds", cell(2)),
                     )
                 })?,
-                value: match cell(3) {
-                    "" => Err("value missing".to_owned()),
-                    s => s
-                        .parse::<f64>()
-                        .map_err(|_| format!("value {s:?} is not a number")),
-                },
+                value: number_cell(cell(3)),
                 unit: cell(4).to_owned(),
                 signal: cell(5).to_owned(),
                 kind: cell(6).to_owned(),
@@ -287,7 +287,7 @@ impl FileProvider {
             let (point, value) = row
                 .into_point(fetched_at)
                 .map_err(|e| batch.line_error(line, e))?;
-            batch.push_value(point, value, line);
+            batch.push_value(point, value, &batch.at_line(line));
         }
         Ok(self.add(batch))
     }
@@ -314,21 +314,7 @@ impl FileProvider {
             let row = LedgerRow::from_json(rec).map_err(err)?;
             let (point, value) = row.into_point(fetched_at).map_err(err)?;
             // JSON has no lines worth naming: refusals say the record.
-            let where_ = format!("{}: record {i}", path.display());
-            match value {
-                Ok(v) => {
-                    let mut p = point;
-                    p.value = GramsPerKwh(v);
-                    batch.push(p, &where_);
-                }
-                Err(e) => {
-                    let reason = format!(
-                        "{where_}: {} {} at {}: {e}",
-                        point.provider, point.region, point.at
-                    );
-                    batch.refuse_point(&point, reason);
-                }
-            }
+            batch.push_value(point, value, &format!("{}: record {i}", path.display()));
         }
         Ok(self.add(batch))
     }
@@ -404,7 +390,7 @@ impl FileProvider {
                 model_version: None,
                 fetched_at,
             };
-            batch.push_value(point, number_cell(cell(n)), line);
+            batch.push_value(point, number_cell(cell(n)), &batch.at_line(line));
         }
         Ok(self.add(batch))
     }
@@ -474,7 +460,7 @@ impl FileProvider {
                 model_version: Some(model_version),
                 fetched_at,
             };
-            batch.push_value(point, number_cell(cell(value_col)), line);
+            batch.push_value(point, number_cell(cell(value_col)), &batch.at_line(line));
         }
         Ok(self.add(batch))
     }
