@@ -6,6 +6,7 @@ pub mod cloud_regions;
 pub mod enricher;
 pub mod gateway;
 pub mod intensity_files;
+pub mod intensity_poll;
 pub mod inventory;
 pub mod kafka;
 pub mod locations;
