@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
 use wattprint_agent::replay::Pacing;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
@@ -12,6 +13,7 @@ use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 use wattprint_ingest::cloud_regions::{CloudProvider, CloudRegionDirectory};
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
+use wattprint_ingest::intensity_poll::PollWindows;
 use wattprint_ingest::kafka::KafkaBusConfig;
 use wattprint_ingest::locations::ZipDirectory;
 use wattprint_store::{GpuRecord, InstanceRecord};
@@ -183,6 +185,39 @@ pub struct RawIntensity {
     /// Operator overrides of where a cloud region's datacenter is.
     #[serde(default)]
     pub sites: Vec<RawSite>,
+    /// WattTime API account (for regions with `watttime_region`).
+    pub watttime: Option<RawProviderAccount>,
+    /// Electricity Maps API token (for regions with `electricitymaps_zone`).
+    pub electricitymaps: Option<RawProviderAccount>,
+    /// Polling schedule.
+    pub poll: Option<RawPoll>,
+}
+
+/// `[intensity.watttime]` / `[intensity.electricitymaps]`: where the API is and which
+/// environment variables hold the credentials (never the secrets themselves in the file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviderAccount {
+    /// API base URL (default: the provider's public API).
+    pub base_url: Option<String>,
+    /// WattTime: variable holding the user name (default `WATTTIME_USERNAME`).
+    pub username_env: Option<String>,
+    /// WattTime: variable holding the password (default `WATTTIME_PASSWORD`).
+    pub password_env: Option<String>,
+    /// Electricity Maps: variable holding the token (default `ELECTRICITYMAPS_TOKEN`).
+    pub token_env: Option<String>,
+}
+
+/// `[intensity.poll]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    /// Seconds between polls (default 300).
+    pub interval_s: Option<u64>,
+    /// Trailing hours of actuals fetched each poll (default 6).
+    pub actuals_hours: Option<u64>,
+    /// Trailing hours of intervals restated each poll (default 48).
+    pub restate_hours: Option<u64>,
 }
 
 /// `[[intensity.sites]]`: a cloud region placed at a zip code, overriding the shipped table.
@@ -215,6 +250,10 @@ pub struct RawRegion {
     /// Utilities (as named in the zip table) whose zip codes map to this region.
     #[serde(default)]
     pub utilities: Vec<String>,
+    /// WattTime region polled for marginal actuals and forecasts (needs `[intensity.watttime]`).
+    pub watttime_region: Option<String>,
+    /// Electricity Maps zone polled for average intensity (needs `[intensity.electricitymaps]`).
+    pub electricitymaps_zone: Option<String>,
 }
 
 /// `[[instances]]`.
@@ -363,12 +402,58 @@ pub struct Settings {
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
     pub intensity: SharedJoin,
+    /// Which providers to poll for which regions, and how often.
+    pub polling: IntensityPolling,
     /// PUE per region.
     pub pue: HashMap<RegionId, f64>,
     /// Hardware catalog.
     pub catalog: HardwareCatalog,
     /// Inventory (configured instances, or the replay demo's).
     pub inventory: Vec<InstanceRecord>,
+}
+
+/// A provider's series polled for a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolledRegion {
+    /// Wattprint region.
+    pub region: RegionId,
+    /// Which provider.
+    pub provider: ProviderKind,
+    /// The provider's name for it.
+    pub provider_region: String,
+}
+
+/// The intensity providers Wattprint can poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// WattTime API v3: marginal actuals and forecasts.
+    WattTime,
+    /// Electricity Maps API v3: average actuals.
+    ElectricityMaps,
+}
+
+/// Polling of intensity providers (`[intensity.poll]`, accounts and per-region names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntensityPolling {
+    /// What to poll.
+    pub regions: Vec<PolledRegion>,
+    /// WattTime account, when configured.
+    pub watttime: Option<RawProviderAccountSettings>,
+    /// Electricity Maps account, when configured.
+    pub electricitymaps: Option<RawProviderAccountSettings>,
+    /// Time between polls.
+    pub interval: Duration,
+    /// Trailing windows fetched and restated.
+    pub windows: PollWindows,
+}
+
+/// A provider account: base URL and the environment variables holding its secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawProviderAccountSettings {
+    /// API base URL, when not the public one.
+    pub base_url: Option<String>,
+    /// Variables holding the credentials (user and password, or the token).
+    pub secret_env: Vec<String>,
 }
 
 /// The model name replayed GPUs report (the trace's GPU).
@@ -388,6 +473,8 @@ pub fn default_raw_config() -> RawConfig {
         egrid_subregion: Some("CAMX".into()),
         pue: Some(1.2),
         utilities: utilities.iter().map(|u| (*u).to_owned()).collect(),
+        watttime_region: None,
+        electricitymaps_zone: None,
     };
     RawConfig {
         intensity: Some(RawIntensity {
@@ -395,6 +482,9 @@ pub fn default_raw_config() -> RawConfig {
             egrid_rates: "locations/epa_egrid2023_subregion_output_rates.csv".into(),
             max_staleness_minutes: None,
             sites: vec![],
+            watttime: None,
+            electricitymaps: None,
+            poll: None,
             regions: vec![
                 region(
                     "SGIP_CAISO_PGE",
@@ -535,6 +625,8 @@ impl RawConfig {
                 },
             );
         }
+
+        let polling = polling_settings(&intensity_raw)?;
 
         let catalog = match &raw.hardware_catalog {
             Some(p) => {
@@ -746,6 +838,7 @@ impl RawConfig {
             secret_file,
             agent,
             intensity: SharedJoin::new(join),
+            polling,
             pue,
             catalog,
             inventory,
@@ -895,6 +988,112 @@ fn replay_pacing(r: &RawReplay) -> Result<Pacing, SettingsError> {
         ));
     }
     Ok(pacing)
+}
+
+/// Validates `[intensity.poll]`, the provider accounts and the regions' provider names.
+fn polling_settings(intensity: &RawIntensity) -> Result<IntensityPolling, SettingsError> {
+    let account = |raw: &Option<RawProviderAccount>, section: &str, defaults: &[&str]| {
+        raw.as_ref()
+            .map(|a| {
+                if let Some(url) = &a.base_url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(invalid(format!(
+                            "intensity.{section}.base_url = {url:?} must be an http(s) URL"
+                        )));
+                    }
+                }
+                let named = match section {
+                    "watttime" => vec![a.username_env.clone(), a.password_env.clone()],
+                    _ => vec![a.token_env.clone()],
+                };
+                Ok(RawProviderAccountSettings {
+                    base_url: a.base_url.clone(),
+                    secret_env: named
+                        .into_iter()
+                        .zip(defaults)
+                        .map(|(n, d)| n.unwrap_or_else(|| (*d).to_owned()))
+                        .collect(),
+                })
+            })
+            .transpose()
+    };
+    let watttime = account(
+        &intensity.watttime,
+        "watttime",
+        &["WATTTIME_USERNAME", "WATTTIME_PASSWORD"],
+    )?;
+    let electricitymaps = account(
+        &intensity.electricitymaps,
+        "electricitymaps",
+        &["ELECTRICITYMAPS_TOKEN"],
+    )?;
+    let mut regions = Vec::new();
+    for r in &intensity.regions {
+        for (name, kind, section, has_account) in [
+            (
+                &r.watttime_region,
+                ProviderKind::WattTime,
+                "watttime",
+                watttime.is_some(),
+            ),
+            (
+                &r.electricitymaps_zone,
+                ProviderKind::ElectricityMaps,
+                "electricitymaps",
+                electricitymaps.is_some(),
+            ),
+        ] {
+            let Some(name) = name else { continue };
+            if !has_account {
+                return Err(invalid(format!(
+                    "intensity region {}: polling {section} needs an [intensity.{section}] section",
+                    r.id
+                )));
+            }
+            if r.replay {
+                return Err(invalid(format!(
+                    "intensity region {}: a replayed region is not polled (its series is historical)",
+                    r.id
+                )));
+            }
+            regions.push(PolledRegion {
+                region: RegionId::new(r.id.clone()),
+                provider: kind,
+                provider_region: name.clone(),
+            });
+        }
+    }
+    let poll = intensity.poll.clone().unwrap_or(RawPoll {
+        interval_s: None,
+        actuals_hours: None,
+        restate_hours: None,
+    });
+    let interval_s = poll.interval_s.unwrap_or(300);
+    if !(10..=3600).contains(&interval_s) {
+        return Err(invalid(format!(
+            "intensity.poll.interval_s = {interval_s} must be 10..=3600"
+        )));
+    }
+    let hours = |v: Option<u64>, default: u64, key: &str| {
+        let h = v.unwrap_or(default);
+        if (1..=24 * 31).contains(&h) {
+            Ok(Duration::from_secs(h * 3600))
+        } else {
+            Err(invalid(format!(
+                "intensity.poll.{key} = {h} must be 1..=744"
+            )))
+        }
+    };
+    Ok(IntensityPolling {
+        regions,
+        watttime,
+        electricitymaps,
+        interval: Duration::from_secs(interval_s),
+        windows: PollWindows {
+            actuals: hours(poll.actuals_hours, 6, "actuals_hours")?,
+            restate: hours(poll.restate_hours, 48, "restate_hours")?,
+        },
+    })
 }
 
 /// The zip code of every cloud region the instances name: an `[[intensity.sites]]` override,

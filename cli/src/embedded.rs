@@ -115,6 +115,7 @@ pub struct Backend {
     gateway: Option<JoinHandle<Result<(), BoxError>>>,
     enricher: Option<JoinHandle<EnricherReport>>,
     rollups: Option<JoinHandle<()>>,
+    intensity: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
 }
@@ -246,6 +247,14 @@ impl Backend {
         let rollups = enricher
             .is_some()
             .then(|| tokio::spawn(refresh_rollups_until(store.clone(), stop.wait())));
+        // Providers are polled where samples are enriched; every process reloads the ledger.
+        let intensity = crate::intensity::start_keeping_current(
+            settings,
+            store.clone(),
+            enricher.is_some(),
+            stop.wait(),
+        )
+        .await?;
         tracing::info!(
             ?gateway_addr,
             ?api_addr,
@@ -260,6 +269,7 @@ impl Backend {
             gateway,
             enricher,
             rollups,
+            intensity,
             api,
             stop,
         })
@@ -280,6 +290,7 @@ impl Backend {
         if let Some(rollups) = self.rollups {
             rollups.await?;
         }
+        self.intensity.await?;
         Ok(match self.enricher {
             Some(enricher) => Some(enricher.await?),
             None => None,

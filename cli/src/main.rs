@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use wattprint_cli::config::{BusSettings, RawConfig, Settings, StoreSettings};
 use wattprint_cli::embedded::{self, Backend, Roles};
-use wattprint_core::TenantId;
+use wattprint_core::{TenantId, UnixMillis};
 use wattprint_runtime::telemetry::{self, LogFormat, TelemetryConfig};
 use wattprint_runtime::Shutdown;
 
@@ -60,6 +60,11 @@ enum Command {
     Enricher,
     /// Run the query API on the store.
     QueryApi,
+    /// Grid intensity: coverage report, file import, provider backfill.
+    Intensity {
+        #[command(subcommand)]
+        command: IntensityCommand,
+    },
     /// Print a dev token for a tenant.
     Token {
         /// Tenant id.
@@ -71,6 +76,42 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum IntensityCommand {
+    /// Per region: latest points, gaps in the marginal actuals, how the last day's intervals
+    /// were joined (actual, nearest, forecast, fallback, missing).
+    Status {
+        /// Days of marginal actuals checked for gaps.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Import intensity points from a file into the ledger, and restate what they improve.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// Its format.
+        #[arg(long, value_enum, default_value = "ledger-csv")]
+        format: wattprint_cli::intensity::ImportFormat,
+    },
+    /// Fetch a region's history from its configured providers, and restate.
+    Backfill {
+        /// Wattprint region.
+        #[arg(long)]
+        region: String,
+        /// Start, UTC (e.g. 2026-11-01T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        from: UnixMillis,
+        /// End (exclusive), UTC.
+        #[arg(long, value_parser = parse_time)]
+        to: UnixMillis,
+    },
+}
+
+fn parse_time(s: &str) -> Result<UnixMillis, String> {
+    wattprint_ingest::intensity_files::parse_utc_timestamp(s)
+        .ok_or_else(|| format!("{s:?} is not a UTC time like 2026-11-01T00:00:00Z"))
+}
+
 impl Command {
     /// The subcommand's name, used as the OpenTelemetry service name suffix.
     fn name(&self) -> &'static str {
@@ -80,6 +121,7 @@ impl Command {
             Command::Gateway => "gateway",
             Command::Enricher => "enricher",
             Command::QueryApi => "query-api",
+            Command::Intensity { .. } => "intensity",
             Command::Token { .. } => "token",
         }
     }
@@ -170,6 +212,25 @@ async fn main() -> anyhow::Result<()> {
                 query_api: true,
             };
             serve(&cli, roles, shutdown).await
+        }
+        Command::Intensity { command } => {
+            let settings = load(&cli, |_| {})?;
+            let store = embedded::open_store(&settings).await?;
+            let out = match command {
+                IntensityCommand::Status { days } => {
+                    wattprint_cli::intensity::status(&settings, store.as_ref(), *days).await?
+                }
+                IntensityCommand::Import { file, format } => {
+                    wattprint_cli::intensity::import(&settings, store, file, *format).await?
+                }
+                IntensityCommand::Backfill { region, from, to } => {
+                    let region = wattprint_core::RegionId::new(region.clone());
+                    wattprint_cli::intensity::backfill(&settings, store, &region, *from, *to)
+                        .await?
+                }
+            };
+            println!("{out}");
+            Ok(())
         }
         Command::Token { tenant, ttl_hours } => {
             let settings = load(&cli, |_| {})?;

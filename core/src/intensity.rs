@@ -341,6 +341,14 @@ impl IntensityJoin {
         self.regions.get(region).is_some_and(|r| r.replay)
     }
 
+    /// Whether the join has the marginal actual for `bucket` itself (for a replayed region, for
+    /// the bucket it replays).
+    pub fn has_actual(&self, region: &RegionId, bucket: Bucket) -> bool {
+        self.regions
+            .get(region)
+            .is_some_and(|r| r.actual.contains_key(&r.lookup_time(bucket.start()).0))
+    }
+
     /// Intensity for `bucket` in `region`, by the policy above.
     pub fn lookup(&self, region: &RegionId, bucket: Bucket) -> Option<JoinedIntensity> {
         let r = self.regions.get(region)?;
