@@ -14,11 +14,13 @@ use wattprint_core::{TenantScope, WorkloadId};
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
     FlexibleStart, GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, Instance,
-    ListInstancesRequest, ListInstancesResponse, PauseResume, WorkRun, WorkloadFootprint,
-    WorkloadWhatIf,
+    JoinedIntensity, ListInstancesRequest, ListInstancesResponse, ListRestatementsRequest,
+    ListRestatementsResponse, PauseResume, Restatement, RestatementTotals, WorkRun,
+    WorkloadFootprint, WorkloadWhatIf,
 };
 
 use crate::error::ApiError;
+use crate::restatements::{self, IntensityView, RestatementsRequest, RestatementsView};
 use crate::service::{self, check_id, InstanceView, WorkloadDetail};
 use crate::whatif::{self, WhatIfRequest, WhatIfView};
 use crate::ApiState;
@@ -212,6 +214,50 @@ impl From<WhatIfView> for WorkloadWhatIf {
     }
 }
 
+impl From<IntensityView> for JoinedIntensity {
+    fn from(v: IntensityView) -> Self {
+        Self {
+            value_g_per_kwh: v.value_g_per_kwh,
+            kind: v.kind,
+            source: v.source,
+            point_at: v.point_at,
+            replayed: v.replayed,
+        }
+    }
+}
+
+impl From<RestatementsView> for ListRestatementsResponse {
+    fn from(v: RestatementsView) -> Self {
+        Self {
+            from: v.from,
+            to: v.to,
+            restatements: v
+                .restatements
+                .into_iter()
+                .map(|r| Restatement {
+                    instance: r.instance,
+                    gpu: r.gpu,
+                    bucket_start: r.bucket_start,
+                    region: r.region,
+                    energy_mj: r.energy_mj,
+                    pue: r.pue,
+                    previous: r.previous.map(JoinedIntensity::from),
+                    current: Some(r.current.into()),
+                    reason: r.reason,
+                    restated_at: r.restated_at,
+                    it_co2e_delta_g: r.it_co2e_delta_g,
+                    facility_co2e_delta_g: r.facility_co2e_delta_g,
+                })
+                .collect(),
+            totals: Some(RestatementTotals {
+                intervals: v.totals.intervals,
+                it_co2e_delta_g: v.totals.it_co2e_delta_g,
+                facility_co2e_delta_g: v.totals.facility_co2e_delta_g,
+            }),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl TenantQuery for GrpcTenantQuery {
     #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
@@ -265,6 +311,25 @@ impl TenantQuery for GrpcTenantQuery {
             &asked,
         )
         .await?;
+        Ok(Response::new(view.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
+    async fn list_restatements(
+        &self,
+        request: Request<ListRestatementsRequest>,
+    ) -> Result<Response<ListRestatementsResponse>, Status> {
+        let scope = self.authenticate(request.metadata())?;
+        let req = request.into_inner();
+        let asked = RestatementsRequest::parse(Some(&req.from), Some(&req.to))?;
+        let view = restatements::list_restatements(
+            self.state.store.as_ref(),
+            &scope,
+            asked,
+            &self.state.limits,
+        )
+        .await?;
+        tracing::Span::current().record("count", view.restatements.len());
         Ok(Response::new(view.into()))
     }
 }

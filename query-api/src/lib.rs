@@ -15,14 +15,19 @@
 //!   on the region's actual marginal intensity ([`whatif`])
 //! - `GET /v1/summary?from=&to=`: the tenant's energy and emissions per instance and in total
 //!   (a month fits the default range limit)
-//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint,GetWorkloadWhatIf}` (HTTP/2 with prior
-//!   knowledge, on the same port), token in the `authorization` metadata
+//! - `GET /v1/restatements?from=&to=`: intervals whose intensity was replaced when better data
+//!   arrived (a forecast, nearest actual or average by the actual), with the emissions each
+//!   change made and their totals ([`restatements`])
+//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint,GetWorkloadWhatIf,
+//!   ListRestatements}` (HTTP/2 with prior knowledge, on the same port), token in the
+//!   `authorization` metadata
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod restatements;
 pub mod routes;
 pub mod service;
 pub mod time;
@@ -45,12 +50,16 @@ pub use routes::router;
 /// Limits that keep one request from reading unbounded amounts of data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiLimits {
-    /// Longest `to − from` accepted by series queries, summaries and workloads (default 31
-    /// days).
+    /// Longest `to − from` accepted by series queries, summaries, restatements and workloads
+    /// (default 31 days).
     pub max_range_ms: i64,
     /// Most points one series response may hold (default 20 000); beyond it the caller is told
     /// to use a coarser step.
     pub max_points: usize,
+    /// Most restatement records one response may hold (default 50 000, about a month of one
+    /// 8-GPU instance restated forecast → actual, some 30 MB of JSON); beyond it the caller is
+    /// told to ask for a shorter range. Never truncated: totals over a partial list would lie.
+    pub max_restatements: usize,
 }
 
 impl Default for ApiLimits {
@@ -58,6 +67,7 @@ impl Default for ApiLimits {
         Self {
             max_range_ms: 31 * 24 * 3600 * 1000,
             max_points: 20_000,
+            max_restatements: 50_000,
         }
     }
 }

@@ -17,11 +17,12 @@ use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
 
 use crate::auth::AuthenticatedTenant;
 use crate::error::ApiError;
+use crate::restatements::{RestatementsRequest, RestatementsView};
 use crate::service::{
     self, check_id, InstanceView, Series, SeriesRequest, SummaryRequest, TenantSummaryView,
     WorkloadDetail, WorkloadRequest, WorkloadView,
 };
-use crate::time::{parse_instant, Step};
+use crate::time::{parse_instant, parse_required_instant, Step};
 use crate::whatif::{WhatIfRequest, WhatIfView};
 use crate::ApiState;
 
@@ -41,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workloads/{id}", get(get_workload))
         .route("/v1/workloads/{id}/whatif", get(workload_whatif))
         .route("/v1/summary", get(tenant_summary))
+        .route("/v1/restatements", get(list_restatements))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
@@ -247,15 +249,9 @@ pub struct SummaryParams {
 }
 
 fn parse_summary_params(p: &SummaryParams) -> Result<SummaryRequest, ApiError> {
-    let required = |name: &str, v: &Option<String>| match v {
-        Some(s) => parse_instant(name, s).map_err(ApiError::BadRequest),
-        None => Err(ApiError::BadRequest(format!(
-            "{name} is required (RFC 3339, e.g. 2026-11-01T00:00:00Z, or unix milliseconds)"
-        ))),
-    };
     Ok(SummaryRequest {
-        from: required("from", &p.from)?,
-        to: required("to", &p.to)?,
+        from: parse_required_instant("from", p.from.as_deref()).map_err(ApiError::BadRequest)?,
+        to: parse_required_instant("to", p.to.as_deref()).map_err(ApiError::BadRequest)?,
     })
 }
 
@@ -269,5 +265,29 @@ async fn tenant_summary(
     let req = parse_summary_params(&params)?;
     let view = service::tenant_summary(state.store.as_ref(), &scope, req, &state.limits).await?;
     tracing::Span::current().record("instances", view.instances.len());
+    Ok(Json(view))
+}
+
+/// Query of `GET /v1/restatements`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RestatementsParams {
+    /// Start: RFC 3339 or Unix ms (required).
+    pub from: Option<String>,
+    /// End, exclusive: RFC 3339 or Unix ms (required).
+    pub to: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(count = Empty))]
+async fn list_restatements(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    query: Result<Query<RestatementsParams>, QueryRejection>,
+) -> Result<Json<RestatementsView>, ApiError> {
+    let Query(params) = query?;
+    let req = RestatementsRequest::parse(params.from.as_deref(), params.to.as_deref())?;
+    let view =
+        crate::restatements::list_restatements(state.store.as_ref(), &scope, req, &state.limits)
+            .await?;
+    tracing::Span::current().record("count", view.restatements.len());
     Ok(Json(view))
 }

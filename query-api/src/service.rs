@@ -39,6 +39,26 @@ fn not_found_instance(id: &InstanceId) -> ApiError {
     ApiError::NotFound(format!("instance {id} not found"))
 }
 
+/// Checks `from < to` and `to − from` within [`ApiLimits::max_range_ms`] (400 saying which
+/// otherwise): the range rule of every ranged request.
+pub fn check_range(from: UnixMillis, to: UnixMillis, limits: &ApiLimits) -> Result<(), ApiError> {
+    if to <= from {
+        return Err(ApiError::BadRequest(format!(
+            "to ({}) must be after from ({})",
+            to.to_rfc3339(),
+            from.to_rfc3339()
+        )));
+    }
+    let range = to.since(from);
+    if range > limits.max_range_ms {
+        return Err(ApiError::BadRequest(format!(
+            "range of {range} ms exceeds the limit of {} ms; ask for a shorter range",
+            limits.max_range_ms
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses ids that are empty, too long or carry control characters (400).
 pub fn check_id(kind: &str, id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
@@ -260,20 +280,7 @@ pub struct SeriesRequest {
 impl SeriesRequest {
     /// Checks `from < to`, the range limit and, for aggregated steps, the number of points.
     pub fn validate(&self, limits: &ApiLimits) -> Result<(), ApiError> {
-        if self.to <= self.from {
-            return Err(ApiError::BadRequest(format!(
-                "to ({}) must be after from ({})",
-                self.to.to_rfc3339(),
-                self.from.to_rfc3339()
-            )));
-        }
-        let range = self.to.since(self.from);
-        if range > limits.max_range_ms {
-            return Err(ApiError::BadRequest(format!(
-                "range of {range} ms exceeds the limit of {} ms; ask for a shorter range",
-                limits.max_range_ms
-            )));
-        }
+        check_range(self.from, self.to, limits)?;
         if let Some(step_ms) = self.step.millis() {
             let points =
                 (ceil_to(self.to, step_ms).since(floor_to(self.from, step_ms)) / step_ms) as u64;
@@ -482,21 +489,7 @@ pub struct SummaryRequest {
 impl SummaryRequest {
     /// Checks `from < to` and the range limit (31 days by default: a month fits).
     pub fn validate(&self, limits: &ApiLimits) -> Result<(), ApiError> {
-        if self.to <= self.from {
-            return Err(ApiError::BadRequest(format!(
-                "to ({}) must be after from ({})",
-                self.to.to_rfc3339(),
-                self.from.to_rfc3339()
-            )));
-        }
-        let range = self.to.since(self.from);
-        if range > limits.max_range_ms {
-            return Err(ApiError::BadRequest(format!(
-                "range of {range} ms exceeds the limit of {} ms; ask for a shorter range",
-                limits.max_range_ms
-            )));
-        }
-        Ok(())
+        check_range(self.from, self.to, limits)
     }
 }
 

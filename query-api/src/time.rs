@@ -31,6 +31,17 @@ pub fn parse_instant(name: &str, raw: &str) -> Result<UnixMillis, String> {
     check_bounds(name, UnixMillis(t))
 }
 
+/// Parses a required instant parameter: [`parse_instant`], or an error naming it when it is
+/// absent. An empty value (what a gRPC client sends for an unset string) counts as absent.
+pub fn parse_required_instant(name: &str, raw: Option<&str>) -> Result<UnixMillis, String> {
+    match raw.filter(|s| !s.is_empty()) {
+        Some(s) => parse_instant(name, s),
+        None => Err(format!(
+            "{name} is required (RFC 3339, e.g. 2026-11-01T00:00:00Z, or unix milliseconds)"
+        )),
+    }
+}
+
 /// Checks an instant lies within [`MIN_TIME`, `MAX_TIME`].
 pub fn check_bounds(name: &str, t: UnixMillis) -> Result<UnixMillis, String> {
     if t < MIN_TIME || t > MAX_TIME {

@@ -257,6 +257,7 @@ async fn bad_requests_are_problems() {
     let h = harness_with(ApiLimits {
         max_range_ms: 31 * DAY,
         max_points: 100,
+        ..ApiLimits::default()
     })
     .await;
     let t = token("acme");

@@ -119,7 +119,7 @@ pub fn enriched(
     start: i64,
     end: i64,
     mj: u64,
-    intensity: fn(Bucket) -> Option<JoinedIntensity>,
+    intensity: impl Fn(Bucket) -> Option<JoinedIntensity>,
 ) -> EnrichedSample {
     let sample = EnergySample {
         host: HostId::from("host-1"),
