@@ -42,6 +42,7 @@ fn fixture() -> Fixture {
         tenant: tenant.into(),
         id: id.into(),
         zip_code: Some(zip.into()),
+        cloud_region: None,
         region: None,
         gpus: vec![gpu(seed)],
     };
