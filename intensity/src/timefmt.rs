@@ -1,6 +1,6 @@
 //! Time parsing and formatting at the providers' edges.
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::{DateTime, NaiveDateTime, Timelike};
 use std::time::{SystemTime, UNIX_EPOCH};
 use wattprint_core::UnixMillis;
 
@@ -16,9 +16,21 @@ pub(crate) fn now() -> UnixMillis {
 /// An RFC 3339 / ISO 8601 instant with any explicit offset (API responses: the offset makes
 /// the instant exact).
 pub(crate) fn parse_instant(s: &str) -> Result<UnixMillis, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| UnixMillis(t.timestamp_millis()))
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))?;
+    no_leap_second(s, t.nanosecond())?;
+    Ok(UnixMillis(t.timestamp_millis()))
+}
+
+/// chrono reads `:60` as a leap second and would fold it into the next second; Unix time has
+/// no such second, so a `:60` in data is an error, never the next bucket's point.
+fn no_leap_second(s: &str, nanosecond: u32) -> Result<(), String> {
+    if nanosecond >= 1_000_000_000 {
+        return Err(format!(
+            "{s:?} is a leap second (:60), which UTC data here never has"
+        ));
+    }
+    Ok(())
 }
 
 /// An RFC 3339 instant that must be in UTC (`Z` or `+00:00`): imported files, where another
@@ -26,6 +38,7 @@ pub(crate) fn parse_instant(s: &str) -> Result<UnixMillis, String> {
 pub(crate) fn parse_utc_rfc3339(s: &str) -> Result<UnixMillis, String> {
     let t = DateTime::parse_from_rfc3339(s)
         .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))?;
+    no_leap_second(s, t.nanosecond())?;
     if t.offset().local_minus_utc() != 0 {
         return Err(format!(
             "{s:?} has offset {}; times must be UTC (Z)",
@@ -38,9 +51,10 @@ pub(crate) fn parse_utc_rfc3339(s: &str) -> Result<UnixMillis, String> {
 /// `YYYY-MM-DD HH:MM:SS` without an offset, in formats documented as UTC (WattTime and
 /// Electricity Maps CSV exports).
 pub(crate) fn parse_naive_utc(s: &str) -> Result<UnixMillis, String> {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-        .map(|t| UnixMillis(t.and_utc().timestamp_millis()))
-        .map_err(|e| format!("{s:?} is not a `YYYY-MM-DD HH:MM:SS` time ({e})"))
+    let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .map_err(|e| format!("{s:?} is not a `YYYY-MM-DD HH:MM:SS` time ({e})"))?;
+    no_leap_second(s, t.nanosecond())?;
+    Ok(UnixMillis(t.and_utc().timestamp_millis()))
 }
 
 /// ISO 8601 UTC for query parameters (`2023-06-08T00:00:00Z`).
@@ -70,5 +84,12 @@ mod tests {
         assert_eq!(parse_naive_utc("2023-06-08 00:05:00"), Ok(t));
         assert!(parse_naive_utc("2023-06-08T00:05:00Z").is_err());
         assert_eq!(to_iso(t), "2023-06-08T00:05:00.000Z");
+        for leap in [
+            parse_naive_utc("2016-12-31 23:59:60"),
+            parse_utc_rfc3339("2016-12-31T23:59:60Z"),
+            parse_instant("2016-12-31T23:59:60+00:00"),
+        ] {
+            assert!(leap.unwrap_err().contains("leap second"));
+        }
     }
 }
