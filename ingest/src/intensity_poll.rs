@@ -7,7 +7,6 @@
 //! provider's `Retry-After` before its next request. Nothing is ever invented for a gap.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wattprint_core::intensity::{IntensityPoint, PointKind, SharedJoin, Signal};
@@ -195,37 +194,6 @@ impl IntensityPoller {
             report.restated_intervals += self.restate(region, from, to).await?;
         }
         Ok(report)
-    }
-
-    /// Polls every `interval` until `shutdown` resolves. A round that fails (the store down)
-    /// is logged and retried at the next tick.
-    pub async fn run(
-        self,
-        interval: Duration,
-        now: impl Fn() -> UnixMillis + Send,
-        shutdown: impl Future<Output = ()> + Send,
-    ) {
-        tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = tick.tick() => {}
-            }
-            match self.poll_once(now()).await {
-                Ok(r) => tracing::info!(
-                    new = r.new_points,
-                    revised = r.revised_points,
-                    rejected = r.rejected.len(),
-                    gaps = r.gaps.len(),
-                    errors = r.errors.len(),
-                    restated = r.restated_intervals,
-                    "intensity poll"
-                ),
-                Err(e) => tracing::error!(error = %e, "intensity poll failed; retrying next round"),
-            }
-        }
     }
 
     fn waiting(&self, index: usize) -> bool {
