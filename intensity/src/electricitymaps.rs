@@ -297,32 +297,16 @@ fn read_points(
     keep: impl Fn(UnixMillis) -> bool,
 ) {
     for (i, item) in items.iter().enumerate() {
-        let at = match ledger::string(item, "datetime")
-            .ok_or_else(|| "datetime missing".to_owned())
-            .and_then(timefmt::parse_instant)
-        {
-            Ok(at) => at,
-            Err(e) => {
-                c.reject(format!("{} {what} [{i}]: {e}", ctx.provider));
-                continue;
-            }
-        };
-        if !keep(at) {
+        let Some((at, value)) = ledger::time_and_value(
+            c,
+            &ctx.provider,
+            what,
+            &format!("[{i}]"),
+            item,
+            ("datetime", "carbonIntensity"),
+            &keep,
+        ) else {
             continue;
-        }
-        let value = match ledger::number(item, "carbonIntensity") {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                c.reject(format!(
-                    "{} {what} at {at}: carbonIntensity missing",
-                    ctx.provider
-                ));
-                continue;
-            }
-            Err(e) => {
-                c.reject(format!("{} {what} at {at}: {e}", ctx.provider));
-                continue;
-            }
         };
         c.accept(IntensityPoint {
             region: ctx.req.region.clone(),

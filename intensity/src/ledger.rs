@@ -198,6 +198,44 @@ pub(crate) fn number(v: &Value, field: &str) -> Result<Option<f64>, String> {
     }
 }
 
+/// The time (`fields.0`, RFC 3339) and value (`fields.1`) of item `index` of a provider's
+/// list, or `None`: the item is refused with the reason, or `keep` does not want its time.
+pub(crate) fn time_and_value(
+    c: &mut Collector,
+    provider: &str,
+    what: &str,
+    index: &str,
+    item: &Value,
+    fields: (&str, &str),
+    keep: &impl Fn(UnixMillis) -> bool,
+) -> Option<(UnixMillis, f64)> {
+    let (time_field, value_field) = fields;
+    let at = match string(item, time_field)
+        .ok_or_else(|| format!("{time_field} missing"))
+        .and_then(crate::timefmt::parse_instant)
+    {
+        Ok(at) => at,
+        Err(e) => {
+            c.reject(format!("{provider} {what} {index}: {e}"));
+            return None;
+        }
+    };
+    if !keep(at) {
+        return None;
+    }
+    match number(item, value_field) {
+        Ok(Some(v)) => Some((at, v)),
+        Ok(None) => {
+            c.reject(format!("{provider} {what} at {at}: {value_field} missing"));
+            None
+        }
+        Err(e) => {
+            c.reject(format!("{provider} {what} at {at}: {e}"));
+            None
+        }
+    }
+}
+
 /// A string field, `None` when absent, null or not a string.
 pub(crate) fn string<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
     v.get(field).and_then(Value::as_str)

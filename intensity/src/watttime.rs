@@ -488,29 +488,16 @@ fn read_points(
     keep: impl Fn(UnixMillis) -> bool,
 ) {
     for (i, item) in items.iter().enumerate() {
-        let at = match ledger::string(item, "point_time")
-            .ok_or_else(|| "point_time missing".to_owned())
-            .and_then(timefmt::parse_instant)
-        {
-            Ok(at) => at,
-            Err(e) => {
-                c.reject(format!("{} {what} data[{i}]: {e}", ctx.provider));
-                continue;
-            }
-        };
-        if !keep(at) {
+        let Some((at, value)) = ledger::time_and_value(
+            c,
+            &ctx.provider,
+            what,
+            &format!("data[{i}]"),
+            item,
+            ("point_time", "value"),
+            &keep,
+        ) else {
             continue;
-        }
-        let value = match ledger::number(item, "value") {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                c.reject(format!("{} {what} at {at}: value missing", ctx.provider));
-                continue;
-            }
-            Err(e) => {
-                c.reject(format!("{} {what} at {at}: {e}", ctx.provider));
-                continue;
-            }
         };
         c.accept(IntensityPoint {
             region: ctx.req.region.clone(),
