@@ -135,9 +135,9 @@ impl IntensityPoller {
             self.fetch_into(index, source, PointKind::Actual, from, now, &mut report)
                 .await?;
             if source.forecasts {
-                // Forecasts issued since the last poll (the API may return only its latest).
-                let since = UnixMillis(now.0 - millis(self.windows.actuals));
-                self.fetch_into(index, source, PointKind::Forecast, since, now, &mut report)
+                // Forecasts issued over the same trailing window: one missed poll loses none,
+                // and the ledger counts the repeats as unchanged.
+                self.fetch_into(index, source, PointKind::Forecast, from, now, &mut report)
                     .await?;
             }
         }
