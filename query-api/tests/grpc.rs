@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
@@ -18,48 +16,7 @@ use wattprint_proto::v1::tenant_query_client::TenantQueryClient;
 use wattprint_proto::v1::{
     GetWorkloadFootprintRequest, ListInstancesRequest, ListInstancesResponse, WorkloadFootprint,
 };
-use wattprint_query_api::{mint_token_at, serve, ApiLimits, ApiState, AuthConfig};
-use wattprint_store::Store;
-
-/// A real server on 127.0.0.1:0 over the harness's store.
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(h: &Harness) -> Self {
-        let store: Arc<dyn Store> = h.store.clone();
-        let state = ApiState::new(store, auth(), catalog(), ApiLimits::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state, async move {
-            let _ = stop_rx.await;
-        }));
-        Self { addr, stop, task }
-    }
-
-    async fn client(&self) -> TenantQueryClient<Channel> {
-        TenantQueryClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-}
+use wattprint_query_api::{mint_token_at, AuthConfig};
 
 fn with_auth<T>(msg: T, authorization: Option<&str>) -> Request<T> {
     let mut req = Request::new(msg);

@@ -12,23 +12,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 use wattprint_core::intensity::{
     IntensityJoin, IntensityKind, IntensityPoint, JoinedIntensity, PointKind, RegionIntensity,
     Signal,
 };
 use wattprint_core::{GramsPerKwh, InstanceId, RegionId, TenantId, TenantScope, UnixMillis};
-use wattprint_proto::v1::tenant_query_client::TenantQueryClient;
 use wattprint_proto::v1::{ListRestatementsRequest, ListRestatementsResponse};
-use wattprint_query_api::{mint_token, mint_token_at, serve, ApiLimits, ApiState, AuthConfig};
+use wattprint_query_api::{mint_token, mint_token_at, ApiLimits, AuthConfig};
 use wattprint_store::{IntervalRow, Store};
 
 const REGION: &str = "CAISO_NORTH";
@@ -598,51 +594,16 @@ async fn tenants_see_only_their_own_and_bad_requests_are_refused() {
         .assert_problem(StatusCode::METHOD_NOT_ALLOWED);
 }
 
-/// A real server on 127.0.0.1:0 over the fixture's store: REST and gRPC on one port.
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(h: &Harness) -> Self {
-        let store: Arc<dyn Store> = h.store.clone();
-        let state = ApiState::new(store, auth(), catalog(), ApiLimits::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state, async move {
-            let _ = stop_rx.await;
-        }));
-        Self { addr, stop, task }
-    }
-
-    async fn client(&self) -> TenantQueryClient<Channel> {
-        TenantQueryClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    async fn rest(&self, tenant: &str, query: &str) -> Value {
-        let r = reqwest::Client::new()
-            .get(format!("http://{}/v1/restatements?{query}", self.addr))
-            .bearer_auth(token(tenant))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        r.json().await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+/// The REST answer of `tenant` for `/v1/restatements?{query}` (must be 200).
+async fn rest(server: &Server, tenant: &str, query: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(server.url(&format!("/v1/restatements?{query}")))
+        .bearer_auth(token(tenant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
 }
 
 fn grpc_request(
@@ -705,7 +666,7 @@ async fn grpc_answers_what_rest_answers() {
     let mut client = server.client().await;
     let (from, to) = (rfc3339(T0), (T0 + BUCKETS * B).to_string());
     for tenant in ["acme", "globex", "initech"] {
-        let rest = server.rest(tenant, &format!("from={from}&to={to}")).await;
+        let rest = rest(&server, tenant, &format!("from={from}&to={to}")).await;
         let bearer = format!("Bearer {}", token(tenant));
         let grpc = client
             .list_restatements(grpc_request(&from, &to, Some(&bearer)))

@@ -385,3 +385,49 @@ pub fn assert_close(got: &Value, want: f64) {
         "got {g}, want {want}"
     );
 }
+
+/// A real server on 127.0.0.1:0 over the harness's store.
+pub struct Server {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(h: &Harness) -> Self {
+        let store: Arc<dyn Store> = h.store.clone();
+        let state = ApiState::new(store, auth(), catalog(), ApiLimits::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(wattprint_query_api::serve(listener, state, async move {
+            let _ = stop_rx.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    pub async fn client(
+        &self,
+    ) -> wattprint_proto::v1::tenant_query_client::TenantQueryClient<tonic::transport::Channel>
+    {
+        wattprint_proto::v1::tenant_query_client::TenantQueryClient::connect(format!(
+            "http://{}",
+            self.addr
+        ))
+        .await
+        .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
