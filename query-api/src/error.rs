@@ -4,7 +4,7 @@
 //! "Not found" is the same answer for what does not exist and what belongs to another tenant.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -31,6 +31,16 @@ pub enum ApiError {
     /// No usable token.
     #[error("{0}")]
     Unauthorized(AuthError),
+    /// The token is valid but does not allow this request (a reader asking to write, an
+    /// operator token on a tenant route, a tenant token on an operator route).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller's request budget is spent; it may retry after `retry_after_s` seconds.
+    #[error("rate limit exceeded: retry in {retry_after_s} s")]
+    TooManyRequests {
+        /// Whole seconds until a request will be accepted again (at least 1).
+        retry_after_s: u64,
+    },
     /// The thing does not exist or is not the caller's.
     #[error("{0}")]
     NotFound(String),
@@ -65,6 +75,8 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -85,6 +97,10 @@ impl ApiError {
                 "Unsupported media type",
             ),
             ApiError::Unauthorized(_) => ("urn:wattprint:problem:unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => ("urn:wattprint:problem:forbidden", "Forbidden"),
+            ApiError::TooManyRequests { .. } => {
+                ("urn:wattprint:problem:rate-limited", "Too many requests")
+            }
             ApiError::NotFound(_) => ("urn:wattprint:problem:not-found", "Not found"),
             ApiError::MethodNotAllowed => (
                 "urn:wattprint:problem:method-not-allowed",
@@ -147,6 +163,10 @@ impl IntoResponse for ApiError {
             };
             resp.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let ApiError::TooManyRequests { retry_after_s } = &self {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
         resp
     }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
-use wattprint_core::{TenantScope, WorkloadId};
+use wattprint_core::WorkloadId;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
     FlexibleStart, GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, Instance,
@@ -19,6 +19,7 @@ use wattprint_proto::v1::{
     WorkloadFootprint, WorkloadWhatIf,
 };
 
+use crate::auth::TenantAccess;
 use crate::error::ApiError;
 use crate::restatements::{self, IntensityView, RestatementsRequest, RestatementsView};
 use crate::service::{self, check_id, InstanceView, WorkloadDetail};
@@ -41,19 +42,18 @@ impl GrpcTenantQuery {
         Self { state }
     }
 
-    /// Verifies the bearer token in `metadata` with the REST verifier (same `iss`, `aud`,
-    /// `exp`, `nbf` rules) and returns the tenant it names; 401 otherwise.
-    fn authenticate(
+    /// Authenticates the bearer token in `metadata` exactly as the REST extractor does (same
+    /// verifier, roles and rate limit) and returns the tenant's access, which dereferences to
+    /// its scope: `UNAUTHENTICATED` for a bad token, `PERMISSION_DENIED` for an operator token,
+    /// `RESOURCE_EXHAUSTED` when the tenant's rate limit is spent. No method of `TenantQuery`
+    /// mutates today; one that does must call [`TenantAccess::require_admin`].
+    async fn authenticate(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<TenantScope, ApiError> {
-        self.state
-            .verifier
-            .verify_headers(metadata.as_ref())
-            .map_err(|err| {
-                tracing::debug!(reason = ?err, "token refused");
-                ApiError::Unauthorized(err)
-            })
+    ) -> Result<TenantAccess, ApiError> {
+        crate::auth::access::authenticate(&self.state, metadata.as_ref())
+            .await?
+            .into_tenant()
     }
 }
 
@@ -265,7 +265,7 @@ impl TenantQuery for GrpcTenantQuery {
         &self,
         request: Request<ListInstancesRequest>,
     ) -> Result<Response<ListInstancesResponse>, Status> {
-        let scope = self.authenticate(request.metadata())?;
+        let scope = self.authenticate(request.metadata()).await?;
         let instances = service::list_instances(self.state.store.as_ref(), &scope).await?;
         tracing::Span::current().record("count", instances.len());
         Ok(Response::new(ListInstancesResponse {
@@ -278,7 +278,7 @@ impl TenantQuery for GrpcTenantQuery {
         &self,
         request: Request<GetWorkloadFootprintRequest>,
     ) -> Result<Response<WorkloadFootprint>, Status> {
-        let scope = self.authenticate(request.metadata())?;
+        let scope = self.authenticate(request.metadata()).await?;
         let id = request.into_inner().workload_id;
         check_id("workload", &id)?;
         tracing::Span::current().record("workload", id.as_str());
@@ -297,7 +297,7 @@ impl TenantQuery for GrpcTenantQuery {
         &self,
         request: Request<GetWorkloadWhatIfRequest>,
     ) -> Result<Response<WorkloadWhatIf>, Status> {
-        let scope = self.authenticate(request.metadata())?;
+        let scope = self.authenticate(request.metadata()).await?;
         let req = request.into_inner();
         check_id("workload", &req.workload_id)?;
         tracing::Span::current().record("workload", req.workload_id.as_str());
@@ -319,7 +319,7 @@ impl TenantQuery for GrpcTenantQuery {
         &self,
         request: Request<ListRestatementsRequest>,
     ) -> Result<Response<ListRestatementsResponse>, Status> {
-        let scope = self.authenticate(request.metadata())?;
+        let scope = self.authenticate(request.metadata()).await?;
         let req = request.into_inner();
         let asked = RestatementsRequest::parse(Some(&req.from), Some(&req.to))?;
         let view = restatements::list_restatements(

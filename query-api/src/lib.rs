@@ -27,7 +27,9 @@
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod operator;
 pub mod restatements;
+pub mod ratelimit;
 pub mod routes;
 pub mod service;
 pub mod time;
@@ -41,9 +43,11 @@ use wattprint_core::sci::HardwareCatalog;
 use wattprint_store::Store;
 
 pub use auth::{
-    mint_token, mint_token_at, AuthConfig, AuthError, AuthenticatedTenant, Claims, TokenVerifier,
+    mint_role_token, mint_token, mint_token_at, AuthConfig, AuthError, AuthenticatedOperator,
+    AuthenticatedTenant, Claims, Principal, Role, TenantAccess, TokenVerifier,
 };
 pub use error::ApiError;
+pub use ratelimit::{RateLimit, RateLimiter};
 pub use grpc::{grpc_service, GrpcTenantQuery};
 pub use routes::router;
 
@@ -81,6 +85,7 @@ pub struct ApiState {
     pub(crate) catalog: Arc<HardwareCatalog>,
     pub(crate) limits: ApiLimits,
     pub(crate) intensity: Option<SharedJoin>,
+    pub(crate) rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl ApiState {
@@ -98,7 +103,22 @@ impl ApiState {
             catalog: Arc::new(catalog),
             limits,
             intensity: None,
+            rate_limiter: None,
         }
+    }
+
+    /// Replaces the dev-mode verifier built from the `AuthConfig` (e.g. by one checking tokens
+    /// against a JWKS, [`TokenVerifier::with_jwks`]).
+    pub fn with_verifier(mut self, verifier: TokenVerifier) -> Self {
+        self.verifier = Arc::new(verifier);
+        self
+    }
+
+    /// Limits every tenant (and operator) to `limiter`'s rate, after authentication, on REST
+    /// and gRPC alike. Without one, requests are not rate-limited.
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.rate_limiter = Some(Arc::new(limiter));
+        self
     }
 
     /// Adds the intensity join the what-ifs run on (the enricher's: same regions, same rule).
@@ -145,6 +165,7 @@ impl std::fmt::Debug for ApiState {
             .field("catalog_models", &self.catalog.models.len())
             .field("limits", &self.limits)
             .field("intensity", &self.intensity.is_some())
+            .field("rate_limit", &self.rate_limiter.as_ref().map(|l| l.limit()))
             .finish_non_exhaustive()
     }
 }

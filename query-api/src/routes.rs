@@ -35,6 +35,7 @@ pub const DEFAULT_SERIES_RANGE_MS: i64 = 3_600_000;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(crate::grpc::grpc_routes(state.clone()))
+        .merge(crate::operator::operator_routes())
         .route("/healthz", get(healthz))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}/series", get(instance_series))
@@ -174,6 +175,7 @@ async fn create_workload(
     AuthenticatedTenant(scope): AuthenticatedTenant,
     body: Result<Json<WorkloadRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    scope.require_admin()?;
     let Json(req) = body?;
     let span = tracing::Span::current();
     span.record("instances", req.instance_ids.len());

@@ -1,0 +1,106 @@
+//! The provider operator's routes: cross-tenant reads for billing exports, open only to
+//! operator tokens ([`AuthenticatedOperator`]; a tenant token gets 403).
+//!
+//! - `GET /v1/operator/tenants`: every tenant of the inventory with its instance and GPU counts
+//! - `GET /v1/operator/tenants/{tenant}/summary?from=&to=`: the body a tenant gets from its own
+//!   `GET /v1/summary`, computed by the same [`service::tenant_summary`]. A tenant with no
+//!   instance in the inventory is not an error (it may have given its instances up and still be
+//!   billed for the range): its summary is empty.
+//!
+//! This is the one place besides the token verifier that creates a
+//! [`TenantScope`]: from the path, after the caller proved it is an operator.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tracing::field::Empty;
+use wattprint_core::{TenantId, TenantScope};
+
+use crate::auth::AuthenticatedOperator;
+use crate::error::ApiError;
+use crate::routes::SummaryParams;
+use crate::service::{self, SummaryRequest, TenantSummaryView};
+use crate::time::parse_required_instant;
+use crate::ApiState;
+
+/// The operator routes, to be merged into [`crate::router`].
+pub fn operator_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/operator/tenants", get(list_tenants))
+        .route("/v1/operator/tenants/{tenant}/summary", get(tenant_summary))
+}
+
+/// A tenant as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    /// Tenant id.
+    pub tenant: String,
+    /// Instances it has in the inventory.
+    pub instances: usize,
+    /// GPUs attached to them.
+    pub gpus: usize,
+}
+
+/// Body of `GET /v1/operator/tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantList {
+    /// Every tenant of the inventory, by id.
+    pub tenants: Vec<TenantView>,
+}
+
+#[tracing::instrument(skip_all, fields(count = Empty))]
+async fn list_tenants(
+    State(state): State<ApiState>,
+    AuthenticatedOperator(operator): AuthenticatedOperator,
+) -> Result<Json<TenantList>, ApiError> {
+    let inventory = state
+        .store
+        .inventory()
+        .await
+        .map_err(|e| ApiError::from_store(e, || "no inventory".into()))?;
+    let mut tenants: BTreeMap<String, TenantView> = BTreeMap::new();
+    for record in inventory {
+        let view = tenants
+            .entry(record.tenant.to_string())
+            .or_insert_with(|| TenantView {
+                tenant: record.tenant.to_string(),
+                instances: 0,
+                gpus: 0,
+            });
+        view.instances += 1;
+        view.gpus += record.gpus.len();
+    }
+    tracing::Span::current().record("count", tenants.len());
+    tracing::info!(operator = operator.subject(), "operator listed tenants");
+    Ok(Json(TenantList {
+        tenants: tenants.into_values().collect(),
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(tenant = Empty, instances = Empty))]
+async fn tenant_summary(
+    State(state): State<ApiState>,
+    AuthenticatedOperator(operator): AuthenticatedOperator,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SummaryParams>, QueryRejection>,
+) -> Result<Json<TenantSummaryView>, ApiError> {
+    let Path(tenant) = path?;
+    let Query(params) = query?;
+    service::check_id("tenant", &tenant)?;
+    tracing::Span::current().record("tenant", tenant.as_str());
+    let req = SummaryRequest {
+        from: parse_required_instant("from", params.from.as_deref())
+            .map_err(ApiError::BadRequest)?,
+        to: parse_required_instant("to", params.to.as_deref()).map_err(ApiError::BadRequest)?,
+    };
+    // The caller is a verified operator: it may read any tenant.
+    let scope = TenantScope::from_verified(TenantId::new(tenant));
+    let view = service::tenant_summary(state.store.as_ref(), &scope, req, &state.limits).await?;
+    tracing::Span::current().record("instances", view.instances.len());
+    tracing::info!(operator = operator.subject(), "operator read a tenant summary");
+    Ok(Json(view))
+}
