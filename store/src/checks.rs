@@ -1,11 +1,18 @@
 //! Input checks shared by the stores: the same limits and messages everywhere, so a batch one
 //! store accepts, the other accepts too.
 
-use crate::{EnrichedSample, InstanceRecord, NewWorkload, StoreError};
-use std::collections::HashSet;
+use crate::{
+    EnrichedSample, InstanceRecord, NewWorkload, StoreError, Workload, WorkloadUpdate,
+    MAX_WORKLOAD_LABELS,
+};
+use std::collections::{BTreeMap, HashSet};
+use wattprint_core::UnixMillis;
 
 /// Longest accepted workload label or functional unit, in characters.
 const MAX_LABEL_CHARS: usize = 200;
+
+/// Longest accepted label key or value, in characters.
+const MAX_LABEL_KEY_CHARS: usize = 63;
 
 /// Refuses a batch that names an instance twice or puts one GPU on two instances.
 pub(crate) fn check_inventory(instances: &[InstanceRecord]) -> Result<(), StoreError> {
@@ -120,12 +127,10 @@ pub(crate) fn check_workload(w: &NewWorkload) -> Result<(), StoreError> {
             return Err(StoreError::Invalid(format!("instance {i} is listed twice")));
         }
     }
-    if w.from >= w.to {
-        return Err(StoreError::Invalid(format!(
-            "workload range is empty: from {} is not before to {}",
-            w.from, w.to
-        )));
+    if let Some(to) = w.to {
+        check_end(w.from, to)?;
     }
+    check_labels(&w.labels)?;
     if !w.functional_units.is_finite() || w.functional_units <= 0.0 {
         return Err(StoreError::Invalid(format!(
             "functional units must be a positive number, got {}",
@@ -133,4 +138,76 @@ pub(crate) fn check_workload(w: &NewWorkload) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+fn check_end(from: UnixMillis, to: UnixMillis) -> Result<(), StoreError> {
+    if from >= to {
+        return Err(StoreError::Invalid(format!(
+            "workload range is empty: from {from} is not before to {to}"
+        )));
+    }
+    Ok(())
+}
+
+/// Label keys are 1–63 characters of `[A-Za-z0-9._/-]` starting with a letter or digit (as
+/// Kubernetes label names); values are up to 200 characters of any text.
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    if labels.len() > MAX_WORKLOAD_LABELS {
+        return Err(StoreError::Invalid(format!(
+            "a workload carries at most {MAX_WORKLOAD_LABELS} labels, got {}",
+            labels.len()
+        )));
+    }
+    for (key, value) in labels {
+        let well_formed = key.chars().count() <= MAX_LABEL_KEY_CHARS
+            && key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+        if !well_formed {
+            return Err(StoreError::Invalid(format!(
+                "label key {key:?} must be 1 to {MAX_LABEL_KEY_CHARS} characters of letters, \
+                 digits, '.', '_', '/' or '-', starting with a letter or digit"
+            )));
+        }
+        let n = value.chars().count();
+        if n > MAX_LABEL_CHARS {
+            return Err(StoreError::Invalid(format!(
+                "label {key:?} is {n} characters long; the limit is {MAX_LABEL_CHARS}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The workload `current` becomes under `update`, or why it cannot; both stores apply updates
+/// through this one rule.
+pub(crate) fn apply_workload_update(
+    current: &Workload,
+    update: &WorkloadUpdate,
+) -> Result<Workload, StoreError> {
+    let mut next = current.clone();
+    match update {
+        WorkloadUpdate::Labels(labels) => {
+            check_labels(labels)?;
+            next.spec.labels = labels.clone();
+        }
+        WorkloadUpdate::Close(end) => {
+            check_end(current.spec.from, *end)?;
+            match current.spec.to {
+                None => next.spec.to = Some(*end),
+                Some(to) if to == *end => {}
+                Some(to) => {
+                    return Err(StoreError::Conflict(format!(
+                        "workload {} is already closed at {to}; it cannot be closed at {end}",
+                        current.id
+                    )))
+                }
+            }
+        }
+    }
+    Ok(next)
 }

@@ -50,22 +50,23 @@ mod intensity;
 mod rollups;
 mod rows;
 mod schema;
+mod workloads;
 
 pub use rollups::SummaryPath;
 pub use schema::supports_modern;
 
-use crate::checks::{check_enriched, check_inventory, check_workload};
+use crate::checks::{check_enriched, check_inventory};
 use crate::{
     EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
     QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WriteOutcome,
+    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
 use rows::{
     AggregatedInterval, RollupMark, SampleKey, ShareKey, StoredGpu, StoredInstance,
-    StoredQuarantine, StoredSample, StoredShare, StoredWorkload, INTERVAL_SELECT,
+    StoredQuarantine, StoredSample, StoredShare, INTERVAL_SELECT,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -500,55 +501,6 @@ impl ClickHouseStore {
         self.insert("sample_keys", markers, OP).await?;
         Ok(touched)
     }
-
-    async fn load_workloads(
-        &self,
-        tenant: &TenantId,
-        id: Option<&WorkloadId>,
-    ) -> Result<Vec<Workload>, StoreError> {
-        const OP: &str = "reading workloads";
-        let q = match id {
-            Some(id) => self
-                .client
-                .query(
-                    "SELECT ?fields FROM workloads FINAL WHERE tenant = ? AND id = ? \
-                     ORDER BY created_ns DESC, id DESC",
-                )
-                .bind(tenant.as_str())
-                .bind(id.as_str()),
-            None => self
-                .client
-                .query(
-                    "SELECT ?fields FROM workloads FINAL WHERE tenant = ? \
-                     ORDER BY created_ns DESC, id DESC",
-                )
-                .bind(tenant.as_str()),
-        };
-        let rows: Vec<StoredWorkload> = self.fetch(q, OP).await?;
-        rows.into_iter()
-            .map(|w| {
-                if w.instances.is_empty() {
-                    return Err(StoreError::Corrupt {
-                        table: "workloads",
-                        detail: format!("workload {} has no instances", w.id),
-                    });
-                }
-                Ok(Workload {
-                    id: WorkloadId(w.id),
-                    tenant: TenantId(w.tenant),
-                    spec: NewWorkload {
-                        label: w.label,
-                        instances: w.instances.into_iter().map(InstanceId).collect(),
-                        from: UnixMillis(w.from_ms),
-                        to: UnixMillis(w.to_ms),
-                        functional_unit: w.functional_unit,
-                        functional_units: w.functional_units,
-                    },
-                    created_at: UnixMillis(w.created_at_ms),
-                })
-            })
-            .collect()
-    }
 }
 
 #[async_trait]
@@ -807,47 +759,7 @@ impl Store for ClickHouseStore {
         scope: &TenantScope,
         workload: &NewWorkload,
     ) -> Result<Workload, StoreError> {
-        const OP: &str = "creating a workload";
-        check_workload(workload)?;
-        let tenant = scope.tenant();
-        self.require_instances(tenant, &workload.instances, OP)
-            .await?;
-        // 64 random bits make a collision practically impossible; checking costs one lookup.
-        let id = loop {
-            let id = new_workload_id();
-            let taken: u64 = self
-                .client
-                .query("SELECT count() FROM workloads WHERE id = ?")
-                .bind(id.as_str())
-                .fetch_one()
-                .await
-                .map_err(ch_err(OP))?;
-            if taken == 0 {
-                break id;
-            }
-        };
-        let created_ns = self.tick();
-        let created_at = UnixMillis(created_ns.div_euclid(1_000_000));
-        let row = StoredWorkload {
-            tenant: tenant.0.clone(),
-            id: id.0.clone(),
-            label: workload.label.clone(),
-            from_ms: workload.from.0,
-            to_ms: workload.to.0,
-            functional_unit: workload.functional_unit.clone(),
-            functional_units: workload.functional_units,
-            instances: workload.instances.iter().map(|i| i.0.clone()).collect(),
-            created_at_ms: created_at.0,
-            created_ns,
-        };
-        self.insert("workloads", std::slice::from_ref(&row), OP)
-            .await?;
-        Ok(Workload {
-            id,
-            tenant: tenant.clone(),
-            spec: workload.clone(),
-            created_at,
-        })
+        self.insert_workload(scope.tenant(), workload).await
     }
 
     /// Rollups for the whole hours whose rollup is fresh, 5-minute data for the rest; see
@@ -935,6 +847,16 @@ impl Store for ClickHouseStore {
             .await?
             .into_iter()
             .next())
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = %id))]
+    async fn update_workload(
+        &self,
+        scope: &TenantScope,
+        id: &WorkloadId,
+        update: &WorkloadUpdate,
+    ) -> Result<Workload, StoreError> {
+        self.change_workload(scope.tenant(), id, update).await
     }
 }
 

@@ -9,6 +9,8 @@ mod checks;
 pub mod clickhouse;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -142,21 +144,38 @@ pub struct IntervalRow {
     pub pue: f64,
 }
 
-/// A workload to create: a labelled time range over instances, with a functional unit.
+/// A workload to create: a named time range over instances, with a functional unit and
+/// free-form labels. Without an end it is *open* (still running) until closed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewWorkload {
-    /// Human label (e.g. `bert-finetune-run-3`).
+    /// Human name (e.g. `bert-finetune-run-3`).
     pub label: String,
     /// Instances it ran on (all must belong to the tenant).
     pub instances: Vec<InstanceId>,
     /// Start of the range.
     pub from: UnixMillis,
-    /// End of the range (exclusive).
-    pub to: UnixMillis,
+    /// End of the range (exclusive); `None` while the workload is open.
+    pub to: Option<UnixMillis>,
     /// What R counts (e.g. `training run`, `1k inferences`).
     pub functional_unit: String,
     /// How many of them (R).
     pub functional_units: f64,
+    /// Key/value labels (team, project, cost centre…), at most [`MAX_WORKLOAD_LABELS`].
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Most labels one workload may carry.
+pub const MAX_WORKLOAD_LABELS: usize = 64;
+
+/// A change to a stored workload (tenant admin action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadUpdate {
+    /// Replace the labels.
+    Labels(BTreeMap<String, String>),
+    /// Close an open workload at this end. Closing again at the same end changes nothing; at
+    /// another end it is a [`StoreError::Conflict`].
+    Close(UnixMillis),
 }
 
 /// A stored workload.
@@ -471,6 +490,9 @@ pub enum StoreError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The request contradicts the stored state (e.g. closing a closed workload elsewhere).
+    #[error("{0}")]
+    Conflict(String),
     /// A stored value could not be decoded (schema drift or corruption).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt {
@@ -600,4 +622,13 @@ pub trait Store: Send + Sync {
         scope: &TenantScope,
         id: &WorkloadId,
     ) -> Result<Option<Workload>, StoreError>;
+
+    /// Applies `update` to one of the tenant's workloads and returns it as stored;
+    /// [`StoreError::NotFound`] if absent or another tenant's.
+    async fn update_workload(
+        &self,
+        scope: &TenantScope,
+        id: &WorkloadId,
+        update: &WorkloadUpdate,
+    ) -> Result<Workload, StoreError>;
 }

@@ -8,18 +8,19 @@ mod intensity;
 mod rows;
 mod schema;
 
-use crate::checks::check_workload;
+use crate::checks::{apply_workload_update, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
     LedgerQuery, LedgerWrite, NewWorkload, QuarantineRecord, RegionCoverage, RestateOutcome,
-    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WriteOutcome,
+    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use async_trait::async_trait;
 use rows::{
     to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS, USAGE_COLUMNS,
 };
 use rusqlite::{params, Connection, TransactionBehavior};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -396,6 +397,22 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.call("reading a workload", move |conn| {
             Ok(load_workloads(conn, &tenant, Some(&id))?.into_iter().next())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = %id))]
+    async fn update_workload(
+        &self,
+        scope: &TenantScope,
+        id: &WorkloadId,
+        update: &WorkloadUpdate,
+    ) -> Result<Workload, StoreError> {
+        let tenant = scope.tenant().clone();
+        let id = id.clone();
+        let update = update.clone();
+        self.call("updating a workload", move |conn| {
+            update_workload(conn, &tenant, &id, &update)
         })
         .await
     }
@@ -849,14 +866,17 @@ fn create_workload(
     drop(taken);
     let created_at = UnixMillis(now_ms());
     tx.execute(
-        "INSERT INTO workloads (id, tenant, label, from_ms, to_ms, functional_unit, \
-         functional_units, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO workloads (id, tenant, label, from_ms, to_ms, is_open, labels, \
+         functional_unit, functional_units, created_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             id.as_str(),
             tenant.as_str(),
             spec.label,
             spec.from.0,
-            spec.to.0,
+            spec.to.unwrap_or(spec.from).0,
+            spec.to.is_none(),
+            labels_json(&spec.labels, OP)?,
             spec.functional_unit,
             spec.functional_units,
             created_at.0
@@ -891,8 +911,17 @@ fn load_workloads(
     tenant: &TenantId,
     id: Option<&WorkloadId>,
 ) -> Result<Vec<Workload>, StoreError> {
+    let tx = conn.transaction().map_err(db_err("reading workloads"))?;
+    read_workloads(&tx, tenant, id)
+}
+
+/// [`load_workloads`] inside the caller's transaction.
+fn read_workloads(
+    tx: &Connection,
+    tenant: &TenantId,
+    id: Option<&WorkloadId>,
+) -> Result<Vec<Workload>, StoreError> {
     const OP: &str = "reading workloads";
-    let tx = conn.transaction().map_err(db_err(OP))?;
     let id_filter = if id.is_some() { "AND w.id = ?2" } else { "" };
     let id_param = id.map_or("", WorkloadId::as_str);
 
@@ -920,11 +949,22 @@ fn load_workloads(
         }
     }
 
-    type RawRow = (String, String, String, i64, i64, String, f64, i64);
+    type RawRow = (
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        String,
+        f64,
+        i64,
+        bool,
+        String,
+    );
     let mut stmt = tx
         .prepare_cached(&format!(
             "SELECT w.id, w.tenant, w.label, w.from_ms, w.to_ms, w.functional_unit, \
-             w.functional_units, w.created_at_ms FROM workloads w \
+             w.functional_units, w.created_at_ms, w.is_open, w.labels FROM workloads w \
              WHERE w.tenant = ?1 {id_filter} ORDER BY w.created_at_ms DESC, w.rowid DESC"
         ))
         .map_err(db_err(OP))?;
@@ -938,6 +978,8 @@ fn load_workloads(
             r.get(5)?,
             r.get(6)?,
             r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
         ))
     };
     let rows = if id.is_some() {
@@ -950,29 +992,75 @@ fn load_workloads(
     .map_err(db_err(OP))?;
 
     rows.into_iter()
-        .map(|(id, tenant, label, from, to, unit, units, created)| {
-            let instances = links.remove(&id).unwrap_or_default();
-            if instances.is_empty() {
-                return Err(StoreError::Corrupt {
-                    table: "workload_instances",
-                    detail: format!("workload {id} has no instances"),
-                });
-            }
-            Ok(Workload {
-                id: WorkloadId(id),
-                tenant: TenantId(tenant),
-                spec: NewWorkload {
-                    label,
-                    instances,
-                    from: UnixMillis(from),
-                    to: UnixMillis(to),
-                    functional_unit: unit,
-                    functional_units: units,
-                },
-                created_at: UnixMillis(created),
-            })
-        })
+        .map(
+            |(id, tenant, label, from, to, unit, units, created, open, labels)| {
+                let instances = links.remove(&id).unwrap_or_default();
+                let labels = serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt {
+                    table: "workloads",
+                    detail: format!("workload {id}: labels {labels:?}: {e}"),
+                })?;
+                if instances.is_empty() {
+                    return Err(StoreError::Corrupt {
+                        table: "workload_instances",
+                        detail: format!("workload {id} has no instances"),
+                    });
+                }
+                Ok(Workload {
+                    id: WorkloadId(id),
+                    tenant: TenantId(tenant),
+                    spec: NewWorkload {
+                        label,
+                        instances,
+                        from: UnixMillis(from),
+                        to: (!open).then_some(UnixMillis(to)),
+                        functional_unit: unit,
+                        functional_units: units,
+                        labels,
+                    },
+                    created_at: UnixMillis(created),
+                })
+            },
+        )
         .collect()
+}
+
+fn labels_json(labels: &BTreeMap<String, String>, op: &'static str) -> Result<String, StoreError> {
+    serde_json::to_string(labels).map_err(|e| StoreError::Backend {
+        op,
+        source: Box::new(e),
+    })
+}
+
+/// Reads the workload, applies the update by the shared rule and writes it back, in one
+/// `IMMEDIATE` transaction (two concurrent updates serialise; neither is lost).
+fn update_workload(
+    conn: &mut Connection,
+    tenant: &TenantId,
+    id: &WorkloadId,
+    update: &WorkloadUpdate,
+) -> Result<Workload, StoreError> {
+    const OP: &str = "updating a workload";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err(OP))?;
+    let workload = read_workloads(&tx, tenant, Some(id))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::NotFound(format!("workload {id} not found")))?;
+    let next = apply_workload_update(&workload, update)?;
+    tx.execute(
+        "UPDATE workloads SET to_ms = ?3, is_open = ?4, labels = ?5 WHERE tenant = ?1 AND id = ?2",
+        params![
+            tenant.as_str(),
+            id.as_str(),
+            next.spec.to.unwrap_or(next.spec.from).0,
+            next.spec.to.is_none(),
+            labels_json(&next.spec.labels, OP)?,
+        ],
+    )
+    .map_err(db_err(OP))?;
+    tx.commit().map_err(db_err(OP))?;
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -266,6 +266,11 @@ fn v3(modern: bool) -> Vec<String> {
     super::intensity::v3_tables(few, delta, month_of)
 }
 
+/// Version 4: workload labels and closures (see `clickhouse/workloads.rs`).
+fn v4(modern: bool) -> Vec<String> {
+    super::workloads::v4_tables(Dialect::new(modern).few)
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -278,7 +283,7 @@ pub(crate) fn hour_of(column: &str) -> String {
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern), v2(modern), v3(modern)]
+    vec![v1(modern), v2(modern), v3(modern), v4(modern)]
 }
 
 #[derive(Row, Serialize)]

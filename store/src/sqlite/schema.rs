@@ -108,8 +108,15 @@ CREATE TABLE quarantine (
 CREATE INDEX quarantine_by_time ON quarantine (received_at_ms, id);
 "#;
 
+/// Version 3: open workloads (no end yet; `to_ms` holds `from_ms` until closed) and workload
+/// labels (a JSON object of strings).
+const V3: &str = r#"
+ALTER TABLE workloads ADD COLUMN is_open INTEGER NOT NULL DEFAULT 0 CHECK (is_open IN (0, 1));
+ALTER TABLE workloads ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+"#;
+
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///

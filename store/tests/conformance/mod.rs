@@ -20,7 +20,7 @@ use wattprint_core::{
 };
 use wattprint_store::{
     EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
-    NewWorkload, QuarantineRecord, Store, StoreError, TenantSummary, UsageTotals,
+    NewWorkload, QuarantineRecord, Store, StoreError, TenantSummary, UsageTotals, WorkloadUpdate,
 };
 
 mod intensity;
@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             samples_of_an_instance_that_moved_tenants_stay_with_the_old_owner,
             workloads_are_validated_stored_and_listed_newest_first,
             workload_instances_keep_their_order,
+            workloads_open_close_and_relabel,
             inventory_upserts_move_gpus_and_list_sorted,
             quarantine_is_newest_first_and_keeps_any_sequence_number,
             random_batches_in_random_order_match_the_accumulator,
@@ -200,9 +201,10 @@ pub fn workload(label: &str, instances: &[&str]) -> NewWorkload {
         label: label.into(),
         instances: instances.iter().map(|i| InstanceId::from(*i)).collect(),
         from: UnixMillis(T0),
-        to: UnixMillis(T0 + 3_600_000),
+        to: Some(UnixMillis(T0 + 3_600_000)),
         functional_unit: "training run".into(),
         functional_units: 1.0,
+        labels: BTreeMap::new(),
     }
 }
 
@@ -719,10 +721,24 @@ pub async fn workloads_are_validated_stored_and_listed_newest_first(store: &dyn 
         (workload("ok", &["i-a", "i-a"]), "twice"),
         (
             NewWorkload {
-                to: UnixMillis(T0),
+                to: Some(UnixMillis(T0)),
                 ..workload("ok", &["i-a"])
             },
             "range",
+        ),
+        (
+            NewWorkload {
+                labels: labels(&[("team/ml", "a"), ("-bad", "b")]),
+                ..workload("ok", &["i-a"])
+            },
+            "label key \"-bad\"",
+        ),
+        (
+            NewWorkload {
+                labels: (0..65).map(|i| (format!("k{i}"), String::new())).collect(),
+                ..workload("ok", &["i-a"])
+            },
+            "at most 64 labels",
         ),
         (
             NewWorkload {
@@ -793,6 +809,102 @@ pub async fn workloads_are_validated_stored_and_listed_newest_first(store: &dyn 
             .unwrap(),
         None
     );
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub async fn workloads_open_close_and_relabel(store: &dyn Store) {
+    seed(store).await;
+    let (acme, globex) = (scope("acme"), scope("globex"));
+    let open = NewWorkload {
+        to: None,
+        labels: labels(&[("team", "research"), ("cost-centre", "42")]),
+        ..workload("open run", &["i-a"])
+    };
+    let created = store.create_workload(&acme, &open).await.unwrap();
+    assert_eq!(created.spec, open);
+    let id = created.id.clone();
+    let read = |s: &TenantScope| {
+        let id = id.clone();
+        let s = s.clone();
+        async move { store.get_workload(&s, &id).await.unwrap() }
+    };
+    assert_eq!(read(&acme).await, Some(created.clone()));
+
+    // Labels are replaced as a whole; a bad key is refused and changes nothing.
+    let relabelled = labels(&[("team", "platform")]);
+    let w = store
+        .update_workload(&acme, &id, &WorkloadUpdate::Labels(relabelled.clone()))
+        .await
+        .unwrap();
+    assert_eq!(w.spec.labels, relabelled);
+    assert_eq!(read(&acme).await.unwrap().spec.labels, relabelled);
+    match store
+        .update_workload(&acme, &id, &WorkloadUpdate::Labels(labels(&[("a b", "x")])))
+        .await
+    {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("label key \"a b\""), "{m}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(read(&acme).await.unwrap().spec.labels, relabelled);
+
+    // Closing: not before the start; then at an end; again at the same end is a no-op; at
+    // another end a conflict; labels survive the close and can still change after it.
+    match store
+        .update_workload(&acme, &id, &WorkloadUpdate::Close(UnixMillis(T0)))
+        .await
+    {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("range is empty"), "{m}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(read(&acme).await.unwrap().spec.to, None);
+    let end = UnixMillis(T0 + 1_800_000);
+    let closed = store
+        .update_workload(&acme, &id, &WorkloadUpdate::Close(end))
+        .await
+        .unwrap();
+    assert_eq!(closed.spec.to, Some(end));
+    assert_eq!(closed.spec.labels, relabelled);
+    assert_eq!(
+        store
+            .update_workload(&acme, &id, &WorkloadUpdate::Close(end))
+            .await
+            .unwrap(),
+        closed
+    );
+    match store
+        .update_workload(&acme, &id, &WorkloadUpdate::Close(UnixMillis(end.0 + 1)))
+        .await
+    {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("already closed"), "{m}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let last = labels(&[("team", "platform"), ("reviewed", "yes")]);
+    store
+        .update_workload(&acme, &id, &WorkloadUpdate::Labels(last.clone()))
+        .await
+        .unwrap();
+    let now = read(&acme).await.unwrap();
+    assert_eq!((now.spec.to, &now.spec.labels), (Some(end), &last));
+    assert_eq!(store.list_workloads(&acme).await.unwrap(), vec![now]);
+
+    // Another tenant can neither see nor change it.
+    assert_eq!(read(&globex).await, None);
+    for update in [
+        WorkloadUpdate::Labels(BTreeMap::new()),
+        WorkloadUpdate::Close(UnixMillis(T0 + 60_000)),
+    ] {
+        match store.update_workload(&globex, &id, &update).await {
+            Err(StoreError::NotFound(_)) => {}
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    assert_eq!(read(&acme).await.unwrap().spec.to, Some(end));
 }
 
 pub async fn workload_instances_keep_their_order(store: &dyn Store) {
