@@ -15,8 +15,17 @@
 //! start, the batches a previous run left unacked are the head of the backlog, so they are
 //! resent first, in their original order. If the disk fails, a batch is kept in memory only
 //! (logged), and such memory-only batches are bounded by backpressure as without a spool.
+//!
+//! Every stream carries the host id (`x-wattprint-host-id`) and, when configured, the host
+//! token (`authorization: Bearer …`). A gateway that refuses them (`UNAUTHENTICATED`: unknown
+//! host or wrong token; `PERMISSION_DENIED`: a client certificate or batch of another host)
+//! reports a configuration error, not an outage: the agent logs it as an error, counts it
+//! ([`AgentReport::auth_refusals`]), keeps every batch (in the spool, or in memory with
+//! backpressure) and retries at the longest backoff, so that it resumes by itself once an
+//! operator has fixed the registry, and a restarted agent with fixed settings resends all.
 
 use crate::spool::{BatchMeta, Dropped, Recovery, SharedSpool, Spool};
+use crate::tls::{error_chain, HostToken, HOST_ID_HEADER};
 use crate::AgentReport;
 use futures::future::BoxFuture;
 use std::collections::VecDeque;
@@ -25,8 +34,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
-use tonic::Streaming;
+use tonic::{Code, Request, Streaming};
 use tracing::Instrument;
 use wattprint_core::sample::EnergySample;
 use wattprint_core::HostId;
@@ -56,6 +66,78 @@ pub struct StreamConfig {
     pub reconnect_backoff_max: Duration,
     /// How long to wait for acks after shutdown.
     pub shutdown_ack_wait: Duration,
+    /// The credentials sent on every stream.
+    pub auth: StreamAuth,
+}
+
+/// The metadata every stream carries: the host id and, when configured, the host token.
+#[derive(Debug, Clone)]
+pub struct StreamAuth {
+    host: AsciiMetadataValue,
+    bearer: Option<AsciiMetadataValue>,
+}
+
+impl StreamAuth {
+    /// The metadata for `host` with `token`. The host id must be visible ASCII to travel as
+    /// metadata.
+    pub fn new(host: &HostId, token: Option<&HostToken>) -> Result<Self, String> {
+        let host = AsciiMetadataValue::try_from(host.as_str())
+            .ok()
+            .filter(|_| host.as_str().bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                format!(
+                    "host_id {:?} must be visible ASCII characters to be sent to the gateway",
+                    host.as_str()
+                )
+            })?;
+        let bearer = match token {
+            Some(t) => {
+                let mut v = AsciiMetadataValue::try_from(format!("Bearer {}", t.secret()))
+                    .map_err(|_| "the host token is not a valid header value".to_owned())?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Self { host, bearer })
+    }
+
+    fn apply(&self, metadata: &mut MetadataMap) {
+        metadata.insert(HOST_ID_HEADER, self.host.clone());
+        if let Some(b) = &self.bearer {
+            metadata.insert("authorization", b.clone());
+        }
+    }
+}
+
+/// Whether a status means the gateway refused the agent's credentials: a configuration
+/// error, retried only at the longest backoff.
+pub fn is_auth_refusal(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
+/// Whether a connection failed because TLS refused one side's certificate: the gateway sent
+/// an alert (no client certificate, one from a CA it does not trust, …) or the agent could
+/// not verify the gateway's certificate. `chain` is the error with its sources.
+pub fn is_tls_refusal(chain: &str) -> bool {
+    chain.contains("fatal alert") || chain.contains("invalid peer certificate")
+}
+
+/// Whether `status` refuses the agent's credentials or TLS settings.
+fn credentials_refused(status: &tonic::Status) -> bool {
+    is_auth_refusal(status) || is_tls_refusal(&error_chain(status))
+}
+
+/// What to log of a refusal: the gateway's reason, or the transport error's chain.
+fn refusal_reason(status: &tonic::Status) -> String {
+    if is_auth_refusal(status) {
+        status.message().to_owned()
+    } else {
+        error_chain(status)
+    }
 }
 
 /// Parses a gateway URL into an endpoint with the agent's connection settings.
@@ -405,7 +487,10 @@ pub async fn stream_samples(
                     match event {
                         ConnEvent::RetryDue => conn = connect(&config.endpoint),
                         ConnEvent::Connected(Ok(channel)) => {
-                            conn = open(channel, &mut outbox);
+                            conn = open(channel, &mut outbox, &config.auth);
+                        }
+                        ConnEvent::Connected(Err(e)) if is_tls_refusal(&error_chain(&e)) => {
+                            conn = refused(None, &error_chain(&e), &mut outbox, &mut backoff, config.reconnect_backoff_max, backlog);
                         }
                         ConnEvent::Connected(Err(e)) => {
                             tracing::warn!(error = %error_chain(&e), retry_in = ?backoff, "cannot connect to gateway");
@@ -417,8 +502,11 @@ pub async fn stream_samples(
                                 conn = Conn::Up { tx, acks: response };
                             }
                         }
+                        ConnEvent::Opened(Err(status)) if credentials_refused(&status) => {
+                            conn = refused(Some(status.code()), &refusal_reason(&status), &mut outbox, &mut backoff, config.reconnect_backoff_max, backlog);
+                        }
                         ConnEvent::Opened(Err(status)) => {
-                            tracing::warn!(code = ?status.code(), message = %status.message(), retry_in = ?backoff, "gateway refused the stream");
+                            tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), retry_in = ?backoff, "gateway refused the stream");
                             conn = down(&mut backoff, config.reconnect_backoff_max);
                         }
                         ConnEvent::Ack(Ok(Some(ack))) => {
@@ -434,8 +522,11 @@ pub async fn stream_samples(
                             tracing::warn!(unacked_batches = outbox.unacked(), retry_in = ?backoff, "gateway closed the stream");
                             conn = down(&mut backoff, config.reconnect_backoff_max);
                         }
+                        ConnEvent::Ack(Err(status)) if credentials_refused(&status) => {
+                            conn = refused(Some(status.code()), &refusal_reason(&status), &mut outbox, &mut backoff, config.reconnect_backoff_max, backlog);
+                        }
                         ConnEvent::Ack(Err(status)) => {
-                            tracing::warn!(code = ?status.code(), message = %status.message(), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
+                            tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
                             conn = down(&mut backoff, config.reconnect_backoff_max);
                         }
                     }
@@ -649,8 +740,35 @@ fn connect(endpoint: &Endpoint) -> Conn {
     Conn::Connecting(Box::pin(async move { endpoint.connect().await }))
 }
 
+/// The gateway refused the agent's credentials (`code`: the gRPC status, `None` for a TLS
+/// handshake refusal): log it as the configuration error it is, count it, and retry at the
+/// longest backoff. Nothing is dropped.
+fn refused(
+    code: Option<Code>,
+    reason: &str,
+    outbox: &mut Outbox,
+    backoff: &mut Duration,
+    max: Duration,
+    backlog: usize,
+) -> Conn {
+    outbox.report.auth_refusals += 1;
+    tracing::error!(
+        ?code,
+        %reason,
+        unacked_batches = outbox.unacked() + backlog,
+        retry_in = ?max,
+        "the gateway refused this agent's credentials: check agent.host_id, the host token, \
+         agent.tls and the client certificate against the gateway's host registry and CA; \
+         nothing is dropped, batches wait and the agent keeps retrying"
+    );
+    *backoff = max;
+    Conn::Down {
+        retry_at: Instant::now() + max,
+    }
+}
+
 /// Starts the stream on a fresh channel and queues every unacked batch on it, in order.
-fn open(channel: Channel, outbox: &mut Outbox) -> Conn {
+fn open(channel: Channel, outbox: &mut Outbox, auth: &StreamAuth) -> Conn {
     let (tx, rx) = mpsc::unbounded_channel();
     let resend = outbox.all_for_resend();
     if !resend.is_empty() {
@@ -664,7 +782,8 @@ fn open(channel: Channel, outbox: &mut Outbox) -> Conn {
         let _ = tx.send(batch);
     }
     let mut client = IngestClient::new(channel);
-    let requests = UnboundedReceiverStream::new(rx);
+    let mut requests = Request::new(UnboundedReceiverStream::new(rx));
+    auth.apply(requests.metadata_mut());
     Conn::Opening {
         tx,
         opened: Box::pin(async move {
@@ -691,18 +810,6 @@ fn down(backoff: &mut Duration, max: Duration) -> Conn {
     let retry_at = Instant::now() + *backoff;
     *backoff = (*backoff * 2).min(max);
     Conn::Down { retry_at }
-}
-
-/// An error with its sources, `a: b: c` (tonic's transport errors hide the cause otherwise).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

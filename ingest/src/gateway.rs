@@ -5,17 +5,31 @@
 //! ack and kept in the dead-letter stream. A bus failure ends the stream with `UNAVAILABLE`
 //! and no ack, so the agent resends; redelivery is harmless because samples dedup by
 //! `(gpu, seq)`.
+//!
+//! With a [`HostRegistry`] ([`Gateway::with_hosts`]) every stream must prove its host (host
+//! token, and the client certificate where the registry names one) before a batch is read,
+//! and may only carry batches of that host; see [`crate::hosts`]. [`serve_tls`] serves over
+//! TLS, requiring client certificates signed by the configured CA ([`GatewayTlsFiles`]).
+//! Production runs both; plaintext without a registry is for the embedded single-process
+//! mode and localhost development.
 
 use crate::bus::{BusMessage, BusProducer};
+use crate::hosts::HostRegistry;
 use crate::inventory::InventoryIndex;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashSet;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status, Streaming};
 use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{HostId, UnixMillis};
@@ -62,6 +76,7 @@ pub struct Gateway {
     inventory: Arc<InventoryIndex>,
     limits: GatewayLimits,
     clock: fn() -> UnixMillis,
+    hosts: Option<Arc<HostRegistry>>,
 }
 
 /// The wall clock, in UTC milliseconds.
@@ -96,7 +111,14 @@ impl Gateway {
             inventory,
             limits,
             clock: now,
+            hosts: None,
         }
+    }
+
+    /// Accepts only streams that prove a host of `hosts` (see [`crate::hosts`]).
+    pub fn with_hosts(mut self, hosts: Arc<HostRegistry>) -> Self {
+        self.hosts = Some(hosts);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -271,6 +293,20 @@ impl Ingest for Gateway {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
+        // Credentials first: nothing of a refused stream is read, let alone published.
+        let authenticated = match &self.hosts {
+            Some(hosts) => {
+                let certs = request.peer_certs();
+                match hosts.authenticate(request.metadata(), certs.as_deref().map(Vec::as_slice)) {
+                    Ok(host) => Some(host),
+                    Err(status) => {
+                        tracing::warn!(%peer, code = ?status.code(), reason = %status.message(), "agent stream refused");
+                        return Err(status);
+                    }
+                }
+            }
+            None => None,
+        };
         let mut inbound = request.into_inner();
         let gateway = self.clone();
         let (tx, rx) = mpsc::channel(32);
@@ -287,6 +323,20 @@ impl Ingest for Gateway {
                     }
                 };
                 last_host.clone_from(&batch.host_id);
+                if let Some(host) = authenticated
+                    .as_ref()
+                    .filter(|h| h.as_str() != batch.host_id)
+                {
+                    let status = Status::permission_denied(format!(
+                        "batch {} names host {:?} but this stream authenticated as host {:?}",
+                        batch.batch_seq,
+                        batch.host_id,
+                        host.as_str()
+                    ));
+                    tracing::warn!(%peer, reason = %status.message(), "agent stream refused");
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
                 let result = gateway.handle(batch).await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
@@ -298,16 +348,134 @@ impl Ingest for Gateway {
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves.
+/// Serves the gateway on `listener` (plaintext) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    serve_tls(listener, gateway, None, shutdown).await
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, over TLS when `tls` is given
+/// (see [`server_tls_config`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    gateway: Gateway,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(gateway.into_service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gateway's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayTlsFiles {
+    /// PEM certificate chain of the gateway (leaf first).
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM bundle of the CA(s) whose client certificates are accepted. When set, every
+    /// connection must present one (mTLS); `None` serves TLS without client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the gateway's TLS files cannot be used.
+#[derive(Debug, Error)]
+pub enum GatewayTlsError {
+    /// A file cannot be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// What the file is, e.g. "gateway.tls.cert".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file does not hold the PEM it should.
+    #[error("{what} {}: {message}", path.display())]
+    BadPem {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The files parse but do not make a TLS configuration (e.g. key and certificate differ).
+    #[error("gateway TLS configuration rejected: {0}")]
+    Config(String),
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayTlsError> {
+    std::fs::read(path).map_err(|source| GatewayTlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayTlsError> {
+    let pem = read_pem(what, path)?;
+    let bad = |message: String| GatewayTlsError::BadPem {
+        what,
+        path: path.to_owned(),
+        message,
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM CERTIFICATE block".into()));
+    }
+    Ok(pem)
+}
+
+/// Loads and checks the gateway's TLS files: its identity, and the client CA that makes
+/// client certificates required. The configuration is built once here so that a key that
+/// does not match its certificate is reported now, not at the first handshake.
+pub fn server_tls_config(files: &GatewayTlsFiles) -> Result<ServerTlsConfig, GatewayTlsError> {
+    let cert = read_certificates("gateway.tls.cert", &files.cert)?;
+    let key = read_pem("gateway.tls.key", &files.key)?;
+    PrivateKeyDer::from_pem_slice(&key).map_err(|e| GatewayTlsError::BadPem {
+        what: "gateway.tls.key",
+        path: files.key.clone(),
+        message: format!("holds no usable PEM private key: {e}"),
+    })?;
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &files.client_ca {
+        let ca = read_certificates("gateway.tls.client_ca", ca)?;
+        config = config.client_ca_root(Certificate::from_pem(ca));
+    }
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .map_err(|e| GatewayTlsError::Config(error_chain(&e)))?;
+    Ok(config)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }
 
 #[cfg(test)]

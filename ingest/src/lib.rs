@@ -5,6 +5,7 @@ pub mod bus;
 pub mod cloud_regions;
 pub mod enricher;
 pub mod gateway;
+pub mod hosts;
 pub mod intensity_files;
 pub mod intensity_poll;
 pub mod inventory;
