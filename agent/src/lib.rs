@@ -12,6 +12,8 @@
 //! With [`AgentConfig::spool_dir`] set, every batch is made durable in the [`spool`] before it
 //! is sent, and a restarted agent resends whatever the previous run had not got acked.
 
+pub mod attribution;
+pub mod metadata;
 pub mod nvml;
 pub mod replay;
 pub mod resolver;
@@ -19,10 +21,9 @@ pub mod sampler;
 pub mod sensor;
 pub mod spool;
 pub mod stream;
-pub mod tls;
 
-use resolver::InstanceResolver;
-use sampler::{mapped_gpus, sampling_loop, SamplerStats};
+use attribution::AttributionMode;
+use sampler::{attributed_gpus, sampling_loop, SamplerStats};
 use sensor::GpuSensor;
 use std::future::Future;
 use std::path::PathBuf;
@@ -63,12 +64,6 @@ pub struct AgentConfig {
     /// 256 MiB, at least [`spool::MIN_SPOOL_MAX_BYTES`]). When full, the oldest unacked
     /// batches are dropped and counted in [`AgentReport::samples_dropped`].
     pub spool_max_bytes: u64,
-    /// TLS to the gateway with a client certificate (default `None`: plaintext, for the
-    /// embedded mode and localhost dev). Set exactly when `gateway_url` is `https://`.
-    pub tls: Option<tls::AgentTlsFiles>,
-    /// The host token sent on every stream (default `None`: none is sent, and a gateway with a
-    /// host registry refuses the stream).
-    pub host_token: Option<tls::HostToken>,
 }
 
 impl AgentConfig {
@@ -84,8 +79,6 @@ impl AgentConfig {
             reconnect_backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: spool::DEFAULT_SPOOL_MAX_BYTES,
-            tls: None,
-            host_token: None,
         }
     }
 
@@ -119,10 +112,9 @@ pub struct AgentReport {
     pub batches_replayed: u64,
     /// Damaged spool records found at start (torn tails truncated, corrupt records skipped).
     pub spool_damaged_records: u64,
-    /// Times the gateway refused this agent's credentials (`UNAUTHENTICATED` or
-    /// `PERMISSION_DENIED`: unknown host, wrong token, certificate of another host). Nothing
-    /// is dropped for it: batches wait (in the spool) and the agent retries.
-    pub auth_refusals: u64,
+    /// Energy measured on shared GPUs that no instance could be named for (a MIG device not
+    /// mapped, a vGPU host GPU with no VM), not sent; see [`attribution`].
+    pub energy_unattributed_mj: u64,
 }
 
 /// Why the agent could not run.
@@ -139,9 +131,10 @@ pub enum AgentError {
         /// Why it was refused.
         message: String,
     },
-    /// The resolver maps none of the sensor's GPUs.
+    /// The attribution maps none of the sensor's GPUs.
     #[error(
-        "none of the {gpus} GPU(s) is mapped to an instance; add them to the GPU mapping file"
+        "none of the {gpus} GPU(s) is mapped to an instance; add them to the GPU mapping file \
+         (`wattprint agent --check` says why each is not)"
     )]
     NoMappedGpus {
         /// Number of GPUs the sensor has.
@@ -153,20 +146,19 @@ pub enum AgentError {
     /// The spool could not be opened.
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
-    /// The TLS files or the host token cannot be used.
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the agent until `shutdown` resolves, or (a finite replay) until the sensor is exhausted
 /// and every batch is acked. On shutdown it stops sampling, flushes the partial batch, waits up
-/// to [`stream::SHUTDOWN_ACK_WAIT`] for acks and returns.
+/// to [`stream::SHUTDOWN_ACK_WAIT`] for acks and returns. `attribution` is an
+/// [`AttributionMode`], or a [`resolver::InstanceResolver`] for whole GPUs by mapping.
 pub async fn run(
     config: AgentConfig,
     sensor: Box<dyn GpuSensor>,
-    resolver: InstanceResolver,
+    attribution: impl Into<AttributionMode>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<AgentReport, AgentError> {
+    let attribution = attribution.into();
     if config.batch_max_samples == 0 {
         return Err(AgentError::InvalidConfig(
             "batch_max_samples must be at least 1".into(),
@@ -198,26 +190,6 @@ pub async fn run(
             url: config.gateway_url.clone(),
             message: e.to_string(),
         })?;
-    let endpoint = match (&config.tls, endpoint.uri().scheme_str()) {
-        (Some(files), Some("https")) => tls::apply(endpoint, files)?,
-        (None, Some("http")) => endpoint,
-        (tls, scheme) => {
-            let message = match (tls, scheme) {
-                (Some(_), _) => "TLS is configured (agent.tls): the gateway URL must be https://",
-                (None, Some("https")) => {
-                    "an https:// gateway needs agent.tls (CA, client certificate and key); \
-                     plaintext is http://"
-                }
-                _ => "the gateway URL must be http:// (plaintext) or https:// (TLS)",
-            };
-            return Err(AgentError::InvalidGatewayUrl {
-                url: config.gateway_url.clone(),
-                message: message.into(),
-            });
-        }
-    };
-    let auth = stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
-        .map_err(AgentError::InvalidConfig)?;
     let span = tracing::info_span!("agent", host = %config.host_id);
     async move {
         let run_epoch_secs = std::time::SystemTime::now()
@@ -226,9 +198,9 @@ pub async fn run(
         let max_gap_ms = i64::try_from(config.max_gap().as_millis())
             .unwrap_or(i64::MAX)
             .saturating_mul(i64::from(sensor.time_scale()));
-        let gpus = mapped_gpus(
+        let gpus = attributed_gpus(
             sensor.as_ref(),
-            &resolver,
+            &attribution,
             &config.host_id,
             run_epoch_secs,
             max_gap_ms,
@@ -262,8 +234,6 @@ pub async fn run(
             interval = ?config.energy_interval,
             unpaced = sensor.unpaced(),
             gateway = %config.gateway_url,
-            tls = config.tls.is_some(),
-            host_token = config.host_token.is_some(),
             "agent starting"
         );
         let (tx, rx) = tokio::sync::mpsc::channel(config.batch_max_samples.max(16));
@@ -286,7 +256,6 @@ pub async fn run(
             max_unacked_batches: config.max_unacked_batches,
             reconnect_backoff_max: config.reconnect_backoff_max,
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
-            auth,
         };
         let stop = move || drop(stop_tx);
         let mut report = stream::stream_samples(stream_config, spool, rx, shutdown, stop).await;
@@ -298,6 +267,7 @@ pub async fn run(
         }
         report.counter_resets = stats.counter_resets.load(Ordering::Relaxed);
         report.gaps = stats.gaps.load(Ordering::Relaxed);
+        report.energy_unattributed_mj = stats.unattributed_mj.load(Ordering::Relaxed);
         tracing::info!(?report, "agent stopped");
         Ok(report)
     }

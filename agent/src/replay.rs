@@ -25,8 +25,19 @@
 //! returns the start position, and every later read
 //! returns the latest position whose virtual time has passed (sleeping until the next one is
 //! due if none has passed since the previous read), so no virtual time is returned twice.
+//!
+//! # Partitions
+//!
+//! [`ReplaySensor::with_layout`] makes every replayed GPU MIG-enabled with the given GPU
+//! instances, or a vGPU host with the given active vGPUs ([`ReplayLayout`]). The GPU's energy is
+//! still the trace's; each part replays the trace's utilisation (and memory) column from its own
+//! seeded offset (part 0 in step with the GPU), so the parts' loads differ the way separate
+//! workloads do. Part uuids and VM ids are seeded ([`replay_part_uuid`], [`replay_vm_uuid`]).
 
-use crate::sensor::{GpuInfo, GpuSensor, Reading, SensorError};
+use crate::sensor::{
+    GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError, VgpuInstance,
+    Virtualization,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -83,6 +94,87 @@ impl ReplayConfig {
     }
 }
 
+/// A MIG GPU instance profile (`3g.40gb`): compute slices and memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigProfile {
+    /// Name as NVML writes it, e.g. `3g.40gb`.
+    pub name: String,
+    /// Compute slices (the number before `g`).
+    pub compute_slices: u8,
+    /// Memory, MiB (the number before `gb`, × 1024).
+    pub memory_mib: u64,
+}
+
+/// Compute slices of a full H100 (and A100): MIG profiles of one GPU hold at most this many.
+pub const MIG_COMPUTE_SLICES: u8 = 7;
+
+impl MigProfile {
+    /// Parses `3g.40gb` (also `1g.10gb+me`): `<slices>g.<memory>gb`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let bad = || format!("MIG profile {name:?} is not like \"3g.40gb\" (slices g . memory gb)");
+        let (slices, rest) = name.trim().split_once("g.").ok_or_else(bad)?;
+        let compute_slices: u8 = slices.parse().map_err(|_| bad())?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if digits.is_empty() || !rest[digits.len()..].starts_with("gb") {
+            return Err(bad());
+        }
+        let memory_gb: u64 = digits.parse().map_err(|_| bad())?;
+        if !(1..=MIG_COMPUTE_SLICES).contains(&compute_slices) || memory_gb == 0 {
+            return Err(format!(
+                "MIG profile {name:?}: slices must be 1..={MIG_COMPUTE_SLICES} and memory positive"
+            ));
+        }
+        Ok(Self {
+            name: name.trim().to_owned(),
+            compute_slices,
+            memory_mib: memory_gb * 1024,
+        })
+    }
+}
+
+/// A vGPU type (`H100-20C`): its framebuffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VgpuProfile {
+    /// Name as NVML writes it, e.g. `NVIDIA H100-20C`.
+    pub name: String,
+    /// Framebuffer, MiB (the number after the last `-`, in GB, × 1024).
+    pub framebuffer_mib: u32,
+}
+
+impl VgpuProfile {
+    /// Parses `H100-20C` or `NVIDIA H100-20C`: framebuffer GB after the last `-`, then the
+    /// series letter (A, B, C or Q).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let bad = || format!("vGPU type {name:?} is not like \"H100-20C\" (model-<GB><series>)");
+        let (_, size) = name.trim().rsplit_once('-').ok_or_else(bad)?;
+        let digits: String = size.chars().take_while(char::is_ascii_digit).collect();
+        let series = &size[digits.len()..];
+        if digits.is_empty() || !matches!(series, "A" | "B" | "C" | "Q") {
+            return Err(bad());
+        }
+        let gb: u32 = digits.parse().map_err(|_| bad())?;
+        if gb == 0 || gb > 1024 {
+            return Err(format!("vGPU type {name:?}: framebuffer must be 1..=1024 GB"));
+        }
+        Ok(Self {
+            name: name.trim().to_owned(),
+            framebuffer_mib: gb * 1024,
+        })
+    }
+}
+
+/// How every replayed GPU is partitioned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ReplayLayout {
+    /// Whole GPUs (the default).
+    #[default]
+    Whole,
+    /// MIG on, with these GPU instances (at most 7 compute slices in all).
+    Mig(Vec<MigProfile>),
+    /// vGPU host, with these active vGPUs (one VM each; at most the GPU's 80 GB in all).
+    Vgpu(Vec<VgpuProfile>),
+}
+
 /// The wall clock in Unix milliseconds.
 pub(crate) fn now_millis() -> UnixMillis {
     let since = std::time::SystemTime::now()
@@ -97,6 +189,9 @@ enum Purpose {
     Uuid = 0,
     Offset = 1,
     Base = 2,
+    PartOffset = 3,
+    PartUuid = 4,
+    VmUuid = 5,
 }
 
 fn rng_for(seed: u64, index: u32, purpose: Purpose) -> ChaCha8Rng {
@@ -119,6 +214,46 @@ pub fn replay_gpu_uuid(seed: u64, index: u32) -> GpuUuid {
         &hex[16..20],
         &hex[20..32]
     ))
+}
+
+fn uuid_from(rng: &mut ChaCha8Rng) -> String {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The uuid part `part` of replayed GPU `index` gets under `seed` and `layout`: `MIG-<uuid>`
+/// for a MIG GPU instance, a bare uuid for a vGPU (as NVML reports them); `None` for
+/// [`ReplayLayout::Whole`].
+pub fn replay_part_uuid(seed: u64, index: u32, part: usize, layout: &ReplayLayout) -> Option<GpuUuid> {
+    let mut rng = rng_for(seed, index, Purpose::PartUuid);
+    let mut uuid = String::new();
+    for _ in 0..=part {
+        uuid = uuid_from(&mut rng);
+    }
+    match layout {
+        ReplayLayout::Whole => None,
+        ReplayLayout::Mig(_) => Some(GpuUuid::new(format!("MIG-{uuid}"))),
+        ReplayLayout::Vgpu(_) => Some(GpuUuid::new(uuid)),
+    }
+}
+
+/// The VM id (a libvirt domain uuid) holding vGPU `part` of replayed GPU `index` under `seed`.
+pub fn replay_vm_uuid(seed: u64, index: u32, part: usize) -> String {
+    let mut rng = rng_for(seed, index, Purpose::VmUuid);
+    let mut uuid = String::new();
+    for _ in 0..=part {
+        uuid = uuid_from(&mut rng);
+    }
+    uuid
 }
 
 /// The PCI bus id replayed GPU `index` gets.
@@ -151,6 +286,17 @@ struct GpuState {
     counter: u64,
     /// Whether position `offset` has been passed (its counter is `base`).
     started: bool,
+    /// Position of the latest reading.
+    last: Option<u64>,
+}
+
+/// One part (MIG GPU instance or vGPU) of every replayed GPU, per GPU.
+#[derive(Debug, Clone)]
+struct Part {
+    uuid: GpuUuid,
+    vm_id: String,
+    /// Trace positions the part's utilisation runs ahead of its GPU.
+    offset: u64,
 }
 
 /// Replays a recorded trace as `gpus` GPUs; see the module docs for the exact semantics.
@@ -162,6 +308,9 @@ pub struct ReplaySensor {
     state: Vec<GpuState>,
     /// Wall-clock instant that corresponds to `config.start_at` (real-time pacing).
     anchor: Instant,
+    layout: ReplayLayout,
+    /// Per GPU, its parts (empty for whole GPUs).
+    parts: Vec<Vec<Part>>,
 }
 
 const REQUIRED_COLUMNS: [&str; 7] = [
@@ -292,6 +441,7 @@ impl ReplaySensor {
             return Err(trace_err("loops must be at least 1 (or None for forever)"));
         }
         let rows = parse_trace(&config.trace_path)?;
+        let gpu_count = config.gpus as usize;
         let n = rows.len() as u64;
         let mut gpus = Vec::with_capacity(config.gpus as usize);
         let mut state = Vec::with_capacity(config.gpus as usize);
@@ -301,6 +451,9 @@ impl ReplaySensor {
                 pci_bus_id: replay_pci_bus_id(i),
                 model: config.model.clone(),
                 power_limit: config.power_limit,
+                mig_mode: MigMode::Disabled,
+                virtualization: Virtualization::None,
+                energy_counter: true,
             });
             let offset = if i == 0 {
                 0
@@ -315,6 +468,7 @@ impl ReplaySensor {
                 next: offset,
                 counter: base,
                 started: false,
+                last: None,
             });
         }
         Ok(Self {
@@ -323,7 +477,71 @@ impl ReplaySensor {
             gpus,
             state,
             anchor,
+            layout: ReplayLayout::Whole,
+            parts: vec![Vec::new(); gpu_count],
         })
+    }
+
+    /// Partitions every GPU as `layout` (see the module docs). Errors when the parts do not
+    /// fit one H100: more than 7 MIG compute slices, or more than 80 GB of vGPU framebuffer.
+    pub fn with_layout(mut self, layout: ReplayLayout) -> Result<Self, SensorError> {
+        let err = |message: String| SensorError::Trace {
+            path: self.config.trace_path.clone(),
+            message,
+        };
+        let parts = match &layout {
+            ReplayLayout::Whole => 0,
+            ReplayLayout::Mig(profiles) => {
+                let slices: u32 = profiles.iter().map(|p| u32::from(p.compute_slices)).sum();
+                if slices > u32::from(MIG_COMPUTE_SLICES) {
+                    return Err(err(format!(
+                        "MIG layout holds {slices} compute slices; an H100 has {MIG_COMPUTE_SLICES}"
+                    )));
+                }
+                profiles.len()
+            }
+            ReplayLayout::Vgpu(profiles) => {
+                let fb: u64 = profiles.iter().map(|p| u64::from(p.framebuffer_mib)).sum();
+                if fb > 80 * 1024 {
+                    return Err(err(format!(
+                        "vGPU layout holds {fb} MiB of framebuffer; an H100 has 80 GB"
+                    )));
+                }
+                profiles.len()
+            }
+        };
+        let n = self.n();
+        let seed = self.config.seed;
+        for (i, gpu) in self.gpus.iter_mut().enumerate() {
+            let index = i as u32;
+            let (mig_mode, virtualization) = match layout {
+                ReplayLayout::Whole => (MigMode::Disabled, Virtualization::None),
+                ReplayLayout::Mig(_) => (MigMode::Enabled, Virtualization::None),
+                ReplayLayout::Vgpu(_) => (MigMode::Disabled, Virtualization::VgpuHost),
+            };
+            gpu.mig_mode = mig_mode;
+            gpu.virtualization = virtualization;
+            let mut offsets = rng_for(seed, index, Purpose::PartOffset);
+            self.parts[i] = (0..parts)
+                .map(|k| Part {
+                    uuid: replay_part_uuid(seed, index, k, &layout)
+                        .unwrap_or_else(|| gpu.uuid.clone()),
+                    vm_id: replay_vm_uuid(seed, index, k),
+                    offset: if k == 0 {
+                        0
+                    } else {
+                        offsets.random_range(0..n - 1)
+                    },
+                })
+                .collect();
+        }
+        self.layout = layout;
+        Ok(self)
+    }
+
+    /// The layout every GPU has.
+    pub fn layout_config(&self) -> &ReplayLayout {
+        &self.layout
     }
 
     /// Number of rows in the trace.
@@ -390,6 +608,7 @@ impl ReplaySensor {
             g += 1;
         }
         self.state[gpu].next = target + 1;
+        self.state[gpu].last = Some(target);
         let row = &self.rows[self.row(target)];
         Reading {
             at: self.virtual_time(gpu, target),
@@ -483,5 +702,60 @@ impl GpuSensor for ReplaySensor {
 
     fn time_scale(&self) -> u32 {
         self.speed()
+    }
+
+    fn layout(&mut self, gpu_index: usize) -> Result<GpuLayout, SensorError> {
+        let Some(st) = self.state.get(gpu_index) else {
+            return Err(SensorError::NoSuchGpu {
+                index: gpu_index,
+                count: self.state.len(),
+            });
+        };
+        let at = st.last.unwrap_or(st.offset);
+        let part_row = |part: &Part| &self.rows[self.row(at + part.offset)];
+        let parts = &self.parts[gpu_index];
+        Ok(match &self.layout {
+            ReplayLayout::Whole => GpuLayout::Whole,
+            ReplayLayout::Mig(profiles) => GpuLayout::Mig(
+                profiles
+                    .iter()
+                    .zip(parts)
+                    .map(|(p, part)| {
+                        let row = part_row(part);
+                        MigInstance {
+                            uuid: part.uuid.clone(),
+                            profile: p.name.clone(),
+                            compute_slices: p.compute_slices,
+                            memory_mib: p.memory_mib,
+                            util_pct: Some(row.util_gpu_pct.min(100) as u8),
+                            mem_used_bytes: Some(
+                                row.mem_used_bytes * u64::from(p.compute_slices)
+                                    / u64::from(MIG_COMPUTE_SLICES),
+                            ),
+                        }
+                    })
+                    .collect(),
+            ),
+            ReplayLayout::Vgpu(profiles) => GpuLayout::Vgpu(
+                profiles
+                    .iter()
+                    .zip(parts)
+                    .map(|(p, part)| {
+                        let row = part_row(part);
+                        VgpuInstance {
+                            uuid: part.uuid.clone(),
+                            vm_id: part.vm_id.clone(),
+                            profile: p.name.clone(),
+                            framebuffer_mib: p.framebuffer_mib,
+                            util_pct: Some(row.util_gpu_pct.min(100) as u8),
+                            fb_used_bytes: Some(
+                                row.mem_used_bytes
+                                    .min(u64::from(p.framebuffer_mib) << 20),
+                            ),
+                        }
+                    })
+                    .collect(),
+            ),
+        })
     }
 }

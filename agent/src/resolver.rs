@@ -9,7 +9,15 @@
 //! [[gpu]]
 //! pci_bus_id = "00000000:00:06.0"                     # … or PCI bus id
 //! instance = "i-def"
+//!
+//! [[gpu]]
+//! uuid = "MIG-8a1f6c0e-3c2d-5b7a-9e41-2f0c7d9b1a33"   # a MIG device of a MIG-enabled GPU
+//! instance = "i-ghi"
 //! ```
+//!
+//! A MIG-enabled GPU whose own uuid or PCI bus id is mapped stays whole (one instance holds
+//! every slice); otherwise its energy is split between its MIG devices, each mapped by its
+//! `MIG-…` uuid (see [`crate::attribution`]).
 
 use crate::sensor::GpuInfo;
 use serde::Deserialize;
@@ -118,6 +126,20 @@ impl InstanceResolver {
         }
     }
 
+    /// A resolver from `(PCI bus id, instance)` pairs (libvirt domain XML). Bus ids in any
+    /// form [`canonical_pci_bus_id`] reads; the error is the first that is not one.
+    pub fn from_pci_pairs(pairs: Vec<(String, InstanceId)>) -> Result<Self, String> {
+        let mut by_pci = HashMap::new();
+        for (pci, instance) in pairs {
+            let key = canonical_pci_bus_id(&pci).ok_or_else(|| pci.clone())?;
+            by_pci.insert(key, instance);
+        }
+        Ok(Self {
+            by_uuid: HashMap::new(),
+            by_pci,
+        })
+    }
+
     /// Parses a mapping file's contents (named `<string>` in errors).
     pub fn from_toml_str(text: &str) -> Result<Self, ResolverError> {
         Self::parse(text, "<string>")
@@ -197,6 +219,11 @@ impl InstanceResolver {
             return Some(instance.clone());
         }
         canonical_pci_bus_id(&gpu.pci_bus_id).and_then(|pci| self.by_pci.get(&pci).cloned())
+    }
+
+    /// The instance a GPU or MIG device uuid is mapped to (case-insensitive), by uuid only.
+    pub fn resolve_uuid(&self, uuid: &GpuUuid) -> Option<InstanceId> {
+        self.by_uuid.get(&uuid.0.to_lowercase()).cloned()
     }
 
     /// Number of mappings.

@@ -6,7 +6,12 @@
 //! restarts the chain instead of emitting negative or invented energy. GPUs without a counter
 //! integrate power (trapezoid rule, integer µJ carried between samples so no rounding is lost)
 //! and flag the samples [`EnergySource::PowerIntegration`].
+//!
+//! [`SpanMaker`] makes a GPU's energy spans; [`GpuSampler`] turns each into one sample of a
+//! whole GPU, and [`crate::attribution::AttributedGpu`] into the samples of the instances
+//! sharing it. The sampling loop runs the latter.
 
+use crate::attribution::{AttributedGpu, AttributionMode};
 use crate::sensor::{GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -49,7 +54,119 @@ struct Integrator {
     next_is_chain_start: bool,
 }
 
-/// Builds one GPU's samples from its readings.
+/// What one reading means for a GPU's energy, before attribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanStep {
+    /// Energy over a span since the previous reading.
+    Span {
+        /// The span and its energy.
+        span: CounterSpan,
+        /// How the energy was measured.
+        source: EnergySource,
+    },
+    /// First reading (or first after a restart of the chain): no span yet.
+    Started,
+    /// The energy counter went backwards (driver reload); the chain restarts here.
+    CounterReset {
+        /// Counter before.
+        previous: Millijoules,
+        /// Counter now.
+        current: Millijoules,
+    },
+    /// Too long since the previous reading; the chain restarts here.
+    Gap {
+        /// Length of the gap.
+        gap_ms: i64,
+    },
+    /// The reading's time did not advance: ignored.
+    Stale,
+}
+
+/// Turns one GPU's readings into energy spans: counter deltas through [`CounterChain`], or
+/// power integrated when the GPU has no counter.
+#[derive(Debug, Clone)]
+pub struct SpanMaker {
+    max_gap_ms: i64,
+    chain: CounterChain,
+    integrator: Integrator,
+}
+
+impl SpanMaker {
+    /// A span maker restarting the chain after gaps longer than `max_gap_ms`.
+    pub fn new(max_gap_ms: i64) -> Self {
+        Self {
+            max_gap_ms,
+            chain: CounterChain::new(max_gap_ms),
+            integrator: Integrator {
+                next_is_chain_start: true,
+                ..Integrator::default()
+            },
+        }
+    }
+
+    /// Feeds one reading.
+    pub fn observe(&mut self, reading: &Reading) -> SpanStep {
+        match reading.energy_counter {
+            Some(counter) => {
+                // Any integration state is stale once the counter is back.
+                self.integrator = Integrator {
+                    next_is_chain_start: true,
+                    ..Integrator::default()
+                };
+                match self.chain.observe(reading.at, counter) {
+                    ChainStep::Span(span) => SpanStep::Span {
+                        span,
+                        source: EnergySource::Counter,
+                    },
+                    ChainStep::Started => SpanStep::Started,
+                    ChainStep::CounterReset { previous, current } => {
+                        SpanStep::CounterReset { previous, current }
+                    }
+                    ChainStep::Gap { gap_ms } => SpanStep::Gap { gap_ms },
+                    ChainStep::Stale => SpanStep::Stale,
+                }
+            }
+            None => {
+                // A later counter reading must not span the time integrated here.
+                self.chain = CounterChain::new(self.max_gap_ms);
+                self.integrate(reading)
+            }
+        }
+    }
+
+    fn integrate(&mut self, reading: &Reading) -> SpanStep {
+        let integ = &mut self.integrator;
+        let Some((prev_at, prev_power)) = integ.previous else {
+            integ.previous = Some((reading.at, reading.power));
+            return SpanStep::Started;
+        };
+        let dt = reading.at.since(prev_at);
+        if dt <= 0 {
+            return SpanStep::Stale;
+        }
+        integ.previous = Some((reading.at, reading.power));
+        if dt > self.max_gap_ms {
+            integ.next_is_chain_start = true;
+            integ.residual_uj = 0;
+            return SpanStep::Gap { gap_ms: dt };
+        }
+        // mW × ms = µJ; trapezoid: (p0 + p1) / 2 × dt, kept exact in half-µJ steps.
+        let twice_uj = (u64::from(prev_power.0) + u64::from(reading.power.0)) * dt as u64;
+        let total_uj = integ.residual_uj + twice_uj / 2;
+        integ.residual_uj = total_uj % 1000;
+        SpanStep::Span {
+            span: CounterSpan {
+                start: prev_at,
+                end: reading.at,
+                energy: Millijoules(total_uj / 1000),
+                chain_start: std::mem::take(&mut integ.next_is_chain_start),
+            },
+            source: EnergySource::PowerIntegration,
+        }
+    }
+}
+
+/// Builds one whole GPU's samples from its readings, all attributed to one instance.
 #[derive(Debug, Clone)]
 pub struct GpuSampler {
     host: HostId,
@@ -57,9 +174,7 @@ pub struct GpuSampler {
     instance: InstanceId,
     seq_base: u64,
     emitted: u64,
-    max_gap_ms: i64,
-    chain: CounterChain,
-    integrator: Integrator,
+    spans: SpanMaker,
 }
 
 impl GpuSampler {
@@ -79,12 +194,7 @@ impl GpuSampler {
             instance,
             seq_base: run_epoch_secs << 32,
             emitted: 0,
-            max_gap_ms,
-            chain: CounterChain::new(max_gap_ms),
-            integrator: Integrator {
-                next_is_chain_start: true,
-                ..Integrator::default()
-            },
+            spans: SpanMaker::new(max_gap_ms),
         }
     }
 
@@ -100,60 +210,17 @@ impl GpuSampler {
 
     /// Feeds one reading.
     pub fn observe(&mut self, reading: &Reading) -> SampleEvent {
-        match reading.energy_counter {
-            Some(counter) => {
-                // Any integration state is stale once the counter is back.
-                self.integrator = Integrator {
-                    next_is_chain_start: true,
-                    ..Integrator::default()
-                };
-                match self.chain.observe(reading.at, counter) {
-                    ChainStep::Span(span) => {
-                        SampleEvent::Sample(self.sample(span, reading, EnergySource::Counter))
-                    }
-                    ChainStep::Started => SampleEvent::Started,
-                    ChainStep::CounterReset { previous, current } => {
-                        SampleEvent::CounterReset { previous, current }
-                    }
-                    ChainStep::Gap { gap_ms } => SampleEvent::Gap { gap_ms },
-                    ChainStep::Stale => SampleEvent::Stale,
-                }
+        match self.spans.observe(reading) {
+            SpanStep::Span { span, source } => {
+                SampleEvent::Sample(self.sample(span, reading, source))
             }
-            None => {
-                // A later counter reading must not span the time integrated here.
-                self.chain = CounterChain::new(self.max_gap_ms);
-                self.integrate(reading)
+            SpanStep::Started => SampleEvent::Started,
+            SpanStep::CounterReset { previous, current } => {
+                SampleEvent::CounterReset { previous, current }
             }
+            SpanStep::Gap { gap_ms } => SampleEvent::Gap { gap_ms },
+            SpanStep::Stale => SampleEvent::Stale,
         }
-    }
-
-    fn integrate(&mut self, reading: &Reading) -> SampleEvent {
-        let integ = &mut self.integrator;
-        let Some((prev_at, prev_power)) = integ.previous else {
-            integ.previous = Some((reading.at, reading.power));
-            return SampleEvent::Started;
-        };
-        let dt = reading.at.since(prev_at);
-        if dt <= 0 {
-            return SampleEvent::Stale;
-        }
-        integ.previous = Some((reading.at, reading.power));
-        if dt > self.max_gap_ms {
-            integ.next_is_chain_start = true;
-            integ.residual_uj = 0;
-            return SampleEvent::Gap { gap_ms: dt };
-        }
-        // mW × ms = µJ; trapezoid: (p0 + p1) / 2 × dt, kept exact in half-µJ steps.
-        let twice_uj = (u64::from(prev_power.0) + u64::from(reading.power.0)) * dt as u64;
-        let total_uj = integ.residual_uj + twice_uj / 2;
-        integ.residual_uj = total_uj % 1000;
-        let span = CounterSpan {
-            start: prev_at,
-            end: reading.at,
-            energy: Millijoules(total_uj / 1000),
-            chain_start: std::mem::take(&mut integ.next_is_chain_start),
-        };
-        SampleEvent::Sample(self.sample(span, reading, EnergySource::PowerIntegration))
     }
 
     fn sample(&mut self, span: CounterSpan, r: &Reading, source: EnergySource) -> EnergySample {
@@ -184,12 +251,13 @@ impl GpuSampler {
 pub(crate) struct SamplerStats {
     pub(crate) counter_resets: AtomicU64,
     pub(crate) gaps: AtomicU64,
+    pub(crate) unattributed_mj: AtomicU64,
 }
 
-/// One GPU the loop reads: its index in the sensor and its sampler.
+/// One GPU the loop reads: its index in the sensor and its attributed sampler.
 pub(crate) struct SampledGpu {
     pub(crate) index: usize,
-    pub(crate) sampler: GpuSampler,
+    pub(crate) sampler: AttributedGpu,
 }
 
 /// Reads every GPU once per `interval` (back to back for unpaced sensors) until every GPU is
@@ -205,6 +273,8 @@ pub(crate) fn sampling_loop(
 ) {
     let unpaced = sensor.unpaced();
     let mut errors = vec![0u64; gpus.len()];
+    // Last reason each GPU had energy left unattributed (logged when it changes).
+    let mut unattributed_why: Vec<Option<String>> = vec![None; gpus.len()];
     let mut next_tick = Instant::now();
     'outer: loop {
         if !matches!(stop.try_recv(), Err(std_mpsc::TryRecvError::Empty)) {
@@ -219,14 +289,37 @@ pub(crate) fn sampling_loop(
                         tracing::info!(gpu = %gpu.sampler.gpu(), failed_reads = errors[slot], "GPU readable again");
                         errors[slot] = 0;
                     }
-                    match gpu.sampler.observe(&reading) {
-                        SampleEvent::Sample(sample) => {
-                            if samples.blocking_send(sample).is_err() {
-                                tracing::debug!("sample receiver gone; sampling ends");
-                                break 'outer;
+                    let layout = if gpu.sampler.rule().needs_layout() {
+                        match sensor.layout(gpu.index) {
+                            Ok(layout) => Some(layout),
+                            Err(e) => {
+                                tracing::warn!(gpu = %gpu.sampler.gpu(), error = %e, "reading the GPU's partitions failed");
+                                None
                             }
                         }
-                        SampleEvent::CounterReset { previous, current } => {
+                    } else {
+                        None
+                    };
+                    let out = gpu.sampler.observe(&reading, layout.as_ref());
+                    if out.unattributed.0 > 0 {
+                        stats
+                            .unattributed_mj
+                            .fetch_add(out.unattributed.0, Ordering::Relaxed);
+                    }
+                    if out.unattributed_reason != unattributed_why[slot] {
+                        if let Some(why) = &out.unattributed_reason {
+                            tracing::warn!(gpu = %gpu.sampler.gpu(), reason = %why, "energy left unattributed");
+                        }
+                        unattributed_why[slot] = out.unattributed_reason;
+                    }
+                    for sample in out.samples {
+                        if samples.blocking_send(sample).is_err() {
+                            tracing::debug!("sample receiver gone; sampling ends");
+                            break 'outer;
+                        }
+                    }
+                    match out.step {
+                        SpanStep::CounterReset { previous, current } => {
                             stats.counter_resets.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(
                                 gpu = %gpu.sampler.gpu(),
@@ -237,7 +330,7 @@ pub(crate) fn sampling_loop(
                                  no energy emitted for this step"
                             );
                         }
-                        SampleEvent::Gap { gap_ms } => {
+                        SpanStep::Gap { gap_ms } => {
                             stats.gaps.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(
                                 gpu = %gpu.sampler.gpu(),
@@ -246,7 +339,7 @@ pub(crate) fn sampling_loop(
                                 "readings too far apart; chain restarts and the gap is left uncovered"
                             );
                         }
-                        SampleEvent::Started | SampleEvent::Stale => {}
+                        SpanStep::Span { .. } | SpanStep::Started | SpanStep::Stale => {}
                     }
                 }
                 Ok(None) => {
@@ -269,6 +362,7 @@ pub(crate) fn sampling_loop(
         for slot in exhausted.into_iter().rev() {
             gpus.remove(slot);
             errors.remove(slot);
+            unattributed_why.remove(slot);
         }
         if gpus.is_empty() {
             tracing::info!("every GPU's sensor is exhausted; sampling ends");
@@ -292,34 +386,35 @@ pub(crate) fn sampling_loop(
     }
 }
 
-/// Builds the samplers for the GPUs the resolver maps, warning once for the others.
-pub(crate) fn mapped_gpus(
+/// Builds the samplers for the GPUs `mode` can attribute, warning once for each other.
+pub(crate) fn attributed_gpus(
     sensor: &dyn GpuSensor,
-    resolver: &crate::resolver::InstanceResolver,
+    mode: &AttributionMode,
     host: &HostId,
     run_epoch_secs: u64,
     max_gap_ms: i64,
 ) -> Vec<SampledGpu> {
     let mut out = Vec::new();
     for (index, info) in sensor.gpus().iter().enumerate() {
-        match resolver.resolve(info) {
-            Some(instance) => {
-                tracing::info!(gpu = %info.uuid, pci = %info.pci_bus_id, %instance, "sampling GPU");
+        match mode.rule_for(info) {
+            Ok(rule) => {
+                tracing::info!(gpu = %info.uuid, pci = %info.pci_bus_id, ?rule, "sampling GPU");
                 out.push(SampledGpu {
                     index,
-                    sampler: GpuSampler::new(
+                    sampler: AttributedGpu::new(
                         host.clone(),
                         info,
-                        instance,
+                        rule,
                         run_epoch_secs,
                         max_gap_ms,
                     ),
                 });
             }
-            None => tracing::warn!(
+            Err(why) => tracing::warn!(
                 gpu = %info.uuid,
                 pci = %info.pci_bus_id,
-                "GPU is not mapped to any instance; it will not be sampled"
+                reason = %why,
+                "GPU cannot be attributed to any instance; it will not be sampled"
             ),
         }
     }
@@ -336,6 +431,9 @@ mod tests {
             pci_bus_id: "00000000:01:00.0".into(),
             model: "old".into(),
             power_limit: Milliwatts(250_000),
+            mig_mode: crate::sensor::MigMode::Unsupported,
+            virtualization: crate::sensor::Virtualization::None,
+            energy_counter: false,
         }
     }
 

@@ -16,6 +16,115 @@ pub struct GpuInfo {
     pub model: String,
     /// Enforced power limit (0 when the GPU does not report one).
     pub power_limit: Milliwatts,
+    /// Whether MIG is enabled (then NVML's energy is the whole GPU's, shared by its GPU
+    /// instances).
+    pub mig_mode: MigMode,
+    /// How the GPU is virtualised, as NVML sees it from where the agent runs.
+    pub virtualization: Virtualization,
+    /// Whether the GPU has NVML's total-energy counter (Volta and newer); without it the agent
+    /// integrates power and flags the energy as estimated.
+    pub energy_counter: bool,
+}
+
+/// MIG mode of a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigMode {
+    /// The GPU cannot do MIG (pre-Ampere, consumer parts) or NVML does not say.
+    #[default]
+    Unsupported,
+    /// MIG-capable, MIG off: the GPU is one device.
+    Disabled,
+    /// MIG on: the GPU is split into GPU instances ([`GpuLayout::Mig`]).
+    Enabled,
+}
+
+impl MigMode {
+    /// Short name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigMode::Unsupported => "unsupported",
+            MigMode::Disabled => "disabled",
+            MigMode::Enabled => "enabled",
+        }
+    }
+}
+
+/// How a GPU is virtualised (NVML's `nvmlGpuVirtualizationMode_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Virtualization {
+    /// Bare metal (or NVML does not say).
+    #[default]
+    None,
+    /// Passed through to this VM: the agent runs in the guest that owns the whole GPU.
+    Passthrough,
+    /// A vGPU inside this VM: the agent runs in a guest that holds a share of a GPU.
+    VgpuGuest,
+    /// A vGPU host GPU: VMs hold vGPUs on it ([`GpuLayout::Vgpu`]).
+    VgpuHost,
+    /// A vSGA host GPU (graphics sharing without vGPU instances).
+    VsgaHost,
+}
+
+impl Virtualization {
+    /// Short name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Virtualization::None => "none (bare metal)",
+            Virtualization::Passthrough => "passthrough (guest)",
+            Virtualization::VgpuGuest => "vGPU (guest)",
+            Virtualization::VgpuHost => "vGPU host",
+            Virtualization::VsgaHost => "vSGA host",
+        }
+    }
+}
+
+/// How a GPU is partitioned right now, with each part's utilisation since the previous
+/// [`GpuSensor::layout`] call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GpuLayout {
+    /// One device (MIG off, no vGPUs).
+    #[default]
+    Whole,
+    /// MIG GPU instances (an empty list: MIG on, no GPU instance created).
+    Mig(Vec<MigInstance>),
+    /// Active vGPUs (an empty list: no VM holds a vGPU now).
+    Vgpu(Vec<VgpuInstance>),
+}
+
+/// One MIG device (a GPU instance with its compute instance) of a MIG-enabled GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigInstance {
+    /// The MIG device's uuid (`MIG-…`); samples of its share name it as their GPU.
+    pub uuid: GpuUuid,
+    /// Profile, e.g. `3g.40gb`.
+    pub profile: String,
+    /// Compute slices its GPU instance holds (1..=7 on an H100).
+    pub compute_slices: u8,
+    /// Its memory, MiB.
+    pub memory_mib: u64,
+    /// Its utilisation since the previous layout read, percent; `None` where NVML does not
+    /// report it (see [`crate::nvml`]).
+    pub util_pct: Option<u8>,
+    /// Its memory in use, bytes, when known.
+    pub mem_used_bytes: Option<u64>,
+}
+
+/// One active vGPU of a vGPU host GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VgpuInstance {
+    /// The vGPU's uuid; samples of its share name it as their GPU.
+    pub uuid: GpuUuid,
+    /// The VM holding it, as the hypervisor names it to NVML (a libvirt domain uuid on KVM).
+    pub vm_id: String,
+    /// vGPU type, e.g. `NVIDIA H100-20C`.
+    pub profile: String,
+    /// The type's framebuffer, MiB.
+    pub framebuffer_mib: u32,
+    /// Its SM utilisation since the previous layout read, percent; `None` where NVML does not
+    /// report it (see [`crate::nvml`]).
+    pub util_pct: Option<u8>,
+    /// Framebuffer in use, bytes, when known.
+    pub fb_used_bytes: Option<u64>,
 }
 
 /// One reading of one GPU.
@@ -115,6 +224,14 @@ pub trait GpuSensor: Send {
     fn time_scale(&self) -> u32 {
         1
     }
+
+    /// GPU `gpu_index`'s partitioning now (MIG GPU instances, active vGPUs) with utilisation
+    /// since the previous call. The agent calls it right after [`GpuSensor::read`] for GPUs
+    /// whose energy it splits. Sensors without partitions keep the default, [`GpuLayout::Whole`].
+    fn layout(&mut self, gpu_index: usize) -> Result<GpuLayout, SensorError> {
+        let _ = gpu_index;
+        Ok(GpuLayout::Whole)
+    }
 }
 
 impl<S: GpuSensor + ?Sized> GpuSensor for Box<S> {
@@ -132,5 +249,9 @@ impl<S: GpuSensor + ?Sized> GpuSensor for Box<S> {
 
     fn time_scale(&self) -> u32 {
         (**self).time_scale()
+    }
+
+    fn layout(&mut self, gpu_index: usize) -> Result<GpuLayout, SensorError> {
+        (**self).layout(gpu_index)
     }
 }

@@ -1,7 +1,7 @@
 //! The GPU → instance mapping file: matching rules and clear errors.
 
 use wattprint_agent::resolver::{InstanceResolver, ResolverError};
-use wattprint_agent::sensor::GpuInfo;
+use wattprint_agent::sensor::{GpuInfo, MigMode, Virtualization};
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts};
 
 fn gpu(uuid: &str, pci: &str) -> GpuInfo {
@@ -10,6 +10,9 @@ fn gpu(uuid: &str, pci: &str) -> GpuInfo {
         pci_bus_id: pci.into(),
         model: "NVIDIA H100 80GB HBM3".into(),
         power_limit: Milliwatts(700_000),
+        mig_mode: MigMode::Disabled,
+        virtualization: Virtualization::None,
+        energy_counter: true,
     }
 }
 
@@ -128,4 +131,27 @@ fn pairs_map_uuids_case_insensitively_and_later_pairs_win() {
     assert_eq!(r.resolve(&gpu("GPU-aa", "")), Some(InstanceId::from("i-3")));
     assert_eq!(r.resolve(&gpu("GPU-BB", "")), Some(InstanceId::from("i-2")));
     assert_eq!(r.resolve(&gpu("GPU-cc", "")), None);
+}
+
+#[test]
+fn mig_devices_are_mapped_by_their_own_uuid_only() {
+    let r = InstanceResolver::from_toml_str(
+        r#"
+[[gpu]]
+uuid = "MIG-8a1f6c0e-3c2d-5b7a-9e41-2f0c7d9b1a33"
+instance = "i-slice"
+"#,
+    )
+    .unwrap();
+    let mig = GpuUuid::from("mig-8A1F6C0E-3c2d-5b7a-9e41-2f0c7d9b1a33");
+    assert_eq!(r.resolve_uuid(&mig), Some(InstanceId::from("i-slice")));
+    assert_eq!(r.resolve_uuid(&GpuUuid::from("MIG-other")), None);
+    // PCI pairs (libvirt) go through the same canonical form.
+    let p = InstanceResolver::from_pci_pairs(vec![("0000:3b:00.0".into(), "i-vm".into())]).unwrap();
+    assert_eq!(
+        p.resolve(&gpu("GPU-x", "00000000:3B:00.0")),
+        Some(InstanceId::from("i-vm"))
+    );
+    let bad = InstanceResolver::from_pci_pairs(vec![("3b:00".into(), "i-vm".into())]);
+    assert_eq!(bad.unwrap_err(), "3b:00");
 }
