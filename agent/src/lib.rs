@@ -21,6 +21,7 @@ pub mod sampler;
 pub mod sensor;
 pub mod spool;
 pub mod stream;
+pub mod tls;
 
 use attribution::AttributionMode;
 use sampler::{attributed_gpus, sampling_loop, SamplerStats};
@@ -64,6 +65,12 @@ pub struct AgentConfig {
     /// 256 MiB, at least [`spool::MIN_SPOOL_MAX_BYTES`]). When full, the oldest unacked
     /// batches are dropped and counted in [`AgentReport::samples_dropped`].
     pub spool_max_bytes: u64,
+    /// TLS to the gateway with a client certificate (default `None`: plaintext, for the
+    /// embedded mode and localhost dev). Set exactly when `gateway_url` is `https://`.
+    pub tls: Option<tls::AgentTlsFiles>,
+    /// The host token sent on every stream (default `None`: none is sent, and a gateway with a
+    /// host registry refuses the stream).
+    pub host_token: Option<tls::HostToken>,
 }
 
 impl AgentConfig {
@@ -79,6 +86,8 @@ impl AgentConfig {
             reconnect_backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: spool::DEFAULT_SPOOL_MAX_BYTES,
+            tls: None,
+            host_token: None,
         }
     }
 
@@ -115,6 +124,10 @@ pub struct AgentReport {
     /// Energy measured on shared GPUs that no instance could be named for (a MIG device not
     /// mapped, a vGPU host GPU with no VM), not sent; see [`attribution`].
     pub energy_unattributed_mj: u64,
+    /// Times the gateway refused this agent's credentials (`UNAUTHENTICATED` or
+    /// `PERMISSION_DENIED`: unknown host, wrong token, certificate of another host). Nothing
+    /// is dropped for it: batches wait (in the spool) and the agent retries.
+    pub auth_refusals: u64,
 }
 
 /// Why the agent could not run.
@@ -146,6 +159,9 @@ pub enum AgentError {
     /// The spool could not be opened.
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
+    /// The TLS files or the host token cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the agent until `shutdown` resolves, or (a finite replay) until the sensor is exhausted
@@ -190,6 +206,26 @@ pub async fn run(
             url: config.gateway_url.clone(),
             message: e.to_string(),
         })?;
+    let endpoint = match (&config.tls, endpoint.uri().scheme_str()) {
+        (Some(files), Some("https")) => tls::apply(endpoint, files)?,
+        (None, Some("http")) => endpoint,
+        (tls, scheme) => {
+            let message = match (tls, scheme) {
+                (Some(_), _) => "TLS is configured (agent.tls): the gateway URL must be https://",
+                (None, Some("https")) => {
+                    "an https:// gateway needs agent.tls (CA, client certificate and key); \
+                     plaintext is http://"
+                }
+                _ => "the gateway URL must be http:// (plaintext) or https:// (TLS)",
+            };
+            return Err(AgentError::InvalidGatewayUrl {
+                url: config.gateway_url.clone(),
+                message: message.into(),
+            });
+        }
+    };
+    let auth = stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
+        .map_err(AgentError::InvalidConfig)?;
     let span = tracing::info_span!("agent", host = %config.host_id);
     async move {
         let run_epoch_secs = std::time::SystemTime::now()
@@ -234,6 +270,8 @@ pub async fn run(
             interval = ?config.energy_interval,
             unpaced = sensor.unpaced(),
             gateway = %config.gateway_url,
+            tls = config.tls.is_some(),
+            host_token = config.host_token.is_some(),
             "agent starting"
         );
         let (tx, rx) = tokio::sync::mpsc::channel(config.batch_max_samples.max(16));
@@ -256,6 +294,7 @@ pub async fn run(
             max_unacked_batches: config.max_unacked_batches,
             reconnect_backoff_max: config.reconnect_backoff_max,
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
+            auth,
         };
         let stop = move || drop(stop_tx);
         let mut report = stream::stream_samples(stream_config, spool, rx, shutdown, stop).await;
