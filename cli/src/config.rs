@@ -16,6 +16,8 @@ use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, Margina
 use wattprint_ingest::intensity_poll::PollWindows;
 use wattprint_ingest::kafka::KafkaBusConfig;
 use wattprint_ingest::locations::ZipDirectory;
+use wattprint_query_api::auth::{JwksConfig, JwksSource};
+use wattprint_query_api::RateLimit;
 use wattprint_store::{GpuRecord, InstanceRecord};
 
 /// The config schema version this build reads.
@@ -119,7 +121,23 @@ pub struct RawQueryApi {
     /// Token audience (default `wattprint-api`).
     pub audience: Option<String>,
     /// HS256 secret file for dev tokens (default `<data_dir>/dev-secret`, created if absent).
+    /// Used only while no JWKS is configured (the embedded dev mode).
     pub hs256_secret_file: Option<PathBuf>,
+    /// JWKS file with the identity provider's public keys (RS256, ES256, EdDSA tokens); turns
+    /// the HS256 dev mode off. Re-read every `jwks_refresh_s`.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (`https://…`, the IdP's `jwks_uri`); turns the HS256 dev mode off.
+    pub jwks_url: Option<String>,
+    /// Seconds after which the JWKS is read again (default 300, 10 to 86400). An unknown `kid`
+    /// also triggers a read, at most once per 30 s.
+    pub jwks_refresh_s: Option<u64>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30, at most 300).
+    pub leeway_s: Option<u64>,
+    /// Requests per second each tenant (and each operator) may make (default 50; 0 turns the
+    /// limit off).
+    pub rate_limit_per_s: Option<f64>,
+    /// Requests a tenant may make at once on top of the rate (default 100).
+    pub rate_limit_burst: Option<u32>,
 }
 
 /// `[agent]`.
@@ -398,6 +416,8 @@ pub struct Settings {
     pub audience: String,
     /// HS256 secret file.
     pub secret_file: PathBuf,
+    /// Query API token verification (JWKS or dev mode) and rate limit.
+    pub api_auth: ApiAuthSettings,
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
@@ -410,6 +430,110 @@ pub struct Settings {
     pub catalog: HardwareCatalog,
     /// Inventory (configured instances, or the replay demo's).
     pub inventory: Vec<InstanceRecord>,
+}
+
+/// How the query API verifies tokens and limits request rates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiAuthSettings {
+    /// The identity provider's key set; `None` is the embedded dev mode (HS256 tokens signed
+    /// with the secret file, minted by `wattprint token`).
+    pub jwks: Option<JwksConfig>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    pub leeway_s: u64,
+    /// Per-tenant rate limit; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for ApiAuthSettings {
+    /// Dev mode, 30 s leeway, 50 requests/s with bursts of 100.
+    fn default() -> Self {
+        Self {
+            jwks: None,
+            leeway_s: DEFAULT_LEEWAY_S,
+            rate_limit: Some(RateLimit {
+                per_second: DEFAULT_RATE_LIMIT_PER_S,
+                burst: DEFAULT_RATE_LIMIT_BURST,
+            }),
+        }
+    }
+}
+
+const DEFAULT_LEEWAY_S: u64 = 30;
+const DEFAULT_RATE_LIMIT_PER_S: f64 = 50.0;
+const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+
+/// Validates the `[query_api]` keys about tokens and rate limits.
+fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, SettingsError> {
+    let source = match (&raw.jwks_file, &raw.jwks_url) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "query_api.jwks_file and query_api.jwks_url exclude each other",
+            ))
+        }
+        (Some(file), None) => Some(JwksSource::File(file.clone())),
+        (None, Some(url)) => {
+            let url = url.trim();
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 9 {
+                return Err(invalid(format!(
+                    "query_api.jwks_url = {url:?} must be an https:// (or http://) URL"
+                )));
+            }
+            if url.starts_with("http://") {
+                tracing::warn!(
+                    url,
+                    "query_api.jwks_url is plain http: keys could be replaced in transit"
+                );
+            }
+            Some(JwksSource::Url(url.to_owned()))
+        }
+        (None, None) => None,
+    };
+    let jwks = match source {
+        Some(source) => {
+            let refresh_s = raw.jwks_refresh_s.unwrap_or(300);
+            if !(10..=86_400).contains(&refresh_s) {
+                return Err(invalid(format!(
+                    "query_api.jwks_refresh_s = {refresh_s} must be 10..=86400"
+                )));
+            }
+            Some(JwksConfig {
+                refresh_every: Duration::from_secs(refresh_s),
+                ..JwksConfig::new(source)
+            })
+        }
+        None => {
+            if raw.jwks_refresh_s.is_some() {
+                return Err(invalid(
+                    "query_api.jwks_refresh_s needs query_api.jwks_file or query_api.jwks_url",
+                ));
+            }
+            None
+        }
+    };
+    let leeway_s = raw.leeway_s.unwrap_or(DEFAULT_LEEWAY_S);
+    if leeway_s > 300 {
+        return Err(invalid(format!(
+            "query_api.leeway_s = {leeway_s} must be 0..=300"
+        )));
+    }
+    let per_second = raw.rate_limit_per_s.unwrap_or(DEFAULT_RATE_LIMIT_PER_S);
+    if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
+        return Err(invalid(format!(
+            "query_api.rate_limit_per_s = {per_second} must be 0 (off) to 1000000"
+        )));
+    }
+    let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
+    if burst == 0 || burst > 1_000_000 {
+        return Err(invalid(format!(
+            "query_api.rate_limit_burst = {burst} must be 1..=1000000"
+        )));
+    }
+    let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
+    Ok(ApiAuthSettings {
+        jwks,
+        leeway_s,
+        rate_limit,
+    })
 }
 
 /// A provider's series polled for a region.
@@ -819,6 +943,7 @@ impl RawConfig {
             .hs256_secret_file
             .clone()
             .unwrap_or_else(|| data_dir.join("dev-secret"));
+        let api_auth = api_auth_settings(&raw.query_api)?;
         Ok(Settings {
             data_dir,
             store,
@@ -836,6 +961,7 @@ impl RawConfig {
                 .clone()
                 .unwrap_or_else(|| "wattprint-api".into()),
             secret_file,
+            api_auth,
             agent,
             intensity: SharedJoin::new(join),
             polling,
@@ -1159,4 +1285,140 @@ fn split_cloud_region(s: &str) -> Result<(CloudProvider, &str), SettingsError> {
         .parse::<CloudProvider>()
         .map_err(|e| invalid(format!("cloud_region {s:?}: {e}")))?;
     Ok((provider, region))
+}
+
+#[cfg(test)]
+mod api_auth_tests {
+    use super::*;
+
+    fn auth(toml_text: &str) -> Result<ApiAuthSettings, String> {
+        let raw: RawQueryApi = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        api_auth_settings(&raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_dev_mode_with_a_rate_limit() {
+        let a = auth("").unwrap();
+        assert_eq!(a, ApiAuthSettings::default());
+        assert_eq!(a.jwks, None);
+        assert_eq!(a.leeway_s, 30);
+        assert_eq!(
+            a.rate_limit,
+            Some(RateLimit {
+                per_second: 50.0,
+                burst: 100
+            })
+        );
+    }
+
+    #[test]
+    fn jwks_leeway_and_rate_keys_are_read() {
+        let a = auth(
+            "jwks_url = \"https://idp.example/.well-known/jwks.json\"\njwks_refresh_s = 60\n\
+             leeway_s = 5\nrate_limit_per_s = 2\nrate_limit_burst = 4",
+        )
+        .unwrap();
+        let jwks = a.jwks.unwrap();
+        assert_eq!(
+            jwks.source,
+            JwksSource::Url("https://idp.example/.well-known/jwks.json".into())
+        );
+        assert_eq!(jwks.refresh_every, Duration::from_secs(60));
+        assert_eq!(a.leeway_s, 5);
+        assert_eq!(
+            a.rate_limit,
+            Some(RateLimit {
+                per_second: 2.0,
+                burst: 4
+            })
+        );
+        let f = auth("jwks_file = \"keys.json\"\nrate_limit_per_s = 0").unwrap();
+        assert_eq!(
+            f.jwks.map(|j| j.source),
+            Some(JwksSource::File("keys.json".into()))
+        );
+        assert_eq!(f.rate_limit, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, needle) in [
+            (
+                "jwks_file = \"a\"\njwks_url = \"https://x/y\"",
+                "exclude each other",
+            ),
+            ("jwks_url = \"ftp://idp/keys\"", "query_api.jwks_url"),
+            ("jwks_url = \"idp.example/keys\"", "query_api.jwks_url"),
+            ("jwks_refresh_s = 60", "needs query_api.jwks_file"),
+            (
+                "jwks_file = \"a\"\njwks_refresh_s = 1",
+                "query_api.jwks_refresh_s = 1",
+            ),
+            ("leeway_s = 3600", "query_api.leeway_s = 3600"),
+            ("rate_limit_per_s = -1", "query_api.rate_limit_per_s = -1"),
+            ("rate_limit_per_s = nan", "query_api.rate_limit_per_s = NaN"),
+            ("rate_limit_burst = 0", "query_api.rate_limit_burst = 0"),
+        ] {
+            let err = auth(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}
+
+/// The agent's gateway URL: as configured, or the local gateway (`https://` with
+/// `[agent.tls]`, else `http://`). The scheme must match: `https://` exactly when
+/// `[agent.tls]` is set, so that plaintext is always an explicit choice.
+fn agent_gateway_url(agent: &RawAgent, listen: SocketAddr) -> Result<String, SettingsError> {
+    let tls = agent.tls.is_some();
+    let url = match &agent.gateway_url {
+        Some(url) => url.trim().to_owned(),
+        None if tls => format!("https://{listen}"),
+        None => format!("http://{listen}"),
+    };
+    match (tls, url.starts_with("https://"), url.starts_with("http://")) {
+        (true, true, _) | (false, _, true) => Ok(url),
+        (true, false, _) => Err(invalid(format!(
+            "agent.gateway_url = {url:?} must be https:// when [agent.tls] is set"
+        ))),
+        (false, true, _) => Err(invalid(format!(
+            "agent.gateway_url = {url:?} is https:// but [agent.tls] (ca, cert, key) is missing"
+        ))),
+        (false, false, false) => Err(invalid(format!(
+            "agent.gateway_url = {url:?} must be an http:// or https:// URL"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod link_security_tests {
+    use super::*;
+
+    fn agent(toml_text: &str) -> RawAgent {
+        toml::from_str(toml_text).expect("agent section")
+    }
+
+    #[test]
+    fn the_url_scheme_follows_agent_tls() {
+        let listen: SocketAddr = ([127, 0, 0, 1], 50051).into();
+        let tls = "[tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+        assert_eq!(
+            agent_gateway_url(&agent(""), listen).unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            agent_gateway_url(&agent(tls), listen).unwrap(),
+            "https://127.0.0.1:50051"
+        );
+        let err = agent_gateway_url(
+            &agent(&format!("gateway_url = \"http://gw:50051\"\n{tls}")),
+            listen,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must be https://"), "{err}");
+        let err = agent_gateway_url(&agent("gateway_url = \"https://gw:50051\""), listen)
+            .unwrap_err();
+        assert!(err.to_string().contains("[agent.tls]"), "{err}");
+        let err = toml::from_str::<RawAgent>("[tls]\nca = \"ca.pem\"\n").unwrap_err();
+        assert!(err.to_string().contains("missing field `cert`"), "{err}");
+    }
 }

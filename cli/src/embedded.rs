@@ -21,7 +21,8 @@ use wattprint_ingest::{
     memory_bus, BusProducer, Enricher, Gateway, GatewayLimits, InventoryIndex, KafkaConsumer,
     KafkaProducer,
 };
-use wattprint_query_api::{ApiLimits, ApiState, AuthConfig};
+use wattprint_query_api::auth::Jwks;
+use wattprint_query_api::{ApiLimits, ApiState, AuthConfig, RateLimiter, TokenVerifier};
 use wattprint_runtime::Shutdown;
 use wattprint_store::{ClickHouseStore, SqliteStore, Store};
 
@@ -46,14 +47,63 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// The auth settings for the query API and for minting tokens.
+/// The auth settings for the query API and for minting tokens. With a JWKS configured there is
+/// no dev secret (none is read or created): HS256 tokens are neither minted nor accepted.
 pub fn auth_config(settings: &Settings) -> anyhow::Result<AuthConfig> {
+    let hs256_secret = if settings.api_auth.jwks.is_some() {
+        String::new()
+    } else {
+        load_or_create_secret(&settings.secret_file)?
+    };
     Ok(AuthConfig {
-        hs256_secret: load_or_create_secret(&settings.secret_file)?,
+        hs256_secret,
         issuer: settings.issuer.clone(),
         audience: settings.audience.clone(),
-        leeway_s: 30,
+        leeway_s: settings.api_auth.leeway_s,
     })
+}
+
+/// The query API's token verifier: the identity provider's JWKS when one is configured (read
+/// now, so an unreadable set or a bad key stops the start with the reason), else the HS256
+/// dev mode.
+pub async fn token_verifier(
+    settings: &Settings,
+    auth: &AuthConfig,
+) -> anyhow::Result<TokenVerifier> {
+    match &settings.api_auth.jwks {
+        Some(jwks) => {
+            let keys = Jwks::load(jwks.clone()).await.with_context(|| {
+                format!(
+                    "loading the query API's token keys (query_api.jwks_file / jwks_url) from {}",
+                    jwks.source
+                )
+            })?;
+            Ok(TokenVerifier::with_jwks(auth, keys))
+        }
+        None => Ok(TokenVerifier::new(auth)),
+    }
+}
+
+/// The query API's state over `store`: verifier, rate limit, limits, intensity.
+pub async fn api_state(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    auth: &AuthConfig,
+) -> anyhow::Result<ApiState> {
+    let mut state = ApiState::new(
+        store,
+        auth.clone(),
+        settings.catalog.clone(),
+        ApiLimits::default(),
+    )
+    .with_intensity(settings.intensity.clone())
+    .with_verifier(token_verifier(settings, auth).await?);
+    if let Some(limit) = settings.api_auth.rate_limit {
+        state = state.with_rate_limiter(
+            RateLimiter::new(limit).context("query_api.rate_limit_per_s / rate_limit_burst")?,
+        );
+    }
+    Ok(state)
 }
 
 /// Opens the configured store (SQLite under the data directory, or ClickHouse) and loads the
@@ -232,13 +282,7 @@ impl Backend {
                 .await
                 .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
             let addr = listener.local_addr()?;
-            let state = ApiState::new(
-                store.clone(),
-                auth.clone(),
-                settings.catalog.clone(),
-                ApiLimits::default(),
-            )
-            .with_intensity(settings.intensity.clone());
+            let state = api_state(settings, store.clone(), &auth).await?;
             let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
             (Some(task), Some(addr))
         } else {

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use wattprint_cli::config::{BusSettings, RawConfig, Settings, StoreSettings};
 use wattprint_cli::embedded::{self, Backend, Roles};
-use wattprint_core::{TenantId, UnixMillis};
+use wattprint_core::UnixMillis;
+use wattprint_query_api::Role;
 use wattprint_runtime::telemetry::{self, LogFormat, TelemetryConfig};
 use wattprint_runtime::Shutdown;
 
@@ -65,11 +66,19 @@ enum Command {
         #[command(subcommand)]
         command: IntensityCommand,
     },
-    /// Print a dev token for a tenant.
+    /// Print an HS256 dev token (embedded dev mode only; with a JWKS configured, tokens come
+    /// from the identity provider).
     Token {
-        /// Tenant id.
+        /// Tenant id (reader and admin tokens).
+        #[arg(long, required_unless_present = "subject", conflicts_with = "subject")]
+        tenant: Option<String>,
+        /// Role granted: `reader` (GETs), `admin` (also creates, labels and closes workloads)
+        /// or `operator` (cross-tenant `/v1/operator` routes; needs --subject, not --tenant).
+        #[arg(long, default_value = "admin", value_parser = parse_role)]
+        role: Role,
+        /// Operator subject (operator tokens).
         #[arg(long)]
-        tenant: String,
+        subject: Option<String>,
         /// Lifetime in hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
@@ -105,6 +114,10 @@ enum IntensityCommand {
         #[arg(long, value_parser = parse_time)]
         to: UnixMillis,
     },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
 }
 
 fn parse_time(s: &str) -> Result<UnixMillis, String> {
@@ -232,13 +245,35 @@ async fn main() -> anyhow::Result<()> {
             println!("{out}");
             Ok(())
         }
-        Command::Token { tenant, ttl_hours } => {
+        Command::Token {
+            tenant,
+            role,
+            subject,
+            ttl_hours,
+        } => {
             let settings = load(&cli, |_| {})?;
+            anyhow::ensure!(
+                settings.api_auth.jwks.is_none(),
+                "this configuration verifies tokens with the identity provider's keys \
+                 (query_api.jwks_file / jwks_url): dev tokens would be refused; get one from \
+                 the identity provider"
+            );
+            let name = match (role, tenant, subject) {
+                (Role::Operator, None, Some(subject)) => subject,
+                (Role::Operator, _, _) => {
+                    anyhow::bail!("an operator token names a --subject, not a --tenant")
+                }
+                (_, Some(tenant), None) => tenant,
+                (_, _, _) => anyhow::bail!("a {role} token names a --tenant, not a --subject"),
+            };
             let auth = embedded::auth_config(&settings)?;
-            let token = wattprint_query_api::mint_token(
+            let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
+            let token = wattprint_query_api::mint_role_token(
                 &auth,
-                &TenantId::new(tenant.clone()),
-                Duration::from_secs(ttl_hours * 3600),
+                *role,
+                name,
+                std::time::SystemTime::now(),
+                ttl,
             )?;
             println!("{token}");
             Ok(())
@@ -326,10 +361,14 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     tenants.dedup();
     tenants.sort();
     tenants.dedup();
+    if settings.api_auth.jwks.is_some() {
+        println!("  tokens      from the identity provider (query_api.jwks_file / jwks_url)");
+        tenants.clear();
+    }
     for t in tenants {
         let token =
             wattprint_query_api::mint_token(&backend.auth, &t, Duration::from_secs(24 * 3600))?;
-        println!("  token for tenant {t} (24 h):\n    {token}");
+        println!("  token for tenant {t} (24 h, admin):\n    {token}");
         println!("    try: curl -H 'Authorization: Bearer {token}' {api}/v1/instances");
     }
     println!(

@@ -182,6 +182,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "query api listening");
     }
+    if !state.verifier.is_configured() {
+        tracing::warn!("no token secret or key set configured: every authenticated request will be refused");
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
