@@ -58,13 +58,22 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The RFC 7807 body.
-#[derive(Debug, Serialize)]
-struct Problem {
+/// An RFC 7807 problem document (`application/problem+json`): the body of every failure.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ProblemDocument)]
+pub(crate) struct Problem {
+    /// Stable URI of the kind of problem, `urn:wattprint:problem:<kind>`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "urn:wattprint:problem:not-found")]
     kind: &'static str,
+    /// Short summary of the kind of problem, the same for every problem of that type.
+    #[schema(value_type = String, example = "Not found")]
     title: &'static str,
+    /// The HTTP status code.
+    #[schema(example = 404)]
     status: u16,
+    /// What went wrong with this request, in words.
+    #[schema(example = "workload w-1 not found")]
     detail: String,
 }
 

@@ -8,6 +8,7 @@
 //!
 //! Endpoints:
 //! - `GET /healthz` (no auth)
+//! - `GET /openapi.json` (no auth): the OpenAPI 3.1 document of these routes ([`openapi`])
 //! - `GET /v1/instances`
 //! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d`
 //! - `POST /v1/workloads`, `GET /v1/workloads`, `GET /v1/workloads/{id}` (with footprint and SCI)
@@ -27,6 +28,7 @@
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod openapi;
 pub mod operator;
 pub mod restatements;
 pub mod ratelimit;

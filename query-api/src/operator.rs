@@ -35,7 +35,7 @@ pub fn operator_routes() -> Router<ApiState> {
 }
 
 /// A tenant as the operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantView {
     /// Tenant id.
     pub tenant: String,
@@ -46,14 +46,31 @@ pub struct TenantView {
 }
 
 /// Body of `GET /v1/operator/tenants`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantList {
     /// Every tenant of the inventory, by id.
     pub tenants: Vec<TenantView>,
 }
 
+/// Every tenant (operators)
+///
+/// Each tenant of the inventory with its instance and GPU counts. Operator tokens only.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/tenants",
+    operation_id = "operator_list_tenants",
+    tag = "operator",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenants, by id.", body = TenantList),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(count = Empty))]
-async fn list_tenants(
+pub(crate) async fn list_tenants(
     State(state): State<ApiState>,
     AuthenticatedOperator(operator): AuthenticatedOperator,
 ) -> Result<Json<TenantList>, ApiError> {
@@ -81,8 +98,28 @@ async fn list_tenants(
     }))
 }
 
+/// A tenant's usage over a range (operators)
+///
+/// The body the tenant gets from its own `GET /v1/summary`; a tenant without instances gets
+/// an empty summary. Operator tokens only.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/tenants/{tenant}/summary",
+    operation_id = "operator_tenant_summary",
+    tag = "operator",
+    security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id."), SummaryParams),
+    responses(
+        (status = 200, description = "The tenant's summary.", body = TenantSummaryView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(tenant = Empty, instances = Empty))]
-async fn tenant_summary(
+pub(crate) async fn tenant_summary(
     State(state): State<ApiState>,
     AuthenticatedOperator(operator): AuthenticatedOperator,
     path: Result<Path<String>, PathRejection>,

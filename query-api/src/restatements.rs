@@ -46,7 +46,7 @@ impl RestatementsRequest {
 }
 
 /// An intensity value an interval was joined with, and where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntensityView {
     /// Grams CO2e per kWh.
     pub value_g_per_kwh: f64,
@@ -75,7 +75,7 @@ impl From<&JoinedIntensity> for IntensityView {
 }
 
 /// One restatement of one GPU-interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestatementView {
     /// Instance.
     pub instance: String,
@@ -123,7 +123,7 @@ impl From<&Restatement> for RestatementView {
 }
 
 /// Sums over the restatements listed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestatementTotals {
     /// Distinct GPU-intervals restated (one restated twice, e.g. average → forecast → actual,
     /// counts once; the list holds both steps).
@@ -135,7 +135,7 @@ pub struct RestatementTotals {
 }
 
 /// Body of `GET /v1/restatements`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestatementsView {
     /// Start of the buckets covered (RFC 3339, rounded down to 5 minutes).
     pub from: String,

@@ -37,6 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::grpc::grpc_routes(state.clone()))
         .merge(crate::operator::operator_routes())
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}/series", get(instance_series))
         .route("/v1/workloads", get(list_workloads).post(create_workload))
@@ -51,14 +52,23 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Body of `GET /healthz`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// Always `ok` while the process serves.
     pub status: String,
 }
 
+/// Liveness
+///
+/// `ok` while the process serves; no token needed.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "The process serves.", body = Health))
+)]
 #[tracing::instrument(skip_all)]
-async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
@@ -78,14 +88,30 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Body of `GET /v1/instances`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceList {
     /// The caller's instances.
     pub instances: Vec<InstanceView>,
 }
 
+/// The caller's instances
+///
+/// Every instance of the tenant with its grid region, zip code and GPUs.
+#[utoipa::path(
+    get,
+    path = "/v1/instances",
+    tag = "inventory",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's instances.", body = InstanceList),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(count = Empty))]
-async fn list_instances(
+pub(crate) async fn list_instances(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
 ) -> Result<Json<InstanceList>, ApiError> {
@@ -95,13 +121,17 @@ async fn list_instances(
 }
 
 /// Query of `GET /v1/instances/{id}/series`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesParams {
     /// Start: RFC 3339 or Unix ms (default: `to` − 1 h).
+    #[param(example = "2026-11-23T00:00:00Z")]
     pub from: Option<String>,
     /// End, exclusive: RFC 3339 or Unix ms (default: now).
+    #[param(example = "2026-11-23T01:00:00Z")]
     pub to: Option<String>,
     /// `raw`, `5m` (default), `1h` or `1d`.
+    #[param(value_type = Option<crate::time::Step>)]
     pub step: Option<String>,
 }
 
@@ -126,8 +156,29 @@ fn parse_series_params(p: &SeriesParams) -> Result<SeriesRequest, ApiError> {
     Ok(SeriesRequest { from, to, step })
 }
 
+/// An instance's series
+///
+/// All GPUs of the instance summed per step (`5m`, `1h`, `1d`: energy, power, coverage,
+/// intensity and emissions), or the stored samples of each GPU (`raw`). Aggregated ranges are
+/// widened to whole steps; empty steps are listed with zero coverage.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{id}/series",
+    tag = "series",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Instance id."), SeriesParams),
+    responses(
+        (status = 200, description = "The series.", body = Series),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(instance = Empty, step = Empty, points = Empty))]
-async fn instance_series(
+pub(crate) async fn instance_series(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     path: Result<Path<String>, PathRejection>,
@@ -153,14 +204,30 @@ async fn instance_series(
 }
 
 /// Body of `GET /v1/workloads`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkloadList {
     /// The caller's workloads, newest first.
     pub workloads: Vec<WorkloadView>,
 }
 
+/// The caller's workloads
+///
+/// Newest first, without footprints (`GET /v1/workloads/{id}` has one).
+#[utoipa::path(
+    get,
+    path = "/v1/workloads",
+    tag = "workloads",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's workloads.", body = WorkloadList),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(count = Empty))]
-async fn list_workloads(
+pub(crate) async fn list_workloads(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
 ) -> Result<Json<WorkloadList>, ApiError> {
@@ -169,8 +236,30 @@ async fn list_workloads(
     Ok(Json(WorkloadList { workloads }))
 }
 
+/// Create a workload
+///
+/// A named run over some of the tenant's instances and a time range, with what its functional
+/// unit R counts. Every instance must be the caller's.
+#[utoipa::path(
+    post,
+    path = "/v1/workloads",
+    tag = "workloads",
+    security(("bearer" = [])),
+    request_body = WorkloadRequest,
+    responses(
+        (status = 201, description = "Created.", body = WorkloadView,
+            headers(("Location" = String, description = "`/v1/workloads/{id}` of the new workload"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(workload = Empty, instances = Empty))]
-async fn create_workload(
+pub(crate) async fn create_workload(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     body: Result<Json<WorkloadRequest>, JsonRejection>,
@@ -189,8 +278,28 @@ async fn create_workload(
     Ok(resp)
 }
 
+/// A workload with its footprint
+///
+/// Energy (exact, edge buckets clipped to the range), operational emissions per 5-minute
+/// GPU-interval, embodied share, SCI per functional unit, coverage and provenance.
+#[utoipa::path(
+    get,
+    path = "/v1/workloads/{id}",
+    tag = "workloads",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workload id.")),
+    responses(
+        (status = 200, description = "The workload and its footprint.", body = WorkloadDetail),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(workload = Empty))]
-async fn get_workload(
+pub(crate) async fn get_workload(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     path: Result<Path<String>, PathRejection>,
@@ -209,7 +318,8 @@ async fn get_workload(
 }
 
 /// Query of `GET /v1/workloads/{id}/whatif`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WhatIfParams {
     /// Flexible Start windows, hours, comma-separated (default 6,12,18,24).
     pub window_hours: Option<String>,
@@ -217,8 +327,31 @@ pub struct WhatIfParams {
     pub factor: Option<String>,
 }
 
+/// Carbon-aware what-ifs of a workload
+///
+/// Flexible Start and Pause and Resume (Dodge et al. 2022) on the actual marginal intensity of
+/// the workload's grid region, in hindsight. What cannot be computed is listed in
+/// `unavailable` with the reason.
+#[utoipa::path(
+    get,
+    path = "/v1/workloads/{id}/whatif",
+    tag = "workloads",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workload id."), WhatIfParams),
+    responses(
+        (status = 200, description = "The what-ifs.", body = WhatIfView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(workload = Empty))]
-async fn workload_whatif(
+pub(crate) async fn workload_whatif(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     path: Result<Path<String>, PathRejection>,
@@ -242,11 +375,14 @@ async fn workload_whatif(
 }
 
 /// Query of `GET /v1/summary`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SummaryParams {
     /// Start: RFC 3339 or Unix ms (required).
+    #[param(required = true, value_type = String, example = "2026-11-01T00:00:00Z")]
     pub from: Option<String>,
     /// End, exclusive: RFC 3339 or Unix ms (required).
+    #[param(required = true, value_type = String, example = "2026-12-01T00:00:00Z")]
     pub to: Option<String>,
 }
 
@@ -257,8 +393,27 @@ fn parse_summary_params(p: &SummaryParams) -> Result<SummaryRequest, ApiError> {
     })
 }
 
+/// The caller's usage over a range
+///
+/// Energy, emissions and provenance per instance with data in the range and in total, over
+/// the 5-minute buckets overlapping `[from, to)` (a month fits the default range limit).
+#[utoipa::path(
+    get,
+    path = "/v1/summary",
+    tag = "summary",
+    security(("bearer" = [])),
+    params(SummaryParams),
+    responses(
+        (status = 200, description = "The summary.", body = TenantSummaryView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(instances = Empty))]
-async fn tenant_summary(
+pub(crate) async fn tenant_summary(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     query: Result<Query<SummaryParams>, QueryRejection>,
@@ -271,16 +426,39 @@ async fn tenant_summary(
 }
 
 /// Query of `GET /v1/restatements`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RestatementsParams {
     /// Start: RFC 3339 or Unix ms (required).
+    #[param(required = true, value_type = String, example = "2026-11-01T00:00:00Z")]
     pub from: Option<String>,
     /// End, exclusive: RFC 3339 or Unix ms (required).
+    #[param(required = true, value_type = String, example = "2026-12-01T00:00:00Z")]
     pub to: Option<String>,
 }
 
+/// The caller's intensity restatements
+///
+/// GPU-intervals whose bucket overlaps `[from, to)` and whose intensity was replaced when
+/// better data arrived, with E × ΔI per record and totals that are what a summary over the
+/// same range moved by. Never truncated: too many records is a 400 asking for a shorter range.
+#[utoipa::path(
+    get,
+    path = "/v1/restatements",
+    tag = "restatements",
+    security(("bearer" = [])),
+    params(RestatementsParams),
+    responses(
+        (status = 200, description = "The restatements and their totals.", body = RestatementsView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(count = Empty))]
-async fn list_restatements(
+pub(crate) async fn list_restatements(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     query: Result<Query<RestatementsParams>, QueryRejection>,

@@ -73,7 +73,7 @@ pub fn check_id(kind: &str, id: &str) -> Result<(), ApiError> {
 // Inventory
 
 /// A GPU as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GpuView {
     /// NVML uuid.
     pub uuid: String,
@@ -84,7 +84,7 @@ pub struct GpuView {
 }
 
 /// An instance as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceView {
     /// Instance id.
     pub instance_id: String,
@@ -131,7 +131,7 @@ pub async fn list_instances(
 // Series
 
 /// Counts of GPU-intervals by intensity provenance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntensityKinds {
     /// Joined with an actual marginal value.
     pub actual: u64,
@@ -147,7 +147,7 @@ pub struct IntensityKinds {
 }
 
 /// One step of an aggregated series, all GPUs of the instance summed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AggregatePoint {
     /// Start of the step (RFC 3339, UTC, aligned to the step).
     pub start: String,
@@ -180,7 +180,7 @@ pub struct AggregatePoint {
 }
 
 /// One stored sample of one GPU.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RawPoint {
     /// Previous counter reading (RFC 3339).
     pub start: String,
@@ -251,7 +251,7 @@ impl SeriesPoints {
 }
 
 /// A series response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Series {
     /// Instance.
     pub instance_id: String,
@@ -263,6 +263,7 @@ pub struct Series {
     /// End of the range (exclusive): as requested for raw, rounded up to the step otherwise.
     pub to: String,
     /// Points in time order (aggregated: one per step, gaps included with zero coverage).
+    #[schema(schema_with = crate::openapi::series_points_schema)]
     pub points: SeriesPoints,
 }
 
@@ -495,7 +496,7 @@ impl SummaryRequest {
 
 /// Energy, emissions and provenance of a set of GPU-intervals; field names as in a
 /// workload footprint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageView {
     /// IT (GPU) energy, exact.
     pub it_energy_mj: u64,
@@ -516,6 +517,7 @@ pub struct UsageView {
     /// Highest single-GPU power reading, watts; null when nothing was measured.
     pub power_max_w: Option<f64>,
     /// Where the numbers came from.
+    #[schema(value_type = crate::openapi::FootprintProvenanceSchema)]
     pub provenance: FootprintProvenance,
 }
 
@@ -537,7 +539,7 @@ impl From<&UsageTotals> for UsageView {
 }
 
 /// One instance in a tenant summary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceUsageView {
     /// Instance id.
     pub instance_id: String,
@@ -549,7 +551,7 @@ pub struct InstanceUsageView {
 }
 
 /// Body of `GET /v1/summary`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantSummaryView {
     /// Start of the range counted (RFC 3339, rounded down to 5 minutes).
     pub from: String,
@@ -597,7 +599,7 @@ pub async fn tenant_summary(
 // Workloads
 
 /// Body of `POST /v1/workloads`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadRequest {
     /// Human label.
@@ -675,7 +677,7 @@ pub fn validate_workload(
 }
 
 /// A workload as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkloadView {
     /// Id.
     pub id: String,
@@ -749,7 +751,7 @@ pub async fn list_workloads(
 }
 
 /// GPU-time the footprint expected and found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CoverageView {
     /// (to − from) × GPUs of the workload's instances.
     pub expected_gpu_ms: i64,
@@ -758,7 +760,7 @@ pub struct CoverageView {
 }
 
 /// Embodied emissions inputs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbodiedView {
     /// GPUs whose embodied share was considered.
     pub gpus: usize,
@@ -768,10 +770,11 @@ pub struct EmbodiedView {
 
 /// A workload's footprint: core's [`Footprint`] fields plus what R counts, coverage and the
 /// embodied inputs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FootprintView {
     /// Energy, emissions, SCI and provenance (core's field names).
     #[serde(flatten)]
+    #[schema(value_type = crate::openapi::FootprintSchema)]
     pub footprint: Footprint,
     /// What R counts.
     pub functional_unit: String,
@@ -785,7 +788,7 @@ pub struct FootprintView {
 }
 
 /// A workload with its footprint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkloadDetail {
     /// The workload.
     #[serde(flatten)]

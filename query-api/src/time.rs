@@ -51,7 +51,7 @@ pub fn check_bounds(name: &str, t: UnixMillis) -> Result<UnixMillis, String> {
 }
 
 /// An instant as given in a JSON body: integer milliseconds or a string (RFC 3339 or digits).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum InstantInput {
     /// Unix milliseconds.
@@ -71,7 +71,7 @@ impl InstantInput {
 }
 
 /// Resolution of a series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Step {
     /// The stored samples as they are.
     #[serde(rename = "raw")]

@@ -125,7 +125,7 @@ impl WhatIfRequest {
 }
 
 /// One Flexible Start result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlexibleStartView {
     /// Latest start considered, hours after the actual start.
     pub window_hours: f64,
@@ -148,7 +148,7 @@ pub struct FlexibleStartView {
 }
 
 /// A stretch of consecutive slots in which the paused-and-resumed run works.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunView {
     /// Start (RFC 3339).
     pub from: String,
@@ -157,7 +157,7 @@ pub struct RunView {
 }
 
 /// One Pause and Resume result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PauseResumeView {
     /// The run must end within `factor ×` its duration.
     pub factor: f64,
@@ -178,7 +178,7 @@ pub struct PauseResumeView {
 }
 
 /// The what-ifs of one workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhatIfView {
     /// The workload.
     pub workload_id: String,

@@ -353,6 +353,7 @@ pub(crate) async fn post_close(
         (status = 200, description = "A page of the tenant's workloads.", body = WorkloadList),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
         (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::InternalError),
     )
