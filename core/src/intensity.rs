@@ -379,6 +379,29 @@ impl IntensityJoin {
         })
     }
 
+    /// The marginal forecast for `bucket` that was known at `decided_at`: the latest one issued
+    /// at or before it (what a scheduler deciding then could have planned on). `None` when no
+    /// forecast for the bucket had been issued by then. For a replayed region both times are
+    /// mapped into the replayed span, keeping their distance.
+    pub fn forecast_as_of(
+        &self,
+        region: &RegionId,
+        bucket: Bucket,
+        decided_at: UnixMillis,
+    ) -> Option<JoinedIntensity> {
+        let r = self.regions.get(region)?;
+        let t = r.lookup_time(bucket.start());
+        let decided = t.0 - bucket.start().0 + decided_at.0;
+        let (&issued, e) = r.forecast.get(&t.0)?.range(..=decided).next_back()?;
+        Some(JoinedIntensity {
+            value: e.value,
+            kind: IntensityKind::Forecast,
+            source: e.source.to_string(),
+            point_at: UnixMillis(issued),
+            replayed: r.replay,
+        })
+    }
+
     /// The region's average intensity for `bucket` — a published average covering it, else the
     /// static rate — reported beside the marginal value (kind `fallback_average`).
     pub fn average(&self, region: &RegionId, bucket: Bucket) -> Option<JoinedIntensity> {
@@ -664,6 +687,38 @@ mod tests {
             },
         );
         j
+    }
+
+    #[test]
+    fn a_forecast_as_of_a_decision_is_the_latest_issued_by_then() {
+        let mut j = live_join();
+        let l = RegionId::from("L");
+        for (issued, value) in [(2, 310.0), (5, 320.0), (8, 330.0)] {
+            j.record(&pt(
+                10,
+                value,
+                Signal::Marginal,
+                PointKind::Forecast,
+                Some(issued),
+            ))
+            .unwrap();
+        }
+        let as_of = |decided: i64| {
+            j.forecast_as_of(&l, at(10), UnixMillis(decided * BUCKET_MS))
+                .map(|v| (v.value.0, v.kind, v.point_at.0 / BUCKET_MS))
+        };
+        assert_eq!(as_of(1), None);
+        assert_eq!(as_of(2), Some((310.0, IntensityKind::Forecast, 2)));
+        assert_eq!(as_of(4), Some((310.0, IntensityKind::Forecast, 2)));
+        assert_eq!(as_of(7), Some((320.0, IntensityKind::Forecast, 5)));
+        assert_eq!(as_of(100), Some((330.0, IntensityKind::Forecast, 8)));
+        // No forecast for the bucket, or an unknown region: nothing.
+        assert!(j
+            .forecast_as_of(&l, at(11), UnixMillis(100 * BUCKET_MS))
+            .is_none());
+        assert!(j
+            .forecast_as_of(&RegionId::from("X"), at(10), UnixMillis(0))
+            .is_none());
     }
 
     #[test]

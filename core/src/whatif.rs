@@ -275,6 +275,26 @@ fn checked_intensity(
         .collect()
 }
 
+/// Emissions of `profile` run with work slot `j` in slot `slots[j]` of `intensity`:
+/// Σ E_j × I_{slots[j]} (with the searches' dot product, so a Flexible Start plan evaluated on
+/// the series it was found on gives the search's figure exactly). Used to judge a plan made
+/// on one series (a forecast) on another (the actuals). `None` when `slots` and `profile`
+/// differ in length or a slot lies beyond `intensity`.
+pub fn plan_emissions(
+    profile: &[Millijoules],
+    intensity: &[GramsPerKwh],
+    slots: &[usize],
+) -> Option<GramsCo2e> {
+    if slots.len() != profile.len() {
+        return None;
+    }
+    let values = slots
+        .iter()
+        .map(|&s| intensity.get(s).map(|i| i.0))
+        .collect::<Option<Vec<f64>>>()?;
+    Some(grams(dot(&energies(profile), &values)))
+}
+
 fn energies(profile: &[Millijoules]) -> Vec<f64> {
     profile.iter().map(|e| e.0 as f64).collect()
 }
@@ -451,6 +471,28 @@ mod tests {
         assert_eq!(r.saving, GramsCo2e(4.0));
         assert!(rel_eq(r.saving_pct, 200.0 / 3.0, 1e-12));
         assert_eq!((r.profile_slots, r.window_slots), (2, 3));
+    }
+
+    #[test]
+    fn a_plan_is_judged_on_another_series_by_hand() {
+        let profile = kwh(&[2, 1]);
+        let forecast = gkwh(&[5.0, 1.0, 1.0, 5.0]);
+        let actual = gkwh(&[4.0, 3.0, 1.0, 2.0]);
+        let planned = flexible_start(&profile, &forecast, 2).expect("ok");
+        // Planned on the forecast: start at slot 1 (2×1 + 1×1 = 3 g).
+        assert_eq!((planned.best_offset, planned.best), (1, GramsCo2e(3.0)));
+        let slots = [1, 2];
+        assert_eq!(
+            plan_emissions(&profile, &forecast, &slots),
+            Some(planned.best)
+        );
+        // On the actuals the same plan emits 2×3 + 1×1 = 7 g.
+        assert_eq!(
+            plan_emissions(&profile, &actual, &slots),
+            Some(GramsCo2e(7.0))
+        );
+        assert_eq!(plan_emissions(&profile, &actual, &[2, 4]), None);
+        assert_eq!(plan_emissions(&profile, &actual, &[2]), None);
     }
 
     #[test]

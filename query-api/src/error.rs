@@ -44,6 +44,9 @@ pub enum ApiError {
     /// The thing does not exist or is not the caller's.
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts the stored state (e.g. closing a workload closed elsewhere).
+    #[error("{0}")]
+    Conflict(String),
     /// The request is well formed but this data cannot answer it; the message says why.
     #[error("{0}")]
     Unprocessable(String),
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +115,7 @@ impl ApiError {
                 ("urn:wattprint:problem:rate-limited", "Too many requests")
             }
             ApiError::NotFound(_) => ("urn:wattprint:problem:not-found", "Not found"),
+            ApiError::Conflict(_) => ("urn:wattprint:problem:conflict", "Conflict"),
             ApiError::MethodNotAllowed => (
                 "urn:wattprint:problem:method-not-allowed",
                 "Method not allowed",
@@ -143,6 +148,7 @@ impl ApiError {
         match err {
             StoreError::NotFound(_) => ApiError::NotFound(not_found()),
             StoreError::Invalid(msg) => ApiError::BadRequest(msg),
+            StoreError::Conflict(msg) => ApiError::Conflict(msg),
             other => ApiError::Internal(other.to_string()),
         }
     }

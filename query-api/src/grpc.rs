@@ -129,7 +129,15 @@ impl From<ApiError> for Status {
         if let ApiError::Internal(cause) = &err {
             tracing::error!(%cause, "grpc request failed");
         }
-        Status::new(grpc_code(err.status()), err.detail())
+        let mut status = Status::new(grpc_code(err.status()), err.detail());
+        if let ApiError::TooManyRequests { retry_after_s } = &err {
+            // The REST answer's `Retry-After`, as metadata.
+            status.metadata_mut().insert(
+                "retry-after",
+                tonic::metadata::MetadataValue::from(*retry_after_s),
+            );
+        }
+        status
     }
 }
 
@@ -186,6 +194,8 @@ impl From<WhatIfView> for WorkloadWhatIf {
                     worst_co2e_g: f.worst_co2e_g,
                     saving_co2e_g: f.saving_co2e_g,
                     saving_pct: f.saving_pct,
+                    realized_co2e_g: f.realized_co2e_g,
+                    realized_saving_co2e_g: f.realized_saving_co2e_g,
                 })
                 .collect(),
             pause_resume: v
@@ -207,9 +217,16 @@ impl From<WhatIfView> for WorkloadWhatIf {
                             to: r.to,
                         })
                         .collect(),
+                    realized_co2e_g: p.realized_co2e_g,
+                    realized_saving_co2e_g: p.realized_saving_co2e_g,
                 })
                 .collect(),
             unavailable: v.unavailable,
+            basis_kind: match v.basis_kind {
+                crate::whatif::Basis::Actual => "actual",
+                crate::whatif::Basis::Forecast => "forecast",
+            }
+            .to_owned(),
         }
     }
 }
@@ -287,6 +304,7 @@ impl TenantQuery for GrpcTenantQuery {
             &scope,
             &self.state.catalog,
             &WorkloadId::new(id),
+            &self.state.limits,
         )
         .await?;
         Ok(Response::new(WorkloadFootprint::from(detail)))
@@ -301,7 +319,12 @@ impl TenantQuery for GrpcTenantQuery {
         let req = request.into_inner();
         check_id("workload", &req.workload_id)?;
         tracing::Span::current().record("workload", req.workload_id.as_str());
-        let asked = WhatIfRequest::new(Some(req.window_hours), Some(req.factors))?;
+        let basis = match req.basis.as_str() {
+            "" => whatif::Basis::Actual,
+            other => whatif::Basis::parse(other)?,
+        };
+        let asked =
+            WhatIfRequest::new(Some(req.window_hours), Some(req.factors))?.with_basis(basis);
         let join = self.state.intensity_join()?;
         let view = whatif::workload_whatif(
             self.state.store.as_ref(),
@@ -309,6 +332,7 @@ impl TenantQuery for GrpcTenantQuery {
             &join,
             &WorkloadId::new(req.workload_id),
             &asked,
+            &self.state.limits,
         )
         .await?;
         Ok(Response::new(view.into()))

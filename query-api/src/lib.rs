@@ -30,12 +30,13 @@ pub mod error;
 pub mod grpc;
 pub mod openapi;
 pub mod operator;
-pub mod restatements;
 pub mod ratelimit;
+pub mod restatements;
 pub mod routes;
 pub mod service;
 pub mod time;
 pub mod whatif;
+pub mod workloads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,8 +50,8 @@ pub use auth::{
     AuthenticatedTenant, Claims, Principal, Role, TenantAccess, TokenVerifier,
 };
 pub use error::ApiError;
-pub use ratelimit::{RateLimit, RateLimiter};
 pub use grpc::{grpc_service, GrpcTenantQuery};
+pub use ratelimit::{RateLimit, RateLimiter};
 pub use routes::router;
 
 /// Limits that keep one request from reading unbounded amounts of data.
@@ -185,7 +186,9 @@ pub async fn serve(
         tracing::info!(%addr, "query api listening");
     }
     if !state.verifier.is_configured() {
-        tracing::warn!("no token secret or key set configured: every authenticated request will be refused");
+        tracing::warn!(
+            "no token secret or key set configured: every authenticated request will be refused"
+        );
     }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

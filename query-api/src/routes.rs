@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
@@ -40,8 +40,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}/series", get(instance_series))
-        .route("/v1/workloads", get(list_workloads).post(create_workload))
+        .route(
+            "/v1/workloads",
+            get(crate::workloads::get_list).post(create_workload),
+        )
         .route("/v1/workloads/{id}", get(get_workload))
+        .route(
+            "/v1/workloads/{id}/labels",
+            put(crate::workloads::put_labels),
+        )
+        .route(
+            "/v1/workloads/{id}/close",
+            post(crate::workloads::post_close),
+        )
         .route("/v1/workloads/{id}/whatif", get(workload_whatif))
         .route("/v1/summary", get(tenant_summary))
         .route("/v1/restatements", get(list_restatements))
@@ -203,39 +214,6 @@ pub(crate) async fn instance_series(
     Ok(Json(series))
 }
 
-/// Body of `GET /v1/workloads`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WorkloadList {
-    /// The caller's workloads, newest first.
-    pub workloads: Vec<WorkloadView>,
-}
-
-/// The caller's workloads
-///
-/// Newest first, without footprints (`GET /v1/workloads/{id}` has one).
-#[utoipa::path(
-    get,
-    path = "/v1/workloads",
-    tag = "workloads",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The tenant's workloads.", body = WorkloadList),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 429, response = crate::openapi::TooManyRequests),
-        (status = 500, response = crate::openapi::InternalError),
-    )
-)]
-#[tracing::instrument(skip_all, fields(count = Empty))]
-pub(crate) async fn list_workloads(
-    State(state): State<ApiState>,
-    AuthenticatedTenant(scope): AuthenticatedTenant,
-) -> Result<Json<WorkloadList>, ApiError> {
-    let workloads = service::list_workloads(state.store.as_ref(), &scope).await?;
-    tracing::Span::current().record("count", workloads.len());
-    Ok(Json(WorkloadList { workloads }))
-}
-
 /// Create a workload
 ///
 /// A named run over some of the tenant's instances and a time range, with what its functional
@@ -312,6 +290,7 @@ pub(crate) async fn get_workload(
         &scope,
         &state.catalog,
         &WorkloadId::new(id),
+        &state.limits,
     )
     .await?;
     Ok(Json(detail))
@@ -325,6 +304,10 @@ pub struct WhatIfParams {
     pub window_hours: Option<String>,
     /// Pause and Resume factors, comma-separated (default 1.25,1.5,1.75,2).
     pub factor: Option<String>,
+    /// `actual` (default: hindsight) or `forecast` (planned on the forecasts known at the
+    /// workload's start, and judged on actuals).
+    #[param(value_type = Option<crate::whatif::Basis>)]
+    pub basis: Option<String>,
 }
 
 /// Carbon-aware what-ifs of a workload
@@ -361,7 +344,14 @@ pub(crate) async fn workload_whatif(
     check_id("workload", &id)?;
     tracing::Span::current().record("workload", id.as_str());
     let Query(params) = query?;
-    let req = WhatIfRequest::parse(params.window_hours.as_deref(), params.factor.as_deref())?;
+    let basis = params
+        .basis
+        .as_deref()
+        .map(crate::whatif::Basis::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let req = WhatIfRequest::parse(params.window_hours.as_deref(), params.factor.as_deref())?
+        .with_basis(basis);
     let join = state.intensity_join()?;
     let view = crate::whatif::workload_whatif(
         state.store.as_ref(),
@@ -369,6 +359,7 @@ pub(crate) async fn workload_whatif(
         &join,
         &WorkloadId::new(id),
         &req,
+        &state.limits,
     )
     .await?;
     Ok(Json(view))

@@ -608,12 +608,17 @@ pub struct WorkloadRequest {
     pub instance_ids: Vec<String>,
     /// Start: RFC 3339 or Unix ms.
     pub from: InstantInput,
-    /// End (exclusive): RFC 3339 or Unix ms.
-    pub to: InstantInput,
+    /// End (exclusive): RFC 3339 or Unix ms. Absent: the workload is open (still running)
+    /// until `POST /v1/workloads/{id}/close`.
+    #[serde(default)]
+    pub to: Option<InstantInput>,
     /// What R counts (e.g. `training run`).
     pub functional_unit: String,
     /// R: how many functional units the workload produced.
     pub functional_units: f64,
+    /// Key/value labels (team, project…); see `PUT /v1/workloads/{id}/labels` for the rules.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn check_text(field: &str, s: &str) -> Result<(), ApiError> {
@@ -647,15 +652,20 @@ pub fn validate_workload(
         }
     }
     let from = req.from.parse("from").map_err(ApiError::BadRequest)?;
-    let to = req.to.parse("to").map_err(ApiError::BadRequest)?;
-    if to <= from {
-        return Err(ApiError::BadRequest("to must be after from".into()));
-    }
-    if to.since(from) > limits.max_range_ms {
-        return Err(ApiError::BadRequest(format!(
-            "a workload may span at most {} ms",
-            limits.max_range_ms
-        )));
+    let to = match &req.to {
+        Some(to) => Some(to.parse("to").map_err(ApiError::BadRequest)?),
+        None => None,
+    };
+    if let Some(to) = to {
+        if to <= from {
+            return Err(ApiError::BadRequest("to must be after from".into()));
+        }
+        if to.since(from) > limits.max_range_ms {
+            return Err(ApiError::BadRequest(format!(
+                "a workload may span at most {} ms",
+                limits.max_range_ms
+            )));
+        }
     }
     if !req.functional_units.is_finite() || req.functional_units <= 0.0 {
         return Err(ApiError::BadRequest(
@@ -673,6 +683,7 @@ pub fn validate_workload(
         to,
         functional_unit: req.functional_unit.clone(),
         functional_units: req.functional_units,
+        labels: req.labels.clone(),
     })
 }
 
@@ -687,8 +698,12 @@ pub struct WorkloadView {
     pub instance_ids: Vec<String>,
     /// Start (RFC 3339).
     pub from: String,
-    /// End, exclusive (RFC 3339).
-    pub to: String,
+    /// End, exclusive (RFC 3339); null while the workload is open.
+    pub to: Option<String>,
+    /// `open` (no end yet) or `closed`.
+    pub status: String,
+    /// Key/value labels.
+    pub labels: BTreeMap<String, String>,
     /// What R counts.
     pub functional_unit: String,
     /// R.
@@ -704,7 +719,14 @@ impl From<&Workload> for WorkloadView {
             label: w.spec.label.clone(),
             instance_ids: w.spec.instances.iter().map(|i| i.to_string()).collect(),
             from: w.spec.from.to_rfc3339(),
-            to: w.spec.to.to_rfc3339(),
+            to: w.spec.to.map(UnixMillis::to_rfc3339),
+            status: if w.spec.to.is_some() {
+                "closed"
+            } else {
+                "open"
+            }
+            .to_owned(),
+            labels: w.spec.labels.clone(),
             functional_unit: w.spec.functional_unit.clone(),
             functional_units: w.spec.functional_units,
             created_at: w.created_at.to_rfc3339(),
@@ -736,18 +758,6 @@ pub async fn create_workload(
         .await
         .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
     Ok(WorkloadView::from(&w))
-}
-
-/// The tenant's workloads, newest first.
-pub async fn list_workloads(
-    store: &dyn Store,
-    scope: &TenantScope,
-) -> Result<Vec<WorkloadView>, ApiError> {
-    let ws = store
-        .list_workloads(scope)
-        .await
-        .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
-    Ok(ws.iter().map(WorkloadView::from).collect())
 }
 
 /// GPU-time the footprint expected and found.
@@ -803,6 +813,7 @@ pub async fn workload_detail(
     scope: &TenantScope,
     catalog: &HardwareCatalog,
     id: &WorkloadId,
+    limits: &ApiLimits,
 ) -> Result<WorkloadDetail, ApiError> {
     let not_found = || format!("workload {id} not found");
     let w = store
@@ -810,7 +821,8 @@ pub async fn workload_detail(
         .await
         .map_err(|e| ApiError::from_store(e, not_found))?
         .ok_or_else(|| ApiError::NotFound(not_found()))?;
-    let footprint = workload_footprint(store, scope, catalog, &w).await?;
+    let span = crate::workloads::workload_span(&w, limits)?;
+    let footprint = workload_footprint(store, scope, catalog, &w, span).await?;
     Ok(WorkloadDetail {
         workload: WorkloadView::from(&w),
         footprint,
@@ -832,7 +844,7 @@ pub struct WorkloadEnergy {
     pub missing_instances: Vec<String>,
 }
 
-/// Collects a workload's energy exactly.
+/// Collects a workload's energy over `span` (its range; for an open workload, so far) exactly.
 ///
 /// Per instance: the 5-minute intervals with buckets starting in `[floor5(from), to)`. A bucket
 /// wholly inside `[from, to)` counts its stored energy. An edge bucket re-reads the raw samples
@@ -844,8 +856,8 @@ pub async fn workload_energy(
     store: &dyn Store,
     scope: &TenantScope,
     w: &Workload,
+    (from, to): (UnixMillis, UnixMillis),
 ) -> Result<WorkloadEnergy, ApiError> {
-    let (from, to) = (w.spec.from, w.spec.to);
     let inventory = store
         .list_instances(scope)
         .await
@@ -927,9 +939,9 @@ pub async fn workload_footprint(
     scope: &TenantScope,
     catalog: &HardwareCatalog,
     w: &Workload,
+    (from, to): (UnixMillis, UnixMillis),
 ) -> Result<FootprintView, ApiError> {
-    let (from, to) = (w.spec.from, w.spec.to);
-    let energy = workload_energy(store, scope, w).await?;
+    let energy = workload_energy(store, scope, w, (from, to)).await?;
     let mut embodied = 0.0;
     let mut unknown_models = BTreeSet::new();
     for model in &energy.gpu_models {
@@ -1127,9 +1139,10 @@ mod tests {
             label: "run".into(),
             instance_ids: vec!["i-1".into()],
             from: InstantInput::Text("2026-11-23T00:00:00Z".into()),
-            to: InstantInput::Millis(1_795_478_400_000),
+            to: Some(InstantInput::Millis(1_795_478_400_000)),
             functional_unit: "training run".into(),
             functional_units: 1.0,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -1139,7 +1152,10 @@ mod tests {
         let ok = validate_workload(&request(), &l).unwrap();
         assert_eq!(
             (ok.from, ok.to),
-            (UnixMillis(1_795_392_000_000), UnixMillis(1_795_478_400_000))
+            (
+                UnixMillis(1_795_392_000_000),
+                Some(UnixMillis(1_795_478_400_000))
+            )
         );
         let cases: Vec<(WorkloadRequest, &str)> = vec![
             (
@@ -1179,14 +1195,14 @@ mod tests {
             ),
             (
                 WorkloadRequest {
-                    to: InstantInput::Text("2026-11-22T00:00:00Z".into()),
+                    to: Some(InstantInput::Text("2026-11-22T00:00:00Z".into())),
                     ..request()
                 },
                 "after",
             ),
             (
                 WorkloadRequest {
-                    to: InstantInput::Text("2027-11-22T00:00:00Z".into()),
+                    to: Some(InstantInput::Text("2027-11-22T00:00:00Z".into())),
                     ..request()
                 },
                 "at most",

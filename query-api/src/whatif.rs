@@ -1,21 +1,30 @@
 //! Carbon-aware what-ifs of a workload (Dodge et al. 2022): what it would have emitted had it
 //! started later (Flexible Start) or paused in dirty 5-minute slots (Pause and Resume), on the
-//! actual marginal intensity of its grid region — hindsight, as in the paper. The algorithms are
+//! marginal intensity of its grid region. Two bases:
+//!
+//! - `actual` (default): the actual marginal intensity — hindsight, as in the paper;
+//! - `forecast`: the marginal forecasts known when the workload started (for each slot, the
+//!   latest forecast issued at or before `from`) — what a scheduler could have planned. Each
+//!   plan is then also judged on the actuals where they cover it (`realized_*`): the saving the
+//!   plan would really have made, which can be smaller than forecast, or negative.
+//!
+//! The algorithms are
 //! [`wattprint_core::whatif`]; this module builds their inputs from the store and the intensity
 //! join, and renders the results.
 //!
 //! Inputs: the workload's facility energy per 5-minute slot (IT energy × the bucket's PUE,
 //! rounded to the millijoule), slot 0 being the bucket holding `from`; and the region's
-//! intensity per slot from the same join the enricher uses. Only **actual** marginal points
-//! count: a fallback average or a gap ends the usable series (a constant would invent a "no
-//! saving" answer), and a window that would need slots past it is listed as unavailable with
-//! the reason, never computed on made-up values.
+//! intensity per slot from the same join the enricher uses. Only points of the basis count
+//! (actuals, or forecasts issued by the start): a fallback average, a nearest actual or a gap
+//! ends the usable series (a constant would invent a "no saving" answer), and a window that
+//! would need slots past it is listed as unavailable with the reason, never computed on
+//! made-up values.
 
 use serde::{Deserialize, Serialize};
 use wattprint_core::intensity::{IntensityJoin, IntensityKind};
 use wattprint_core::whatif::{
-    deadline_slots, flexible_start, pause_and_resume, slot_start, FlexibleStartResult,
-    PauseResumeResult, WhatIfError,
+    deadline_slots, flexible_start, pause_and_resume, plan_emissions, slot_start,
+    FlexibleStartResult, PauseResumeResult, WhatIfError,
 };
 use wattprint_core::{
     Bucket, GramsPerKwh, Millijoules, RegionId, TenantScope, UnixMillis, WorkloadId, BUCKET_MS,
@@ -24,6 +33,7 @@ use wattprint_store::Store;
 
 use crate::error::ApiError;
 use crate::service::workload_energy;
+use crate::ApiLimits;
 
 /// Flexible Start windows of the paper, hours.
 pub const PAPER_WINDOWS_HOURS: [f64; 4] = [6.0, 12.0, 18.0, 24.0];
@@ -38,6 +48,37 @@ pub const MAX_CHOICES: usize = 8;
 
 const SLOTS_PER_HOUR: f64 = 12.0;
 
+/// The intensity a what-if plans on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Actual marginal intensity (hindsight, as in the paper).
+    #[default]
+    Actual,
+    /// Marginal forecasts known at the workload's start (planning), judged on actuals too.
+    Forecast,
+}
+
+impl Basis {
+    /// Parses `actual` or `forecast`.
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "actual" => Ok(Basis::Actual),
+            "forecast" => Ok(Basis::Forecast),
+            other => Err(ApiError::BadRequest(format!(
+                "basis: {other:?} is not one of actual, forecast"
+            ))),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Basis::Actual => "actual marginal intensity (hindsight)",
+            Basis::Forecast => "marginal forecast known at the workload's start (planning)",
+        }
+    }
+}
+
 /// Which what-ifs to compute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WhatIfRequest {
@@ -45,6 +86,8 @@ pub struct WhatIfRequest {
     pub windows_hours: Vec<f64>,
     /// Pause and Resume deadline factors.
     pub factors: Vec<f64>,
+    /// Intensity the plans are made on.
+    pub basis: Basis,
 }
 
 impl Default for WhatIfRequest {
@@ -52,6 +95,7 @@ impl Default for WhatIfRequest {
         Self {
             windows_hours: PAPER_WINDOWS_HOURS.to_vec(),
             factors: PAPER_FACTORS.to_vec(),
+            basis: Basis::Actual,
         }
     }
 }
@@ -75,6 +119,12 @@ impl WhatIfRequest {
             .transpose()?;
         let factors = factor.map(|raw| parse_list("factor", raw)).transpose()?;
         Self::new(windows, factors)
+    }
+
+    /// The same request on another basis.
+    pub fn with_basis(mut self, basis: Basis) -> Self {
+        self.basis = basis;
+        self
     }
 
     /// Checks the lists (the paper's values for `None` or empty): at most [`MAX_CHOICES`]
@@ -145,6 +195,12 @@ pub struct FlexibleStartView {
     pub saving_co2e_g: f64,
     /// Saving as a percentage of actual.
     pub saving_pct: f64,
+    /// Basis `forecast`: emissions of the best start on the actual intensity; null for basis
+    /// `actual` or where actuals do not cover it.
+    pub realized_co2e_g: Option<f64>,
+    /// Basis `forecast`: emissions as run minus `realized_co2e_g`, both on actuals (what the
+    /// plan would really have saved; negative when it would have cost).
+    pub realized_saving_co2e_g: Option<f64>,
 }
 
 /// A stretch of consecutive slots in which the paused-and-resumed run works.
@@ -175,6 +231,11 @@ pub struct PauseResumeView {
     pub paused_minutes: i64,
     /// When the run works, in order.
     pub schedule: Vec<RunView>,
+    /// Basis `forecast`: emissions of this schedule on the actual intensity; null for basis
+    /// `actual` or where actuals do not cover it.
+    pub realized_co2e_g: Option<f64>,
+    /// Basis `forecast`: emissions as run minus `realized_co2e_g`, both on actuals.
+    pub realized_saving_co2e_g: Option<f64>,
 }
 
 /// The what-ifs of one workload.
@@ -184,8 +245,10 @@ pub struct WhatIfView {
     pub workload_id: String,
     /// Grid region of its instances.
     pub region: String,
-    /// What intensity the results rest on.
+    /// What intensity the results rest on, in words.
     pub basis: String,
+    /// `actual` or `forecast`.
+    pub basis_kind: Basis,
     /// Source of the intensity series.
     pub intensity_source: String,
     /// Whether that series is historical data replayed on a shifted clock.
@@ -196,7 +259,7 @@ pub struct WhatIfView {
     pub profile_slots: usize,
     /// Facility energy of the run (IT × PUE), kWh.
     pub energy_kwh: f64,
-    /// End of the last slot read with an actual intensity (RFC 3339): where actual values
+    /// End of the last slot read with a value of the basis (RFC 3339): where those values
     /// stop, or, when they go on, the end of the horizon the asked what-ifs needed.
     pub intensity_known_until: String,
     /// Flexible Start, per window asked.
@@ -266,6 +329,38 @@ fn actual_series(
     (series, source, None)
 }
 
+/// The region's forecast per slot from `first` as known at `decided_at` (the latest issued at
+/// or before it), up to `needed` slots, stopping at the first slot without one.
+fn forecast_series(
+    join: &IntensityJoin,
+    region: &RegionId,
+    first: Bucket,
+    needed: usize,
+    decided_at: UnixMillis,
+) -> (Vec<GramsPerKwh>, Option<(String, bool)>, Option<String>) {
+    let mut series = Vec::with_capacity(needed);
+    let mut source = None;
+    for slot in 0..needed {
+        let bucket = Bucket::containing(slot_start(first, slot));
+        let Some(j) = join.forecast_as_of(region, bucket, decided_at) else {
+            return (
+                series,
+                source,
+                Some(format!(
+                    "{} has no forecast issued by {}",
+                    rfc3339(bucket.start()),
+                    rfc3339(decided_at)
+                )),
+            );
+        };
+        if source.is_none() {
+            source = Some((j.source.clone(), j.replayed));
+        }
+        series.push(j.value);
+    }
+    (series, source, None)
+}
+
 fn runs(first: Bucket, schedule: &[usize]) -> Vec<RunView> {
     let mut out: Vec<(usize, usize)> = Vec::new();
     for &s in schedule {
@@ -286,7 +381,32 @@ fn minutes(slots: usize) -> i64 {
     i64::try_from(slots).unwrap_or(i64::MAX).saturating_mul(5)
 }
 
-fn flexible_view(first: Bucket, hours: f64, r: &FlexibleStartResult) -> FlexibleStartView {
+/// A plan judged on the actuals: (its emissions there, as-run minus those), when the actuals
+/// cover both the run as it was and the plan.
+fn realized(
+    profile: &[Millijoules],
+    actuals: Option<&[GramsPerKwh]>,
+    slots: &[usize],
+) -> (Option<f64>, Option<f64>) {
+    let Some(actuals) = actuals else {
+        return (None, None);
+    };
+    let as_run: Vec<usize> = (0..profile.len()).collect();
+    match (
+        plan_emissions(profile, actuals, slots),
+        plan_emissions(profile, actuals, &as_run),
+    ) {
+        (Some(plan), Some(run)) => (Some(plan.0), Some(run.0 - plan.0)),
+        (plan, _) => (plan.map(|p| p.0), None),
+    }
+}
+
+fn flexible_view(
+    first: Bucket,
+    hours: f64,
+    r: &FlexibleStartResult,
+    realized: (Option<f64>, Option<f64>),
+) -> FlexibleStartView {
     FlexibleStartView {
         window_hours: hours,
         actual_co2e_g: r.actual.0,
@@ -297,10 +417,17 @@ fn flexible_view(first: Bucket, hours: f64, r: &FlexibleStartResult) -> Flexible
         worst_co2e_g: r.worst.0,
         saving_co2e_g: r.saving.0,
         saving_pct: r.saving_pct,
+        realized_co2e_g: realized.0,
+        realized_saving_co2e_g: realized.1,
     }
 }
 
-fn pause_view(first: Bucket, factor: f64, r: &PauseResumeResult) -> PauseResumeView {
+fn pause_view(
+    first: Bucket,
+    factor: f64,
+    r: &PauseResumeResult,
+    realized: (Option<f64>, Option<f64>),
+) -> PauseResumeView {
     PauseResumeView {
         factor,
         deadline: rfc3339(slot_start(first, r.deadline_slots)),
@@ -310,6 +437,8 @@ fn pause_view(first: Bucket, factor: f64, r: &PauseResumeResult) -> PauseResumeV
         saving_pct: r.saving_pct,
         paused_minutes: minutes(r.paused_slots),
         schedule: runs(first, &r.schedule),
+        realized_co2e_g: realized.0,
+        realized_saving_co2e_g: realized.1,
     }
 }
 
@@ -321,6 +450,7 @@ pub async fn workload_whatif(
     join: &IntensityJoin,
     id: &WorkloadId,
     req: &WhatIfRequest,
+    limits: &ApiLimits,
 ) -> Result<WhatIfView, ApiError> {
     let not_found = || format!("workload {id} not found");
     let w = store
@@ -328,7 +458,8 @@ pub async fn workload_whatif(
         .await
         .map_err(|e| ApiError::from_store(e, not_found))?
         .ok_or_else(|| ApiError::NotFound(not_found()))?;
-    let energy = workload_energy(store, scope, &w).await?;
+    let span = crate::workloads::workload_span(&w, limits)?;
+    let energy = workload_energy(store, scope, &w, span).await?;
     let mut regions = energy.regions.iter();
     let region = match (regions.next(), regions.next()) {
         (Some(region), None) => region.clone(),
@@ -348,7 +479,7 @@ pub async fn workload_whatif(
     };
     let first = Bucket::containing(w.spec.from);
     // Slots from the bucket holding `from` through the one holding the last millisecond.
-    let span = w.spec.to.since(first.start()).max(1);
+    let span = span.1.since(first.start()).max(1);
     let n = usize::try_from((span + BUCKET_MS - 1).div_euclid(BUCKET_MS)).unwrap_or(1);
     let profile = facility_profile(&energy.slices, first, n);
 
@@ -369,17 +500,28 @@ pub async fn workload_whatif(
         .chain(&deadlines)
         .map(|&(_, slots)| slots)
         .fold(n, usize::max);
-    let (series, source, stop) = actual_series(join, &region, first, needed);
+    let actuals = actual_series(join, &region, first, needed);
+    let (series, source, stop, realized_on) = match req.basis {
+        Basis::Actual => (actuals.0, actuals.1, actuals.2, None),
+        Basis::Forecast => {
+            let (series, source, stop) = forecast_series(join, &region, first, needed, w.spec.from);
+            (series, source, stop, Some(actuals.0))
+        }
+    };
+    let what = match req.basis {
+        Basis::Actual => "an actual marginal intensity",
+        Basis::Forecast => "a marginal forecast issued by its start",
+    };
     if series.len() < n {
         return Err(ApiError::Unprocessable(format!(
-            "workload {id}: region {region} lacks an actual marginal intensity during the run ({})",
+            "workload {id}: region {region} lacks {what} during the run ({})",
             stop.unwrap_or_default()
         )));
     }
     let known_until = slot_start(first, series.len());
     let why_short = |needed_slots: usize| {
         format!(
-            "needs actual intensity until {}; region {region} has it until {} ({})",
+            "needs {what} until {}; region {region} has it until {} ({})",
             rfc3339(slot_start(first, needed_slots)),
             rfc3339(known_until),
             stop.clone().unwrap_or_default()
@@ -395,7 +537,9 @@ pub async fn workload_whatif(
         }
         let r = flexible_start(&profile, &series, slots - n)
             .map_err(|e| ApiError::Internal(format!("flexible start of {id}: {e}")))?;
-        flexible.push(flexible_view(first, h, &r));
+        let plan: Vec<usize> = (r.best_offset..r.best_offset + n).collect();
+        let judged = realized(&profile, realized_on.as_deref(), &plan);
+        flexible.push(flexible_view(first, h, &r, judged));
     }
     let mut pause = Vec::new();
     for &(f, m) in &deadlines {
@@ -405,13 +549,15 @@ pub async fn workload_whatif(
         }
         let r = pause_and_resume(&profile, &series, f)
             .map_err(|e| ApiError::Internal(format!("pause and resume of {id}: {e}")))?;
-        pause.push(pause_view(first, f, &r));
+        let judged = realized(&profile, realized_on.as_deref(), &r.schedule);
+        pause.push(pause_view(first, f, &r, judged));
     }
     let (intensity_source, intensity_replayed) = source.unwrap_or_default();
     Ok(WhatIfView {
         workload_id: id.to_string(),
         region: region.to_string(),
-        basis: "actual marginal intensity (hindsight)".to_owned(),
+        basis: req.basis.describe().to_owned(),
+        basis_kind: req.basis,
         intensity_source,
         intensity_replayed,
         first_slot: rfc3339(first.start()),

@@ -138,6 +138,9 @@ async fn fixture(with_intensity: bool) -> Fixture {
             average: Some((GramsPerKwh(400.0), "egrid:NWPP".into())),
         },
     );
+    for point in forecast_points() {
+        join.record(&point).unwrap();
+    }
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store
         .upsert_inventory(&[
@@ -156,6 +159,7 @@ async fn fixture(with_intensity: bool) -> Fixture {
                 vec![gpu("GPU-avg", H100)],
             ),
             instance("globex", "i-g", REGION, None, vec![gpu("GPU-g", H100)]),
+            instance("acme", "i-fc", REGION, None, vec![gpu("GPU-fc", H100)]),
         ])
         .await
         .unwrap();
@@ -163,6 +167,8 @@ async fn fixture(with_intensity: bool) -> Fixture {
     let mut samples = gpu_samples("i-cn", "GPU-cn0", REGION, from, to, 0);
     samples.extend(gpu_samples("i-cn", "GPU-cn1", REGION, from + 7_000, to, 1));
     samples.extend(gpu_samples("i-avg", "GPU-avg", "AVG_ONLY", from, to, 0));
+    let (fc_from, fc_to) = forecast_run();
+    samples.extend(gpu_samples("i-fc", "GPU-fc", REGION, fc_from, fc_to, 2));
     let outcome = store.write_samples(&samples).await.unwrap();
     assert_eq!(outcome.inserted as usize, samples.len());
     let dyn_store: Arc<dyn Store> = store;
@@ -178,6 +184,52 @@ async fn fixture(with_intensity: bool) -> Fixture {
     }
 }
 
+/// WattTime's real forecasts for CAISO_NORTH (issued every 5 minutes on 2023-06-08/09, 5 to
+/// 65 minutes ahead) as ledger points: (issued, target, value) per row.
+fn forecast_rows() -> Vec<(i64, i64, f64)> {
+    let text = std::fs::read_to_string(data(
+        "moer/watttime2023_caiso-north_forecast_2023-06-08_09.csv",
+    ))
+    .unwrap();
+    let at = |t: &str| {
+        parse_instant("t", &format!("{}Z", t.replace(' ', "T")))
+            .unwrap()
+            .0
+    };
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            (at(f[0]), at(f[1]), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+fn forecast_points() -> Vec<wattprint_core::intensity::IntensityPoint> {
+    use wattprint_core::intensity::{IntensityPoint, PointKind, Signal};
+    forecast_rows()
+        .into_iter()
+        .map(|(issued, target, value)| IntensityPoint {
+            region: RegionId::from(REGION),
+            at: UnixMillis(target),
+            duration_ms: B,
+            value: GramsPerKwh(value),
+            signal: Signal::Marginal,
+            kind: PointKind::Forecast,
+            issued_at: Some(UnixMillis(issued)),
+            provider: "watttime:CAISO_NORTH".to_owned(),
+            model_version: None,
+            fetched_at: UnixMillis(issued),
+        })
+        .collect()
+}
+
+/// A 25-minute run of instance i-fc on 2023-06-08, inside the forecasts' days.
+fn forecast_run() -> (i64, i64) {
+    let from = parse_instant("from", "2023-06-08T10:01:00Z").unwrap().0;
+    (from, from + 25 * 60_000)
+}
+
 /// A 3-hour run starting off the 5-minute grid, 15 h before the series ends.
 fn long_run() -> (i64, i64) {
     let from = parse_instant("from", "2023-07-08T06:02:10Z").unwrap().0;
@@ -188,13 +240,18 @@ fn long_run() -> (i64, i64) {
 /// inside each slot ∩ `[from, to)` by core's `clip_energy` (consistent with the bucket split
 /// the store did), summed per slot, × PUE, rounded to the mJ.
 fn profile(f: &Fixture, from: i64, to: i64) -> (i64, Vec<u64>) {
+    profile_of(f, "i-cn", from, to)
+}
+
+/// [`profile`] of any instance of the fixture.
+fn profile_of(f: &Fixture, instance: &str, from: i64, to: i64) -> (i64, Vec<u64>) {
     let first = from.div_euclid(B) * B;
     let n = ((to - first) + B - 1).div_euclid(B) as usize;
     let mut it = vec![0u64; n];
     for s in f
         .samples
         .iter()
-        .filter(|s| s.sample.instance.as_str() == "i-cn")
+        .filter(|s| s.sample.instance.as_str() == instance)
     {
         for (slot, acc) in it.iter_mut().enumerate() {
             let a = from.max(first + slot as i64 * B);
@@ -508,6 +565,7 @@ async fn grpc_gives_the_rest_numbers_exactly() {
             workload_id: id.clone(),
             window_hours,
             factors,
+            basis: String::new(),
         });
         req.metadata_mut().insert(
             "authorization",
@@ -569,4 +627,150 @@ async fn grpc_gives_the_rest_numbers_exactly() {
         .await
         .unwrap_err();
     assert_eq!(other.code(), tonic::Code::NotFound, "{other:?}");
+}
+
+/// Every way to place `n` ordered work slots in `m` slots.
+fn schedules(n: usize, m: usize) -> Vec<Vec<usize>> {
+    fn go(start: usize, left: usize, m: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if left == 0 {
+            out.push(cur.clone());
+            return;
+        }
+        for s in start..=m - left {
+            cur.push(s);
+            go(s + 1, left - 1, m, cur, out);
+            cur.pop();
+        }
+    }
+    let mut out = Vec::new();
+    go(0, n, m, &mut Vec::new(), &mut out);
+    out
+}
+
+#[tokio::test]
+async fn forecast_basis_plans_on_what_was_known_at_the_start_and_is_judged_on_actuals() {
+    let f = fixture(true).await;
+    let (from, to) = forecast_run();
+    let id = create_workload(&f.app, "acme", &["i-fc"], from, to, 1.0).await;
+    let r = whatif(
+        &f.app,
+        "acme",
+        &id,
+        "?window_hours=0.5,1&factor=2&basis=forecast",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["basis_kind"], "forecast");
+    let (first, prof) = profile_of(&f, "i-fc", from, to);
+    let n = prof.len();
+    assert_eq!(n, 6, "10:01 to 10:26 touches six buckets");
+
+    // By hand from the CSV: per slot, the latest forecast issued at or before 10:01.
+    let rows = forecast_rows();
+    let forecast_at = |slot: usize| -> Option<f64> {
+        let target = first + slot as i64 * B;
+        rows.iter()
+            .filter(|(issued, t, _)| *t == target && *issued <= from)
+            .max_by_key(|(issued, _, _)| *issued)
+            .map(|(_, _, v)| *v)
+    };
+    let known = (0..).take_while(|&s| forecast_at(s).is_some()).count();
+    assert_eq!(known, 14, "issued 10:00 reaches 11:05");
+    assert_eq!(r.body["intensity_known_until"], rfc3339(first + 14 * B));
+    let fc: Vec<f64> = (0..known).map(|s| forecast_at(s).unwrap()).collect();
+    let actual: Vec<f64> = (0..known)
+        .map(|s| f.moer[&(first + s as i64 * B)])
+        .collect();
+    let on = |series: &[f64], slots: &[usize]| -> f64 {
+        let picked: Vec<f64> = slots.iter().map(|&s| series[s]).collect();
+        grams(&prof, &picked)
+    };
+    let as_run: Vec<usize> = (0..n).collect();
+
+    // Flexible Start over 30 minutes: the best offset by brute force on the forecast.
+    let fs = r.body["flexible_start"].as_array().unwrap();
+    assert_eq!(
+        fs.len(),
+        1,
+        "the 1 h window needs forecasts past 11:05: {}",
+        r.text
+    );
+    let plans: Vec<Vec<usize>> = (0..=6).map(|d| (d..d + n).collect()).collect();
+    let best = (0..plans.len())
+        .min_by(|&a, &b| {
+            on(&fc, &plans[a])
+                .total_cmp(&on(&fc, &plans[b]))
+                .then(a.cmp(&b))
+        })
+        .unwrap();
+    let v = &fs[0];
+    assert_eq!(v["best_start"], rfc3339(first + best as i64 * B), "{v}");
+    close(&v["actual_co2e_g"], on(&fc, &as_run));
+    close(&v["best_co2e_g"], on(&fc, &plans[best]));
+    close(&v["realized_co2e_g"], on(&actual, &plans[best]));
+    close(
+        &v["realized_saving_co2e_g"],
+        on(&actual, &as_run) - on(&actual, &plans[best]),
+    );
+    let why = r.body["unavailable"][0].as_str().unwrap();
+    assert!(
+        why.starts_with("flexible start 1 h") && why.contains("forecast"),
+        "{why}"
+    );
+
+    // Pause and Resume ×2: the optimum over all 924 schedules of 6 slots in 12, on the forecast.
+    let all = schedules(n, 12);
+    assert_eq!(all.len(), 924);
+    let best_schedule = all
+        .iter()
+        .min_by(|a, b| on(&fc, a).total_cmp(&on(&fc, b)))
+        .unwrap();
+    let pr = &r.body["pause_resume"][0];
+    let mut slots = Vec::new();
+    for run in pr["schedule"].as_array().unwrap() {
+        let a = parse_instant("from", run["from"].as_str().unwrap())
+            .unwrap()
+            .0;
+        let b = parse_instant("to", run["to"].as_str().unwrap()).unwrap().0;
+        slots.extend(((a - first) / B) as usize..((b - first) / B) as usize);
+    }
+    close(&pr["co2e_g"], on(&fc, best_schedule));
+    close(&pr["co2e_g"], on(&fc, &slots));
+    close(&pr["realized_co2e_g"], on(&actual, &slots));
+    close(
+        &pr["realized_saving_co2e_g"],
+        on(&actual, &as_run) - on(&actual, &slots),
+    );
+
+    // Hindsight on the same run has no realized figures; gRPC says the same as REST.
+    let hindsight = whatif(&f.app, "acme", &id, "?window_hours=0.5&factor=2").await;
+    assert_eq!(hindsight.body["basis_kind"], "actual");
+    assert!(hindsight.body["flexible_start"][0]["realized_co2e_g"].is_null());
+    close(
+        &hindsight.body["flexible_start"][0]["actual_co2e_g"],
+        on(&actual, &as_run),
+    );
+    let bad = whatif(&f.app, "acme", &id, "?basis=psychic").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    let grpc = GrpcTenantQuery::new(f.state.clone());
+    let mut req = tonic::Request::new(GetWorkloadWhatIfRequest {
+        workload_id: id.clone(),
+        window_hours: vec![0.5],
+        factors: vec![2.0],
+        basis: "forecast".into(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("acme")).parse().unwrap(),
+    );
+    let g = grpc.get_workload_what_if(req).await.unwrap().into_inner();
+    assert_eq!(g.basis_kind, "forecast");
+    assert_eq!(
+        g.flexible_start[0].realized_co2e_g,
+        v["realized_co2e_g"].as_f64()
+    );
+    assert_eq!(
+        g.pause_resume[0].realized_co2e_g,
+        pr["realized_co2e_g"].as_f64()
+    );
 }

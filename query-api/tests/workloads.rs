@@ -246,3 +246,200 @@ async fn invalid_workloads_are_400_with_a_message() {
         json!([])
     );
 }
+
+async fn send_json(
+    h: &Harness,
+    method: axum::http::Method,
+    uri: &str,
+    bearer: &str,
+    body: Option<&Value>,
+) -> Reply {
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {bearer}"),
+        );
+    let body = match body {
+        Some(b) => {
+            req = req.header(axum::http::header::CONTENT_TYPE, "application/json");
+            axum::body::Body::from(b.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    send(&h.app, req.body(body).unwrap()).await
+}
+
+fn reader_token(tenant: &str) -> String {
+    wattprint_query_api::mint_role_token(
+        &auth(),
+        wattprint_query_api::Role::Reader,
+        tenant,
+        std::time::SystemTime::now(),
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn open_workloads_are_labelled_closed_once_and_listed_by_status() {
+    // A range limit far beyond the test data's age, so "open until now" is always readable.
+    let h = harness_with(wattprint_query_api::ApiLimits {
+        max_range_ms: 100 * 365 * 24 * 3_600_000,
+        ..Default::default()
+    })
+    .await;
+    let admin = token("acme");
+    let r = post_json(
+        &h.app,
+        "/v1/workloads",
+        Some(&admin),
+        &json!({
+            "label": "still running",
+            "instance_ids": ["i-a1"],
+            "from": T0,
+            "functional_unit": "training run",
+            "functional_units": 1,
+            "labels": {"team": "research"},
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        (&r.body["status"], &r.body["to"]),
+        (&json!("open"), &Value::Null)
+    );
+    assert_eq!(r.body["labels"], json!({"team": "research"}));
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    // Open: the footprint runs to now, so it holds every sample of i-a1 — the same energy as
+    // the workload closed after the last sample.
+    let open = footprint(&h, &id).await;
+    let closed_after = create_workload(&h.app, "acme", &["i-a1"], T0, T0 + 3_600_000, 1.0).await;
+    let closed = footprint(&h, &closed_after).await;
+    assert_eq!(
+        open["footprint"]["it_energy_mj"],
+        closed["footprint"]["it_energy_mj"]
+    );
+    assert!(open["footprint"]["it_energy_mj"].as_u64().unwrap() > 0);
+
+    // Labels: readers may not change them; admins replace them; bad keys are 400s.
+    let labels_uri = format!("/v1/workloads/{id}/labels");
+    let put = |token: String, body: Value| {
+        let uri = labels_uri.clone();
+        let h = &h;
+        async move { send_json(h, axum::http::Method::PUT, &uri, &token, Some(&body)).await }
+    };
+    put(reader_token("acme"), json!({"labels": {"x": "y"}}))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    let r = put(
+        admin.clone(),
+        json!({"labels": {"team": "platform", "run": "7"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["labels"], json!({"run": "7", "team": "platform"}));
+    put(admin.clone(), json!({"labels": {"no spaces": "y"}}))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    put(admin.clone(), json!({"labelz": {}}))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+
+    // Close: readers may not; an end before the start is a 400; then once; the same end again
+    // is the same answer; another end is a 409; another tenant gets a 404.
+    let close_uri = format!("/v1/workloads/{id}/close");
+    let close = |token: String, body: Option<Value>| {
+        let uri = close_uri.clone();
+        let h = &h;
+        async move { send_json(h, axum::http::Method::POST, &uri, &token, body.as_ref()).await }
+    };
+    close(reader_token("acme"), None)
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    close(admin.clone(), Some(json!({"end": T0 - 1})))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    let end = T0 + 600_000;
+    let r = close(admin.clone(), Some(json!({"end": end}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], "closed");
+    assert_eq!(r.body["to"], "2026-11-23T00:10:00.000Z");
+    assert_eq!(r.body["labels"], json!({"run": "7", "team": "platform"}));
+    let again = close(admin.clone(), Some(json!({"end": end}))).await;
+    assert_eq!((again.status, &again.body), (StatusCode::OK, &r.body));
+    close(admin.clone(), Some(json!({"end": end + 1})))
+        .await
+        .assert_problem(StatusCode::CONFLICT);
+    close(token("globex"), None)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    let ten_minutes = create_workload(&h.app, "acme", &["i-a1"], T0, end, 1.0).await;
+    assert_eq!(
+        footprint(&h, &id).await["footprint"]["it_energy_mj"],
+        footprint(&h, &ten_minutes).await["footprint"]["it_energy_mj"]
+    );
+
+    // Lists: by status, a page at a time, newest first; bad parameters are 400s.
+    let second_open = post_json(
+        &h.app,
+        "/v1/workloads",
+        Some(&admin),
+        &json!({"label": "open 2", "instance_ids": ["i-a2"], "from": T0,
+                "functional_unit": "run", "functional_units": 1}),
+    )
+    .await;
+    let second_open = second_open.body["id"].as_str().unwrap().to_owned();
+    let list = |query: &str| {
+        let uri = format!("/v1/workloads{query}");
+        let h = &h;
+        async move { get(&h.app, &uri, Some(&token("acme"))).await }
+    };
+    let ids = |r: &Reply| -> Vec<String> {
+        r.body["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = list("").await;
+    assert_eq!(
+        ids(&all),
+        vec![
+            second_open.clone(),
+            ten_minutes.clone(),
+            closed_after.clone(),
+            id.clone()
+        ]
+    );
+    assert!(all.body.get("next_cursor").is_none(), "{}", all.text);
+    assert_eq!(ids(&list("?status=open").await), vec![second_open.clone()]);
+    assert_eq!(ids(&list("?status=closed").await).len(), 3);
+    let mut walked = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = list(&format!("?limit=3{cursor}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        walked.extend(ids(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids(&all));
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=x",
+        "?cursor=wl_nope",
+        "?status=done",
+    ] {
+        list(bad).await.assert_problem(StatusCode::BAD_REQUEST);
+    }
+    // The other tenant sees none of them.
+    let theirs = get(&h.app, "/v1/workloads", Some(&token("globex"))).await;
+    assert_eq!(theirs.body["workloads"], json!([]));
+}
