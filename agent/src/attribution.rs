@@ -130,7 +130,10 @@ impl fmt::Display for AttributionMode {
                 idle_policy_name(*idle_policy)
             ),
             AttributionMode::InGuest { instance, source } => {
-                write!(f, "in_guest: every GPU → instance {instance} (from {source})")
+                write!(
+                    f,
+                    "in_guest: every GPU → instance {instance} (from {source})"
+                )
             }
         }
     }
@@ -213,11 +216,7 @@ impl AttributionMode {
             AttributionMode::Libvirt(host) => match host.domain_for_pci(&gpu.pci_bus_id) {
                 Some(domain) => Ok(GpuRule::Exclusive {
                     instance: domain.instance.clone(),
-                    origin: format!(
-                        "libvirt domain {} ({})",
-                        domain.name,
-                        domain.file.display()
-                    ),
+                    origin: format!("libvirt domain {} ({})", domain.name, domain.file.display()),
                 }),
                 None => Err(format!(
                     "GPU {} (PCI {}) is in no <hostdev> of the {} libvirt domain(s) in {}",
@@ -529,7 +528,13 @@ fn vgpu_split(
     let span_ms = span.end.since(span.start);
     let energy = vgpu_shares(span.energy, span_ms, idle, &weights, policy);
     // Power is split by the same rule over one second: the idle floor is then the idle power.
-    let power = vgpu_shares(Millijoules(u64::from(reading.power.0)), 1000, idle, &weights, policy);
+    let power = vgpu_shares(
+        Millijoules(u64::from(reading.power.0)),
+        1000,
+        idle,
+        &weights,
+        policy,
+    );
     let power_max = vgpu_shares(
         Millijoules(u64::from(reading.power_max.0)),
         1000,
@@ -617,17 +622,15 @@ pub fn check(sensor: &mut dyn GpuSensor, mode: &AttributionMode) -> CheckReport 
         match &rule {
             Err(why) => problems.push(why.clone()),
             Ok(GpuRule::Exclusive { .. }) => {}
-            Ok(rule @ (GpuRule::Mig { .. } | GpuRule::Vgpu { .. })) => {
-                match sensor.layout(index) {
-                    Err(e) => problems.push(format!(
-                        "GPU {}: cannot read its partitions: {e}",
-                        info.uuid
-                    )),
-                    Ok(layout) => {
-                        parts = check_parts(&info, rule, &layout, &mut problems);
-                    }
+            Ok(rule @ (GpuRule::Mig { .. } | GpuRule::Vgpu { .. })) => match sensor.layout(index) {
+                Err(e) => problems.push(format!(
+                    "GPU {}: cannot read its partitions: {e}",
+                    info.uuid
+                )),
+                Ok(layout) => {
+                    parts = check_parts(&info, rule, &layout, &mut problems);
                 }
-            }
+            },
         }
         gpus.push(GpuCheck {
             info,

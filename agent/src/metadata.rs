@@ -178,9 +178,8 @@ pub async fn fetch_instance_id(
             answer
         }
         MetadataProvider::Azure => {
-            let url = format!(
-                "{base}/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
-            );
+            let url =
+                format!("{base}/metadata/instance/compute/vmId?api-version=2021-02-01&format=text");
             ask.send(&url, client.get(&url).header("Metadata", "true"))
                 .await?
         }

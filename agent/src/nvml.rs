@@ -270,7 +270,10 @@ fn mig_profile(name: &str) -> String {
 mod tests {
     #[test]
     fn mig_profiles_come_from_the_device_name() {
-        assert_eq!(super::mig_profile("NVIDIA H100 80GB HBM3 MIG 3g.40gb"), "3g.40gb");
+        assert_eq!(
+            super::mig_profile("NVIDIA H100 80GB HBM3 MIG 3g.40gb"),
+            "3g.40gb"
+        );
         assert_eq!(super::mig_profile("odd"), "odd");
     }
 }

@@ -154,7 +154,9 @@ impl VgpuProfile {
         }
         let gb: u32 = digits.parse().map_err(|_| bad())?;
         if gb == 0 || gb > 1024 {
-            return Err(format!("vGPU type {name:?}: framebuffer must be 1..=1024 GB"));
+            return Err(format!(
+                "vGPU type {name:?}: framebuffer must be 1..=1024 GB"
+            ));
         }
         Ok(Self {
             name: name.trim().to_owned(),
@@ -233,7 +235,12 @@ fn uuid_from(rng: &mut ChaCha8Rng) -> String {
 /// The uuid part `part` of replayed GPU `index` gets under `seed` and `layout`: `MIG-<uuid>`
 /// for a MIG GPU instance, a bare uuid for a vGPU (as NVML reports them); `None` for
 /// [`ReplayLayout::Whole`].
-pub fn replay_part_uuid(seed: u64, index: u32, part: usize, layout: &ReplayLayout) -> Option<GpuUuid> {
+pub fn replay_part_uuid(
+    seed: u64,
+    index: u32,
+    part: usize,
+    layout: &ReplayLayout,
+) -> Option<GpuUuid> {
     let mut rng = rng_for(seed, index, Purpose::PartUuid);
     let mut uuid = String::new();
     for _ in 0..=part {
@@ -749,8 +756,7 @@ impl GpuSensor for ReplaySensor {
                             framebuffer_mib: p.framebuffer_mib,
                             util_pct: Some(row.util_gpu_pct.min(100) as u8),
                             fb_used_bytes: Some(
-                                row.mem_used_bytes
-                                    .min(u64::from(p.framebuffer_mib) << 20),
+                                row.mem_used_bytes.min(u64::from(p.framebuffer_mib) << 20),
                             ),
                         }
                     })

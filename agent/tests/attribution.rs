@@ -54,10 +54,15 @@ fn mig_layout() -> ReplayLayout {
 
 fn vgpu_layout() -> ReplayLayout {
     ReplayLayout::Vgpu(
-        ["NVIDIA H100-40C", "NVIDIA H100-20C", "NVIDIA H100-10C", "NVIDIA H100-10C"]
-            .iter()
-            .map(|p| VgpuProfile::parse(p).unwrap())
-            .collect(),
+        [
+            "NVIDIA H100-40C",
+            "NVIDIA H100-20C",
+            "NVIDIA H100-10C",
+            "NVIDIA H100-10C",
+        ]
+        .iter()
+        .map(|p| VgpuProfile::parse(p).unwrap())
+        .collect(),
     )
 }
 
@@ -382,7 +387,9 @@ fn the_check_report_names_every_gpu_part_and_problem() {
         )),
         "{text}"
     );
-    assert!(text.contains(&format!("{missing} 1g.10gb (1 slice, 10240 MiB) → NOT MAPPED")));
+    assert!(text.contains(&format!(
+        "{missing} 1g.10gb (1 slice, 10240 MiB) → NOT MAPPED"
+    )));
     // A MIG GPU mapped whole stays exclusive.
     let whole = InstanceResolver::from_pairs(vec![(replay_gpu_uuid(SEED, 0), "i-all".into())]);
     let report = check(&mut s, &AttributionMode::from(whole));

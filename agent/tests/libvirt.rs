@@ -59,9 +59,18 @@ fn host_pci_addresses_map_to_domain_uuids_or_the_wattprint_metadata_instance() {
         InstanceId::from("c3a8e0d4-91b2-4f6e-a7d5-0b8f2e6c4a19")
     );
     assert_eq!(b.pci_devices, ["00000000:02:00.0", "00000000:03:00.0"]);
-    assert_eq!(host.domain_for_pci("03:00.0").unwrap().name, "tenant-b-infer");
-    assert!(host.domain_for_pci("0000:06:00.0").is_none(), "guest address");
-    assert!(host.domain_for_pci("0000:04:00.0").is_none(), "a disk's guest address");
+    assert_eq!(
+        host.domain_for_pci("03:00.0").unwrap().name,
+        "tenant-b-infer"
+    );
+    assert!(
+        host.domain_for_pci("0000:06:00.0").is_none(),
+        "guest address"
+    );
+    assert!(
+        host.domain_for_pci("0000:04:00.0").is_none(),
+        "a disk's guest address"
+    );
     assert_eq!(host.assigned_devices(), 3);
 
     // /run/libvirt/qemu live state: <domstatus> around the domain.
@@ -185,7 +194,10 @@ fn broken_files_are_refused_with_the_file_and_the_problem() {
     // A uuid that is not one.
     let bad_uuid = good.replace("6f1c9a52-3d0e-4b7a-8c21-95e4d0a7b3f8", "not-a-uuid");
     let (msg, _, _) = load_err(&[("a.xml", &bad_uuid)]);
-    assert!(msg.contains("<uuid>not-a-uuid</uuid> is not a UUID"), "{msg}");
+    assert!(
+        msg.contains("<uuid>not-a-uuid</uuid> is not a UUID"),
+        "{msg}"
+    );
     // A malformed host address: named with its attribute and line.
     let bad_bus = good.replace(
         "<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>",
@@ -201,7 +213,10 @@ fn broken_files_are_refused_with_the_file_and_the_problem() {
         "<address domain='0x0000' bus='0x01' function='0x0'/>",
     );
     let (msg, _, _) = load_err(&[("a.xml", &no_slot)]);
-    assert!(msg.contains("source <address> has no slot= attribute"), "{msg}");
+    assert!(
+        msg.contains("source <address> has no slot= attribute"),
+        "{msg}"
+    );
     let no_source = good.replace(
         "<source>\n        <address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>\n      </source>",
         "",

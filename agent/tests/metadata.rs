@@ -57,7 +57,9 @@ async fn serve(imds: Imds) -> SocketAddr {
         let imds = imds.clone();
         move |headers: HeaderMap| async move {
             imds.seen.lock().unwrap().push("GET instance-id".into());
-            if headers.get("X-aws-ec2-metadata-token").map(|v| v.as_bytes())
+            if headers
+                .get("X-aws-ec2-metadata-token")
+                .map(|v| v.as_bytes())
                 == Some(AWS_TOKEN.as_bytes())
             {
                 "i-0f3c2b1a09d8e7f65".into_response()
@@ -97,7 +99,11 @@ async fn serve(imds: Imds) -> SocketAddr {
                     .into_response();
             }
             if !q.contains("api-version=") {
-                return (StatusCode::BAD_REQUEST, "{\"error\":\"Bad request. api-version was not specified in the request\"}").into_response();
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "{\"error\":\"Bad request. api-version was not specified in the request\"}",
+                )
+                    .into_response();
             }
             "02aab8a4-74ef-476e-8182-f6d2ba4166a6".into_response()
         }
@@ -154,9 +160,13 @@ async fn errors_say_which_service_which_url_and_what_went_wrong() {
         ..Imds::default()
     })
     .await;
-    let err = fetch_instance_id(MetadataProvider::Gcp, Some(&format!("http://{addr}")), timeout)
-        .await
-        .unwrap_err();
+    let err = fetch_instance_id(
+        MetadataProvider::Gcp,
+        Some(&format!("http://{addr}")),
+        timeout,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, MetadataError::Invalid { .. }), "{err:?}");
     assert!(
         err.to_string()
@@ -195,13 +205,18 @@ async fn errors_say_which_service_which_url_and_what_went_wrong() {
     .unwrap_err();
     assert!(matches!(err, MetadataError::Unreachable { .. }), "{err:?}");
     assert!(
-        err.to_string().contains("set agent.attribution.instance_id"),
+        err.to_string()
+            .contains("set agent.attribution.instance_id"),
         "{err}"
     );
     // Not http.
-    let err = fetch_instance_id(MetadataProvider::Aws, Some("https://169.254.169.254"), timeout)
-        .await
-        .unwrap_err();
+    let err = fetch_instance_id(
+        MetadataProvider::Aws,
+        Some("https://169.254.169.254"),
+        timeout,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, MetadataError::BadUrl(_)), "{err:?}");
 }
 
@@ -220,7 +235,13 @@ async fn a_service_that_does_not_answer_times_out_clearly() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, MetadataError::Timeout { timeout_ms: 300, .. }),
+        matches!(
+            err,
+            MetadataError::Timeout {
+                timeout_ms: 300,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
@@ -284,8 +305,5 @@ async fn an_in_guest_agent_streams_every_gpu_as_its_own_instance() {
         .filter(|s| s.gpu_uuid == gpu0.as_str())
         .map(|s| s.energy_mj)
         .sum();
-    assert_eq!(
-        energy,
-        rows[rows.len() - 1].counter_mj - rows[0].counter_mj
-    );
+    assert_eq!(energy, rows[rows.len() - 1].counter_mj - rows[0].counter_mj);
 }

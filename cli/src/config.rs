@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
-use wattprint_agent::replay::Pacing;
+use wattprint_agent::attribution::{IdlePolicy, MigRule};
+use wattprint_agent::metadata::MetadataProvider;
+use wattprint_agent::replay::{MigProfile, Pacing, ReplayLayout, VgpuProfile};
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
@@ -159,6 +161,9 @@ pub struct RawAgent {
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use, MiB (default 256, at least 1).
     pub spool_max_mib: Option<u64>,
+    /// How GPUs are attributed to instances.
+    #[serde(default)]
+    pub attribution: RawAttribution,
     /// Replay settings.
     #[serde(default)]
     pub replay: RawReplay,
@@ -186,6 +191,83 @@ pub struct RawReplay {
     pub loops: Option<u32>,
     /// Virtual time of the first reading, Unix ms (default: now).
     pub start_at_ms: Option<i64>,
+    /// Make every replayed GPU MIG-enabled with these GPU instances (`["3g.40gb", "4g.40gb"]`,
+    /// at most 7 slices); the demo inventory deals them over the instances.
+    pub mig_profiles: Option<Vec<String>>,
+    /// Make every replayed GPU a vGPU host with these vGPUs (`["H100-40C", "H100-20C"]`, at
+    /// most 80 GB), each in its own VM; the demo inventory makes each VM an instance. Needs
+    /// `agent.attribution.mode = "vgpu"`.
+    pub vgpu_profiles: Option<Vec<String>>,
+}
+
+/// `[agent.attribution]`: how the agent attributes GPUs to instances (see
+/// `wattprint_agent::attribution`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttribution {
+    /// `mapping` (default), `libvirt`, `vgpu` or `in_guest`.
+    pub mode: Option<String>,
+    /// mapping: GPU / MIG device → instance file (default `agent.mapping_file`; the replay
+    /// sensor falls back to the inventory).
+    pub mapping_file: Option<PathBuf>,
+    /// mapping: how MIG GPUs are split, `by_slice_size` (default) or `by_utilisation`.
+    pub mig_rule: Option<String>,
+    /// libvirt: directory of domain XML (default `/etc/libvirt/qemu`).
+    pub libvirt_dir: Option<PathBuf>,
+    /// vgpu: how the idle floor is shared, `equal` (default) or `by_profile_size`.
+    pub vgpu_idle_policy: Option<String>,
+    /// vgpu: a GPU's idle power, W (default: the lowest power seen since the agent started).
+    pub vgpu_idle_power_w: Option<u32>,
+    /// in_guest: this VM's instance id.
+    pub instance_id: Option<String>,
+    /// in_guest: read the instance id from the `aws`, `gcp` or `azure` metadata service.
+    pub metadata: Option<String>,
+    /// in_guest: the metadata service's URL (default: the provider's own address).
+    pub metadata_url: Option<String>,
+    /// in_guest: timeout of each metadata request, ms (default 2000).
+    pub metadata_timeout_ms: Option<u64>,
+}
+
+/// Validated `[agent.attribution]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttributionSettings {
+    /// Whole GPUs (and MIG devices) by mapping file, or by the inventory when `None`.
+    Mapping {
+        /// The mapping file.
+        mapping_file: Option<PathBuf>,
+        /// How MIG GPUs are split.
+        mig_rule: MigRule,
+    },
+    /// Whole GPUs by libvirt domain XML.
+    Libvirt {
+        /// The directory of domain XML.
+        dir: PathBuf,
+    },
+    /// vGPU host GPUs split between their VMs.
+    Vgpu {
+        /// How the idle floor is shared.
+        idle_policy: IdlePolicy,
+        /// Idle power (`None`: the lowest seen).
+        idle_power: Option<Milliwatts>,
+    },
+    /// Every GPU to this VM's instance.
+    InGuest(InGuestSource),
+}
+
+/// Where an in-guest agent's instance id comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InGuestSource {
+    /// Given in the config.
+    Configured(String),
+    /// Read from a cloud metadata service at start.
+    Metadata {
+        /// Which cloud.
+        provider: MetadataProvider,
+        /// Its URL, when not the cloud's own address.
+        url: Option<String>,
+        /// Timeout of each request.
+        timeout: Duration,
+    },
 }
 
 /// `[intensity]`.
@@ -339,12 +421,11 @@ pub enum SensorKind {
         loops: Option<u32>,
         /// Virtual start time (`None`: now).
         start_at: Option<UnixMillis>,
+        /// MIG or vGPU partitions of every GPU.
+        layout: ReplayLayout,
     },
-    /// Real GPUs through NVML, mapped by a mapping file.
-    Nvml {
-        /// GPU → instance mapping file.
-        mapping_file: PathBuf,
-    },
+    /// Real GPUs through NVML.
+    Nvml,
 }
 
 /// Validated agent settings.
@@ -360,6 +441,8 @@ pub struct AgentSettings {
     pub spool_dir: Option<PathBuf>,
     /// Spool size bound, bytes.
     pub spool_max_bytes: u64,
+    /// How GPUs are attributed.
+    pub attribution: AttributionSettings,
     /// Sensor.
     pub sensor: SensorKind,
 }
@@ -802,13 +885,10 @@ impl RawConfig {
                         l => l,
                     },
                     start_at: r.start_at_ms.map(UnixMillis),
+                    layout: replay_layout(r)?,
                 }
             }
-            "nvml" => SensorKind::Nvml {
-                mapping_file: raw.agent.mapping_file.clone().ok_or_else(|| {
-                    invalid("agent.mapping_file is required with agent.sensor = \"nvml\"")
-                })?,
-            },
+            "nvml" => SensorKind::Nvml,
             other => {
                 return Err(invalid(format!(
                     "agent.sensor = {other:?} must be \"replay\" or \"nvml\""
@@ -840,6 +920,7 @@ impl RawConfig {
             energy_interval_ms,
             spool_dir: raw.agent.spool_dir.clone(),
             spool_max_bytes,
+            attribution: attribution_settings(&raw.agent, &sensor)?,
             sensor,
         };
 
@@ -896,9 +977,10 @@ impl RawConfig {
                     gpus,
                     instances,
                     seed,
+                    layout,
                     ..
-                } => demo_instances(*gpus, *instances, *seed),
-                SensorKind::Nvml { .. } => vec![],
+                } => demo_instances_with(*gpus, *instances, *seed, layout),
+                SensorKind::Nvml => vec![],
             }
         } else {
             raw.instances.clone()
@@ -1004,6 +1086,250 @@ pub fn demo_instances(gpus: u32, instances: u32, seed: u64) -> Vec<RawInstance> 
         });
     }
     out
+}
+
+/// [`demo_instances`] for partitioned replay GPUs: MIG devices are dealt round-robin over the
+/// instances like GPUs; every vGPU is its own VM, so its own instance (named by the VM uuid),
+/// alternating between the demo tenants.
+pub fn demo_instances_with(
+    gpus: u32,
+    instances: u32,
+    seed: u64,
+    layout: &ReplayLayout,
+) -> Vec<RawInstance> {
+    let parts = match layout {
+        ReplayLayout::Whole => return demo_instances(gpus, instances, seed),
+        ReplayLayout::Mig(p) => p.len(),
+        ReplayLayout::Vgpu(p) => p.len(),
+    };
+    let part = |g: u32, k: usize| RawGpu {
+        uuid: wattprint_agent::replay::replay_part_uuid(seed, g, k, layout)
+            .map(|u| u.0)
+            .unwrap_or_default(),
+        model: REPLAY_MODEL.into(),
+        power_limit_w: REPLAY_POWER_LIMIT.0 / 1000,
+    };
+    let mut out = demo_instances(0, instances, seed);
+    if matches!(layout, ReplayLayout::Vgpu(_)) {
+        out.clear();
+    }
+    let mut n = 0usize;
+    for g in 0..gpus {
+        for k in 0..parts {
+            match layout {
+                ReplayLayout::Vgpu(_) => {
+                    let (tenant, zip) = DEMO_TENANTS[n % 2];
+                    out.push(RawInstance {
+                        tenant: tenant.into(),
+                        id: wattprint_agent::replay::replay_vm_uuid(seed, g, k),
+                        zip_code: Some(zip.into()),
+                        cloud_region: None,
+                        region: None,
+                        gpus: vec![part(g, k)],
+                    });
+                }
+                _ => out[n % instances as usize].gpus.push(part(g, k)),
+            }
+            n += 1;
+        }
+    }
+    out
+}
+
+fn replay_layout(r: &RawReplay) -> Result<ReplayLayout, SettingsError> {
+    match (&r.mig_profiles, &r.vgpu_profiles) {
+        (Some(_), Some(_)) => Err(invalid(
+            "agent.replay.mig_profiles and agent.replay.vgpu_profiles exclude each other",
+        )),
+        (Some(names), None) => {
+            let profiles = names
+                .iter()
+                .map(|n| MigProfile::parse(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("agent.replay.mig_profiles: {e}")))?;
+            let slices: u32 = profiles.iter().map(|p| u32::from(p.compute_slices)).sum();
+            if profiles.is_empty() || slices > 7 {
+                return Err(invalid(format!(
+                    "agent.replay.mig_profiles must hold 1 to 7 compute slices in all, has {slices}"
+                )));
+            }
+            Ok(ReplayLayout::Mig(profiles))
+        }
+        (None, Some(names)) => {
+            let profiles = names
+                .iter()
+                .map(|n| VgpuProfile::parse(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("agent.replay.vgpu_profiles: {e}")))?;
+            let fb: u64 = profiles.iter().map(|p| u64::from(p.framebuffer_mib)).sum();
+            if profiles.is_empty() || fb > 80 * 1024 {
+                return Err(invalid(format!(
+                    "agent.replay.vgpu_profiles must hold 1 vGPU and at most 80 GB in all, has {fb} MiB"
+                )));
+            }
+            Ok(ReplayLayout::Vgpu(profiles))
+        }
+        (None, None) => Ok(ReplayLayout::Whole),
+    }
+}
+
+/// Validates `[agent.attribution]`: the mode, the keys it takes (a key of another mode is an
+/// error), and the sensor it fits.
+fn attribution_settings(
+    agent: &RawAgent,
+    sensor: &SensorKind,
+) -> Result<AttributionSettings, SettingsError> {
+    let a = &agent.attribution;
+    let mode = a.mode.as_deref().unwrap_or("mapping");
+    let given: [(&str, bool, &[&str]); 8] = [
+        ("mapping_file", a.mapping_file.is_some(), &["mapping"]),
+        ("mig_rule", a.mig_rule.is_some(), &["mapping"]),
+        ("libvirt_dir", a.libvirt_dir.is_some(), &["libvirt"]),
+        ("vgpu_idle_policy", a.vgpu_idle_policy.is_some(), &["vgpu"]),
+        (
+            "vgpu_idle_power_w",
+            a.vgpu_idle_power_w.is_some(),
+            &["vgpu"],
+        ),
+        ("instance_id", a.instance_id.is_some(), &["in_guest"]),
+        ("metadata", a.metadata.is_some(), &["in_guest"]),
+        (
+            "metadata_url",
+            a.metadata_url.is_some() || a.metadata_timeout_ms.is_some(),
+            &["in_guest"],
+        ),
+    ];
+    if !["mapping", "libvirt", "vgpu", "in_guest"].contains(&mode) {
+        return Err(invalid(format!(
+            "agent.attribution.mode = {mode:?} must be \"mapping\", \"libvirt\", \"vgpu\" or \"in_guest\""
+        )));
+    }
+    for (key, set, modes) in given {
+        if set && !modes.contains(&mode) {
+            return Err(invalid(format!(
+                "agent.attribution.{key} applies to mode = \"{}\" only (mode is \"{mode}\")",
+                modes[0]
+            )));
+        }
+    }
+    if agent.mapping_file.is_some() && mode != "mapping" {
+        return Err(invalid(format!(
+            "agent.mapping_file applies to agent.attribution.mode = \"mapping\" only (mode is \"{mode}\")"
+        )));
+    }
+    if let SensorKind::Replay { layout, .. } = sensor {
+        let fits = match layout {
+            ReplayLayout::Vgpu(_) => mode == "vgpu",
+            ReplayLayout::Mig(_) | ReplayLayout::Whole => mode != "vgpu",
+        };
+        if !fits {
+            return Err(invalid(format!(
+                "agent.attribution.mode = \"vgpu\" goes with agent.replay.vgpu_profiles, and \
+                 vgpu_profiles with mode \"vgpu\" (mode is \"{mode}\")"
+            )));
+        }
+    }
+    Ok(match mode {
+        "mapping" => {
+            let mapping_file = a.mapping_file.clone().or_else(|| agent.mapping_file.clone());
+            if mapping_file.is_none() && matches!(sensor, SensorKind::Nvml) {
+                return Err(invalid(
+                    "agent.mapping_file is required with agent.sensor = \"nvml\" in attribution \
+                     mode \"mapping\" (or set agent.attribution.mapping_file)",
+                ));
+            }
+            let mig_rule = match a.mig_rule.as_deref().unwrap_or("by_slice_size") {
+                "by_slice_size" => MigRule::BySliceSize,
+                "by_utilisation" => MigRule::ByUtilisation,
+                other => {
+                    return Err(invalid(format!(
+                        "agent.attribution.mig_rule = {other:?} must be \"by_slice_size\" or \"by_utilisation\""
+                    )))
+                }
+            };
+            AttributionSettings::Mapping {
+                mapping_file,
+                mig_rule,
+            }
+        }
+        "libvirt" => AttributionSettings::Libvirt {
+            dir: a
+                .libvirt_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/libvirt/qemu")),
+        },
+        "vgpu" => AttributionSettings::Vgpu {
+            idle_policy: match a.vgpu_idle_policy.as_deref().unwrap_or("equal") {
+                "equal" => IdlePolicy::Equal,
+                "by_profile_size" => IdlePolicy::ByProfileSize,
+                other => {
+                    return Err(invalid(format!(
+                        "agent.attribution.vgpu_idle_policy = {other:?} must be \"equal\" or \"by_profile_size\""
+                    )))
+                }
+            },
+            idle_power: match a.vgpu_idle_power_w {
+                None => None,
+                Some(w) if (1..=5000).contains(&w) => Some(Milliwatts(w * 1000)),
+                Some(w) => {
+                    return Err(invalid(format!(
+                        "agent.attribution.vgpu_idle_power_w = {w} must be 1..=5000"
+                    )))
+                }
+            },
+        },
+        _ => AttributionSettings::InGuest(match (&a.instance_id, &a.metadata) {
+            (Some(id), None) => {
+                let id = id.trim();
+                if id.is_empty() || id.len() > 128 {
+                    return Err(invalid(
+                        "agent.attribution.instance_id must be 1 to 128 characters",
+                    ));
+                }
+                if a.metadata_url.is_some() || a.metadata_timeout_ms.is_some() {
+                    return Err(invalid(
+                        "agent.attribution.metadata_url and metadata_timeout_ms go with metadata, not instance_id",
+                    ));
+                }
+                InGuestSource::Configured(id.to_owned())
+            }
+            (None, Some(provider)) => {
+                let provider = MetadataProvider::parse(provider).ok_or_else(|| {
+                    invalid(format!(
+                        "agent.attribution.metadata = {provider:?} must be \"aws\", \"gcp\" or \"azure\""
+                    ))
+                })?;
+                if let Some(url) = &a.metadata_url {
+                    if !url.starts_with("http://") {
+                        return Err(invalid(format!(
+                            "agent.attribution.metadata_url = {url:?} must be an http:// URL"
+                        )));
+                    }
+                }
+                let timeout_ms = a.metadata_timeout_ms.unwrap_or(2000);
+                if !(1..=60_000).contains(&timeout_ms) {
+                    return Err(invalid(format!(
+                        "agent.attribution.metadata_timeout_ms = {timeout_ms} must be 1..=60000"
+                    )));
+                }
+                InGuestSource::Metadata {
+                    provider,
+                    url: a.metadata_url.clone(),
+                    timeout: Duration::from_millis(timeout_ms),
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "agent.attribution: set instance_id or metadata, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "agent.attribution.mode = \"in_guest\" needs instance_id, or metadata = \"aws\", \"gcp\" or \"azure\"",
+                ))
+            }
+        }),
+    })
 }
 
 fn store_settings(raw: &RawStore, data_dir: &Path) -> Result<StoreSettings, SettingsError> {

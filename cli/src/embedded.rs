@@ -2,6 +2,7 @@
 //! store (SQLite or ClickHouse) and bus (in-process or Kafka), and replay or NVML agents.
 //! `wattprint up` runs all of them in one process; the other subcommands run some.
 
+use crate::config::{AttributionSettings, InGuestSource};
 use crate::config::{BusSettings, SensorKind, Settings, StoreSettings};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use wattprint_agent::attribution::{libvirt::LibvirtHost, AttributionMode, CheckReport};
 use wattprint_agent::replay::{ReplayConfig, ReplaySensor};
 use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
@@ -342,9 +344,8 @@ impl Backend {
     }
 }
 
-/// Builds the agent's sensor and resolver from settings. Replay GPUs start at the configured
-/// time, or now.
-pub fn build_sensor(settings: &Settings) -> anyhow::Result<(Box<dyn GpuSensor>, InstanceResolver)> {
+/// Builds the agent's sensor from settings. Replay GPUs start at the configured time, or now.
+pub fn build_sensor(settings: &Settings) -> anyhow::Result<Box<dyn GpuSensor>> {
     match &settings.agent.sensor {
         SensorKind::Replay {
             trace,
@@ -353,6 +354,7 @@ pub fn build_sensor(settings: &Settings) -> anyhow::Result<(Box<dyn GpuSensor>, 
             pacing,
             loops,
             start_at,
+            layout,
             ..
         } => {
             let sensor = ReplaySensor::new(ReplayConfig {
@@ -364,24 +366,86 @@ pub fn build_sensor(settings: &Settings) -> anyhow::Result<(Box<dyn GpuSensor>, 
                 loops: *loops,
                 model: crate::config::REPLAY_MODEL.into(),
                 power_limit: crate::config::REPLAY_POWER_LIMIT,
-            })?;
-            let pairs = settings
-                .inventory
-                .iter()
-                .flat_map(|i| {
-                    i.gpus
-                        .iter()
-                        .map(move |g| (g.uuid.clone(), i.instance.clone()))
-                })
-                .collect();
-            Ok((Box::new(sensor), InstanceResolver::from_pairs(pairs)))
+            })?
+            .with_layout(layout.clone())?;
+            Ok(Box::new(sensor))
         }
-        SensorKind::Nvml { mapping_file } => {
-            let sensor = wattprint_agent::nvml::NvmlSensor::init()?;
-            let resolver = InstanceResolver::from_file(mapping_file)?;
-            Ok((Box::new(sensor), resolver))
-        }
+        SensorKind::Nvml => Ok(Box::new(wattprint_agent::nvml::NvmlSensor::init()?)),
     }
+}
+
+/// Builds the agent's attribution from settings: reads the mapping file or the libvirt domain
+/// XML, or asks the cloud's metadata service for this VM's instance id.
+pub async fn build_attribution(settings: &Settings) -> anyhow::Result<AttributionMode> {
+    Ok(match &settings.agent.attribution {
+        AttributionSettings::Mapping {
+            mapping_file,
+            mig_rule,
+        } => {
+            let (resolver, source) = match mapping_file {
+                Some(file) => (
+                    InstanceResolver::from_file(file)?,
+                    format!("mapping file {}", file.display()),
+                ),
+                None => {
+                    let pairs = settings
+                        .inventory
+                        .iter()
+                        .flat_map(|i| {
+                            i.gpus
+                                .iter()
+                                .map(move |g| (g.uuid.clone(), i.instance.clone()))
+                        })
+                        .collect();
+                    (
+                        InstanceResolver::from_pairs(pairs),
+                        "the configured inventory".to_owned(),
+                    )
+                }
+            };
+            AttributionMode::Mapping {
+                resolver: Arc::new(resolver),
+                source,
+                mig_rule: *mig_rule,
+            }
+        }
+        AttributionSettings::Libvirt { dir } => {
+            let dir = dir.clone();
+            let host = tokio::task::spawn_blocking(move || LibvirtHost::load_dir(&dir)).await??;
+            AttributionMode::Libvirt(Arc::new(host))
+        }
+        AttributionSettings::Vgpu {
+            idle_policy,
+            idle_power,
+        } => AttributionMode::Vgpu {
+            idle_policy: *idle_policy,
+            idle_power: *idle_power,
+        },
+        AttributionSettings::InGuest(InGuestSource::Configured(id)) => AttributionMode::InGuest {
+            instance: wattprint_core::InstanceId::new(id.clone()),
+            source: "agent.attribution.instance_id".to_owned(),
+        },
+        AttributionSettings::InGuest(InGuestSource::Metadata {
+            provider,
+            url,
+            timeout,
+        }) => AttributionMode::InGuest {
+            instance: wattprint_agent::metadata::fetch_instance_id(
+                *provider,
+                url.as_deref(),
+                *timeout,
+            )
+            .await?,
+            source: provider.name().to_owned(),
+        },
+    })
+}
+
+/// `wattprint agent --check`: what the sensor discovers and how each GPU will be attributed.
+pub async fn check_agent(settings: &Settings) -> anyhow::Result<CheckReport> {
+    let mode = build_attribution(settings).await?;
+    let mut sensor = build_sensor(settings)?;
+    Ok(wattprint_agent::attribution::check(sensor.as_mut(), &mode))
 }
 
 /// The agent's runtime settings.
@@ -400,7 +464,8 @@ pub async fn run_agent(
     gateway_url: String,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<AgentReport> {
-    let (sensor, resolver) = build_sensor(settings)?;
+    let attribution = build_attribution(settings).await?;
+    let sensor = build_sensor(settings)?;
     let config = agent_config(settings, gateway_url);
-    Ok(wattprint_agent::run(config, sensor, resolver, shutdown).await?)
+    Ok(wattprint_agent::run(config, sensor, attribution, shutdown).await?)
 }

@@ -54,7 +54,28 @@ enum Command {
         gateway_listen: Option<SocketAddr>,
     },
     /// Run one agent streaming to a gateway.
-    Agent,
+    Agent {
+        /// Print the GPUs discovered and how each will be attributed, then exit (non-zero when
+        /// one cannot be).
+        #[arg(long)]
+        check: bool,
+        /// Attribution mode: mapping, libvirt, vgpu or in_guest (agent.attribution.mode).
+        #[arg(long)]
+        attribution: Option<String>,
+        /// GPU → instance mapping file (agent.attribution.mapping_file).
+        #[arg(long)]
+        mapping_file: Option<PathBuf>,
+        /// libvirt domain XML directory (agent.attribution.libvirt_dir).
+        #[arg(long)]
+        libvirt_dir: Option<PathBuf>,
+        /// In-guest: this VM's instance id (agent.attribution.instance_id).
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// In-guest: read the instance id from aws, gcp or azure metadata
+        /// (agent.attribution.metadata).
+        #[arg(long)]
+        metadata: Option<String>,
+    },
     /// Run the gateway (with the in-process bus, its enricher runs beside it).
     Gateway,
     /// Run an enricher: a member of the Kafka consumer group writing the store.
@@ -130,7 +151,7 @@ impl Command {
     fn name(&self) -> &'static str {
         match self {
             Command::Up { .. } => "up",
-            Command::Agent => "agent",
+            Command::Agent { .. } => "agent",
             Command::Gateway => "gateway",
             Command::Enricher => "enricher",
             Command::QueryApi => "query-api",
@@ -182,8 +203,32 @@ async fn main() -> anyhow::Result<()> {
             })?;
             up(settings, shutdown).await
         }
-        Command::Agent => {
-            let settings = load(&cli, |_| {})?;
+        Command::Agent {
+            check,
+            attribution,
+            mapping_file,
+            libvirt_dir,
+            instance_id,
+            metadata,
+        } => {
+            let settings = load(&cli, |raw| {
+                let a = &mut raw.agent.attribution;
+                a.mode = attribution.clone().or(a.mode.take());
+                a.mapping_file = mapping_file.clone().or(a.mapping_file.take());
+                a.libvirt_dir = libvirt_dir.clone().or(a.libvirt_dir.take());
+                a.instance_id = instance_id.clone().or(a.instance_id.take());
+                a.metadata = metadata.clone().or(a.metadata.take());
+            })?;
+            if *check {
+                let report = embedded::check_agent(&settings).await?;
+                print!("{report}");
+                anyhow::ensure!(
+                    report.is_ok(),
+                    "attribution check failed: {}",
+                    report.problems().join("; ")
+                );
+                return Ok(());
+            }
             let report = embedded::run_agent(
                 &settings,
                 settings.agent.gateway_url.clone(),

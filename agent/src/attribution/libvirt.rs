@@ -226,7 +226,9 @@ impl LibvirtHost {
                         pci: pci.to_owned(),
                         domains: list
                             .iter()
-                            .map(|&i| format!("{} ({})", domains[i].name, domains[i].file.display()))
+                            .map(|&i| {
+                                format!("{} ({})", domains[i].name, domains[i].file.display())
+                            })
                             .collect(),
                     })
                 }
