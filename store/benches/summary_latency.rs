@@ -6,7 +6,8 @@
 //! load millions of rows): each interval is one share of one 300 s sample, its energy the mean
 //! power of a phase of the real H100 trace (idle, training, GEMM burn, data-loader bound,
 //! inference bursts, paused; one phase per GPU-hour, drawn by hash with a realistic mix) times
-//! a ±5% jitter, its intensity the real WattTime CAISO_NORTH marginal value of that 5 minutes.
+//! a ±5% jitter, its intensity the real WattTime CAISO_NORTH marginal value of that 5 minutes
+//! (`common/fleet.rs`, shared with the query API's `api_latency` bench).
 //! (At the agent's 1 s interval an interval holds about 300 shares: the 5-minute data read by
 //! the raw path would be that much larger, the rollups not at all.)
 //!
@@ -23,89 +24,12 @@
 
 mod common;
 
+use common::fleet::{Fleet, FleetModel, HOUR, START};
 use common::*;
 use std::time::{Duration, Instant};
-use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
+use wattprint_core::{TenantId, UnixMillis};
 use wattprint_store::clickhouse::SummaryPath;
-use wattprint_store::{ClickHouseStore, GpuRecord, InstanceRecord, Store, TenantSummary};
-
-/// 2023-06-08T00:00:00Z, the first point of the marginal series.
-const START: i64 = 1_686_182_400_000;
-const HOUR: i64 = 3_600_000;
-
-/// Share of GPU-hours spent in each phase (out of 20), in [`h100_phase_means`] order: idle,
-/// training, paused, GEMM burn, data-loader bound, inference bursts, idle after.
-const PHASE_MIX: [usize; 7] = [3, 7, 1, 3, 3, 2, 1];
-
-fn inventory(tenant: &str, prefix: &str, instances: usize) -> Vec<InstanceRecord> {
-    (0..instances)
-        .map(|i| InstanceRecord {
-            tenant: TenantId::new(tenant),
-            instance: InstanceId::new(format!("{prefix}-{:04}", i)),
-            region: RegionId::from("CAISO_NORTH"),
-            zip_code: Some("95814".into()),
-            gpus: (0..4)
-                .map(|g| GpuRecord {
-                    uuid: GpuUuid::new(format!("GPU-{prefix}-{:06}", i * 4 + g)),
-                    model: "NVIDIA H100 80GB HBM3".into(),
-                    power_limit: Milliwatts(700_000),
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-/// Loads `gpus` GPUs × `buckets` intervals of `tenant` (instances `prefix-NNNN`, GPUs
-/// `GPU-prefix-NNNNNN`, as [`inventory`] names them) with one server-side insert.
-async fn load(url: &str, db: &str, tenant: &str, prefix: &str, gpus: u64, buckets: u64) {
-    let phases = h100_phase_means();
-    assert_eq!(phases.len(), PHASE_MIX.len(), "trace phases: {phases:?}");
-    let mix: Vec<String> = PHASE_MIX
-        .iter()
-        .enumerate()
-        .flat_map(|(p, n)| std::iter::repeat_n((p + 1).to_string(), *n))
-        .collect();
-    let means: Vec<String> = phases.iter().map(|(_, mw)| format!("{mw:.1}")).collect();
-    let moer: Vec<String> = caiso_north().iter().map(|v| format!("{v:.4}")).collect();
-    let sql = format!(
-        "INSERT INTO shares SELECT '{tenant}', \
-             concat('{prefix}-', substring(toString(10000 + intDiv(gpu, 4)), 2)), \
-             {START} + b * 300000, \
-             concat('GPU-{prefix}-', substring(toString(1000000 + gpu), 2)), \
-             b, energy, 0, 300000, toUInt32(energy / 300 * 1.1), 'CAISO_NORTH', 1, \
-             arrayElement([{moer}], (b % {n_moer}) + 1), 'actual', 'watttime:CAISO_NORTH', \
-             {START} + b * 300000, 0, 1.2 \
-         FROM ( \
-             SELECT number % {gpus} AS gpu, intDiv(number, {gpus}) AS b, \
-                 arrayElement([{means}], \
-                     arrayElement([{mix}], (cityHash64(gpu, intDiv(b, 12)) % 20) + 1)) AS mw, \
-                 toUInt64(mw * (0.95 + (cityHash64(number, 7) % 1000) / 10000) * 300) AS energy \
-             FROM numbers({rows}) \
-         )",
-        moer = moer.join(","),
-        n_moer = moer.len(),
-        means = means.join(","),
-        mix = mix.join(","),
-        rows = gpus * buckets,
-    );
-    let client = raw_client(url).with_database(db);
-    client
-        .query(&sql)
-        .with_option("max_query_size", "16777216")
-        .execute()
-        .await
-        .unwrap();
-    // The marks the write path would have left: one per (tenant, instance, hour) written.
-    client
-        .query(&format!(
-            "INSERT INTO rollup_marks SELECT tenant, instance_id, \
-             bucket_ms - bucket_ms % {HOUR}, toUInt64(1) FROM shares WHERE tenant = '{tenant}' \
-             GROUP BY tenant, instance_id, bucket_ms - bucket_ms % {HOUR}"
-        ))
-        .execute()
-        .await
-        .unwrap();
-}
+use wattprint_store::{ClickHouseStore, Store, TenantSummary};
 
 struct Timed {
     summary: TenantSummary,
@@ -183,7 +107,6 @@ async fn main() {
     let days: i64 = env_or("WPBENCH_DAYS", 30);
     let repeats: usize = env_or("WPBENCH_REPEATS", 30);
     let raw_repeats: usize = env_or("WPBENCH_RAW_REPEATS", 5);
-    let buckets = (days * 288) as u64;
     let db = fresh_db("summary");
     let store = ClickHouseStore::connect(&url, &db).await.unwrap();
     println!(
@@ -191,13 +114,18 @@ async fn main() {
         store.server_version(),
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
-    let mut inv = inventory("acme", "vm", gpus.div_ceil(4) as usize);
-    inv.extend(inventory("globex", "gx", 10));
+    let model = FleetModel::real();
+    let fleets = [
+        Fleet::new("acme", "vm", gpus, days as u64),
+        Fleet::new("globex", "gx", 40, days as u64),
+    ];
+    let inv: Vec<_> = fleets.iter().flat_map(Fleet::inventory).collect();
     store.upsert_inventory(&inv).await.unwrap();
 
     let t0 = Instant::now();
-    load(&url, &db, "acme", "vm", gpus, buckets).await;
-    load(&url, &db, "globex", "gx", 40, buckets).await;
+    for fleet in &fleets {
+        fleet.load_clickhouse(&model, &url, &db, false).await;
+    }
     let loaded = t0.elapsed();
     let client = raw_client(&url).with_database(&db);
     let (rows, parts): (u64, u64) = client

@@ -22,6 +22,7 @@
 
 mod common;
 
+use common::fleet::START;
 use common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -36,9 +37,6 @@ use wattprint_core::{
 use wattprint_store::{
     ClickHouseStore, EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, Store,
 };
-
-/// 2023-06-08T00:00:00Z, the first point of the marginal series.
-const START: i64 = 1_686_182_400_000;
 
 fn samples(n: usize, gpus: usize) -> (Vec<InstanceRecord>, Vec<EnrichedSample>) {
     let trace = h100_seconds();

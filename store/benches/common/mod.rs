@@ -1,6 +1,10 @@
-//! What both benches share: the server from `WPTEST_CLICKHOUSE_URL`, CPU accounting of this
-//! process and of the server, and the real data (H100 trace, CAISO_NORTH marginal series).
+//! What the store and query-API benches share: the server from `WPTEST_CLICKHOUSE_URL`, CPU
+//! accounting of this process and of the server, the real data (H100 trace, CAISO_NORTH
+//! marginal series) and the synthetic fleet built from it ([`fleet`]). The query API's benches
+//! include this folder with `#[path]`.
 #![allow(dead_code)]
+
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,27 +98,56 @@ pub fn h100_seconds() -> Vec<(u64, u32, u32)> {
         .collect()
 }
 
-/// Mean power (mW) of each phase of the H100 trace, in trace order: idle, training, paused,
-/// GEMM burn, data-loader bound, inference bursts, idle after.
-pub fn h100_phase_means() -> Vec<(String, f64)> {
+/// Means of one phase of the H100 trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseMeans {
+    /// Phase name as the trace labels it (`idle`, `train_transformer`, …).
+    pub name: String,
+    /// Mean power, mW.
+    pub power_mw: f64,
+    /// Mean GPU utilisation, %.
+    pub util_pct: f64,
+    /// Mean temperature, °C.
+    pub temp_c: f64,
+    /// Mean SM clock, MHz.
+    pub sm_clock_mhz: f64,
+    /// Mean memory used, bytes.
+    pub mem_used_bytes: f64,
+}
+
+/// Means of each phase of the H100 trace, in trace order: idle, training, paused, GEMM burn,
+/// data-loader bound, inference bursts, idle after.
+pub fn h100_phases() -> Vec<PhaseMeans> {
     let path = data_dir().join("h100-trace/h100_power_trace_50ms.csv");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let mut out: Vec<(String, f64, u64)> = Vec::new();
+    // Per phase: name, sums of power, util, temp, clock, memory, and the row count.
+    let mut out: Vec<(String, [f64; 5], u64)> = Vec::new();
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split(',').collect();
-        let power: f64 = cols[2].parse().unwrap_or(0.0);
+        let num = |i: usize| -> f64 { cols.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
+        let row = [num(2), num(6), num(9), num(8), num(10)];
         match out.last_mut() {
-            Some((p, sum, n)) if p == cols[1] => {
-                *sum += power;
+            Some((p, sums, n)) if p == cols[1] => {
+                sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
                 *n += 1;
             }
-            _ => out.push((cols[1].to_owned(), power, 1)),
+            _ => out.push((cols[1].to_owned(), row, 1)),
         }
     }
     out.into_iter()
         .filter(|(p, _, n)| *n > 50 && p != "end")
-        .map(|(p, sum, n)| (p, sum / n as f64))
+        .map(|(name, s, n)| {
+            let n = n as f64;
+            PhaseMeans {
+                name,
+                power_mw: s[0] / n,
+                util_pct: s[1] / n,
+                temp_c: s[2] / n,
+                sm_clock_mhz: s[3] / n,
+                mem_used_bytes: s[4] / n,
+            }
+        })
         .collect()
 }
 
