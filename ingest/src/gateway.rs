@@ -29,7 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity};
+/// tonic's server TLS settings, as [`server_tls_config`] builds them.
+pub use tonic::transport::ServerTlsConfig;
 use tonic::{Code, Request, Response, Status, Streaming};
 use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{HostId, UnixMillis};
