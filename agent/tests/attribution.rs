@@ -206,9 +206,9 @@ fn mig_shares_sum_back_to_the_gpu_energy_exactly_over_the_whole_trace() {
             }
             per_gpu_total.push(total);
         }
-        // GPU 0 replays the trace from its first row: the counter's own delta.
-        assert_eq!(per_gpu_total[0], trace_energy(), "{rule:?}");
-        assert!(per_gpu_total[1] > 60_000_000);
+        // One loop plays every step of the trace once, whatever the start row: each GPU's
+        // shares sum to the counter's own delta over the trace.
+        assert_eq!(per_gpu_total, [trace_energy(); 2], "{rule:?}");
     }
 }
 
@@ -228,6 +228,7 @@ fn by_slice_size_gives_a_3g_instance_three_sevenths() {
         .map(|k| spans.iter().map(|s| s.samples[k].energy.0).sum())
         .collect();
     let all = trace_energy();
+    eprintln!("by slice size over the trace: {totals:?} mJ of {all} mJ");
     assert_eq!(totals.iter().sum::<u64>(), all);
     // Per span each share is within 1 mJ of its proportion, so over n spans within n mJ.
     let n = spans.len() as u64;
@@ -331,6 +332,10 @@ fn vgpu_shares_sum_back_exactly_with_the_idle_floor_shared_by_policy() {
                     }
                 }
             }
+            let per_vm: Vec<u64> = (0..4)
+                .map(|k| spans.iter().map(|s| s.samples[k].energy.0).sum())
+                .collect();
+            eprintln!("vgpu {policy:?} idle {idle_power:?}: {per_vm:?} mJ");
             assert_eq!(total, trace_energy(), "{policy:?} {idle_power:?}");
             assert!(all_idle_spans > 0 && all_idle_spans < spans.len());
         }
