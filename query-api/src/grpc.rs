@@ -305,6 +305,7 @@ impl TenantQuery for GrpcTenantQuery {
             &self.state.catalog,
             &WorkloadId::new(id),
             &self.state.limits,
+            self.state.intensity_join().ok().as_deref(),
         )
         .await?;
         Ok(Response::new(WorkloadFootprint::from(detail)))

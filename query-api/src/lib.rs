@@ -22,10 +22,17 @@
 //! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint,GetWorkloadWhatIf,
 //!   ListRestatements}` (HTTP/2 with prior knowledge, on the same port), token in the
 //!   `authorization` metadata
+//! - `GET /v1/operator/tenants`, `GET /v1/operator/tenants/{tenant}/summary?from=&to=`:
+//!   provider operators only, cross-tenant ([`operator`])
+//!
+//! Tokens grant a role ([`auth::access`]): tenant readers read, tenant admins also create,
+//! label and close workloads, operators use the operator routes only (403 elsewhere). Each
+//! tenant (and operator) has its own rate limit ([`ratelimit`]; 429 with `Retry-After`).
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod average;
 pub mod error;
 pub mod grpc;
 pub mod openapi;

@@ -208,6 +208,7 @@ pub(crate) async fn instance_series(
         &InstanceId::new(id),
         req,
         &state.limits,
+        state.intensity_join().ok().as_deref(),
     )
     .await?;
     span.record("points", series.points.len());
@@ -291,6 +292,7 @@ pub(crate) async fn get_workload(
         &state.catalog,
         &WorkloadId::new(id),
         &state.limits,
+        state.intensity_join().ok().as_deref(),
     )
     .await?;
     Ok(Json(detail))

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use wattprint_core::accounting::clip_energy;
-use wattprint_core::intensity::IntensityKind;
+use wattprint_core::intensity::{IntensityJoin, IntensityKind};
 use wattprint_core::sample::EnergySource;
 use wattprint_core::sci::{
     footprint, Footprint, FootprintProvenance, FootprintSlice, HardwareCatalog,
@@ -21,6 +21,7 @@ use wattprint_store::{
     InstanceRecord, IntervalRow, NewWorkload, SampleRow, Store, UsageTotals, Workload,
 };
 
+use crate::average::{AverageEmissionsView, AverageTotals};
 use crate::error::ApiError;
 use crate::time::{ceil_to, floor_to, InstantInput, Step};
 use crate::ApiLimits;
@@ -177,6 +178,14 @@ pub struct AggregatePoint {
     pub facility_co2e_g: f64,
     /// Energy of intervals without intensity, whose emissions are not counted.
     pub co2e_missing_energy_mj: u64,
+    /// Energy-weighted mean of the region's **average** intensity (published average, else
+    /// the static annual rate; see `average`); null when none applies or the server has no
+    /// intensity sources.
+    pub average_intensity_g_per_kwh: Option<f64>,
+    /// IT emissions on average intensity: Σ E_i × A_i; null without intensity sources.
+    pub average_co2e_g: Option<f64>,
+    /// Facility emissions on average intensity: Σ E_i × PUE_i × A_i; null likewise.
+    pub average_facility_co2e_g: Option<f64>,
 }
 
 /// One stored sample of one GPU.
@@ -306,6 +315,7 @@ pub async fn instance_series(
     instance: &InstanceId,
     req: SeriesRequest,
     limits: &ApiLimits,
+    join: Option<&IntensityJoin>,
 ) -> Result<Series, ApiError> {
     req.validate(limits)?;
     let instances = store
@@ -351,7 +361,7 @@ pub async fn instance_series(
                 .map(|g| &g.uuid)
                 .chain(rows.iter().map(|r| &r.gpu))
                 .collect();
-            let points = aggregate_intervals(&rows, from, to, step_ms, gpus.len());
+            let points = aggregate_intervals(&rows, from, to, step_ms, gpus.len(), join);
             Ok(Series {
                 instance_id: instance.to_string(),
                 step: req.step,
@@ -378,17 +388,20 @@ struct StepAcc {
     co2e_g: f64,
     facility_co2e_g: f64,
     missing_energy: u64,
+    average: AverageTotals,
 }
 
 /// Aggregates 5-minute GPU-intervals into steps of `step_ms` over `[from, to)` (both aligned to
 /// the step): one point per step, empty steps included. `gpus` is the instance's GPU count,
-/// the denominator of coverage. Rows outside the range are ignored.
+/// the denominator of coverage. Rows outside the range are ignored. With `join`, each point
+/// also carries its emissions on average intensity.
 pub fn aggregate_intervals(
     rows: &[IntervalRow],
     from: UnixMillis,
     to: UnixMillis,
     step_ms: i64,
     gpus: usize,
+    join: Option<&IntensityJoin>,
 ) -> Vec<AggregatePoint> {
     let n = usize::try_from(to.since(from).max(0) / step_ms).unwrap_or(0);
     let mut accs: Vec<StepAcc> = (0..n).map(|_| StepAcc::default()).collect();
@@ -408,6 +421,10 @@ pub fn aggregate_intervals(
         g.0 = g.0.saturating_add(e);
         g.1 += row.covered_ms;
         acc.power_max_mw = Some(acc.power_max_mw.unwrap_or(0).max(row.power_max.0));
+        if let Some(join) = join {
+            acc.average
+                .add(join, &row.region, row.bucket, row.energy, row.pue);
+        }
         match &row.intensity {
             Some(j) => {
                 let co2e = j.value.emissions(row.energy).0;
@@ -470,6 +487,9 @@ pub fn aggregate_intervals(
                 co2e_g: acc.co2e_g,
                 facility_co2e_g: acc.facility_co2e_g,
                 co2e_missing_energy_mj: acc.missing_energy,
+                average_intensity_g_per_kwh: acc.average.mean_intensity(),
+                average_co2e_g: join.map(|_| acc.average.it_co2e_g),
+                average_facility_co2e_g: join.map(|_| acc.average.facility_co2e_g),
             }
         })
         .collect()
@@ -795,6 +815,9 @@ pub struct FootprintView {
     /// Instances of the workload no longer in the tenant's inventory: nothing of theirs is
     /// counted.
     pub missing_instances: Vec<String>,
+    /// The same footprint on the grid's average intensity (the marginal figures above are
+    /// the primary ones); null when the server has no intensity sources.
+    pub average: Option<AverageEmissionsView>,
 }
 
 /// A workload with its footprint.
@@ -814,6 +837,7 @@ pub async fn workload_detail(
     catalog: &HardwareCatalog,
     id: &WorkloadId,
     limits: &ApiLimits,
+    join: Option<&IntensityJoin>,
 ) -> Result<WorkloadDetail, ApiError> {
     let not_found = || format!("workload {id} not found");
     let w = store
@@ -822,7 +846,7 @@ pub async fn workload_detail(
         .map_err(|e| ApiError::from_store(e, not_found))?
         .ok_or_else(|| ApiError::NotFound(not_found()))?;
     let span = crate::workloads::workload_span(&w, limits)?;
-    let footprint = workload_footprint(store, scope, catalog, &w, span).await?;
+    let footprint = workload_footprint(store, scope, catalog, &w, span, join).await?;
     Ok(WorkloadDetail {
         workload: WorkloadView::from(&w),
         footprint,
@@ -842,6 +866,8 @@ pub struct WorkloadEnergy {
     pub regions: BTreeSet<RegionId>,
     /// Instances of the workload no longer in the tenant's inventory.
     pub missing_instances: Vec<String>,
+    /// Emissions of the slices on average intensity (only when a join was given).
+    pub average: AverageTotals,
 }
 
 /// Collects a workload's energy over `span` (its range; for an open workload, so far) exactly.
@@ -857,6 +883,7 @@ pub async fn workload_energy(
     scope: &TenantScope,
     w: &Workload,
     (from, to): (UnixMillis, UnixMillis),
+    join: Option<&IntensityJoin>,
 ) -> Result<WorkloadEnergy, ApiError> {
     let inventory = store
         .list_instances(scope)
@@ -887,6 +914,7 @@ pub async fn workload_energy(
         for row in &rows {
             by_bucket.entry(row.bucket).or_default().push(row);
         }
+        let first_slice = out.slices.len();
         for (bucket, rows) in by_bucket {
             if bucket.start() >= from && bucket.end() <= to {
                 for row in rows {
@@ -927,6 +955,12 @@ pub async fn workload_energy(
                 }
             }
         }
+        if let Some(join) = join {
+            for s in &out.slices[first_slice..] {
+                out.average
+                    .add(join, &record.region, s.bucket, s.energy, s.pue);
+            }
+        }
     }
     Ok(out)
 }
@@ -940,8 +974,9 @@ pub async fn workload_footprint(
     catalog: &HardwareCatalog,
     w: &Workload,
     (from, to): (UnixMillis, UnixMillis),
+    join: Option<&IntensityJoin>,
 ) -> Result<FootprintView, ApiError> {
-    let energy = workload_energy(store, scope, w, (from, to)).await?;
+    let energy = workload_energy(store, scope, w, (from, to), join).await?;
     let mut embodied = 0.0;
     let mut unknown_models = BTreeSet::new();
     for model in &energy.gpu_models {
@@ -967,6 +1002,8 @@ pub async fn workload_footprint(
             unknown_models: unknown_models.into_iter().collect(),
         },
         missing_instances: energy.missing_instances,
+        average: join
+            .map(|_| AverageEmissionsView::of(&energy.average, embodied, w.spec.functional_units)),
     })
 }
 
@@ -1084,6 +1121,7 @@ mod tests {
             UnixMillis(3 * BUCKET_MS),
             3 * BUCKET_MS,
             2,
+            None,
         );
         assert_eq!(pts.len(), 1);
         let p = &pts[0];
@@ -1114,7 +1152,14 @@ mod tests {
 
     #[test]
     fn empty_steps_are_reported_as_gaps() {
-        let pts = aggregate_intervals(&[], UnixMillis(0), UnixMillis(2 * BUCKET_MS), BUCKET_MS, 1);
+        let pts = aggregate_intervals(
+            &[],
+            UnixMillis(0),
+            UnixMillis(2 * BUCKET_MS),
+            BUCKET_MS,
+            1,
+            None,
+        );
         assert_eq!(pts.len(), 2);
         assert_eq!(
             (pts[1].energy_mj, pts[1].coverage, pts[1].power_mean_w),
@@ -1130,7 +1175,14 @@ mod tests {
             row(0, "g1", 0, 10, Some((100.0, IntensityKind::Actual))),
             row(0, "g2", 0, 10, Some((300.0, IntensityKind::Forecast))),
         ];
-        let pts = aggregate_intervals(&rows, UnixMillis(0), UnixMillis(BUCKET_MS), BUCKET_MS, 2);
+        let pts = aggregate_intervals(
+            &rows,
+            UnixMillis(0),
+            UnixMillis(BUCKET_MS),
+            BUCKET_MS,
+            2,
+            None,
+        );
         assert_eq!(pts[0].intensity_g_per_kwh, Some(200.0));
     }
 

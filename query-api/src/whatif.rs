@@ -459,7 +459,7 @@ pub async fn workload_whatif(
         .map_err(|e| ApiError::from_store(e, not_found))?
         .ok_or_else(|| ApiError::NotFound(not_found()))?;
     let span = crate::workloads::workload_span(&w, limits)?;
-    let energy = workload_energy(store, scope, &w, span).await?;
+    let energy = workload_energy(store, scope, &w, span, None).await?;
     let mut regions = energy.regions.iter();
     let region = match (regions.next(), regions.next()) {
         (Some(region), None) => region.clone(),

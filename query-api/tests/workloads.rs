@@ -443,3 +443,103 @@ async fn open_workloads_are_labelled_closed_once_and_listed_by_status() {
     let theirs = get(&h.app, "/v1/workloads", Some(&token("globex"))).await;
     assert_eq!(theirs.body["workloads"], json!([]));
 }
+
+#[tokio::test]
+async fn average_intensity_emissions_are_reported_beside_the_marginal_by_hand() {
+    use std::sync::Arc;
+    use wattprint_core::intensity::{
+        IntensityJoin, IntensityPoint, PointKind, RegionIntensity, Signal,
+    };
+    use wattprint_core::{GramsPerKwh, RegionId, UnixMillis};
+    let h = harness().await;
+    // R1: only its static annual rate; R2: a published hourly average for T0's hour (and a
+    // static rate it must not fall back to while the published one covers the bucket).
+    let mut join = IntensityJoin::new(15 * 60_000);
+    for (region, rate, source) in [("R1", 250.0, "egrid2023:R1"), ("R2", 300.0, "egrid2023:R2")] {
+        join.insert(
+            RegionId::from(region),
+            RegionIntensity {
+                marginal: None,
+                replay: false,
+                average: Some((GramsPerKwh(rate), source.to_owned())),
+            },
+        );
+    }
+    join.record(&IntensityPoint {
+        region: RegionId::from("R2"),
+        at: UnixMillis(T0),
+        duration_ms: 3_600_000,
+        value: GramsPerKwh(180.0),
+        signal: Signal::Average,
+        kind: PointKind::Actual,
+        issued_at: None,
+        provider: "electricitymaps:R2".to_owned(),
+        model_version: None,
+        fetched_at: UnixMillis(T0),
+    })
+    .unwrap();
+    let store: Arc<dyn wattprint_store::Store> = h.store.clone();
+    let app = wattprint_query_api::router(
+        wattprint_query_api::ApiState::new(store, auth(), catalog(), Default::default())
+            .with_intensity(Arc::new(join)),
+    );
+    let e_a1: u64 = (0..15).map(a1_energy).sum();
+    let e_a2: u64 = 30_000_000 + 30_000_001 + 60_000_003;
+    let g = |mj: u64, g_per_kwh: f64| mj as f64 * g_per_kwh / 3_600_000_000.0;
+
+    let id = create_workload(&app, "acme", &["i-a1", "i-a2"], T0, T0 + 3_600_000, 2.0).await;
+    let r = get(&app, &format!("/v1/workloads/{id}"), Some(&token("acme"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let fp = &r.body["footprint"];
+    assert_eq!(fp["it_energy_mj"], e_a1 + e_a2);
+    let avg = &fp["average"];
+    assert_close(
+        &avg["operational_it_co2e_g"],
+        g(e_a1, 250.0) + g(e_a2, 180.0),
+    );
+    assert_close(
+        &avg["operational_co2e_g"],
+        g(e_a1, 250.0) * PUE_R1 + g(e_a2, 180.0),
+    );
+    let embodied = fp["embodied_co2e_g"].as_f64().unwrap();
+    assert_close(
+        &avg["sci_g_per_unit"],
+        (g(e_a1, 250.0) * PUE_R1 + g(e_a2, 180.0) + embodied) / 2.0,
+    );
+    assert_close(
+        &avg["intensity_g_per_kwh"],
+        (e_a1 as f64 * 250.0 + e_a2 as f64 * 180.0) / (e_a1 + e_a2) as f64,
+    );
+    assert_eq!(avg["energy_without_intensity_mj"], 0);
+    assert_eq!(
+        avg["intensity_sources"],
+        json!(["egrid2023:R1", "electricitymaps:R2"])
+    );
+
+    // The series carries the same per 5-minute step; its steps add up to the footprint's.
+    let s = get(
+        &app,
+        &format!(
+            "/v1/instances/i-a2/series?from={T0}&to={}&step=5m",
+            T0 + 900_000
+        ),
+        Some(&token("acme")),
+    )
+    .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+    let points = s.body["points"].as_array().unwrap();
+    let mut sum = 0.0;
+    for p in points {
+        let e = p["energy_mj"].as_u64().unwrap();
+        if e > 0 {
+            assert_close(&p["average_intensity_g_per_kwh"], 180.0);
+        }
+        assert_close(&p["average_co2e_g"], g(e, 180.0));
+        sum += p["average_co2e_g"].as_f64().unwrap();
+    }
+    assert!((sum - g(e_a2, 180.0)).abs() < 1e-9, "{sum}");
+
+    // Without intensity sources the average figures are null, not zero.
+    let bare = get(&h.app, &format!("/v1/workloads/{id}"), Some(&token("acme"))).await;
+    assert!(bare.body["footprint"]["average"].is_null(), "{}", bare.text);
+}

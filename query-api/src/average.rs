@@ -1,0 +1,101 @@
+//! Emissions on the grid's **average** intensity, beside the marginal figures.
+//!
+//! Marginal intensity (what one more kWh emits) is what Wattprint joins to every interval and
+//! what carbon-aware decisions use; inventories (GHG Protocol scope 2, location-based) use the
+//! average. Both are reported. The average of a 5-minute GPU-interval is the region's
+//! published average covering the bucket (Electricity Maps, hourly), else its static annual
+//! rate (eGRID), as [`IntensityJoin::average`] gives it at read time — so a published average
+//! that arrives later shows up without restating anything. Emissions are Σ E_i × A_i per
+//! interval (× PUE_i for the facility figure), never E × mean A.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use wattprint_core::intensity::IntensityJoin;
+use wattprint_core::{Bucket, Millijoules, RegionId};
+
+/// Running totals of emissions on average intensity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AverageTotals {
+    /// Σ E_i × A_i, grams.
+    pub it_co2e_g: f64,
+    /// Σ E_i × PUE_i × A_i, grams.
+    pub facility_co2e_g: f64,
+    /// Σ E_i × A_i in mJ·g/kWh (for the energy-weighted mean intensity).
+    weighted: f64,
+    /// Energy that had an average intensity.
+    pub energy_with_intensity: u64,
+    /// Energy of intervals whose region has no average at all.
+    pub energy_without_intensity: u64,
+    /// Sources of the averages used (e.g. `egrid2023:CAMX`).
+    pub sources: BTreeSet<String>,
+}
+
+impl AverageTotals {
+    /// Adds `energy` used in `bucket` of `region` with facility overhead `pue`.
+    pub fn add(
+        &mut self,
+        join: &IntensityJoin,
+        region: &RegionId,
+        bucket: Bucket,
+        energy: Millijoules,
+        pue: f64,
+    ) {
+        match join.average(region, bucket) {
+            Some(a) => {
+                let g = a.value.emissions(energy).0;
+                self.it_co2e_g += g;
+                self.facility_co2e_g += g * pue;
+                self.weighted += energy.0 as f64 * a.value.0;
+                self.energy_with_intensity = self.energy_with_intensity.saturating_add(energy.0);
+                if !self.sources.contains(&a.source) {
+                    self.sources.insert(a.source);
+                }
+            }
+            None => {
+                self.energy_without_intensity =
+                    self.energy_without_intensity.saturating_add(energy.0)
+            }
+        }
+    }
+
+    /// Energy-weighted mean average intensity, g/kWh; `None` without energy that had one.
+    pub fn mean_intensity(&self) -> Option<f64> {
+        (self.energy_with_intensity > 0).then(|| self.weighted / self.energy_with_intensity as f64)
+    }
+}
+
+/// A workload's emissions on average intensity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AverageEmissionsView {
+    /// IT emissions: Σ over GPU-intervals of E_i × A_i.
+    pub operational_it_co2e_g: f64,
+    /// Facility emissions: Σ E_i × PUE_i × A_i.
+    pub operational_co2e_g: f64,
+    /// Facility emissions plus the embodied share.
+    pub total_co2e_g: f64,
+    /// SCI on average intensity: (facility + embodied) ÷ R.
+    pub sci_g_per_unit: f64,
+    /// Energy-weighted mean average intensity, g/kWh; null when none applied.
+    pub intensity_g_per_kwh: Option<f64>,
+    /// Energy of intervals whose region has no average intensity (not counted above).
+    pub energy_without_intensity_mj: u64,
+    /// Where the averages came from.
+    pub intensity_sources: Vec<String>,
+}
+
+impl AverageEmissionsView {
+    /// The view of `totals` with the embodied share and R of the workload.
+    pub fn of(totals: &AverageTotals, embodied_g: f64, functional_units: f64) -> Self {
+        let total = totals.facility_co2e_g + embodied_g;
+        Self {
+            operational_it_co2e_g: totals.it_co2e_g,
+            operational_co2e_g: totals.facility_co2e_g,
+            total_co2e_g: total,
+            sci_g_per_unit: total / functional_units,
+            intensity_g_per_kwh: totals.mean_intensity(),
+            energy_without_intensity_mj: totals.energy_without_intensity,
+            intensity_sources: totals.sources.iter().cloned().collect(),
+        }
+    }
+}
