@@ -199,7 +199,7 @@ async fn an_agent_killed_while_the_gateway_stalls_delivers_the_whole_trace_exact
         true,
     ))
     .await;
-    let d = gw.delivered.lock().unwrap();
+    let d = std::mem::take(&mut *gw.delivered.lock().unwrap());
     let got = d.dedup(&replay_gpu_uuid(SEED_A, 0));
     let copies = d
         .samples
@@ -221,7 +221,6 @@ async fn an_agent_killed_while_the_gateway_stalls_delivers_the_whole_trace_exact
     assert_eq!(d.dedup(&replay_gpu_uuid(SEED_B, 0)).len(), 20);
     assert!(!stdout.contains("batches_replayed: 0,"), "{stdout}");
     assert!(stdout.contains("spool_damaged_records: 0"), "{stdout}");
-    drop(d);
     gw.stop().await;
 }
 
@@ -283,7 +282,7 @@ async fn a_torn_spool_tail_loses_only_the_torn_batch_and_is_reported() {
         stdout.contains(&format!("batches_replayed: {},", records.len() - 1)),
         "{stdout}"
     );
-    let d = gw.delivered.lock().unwrap();
+    let d = std::mem::take(&mut *gw.delivered.lock().unwrap());
     let got = d.dedup(&replay_gpu_uuid(SEED_A, 0));
     let copies = d
         .samples
@@ -304,6 +303,5 @@ async fn a_torn_spool_tail_loses_only_the_torn_batch_and_is_reported() {
         rows[n].counter_mj - rows[0].counter_mj - torn_energy,
         "the trace's energy less exactly the torn batch's"
     );
-    drop(d);
     gw.stop().await;
 }

@@ -311,9 +311,8 @@ async fn the_gateway_refuses_every_wrong_credential_and_says_why() {
 
     // Nothing of the refused streams was published, not even as a dead letter.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let d = gw.delivered.lock().unwrap();
+    let d = std::mem::take(&mut *gw.delivered.lock().unwrap());
     assert_eq!((d.samples.len(), d.dead_letters.len()), (accepted, 0));
-    drop(d);
     gw.stop().await;
 }
 
@@ -371,7 +370,7 @@ async fn a_rejected_agent_keeps_its_spool_and_after_the_fix_delivers_everything_
         .await
         .unwrap();
     let (energy, samples) = trace_energy();
-    let d = gw.delivered.lock().unwrap();
+    let d = std::mem::take(&mut *gw.delivered.lock().unwrap());
     let got = d.dedup(&replay_gpu_uuid(SEED_A, 0));
     let copies = d
         .samples
@@ -387,7 +386,6 @@ async fn a_rejected_agent_keeps_its_spool_and_after_the_fix_delivers_everything_
         "{r2:?}"
     );
     assert!(r2.batches_replayed > 0, "{r2:?}");
-    drop(d);
     gw.stop().await;
 }
 
