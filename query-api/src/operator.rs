@@ -138,6 +138,9 @@ pub(crate) async fn tenant_summary(
     let scope = TenantScope::from_verified(TenantId::new(tenant));
     let view = service::tenant_summary(state.store.as_ref(), &scope, req, &state.limits).await?;
     tracing::Span::current().record("instances", view.instances.len());
-    tracing::info!(operator = operator.subject(), "operator read a tenant summary");
+    tracing::info!(
+        operator = operator.subject(),
+        "operator read a tenant summary"
+    );
     Ok(Json(view))
 }

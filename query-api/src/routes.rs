@@ -101,8 +101,11 @@ async fn method_not_allowed() -> ApiError {
 /// Body of `GET /v1/instances`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceList {
-    /// The caller's instances.
+    /// The caller's instances, by id.
     pub instances: Vec<InstanceView>,
+    /// Cursor of the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// The caller's instances
@@ -113,8 +116,10 @@ pub struct InstanceList {
     path = "/v1/instances",
     tag = "inventory",
     security(("bearer" = [])),
+    params(crate::workloads::PageParams),
     responses(
-        (status = 200, description = "The tenant's instances.", body = InstanceList),
+        (status = 200, description = "A page of the tenant's instances, by id.", body = InstanceList),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 429, response = crate::openapi::TooManyRequests),
@@ -125,10 +130,17 @@ pub struct InstanceList {
 pub(crate) async fn list_instances(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
+    query: Result<Query<crate::workloads::PageParams>, QueryRejection>,
 ) -> Result<Json<InstanceList>, ApiError> {
-    let instances = service::list_instances(state.store.as_ref(), &scope).await?;
+    let Query(page) = query?;
+    let all = service::list_instances(state.store.as_ref(), &scope).await?;
+    let (instances, next_cursor) =
+        crate::workloads::paginate(all, |i| i.instance_id.as_str(), &page)?;
     tracing::Span::current().record("count", instances.len());
-    Ok(Json(InstanceList { instances }))
+    Ok(Json(InstanceList {
+        instances,
+        next_cursor,
+    }))
 }
 
 /// Query of `GET /v1/instances/{id}/series`.

@@ -1,5 +1,7 @@
-//! Authentication: every tenant route refuses requests without a valid token with 401 and a
-//! problem document; health needs no token.
+//! Authentication and authorisation: every tenant route refuses requests without a valid token
+//! with 401 and a problem document (health needs no token); readers read, only admins write,
+//! operators reach every tenant through the operator routes and nothing else; each tenant has
+//! its own rate limit.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,7 +12,10 @@ use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::StatusCode;
 use common::*;
 use wattprint_core::TenantId;
-use wattprint_query_api::{mint_token, mint_token_at, AuthConfig};
+use wattprint_query_api::{
+    mint_token, mint_token_at, router, ApiLimits, ApiState, AuthConfig, RateLimit, RateLimiter,
+    Role,
+};
 
 const ROUTES: [&str; 4] = [
     "/v1/instances",
@@ -147,4 +152,351 @@ async fn unknown_routes_are_problem_documents() {
     )
     .await;
     r.assert_problem(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles: reader, admin, operator.
+
+fn workload_body() -> serde_json::Value {
+    serde_json::json!({
+        "label": "role test", "instance_ids": ["i-a1"], "from": T0, "to": T0 + B,
+        "functional_unit": "run", "functional_units": 1,
+    })
+}
+
+async fn send_json(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    bearer: &str,
+    body: &serde_json::Value,
+) -> Reply {
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    send(&h.app, req).await
+}
+
+#[tokio::test]
+async fn readers_read_and_only_admins_create_label_and_close_workloads() {
+    let h = harness().await;
+    let reader = role_token("acme", Role::Reader);
+    let admin = role_token("acme", Role::Admin);
+    for route in ROUTES {
+        let r = get(&h.app, route, Some(&reader)).await;
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::NOT_FOUND,
+            "{route}"
+        );
+    }
+    let r = post_json(&h.app, "/v1/workloads", Some(&reader), &workload_body()).await;
+    r.assert_problem(StatusCode::FORBIDDEN);
+    assert_eq!(r.body["type"], "urn:wattprint:problem:forbidden");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("admin"),
+        "{}",
+        r.text
+    );
+    // Refused before anything was stored.
+    let list = get(&h.app, "/v1/workloads", Some(&reader)).await;
+    assert_eq!(list.body["workloads"], serde_json::json!([]));
+
+    let r = post_json(&h.app, "/v1/workloads", Some(&admin), &workload_body()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    // The reader sees what the admin created, and cannot change it.
+    let list = get(&h.app, "/v1/workloads", Some(&reader)).await;
+    assert_eq!(list.body["workloads"][0]["id"], id.as_str());
+    let labels = send_json(
+        &h,
+        "PUT",
+        &format!("/v1/workloads/{id}/labels"),
+        &reader,
+        &serde_json::json!({"labels": {"team": "x"}}),
+    )
+    .await;
+    labels.assert_problem(StatusCode::FORBIDDEN);
+    let close = send_json(
+        &h,
+        "POST",
+        &format!("/v1/workloads/{id}/close"),
+        &reader,
+        &serde_json::json!({}),
+    )
+    .await;
+    close.assert_problem(StatusCode::FORBIDDEN);
+    let after = get(&h.app, &format!("/v1/workloads/{id}"), Some(&reader)).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.body["to"], r.body["to"]);
+    assert_eq!(after.body["labels"], r.body["labels"]);
+}
+
+/// An HS256 token signed with the harness secret carrying `extra` claims.
+fn custom_token(extra: serde_json::Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "sub": "someone", "tenant": "acme", "iss": auth().issuer, "aud": auth().audience,
+        "iat": now, "nbf": now, "exp": now + 600,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(auth().hs256_secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn roles_come_from_the_roles_claim_or_wattprint_scopes_and_default_to_reader() {
+    let h = harness().await;
+    let cases = [
+        (serde_json::json!({}), StatusCode::FORBIDDEN),
+        (serde_json::json!({"roles": []}), StatusCode::FORBIDDEN),
+        (
+            serde_json::json!({"roles": ["reader"]}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            serde_json::json!({"roles": ["Admin", "superuser"]}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            serde_json::json!({"scope": "openid admin"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            serde_json::json!({"roles": ["reader", "admin"]}),
+            StatusCode::CREATED,
+        ),
+        (
+            serde_json::json!({"scope": "openid wattprint:admin profile"}),
+            StatusCode::CREATED,
+        ),
+    ];
+    for (extra, want) in cases {
+        let r = post_json(
+            &h.app,
+            "/v1/workloads",
+            Some(&custom_token(extra.clone())),
+            &workload_body(),
+        )
+        .await;
+        assert_eq!(r.status, want, "{extra}: {}", r.text);
+    }
+    // A tenant-less token that is not an operator's is no token at all.
+    let r = get(
+        &h.app,
+        "/v1/instances",
+        Some(&custom_token(
+            serde_json::json!({"tenant": null, "roles": ["admin"]}),
+        )),
+    )
+    .await;
+    r.assert_problem(StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn operators_reach_every_tenant_only_through_the_operator_routes() {
+    let h = harness().await;
+    let op = role_token("billing@provider", Role::Operator);
+    // Tenant routes refuse an operator token, REST and gRPC.
+    for route in ROUTES {
+        get(&h.app, route, Some(&op))
+            .await
+            .assert_problem(StatusCode::FORBIDDEN);
+    }
+    post_json(&h.app, "/v1/workloads", Some(&op), &workload_body())
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    // A tenant claim does not make an operator token a tenant's.
+    let op_with_tenant = custom_token(serde_json::json!({"roles": ["operator"]}));
+    get(&h.app, "/v1/instances", Some(&op_with_tenant))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN);
+    let server = Server::start(&h).await;
+    let mut client = server.client().await;
+    let mut req = tonic::Request::new(wattprint_proto::v1::ListInstancesRequest {});
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {op}").parse().unwrap());
+    let status = client.list_instances(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    server.stop().await;
+
+    // The operator's own routes: every tenant of the inventory.
+    let r = get(&h.app, "/v1/operator/tenants", Some(&op)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body,
+        serde_json::json!({"tenants": [
+            {"tenant": "acme", "instances": 2, "gpus": 3},
+            {"tenant": "globex", "instances": 1, "gpus": 1},
+        ]})
+    );
+    // Each tenant's summary is exactly the one the tenant gets itself.
+    let range = format!("from={T0}&to={}", T0 + 4 * B);
+    for tenant in ["acme", "globex"] {
+        let own = get(
+            &h.app,
+            &format!("/v1/summary?{range}"),
+            Some(&token(tenant)),
+        )
+        .await;
+        let seen = get(
+            &h.app,
+            &format!("/v1/operator/tenants/{tenant}/summary?{range}"),
+            Some(&op),
+        )
+        .await;
+        assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+        assert_eq!(seen.body, own.body, "{tenant}");
+    }
+    // Real numbers: globex's 4 samples of 5 000 000 mJ, all in the first bucket.
+    let globex = get(
+        &h.app,
+        &format!("/v1/operator/tenants/globex/summary?{range}"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(globex.body["totals"]["it_energy_mj"], 20_000_000);
+    // A tenant without instances has an empty summary, not an error.
+    let none = get(
+        &h.app,
+        &format!("/v1/operator/tenants/initech/summary?{range}"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(none.status, StatusCode::OK);
+    assert_eq!(none.body["totals"]["it_energy_mj"], 0);
+    assert_eq!(none.body["instances"], serde_json::json!([]));
+    // Bad ranges are 400s.
+    for q in ["", "from=yesterday&to=1", "from=0&to=9223372036854775807"] {
+        get(
+            &h.app,
+            &format!("/v1/operator/tenants/acme/summary?{q}"),
+            Some(&op),
+        )
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn tenant_tokens_never_reach_the_operator_routes() {
+    let h = harness().await;
+    let range = format!("from={T0}&to={}", T0 + B);
+    for route in [
+        "/v1/operator/tenants".to_owned(),
+        format!("/v1/operator/tenants/globex/summary?{range}"),
+        format!("/v1/operator/tenants/acme/summary?{range}"),
+    ] {
+        for role in [Role::Reader, Role::Admin] {
+            let r = get(&h.app, &route, Some(&role_token("acme", role))).await;
+            r.assert_problem(StatusCode::FORBIDDEN);
+            assert!(!r.text.contains("i-b1") && !r.text.contains("it_energy"));
+        }
+        get(&h.app, &route, None)
+            .await
+            .assert_problem(StatusCode::UNAUTHORIZED);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits.
+
+#[tokio::test]
+async fn each_tenant_has_its_own_request_budget_on_rest_and_grpc() {
+    let h = harness().await;
+    // Three requests at once, then one every 1000 s: the test never waits for a refill.
+    let limiter = RateLimiter::new(RateLimit {
+        per_second: 0.001,
+        burst: 3,
+    })
+    .unwrap();
+    let store: std::sync::Arc<dyn wattprint_store::Store> = h.store.clone();
+    let state =
+        ApiState::new(store, auth(), catalog(), ApiLimits::default()).with_rate_limiter(limiter);
+    let app = router(state.clone());
+    let acme = token("acme");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&app, "/v1/instances", Some(&acme)).await.status,
+            StatusCode::OK
+        );
+    }
+    let r = get(&app, "/v1/instances", Some(&acme)).await;
+    r.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["type"], "urn:wattprint:problem:rate-limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1000).contains(&retry), "Retry-After {retry}");
+    // Another token of the same tenant shares the budget.
+    get(
+        &app,
+        "/v1/instances",
+        Some(&role_token("acme", Role::Reader)),
+    )
+    .await
+    .assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    // Bad tokens are refused as such, not counted against anyone.
+    get(&app, "/v1/instances", Some("garbage"))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED);
+    // Other tenants and the operator are unaffected.
+    let globex = token("globex");
+    for _ in 0..2 {
+        assert_eq!(
+            get(&app, "/v1/instances", Some(&globex)).await.status,
+            StatusCode::OK
+        );
+    }
+    let op = role_token("billing@provider", Role::Operator);
+    assert_eq!(
+        get(&app, "/v1/operator/tenants", Some(&op)).await.status,
+        StatusCode::OK
+    );
+
+    // gRPC spends the same budgets: globex has one request left, acme none.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(wattprint_query_api::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let mut client = wattprint_proto::v1::tenant_query_client::TenantQueryClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let call = |token: String| {
+        let mut req = tonic::Request::new(wattprint_proto::v1::ListInstancesRequest {});
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let ok = client.list_instances(call(globex.clone())).await.unwrap();
+    assert_eq!(ok.into_inner().instances.len(), 1);
+    for t in [globex, acme] {
+        let status = client.list_instances(call(t)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let retry: u64 = status
+            .metadata()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=1000).contains(&retry));
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }

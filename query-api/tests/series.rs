@@ -320,3 +320,34 @@ async fn instances_list_shows_the_inventory() {
         ]})
     );
 }
+
+#[tokio::test]
+async fn instances_come_a_page_at_a_time_in_id_order() {
+    let h = harness().await;
+    let t = token("acme");
+    let all = get(&h.app, "/v1/instances", Some(&t)).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    assert!(all.body.get("next_cursor").is_none(), "{}", all.text);
+    let ids = |r: &Reply| -> Vec<String> {
+        r.body["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instance_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&all), vec!["i-a1", "i-a2"]);
+    let first = get(&h.app, "/v1/instances?limit=1", Some(&t)).await;
+    assert_eq!(ids(&first), vec!["i-a1"]);
+    assert_eq!(first.body["next_cursor"], "i-a1");
+    let second = get(&h.app, "/v1/instances?limit=1&cursor=i-a1", Some(&t)).await;
+    assert_eq!(ids(&second), vec!["i-a2"]);
+    assert!(second.body.get("next_cursor").is_none(), "{}", second.text);
+    // Another tenant's id is not a position in this tenant's list.
+    get(&h.app, "/v1/instances?cursor=i-b1", Some(&t))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    get(&h.app, "/v1/instances?limit=0", Some(&t))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+}

@@ -309,7 +309,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = ApiState::from_ref(state);
-        let access = authenticate(&state, &parts.headers).await?.into_operator()?;
+        let access = authenticate(&state, &parts.headers)
+            .await?
+            .into_operator()?;
         Ok(AuthenticatedOperator(access))
     }
 }

@@ -444,10 +444,8 @@ impl Jwks {
     /// `refresh_every`, and once more (rate-limited) when the token's `kid` is unknown.
     pub(crate) async fn key(&self, want: Lookup<'_>) -> Result<SetKey, String> {
         if self.age() >= self.config.refresh_every {
-            self.refresh_if(|me, last| {
-                me.age() >= me.config.refresh_every && me.may_refetch(last)
-            })
-            .await;
+            self.refresh_if(|me, last| me.age() >= me.config.refresh_every && me.may_refetch(last))
+                .await;
         }
         if let Some(key) = self.find(&want)? {
             return Ok(key);
@@ -501,7 +499,10 @@ mod tests {
             {"kty": "RSA", "kid": "c", "alg": "RS256", "n": b64(&[0xc1u8; 256]), "e": "AQAB"},
         ]}))
         .unwrap();
-        let algs: Vec<_> = keys.iter().map(|k| (k.kid.clone().unwrap(), k.alg)).collect();
+        let algs: Vec<_> = keys
+            .iter()
+            .map(|k| (k.kid.clone().unwrap(), k.alg))
+            .collect();
         assert_eq!(
             algs,
             [

@@ -51,6 +51,19 @@ pub fn token(tenant: &str) -> String {
     mint_token(&auth(), &TenantId::from(tenant), Duration::from_secs(600)).unwrap()
 }
 
+/// A 10-minute dev token with `role`: for `reader`/`admin`, `name` is the tenant; for
+/// `operator`, the subject.
+pub fn role_token(name: &str, role: wattprint_query_api::Role) -> String {
+    wattprint_query_api::mint_role_token(
+        &auth(),
+        role,
+        name,
+        std::time::SystemTime::now(),
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
 pub fn catalog() -> HardwareCatalog {
     let mut c = HardwareCatalog::default();
     c.models.insert(
