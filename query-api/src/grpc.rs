@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::Router;
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
-use wattprint_core::WorkloadId;
+use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
+use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
     FlexibleStart, GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, Instance,
@@ -22,8 +23,15 @@ use wattprint_proto::v1::{
 use crate::auth::TenantAccess;
 use crate::error::ApiError;
 use crate::restatements::{self, IntensityView, RestatementsRequest, RestatementsView};
-use crate::service::{self, check_id, InstanceView, WorkloadDetail};
+use crate::routes::DEFAULT_SERIES_RANGE_MS;
+use crate::service::{
+    self, check_id, AggregatePoint, InstanceUsageView, InstanceView, IntensityKinds, RawPoint,
+    Series, SeriesPoints, SeriesRequest, SummaryRequest, TenantSummaryView, UsageView,
+    WorkloadDetail, WorkloadRequest, WorkloadView,
+};
+use crate::time::{parse_instant, parse_required_instant, InstantInput, Step};
 use crate::whatif::{self, WhatIfRequest, WhatIfView};
+use crate::workloads::{self, CloseRequest, LabelsRequest, PageParams, WorkloadListParams};
 use crate::ApiState;
 
 /// Largest request message the gRPC service decodes. Every request of `TenantQuery` is a few
@@ -45,8 +53,8 @@ impl GrpcTenantQuery {
     /// Authenticates the bearer token in `metadata` exactly as the REST extractor does (same
     /// verifier, roles and rate limit) and returns the tenant's access, which dereferences to
     /// its scope: `UNAUTHENTICATED` for a bad token, `PERMISSION_DENIED` for an operator token,
-    /// `RESOURCE_EXHAUSTED` when the tenant's rate limit is spent. No method of `TenantQuery`
-    /// mutates today; one that does must call [`TenantAccess::require_admin`].
+    /// `RESOURCE_EXHAUSTED` when the tenant's rate limit is spent. The methods that change a
+    /// workload then call [`TenantAccess::require_admin`] where the REST handler does.
     async fn authenticate(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -147,24 +155,220 @@ impl From<InstanceView> for Instance {
             instance_id: v.instance_id,
             region: v.region,
             zip_code: v.zip_code.unwrap_or_default(),
-            gpu_uuids: v.gpus.into_iter().map(|g| g.uuid).collect(),
+            gpu_uuids: v.gpus.iter().map(|g| g.uuid.clone()).collect(),
+            gpus: v
+                .gpus
+                .into_iter()
+                .map(|g| pb::Gpu {
+                    uuid: g.uuid,
+                    model: g.model,
+                    power_limit_w: g.power_limit_w,
+                })
+                .collect(),
         }
+    }
+}
+
+/// An empty gRPC string is "not given" (proto3 cannot tell it from an unset field).
+fn given(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The REST page parameters of a gRPC `limit` and `cursor`.
+fn page_params(limit: Option<u32>, cursor: String) -> PageParams {
+    PageParams {
+        limit: limit.map(|l| l as usize),
+        cursor: (!cursor.is_empty()).then_some(cursor),
+    }
+}
+
+/// The series request of a gRPC call, with REST's defaults: step `5m`, `to` now, `from`
+/// [`DEFAULT_SERIES_RANGE_MS`] before `to`.
+fn series_request(req: &pb::GetInstanceSeriesRequest) -> Result<SeriesRequest, ApiError> {
+    let step = Step::parse(given(&req.step).unwrap_or("5m")).map_err(ApiError::BadRequest)?;
+    let to = match given(&req.to) {
+        Some(s) => parse_instant("to", s).map_err(ApiError::BadRequest)?,
+        None => workloads::now(),
+    };
+    let from = match given(&req.from) {
+        Some(s) => parse_instant("from", s).map_err(ApiError::BadRequest)?,
+        None => UnixMillis(to.0.saturating_sub(DEFAULT_SERIES_RANGE_MS)),
+    };
+    Ok(SeriesRequest { from, to, step })
+}
+
+impl From<WorkloadView> for pb::Workload {
+    fn from(v: WorkloadView) -> Self {
+        Self {
+            id: v.id,
+            label: v.label,
+            instance_ids: v.instance_ids,
+            from: v.from,
+            to: v.to,
+            status: v.status,
+            labels: v.labels.into_iter().collect(),
+            functional_unit: v.functional_unit,
+            functional_units: v.functional_units,
+            created_at: v.created_at,
+        }
+    }
+}
+
+/// The wire form of core's provenance (same field names as the REST JSON).
+fn provenance(p: &wattprint_core::sci::FootprintProvenance) -> pb::FootprintProvenance {
+    pb::FootprintProvenance {
+        energy_measured_share: p.energy_measured_share,
+        intervals_actual: p.intervals_actual,
+        intervals_forecast: p.intervals_forecast,
+        intervals_fallback: p.intervals_fallback,
+        intervals_missing_intensity: p.intervals_missing_intensity,
+        energy_without_intensity_mj: p.energy_without_intensity_mj,
+        intervals_replayed_intensity: p.intervals_replayed_intensity,
     }
 }
 
 impl From<WorkloadDetail> for WorkloadFootprint {
     fn from(d: WorkloadDetail) -> Self {
-        let f = &d.footprint.footprint;
+        let view = d.footprint;
+        let f = &view.footprint;
         Self {
-            workload_id: d.workload.id,
+            workload_id: d.workload.id.clone(),
             it_energy_mj: f.it_energy_mj,
             it_energy_kwh: f.it_energy_kwh,
             facility_energy_kwh: f.facility_energy_kwh,
             operational_co2e_g: f.operational_co2e_g,
             embodied_co2e_g: f.embodied_co2e_g,
             sci_g_per_unit: f.sci_g_per_unit,
-            functional_unit: d.footprint.functional_unit,
+            functional_unit: view.functional_unit,
             functional_units: f.functional_units,
+            operational_it_co2e_g: f.operational_it_co2e_g,
+            total_co2e_g: f.total_co2e_g,
+            provenance: Some(provenance(&f.provenance)),
+            coverage: Some(pb::Coverage {
+                expected_gpu_ms: view.coverage.expected_gpu_ms,
+                covered_gpu_ms: view.coverage.covered_gpu_ms,
+            }),
+            embodied: Some(pb::EmbodiedInputs {
+                gpus: view.embodied.gpus as u64,
+                unknown_models: view.embodied.unknown_models,
+            }),
+            missing_instances: view.missing_instances,
+            average: view.average.map(|a| pb::AverageEmissions {
+                operational_it_co2e_g: a.operational_it_co2e_g,
+                operational_co2e_g: a.operational_co2e_g,
+                total_co2e_g: a.total_co2e_g,
+                sci_g_per_unit: a.sci_g_per_unit,
+                intensity_g_per_kwh: a.intensity_g_per_kwh,
+                energy_without_intensity_mj: a.energy_without_intensity_mj,
+                intensity_sources: a.intensity_sources,
+            }),
+            workload: Some(d.workload.into()),
+        }
+    }
+}
+
+impl From<IntensityKinds> for pb::IntensityKinds {
+    fn from(k: IntensityKinds) -> Self {
+        Self {
+            actual: k.actual,
+            forecast: k.forecast,
+            fallback_average: k.fallback_average,
+            missing: k.missing,
+            replayed: k.replayed,
+        }
+    }
+}
+
+impl From<AggregatePoint> for pb::AggregatePoint {
+    fn from(p: AggregatePoint) -> Self {
+        Self {
+            start: p.start,
+            end: p.end,
+            energy_mj: p.energy_mj,
+            energy_kwh: p.energy_kwh,
+            estimated_energy_mj: p.estimated_energy_mj,
+            power_mean_w: p.power_mean_w,
+            power_max_w: p.power_max_w,
+            coverage: p.coverage,
+            intensity_g_per_kwh: p.intensity_g_per_kwh,
+            intensity_kinds: Some(p.intensity_kinds.into()),
+            co2e_g: p.co2e_g,
+            facility_co2e_g: p.facility_co2e_g,
+            co2e_missing_energy_mj: p.co2e_missing_energy_mj,
+            average_intensity_g_per_kwh: p.average_intensity_g_per_kwh,
+            average_co2e_g: p.average_co2e_g,
+            average_facility_co2e_g: p.average_facility_co2e_g,
+        }
+    }
+}
+
+impl From<RawPoint> for pb::RawPoint {
+    fn from(p: RawPoint) -> Self {
+        Self {
+            start: p.start,
+            end: p.end,
+            gpu_uuid: p.gpu_uuid,
+            energy_mj: p.energy_mj,
+            power_w: p.power_w,
+            power_max_w: p.power_max_w,
+            util_gpu_pct: p.util_gpu_pct,
+            temp_c: p.temp_c,
+            chain_start: p.chain_start,
+            energy_source: p.energy_source,
+            attribution: p.attribution,
+        }
+    }
+}
+
+impl From<Series> for pb::InstanceSeries {
+    fn from(s: Series) -> Self {
+        let (points, raw_points) = match s.points {
+            SeriesPoints::Aggregated(p) => (p.into_iter().map(Into::into).collect(), Vec::new()),
+            SeriesPoints::Raw(p) => (Vec::new(), p.into_iter().map(Into::into).collect()),
+        };
+        Self {
+            instance_id: s.instance_id,
+            step: s.step.as_str().to_owned(),
+            from: s.from,
+            to: s.to,
+            points,
+            raw_points,
+        }
+    }
+}
+
+impl From<UsageView> for pb::Usage {
+    fn from(u: UsageView) -> Self {
+        Self {
+            it_energy_mj: u.it_energy_mj,
+            it_energy_kwh: u.it_energy_kwh,
+            estimated_energy_mj: u.estimated_energy_mj,
+            facility_energy_kwh: u.facility_energy_kwh,
+            operational_it_co2e_g: u.operational_it_co2e_g,
+            operational_co2e_g: u.operational_co2e_g,
+            gpu_intervals: u.gpu_intervals,
+            covered_gpu_ms: u.covered_gpu_ms,
+            power_max_w: u.power_max_w,
+            provenance: Some(provenance(&u.provenance)),
+        }
+    }
+}
+
+impl From<TenantSummaryView> for pb::TenantSummary {
+    fn from(v: TenantSummaryView) -> Self {
+        Self {
+            from: v.from,
+            to: v.to,
+            totals: Some(v.totals.into()),
+            instances: v
+                .instances
+                .into_iter()
+                .map(|i: InstanceUsageView| pb::InstanceUsage {
+                    instance_id: i.instance_id,
+                    gpus: i.gpus,
+                    usage: Some(i.usage.into()),
+                })
+                .collect(),
         }
     }
 }
@@ -283,10 +487,14 @@ impl TenantQuery for GrpcTenantQuery {
         request: Request<ListInstancesRequest>,
     ) -> Result<Response<ListInstancesResponse>, Status> {
         let scope = self.authenticate(request.metadata()).await?;
-        let instances = service::list_instances(self.state.store.as_ref(), &scope).await?;
+        let req = request.into_inner();
+        let page = page_params(req.limit, req.cursor);
+        let all = service::list_instances(self.state.store.as_ref(), &scope).await?;
+        let (instances, next_cursor) = workloads::paginate(all, |i| i.instance_id.as_str(), &page)?;
         tracing::Span::current().record("count", instances.len());
         Ok(Response::new(ListInstancesResponse {
             instances: instances.into_iter().map(Instance::from).collect(),
+            next_cursor,
         }))
     }
 
@@ -355,6 +563,148 @@ impl TenantQuery for GrpcTenantQuery {
         )
         .await?;
         tracing::Span::current().record("count", view.restatements.len());
+        Ok(Response::new(view.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(instance = tracing::field::Empty, step = tracing::field::Empty, points = tracing::field::Empty))]
+    async fn get_instance_series(
+        &self,
+        request: Request<pb::GetInstanceSeriesRequest>,
+    ) -> Result<Response<pb::InstanceSeries>, Status> {
+        let scope = self.authenticate(request.metadata()).await?;
+        let req = request.into_inner();
+        check_id("instance", &req.instance_id)?;
+        let span = tracing::Span::current();
+        span.record("instance", req.instance_id.as_str());
+        let asked = series_request(&req)?;
+        span.record("step", asked.step.as_str());
+        let series = service::instance_series(
+            self.state.store.as_ref(),
+            &scope,
+            &InstanceId::new(req.instance_id),
+            asked,
+            &self.state.limits,
+            self.state.intensity_join().ok().as_deref(),
+        )
+        .await?;
+        span.record("points", series.points.len());
+        Ok(Response::new(series.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
+    async fn list_workloads(
+        &self,
+        request: Request<pb::ListWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        let scope = self.authenticate(request.metadata()).await?;
+        let req = request.into_inner();
+        let page = page_params(req.limit, req.cursor);
+        let params = WorkloadListParams {
+            limit: page.limit,
+            cursor: page.cursor,
+            status: given(&req.status).map(str::to_owned),
+        };
+        let list = workloads::list_workloads(self.state.store.as_ref(), &scope, &params).await?;
+        tracing::Span::current().record("count", list.workloads.len());
+        Ok(Response::new(pb::ListWorkloadsResponse {
+            workloads: list.workloads.into_iter().map(Into::into).collect(),
+            next_cursor: list.next_cursor,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty, instances = tracing::field::Empty))]
+    async fn create_workload(
+        &self,
+        request: Request<pb::CreateWorkloadRequest>,
+    ) -> Result<Response<pb::Workload>, Status> {
+        let access = self.authenticate(request.metadata()).await?;
+        access.require_admin()?;
+        let req = request.into_inner();
+        let span = tracing::Span::current();
+        span.record("instances", req.instance_ids.len());
+        let body = WorkloadRequest {
+            label: req.label,
+            instance_ids: req.instance_ids,
+            from: InstantInput::Text(req.from),
+            to: req.to.map(InstantInput::Text),
+            functional_unit: req.functional_unit,
+            functional_units: req.functional_units,
+            labels: req.labels.into_iter().collect(),
+        };
+        let view = service::create_workload(
+            self.state.store.as_ref(),
+            access.scope(),
+            &body,
+            &self.state.limits,
+        )
+        .await?;
+        span.record("workload", view.id.as_str());
+        tracing::info!("workload created");
+        Ok(Response::new(view.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    async fn set_workload_labels(
+        &self,
+        request: Request<pb::SetWorkloadLabelsRequest>,
+    ) -> Result<Response<pb::Workload>, Status> {
+        let access = self.authenticate(request.metadata()).await?;
+        let req = request.into_inner();
+        check_id("workload", &req.workload_id)?;
+        tracing::Span::current().record("workload", req.workload_id.as_str());
+        access.require_admin()?;
+        let view = workloads::set_labels(
+            self.state.store.as_ref(),
+            access.scope(),
+            &WorkloadId::new(req.workload_id),
+            LabelsRequest {
+                labels: req.labels.into_iter().collect(),
+            },
+        )
+        .await?;
+        tracing::info!("workload labels replaced");
+        Ok(Response::new(view.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    async fn close_workload(
+        &self,
+        request: Request<pb::CloseWorkloadRequest>,
+    ) -> Result<Response<pb::Workload>, Status> {
+        let access = self.authenticate(request.metadata()).await?;
+        let req = request.into_inner();
+        check_id("workload", &req.workload_id)?;
+        tracing::Span::current().record("workload", req.workload_id.as_str());
+        access.require_admin()?;
+        let view = workloads::close(
+            self.state.store.as_ref(),
+            access.scope(),
+            &WorkloadId::new(req.workload_id),
+            CloseRequest {
+                end: req.end.map(InstantInput::Text),
+            },
+            &self.state.limits,
+        )
+        .await?;
+        tracing::info!(to = ?view.to, "workload closed");
+        Ok(Response::new(view.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(instances = tracing::field::Empty))]
+    async fn get_tenant_summary(
+        &self,
+        request: Request<pb::GetTenantSummaryRequest>,
+    ) -> Result<Response<pb::TenantSummary>, Status> {
+        let scope = self.authenticate(request.metadata()).await?;
+        let req = request.into_inner();
+        let asked = SummaryRequest {
+            from: parse_required_instant("from", Some(&req.from)).map_err(ApiError::BadRequest)?,
+            to: parse_required_instant("to", Some(&req.to)).map_err(ApiError::BadRequest)?,
+        };
+        let view =
+            service::tenant_summary(self.state.store.as_ref(), &scope, asked, &self.state.limits)
+                .await?;
+        tracing::Span::current().record("instances", view.instances.len());
         Ok(Response::new(view.into()))
     }
 }

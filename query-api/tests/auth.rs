@@ -325,7 +325,7 @@ async fn operators_reach_every_tenant_only_through_the_operator_routes() {
         .assert_problem(StatusCode::FORBIDDEN);
     let server = Server::start(&h).await;
     let mut client = server.client().await;
-    let mut req = tonic::Request::new(wattprint_proto::v1::ListInstancesRequest {});
+    let mut req = tonic::Request::new(wattprint_proto::v1::ListInstancesRequest::default());
     req.metadata_mut()
         .insert("authorization", format!("Bearer {op}").parse().unwrap());
     let status = client.list_instances(req).await.unwrap_err();
@@ -477,7 +477,7 @@ async fn each_tenant_has_its_own_request_budget_on_rest_and_grpc() {
     .await
     .unwrap();
     let call = |token: String| {
-        let mut req = tonic::Request::new(wattprint_proto::v1::ListInstancesRequest {});
+        let mut req = tonic::Request::new(wattprint_proto::v1::ListInstancesRequest::default());
         req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         req

@@ -42,7 +42,7 @@ async fn list(
     authorization: Option<&str>,
 ) -> Result<ListInstancesResponse, tonic::Status> {
     client
-        .list_instances(with_auth(ListInstancesRequest {}, authorization))
+        .list_instances(with_auth(ListInstancesRequest::default(), authorization))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -131,7 +131,7 @@ async fn requests_without_a_valid_token_are_unauthenticated() {
         assert_eq!(status.code(), Code::Unauthenticated, "{value}");
     }
     // Two authorization values are refused, as over REST.
-    let mut twice = bearer(ListInstancesRequest {}, "acme");
+    let mut twice = bearer(ListInstancesRequest::default(), "acme");
     twice.metadata_mut().append(
         "authorization",
         format!("Bearer {}", token("globex")).parse().unwrap(),
@@ -150,7 +150,7 @@ async fn each_tenant_lists_only_its_own_instances() {
     let mut client = server.client().await;
 
     let acme = client
-        .list_instances(bearer(ListInstancesRequest {}, "acme"))
+        .list_instances(bearer(ListInstancesRequest::default(), "acme"))
         .await
         .unwrap()
         .into_inner();
@@ -168,7 +168,7 @@ async fn each_tenant_lists_only_its_own_instances() {
     assert_eq!(acme.instances[1].gpu_uuids, ["GPU-a2", "GPU-a3"]);
 
     let globex = client
-        .list_instances(bearer(ListInstancesRequest {}, "globex"))
+        .list_instances(bearer(ListInstancesRequest::default(), "globex"))
         .await
         .unwrap()
         .into_inner();
@@ -317,7 +317,7 @@ async fn raw_call(server: &Server, path: &'static str) -> tonic::Status {
     let codec: tonic_prost::ProstCodec<ListInstancesRequest, ListInstancesResponse> =
         tonic_prost::ProstCodec::default();
     grpc.unary(
-        bearer(ListInstancesRequest {}, "acme"),
+        bearer(ListInstancesRequest::default(), "acme"),
         axum::http::uri::PathAndQuery::from_static(path),
         codec,
     )
@@ -368,7 +368,7 @@ async fn rest_and_grpc_share_the_port() {
     // gRPC (HTTP/2 with prior knowledge) on the same port.
     let mut client = server.client().await;
     let acme = client
-        .list_instances(bearer(ListInstancesRequest {}, "acme"))
+        .list_instances(bearer(ListInstancesRequest::default(), "acme"))
         .await
         .unwrap()
         .into_inner();

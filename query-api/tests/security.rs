@@ -423,14 +423,14 @@ async fn every_hostile_token_is_refused_with_401_on_rest_and_grpc() {
         .await
         .unwrap();
     for (case, token, detail) in &cases {
-        let mut req = tonic::Request::new(ListInstancesRequest {});
+        let mut req = tonic::Request::new(ListInstancesRequest::default());
         req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         let status = client.list_instances(req).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{case}");
         assert_eq!(status.message(), *detail, "{case}");
     }
-    let mut req = tonic::Request::new(ListInstancesRequest {});
+    let mut req = tonic::Request::new(ListInstancesRequest::default());
     let good = sign(&ed, &claims("globex"));
     req.metadata_mut()
         .insert("authorization", format!("Bearer {good}").parse().unwrap());
