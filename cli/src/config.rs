@@ -10,10 +10,12 @@ use thiserror::Error;
 use wattprint_agent::attribution::{IdlePolicy, MigRule};
 use wattprint_agent::metadata::MetadataProvider;
 use wattprint_agent::replay::{MigProfile, Pacing, ReplayLayout, VgpuProfile};
+use wattprint_agent::tls::AgentTlsFiles;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 use wattprint_ingest::cloud_regions::{CloudProvider, CloudRegionDirectory};
+use wattprint_ingest::gateway::GatewayTlsFiles;
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
 use wattprint_ingest::intensity_poll::PollWindows;
 use wattprint_ingest::kafka::KafkaBusConfig;
@@ -110,6 +112,38 @@ pub struct RawBus {
 pub struct RawGateway {
     /// gRPC listen address (default 127.0.0.1:50051).
     pub listen: Option<SocketAddr>,
+    /// TLS (default none: plaintext, for the embedded mode and localhost dev only).
+    pub tls: Option<RawGatewayTls>,
+    /// Host registry: the agents allowed to stream, with their token hashes (default none:
+    /// any host may stream). See `wattprint_ingest::hosts`.
+    pub hosts_file: Option<PathBuf>,
+}
+
+/// `[gateway.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayTls {
+    /// PEM certificate chain of the gateway.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA bundle whose client certificates are accepted; when set, agents must present
+    /// one (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[agent.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentTls {
+    /// PEM CA bundle that signed the gateway's certificate (the only roots trusted).
+    pub ca: PathBuf,
+    /// PEM client certificate chain of this agent.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// Name the gateway's certificate must carry (default: the host of `gateway_url`).
+    pub domain: Option<String>,
 }
 
 /// `[query_api]`.
@@ -161,6 +195,10 @@ pub struct RawAgent {
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use, MiB (default 256, at least 1).
     pub spool_max_mib: Option<u64>,
+    /// File holding this host's token, sent to the gateway on every stream (default none).
+    pub host_token_file: Option<PathBuf>,
+    /// TLS to the gateway with a client certificate (default none: plaintext `http://`).
+    pub tls: Option<RawAgentTls>,
     /// How GPUs are attributed to instances.
     #[serde(default)]
     pub attribution: RawAttribution,
@@ -441,6 +479,10 @@ pub struct AgentSettings {
     pub spool_dir: Option<PathBuf>,
     /// Spool size bound, bytes.
     pub spool_max_bytes: u64,
+    /// TLS files (`None`: plaintext).
+    pub tls: Option<AgentTlsFiles>,
+    /// File holding the host token, if any.
+    pub host_token_file: Option<PathBuf>,
     /// How GPUs are attributed.
     pub attribution: AttributionSettings,
     /// Sensor.
@@ -491,6 +533,10 @@ pub struct Settings {
     pub bus: BusSettings,
     /// Gateway listen address.
     pub gateway_listen: SocketAddr,
+    /// Gateway TLS files (`None`: plaintext).
+    pub gateway_tls: Option<GatewayTlsFiles>,
+    /// Gateway host registry file (`None`: any host may stream).
+    pub gateway_hosts_file: Option<PathBuf>,
     /// Query API listen address.
     pub api_listen: SocketAddr,
     /// Token issuer.
@@ -912,14 +958,17 @@ impl RawConfig {
         };
         let agent = AgentSettings {
             host_id: raw.agent.host_id.clone().unwrap_or_else(default_host_id),
-            gateway_url: raw
-                .agent
-                .gateway_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{gateway_listen}")),
+            gateway_url: agent_gateway_url(&raw.agent, gateway_listen)?,
             energy_interval_ms,
             spool_dir: raw.agent.spool_dir.clone(),
             spool_max_bytes,
+            tls: raw.agent.tls.as_ref().map(|t| AgentTlsFiles {
+                ca: t.ca.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                domain: t.domain.clone(),
+            }),
+            host_token_file: raw.agent.host_token_file.clone(),
             attribution: attribution_settings(&raw.agent, &sensor)?,
             sensor,
         };
@@ -1031,6 +1080,12 @@ impl RawConfig {
             store,
             bus,
             gateway_listen,
+            gateway_tls: raw.gateway.tls.as_ref().map(|t| GatewayTlsFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                client_ca: t.client_ca.clone(),
+            }),
+            gateway_hosts_file: raw.gateway.hosts_file.clone(),
             api_listen,
             issuer: raw
                 .query_api
@@ -1741,8 +1796,8 @@ mod link_security_tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("must be https://"), "{err}");
-        let err = agent_gateway_url(&agent("gateway_url = \"https://gw:50051\""), listen)
-            .unwrap_err();
+        let err =
+            agent_gateway_url(&agent("gateway_url = \"https://gw:50051\""), listen).unwrap_err();
         assert!(err.to_string().contains("[agent.tls]"), "{err}");
         let err = toml::from_str::<RawAgent>("[tls]\nca = \"ca.pem\"\n").unwrap_err();
         assert!(err.to_string().contains("missing field `cert`"), "{err}");

@@ -15,9 +15,12 @@ use wattprint_agent::attribution::{libvirt::LibvirtHost, AttributionMode, CheckR
 use wattprint_agent::replay::{ReplayConfig, ReplaySensor};
 use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
+use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_ingest::enricher::EnricherReport;
+use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
+use wattprint_ingest::hosts::HostRegistry;
 use wattprint_ingest::kafka::create_topics;
 use wattprint_ingest::{
     memory_bus, BusProducer, Enricher, Gateway, GatewayLimits, InventoryIndex, KafkaConsumer,
@@ -263,6 +266,7 @@ impl Backend {
         let (gateway, gateway_addr) = match producer {
             Some(producer) => {
                 let gateway = Gateway::new(producer, inventory, GatewayLimits::default());
+                let (gateway, tls) = secure_gateway(settings, gateway)?;
                 let listener = TcpListener::bind(settings.gateway_listen)
                     .await
                     .with_context(|| {
@@ -271,7 +275,7 @@ impl Backend {
                 let addr = listener.local_addr()?;
                 let gw_stop = stop.wait();
                 let task = tokio::spawn(async move {
-                    wattprint_ingest::gateway::serve(listener, gateway, gw_stop)
+                    wattprint_ingest::gateway::serve_tls(listener, gateway, tls, gw_stop)
                         .await
                         .map_err(Into::into)
                 });
@@ -454,8 +458,53 @@ pub fn agent_config(settings: &Settings, gateway_url: String) -> AgentConfig {
         energy_interval: Duration::from_millis(settings.agent.energy_interval_ms),
         spool_dir: settings.agent.spool_dir.clone(),
         spool_max_bytes: settings.agent.spool_max_bytes,
+        tls: settings.agent.tls.clone(),
         ..AgentConfig::new(HostId::new(settings.agent.host_id.clone()), gateway_url)
     }
+}
+
+/// The host token from `agent.host_token_file`, if one is configured.
+pub fn host_token(settings: &Settings) -> anyhow::Result<Option<HostToken>> {
+    settings
+        .agent
+        .host_token_file
+        .as_deref()
+        .map(HostToken::from_file)
+        .transpose()
+        .context("agent.host_token_file")
+}
+
+/// Applies `[gateway.tls]` and `gateway.hosts_file`: loads and checks the files now, so that a
+/// bad one stops the start with its name. Plaintext or an open gateway on an address other
+/// than loopback is allowed (dev setups) but logged: production uses both.
+fn secure_gateway(
+    settings: &Settings,
+    gateway: Gateway,
+) -> anyhow::Result<(Gateway, Option<ServerTlsConfig>)> {
+    let exposed = !settings.gateway_listen.ip().is_loopback();
+    let tls = match &settings.gateway_tls {
+        Some(files) => Some(server_tls_config(files).context("[gateway.tls]")?),
+        None => {
+            if exposed {
+                tracing::warn!(listen = %settings.gateway_listen, "the gateway serves plaintext beyond loopback; production uses [gateway.tls] with client_ca (mTLS)");
+            }
+            None
+        }
+    };
+    let gateway = match &settings.gateway_hosts_file {
+        Some(path) => {
+            let hosts = HostRegistry::load(path).context("gateway.hosts_file")?;
+            tracing::info!(hosts = hosts.len(), file = %path.display(), "the gateway accepts registered hosts only");
+            gateway.with_hosts(Arc::new(hosts))
+        }
+        None => {
+            if exposed {
+                tracing::warn!(listen = %settings.gateway_listen, "the gateway accepts any host; production uses gateway.hosts_file");
+            }
+            gateway
+        }
+    };
+    Ok((gateway, tls))
 }
 
 /// Runs an agent until `shutdown`.
@@ -466,6 +515,7 @@ pub async fn run_agent(
 ) -> anyhow::Result<AgentReport> {
     let attribution = build_attribution(settings).await?;
     let sensor = build_sensor(settings)?;
-    let config = agent_config(settings, gateway_url);
+    let mut config = agent_config(settings, gateway_url);
+    config.host_token = host_token(settings)?;
     Ok(wattprint_agent::run(config, sensor, attribution, shutdown).await?)
 }

@@ -237,13 +237,15 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             tracing::info!(?report, "agent stopped");
             println!(
-                "agent stopped: sent {} acked {} rejected {} resent {} dropped {} replayed {}",
+                "agent stopped: sent {} acked {} rejected {} resent {} dropped {} replayed {} \
+                 refused {}",
                 report.samples_sent,
                 report.samples_acked,
                 report.samples_rejected,
                 report.batches_resent,
                 report.samples_dropped,
-                report.batches_replayed
+                report.batches_replayed,
+                report.auth_refusals
             );
             Ok(())
         }
@@ -378,7 +380,18 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let backend = Backend::start(&settings, store).await?;
     let gateway_addr = backend.gateway_addr.context("the gateway runs")?;
     let api_addr = backend.api_addr.context("the query API runs")?;
-    let gateway_url = format!("http://{gateway_addr}");
+    // The embedded agent speaks to its own gateway as configured: TLS on both sides or on none.
+    anyhow::ensure!(
+        settings.gateway_tls.is_some() == settings.agent.tls.is_some(),
+        "wattprint up runs its own agent against its own gateway: set both [gateway.tls] and \
+         [agent.tls], or neither"
+    );
+    let scheme = if settings.agent.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let gateway_url = format!("{scheme}://{gateway_addr}");
     let agent_stop = Shutdown::new();
     let agent = {
         let settings = settings.clone();
