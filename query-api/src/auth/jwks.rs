@@ -289,8 +289,11 @@ pub(crate) enum Lookup<'a> {
 impl Jwks {
     /// Reads the set once; an unreadable document or one without a usable key is an error.
     pub async fn load(config: JwksConfig) -> Result<Self, JwksError> {
+        // An https key set is never fetched over plain http, not even through a redirect.
+        let https = matches!(&config.source, JwksSource::Url(u) if u.starts_with("https://"));
         let http = reqwest::Client::builder()
             .timeout(config.fetch_timeout)
+            .https_only(https)
             .build()
             .map_err(|e| JwksError::Fetch {
                 at: config.source.to_string(),
