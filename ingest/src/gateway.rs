@@ -30,14 +30,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity};
-/// tonic's server TLS settings, as [`server_tls_config`] builds them.
-pub use tonic::transport::ServerTlsConfig;
 use tonic::{Code, Request, Response, Status, Streaming};
 use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
 use wattprint_proto::v1::{BatchAck, Rejection, Sample, SampleBatch};
 use wattprint_store::QuarantineRecord;
+
+/// tonic's server TLS settings, as [`server_tls_config`] builds them.
+pub use tonic::transport::ServerTlsConfig;
 
 /// Limits on what the gateway accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
