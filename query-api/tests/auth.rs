@@ -500,3 +500,71 @@ async fn each_tenant_has_its_own_request_budget_on_rest_and_grpc() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+fn with<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn grpc_writes_need_the_admin_role_too() {
+    use wattprint_proto::v1::{
+        CloseWorkloadRequest, CreateWorkloadRequest, SetWorkloadLabelsRequest,
+    };
+    let h = harness().await;
+    let id = create_workload(&h.app, "acme", &["i-a1"], T0, T0 + B, 1.0).await;
+    let server = Server::start(&h).await;
+    let mut client = server.client().await;
+    let create = || CreateWorkloadRequest {
+        label: "grpc".into(),
+        instance_ids: vec!["i-a1".into()],
+        from: T0.to_string(),
+        to: Some((T0 + B).to_string()),
+        functional_unit: "run".into(),
+        functional_units: 1.0,
+        labels: Default::default(),
+    };
+    let reader = role_token("acme", Role::Reader);
+    let op = role_token("billing@provider", Role::Operator);
+    for token in [&reader, &op] {
+        let denied = [
+            client.create_workload(with(create(), token)).await.err(),
+            client
+                .set_workload_labels(with(
+                    SetWorkloadLabelsRequest {
+                        workload_id: id.clone(),
+                        labels: [("team".to_owned(), "x".to_owned())].into(),
+                    },
+                    token,
+                ))
+                .await
+                .err(),
+            client
+                .close_workload(with(
+                    CloseWorkloadRequest {
+                        workload_id: id.clone(),
+                        end: None,
+                    },
+                    token,
+                ))
+                .await
+                .err(),
+        ];
+        for status in denied {
+            assert_eq!(status.unwrap().code(), tonic::Code::PermissionDenied);
+        }
+    }
+    // Nothing changed; the admin's create goes through.
+    let list = get(&h.app, "/v1/workloads", Some(&reader)).await;
+    assert_eq!(list.body["workloads"].as_array().unwrap().len(), 1);
+    assert_eq!(list.body["workloads"][0]["labels"], serde_json::json!({}));
+    let created = client
+        .create_workload(with(create(), &token("acme")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.label, "grpc");
+    server.stop().await;
+}
