@@ -16,5 +16,11 @@ export WPTEST_SERVERS_DIR=${WPTEST_SERVERS_DIR:-$(mktemp -d /tmp/wattprint-serve
 source scripts/servers.sh start
 trap 'scripts/servers.sh stop' EXIT
 export WPTEST_REQUIRE_SERVERS=1
+echo "==> python sdk venv"
+# The Python SDK's tests (tests/tests/python_sdk.rs) run in this venv; pip fetches httpx,
+# pytest and mypy from PyPI.
+python3 -m venv target/py-sdk
+target/py-sdk/bin/pip install --quiet --disable-pip-version-check -e 'sdk/python[test]'
+export WPTEST_PYTHON="$PWD/target/py-sdk/bin/python"
 echo "==> tests"
 cargo test --workspace --locked

@@ -1,7 +1,8 @@
 //! A workload's energy, emissions, SCI and carbon-aware what-ifs, through the client.
 //!
 //! ```sh
-//! WATTPRINT_URL=http://127.0.0.1:8080 WATTPRINT_TOKEN=$(wattprint token --tenant acme --role admin) \
+//! TOKEN=$(wattprint token --tenant acme)      # admin (the default role): creates a workload
+//! WATTPRINT_URL=http://127.0.0.1:8080 WATTPRINT_TOKEN=$TOKEN \
 //!   cargo run -p wattprint-client --example footprint -- [INSTANCE_ID ...]
 //! ```
 //!
@@ -93,11 +94,16 @@ async fn run() -> Result<(), Error> {
         "emissions marginal: {} gCO2e facility, {} gCO2e IT",
         fp.operational_co2e_g, fp.operational_it_co2e_g
     );
-    match (fp.average_co2e_g, fp.average_it_co2e_g) {
-        (Some(facility), Some(it)) => {
-            println!("emissions average: {facility} gCO2e facility, {it} gCO2e IT")
-        }
-        _ => println!("emissions average: not reported by this server"),
+    match &fp.average {
+        Some(a) => println!(
+            "emissions average: {} gCO2e facility, {} gCO2e IT, SCI {} gCO2e per {} (from {})",
+            a.operational_co2e_g,
+            a.operational_it_co2e_g,
+            a.sci_g_per_unit,
+            fp.functional_unit,
+            a.intensity_sources.join(", ")
+        ),
+        None => println!("emissions average: not reported by this server"),
     }
     println!("embodied: {} gCO2e", fp.embodied_co2e_g);
     println!(
@@ -118,7 +124,8 @@ async fn run() -> Result<(), Error> {
     match client.whatif(&w.id, &WhatIfQuery::default()).await {
         Ok(whatif) => {
             println!(
-                "what-ifs on {} intensity of {} ({}{}):",
+                "what-ifs ({}: {}) for {} from {}{}:",
+                whatif.basis_kind.as_str(),
                 whatif.basis,
                 whatif.region,
                 whatif.intensity_source,

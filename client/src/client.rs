@@ -312,6 +312,28 @@ impl Client {
         }
         self.get(&["v1", "workloads", id, "whatif"], &q).await
     }
+
+    /// `GET /v1/operator/tenants`: every tenant with its instance and GPU counts (operator
+    /// tokens only; a tenant token gets 403).
+    pub async fn operator_tenants(&self) -> Result<OperatorTenantList, Error> {
+        self.get(&["v1", "operator", "tenants"], &Query::new())
+            .await
+    }
+
+    /// `GET /v1/operator/tenants/{tenant}/summary`: a tenant's usage over `[from, to)`, the
+    /// body the tenant gets from [`Client::summary`] (operator tokens only).
+    pub async fn operator_tenant_summary(
+        &self,
+        tenant: &str,
+        from: &Timestamp,
+        to: &Timestamp,
+    ) -> Result<TenantSummary, Error> {
+        self.get(
+            &["v1", "operator", "tenants", tenant, "summary"],
+            &range_query(from, to),
+        )
+        .await
+    }
 }
 
 fn page_query(page: &PageRequest) -> Query {

@@ -218,10 +218,14 @@ pub struct AggregatePoint {
     pub facility_co2e_g: f64,
     /// Energy of intervals without intensity.
     pub co2e_missing_energy_mj: u64,
-    /// IT emissions on average (location-based) intensity, on servers that report it.
+    /// Energy-weighted mean of the region's average (location-based) intensity, g/kWh;
+    /// `None` when none applies or the server has no intensity sources.
+    #[serde(default)]
+    pub average_intensity_g_per_kwh: Option<f64>,
+    /// IT emissions on average intensity, Σ E_i × A_i.
     #[serde(default)]
     pub average_co2e_g: Option<f64>,
-    /// Facility emissions on average intensity, on servers that report it.
+    /// Facility emissions on average intensity, Σ E_i × PUE_i × A_i.
     #[serde(default)]
     pub average_facility_co2e_g: Option<f64>,
 }
@@ -376,12 +380,6 @@ pub struct Usage {
     pub power_max_w: Option<f64>,
     /// Where the numbers came from.
     pub provenance: Provenance,
-    /// IT emissions on average intensity, on servers that report it.
-    #[serde(default)]
-    pub average_it_co2e_g: Option<f64>,
-    /// Facility emissions on average intensity, on servers that report it.
-    #[serde(default)]
-    pub average_co2e_g: Option<f64>,
 }
 
 /// One instance of a tenant summary.
@@ -556,12 +554,30 @@ pub struct Footprint {
     pub embodied: Embodied,
     /// Instances no longer in the tenant's inventory (nothing of theirs counted).
     pub missing_instances: Vec<String>,
-    /// IT emissions on average intensity, on servers that report it.
+    /// The same footprint on the grid's average intensity (the marginal figures above are
+    /// the primary ones); `None` when the server has no intensity sources.
     #[serde(default)]
-    pub average_it_co2e_g: Option<f64>,
-    /// Facility emissions on average intensity, on servers that report it.
-    #[serde(default)]
-    pub average_co2e_g: Option<f64>,
+    pub average: Option<AverageEmissions>,
+}
+
+/// A workload's emissions on the grid's average (location-based) intensity: the region's
+/// published average covering each 5-minute interval, else its static annual rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AverageEmissions {
+    /// IT emissions, Σ E_i × A_i.
+    pub operational_it_co2e_g: f64,
+    /// Facility emissions, Σ E_i × PUE_i × A_i.
+    pub operational_co2e_g: f64,
+    /// Facility emissions plus the embodied share.
+    pub total_co2e_g: f64,
+    /// SCI on average intensity: (facility + embodied) ÷ R.
+    pub sci_g_per_unit: f64,
+    /// Energy-weighted mean average intensity, g/kWh; `None` when none applied.
+    pub intensity_g_per_kwh: Option<f64>,
+    /// Energy of intervals whose region has no average intensity (not counted above).
+    pub energy_without_intensity_mj: u64,
+    /// Where the averages came from (e.g. `egrid2023:CAMX`).
+    pub intensity_sources: Vec<String>,
 }
 
 /// Body of `GET /v1/workloads/{id}`: the workload with its footprint.
@@ -629,6 +645,14 @@ pub struct FlexibleStart {
     pub saving_co2e_g: f64,
     /// Saving as a percentage of actual.
     pub saving_pct: f64,
+    /// Basis `forecast`: emissions of the best start on the actual intensity; `None` for
+    /// basis `actual` or where actuals do not cover it.
+    #[serde(default)]
+    pub realized_co2e_g: Option<f64>,
+    /// Basis `forecast`: emissions as run minus `realized_co2e_g`, both on actuals (the
+    /// saving the plan would really have made; may be negative).
+    #[serde(default)]
+    pub realized_saving_co2e_g: Option<f64>,
 }
 
 /// A stretch in which the paused-and-resumed run works.
@@ -659,6 +683,13 @@ pub struct PauseResume {
     pub paused_minutes: i64,
     /// When the run works, in order.
     pub schedule: Vec<ScheduleRun>,
+    /// Basis `forecast`: emissions of this schedule on the actual intensity; `None` for basis
+    /// `actual` or where actuals do not cover it.
+    #[serde(default)]
+    pub realized_co2e_g: Option<f64>,
+    /// Basis `forecast`: emissions as run minus `realized_co2e_g`, both on actuals.
+    #[serde(default)]
+    pub realized_saving_co2e_g: Option<f64>,
 }
 
 /// Body of `GET /v1/workloads/{id}/whatif`.
@@ -668,8 +699,10 @@ pub struct WhatIf {
     pub workload_id: String,
     /// Grid region of its instances.
     pub region: String,
-    /// What intensity the results rest on.
+    /// What intensity the results rest on, in words.
     pub basis: String,
+    /// The basis asked for (`actual` or `forecast`).
+    pub basis_kind: WhatIfBasis,
     /// Source of the intensity series.
     pub intensity_source: String,
     /// Whether that series is historical data replayed on a shifted clock.
@@ -688,6 +721,27 @@ pub struct WhatIf {
     pub pause_resume: Vec<PauseResume>,
     /// What was asked but cannot be computed, and why.
     pub unavailable: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator
+
+/// A tenant as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorTenant {
+    /// Tenant id.
+    pub tenant: String,
+    /// Instances it has in the inventory.
+    pub instances: usize,
+    /// GPUs attached to them.
+    pub gpus: usize,
+}
+
+/// Body of `GET /v1/operator/tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorTenantList {
+    /// Every tenant of the inventory, by id.
+    pub tenants: Vec<OperatorTenant>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{trace_energy_mj, Server};
+use common::{
+    camx_average_g_per_kwh, line_after, numbers_after, trace_energy_mj, Server, DEMO_PUE,
+};
 use wattprint_client::{
     Client, Error, NewWorkload, PageRequest, SeriesPoints, SeriesQuery, Step, Timestamp,
     WhatIfBasis, WhatIfQuery, WorkloadStatus,
@@ -24,9 +26,19 @@ fn rel_eq(a: f64, b: f64, tol: f64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_against_a_real_server() {
     let server = Server::start();
-    let acme_token = server.token("acme", &[]);
+    let acme_token = server.token(&["--tenant", "acme"]);
     let acme = Client::new(&server.url, &acme_token).unwrap();
-    let globex = Client::new(&server.url, &server.token("globex", &[])).unwrap();
+    let globex = Client::new(&server.url, &server.token(&["--tenant", "globex"])).unwrap();
+    let reader = Client::new(
+        &server.url,
+        &server.token(&["--tenant", "acme", "--role", "reader"]),
+    )
+    .unwrap();
+    let operator = Client::new(
+        &server.url,
+        &server.token(&["--role", "operator", "--subject", "sdk-ops"]),
+    )
+    .unwrap();
     let (from, to) = (
         Timestamp::UnixMillis(server.from_ms),
         Timestamp::UnixMillis(server.to_ms),
@@ -52,6 +64,7 @@ async fn every_method_against_a_real_server() {
 
     // Series: 5-minute steps and raw samples of each instance both sum to one trace pass.
     let mut series_co2e = 0.0;
+    let mut series_average_co2e = 0.0;
     for i in &instances {
         let s = acme
             .instance_series(
@@ -73,6 +86,17 @@ async fn every_method_against_a_real_server() {
         for p in points {
             assert_eq!(p.intensity_kinds.replayed, 1, "{p:?}");
             series_co2e += p.facility_co2e_g;
+            // Average (location-based) emissions: the static eGRID rate, per interval.
+            let avg = p.average_intensity_g_per_kwh.unwrap();
+            assert!(rel_eq(avg, camx_average_g_per_kwh(), 1e-12), "{avg}");
+            assert!(rel_eq(p.average_co2e_g.unwrap(), p.energy_kwh * avg, 1e-9));
+            let facility = p.average_facility_co2e_g.unwrap();
+            assert!(rel_eq(
+                facility,
+                p.average_co2e_g.unwrap() * DEMO_PUE,
+                1e-12
+            ));
+            series_average_co2e += facility;
         }
         let raw = acme
             .instance_series(
@@ -147,6 +171,20 @@ async fn every_method_against_a_real_server() {
     assert_eq!(fp.functional_unit, "epoch");
     assert_eq!(fp.embodied.gpus, 2);
     assert_eq!(fp.provenance.intervals_replayed_intensity, 4);
+    let avg = fp.average.as_ref().unwrap();
+    assert!(rel_eq(avg.operational_co2e_g, series_average_co2e, 1e-9));
+    assert!(rel_eq(
+        avg.operational_it_co2e_g,
+        fp.it_energy_kwh * camx_average_g_per_kwh(),
+        1e-9
+    ));
+    assert!(rel_eq(
+        avg.sci_g_per_unit,
+        (avg.operational_co2e_g + fp.embodied_co2e_g) / 4.0,
+        1e-12
+    ));
+    assert_eq!(avg.energy_without_intensity_mj, 0);
+    assert!(!avg.intensity_sources.is_empty());
 
     // What-ifs on the replayed actuals: actual = the footprint's facility emissions (on
     // facility energy rounded to the millijoule), the best never worse than as run.
@@ -162,6 +200,11 @@ async fn every_method_against_a_real_server() {
         .await
         .unwrap();
     assert_eq!(whatif.workload_id, created.id);
+    assert_eq!(whatif.basis_kind, WhatIfBasis::Actual);
+    assert!(whatif
+        .flexible_start
+        .iter()
+        .all(|f| f.realized_co2e_g.is_none()));
     assert!(whatif.intensity_replayed);
     assert_eq!(whatif.profile_slots, 2);
     // Per slot rounded to the millijoule: within 1 mJ per slot of the footprint's.
@@ -284,6 +327,73 @@ async fn every_method_against_a_real_server() {
         .unwrap_err();
     assert!(matches!(&e, Error::Api(p) if p.status == 400 && p.detail.contains("factor")));
 
+    // Roles: a reader reads but may not create, label or close (403); operator routes are
+    // for operator tokens only, and see every tenant.
+    assert_eq!(reader.workload(&created.id).await.unwrap(), detail);
+    let new = NewWorkload {
+        label: "by a reader".into(),
+        instance_ids: ids.clone(),
+        from: from.clone(),
+        to: Some(to.clone()),
+        functional_unit: "run".into(),
+        functional_units: 1.0,
+        labels: BTreeMap::new(),
+    };
+    let e = reader.create_workload(&new).await.unwrap_err();
+    assert!(e.is_forbidden(), "{e:?}");
+    assert_eq!(e.problem().unwrap().kind, "urn:wattprint:problem:forbidden");
+    assert!(reader
+        .set_labels(&created.id, &BTreeMap::new())
+        .await
+        .unwrap_err()
+        .is_forbidden());
+    assert!(reader
+        .close_workload(&created.id, None)
+        .await
+        .unwrap_err()
+        .is_forbidden());
+    assert!(acme.operator_tenants().await.unwrap_err().is_forbidden());
+    let tenants = operator.operator_tenants().await.unwrap();
+    assert_eq!(
+        tenants
+            .tenants
+            .iter()
+            .map(|t| (t.tenant.as_str(), t.instances, t.gpus))
+            .collect::<Vec<_>>(),
+        [("acme", 2, 2), ("globex", 2, 2)]
+    );
+    let seen_by_operator = operator
+        .operator_tenant_summary("acme", &from, &to)
+        .await
+        .unwrap();
+    assert_eq!(seen_by_operator, acme.summary(&from, &to).await.unwrap());
+    assert!(operator.all_instances().await.unwrap_err().is_forbidden());
+
+    // Rate limit: a tenant that spends its burst gets 429 with Retry-After; others do not.
+    let hasty = Client::new(
+        &server.url,
+        &server.token(&["--tenant", "initech", "--role", "reader"]),
+    )
+    .unwrap();
+    let mut limited = None;
+    for n in 0..2 * common::RATE_BURST {
+        match hasty.list_instances(&PageRequest::default()).await {
+            Ok(list) => assert!(list.instances.is_empty()),
+            Err(e) => {
+                limited = Some((n, e));
+                break;
+            }
+        }
+    }
+    let (n, e) = limited.expect("no 429 within twice the burst");
+    assert!(n >= common::RATE_BURST, "limited after {n} requests");
+    assert!(e.is_rate_limited(), "{e:?}");
+    let p = e.problem().unwrap();
+    assert_eq!(p.kind, "urn:wattprint:problem:rate-limited");
+    assert!(p.retry_after_s.is_some_and(|s| s >= 1), "{p:?}");
+    assert_eq!(acme.health().await.unwrap().status, "ok");
+    assert_eq!(acme.all_instances().await.unwrap(), instances);
+
     // The OpenAPI document lists every path this client calls.
     let doc = acme.openapi().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -298,6 +408,8 @@ async fn every_method_against_a_real_server() {
         "/v1/workloads/{id}/labels",
         "/v1/workloads/{id}/close",
         "/v1/workloads/{id}/whatif",
+        "/v1/operator/tenants",
+        "/v1/operator/tenants/{tenant}/summary",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
@@ -380,10 +492,18 @@ async fn run_example(server: &Server, client: &Client, token: &str, ids: &[Strin
         numbers("emissions marginal:"),
         [fp.operational_co2e_g, fp.operational_it_co2e_g]
     );
-    match (fp.average_co2e_g, fp.average_it_co2e_g) {
-        (Some(a), Some(b)) => assert_eq!(numbers("emissions average:"), [a, b]),
-        _ => assert!(stdout.contains("emissions average: not reported")),
-    }
+    let a = fp
+        .average
+        .as_ref()
+        .expect("the embedded server has intensity sources");
+    assert_eq!(
+        numbers("emissions average:"),
+        [
+            a.operational_co2e_g,
+            a.operational_it_co2e_g,
+            a.sci_g_per_unit
+        ]
+    );
     assert_eq!(numbers("embodied:"), [fp.embodied_co2e_g]);
     assert_eq!(numbers("SCI:"), [fp.sci_g_per_unit]);
     let whatif = client.whatif(&id, &WhatIfQuery::default()).await.unwrap();
@@ -409,26 +529,4 @@ async fn run_example(server: &Server, client: &Client, token: &str, ids: &[Strin
             "{stdout}"
         );
     }
-}
-
-/// The rest of the line starting with `prefix`.
-fn line_after(text: &str, prefix: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
-        .trim()
-        .to_owned()
-}
-
-/// The numbers on the line starting with `prefix`, in order (words that parse as numbers once
-/// stripped of `(`, `)`, `+`, `%` and `,`).
-fn numbers_after(text: &str, prefix: &str) -> Vec<f64> {
-    line_after(text, prefix)
-        .split_whitespace()
-        .filter_map(|w| {
-            w.trim_matches(|c| matches!(c, '(' | ')' | '+' | '%' | ','))
-                .parse::<f64>()
-                .ok()
-        })
-        .collect()
 }

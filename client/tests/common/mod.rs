@@ -19,6 +19,11 @@ pub const GPUS: u32 = 4;
 /// Instances, alternating between the demo tenants `acme` and `globex`.
 pub const INSTANCES: u32 = 4;
 
+/// Sustained requests per second per tenant the test server allows.
+pub const RATE_PER_S: u32 = 2;
+/// Requests per tenant it allows at once.
+pub const RATE_BURST: u32 = 400;
+
 /// A running `wattprint up` whose replay is in the past.
 pub struct Server {
     /// Base URL of the query API.
@@ -52,6 +57,15 @@ impl Server {
             (
                 "WATTPRINT_AGENT__REPLAY__START_AT_MS",
                 start_at_ms.to_string(),
+            ),
+            // A burst no test spends on one tenant, so a test exhausts it only on purpose.
+            (
+                "WATTPRINT_QUERY_API__RATE_LIMIT_PER_S",
+                RATE_PER_S.to_string(),
+            ),
+            (
+                "WATTPRINT_QUERY_API__RATE_LIMIT_BURST",
+                RATE_BURST.to_string(),
             ),
         ]
         .into_iter()
@@ -92,12 +106,12 @@ impl Server {
         self.dir.path().join("data")
     }
 
-    /// A token from `wattprint token` on this server's data dir, with `extra` arguments (a
-    /// role, say).
-    pub fn token(&self, tenant: &str, extra: &[&str]) -> String {
+    /// A token from `wattprint token <args>` on this server's data dir (e.g. `--tenant acme
+    /// --role reader`; `--tenant T` alone is an admin of T).
+    pub fn token(&self, args: &[&str]) -> String {
         let out = Command::new(wattprint_bin())
-            .args(["token", "--tenant", tenant])
-            .args(extra)
+            .arg("token")
+            .args(args)
             .env("WATTPRINT_DATA_DIR", self.data_dir())
             .env_remove("WATTPRINT_URL")
             .env_remove("WATTPRINT_TOKEN")
@@ -105,7 +119,7 @@ impl Server {
             .unwrap();
         assert!(
             out.status.success(),
-            "wattprint token --tenant {tenant} {extra:?}: {}",
+            "wattprint token {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
@@ -163,7 +177,48 @@ impl Server {
     }
 }
 
+/// The static average intensity of the demo regions' eGRID subregion (CAMX), g/kWh, read
+/// from the shipped table here: CO2e lb/MWh × 0.45359237 (exact lb → g, MWh → kWh).
+pub fn camx_average_g_per_kwh() -> f64 {
+    let path =
+        wattprint_tests::data_dir().join("locations/epa_egrid2023_subregion_output_rates.csv");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "co2e_lb_per_mwh").unwrap();
+    let row: Vec<&str> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r[0] == "CAMX")
+        .unwrap();
+    row[col].parse::<f64>().unwrap() * 0.453_592_37
+}
+
+/// PUE of the demo regions (`default_raw_config`).
+pub const DEMO_PUE: f64 = 1.2;
+
 /// `path` relative to the repository root.
 pub fn repo_path(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The rest of the line starting with `prefix`.
+pub fn line_after(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
+        .trim()
+        .to_owned()
+}
+
+/// The numbers on the line starting with `prefix`, in order (words that parse as numbers once
+/// stripped of `(`, `)`, `+`, `%` and `,`).
+pub fn numbers_after(text: &str, prefix: &str) -> Vec<f64> {
+    line_after(text, prefix)
+        .split_whitespace()
+        .filter_map(|w| {
+            w.trim_matches(|c| matches!(c, '(' | ')' | '+' | '%' | ','))
+                .parse::<f64>()
+                .ok()
+        })
+        .collect()
 }
