@@ -312,6 +312,7 @@ pub(crate) async fn put_labels(
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::InternalError),
     )
@@ -321,13 +322,15 @@ pub(crate) async fn post_close(
     State(state): State<ApiState>,
     auth: AuthenticatedTenant,
     path: Result<Path<String>, PathRejection>,
-    body: Option<Json<CloseRequest>>,
+    body: Result<Option<Json<CloseRequest>>, JsonRejection>,
 ) -> Result<Json<WorkloadView>, ApiError> {
     let Path(id) = path?;
     check_id("workload", &id)?;
     tracing::Span::current().record("workload", id.as_str());
     auth.require_admin()?;
-    let req = body.map(|Json(r)| r).unwrap_or_default();
+    // A body that is not the JSON of a CloseRequest is a problem document like every refusal,
+    // not axum's plain-text rejection; no body (no content type) closes it now.
+    let req = body?.map(|Json(r)| r).unwrap_or_default();
     let view = close(
         state.store.as_ref(),
         auth.scope(),

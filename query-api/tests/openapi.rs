@@ -257,12 +257,27 @@ impl Live {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
+        let body = body.map(|b| (Some("application/json"), b.to_string()));
+        self.send(method, path, bearer, body).await
+    }
+
+    /// A request with a raw body and, if given, its content type.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<(Option<&str>, String)>,
+    ) -> Answer {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some((ctype, b)) = body {
+            if let Some(c) = ctype {
+                req = req.header(header::CONTENT_TYPE, c);
+            }
+            req = req.body(b);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
@@ -1315,4 +1330,292 @@ async fn create_workload_over(server: &Live, instances: &[&str]) -> String {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Odd requests: whatever the server answers is documented
+
+/// Query values that are wrong in most of the ways a caller can be wrong.
+const ODD_VALUES: [&str; 18] = [
+    "",
+    "0",
+    "-1",
+    "1e3",
+    "99999999999999999999",
+    "2026-13-01T00:00:00Z",
+    "2023-07-08T06:00:00%2B02:00",
+    "1688796000000",
+    "raw",
+    "7m",
+    "open",
+    "bogus",
+    "1,2,,3",
+    "0.5",
+    "NaN",
+    "%00",
+    "%C3%BC",
+    "%27%20OR%201%3D1%20--",
+];
+
+/// For each documented operation, requests with one odd part each — a query value, a path
+/// segment, a token, a body — on top of a valid baseline: every answer must have a status the
+/// operation documents, its content type, and a body valid under that response's schema.
+#[tokio::test]
+async fn every_answer_to_odd_requests_is_documented() {
+    let f = fixture().await;
+    let doc = Doc::fetch(&f.server).await;
+    let admin = token("acme");
+    let open = f
+        .server
+        .call(
+            Method::POST,
+            "/v1/workloads",
+            Some(&admin),
+            Some(&json!({
+                "label": "fuzzed", "instance_ids": ["i-ca"], "from": f.from,
+                "functional_unit": "run", "functional_units": 1,
+            })),
+        )
+        .await;
+    assert_eq!(open.status, StatusCode::CREATED);
+    let workload = open.body["id"].as_str().unwrap().to_owned();
+    let baseline = |name: &str| -> Option<String> {
+        match name {
+            "from" => Some(f.from.to_string()),
+            "to" => Some(f.to.to_string()),
+            "step" => Some("5m".into()),
+            "window_hours" => Some("6".into()),
+            "factor" => Some("1.5".into()),
+            "basis" => Some("actual".into()),
+            "limit" => Some("2".into()),
+            "status" => Some("all".into()),
+            _ => None,
+        }
+    };
+    let real_id = |name: &str| match name {
+        "tenant" => "acme".to_owned(),
+        _ => workload.clone(),
+    };
+    let expired = wattprint_query_api::mint_token_at(
+        &auth(),
+        &wattprint_core::TenantId::from("acme"),
+        SystemTime::now() - Duration::from_secs(7200),
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let tokens: Vec<(&str, Option<String>)> = vec![
+        ("admin", Some(admin.clone())),
+        ("reader", Some(role_token(Role::Reader, "acme"))),
+        ("operator", Some(role_token(Role::Operator, "ops"))),
+        ("other tenant", Some(token("globex"))),
+        ("expired", Some(expired)),
+        ("garbage", Some("not.a.jwt".into())),
+        ("none", None),
+    ];
+    let mut failures = Vec::new();
+    let mut sent = 0usize;
+    for ((method, template), op) in doc.operations() {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let params: Vec<(String, String)> = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["in"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let is_operator = template.starts_with("/v1/operator");
+        let good_token = if is_operator {
+            role_token(Role::Operator, "ops")
+        } else {
+            admin.clone()
+        };
+        // (what, path with query, token, body)
+        let mut cases: Vec<(
+            String,
+            String,
+            Option<String>,
+            Option<(Option<&str>, String)>,
+        )> = Vec::new();
+        let build = |path_odd: Option<(&str, &str)>, query_odd: Option<(&str, &str)>| {
+            let mut path = template.clone();
+            for (name, at) in &params {
+                if at == "path" {
+                    let v = match path_odd {
+                        Some((n, v)) if n == name => v.to_owned(),
+                        _ => real_id(name),
+                    };
+                    path = path.replace(&format!("{{{name}}}"), &v);
+                }
+            }
+            let query: Vec<String> = params
+                .iter()
+                .filter(|(_, at)| at == "query")
+                .filter_map(|(name, _)| match query_odd {
+                    Some((n, v)) if n == name => Some(format!("{name}={v}")),
+                    _ => baseline(name).map(|v| format!("{name}={v}")),
+                })
+                .collect();
+            if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{}", query.join("&"))
+            }
+        };
+        let valid_body = match (method.as_str(), template.as_str()) {
+            ("POST", "/v1/workloads") => Some(json!({
+                "label": "fuzz", "instance_ids": ["i-ca"], "from": f.from, "to": f.to,
+                "functional_unit": "run", "functional_units": 1,
+            })),
+            ("PUT", _) => Some(json!({"labels": {"team": "ml"}})),
+            ("POST", _) => Some(json!({"end": f.to})),
+            _ => None,
+        };
+        let json_body = |v: &Value| Some((Some("application/json"), v.to_string()));
+        let base_body = valid_body.as_ref().and_then(json_body);
+        cases.push((
+            "baseline".into(),
+            build(None, None),
+            Some(good_token.clone()),
+            base_body.clone(),
+        ));
+        for (name, at) in &params {
+            let values: Vec<String> = if at == "path" {
+                ["nope", "%20", "%C3%BC", "a%2Fb", &"x".repeat(300)]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                ODD_VALUES.iter().map(|s| s.to_string()).collect()
+            };
+            for v in values {
+                let (po, qo) = if at == "path" {
+                    (Some((name.as_str(), v.as_str())), None)
+                } else {
+                    (None, Some((name.as_str(), v.as_str())))
+                };
+                cases.push((
+                    format!("{name}={v}"),
+                    build(po, qo),
+                    Some(good_token.clone()),
+                    base_body.clone(),
+                ));
+            }
+            if at == "query" {
+                // Without it.
+                let path = build(None, None);
+                let without: Vec<&str> = path
+                    .split(['?', '&'])
+                    .filter(|kv| !kv.starts_with(&format!("{name}=")))
+                    .collect();
+                let path = match without.split_first() {
+                    Some((p, rest)) if !rest.is_empty() => format!("{p}?{}", rest.join("&")),
+                    Some((p, _)) => p.to_string(),
+                    None => path,
+                };
+                cases.push((
+                    format!("no {name}"),
+                    path,
+                    Some(good_token.clone()),
+                    base_body.clone(),
+                ));
+            }
+        }
+        for (what, t) in &tokens {
+            cases.push((
+                format!("token {what}"),
+                build(None, None),
+                t.clone(),
+                base_body.clone(),
+            ));
+        }
+        if let Some(valid) = &valid_body {
+            let mut unknown = valid.clone();
+            unknown["unknown_field"] = json!(1);
+            let mut wrong = valid.clone();
+            if let Some(obj) = wrong.as_object_mut() {
+                for v in obj.values_mut() {
+                    *v = json!([true]);
+                }
+            }
+            for (what, body) in [
+                ("{}", json_body(&json!({}))),
+                ("[]", json_body(&json!([]))),
+                ("null", json_body(&Value::Null)),
+                ("string", json_body(&json!("x"))),
+                ("unknown field", json_body(&unknown)),
+                ("wrong types", json_body(&wrong)),
+                (
+                    "truncated",
+                    Some((Some("application/json"), "{\"label\":".into())),
+                ),
+                (
+                    "empty json",
+                    Some((Some("application/json"), String::new())),
+                ),
+                ("text/plain", Some((Some("text/plain"), valid.to_string()))),
+                ("no content type", Some((None, valid.to_string()))),
+                ("no body", None),
+            ] {
+                cases.push((
+                    format!("body {what}"),
+                    build(None, None),
+                    Some(good_token.clone()),
+                    body,
+                ));
+            }
+        }
+        for (what, path, bearer, body) in cases {
+            sent += 1;
+            let r = f
+                .server
+                .send(m.clone(), &path, bearer.as_deref(), body)
+                .await;
+            let key = r.status.as_str().to_owned();
+            let Some(documented) = op["responses"].get(&key) else {
+                failures.push(format!(
+                    "{method} {path} ({what}): undocumented {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.bytes)
+                ));
+                continue;
+            };
+            let documented = doc.resolve(documented);
+            let Some((ctype, media)) = documented["content"]
+                .as_object()
+                .and_then(|c| c.iter().next())
+            else {
+                continue;
+            };
+            if r.content_type() != ctype {
+                failures.push(format!(
+                    "{method} {path} ({what}): {} as {:?}, documented {ctype}",
+                    r.status,
+                    r.content_type()
+                ));
+                continue;
+            }
+            if template == "/openapi.json" {
+                continue;
+            }
+            let problems = doc.problems(&media["schema"], &r.body);
+            if !problems.is_empty() {
+                failures.push(format!(
+                    "{method} {path} ({what}): {} body: {problems:?}",
+                    r.status
+                ));
+            }
+        }
+    }
+    assert!(sent > 400, "{sent} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} answers are not as documented:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    f.server.stop().await;
 }
