@@ -608,18 +608,77 @@ async fn the_document_is_openapi_3_1_with_units_auth_and_problems() {
 // ---------------------------------------------------------------------------------------------
 // Routes: the router's against the document's
 
-/// `(METHOD, path)` of every `.route("path", method(handler)…)` call in `src/`.
-fn routes_in_source() -> BTreeSet<Op> {
-    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                rust_files(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The text from an opening bracket at the start of `text` to its matching close.
+fn bracketed(text: &str, open: char, close: char) -> &str {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+            if depth == 0 {
+                return &text[..=i];
             }
         }
     }
+    panic!("unbalanced {open}{close}")
+}
+
+/// Handlers whose inputs their `#[utoipa::path]` does not document: a `Query<T>` extractor
+/// without `T` in `params(…)`, a `Json<T>` body without `request_body`.
+fn undocumented_handler_inputs() -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut out = Vec::new();
+    let mut annotated = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("#[utoipa::path(") {
+            let attr = bracketed(&text[at + 1..], '[', ']');
+            let after = &text[at + 1 + attr.len()..];
+            let fn_at = after.find("fn ").unwrap();
+            let sig = &after[fn_at..];
+            let name: String = sig[3..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let args = bracketed(&sig[sig.find('(').unwrap()..], '(', ')');
+            annotated += 1;
+            for (q, _) in args.match_indices("Query<") {
+                let ty: String = args[q + 6..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !attr.contains(&ty) {
+                    out.push(format!("{name}: query {ty} not in params(…)"));
+                }
+            }
+            if args.contains("Json<") && !attr.contains("request_body") {
+                out.push(format!("{name}: a JSON body without request_body"));
+            }
+        }
+    }
+    assert!(annotated >= 14, "{annotated} annotated handlers read");
+    out
+}
+
+/// `(METHOD, path)` of every `.route("path", method(handler)…)` call in `src/`.
+fn routes_in_source() -> BTreeSet<Op> {
     let mut files = Vec::new();
     rust_files(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
@@ -680,6 +739,8 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
     let f = fixture().await;
     let doc = Doc::fetch(&f.server).await;
     let served = routes_in_source();
+    let inputs = undocumented_handler_inputs();
+    assert!(inputs.is_empty(), "{inputs:#?}");
     // The reader is not blind: it sees the routes this API is known to have.
     for known in [
         ("GET", "/healthz"),
