@@ -513,6 +513,16 @@ async fn the_document_is_openapi_3_1_with_units_auth_and_problems() {
         assert!(description.contains(unit), "info.description names {unit}");
     }
     assert_eq!(spec.operations().count(), doc.operations().len());
+    eprintln!(
+        "openapi.json: {} bytes, {} operations, {} schemas, {} reusable responses",
+        text.len(),
+        doc.operations().len(),
+        doc.json["components"]["schemas"].as_object().unwrap().len(),
+        doc.json["components"]["responses"]
+            .as_object()
+            .unwrap()
+            .len()
+    );
 
     let mut all = Vec::new();
     refs(&doc.json, &mut all);
@@ -1672,6 +1682,10 @@ async fn every_answer_to_odd_requests_is_documented() {
         }
     }
     assert!(sent > 400, "{sent} requests");
+    eprintln!(
+        "odd requests: {sent} sent, {} answered off the document",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {sent} answers are not as documented:\n{}",
