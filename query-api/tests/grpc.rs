@@ -1,22 +1,40 @@
 //! The gRPC `TenantQuery` service on the real server, next to REST on the same TCP port:
 //! authentication from the `authorization` metadata only, tenant isolation, footprints equal
 //! to the REST numbers bit for bit, and errors mapped to the matching gRPC codes.
+//!
+//! Every RPC that has a REST twin is checked against it on a real server holding a replay of
+//! the shipped H100 trace on a CAISO_NORTH instance, joined with WattTime's real marginal
+//! series, Electricity Maps' real hourly averages and eGRID's CAMX rate: the gRPC answer,
+//! written back in REST's JSON shape, equals the REST body field by field (numbers bit for
+//! bit); readers are refused the mutating RPCs, other tenants see nothing, and bad arguments
+//! get `INVALID_ARGUMENT` with the REST problem's detail.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-use wattprint_core::TenantId;
+use wattprint_core::intensity::{
+    IntensityJoin, IntensityPoint, JoinedIntensity, MarginalSeries, PointKind, RegionIntensity,
+    Signal,
+};
+use wattprint_core::{Bucket, GramsPerKwh, RegionId, TenantId, TenantScope, UnixMillis};
+use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::tenant_query_client::TenantQueryClient;
 use wattprint_proto::v1::{
     GetWorkloadFootprintRequest, ListInstancesRequest, ListInstancesResponse, WorkloadFootprint,
 };
-use wattprint_query_api::{mint_token_at, AuthConfig};
+use wattprint_query_api::time::parse_instant;
+use wattprint_query_api::{
+    mint_token_at, ApiLimits, ApiState, AuthConfig, RateLimit, RateLimiter, Role,
+};
+use wattprint_store::{EnrichedSample, Store};
 
 fn with_auth<T>(msg: T, authorization: Option<&str>) -> Request<T> {
     let mut req = Request::new(msg);
@@ -407,4 +425,1407 @@ async fn oversized_grpc_requests_are_refused() {
     assert_eq!(status.code(), Code::OutOfRange);
     drop(client);
     server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real data: every RPC with a REST twin answers what REST answers.
+
+const REGION: &str = "CAISO_NORTH";
+const PUE_CA: f64 = 1.3;
+/// The replayed run: two hours from 2023-06-30T23:02:10Z. Its first hour is inside Electricity
+/// Maps' published hourly averages (the shipped file ends with June), the second falls back to
+/// eGRID's annual CAMX rate; WattTime's actual marginal series covers both.
+const RUN_FROM: &str = "2023-06-30T23:02:10Z";
+const RUN_MS: i64 = 2 * 3_600_000;
+
+fn data(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../data")
+        .join(path)
+}
+
+/// `YYYY-MM-DD hh:mm:ss` (UTC) of the shipped CSVs, in ms.
+fn csv_time(t: &str) -> i64 {
+    parse_instant("t", &format!("{}Z", t.replace(' ', "T")))
+        .unwrap()
+        .0
+}
+
+/// WattTime's CAISO_NORTH actual MOER, (ms, g/kWh).
+fn read_moer() -> Vec<(i64, f64)> {
+    let text = std::fs::read_to_string(data("moer/watttime2023_caiso-north_actual.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let (t, v) = line.split_once(',').unwrap();
+            (csv_time(t), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Electricity Maps' hourly US-CAL-CISO averages (direct emissions) as ledger points.
+fn read_grid_average() -> Vec<IntensityPoint> {
+    let text = std::fs::read_to_string(data(
+        "grid-average/electricitymaps_US-CAL-CISO_2023-06_hourly.csv",
+    ))
+    .unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let at = csv_time(f[0]);
+            IntensityPoint {
+                region: RegionId::from(REGION),
+                at: UnixMillis(at),
+                duration_ms: 3_600_000,
+                value: GramsPerKwh(f[4].parse().unwrap()),
+                signal: Signal::Average,
+                kind: PointKind::Actual,
+                issued_at: None,
+                provider: "electricitymaps:US-CAL-CISO".into(),
+                model_version: None,
+                fetched_at: UnixMillis(at),
+            }
+        })
+        .collect()
+}
+
+/// eGRID 2023's CAMX output rate, read from the shipped file.
+fn camx() -> (GramsPerKwh, String) {
+    let text = std::fs::read_to_string(data("locations/epa_egrid2023_subregion_output_rates.csv"))
+        .unwrap();
+    let row = text.lines().find(|l| l.starts_with("CAMX,")).unwrap();
+    let lb_per_mwh: f64 = row.split(',').nth(4).unwrap().parse().unwrap();
+    (
+        GramsPerKwh::from_lb_per_mwh(lb_per_mwh),
+        "egrid2023:CAMX".into(),
+    )
+}
+
+/// The H100 trace as consecutive phases: (duration ms, counter energy mJ).
+fn trace_phases() -> Vec<(i64, u64)> {
+    let text = std::fs::read_to_string(data("h100-trace/h100_power_trace_50ms.csv")).unwrap();
+    let rows: Vec<(i64, String, u64)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let t = (f[0].parse::<f64>().unwrap() * 1000.0).round() as i64;
+            (t, f[1].to_owned(), f[5].parse().unwrap())
+        })
+        .collect();
+    let mut phases = Vec::new();
+    let mut start = 0;
+    for i in 1..rows.len() {
+        if rows[i].1 != rows[start].1 || i == rows.len() - 1 {
+            phases.push((rows[i].0 - rows[start].0, rows[i].2 - rows[start].2));
+            start = i;
+        }
+    }
+    assert!(phases.len() >= 3, "the trace has idle and load phases");
+    phases
+}
+
+/// One GPU of `i-ca`: the trace's phases looped over `[from, to)`, enriched by `intensity`.
+fn replay(
+    gpu: &str,
+    from: i64,
+    to: i64,
+    skip: usize,
+    intensity: impl Fn(Bucket) -> Option<JoinedIntensity>,
+) -> Vec<EnrichedSample> {
+    let mut out = Vec::new();
+    let mut t = from;
+    for (seq, &(ms, mj)) in trace_phases().iter().cycle().skip(skip).enumerate() {
+        if t + ms > to {
+            break;
+        }
+        out.push(enriched(
+            "acme",
+            "i-ca",
+            gpu,
+            REGION,
+            PUE_CA,
+            seq as u64,
+            t,
+            t + ms,
+            mj,
+            &intensity,
+        ));
+        t += ms;
+    }
+    out
+}
+
+struct RealData {
+    h: Harness,
+    server: Server,
+    /// The replayed run.
+    from: i64,
+    to: i64,
+    /// Energy of every `i-ca` sample (all inside the run).
+    ca_mj: u64,
+}
+
+/// The common harness's tenants, plus acme's `i-ca` (CAISO_NORTH, two H100s) replaying the
+/// trace for [`RUN_MS`]: GPU-c1 enriched with WattTime's actual MOER, GPU-c2 with no intensity
+/// (as if the series had been down). The server's join has the MOER, Electricity Maps' hourly
+/// averages and eGRID's CAMX rate.
+async fn real_data() -> RealData {
+    real_data_with(|s| s).await
+}
+
+async fn real_data_with(configure: impl FnOnce(ApiState) -> ApiState) -> RealData {
+    let h = harness().await;
+    h.store
+        .upsert_inventory(&[instance(
+            "acme",
+            "i-ca",
+            REGION,
+            Some("95112"),
+            vec![gpu("GPU-c1", H100), gpu("GPU-c2", H100)],
+        )])
+        .await
+        .unwrap();
+    let series = MarginalSeries::new(
+        "watttime:CAISO_NORTH",
+        read_moer()
+            .into_iter()
+            .map(|(t, v)| (UnixMillis(t), GramsPerKwh(v)))
+            .collect(),
+    )
+    .unwrap();
+    let region = RegionId::from(REGION);
+    let mut join = IntensityJoin::new(15 * 60_000);
+    join.insert(
+        region.clone(),
+        RegionIntensity {
+            marginal: Some(series),
+            replay: false,
+            average: Some(camx()),
+        },
+    );
+    for point in read_grid_average() {
+        join.record(&point).unwrap();
+    }
+    let from = parse_instant("from", RUN_FROM).unwrap().0;
+    let to = from + RUN_MS;
+    let mut samples = replay("GPU-c1", from, to, 0, |b| join.lookup(&region, b));
+    samples.extend(replay("GPU-c2", from + 7_000, to, 1, |_| None));
+    let outcome = h.store.write_samples(&samples).await.unwrap();
+    assert_eq!(outcome.inserted as usize, samples.len());
+    let store: std::sync::Arc<dyn Store> = h.store.clone();
+    let state = configure(
+        ApiState::new(store, auth(), catalog(), ApiLimits::default()).with_intensity(join),
+    );
+    RealData {
+        server: Server::start_state(state).await,
+        h,
+        from,
+        to,
+        ca_mj: samples.iter().map(|s| s.sample.energy.0).sum(),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    UnixMillis(ms).to_rfc3339()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn reader<T>(msg: T, tenant: &str) -> Request<T> {
+    with_auth(
+        msg,
+        Some(&format!("Bearer {}", role_token(tenant, Role::Reader))),
+    )
+}
+
+/// A REST call with `tenant`'s admin token: (status, body).
+async fn rest_call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    bearer: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, server.url(path))
+        .bearer_auth(bearer);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts the gRPC answer (in REST's JSON shape) is the REST body: the same fields, the same
+/// strings and integers, floats with the same bits.
+fn assert_same_json(grpc: &Value, rest: &Value, at: &str) {
+    match (grpc, rest) {
+        (Value::Object(g), Value::Object(r)) => {
+            let gk: BTreeSet<&String> = g.keys().collect();
+            let rk: BTreeSet<&String> = r.keys().collect();
+            assert_eq!(gk, rk, "{at}: fields differ");
+            for (k, v) in g {
+                assert_same_json(v, &r[k], &format!("{at}.{k}"));
+            }
+        }
+        (Value::Array(g), Value::Array(r)) => {
+            assert_eq!(g.len(), r.len(), "{at}: lengths differ");
+            for (i, (a, b)) in g.iter().zip(r).enumerate() {
+                assert_same_json(a, b, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Number(g), Value::Number(r)) if g.is_f64() || r.is_f64() => {
+            assert!(g.is_f64() && r.is_f64(), "{at}: gRPC {g}, REST {r}");
+            assert_eq!(
+                g.as_f64().unwrap().to_bits(),
+                r.as_f64().unwrap().to_bits(),
+                "{at}: gRPC {g}, REST {r}"
+            );
+        }
+        _ => assert_eq!(grpc, rest, "{at}"),
+    }
+}
+
+/// Asserts a gRPC error is the REST problem: `code` for HTTP `http`, the detail as message.
+fn assert_same_error(grpc: &tonic::Status, code: Code, rest: &(u16, Value), http: u16) {
+    assert_eq!(rest.0, http, "REST: {}", rest.1);
+    assert_eq!(grpc.code(), code, "{grpc:?}");
+    assert_eq!(
+        grpc.message(),
+        rest.1["detail"].as_str().unwrap(),
+        "{grpc:?}"
+    );
+}
+
+fn opt(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |x| json!(x))
+}
+
+// REST's JSON shape of each gRPC message.
+
+fn provenance_json(p: &pb::FootprintProvenance) -> Value {
+    json!({
+        "energy_measured_share": p.energy_measured_share,
+        "intervals_actual": p.intervals_actual,
+        "intervals_forecast": p.intervals_forecast,
+        "intervals_fallback": p.intervals_fallback,
+        "intervals_missing_intensity": p.intervals_missing_intensity,
+        "energy_without_intensity_mj": p.energy_without_intensity_mj,
+        "intervals_replayed_intensity": p.intervals_replayed_intensity,
+    })
+}
+
+fn instance_json(i: &pb::Instance) -> Value {
+    let uuids: Vec<&str> = i.gpus.iter().map(|g| g.uuid.as_str()).collect();
+    assert_eq!(i.gpu_uuids, uuids, "gpu_uuids are the gpus' uuids");
+    json!({
+        "instance_id": i.instance_id,
+        "region": i.region,
+        "zip_code": if i.zip_code.is_empty() { Value::Null } else { json!(i.zip_code) },
+        "gpus": i.gpus.iter().map(|g| json!({
+            "uuid": g.uuid,
+            "model": g.model,
+            "power_limit_w": g.power_limit_w,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn workload_json(w: &pb::Workload) -> Value {
+    json!({
+        "id": w.id,
+        "label": w.label,
+        "instance_ids": w.instance_ids,
+        "from": w.from,
+        "to": w.to,
+        "status": w.status,
+        "labels": w.labels,
+        "functional_unit": w.functional_unit,
+        "functional_units": w.functional_units,
+        "created_at": w.created_at,
+    })
+}
+
+fn footprint_json(f: &WorkloadFootprint) -> Value {
+    let w = f.workload.as_ref().unwrap();
+    assert_eq!(f.workload_id, w.id);
+    let coverage = f.coverage.as_ref().unwrap();
+    let embodied = f.embodied.as_ref().unwrap();
+    let mut v = workload_json(w);
+    v["footprint"] = json!({
+        "it_energy_mj": f.it_energy_mj,
+        "it_energy_kwh": f.it_energy_kwh,
+        "facility_energy_kwh": f.facility_energy_kwh,
+        "operational_it_co2e_g": f.operational_it_co2e_g,
+        "operational_co2e_g": f.operational_co2e_g,
+        "embodied_co2e_g": f.embodied_co2e_g,
+        "total_co2e_g": f.total_co2e_g,
+        "functional_units": f.functional_units,
+        "sci_g_per_unit": f.sci_g_per_unit,
+        "provenance": provenance_json(f.provenance.as_ref().unwrap()),
+        "functional_unit": f.functional_unit,
+        "coverage": {
+            "expected_gpu_ms": coverage.expected_gpu_ms,
+            "covered_gpu_ms": coverage.covered_gpu_ms,
+        },
+        "embodied": { "gpus": embodied.gpus, "unknown_models": embodied.unknown_models },
+        "missing_instances": f.missing_instances,
+        "average": f.average.as_ref().map_or(Value::Null, |a| json!({
+            "operational_it_co2e_g": a.operational_it_co2e_g,
+            "operational_co2e_g": a.operational_co2e_g,
+            "total_co2e_g": a.total_co2e_g,
+            "sci_g_per_unit": a.sci_g_per_unit,
+            "intensity_g_per_kwh": opt(a.intensity_g_per_kwh),
+            "energy_without_intensity_mj": a.energy_without_intensity_mj,
+            "intensity_sources": a.intensity_sources,
+        })),
+    });
+    v
+}
+
+fn series_json(s: &pb::InstanceSeries) -> Value {
+    let points: Vec<Value> = if s.step == "raw" {
+        assert!(s.points.is_empty());
+        s.raw_points
+            .iter()
+            .map(|p| {
+                json!({
+                    "start": p.start,
+                    "end": p.end,
+                    "gpu_uuid": p.gpu_uuid,
+                    "energy_mj": p.energy_mj,
+                    "power_w": p.power_w,
+                    "power_max_w": p.power_max_w,
+                    "util_gpu_pct": p.util_gpu_pct,
+                    "temp_c": p.temp_c,
+                    "chain_start": p.chain_start,
+                    "energy_source": p.energy_source,
+                    "attribution": p.attribution,
+                })
+            })
+            .collect()
+    } else {
+        assert!(s.raw_points.is_empty());
+        s.points
+            .iter()
+            .map(|p| {
+                let k = p.intensity_kinds.as_ref().unwrap();
+                json!({
+                    "start": p.start,
+                    "end": p.end,
+                    "energy_mj": p.energy_mj,
+                    "energy_kwh": p.energy_kwh,
+                    "estimated_energy_mj": p.estimated_energy_mj,
+                    "power_mean_w": opt(p.power_mean_w),
+                    "power_max_w": opt(p.power_max_w),
+                    "coverage": p.coverage,
+                    "intensity_g_per_kwh": opt(p.intensity_g_per_kwh),
+                    "intensity_kinds": {
+                        "actual": k.actual,
+                        "forecast": k.forecast,
+                        "fallback_average": k.fallback_average,
+                        "missing": k.missing,
+                        "replayed": k.replayed,
+                    },
+                    "co2e_g": p.co2e_g,
+                    "facility_co2e_g": p.facility_co2e_g,
+                    "co2e_missing_energy_mj": p.co2e_missing_energy_mj,
+                    "average_intensity_g_per_kwh": opt(p.average_intensity_g_per_kwh),
+                    "average_co2e_g": opt(p.average_co2e_g),
+                    "average_facility_co2e_g": opt(p.average_facility_co2e_g),
+                })
+            })
+            .collect()
+    };
+    json!({
+        "instance_id": s.instance_id,
+        "step": s.step,
+        "from": s.from,
+        "to": s.to,
+        "points": points,
+    })
+}
+
+fn usage_json(u: &pb::Usage) -> Value {
+    json!({
+        "it_energy_mj": u.it_energy_mj,
+        "it_energy_kwh": u.it_energy_kwh,
+        "estimated_energy_mj": u.estimated_energy_mj,
+        "facility_energy_kwh": u.facility_energy_kwh,
+        "operational_it_co2e_g": u.operational_it_co2e_g,
+        "operational_co2e_g": u.operational_co2e_g,
+        "gpu_intervals": u.gpu_intervals,
+        "covered_gpu_ms": u.covered_gpu_ms,
+        "power_max_w": opt(u.power_max_w),
+        "provenance": provenance_json(u.provenance.as_ref().unwrap()),
+    })
+}
+
+fn summary_json(s: &pb::TenantSummary) -> Value {
+    json!({
+        "from": s.from,
+        "to": s.to,
+        "totals": usage_json(s.totals.as_ref().unwrap()),
+        "instances": s.instances.iter().map(|i| {
+            let mut v = usage_json(i.usage.as_ref().unwrap());
+            v["instance_id"] = json!(i.instance_id);
+            v["gpus"] = json!(i.gpus);
+            v
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn series_req(instance: &str, from: &str, to: &str, step: &str) -> pb::GetInstanceSeriesRequest {
+    pb::GetInstanceSeriesRequest {
+        instance_id: instance.into(),
+        from: from.into(),
+        to: to.into(),
+        step: step.into(),
+    }
+}
+
+/// The REST path of the same series request (empty fields left out, as gRPC reads them).
+fn series_path(r: &pb::GetInstanceSeriesRequest) -> String {
+    let query: Vec<String> = [("from", &r.from), ("to", &r.to), ("step", &r.step)]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("/v1/instances/{}/series?{}", r.instance_id, query.join("&"))
+}
+
+async fn series_both(
+    fx: &RealData,
+    client: &mut TenantQueryClient<Channel>,
+    tenant: &str,
+    req: pb::GetInstanceSeriesRequest,
+) -> (Result<pb::InstanceSeries, tonic::Status>, (u16, Value)) {
+    let rest = rest_get(&fx.server, &series_path(&req), tenant).await;
+    let grpc = client
+        .get_instance_series(bearer(req, tenant))
+        .await
+        .map(tonic::Response::into_inner);
+    (grpc, rest)
+}
+
+#[tokio::test]
+async fn series_over_grpc_equal_rest_at_every_step_on_the_replayed_trace() {
+    let fx = real_data().await;
+    let mut client = fx.server.client().await;
+    // gRPC and REST given the range as RFC 3339 and as Unix ms.
+    for (from, to) in [
+        (rfc3339(fx.from), rfc3339(fx.to)),
+        (fx.from.to_string(), fx.to.to_string()),
+    ] {
+        for step in ["raw", "5m", "1h", "1d"] {
+            let (grpc, rest) = series_both(
+                &fx,
+                &mut client,
+                "acme",
+                series_req("i-ca", &from, &to, step),
+            )
+            .await;
+            assert_eq!(rest.0, 200, "{}", rest.1);
+            let g = grpc.unwrap();
+            assert_same_json(&series_json(&g), &rest.1, step);
+            // Every replayed sample's energy, to the millijoule.
+            let energy: u64 = if step == "raw" {
+                g.raw_points.iter().map(|p| p.energy_mj).sum()
+            } else {
+                g.points.iter().map(|p| p.energy_mj).sum()
+            };
+            assert_eq!(energy, fx.ca_mj, "{step}");
+            if step != "raw" {
+                let marginal: f64 = g.points.iter().map(|p| p.co2e_g).sum();
+                let average: f64 = g.points.iter().map(|p| p.average_co2e_g.unwrap()).sum();
+                assert!(
+                    marginal > 0.0 && average > 0.0,
+                    "{step}: {marginal} {average}"
+                );
+                let missing: u64 = g.points.iter().map(|p| p.co2e_missing_energy_mj).sum();
+                assert!(
+                    missing > 0 && missing < energy,
+                    "{step}: GPU-c2 has no intensity"
+                );
+            }
+        }
+    }
+
+    // REST's defaults: step 5m; from = to − 1 h (rounded to whole steps).
+    let to = rfc3339(fx.to);
+    let (grpc, rest) = series_both(&fx, &mut client, "acme", series_req("i-ca", "", &to, "")).await;
+    let g = grpc.unwrap();
+    assert_same_json(&series_json(&g), &rest.1, "defaults");
+    assert_eq!(g.step, "5m");
+    assert_eq!(g.from, rfc3339(fx.to - 3_600_000 - 130_000));
+    assert_eq!(g.to, rfc3339(fx.to + 170_000));
+    // ... and `to` = now.
+    let before = now_ms();
+    let g = client
+        .get_instance_series(bearer(
+            series_req("i-ca", &rfc3339(before - 7_200_000), "", "1h"),
+            "acme",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let after = now_ms();
+    let got_to = parse_instant("to", &g.to).unwrap().0;
+    let ceil_h = |t: i64| (t + 3_599_999).div_euclid(3_600_000) * 3_600_000;
+    assert!(
+        ceil_h(before) <= got_to && got_to <= ceil_h(after),
+        "{}",
+        g.to
+    );
+
+    // Another tenant's instance does not exist for the caller.
+    let (from, to) = (rfc3339(fx.from), rfc3339(fx.to));
+    for (tenant, instance) in [("globex", "i-ca"), ("acme", "i-b1"), ("acme", "i-none")] {
+        let (grpc, rest) = series_both(
+            &fx,
+            &mut client,
+            tenant,
+            series_req(instance, &from, &to, "5m"),
+        )
+        .await;
+        assert_same_error(&grpc.unwrap_err(), Code::NotFound, &rest, 404);
+    }
+
+    // Bad arguments: INVALID_ARGUMENT with the REST problem's detail.
+    let long_ago = rfc3339(fx.to - 32 * 86_400_000);
+    for req in [
+        series_req("i-ca", &from, &to, "7m"),
+        series_req("i-ca", "yesterday", &to, "5m"),
+        series_req("i-ca", &to, &from, "5m"),
+        series_req("i-ca", &long_ago, &to, "1d"),
+        series_req(&"x".repeat(300), &from, &to, "5m"),
+    ] {
+        let what = series_path(&req);
+        let (grpc, rest) = series_both(&fx, &mut client, "acme", req).await;
+        let Err(status) = grpc else {
+            panic!("{what} was answered")
+        };
+        assert_same_error(&status, Code::InvalidArgument, &rest, 400);
+    }
+    drop(client);
+    fx.server.stop().await;
+}
+
+fn create_req(
+    instances: &[&str],
+    from: String,
+    to: Option<String>,
+    labels: &[(&str, &str)],
+) -> pb::CreateWorkloadRequest {
+    pb::CreateWorkloadRequest {
+        label: "replayed run".into(),
+        instance_ids: instances.iter().map(|s| s.to_string()).collect(),
+        from,
+        to,
+        functional_unit: "training run".into(),
+        functional_units: 3.0,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// The REST body of the same create request.
+fn create_body(r: &pb::CreateWorkloadRequest) -> Value {
+    let mut body = json!({
+        "label": r.label,
+        "instance_ids": r.instance_ids,
+        "from": r.from,
+        "functional_unit": r.functional_unit,
+        "functional_units": r.functional_units,
+        "labels": r.labels,
+    });
+    if let Some(to) = &r.to {
+        body["to"] = json!(to);
+    }
+    body
+}
+
+async fn footprint_both(
+    fx: &RealData,
+    client: &mut TenantQueryClient<Channel>,
+    tenant: &str,
+    id: &str,
+) -> (Result<WorkloadFootprint, tonic::Status>, (u16, Value)) {
+    let rest = rest_get(&fx.server, &format!("/v1/workloads/{id}"), tenant).await;
+    let grpc = client
+        .get_workload_footprint(bearer(footprint_req(id), tenant))
+        .await
+        .map(tonic::Response::into_inner);
+    (grpc, rest)
+}
+
+#[tokio::test]
+async fn workload_footprints_over_grpc_equal_rest_field_by_field() {
+    let fx = real_data().await;
+    let mut client = fx.server.client().await;
+    let post = |body: Value| {
+        let server = &fx.server;
+        async move {
+            rest_call(
+                server,
+                reqwest::Method::POST,
+                "/v1/workloads",
+                &token("acme"),
+                Some(&body),
+            )
+            .await
+        }
+    };
+
+    // The whole run on i-ca: every sample's energy; then edges mid-sample over i-ca and i-a2
+    // (an uncatalogued GPU; no data in 2023), labelled.
+    let whole = create_req(
+        &["i-ca"],
+        rfc3339(fx.from),
+        Some(rfc3339(fx.to)),
+        &[("team", "vision")],
+    );
+    let edges = create_req(
+        &["i-ca", "i-a2"],
+        (fx.from + 95_000).to_string(),
+        Some((fx.to - 1_234_567).to_string()),
+        &[("team", "vision"), ("run", "42")],
+    );
+    for (req, whole_run) in [(whole, true), (edges, false)] {
+        let (status, created) = post(create_body(&req)).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let (grpc, rest) = footprint_both(&fx, &mut client, "acme", id).await;
+        assert_eq!(rest.0, 200, "{}", rest.1);
+        let g = grpc.unwrap();
+        assert_same_json(&footprint_json(&g), &rest.1, id);
+        // Real numbers, not zeros that happen to agree.
+        let avg = g.average.as_ref().unwrap();
+        let prov = g.provenance.as_ref().unwrap();
+        assert!(g.operational_co2e_g > g.operational_it_co2e_g && g.operational_it_co2e_g > 0.0);
+        assert!(avg.operational_co2e_g > 0.0 && g.embodied_co2e_g > 0.0);
+        assert!(prov.intervals_actual > 0 && prov.intervals_missing_intensity > 0);
+        assert_eq!(
+            avg.intensity_sources,
+            ["egrid2023:CAMX", "electricitymaps:US-CAL-CISO"]
+        );
+        assert_eq!(g.workload.as_ref().unwrap().status, "closed");
+        if whole_run {
+            assert_eq!(g.it_energy_mj, fx.ca_mj);
+            assert!(g.embodied.as_ref().unwrap().unknown_models.is_empty());
+        } else {
+            assert!(g.it_energy_mj < fx.ca_mj && g.it_energy_mj > 0);
+            assert_eq!(g.embodied.as_ref().unwrap().gpus, 4);
+            assert_eq!(
+                g.embodied.as_ref().unwrap().unknown_models,
+                [MYSTERY.to_owned()]
+            );
+        }
+        // A reader reads the same; another tenant finds nothing.
+        let as_reader = client
+            .get_workload_footprint(reader(footprint_req(id), "acme"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(as_reader, g);
+        let (grpc, rest) = footprint_both(&fx, &mut client, "globex", id).await;
+        assert_same_error(&grpc.unwrap_err(), Code::NotFound, &rest, 404);
+    }
+
+    // An open workload started in 2023 spans more than a request may read: the REST 422 is
+    // INVALID_ARGUMENT with the same advice.
+    let (status, created) = post(create_body(&create_req(
+        &["i-ca"],
+        rfc3339(fx.from),
+        None,
+        &[],
+    )))
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (grpc, rest) = footprint_both(&fx, &mut client, "acme", id).await;
+    assert_same_error(&grpc.unwrap_err(), Code::InvalidArgument, &rest, 422);
+    drop(client);
+    fx.server.stop().await;
+}
+
+fn list_req(limit: Option<u32>, cursor: &str, status: &str) -> pb::ListWorkloadsRequest {
+    pb::ListWorkloadsRequest {
+        limit,
+        cursor: cursor.into(),
+        status: status.into(),
+    }
+}
+
+/// The REST path of the same list request.
+fn list_path(r: &pb::ListWorkloadsRequest) -> String {
+    let mut query = Vec::new();
+    if let Some(l) = r.limit {
+        query.push(format!("limit={l}"));
+    }
+    if !r.cursor.is_empty() {
+        query.push(format!("cursor={}", r.cursor));
+    }
+    if !r.status.is_empty() {
+        query.push(format!("status={}", r.status));
+    }
+    format!("/v1/workloads?{}", query.join("&"))
+}
+
+fn list_json(r: &pb::ListWorkloadsResponse) -> Value {
+    let mut v = json!({ "workloads": r.workloads.iter().map(workload_json).collect::<Vec<_>>() });
+    if let Some(c) = &r.next_cursor {
+        v["next_cursor"] = json!(c);
+    }
+    v
+}
+
+async fn list_both(
+    fx: &RealData,
+    client: &mut TenantQueryClient<Channel>,
+    tenant: &str,
+    req: pb::ListWorkloadsRequest,
+) -> (
+    Result<pb::ListWorkloadsResponse, tonic::Status>,
+    (u16, Value),
+) {
+    let rest = rest_get(&fx.server, &list_path(&req), tenant).await;
+    let grpc = client
+        .list_workloads(bearer(req, tenant))
+        .await
+        .map(tonic::Response::into_inner);
+    (grpc, rest)
+}
+
+/// REST's view of one of acme's workloads, from its list.
+async fn rest_workload(fx: &RealData, id: &str) -> Value {
+    let (status, list) = rest_get(&fx.server, "/v1/workloads?limit=1000", "acme").await;
+    assert_eq!(status, 200, "{list}");
+    list["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not listed"))
+}
+
+#[tokio::test]
+async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest() {
+    let fx = real_data().await;
+    let mut client = fx.server.client().await;
+    let admin = token("acme");
+    let reader_token = role_token("acme", Role::Reader);
+
+    // Create: a closed workload (from RFC 3339, to in ms) over gRPC is what REST lists, and
+    // what REST creates from the same body, but for its id and creation time.
+    let closed = create_req(
+        &["i-ca"],
+        rfc3339(fx.from),
+        Some(fx.to.to_string()),
+        &[("team", "vision"), ("project", "wattprint")],
+    );
+    let a = client
+        .create_workload(bearer(closed.clone(), "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (a.status.as_str(), a.to.clone()),
+        ("closed", Some(rfc3339(fx.to)))
+    );
+    assert_same_json(
+        &workload_json(&a),
+        &rest_workload(&fx, &a.id).await,
+        "created",
+    );
+    let (status, mut twin) = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        "/v1/workloads",
+        &admin,
+        Some(&create_body(&closed)),
+    )
+    .await;
+    assert_eq!(status, 201, "{twin}");
+    twin["id"] = json!(a.id);
+    twin["created_at"] = json!(a.created_at);
+    assert_same_json(&workload_json(&a), &twin, "twin");
+
+    // An open workload (no `to`), started an hour ago.
+    let started = now_ms() - 3_600_000;
+    let open = client
+        .create_workload(bearer(
+            create_req(&["i-ca", "i-a1"], started.to_string(), None, &[]),
+            "acme",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((open.status.as_str(), open.to.as_deref()), ("open", None));
+    assert_same_json(
+        &workload_json(&open),
+        &rest_workload(&fx, &open.id).await,
+        "open",
+    );
+
+    // Labels over gRPC are what REST lists; labels over REST are what gRPC lists.
+    let labelled = client
+        .set_workload_labels(bearer(
+            pb::SetWorkloadLabelsRequest {
+                workload_id: open.id.clone(),
+                labels: HashMap::from([("team".to_owned(), "speech".to_owned())]),
+            },
+            "acme",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        labelled.labels,
+        HashMap::from([("team".to_owned(), "speech".to_owned())])
+    );
+    assert_same_json(
+        &workload_json(&labelled),
+        &rest_workload(&fx, &open.id).await,
+        "labelled",
+    );
+    let (status, relabelled) = rest_call(
+        &fx.server,
+        reqwest::Method::PUT,
+        &format!("/v1/workloads/{}/labels", a.id),
+        &admin,
+        Some(&json!({"labels": {}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{relabelled}");
+    let listed = client
+        .list_workloads(bearer(list_req(Some(1000), "", ""), "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    let a_now = listed.workloads.iter().find(|w| w.id == a.id).unwrap();
+    assert!(a_now.labels.is_empty());
+    assert_same_json(&workload_json(a_now), &relabelled, "relabelled");
+
+    // Close at an end; again at the same end: unchanged; at another: ALREADY_EXISTS (409),
+    // with REST's message.
+    let end = started + 1_800_000;
+    let close = |id: &str, end: Option<String>| pb::CloseWorkloadRequest {
+        workload_id: id.to_owned(),
+        end,
+    };
+    let closed_now = client
+        .close_workload(bearer(close(&open.id, Some(rfc3339(end))), "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (closed_now.status.as_str(), closed_now.to.clone()),
+        ("closed", Some(rfc3339(end)))
+    );
+    assert_same_json(
+        &workload_json(&closed_now),
+        &rest_workload(&fx, &open.id).await,
+        "closed",
+    );
+    let again = client
+        .close_workload(bearer(close(&open.id, Some(end.to_string())), "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, closed_now);
+    let other_end = Some(rfc3339(end + 60_000));
+    let grpc = client
+        .close_workload(bearer(close(&open.id, other_end.clone()), "acme"))
+        .await
+        .unwrap_err();
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        &format!("/v1/workloads/{}/close", open.id),
+        &admin,
+        Some(&json!({ "end": other_end })),
+    )
+    .await;
+    assert_same_error(&grpc, Code::AlreadyExists, &rest, 409);
+    // Without an end: now.
+    let third = client
+        .create_workload(bearer(
+            create_req(&["i-ca"], started.to_string(), None, &[]),
+            "acme",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let before = now_ms();
+    let shut = client
+        .close_workload(bearer(close(&third.id, None), "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    let after = now_ms();
+    let at = parse_instant("to", shut.to.as_deref().unwrap()).unwrap().0;
+    assert!(before <= at && at <= after, "{shut:?}");
+
+    // Pages: walked with the same cursors, each page is REST's; filters likewise.
+    for status in ["", "all", "open", "closed"] {
+        let mut cursor = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let (grpc, rest) =
+                list_both(&fx, &mut client, "acme", list_req(Some(2), &cursor, status)).await;
+            assert_eq!(rest.0, 200, "{}", rest.1);
+            let page = grpc.unwrap();
+            assert_same_json(&list_json(&page), &rest.1, status);
+            seen.extend(page.workloads.iter().map(|w| w.id.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = c,
+                None => break,
+            }
+        }
+        let expected = match status {
+            "open" => 0,
+            "closed" => 4,
+            _ => 4,
+        };
+        assert_eq!(seen.len(), expected, "{status:?}: {seen:?}");
+    }
+    let (grpc, rest) = list_both(&fx, &mut client, "acme", list_req(None, "", "")).await;
+    assert_same_json(&list_json(&grpc.unwrap()), &rest.1, "default page");
+    for bad in [
+        list_req(Some(0), "", ""),
+        list_req(Some(1001), "", ""),
+        list_req(None, "wl_not_a_position", ""),
+        list_req(None, "", "finished"),
+    ] {
+        let what = list_path(&bad);
+        let (grpc, rest) = list_both(&fx, &mut client, "acme", bad).await;
+        assert_same_error(&grpc.unwrap_err(), Code::InvalidArgument, &rest, 400);
+        assert!(rest.1["detail"].is_string(), "{what}");
+    }
+
+    // Readers may not change anything: PERMISSION_DENIED with REST's message, nothing changed.
+    let before = rest_get(&fx.server, "/v1/workloads?limit=1000", "acme").await;
+    let denied = [
+        client
+            .create_workload(reader(closed.clone(), "acme"))
+            .await
+            .unwrap_err(),
+        client
+            .set_workload_labels(reader(
+                pb::SetWorkloadLabelsRequest {
+                    workload_id: a.id.clone(),
+                    labels: HashMap::new(),
+                },
+                "acme",
+            ))
+            .await
+            .unwrap_err(),
+        client
+            .close_workload(reader(close(&a.id, None), "acme"))
+            .await
+            .unwrap_err(),
+    ];
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        "/v1/workloads",
+        &reader_token,
+        Some(&create_body(&closed)),
+    )
+    .await;
+    for status in &denied {
+        assert_same_error(status, Code::PermissionDenied, &rest, 403);
+    }
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        &format!("/v1/workloads/{}/close", a.id),
+        &reader_token,
+        None,
+    )
+    .await;
+    assert_same_error(&denied[2], Code::PermissionDenied, &rest, 403);
+    assert_eq!(
+        rest_get(&fx.server, "/v1/workloads?limit=1000", "acme").await,
+        before
+    );
+    // Readers list like admins.
+    let as_reader = client
+        .list_workloads(reader(list_req(Some(1000), "", ""), "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_json(&list_json(&as_reader), &before.1, "reader list");
+
+    // Another tenant: an empty list, and acme's workloads and instances do not exist.
+    let (grpc, rest) = list_both(&fx, &mut client, "globex", list_req(None, "", "")).await;
+    let theirs = grpc.unwrap();
+    assert!(theirs.workloads.is_empty() && theirs.next_cursor.is_none());
+    assert_same_json(&list_json(&theirs), &rest.1, "globex");
+    let grpc = client
+        .set_workload_labels(bearer(
+            pb::SetWorkloadLabelsRequest {
+                workload_id: a.id.clone(),
+                labels: HashMap::new(),
+            },
+            "globex",
+        ))
+        .await
+        .unwrap_err();
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::PUT,
+        &format!("/v1/workloads/{}/labels", a.id),
+        &token("globex"),
+        Some(&json!({"labels": {}})),
+    )
+    .await;
+    assert_same_error(&grpc, Code::NotFound, &rest, 404);
+    let grpc = client
+        .close_workload(bearer(close(&a.id, None), "globex"))
+        .await
+        .unwrap_err();
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        &format!("/v1/workloads/{}/close", a.id),
+        &token("globex"),
+        None,
+    )
+    .await;
+    assert_same_error(&grpc, Code::NotFound, &rest, 404);
+    let grpc = client
+        .create_workload(bearer(closed.clone(), "globex"))
+        .await
+        .unwrap_err();
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        "/v1/workloads",
+        &token("globex"),
+        Some(&create_body(&closed)),
+    )
+    .await;
+    assert_same_error(&grpc, Code::NotFound, &rest, 404);
+    assert_eq!(grpc.message(), "instance i-ca not found");
+
+    // Bad arguments: INVALID_ARGUMENT with REST's message, for creation, labels and closing.
+    let from = rfc3339(fx.from);
+    let mut bad_creates = vec![
+        create_req(&["i-ca"], from.clone(), Some(rfc3339(fx.from - 1)), &[]),
+        create_req(&["i-ca"], "soon".into(), None, &[]),
+        create_req(&["i-ca", "i-ca"], from.clone(), None, &[]),
+        create_req(&[], from.clone(), None, &[]),
+        create_req(
+            &["i-ca"],
+            from.clone(),
+            Some(rfc3339(fx.from + 40 * 86_400_000)),
+            &[],
+        ),
+        create_req(&["i-ca"], from.clone(), None, &[("-bad key", "x")]),
+    ];
+    let mut blank = create_req(&["i-ca"], from.clone(), None, &[]);
+    blank.label = " ".into();
+    bad_creates.push(blank);
+    let mut no_units = create_req(&["i-ca"], from.clone(), None, &[]);
+    no_units.functional_units = 0.0;
+    bad_creates.push(no_units);
+    for bad in bad_creates {
+        let body = create_body(&bad);
+        let grpc = client
+            .create_workload(bearer(bad, "acme"))
+            .await
+            .unwrap_err();
+        let rest = rest_call(
+            &fx.server,
+            reqwest::Method::POST,
+            "/v1/workloads",
+            &admin,
+            Some(&body),
+        )
+        .await;
+        assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
+    }
+    let long_value = "v".repeat(201);
+    for labels in [
+        BTreeMap::from([("no spaces allowed".to_owned(), "x".to_owned())]),
+        BTreeMap::from([("k".to_owned(), long_value)]),
+        (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+    ] {
+        let grpc = client
+            .set_workload_labels(bearer(
+                pb::SetWorkloadLabelsRequest {
+                    workload_id: a.id.clone(),
+                    labels: labels.clone().into_iter().collect(),
+                },
+                "acme",
+            ))
+            .await
+            .unwrap_err();
+        let rest = rest_call(
+            &fx.server,
+            reqwest::Method::PUT,
+            &format!("/v1/workloads/{}/labels", a.id),
+            &admin,
+            Some(&json!({ "labels": labels })),
+        )
+        .await;
+        assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
+    }
+    for end in ["later", &rfc3339(started + 40 * 86_400_000)] {
+        let grpc = client
+            .close_workload(bearer(close(&third.id, Some(end.to_owned())), "acme"))
+            .await
+            .unwrap_err();
+        let rest = rest_call(
+            &fx.server,
+            reqwest::Method::POST,
+            &format!("/v1/workloads/{}/close", third.id),
+            &admin,
+            Some(&json!({ "end": end })),
+        )
+        .await;
+        assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
+    }
+    let grpc = client
+        .close_workload(bearer(close(&"x".repeat(300), None), "acme"))
+        .await
+        .unwrap_err();
+    let rest = rest_call(
+        &fx.server,
+        reqwest::Method::POST,
+        &format!("/v1/workloads/{}/close", "x".repeat(300)),
+        &admin,
+        None,
+    )
+    .await;
+    assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
+    drop(client);
+    fx.server.stop().await;
+}
+
+async fn summary_both(
+    fx: &RealData,
+    client: &mut TenantQueryClient<Channel>,
+    tenant: &str,
+    from: &str,
+    to: &str,
+) -> (Result<pb::TenantSummary, tonic::Status>, (u16, Value)) {
+    let mut query = Vec::new();
+    if !from.is_empty() {
+        query.push(format!("from={from}"));
+    }
+    if !to.is_empty() {
+        query.push(format!("to={to}"));
+    }
+    let rest = rest_get(
+        &fx.server,
+        &format!("/v1/summary?{}", query.join("&")),
+        tenant,
+    )
+    .await;
+    let grpc = client
+        .get_tenant_summary(bearer(
+            pb::GetTenantSummaryRequest {
+                from: from.into(),
+                to: to.into(),
+            },
+            tenant,
+        ))
+        .await
+        .map(tonic::Response::into_inner);
+    (grpc, rest)
+}
+
+#[tokio::test]
+async fn tenant_summaries_over_grpc_equal_rest() {
+    let fx = real_data().await;
+    let mut client = fx.server.client().await;
+    // The replayed run (2023) and the harness's own data (2026), per tenant.
+    let run = (rfc3339(fx.from - 600_000), rfc3339(fx.to + 600_000));
+    let harness_range = (T0.to_string(), (T0 + 3_600_000).to_string());
+    for (tenant, (from, to)) in [
+        ("acme", &run),
+        ("acme", &harness_range),
+        ("globex", &run),
+        ("globex", &harness_range),
+    ] {
+        let (grpc, rest) = summary_both(&fx, &mut client, tenant, from, to).await;
+        assert_eq!(rest.0, 200, "{}", rest.1);
+        let g = grpc.unwrap();
+        assert_same_json(&summary_json(&g), &rest.1, &format!("{tenant} {from}"));
+        let ids: Vec<&str> = g.instances.iter().map(|i| i.instance_id.as_str()).collect();
+        let totals = g.totals.as_ref().unwrap();
+        match (tenant, from == &run.0) {
+            ("acme", true) => {
+                assert_eq!(ids, ["i-ca"]);
+                assert_eq!(totals.it_energy_mj, fx.ca_mj);
+                assert!(totals.operational_co2e_g > totals.operational_it_co2e_g);
+                assert!(totals.operational_it_co2e_g > 0.0);
+            }
+            ("acme", false) => assert_eq!(ids, ["i-a1", "i-a2"]),
+            ("globex", true) => {
+                assert!(ids.is_empty());
+                assert_eq!(totals.it_energy_mj, 0);
+            }
+            _ => assert_eq!(ids, ["i-b1"]),
+        }
+    }
+    // Bad ranges: INVALID_ARGUMENT with REST's message (a missing bound included).
+    let (from, to) = (rfc3339(fx.from), rfc3339(fx.to));
+    let far = rfc3339(fx.from + 32 * 86_400_000);
+    for (from, to) in [
+        ("", to.as_str()),
+        (from.as_str(), ""),
+        (to.as_str(), from.as_str()),
+        (from.as_str(), far.as_str()),
+        ("last week", to.as_str()),
+    ] {
+        let (grpc, rest) = summary_both(&fx, &mut client, "acme", from, to).await;
+        assert_same_error(&grpc.unwrap_err(), Code::InvalidArgument, &rest, 400);
+    }
+    drop(client);
+    fx.server.stop().await;
+}
+
+#[tokio::test]
+async fn instances_come_a_page_at_a_time_over_grpc_as_over_rest() {
+    let fx = real_data().await;
+    let mut client = fx.server.client().await;
+    for (tenant, limit) in [
+        ("acme", Some(1)),
+        ("acme", Some(2)),
+        ("acme", None),
+        ("globex", Some(1)),
+    ] {
+        let mut cursor = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let req = pb::ListInstancesRequest {
+                limit,
+                cursor: cursor.clone(),
+            };
+            let mut path = format!("/v1/instances?cursor={cursor}");
+            if cursor.is_empty() {
+                path = "/v1/instances?".into();
+            }
+            if let Some(l) = limit {
+                path.push_str(&format!("&limit={l}"));
+            }
+            let (status, rest) = rest_get(&fx.server, &path, tenant).await;
+            assert_eq!(status, 200, "{rest}");
+            let page = client
+                .list_instances(bearer(req, tenant))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = json!({
+                "instances": page.instances.iter().map(instance_json).collect::<Vec<_>>(),
+            });
+            if let Some(c) = &page.next_cursor {
+                got["next_cursor"] = json!(c);
+            }
+            assert_same_json(&got, &rest, &path);
+            seen.extend(page.instances.iter().map(|i| i.instance_id.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = c,
+                None => break,
+            }
+        }
+        let want: &[&str] = if tenant == "acme" {
+            &["i-a1", "i-a2", "i-ca"]
+        } else {
+            &["i-b1"]
+        };
+        assert_eq!(seen, want, "{tenant} {limit:?}");
+    }
+    for (limit, cursor, path) in [
+        (Some(0), "", "/v1/instances?limit=0"),
+        (Some(1001), "", "/v1/instances?limit=1001"),
+        (None, "i-b1", "/v1/instances?cursor=i-b1"),
+    ] {
+        let grpc = client
+            .list_instances(bearer(
+                pb::ListInstancesRequest {
+                    limit,
+                    cursor: cursor.into(),
+                },
+                "acme",
+            ))
+            .await
+            .unwrap_err();
+        let rest = rest_get(&fx.server, path, "acme").await;
+        assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
+    }
+    drop(client);
+    fx.server.stop().await;
+}
+
+#[tokio::test]
+async fn mutating_rpcs_spend_the_rest_rate_limit_and_change_nothing_when_refused() {
+    // Two requests at once, then one every 1000 s: the test never waits for a refill.
+    let limiter = RateLimiter::new(RateLimit {
+        per_second: 0.001,
+        burst: 2,
+    })
+    .unwrap();
+    let fx = real_data_with(|s| s.with_rate_limiter(limiter)).await;
+    let mut client = fx.server.client().await;
+    let (status, _) = rest_get(&fx.server, "/v1/workloads", "acme").await;
+    assert_eq!(status, 200);
+    let made = client
+        .create_workload(bearer(
+            create_req(&["i-ca"], rfc3339(fx.from), Some(rfc3339(fx.to)), &[]),
+            "acme",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = client
+        .create_workload(bearer(
+            create_req(&["i-ca"], rfc3339(fx.from), Some(rfc3339(fx.to)), &[]),
+            "acme",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.metadata().get("retry-after").is_some());
+    let closing = client
+        .close_workload(bearer(
+            pb::CloseWorkloadRequest {
+                workload_id: made.id.clone(),
+                end: None,
+            },
+            "acme",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(closing.code(), Code::ResourceExhausted);
+    let stored =
+        fx.h.store
+            .list_workloads(&TenantScope::from_verified(TenantId::from("acme")))
+            .await
+            .unwrap();
+    let ids: Vec<String> = stored.iter().map(|w| w.id.to_string()).collect();
+    assert_eq!(ids, [made.id.as_str()]);
+    // Another tenant's budget is its own.
+    let theirs = client
+        .list_workloads(bearer(list_req(None, "", ""), "globex"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(theirs.workloads.is_empty());
+    drop(client);
+    fx.server.stop().await;
 }

@@ -409,7 +409,17 @@ pub struct Server {
 impl Server {
     pub async fn start(h: &Harness) -> Self {
         let store: Arc<dyn Store> = h.store.clone();
-        let state = ApiState::new(store, auth(), catalog(), ApiLimits::default());
+        Self::start_state(ApiState::new(
+            store,
+            auth(),
+            catalog(),
+            ApiLimits::default(),
+        ))
+        .await
+    }
+
+    /// A real server over `state` (e.g. one with intensity sources or a rate limiter).
+    pub async fn start_state(state: ApiState) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
