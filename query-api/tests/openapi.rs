@@ -1406,6 +1406,15 @@ async fn create_workload_over(server: &Live, instances: &[&str]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Odd requests: whatever the server answers is documented
 
+/// One odd request: what is odd, the path with its query, the token, the body with its
+/// content type.
+type OddCase = (
+    String,
+    String,
+    Option<String>,
+    Option<(Option<&'static str>, String)>,
+);
+
 /// Query values that are wrong in most of the ways a caller can be wrong.
 const ODD_VALUES: [&str; 18] = [
     "",
@@ -1504,13 +1513,7 @@ async fn every_answer_to_odd_requests_is_documented() {
         } else {
             admin.clone()
         };
-        // (what, path with query, token, body)
-        let mut cases: Vec<(
-            String,
-            String,
-            Option<String>,
-            Option<(Option<&str>, String)>,
-        )> = Vec::new();
+        let mut cases: Vec<OddCase> = Vec::new();
         let build = |path_odd: Option<(&str, &str)>, query_odd: Option<(&str, &str)>| {
             let mut path = template.clone();
             for (name, at) in &params {
