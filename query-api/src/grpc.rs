@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
+use tracing::field::Empty;
 use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
 use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
@@ -481,7 +482,7 @@ impl From<RestatementsView> for ListRestatementsResponse {
 
 #[tonic::async_trait]
 impl TenantQuery for GrpcTenantQuery {
-    #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(count = Empty))]
     async fn list_instances(
         &self,
         request: Request<ListInstancesRequest>,
@@ -498,7 +499,7 @@ impl TenantQuery for GrpcTenantQuery {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(workload = Empty))]
     async fn get_workload_footprint(
         &self,
         request: Request<GetWorkloadFootprintRequest>,
@@ -519,7 +520,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(WorkloadFootprint::from(detail)))
     }
 
-    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(workload = Empty))]
     async fn get_workload_what_if(
         &self,
         request: Request<GetWorkloadWhatIfRequest>,
@@ -547,7 +548,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(view.into()))
     }
 
-    #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(count = Empty))]
     async fn list_restatements(
         &self,
         request: Request<ListRestatementsRequest>,
@@ -566,7 +567,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(view.into()))
     }
 
-    #[tracing::instrument(skip_all, fields(instance = tracing::field::Empty, step = tracing::field::Empty, points = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(instance = Empty, step = Empty, points = Empty))]
     async fn get_instance_series(
         &self,
         request: Request<pb::GetInstanceSeriesRequest>,
@@ -591,7 +592,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(series.into()))
     }
 
-    #[tracing::instrument(skip_all, fields(count = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(count = Empty))]
     async fn list_workloads(
         &self,
         request: Request<pb::ListWorkloadsRequest>,
@@ -612,7 +613,7 @@ impl TenantQuery for GrpcTenantQuery {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty, instances = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(workload = Empty, instances = Empty))]
     async fn create_workload(
         &self,
         request: Request<pb::CreateWorkloadRequest>,
@@ -643,7 +644,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(view.into()))
     }
 
-    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(workload = Empty))]
     async fn set_workload_labels(
         &self,
         request: Request<pb::SetWorkloadLabelsRequest>,
@@ -666,7 +667,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(view.into()))
     }
 
-    #[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(workload = Empty))]
     async fn close_workload(
         &self,
         request: Request<pb::CloseWorkloadRequest>,
@@ -690,7 +691,7 @@ impl TenantQuery for GrpcTenantQuery {
         Ok(Response::new(view.into()))
     }
 
-    #[tracing::instrument(skip_all, fields(instances = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(instances = Empty))]
     async fn get_tenant_summary(
         &self,
         request: Request<pb::GetTenantSummaryRequest>,
