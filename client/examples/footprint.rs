@@ -32,7 +32,7 @@ fn env_time(name: &str) -> Option<Timestamp> {
 
 async fn run() -> Result<(), Error> {
     let client = Client::from_env()?;
-    let instances = client.all_instances().await?;
+    let instances = client.all_instances(None).await?;
     println!("instances: {}", instances.len());
     for i in &instances {
         let models: Vec<&str> = i.gpus.iter().map(|g| g.model.as_str()).collect();

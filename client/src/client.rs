@@ -168,11 +168,15 @@ impl Client {
         self.get(&["v1", "instances"], &page_query(page)).await
     }
 
-    /// All the tenant's instances, following `next_cursor` page by page.
-    pub async fn all_instances(&self) -> Result<Vec<Instance>, Error> {
+    /// All the tenant's instances, following `next_cursor` page by page (`page_size` items a
+    /// request; the server's default when `None`).
+    pub async fn all_instances(&self, page_size: Option<u32>) -> Result<Vec<Instance>, Error> {
         let mut out = Vec::new();
         let mut pages = Cursors::new("/v1/instances");
-        let mut page = PageRequest::default();
+        let mut page = PageRequest {
+            limit: page_size,
+            cursor: None,
+        };
         loop {
             let list = self.list_instances(&page).await?;
             out.extend(list.instances);
@@ -240,14 +244,19 @@ impl Client {
         self.get(&["v1", "workloads"], &q).await
     }
 
-    /// All the tenant's workloads (with `status`), following `next_cursor` page by page.
+    /// All the tenant's workloads (with `status`), following `next_cursor` page by page
+    /// (`page_size` items a request; the server's default when `None`).
     pub async fn all_workloads(
         &self,
         status: Option<WorkloadStatus>,
+        page_size: Option<u32>,
     ) -> Result<Vec<Workload>, Error> {
         let mut out = Vec::new();
         let mut pages = Cursors::new("/v1/workloads");
-        let mut page = PageRequest::default();
+        let mut page = PageRequest {
+            limit: page_size,
+            cursor: None,
+        };
         loop {
             let list = self.list_workloads(&page, status).await?;
             out.extend(list.workloads);

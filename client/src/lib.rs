@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), wattprint_client::Error> {
 //! let client = wattprint_client::Client::new("http://127.0.0.1:8080", "<token>")?;
-//! for instance in client.all_instances().await? {
+//! for instance in client.all_instances(None).await? {
 //!     println!("{} in {}", instance.instance_id, instance.region);
 //! }
 //! # Ok(()) }

@@ -47,7 +47,7 @@ async fn every_method_against_a_real_server() {
     assert_eq!(acme.health().await.unwrap().status, "ok");
 
     // Inventory: acme's two instances, one replayed H100 each; pages of one follow cursors.
-    let instances = acme.all_instances().await.unwrap();
+    let instances = acme.all_instances(None).await.unwrap();
     assert_eq!(instances.len(), 2, "{instances:?}");
     for i in &instances {
         assert!(i.instance_id.starts_with("acme"), "{i:?}");
@@ -56,7 +56,25 @@ async fn every_method_against_a_real_server() {
         assert_eq!(i.gpus[0].power_limit_w, 700.0);
         assert_eq!(i.zip_code.as_deref(), Some("95112"));
     }
-    // PENDING(instance pagination): checked at the end while the server lacks it.
+    let first = acme
+        .list_instances(&PageRequest {
+            limit: Some(1),
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.instances, instances[..1]);
+    let cursor = first.next_cursor.clone().expect("a second page");
+    let second = acme
+        .list_instances(&PageRequest {
+            limit: Some(1),
+            cursor: Some(cursor),
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.instances, instances[1..]);
+    assert_eq!(second.next_cursor, None);
+    assert_eq!(acme.all_instances(Some(1)).await.unwrap(), instances);
 
     // The replay is finite: wait for its last sample; then energy is the trace's, per GPU.
     let total = server.wait_for_replay(&acme_token).await;
@@ -240,6 +258,22 @@ async fn every_method_against_a_real_server() {
         assert!(!r.schedule.is_empty());
     }
 
+    // On forecasts: the demo's replayed history has none, and the server says so (422).
+    let e = acme
+        .whatif(
+            &created.id,
+            &WhatIfQuery {
+                basis: Some(WhatIfBasis::Forecast),
+                ..WhatIfQuery::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Api(p) if p.status == 422 && p.kind == "urn:wattprint:problem:unprocessable" && p.detail.contains("forecast")),
+        "{e:?}"
+    );
+
     // Open, label, close, list by status, page through.
     let open = acme
         .create_workload(&NewWorkload {
@@ -255,7 +289,7 @@ async fn every_method_against_a_real_server() {
         .unwrap();
     assert_eq!((open.status.as_str(), open.to.as_deref()), ("open", None));
     let open_ids: Vec<String> = acme
-        .all_workloads(Some(WorkloadStatus::Open))
+        .all_workloads(Some(WorkloadStatus::Open), Some(1))
         .await
         .unwrap()
         .into_iter()
@@ -274,7 +308,10 @@ async fn every_method_against_a_real_server() {
     let closed_detail = acme.workload(&open.id).await.unwrap();
     assert_eq!(closed_detail.workload.to, closed.to);
     assert_eq!(closed_detail.footprint.it_energy_mj, trace_energy_mj());
-    let all = acme.all_workloads(Some(WorkloadStatus::All)).await.unwrap();
+    let all = acme
+        .all_workloads(Some(WorkloadStatus::All), Some(1))
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
     let page = acme
         .list_workloads(
@@ -291,7 +328,7 @@ async fn every_method_against_a_real_server() {
 
     // Errors arrive as problem documents with their status.
     let bad = Client::new(&server.url, "not-a-token").unwrap();
-    let e = bad.all_instances().await.unwrap_err();
+    let e = bad.all_instances(None).await.unwrap_err();
     assert!(e.is_unauthorized(), "{e:?}");
     assert_eq!(
         e.problem().unwrap().kind,
@@ -367,7 +404,11 @@ async fn every_method_against_a_real_server() {
         .await
         .unwrap();
     assert_eq!(seen_by_operator, acme.summary(&from, &to).await.unwrap());
-    assert!(operator.all_instances().await.unwrap_err().is_forbidden());
+    assert!(operator
+        .all_instances(None)
+        .await
+        .unwrap_err()
+        .is_forbidden());
 
     // Rate limit: a tenant that spends its burst gets 429 with Retry-After; others do not.
     let hasty = Client::new(
@@ -392,7 +433,7 @@ async fn every_method_against_a_real_server() {
     assert_eq!(p.kind, "urn:wattprint:problem:rate-limited");
     assert!(p.retry_after_s.is_some_and(|s| s >= 1), "{p:?}");
     assert_eq!(acme.health().await.unwrap().status, "ok");
-    assert_eq!(acme.all_instances().await.unwrap(), instances);
+    assert_eq!(acme.all_instances(None).await.unwrap(), instances);
 
     // The OpenAPI document lists every path this client calls.
     let doc = acme.openapi().await.unwrap();
@@ -412,27 +453,6 @@ async fn every_method_against_a_real_server() {
         "/v1/operator/tenants/{tenant}/summary",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
-    }
-
-    if doc["paths"]["/v1/instances"]["get"]["parameters"].is_array() {
-        let first = acme
-            .list_instances(&PageRequest {
-                limit: Some(1),
-                cursor: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(first.instances, instances[..1]);
-        let cursor = first.next_cursor.clone().expect("a second page");
-        let second = acme
-            .list_instances(&PageRequest {
-                limit: Some(1),
-                cursor: Some(cursor),
-            })
-            .await
-            .unwrap();
-        assert_eq!(second.instances, instances[1..]);
-        assert_eq!(second.next_cursor, None);
     }
 
     run_example(&server, &acme, &acme_token, &ids).await;

@@ -47,10 +47,11 @@ def test_instances_and_their_pages(client: wattprint.Client) -> None:
         assert [(g.model, g.power_limit_w) for g in i.gpus] == [("NVIDIA H100 80GB HBM3", 700.0)]
     assert list(client.iter_instances(page_size=1)) == instances
     first = client.list_instances(limit=1)
-    if first.next_cursor is not None or len(first.instances) == 1:
-        assert first.instances == instances[:1]
-        second = client.list_instances(limit=1, cursor=first.next_cursor)
-        assert second.instances == instances[1:] and second.next_cursor is None
+    assert first.instances == instances[:1] and first.next_cursor is not None
+    second = client.list_instances(limit=1, cursor=first.next_cursor)
+    assert second.instances == instances[1:] and second.next_cursor is None
+    with pytest.raises(wattprint.BadRequestError):
+        client.list_instances(limit=0)
 
 
 def test_series_sum_to_the_trace_and_the_summary(client: wattprint.Client, live: Live) -> None:
@@ -124,6 +125,9 @@ def test_workload_footprint_and_whatifs(client: wattprint.Client, live: Live) ->
     assert [r.factor for r in wi.pause_resume] == [1.5, 2.0]
     for r in wi.pause_resume:
         assert r.co2e_g <= r.actual_co2e_g + 1e-9 and r.schedule
+    with pytest.raises(wattprint.UnprocessableError) as e422:
+        client.whatif(w.id, basis="forecast")
+    assert "forecast" in e422.value.detail  # the demo's replayed history has no forecasts
     paper = client.whatif(w.id)
     assert [f.window_hours for f in paper.flexible_start] == [6.0, 12.0, 18.0, 24.0]
 
