@@ -19,7 +19,12 @@ export WPTEST_REQUIRE_SERVERS=1
 echo "==> python sdk venv"
 # The Python SDK's tests (tests/tests/python_sdk.rs) run in this venv; pip fetches httpx,
 # pytest and mypy from PyPI.
-python3 -m venv target/py-sdk
+python3 -m venv target/py-sdk || {
+    # Debian's system python3 ships venv's ensurepip separately.
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv target/py-sdk
+}
 target/py-sdk/bin/pip install --quiet --disable-pip-version-check -e 'sdk/python[test]'
 export WPTEST_PYTHON="$PWD/target/py-sdk/bin/python"
 echo "==> tests"
