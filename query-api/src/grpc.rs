@@ -11,7 +11,7 @@ use axum::Router;
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 use tracing::field::Empty;
-use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
+use wattprint_core::{InstanceId, WorkloadId};
 use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
@@ -24,13 +24,12 @@ use wattprint_proto::v1::{
 use crate::auth::TenantAccess;
 use crate::error::ApiError;
 use crate::restatements::{self, IntensityView, RestatementsRequest, RestatementsView};
-use crate::routes::DEFAULT_SERIES_RANGE_MS;
 use crate::service::{
     self, check_id, AggregatePoint, InstanceUsageView, InstanceView, IntensityKinds, RawPoint,
     Series, SeriesPoints, SeriesRequest, SummaryRequest, TenantSummaryView, UsageView,
     WorkloadDetail, WorkloadRequest, WorkloadView,
 };
-use crate::time::{parse_instant, parse_required_instant, InstantInput, Step};
+use crate::time::{parse_required_instant, InstantInput};
 use crate::whatif::{self, WhatIfRequest, WhatIfView};
 use crate::workloads::{self, CloseRequest, LabelsRequest, PageParams, WorkloadListParams};
 use crate::ApiState;
@@ -183,19 +182,9 @@ fn page_params(limit: Option<u32>, cursor: String) -> PageParams {
     }
 }
 
-/// The series request of a gRPC call, with REST's defaults: step `5m`, `to` now, `from`
-/// [`DEFAULT_SERIES_RANGE_MS`] before `to`.
+/// The series request of a gRPC call, with REST's defaults.
 fn series_request(req: &pb::GetInstanceSeriesRequest) -> Result<SeriesRequest, ApiError> {
-    let step = Step::parse(given(&req.step).unwrap_or("5m")).map_err(ApiError::BadRequest)?;
-    let to = match given(&req.to) {
-        Some(s) => parse_instant("to", s).map_err(ApiError::BadRequest)?,
-        None => workloads::now(),
-    };
-    let from = match given(&req.from) {
-        Some(s) => parse_instant("from", s).map_err(ApiError::BadRequest)?,
-        None => UnixMillis(to.0.saturating_sub(DEFAULT_SERIES_RANGE_MS)),
-    };
-    Ok(SeriesRequest { from, to, step })
+    crate::routes::series_request(given(&req.from), given(&req.to), given(&req.step))
 }
 
 impl From<WorkloadView> for pb::Workload {

@@ -9,19 +9,23 @@
 //! Endpoints:
 //! - `GET /healthz` (no auth)
 //! - `GET /openapi.json` (no auth): the OpenAPI 3.1 document of these routes ([`openapi`])
-//! - `GET /v1/instances`
-//! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d`
-//! - `POST /v1/workloads`, `GET /v1/workloads`, `GET /v1/workloads/{id}` (with footprint and SCI)
-//! - `GET /v1/workloads/{id}/whatif?window_hours=&factor=`: Flexible Start and Pause and Resume
-//!   on the region's actual marginal intensity ([`whatif`])
+//! - `GET /v1/instances?limit=&cursor=` (a page at a time, [`workloads::paginate`])
+//! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d` (marginal and [`average`])
+//! - `POST /v1/workloads`, `GET /v1/workloads?limit=&cursor=&status=`, `GET /v1/workloads/{id}`
+//!   (with footprint and SCI, marginal and average), `PUT /v1/workloads/{id}/labels`,
+//!   `POST /v1/workloads/{id}/close` ([`workloads`]: open workloads, labels, closing)
+//! - `GET /v1/workloads/{id}/whatif?window_hours=&factor=&basis=actual|forecast`: Flexible
+//!   Start and Pause and Resume on the region's actual marginal intensity, or planned on the
+//!   forecasts known at the start and judged on actuals ([`whatif`])
 //! - `GET /v1/summary?from=&to=`: the tenant's energy and emissions per instance and in total
 //!   (a month fits the default range limit)
 //! - `GET /v1/restatements?from=&to=`: intervals whose intensity was replaced when better data
 //!   arrived (a forecast, nearest actual or average by the actual), with the emissions each
 //!   change made and their totals ([`restatements`])
-//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetWorkloadFootprint,GetWorkloadWhatIf,
-//!   ListRestatements}` (HTTP/2 with prior knowledge, on the same port), token in the
-//!   `authorization` metadata
+//! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetInstanceSeries,ListWorkloads,
+//!   CreateWorkload,SetWorkloadLabels,CloseWorkload,GetWorkloadFootprint,GetWorkloadWhatIf,
+//!   GetTenantSummary,ListRestatements}` (HTTP/2 with prior knowledge, on the same port), token
+//!   in the `authorization` metadata
 //! - `GET /v1/operator/tenants`, `GET /v1/operator/tenants/{tenant}/summary?from=&to=`:
 //!   provider operators only, cross-tenant ([`operator`])
 //!

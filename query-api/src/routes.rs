@@ -1,8 +1,6 @@
 //! axum handlers: parse, authenticate, call [`crate::service`], render. Every failure is an
 //! [`ApiError`] problem document, including bad paths, queries, bodies and unknown routes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
@@ -158,21 +156,19 @@ pub struct SeriesParams {
     pub step: Option<String>,
 }
 
-fn now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
-fn parse_series_params(p: &SeriesParams) -> Result<SeriesRequest, ApiError> {
-    let step = Step::parse(p.step.as_deref().unwrap_or("5m")).map_err(ApiError::BadRequest)?;
-    let to = match &p.to {
+/// A series request from its optional parts, with the defaults REST and gRPC share: step
+/// `5m`, `to` now, `from` [`DEFAULT_SERIES_RANGE_MS`] before `to`.
+pub(crate) fn series_request(
+    from: Option<&str>,
+    to: Option<&str>,
+    step: Option<&str>,
+) -> Result<SeriesRequest, ApiError> {
+    let step = Step::parse(step.unwrap_or("5m")).map_err(ApiError::BadRequest)?;
+    let to = match to {
         Some(s) => parse_instant("to", s).map_err(ApiError::BadRequest)?,
-        None => now(),
+        None => crate::workloads::now(),
     };
-    let from = match &p.from {
+    let from = match from {
         Some(s) => parse_instant("from", s).map_err(ApiError::BadRequest)?,
         None => UnixMillis(to.0.saturating_sub(DEFAULT_SERIES_RANGE_MS)),
     };
@@ -212,7 +208,11 @@ pub(crate) async fn instance_series(
     check_id("instance", &id)?;
     let span = tracing::Span::current();
     span.record("instance", id.as_str());
-    let req = parse_series_params(&params)?;
+    let req = series_request(
+        params.from.as_deref(),
+        params.to.as_deref(),
+        params.step.as_deref(),
+    )?;
     span.record("step", req.step.as_str());
     let series = service::instance_series(
         state.store.as_ref(),
