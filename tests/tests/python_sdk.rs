@@ -192,6 +192,7 @@ async fn python_sdk_tests_and_example_against_a_real_server() {
         .unwrap();
     let report = text(&out);
     assert!(out.status.success(), "pytest failed:\n{report}");
+    eprintln!("pytest: {}", report.lines().last().unwrap_or_default());
     assert!(report.contains(" passed"), "{report}");
     for word in ["skipped", "xfail", "xpass", "deselected"] {
         assert!(!report.contains(word), "pytest {word} tests:\n{report}");
