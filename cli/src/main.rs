@@ -161,9 +161,20 @@ impl Command {
     }
 }
 
+/// `WATTPRINT_*` variables that are not config overrides: the config file's path, and what
+/// the SDK examples read (`WATTPRINT_URL`, `WATTPRINT_TOKEN`, `WATTPRINT_FROM`, `WATTPRINT_TO`),
+/// so a shell that exports them can still run `wattprint`.
+const NOT_OVERRIDES: [&str; 5] = [
+    "WATTPRINT_CONFIG",
+    "WATTPRINT_URL",
+    "WATTPRINT_TOKEN",
+    "WATTPRINT_FROM",
+    "WATTPRINT_TO",
+];
+
 fn load(cli: &Cli, patch: impl FnOnce(&mut RawConfig)) -> anyhow::Result<Settings> {
     let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k != "WATTPRINT_CONFIG")
+        .filter(|(k, _)| !NOT_OVERRIDES.contains(&k.as_str()))
         .collect();
     let mut raw: RawConfig =
         wattprint_runtime::load_config(cli.config.as_deref(), &env, "WATTPRINT_")?;
