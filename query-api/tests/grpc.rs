@@ -13,7 +13,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -438,12 +437,6 @@ const PUE_CA: f64 = 1.3;
 const RUN_FROM: &str = "2023-06-30T23:02:10Z";
 const RUN_MS: i64 = 2 * 3_600_000;
 
-fn data(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(path)
-}
-
 /// `YYYY-MM-DD hh:mm:ss` (UTC) of the shipped CSVs, in ms.
 fn csv_time(t: &str) -> i64 {
     parse_instant("t", &format!("{}Z", t.replace(' ', "T")))
@@ -500,30 +493,6 @@ fn camx() -> (GramsPerKwh, String) {
         GramsPerKwh::from_lb_per_mwh(lb_per_mwh),
         "egrid2023:CAMX".into(),
     )
-}
-
-/// The H100 trace as consecutive phases: (duration ms, counter energy mJ).
-fn trace_phases() -> Vec<(i64, u64)> {
-    let text = std::fs::read_to_string(data("h100-trace/h100_power_trace_50ms.csv")).unwrap();
-    let rows: Vec<(i64, String, u64)> = text
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            let t = (f[0].parse::<f64>().unwrap() * 1000.0).round() as i64;
-            (t, f[1].to_owned(), f[5].parse().unwrap())
-        })
-        .collect();
-    let mut phases = Vec::new();
-    let mut start = 0;
-    for i in 1..rows.len() {
-        if rows[i].1 != rows[start].1 || i == rows.len() - 1 {
-            phases.push((rows[i].0 - rows[start].0, rows[i].2 - rows[start].2));
-            start = i;
-        }
-    }
-    assert!(phases.len() >= 3, "the trace has idle and load phases");
-    phases
 }
 
 /// One GPU of `i-ca`: the trace's phases looped over `[from, to)`, enriched by `intensity`.

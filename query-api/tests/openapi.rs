@@ -37,12 +37,6 @@ const PUE: f64 = 1.3;
 const RUN_FROM: &str = "2023-07-08T06:02:10Z";
 const RUN_MS: i64 = 3_600_000;
 
-fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(path)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Fixture: real data on a real server
 
@@ -57,30 +51,6 @@ fn read_moer() -> Vec<(i64, f64)> {
             (at.0, v.parse().unwrap())
         })
         .collect()
-}
-
-/// The H100 trace as consecutive phases: (duration ms, counter energy mJ).
-fn trace_phases() -> Vec<(i64, u64)> {
-    let text = std::fs::read_to_string(data("h100-trace/h100_power_trace_50ms.csv")).unwrap();
-    let rows: Vec<(i64, String, u64)> = text
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            let t = (f[0].parse::<f64>().unwrap() * 1000.0).round() as i64;
-            (t, f[1].to_owned(), f[5].parse().unwrap())
-        })
-        .collect();
-    let mut phases = Vec::new();
-    let mut start = 0;
-    for i in 1..rows.len() {
-        if rows[i].1 != rows[start].1 || i == rows.len() - 1 {
-            phases.push((rows[i].0 - rows[start].0, rows[i].2 - rows[start].2));
-            start = i;
-        }
-    }
-    assert!(phases.len() >= 3, "the trace has idle and load phases");
-    phases
 }
 
 /// One GPU's samples: the trace's phases looped over `[from, to)`, enriched by `intensity`.
