@@ -177,6 +177,12 @@ fn app_with(h: &Harness, jwks: Jwks) -> axum::Router {
     router(state_with(h, jwks))
 }
 
+/// [`app_with`] over the key set at `url`, cached an hour (no time-driven refresh in a test).
+async fn app_from_url(h: &Harness, url: &str) -> axum::Router {
+    let config = url_config(url, Duration::from_secs(3600), Duration::from_secs(3600));
+    app_with(h, Jwks::load(config).await.unwrap())
+}
+
 fn state_with(h: &Harness, jwks: Jwks) -> ApiState {
     let store: Arc<dyn wattprint_store::Store> = h.store.clone();
     ApiState::new(store, jwks_auth(), catalog(), ApiLimits::default())
@@ -503,30 +509,12 @@ async fn a_token_without_kid_is_accepted_only_from_a_single_key_set() {
     let h = harness().await;
     let ed = ed_key("only");
     let server = JwksServer::start(&set(&[&ed])).await;
-    let app = app_with(
-        &h,
-        Jwks::load(url_config(
-            &server.url,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ))
-        .await
-        .unwrap(),
-    );
+    let app = app_from_url(&h, &server.url).await;
     let token = sign_as(&ed, Header::new(Algorithm::EdDSA), &claims("acme"));
     assert_eq!(instances(&app, &token).await.unwrap(), ["i-a1", "i-a2"]);
     // The same kid-less token against a set of two keys: refused.
     let server2 = JwksServer::start(&set(&[&ed, &ec_key("other")])).await;
-    let app2 = app_with(
-        &h,
-        Jwks::load(url_config(
-            &server2.url,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ))
-        .await
-        .unwrap(),
-    );
+    let app2 = app_from_url(&h, &server2.url).await;
     assert_refused(&app2, &token, "token signing key is unknown", "no kid").await;
 }
 
@@ -535,16 +523,7 @@ async fn rotation_fetches_the_new_key_and_drops_the_old_one() {
     let h = harness().await;
     let (old, new) = (ec_key("2026-11-a"), ed_key("2026-11-b"));
     let server = JwksServer::start(&set(&[&old])).await;
-    let app = app_with(
-        &h,
-        Jwks::load(url_config(
-            &server.url,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ))
-        .await
-        .unwrap(),
-    );
+    let app = app_from_url(&h, &server.url).await;
     let old_token = sign(&old, &claims("acme"));
     assert!(instances(&app, &old_token).await.is_ok());
     // The IdP rotates: only the new key is published.
@@ -562,16 +541,7 @@ async fn a_flood_of_unknown_key_ids_fetches_the_set_at_most_once() {
     let h = harness().await;
     let ec = ec_key("real");
     let server = JwksServer::start(&set(&[&ec])).await;
-    let app = app_with(
-        &h,
-        Jwks::load(url_config(
-            &server.url,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ))
-        .await
-        .unwrap(),
-    );
+    let app = app_from_url(&h, &server.url).await;
     let acme = claims("acme");
     for i in 0..50 {
         let mut header = Header::new(Algorithm::ES256);
@@ -706,16 +676,7 @@ async fn unusable_key_sets_are_clear_errors_at_load() {
 async fn dev_hs256_tokens_are_refused_once_a_key_set_is_configured() {
     let h = harness().await;
     let server = JwksServer::start(&set(&[&ed_key("k")])).await;
-    let app = app_with(
-        &h,
-        Jwks::load(url_config(
-            &server.url,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ))
-        .await
-        .unwrap(),
-    );
+    let app = app_from_url(&h, &server.url).await;
     // A dev token signed with the harness's HS256 secret, and one with the right iss/aud.
     let dev = token("acme");
     assert_refused(&app, &dev, "token algorithm is not accepted", "dev token").await;
