@@ -24,7 +24,7 @@ pub mod stream;
 pub mod tls;
 
 use attribution::AttributionMode;
-use sampler::{attributed_gpus, sampling_loop, SamplerStats};
+use sampler::{attributed_gpus, sampling_loop, Cadence, SamplerStats};
 use sensor::GpuSensor;
 use std::future::Future;
 use std::path::PathBuf;
@@ -45,6 +45,11 @@ pub struct AgentConfig {
     /// How often each GPU is read (default 1 s). Ignored by unpaced sensors (replay as fast
     /// as possible).
     pub energy_interval: Duration,
+    /// How often each GPU's gauges (power, utilisation, temperature, SM clock) are read
+    /// between energy reads (default 100 ms: H100 power changes every 100 ms). Each sample
+    /// then carries its span's highest power and temperature and mean utilisation and clock.
+    /// `None`, or not shorter than `energy_interval`: gauges are read with the energy only.
+    pub gauge_interval: Option<Duration>,
     /// A batch is sent when it holds this many samples (default 256) …
     pub batch_max_samples: usize,
     /// … or this long after its first sample (default 1 s).
@@ -80,6 +85,7 @@ impl AgentConfig {
             host_id,
             gateway_url: gateway_url.into(),
             energy_interval: Duration::from_secs(1),
+            gauge_interval: Some(Duration::from_millis(100)),
             batch_max_samples: 256,
             batch_max_wait: Duration::from_secs(1),
             max_unacked_batches: 1024,
@@ -109,6 +115,8 @@ pub struct AgentReport {
     pub samples_rejected: u64,
     /// Batches sent again on a new stream because their ack had not arrived.
     pub batches_resent: u64,
+    /// Gauge reads between energy reads (see [`AgentConfig::gauge_interval`]).
+    pub gauge_reads: u64,
     /// Energy counters seen going backwards (driver reloads).
     pub counter_resets: u64,
     /// Gaps between readings longer than [`AgentConfig::max_gap`].
@@ -190,6 +198,12 @@ pub async fn run(
             "energy_interval must be positive".into(),
         ));
     }
+    if config.gauge_interval.is_some_and(|g| g.is_zero()) {
+        return Err(AgentError::InvalidConfig(
+            "gauge_interval must be positive; leave it unset to read gauges with the energy only"
+                .into(),
+        ));
+    }
     if config.reconnect_backoff_max.is_zero() {
         return Err(AgentError::InvalidConfig(
             "reconnect_backoff_max must be positive".into(),
@@ -267,7 +281,8 @@ pub async fn run(
         };
         tracing::info!(
             gpus = gpus.len(),
-            interval = ?config.energy_interval,
+            energy_interval = ?config.energy_interval,
+            gauge_interval = ?config.gauge_interval,
             unpaced = sensor.unpaced(),
             gateway = %config.gateway_url,
             tls = config.tls.is_some(),
@@ -280,10 +295,13 @@ pub async fn run(
         let sampler_span = tracing::info_span!("sampler");
         let sampler = {
             let stats = Arc::clone(&stats);
-            let interval = config.energy_interval;
+            let cadence = Cadence {
+                energy: config.energy_interval,
+                gauges: config.gauge_interval,
+            };
             tokio::task::spawn_blocking(move || {
                 let _entered = sampler_span.entered();
-                sampling_loop(sensor, gpus, interval, tx, stop_rx, stats);
+                sampling_loop(sensor, gpus, cadence, tx, stop_rx, stats);
             })
         };
         let stream_config = stream::StreamConfig {
@@ -304,6 +322,7 @@ pub async fn run(
             Ok(Err(e)) => return Err(AgentError::SamplerFailed(e.to_string())),
             Err(_) => tracing::warn!("sampling thread did not stop within 5 s; leaving it"),
         }
+        report.gauge_reads = stats.gauge_reads.load(Ordering::Relaxed);
         report.counter_resets = stats.counter_resets.load(Ordering::Relaxed);
         report.gaps = stats.gaps.load(Ordering::Relaxed);
         report.energy_unattributed_mj = stats.unattributed_mj.load(Ordering::Relaxed);

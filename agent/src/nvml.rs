@@ -22,8 +22,8 @@
 
 use crate::replay::now_millis;
 use crate::sensor::{
-    GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError, VgpuInstance,
-    Virtualization,
+    Gauges, GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError,
+    VgpuInstance, Virtualization,
 };
 use nvml_wrapper::enum_wrappers::device::{Clock, GpuVirtualizationMode, TemperatureSensor};
 use nvml_wrapper::enum_wrappers::vgpu::VmId;
@@ -144,6 +144,22 @@ impl NvmlSensor {
         })
     }
 
+    /// Power, utilisation, temperature and SM clock of one device (power is required; the
+    /// others read 0 where the GPU does not report them).
+    fn gauges(&self, device: &Device<'_>, i: usize, at: UnixMillis) -> Result<Gauges, SensorError> {
+        let power = Milliwatts(required(i, "power_usage", device.power_usage())?);
+        let util = optional(i, "utilization_rates", device.utilization_rates())?;
+        let temp = optional(i, "temperature", device.temperature(TemperatureSensor::Gpu))?;
+        let sm_clock = optional(i, "clock_info", device.clock_info(Clock::SM))?;
+        Ok(Gauges {
+            at,
+            power,
+            util_gpu_pct: util.map_or(0, |u| u.gpu),
+            temp_c: temp.unwrap_or(0),
+            sm_clock_mhz: sm_clock.unwrap_or(0),
+        })
+    }
+
     fn device(&self, gpu_index: usize) -> Result<Device<'_>, SensorError> {
         let index = *self.indices.get(gpu_index).ok_or(SensorError::NoSuchGpu {
             index: gpu_index,
@@ -178,22 +194,24 @@ impl GpuSensor for NvmlSensor {
         };
         let after = now_millis();
         let at = UnixMillis(before.0 + after.since(before) / 2);
-        let power = Milliwatts(required(i, "power_usage", device.power_usage())?);
-        let util = optional(i, "utilization_rates", device.utilization_rates())?;
+        let gauges = self.gauges(&device, i, at)?;
         let memory = optional(i, "memory_info", device.memory_info())?;
-        let temp = optional(i, "temperature", device.temperature(TemperatureSensor::Gpu))?;
-        let sm_clock = optional(i, "clock_info", device.clock_info(Clock::SM))?;
         Ok(Some(Reading {
             at,
             energy_counter,
-            power,
-            // Power is read once per reading; NVML's own average is not a maximum.
-            power_max: power,
-            util_gpu_pct: util.map_or(0, |u| u.gpu),
+            power: gauges.power,
+            // The sampling loop raises it to the highest of the span's gauge reads.
+            power_max: gauges.power,
+            util_gpu_pct: gauges.util_gpu_pct,
             mem_used_bytes: memory.map_or(0, |m| m.used),
-            temp_c: temp.unwrap_or(0),
-            sm_clock_mhz: sm_clock.unwrap_or(0),
+            temp_c: gauges.temp_c,
+            sm_clock_mhz: gauges.sm_clock_mhz,
         }))
+    }
+
+    fn read_gauges(&mut self, gpu_index: usize) -> Result<Option<Gauges>, SensorError> {
+        let device = self.device(gpu_index)?;
+        self.gauges(&device, gpu_index, now_millis()).map(Some)
     }
 
     fn layout(&mut self, gpu_index: usize) -> Result<GpuLayout, SensorError> {

@@ -35,8 +35,8 @@
 //! workloads do. Part uuids and VM ids are seeded ([`replay_part_uuid`], [`replay_vm_uuid`]).
 
 use crate::sensor::{
-    GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError, VgpuInstance,
-    Virtualization,
+    Gauges, GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError,
+    VgpuInstance, Virtualization,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -629,6 +629,34 @@ impl ReplaySensor {
         }
     }
 
+    /// The latest position at or after `lo` (which has passed) whose virtual time is not after
+    /// `now`, no further than `end`: gallop, then bisect.
+    fn latest_passed(&self, gpu: usize, lo: u64, end: Option<u64>, now: UnixMillis) -> u64 {
+        // Invariant: `lo` has passed; `hi` has not, or lies beyond the last position.
+        let mut lo = lo;
+        let mut step = 1u64;
+        let mut hi = loop {
+            let candidate = lo + step;
+            if let Some(end) = end.filter(|&end| candidate > end) {
+                break end + 1;
+            }
+            if self.virtual_time(gpu, candidate) > now {
+                break candidate;
+            }
+            lo = candidate;
+            step *= 2;
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.virtual_time(gpu, mid) <= now {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// Virtual ms per wall-clock ms.
     fn speed(&self) -> u32 {
         match self.config.pacing {
@@ -673,34 +701,35 @@ impl GpuSensor for ReplaySensor {
                     std::thread::sleep(Duration::from_millis(wait_ms.max(1)));
                     next
                 } else {
-                    // Latest position whose time has passed: gallop, then bisect. Invariant:
-                    // `lo` has passed; `hi` has not, or lies beyond the last position.
-                    let mut lo = next;
-                    let mut step = 1u64;
-                    let mut hi = loop {
-                        let candidate = lo + step;
-                        if let Some(end) = end.filter(|&end| candidate > end) {
-                            break end + 1;
-                        }
-                        if self.virtual_time(gpu_index, candidate) > now {
-                            break candidate;
-                        }
-                        lo = candidate;
-                        step *= 2;
-                    };
-                    while hi - lo > 1 {
-                        let mid = lo + (hi - lo) / 2;
-                        if self.virtual_time(gpu_index, mid) <= now {
-                            lo = mid;
-                        } else {
-                            hi = mid;
-                        }
-                    }
-                    lo
+                    self.latest_passed(gpu_index, next, end, now)
                 }
             }
         };
         Ok(Some(self.advance_to(gpu_index, target)))
+    }
+
+    /// The trace row due now, without moving the energy reads on: paced replays only (an
+    /// unpaced replay's every read is already one trace row).
+    fn read_gauges(&mut self, gpu_index: usize) -> Result<Option<Gauges>, SensorError> {
+        let Some(st) = self.state.get(gpu_index) else {
+            return Err(SensorError::NoSuchGpu {
+                index: gpu_index,
+                count: self.state.len(),
+            });
+        };
+        if self.config.pacing == Pacing::AsFastAsPossible || st.end.is_some_and(|e| st.next > e) {
+            return Ok(None);
+        }
+        let from = st.last.unwrap_or(st.offset);
+        let g = self.latest_passed(gpu_index, from, st.end, self.virtual_now());
+        let row = &self.rows[self.row(g)];
+        Ok(Some(Gauges {
+            at: self.virtual_time(gpu_index, g),
+            power: Milliwatts(row.power),
+            util_gpu_pct: row.util_gpu_pct,
+            temp_c: row.temp_c,
+            sm_clock_mhz: row.sm_clock_mhz,
+        }))
     }
 
     fn unpaced(&self) -> bool {

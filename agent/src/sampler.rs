@@ -12,7 +12,7 @@
 //! sharing it. The sampling loop runs the latter.
 
 use crate::attribution::{AttributedGpu, AttributionMode};
-use crate::sensor::{GpuInfo, GpuSensor, Reading};
+use crate::sensor::{Gauges, GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -246,45 +246,133 @@ impl GpuSampler {
     }
 }
 
+/// A GPU's gauge reads since its previous energy read, folded into the reading that closes
+/// the span: the sample then carries the span's highest power and temperature and its mean
+/// utilisation and SM clock, not the values of its last instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GaugeWindow {
+    reads: u32,
+    power_max: u32,
+    temp_max: u32,
+    util_sum: u64,
+    clock_sum: u64,
+}
+
+impl GaugeWindow {
+    /// Adds one gauge read.
+    pub fn add(&mut self, g: &Gauges) {
+        self.reads += 1;
+        self.power_max = self.power_max.max(g.power.0);
+        self.temp_max = self.temp_max.max(g.temp_c);
+        self.util_sum += u64::from(g.util_gpu_pct);
+        self.clock_sum += u64::from(g.sm_clock_mhz);
+    }
+
+    /// Gauge reads since the window was last closed.
+    pub fn reads(&self) -> u32 {
+        self.reads
+    }
+
+    /// Folds the window and the energy reading that ends it (itself one more gauge read) into
+    /// that reading, and empties the window. Mean utilisation and clock round to nearest.
+    pub fn close(&mut self, reading: &mut Reading) {
+        self.add(&Gauges {
+            at: reading.at,
+            power: reading.power,
+            util_gpu_pct: reading.util_gpu_pct,
+            temp_c: reading.temp_c,
+            sm_clock_mhz: reading.sm_clock_mhz,
+        });
+        let n = u64::from(self.reads);
+        let mean = |sum: u64| u32::try_from((sum + n / 2) / n).unwrap_or(u32::MAX);
+        reading.power_max = Milliwatts(reading.power_max.0.max(self.power_max));
+        reading.temp_c = self.temp_max;
+        reading.util_gpu_pct = mean(self.util_sum);
+        reading.sm_clock_mhz = mean(self.clock_sum);
+        *self = GaugeWindow::default();
+    }
+}
+
+/// How often the sampling loop reads: the energy counter every `energy` (samples are made
+/// there), and the gauges every `gauges` in between (`None`: only at energy reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cadence {
+    pub(crate) energy: Duration,
+    pub(crate) gauges: Option<Duration>,
+}
+
 /// Counters the sampling loop keeps for the report.
 #[derive(Debug, Default)]
 pub(crate) struct SamplerStats {
+    pub(crate) gauge_reads: AtomicU64,
     pub(crate) counter_resets: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) unattributed_mj: AtomicU64,
 }
 
-/// One GPU the loop reads: its index in the sensor and its attributed sampler.
+/// One GPU the loop reads: its index in the sensor, its attributed sampler and its gauge
+/// reads since the last energy read.
 pub(crate) struct SampledGpu {
     pub(crate) index: usize,
     pub(crate) sampler: AttributedGpu,
+    pub(crate) gauges: GaugeWindow,
 }
 
-/// Reads every GPU once per `interval` (back to back for unpaced sensors) until every GPU is
-/// exhausted, `stop` fires or is dropped, or the sample receiver is gone. Blocking: run it on
-/// a blocking thread. Sending blocks while the channel is full (backpressure).
+/// Reads every GPU's energy once per `cadence.energy` and its gauges once per
+/// `cadence.gauges` in between (unpaced sensors: energy back to back, no gauge reads) until
+/// every GPU is exhausted, `stop` fires or is dropped, or the sample receiver is gone.
+/// Blocking: run it on a blocking thread. Sending blocks while the channel is full
+/// (backpressure).
 pub(crate) fn sampling_loop(
     mut sensor: Box<dyn crate::sensor::GpuSensor>,
     mut gpus: Vec<SampledGpu>,
-    interval: Duration,
+    cadence: Cadence,
     samples: mpsc::Sender<EnergySample>,
     stop: std_mpsc::Receiver<()>,
     stats: Arc<SamplerStats>,
 ) {
     let unpaced = sensor.unpaced();
+    let gauge_every = cadence.gauges.filter(|g| !unpaced && *g < cadence.energy);
     let mut errors = vec![0u64; gpus.len()];
     // Last reason each GPU had energy left unattributed (logged when it changes).
     let mut unattributed_why: Vec<Option<String>> = vec![None; gpus.len()];
-    let mut next_tick = Instant::now();
+    let start = Instant::now();
+    let mut next_energy = start;
+    let mut next_gauges = gauge_every.map(|g| start + g);
     'outer: loop {
         if !matches!(stop.try_recv(), Err(std_mpsc::TryRecvError::Empty)) {
             tracing::debug!("sampling stopped");
             break;
         }
+        if !unpaced && Instant::now() < next_energy {
+            // A gauge tick (the only other reason to wake before the energy tick).
+            for (slot, gpu) in gpus.iter_mut().enumerate() {
+                match sensor.read_gauges(gpu.index) {
+                    Ok(Some(g)) => {
+                        gpu.gauges.add(&g);
+                        stats.gauge_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    // Counted with the energy reads' failures; the energy read decides.
+                    Err(e) if errors[slot] == 0 => {
+                        tracing::debug!(gpu = %gpu.sampler.gpu(), error = %e, "gauge read failed");
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let (Some(every), Some(next)) = (gauge_every, next_gauges.as_mut()) {
+                *next = next_tick(*next, every);
+            }
+            if !wait_until(&stop, next_energy, next_gauges) {
+                break;
+            }
+            continue;
+        }
         let mut exhausted = Vec::new();
         for (slot, gpu) in gpus.iter_mut().enumerate() {
             match sensor.read(gpu.index) {
-                Ok(Some(reading)) => {
+                Ok(Some(mut reading)) => {
+                    gpu.gauges.close(&mut reading);
                     if errors[slot] > 0 {
                         tracing::info!(gpu = %gpu.sampler.gpu(), failed_reads = errors[slot], "GPU readable again");
                         errors[slot] = 0;
@@ -369,19 +457,42 @@ pub(crate) fn sampling_loop(
             break;
         }
         if !unpaced {
-            next_tick += interval;
-            let now = Instant::now();
-            if next_tick <= now {
-                // Fell behind (slow reads): skip ahead instead of bursting.
-                next_tick = now + interval;
+            next_energy = next_tick(next_energy, cadence.energy);
+            if let (Some(every), Some(next)) = (gauge_every, next_gauges.as_mut()) {
+                // The energy read was a gauge read too: the next one is a gauge period on.
+                *next = next_tick(Instant::now(), every);
             }
-            match stop.recv_timeout(next_tick - now) {
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                _ => {
-                    tracing::debug!("sampling stopped");
-                    break;
-                }
+            if !wait_until(&stop, next_energy, next_gauges) {
+                break;
             }
+        }
+    }
+}
+
+/// The tick after `tick`, `every` later; when that has passed already (slow reads), `every`
+/// from now: the loop skips ahead instead of bursting.
+fn next_tick(tick: Instant, every: Duration) -> Instant {
+    let next = tick + every;
+    let now = Instant::now();
+    if next <= now {
+        now + every
+    } else {
+        next
+    }
+}
+
+/// Sleeps until the earlier of the two ticks; false when `stop` fired (or was dropped) first.
+fn wait_until(
+    stop: &std_mpsc::Receiver<()>,
+    next_energy: Instant,
+    next_gauges: Option<Instant>,
+) -> bool {
+    let wake = next_gauges.map_or(next_energy, |g| g.min(next_energy));
+    match stop.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+        Err(std_mpsc::RecvTimeoutError::Timeout) => true,
+        _ => {
+            tracing::debug!("sampling stopped");
+            false
         }
     }
 }
@@ -408,6 +519,7 @@ pub(crate) fn attributed_gpus(
                         run_epoch_secs,
                         max_gap_ms,
                     ),
+                    gauges: GaugeWindow::default(),
                 });
             }
             Err(why) => tracing::warn!(
@@ -515,5 +627,141 @@ mod tests {
             (1, 2, 3, 4)
         );
         assert_eq!(x.seq, (1 << 32) | 1);
+    }
+
+    /// A GPU whose gauges change on every read, recording what each read returned so the
+    /// samples can be checked against exactly the reads of their span.
+    struct ScriptedSensor {
+        gpus: Vec<GpuInfo>,
+        t: i64,
+        counter: u64,
+        /// Every read in order: `(is_energy_read, power mW, util %)`.
+        log: Arc<std::sync::Mutex<Vec<(bool, u32, u32)>>>,
+    }
+
+    impl ScriptedSensor {
+        fn next(&mut self, energy: bool) -> (i64, u32, u32) {
+            let mut log = self.log.lock().expect("log");
+            let n = log.len() as u32;
+            self.t += 7;
+            // A saw-tooth, so the peak is sometimes between energy reads and sometimes at one.
+            let power = 100_000 + (n * 37_000) % 250_000;
+            let util = (n * 13) % 101;
+            log.push((energy, power, util));
+            (self.t, power, util)
+        }
+    }
+
+    impl GpuSensor for ScriptedSensor {
+        fn gpus(&self) -> &[GpuInfo] {
+            &self.gpus
+        }
+
+        fn read(&mut self, _: usize) -> Result<Option<Reading>, crate::sensor::SensorError> {
+            let (t, power, util) = self.next(true);
+            self.counter += 1_000;
+            let mut r = reading(t, power);
+            r.energy_counter = Some(Millijoules(self.counter));
+            r.util_gpu_pct = util;
+            r.temp_c = util;
+            r.sm_clock_mhz = 2 * util;
+            Ok(Some(r))
+        }
+
+        fn read_gauges(&mut self, _: usize) -> Result<Option<Gauges>, crate::sensor::SensorError> {
+            let (t, power, util) = self.next(false);
+            Ok(Some(Gauges {
+                at: UnixMillis(t),
+                power: Milliwatts(power),
+                util_gpu_pct: util,
+                temp_c: util,
+                sm_clock_mhz: 2 * util,
+            }))
+        }
+    }
+
+    #[test]
+    fn gauge_reads_between_energy_reads_fill_each_samples_peak_and_means() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut gpu = info();
+        gpu.energy_counter = true;
+        let sensor = ScriptedSensor {
+            gpus: vec![gpu.clone()],
+            t: 1_000,
+            counter: 0,
+            log: Arc::clone(&log),
+        };
+        let rule = crate::attribution::GpuRule::Exclusive {
+            instance: InstanceId::from("i"),
+            origin: "test".into(),
+        };
+        let gpus = vec![SampledGpu {
+            index: 0,
+            sampler: AttributedGpu::new(HostId::from("h"), &gpu, rule, 1, 60_000),
+            gauges: GaugeWindow::default(),
+        }];
+        let cadence = Cadence {
+            energy: Duration::from_millis(200),
+            gauges: Some(Duration::from_millis(20)),
+        };
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (stop_tx, stop_rx) = std_mpsc::channel();
+        let stats = Arc::new(SamplerStats::default());
+        let loop_stats = Arc::clone(&stats);
+        let sampler = std::thread::spawn(move || {
+            sampling_loop(Box::new(sensor), gpus, cadence, tx, stop_rx, loop_stats)
+        });
+        std::thread::sleep(Duration::from_millis(1_100));
+        drop(stop_tx);
+        sampler.join().expect("sampler");
+        let mut samples = Vec::new();
+        while let Ok(s) = rx.try_recv() {
+            samples.push(s);
+        }
+        let log = log.lock().expect("log").clone();
+        // Split the reads into spans: each energy read closes the gauge reads before it.
+        let mut spans: Vec<Vec<(u32, u32)>> = vec![Vec::new()];
+        for &(energy, power, util) in &log {
+            spans.last_mut().expect("span").push((power, util));
+            if energy {
+                spans.push(Vec::new());
+            }
+        }
+        spans.pop(); // gauge reads after the last energy read belong to no sample
+                     // The first energy read starts the chain; every later one makes one sample.
+        assert_eq!(samples.len() + 1, spans.len(), "reads: {log:?}");
+        assert!(samples.len() >= 3, "only {} samples", samples.len());
+        let gauge_reads = log.iter().filter(|r| !r.0).count() as u64;
+        assert_eq!(stats.gauge_reads.load(Ordering::Relaxed), gauge_reads);
+        for (sample, span) in samples.iter().zip(&spans[1..]) {
+            assert!(
+                span.len() >= 2,
+                "no gauge read between energy reads: {span:?}"
+            );
+            let peak = span.iter().map(|r| r.0).max().expect("reads");
+            let n = span.len() as u32;
+            let mean_util = (span.iter().map(|r| r.1).sum::<u32>() + n / 2) / n;
+            let max_util = span.iter().map(|r| r.1).max().expect("reads");
+            assert_eq!(sample.power_max, Milliwatts(peak), "span {span:?}");
+            assert_eq!(sample.power, Milliwatts(span[span.len() - 1].0));
+            assert_eq!(sample.util_gpu_pct, mean_util, "span {span:?}");
+            assert_eq!(sample.temp_c, max_util);
+            // The clock is 2 × utilisation on every read: its mean is exactly twice the sum's.
+            assert_eq!(
+                sample.sm_clock_mhz,
+                (2 * span.iter().map(|r| r.1).sum::<u32>() + n / 2) / n
+            );
+            // Gauges never touch energy: one counter step of 1 J per energy read.
+            assert_eq!(sample.energy, Millijoules(1_000));
+        }
+    }
+
+    #[test]
+    fn an_empty_gauge_window_leaves_the_reading_as_it_is() {
+        let mut r = reading(5, 120_000);
+        r.power_max = Milliwatts(150_000);
+        let before = r;
+        GaugeWindow::default().close(&mut r);
+        assert_eq!(r, before);
     }
 }

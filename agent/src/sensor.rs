@@ -149,6 +149,24 @@ pub struct Reading {
     pub sm_clock_mhz: u32,
 }
 
+/// One fast reading of a GPU's gauges, without the energy counter: what the agent reads
+/// between energy reads (every [`crate::AgentConfig::gauge_interval`], 100 ms by default, as
+/// H100 power changes every 100 ms) so that each energy sample's highest power, mean
+/// utilisation and clock, and highest temperature cover the whole span, not one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauges {
+    /// When the gauges were read.
+    pub at: UnixMillis,
+    /// Power draw.
+    pub power: Milliwatts,
+    /// GPU utilisation, percent.
+    pub util_gpu_pct: u32,
+    /// GPU temperature, °C.
+    pub temp_c: u32,
+    /// SM clock, MHz.
+    pub sm_clock_mhz: u32,
+}
+
 /// Why a sensor could not be opened or read.
 #[derive(Debug, Error)]
 pub enum SensorError {
@@ -211,6 +229,14 @@ pub trait GpuSensor: Send {
     /// (a finite replay is exhausted); a real GPU never returns it.
     fn read(&mut self, gpu_index: usize) -> Result<Option<Reading>, SensorError>;
 
+    /// Reads GPU `gpu_index`'s gauges only (power, utilisation, temperature, clock), which is
+    /// cheap next to [`GpuSensor::read`]'s energy counter. `Ok(None)`: nothing to read (the
+    /// sensor has no separate gauge read, or a finite replay is exhausted).
+    fn read_gauges(&mut self, gpu_index: usize) -> Result<Option<Gauges>, SensorError> {
+        let _ = gpu_index;
+        Ok(None)
+    }
+
     /// True when readings carry virtual time and are produced as fast as they are asked for
     /// (replay with [`crate::replay::Pacing::AsFastAsPossible`]): the agent then reads back to
     /// back and ignores its energy interval. False for real sensors.
@@ -241,6 +267,10 @@ impl<S: GpuSensor + ?Sized> GpuSensor for Box<S> {
 
     fn read(&mut self, gpu_index: usize) -> Result<Option<Reading>, SensorError> {
         (**self).read(gpu_index)
+    }
+
+    fn read_gauges(&mut self, gpu_index: usize) -> Result<Option<Gauges>, SensorError> {
+        (**self).read_gauges(gpu_index)
     }
 
     fn unpaced(&self) -> bool {

@@ -244,6 +244,54 @@ fn real_time_pacing_returns_the_latest_row_due_and_never_the_same_time_twice() {
 }
 
 #[test]
+fn gauge_reads_return_the_row_due_now_and_leave_the_energy_reads_unmoved() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rows every 100 ms; power and the counter rise so each row is recognisable.
+    let rows: Vec<(f64, u32, u64)> = (0..12)
+        .map(|i| {
+            (
+                i as f64 * 0.1,
+                100_000 + i * 10_000,
+                1_000 + u64::from(i) * 100,
+            )
+        })
+        .collect();
+    let path = write_trace(dir.path(), "t.csv", &rows);
+    let mut cfg = config(&path, 1, 1, Some(1));
+    cfg.pacing = Pacing::RealTime;
+    cfg.start_at = UnixMillis(1_000_000);
+    let began = Instant::now();
+    let mut s = ReplaySensor::new(cfg).unwrap();
+    let first = s.read(0).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let gauge = s.read_gauges(0).unwrap().unwrap();
+    let elapsed = began.elapsed().as_millis() as i64;
+    assert!(
+        gauge.at.0 >= 1_000_200 && gauge.at.0 <= 1_000_000 + elapsed,
+        "{gauge:?}"
+    );
+    let k = (gauge.at.0 - 1_000_000) / 100;
+    assert_eq!(
+        gauge.power.0,
+        100_000 + k as u32 * 10_000,
+        "the row due now"
+    );
+    // A second gauge read at once may repeat the row (gauges are not a chain) ...
+    assert!(s.read_gauges(0).unwrap().unwrap().at >= gauge.at);
+    // ... and the next energy read spans every row since the first, gauge reads or not.
+    let second = s.read(0).unwrap().unwrap();
+    let passed = (second.at.0 - first.at.0) / 100;
+    assert!(second.at >= gauge.at);
+    assert_eq!(
+        second.energy_counter.unwrap().0 - first.energy_counter.unwrap().0,
+        passed as u64 * 100
+    );
+    // An unpaced replay has no separate gauge reads: every read is one row already.
+    let mut unpaced = ReplaySensor::new(config(&path, 1, 1, Some(1))).unwrap();
+    assert!(unpaced.read_gauges(0).unwrap().is_none());
+}
+
+#[test]
 fn falling_power_shows_up_in_power_max_over_skipped_rows() {
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<(f64, u32, u64)> = (0..6)

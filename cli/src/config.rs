@@ -188,6 +188,9 @@ pub struct RawAgent {
     pub sensor: Option<String>,
     /// How often each GPU's energy counter is read, ms (default 1000).
     pub energy_interval_ms: Option<u64>,
+    /// How often each GPU's power, utilisation, temperature and clock are read between energy
+    /// reads, ms (default 100; 0: only with the energy). Less than `energy_interval_ms`.
+    pub gauge_interval_ms: Option<u64>,
     /// GPU → instance mapping file (required for `nvml`).
     pub mapping_file: Option<PathBuf>,
     /// Durable spool directory: unacked batches are fsynced there and survive kill -9 and
@@ -475,6 +478,8 @@ pub struct AgentSettings {
     pub gateway_url: String,
     /// Energy read interval.
     pub energy_interval_ms: u64,
+    /// Gauge read interval between energy reads (`None`: with the energy only).
+    pub gauge_interval_ms: Option<u64>,
     /// Durable spool directory, if any.
     pub spool_dir: Option<PathBuf>,
     /// Spool size bound, bytes.
@@ -947,6 +952,19 @@ impl RawConfig {
                 "agent.energy_interval_ms = {energy_interval_ms} must be 50..=60000"
             )));
         }
+        let gauge_interval_ms = match raw.agent.gauge_interval_ms {
+            // The default, unless energy is read at least as often anyway.
+            None => (energy_interval_ms > 100).then_some(100),
+            Some(0) => None,
+            Some(ms) if ms >= 10 && ms < energy_interval_ms => Some(ms),
+            Some(ms) => {
+                return Err(invalid(format!(
+                    "agent.gauge_interval_ms = {ms} must be at least 10 and less than \
+                     agent.energy_interval_ms ({energy_interval_ms}), or 0 to read gauges with \
+                     the energy only"
+                )))
+            }
+        };
         let spool_max_bytes = match raw.agent.spool_max_mib {
             None => wattprint_agent::spool::DEFAULT_SPOOL_MAX_BYTES,
             Some(mib) if (1..=1 << 20).contains(&mib) => mib << 20,
@@ -960,6 +978,7 @@ impl RawConfig {
             host_id: raw.agent.host_id.clone().unwrap_or_else(default_host_id),
             gateway_url: agent_gateway_url(&raw.agent, gateway_listen)?,
             energy_interval_ms,
+            gauge_interval_ms,
             spool_dir: raw.agent.spool_dir.clone(),
             spool_max_bytes,
             tls: raw.agent.tls.as_ref().map(|t| AgentTlsFiles {

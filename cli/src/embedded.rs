@@ -456,6 +456,7 @@ pub async fn check_agent(settings: &Settings) -> anyhow::Result<CheckReport> {
 pub fn agent_config(settings: &Settings, gateway_url: String) -> AgentConfig {
     AgentConfig {
         energy_interval: Duration::from_millis(settings.agent.energy_interval_ms),
+        gauge_interval: settings.agent.gauge_interval_ms.map(Duration::from_millis),
         spool_dir: settings.agent.spool_dir.clone(),
         spool_max_bytes: settings.agent.spool_max_bytes,
         tls: settings.agent.tls.clone(),

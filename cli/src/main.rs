@@ -233,6 +233,15 @@ async fn main() -> anyhow::Result<()> {
             if *check {
                 let report = embedded::check_agent(&settings).await?;
                 print!("{report}");
+                let a = &settings.agent;
+                println!(
+                    "reads: energy counter every {} ms; power, utilisation, temperature, clock {}",
+                    a.energy_interval_ms,
+                    a.gauge_interval_ms.map_or_else(
+                        || "with the energy only".to_owned(),
+                        |ms| format!("every {ms} ms")
+                    )
+                );
                 anyhow::ensure!(
                     report.is_ok(),
                     "attribution check failed: {}",

@@ -68,6 +68,12 @@ fn the_default_demo_attributes_every_replayed_gpu_to_its_inventory_instance() {
         ),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "reads: energy counter every 1000 ms; power, utilisation, temperature, clock every 100 ms"
+        ),
+        "{out}"
+    );
     // Dealt round-robin over the two demo instances.
     assert_eq!(
         out.matches("exclusive → instance acme-gpu-vm-1 (the configured inventory)")

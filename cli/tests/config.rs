@@ -37,6 +37,17 @@ fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
     assert_eq!(from_example.bus, defaults.bus);
     assert_eq!(from_example.agent.spool_dir, defaults.agent.spool_dir);
     assert_eq!(
+        (
+            from_example.agent.energy_interval_ms,
+            from_example.agent.gauge_interval_ms
+        ),
+        (
+            defaults.agent.energy_interval_ms,
+            defaults.agent.gauge_interval_ms
+        )
+    );
+    assert_eq!(defaults.agent.gauge_interval_ms, Some(100));
+    assert_eq!(
         from_example.agent.spool_max_bytes,
         defaults.agent.spool_max_bytes
     );
@@ -119,6 +130,8 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
         ("[agent]\nsensor = \"magic\"", "agent.sensor = \"magic\""),
         ("[agent]\nsensor = \"nvml\"", "agent.mapping_file is required"),
         ("[agent]\nenergy_interval_ms = 5", "agent.energy_interval_ms = 5"),
+        ("[agent]\ngauge_interval_ms = 1000", "less than agent.energy_interval_ms (1000)"),
+        ("[agent]\ngauge_interval_ms = 5", "agent.gauge_interval_ms = 5 must be at least 10"),
         ("[agent.replay]\ngpus = 2\ninstances = 3", "agent.replay.instances = 3"),
         ("[gateway]\nlisten = \"nowhere\"", "invalid"),
         ("[store]\nkind = \"postgres\"", "store.kind = \"postgres\""),

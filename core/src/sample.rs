@@ -91,15 +91,16 @@ pub struct EnergySample {
     pub energy: Millijoules,
     /// Power at `end` (for charts; energy never comes from it when the counter exists).
     pub power: Milliwatts,
-    /// Highest power reading seen over the span.
+    /// Highest power read over the span (the agent reads power every gauge interval, 100 ms
+    /// by default, between energy reads).
     pub power_max: Milliwatts,
-    /// GPU utilisation at `end`, percent.
+    /// GPU utilisation, mean of the span's gauge reads, percent.
     pub util_gpu_pct: u32,
     /// Device memory in use at `end`, bytes.
     pub mem_used_bytes: u64,
-    /// GPU temperature at `end`, °C.
+    /// GPU temperature, highest of the span's gauge reads, °C.
     pub temp_c: u32,
-    /// SM clock at `end`, MHz.
+    /// SM clock, mean of the span's gauge reads, MHz.
     pub sm_clock_mhz: u32,
     /// True when this sample starts a new counter chain (agent start, counter reset, GPU back on
     /// the bus): the time before `start` is a coverage gap, not zero energy.

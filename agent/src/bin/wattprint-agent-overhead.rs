@@ -3,16 +3,17 @@
 //! `/proc/self` over a steady window after a warm-up.
 //!
 //! ```text
-//! wattprint-agent-overhead [--sensor replay|nvml] [--gpus N] [--interval-ms MS]
+//! wattprint-agent-overhead [--sensor replay|nvml] [--gpus N] [--energy-ms MS] [--gauge-ms MS]
 //!                          [--seconds S] [--warmup-seconds S] [--gateway URL] [--no-spool]
 //! ```
 //!
 //! - `--sensor replay` (default): the real H100 trace (`data/h100-trace/`, or `--trace FILE`)
 //!   replayed in real time as `--gpus` GPUs (default 8). `--sensor nvml`: every GPU NVML
 //!   sees, each mapped to an instance of its own.
-//! - `--interval-ms` (default 100): how often every GPU is read. The agent reads power and the
-//!   energy counter together, so 100 ms means power *and* energy at 10 Hz: an upper bound of
-//!   "power at 10 Hz, energy at 1 Hz" (one sample per GPU per read is streamed).
+//! - `--energy-ms` (default 1000): how often every GPU's energy counter is read (one sample
+//!   per GPU per read is streamed); `--gauge-ms` (default 100): how often its power,
+//!   utilisation, temperature and clock are read in between (0: with the energy only). The
+//!   defaults are the agent's: power at 10 Hz, energy at 1 Hz.
 //! - Without `--gateway`, the agent streams to a sink gateway (the real `Ingest` protocol,
 //!   acking every batch) that runs in a child process of this binary, so that the figures are
 //!   the agent's alone.
@@ -40,7 +41,7 @@ use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
 use wattprint_proto::v1::{BatchAck, SampleBatch};
 
 const USAGE: &str = "usage: wattprint-agent-overhead [--sensor replay|nvml] [--gpus N] \
-    [--interval-ms MS] [--seconds S] [--warmup-seconds S] [--gateway URL] [--trace FILE] \
+    [--energy-ms MS] [--gauge-ms MS] [--seconds S] [--warmup-seconds S] [--gateway URL] [--trace FILE] \
     [--no-spool]   |   wattprint-agent-overhead sink";
 
 fn main() -> ExitCode {
@@ -63,7 +64,8 @@ fn main() -> ExitCode {
 struct Options {
     nvml: bool,
     gpus: u32,
-    interval: Duration,
+    energy: Duration,
+    gauges: Option<Duration>,
     seconds: u64,
     warmup: u64,
     gateway: Option<String>,
@@ -76,7 +78,8 @@ impl Options {
         let mut o = Options {
             nvml: false,
             gpus: 8,
-            interval: Duration::from_millis(100),
+            energy: Duration::from_secs(1),
+            gauges: Some(Duration::from_millis(100)),
             seconds: 60,
             warmup: 5,
             gateway: None,
@@ -106,7 +109,12 @@ impl Options {
                     }
                 }
                 "--gpus" => o.gpus = u32::try_from(number(value()?)?).map_err(|e| e.to_string())?,
-                "--interval-ms" => o.interval = Duration::from_millis(number(value()?)?),
+                "--energy-ms" => o.energy = Duration::from_millis(number(value()?)?),
+                "--gauge-ms" => {
+                    o.gauges = Some(number(value()?)?)
+                        .filter(|&ms| ms > 0)
+                        .map(Duration::from_millis)
+                }
                 "--seconds" => o.seconds = number(value()?)?,
                 "--warmup-seconds" => o.warmup = number(value()?)?,
                 "--gateway" => o.gateway = Some(value()?),
@@ -116,9 +124,9 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}; {USAGE}")),
             }
         }
-        if o.gpus == 0 || o.seconds == 0 || o.interval < Duration::from_millis(10) {
+        if o.gpus == 0 || o.seconds == 0 || o.energy < Duration::from_millis(10) {
             return Err(format!(
-                "--gpus and --seconds must be positive, --interval-ms at least 10; {USAGE}"
+                "--gpus and --seconds must be positive, --energy-ms at least 10; {USAGE}"
             ));
         }
         Ok(o)
@@ -233,16 +241,17 @@ fn bench(o: Options) -> Result<(), String> {
         std::env::temp_dir().join(format!("wattprint-overhead-spool-{}", std::process::id()))
     });
     let mut config = AgentConfig::new(HostId::from("overhead-bench"), url.clone());
-    config.energy_interval = o.interval;
+    config.energy_interval = o.energy;
+    config.gauge_interval = o.gauges;
     config.spool_dir = spool_dir.clone();
     let ticks_per_s = clock_ticks();
     let total = Duration::from_secs(o.warmup + o.seconds);
     println!(
-        "agent overhead: sensor={} gpus={gpus} interval={:?} ({:.1} Hz per GPU) spool={} \
-         gateway={} warm-up {} s, measured {} s",
+        "agent overhead: sensor={} gpus={gpus} energy every {:?}, gauges every {:?} per GPU \
+         spool={} gateway={} warm-up {} s, measured {} s",
         if o.nvml { "nvml" } else { "replay" },
-        o.interval,
-        1.0 / o.interval.as_secs_f64(),
+        o.energy,
+        o.gauges,
         spool_dir
             .as_ref()
             .map_or_else(|| "off".to_owned(), |d| d.display().to_string()),
@@ -289,23 +298,28 @@ fn bench(o: Options) -> Result<(), String> {
         mib(w.hwm_kib)
     );
     println!(
-        "streamed: {} samples acked ({:.1}/s over the whole run), {} rejected, {} dropped",
+        "streamed: {} samples acked ({:.1}/s over the whole run), {} rejected, {} dropped; \
+         {} gauge reads ({:.1}/s)",
         report.samples_acked,
         report.samples_acked as f64 / total.as_secs_f64(),
         report.samples_rejected,
-        report.samples_dropped
+        report.samples_dropped,
+        report.gauge_reads,
+        report.gauge_reads as f64 / total.as_secs_f64()
     );
     println!(
-        "{{\"sensor\":\"{}\",\"gpus\":{gpus},\"interval_ms\":{},\"seconds\":{wall_s:.1},\
-         \"cpu_percent\":{:.3},\"rss_median_mib\":{:.2},\"rss_max_mib\":{:.2},\
-         \"vm_hwm_mib\":{:.2},\"samples_acked\":{}}}",
+        "{{\"sensor\":\"{}\",\"gpus\":{gpus},\"energy_ms\":{},\"gauge_ms\":{},\
+         \"seconds\":{wall_s:.1},\"cpu_percent\":{:.3},\"rss_median_mib\":{:.2},\
+         \"rss_max_mib\":{:.2},\"vm_hwm_mib\":{:.2},\"samples_acked\":{},\"gauge_reads\":{}}}",
         if o.nvml { "nvml" } else { "replay" },
-        o.interval.as_millis(),
+        o.energy.as_millis(),
+        o.gauges.map_or(0, |g| g.as_millis()),
         100.0 * cpu_s / wall_s,
         mib(median),
         mib(rss.last().copied().unwrap_or(0)),
         mib(w.hwm_kib),
-        report.samples_acked
+        report.samples_acked,
+        report.gauge_reads
     );
     Ok(())
 }
