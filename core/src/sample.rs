@@ -205,10 +205,14 @@ pub enum SampleRejection {
     Malformed(String),
 }
 
+/// Longest span any sample may have (15 minutes): the gateway refuses longer ones, and the
+/// stores rely on it to read the samples overlapping a range without scanning all before it.
+pub const MAX_SAMPLE_SPAN_MS: i64 = 15 * 60 * 1000;
+
 /// Limits a sample must respect, independent of the inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleLimits {
-    /// Longest accepted span.
+    /// Longest accepted span; never more than [`MAX_SAMPLE_SPAN_MS`], whatever is set here.
     pub max_span_ms: i64,
     /// How far past the gateway's clock a sample may end.
     pub max_future_skew_ms: i64,
@@ -222,7 +226,7 @@ pub struct SampleLimits {
 impl Default for SampleLimits {
     fn default() -> Self {
         Self {
-            max_span_ms: 15 * 60 * 1000,
+            max_span_ms: MAX_SAMPLE_SPAN_MS,
             max_future_skew_ms: 5 * 60 * 1000,
             max_age_ms: 30 * 24 * 3600 * 1000,
             counter_tick_ms: 100,
@@ -245,11 +249,9 @@ pub fn check_sample(
             end: s.end,
         });
     }
-    if span_ms > limits.max_span_ms {
-        return Err(SampleRejection::SpanTooLong {
-            span_ms,
-            max_ms: limits.max_span_ms,
-        });
+    let max_ms = limits.max_span_ms.min(MAX_SAMPLE_SPAN_MS);
+    if span_ms > max_ms {
+        return Err(SampleRejection::SpanTooLong { span_ms, max_ms });
     }
     let ahead_ms = s.end.since(now);
     if ahead_ms > limits.max_future_skew_ms {

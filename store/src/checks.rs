@@ -6,6 +6,7 @@ use crate::{
     MAX_WORKLOAD_LABELS,
 };
 use std::collections::{BTreeMap, HashSet};
+use wattprint_core::sample::MAX_SAMPLE_SPAN_MS;
 use wattprint_core::UnixMillis;
 
 /// Longest accepted workload label or functional unit, in characters.
@@ -49,10 +50,19 @@ fn storable(what: &str, v: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Validates limits, that the shares add up to the energy, PUE and intensity values.
+/// Validates limits, the span (reads of samples overlapping a range look back at most
+/// [`MAX_SAMPLE_SPAN_MS`] before it), that the shares add up to the energy, PUE and intensity
+/// values.
 pub(crate) fn check_enriched(s: &EnrichedSample) -> Result<(), StoreError> {
     let sample = &s.sample;
     let who = || format!("GPU {} seq {}", sample.gpu, sample.seq);
+    let span_ms = sample.duration_ms();
+    if !(1..=MAX_SAMPLE_SPAN_MS).contains(&span_ms) {
+        return Err(StoreError::Invalid(format!(
+            "{}: span of {span_ms} ms is outside 1..={MAX_SAMPLE_SPAN_MS} ms",
+            who()
+        )));
+    }
     storable(&format!("{}: sequence number", who()), sample.seq)?;
     storable(&format!("{}: energy (mJ)", who()), sample.energy.0)?;
     storable(

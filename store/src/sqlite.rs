@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
-use wattprint_core::sample::EnergySource;
+use wattprint_core::sample::{EnergySource, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::{
     GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis,
     WorkloadId,
@@ -208,6 +208,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {SAMPLE_COLUMNS} FROM samples \
                      WHERE tenant = ?1 AND instance_id = ?2 AND start_ms < ?4 AND end_ms > ?3 \
+                     AND start_ms > ?3 - {MAX_SAMPLE_SPAN_MS} \
                      ORDER BY start_ms, end_ms, gpu_uuid, seq LIMIT ?5"
                 ))
                 .map_err(db_err(OP))?;
@@ -596,46 +597,16 @@ struct Checked {
     mem_used_bytes: i64,
 }
 
-/// Validates what SQLite cannot store exactly, and that the shares add up to the energy.
+/// Validates the sample ([`crate::checks::check_enriched`]) and converts its unsigned values
+/// to SQLite's integers.
 fn check_enriched(s: &EnrichedSample) -> Result<Checked, StoreError> {
+    crate::checks::check_enriched(s)?;
     let sample = &s.sample;
-    let who = || format!("GPU {} seq {}", sample.gpu, sample.seq);
-    let checked = Checked {
-        seq: to_stored(&format!("{}: sequence number", who()), sample.seq)?,
-        energy_mj: to_stored(&format!("{}: energy (mJ)", who()), sample.energy.0)?,
-        mem_used_bytes: to_stored(
-            &format!("{}: memory used (bytes)", who()),
-            sample.mem_used_bytes,
-        )?,
-    };
-    let shares: u128 = s.shares.iter().map(|sh| u128::from(sh.energy.0)).sum();
-    if shares != u128::from(sample.energy.0) {
-        return Err(StoreError::Invalid(format!(
-            "{}: bucket shares sum to {shares} mJ, the sample carries {} mJ",
-            who(),
-            sample.energy.0
-        )));
-    }
-    if !s.pue.is_finite() || s.pue <= 0.0 {
-        return Err(StoreError::Invalid(format!(
-            "{}: PUE {} is not a positive number",
-            who(),
-            s.pue
-        )));
-    }
-    for share in &s.shares {
-        if let Some(i) = &share.intensity {
-            if !i.value.0.is_finite() || i.value.0 < 0.0 {
-                return Err(StoreError::Invalid(format!(
-                    "{}: intensity {} for bucket {} is not a finite non-negative number",
-                    who(),
-                    i.value.0,
-                    share.bucket.start()
-                )));
-            }
-        }
-    }
-    Ok(checked)
+    Ok(Checked {
+        seq: to_stored("sequence number", sample.seq)?,
+        energy_mj: to_stored("energy (mJ)", sample.energy.0)?,
+        mem_used_bytes: to_stored("memory used (bytes)", sample.mem_used_bytes)?,
+    })
 }
 
 const INSERT_SAMPLE: &str = "INSERT INTO samples (gpu_uuid, seq, tenant, instance_id, host, \

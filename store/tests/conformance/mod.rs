@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use wattprint_core::accounting::{split_into_buckets, IntervalAccumulator};
 use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
+use wattprint_core::sample::{Attribution, EnergySample, EnergySource, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::{
     Bucket, GpuUuid, GramsPerKwh, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId,
     TenantScope, UnixMillis, WorkloadId, BUCKET_MS,
@@ -488,6 +488,16 @@ pub async fn unstorable_values_reject_the_whole_batch(store: &dyn Store) {
         Err(StoreError::Invalid(_))
     ));
 
+    // Longer than any sample may be: reads look back only that far.
+    let long = enrich(
+        sample("GPU-A1", "i-a", 7, T0, T0 + MAX_SAMPLE_SPAN_MS + 1, 100),
+        "acme",
+    );
+    assert!(matches!(
+        store.write_samples(&[long]).await,
+        Err(StoreError::Invalid(ref m)) if m.contains("span of 900001 ms")
+    ));
+
     let mut bad_pue = enrich(sample("GPU-A1", "i-a", 5, T0, T0 + 1000, 100), "acme");
     bad_pue.pue = 0.0;
     assert!(matches!(
@@ -542,6 +552,22 @@ pub async fn instance_samples_overlap_the_range_in_time_order_up_to_the_limit(st
     assert_eq!(read(3000, 3001, 100).await, vec![3]);
     assert_eq!(read(0, 10_000, 2).await, vec![1, 2]);
     assert_eq!(read(0, 10_000, 0).await, Vec::<u64>::new());
+    // The longest span a sample may have is found from its last millisecond.
+    let longest = enrich(
+        sample(
+            "GPU-A1",
+            "i-a",
+            9,
+            T0 + 10_000,
+            T0 + 10_000 + MAX_SAMPLE_SPAN_MS,
+            10,
+        ),
+        "acme",
+    );
+    store.write_samples(&[longest]).await.unwrap();
+    let end = 10_000 + MAX_SAMPLE_SPAN_MS;
+    assert_eq!(read(end - 1, end + 1, 100).await, vec![9]);
+    assert_eq!(read(end, end + 1, 100).await, Vec::<u64>::new());
     // Every field round-trips.
     let all = store
         .instance_samples(
