@@ -191,10 +191,10 @@ fn counters_start_at_a_large_base_and_differ_between_gpus() {
     ));
 }
 
-#[test]
-fn real_time_pacing_returns_the_latest_row_due_and_never_the_same_time_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    // Rows every 100 ms; power rises so power_max over skipped rows is visible.
+/// A trace of 12 rows every 100 ms whose power (+10 W a row) and counter (+100 mJ a row) rise,
+/// so every row is recognisable and power_max over skipped rows is the latest; replayed in
+/// real time from virtual time 1,000,000 ms, started now.
+fn rising_real_time_replay(dir: &Path) -> (std::path::PathBuf, Instant, ReplaySensor) {
     let rows: Vec<(f64, u32, u64)> = (0..12)
         .map(|i| {
             (
@@ -204,12 +204,19 @@ fn real_time_pacing_returns_the_latest_row_due_and_never_the_same_time_twice() {
             )
         })
         .collect();
-    let path = write_trace(dir.path(), "t.csv", &rows);
+    let path = write_trace(dir, "t.csv", &rows);
     let mut cfg = config(&path, 1, 1, Some(1));
     cfg.pacing = Pacing::RealTime;
     cfg.start_at = UnixMillis(1_000_000);
     let began = Instant::now();
-    let mut s = ReplaySensor::new(cfg).unwrap();
+    let sensor = ReplaySensor::new(cfg).unwrap();
+    (path, began, sensor)
+}
+
+#[test]
+fn real_time_pacing_returns_the_latest_row_due_and_never_the_same_time_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, began, mut s) = rising_real_time_replay(dir.path());
     assert!(!s.unpaced());
     let first = s.read(0).unwrap().unwrap();
     assert_eq!(first.at, UnixMillis(1_000_000));
@@ -246,22 +253,7 @@ fn real_time_pacing_returns_the_latest_row_due_and_never_the_same_time_twice() {
 #[test]
 fn gauge_reads_return_the_row_due_now_and_leave_the_energy_reads_unmoved() {
     let dir = tempfile::tempdir().unwrap();
-    // Rows every 100 ms; power and the counter rise so each row is recognisable.
-    let rows: Vec<(f64, u32, u64)> = (0..12)
-        .map(|i| {
-            (
-                i as f64 * 0.1,
-                100_000 + i * 10_000,
-                1_000 + u64::from(i) * 100,
-            )
-        })
-        .collect();
-    let path = write_trace(dir.path(), "t.csv", &rows);
-    let mut cfg = config(&path, 1, 1, Some(1));
-    cfg.pacing = Pacing::RealTime;
-    cfg.start_at = UnixMillis(1_000_000);
-    let began = Instant::now();
-    let mut s = ReplaySensor::new(cfg).unwrap();
+    let (path, began, mut s) = rising_real_time_replay(dir.path());
     let first = s.read(0).unwrap().unwrap();
     std::thread::sleep(Duration::from_millis(250));
     let gauge = s.read_gauges(0).unwrap().unwrap();
