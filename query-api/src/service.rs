@@ -201,11 +201,11 @@ pub struct RawPoint {
     pub energy_mj: u64,
     /// Power at `end`, watts.
     pub power_w: f64,
-    /// Highest power over the span, watts.
+    /// Highest power read over the span (every 100 ms by default), watts.
     pub power_max_w: f64,
-    /// GPU utilisation at `end`, percent.
+    /// GPU utilisation, mean of the span's reads, percent.
     pub util_gpu_pct: u32,
-    /// Temperature at `end`, °C.
+    /// Temperature, highest of the span's reads, °C.
     pub temp_c: u32,
     /// First span of a counter chain (the time before `start` is a gap).
     pub chain_start: bool,
