@@ -268,11 +268,6 @@ impl GaugeWindow {
         self.clock_sum += u64::from(g.sm_clock_mhz);
     }
 
-    /// Gauge reads since the window was last closed.
-    pub fn reads(&self) -> u32 {
-        self.reads
-    }
-
     /// Folds the window and the energy reading that ends it (itself one more gauge read) into
     /// that reading, and empties the window. Mean utilisation and clock round to nearest.
     pub fn close(&mut self, reading: &mut Reading) {
@@ -353,7 +348,8 @@ pub(crate) fn sampling_loop(
                         stats.gauge_reads.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(None) => {}
-                    // Counted with the energy reads' failures; the energy read decides.
+                    // Not counted: the energy read's failures are (and warned about); a gauge
+                    // read failing while energy reads work is only worth a debug line.
                     Err(e) if errors[slot] == 0 => {
                         tracing::debug!(gpu = %gpu.sampler.gpu(), error = %e, "gauge read failed");
                     }
