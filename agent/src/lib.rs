@@ -42,8 +42,8 @@ pub struct AgentConfig {
     pub host_id: HostId,
     /// The ingest gateway, e.g. `http://127.0.0.1:50051`.
     pub gateway_url: String,
-    /// How often each GPU is read (default 1 s). Ignored by unpaced sensors (replay as fast
-    /// as possible).
+    /// How often each GPU's energy counter is read (default 1 s); each read makes a sample.
+    /// Ignored by unpaced sensors (replay as fast as possible).
     pub energy_interval: Duration,
     /// How often each GPU's gauges (power, utilisation, temperature, SM clock) are read
     /// between energy reads (default 100 ms: H100 power changes every 100 ms). Each sample
