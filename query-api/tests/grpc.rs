@@ -664,6 +664,18 @@ fn assert_same_json(grpc: &Value, rest: &Value, at: &str) {
 }
 
 /// Asserts a gRPC error is the REST problem: `code` for HTTP `http`, the detail as message.
+/// `POST /v1/workloads/{id}/close` over REST.
+async fn rest_close(server: &Server, bearer: &str, id: &str, body: Option<&Value>) -> (u16, Value) {
+    let path = format!("/v1/workloads/{id}/close");
+    rest_call(server, reqwest::Method::POST, &path, bearer, body).await
+}
+
+/// `PUT /v1/workloads/{id}/labels` over REST.
+async fn rest_labels(server: &Server, bearer: &str, id: &str, body: &Value) -> (u16, Value) {
+    let path = format!("/v1/workloads/{id}/labels");
+    rest_call(server, reqwest::Method::PUT, &path, bearer, Some(body)).await
+}
+
 fn assert_same_error(grpc: &tonic::Status, code: Code, rest: &(u16, Value), http: u16) {
     assert_eq!(rest.0, http, "REST: {}", rest.1);
     assert_eq!(grpc.code(), code, "{grpc:?}");
@@ -1268,14 +1280,7 @@ async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest
         &rest_workload(&fx, &open.id).await,
         "labelled",
     );
-    let (status, relabelled) = rest_call(
-        &fx.server,
-        reqwest::Method::PUT,
-        &format!("/v1/workloads/{}/labels", a.id),
-        &admin,
-        Some(&json!({"labels": {}})),
-    )
-    .await;
+    let (status, relabelled) = rest_labels(&fx.server, &admin, &a.id, &json!({"labels": {}})).await;
     assert_eq!(status, 200, "{relabelled}");
     let listed = client
         .list_workloads(bearer(list_req(Some(1000), "", ""), "acme"))
@@ -1318,11 +1323,10 @@ async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest
         .close_workload(bearer(close(&open.id, other_end.clone()), "acme"))
         .await
         .unwrap_err();
-    let rest = rest_call(
+    let rest = rest_close(
         &fx.server,
-        reqwest::Method::POST,
-        &format!("/v1/workloads/{}/close", open.id),
         &admin,
+        &open.id,
         Some(&json!({ "end": other_end })),
     )
     .await;
@@ -1416,14 +1420,7 @@ async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest
     for status in &denied {
         assert_same_error(status, Code::PermissionDenied, &rest, 403);
     }
-    let rest = rest_call(
-        &fx.server,
-        reqwest::Method::POST,
-        &format!("/v1/workloads/{}/close", a.id),
-        &reader_token,
-        None,
-    )
-    .await;
+    let rest = rest_close(&fx.server, &reader_token, &a.id, None).await;
     assert_same_error(&denied[2], Code::PermissionDenied, &rest, 403);
     assert_eq!(
         rest_get(&fx.server, "/v1/workloads?limit=1000", "acme").await,
@@ -1452,27 +1449,13 @@ async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest
         ))
         .await
         .unwrap_err();
-    let rest = rest_call(
-        &fx.server,
-        reqwest::Method::PUT,
-        &format!("/v1/workloads/{}/labels", a.id),
-        &token("globex"),
-        Some(&json!({"labels": {}})),
-    )
-    .await;
+    let rest = rest_labels(&fx.server, &token("globex"), &a.id, &json!({"labels": {}})).await;
     assert_same_error(&grpc, Code::NotFound, &rest, 404);
     let grpc = client
         .close_workload(bearer(close(&a.id, None), "globex"))
         .await
         .unwrap_err();
-    let rest = rest_call(
-        &fx.server,
-        reqwest::Method::POST,
-        &format!("/v1/workloads/{}/close", a.id),
-        &token("globex"),
-        None,
-    )
-    .await;
+    let rest = rest_close(&fx.server, &token("globex"), &a.id, None).await;
     assert_same_error(&grpc, Code::NotFound, &rest, 404);
     let grpc = client
         .create_workload(bearer(closed.clone(), "globex"))
@@ -1542,14 +1525,7 @@ async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest
             ))
             .await
             .unwrap_err();
-        let rest = rest_call(
-            &fx.server,
-            reqwest::Method::PUT,
-            &format!("/v1/workloads/{}/labels", a.id),
-            &admin,
-            Some(&json!({ "labels": labels })),
-        )
-        .await;
+        let rest = rest_labels(&fx.server, &admin, &a.id, &json!({ "labels": labels })).await;
         assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
     }
     for end in ["later", &rfc3339(started + 40 * 86_400_000)] {
@@ -1557,28 +1533,14 @@ async fn workloads_are_created_labelled_closed_and_listed_over_grpc_as_over_rest
             .close_workload(bearer(close(&third.id, Some(end.to_owned())), "acme"))
             .await
             .unwrap_err();
-        let rest = rest_call(
-            &fx.server,
-            reqwest::Method::POST,
-            &format!("/v1/workloads/{}/close", third.id),
-            &admin,
-            Some(&json!({ "end": end })),
-        )
-        .await;
+        let rest = rest_close(&fx.server, &admin, &third.id, Some(&json!({ "end": end }))).await;
         assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
     }
     let grpc = client
         .close_workload(bearer(close(&"x".repeat(300), None), "acme"))
         .await
         .unwrap_err();
-    let rest = rest_call(
-        &fx.server,
-        reqwest::Method::POST,
-        &format!("/v1/workloads/{}/close", "x".repeat(300)),
-        &admin,
-        None,
-    )
-    .await;
+    let rest = rest_close(&fx.server, &admin, &"x".repeat(300), None).await;
     assert_same_error(&grpc, Code::InvalidArgument, &rest, 400);
     drop(client);
     fx.server.stop().await;
