@@ -53,7 +53,7 @@ use std::sync::Arc;
 use wattprint_core::accounting::CounterSpan;
 use wattprint_core::apportion::{mig_shares, vgpu_shares, MigShare, VgpuShare};
 pub use wattprint_core::apportion::{IdlePolicy, MigRule};
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
+use wattprint_core::sample::{seq_of, Attribution, EnergySample, EnergySource};
 use wattprint_core::{GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, UnixMillis};
 
 /// How the agent attributes GPUs to instances (see the module docs).
@@ -279,7 +279,7 @@ pub struct AttributedGpu {
     gpu: GpuUuid,
     rule: GpuRule,
     spans: SpanMaker,
-    seq_base: u64,
+    run_epoch_secs: u64,
     targets: HashMap<GpuUuid, Target>,
     lowest_power: Option<Milliwatts>,
 }
@@ -297,7 +297,7 @@ struct Share {
 
 impl AttributedGpu {
     /// A sampler for `gpu` attributed by `rule`. Sequence numbers are per sample stream
-    /// (the GPU, or each MIG device / vGPU): `(run_epoch_secs << 32) | n`, `n` from 1.
+    /// (the GPU, or each MIG device / vGPU): [`seq_of`]`(run_epoch_secs, n)`, `n` from 1.
     pub fn new(
         host: HostId,
         gpu: &GpuInfo,
@@ -310,7 +310,7 @@ impl AttributedGpu {
             gpu: gpu.uuid.clone(),
             rule,
             spans: SpanMaker::new(max_gap_ms),
-            seq_base: run_epoch_secs << 32,
+            run_epoch_secs,
             targets: HashMap::new(),
             lowest_power: None,
         }
@@ -438,7 +438,7 @@ impl AttributedGpu {
             host: self.host.clone(),
             gpu: share.gpu,
             instance: share.instance,
-            seq: self.seq_base | target.emitted,
+            seq: seq_of(self.run_epoch_secs, target.emitted),
             start: span.start,
             end: span.end,
             energy: share.energy,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wattprint_core::accounting::{ChainStep, CounterChain, CounterSpan};
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
+use wattprint_core::sample::{seq_of, Attribution, EnergySample, EnergySource};
 use wattprint_core::{GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, UnixMillis};
 
 /// What one reading led to.
@@ -172,15 +172,15 @@ pub struct GpuSampler {
     host: HostId,
     gpu: GpuUuid,
     instance: InstanceId,
-    seq_base: u64,
+    run_epoch_secs: u64,
     emitted: u64,
     spans: SpanMaker,
 }
 
 impl GpuSampler {
     /// A sampler for `gpu`, attributed to `instance`. Sequence numbers are
-    /// `(run_epoch_secs << 32) | n` with `n` counting from 1, so they keep increasing across
-    /// agent restarts (at least a second apart). Gaps longer than `max_gap_ms` restart the chain.
+    /// [`seq_of`]`(run_epoch_secs, n)` with `n` counting from 1, so they keep increasing
+    /// across agent restarts (at least a second apart). Gaps longer than `max_gap_ms` restart the chain.
     pub fn new(
         host: HostId,
         gpu: &GpuInfo,
@@ -192,7 +192,7 @@ impl GpuSampler {
             host,
             gpu: gpu.uuid.clone(),
             instance,
-            seq_base: run_epoch_secs << 32,
+            run_epoch_secs,
             emitted: 0,
             spans: SpanMaker::new(max_gap_ms),
         }
@@ -229,7 +229,7 @@ impl GpuSampler {
             host: self.host.clone(),
             gpu: self.gpu.clone(),
             instance: self.instance.clone(),
-            seq: self.seq_base | self.emitted,
+            seq: seq_of(self.run_epoch_secs, self.emitted),
             start: span.start,
             end: span.end,
             energy: span.energy,
@@ -569,7 +569,7 @@ mod tests {
         assert_eq!(a.energy, Millijoules(150_000));
         assert_eq!(a.energy_source, EnergySource::PowerIntegration);
         assert!(a.chain_start);
-        assert_eq!(a.seq, (7 << 32) | 1);
+        assert_eq!(a.seq, (7 << 29) + 1);
         // 1 mW for 1 ms three times: 1 µJ each, emitted once 1000 µJ accumulate.
         let mut s = GpuSampler::new(HostId::from("h"), &info(), InstanceId::from("i"), 7, 5_000);
         s.observe(&reading(0, 1));
@@ -622,7 +622,7 @@ mod tests {
             (x.util_gpu_pct, x.mem_used_bytes, x.temp_c, x.sm_clock_mhz),
             (1, 2, 3, 4)
         );
-        assert_eq!(x.seq, (1 << 32) | 1);
+        assert_eq!(x.seq, (1 << 29) + 1);
     }
 
     /// A GPU whose gauges change on every read, recording what each read returned so the

@@ -197,7 +197,7 @@ fn mig_shares_sum_back_to_the_gpu_energy_exactly_over_the_whole_trace() {
             // Each MIG device's stream: contiguous, one chain, seqs 1, 2, 3, …
             for samples in per_part.values() {
                 for (i, x) in samples.iter().enumerate() {
-                    assert_eq!(x.seq, (3 << 32) | (i as u64 + 1));
+                    assert_eq!(x.seq, (3 << 29) + (i as u64 + 1));
                     assert_eq!(x.chain_start, i == 0);
                     if i > 0 {
                         assert_eq!(samples[i - 1].end, x.start);

@@ -75,7 +75,7 @@ fn one_loop_replays_the_counter_exactly_overall_and_per_phase() {
         assert_eq!(x.power.0, rows[i + 1].power_mw);
         assert_eq!(x.chain_start, i == 0);
         assert_eq!(x.energy_source, EnergySource::Counter);
-        assert_eq!(x.seq, (1 << 32) | (i as u64 + 1));
+        assert_eq!(x.seq, (1 << 29) + (i as u64 + 1));
     }
 
     // Per phase: the sample ending at row r belongs to row r's phase; the expected energy is

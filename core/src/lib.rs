@@ -12,6 +12,7 @@ pub mod intensity;
 pub mod sample;
 pub mod sci;
 pub mod time;
+pub mod timeline;
 pub mod units;
 pub mod whatif;
 

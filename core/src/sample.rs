@@ -179,18 +179,15 @@ pub enum SampleRejection {
     /// Utilisation above 100%.
     #[error("utilisation {0}% is above 100%")]
     UtilisationAbsurd(u32),
-    /// The GPU is not in the inventory.
-    #[error("unknown GPU {0}: not in the inventory")]
-    UnknownGpu(GpuUuid),
-    /// The GPU is known but attributed to an instance that does not hold it.
-    #[error("GPU {gpu} belongs to instance {expected}, sample names {got}")]
-    WrongInstance {
-        /// The GPU.
+    /// The GPU is not attached to the instance the sample names: unknown, or attached to
+    /// another instance. Both read the same, so a refusal never tells a sender which instance
+    /// (or tenant) holds a GPU it named.
+    #[error("GPU {gpu} is not attached to instance {instance} in the inventory")]
+    NotAttached {
+        /// The GPU named.
         gpu: GpuUuid,
-        /// Instance in the inventory.
-        expected: InstanceId,
-        /// Instance in the sample.
-        got: InstanceId,
+        /// The instance named.
+        instance: InstanceId,
     },
     /// The same `(gpu, seq)` appears twice in one batch.
     #[error("duplicate sequence number {seq} for GPU {gpu} within the batch")]
@@ -200,6 +197,14 @@ pub enum SampleRejection {
         /// The repeated sequence number.
         seq: u64,
     },
+    /// A value no store can hold (both keep integers as signed 64-bit).
+    #[error("{field} {value} exceeds the storable maximum {max}", max = MAX_STORABLE)]
+    Unstorable {
+        /// Which field.
+        field: &'static str,
+        /// The value sent.
+        value: u64,
+    },
     /// The wire form could not be turned into a sample (bad enum, missing field, NaN).
     #[error("malformed sample: {0}")]
     Malformed(String),
@@ -208,6 +213,52 @@ pub enum SampleRejection {
 /// Longest span any sample may have (15 minutes): the gateway refuses longer ones, and the
 /// stores rely on it to read the samples overlapping a range without scanning all before it.
 pub const MAX_SAMPLE_SPAN_MS: i64 = 15 * 60 * 1000;
+
+/// Largest integer any store keeps: both stores hold counters and ids as signed 64-bit.
+pub const MAX_STORABLE: u64 = i64::MAX as u64;
+
+/// What every store can hold, checked by the gateway before a sample is acked and by both
+/// stores before it is written, so that nothing acked is refused later: a span of
+/// `1..=`[`MAX_SAMPLE_SPAN_MS`], and sequence number, energy and memory within
+/// [`MAX_STORABLE`].
+pub fn check_storable(s: &EnergySample) -> Result<(), SampleRejection> {
+    let span_ms = s.duration_ms();
+    if span_ms <= 0 {
+        return Err(SampleRejection::NonPositiveSpan {
+            start: s.start,
+            end: s.end,
+        });
+    }
+    if span_ms > MAX_SAMPLE_SPAN_MS {
+        return Err(SampleRejection::SpanTooLong {
+            span_ms,
+            max_ms: MAX_SAMPLE_SPAN_MS,
+        });
+    }
+    for (field, value) in [
+        ("sequence number", s.seq),
+        ("energy (mJ)", s.energy.0),
+        ("memory used (bytes)", s.mem_used_bytes),
+    ] {
+        if value > MAX_STORABLE {
+            return Err(SampleRejection::Unstorable { field, value });
+        }
+    }
+    Ok(())
+}
+
+/// Bits of an agent's sequence number below its run's start second: see [`seq_of`].
+pub const SEQ_RUN_SHIFT: u32 = 29;
+
+/// The `n`-th (from 1) sequence number of a sample stream in an agent run started at
+/// `run_epoch_secs`: `(run_epoch_secs << 29) + n`. It stays storable (below 2^63) until the year
+/// 2514, and it is above every number of an earlier run: run B starts at least the length of
+/// run A after it, and A would need 2^29 samples per second to reach B's first number.
+/// (Earlier agents used `secs << 32`, which leaves `i64` on 2038-01-19; their numbers are all
+/// above the ones this gives until the year 2400, so the two never collide.)
+pub fn seq_of(run_epoch_secs: u64, n: u64) -> u64 {
+    (run_epoch_secs << SEQ_RUN_SHIFT).saturating_add(n)
+}
 
 /// Limits a sample must respect, independent of the inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,13 +293,8 @@ pub fn check_sample(
     limits: &SampleLimits,
     now: UnixMillis,
 ) -> Result<(), SampleRejection> {
+    check_storable(s)?;
     let span_ms = s.duration_ms();
-    if span_ms <= 0 {
-        return Err(SampleRejection::NonPositiveSpan {
-            start: s.start,
-            end: s.end,
-        });
-    }
     let max_ms = limits.max_span_ms.min(MAX_SAMPLE_SPAN_MS);
     if span_ms > max_ms {
         return Err(SampleRejection::SpanTooLong { span_ms, max_ms });
@@ -320,6 +366,68 @@ pub(crate) mod tests {
 
     const LIMIT: Milliwatts = Milliwatts(700_000);
     const NOW: UnixMillis = UnixMillis(1_000_000_000);
+
+    #[test]
+    fn sequence_numbers_stay_storable_and_increase_across_runs_long_after_2038() {
+        let y2038 = 2_147_483_648; // 2038-01-19T03:14:08Z
+        let y2500 = 16_725_225_600; // 2500-01-01T00:00:00Z
+        for secs in [1_700_000_000, y2038, y2500] {
+            assert!(seq_of(secs, 1) <= MAX_STORABLE, "{secs}");
+            // A run emitting a sample every millisecond for a day stays below the next run's
+            // first number, even when that run starts only a day and a second later.
+            let last = seq_of(secs, 86_400_000);
+            assert!(last < seq_of(secs + 86_401, 1));
+            assert!(seq_of(secs, 1) < seq_of(secs, 2));
+        }
+        assert!(seq_of(y2500 + 14 * 365 * 86_400, 1_000_000) <= MAX_STORABLE);
+    }
+
+    #[test]
+    fn values_no_store_can_hold_are_refused_by_the_shared_predicate() {
+        let ok = sample(NOW.0 - 1000, NOW.0, 300_000);
+        assert_eq!(check_storable(&ok), Ok(()));
+        let at_max = EnergySample {
+            seq: MAX_STORABLE,
+            mem_used_bytes: MAX_STORABLE,
+            ..ok.clone()
+        };
+        assert_eq!(check_storable(&at_max), Ok(()));
+        for (field, s) in [
+            (
+                "sequence number",
+                EnergySample {
+                    seq: u64::MAX,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "memory used (bytes)",
+                EnergySample {
+                    mem_used_bytes: MAX_STORABLE + 1,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "energy (mJ)",
+                EnergySample {
+                    energy: Millijoules(u64::MAX),
+                    ..ok.clone()
+                },
+            ),
+        ] {
+            let err = check_storable(&s).unwrap_err();
+            assert!(
+                matches!(err, SampleRejection::Unstorable { field: f, .. } if f == field),
+                "{err}"
+            );
+            // The gateway's full check refuses it for the same reason, never later.
+            let err = check_sample(&s, LIMIT, &SampleLimits::default(), NOW).unwrap_err();
+            assert!(
+                err.to_string().contains("exceeds the storable maximum"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn a_plausible_sample_passes() {

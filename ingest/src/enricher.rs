@@ -11,7 +11,7 @@ use std::time::Duration;
 use wattprint_core::accounting::split_into_buckets;
 use wattprint_core::intensity::{JoinedIntensity, SharedJoin};
 use wattprint_core::sample::EnergySample;
-use wattprint_core::{Bucket, RegionId};
+use wattprint_core::{Bucket, GpuUuid, RegionId};
 use wattprint_store::{EnrichedSample, EnrichedShare, QuarantineRecord, Store, StoreError};
 
 /// Counters of what the enricher did.
@@ -35,6 +35,88 @@ pub struct EnricherReport {
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between store write attempts.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A quarantine record holding `s` (as JSON, replayable) with the reason it was not counted.
+fn held(s: &EnergySample, reason: String) -> QuarantineRecord {
+    QuarantineRecord {
+        received_at: crate::gateway::now(),
+        host: s.host.clone(),
+        gpu: Some(s.gpu.clone()),
+        seq: Some(s.seq),
+        reason,
+        payload: serde_json::to_string(s).unwrap_or_default(),
+    }
+}
+
+/// How a write that did not succeed ended.
+enum Settled {
+    /// `shutdown` resolved while a transient failure was being retried.
+    Stopped(StoreError),
+    /// The store refused the write for a reason retrying cannot change.
+    Refused(StoreError),
+}
+
+/// Runs `attempt` until it succeeds, retrying backend failures with doubling backoff, and adds
+/// the successful attempt's counts to `report`.
+async fn retrying<S, F, Fut>(
+    report: &mut EnricherReport,
+    mut shutdown: std::pin::Pin<&mut S>,
+    messages: usize,
+    mut attempt: F,
+) -> Result<(), Settled>
+where
+    S: Future<Output = ()>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<EnricherReport, StoreError>>,
+{
+    let mut backoff = RETRY_BACKOFF_MIN;
+    loop {
+        match attempt().await {
+            Ok(done) => {
+                report.inserted += done.inserted;
+                report.duplicates += done.duplicates;
+                report.quarantined += done.quarantined;
+                return Ok(());
+            }
+            Err(e @ StoreError::Backend { .. }) => {
+                report.retries += 1;
+                tracing::warn!(error = %e, messages, retry_in = ?backoff, "store write failed; retrying the batch");
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Err(Settled::Stopped(e)),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+            Err(e) => return Err(Settled::Refused(e)),
+        }
+    }
+}
+
+/// Fails deliveries back to the bus uncommitted (shutdown while retrying).
+fn fail_back(batch: Vec<Delivery>, e: &StoreError, report: &mut EnricherReport) {
+    report.failed += batch.len() as u64;
+    tracing::error!(error = %e, messages = batch.len(), "store write failed; messages returned to the bus");
+    for delivery in batch {
+        delivery.fail(e.to_string());
+    }
+}
+
+/// Quarantine records for a whole message the store refused: each sample held with the
+/// reason, or the dead letters themselves with it appended.
+fn refused_message(message: &BusMessage, e: &StoreError) -> Vec<QuarantineRecord> {
+    let reason = |what: &str| format!("the store refused the message holding this {what}: {e}");
+    match message {
+        BusMessage::Samples(samples) => samples.iter().map(|s| held(s, reason("sample"))).collect(),
+        BusMessage::DeadLetters(records) => records
+            .iter()
+            .map(|r| QuarantineRecord {
+                reason: format!("{}; {}", r.reason, reason("record")),
+                ..r.clone()
+            })
+            .collect(),
+    }
+}
 
 /// Joins samples with inventory and intensity, and stores them.
 #[derive(Clone)]
@@ -83,14 +165,10 @@ impl Enricher {
         let mut quarantined = Vec::new();
         for s in samples {
             let Some(place) = self.inventory.gpu(&s.gpu) else {
-                quarantined.push(QuarantineRecord {
-                    received_at: crate::gateway::now(),
-                    host: s.host.clone(),
-                    gpu: Some(s.gpu.clone()),
-                    seq: Some(s.seq),
-                    reason: format!("GPU {} is no longer in the inventory", s.gpu),
-                    payload: format!("{s:?}"),
-                });
+                quarantined.push(held(
+                    s,
+                    format!("GPU {} is no longer in the inventory", s.gpu),
+                ));
                 continue;
             };
             let shares = split_into_buckets(s.start, s.end, s.energy)
@@ -151,21 +229,33 @@ impl Enricher {
             let (enriched, gone) = self.enrich(&samples);
             quarantine.extend(gone);
             let outcome = self.store.write_samples(&enriched).await?;
+            let hold = |gpu: &GpuUuid, seq: u64, reason: String| match samples
+                .iter()
+                .find(|s| &s.gpu == gpu && s.seq == seq)
+            {
+                Some(s) => held(s, reason),
+                None => QuarantineRecord {
+                    received_at: crate::gateway::now(),
+                    host: "unknown".into(),
+                    gpu: Some(gpu.clone()),
+                    seq: Some(seq),
+                    reason,
+                    payload: String::new(),
+                },
+            };
             for (gpu, seq) in &outcome.conflicts {
                 tracing::warn!(%gpu, seq, "conflicting redelivery quarantined");
-                let sample = samples.iter().find(|s| &s.gpu == gpu && s.seq == *seq);
-                quarantine.push(QuarantineRecord {
-                    received_at: crate::gateway::now(),
-                    host: sample
-                        .map(|s| s.host.clone())
-                        .unwrap_or_else(|| "unknown".into()),
-                    gpu: Some(gpu.clone()),
-                    seq: Some(*seq),
-                    reason: format!(
+                quarantine.push(hold(
+                    gpu,
+                    *seq,
+                    format!(
                         "sample {seq} of GPU {gpu} was already stored with different content; kept the first"
                     ),
-                    payload: sample.map(|s| format!("{s:?}")).unwrap_or_default(),
-                });
+                ));
+            }
+            for r in &outcome.refused {
+                tracing::warn!(gpu = %r.gpu, seq = r.seq, kind = ?r.kind, "sample refused by the store; quarantined");
+                quarantine.push(hold(&r.gpu, r.seq, r.reason.clone()));
             }
             inserted = u64::from(outcome.inserted);
             duplicates = u64::from(outcome.duplicates);
@@ -183,9 +273,12 @@ impl Enricher {
 
     /// Writes a batch of deliveries, then commits them all. A transient store failure (the
     /// database is down or overloaded) is retried in place with backoff until the store takes
-    /// the batch or `shutdown` resolves; anything else, or a shutdown while retrying, fails the
-    /// batch back to the bus uncommitted, so it is delivered again (re-writes collapse by
-    /// (GPU, seq), nothing is counted twice). Returns `false` when it stopped for `shutdown`.
+    /// the batch or `shutdown` resolves. A batch the store refuses for any other reason is
+    /// split: each message is written alone, and a message still refused is quarantined with
+    /// the reason and committed, so one record never stalls a partition nor loops on it.
+    /// Only a shutdown while retrying fails deliveries back to the bus uncommitted (they are
+    /// delivered again; re-writes collapse by (GPU, seq)). Returns `false` when it stopped
+    /// for `shutdown`.
     async fn settle<S: Future<Output = ()>>(
         &self,
         batch: Vec<Delivery>,
@@ -193,36 +286,90 @@ impl Enricher {
         mut shutdown: std::pin::Pin<&mut S>,
     ) -> bool {
         let messages: Vec<&BusMessage> = batch.iter().map(|d| &d.message).collect();
-        let mut backoff = RETRY_BACKOFF_MIN;
-        let failure = loop {
-            match self.process_batch(&messages, report).await {
-                Ok(()) => {
-                    report.messages += batch.len() as u64;
-                    for delivery in batch {
-                        delivery.commit();
-                    }
-                    return true;
-                }
-                Err(e @ StoreError::Backend { .. }) => {
-                    report.retries += 1;
-                    tracing::warn!(error = %e, messages = batch.len(), retry_in = ?backoff, "store write failed; retrying the batch");
-                    tokio::select! {
-                        biased;
-                        () = &mut shutdown => break (e, false),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                }
-                Err(e) => break (e, true),
+        match self
+            .write_retrying(&messages, report, shutdown.as_mut())
+            .await
+        {
+            Ok(()) => {
+                report.messages += batch.len() as u64;
+                batch.into_iter().for_each(Delivery::commit);
+                return true;
             }
-        };
-        let (e, go_on) = failure;
-        report.failed += batch.len() as u64;
-        tracing::error!(error = %e, messages = batch.len(), "store write failed; messages returned to the bus");
-        for delivery in batch {
-            delivery.fail(e.to_string());
+            Err(Settled::Stopped(e)) => {
+                fail_back(batch, &e, report);
+                return false;
+            }
+            Err(Settled::Refused(e)) if batch.len() > 1 => {
+                tracing::warn!(error = %e, messages = batch.len(), "store refused the batch; writing its messages one by one");
+            }
+            Err(Settled::Refused(_)) => {}
         }
-        go_on
+        let mut rest = batch.into_iter();
+        while let Some(delivery) = rest.next() {
+            let result = match self
+                .write_retrying(&[&delivery.message], report, shutdown.as_mut())
+                .await
+            {
+                Err(Settled::Refused(e)) => {
+                    let records = refused_message(&delivery.message, &e);
+                    self.write_retrying_quarantine(&records, report, shutdown.as_mut())
+                        .await
+                }
+                other => other,
+            };
+            match result {
+                Ok(()) => {
+                    report.messages += 1;
+                    delivery.commit();
+                }
+                Err(Settled::Refused(e)) => {
+                    // Not even its quarantine record can be stored: logged whole, skipped.
+                    tracing::error!(error = %e, message = ?delivery.message, "record refused by the store and by the quarantine; skipped");
+                    report.failed += 1;
+                    delivery.commit();
+                }
+                Err(Settled::Stopped(e)) => {
+                    let remaining: Vec<Delivery> = std::iter::once(delivery).chain(rest).collect();
+                    fail_back(remaining, &e, report);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes `messages`, retrying transient failures with backoff until `shutdown`.
+    async fn write_retrying<S: Future<Output = ()>>(
+        &self,
+        messages: &[&BusMessage],
+        report: &mut EnricherReport,
+        shutdown: std::pin::Pin<&mut S>,
+    ) -> Result<(), Settled> {
+        retrying(report, shutdown, messages.len(), || {
+            let mut batch_report = EnricherReport::default();
+            async move {
+                let r = self.process_batch(messages, &mut batch_report).await;
+                r.map(|()| batch_report)
+            }
+        })
+        .await
+    }
+
+    /// Writes quarantine records, retrying transient failures with backoff until `shutdown`.
+    async fn write_retrying_quarantine<S: Future<Output = ()>>(
+        &self,
+        records: &[QuarantineRecord],
+        report: &mut EnricherReport,
+        shutdown: std::pin::Pin<&mut S>,
+    ) -> Result<(), Settled> {
+        retrying(report, shutdown, 1, || async move {
+            self.store.write_quarantine(records).await?;
+            Ok(EnricherReport {
+                quarantined: records.len() as u64,
+                ..EnricherReport::default()
+            })
+        })
+        .await
     }
 
     /// Consumes until the bus closes or `shutdown` resolves, one store batch per bus batch

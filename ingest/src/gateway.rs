@@ -140,14 +140,11 @@ impl Gateway {
                 let placement = self
                     .inventory
                     .gpu(&s.gpu)
-                    .ok_or_else(|| SampleRejection::UnknownGpu(s.gpu.clone()))?;
-                if placement.instance != s.instance {
-                    return Err(SampleRejection::WrongInstance {
+                    .filter(|p| p.instance == s.instance)
+                    .ok_or_else(|| SampleRejection::NotAttached {
                         gpu: s.gpu.clone(),
-                        expected: placement.instance.clone(),
-                        got: s.instance.clone(),
-                    });
-                }
+                        instance: s.instance.clone(),
+                    })?;
                 check_sample(&s, placement.power_limit, &self.limits.samples, now)?;
                 if !seen.insert((s.gpu.clone(), s.seq)) {
                     return Err(SampleRejection::DuplicateInBatch {
@@ -572,15 +569,19 @@ mod tests {
             reasons[0].1.starts_with("implied mean power 5000000 mW"),
             "{reasons:?}"
         );
-        assert_eq!(reasons[1].1, "unknown GPU GPU-9: not in the inventory");
+        assert_eq!(
+            reasons[1].1,
+            "GPU GPU-9 is not attached to instance i-1 in the inventory"
+        );
         assert!(reasons[2].1.contains("after the gateway's clock"));
         assert_eq!(
             reasons[3].1,
             "duplicate sequence number 1 for GPU GPU-1 within the batch"
         );
+        // The refusal names only what the sender sent, never the GPU's real instance.
         assert_eq!(
             reasons[4].1,
-            "GPU GPU-1 belongs to instance i-1, sample names i-2"
+            "GPU GPU-1 is not attached to instance i-2 in the inventory"
         );
         let got = consumer.await.unwrap();
         let BusMessage::Samples(s) = &got[0] else {

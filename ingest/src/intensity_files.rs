@@ -70,32 +70,25 @@ fn open(path: &Path) -> Result<Box<dyn Read>, IntensityFileError> {
 /// `+00:00`, as UTC. Other offsets are rejected rather than guessed.
 pub fn parse_utc_timestamp(s: &str) -> Option<UnixMillis> {
     let s = s.trim().trim_start_matches('\u{feff}');
-    let (main, offset) = match s.len() {
-        19 => (s, ""),
-        20.. => s.split_at(19),
-        _ => return None,
+    let main = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))
+        .unwrap_or(s);
+    // Exactly `YYYY-MM-DD?HH:MM:SS`: chrono alone would also take signed or longer years.
+    if main.len() != 19 || !main.is_ascii() {
+        return None;
+    }
+    let format = if main.as_bytes()[10] == b'T' {
+        "%Y-%m-%dT%H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
     };
-    if !matches!(offset, "" | "Z" | "+00:00") {
+    let t = chrono::NaiveDateTime::parse_from_str(main, format).ok()?;
+    // chrono folds a leap second (`:60`) into the next one; Unix time has none.
+    if chrono::Timelike::nanosecond(&t) >= 1_000_000_000 {
         return None;
     }
-    let b = main.as_bytes();
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b' ' | b'T')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| main.get(r)?.parse::<u32>().ok();
-    UnixMillis::from_utc(
-        i64::from(num(0..4)?),
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    )
+    Some(UnixMillis(t.and_utc().timestamp_millis()))
 }
 
 fn row_err(path: &Path, line: u64, message: impl Into<String>) -> IntensityFileError {
@@ -206,6 +199,17 @@ mod tests {
         assert_eq!(parse_utc_timestamp("2020-07-31 00:00:00-07:00"), None);
         assert_eq!(parse_utc_timestamp("2020-07-31"), None);
         assert_eq!(parse_utc_timestamp("2020-02-30 00:00:00"), None);
+        // Multi-byte characters where digits belong are refused, not sliced mid-character.
+        for bad in [
+            "2023-06-08 00:05:0\u{20ac}",
+            "2023-06-08 00:05:\u{20ac}",
+            "\u{20ac}023-06-08 00:05:00",
+            "2023-06-08\u{a0}00:05:00",
+            "2023-06-08 23:59:60",
+            "+2023-06-08 00:05:00",
+        ] {
+            assert_eq!(parse_utc_timestamp(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::{
     MAX_WORKLOAD_LABELS,
 };
 use std::collections::{BTreeMap, HashSet};
-use wattprint_core::sample::MAX_SAMPLE_SPAN_MS;
+use wattprint_core::sample::check_storable;
 use wattprint_core::UnixMillis;
 
 /// Longest accepted workload label or functional unit, in characters.
@@ -38,37 +38,12 @@ pub(crate) fn check_inventory(instances: &[InstanceRecord]) -> Result<(), StoreE
     Ok(())
 }
 
-/// Refuses a value above `i64::MAX`, the embedded store's limit, so both stores accept the same
-/// samples.
-fn storable(what: &str, v: u64) -> Result<(), StoreError> {
-    if i64::try_from(v).is_err() {
-        return Err(StoreError::Invalid(format!(
-            "{what} {v} exceeds the storable maximum {}",
-            i64::MAX
-        )));
-    }
-    Ok(())
-}
-
-/// Validates limits, the span (reads of samples overlapping a range look back at most
-/// [`MAX_SAMPLE_SPAN_MS`] before it), that the shares add up to the energy, PUE and intensity
-/// values.
+/// Validates what every store can hold ([`check_storable`], the gateway's own predicate), that
+/// the shares add up to the energy, PUE and intensity values.
 pub(crate) fn check_enriched(s: &EnrichedSample) -> Result<(), StoreError> {
     let sample = &s.sample;
     let who = || format!("GPU {} seq {}", sample.gpu, sample.seq);
-    let span_ms = sample.duration_ms();
-    if !(1..=MAX_SAMPLE_SPAN_MS).contains(&span_ms) {
-        return Err(StoreError::Invalid(format!(
-            "{}: span of {span_ms} ms is outside 1..={MAX_SAMPLE_SPAN_MS} ms",
-            who()
-        )));
-    }
-    storable(&format!("{}: sequence number", who()), sample.seq)?;
-    storable(&format!("{}: energy (mJ)", who()), sample.energy.0)?;
-    storable(
-        &format!("{}: memory used (bytes)", who()),
-        sample.mem_used_bytes,
-    )?;
+    check_storable(sample).map_err(|e| StoreError::Invalid(format!("{}: {e}", who())))?;
     let shares: u128 = s.shares.iter().map(|sh| u128::from(sh.energy.0)).sum();
     if shares != u128::from(sample.energy.0) {
         return Err(StoreError::Invalid(format!(

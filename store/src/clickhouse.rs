@@ -58,22 +58,23 @@ pub use schema::supports_modern;
 use crate::checks::{check_enriched, check_inventory};
 use crate::{
     EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    QuarantineRecord, RefusedSample, RegionCoverage, RestateOutcome, Restatement, RollupRefresh,
+    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
 use rows::{
-    AggregatedInterval, RollupMark, SampleKey, ShareKey, StoredGpu, StoredInstance,
+    AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredGpu, StoredInstance,
     StoredQuarantine, StoredSample, StoredShare, INTERVAL_SELECT,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
-use wattprint_core::sample::EnergySample;
+use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
+use wattprint_core::timeline::{GpuTimeline, Placement};
 use wattprint_core::{
     GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis, WorkloadId,
 };
@@ -395,6 +396,42 @@ impl ClickHouseStore {
         Ok(stored)
     }
 
+    /// The stored spans of the batch's GPUs that its samples could overlap: from
+    /// [`MAX_SAMPLE_SPAN_MS`] before the earliest start to the latest end, per GPU.
+    async fn timelines_for(
+        &self,
+        batch: &[EnrichedSample],
+        op: &'static str,
+    ) -> Result<HashMap<String, GpuTimeline>, StoreError> {
+        let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for es in batch {
+            let s = &es.sample;
+            let r = ranges.entry(s.gpu.as_str()).or_insert((s.start.0, s.end.0));
+            r.0 = r.0.min(s.start.0);
+            r.1 = r.1.max(s.end.0);
+        }
+        let mut out: HashMap<String, GpuTimeline> = HashMap::new();
+        let ranges: Vec<_> = ranges.into_iter().collect();
+        for chunk in ranges.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ?fields FROM gpu_spans WHERE {}",
+                vec!["(gpu_uuid = ? AND start_ms > ? AND start_ms < ?)"; chunk.len()].join(" OR ")
+            );
+            let mut q = self.client.query(&sql);
+            for (gpu, (from, to)) in chunk {
+                q = q
+                    .bind(*gpu)
+                    .bind(from.saturating_sub(MAX_SAMPLE_SPAN_MS + 1))
+                    .bind(*to);
+            }
+            for span in self.fetch::<GpuSpan>(q, op).await? {
+                let key = span.key();
+                out.entry(span.gpu_uuid).or_default().insert(key);
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored shares under the given keys.
     async fn stored_shares(
         &self,
@@ -598,9 +635,16 @@ impl Store for ClickHouseStore {
     )]
     async fn write_samples(&self, samples: &[EnrichedSample]) -> Result<WriteOutcome, StoreError> {
         const OP: &str = "writing samples";
-        for s in samples {
-            check_enriched(s)?;
+        let mut outcome = WriteOutcome::default();
+        let mut valid = Vec::with_capacity(samples.len());
+        for es in samples {
+            match check_enriched(es) {
+                Ok(()) => valid.push(es.clone()),
+                Err(e) => outcome.refused.push(RefusedSample::invalid(&es.sample, e)),
+            }
         }
+        let samples = &valid[..];
+        let mut timelines = self.timelines_for(samples, OP).await?;
         let Stored {
             samples: mut known,
             markers: stored_markers,
@@ -615,9 +659,9 @@ impl Store for ClickHouseStore {
         }
 
         // Decide in batch order, as if written one by one: a key repeated within the batch is
-        // compared with its first occurrence.
-        let mut outcome = WriteOutcome::default();
+        // compared with its first occurrence, a span with those placed before it.
         let mut new = Vec::new();
+        let mut spans = Vec::new();
         let mut markers: Vec<SampleKey> = Vec::new();
         for es in samples {
             let s = &es.sample;
@@ -647,6 +691,18 @@ impl Store for ClickHouseStore {
                     outcome.conflicts.push((s.gpu.clone(), s.seq));
                 }
                 Verdict::New => {
+                    let span = GpuSpan::of(s);
+                    let timeline = timelines.entry(s.gpu.0.clone()).or_default();
+                    match timeline.claim(&s.gpu, span.key()) {
+                        Err(o) => {
+                            tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = o.stored_seq, "sample overlaps stored energy of its GPU; refused");
+                            outcome.refused.push(RefusedSample::overlap(o));
+                            continue;
+                        }
+                        // Written by an interrupted earlier attempt: its span is there already.
+                        Ok(Placement::Itself) => {}
+                        Ok(_) => spans.push(span),
+                    }
                     under.insert(s.instance.as_str());
                     known.insert(key.clone(), vec![s.clone()]);
                     markers.push(key);
@@ -656,6 +712,9 @@ impl Store for ClickHouseStore {
             }
         }
         if !new.is_empty() || !markers.is_empty() {
+            // Spans first: a crash after them leaves a span whose sample is not stored yet,
+            // which its redelivery finds as itself; never a stored sample without its span.
+            self.insert("gpu_spans", &spans, OP).await?;
             let touched = self.write_new_samples(&new, &markers).await?;
             self.roll_up_passed_hours(&touched).await;
         }

@@ -91,6 +91,53 @@ pub struct WriteOutcome {
     pub duplicates: u32,
     /// Samples whose `(gpu, seq)` was stored with different content: not applied, quarantined.
     pub conflicts: Vec<(GpuUuid, u64)>,
+    /// Samples refused one by one, the rest of the batch written: values no store can hold
+    /// (see [`wattprint_core::sample::check_storable`]) or a span overlapping stored energy of
+    /// the same GPU (see [`wattprint_core::timeline`]). Not applied; the enricher quarantines
+    /// them with the reason.
+    pub refused: Vec<RefusedSample>,
+}
+
+/// A sample a store refused to write, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedSample {
+    /// The GPU.
+    pub gpu: GpuUuid,
+    /// Its sequence number.
+    pub seq: u64,
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// What was wrong, for operators.
+    pub reason: String,
+}
+
+/// Why a store refused a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// A value the store cannot hold, or enrichment that does not add up.
+    Invalid,
+    /// Its span overlaps stored energy of the same GPU under another key.
+    Overlap,
+}
+
+impl RefusedSample {
+    pub(crate) fn invalid(s: &EnergySample, e: StoreError) -> Self {
+        Self {
+            gpu: s.gpu.clone(),
+            seq: s.seq,
+            kind: RefusalKind::Invalid,
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn overlap(o: wattprint_core::timeline::Overlap) -> Self {
+        Self {
+            gpu: o.gpu.clone(),
+            seq: o.seq,
+            kind: RefusalKind::Overlap,
+            reason: o.to_string(),
+        }
+    }
 }
 
 /// A refused sample kept for operators, with the reason.
@@ -512,7 +559,10 @@ pub trait Store: Send + Sync {
     /// The whole inventory, all tenants (for ingest and operators, never for tenant reads).
     async fn inventory(&self) -> Result<Vec<InstanceRecord>, StoreError>;
 
-    /// Writes samples and their interval shares atomically. Idempotent per `(gpu, seq)`.
+    /// Writes samples and their interval shares. Idempotent per `(gpu, seq)`; a sample that
+    /// is invalid or overlaps stored energy of its GPU is refused alone (in
+    /// [`WriteOutcome::refused`]) and the rest of the batch is written. An error means the
+    /// backend failed and nothing can be assumed written; retrying the batch is safe.
     async fn write_samples(&self, samples: &[EnrichedSample]) -> Result<WriteOutcome, StoreError>;
 
     /// Keeps refused samples with their reasons.

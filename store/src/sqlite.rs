@@ -11,21 +11,22 @@ mod schema;
 use crate::checks::{apply_workload_update, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
-    LedgerQuery, LedgerWrite, NewWorkload, QuarantineRecord, RegionCoverage, RestateOutcome,
-    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    LedgerQuery, LedgerWrite, NewWorkload, QuarantineRecord, RefusedSample, RegionCoverage,
+    RestateOutcome, Restatement, SampleRow, Store, StoreError, TenantSummary, Workload,
+    WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use rows::{
     to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS, USAGE_COLUMNS,
 };
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
 use wattprint_core::sample::{EnergySource, MAX_SAMPLE_SPAN_MS};
+use wattprint_core::timeline::{GpuTimeline, SpanKey};
 use wattprint_core::{
     GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis,
     WorkloadId,
@@ -149,16 +150,24 @@ impl Store for SqliteStore {
         )
     )]
     async fn write_samples(&self, samples: &[EnrichedSample]) -> Result<WriteOutcome, StoreError> {
-        let checked = samples
-            .iter()
-            .map(check_enriched)
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = samples.to_vec();
-        let outcome = self
+        let mut refused = Vec::new();
+        let mut batch = Vec::with_capacity(samples.len());
+        let mut checked = Vec::with_capacity(samples.len());
+        for es in samples {
+            match check_enriched(es) {
+                Ok(c) => {
+                    batch.push(es.clone());
+                    checked.push(c);
+                }
+                Err(e) => refused.push(RefusedSample::invalid(&es.sample, e)),
+            }
+        }
+        let mut outcome = self
             .call("writing samples", move |conn| {
                 write_samples(conn, &batch, &checked)
             })
             .await?;
+        outcome.refused.splice(0..0, refused);
         let span = tracing::Span::current();
         span.record("inserted", outcome.inserted);
         span.record("duplicates", outcome.duplicates);
@@ -656,8 +665,39 @@ fn write_samples(
                 "SELECT {SAMPLE_COLUMNS} FROM samples WHERE gpu_uuid = ?1 AND seq = ?2"
             ))
             .map_err(db_err(OP))?;
+        // Stored samples of the GPU under another seq sharing a millisecond with the span;
+        // samples are at most MAX_SAMPLE_SPAN_MS long, so the index range is short.
+        let mut overlapping = tx
+            .prepare_cached(&format!(
+                "SELECT seq, start_ms, end_ms FROM samples \
+                 WHERE gpu_uuid = ?1 AND start_ms < ?3 AND start_ms > ?2 - {MAX_SAMPLE_SPAN_MS} \
+                 AND end_ms > ?2 AND seq != ?4 ORDER BY start_ms LIMIT 1"
+            ))
+            .map_err(db_err(OP))?;
         for (es, c) in batch.iter().zip(checked) {
             let s = &es.sample;
+            let stored = overlapping
+                .query_row(params![s.gpu.as_str(), s.start.0, s.end.0, c.seq], |r| {
+                    Ok(SpanKey {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        start: UnixMillis(r.get(1)?),
+                        end: UnixMillis(r.get(2)?),
+                    })
+                })
+                .optional()
+                .map_err(db_err(OP))?;
+            if let Some(stored) = stored {
+                let span = SpanKey {
+                    seq: s.seq,
+                    start: s.start,
+                    end: s.end,
+                };
+                if let Err(o) = GpuTimeline::new([stored]).claim(&s.gpu, span) {
+                    tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = stored.seq, "sample overlaps stored energy of its GPU; refused");
+                    outcome.refused.push(RefusedSample::overlap(o));
+                    continue;
+                }
+            }
             let inserted = insert
                 .execute(params![
                     s.gpu.as_str(),

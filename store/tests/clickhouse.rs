@@ -155,7 +155,7 @@ async fn reconnecting_applies_no_migration_twice_and_keeps_data() {
             let applied = migration_rows(&url, &db).await;
             assert_eq!(
                 applied.iter().map(|r| r.0).collect::<Vec<_>>(),
-                vec![1, 2, 3, 4]
+                vec![1, 2, 3, 4, 5]
             );
 
             for _ in 0..2 {
@@ -776,6 +776,40 @@ async fn data_from_before_rollups_is_marked_by_the_migration() {
             let s = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
             assert!(s.rollup_instance_hours >= 2);
             assert_summary(&s, &want);
+        },
+    )
+    .await;
+}
+
+/// Samples stored before the timeline index existed (schema version 4) are found by it after
+/// the migration: a new seq over their time is refused.
+#[tokio::test]
+async fn samples_from_before_the_timeline_index_are_in_it_after_the_migration() {
+    with_server(
+        "samples_from_before_the_timeline_index_are_in_it_after_the_migration",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            let old = enrich(sample("GPU-A1", "i-a", 1, T0, T0 + 60_000, 1_000), "acme");
+            store.write_samples(&[old]).await.unwrap();
+            let raw = raw_client(&url).with_database(&db);
+            for sql in [
+                "DROP TABLE gpu_spans",
+                "DROP TABLE schema_migrations",
+                "CREATE TABLE schema_migrations (version UInt32, applied_at_ms Int64) \
+                 ENGINE = MergeTree ORDER BY version",
+                "INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0)",
+            ] {
+                raw.query(sql).execute().await.unwrap();
+            }
+            let store = ClickHouseStore::connect(&url, &db).await.unwrap();
+            let again = enrich(
+                sample("GPU-A1", "i-a", 2, T0 + 30_000, T0 + 90_000, 1_000),
+                "acme",
+            );
+            let out = store.write_samples(&[again]).await.unwrap();
+            assert_eq!((out.inserted, out.refused.len()), (0, 1), "{out:?}");
+            assert_eq!(total(&intervals(&store, "acme", "i-a").await), 1_000);
         },
     )
     .await;

@@ -292,6 +292,36 @@ impl SampleKey {
     }
 }
 
+/// A `gpu_spans` row: the time one stored sample of a GPU covers (one GPU, one timeline).
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub(crate) struct GpuSpan {
+    pub gpu_uuid: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub seq: u64,
+}
+
+impl GpuSpan {
+    /// The span of a sample.
+    pub(crate) fn of(s: &EnergySample) -> Self {
+        Self {
+            gpu_uuid: s.gpu.0.clone(),
+            start_ms: s.start.0,
+            end_ms: s.end.0,
+            seq: s.seq,
+        }
+    }
+
+    /// As the timeline sees it.
+    pub(crate) fn key(&self) -> wattprint_core::timeline::SpanKey {
+        wattprint_core::timeline::SpanKey {
+            seq: self.seq,
+            start: wattprint_core::UnixMillis(self.start_ms),
+            end: wattprint_core::UnixMillis(self.end_ms),
+        }
+    }
+}
+
 /// A `rollup_marks` row: one write added shares to `(tenant, instance, hour)`.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub(crate) struct RollupMark {

@@ -271,6 +271,25 @@ fn v4(modern: bool) -> Vec<String> {
     super::workloads::v4_tables(Dialect::new(modern).few)
 }
 
+/// Version 5: `gpu_spans`, every stored sample's span by GPU and time, so a write finds the
+/// stored energy a new span overlaps (one GPU, one timeline) from an index range; filled from
+/// the samples already stored. Re-running the fill inserts copies the `ReplacingMergeTree`
+/// collapses, and readers tolerate meanwhile.
+fn v5() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS gpu_spans (
+                gpu_uuid String,
+                start_ms Int64,
+                end_ms   Int64,
+                seq      UInt64
+            ) ENGINE = ReplacingMergeTree() ORDER BY (gpu_uuid, start_ms, seq)"
+            .to_owned(),
+        "INSERT INTO gpu_spans (gpu_uuid, start_ms, end_ms, seq) \
+         SELECT gpu_uuid, start_ms, end_ms, seq FROM samples"
+            .to_owned(),
+    ]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -283,7 +302,7 @@ pub(crate) fn hour_of(column: &str) -> String {
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern), v2(modern), v3(modern), v4(modern)]
+    vec![v1(modern), v2(modern), v3(modern), v4(modern), v5()]
 }
 
 #[derive(Row, Serialize)]
@@ -396,11 +415,13 @@ mod tests {
     fn every_statement_is_idempotent() {
         for m in [false, true] {
             for sql in migrations(m).concat() {
-                // The one insert only adds rollup marks: repeating it makes rollups look
-                // stale (recomputed), never wrong.
+                // The inserts only add rollup marks (repeated, rollups look stale and are
+                // recomputed, never wrong) or spans (repeated, identical rows that the
+                // `ReplacingMergeTree` collapses and the timeline reads as one).
                 assert!(
                     sql.starts_with("CREATE TABLE IF NOT EXISTS")
-                        || sql.starts_with("INSERT INTO rollup_marks "),
+                        || sql.starts_with("INSERT INTO rollup_marks ")
+                        || sql.starts_with("INSERT INTO gpu_spans "),
                     "{sql}"
                 );
             }

@@ -115,8 +115,14 @@ ALTER TABLE workloads ADD COLUMN is_open INTEGER NOT NULL DEFAULT 0 CHECK (is_op
 ALTER TABLE workloads ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
 "#;
 
+/// Version 4: a GPU's samples by time, so a write finds stored energy its span overlaps (one
+/// GPU, one timeline) from an index range.
+const V4: &str = r#"
+CREATE INDEX samples_by_gpu_start ON samples (gpu_uuid, start_ms);
+"#;
+
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///

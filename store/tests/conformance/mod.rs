@@ -20,7 +20,8 @@ use wattprint_core::{
 };
 use wattprint_store::{
     EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
-    NewWorkload, QuarantineRecord, Store, StoreError, TenantSummary, UsageTotals, WorkloadUpdate,
+    NewWorkload, QuarantineRecord, RefusalKind, Store, StoreError, TenantSummary, UsageTotals,
+    WorkloadUpdate,
 };
 
 mod intensity;
@@ -41,7 +42,8 @@ macro_rules! conformance_tests {
             redelivering_a_batch_changes_nothing,
             a_key_repeated_within_a_batch_counts_once,
             a_conflicting_redelivery_is_reported_and_not_applied,
-            unstorable_values_reject_the_whole_batch,
+            unstorable_values_are_refused_one_by_one,
+            one_gpu_has_one_timeline,
             instance_samples_overlap_the_range_in_time_order_up_to_the_limit,
             tenants_cannot_see_each_others_data,
             samples_of_an_instance_that_moved_tenants_stay_with_the_old_owner,
@@ -450,73 +452,139 @@ pub async fn a_conflicting_redelivery_is_reported_and_not_applied(store: &dyn St
     assert_eq!(samples[0].sample, original.sample);
 }
 
-pub async fn unstorable_values_reject_the_whole_batch(store: &dyn Store) {
+pub async fn unstorable_values_are_refused_one_by_one(store: &dyn Store) {
     seed(store).await;
-    let ok = enrich(sample("GPU-A1", "i-a", 1, T0, T0 + 1000, 100), "acme");
-    let huge = enrich(
-        sample("GPU-A1", "i-a", 2, T0, T0 + 1000, i64::MAX as u64 + 1),
-        "acme",
-    );
-    let err = store.write_samples(&[ok.clone(), huge]).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(ref m) if m.contains("energy")),
-        "{err:?}"
-    );
-
-    let big_seq = enrich(sample("GPU-A1", "i-a", u64::MAX, T0, T0 + 1000, 1), "acme");
-    let err = store.write_samples(&[big_seq]).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(ref m) if m.contains("sequence")),
-        "{err:?}"
-    );
-
-    let mut bad_shares = enrich(sample("GPU-A1", "i-a", 3, T0, T0 + 1000, 100), "acme");
+    // Each sample in its own second, so only its values can be wrong with it.
+    let at = |seq: u64, mj: u64| {
+        let start = T0 + (seq as i64) * 1000;
+        enrich(
+            sample("GPU-A1", "i-a", seq, start, start + 1000, mj),
+            "acme",
+        )
+    };
+    let ok = at(1, 100);
+    let huge = at(2, i64::MAX as u64 + 1);
+    let big_seq = {
+        let mut s = at(3, 1);
+        s.sample.seq = u64::MAX;
+        s
+    };
+    let mut bad_shares = at(4, 100);
     bad_shares.shares[0].energy = Millijoules(99);
-    let err = store
-        .write_samples(&[ok.clone(), bad_shares])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(ref m) if m.contains("shares")),
-        "{err:?}"
-    );
-
-    let mut nan = enrich(sample("GPU-A1", "i-a", 4, T0, T0 + 1000, 100), "acme");
+    let mut nan = at(5, 100);
     nan.shares[0].intensity.as_mut().unwrap().value = GramsPerKwh(f64::NAN);
-    assert!(matches!(
-        store.write_samples(&[nan]).await,
-        Err(StoreError::Invalid(_))
-    ));
-
     // Longer than any sample may be: reads look back only that far.
     let long = enrich(
-        sample("GPU-A1", "i-a", 7, T0, T0 + MAX_SAMPLE_SPAN_MS + 1, 100),
+        sample(
+            "GPU-A1",
+            "i-a",
+            7,
+            T0 + 100_000,
+            T0 + 100_000 + MAX_SAMPLE_SPAN_MS + 1,
+            100,
+        ),
         "acme",
     );
-    assert!(matches!(
-        store.write_samples(&[long]).await,
-        Err(StoreError::Invalid(ref m)) if m.contains("span of 900001 ms")
-    ));
-
-    let mut bad_pue = enrich(sample("GPU-A1", "i-a", 5, T0, T0 + 1000, 100), "acme");
+    let mut bad_pue = at(6, 100);
     bad_pue.pue = 0.0;
-    assert!(matches!(
-        store.write_samples(&[bad_pue]).await,
-        Err(StoreError::Invalid(ref m)) if m.contains("PUE")
-    ));
-
-    // Nothing of the refused batches was written, the valid sample included.
-    assert!(intervals(store, "acme", "i-a").await.is_empty());
+    let also_ok = at(8, 200);
+    let out = store
+        .write_samples(&[
+            ok.clone(),
+            huge,
+            big_seq,
+            bad_shares,
+            nan,
+            long,
+            bad_pue,
+            also_ok,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 2, "{out:?}");
+    let reasons: Vec<(u64, RefusalKind, &str)> = out
+        .refused
+        .iter()
+        .map(|r| (r.seq, r.kind, r.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 6, "{reasons:?}");
+    for (seq, needle) in [
+        (2, "energy (mJ)"),
+        (u64::MAX, "sequence number"),
+        (4, "shares"),
+        (5, "intensity"),
+        (7, "span of 900001 ms"),
+        (6, "PUE"),
+    ] {
+        assert!(
+            reasons
+                .iter()
+                .any(|(s, k, r)| *s == seq && *k == RefusalKind::Invalid && r.contains(needle)),
+            "seq {seq}: {needle} not in {reasons:?}"
+        );
+    }
+    // Only the valid samples were written, exactly.
+    assert_eq!(total(&intervals(store, "acme", "i-a").await), 300);
     // The largest storable energy is accepted exactly.
-    let max = enrich(
-        sample("GPU-A1", "i-a", 6, T0, T0 + 1000, i64::MAX as u64),
-        "acme",
-    );
-    store.write_samples(&[max]).await.unwrap();
+    let max = at(9, i64::MAX as u64 - 300);
+    assert!(store
+        .write_samples(&[max])
+        .await
+        .unwrap()
+        .refused
+        .is_empty());
     assert_eq!(
         total(&intervals(store, "acme", "i-a").await),
         i64::MAX as u64
     );
+}
+
+pub async fn one_gpu_has_one_timeline(store: &dyn Store) {
+    seed(store).await;
+    let s = |seq: u64, from: i64, to: i64, mj: u64| {
+        enrich(sample("GPU-A1", "i-a", seq, T0 + from, T0 + to, mj), "acme")
+    };
+    let first = vec![
+        s(1, 0, 1000, 100),
+        s(2, 1000, 2000, 100),
+        s(3, 2000, 3000, 100),
+    ];
+    assert_eq!(store.write_samples(&first).await.unwrap().inserted, 3);
+    // The same time again under new seqs (a backfill run twice, a clock stepped back), across
+    // an edge, inside, around, or overlapping a sample earlier in the same batch: all refused,
+    // while a sample that only touches stored ones is written.
+    let hostile = vec![
+        s(11, 0, 1000, 100),
+        s(12, 2500, 3500, 100),
+        s(13, 1100, 1200, 10),
+        s(14, -500, 3500, 400),
+        s(15, 3000, 4000, 100),
+        s(16, 3999, 4500, 50),
+    ];
+    let out = store.write_samples(&hostile).await.unwrap();
+    assert_eq!(out.inserted, 1, "{out:?}");
+    let refused: Vec<u64> = out.refused.iter().map(|r| r.seq).collect();
+    assert_eq!(refused, vec![11, 12, 13, 14, 16]);
+    assert!(out
+        .refused
+        .iter()
+        .all(|r| r.kind == RefusalKind::Overlap && r.reason.contains("overlaps stored energy")));
+    // Redelivering the stored ones is a duplicate, not an overlap.
+    let again = store.write_samples(&first).await.unwrap();
+    assert_eq!((again.duplicates, again.refused.len()), (3, 0));
+    // Under another instance the GPU is still the same GPU.
+    let other = enrich(sample("GPU-A1", "i-b", 21, T0 + 500, T0 + 600, 5), "acme");
+    assert_eq!(
+        store.write_samples(&[other]).await.unwrap().refused.len(),
+        1
+    );
+    // Another GPU's timeline is its own.
+    let gpu2 = enrich(sample("GPU-A2", "i-a", 11, T0, T0 + 1000, 7), "acme");
+    assert_eq!(store.write_samples(&[gpu2]).await.unwrap().inserted, 1);
+    let rows = intervals(store, "acme", "i-a").await;
+    assert_eq!(total(&rows), 407);
+    let covered: i64 = rows.iter().map(|r| r.covered_ms).sum();
+    assert_eq!(covered, 5000);
 }
 
 pub async fn instance_samples_overlap_the_range_in_time_order_up_to_the_limit(store: &dyn Store) {
