@@ -26,6 +26,8 @@ use wattprint_proto::v1::SampleBatch;
 
 const SEED_A: u64 = 801;
 const SEED_B: u64 = 802;
+/// The host id `wattprint-agent-harness` reports as.
+const HARNESS_HOST: &str = "host-harness";
 const HEADER: usize = 9;
 
 /// A record of the spool as found on disk.
@@ -89,7 +91,7 @@ fn spooled_numbers(dir: &Path, seed: u64) -> std::collections::BTreeSet<u64> {
         .filter_map(|r| r.batch.as_ref())
         .flat_map(|b| b.samples.iter())
         .filter(|s| s.gpu_uuid == uuid.as_str())
-        .map(|s| s.seq & 0xffff_ffff)
+        .map(|s| wattprint_core::sample::seq_count(s.seq))
         .collect()
 }
 
@@ -173,7 +175,12 @@ async fn an_agent_killed_while_the_gateway_stalls_delivers_the_whole_trace_exact
     let spool = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // The bus takes 3 messages, then stalls: the gateway stops acking mid-stream.
-    let gw = RealGateway::start(&[SEED_A, SEED_B], Security::PLAINTEXT, 3).await;
+    let gw = RealGateway::start(
+        &[(SEED_A, HARNESS_HOST), (SEED_B, HARNESS_HOST)],
+        Security::PLAINTEXT,
+        3,
+    )
+    .await;
     let mut child = harness(
         &gw.url(false),
         spool.path(),
@@ -211,7 +218,10 @@ async fn an_agent_killed_while_the_gateway_stalls_delivers_the_whole_trace_exact
          reached it, {} distinct: {stdout}",
         got.len()
     );
-    let numbers: Vec<u64> = got.iter().map(|s| s.seq & 0xffff_ffff).collect();
+    let numbers: Vec<u64> = got
+        .iter()
+        .map(|s| wattprint_core::sample::seq_count(s.seq))
+        .collect();
     assert_eq!(numbers, (1..=n as u64).collect::<Vec<_>>(), "every sample");
     assert_eq!(
         got.iter().map(|s| s.energy.0).sum::<u64>(),
@@ -252,7 +262,7 @@ async fn a_torn_spool_tail_loses_only_the_torn_batch_and_is_reported() {
         .unwrap()
         .samples
         .iter()
-        .map(|s| s.seq & 0xffff_ffff)
+        .map(|s| wattprint_core::sample::seq_count(s.seq))
         .collect();
     let cut = last.offset + HEADER + last.payload_len / 2;
     let file = std::fs::OpenOptions::new()
@@ -267,7 +277,12 @@ async fn a_torn_spool_tail_loses_only_the_torn_batch_and_is_reported() {
         "the last batch holds the last samples"
     );
 
-    let gw = RealGateway::start(&[SEED_A, SEED_B], Security::PLAINTEXT, usize::MAX).await;
+    let gw = RealGateway::start(
+        &[(SEED_A, HARNESS_HOST), (SEED_B, HARNESS_HOST)],
+        Security::PLAINTEXT,
+        usize::MAX,
+    )
+    .await;
     let stdout = finish(harness(
         &gw.url(false),
         spool.path(),
@@ -295,7 +310,10 @@ async fn a_torn_spool_tail_loses_only_the_torn_batch_and_is_reported() {
         (kept, kept),
         "each once, nothing sent twice"
     );
-    let numbers: Vec<u64> = got.iter().map(|s| s.seq & 0xffff_ffff).collect();
+    let numbers: Vec<u64> = got
+        .iter()
+        .map(|s| wattprint_core::sample::seq_count(s.seq))
+        .collect();
     assert_eq!(numbers, (1..=kept as u64).collect::<Vec<_>>());
     let torn_energy: u64 = torn.iter().map(|&k| sample_energy(&rows, k)).sum();
     assert_eq!(

@@ -78,8 +78,16 @@ fn per_gpu(seen: &Seen) -> BTreeMap<String, (Vec<Sample>, u64)> {
     for (gpu, (samples, _)) in &out {
         // Ordered by seq (BTreeMap order): 1, 2, 3 … in the low bits; spans chain up.
         for (i, s) in samples.iter().enumerate() {
-            assert_eq!(s.seq & 0xffff_ffff, i as u64 + 1, "{gpu}");
-            assert_eq!(s.seq >> 32, samples[0].seq >> 32, "{gpu}: one run epoch");
+            assert_eq!(
+                wattprint_core::sample::seq_count(s.seq),
+                i as u64 + 1,
+                "{gpu}"
+            );
+            assert_eq!(
+                wattprint_core::sample::seq_run(s.seq),
+                wattprint_core::sample::seq_run(samples[0].seq),
+                "{gpu}: one run epoch"
+            );
         }
         for w in samples.windows(2) {
             assert_eq!(

@@ -84,7 +84,7 @@ async fn gateway(pki: &Pki) -> RealGateway {
         tls: Some(&pki.gateway),
         hosts: Some(pki.registry()),
     };
-    RealGateway::start(&[SEED_A, SEED_B], security, usize::MAX).await
+    RealGateway::start(&[(SEED_A, HOST_A), (SEED_B, HOST_B)], security, usize::MAX).await
 }
 
 /// The trace's energy: the counter's increase over it, and its number of samples.

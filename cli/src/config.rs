@@ -13,7 +13,7 @@ use wattprint_agent::replay::{MigProfile, Pacing, ReplayLayout, VgpuProfile};
 use wattprint_agent::tls::AgentTlsFiles;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
-use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 use wattprint_ingest::cloud_regions::{CloudProvider, CloudRegionDirectory};
 use wattprint_ingest::gateway::GatewayTlsFiles;
 use wattprint_ingest::intensity_files::{load_egrid_rates, load_marginal, MarginalFormat};
@@ -412,6 +412,10 @@ pub struct RawInstance {
     pub cloud_region: Option<String>,
     /// Region, when given directly.
     pub region: Option<String>,
+    /// The GPU host (hypervisor) whose agent reports this instance's GPUs: the gateway
+    /// accepts their samples from that host only. Default: `agent.host_id`, the one host of
+    /// the embedded deployment; a distributed deployment names it per instance.
+    pub host: Option<String>,
     /// GPUs.
     pub gpus: Vec<RawGpu>,
 }
@@ -1059,6 +1063,17 @@ impl RawConfig {
             if inst.tenant.is_empty() || inst.id.is_empty() {
                 return Err(invalid("instances: tenant and id must be non-empty"));
             }
+            let host = match &inst.host {
+                Some(h) if h.is_empty() || h.len() > wattprint_proto::MAX_ID_LEN => {
+                    return Err(invalid(format!(
+                        "instance {}: host must be 1 to {} bytes",
+                        inst.id,
+                        wattprint_proto::MAX_ID_LEN
+                    )))
+                }
+                Some(h) => HostId::new(h.clone()),
+                None => HostId::new(agent.host_id.clone()),
+            };
             let mut gpus = Vec::new();
             for g in &inst.gpus {
                 if !seen_gpus.insert(g.uuid.clone()) {
@@ -1077,6 +1092,7 @@ impl RawConfig {
                     uuid: GpuUuid::new(g.uuid.clone()),
                     model: g.model.clone(),
                     power_limit: Milliwatts(g.power_limit_w * 1000),
+                    host: host.clone(),
                 });
             }
             let (region, zip_code) = place(inst)?;
@@ -1148,6 +1164,7 @@ pub fn demo_instances(gpus: u32, instances: u32, seed: u64) -> Vec<RawInstance> 
                 zip_code: Some(zip.into()),
                 cloud_region: None,
                 region: None,
+                host: None,
                 gpus: vec![],
             }
         })
@@ -1199,6 +1216,7 @@ pub fn demo_instances_with(
                         zip_code: Some(zip.into()),
                         cloud_region: None,
                         region: None,
+                        host: None,
                         gpus: vec![part(g, k)],
                     });
                 }

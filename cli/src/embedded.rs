@@ -48,7 +48,16 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
-    std::fs::write(path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    // Readable by its owner only: anyone who reads it can mint any tenant's token.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
 
@@ -519,4 +528,26 @@ pub async fn run_agent(
     let mut config = agent_config(settings, gateway_url);
     config.host_token = host_token(settings)?;
     Ok(wattprint_agent::run(config, sensor, attribution, shutdown).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_dev_secret_is_created_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data").join("dev-secret");
+        let secret = load_or_create_secret(&path).expect("created");
+        let mode = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(secret.len(), 64);
+        assert_eq!(load_or_create_secret(&path).expect("read"), secret);
+    }
 }

@@ -179,15 +179,17 @@ pub enum SampleRejection {
     /// Utilisation above 100%.
     #[error("utilisation {0}% is above 100%")]
     UtilisationAbsurd(u32),
-    /// The GPU is not attached to the instance the sample names: unknown, or attached to
-    /// another instance. Both read the same, so a refusal never tells a sender which instance
-    /// (or tenant) holds a GPU it named.
-    #[error("GPU {gpu} is not attached to instance {instance} in the inventory")]
+    /// The GPU is not attached to the instance the sample names on the host that sent it:
+    /// unknown, on another host, or attached to another instance. All read the same, so a
+    /// refusal never tells a sender which host, instance or tenant holds a GPU it named.
+    #[error("GPU {gpu} is not attached to instance {instance} on host {host} in the inventory")]
     NotAttached {
         /// The GPU named.
         gpu: GpuUuid,
         /// The instance named.
         instance: InstanceId,
+        /// The host that sent it.
+        host: HostId,
     },
     /// The same `(gpu, seq)` appears twice in one batch.
     #[error("duplicate sequence number {seq} for GPU {gpu} within the batch")]
@@ -258,6 +260,16 @@ pub const SEQ_RUN_SHIFT: u32 = 29;
 /// above the ones this gives until the year 2400, so the two never collide.)
 pub fn seq_of(run_epoch_secs: u64, n: u64) -> u64 {
     (run_epoch_secs << SEQ_RUN_SHIFT).saturating_add(n)
+}
+
+/// The run's second of a sequence number made by [`seq_of`] (while `n < 2^29`).
+pub fn seq_run(seq: u64) -> u64 {
+    seq >> SEQ_RUN_SHIFT
+}
+
+/// The count within its run of a sequence number made by [`seq_of`] (while `n < 2^29`).
+pub fn seq_count(seq: u64) -> u64 {
+    seq & ((1 << SEQ_RUN_SHIFT) - 1)
 }
 
 /// Limits a sample must respect, independent of the inventory.
@@ -378,6 +390,10 @@ pub(crate) mod tests {
             let last = seq_of(secs, 86_400_000);
             assert!(last < seq_of(secs + 86_401, 1));
             assert!(seq_of(secs, 1) < seq_of(secs, 2));
+            assert_eq!(
+                (seq_run(seq_of(secs, 7)), seq_count(seq_of(secs, 7))),
+                (secs, 7)
+            );
         }
         assert!(seq_of(y2500 + 14 * 365 * 86_400, 1_000_000) <= MAX_STORABLE);
     }

@@ -80,6 +80,7 @@ fn inventory(hosts: usize, gpus: usize) -> Vec<InstanceRecord> {
                     uuid: GpuUuid::new(format!("GPU-{h}-{g}")),
                     model: "H100".into(),
                     power_limit: Milliwatts(700_000),
+                    host: HostId::new(format!("host-{h}")),
                 })
                 .collect(),
         })

@@ -140,10 +140,11 @@ impl Gateway {
                 let placement = self
                     .inventory
                     .gpu(&s.gpu)
-                    .filter(|p| p.instance == s.instance)
+                    .filter(|p| p.host == s.host && p.instance == s.instance)
                     .ok_or_else(|| SampleRejection::NotAttached {
                         gpu: s.gpu.clone(),
                         instance: s.instance.clone(),
+                        host: s.host.clone(),
                     })?;
                 check_sample(&s, placement.power_limit, &self.limits.samples, now)?;
                 if !seen.insert((s.gpu.clone(), s.seq)) {
@@ -498,6 +499,7 @@ mod tests {
                 uuid: GpuUuid::from("GPU-1"),
                 model: "H100".into(),
                 power_limit: Milliwatts(700_000),
+                host: HostId::from("h"),
             }],
         }]);
         Gateway::new(producer, Arc::new(inv), GatewayLimits::default())
@@ -571,7 +573,7 @@ mod tests {
         );
         assert_eq!(
             reasons[1].1,
-            "GPU GPU-9 is not attached to instance i-1 in the inventory"
+            "GPU GPU-9 is not attached to instance i-1 on host h in the inventory"
         );
         assert!(reasons[2].1.contains("after the gateway's clock"));
         assert_eq!(
@@ -581,7 +583,7 @@ mod tests {
         // The refusal names only what the sender sent, never the GPU's real instance.
         assert_eq!(
             reasons[4].1,
-            "GPU GPU-1 is not attached to instance i-2 in the inventory"
+            "GPU GPU-1 is not attached to instance i-2 on host h in the inventory"
         );
         let got = consumer.await.unwrap();
         let BusMessage::Samples(s) = &got[0] else {

@@ -1,12 +1,14 @@
-//! Fast lookups over the inventory: GPU → instance, owner, region and power limit.
+//! Fast lookups over the inventory: GPU → host, instance, owner, region and power limit.
 
 use std::collections::HashMap;
-use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
 use wattprint_store::InstanceRecord;
 
 /// What ingest needs to know about a GPU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuPlacement {
+    /// The host whose agent reads the GPU: the only one whose samples of it are accepted.
+    pub host: HostId,
     /// Instance holding the GPU.
     pub instance: InstanceId,
     /// Owner of the instance.
@@ -32,6 +34,7 @@ impl InventoryIndex {
                 gpus.insert(
                     g.uuid.clone(),
                     GpuPlacement {
+                        host: g.host.clone(),
                         instance: r.instance.clone(),
                         tenant: r.tenant.clone(),
                         region: r.region.clone(),

@@ -41,6 +41,7 @@ fn instance(tenant: &str, id: &str, gpu: &str, region: &str) -> InstanceRecord {
             uuid: GpuUuid::from(gpu),
             model: "NVIDIA H100 80GB HBM3".into(),
             power_limit: Milliwatts(700_000),
+            host: HostId::from("host-a"),
         }],
     }
 }

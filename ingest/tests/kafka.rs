@@ -151,7 +151,7 @@ async fn samples_round_trip_in_per_gpu_order_on_one_partition_per_gpu() {
         host: HostId::from("host-1"),
         gpu: Some(GpuUuid::from("GPU-9")),
         seq: Some(4),
-        reason: "GPU GPU-9 is not attached to instance i-1 in the inventory".into(),
+        reason: "GPU GPU-9 is not attached to instance i-1 on host host-1 in the inventory".into(),
         payload: "{\"gpu_uuid\":\"GPU-9\"}".into(),
     }];
     producer
@@ -586,6 +586,7 @@ fn inventory() -> Vec<InstanceRecord> {
                 uuid: GpuUuid::from(*g),
                 model: "H100".into(),
                 power_limit: Milliwatts(700_000),
+                host: HostId::from("host-1"),
             })
             .collect(),
     }]

@@ -53,6 +53,7 @@ fn samples(n: usize, gpus: usize) -> (Vec<InstanceRecord>, Vec<EnrichedSample>) 
                     uuid: GpuUuid::new(format!("GPU-{:08x}-{:04}", i * 4 + g, i)),
                     model: "NVIDIA H100 80GB HBM3".into(),
                     power_limit: Milliwatts(700_000),
+                    host: HostId::new(format!("host-{:03}", i / 2)),
                 })
                 .collect(),
         })

@@ -65,8 +65,8 @@ use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
 use rows::{
-    AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredGpu, StoredInstance,
-    StoredQuarantine, StoredSample, StoredShare, INTERVAL_SELECT,
+    AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredGpu, StoredGpuHost,
+    StoredInstance, StoredQuarantine, StoredSample, StoredShare, INTERVAL_SELECT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -76,7 +76,8 @@ use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
 use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, Placement};
 use wattprint_core::{
-    GpuUuid, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis, WorkloadId,
+    GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis,
+    WorkloadId,
 };
 
 /// What a batch's keys already have in the store.
@@ -321,8 +322,10 @@ impl ClickHouseStore {
         };
         let instances: Vec<StoredInstance> = self.fetch(instances, OP).await?;
         let gpus: Vec<StoredGpu> = self.fetch(gpus, OP).await?;
+        let mut hosts = self.gpu_hosts(&gpus, OP).await?;
         let mut by_instance: HashMap<String, Vec<GpuRecord>> = HashMap::new();
         for g in gpus {
+            let host = HostId(hosts.remove(&g.uuid).unwrap_or_default());
             by_instance
                 .entry(g.instance_id)
                 .or_default()
@@ -330,6 +333,7 @@ impl ClickHouseStore {
                     uuid: GpuUuid(g.uuid),
                     model: g.model,
                     power_limit: Milliwatts(g.power_limit_mw),
+                    host,
                 });
         }
         Ok(instances
@@ -427,6 +431,29 @@ impl ClickHouseStore {
             for span in self.fetch::<GpuSpan>(q, op).await? {
                 let key = span.key();
                 out.entry(span.gpu_uuid).or_default().insert(key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest host of each of `gpus`.
+    async fn gpu_hosts(
+        &self,
+        gpus: &[StoredGpu],
+        op: &'static str,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in gpus.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ?fields FROM gpu_hosts FINAL WHERE uuid IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = self.client.query(&sql);
+            for g in chunk {
+                q = q.bind(g.uuid.as_str());
+            }
+            for row in self.fetch::<StoredGpuHost>(q, op).await? {
+                out.insert(row.uuid, row.host);
             }
         }
         Ok(out)
@@ -616,7 +643,18 @@ impl Store for ClickHouseStore {
                     ..g
                 }),
         );
+        let host_rows: Vec<StoredGpuHost> = instances
+            .iter()
+            .flat_map(|r| r.gpus.iter())
+            .map(|g| StoredGpuHost {
+                uuid: g.uuid.0.clone(),
+                host: g.host.0.clone(),
+                version,
+            })
+            .collect();
         self.insert("instances", &instance_rows, OP).await?;
+        // Hosts before the GPUs: a GPU is never readable attached with an older host.
+        self.insert("gpu_hosts", &host_rows, OP).await?;
         self.insert("gpus", &gpu_rows, OP).await
     }
 

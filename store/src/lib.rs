@@ -36,6 +36,11 @@ pub struct GpuRecord {
     pub model: String,
     /// Enforced power limit (samples above 2x are absurd).
     pub power_limit: Milliwatts,
+    /// The GPU host whose agent reads this GPU: the only host the gateway accepts its samples
+    /// from. Empty in records stored before hosts were recorded: no host may write such a GPU
+    /// until the operator names its host.
+    #[serde(default)]
+    pub host: HostId,
 }
 
 /// An instance, its owner, location and GPUs.

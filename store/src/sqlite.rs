@@ -41,10 +41,28 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// Creates `path` empty with mode 0600 unless it exists.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and applies pending migrations.
-    /// The parent directory must exist.
+    /// The parent directory must exist. A new file is created readable by its owner only
+    /// (0600; SQLite gives its WAL the same mode): it holds every tenant's data.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path).map_err(|e| StoreError::Backend {
+            op: "creating the database file",
+            source: format!("{}: {e}", path.display()).into(),
+        })?;
         let conn = Connection::open(path).map_err(|e| StoreError::Backend {
             op: "opening the database",
             source: format!("{}: {e}", path.display()).into(),
@@ -67,7 +85,9 @@ impl SqliteStore {
         if file && !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; continuing without it");
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: a write is on disk when it returns, so an ack (and a committed bus offset)
+        // survives a power cut, not only a crash of the process.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err(OP))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err(OP))?;
@@ -75,6 +95,15 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// The connection's `PRAGMA synchronous` (2 = FULL), for checks at start and tests.
+    pub async fn synchronous_level(&self) -> Result<i64, StoreError> {
+        self.call("reading the sync level", |conn| {
+            conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(db_err("reading the sync level"))
+        })
+        .await
     }
 
     /// Runs `f` with the connection on the blocking pool, inside the caller's tracing span.
@@ -475,10 +504,11 @@ fn upsert_inventory(conn: &mut Connection, instances: &[InstanceRecord]) -> Resu
             .map_err(db_err(OP))?;
         let mut put_gpu = tx
             .prepare_cached(
-                "INSERT INTO gpus (uuid, instance_id, model, power_limit_mw) \
-                 VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO gpus (uuid, instance_id, model, power_limit_mw, host) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (uuid) DO UPDATE SET instance_id = excluded.instance_id, \
-                 model = excluded.model, power_limit_mw = excluded.power_limit_mw",
+                 model = excluded.model, power_limit_mw = excluded.power_limit_mw, \
+                 host = excluded.host",
             )
             .map_err(db_err(OP))?;
         for rec in instances {
@@ -499,7 +529,8 @@ fn upsert_inventory(conn: &mut Connection, instances: &[InstanceRecord]) -> Resu
                         gpu.uuid.as_str(),
                         rec.instance.as_str(),
                         gpu.model,
-                        gpu.power_limit.0
+                        gpu.power_limit.0,
+                        gpu.host.as_str()
                     ])
                     .map_err(db_err(OP))?;
             }
@@ -517,7 +548,8 @@ fn load_instances(
     const T: &str = "gpus";
     let sql =
         format!(
-        "SELECT i.instance_id, i.tenant, i.region, i.zip_code, g.uuid, g.model, g.power_limit_mw \
+        "SELECT i.instance_id, i.tenant, i.region, i.zip_code, g.uuid, g.model, g.power_limit_mw, \
+         g.host \
          FROM instances i LEFT JOIN gpus g ON g.instance_id = i.instance_id \
          {} ORDER BY i.instance_id, g.uuid",
         if tenant.is_some() { "WHERE i.tenant = ?1" } else { "" }
@@ -530,6 +562,7 @@ fn load_instances(
         Option<String>,
         Option<String>,
         Option<i64>,
+        Option<String>,
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err(OP))?;
     let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RawRow> {
@@ -541,6 +574,7 @@ fn load_instances(
             r.get(4)?,
             r.get(5)?,
             r.get(6)?,
+            r.get(7)?,
         ))
     };
     let rows = match tenant {
@@ -552,7 +586,7 @@ fn load_instances(
     .map_err(db_err(OP))?;
 
     let mut out: Vec<InstanceRecord> = Vec::new();
-    for (instance, tenant, region, zip_code, uuid, model, limit) in rows {
+    for (instance, tenant, region, zip_code, uuid, model, limit, host) in rows {
         if out.last().is_none_or(|last| last.instance.0 != instance) {
             out.push(InstanceRecord {
                 tenant: TenantId(tenant),
@@ -569,6 +603,7 @@ fn load_instances(
             uuid: GpuUuid(uuid),
             model,
             power_limit: Milliwatts(rows::stored_int(T, "power_limit_mw", limit)?),
+            host: HostId(host.unwrap_or_default()),
         };
         if let Some(last) = out.last_mut() {
             last.gpus.push(gpu);
@@ -1099,6 +1134,7 @@ mod tests {
                     uuid: GpuUuid::from("GPU-1"),
                     model: "m".into(),
                     power_limit: Milliwatts(700_000),
+                    host: HostId::from("h"),
                 }],
             }])
             .await

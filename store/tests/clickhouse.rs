@@ -155,7 +155,7 @@ async fn reconnecting_applies_no_migration_twice_and_keeps_data() {
             let applied = migration_rows(&url, &db).await;
             assert_eq!(
                 applied.iter().map(|r| r.0).collect::<Vec<_>>(),
-                vec![1, 2, 3, 4, 5]
+                vec![1, 2, 3, 4, 5, 6]
             );
 
             for _ in 0..2 {

@@ -97,3 +97,22 @@ async fn a_database_from_a_newer_build_is_refused() {
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("newer than this build"), "{err}");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_file_is_private_and_written_through() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wattprint.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .upsert_inventory(&[instance("acme", "i-a", &["GPU-A1"])])
+        .await
+        .unwrap();
+    for file in [path.clone(), dir.path().join("wattprint.db-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    // synchronous = FULL (2): an acked write is on disk, not only in the OS cache.
+    assert_eq!(store.synchronous_level().await.unwrap(), 2);
+}

@@ -93,8 +93,8 @@ instances = 1
         for inst in instances {
             write!(
                 toml,
-                "\n[[instances]]\ntenant = \"{}\"\nid = \"{}\"\nzip_code = \"{}\"\n",
-                inst.tenant, inst.id, inst.zip
+                "\n[[instances]]\ntenant = \"{}\"\nid = \"{}\"\nzip_code = \"{}\"\nhost = \"host-{}\"\n",
+                inst.tenant, inst.id, inst.zip, inst.id
             )
             .expect("write");
             for i in 0..inst.gpus {

@@ -129,7 +129,7 @@ start_at_ms = {start_at}
     for (id, seed) in [("i-a", SEED_A), ("i-b", SEED_B)] {
         write!(
             toml,
-            "\n[[instances]]\ntenant = \"t\"\nid = \"{id}\"\nzip_code = \"95112\"\ngpus = ["
+            "\n[[instances]]\ntenant = \"t\"\nid = \"{id}\"\nzip_code = \"95112\"\nhost = \"gpu-host-1\"\ngpus = ["
         )
         .unwrap();
         for g in 0..2 {

@@ -44,6 +44,7 @@ fn fixture() -> Fixture {
         zip_code: Some(zip.into()),
         cloud_region: None,
         region: None,
+        host: None,
         gpus: vec![gpu(seed)],
     };
     let mut raw = RawConfig {
@@ -329,7 +330,7 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data() {
     use wattprint_proto::v1::ingest_client::IngestClient;
-    use wattprint_proto::v1::SampleBatch;
+    use wattprint_proto::v1::{Sample, SampleBatch};
     let f = fixture();
     let store = embedded::open_store(&f.settings).await.unwrap();
     let backend = Backend::start(&f.settings, store).await.unwrap();
@@ -357,30 +358,61 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     for s in bad.iter_mut().take(5) {
         s.seq += 100;
     }
+    // The GPU's own host (the embedded agent's), and a host that holds none of its GPUs
+    // sending globex's GPU at a time not yet stored: only the host check can refuse it.
+    let host = f.settings.agent.host_id.clone();
+    let intruder: Vec<_> = good
+        .iter()
+        .map(|s| Sample {
+            seq: s.seq + 1000,
+            start_unix_ms: s.start_unix_ms + 60_000,
+            end_unix_ms: s.end_unix_ms + 60_000,
+            ..s.clone()
+        })
+        .collect();
+    // The same time again under new seqs from the right host (a fixed-start replay
+    // restarted): accepted by the gateway, refused by the one-timeline rule in the store.
+    let replayed: Vec<_> = good
+        .iter()
+        .map(|s| Sample {
+            seq: s.seq + 2000,
+            ..s.clone()
+        })
+        .collect();
     let mut client = IngestClient::connect(format!("http://{}", backend.gateway_addr.unwrap()))
         .await
         .unwrap();
     let batches = vec![
         SampleBatch {
-            host_id: "h1".into(),
+            host_id: host.clone(),
             batch_seq: 1,
             samples: good.clone(),
         },
         SampleBatch {
-            host_id: "h1".into(),
+            host_id: host.clone(),
             batch_seq: 2,
             samples: good.clone(),
         }, // redelivery
         SampleBatch {
-            host_id: "h1".into(),
+            host_id: host.clone(),
             batch_seq: 3,
             samples: bad[..5].to_vec(),
         },
         SampleBatch {
-            host_id: "h1".into(),
+            host_id: host.clone(),
             batch_seq: 4,
             samples: good[..3].to_vec(),
         }, // partial redelivery
+        SampleBatch {
+            host_id: "intruder-host".into(),
+            batch_seq: 5,
+            samples: intruder,
+        },
+        SampleBatch {
+            host_id: host.clone(),
+            batch_seq: 6,
+            samples: replayed,
+        },
     ];
     let mut acks = client
         .stream_samples(tokio_stream_iter(batches))
@@ -393,8 +425,17 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     }
     assert_eq!(
         got.iter().map(|a| a.batch_seq).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5, 6]
     );
+    assert_eq!((got[4].accepted, got[4].rejected.len()), (0, 10));
+    assert!(
+        got[4].rejected.iter().all(|r| r.reason.ends_with(
+            "is not attached to instance globex-a on host intruder-host in the inventory"
+        )),
+        "{:?}",
+        got[4].rejected
+    );
+    assert_eq!(got[5].accepted, 10);
     assert_eq!(got[2].accepted, 0);
     let reasons: Vec<&str> = got[2].rejected.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(reasons.len(), 5, "{reasons:?}");
@@ -403,7 +444,8 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
         "{reasons:?}"
     );
     assert!(
-        reasons[1].ends_with("is not attached to instance globex-a in the inventory"),
+        reasons[1].ends_with("in the inventory")
+            && reasons[1].contains("is not attached to instance globex-a on host"),
         "{reasons:?}"
     );
     assert!(
@@ -413,7 +455,7 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     assert!(reasons[3].contains("energy_source 42"), "{reasons:?}");
     // Another tenant's instance reads exactly like an unknown GPU: nothing names who holds it.
     assert!(
-        reasons[4].ends_with("is not attached to instance acme-a in the inventory")
+        reasons[4].contains("is not attached to instance acme-a on host")
             && !reasons[4].contains("globex"),
         "{reasons:?}"
     );
@@ -431,9 +473,20 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     .await;
     assert_eq!(status, 200, "{series}");
     assert_eq!(series["points"][0]["energy_mj"].as_u64().unwrap(), expected);
-    // The bad samples are kept with their reasons for operators.
+    assert!(
+        series["points"][0]["coverage"].as_f64().unwrap() <= 1.0,
+        "{series}"
+    );
+    // The bad samples are kept with their reasons for operators: 5 refused by checks, 10 of
+    // the intruder, 10 overlapping stored energy.
     let q = backend.store.quarantine(100).await.unwrap();
-    assert_eq!(q.len(), 5);
+    assert_eq!(q.len(), 25, "{q:#?}");
+    assert_eq!(
+        q.iter()
+            .filter(|r| r.reason.contains("overlaps stored energy"))
+            .count(),
+        10
+    );
     assert!(q
         .iter()
         .all(|r| !r.reason.is_empty() && !r.payload.is_empty()));

@@ -206,7 +206,9 @@ impl Ingest for TestGateway {
                         ack.rejected = batch
                             .samples
                             .iter()
-                            .filter(|s| (s.seq & 0xffff_ffff) % every == 0)
+                            .filter(|s| {
+                                wattprint_core::sample::seq_count(s.seq).is_multiple_of(every)
+                            })
                             .map(|s| Rejection {
                                 gpu_uuid: s.gpu_uuid.clone(),
                                 seq: s.seq,

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use wattprint_agent::replay::replay_gpu_uuid;
 use wattprint_agent::tls::AgentTlsFiles;
 use wattprint_core::sample::EnergySample;
-use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
 use wattprint_ingest::gateway::{serve_tls, server_tls_config, GatewayTlsFiles};
 use wattprint_ingest::hosts::{token_sha256_hex, HostRegistry};
 use wattprint_ingest::InventoryIndex;
@@ -135,8 +135,9 @@ impl Pki {
     }
 }
 
-/// Instance `i-0` of tenant `t` holding GPU 0 of every replay seed (700 W H100s).
-pub fn inventory(seeds: &[u64]) -> Vec<InstanceRecord> {
+/// Instance `i-0` of tenant `t` holding GPU 0 of every replay seed (700 W H100s), each on
+/// the host named beside its seed.
+pub fn inventory(seeds: &[(u64, &str)]) -> Vec<InstanceRecord> {
     vec![InstanceRecord {
         tenant: TenantId::from("t"),
         instance: InstanceId::from("i-0"),
@@ -144,10 +145,11 @@ pub fn inventory(seeds: &[u64]) -> Vec<InstanceRecord> {
         zip_code: None,
         gpus: seeds
             .iter()
-            .map(|&s| GpuRecord {
+            .map(|&(s, host)| GpuRecord {
                 uuid: replay_gpu_uuid(s, 0),
                 model: "NVIDIA H100 80GB HBM3".into(),
                 power_limit: Milliwatts(700_000),
+                host: HostId::from(host),
             })
             .collect(),
     }]
@@ -199,7 +201,7 @@ impl Security<'_> {
 }
 
 impl RealGateway {
-    pub async fn start(seeds: &[u64], security: Security<'_>, limit: usize) -> RealGateway {
+    pub async fn start(seeds: &[(u64, &str)], security: Security<'_>, limit: usize) -> RealGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (producer, mut consumer) = memory_bus(1);

@@ -180,6 +180,7 @@ pub fn gpu(uuid: &str, model: &str) -> GpuRecord {
         uuid: GpuUuid::from(uuid),
         model: model.into(),
         power_limit: Milliwatts(700_000),
+        host: HostId::from("host-1"),
     }
 }
 

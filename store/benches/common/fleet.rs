@@ -232,6 +232,7 @@ impl Fleet {
                         uuid: self.gpu(i * 4 + g),
                         model: MODEL.into(),
                         power_limit: Milliwatts(700_000),
+                        host: HostId::new(format!("host-{i}")),
                     })
                     .collect(),
             })

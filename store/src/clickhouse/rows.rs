@@ -393,6 +393,14 @@ pub(crate) struct StoredGpu {
     pub version: u64,
 }
 
+/// A `gpu_hosts` row: the host whose agent reads GPU `uuid`, as of `version`.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub(crate) struct StoredGpuHost {
+    pub uuid: String,
+    pub host: String,
+    pub version: u64,
+}
+
 /// A `workloads` row.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub(crate) struct StoredWorkload {

@@ -290,6 +290,18 @@ fn v5() -> Vec<String> {
     ]
 }
 
+/// Version 6: the host of every GPU (only that host's agent may report it), a table of its own
+/// since 18.16 has no `ADD COLUMN IF NOT EXISTS`. GPUs stored before have no row and read as
+/// host `''`, which no host matches, until the inventory names their host.
+fn v6() -> Vec<String> {
+    vec!["CREATE TABLE IF NOT EXISTS gpu_hosts (
+                uuid    String,
+                host    String,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY uuid"
+        .to_owned()]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -302,7 +314,7 @@ pub(crate) fn hour_of(column: &str) -> String {
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern), v2(modern), v3(modern), v4(modern), v5()]
+    vec![v1(modern), v2(modern), v3(modern), v4(modern), v5(), v6()]
 }
 
 #[derive(Row, Serialize)]

@@ -121,8 +121,14 @@ const V4: &str = r#"
 CREATE INDEX samples_by_gpu_start ON samples (gpu_uuid, start_ms);
 "#;
 
+/// Version 5: the host of every GPU (only that host's agent may report it). GPUs stored before
+/// get `''`, which no host matches, until the inventory names their host.
+const V5: &str = r#"
+ALTER TABLE gpus ADD COLUMN host TEXT NOT NULL DEFAULT '';
+"#;
+
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///

@@ -166,6 +166,7 @@ pub fn instance(tenant: &str, id: &str, gpus: &[&str]) -> InstanceRecord {
                 uuid: GpuUuid::from(*g),
                 model: "NVIDIA H100 80GB HBM3".into(),
                 power_limit: Milliwatts(700_000),
+                host: HostId::from("host-a"),
             })
             .collect(),
     }
