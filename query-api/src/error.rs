@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The body is not declared as JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body is larger than the server accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// No usable token.
     #[error("{0}")]
     Unauthorized(AuthError),
@@ -86,6 +89,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -108,6 +112,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (
                 "urn:wattprint:problem:unsupported-media-type",
                 "Unsupported media type",
+            ),
+            ApiError::PayloadTooLarge(_) => (
+                "urn:wattprint:problem:payload-too-large",
+                "Request body too large",
             ),
             ApiError::Unauthorized(_) => ("urn:wattprint:problem:unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => ("urn:wattprint:problem:forbidden", "Forbidden"),
@@ -192,6 +200,9 @@ impl From<JsonRejection> for ApiError {
         match r {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "request body must be sent as application/json".into(),
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(
+                format!("{}: send a smaller request body", other.body_text()),
             ),
             other => ApiError::InvalidBody(other.body_text()),
         }

@@ -121,7 +121,8 @@ pub fn grpc_code(status: StatusCode) -> Code {
         StatusCode::NOT_FOUND => Code::NotFound,
         StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => Code::Unimplemented,
         StatusCode::CONFLICT => Code::AlreadyExists,
-        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+        StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
         StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
         s if s.is_client_error() => Code::FailedPrecondition,
@@ -712,6 +713,10 @@ mod tests {
             (
                 ApiError::UnsupportedMediaType("u".into()),
                 Code::InvalidArgument,
+            ),
+            (
+                ApiError::PayloadTooLarge("p".into()),
+                Code::ResourceExhausted,
             ),
             (
                 ApiError::Unauthorized(AuthError::MissingToken),

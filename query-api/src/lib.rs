@@ -78,6 +78,12 @@ pub struct ApiLimits {
     /// 8-GPU instance restated forecast → actual, some 30 MB of JSON); beyond it the caller is
     /// told to ask for a shorter range. Never truncated: totals over a partial list would lie.
     pub max_restatements: usize,
+    /// Longest a request may take before it is answered `408 Request Timeout` (default 30 s),
+    /// so a slow query never holds a connection and a worker indefinitely.
+    pub request_timeout: std::time::Duration,
+    /// Largest request body accepted (default 64 KiB); a larger one is answered `413`
+    /// before it is read.
+    pub max_body_bytes: usize,
 }
 
 impl Default for ApiLimits {
@@ -86,6 +92,8 @@ impl Default for ApiLimits {
             max_range_ms: 31 * 24 * 3600 * 1000,
             max_points: 20_000,
             max_restatements: 50_000,
+            request_timeout: std::time::Duration::from_secs(30),
+            max_body_bytes: 64 << 10,
         }
     }
 }

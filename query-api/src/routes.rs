@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::field::Empty;
 use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
@@ -31,6 +33,7 @@ pub const DEFAULT_SERIES_RANGE_MS: i64 = 3_600_000;
 /// `/wattprint.v1.TenantQuery/*` ([`crate::grpc::grpc_routes`]). Any other path gets the
 /// problem+json 404 (a gRPC call to it: gRPC `UNIMPLEMENTED`).
 pub fn router(state: ApiState) -> Router {
+    let limits = state.limits;
     Router::new()
         .merge(crate::grpc::grpc_routes(state.clone()))
         .merge(crate::operator::operator_routes())
@@ -56,6 +59,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/restatements", get(list_restatements))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -134,6 +134,21 @@ async fn sql_ish_workload_bodies_are_stored_as_text_or_refused() {
 }
 
 #[tokio::test]
+async fn a_body_over_the_limit_is_413_and_creates_nothing() {
+    let h = harness().await;
+    let t = token("acme");
+    let body = serde_json::json!({
+        "label": "x".repeat(100 << 10),
+        "instance_ids": ["i-a1"],
+        "from": T0, "to": T0 + B, "functional_unit": "run", "functional_units": 1,
+    });
+    let r = post_json(&h.app, "/v1/workloads", Some(&t), &body).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    let list = get(&h.app, "/v1/workloads", Some(&t)).await;
+    assert_eq!(list.body["workloads"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
 async fn a_body_without_json_content_type_is_415() {
     let h = harness().await;
     let req = axum::http::Request::builder()
