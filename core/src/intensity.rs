@@ -68,8 +68,10 @@ pub enum SeriesError {
     /// A point is not on a 5-minute boundary.
     #[error("intensity point at {0} is not aligned to a 5-minute boundary")]
     Unaligned(UnixMillis),
-    /// A value is negative, NaN or infinite.
-    #[error("intensity value {value} at {at} is not a finite non-negative number")]
+    /// A value is negative, NaN, infinite or beyond any grid's intensity.
+    #[error(
+        "intensity value {value} at {at} is not a number from 0 to {MAX_PLAUSIBLE_G_PER_KWH} g/kWh"
+    )]
     BadValue {
         /// Offending time.
         at: UnixMillis,
@@ -110,7 +112,7 @@ impl MarginalSeries {
             if Bucket::aligned(at).is_none() {
                 return Err(SeriesError::Unaligned(at));
             }
-            if !v.0.is_finite() || v.0 < 0.0 {
+            if !v.0.is_finite() || !(0.0..=MAX_PLAUSIBLE_G_PER_KWH).contains(&v.0) {
                 return Err(SeriesError::BadValue { at, value: v.0 });
             }
         }

@@ -15,9 +15,11 @@ pub const BUCKET_MS: i64 = 300_000;
 pub struct UnixMillis(pub i64);
 
 impl UnixMillis {
-    /// Milliseconds from `earlier` to `self` (negative if `earlier` is later).
+    /// Milliseconds from `earlier` to `self` (negative if `earlier` is later), saturating at
+    /// the ends of `i64`: times come from the wire, and `i64::MAX − i64::MIN` must read as
+    /// "far too long", never overflow.
     pub fn since(self, earlier: UnixMillis) -> i64 {
-        self.0 - earlier.0
+        self.0.saturating_sub(earlier.0)
     }
 
     /// The instant at a UTC calendar date and time (proleptic Gregorian), or `None` if a field
