@@ -319,12 +319,12 @@ async fn bad_input_gets_a_clear_status_and_a_dead_letter_while_good_data_carries
     );
     let batches = vec![
         SampleBatch {
-            host_id: "h-bad".into(),
+            host_id: "host-acme-a".into(),
             batch_seq: 1,
             samples: vec![good[0].clone(), absurd, good[1].clone(), unknown],
         },
         SampleBatch {
-            host_id: "h-bad".into(),
+            host_id: "host-acme-a".into(),
             batch_seq: 2,
             samples: good[2..].to_vec(),
         },
@@ -340,7 +340,10 @@ async fn bad_input_gets_a_clear_status_and_a_dead_letter_while_good_data_carries
     let reasons: Vec<&str> = first.rejected.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("power limit"), "{reasons:?}");
-    assert!(reasons[1].starts_with("unknown GPU"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("is not attached to instance acme-a on host host-acme-a"),
+        "{reasons:?}"
+    );
     let second = acks.message().await.unwrap().unwrap();
     assert_eq!((second.batch_seq, second.accepted), (2, 2), "{second:?}");
 
@@ -406,7 +409,7 @@ async fn bad_input_gets_a_clear_status_and_a_dead_letter_while_good_data_carries
     let deadline = Instant::now() + Duration::from_secs(60);
     let expected = [
         "power limit",
-        "unknown GPU",
+        "is not attached to instance",
         "more than the limit of 10000",
         "unreadable SampleBatch",
     ];
