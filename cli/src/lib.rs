@@ -4,3 +4,4 @@
 pub mod config;
 pub mod embedded;
 pub mod intensity;
+pub mod quarantine;

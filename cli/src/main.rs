@@ -87,6 +87,12 @@ enum Command {
         #[command(subcommand)]
         command: IntensityCommand,
     },
+    /// Samples ingest refused: list them with their reasons, or replay them once the cause is
+    /// fixed (a GPU added to the inventory late). Replay never counts a sample twice.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Print an HS256 dev token (embedded dev mode only; with a JWKS configured, tokens come
     /// from the identity provider).
     Token {
@@ -103,6 +109,22 @@ enum Command {
         /// Lifetime in hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineCommand {
+    /// The newest held records with their reasons, after a count per kind of reason.
+    List {
+        /// Most records shown.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put the newest held samples back through validation and into the store.
+    Replay {
+        /// Most records replayed.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u32,
     },
 }
 
@@ -156,6 +178,7 @@ impl Command {
             Command::Enricher => "enricher",
             Command::QueryApi => "query-api",
             Command::Intensity { .. } => "intensity",
+            Command::Quarantine { .. } => "quarantine",
             Command::Token { .. } => "token",
         }
     }
@@ -307,6 +330,22 @@ async fn main() -> anyhow::Result<()> {
                     let region = wattprint_core::RegionId::new(region.clone());
                     wattprint_cli::intensity::backfill(&settings, store, &region, *from, *to)
                         .await?
+                }
+            };
+            println!("{out}");
+            Ok(())
+        }
+        Command::Quarantine { command } => {
+            let settings = load(&cli, |_| {})?;
+            let store = embedded::open_store(&settings).await?;
+            let out = match command {
+                QuarantineCommand::List { limit } => {
+                    wattprint_cli::quarantine::list(store.as_ref(), *limit).await?
+                }
+                QuarantineCommand::Replay { limit } => {
+                    let report =
+                        wattprint_cli::quarantine::replay_held(&settings, store, *limit).await?;
+                    wattprint_cli::quarantine::describe(&report)
                 }
             };
             println!("{out}");

@@ -90,6 +90,26 @@ pub fn now() -> UnixMillis {
     UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The gateway's rule for one decoded sample: its GPU is attached to the instance it names on
+/// the host that sent it, and it passes [`check_sample`] at `now`. Replays of held samples
+/// ([`crate::quarantine`]) go through the same rule.
+pub fn admit(
+    inventory: &InventoryIndex,
+    limits: &SampleLimits,
+    now: UnixMillis,
+    s: &EnergySample,
+) -> Result<(), SampleRejection> {
+    let placement = inventory
+        .gpu(&s.gpu)
+        .filter(|p| p.host == s.host && p.instance == s.instance)
+        .ok_or_else(|| SampleRejection::NotAttached {
+            gpu: s.gpu.clone(),
+            instance: s.instance.clone(),
+            host: s.host.clone(),
+        })?;
+    check_sample(s, placement.power_limit, limits, now)
+}
+
 /// A wire sample as JSON, for the quarantine.
 pub(crate) fn payload(s: &Sample) -> String {
     serde_json::json!({
@@ -137,16 +157,7 @@ impl Gateway {
         let mut seen = HashSet::new();
         for wire in &batch.samples {
             let verdict = wattprint_proto::sample_from_wire(host, wire).and_then(|s| {
-                let placement = self
-                    .inventory
-                    .gpu(&s.gpu)
-                    .filter(|p| p.host == s.host && p.instance == s.instance)
-                    .ok_or_else(|| SampleRejection::NotAttached {
-                        gpu: s.gpu.clone(),
-                        instance: s.instance.clone(),
-                        host: s.host.clone(),
-                    })?;
-                check_sample(&s, placement.power_limit, &self.limits.samples, now)?;
+                admit(&self.inventory, &self.limits.samples, now, &s)?;
                 if !seen.insert((s.gpu.clone(), s.seq)) {
                     return Err(SampleRejection::DuplicateInBatch {
                         gpu: s.gpu.clone(),

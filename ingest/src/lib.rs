@@ -11,6 +11,7 @@ pub mod intensity_poll;
 pub mod inventory;
 pub mod kafka;
 pub mod locations;
+pub mod quarantine;
 
 pub use bus::{memory_bus, BusConsumer, BusError, BusMessage, BusProducer, Delivery};
 pub use enricher::Enricher;

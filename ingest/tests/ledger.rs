@@ -18,6 +18,7 @@ use wattprint_ingest::bus::{memory_bus, BusMessage, BusProducer};
 use wattprint_ingest::enricher::Enricher;
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
 use wattprint_ingest::inventory::InventoryIndex;
+use wattprint_ingest::quarantine::replay;
 use wattprint_proto::v1::SampleBatch;
 use wattprint_store::{GpuRecord, InstanceRecord, SqliteStore, Store};
 
@@ -342,4 +343,105 @@ proptest::proptest! {
             }
         });
     }
+}
+
+#[tokio::test]
+async fn held_samples_replay_once_the_cause_is_fixed_and_never_count_twice() {
+    let (store, gateway, _producer) = pipeline().await;
+    // GPU-3 is installed on host-1 but not yet in the inventory: its samples are refused and
+    // held; so is one for GPU-1 that overlaps energy GPU-1 already stored.
+    let honest = sample("GPU-1", "i-1", 1, 0, 1000, 250_000);
+    let late: Vec<EnergySample> = (1..=3)
+        .map(|i| {
+            sample(
+                "GPU-3",
+                "i-1",
+                i,
+                i as i64 * 1000,
+                (i as i64 + 1) * 1000,
+                200_000 + i,
+            )
+        })
+        .collect();
+    let overlapping = sample("GPU-1", "i-1", 99, 500, 1500, 250_000);
+    let ack = gateway
+        .handle(SampleBatch {
+            host_id: "host-1".into(),
+            batch_seq: 1,
+            samples: std::iter::once(&honest)
+                .chain(&late)
+                .chain([&overlapping])
+                .map(wattprint_proto::sample_to_wire)
+                .collect(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((ack.accepted, ack.rejected.len()), (2, 3), "{ack:?}");
+    let (before_mj, _) = energy(&store, "acme", "i-1").await;
+    assert_eq!(before_mj, 250_000);
+    let held = store.quarantine(100).await.unwrap();
+    assert_eq!(held.len(), 4, "{held:#?}");
+
+    // The operator adds GPU-3 to the instance; replay puts its samples in, once.
+    let mut inv = inventory();
+    inv[0].gpus.push(GpuRecord {
+        uuid: GpuUuid::from("GPU-3"),
+        model: "H100".into(),
+        power_limit: Milliwatts(700_000),
+        host: HostId::from("host-1"),
+    });
+    store.upsert_inventory(&inv).await.unwrap();
+    let index = InventoryIndex::new(&inv);
+    let enricher = Enricher::new(
+        store.clone(),
+        Arc::new(IntensityJoin::new(15 * 60 * 1000)),
+        Arc::new(index.clone()),
+        HashMap::new(),
+    );
+    let limits = wattprint_core::sample::SampleLimits::default();
+    let now = UnixMillis(T0 + 3_600_000);
+    let late_mj: u64 = late.iter().map(|s| s.energy.0).sum();
+    let first = replay(&enricher, &index, &limits, now, &held)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.records,
+            first.stored,
+            first.duplicates,
+            first.refused_by_store
+        ),
+        (4, 3, 0, 1),
+        "{first:?}"
+    );
+    assert!(first.still_refused.is_empty(), "{first:?}");
+    assert_eq!(energy(&store, "acme", "i-1").await.0, before_mj + late_mj);
+    // Replaying again (or the records held since) changes nothing.
+    let held = store.quarantine(100).await.unwrap();
+    let again = replay(&enricher, &index, &limits, now, &held)
+        .await
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 3), "{again:?}");
+    assert_eq!(energy(&store, "acme", "i-1").await.0, before_mj + late_mj);
+    // A sample from a host that does not hold the GPU stays refused, with its reason.
+    let forged = wattprint_store::QuarantineRecord {
+        received_at: now,
+        host: HostId::from("host-9"),
+        gpu: Some(GpuUuid::from("GPU-3")),
+        seq: Some(50),
+        reason: "test".into(),
+        payload: serde_json::to_string(&EnergySample {
+            host: HostId::from("host-9"),
+            ..sample("GPU-3", "i-1", 50, 10_000, 11_000, 1)
+        })
+        .unwrap(),
+    };
+    let r = replay(&enricher, &index, &limits, now, &[forged])
+        .await
+        .unwrap();
+    assert_eq!(r.stored, 0);
+    assert!(
+        r.still_refused.keys().all(|k| k.contains("on host host-9")),
+        "{r:?}"
+    );
 }

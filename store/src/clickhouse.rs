@@ -777,7 +777,10 @@ impl Store for ClickHouseStore {
         let q = self
             .client
             .query(
-                "SELECT ?fields FROM quarantine \
+                // A redelivered refusal is read once, its first copy (as SQLite keeps it).
+                "SELECT ?fields FROM (SELECT * FROM quarantine \
+                 ORDER BY received_at_ms, written_ns, position \
+                 LIMIT 1 BY host, gpu_uuid, seq, payload) \
                  ORDER BY received_at_ms DESC, written_ns DESC, position DESC LIMIT ?",
             )
             .bind(limit);

@@ -158,7 +158,8 @@ pub struct QuarantineRecord {
     pub seq: Option<u64>,
     /// Why it was refused.
     pub reason: String,
-    /// The sample as received (JSON), for inspection and replay.
+    /// The sample as received (JSON), for inspection and replay. The same `host`, `gpu`,
+    /// `seq` and `payload` refused again (a redelivery) is held once.
     pub payload: String,
 }
 

@@ -815,7 +815,9 @@ fn write_quarantine(conn: &mut Connection, records: &[QuarantineRecord]) -> Resu
     {
         let mut stmt = tx
             .prepare_cached(
-                "INSERT INTO quarantine (received_at_ms, host, gpu_uuid, seq, reason, payload) \
+                // A redelivered refusal is held once: the first copy stays.
+                "INSERT OR IGNORE INTO quarantine \
+                 (received_at_ms, host, gpu_uuid, seq, reason, payload) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(db_err(OP))?;

@@ -127,8 +127,19 @@ const V5: &str = r#"
 ALTER TABLE gpus ADD COLUMN host TEXT NOT NULL DEFAULT '';
 "#;
 
+/// Version 6: a refused sample is held once, however often it is redelivered: the copies
+/// already held are dropped (the first kept), and a unique index keeps it so.
+const V6: &str = r#"
+DELETE FROM quarantine WHERE id NOT IN (
+    SELECT MIN(id) FROM quarantine
+    GROUP BY host, coalesce(gpu_uuid, ''), coalesce(seq, ''), payload
+);
+CREATE UNIQUE INDEX quarantine_once ON quarantine
+    (host, coalesce(gpu_uuid, ''), coalesce(seq, ''), payload);
+"#;
+
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5, V6];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///

@@ -51,7 +51,7 @@ macro_rules! conformance_tests {
             workload_instances_keep_their_order,
             workloads_open_close_and_relabel,
             inventory_upserts_move_gpus_and_list_sorted,
-            quarantine_is_newest_first_and_keeps_any_sequence_number,
+            quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number,
             random_batches_in_random_order_match_the_accumulator,
             tenant_summary_sums_every_interval_exactly,
             tenant_summary_counts_buckets_starting_in_the_range,
@@ -1107,7 +1107,9 @@ pub async fn inventory_upserts_move_gpus_and_list_sorted(store: &dyn Store) {
     assert_eq!(store.inventory().await.unwrap().len(), 3);
 }
 
-pub async fn quarantine_is_newest_first_and_keeps_any_sequence_number(store: &dyn Store) {
+pub async fn quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number(
+    store: &dyn Store,
+) {
     assert!(store.quarantine(10).await.unwrap().is_empty());
     let rec = |at: i64, seq: Option<u64>, reason: &str| QuarantineRecord {
         received_at: UnixMillis(at),
@@ -1145,6 +1147,41 @@ pub async fn quarantine_is_newest_first_and_keeps_any_sequence_number(store: &dy
         .map(|r| r.reason)
         .collect();
     assert_eq!(reasons, vec!["f", "e", "d", "c", "b", "a"]);
+
+    // A redelivered refusal (same host, GPU, seq and payload, later, even with a reason that
+    // says so differently) is held once: the first copy.
+    let again = vec![
+        QuarantineRecord {
+            received_at: UnixMillis(T0 + 50),
+            reason: "c again".into(),
+            ..recs[2].clone()
+        },
+        QuarantineRecord {
+            received_at: UnixMillis(T0 + 51),
+            ..recs[1].clone()
+        },
+    ];
+    store.write_quarantine(&again).await.unwrap();
+    store.write_quarantine(&again).await.unwrap();
+    let reasons: Vec<_> = store
+        .quarantine(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.reason)
+        .collect();
+    assert_eq!(reasons, vec!["f", "e", "d", "c", "b", "a"]);
+    // Another payload under the same key is another record.
+    let other = QuarantineRecord {
+        received_at: UnixMillis(T0 + 60),
+        payload: "{\"seq\":2}".into(),
+        ..recs[2].clone()
+    };
+    store
+        .write_quarantine(std::slice::from_ref(&other))
+        .await
+        .unwrap();
+    assert_eq!(store.quarantine(10).await.unwrap()[0], other);
 }
 
 pub async fn random_batches_in_random_order_match_the_accumulator(store: &dyn Store) {

@@ -1,0 +1,110 @@
+//! Replaying held samples. Once the cause of a refusal is fixed (a GPU added to the inventory
+//! late, a host's clock corrected), `wattprint quarantine replay` puts the samples held in the
+//! quarantine back through the gateway's rule ([`crate::gateway::admit`]) and the enricher
+//! into the store.
+//!
+//! Replay never counts twice: a sample already stored is a duplicate, one overlapping stored
+//! energy of its GPU is refused again, and replaying the same records again changes nothing.
+//! Records stay in the quarantine as the audit trail of what was refused and why.
+
+use crate::bus::BusMessage;
+use crate::enricher::{Enricher, EnricherReport};
+use crate::gateway::admit;
+use crate::inventory::InventoryIndex;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use wattprint_core::sample::{EnergySample, SampleLimits};
+use wattprint_core::UnixMillis;
+use wattprint_proto::v1::Sample;
+use wattprint_store::{QuarantineRecord, StoreError};
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Records read.
+    pub records: usize,
+    /// Records holding no sample (a whole refused message, an undecodable payload).
+    pub without_sample: usize,
+    /// Samples stored for the first time.
+    pub stored: u64,
+    /// Samples already stored (replayed before, or redelivered meanwhile).
+    pub duplicates: u64,
+    /// Samples the store refused again (overlapping stored energy, unstorable), held again.
+    pub refused_by_store: u64,
+    /// Samples the gateway's rule still refuses, by reason.
+    pub still_refused: BTreeMap<String, usize>,
+}
+
+/// The sample a quarantine record holds, if its payload is one: the enricher keeps the sample
+/// itself, the gateway the wire fields it received.
+pub fn held_sample(record: &QuarantineRecord) -> Option<EnergySample> {
+    if let Ok(s) = serde_json::from_str::<EnergySample>(&record.payload) {
+        return Some(s);
+    }
+    let v: Value = serde_json::from_str(&record.payload).ok()?;
+    let text = |k: &str| v.get(k)?.as_str().map(str::to_owned);
+    let uint = |k: &str| v.get(k)?.as_u64();
+    let int = |k: &str| v.get(k)?.as_i64();
+    let small = |k: &str| uint(k).and_then(|n| u32::try_from(n).ok());
+    let wire = Sample {
+        gpu_uuid: text("gpu_uuid")?,
+        instance_id: text("instance_id")?,
+        seq: uint("seq")?,
+        start_unix_ms: int("start_unix_ms")?,
+        end_unix_ms: int("end_unix_ms")?,
+        energy_mj: uint("energy_mj")?,
+        power_mw: small("power_mw")?,
+        power_max_mw: small("power_max_mw")?,
+        util_gpu_pct: small("util_gpu_pct")?,
+        mem_used_bytes: uint("mem_used_bytes")?,
+        temp_c: small("temp_c")?,
+        sm_clock_mhz: small("sm_clock_mhz")?,
+        chain_start: v.get("chain_start")?.as_bool()?,
+        energy_source: i32::try_from(int("energy_source")?).ok()?,
+        attribution: i32::try_from(int("attribution")?).ok()?,
+    };
+    wattprint_proto::sample_from_wire(&record.host, &wire).ok()
+}
+
+/// Replays `records` at `now`: what the gateway's rule admits today is enriched and written
+/// (in one store batch); what it still refuses is counted by reason and left held.
+pub async fn replay(
+    enricher: &Enricher,
+    inventory: &InventoryIndex,
+    limits: &SampleLimits,
+    now: UnixMillis,
+    records: &[QuarantineRecord],
+) -> Result<ReplayReport, StoreError> {
+    let mut report = ReplayReport {
+        records: records.len(),
+        ..ReplayReport::default()
+    };
+    let mut admitted: Vec<EnergySample> = Vec::new();
+    let mut seen = HashSet::new();
+    for record in records {
+        let Some(sample) = held_sample(record) else {
+            report.without_sample += 1;
+            continue;
+        };
+        if !seen.insert((sample.gpu.clone(), sample.seq)) {
+            // Held twice (by the gateway and by the enricher): replayed once.
+            continue;
+        }
+        match admit(inventory, limits, now, &sample) {
+            Ok(()) => admitted.push(sample),
+            Err(reason) => {
+                *report.still_refused.entry(reason.to_string()).or_default() += 1;
+            }
+        }
+    }
+    if !admitted.is_empty() {
+        let mut written = EnricherReport::default();
+        enricher
+            .process(&BusMessage::Samples(admitted), &mut written)
+            .await?;
+        report.stored = written.inserted;
+        report.duplicates = written.duplicates;
+        report.refused_by_store = written.quarantined;
+    }
+    Ok(report)
+}
