@@ -22,7 +22,7 @@ use wattprint_ingest::kafka::KafkaBusConfig;
 use wattprint_ingest::locations::ZipDirectory;
 use wattprint_query_api::auth::{JwksConfig, JwksSource};
 use wattprint_query_api::RateLimit;
-use wattprint_store::{GpuRecord, InstanceRecord};
+use wattprint_store::{GpuRecord, InstanceRecord, SqliteSync};
 
 /// The config schema version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -77,6 +77,9 @@ pub struct RawStore {
     pub url: Option<String>,
     /// ClickHouse database (default `wattprint`), created if absent.
     pub database: Option<String>,
+    /// SQLite durability of acknowledged writes: `full` (default: on disk before the ack) or
+    /// `normal` (survives a crash of the process, not of the machine).
+    pub sqlite_synchronous: Option<String>,
 }
 
 /// `[bus]`.
@@ -505,6 +508,8 @@ pub enum StoreSettings {
     Sqlite {
         /// The database file.
         path: PathBuf,
+        /// Durability of acknowledged writes.
+        synchronous: SqliteSync,
     },
     /// A ClickHouse server.
     ClickHouse {
@@ -1432,11 +1437,26 @@ fn store_settings(raw: &RawStore, data_dir: &Path) -> Result<StoreSettings, Sett
                     "store.url and store.database apply to store.kind = \"clickhouse\" only",
                 ));
             }
+            let synchronous = match raw.sqlite_synchronous.as_deref() {
+                None | Some("full") => SqliteSync::Full,
+                Some("normal") => SqliteSync::Normal,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "store.sqlite_synchronous = {other:?} must be \"full\" or \"normal\""
+                    )))
+                }
+            };
             Ok(StoreSettings::Sqlite {
                 path: data_dir.join("wattprint.db"),
+                synchronous,
             })
         }
         "clickhouse" => {
+            if raw.sqlite_synchronous.is_some() {
+                return Err(invalid(
+                    "store.sqlite_synchronous applies to store.kind = \"sqlite\" only",
+                ));
+            }
             let url = raw
                 .url
                 .clone()

@@ -124,13 +124,14 @@ pub async fn api_state(
 /// configured inventory into it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match &settings.store {
-        StoreSettings::Sqlite { path } => {
+        StoreSettings::Sqlite { path, synchronous } => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating data directory {}", dir.display()))?;
             }
             Arc::new(
-                SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?,
+                SqliteStore::open_with(path, *synchronous)
+                    .with_context(|| format!("opening {}", path.display()))?,
             )
         }
         StoreSettings::ClickHouse { url, database } => Arc::new(

@@ -16,7 +16,16 @@ struct Up {
 }
 
 fn start(data_dir: &std::path::Path) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wattprint"))
+    start_with(data_dir, None)
+}
+
+/// `wattprint up` on `data_dir`, with a config file when given.
+fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> Up {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wattprint"));
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .args(["up", "--data-dir"])
         .arg(data_dir)
         .args([
@@ -156,4 +165,115 @@ async fn up_serves_metered_data_stops_on_ctrl_c_and_resumes_after_restart() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(energy_mj(&up, &acme, &instance).await > after_restart);
     interrupt_and_wait(up);
+}
+
+/// Energy of `instance` over `[from, to)`, and the highest coverage of any 5-minute point.
+async fn energy_between(up: &Up, token: &str, instance: &str, from: i64, to: i64) -> (u64, f64) {
+    let url = format!(
+        "{}/v1/instances/{instance}/series?from={from}&to={to}&step=5m",
+        up.api
+    );
+    let (status, body) = get(&url, token).await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["points"].as_array().unwrap();
+    (
+        points
+            .iter()
+            .map(|p| p["energy_mj"].as_u64().unwrap())
+            .sum(),
+        points
+            .iter()
+            .map(|p| p["coverage"].as_f64().unwrap())
+            .fold(0.0, f64::max),
+    )
+}
+
+/// The documented backfill set-up (a replay at a fixed start, as fast as acks allow) run
+/// twice on the same data directory: the second run's samples cover time already stored, so
+/// they are held as overlaps and no total changes.
+#[tokio::test]
+async fn restarting_a_fixed_start_replay_changes_no_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let start_at = (now - 3_600_000).div_euclid(300_000) * 300_000;
+    let (from, to) = (start_at - 300_000, start_at + 1_800_000);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("backfill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n\n[agent.replay]\ngpus = 1\ninstances = 1\nloops = 1\n\
+             unpaced = true\nstart_at_ms = {start_at}\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    // Waits until the replay is wholly stored: the total stops growing.
+    async fn settled(up: &Up, token: &str, instance: &str, from: i64, to: i64) -> (u64, f64) {
+        let mut last = (0, 0.0);
+        let mut stable = 0;
+        for _ in 0..300 {
+            let now = energy_between(up, token, instance, from, to).await;
+            stable = if now.0 == last.0 && now.0 > 0 {
+                stable + 1
+            } else {
+                0
+            };
+            last = now;
+            if stable == 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(stable >= 20, "the replay never settled: {last:?}");
+        last
+    }
+
+    let up = start_with(&data, Some(&config));
+    let acme = up.tokens[0].1.clone();
+    let (_, list) = get(&format!("{}/v1/instances", up.api), &acme).await;
+    let instance = list["instances"][0]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (first, coverage) = settled(&up, &acme, &instance, from, to).await;
+    assert!(coverage <= 1.0, "{coverage}");
+    interrupt_and_wait(up);
+
+    let up = start_with(&data, Some(&config));
+    let acme = up.tokens[0].1.clone();
+    let (second, coverage) = settled(&up, &acme, &instance, from, to).await;
+    assert_eq!(
+        second, first,
+        "a second run of the same replay changed the total"
+    );
+    assert!(coverage <= 1.0, "{coverage}");
+    interrupt_and_wait(up);
+
+    // The second run did send its samples: they are held as overlaps, with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_wattprint"))
+        .arg("--config")
+        .arg(&config)
+        .args(["quarantine", "list", "--limit", "100000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let overlaps: usize = text
+        .lines()
+        .next()
+        .and_then(|l| l.split("overlap: ").nth(1))
+        .and_then(|n| n.split(';').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(overlaps >= 100, "{text:.2000}");
 }

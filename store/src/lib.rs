@@ -25,7 +25,7 @@ use wattprint_core::{
 };
 
 pub use self::clickhouse::ClickHouseStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteSync};
 
 /// A GPU in the inventory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

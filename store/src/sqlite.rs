@@ -41,6 +41,27 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// How durable an acknowledged write is (SQLite's `synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// A write is on disk when it returns: an ack, and the bus offset committed after it,
+    /// survive a power cut, not only a crash of the process. The default.
+    #[default]
+    Full,
+    /// WAL appended, synced at checkpoints: survives a process crash; a power cut may lose
+    /// the last acknowledged writes (which agents then do not resend).
+    Normal,
+}
+
+impl SqliteSync {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        }
+    }
+}
+
 /// Creates `path` empty with mode 0600 unless it exists.
 fn create_private(path: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
@@ -59,6 +80,11 @@ impl SqliteStore {
     /// The parent directory must exist. A new file is created readable by its owner only
     /// (0600; SQLite gives its WAL the same mode): it holds every tenant's data.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteSync::Full)
+    }
+
+    /// [`SqliteStore::open`] with the given durability of writes.
+    pub fn open_with(path: &Path, sync: SqliteSync) -> Result<Self, StoreError> {
         create_private(path).map_err(|e| StoreError::Backend {
             op: "creating the database file",
             source: format!("{}: {e}", path.display()).into(),
@@ -67,16 +93,16 @@ impl SqliteStore {
             op: "opening the database",
             source: format!("{}: {e}", path.display()).into(),
         })?;
-        Self::init(conn, true)
+        Self::init(conn, true, sync)
     }
 
     /// A private in-memory database (tests, demos). Nothing survives the store.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(db_err("opening the database"))?;
-        Self::init(conn, false)
+        Self::init(conn, false, SqliteSync::Full)
     }
 
-    fn init(mut conn: Connection, file: bool) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection, file: bool, sync: SqliteSync) -> Result<Self, StoreError> {
         const OP: &str = "configuring the database";
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err(OP))?;
         let mode: String = conn
@@ -85,9 +111,7 @@ impl SqliteStore {
         if file && !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; continuing without it");
         }
-        // FULL: a write is on disk when it returns, so an ack (and a committed bus offset)
-        // survives a power cut, not only a crash of the process.
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", sync.pragma())
             .map_err(db_err(OP))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err(OP))?;
