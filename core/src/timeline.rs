@@ -85,18 +85,20 @@ impl GpuTimeline {
         t
     }
 
-    /// Where `span` would go. Spans are never longer than [`MAX_SAMPLE_SPAN_MS`], so only
-    /// stored spans starting that far before it are looked at.
+    /// Where `span` would go. Walks back from the last stored span starting before its end
+    /// and stops at the first that ends by its start: stored spans do not overlap, so no
+    /// earlier one can reach it, and a check costs the spans it overlaps plus one rather than
+    /// a scan of the [`MAX_SAMPLE_SPAN_MS`] before it (the bound on how far back it looks).
     pub fn place(&self, span: &SpanKey) -> Placement {
         let from = (
             UnixMillis(span.start.0.saturating_sub(MAX_SAMPLE_SPAN_MS)),
             0,
         );
         let mut itself = false;
-        for (&(start, seq), &end) in self.spans.range(from..(span.end, 0)) {
+        for (&(start, seq), &end) in self.spans.range(from..(span.end, 0)).rev() {
             let stored = SpanKey { seq, start, end };
-            if !stored.overlaps(span) {
-                continue;
+            if end <= span.start {
+                break;
             }
             if stored == *span {
                 itself = true;

@@ -14,6 +14,9 @@
 //! ClickHouse server's (found by its `--http_port`), so it does not depend on how many cores
 //! the machine has.
 //!
+//! Then the embedded store: the same samples into an SQLite file, batches of 256, with
+//! `synchronous` FULL (the default) and NORMAL (`store.sqlite_synchronous`).
+//!
 //! Run: `cargo bench -p wattprint-store --bench write_throughput` with the servers up
 //! (`WPTEST_CLICKHOUSE_URL`). Knobs: `WPBENCH_SAMPLES` (default 200000), `WPBENCH_GPUS` (64),
 //! `WPBENCH_BATCHES` (256,1024,4096), `WPBENCH_CLICKHOUSE_NATIVE_PORT` (HTTP port + 1000).
@@ -35,7 +38,8 @@ use wattprint_core::{
     UnixMillis, BUCKET_MS,
 };
 use wattprint_store::{
-    ClickHouseStore, EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, Store,
+    ClickHouseStore, EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, SqliteStore,
+    SqliteSync, Store,
 };
 
 fn samples(n: usize, gpus: usize) -> (Vec<InstanceRecord>, Vec<EnrichedSample>) {
@@ -350,6 +354,29 @@ async fn main() {
             "ratio write_samples({size}) / raw: {:.3} of samples/s, {:.3} of samples/s per core",
             rate / raw_rate,
             core / raw_core
+        );
+    }
+
+    // The embedded store: the same samples into an SQLite file in the enricher's default
+    // batch of 256 bus messages, once per durability (`store.sqlite_synchronous`).
+    for sync in [SqliteSync::Full, SqliteSync::Normal] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(&dir.path().join("bench.db"), sync).unwrap();
+        store.upsert_inventory(&instances).await.unwrap();
+        let (cpu0, t0) = (own_cpu(), Instant::now());
+        for chunk in batch.chunks(256) {
+            let out = store.write_samples(chunk).await.unwrap();
+            assert_eq!(out.inserted as usize, chunk.len());
+        }
+        let run = Run {
+            wall: t0.elapsed(),
+            cpu: own_cpu() - cpu0,
+        };
+        report(
+            &format!("sqlite write_samples ({sync:?}), batches of 256"),
+            n,
+            share_rows,
+            &run,
         );
     }
 }

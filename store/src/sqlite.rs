@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rows::{
     to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS, USAGE_COLUMNS,
 };
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -724,38 +724,47 @@ fn write_samples(
                 "SELECT {SAMPLE_COLUMNS} FROM samples WHERE gpu_uuid = ?1 AND seq = ?2"
             ))
             .map_err(db_err(OP))?;
-        // Stored samples of the GPU under another seq sharing a millisecond with the span;
-        // samples are at most MAX_SAMPLE_SPAN_MS long, so the index range is short.
-        let mut overlapping = tx
+        // The GPU's stored spans starting before this one ends, latest first. The walk stops
+        // at the first that ends by its start (stored spans do not overlap, so none earlier
+        // can reach it): a check reads the spans it overlaps plus one, not the whole
+        // MAX_SAMPLE_SPAN_MS before it. Its own key is the duplicate/conflict check's.
+        let mut before_end = tx
             .prepare_cached(&format!(
                 "SELECT seq, start_ms, end_ms FROM samples \
                  WHERE gpu_uuid = ?1 AND start_ms < ?3 AND start_ms > ?2 - {MAX_SAMPLE_SPAN_MS} \
-                 AND end_ms > ?2 AND seq != ?4 ORDER BY start_ms LIMIT 1"
+                 ORDER BY start_ms DESC"
             ))
             .map_err(db_err(OP))?;
         for (es, c) in batch.iter().zip(checked) {
             let s = &es.sample;
-            let stored = overlapping
-                .query_row(params![s.gpu.as_str(), s.start.0, s.end.0, c.seq], |r| {
-                    Ok(SpanKey {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        start: UnixMillis(r.get(1)?),
-                        end: UnixMillis(r.get(2)?),
-                    })
-                })
-                .optional()
+            let span = SpanKey {
+                seq: s.seq,
+                start: s.start,
+                end: s.end,
+            };
+            let mut stored = Vec::new();
+            let mut rows = before_end
+                .query(params![s.gpu.as_str(), s.start.0, s.end.0])
                 .map_err(db_err(OP))?;
-            if let Some(stored) = stored {
-                let span = SpanKey {
-                    seq: s.seq,
-                    start: s.start,
-                    end: s.end,
+            while let Some(row) = rows.next().map_err(db_err(OP))? {
+                let seq: i64 = row.get(0).map_err(db_err(OP))?;
+                let key = SpanKey {
+                    seq: seq as u64,
+                    start: UnixMillis(row.get(1).map_err(db_err(OP))?),
+                    end: UnixMillis(row.get(2).map_err(db_err(OP))?),
                 };
-                if let Err(o) = GpuTimeline::new([stored]).claim(&s.gpu, span) {
-                    tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = stored.seq, "sample overlaps stored energy of its GPU; refused");
-                    outcome.refused.push(RefusedSample::overlap(o));
-                    continue;
+                if key.end <= s.start {
+                    break;
                 }
+                if seq != c.seq {
+                    stored.push(key);
+                }
+            }
+            drop(rows);
+            if let Err(o) = GpuTimeline::new(stored).claim(&s.gpu, span) {
+                tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = o.stored_seq, "sample overlaps stored energy of its GPU; refused");
+                outcome.refused.push(RefusedSample::overlap(o));
+                continue;
             }
             let inserted = insert
                 .execute(params![
