@@ -294,6 +294,14 @@ impl Backend {
             None => (None, None),
         };
         let (api, api_addr) = if roles.query_api {
+            if settings.api_auth.jwks.is_none() && !settings.api_listen.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %settings.api_listen,
+                    "the query API listens beyond loopback with dev HS256 tokens: anyone who \
+                     reads the secret file can mint any tenant's token; configure \
+                     query_api.jwks_url or jwks_file for production"
+                );
+            }
             let listener = TcpListener::bind(settings.api_listen)
                 .await
                 .with_context(|| format!("binding the query API to {}", settings.api_listen))?;

@@ -377,7 +377,14 @@ pub async fn serve_tls(
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let mut server = tonic::transport::Server::builder();
+    // An agent holds one long-lived stream: a connection needs few streams, and a peer that
+    // vanished (a host powered off mid-stream) is found by keepalives and dropped rather than
+    // held open forever.
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
@@ -386,6 +393,9 @@ pub async fn serve_tls(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
+
+/// Most concurrent gRPC streams on one agent connection (an agent uses one).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -442,6 +442,14 @@ fn pause_view(
     }
 }
 
+/// Permits for what-if searches running at once: one per core.
+fn compute_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
 /// The what-ifs of one of the tenant's workloads (404 if absent or another tenant's; 422 when
 /// its instances span several regions, or its run lacks actual intensity).
 pub async fn workload_whatif(
@@ -519,39 +527,53 @@ pub async fn workload_whatif(
         )));
     }
     let known_until = slot_start(first, series.len());
-    let why_short = |needed_slots: usize| {
-        format!(
-            "needs {what} until {}; region {region} has it until {} ({})",
-            rfc3339(slot_start(first, needed_slots)),
-            rfc3339(known_until),
-            stop.clone().unwrap_or_default()
-        )
-    };
-
-    let mut unavailable = Vec::new();
-    let mut flexible = Vec::new();
-    for &(h, slots) in &windows {
-        if series.len() < slots {
-            unavailable.push(format!("flexible start {h} h: {}", why_short(slots)));
-            continue;
+    let energy_kwh =
+        profile.iter().map(|e| e.0 as f64).sum::<f64>() / wattprint_core::units::MJ_PER_KWH as f64;
+    let profile_slots = n;
+    // The searches are CPU work of up to a few hundred thousand slots each: they run on the
+    // blocking pool, at most one per core at a time, never on the async workers.
+    let _permit = compute_permits()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("what-if permits: {e}")))?;
+    let (workload, region_name) = (id.to_string(), region.to_string());
+    let (flexible, pause, unavailable) = tokio::task::spawn_blocking(move || {
+        let why_short = |needed_slots: usize| {
+            format!(
+                "needs {what} until {}; region {region_name} has it until {} ({})",
+                rfc3339(slot_start(first, needed_slots)),
+                rfc3339(known_until),
+                stop.clone().unwrap_or_default()
+            )
+        };
+        let mut unavailable = Vec::new();
+        let mut flexible = Vec::new();
+        for &(h, slots) in &windows {
+            if series.len() < slots {
+                unavailable.push(format!("flexible start {h} h: {}", why_short(slots)));
+                continue;
+            }
+            let r = flexible_start(&profile, &series, slots - n)
+                .map_err(|e| ApiError::Internal(format!("flexible start of {workload}: {e}")))?;
+            let plan: Vec<usize> = (r.best_offset..r.best_offset + n).collect();
+            let judged = realized(&profile, realized_on.as_deref(), &plan);
+            flexible.push(flexible_view(first, h, &r, judged));
         }
-        let r = flexible_start(&profile, &series, slots - n)
-            .map_err(|e| ApiError::Internal(format!("flexible start of {id}: {e}")))?;
-        let plan: Vec<usize> = (r.best_offset..r.best_offset + n).collect();
-        let judged = realized(&profile, realized_on.as_deref(), &plan);
-        flexible.push(flexible_view(first, h, &r, judged));
-    }
-    let mut pause = Vec::new();
-    for &(f, m) in &deadlines {
-        if series.len() < m {
-            unavailable.push(format!("pause and resume ×{f}: {}", why_short(m)));
-            continue;
+        let mut pause = Vec::new();
+        for &(f, m) in &deadlines {
+            if series.len() < m {
+                unavailable.push(format!("pause and resume ×{f}: {}", why_short(m)));
+                continue;
+            }
+            let r = pause_and_resume(&profile, &series, f)
+                .map_err(|e| ApiError::Internal(format!("pause and resume of {workload}: {e}")))?;
+            let judged = realized(&profile, realized_on.as_deref(), &r.schedule);
+            pause.push(pause_view(first, f, &r, judged));
         }
-        let r = pause_and_resume(&profile, &series, f)
-            .map_err(|e| ApiError::Internal(format!("pause and resume of {id}: {e}")))?;
-        let judged = realized(&profile, realized_on.as_deref(), &r.schedule);
-        pause.push(pause_view(first, f, &r, judged));
-    }
+        Ok::<_, ApiError>((flexible, pause, unavailable))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("what-if search of {id}: {e}")))??;
     let (intensity_source, intensity_replayed) = source.unwrap_or_default();
     Ok(WhatIfView {
         workload_id: id.to_string(),
@@ -561,9 +583,8 @@ pub async fn workload_whatif(
         intensity_source,
         intensity_replayed,
         first_slot: rfc3339(first.start()),
-        profile_slots: n,
-        energy_kwh: profile.iter().map(|e| e.0 as f64).sum::<f64>()
-            / wattprint_core::units::MJ_PER_KWH as f64,
+        profile_slots,
+        energy_kwh,
         intensity_known_until: rfc3339(known_until),
         flexible_start: flexible,
         pause_resume: pause,
