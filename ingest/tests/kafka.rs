@@ -756,6 +756,14 @@ async fn gateway_to_kafka_to_enricher_stores_exact_totals_and_redelivery_counts_
     };
     assert_eq!(send(addr, vec![marker(1000)]).await, vec![2]);
     expected_energy += 2 * (250_000 + 1000 * 7);
+    // And a marker behind the resent refusal on GPU-9's dead-letter partition: another
+    // refused sample. The redelivered refusal is held once, so two records, not three.
+    let refused_marker = SampleBatch {
+        host_id: "host-1".into(),
+        batch_seq: 98,
+        samples: vec![wire("GPU-9", 2, base)],
+    };
+    assert_eq!(send(addr, vec![refused_marker]).await, vec![0]);
     wait_for(&store, from, to, &[("GPU-1", 1000), ("GPU-2", 1000)]).await;
     wait_for_quarantine(&store, 2).await;
 
@@ -769,10 +777,13 @@ async fn gateway_to_kafka_to_enricher_stores_exact_totals_and_redelivery_counts_
     let report = enricher_task.await.unwrap();
     assert_eq!(report.inserted, 202, "{report:?}");
     assert_eq!(report.duplicates, 100, "{report:?}");
-    assert_eq!(report.quarantined, 2, "{report:?}");
+    assert_eq!(report.quarantined, 3, "{report:?}");
     assert_eq!(report.failed, 0, "{report:?}");
     let quarantine = store.quarantine(10).await.unwrap();
-    assert_eq!(quarantine.len(), 2);
+    assert_eq!(quarantine.len(), 2, "{quarantine:#?}");
+    let mut seqs: Vec<_> = quarantine.iter().filter_map(|q| q.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2]);
     assert!(quarantine.iter().all(|q| q
         .reason
         .starts_with("GPU GPU-9 is not attached to instance")));
@@ -803,17 +814,24 @@ async fn gateway_to_kafka_to_enricher_stores_exact_totals_and_redelivery_counts_
     assert_eq!(send(addr, vec![marker(1002)]).await, vec![2]);
     expected_energy += 2 * (250_000 + 1002 * 7);
     wait_for(&store, from, to, &[("GPU-1", 1002), ("GPU-2", 1002)]).await;
-    // The dead letters are redelivered too (the quarantine keeps every refusal it is given).
-    wait_for_quarantine(&store, 4).await;
+    // The dead letters are redelivered too, and held once each: a new refusal behind them on
+    // GPU-9's partition is the only record added.
+    let refused_marker = SampleBatch {
+        host_id: "host-1".into(),
+        batch_seq: 97,
+        samples: vec![wire("GPU-9", 3, base)],
+    };
+    assert_eq!(send(addr, vec![refused_marker]).await, vec![0]);
+    wait_for_quarantine(&store, 3).await;
     stop.send(()).unwrap();
     let report = replay.await.unwrap();
     assert_eq!(report.inserted, 2, "{report:?}");
     assert_eq!(report.duplicates, 304, "{report:?}");
-    assert_eq!(report.quarantined, 2, "{report:?}");
+    assert_eq!(report.quarantined, 4, "{report:?}");
     let (energy, samples) = stored(&store, from, to).await;
     assert_eq!(samples.len(), 206);
     assert_eq!(energy, expected_energy);
-    assert_eq!(store.quarantine(10).await.unwrap().len(), 4);
+    assert_eq!(store.quarantine(10).await.unwrap().len(), 3);
 
     stop_gateway.send(()).unwrap();
     gateway_task.await.unwrap().unwrap();
