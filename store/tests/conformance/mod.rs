@@ -1107,6 +1107,17 @@ pub async fn inventory_upserts_move_gpus_and_list_sorted(store: &dyn Store) {
     assert_eq!(store.inventory().await.unwrap().len(), 3);
 }
 
+/// The reasons of the newest ten held records, newest first.
+async fn quarantine_reasons(store: &dyn Store) -> Vec<String> {
+    store
+        .quarantine(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.reason)
+        .collect()
+}
+
 pub async fn quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number(
     store: &dyn Store,
 ) {
@@ -1139,14 +1150,10 @@ pub async fn quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_se
         .write_quarantine(std::slice::from_ref(&tied_later))
         .await
         .unwrap();
-    let reasons: Vec<_> = store
-        .quarantine(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.reason)
-        .collect();
-    assert_eq!(reasons, vec!["f", "e", "d", "c", "b", "a"]);
+    assert_eq!(
+        quarantine_reasons(store).await,
+        vec!["f", "e", "d", "c", "b", "a"]
+    );
 
     // A redelivered refusal (same host, GPU, seq and payload, later, even with a reason that
     // says so differently) is held once: the first copy.
@@ -1163,14 +1170,10 @@ pub async fn quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_se
     ];
     store.write_quarantine(&again).await.unwrap();
     store.write_quarantine(&again).await.unwrap();
-    let reasons: Vec<_> = store
-        .quarantine(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.reason)
-        .collect();
-    assert_eq!(reasons, vec!["f", "e", "d", "c", "b", "a"]);
+    assert_eq!(
+        quarantine_reasons(store).await,
+        vec!["f", "e", "d", "c", "b", "a"]
+    );
     // Another payload under the same key is another record.
     let other = QuarantineRecord {
         received_at: UnixMillis(T0 + 60),
