@@ -40,7 +40,7 @@ wait_for() { # name, command
 start_clickhouse() {
   mkdir -p "$DIR/clickhouse"
   if ! curl -sf "http://127.0.0.1:$CH_HTTP/ping" >/dev/null 2>&1; then
-    (cd "$DIR/clickhouse" && nohup /usr/sbin/clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
+    (cd "$DIR/clickhouse"; nohup /usr/sbin/clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
       --http_port=$CH_HTTP --tcp_port=$((CH_HTTP + 1000)) --interserver_http_port=$((CH_HTTP + 2000)) \
       --path="$DIR/clickhouse/data/" --tmp_path="$DIR/clickhouse/tmp/" \
       --user_files_path="$DIR/clickhouse/user_files/" --format_schema_path="$DIR/clickhouse/schemas/" \
@@ -54,7 +54,7 @@ start_clickhouse() {
 start_kafka() {
   mkdir -p "$DIR/tansu"
   if ! (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
-    (cd "$DIR/tansu" && nohup "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    (cd "$DIR/tansu"; nohup "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine "sqlite://tansu.db" > "$DIR/tansu/broker.log" 2>&1 & echo $! > "$DIR/tansu/pid")
     wait_for tansu "(exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT)"
@@ -63,9 +63,18 @@ start_kafka() {
   export WPTEST_TANSU_BIN="$TANSU"
 }
 
+# The pid files hold the servers' own pids (`cd; nohup … &` backgrounds the server itself, not
+# a subshell around it), so stop ends them and waits until they are gone: the next start then
+# brings up fresh servers instead of silently reusing old ones with their old state.
 stop_servers() {
   for p in "$DIR/clickhouse/pid" "$DIR/tansu/pid"; do
-    if [ -f "$p" ]; then kill "$(cat "$p")" 2>/dev/null || true; rm -f "$p"; fi
+    if [ -f "$p" ]; then
+      pid=$(cat "$p")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$p"
+    fi
   done
 }
 
