@@ -17,15 +17,13 @@ use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
+use wattprint_bus::kafka::create_topics;
+use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
 use wattprint_ingest::hosts::HostRegistry;
-use wattprint_ingest::kafka::create_topics;
-use wattprint_ingest::{
-    memory_bus, BusProducer, Enricher, Gateway, GatewayLimits, InventoryIndex, KafkaConsumer,
-    KafkaProducer,
-};
+use wattprint_ingest::{Enricher, Gateway, GatewayLimits, InventoryIndex};
 use wattprint_query_api::auth::Jwks;
 use wattprint_query_api::{ApiLimits, ApiState, AuthConfig, RateLimiter, TokenVerifier};
 use wattprint_runtime::Shutdown;
@@ -198,7 +196,7 @@ async fn refresh_rollups_until(store: Arc<dyn Store>, stop: impl std::future::Fu
             () = &mut stop => return,
             () = tokio::time::sleep(ROLLUP_REFRESH_EVERY) => {}
         }
-        let hour = wattprint_ingest::gateway::now().0.div_euclid(3_600_000) * 3_600_000;
+        let hour = UnixMillis::now().0.div_euclid(3_600_000) * 3_600_000;
         let (from, to) = (UnixMillis(hour - ROLLUP_REFRESH_SPAN_MS), UnixMillis(hour));
         match store.refresh_rollups(from, to).await {
             Ok(r) => tracing::info!(recomputed = r.recomputed, "rollups refreshed"),
@@ -383,7 +381,7 @@ pub fn build_sensor(settings: &Settings) -> anyhow::Result<Box<dyn GpuSensor>> {
                 trace_path: trace.clone(),
                 gpus: *gpus,
                 seed: *seed,
-                start_at: start_at.unwrap_or_else(wattprint_ingest::gateway::now),
+                start_at: start_at.unwrap_or_else(UnixMillis::now),
                 pacing: *pacing,
                 loops: *loops,
                 model: crate::config::REPLAY_MODEL.into(),

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint, PointKind, SharedJoin, Signal};
 use wattprint_core::{Bucket, RegionId, UnixMillis, BUCKET_MS};
-use wattprint_ingest::gateway::now;
 use wattprint_ingest::intensity_poll::{refresh_from_ledger, IntensityPoller, PolledSource};
 use wattprint_intensity::electricitymaps::{ElectricityMapsClient, ElectricityMapsConfig};
 use wattprint_intensity::files::FileProvider;
@@ -131,7 +130,7 @@ pub async fn start_keeping_current(
             }
             first = false;
             if let Some(p) = &poller {
-                match p.poll_once(now()).await {
+                match p.poll_once(UnixMillis::now()).await {
                     Ok(r) => tracing::info!(
                         new = r.new_points,
                         revised = r.revised_points,
@@ -235,7 +234,7 @@ pub async fn backfill(
 /// join has (ledger and configured files) over the last `days`, and how the last day's
 /// intervals were joined.
 pub async fn status(settings: &Settings, store: &dyn Store, days: u32) -> anyhow::Result<String> {
-    let now = now();
+    let now = UnixMillis::now();
     let day_ago = UnixMillis(now.0 - 86_400_000);
     let since = UnixMillis(now.0 - i64::from(days) * 86_400_000);
     let points = store

@@ -5,8 +5,8 @@ use crate::config::Settings;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use wattprint_core::sample::SampleLimits;
+use wattprint_core::UnixMillis;
 use wattprint_ingest::enricher::Enricher;
-use wattprint_ingest::gateway::now;
 use wattprint_ingest::inventory::InventoryIndex;
 use wattprint_ingest::quarantine::{held_sample, replay, ReplayReport};
 use wattprint_store::Store;
@@ -61,7 +61,7 @@ pub async fn replay_held(
         &enricher,
         &inventory,
         &SampleLimits::default(),
-        now(),
+        UnixMillis::now(),
         &records,
     )
     .await?)

@@ -122,7 +122,7 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
     };
     assert_eq!(config.brokers, "k1:9092,k2:9092");
     assert_eq!(config.samples_topic, "staging.wattprint.samples.v1");
-    assert_eq!(config.dead_letter_topic, "staging.wattprint.dead-letter.v1");
+    assert_eq!(config.dead_letter_topic, "staging.wattprint.dead-letter.v2");
     assert_eq!(*partitions, 12);
 
     let cases: &[(&str, &str)] = &[

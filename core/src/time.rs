@@ -15,6 +15,15 @@ pub const BUCKET_MS: i64 = 300_000;
 pub struct UnixMillis(pub i64);
 
 impl UnixMillis {
+    /// The current time: the one wall clock of the workspace. Code whose behaviour depends on
+    /// the time takes a clock (`fn() -> UnixMillis`) or a `now` argument, so tests can pin it.
+    pub fn now() -> UnixMillis {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        UnixMillis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// Milliseconds from `earlier` to `self` (negative if `earlier` is later), saturating at
     /// the ends of `i64`: times come from the wire, and `i64::MAX − i64::MIN` must read as
     /// "far too long", never overflow.

@@ -15,11 +15,12 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wattprint_bus::kafka::create_topics;
+use wattprint_bus::{KafkaBusConfig, KafkaProducer};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::UnixMillis as Ms;
 use wattprint_core::{GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId};
-use wattprint_ingest::kafka::create_topics;
-use wattprint_ingest::{Gateway, GatewayLimits, InventoryIndex, KafkaBusConfig, KafkaProducer};
+use wattprint_ingest::{Gateway, GatewayLimits, InventoryIndex};
 use wattprint_proto::v1::SampleBatch;
 use wattprint_store::{GpuRecord, InstanceRecord};
 
@@ -150,7 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = format!(
         "bench-{}-{}.",
         std::process::id(),
-        wattprint_ingest::gateway::now().0
+        wattprint_core::UnixMillis::now().0
     );
     let config = KafkaBusConfig::new(brokers.clone()).with_topic_prefix(&run);
     create_topics(&config, 8, 1).await?;
@@ -159,7 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(InventoryIndex::new(&inventory(agents, gpus))),
         GatewayLimits::default(),
     );
-    let base = wattprint_ingest::gateway::now().0;
+    let base = wattprint_core::UnixMillis::now().0;
 
     // Warm-up: connections, metadata, producer ids.
     for h in 0..agents {

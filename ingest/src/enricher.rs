@@ -2,16 +2,17 @@
 //! joins each share with its region's intensity, and writes them to the store. A message is
 //! committed on the bus only after the store accepted it.
 
-use crate::bus::{BusConsumer, BusMessage, Delivery};
 use crate::inventory::InventoryIndex;
+use crate::quarantine::dead_letter_row;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use wattprint_bus::{BusConsumer, BusMessage, Delivery};
 use wattprint_core::accounting::split_into_buckets;
 use wattprint_core::intensity::{JoinedIntensity, SharedJoin};
 use wattprint_core::sample::EnergySample;
-use wattprint_core::{Bucket, GpuUuid, RegionId};
+use wattprint_core::{Bucket, GpuUuid, RegionId, UnixMillis};
 use wattprint_store::{EnrichedSample, EnrichedShare, QuarantineRecord, Store, StoreError};
 
 /// Counters of what the enricher did.
@@ -39,7 +40,7 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A quarantine record holding `s` (as JSON, replayable) with the reason it was not counted.
 fn held(s: &EnergySample, reason: String) -> QuarantineRecord {
     QuarantineRecord {
-        received_at: crate::gateway::now(),
+        received_at: UnixMillis::now(),
         host: s.host.clone(),
         gpu: Some(s.gpu.clone()),
         seq: Some(s.seq),
@@ -108,11 +109,14 @@ fn refused_message(message: &BusMessage, e: &StoreError) -> Vec<QuarantineRecord
     let reason = |what: &str| format!("the store refused the message holding this {what}: {e}");
     match message {
         BusMessage::Samples(samples) => samples.iter().map(|s| held(s, reason("sample"))).collect(),
-        BusMessage::DeadLetters(records) => records
+        BusMessage::DeadLetters(letters) => letters
             .iter()
-            .map(|r| QuarantineRecord {
-                reason: format!("{}; {}", r.reason, reason("record")),
-                ..r.clone()
+            .map(|d| {
+                let row = dead_letter_row(d);
+                QuarantineRecord {
+                    reason: format!("{}; {}", row.reason, reason("record")),
+                    ..row
+                }
             })
             .collect(),
     }
@@ -219,7 +223,7 @@ impl Enricher {
         for message in messages {
             match message {
                 BusMessage::Samples(s) => samples.extend_from_slice(s),
-                BusMessage::DeadLetters(d) => quarantine.extend_from_slice(d),
+                BusMessage::DeadLetters(d) => quarantine.extend(d.iter().map(dead_letter_row)),
             }
         }
         let dead_letters = quarantine.len() as u64;
@@ -235,7 +239,7 @@ impl Enricher {
             {
                 Some(s) => held(s, reason),
                 None => QuarantineRecord {
-                    received_at: crate::gateway::now(),
+                    received_at: UnixMillis::now(),
                     host: "unknown".into(),
                     gpu: Some(gpu.clone()),
                     seq: Some(seq),

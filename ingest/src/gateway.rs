@@ -13,7 +13,6 @@
 //! Production runs both; plaintext without a registry is for the embedded single-process
 //! mode and localhost development.
 
-use crate::bus::{BusMessage, BusProducer};
 use crate::hosts::HostRegistry;
 use crate::inventory::InventoryIndex;
 use rustls_pki_types::pem::PemObject;
@@ -31,11 +30,11 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity};
 use tonic::{Code, Request, Response, Status, Streaming};
+use wattprint_bus::{BusMessage, BusProducer, DeadLetter, DeadLetterPayload};
 use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
-use wattprint_proto::v1::{BatchAck, Rejection, Sample, SampleBatch};
-use wattprint_store::QuarantineRecord;
+use wattprint_proto::v1::{BatchAck, Rejection, SampleBatch};
 
 /// tonic's server TLS settings, as [`server_tls_config`] builds them.
 pub use tonic::transport::ServerTlsConfig;
@@ -69,7 +68,7 @@ pub struct CheckedBatch {
     /// Refusals for the ack.
     pub rejected: Vec<Rejection>,
     /// Refusals for the dead-letter stream.
-    pub dead_letters: Vec<QuarantineRecord>,
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// The gateway service.
@@ -80,14 +79,6 @@ pub struct Gateway {
     limits: GatewayLimits,
     clock: fn() -> UnixMillis,
     hosts: Option<Arc<HostRegistry>>,
-}
-
-/// The wall clock, in UTC milliseconds.
-pub fn now() -> UnixMillis {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The gateway's rule for one decoded sample: its GPU is attached to the instance it names on
@@ -110,18 +101,6 @@ pub fn admit(
     check_sample(s, placement.power_limit, limits, now)
 }
 
-/// A wire sample as JSON, for the quarantine.
-pub(crate) fn payload(s: &Sample) -> String {
-    serde_json::json!({
-        "gpu_uuid": s.gpu_uuid, "instance_id": s.instance_id, "seq": s.seq,
-        "start_unix_ms": s.start_unix_ms, "end_unix_ms": s.end_unix_ms, "energy_mj": s.energy_mj,
-        "power_mw": s.power_mw, "power_max_mw": s.power_max_mw, "util_gpu_pct": s.util_gpu_pct,
-        "mem_used_bytes": s.mem_used_bytes, "temp_c": s.temp_c, "sm_clock_mhz": s.sm_clock_mhz,
-        "chain_start": s.chain_start, "energy_source": s.energy_source, "attribution": s.attribution,
-    })
-    .to_string()
-}
-
 impl Gateway {
     /// A gateway publishing to `producer`, validating against `inventory`.
     pub fn new(
@@ -133,7 +112,7 @@ impl Gateway {
             producer,
             inventory,
             limits,
-            clock: now,
+            clock: UnixMillis::now,
             hosts: None,
         }
     }
@@ -175,14 +154,14 @@ impl Gateway {
                         seq: wire.seq,
                         reason: reason.to_string(),
                     });
-                    out.dead_letters.push(QuarantineRecord {
+                    out.dead_letters.push(DeadLetter {
                         received_at: now,
                         host: host.clone(),
                         gpu: (!wire.gpu_uuid.is_empty())
                             .then(|| wattprint_core::GpuUuid::new(wire.gpu_uuid.clone())),
                         seq: Some(wire.seq),
                         reason: reason.to_string(),
-                        payload: payload(wire),
+                        payload: DeadLetterPayload::Text(wattprint_proto::sample_to_json(wire)),
                     });
                 }
             }
@@ -267,13 +246,13 @@ impl Gateway {
     async fn dead_letter_message(&self, host: &str, reason: &str, payload: String) {
         let host = if host.is_empty() { "unknown" } else { host };
         let host: String = host.chars().take(wattprint_proto::MAX_ID_LEN).collect();
-        let record = QuarantineRecord {
+        let record = DeadLetter {
             received_at: (self.clock)(),
             host: HostId::new(host),
             gpu: None,
             seq: None,
             reason: reason.to_owned(),
-            payload,
+            payload: DeadLetterPayload::Text(payload),
         };
         if let Err(e) = self
             .producer
@@ -503,8 +482,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{memory_bus, BusConsumer};
+    use wattprint_bus::{memory_bus, BusConsumer};
     use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
+    use wattprint_proto::v1::Sample;
     use wattprint_proto::v1::{Attribution, EnergySource};
     use wattprint_store::{GpuRecord, InstanceRecord};
 
@@ -615,7 +595,7 @@ mod tests {
             panic!("{got:?}")
         };
         assert_eq!(d.len(), 5);
-        assert!(d[1].payload.contains("\"gpu_uuid\":\"GPU-9\""));
+        assert!(d[1].payload.to_text().contains("\"gpu_uuid\":\"GPU-9\""));
     }
 
     #[tokio::test]
@@ -643,7 +623,10 @@ mod tests {
         };
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].reason, err.message());
-        assert_eq!(records[0].payload, r#"{"batch_seq":1,"samples":10001}"#);
+        assert_eq!(
+            records[0].payload,
+            DeadLetterPayload::Text(r#"{"batch_seq":1,"samples":10001}"#.into())
+        );
         drop(c);
         let batch = SampleBatch {
             host_id: "h".into(),

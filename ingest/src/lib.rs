@@ -1,7 +1,6 @@
 //! Ingest: the gateway (gRPC sample stream → validated batches on the bus) and the enricher
 //! (bus → 5-minute intervals joined with grid intensity → store).
 
-pub mod bus;
 pub mod cloud_regions;
 pub mod enricher;
 pub mod gateway;
@@ -9,12 +8,9 @@ pub mod hosts;
 pub mod intensity_files;
 pub mod intensity_poll;
 pub mod inventory;
-pub mod kafka;
 pub mod locations;
 pub mod quarantine;
 
-pub use bus::{memory_bus, BusConsumer, BusError, BusMessage, BusProducer, Delivery};
 pub use enricher::Enricher;
 pub use gateway::{Gateway, GatewayLimits};
 pub use inventory::InventoryIndex;
-pub use kafka::{KafkaBusConfig, KafkaConsumer, KafkaProducer};

@@ -7,15 +7,13 @@
 //! energy of its GPU is refused again, and replaying the same records again changes nothing.
 //! Records stay in the quarantine as the audit trail of what was refused and why.
 
-use crate::bus::BusMessage;
 use crate::enricher::{Enricher, EnricherReport};
 use crate::gateway::admit;
 use crate::inventory::InventoryIndex;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
+use wattprint_bus::{BusMessage, DeadLetter};
 use wattprint_core::sample::{EnergySample, SampleLimits};
 use wattprint_core::UnixMillis;
-use wattprint_proto::v1::Sample;
 use wattprint_store::{QuarantineRecord, StoreError};
 
 /// What a replay did.
@@ -35,34 +33,26 @@ pub struct ReplayReport {
     pub still_refused: BTreeMap<String, usize>,
 }
 
+/// The quarantine row of a dead letter from the bus: the same fields, the payload as text
+/// (undecodable bytes as hex, see [`DeadLetterPayload::to_text`](wattprint_bus::DeadLetterPayload::to_text)).
+pub fn dead_letter_row(letter: &DeadLetter) -> QuarantineRecord {
+    QuarantineRecord {
+        received_at: letter.received_at,
+        host: letter.host.clone(),
+        gpu: letter.gpu.clone(),
+        seq: letter.seq,
+        reason: letter.reason.clone(),
+        payload: letter.payload.to_text(),
+    }
+}
+
 /// The sample a quarantine record holds, if its payload is one: the enricher keeps the sample
 /// itself, the gateway the wire fields it received.
 pub fn held_sample(record: &QuarantineRecord) -> Option<EnergySample> {
     if let Ok(s) = serde_json::from_str::<EnergySample>(&record.payload) {
         return Some(s);
     }
-    let v: Value = serde_json::from_str(&record.payload).ok()?;
-    let text = |k: &str| v.get(k)?.as_str().map(str::to_owned);
-    let uint = |k: &str| v.get(k)?.as_u64();
-    let int = |k: &str| v.get(k)?.as_i64();
-    let small = |k: &str| uint(k).and_then(|n| u32::try_from(n).ok());
-    let wire = Sample {
-        gpu_uuid: text("gpu_uuid")?,
-        instance_id: text("instance_id")?,
-        seq: uint("seq")?,
-        start_unix_ms: int("start_unix_ms")?,
-        end_unix_ms: int("end_unix_ms")?,
-        energy_mj: uint("energy_mj")?,
-        power_mw: small("power_mw")?,
-        power_max_mw: small("power_max_mw")?,
-        util_gpu_pct: small("util_gpu_pct")?,
-        mem_used_bytes: uint("mem_used_bytes")?,
-        temp_c: small("temp_c")?,
-        sm_clock_mhz: small("sm_clock_mhz")?,
-        chain_start: v.get("chain_start")?.as_bool()?,
-        energy_source: i32::try_from(int("energy_source")?).ok()?,
-        attribution: i32::try_from(int("attribution")?).ok()?,
-    };
+    let wire = wattprint_proto::sample_from_json(&record.payload)?;
     wattprint_proto::sample_from_wire(&record.host, &wire).ok()
 }
 

@@ -7,11 +7,11 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wattprint_bus::{memory_bus, BusMessage};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
     GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, UnixMillis,
 };
-use wattprint_ingest::bus::{memory_bus, BusMessage};
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
 use wattprint_ingest::intensity_files::{load_marginal, parse_utc_timestamp, MarginalFormat};
 use wattprint_ingest::inventory::InventoryIndex;
@@ -36,7 +36,7 @@ fn json_lines(rel: &str) -> Vec<Value> {
         .collect()
 }
 
-fn gateway() -> (Gateway, wattprint_ingest::bus::MemoryConsumer) {
+fn gateway() -> (Gateway, wattprint_bus::MemoryConsumer) {
     let inventory = ["i-1", "i-2"].map(|id| InstanceRecord {
         tenant: TenantId::from("t"),
         instance: InstanceId::from(id),
@@ -88,7 +88,7 @@ async fn every_corpus_wire_sample_is_refused_with_its_reason_beside_a_good_one()
     // Commits everything the gateway publishes, so its publishes return, and keeps the
     // samples.
     let published = tokio::spawn(async move {
-        use wattprint_ingest::bus::BusConsumer;
+        use wattprint_bus::BusConsumer;
         let mut samples = Vec::new();
         while let Some(d) = consumer.next().await {
             if let BusMessage::Samples(s) = &d.message {

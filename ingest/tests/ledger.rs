@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use wattprint_bus::{memory_bus, BusMessage, BusProducer};
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
     GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
     UnixMillis,
 };
-use wattprint_ingest::bus::{memory_bus, BusMessage, BusProducer};
 use wattprint_ingest::enricher::Enricher;
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
 use wattprint_ingest::inventory::InventoryIndex;

@@ -116,6 +116,46 @@ pub fn sample_from_wire(host: &HostId, s: &v1::Sample) -> Result<EnergySample, S
     })
 }
 
+/// A wire sample as JSON, field names as in `ingest.proto`: the readable form kept in the
+/// quarantine, which [`sample_from_json`] reads back for replay.
+pub fn sample_to_json(s: &v1::Sample) -> String {
+    serde_json::json!({
+        "gpu_uuid": s.gpu_uuid, "instance_id": s.instance_id, "seq": s.seq,
+        "start_unix_ms": s.start_unix_ms, "end_unix_ms": s.end_unix_ms, "energy_mj": s.energy_mj,
+        "power_mw": s.power_mw, "power_max_mw": s.power_max_mw, "util_gpu_pct": s.util_gpu_pct,
+        "mem_used_bytes": s.mem_used_bytes, "temp_c": s.temp_c, "sm_clock_mhz": s.sm_clock_mhz,
+        "chain_start": s.chain_start, "energy_source": s.energy_source, "attribution": s.attribution,
+    })
+    .to_string()
+}
+
+/// The wire sample [`sample_to_json`] wrote, or `None` when `json` is not one (every field
+/// present, in range).
+pub fn sample_from_json(json: &str) -> Option<v1::Sample> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let text = |k: &str| v.get(k)?.as_str().map(str::to_owned);
+    let uint = |k: &str| v.get(k)?.as_u64();
+    let int = |k: &str| v.get(k)?.as_i64();
+    let small = |k: &str| uint(k).and_then(|n| u32::try_from(n).ok());
+    Some(v1::Sample {
+        gpu_uuid: text("gpu_uuid")?,
+        instance_id: text("instance_id")?,
+        seq: uint("seq")?,
+        start_unix_ms: int("start_unix_ms")?,
+        end_unix_ms: int("end_unix_ms")?,
+        energy_mj: uint("energy_mj")?,
+        power_mw: small("power_mw")?,
+        power_max_mw: small("power_max_mw")?,
+        util_gpu_pct: small("util_gpu_pct")?,
+        mem_used_bytes: uint("mem_used_bytes")?,
+        temp_c: small("temp_c")?,
+        sm_clock_mhz: small("sm_clock_mhz")?,
+        chain_start: v.get("chain_start")?.as_bool()?,
+        energy_source: i32::try_from(int("energy_source")?).ok()?,
+        attribution: i32::try_from(int("attribution")?).ok()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +212,23 @@ mod tests {
         let mut w = wire();
         w.instance_id = "x".repeat(500);
         assert!(sample_from_wire(&host, &w).is_err());
+    }
+
+    #[test]
+    fn a_wire_sample_round_trips_through_json() {
+        let wire = v1::Sample {
+            gpu_uuid: "GPU-A".into(),
+            instance_id: "i-1".into(),
+            seq: u64::MAX,
+            start_unix_ms: -5,
+            end_unix_ms: 7,
+            energy_mj: 1 << 60,
+            power_mw: u32::MAX,
+            energy_source: 99,
+            ..v1::Sample::default()
+        };
+        assert_eq!(sample_from_json(&sample_to_json(&wire)), Some(wire));
+        assert_eq!(sample_from_json("{}"), None);
+        assert_eq!(sample_from_json(r#"{"batch_seq": 1, "samples": 2}"#), None);
     }
 }

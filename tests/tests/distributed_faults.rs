@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::time::{Duration, Instant};
-use wattprint_ingest::kafka::KafkaBusConfig;
+use wattprint_bus::kafka::KafkaBusConfig;
 use wattprint_tests::api::ApiClient;
 use wattprint_tests::cluster::{agent_summary, Cluster, TestInstance};
 use wattprint_tests::process::Node;

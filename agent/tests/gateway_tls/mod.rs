@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 use wattprint_agent::replay::replay_gpu_uuid;
 use wattprint_agent::tls::AgentTlsFiles;
+use wattprint_bus::{memory_bus, BusConsumer, BusMessage, DeadLetter};
 use wattprint_core::sample::EnergySample;
 use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
 use wattprint_ingest::gateway::{serve_tls, server_tls_config, GatewayTlsFiles};
 use wattprint_ingest::hosts::{token_sha256_hex, HostRegistry};
 use wattprint_ingest::InventoryIndex;
-use wattprint_ingest::{memory_bus, BusConsumer, BusMessage, Gateway, GatewayLimits};
-use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRecord};
+use wattprint_ingest::{Gateway, GatewayLimits};
+use wattprint_store::{GpuRecord, InstanceRecord};
 
 /// A certificate authority for one test.
 pub struct Ca {
@@ -159,7 +160,7 @@ pub fn inventory(seeds: &[(u64, &str)]) -> Vec<InstanceRecord> {
 #[derive(Debug, Default)]
 pub struct Delivered {
     pub samples: Vec<EnergySample>,
-    pub dead_letters: Vec<QuarantineRecord>,
+    pub dead_letters: Vec<DeadLetter>,
     /// Bus messages committed.
     pub messages: usize,
 }
