@@ -164,7 +164,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn parse_time(s: &str) -> Result<UnixMillis, String> {
-    wattprint_ingest::intensity_files::parse_utc_timestamp(s)
+    wattprint_intensity::timefmt::parse_utc_timestamp(s)
         .ok_or_else(|| format!("{s:?} is not a UTC time like 2026-11-01T00:00:00Z"))
 }
 

@@ -1,14 +1,11 @@
 //! Ingest: the gateway (gRPC sample stream → validated batches on the bus) and the enricher
 //! (bus → 5-minute intervals joined with grid intensity → store).
 
-pub mod cloud_regions;
 pub mod enricher;
 pub mod gateway;
 pub mod hosts;
-pub mod intensity_files;
 pub mod intensity_poll;
 pub mod inventory;
-pub mod locations;
 pub mod quarantine;
 
 pub use enricher::Enricher;

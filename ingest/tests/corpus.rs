@@ -13,8 +13,9 @@ use wattprint_core::{
     GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, UnixMillis,
 };
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
-use wattprint_ingest::intensity_files::{load_marginal, parse_utc_timestamp, MarginalFormat};
 use wattprint_ingest::inventory::InventoryIndex;
+use wattprint_intensity::files::{load_marginal, MarginalFormat};
+use wattprint_intensity::timefmt::parse_utc_timestamp;
 use wattprint_proto::v1::SampleBatch;
 use wattprint_store::{GpuRecord, InstanceRecord};
 

@@ -19,9 +19,8 @@ use wattprint_core::intensity::{
 use wattprint_core::{
     Bucket, GramsCo2e, GramsPerKwh, Millijoules, RegionId, UnixMillis, BUCKET_MS,
 };
-use wattprint_ingest::intensity_files::{
-    load_egrid_rates, load_marginal, parse_utc_timestamp, MarginalFormat,
-};
+use wattprint_intensity::files::{load_egrid_rates, load_marginal, MarginalFormat};
+use wattprint_intensity::timefmt::parse_utc_timestamp;
 
 const ACTUAL_CSV: &str = "moer/watttime2023_caiso-north_actual.csv";
 const FORECAST_CSV: &str = "moer/watttime2023_caiso-north_forecast_2023-06-08_09.csv";

@@ -25,12 +25,14 @@ use thiserror::Error;
 use wattprint_core::intensity::{IntensityPoint, PointKind, Signal};
 use wattprint_core::{RegionId, UnixMillis};
 
+pub mod cloud_regions;
 pub mod electricitymaps;
 pub mod files;
 mod http;
 mod ledger;
 mod limiter;
-mod timefmt;
+pub mod locations;
+pub mod timefmt;
 pub mod watttime;
 
 pub use http::RetryPolicy;

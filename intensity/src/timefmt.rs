@@ -1,4 +1,5 @@
-//! Time parsing and formatting at the providers' edges.
+//! Time parsing and formatting at the providers' edges, and [`parse_utc_timestamp`], the one
+//! parser of the UTC times operators type (files, command lines).
 
 use chrono::{DateTime, NaiveDateTime, Timelike};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -55,6 +56,31 @@ pub(crate) fn parse_naive_utc(s: &str) -> Result<UnixMillis, String> {
         .map_err(|e| format!("{s:?} is not a `YYYY-MM-DD HH:MM:SS` time ({e})"))?;
     no_leap_second(s, t.nanosecond())?;
     Ok(UnixMillis(t.and_utc().timestamp_millis()))
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DDTHH:MM:SS`, optionally followed by `Z` or
+/// `+00:00`, as UTC. Other offsets are rejected rather than guessed.
+pub fn parse_utc_timestamp(s: &str) -> Option<UnixMillis> {
+    let s = s.trim().trim_start_matches('\u{feff}');
+    let main = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))
+        .unwrap_or(s);
+    // Exactly `YYYY-MM-DD?HH:MM:SS`: chrono alone would also take signed or longer years.
+    if main.len() != 19 || !main.is_ascii() {
+        return None;
+    }
+    let format = if main.as_bytes()[10] == b'T' {
+        "%Y-%m-%dT%H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    let t = NaiveDateTime::parse_from_str(main, format).ok()?;
+    // chrono folds a leap second (`:60`) into the next one; Unix time has none.
+    if t.nanosecond() >= 1_000_000_000 {
+        return None;
+    }
+    Some(UnixMillis(t.and_utc().timestamp_millis()))
 }
 
 /// ISO 8601 UTC for query parameters (`2023-06-08T00:00:00Z`).

@@ -20,6 +20,10 @@
 //! ledger. A row whose value is missing, not a number or implausible is refused on its own (file,
 //! line and reason, returned in [`Fetched::rejected`]) and the rest is imported.
 
+mod series;
+
+pub use series::{load_egrid_rates, load_marginal, IntensityFileError, MarginalFormat};
+
 use crate::ledger::Collector;
 use crate::timefmt;
 use crate::{FetchRequest, Fetched, Provider, ProviderError};

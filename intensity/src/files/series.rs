@@ -2,13 +2,14 @@
 //! exported by vessim), SGIP marginal CSV (kgCO2/kWh, gzip) and eGRID subregion average rates
 //! (lb/MWh). Each converts exactly to g/kWh and reports bad rows by file and line.
 
+use crate::timefmt::parse_utc_timestamp;
 use flate2::read::GzDecoder;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use wattprint_core::intensity::{MarginalSeries, SeriesError};
-use wattprint_core::{GramsPerKwh, UnixMillis};
+use wattprint_core::GramsPerKwh;
 
 /// The format of a marginal-intensity file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -64,31 +65,6 @@ fn open(path: &Path) -> Result<Box<dyn Read>, IntensityFileError> {
     } else {
         Box::new(file)
     })
-}
-
-/// Parses `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DDTHH:MM:SS`, optionally followed by `Z` or
-/// `+00:00`, as UTC. Other offsets are rejected rather than guessed.
-pub fn parse_utc_timestamp(s: &str) -> Option<UnixMillis> {
-    let s = s.trim().trim_start_matches('\u{feff}');
-    let main = s
-        .strip_suffix('Z')
-        .or_else(|| s.strip_suffix("+00:00"))
-        .unwrap_or(s);
-    // Exactly `YYYY-MM-DD?HH:MM:SS`: chrono alone would also take signed or longer years.
-    if main.len() != 19 || !main.is_ascii() {
-        return None;
-    }
-    let format = if main.as_bytes()[10] == b'T' {
-        "%Y-%m-%dT%H:%M:%S"
-    } else {
-        "%Y-%m-%d %H:%M:%S"
-    };
-    let t = chrono::NaiveDateTime::parse_from_str(main, format).ok()?;
-    // chrono folds a leap second (`:60`) into the next one; Unix time has none.
-    if chrono::Timelike::nanosecond(&t) >= 1_000_000_000 {
-        return None;
-    }
-    Some(UnixMillis(t.and_utc().timestamp_millis()))
 }
 
 fn row_err(path: &Path, line: u64, message: impl Into<String>) -> IntensityFileError {
@@ -175,6 +151,7 @@ pub fn load_egrid_rates(path: &Path) -> Result<HashMap<String, GramsPerKwh>, Int
 mod tests {
     use super::*;
     use std::io::Write;
+    use wattprint_core::UnixMillis;
 
     fn data(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
