@@ -14,11 +14,10 @@
 //! single-process mode and localhost development; production uses `https://` with mTLS and a
 //! host token (see the README, "Securing the agent ↔ gateway link").
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use wattprint_runtime::pem::{read_certificates, read_private_key, PemError};
 
 /// Metadata key carrying the agent's host id on every stream.
 pub const HOST_ID_HEADER: &str = "x-wattprint-host-id";
@@ -42,26 +41,17 @@ pub struct AgentTlsFiles {
 /// Why the agent's TLS files or host token cannot be used.
 #[derive(Debug, Error)]
 pub enum TlsError {
-    /// A file cannot be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read {
-        /// What the file is, e.g. "agent.tls.cert".
-        what: &'static str,
+    /// A TLS file cannot be read or does not hold what it should.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// The host token file cannot be read.
+    #[error("cannot read host token file {}: {source}", path.display())]
+    ReadToken {
         /// The file.
         path: PathBuf,
         /// The OS error.
         #[source]
         source: std::io::Error,
-    },
-    /// A file does not hold what it should (no PEM block of the right kind, bad base64).
-    #[error("{what} {}: {message}", path.display())]
-    BadPem {
-        /// What the file is.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
     },
     /// The files parse but do not make a TLS configuration (e.g. key and certificate differ).
     #[error("agent TLS configuration rejected: {0}")]
@@ -74,42 +64,6 @@ pub enum TlsError {
         /// What is wrong.
         message: String,
     },
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Reads a PEM file of certificates; at least one `CERTIFICATE` block is required.
-pub fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let pem = read(what, path)?;
-    let bad = |message: String| TlsError::BadPem {
-        what,
-        path: path.to_owned(),
-        message,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("holds no PEM CERTIFICATE block".into()));
-    }
-    Ok(pem)
-}
-
-/// Reads a PEM private key file (PKCS#8, PKCS#1 or SEC1).
-pub fn read_private_key(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let pem = read(what, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadPem {
-        what,
-        path: path.to_owned(),
-        message: format!("holds no usable PEM private key: {e}"),
-    })?;
-    Ok(pem)
 }
 
 /// Loads and checks the files into tonic's client TLS settings: only `ca` is trusted, the
@@ -165,8 +119,7 @@ impl HostToken {
 
     /// Reads the token from a file holding it (whitespace around it is ignored).
     pub fn from_file(path: &Path) -> Result<Self, TlsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TlsError::Read {
-            what: "host token file",
+        let text = std::fs::read_to_string(path).map_err(|source| TlsError::ReadToken {
             path: path.to_owned(),
             source,
         })?;

@@ -15,11 +15,9 @@
 
 use crate::hosts::HostRegistry;
 use crate::inventory::InventoryIndex;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +33,7 @@ use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRej
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
 use wattprint_proto::v1::{BatchAck, Rejection, SampleBatch};
+use wattprint_runtime::pem::{read_certificates, read_private_key, PemError};
 
 /// tonic's server TLS settings, as [`server_tls_config`] builds them.
 pub use tonic::transport::ServerTlsConfig;
@@ -394,54 +393,12 @@ pub struct GatewayTlsFiles {
 /// Why the gateway's TLS files cannot be used.
 #[derive(Debug, Error)]
 pub enum GatewayTlsError {
-    /// A file cannot be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read {
-        /// What the file is, e.g. "gateway.tls.cert".
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file does not hold the PEM it should.
-    #[error("{what} {}: {message}", path.display())]
-    BadPem {
-        /// What the file is.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A TLS file cannot be read or does not hold what it should.
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// The files parse but do not make a TLS configuration (e.g. key and certificate differ).
     #[error("gateway TLS configuration rejected: {0}")]
     Config(String),
-}
-
-fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayTlsError> {
-    std::fs::read(path).map_err(|source| GatewayTlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayTlsError> {
-    let pem = read_pem(what, path)?;
-    let bad = |message: String| GatewayTlsError::BadPem {
-        what,
-        path: path.to_owned(),
-        message,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("holds no PEM CERTIFICATE block".into()));
-    }
-    Ok(pem)
 }
 
 /// Loads and checks the gateway's TLS files: its identity, and the client CA that makes
@@ -449,12 +406,7 @@ fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, Gateway
 /// does not match its certificate is reported now, not at the first handshake.
 pub fn server_tls_config(files: &GatewayTlsFiles) -> Result<ServerTlsConfig, GatewayTlsError> {
     let cert = read_certificates("gateway.tls.cert", &files.cert)?;
-    let key = read_pem("gateway.tls.key", &files.key)?;
-    PrivateKeyDer::from_pem_slice(&key).map_err(|e| GatewayTlsError::BadPem {
-        what: "gateway.tls.key",
-        path: files.key.clone(),
-        message: format!("holds no usable PEM private key: {e}"),
-    })?;
+    let key = read_private_key("gateway.tls.key", &files.key)?;
     let mut config = ServerTlsConfig::new()
         .identity(Identity::from_pem(cert, key))
         .timeout(TLS_HANDSHAKE_TIMEOUT);

@@ -1,7 +1,9 @@
-//! Process plumbing shared by every Wattprint service: tracing setup, the shutdown signal, and
-//! configuration loading (TOML file + environment overrides). No domain logic.
+//! Process plumbing shared by every Wattprint service: tracing setup, the shutdown signal,
+//! configuration loading (TOML file + environment overrides) and PEM files for TLS. No domain
+//! logic.
 
 pub mod config;
+pub mod pem;
 pub mod shutdown;
 pub mod telemetry;
 
