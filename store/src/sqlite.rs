@@ -8,7 +8,7 @@ mod intensity;
 mod rows;
 mod schema;
 
-use crate::checks::{apply_workload_update, check_workload};
+use crate::checks::{apply_workload_update, check_inventory, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
     LedgerQuery, LedgerWrite, NewWorkload, QuarantineRecord, RefusedSample, RegionCoverage,
@@ -20,7 +20,7 @@ use rows::{
     to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS, USAGE_COLUMNS,
 };
 use rusqlite::{params, Connection, TransactionBehavior};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -483,29 +483,6 @@ impl Store for SqliteStore {
 
 // ---------------------------------------------------------------------------------------------
 // Inventory
-
-/// Refuses a batch that names an instance twice or puts one GPU on two instances.
-fn check_inventory(instances: &[InstanceRecord]) -> Result<(), StoreError> {
-    let mut seen_instances = HashSet::new();
-    let mut seen_gpus = HashSet::new();
-    for rec in instances {
-        if !seen_instances.insert(&rec.instance) {
-            return Err(StoreError::Invalid(format!(
-                "instance {} appears twice in the inventory update",
-                rec.instance
-            )));
-        }
-        for gpu in &rec.gpus {
-            if !seen_gpus.insert(&gpu.uuid) {
-                return Err(StoreError::Invalid(format!(
-                    "GPU {} appears twice in the inventory update",
-                    gpu.uuid
-                )));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Each record is the whole truth about its instance: GPUs it no longer lists are detached, and
 /// a GPU listed under a different instance than before moves.
