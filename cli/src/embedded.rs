@@ -29,7 +29,7 @@ use wattprint_ingest::{
 use wattprint_query_api::auth::Jwks;
 use wattprint_query_api::{ApiLimits, ApiState, AuthConfig, RateLimiter, TokenVerifier};
 use wattprint_runtime::Shutdown;
-use wattprint_store::{ClickHouseStore, SqliteStore, Store};
+use wattprint_store::{ClickHouseStore, SqliteStore, Store, Traced};
 
 /// Reads the HS256 dev secret, creating a random one on first use (so tokens survive restarts).
 pub fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
@@ -120,8 +120,8 @@ pub async fn api_state(
     Ok(state)
 }
 
-/// Opens the configured store (SQLite under the data directory, or ClickHouse) and loads the
-/// configured inventory into it.
+/// Opens the configured store (SQLite under the data directory, or ClickHouse), traced (a span
+/// per operation), and loads the configured inventory into it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match &settings.store {
         StoreSettings::Sqlite { path, synchronous } => {
@@ -129,16 +129,16 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating data directory {}", dir.display()))?;
             }
-            Arc::new(
+            Arc::new(Traced::new(
                 SqliteStore::open_with(path, *synchronous)
                     .with_context(|| format!("opening {}", path.display()))?,
-            )
+            ))
         }
-        StoreSettings::ClickHouse { url, database } => Arc::new(
+        StoreSettings::ClickHouse { url, database } => Arc::new(Traced::new(
             ClickHouseStore::connect(url, database)
                 .await
                 .with_context(|| format!("opening ClickHouse database {database} at {url}"))?,
-        ),
+        )),
     };
     store
         .upsert_inventory(&settings.inventory)

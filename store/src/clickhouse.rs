@@ -241,7 +241,6 @@ impl ClickHouseStore {
 
 #[async_trait]
 impl Store for ClickHouseStore {
-    #[tracing::instrument(skip_all, fields(instances = instances.len()))]
     async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
         check_inventory(instances)?;
         self.upsert_instances(instances).await
@@ -251,25 +250,10 @@ impl Store for ClickHouseStore {
         self.load_instances(None).await
     }
 
-    #[tracing::instrument(
-        skip_all,
-        fields(
-            samples = samples.len(),
-            inserted = tracing::field::Empty,
-            duplicates = tracing::field::Empty,
-            conflicts = tracing::field::Empty,
-        )
-    )]
     async fn write_samples(&self, samples: &[EnrichedSample]) -> Result<WriteOutcome, StoreError> {
-        let outcome = self.store_samples(samples).await?;
-        let span = tracing::Span::current();
-        span.record("inserted", outcome.inserted);
-        span.record("duplicates", outcome.duplicates);
-        span.record("conflicts", outcome.conflicts.len());
-        Ok(outcome)
+        self.store_samples(samples).await
     }
 
-    #[tracing::instrument(skip_all, fields(records = records.len()))]
     async fn write_quarantine(&self, records: &[QuarantineRecord]) -> Result<(), StoreError> {
         self.insert_quarantine(records).await
     }
@@ -305,7 +289,6 @@ impl Store for ClickHouseStore {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(instances = workload.instances.len()))]
     async fn create_workload(
         &self,
         scope: &TenantScope,
@@ -316,7 +299,6 @@ impl Store for ClickHouseStore {
 
     /// Rollups for the whole hours whose rollup is fresh, 5-minute data for the rest; see
     /// `clickhouse/rollups.rs` for why no hour is counted twice.
-    #[tracing::instrument(skip_all, fields(rollup_hours = tracing::field::Empty))]
     async fn tenant_summary(
         &self,
         scope: &TenantScope,
@@ -327,25 +309,21 @@ impl Store for ClickHouseStore {
             .tenant_summary_by(scope.tenant(), from, to, SummaryPath::Auto)
             .await?;
         let hours = rows.iter().map(|(_, h)| h).sum();
-        tracing::Span::current().record("rollup_hours", hours);
         Ok(TenantSummary::of(
             rows.into_iter().map(|(s, _)| s).collect(),
             hours,
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(recomputed = tracing::field::Empty))]
     async fn refresh_rollups(
         &self,
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<RollupRefresh, StoreError> {
         let recomputed = self.refresh(from, to).await?;
-        tracing::Span::current().record("recomputed", recomputed);
         Ok(RollupRefresh { recomputed })
     }
 
-    #[tracing::instrument(skip_all, fields(points = points.len()))]
     async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError> {
         self.write_points(points).await
     }
@@ -357,7 +335,6 @@ impl Store for ClickHouseStore {
         self.read_points(query).await
     }
 
-    #[tracing::instrument(skip_all, fields(region = %region))]
     async fn restate(
         &self,
         region: &RegionId,
@@ -401,7 +378,6 @@ impl Store for ClickHouseStore {
             .next())
     }
 
-    #[tracing::instrument(skip_all, fields(workload = %id))]
     async fn update_workload(
         &self,
         scope: &TenantScope,

@@ -167,7 +167,6 @@ pub(crate) fn now_ms() -> i64 {
 
 #[async_trait]
 impl Store for SqliteStore {
-    #[tracing::instrument(skip_all, fields(instances = instances.len()))]
     async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
         check_inventory(instances)?;
         let instances = instances.to_vec();
@@ -184,15 +183,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(
-        skip_all,
-        fields(
-            samples = samples.len(),
-            inserted = tracing::field::Empty,
-            duplicates = tracing::field::Empty,
-            conflicts = tracing::field::Empty,
-        )
-    )]
     async fn write_samples(&self, samples: &[EnrichedSample]) -> Result<WriteOutcome, StoreError> {
         let mut refused = Vec::new();
         let mut batch = Vec::with_capacity(samples.len());
@@ -212,14 +202,9 @@ impl Store for SqliteStore {
             })
             .await?;
         outcome.refused.splice(0..0, refused);
-        let span = tracing::Span::current();
-        span.record("inserted", outcome.inserted);
-        span.record("duplicates", outcome.duplicates);
-        span.record("conflicts", outcome.conflicts.len());
         Ok(outcome)
     }
 
-    #[tracing::instrument(skip_all, fields(records = records.len()))]
     async fn write_quarantine(&self, records: &[QuarantineRecord]) -> Result<(), StoreError> {
         let records = records.to_vec();
         self.call("writing quarantine", move |conn| {
@@ -274,7 +259,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(instances = workload.instances.len()))]
     async fn create_workload(
         &self,
         scope: &TenantScope,
@@ -303,7 +287,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(points = points.len()))]
     async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError> {
         let points = points.to_vec();
         self.call("writing intensity points", move |conn| {
@@ -323,7 +306,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(region = %region))]
     async fn restate(
         &self,
         region: &RegionId,
@@ -395,7 +377,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(workload = %id))]
     async fn update_workload(
         &self,
         scope: &TenantScope,
