@@ -17,7 +17,7 @@ use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
-use wattprint_core::{HostId, UnixMillis};
+use wattprint_core::HostId;
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
 use wattprint_ingest::hosts::HostRegistry;
@@ -185,27 +185,9 @@ pub struct Backend {
     stop: Shutdown,
 }
 
-/// How often an enricher brings the store's hourly rollups up to date, and how far back.
+/// How often an enricher brings the store's hourly rollups up to date
+/// ([`wattprint_store::rollups::keep_fresh`]).
 const ROLLUP_REFRESH_EVERY: Duration = Duration::from_secs(600);
-const ROLLUP_REFRESH_SPAN_MS: i64 = 6 * 3_600_000;
-
-/// Refreshes the hourly rollups of the last hours until `stop` (reads are exact without it;
-/// it only keeps month-scale reads fast). Failures are logged and retried next round.
-async fn refresh_rollups_until(store: Arc<dyn Store>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(ROLLUP_REFRESH_EVERY) => {}
-        }
-        let hour = wattprint_ingest::gateway::now().0.div_euclid(3_600_000) * 3_600_000;
-        let (from, to) = (UnixMillis(hour - ROLLUP_REFRESH_SPAN_MS), UnixMillis(hour));
-        match store.refresh_rollups(from, to).await {
-            Ok(r) => tracing::info!(recomputed = r.recomputed, "rollups refreshed"),
-            Err(e) => tracing::warn!(error = %e, "refreshing rollups failed; retrying next round"),
-        }
-    }
-}
 
 /// The gateway task's error (a tonic transport error, boxed).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -312,9 +294,13 @@ impl Backend {
         } else {
             (None, None)
         };
-        let rollups = enricher
-            .is_some()
-            .then(|| tokio::spawn(refresh_rollups_until(store.clone(), stop.wait())));
+        let rollups = enricher.is_some().then(|| {
+            tokio::spawn(wattprint_store::rollups::keep_fresh(
+                store.clone(),
+                ROLLUP_REFRESH_EVERY,
+                stop.wait(),
+            ))
+        });
         // Providers are polled where samples are enriched; every process reloads the ledger.
         let intensity = crate::intensity::start_keeping_current(
             settings,

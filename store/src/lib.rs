@@ -9,6 +9,7 @@
 
 mod checks;
 pub mod clickhouse;
+pub mod rollups;
 pub mod sqlite;
 mod traced;
 
