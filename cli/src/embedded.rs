@@ -27,7 +27,7 @@ use wattprint_ingest::{Enricher, Gateway, GatewayLimits, InventoryIndex};
 use wattprint_query_api::auth::Jwks;
 use wattprint_query_api::{ApiLimits, ApiState, AuthConfig, RateLimiter, TokenVerifier};
 use wattprint_runtime::Shutdown;
-use wattprint_store::{ClickHouseStore, SqliteStore, Store};
+use wattprint_store::{ClickHouseStore, SqliteStore, Store, Traced};
 
 /// Reads the HS256 dev secret, creating a random one on first use (so tokens survive restarts).
 pub fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
@@ -118,8 +118,8 @@ pub async fn api_state(
     Ok(state)
 }
 
-/// Opens the configured store (SQLite under the data directory, or ClickHouse) and loads the
-/// configured inventory into it.
+/// Opens the configured store (SQLite under the data directory, or ClickHouse), traced (a span
+/// per operation), and loads the configured inventory into it.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match &settings.store {
         StoreSettings::Sqlite { path, synchronous } => {
@@ -127,16 +127,16 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating data directory {}", dir.display()))?;
             }
-            Arc::new(
+            Arc::new(Traced::new(
                 SqliteStore::open_with(path, *synchronous)
                     .with_context(|| format!("opening {}", path.display()))?,
-            )
+            ))
         }
-        StoreSettings::ClickHouse { url, database } => Arc::new(
+        StoreSettings::ClickHouse { url, database } => Arc::new(Traced::new(
             ClickHouseStore::connect(url, database)
                 .await
                 .with_context(|| format!("opening ClickHouse database {database} at {url}"))?,
-        ),
+        )),
     };
     store
         .upsert_inventory(&settings.inventory)
@@ -183,27 +183,9 @@ pub struct Backend {
     stop: Shutdown,
 }
 
-/// How often an enricher brings the store's hourly rollups up to date, and how far back.
+/// How often an enricher brings the store's hourly rollups up to date
+/// ([`wattprint_store::rollups::keep_fresh`]).
 const ROLLUP_REFRESH_EVERY: Duration = Duration::from_secs(600);
-const ROLLUP_REFRESH_SPAN_MS: i64 = 6 * 3_600_000;
-
-/// Refreshes the hourly rollups of the last hours until `stop` (reads are exact without it;
-/// it only keeps month-scale reads fast). Failures are logged and retried next round.
-async fn refresh_rollups_until(store: Arc<dyn Store>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(ROLLUP_REFRESH_EVERY) => {}
-        }
-        let hour = UnixMillis::now().0.div_euclid(3_600_000) * 3_600_000;
-        let (from, to) = (UnixMillis(hour - ROLLUP_REFRESH_SPAN_MS), UnixMillis(hour));
-        match store.refresh_rollups(from, to).await {
-            Ok(r) => tracing::info!(recomputed = r.recomputed, "rollups refreshed"),
-            Err(e) => tracing::warn!(error = %e, "refreshing rollups failed; retrying next round"),
-        }
-    }
-}
 
 /// The gateway task's error (a tonic transport error, boxed).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -310,9 +292,13 @@ impl Backend {
         } else {
             (None, None)
         };
-        let rollups = enricher
-            .is_some()
-            .then(|| tokio::spawn(refresh_rollups_until(store.clone(), stop.wait())));
+        let rollups = enricher.is_some().then(|| {
+            tokio::spawn(wattprint_store::rollups::keep_fresh(
+                store.clone(),
+                ROLLUP_REFRESH_EVERY,
+                stop.wait(),
+            ))
+        });
         // Providers are polled where samples are enriched; every process reloads the ledger.
         let intensity = crate::intensity::start_keeping_current(
             settings,

@@ -47,54 +47,31 @@
 //! a caller is bound with the client's `?` binding, never formatted into SQL.
 
 mod intensity;
+mod inventory;
+mod quarantine;
 mod rollups;
 mod rows;
+mod samples;
 mod schema;
 mod workloads;
 
 pub use rollups::SummaryPath;
 pub use schema::supports_modern;
 
-use crate::checks::{check_enriched, check_inventory};
+use crate::checks::check_inventory;
 use crate::{
-    EnrichedSample, GpuRecord, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    QuarantineRecord, RefusedSample, RegionCoverage, RestateOutcome, Restatement, RollupRefresh,
-    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
+    QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
+    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
-use rows::{
-    AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredGpu, StoredGpuHost,
-    StoredInstance, StoredQuarantine, StoredSample, StoredShare, INTERVAL_SELECT,
-};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
-use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
-use wattprint_core::timeline::{GpuTimeline, Placement};
-use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis,
-    WorkloadId,
-};
-
-/// What a batch's keys already have in the store.
-#[derive(Default)]
-struct Stored {
-    /// Samples under the batch's `(instance, gpu, seq)` keys.
-    samples: HashMap<SampleKey, Vec<EnergySample>>,
-    /// `(gpu, seq)` markers of the batch's keys, under any instance.
-    markers: Vec<SampleKey>,
-}
-
-/// What a write does with one sample.
-enum Verdict {
-    New,
-    Duplicate,
-    Conflict,
-}
+use wattprint_core::{InstanceId, RegionId, TenantScope, UnixMillis, WorkloadId};
 
 /// Keys per `IN (…)` list, so a large batch stays far below the server's `max_query_size`.
 const KEYS_PER_QUERY: usize = 500;
@@ -260,532 +237,29 @@ impl ClickHouseStore {
         }
         insert.end().await.map_err(ch_err(op))
     }
-
-    /// `NotFound` for the first of `instances` (in order) that does not exist or is not the
-    /// tenant's; the same message either way.
-    async fn require_instances(
-        &self,
-        tenant: &TenantId,
-        instances: &[InstanceId],
-        op: &'static str,
-    ) -> Result<(), StoreError> {
-        let mut found = HashSet::new();
-        for chunk in instances.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT instance_id FROM instances FINAL \
-                 WHERE tenant = ? AND instance_id IN ({})",
-                placeholders(chunk.len(), 1)
-            );
-            let mut q = self.client.query(&sql).bind(tenant.as_str());
-            for i in chunk {
-                q = q.bind(i.as_str());
-            }
-            found.extend(self.fetch::<String>(q, op).await?);
-        }
-        match instances.iter().find(|i| !found.contains(i.as_str())) {
-            Some(missing) => Err(instance_not_found(missing)),
-            None => Ok(()),
-        }
-    }
-
-    /// Instances (newest versions) with their attached GPUs, by instance id then GPU uuid;
-    /// all tenants when `tenant` is None.
-    async fn load_instances(
-        &self,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<InstanceRecord>, StoreError> {
-        const OP: &str = "reading instances";
-        let (instances, gpus) = match tenant {
-            Some(t) => (
-                self.client
-                    .query(
-                        "SELECT ?fields FROM instances FINAL WHERE tenant = ? \
-                         ORDER BY instance_id",
-                    )
-                    .bind(t.as_str()),
-                self.client
-                    .query(
-                        "SELECT ?fields FROM gpus FINAL WHERE attached = 1 AND instance_id IN \
-                         (SELECT instance_id FROM instances FINAL WHERE tenant = ?) \
-                         ORDER BY instance_id, uuid",
-                    )
-                    .bind(t.as_str()),
-            ),
-            None => (
-                self.client
-                    .query("SELECT ?fields FROM instances FINAL ORDER BY instance_id"),
-                self.client.query(
-                    "SELECT ?fields FROM gpus FINAL WHERE attached = 1 \
-                     ORDER BY instance_id, uuid",
-                ),
-            ),
-        };
-        let instances: Vec<StoredInstance> = self.fetch(instances, OP).await?;
-        let gpus: Vec<StoredGpu> = self.fetch(gpus, OP).await?;
-        let mut hosts = self.gpu_hosts(&gpus, OP).await?;
-        let mut by_instance: HashMap<String, Vec<GpuRecord>> = HashMap::new();
-        for g in gpus {
-            let host = HostId(hosts.remove(&g.uuid).unwrap_or_default());
-            by_instance
-                .entry(g.instance_id)
-                .or_default()
-                .push(GpuRecord {
-                    uuid: GpuUuid(g.uuid),
-                    model: g.model,
-                    power_limit: Milliwatts(g.power_limit_mw),
-                    host,
-                });
-        }
-        Ok(instances
-            .into_iter()
-            .map(|i| InstanceRecord {
-                gpus: by_instance.remove(&i.instance_id).unwrap_or_default(),
-                tenant: TenantId(i.tenant),
-                instance: InstanceId(i.instance_id),
-                region: RegionId(i.region),
-                zip_code: i.zip_code,
-            })
-            .collect())
-    }
-
-    /// The stored samples under the batch's own keys `(instance, gpu, seq)` (an indexed lookup;
-    /// `FINAL` collapses copies, more than one per key only if racing writers enriched it
-    /// differently), and the instances each batch `(gpu, seq)` is stored under.
-    async fn stored_for(
-        &self,
-        batch: &[EnrichedSample],
-        op: &'static str,
-    ) -> Result<Stored, StoreError> {
-        let mut keys: Vec<SampleKey> = batch.iter().map(|es| SampleKey::of(&es.sample)).collect();
-        keys.sort_unstable_by(|a, b| {
-            (&a.gpu_uuid, a.seq, &a.instance_id).cmp(&(&b.gpu_uuid, b.seq, &b.instance_id))
-        });
-        keys.dedup();
-        let mut stored = Stored::default();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ?fields FROM samples FINAL WHERE (instance_id, gpu_uuid, seq) IN ({})",
-                placeholders(chunk.len(), 3)
-            );
-            let mut q = self.client.query(&sql);
-            for k in chunk {
-                q = q
-                    .bind(k.instance_id.as_str())
-                    .bind(k.gpu_uuid.as_str())
-                    .bind(k.seq);
-            }
-            for row in self.fetch::<StoredSample>(q, op).await? {
-                let sample = row.decode()?;
-                stored
-                    .samples
-                    .entry(SampleKey::of(&sample))
-                    .or_default()
-                    .push(sample);
-            }
-        }
-        let mut gpu_seqs: Vec<(&str, u64)> =
-            keys.iter().map(|k| (k.gpu_uuid.as_str(), k.seq)).collect();
-        gpu_seqs.dedup();
-        for chunk in gpu_seqs.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ?fields FROM sample_keys WHERE (gpu_uuid, seq) IN ({})",
-                placeholders(chunk.len(), 2)
-            );
-            let mut q = self.client.query(&sql);
-            for (gpu, seq) in chunk {
-                q = q.bind(*gpu).bind(*seq);
-            }
-            stored.markers.extend(self.fetch::<SampleKey>(q, op).await?);
-        }
-        Ok(stored)
-    }
-
-    /// The stored spans of the batch's GPUs that its samples could overlap: from
-    /// [`MAX_SAMPLE_SPAN_MS`] before the earliest start to the latest end, per GPU.
-    async fn timelines_for(
-        &self,
-        batch: &[EnrichedSample],
-        op: &'static str,
-    ) -> Result<HashMap<String, GpuTimeline>, StoreError> {
-        let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        for es in batch {
-            let s = &es.sample;
-            let r = ranges.entry(s.gpu.as_str()).or_insert((s.start.0, s.end.0));
-            r.0 = r.0.min(s.start.0);
-            r.1 = r.1.max(s.end.0);
-        }
-        let mut out: HashMap<String, GpuTimeline> = HashMap::new();
-        let ranges: Vec<_> = ranges.into_iter().collect();
-        for chunk in ranges.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ?fields FROM gpu_spans WHERE {}",
-                vec!["(gpu_uuid = ? AND start_ms > ? AND start_ms < ?)"; chunk.len()].join(" OR ")
-            );
-            let mut q = self.client.query(&sql);
-            for (gpu, (from, to)) in chunk {
-                q = q
-                    .bind(*gpu)
-                    .bind(from.saturating_sub(MAX_SAMPLE_SPAN_MS + 1))
-                    .bind(*to);
-            }
-            for span in self.fetch::<GpuSpan>(q, op).await? {
-                let key = span.key();
-                out.entry(span.gpu_uuid).or_default().insert(key);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The newest host of each of `gpus`.
-    async fn gpu_hosts(
-        &self,
-        gpus: &[StoredGpu],
-        op: &'static str,
-    ) -> Result<HashMap<String, String>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in gpus.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ?fields FROM gpu_hosts FINAL WHERE uuid IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut q = self.client.query(&sql);
-            for g in chunk {
-                q = q.bind(g.uuid.as_str());
-            }
-            for row in self.fetch::<StoredGpuHost>(q, op).await? {
-                out.insert(row.uuid, row.host);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The stored shares under the given keys.
-    async fn stored_shares(
-        &self,
-        keys: &[ShareKey],
-        op: &'static str,
-    ) -> Result<HashMap<ShareKey, StoredShare>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ?fields FROM shares FINAL \
-                 WHERE (instance_id, bucket_ms, gpu_uuid, seq) IN ({})",
-                placeholders(chunk.len(), 4)
-            );
-            let mut q = self.client.query(&sql);
-            for (instance, bucket, gpu, seq) in chunk {
-                q = q
-                    .bind(instance.as_str())
-                    .bind(*bucket)
-                    .bind(gpu.as_str())
-                    .bind(*seq);
-            }
-            for row in self.fetch::<StoredShare>(q, op).await? {
-                out.insert(row.key(), row);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Writes samples known to be new with their shares, then the `(gpu, seq)` markers of
-    /// these and of any stored sample that lacks one.
-    ///
-    /// Order matters, because the `INSERT`s are not one transaction: **shares first, then
-    /// samples, then markers.** A sample row is what makes a later delivery a duplicate that
-    /// writes nothing. If the process dies after the shares and before the samples, no sample
-    /// row exists, so the redelivery (the bus redelivers whatever was not acknowledged) writes
-    /// the sample again: its shares go under the same deterministic keys, where the stored ones
-    /// are kept (looked up here and not re-sent; identical rows would collapse under `FINAL`
-    /// anyway), and then the sample row is written. The other order would lose energy: a crash
-    /// after the samples insert would leave a sample without shares, and every redelivery,
-    /// finding the sample, would skip it forever. A single insert spanning several month
-    /// partitions can also be cut between partitions; that is the same case (some shares
-    /// stored, no sample) and heals the same way. A crash before the markers leaves stored
-    /// samples without one; the redelivery finds them as duplicates and writes the markers.
-    ///
-    /// The rollup marks of the hours the new samples touch go in **after the shares and before
-    /// the samples** (see `clickhouse/rollups.rs`): after the shares, so a recompute that
-    /// counts a mark has the shares it stands for; before the samples, so a crash between the
-    /// two leaves no sample row and the redelivery writes the marks. Returns the
-    /// `(tenant, instance, hour)`s marked.
-    async fn write_new_samples(
-        &self,
-        new: &[&EnrichedSample],
-        markers: &[SampleKey],
-    ) -> Result<BTreeSet<(String, String, i64)>, StoreError> {
-        const OP: &str = "writing samples";
-        let shares: Vec<StoredShare> = new
-            .iter()
-            .flat_map(|es| es.shares.iter().map(|sh| StoredShare::encode(es, sh)))
-            .collect();
-        let keys: Vec<ShareKey> = shares.iter().map(StoredShare::key).collect();
-        let stored = self.stored_shares(&keys, OP).await?;
-        let mut fresh = Vec::with_capacity(shares.len());
-        for share in shares {
-            match stored.get(&share.key()) {
-                None => fresh.push(share),
-                Some(kept) if *kept == share => {}
-                Some(_) => tracing::info!(
-                    gpu = %share.gpu_uuid,
-                    seq = share.seq,
-                    bucket = share.bucket_ms,
-                    "share of an interrupted earlier write differs (enriched again); \
-                     kept the stored one"
-                ),
-            }
-        }
-        self.insert("shares", &fresh, OP).await?;
-        let touched: BTreeSet<(String, String, i64)> = new
-            .iter()
-            .flat_map(|es| {
-                es.shares.iter().map(|sh| {
-                    (
-                        es.tenant.0.clone(),
-                        es.sample.instance.0.clone(),
-                        rollups::floor_hour(sh.bucket.start().0),
-                    )
-                })
-            })
-            .collect();
-        let marks: Vec<RollupMark> = touched
-            .iter()
-            .map(|(tenant, instance, hour)| RollupMark {
-                tenant: tenant.clone(),
-                instance_id: instance.clone(),
-                hour_ms: *hour,
-                writes: 1,
-            })
-            .collect();
-        self.insert("rollup_marks", &marks, OP).await?;
-        let samples: Vec<StoredSample> = new
-            .iter()
-            .map(|es| StoredSample::encode(es.tenant.as_str(), &es.sample))
-            .collect();
-        self.insert("samples", &samples, OP).await?;
-        self.insert("sample_keys", markers, OP).await?;
-        Ok(touched)
-    }
 }
 
 #[async_trait]
 impl Store for ClickHouseStore {
-    /// Each record is the whole truth about its instance: GPUs it no longer lists are detached
-    /// (tombstoned), and a GPU listed under a different instance than before moves.
-    #[tracing::instrument(skip_all, fields(instances = instances.len()))]
     async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
-        const OP: &str = "upserting inventory";
         check_inventory(instances)?;
-        if instances.is_empty() {
-            return Ok(());
-        }
-        // GPUs now attached to the instances being re-declared.
-        let mut attached: Vec<StoredGpu> = Vec::new();
-        for chunk in instances.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ?fields FROM gpus FINAL WHERE attached = 1 AND instance_id IN ({})",
-                placeholders(chunk.len(), 1)
-            );
-            let mut q = self.client.query(&sql);
-            for rec in chunk {
-                q = q.bind(rec.instance.as_str());
-            }
-            attached.extend(self.fetch::<StoredGpu>(q, OP).await?);
-        }
-        // The new version must beat every stored one, even one written by a host whose clock
-        // runs ahead of ours; otherwise the update would silently lose.
-        let stored_max: u64 = self
-            .client
-            .query(
-                "SELECT greatest((SELECT max(version) FROM instances), \
-                 (SELECT max(version) FROM gpus))",
-            )
-            .fetch_one()
-            .await
-            .map_err(ch_err(OP))?;
-        let version = u64::try_from(self.tick())
-            .unwrap_or(0)
-            .max(stored_max.saturating_add(1));
-
-        let listed: HashSet<&str> = instances
-            .iter()
-            .flat_map(|r| r.gpus.iter().map(|g| g.uuid.as_str()))
-            .collect();
-        let instance_rows: Vec<StoredInstance> = instances
-            .iter()
-            .map(|r| StoredInstance {
-                instance_id: r.instance.0.clone(),
-                tenant: r.tenant.0.clone(),
-                region: r.region.0.clone(),
-                zip_code: r.zip_code.clone(),
-                version,
-            })
-            .collect();
-        let mut gpu_rows: Vec<StoredGpu> = instances
-            .iter()
-            .flat_map(|r| {
-                r.gpus.iter().map(|g| StoredGpu {
-                    uuid: g.uuid.0.clone(),
-                    instance_id: r.instance.0.clone(),
-                    model: g.model.clone(),
-                    power_limit_mw: g.power_limit.0,
-                    attached: 1,
-                    version,
-                })
-            })
-            .collect();
-        gpu_rows.extend(
-            attached
-                .into_iter()
-                .filter(|g| !listed.contains(g.uuid.as_str()))
-                .map(|g| StoredGpu {
-                    attached: 0,
-                    version,
-                    ..g
-                }),
-        );
-        let host_rows: Vec<StoredGpuHost> = instances
-            .iter()
-            .flat_map(|r| r.gpus.iter())
-            .map(|g| StoredGpuHost {
-                uuid: g.uuid.0.clone(),
-                host: g.host.0.clone(),
-                version,
-            })
-            .collect();
-        self.insert("instances", &instance_rows, OP).await?;
-        // Hosts before the GPUs: a GPU is never readable attached with an older host.
-        self.insert("gpu_hosts", &host_rows, OP).await?;
-        self.insert("gpus", &gpu_rows, OP).await
+        self.upsert_instances(instances).await
     }
 
     async fn inventory(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         self.load_instances(None).await
     }
 
-    #[tracing::instrument(
-        skip_all,
-        fields(
-            samples = samples.len(),
-            inserted = tracing::field::Empty,
-            duplicates = tracing::field::Empty,
-            conflicts = tracing::field::Empty,
-        )
-    )]
     async fn write_samples(&self, samples: &[EnrichedSample]) -> Result<WriteOutcome, StoreError> {
-        const OP: &str = "writing samples";
-        let mut outcome = WriteOutcome::default();
-        let mut valid = Vec::with_capacity(samples.len());
-        for es in samples {
-            match check_enriched(es) {
-                Ok(()) => valid.push(es.clone()),
-                Err(e) => outcome.refused.push(RefusedSample::invalid(&es.sample, e)),
-            }
-        }
-        let samples = &valid[..];
-        let mut timelines = self.timelines_for(samples, OP).await?;
-        let Stored {
-            samples: mut known,
-            markers: stored_markers,
-        } = self.stored_for(samples, OP).await?;
-        // Instances each `(gpu, seq)` is stored (or, earlier in this batch, decided) under.
-        let mut owners: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
-        for m in &stored_markers {
-            owners
-                .entry((m.gpu_uuid.as_str(), m.seq))
-                .or_default()
-                .insert(m.instance_id.as_str());
-        }
-
-        // Decide in batch order, as if written one by one: a key repeated within the batch is
-        // compared with its first occurrence, a span with those placed before it.
-        let mut new = Vec::new();
-        let mut spans = Vec::new();
-        let mut markers: Vec<SampleKey> = Vec::new();
-        for es in samples {
-            let s = &es.sample;
-            let key = SampleKey::of(s);
-            let under = owners.entry((s.gpu.as_str(), s.seq)).or_default();
-            let verdict = match known.get(&key) {
-                Some(stored) if stored.contains(s) => Verdict::Duplicate,
-                Some(_) => Verdict::Conflict,
-                // Stored under another instance: the instance is part of the content.
-                None if under.iter().any(|i| *i != s.instance.as_str()) => Verdict::Conflict,
-                None => Verdict::New,
-            };
-            match verdict {
-                Verdict::Duplicate => {
-                    outcome.duplicates = outcome.duplicates.saturating_add(1);
-                    // A crash between the samples and the markers insert left it unmarked.
-                    if under.insert(s.instance.as_str()) {
-                        markers.push(key);
-                    }
-                }
-                Verdict::Conflict => {
-                    tracing::warn!(
-                        gpu = %s.gpu,
-                        seq = s.seq,
-                        "sample redelivered with different content; kept the stored one"
-                    );
-                    outcome.conflicts.push((s.gpu.clone(), s.seq));
-                }
-                Verdict::New => {
-                    let span = GpuSpan::of(s);
-                    let timeline = timelines.entry(s.gpu.0.clone()).or_default();
-                    match timeline.claim(&s.gpu, span.key()) {
-                        Err(o) => {
-                            tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = o.stored_seq, "sample overlaps stored energy of its GPU; refused");
-                            outcome.refused.push(RefusedSample::overlap(o));
-                            continue;
-                        }
-                        // Written by an interrupted earlier attempt: its span is there already.
-                        Ok(Placement::Itself) => {}
-                        Ok(_) => spans.push(span),
-                    }
-                    under.insert(s.instance.as_str());
-                    known.insert(key.clone(), vec![s.clone()]);
-                    markers.push(key);
-                    new.push(es);
-                    outcome.inserted = outcome.inserted.saturating_add(1);
-                }
-            }
-        }
-        if !new.is_empty() || !markers.is_empty() {
-            // Spans first: a crash after them leaves a span whose sample is not stored yet,
-            // which its redelivery finds as itself; never a stored sample without its span.
-            self.insert("gpu_spans", &spans, OP).await?;
-            let touched = self.write_new_samples(&new, &markers).await?;
-            self.roll_up_passed_hours(&touched).await;
-        }
-        let span = tracing::Span::current();
-        span.record("inserted", outcome.inserted);
-        span.record("duplicates", outcome.duplicates);
-        span.record("conflicts", outcome.conflicts.len());
-        Ok(outcome)
+        self.store_samples(samples).await
     }
 
-    #[tracing::instrument(skip_all, fields(records = records.len()))]
     async fn write_quarantine(&self, records: &[QuarantineRecord]) -> Result<(), StoreError> {
-        let written_ns = self.tick();
-        let rows: Vec<StoredQuarantine> = (0u32..)
-            .zip(records)
-            .map(|(pos, r)| StoredQuarantine::encode(r, written_ns, pos))
-            .collect();
-        self.insert("quarantine", &rows, "writing quarantine").await
+        self.insert_quarantine(records).await
     }
 
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
-        let q = self
-            .client
-            .query(
-                // A redelivered refusal is read once, its first copy (as SQLite keeps it).
-                "SELECT ?fields FROM (SELECT * FROM quarantine \
-                 ORDER BY received_at_ms, written_ns, position \
-                 LIMIT 1 BY host, gpu_uuid, seq, payload) \
-                 ORDER BY received_at_ms DESC, written_ns DESC, position DESC LIMIT ?",
-            )
-            .bind(limit);
-        let rows: Vec<StoredQuarantine> = self.fetch(q, "reading quarantine").await?;
-        Ok(rows.into_iter().map(StoredQuarantine::decode).collect())
+        self.read_quarantine(limit).await
     }
 
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -800,30 +274,8 @@ impl Store for ClickHouseStore {
         to: UnixMillis,
         limit: u32,
     ) -> Result<Vec<SampleRow>, StoreError> {
-        const OP: &str = "reading samples";
-        let tenant = scope.tenant();
-        self.require_instances(tenant, std::slice::from_ref(instance), OP)
-            .await?;
-        let q = self
-            .client
-            .query(
-                "SELECT ?fields FROM samples FINAL \
-                 WHERE tenant = ? AND instance_id = ? AND start_ms < ? AND end_ms > ? \
-                 ORDER BY start_ms, end_ms, gpu_uuid, seq LIMIT ?",
-            )
-            .bind(tenant.as_str())
-            .bind(instance.as_str())
-            .bind(to.0)
-            .bind(from.0)
-            .bind(limit);
-        let rows: Vec<StoredSample> = self.fetch(q, OP).await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(SampleRow {
-                    sample: r.decode()?,
-                })
-            })
-            .collect()
+        self.read_samples(scope.tenant(), instance, from, to, limit)
+            .await
     }
 
     async fn instance_intervals(
@@ -833,27 +285,10 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
-        const OP: &str = "reading intervals";
-        let tenant = scope.tenant();
-        self.require_instances(tenant, std::slice::from_ref(instance), OP)
-            .await?;
-        let sql = format!(
-            "SELECT {INTERVAL_SELECT} FROM shares FINAL \
-             WHERE tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ? \
-             GROUP BY instance_id, gpu_uuid, bucket_ms ORDER BY bucket_ms, gpu_uuid"
-        );
-        let q = self
-            .client
-            .query(&sql)
-            .bind(tenant.as_str())
-            .bind(instance.as_str())
-            .bind(from.0)
-            .bind(to.0);
-        let rows: Vec<AggregatedInterval> = self.fetch(q, OP).await?;
-        rows.into_iter().map(AggregatedInterval::decode).collect()
+        self.read_intervals(scope.tenant(), instance, from, to)
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(instances = workload.instances.len()))]
     async fn create_workload(
         &self,
         scope: &TenantScope,
@@ -864,7 +299,6 @@ impl Store for ClickHouseStore {
 
     /// Rollups for the whole hours whose rollup is fresh, 5-minute data for the rest; see
     /// `clickhouse/rollups.rs` for why no hour is counted twice.
-    #[tracing::instrument(skip_all, fields(rollup_hours = tracing::field::Empty))]
     async fn tenant_summary(
         &self,
         scope: &TenantScope,
@@ -875,25 +309,21 @@ impl Store for ClickHouseStore {
             .tenant_summary_by(scope.tenant(), from, to, SummaryPath::Auto)
             .await?;
         let hours = rows.iter().map(|(_, h)| h).sum();
-        tracing::Span::current().record("rollup_hours", hours);
         Ok(TenantSummary::of(
             rows.into_iter().map(|(s, _)| s).collect(),
             hours,
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(recomputed = tracing::field::Empty))]
     async fn refresh_rollups(
         &self,
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<RollupRefresh, StoreError> {
         let recomputed = self.refresh(from, to).await?;
-        tracing::Span::current().record("recomputed", recomputed);
         Ok(RollupRefresh { recomputed })
     }
 
-    #[tracing::instrument(skip_all, fields(points = points.len()))]
     async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError> {
         self.write_points(points).await
     }
@@ -905,7 +335,6 @@ impl Store for ClickHouseStore {
         self.read_points(query).await
     }
 
-    #[tracing::instrument(skip_all, fields(region = %region))]
     async fn restate(
         &self,
         region: &RegionId,
@@ -949,7 +378,6 @@ impl Store for ClickHouseStore {
             .next())
     }
 
-    #[tracing::instrument(skip_all, fields(workload = %id))]
     async fn update_workload(
         &self,
         scope: &TenantScope,

@@ -4,10 +4,14 @@
 //! Writes are idempotent: a sample is identified by `(gpu, seq)`, and writing it again is
 //! counted as a duplicate and changes nothing. Every tenant-facing read takes a
 //! [`TenantScope`] and returns only that tenant's rows.
+//!
+//! Backends do no tracing of their own: wrap one in [`Traced`] for a span per operation.
 
 mod checks;
 pub mod clickhouse;
+pub mod rollups;
 pub mod sqlite;
+mod traced;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +30,7 @@ use wattprint_core::{
 
 pub use self::clickhouse::ClickHouseStore;
 pub use sqlite::{SqliteStore, SqliteSync};
+pub use traced::Traced;
 
 /// A GPU in the inventory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -445,6 +445,52 @@ impl ClickHouseStore {
         }
     }
 
+    /// What of the whole hours `[h1, h2)` the summary must read from 5-minute data: the stale
+    /// `(instance, hour)` pairs, or only their hours when there are too many pairs, or
+    /// everything when there are too many hours.
+    async fn excluded_from_rollups(
+        &self,
+        tenant: &TenantId,
+        h1: i64,
+        h2: i64,
+    ) -> Result<Excluded, StoreError> {
+        const OP: &str = "summarising a tenant";
+        let stale = self
+            .stale_hours(Some(tenant), h1, h2, Some(MAX_STALE_PAIRS + 1))
+            .await?;
+        if stale.len() as u64 <= MAX_STALE_PAIRS {
+            return Ok(Excluded::Pairs(
+                stale
+                    .into_iter()
+                    .map(|s| (s.instance_id, s.hour_ms))
+                    .collect(),
+            ));
+        }
+        let sql = format!(
+            "SELECT DISTINCT hour_ms FROM ({}) ORDER BY hour_ms LIMIT ?",
+            stale_sql("tenant = ?")
+        );
+        let hours: Vec<i64> = self
+            .fetch(
+                self.client
+                    .query(&sql)
+                    .bind(tenant.as_str())
+                    .bind(h1)
+                    .bind(h2)
+                    .bind(tenant.as_str())
+                    .bind(h1)
+                    .bind(h2)
+                    .bind(MAX_STALE_HOURS + 1),
+                OP,
+            )
+            .await?;
+        Ok(if hours.len() as u64 <= MAX_STALE_HOURS {
+            Excluded::Hours(hours)
+        } else {
+            Excluded::Everything
+        })
+    }
+
     /// The tenant's usage per instance over buckets starting in `[from, to)`, read by `path`.
     pub async fn tenant_summary_by(
         &self,
@@ -461,41 +507,7 @@ impl ClickHouseStore {
         let excluded = if path == SummaryPath::Raw || h1 >= h2 {
             Excluded::Everything
         } else {
-            let stale = self
-                .stale_hours(Some(tenant), h1, h2, Some(MAX_STALE_PAIRS + 1))
-                .await?;
-            if stale.len() as u64 <= MAX_STALE_PAIRS {
-                Excluded::Pairs(
-                    stale
-                        .into_iter()
-                        .map(|s| (s.instance_id, s.hour_ms))
-                        .collect(),
-                )
-            } else {
-                let sql = format!(
-                    "SELECT DISTINCT hour_ms FROM ({}) ORDER BY hour_ms LIMIT ?",
-                    stale_sql("tenant = ?")
-                );
-                let hours: Vec<i64> = self
-                    .fetch(
-                        self.client
-                            .query(&sql)
-                            .bind(tenant.as_str())
-                            .bind(h1)
-                            .bind(h2)
-                            .bind(tenant.as_str())
-                            .bind(h1)
-                            .bind(h2)
-                            .bind(MAX_STALE_HOURS + 1),
-                        OP,
-                    )
-                    .await?;
-                if hours.len() as u64 <= MAX_STALE_HOURS {
-                    Excluded::Hours(hours)
-                } else {
-                    Excluded::Everything
-                }
-            }
+            self.excluded_from_rollups(tenant, h1, h2).await?
         };
 
         // The 5-minute part: the edges, and the excluded hours in between. Only instances with

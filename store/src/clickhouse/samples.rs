@@ -1,0 +1,385 @@
+//! Samples, their shares and intervals in ClickHouse: the exactly-once write path.
+//!
+//! A batch is decided against what is stored under its own keys (duplicates and conflicts)
+//! and against its GPUs' stored spans (overlaps); only new samples are written, shares first
+//! (see `ClickHouseStore::write_new_samples` and the module docs of `clickhouse.rs`).
+
+use super::rollups;
+use super::rows::{
+    AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredSample, StoredShare,
+    INTERVAL_SELECT,
+};
+use super::{placeholders, ClickHouseStore, KEYS_PER_QUERY};
+use crate::checks::check_enriched;
+use crate::{EnrichedSample, IntervalRow, RefusedSample, SampleRow, StoreError, WriteOutcome};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
+use wattprint_core::timeline::{GpuTimeline, Placement};
+use wattprint_core::{InstanceId, TenantId, UnixMillis};
+
+/// What a batch's keys already have in the store.
+#[derive(Default)]
+struct Stored {
+    /// Samples under the batch's `(instance, gpu, seq)` keys.
+    samples: HashMap<SampleKey, Vec<EnergySample>>,
+    /// `(gpu, seq)` markers of the batch's keys, under any instance.
+    markers: Vec<SampleKey>,
+}
+
+/// What a write does with one sample.
+enum Verdict {
+    New,
+    Duplicate,
+    Conflict,
+}
+
+impl ClickHouseStore {
+    /// Decides each checked sample of the batch (new, duplicate, conflict or refused for an
+    /// overlap) in batch order, then writes the new ones (`Self::write_new_samples`).
+    pub(super) async fn store_samples(
+        &self,
+        samples: &[EnrichedSample],
+    ) -> Result<WriteOutcome, StoreError> {
+        const OP: &str = "writing samples";
+        let mut outcome = WriteOutcome::default();
+        let mut valid = Vec::with_capacity(samples.len());
+        for es in samples {
+            match check_enriched(es) {
+                Ok(()) => valid.push(es.clone()),
+                Err(e) => outcome.refused.push(RefusedSample::invalid(&es.sample, e)),
+            }
+        }
+        let samples = &valid[..];
+        let mut timelines = self.timelines_for(samples, OP).await?;
+        let Stored {
+            samples: mut known,
+            markers: stored_markers,
+        } = self.stored_for(samples, OP).await?;
+        // Instances each `(gpu, seq)` is stored (or, earlier in this batch, decided) under.
+        let mut owners: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
+        for m in &stored_markers {
+            owners
+                .entry((m.gpu_uuid.as_str(), m.seq))
+                .or_default()
+                .insert(m.instance_id.as_str());
+        }
+
+        // Decide in batch order, as if written one by one: a key repeated within the batch is
+        // compared with its first occurrence, a span with those placed before it.
+        let mut new = Vec::new();
+        let mut spans = Vec::new();
+        let mut markers: Vec<SampleKey> = Vec::new();
+        for es in samples {
+            let s = &es.sample;
+            let key = SampleKey::of(s);
+            let under = owners.entry((s.gpu.as_str(), s.seq)).or_default();
+            let verdict = match known.get(&key) {
+                Some(stored) if stored.contains(s) => Verdict::Duplicate,
+                Some(_) => Verdict::Conflict,
+                // Stored under another instance: the instance is part of the content.
+                None if under.iter().any(|i| *i != s.instance.as_str()) => Verdict::Conflict,
+                None => Verdict::New,
+            };
+            match verdict {
+                Verdict::Duplicate => {
+                    outcome.duplicates = outcome.duplicates.saturating_add(1);
+                    // A crash between the samples and the markers insert left it unmarked.
+                    if under.insert(s.instance.as_str()) {
+                        markers.push(key);
+                    }
+                }
+                Verdict::Conflict => {
+                    tracing::warn!(
+                        gpu = %s.gpu,
+                        seq = s.seq,
+                        "sample redelivered with different content; kept the stored one"
+                    );
+                    outcome.conflicts.push((s.gpu.clone(), s.seq));
+                }
+                Verdict::New => {
+                    let span = GpuSpan::of(s);
+                    let timeline = timelines.entry(s.gpu.0.clone()).or_default();
+                    match timeline.claim(&s.gpu, span.key()) {
+                        Err(o) => {
+                            tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = o.stored_seq, "sample overlaps stored energy of its GPU; refused");
+                            outcome.refused.push(RefusedSample::overlap(o));
+                            continue;
+                        }
+                        // Written by an interrupted earlier attempt: its span is there already.
+                        Ok(Placement::Itself) => {}
+                        Ok(_) => spans.push(span),
+                    }
+                    under.insert(s.instance.as_str());
+                    known.insert(key.clone(), vec![s.clone()]);
+                    markers.push(key);
+                    new.push(es);
+                    outcome.inserted = outcome.inserted.saturating_add(1);
+                }
+            }
+        }
+        if !new.is_empty() || !markers.is_empty() {
+            // Spans first: a crash after them leaves a span whose sample is not stored yet,
+            // which its redelivery finds as itself; never a stored sample without its span.
+            self.insert("gpu_spans", &spans, OP).await?;
+            let touched = self.write_new_samples(&new, &markers).await?;
+            self.roll_up_passed_hours(&touched).await;
+        }
+        Ok(outcome)
+    }
+
+    /// The instance's samples overlapping `[from, to)`, in time order, at most `limit`.
+    pub(super) async fn read_samples(
+        &self,
+        tenant: &TenantId,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        const OP: &str = "reading samples";
+        self.require_instances(tenant, std::slice::from_ref(instance), OP)
+            .await?;
+        let q = self
+            .client
+            .query(
+                "SELECT ?fields FROM samples FINAL \
+                 WHERE tenant = ? AND instance_id = ? AND start_ms < ? AND end_ms > ? \
+                 ORDER BY start_ms, end_ms, gpu_uuid, seq LIMIT ?",
+            )
+            .bind(tenant.as_str())
+            .bind(instance.as_str())
+            .bind(to.0)
+            .bind(from.0)
+            .bind(limit);
+        let rows: Vec<StoredSample> = self.fetch(q, OP).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SampleRow {
+                    sample: r.decode()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The instance's intervals for buckets in `[from, to)`, aggregated from `shares FINAL`.
+    pub(super) async fn read_intervals(
+        &self,
+        tenant: &TenantId,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        const OP: &str = "reading intervals";
+        self.require_instances(tenant, std::slice::from_ref(instance), OP)
+            .await?;
+        let sql = format!(
+            "SELECT {INTERVAL_SELECT} FROM shares FINAL \
+             WHERE tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ? \
+             GROUP BY instance_id, gpu_uuid, bucket_ms ORDER BY bucket_ms, gpu_uuid"
+        );
+        let q = self
+            .client
+            .query(&sql)
+            .bind(tenant.as_str())
+            .bind(instance.as_str())
+            .bind(from.0)
+            .bind(to.0);
+        let rows: Vec<AggregatedInterval> = self.fetch(q, OP).await?;
+        rows.into_iter().map(AggregatedInterval::decode).collect()
+    }
+
+    /// The stored samples under the batch's own keys `(instance, gpu, seq)` (an indexed lookup;
+    /// `FINAL` collapses copies, more than one per key only if racing writers enriched it
+    /// differently), and the instances each batch `(gpu, seq)` is stored under.
+    async fn stored_for(
+        &self,
+        batch: &[EnrichedSample],
+        op: &'static str,
+    ) -> Result<Stored, StoreError> {
+        let mut keys: Vec<SampleKey> = batch.iter().map(|es| SampleKey::of(&es.sample)).collect();
+        keys.sort_unstable_by(|a, b| {
+            (&a.gpu_uuid, a.seq, &a.instance_id).cmp(&(&b.gpu_uuid, b.seq, &b.instance_id))
+        });
+        keys.dedup();
+        let mut stored = Stored::default();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ?fields FROM samples FINAL WHERE (instance_id, gpu_uuid, seq) IN ({})",
+                placeholders(chunk.len(), 3)
+            );
+            let mut q = self.client.query(&sql);
+            for k in chunk {
+                q = q
+                    .bind(k.instance_id.as_str())
+                    .bind(k.gpu_uuid.as_str())
+                    .bind(k.seq);
+            }
+            for row in self.fetch::<StoredSample>(q, op).await? {
+                let sample = row.decode()?;
+                stored
+                    .samples
+                    .entry(SampleKey::of(&sample))
+                    .or_default()
+                    .push(sample);
+            }
+        }
+        let mut gpu_seqs: Vec<(&str, u64)> =
+            keys.iter().map(|k| (k.gpu_uuid.as_str(), k.seq)).collect();
+        gpu_seqs.dedup();
+        for chunk in gpu_seqs.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ?fields FROM sample_keys WHERE (gpu_uuid, seq) IN ({})",
+                placeholders(chunk.len(), 2)
+            );
+            let mut q = self.client.query(&sql);
+            for (gpu, seq) in chunk {
+                q = q.bind(*gpu).bind(*seq);
+            }
+            stored.markers.extend(self.fetch::<SampleKey>(q, op).await?);
+        }
+        Ok(stored)
+    }
+
+    /// The stored spans of the batch's GPUs that its samples could overlap: from
+    /// [`MAX_SAMPLE_SPAN_MS`] before the earliest start to the latest end, per GPU.
+    async fn timelines_for(
+        &self,
+        batch: &[EnrichedSample],
+        op: &'static str,
+    ) -> Result<HashMap<String, GpuTimeline>, StoreError> {
+        let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for es in batch {
+            let s = &es.sample;
+            let r = ranges.entry(s.gpu.as_str()).or_insert((s.start.0, s.end.0));
+            r.0 = r.0.min(s.start.0);
+            r.1 = r.1.max(s.end.0);
+        }
+        let mut out: HashMap<String, GpuTimeline> = HashMap::new();
+        let ranges: Vec<_> = ranges.into_iter().collect();
+        for chunk in ranges.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ?fields FROM gpu_spans WHERE {}",
+                vec!["(gpu_uuid = ? AND start_ms > ? AND start_ms < ?)"; chunk.len()].join(" OR ")
+            );
+            let mut q = self.client.query(&sql);
+            for (gpu, (from, to)) in chunk {
+                q = q
+                    .bind(*gpu)
+                    .bind(from.saturating_sub(MAX_SAMPLE_SPAN_MS + 1))
+                    .bind(*to);
+            }
+            for span in self.fetch::<GpuSpan>(q, op).await? {
+                let key = span.key();
+                out.entry(span.gpu_uuid).or_default().insert(key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored shares under the given keys.
+    async fn stored_shares(
+        &self,
+        keys: &[ShareKey],
+        op: &'static str,
+    ) -> Result<HashMap<ShareKey, StoredShare>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT ?fields FROM shares FINAL \
+                 WHERE (instance_id, bucket_ms, gpu_uuid, seq) IN ({})",
+                placeholders(chunk.len(), 4)
+            );
+            let mut q = self.client.query(&sql);
+            for (instance, bucket, gpu, seq) in chunk {
+                q = q
+                    .bind(instance.as_str())
+                    .bind(*bucket)
+                    .bind(gpu.as_str())
+                    .bind(*seq);
+            }
+            for row in self.fetch::<StoredShare>(q, op).await? {
+                out.insert(row.key(), row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes samples known to be new with their shares, then the `(gpu, seq)` markers of
+    /// these and of any stored sample that lacks one.
+    ///
+    /// Order matters, because the `INSERT`s are not one transaction: **shares first, then
+    /// samples, then markers.** A sample row is what makes a later delivery a duplicate that
+    /// writes nothing. If the process dies after the shares and before the samples, no sample
+    /// row exists, so the redelivery (the bus redelivers whatever was not acknowledged) writes
+    /// the sample again: its shares go under the same deterministic keys, where the stored ones
+    /// are kept (looked up here and not re-sent; identical rows would collapse under `FINAL`
+    /// anyway), and then the sample row is written. The other order would lose energy: a crash
+    /// after the samples insert would leave a sample without shares, and every redelivery,
+    /// finding the sample, would skip it forever. A single insert spanning several month
+    /// partitions can also be cut between partitions; that is the same case (some shares
+    /// stored, no sample) and heals the same way. A crash before the markers leaves stored
+    /// samples without one; the redelivery finds them as duplicates and writes the markers.
+    ///
+    /// The rollup marks of the hours the new samples touch go in **after the shares and before
+    /// the samples** (see `clickhouse/rollups.rs`): after the shares, so a recompute that
+    /// counts a mark has the shares it stands for; before the samples, so a crash between the
+    /// two leaves no sample row and the redelivery writes the marks. Returns the
+    /// `(tenant, instance, hour)`s marked.
+    async fn write_new_samples(
+        &self,
+        new: &[&EnrichedSample],
+        markers: &[SampleKey],
+    ) -> Result<BTreeSet<(String, String, i64)>, StoreError> {
+        const OP: &str = "writing samples";
+        let shares: Vec<StoredShare> = new
+            .iter()
+            .flat_map(|es| es.shares.iter().map(|sh| StoredShare::encode(es, sh)))
+            .collect();
+        let keys: Vec<ShareKey> = shares.iter().map(StoredShare::key).collect();
+        let stored = self.stored_shares(&keys, OP).await?;
+        let mut fresh = Vec::with_capacity(shares.len());
+        for share in shares {
+            match stored.get(&share.key()) {
+                None => fresh.push(share),
+                Some(kept) if *kept == share => {}
+                Some(_) => tracing::info!(
+                    gpu = %share.gpu_uuid,
+                    seq = share.seq,
+                    bucket = share.bucket_ms,
+                    "share of an interrupted earlier write differs (enriched again); \
+                     kept the stored one"
+                ),
+            }
+        }
+        self.insert("shares", &fresh, OP).await?;
+        let touched: BTreeSet<(String, String, i64)> = new
+            .iter()
+            .flat_map(|es| {
+                es.shares.iter().map(|sh| {
+                    (
+                        es.tenant.0.clone(),
+                        es.sample.instance.0.clone(),
+                        rollups::floor_hour(sh.bucket.start().0),
+                    )
+                })
+            })
+            .collect();
+        let marks: Vec<RollupMark> = touched
+            .iter()
+            .map(|(tenant, instance, hour)| RollupMark {
+                tenant: tenant.clone(),
+                instance_id: instance.clone(),
+                hour_ms: *hour,
+                writes: 1,
+            })
+            .collect();
+        self.insert("rollup_marks", &marks, OP).await?;
+        let samples: Vec<StoredSample> = new
+            .iter()
+            .map(|es| StoredSample::encode(es.tenant.as_str(), &es.sample))
+            .collect();
+        self.insert("samples", &samples, OP).await?;
+        self.insert("sample_keys", markers, OP).await?;
+        Ok(touched)
+    }
+}
