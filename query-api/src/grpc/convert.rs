@@ -337,3 +337,576 @@ impl IntoProto<ListRestatementsResponse> for RestatementsView {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    //! Each conversion against a message written out by hand: a field dropped, swapped or
+    //! mis-defaulted fails here, whatever the REST side computes.
+
+    use std::collections::BTreeMap;
+
+    use wattprint_api_types::{
+        AverageEmissionsView, Basis, CoverageView, EmbodiedView, FlexibleStartView, FootprintView,
+        GpuView, InstanceUsageView, IntensityView, PauseResumeView, RestatementTotals as Totals,
+        RestatementView, RunView, Step, WhatIfView,
+    };
+    use wattprint_core::sci::{Footprint, FootprintProvenance};
+
+    use super::*;
+
+    fn gpu_view(uuid: &str) -> GpuView {
+        GpuView {
+            uuid: uuid.into(),
+            model: "NVIDIA H100 80GB HBM3".into(),
+            power_limit_w: 700.0,
+        }
+    }
+
+    fn pb_gpu(uuid: &str) -> pb::Gpu {
+        pb::Gpu {
+            uuid: uuid.into(),
+            model: "NVIDIA H100 80GB HBM3".into(),
+            power_limit_w: 700.0,
+        }
+    }
+
+    #[test]
+    fn instances_carry_their_gpus_and_an_absent_zip_as_empty() {
+        let cases = [
+            (
+                InstanceView {
+                    instance_id: "i-1".into(),
+                    region: "CAISO_NORTH".into(),
+                    zip_code: Some("94105".into()),
+                    gpus: vec![gpu_view("GPU-a"), gpu_view("GPU-b")],
+                },
+                Instance {
+                    instance_id: "i-1".into(),
+                    region: "CAISO_NORTH".into(),
+                    zip_code: "94105".into(),
+                    gpu_uuids: vec!["GPU-a".into(), "GPU-b".into()],
+                    gpus: vec![pb_gpu("GPU-a"), pb_gpu("GPU-b")],
+                },
+            ),
+            (
+                InstanceView {
+                    instance_id: "i-2".into(),
+                    region: "PJM".into(),
+                    zip_code: None,
+                    gpus: vec![],
+                },
+                Instance {
+                    instance_id: "i-2".into(),
+                    region: "PJM".into(),
+                    zip_code: String::new(),
+                    gpu_uuids: vec![],
+                    gpus: vec![],
+                },
+            ),
+        ];
+        for (view, expected) in cases {
+            assert_eq!(view.into_proto(), expected);
+        }
+    }
+
+    fn workload_view(to: Option<&str>) -> WorkloadView {
+        WorkloadView {
+            id: "w-1".into(),
+            label: "train".into(),
+            instance_ids: vec!["i-1".into()],
+            from: "2026-11-23T00:00:00.000Z".into(),
+            to: to.map(str::to_owned),
+            status: if to.is_some() { "closed" } else { "open" }.into(),
+            labels: BTreeMap::from([("team".into(), "ml".into())]),
+            functional_unit: "training run".into(),
+            functional_units: 2.0,
+            created_at: "2026-11-23T00:00:01.000Z".into(),
+        }
+    }
+
+    fn pb_workload(to: Option<&str>) -> pb::Workload {
+        pb::Workload {
+            id: "w-1".into(),
+            label: "train".into(),
+            instance_ids: vec!["i-1".into()],
+            from: "2026-11-23T00:00:00.000Z".into(),
+            to: to.map(str::to_owned),
+            status: if to.is_some() { "closed" } else { "open" }.into(),
+            labels: [("team".to_owned(), "ml".to_owned())].into_iter().collect(),
+            functional_unit: "training run".into(),
+            functional_units: 2.0,
+            created_at: "2026-11-23T00:00:01.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn workloads_open_and_closed() {
+        for to in [None, Some("2026-11-23T01:00:00.000Z")] {
+            assert_eq!(workload_view(to).into_proto(), pb_workload(to));
+        }
+    }
+
+    fn provenance_view() -> FootprintProvenance {
+        FootprintProvenance {
+            energy_measured_share: 0.75,
+            intervals_actual: 10,
+            intervals_forecast: 2,
+            intervals_fallback: 1,
+            intervals_missing_intensity: 3,
+            energy_without_intensity_mj: 4_000,
+            intervals_replayed_intensity: 5,
+        }
+    }
+
+    fn pb_provenance() -> pb::FootprintProvenance {
+        pb::FootprintProvenance {
+            energy_measured_share: 0.75,
+            intervals_actual: 10,
+            intervals_forecast: 2,
+            intervals_fallback: 1,
+            intervals_missing_intensity: 3,
+            energy_without_intensity_mj: 4_000,
+            intervals_replayed_intensity: 5,
+        }
+    }
+
+    fn aggregate(average: bool) -> AggregatePoint {
+        AggregatePoint {
+            start: "2026-11-23T00:00:00.000Z".into(),
+            end: "2026-11-23T00:05:00.000Z".into(),
+            energy_mj: 3_600_000_000,
+            energy_kwh: 1.0,
+            estimated_energy_mj: 7,
+            power_mean_w: average.then_some(12_000.0),
+            power_max_w: average.then_some(700.5),
+            coverage: 0.5,
+            intensity_g_per_kwh: average.then_some(250.0),
+            intensity_kinds: IntensityKinds {
+                actual: 1,
+                forecast: 2,
+                fallback_average: 3,
+                missing: 4,
+                replayed: 5,
+            },
+            co2e_g: 250.0,
+            facility_co2e_g: 300.0,
+            co2e_missing_energy_mj: 9,
+            average_intensity_g_per_kwh: average.then_some(400.0),
+            average_co2e_g: average.then_some(401.0),
+            average_facility_co2e_g: average.then_some(481.2),
+        }
+    }
+
+    fn pb_aggregate(average: bool) -> pb::AggregatePoint {
+        pb::AggregatePoint {
+            start: "2026-11-23T00:00:00.000Z".into(),
+            end: "2026-11-23T00:05:00.000Z".into(),
+            energy_mj: 3_600_000_000,
+            energy_kwh: 1.0,
+            estimated_energy_mj: 7,
+            power_mean_w: average.then_some(12_000.0),
+            power_max_w: average.then_some(700.5),
+            coverage: 0.5,
+            intensity_g_per_kwh: average.then_some(250.0),
+            intensity_kinds: Some(pb::IntensityKinds {
+                actual: 1,
+                forecast: 2,
+                fallback_average: 3,
+                missing: 4,
+                replayed: 5,
+            }),
+            co2e_g: 250.0,
+            facility_co2e_g: 300.0,
+            co2e_missing_energy_mj: 9,
+            average_intensity_g_per_kwh: average.then_some(400.0),
+            average_co2e_g: average.then_some(401.0),
+            average_facility_co2e_g: average.then_some(481.2),
+        }
+    }
+
+    fn raw() -> RawPoint {
+        RawPoint {
+            start: "2026-11-23T00:00:00.000Z".into(),
+            end: "2026-11-23T00:00:01.000Z".into(),
+            gpu_uuid: "GPU-a".into(),
+            energy_mj: 400_000,
+            power_w: 400.0,
+            power_max_w: 410.0,
+            util_gpu_pct: 97,
+            temp_c: 61,
+            chain_start: true,
+            energy_source: "counter".into(),
+            attribution: "exclusive".into(),
+        }
+    }
+
+    fn pb_raw() -> pb::RawPoint {
+        pb::RawPoint {
+            start: "2026-11-23T00:00:00.000Z".into(),
+            end: "2026-11-23T00:00:01.000Z".into(),
+            gpu_uuid: "GPU-a".into(),
+            energy_mj: 400_000,
+            power_w: 400.0,
+            power_max_w: 410.0,
+            util_gpu_pct: 97,
+            temp_c: 61,
+            chain_start: true,
+            energy_source: "counter".into(),
+            attribution: "exclusive".into(),
+        }
+    }
+
+    #[test]
+    fn series_put_aggregated_and_raw_points_in_their_own_fields() {
+        let series = |step, points| Series {
+            instance_id: "i-1".into(),
+            step,
+            from: "a".into(),
+            to: "b".into(),
+            points,
+        };
+        let pb_series = |step: &str, points, raw_points| pb::InstanceSeries {
+            instance_id: "i-1".into(),
+            step: step.into(),
+            from: "a".into(),
+            to: "b".into(),
+            points,
+            raw_points,
+        };
+        let cases = [
+            (
+                series(
+                    Step::Hour,
+                    SeriesPoints::Aggregated(vec![aggregate(true), aggregate(false)]),
+                ),
+                pb_series("1h", vec![pb_aggregate(true), pb_aggregate(false)], vec![]),
+            ),
+            (
+                series(Step::Raw, SeriesPoints::Raw(vec![raw()])),
+                pb_series("raw", vec![], vec![pb_raw()]),
+            ),
+            (
+                series(Step::FiveMinutes, SeriesPoints::Aggregated(vec![])),
+                pb_series("5m", vec![], vec![]),
+            ),
+        ];
+        for (view, expected) in cases {
+            assert_eq!(view.into_proto(), expected);
+        }
+    }
+
+    fn usage(power_max_w: Option<f64>) -> UsageView {
+        UsageView {
+            it_energy_mj: 7_200_000_000,
+            it_energy_kwh: 2.0,
+            estimated_energy_mj: 11,
+            facility_energy_kwh: 2.4,
+            operational_it_co2e_g: 500.0,
+            operational_co2e_g: 600.0,
+            gpu_intervals: 24,
+            covered_gpu_ms: 7_200_000,
+            power_max_w,
+            provenance: provenance_view(),
+        }
+    }
+
+    fn pb_usage(power_max_w: Option<f64>) -> pb::Usage {
+        pb::Usage {
+            it_energy_mj: 7_200_000_000,
+            it_energy_kwh: 2.0,
+            estimated_energy_mj: 11,
+            facility_energy_kwh: 2.4,
+            operational_it_co2e_g: 500.0,
+            operational_co2e_g: 600.0,
+            gpu_intervals: 24,
+            covered_gpu_ms: 7_200_000,
+            power_max_w,
+            provenance: Some(pb_provenance()),
+        }
+    }
+
+    #[test]
+    fn summaries_keep_totals_and_each_instance() {
+        let view = TenantSummaryView {
+            from: "2026-11-01T00:00:00.000Z".into(),
+            to: "2026-12-01T00:00:00.000Z".into(),
+            totals: usage(Some(700.0)),
+            instances: vec![InstanceUsageView {
+                instance_id: "i-1".into(),
+                gpus: 8,
+                usage: usage(None),
+            }],
+        };
+        let expected = pb::TenantSummary {
+            from: "2026-11-01T00:00:00.000Z".into(),
+            to: "2026-12-01T00:00:00.000Z".into(),
+            totals: Some(pb_usage(Some(700.0))),
+            instances: vec![pb::InstanceUsage {
+                instance_id: "i-1".into(),
+                gpus: 8,
+                usage: Some(pb_usage(None)),
+            }],
+        };
+        assert_eq!(view.into_proto(), expected);
+    }
+
+    #[test]
+    fn footprints_flatten_core_fields_and_keep_the_average() {
+        let detail = |average: Option<AverageEmissionsView>| WorkloadDetail {
+            workload: workload_view(None),
+            footprint: FootprintView {
+                footprint: Footprint {
+                    it_energy_mj: 3_600_000_000,
+                    it_energy_kwh: 1.0,
+                    facility_energy_kwh: 1.2,
+                    operational_it_co2e_g: 250.0,
+                    operational_co2e_g: 300.0,
+                    embodied_co2e_g: 20.0,
+                    total_co2e_g: 320.0,
+                    functional_units: 2.0,
+                    sci_g_per_unit: 160.0,
+                    provenance: provenance_view(),
+                },
+                functional_unit: "training run".into(),
+                coverage: CoverageView {
+                    expected_gpu_ms: 3_600_000,
+                    covered_gpu_ms: 3_500_000,
+                },
+                embodied: EmbodiedView {
+                    gpus: 8,
+                    unknown_models: vec!["Tesla X".into()],
+                },
+                missing_instances: vec!["i-gone".into()],
+                average,
+            },
+        };
+        let expected = |average: Option<pb::AverageEmissions>| WorkloadFootprint {
+            workload_id: "w-1".into(),
+            it_energy_mj: 3_600_000_000,
+            it_energy_kwh: 1.0,
+            facility_energy_kwh: 1.2,
+            operational_co2e_g: 300.0,
+            embodied_co2e_g: 20.0,
+            sci_g_per_unit: 160.0,
+            functional_unit: "training run".into(),
+            functional_units: 2.0,
+            operational_it_co2e_g: 250.0,
+            total_co2e_g: 320.0,
+            provenance: Some(pb_provenance()),
+            coverage: Some(pb::Coverage {
+                expected_gpu_ms: 3_600_000,
+                covered_gpu_ms: 3_500_000,
+            }),
+            embodied: Some(pb::EmbodiedInputs {
+                gpus: 8,
+                unknown_models: vec!["Tesla X".into()],
+            }),
+            missing_instances: vec!["i-gone".into()],
+            average,
+            workload: Some(pb_workload(None)),
+        };
+        let average = AverageEmissionsView {
+            operational_it_co2e_g: 400.0,
+            operational_co2e_g: 480.0,
+            total_co2e_g: 500.0,
+            sci_g_per_unit: 250.0,
+            intensity_g_per_kwh: Some(400.0),
+            energy_without_intensity_mj: 3,
+            intensity_sources: vec!["egrid2023:CAMX".into()],
+        };
+        let pb_average = pb::AverageEmissions {
+            operational_it_co2e_g: 400.0,
+            operational_co2e_g: 480.0,
+            total_co2e_g: 500.0,
+            sci_g_per_unit: 250.0,
+            intensity_g_per_kwh: Some(400.0),
+            energy_without_intensity_mj: 3,
+            intensity_sources: vec!["egrid2023:CAMX".into()],
+        };
+        let cases = [
+            (detail(None), expected(None)),
+            (detail(Some(average)), expected(Some(pb_average))),
+        ];
+        for (view, expected) in cases {
+            assert_eq!(view.into_proto(), expected);
+        }
+    }
+
+    #[test]
+    fn whatifs_keep_every_result_and_the_basis_name() {
+        let view = WhatIfView {
+            workload_id: "w-1".into(),
+            region: "CAISO_NORTH".into(),
+            basis: "in words".into(),
+            basis_kind: Basis::Forecast,
+            intensity_source: "watttime:CAISO_NORTH".into(),
+            intensity_replayed: true,
+            first_slot: "s0".into(),
+            profile_slots: 12,
+            energy_kwh: 1.5,
+            intensity_known_until: "k".into(),
+            flexible_start: vec![FlexibleStartView {
+                window_hours: 6.0,
+                actual_co2e_g: 100.0,
+                best_start: "b".into(),
+                best_delay_minutes: 35,
+                best_co2e_g: 80.0,
+                worst_start: "w".into(),
+                worst_co2e_g: 120.0,
+                saving_co2e_g: 20.0,
+                saving_pct: 20.0,
+                realized_co2e_g: Some(90.0),
+                realized_saving_co2e_g: None,
+            }],
+            pause_resume: vec![PauseResumeView {
+                factor: 1.5,
+                deadline: "d".into(),
+                actual_co2e_g: 100.0,
+                co2e_g: 70.0,
+                saving_co2e_g: 30.0,
+                saving_pct: 30.0,
+                paused_minutes: 25,
+                schedule: vec![RunView {
+                    from: "f".into(),
+                    to: "t".into(),
+                }],
+                realized_co2e_g: None,
+                realized_saving_co2e_g: Some(-4.0),
+            }],
+            unavailable: vec!["flexible start 24 h: no data".into()],
+        };
+        let expected = WorkloadWhatIf {
+            workload_id: "w-1".into(),
+            region: "CAISO_NORTH".into(),
+            basis: "in words".into(),
+            intensity_source: "watttime:CAISO_NORTH".into(),
+            intensity_replayed: true,
+            first_slot: "s0".into(),
+            profile_slots: 12,
+            energy_kwh: 1.5,
+            intensity_known_until: "k".into(),
+            flexible_start: vec![FlexibleStart {
+                window_hours: 6.0,
+                actual_co2e_g: 100.0,
+                best_start: "b".into(),
+                best_delay_minutes: 35,
+                best_co2e_g: 80.0,
+                worst_start: "w".into(),
+                worst_co2e_g: 120.0,
+                saving_co2e_g: 20.0,
+                saving_pct: 20.0,
+                realized_co2e_g: Some(90.0),
+                realized_saving_co2e_g: None,
+            }],
+            pause_resume: vec![PauseResume {
+                factor: 1.5,
+                deadline: "d".into(),
+                actual_co2e_g: 100.0,
+                co2e_g: 70.0,
+                saving_co2e_g: 30.0,
+                saving_pct: 30.0,
+                paused_minutes: 25,
+                schedule: vec![WorkRun {
+                    from: "f".into(),
+                    to: "t".into(),
+                }],
+                realized_co2e_g: None,
+                realized_saving_co2e_g: Some(-4.0),
+            }],
+            unavailable: vec!["flexible start 24 h: no data".into()],
+            basis_kind: "forecast".into(),
+        };
+        assert_eq!(view.into_proto(), expected);
+        assert_eq!(empty_whatif().into_proto().basis_kind, "actual");
+    }
+
+    fn empty_whatif() -> WhatIfView {
+        WhatIfView {
+            workload_id: String::new(),
+            region: String::new(),
+            basis: String::new(),
+            basis_kind: Basis::Actual,
+            intensity_source: String::new(),
+            intensity_replayed: false,
+            first_slot: String::new(),
+            profile_slots: 0,
+            energy_kwh: 0.0,
+            intensity_known_until: String::new(),
+            flexible_start: vec![],
+            pause_resume: vec![],
+            unavailable: vec![],
+        }
+    }
+
+    #[test]
+    fn restatements_keep_a_missing_previous_intensity_absent() {
+        let intensity = |kind: &str, value| IntensityView {
+            value_g_per_kwh: value,
+            kind: kind.into(),
+            source: "src".into(),
+            point_at: "p".into(),
+            replayed: false,
+        };
+        let pb_intensity = |kind: &str, value| JoinedIntensity {
+            value_g_per_kwh: value,
+            kind: kind.into(),
+            source: "src".into(),
+            point_at: "p".into(),
+            replayed: false,
+        };
+        let restatement = |previous| RestatementView {
+            instance: "i-1".into(),
+            gpu: "GPU-a".into(),
+            bucket_start: "b".into(),
+            region: "PJM".into(),
+            energy_mj: 3_600_000_000,
+            pue: 1.2,
+            previous,
+            current: intensity("actual", 300.0),
+            reason: "actual arrived".into(),
+            restated_at: "r".into(),
+            it_co2e_delta_g: 50.0,
+            facility_co2e_delta_g: 60.0,
+        };
+        let pb_restatement = |previous| Restatement {
+            instance: "i-1".into(),
+            gpu: "GPU-a".into(),
+            bucket_start: "b".into(),
+            region: "PJM".into(),
+            energy_mj: 3_600_000_000,
+            pue: 1.2,
+            previous,
+            current: Some(pb_intensity("actual", 300.0)),
+            reason: "actual arrived".into(),
+            restated_at: "r".into(),
+            it_co2e_delta_g: 50.0,
+            facility_co2e_delta_g: 60.0,
+        };
+        let view = RestatementsView {
+            from: "f".into(),
+            to: "t".into(),
+            restatements: vec![
+                restatement(Some(intensity("forecast", 250.0))),
+                restatement(None),
+            ],
+            totals: Totals {
+                intervals: 2,
+                it_co2e_delta_g: 100.0,
+                facility_co2e_delta_g: 120.0,
+            },
+        };
+        let expected = ListRestatementsResponse {
+            from: "f".into(),
+            to: "t".into(),
+            restatements: vec![
+                pb_restatement(Some(pb_intensity("forecast", 250.0))),
+                pb_restatement(None),
+            ],
+            totals: Some(RestatementTotals {
+                intervals: 2,
+                it_co2e_delta_g: 100.0,
+                facility_co2e_delta_g: 120.0,
+            }),
+        };
+        assert_eq!(view.into_proto(), expected);
+    }
+}
