@@ -1,38 +1,9 @@
 //! The client's one error type. A refusal by the server arrives as [`Error::Api`] carrying the
 //! RFC 7807 problem document it sent, so callers match on its status (401, 403, 404, 429, …).
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// An RFC 7807 problem document, as the server sends it with `application/problem+json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Stable problem type URI (e.g. `urn:wattprint:problem:not-found`); `about:blank` when the
-    /// body was not a problem document (a proxy's error page, say).
-    #[serde(rename = "type", default = "about_blank")]
-    pub kind: String,
-    /// Short summary of the problem type.
-    #[serde(default)]
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong with this request, in words.
-    #[serde(default)]
-    pub detail: String,
-    /// Seconds to wait before retrying, from the `Retry-After` header (429, 503).
-    #[serde(skip)]
-    pub retry_after_s: Option<u64>,
-}
-
-fn about_blank() -> String {
-    "about:blank".to_owned()
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.title, self.detail)
-    }
-}
+pub use wattprint_api_types::Problem;
 
 /// Everything a call can fail with.
 #[derive(Debug, Error)]
@@ -130,7 +101,7 @@ pub(crate) fn problem_of(
             let text = String::from_utf8_lossy(body);
             let detail: String = text.chars().take(300).collect();
             Problem {
-                kind: about_blank(),
+                kind: "about:blank".to_owned(),
                 title: reason.to_owned(),
                 status,
                 detail,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+pub use wattprint_api_types::AverageEmissionsView;
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::{Bucket, Millijoules, RegionId};
 
@@ -65,37 +65,20 @@ impl AverageTotals {
     }
 }
 
-/// A workload's emissions on average intensity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AverageEmissionsView {
-    /// IT emissions: Σ over GPU-intervals of E_i × A_i.
-    pub operational_it_co2e_g: f64,
-    /// Facility emissions: Σ E_i × PUE_i × A_i.
-    pub operational_co2e_g: f64,
-    /// Facility emissions plus the embodied share.
-    pub total_co2e_g: f64,
-    /// SCI on average intensity: (facility + embodied) ÷ R.
-    pub sci_g_per_unit: f64,
-    /// Energy-weighted mean average intensity, g/kWh; null when none applied.
-    pub intensity_g_per_kwh: Option<f64>,
-    /// Energy of intervals whose region has no average intensity (not counted above).
-    pub energy_without_intensity_mj: u64,
-    /// Where the averages came from.
-    pub intensity_sources: Vec<String>,
-}
-
-impl AverageEmissionsView {
-    /// The view of `totals` with the embodied share and R of the workload.
-    pub fn of(totals: &AverageTotals, embodied_g: f64, functional_units: f64) -> Self {
-        let total = totals.facility_co2e_g + embodied_g;
-        Self {
-            operational_it_co2e_g: totals.it_co2e_g,
-            operational_co2e_g: totals.facility_co2e_g,
-            total_co2e_g: total,
-            sci_g_per_unit: total / functional_units,
-            intensity_g_per_kwh: totals.mean_intensity(),
-            energy_without_intensity_mj: totals.energy_without_intensity,
-            intensity_sources: totals.sources.iter().cloned().collect(),
-        }
+/// The view of `totals` with the embodied share and R of the workload.
+pub fn average_emissions_view(
+    totals: &AverageTotals,
+    embodied_g: f64,
+    functional_units: f64,
+) -> AverageEmissionsView {
+    let total = totals.facility_co2e_g + embodied_g;
+    AverageEmissionsView {
+        operational_it_co2e_g: totals.it_co2e_g,
+        operational_co2e_g: totals.facility_co2e_g,
+        total_co2e_g: total,
+        sci_g_per_unit: total / functional_units,
+        intensity_g_per_kwh: totals.mean_intensity(),
+        energy_without_intensity_mj: totals.energy_without_intensity,
+        intensity_sources: totals.sources.iter().cloned().collect(),
     }
 }

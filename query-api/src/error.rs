@@ -7,9 +7,10 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use thiserror::Error;
 use wattprint_store::StoreError;
+
+pub use wattprint_api_types::Problem;
 
 use crate::auth::AuthError;
 
@@ -62,25 +63,6 @@ pub enum ApiError {
     /// A real failure of the store or of stored data. Logged; never shown.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// An RFC 7807 problem document (`application/problem+json`): the body of every failure.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = ProblemDocument)]
-pub(crate) struct Problem {
-    /// Stable URI of the kind of problem, `urn:wattprint:problem:<kind>`.
-    #[serde(rename = "type")]
-    #[schema(value_type = String, example = "urn:wattprint:problem:not-found")]
-    kind: &'static str,
-    /// Short summary of the kind of problem, the same for every problem of that type.
-    #[schema(value_type = String, example = "Not found")]
-    title: &'static str,
-    /// The HTTP status code.
-    #[schema(example = 404)]
-    status: u16,
-    /// What went wrong with this request, in words.
-    #[schema(example = "workload w-1 not found")]
-    detail: String,
 }
 
 impl ApiError {
@@ -170,10 +152,11 @@ impl IntoResponse for ApiError {
         }
         let (kind, title) = self.kind_and_title();
         let body = Problem {
-            kind,
-            title,
+            kind: kind.to_owned(),
+            title: title.to_owned(),
             status: status.as_u16(),
             detail: self.detail(),
+            retry_after_s: None,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut resp = (status, bytes).into_response();

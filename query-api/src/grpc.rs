@@ -15,22 +15,21 @@ use wattprint_core::{InstanceId, WorkloadId};
 use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
-    FlexibleStart, GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, Instance,
-    JoinedIntensity, ListInstancesRequest, ListInstancesResponse, ListRestatementsRequest,
-    ListRestatementsResponse, PauseResume, Restatement, RestatementTotals, WorkRun,
-    WorkloadFootprint, WorkloadWhatIf,
+    GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, ListInstancesRequest,
+    ListInstancesResponse, ListRestatementsRequest, ListRestatementsResponse, WorkloadFootprint,
+    WorkloadWhatIf,
 };
+
+pub mod convert;
+
+use convert::IntoProto;
 
 use crate::auth::TenantAccess;
 use crate::error::ApiError;
-use crate::restatements::{self, IntensityView, RestatementsRequest, RestatementsView};
-use crate::service::{
-    self, check_id, AggregatePoint, InstanceUsageView, InstanceView, IntensityKinds, RawPoint,
-    Series, SeriesPoints, SeriesRequest, SummaryRequest, TenantSummaryView, UsageView,
-    WorkloadDetail, WorkloadRequest, WorkloadView,
-};
+use crate::restatements::{self, RestatementsRequest};
+use crate::service::{self, check_id, SeriesRequest, SummaryRequest, WorkloadRequest};
 use crate::time::{parse_required_instant, InstantInput};
-use crate::whatif::{self, WhatIfRequest, WhatIfView};
+use crate::whatif::{self, WhatIfRequest};
 use crate::workloads::{self, CloseRequest, LabelsRequest, PageParams, WorkloadListParams};
 use crate::ApiState;
 
@@ -150,26 +149,6 @@ impl From<ApiError> for Status {
     }
 }
 
-impl From<InstanceView> for Instance {
-    fn from(v: InstanceView) -> Self {
-        Self {
-            instance_id: v.instance_id,
-            region: v.region,
-            zip_code: v.zip_code.unwrap_or_default(),
-            gpu_uuids: v.gpus.iter().map(|g| g.uuid.clone()).collect(),
-            gpus: v
-                .gpus
-                .into_iter()
-                .map(|g| pb::Gpu {
-                    uuid: g.uuid,
-                    model: g.model,
-                    power_limit_w: g.power_limit_w,
-                })
-                .collect(),
-        }
-    }
-}
-
 /// An empty gRPC string is "not given" (proto3 cannot tell it from an unset field).
 fn given(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
@@ -188,288 +167,6 @@ fn series_request(req: &pb::GetInstanceSeriesRequest) -> Result<SeriesRequest, A
     crate::routes::series_request(given(&req.from), given(&req.to), given(&req.step))
 }
 
-impl From<WorkloadView> for pb::Workload {
-    fn from(v: WorkloadView) -> Self {
-        Self {
-            id: v.id,
-            label: v.label,
-            instance_ids: v.instance_ids,
-            from: v.from,
-            to: v.to,
-            status: v.status,
-            labels: v.labels.into_iter().collect(),
-            functional_unit: v.functional_unit,
-            functional_units: v.functional_units,
-            created_at: v.created_at,
-        }
-    }
-}
-
-/// The wire form of core's provenance (same field names as the REST JSON).
-fn provenance(p: &wattprint_core::sci::FootprintProvenance) -> pb::FootprintProvenance {
-    pb::FootprintProvenance {
-        energy_measured_share: p.energy_measured_share,
-        intervals_actual: p.intervals_actual,
-        intervals_forecast: p.intervals_forecast,
-        intervals_fallback: p.intervals_fallback,
-        intervals_missing_intensity: p.intervals_missing_intensity,
-        energy_without_intensity_mj: p.energy_without_intensity_mj,
-        intervals_replayed_intensity: p.intervals_replayed_intensity,
-    }
-}
-
-impl From<WorkloadDetail> for WorkloadFootprint {
-    fn from(d: WorkloadDetail) -> Self {
-        let view = d.footprint;
-        let f = &view.footprint;
-        Self {
-            workload_id: d.workload.id.clone(),
-            it_energy_mj: f.it_energy_mj,
-            it_energy_kwh: f.it_energy_kwh,
-            facility_energy_kwh: f.facility_energy_kwh,
-            operational_co2e_g: f.operational_co2e_g,
-            embodied_co2e_g: f.embodied_co2e_g,
-            sci_g_per_unit: f.sci_g_per_unit,
-            functional_unit: view.functional_unit,
-            functional_units: f.functional_units,
-            operational_it_co2e_g: f.operational_it_co2e_g,
-            total_co2e_g: f.total_co2e_g,
-            provenance: Some(provenance(&f.provenance)),
-            coverage: Some(pb::Coverage {
-                expected_gpu_ms: view.coverage.expected_gpu_ms,
-                covered_gpu_ms: view.coverage.covered_gpu_ms,
-            }),
-            embodied: Some(pb::EmbodiedInputs {
-                gpus: view.embodied.gpus as u64,
-                unknown_models: view.embodied.unknown_models,
-            }),
-            missing_instances: view.missing_instances,
-            average: view.average.map(|a| pb::AverageEmissions {
-                operational_it_co2e_g: a.operational_it_co2e_g,
-                operational_co2e_g: a.operational_co2e_g,
-                total_co2e_g: a.total_co2e_g,
-                sci_g_per_unit: a.sci_g_per_unit,
-                intensity_g_per_kwh: a.intensity_g_per_kwh,
-                energy_without_intensity_mj: a.energy_without_intensity_mj,
-                intensity_sources: a.intensity_sources,
-            }),
-            workload: Some(d.workload.into()),
-        }
-    }
-}
-
-impl From<IntensityKinds> for pb::IntensityKinds {
-    fn from(k: IntensityKinds) -> Self {
-        Self {
-            actual: k.actual,
-            forecast: k.forecast,
-            fallback_average: k.fallback_average,
-            missing: k.missing,
-            replayed: k.replayed,
-        }
-    }
-}
-
-impl From<AggregatePoint> for pb::AggregatePoint {
-    fn from(p: AggregatePoint) -> Self {
-        Self {
-            start: p.start,
-            end: p.end,
-            energy_mj: p.energy_mj,
-            energy_kwh: p.energy_kwh,
-            estimated_energy_mj: p.estimated_energy_mj,
-            power_mean_w: p.power_mean_w,
-            power_max_w: p.power_max_w,
-            coverage: p.coverage,
-            intensity_g_per_kwh: p.intensity_g_per_kwh,
-            intensity_kinds: Some(p.intensity_kinds.into()),
-            co2e_g: p.co2e_g,
-            facility_co2e_g: p.facility_co2e_g,
-            co2e_missing_energy_mj: p.co2e_missing_energy_mj,
-            average_intensity_g_per_kwh: p.average_intensity_g_per_kwh,
-            average_co2e_g: p.average_co2e_g,
-            average_facility_co2e_g: p.average_facility_co2e_g,
-        }
-    }
-}
-
-impl From<RawPoint> for pb::RawPoint {
-    fn from(p: RawPoint) -> Self {
-        Self {
-            start: p.start,
-            end: p.end,
-            gpu_uuid: p.gpu_uuid,
-            energy_mj: p.energy_mj,
-            power_w: p.power_w,
-            power_max_w: p.power_max_w,
-            util_gpu_pct: p.util_gpu_pct,
-            temp_c: p.temp_c,
-            chain_start: p.chain_start,
-            energy_source: p.energy_source,
-            attribution: p.attribution,
-        }
-    }
-}
-
-impl From<Series> for pb::InstanceSeries {
-    fn from(s: Series) -> Self {
-        let (points, raw_points) = match s.points {
-            SeriesPoints::Aggregated(p) => (p.into_iter().map(Into::into).collect(), Vec::new()),
-            SeriesPoints::Raw(p) => (Vec::new(), p.into_iter().map(Into::into).collect()),
-        };
-        Self {
-            instance_id: s.instance_id,
-            step: s.step.as_str().to_owned(),
-            from: s.from,
-            to: s.to,
-            points,
-            raw_points,
-        }
-    }
-}
-
-impl From<UsageView> for pb::Usage {
-    fn from(u: UsageView) -> Self {
-        Self {
-            it_energy_mj: u.it_energy_mj,
-            it_energy_kwh: u.it_energy_kwh,
-            estimated_energy_mj: u.estimated_energy_mj,
-            facility_energy_kwh: u.facility_energy_kwh,
-            operational_it_co2e_g: u.operational_it_co2e_g,
-            operational_co2e_g: u.operational_co2e_g,
-            gpu_intervals: u.gpu_intervals,
-            covered_gpu_ms: u.covered_gpu_ms,
-            power_max_w: u.power_max_w,
-            provenance: Some(provenance(&u.provenance)),
-        }
-    }
-}
-
-impl From<TenantSummaryView> for pb::TenantSummary {
-    fn from(v: TenantSummaryView) -> Self {
-        Self {
-            from: v.from,
-            to: v.to,
-            totals: Some(v.totals.into()),
-            instances: v
-                .instances
-                .into_iter()
-                .map(|i: InstanceUsageView| pb::InstanceUsage {
-                    instance_id: i.instance_id,
-                    gpus: i.gpus,
-                    usage: Some(i.usage.into()),
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<WhatIfView> for WorkloadWhatIf {
-    fn from(v: WhatIfView) -> Self {
-        Self {
-            workload_id: v.workload_id,
-            region: v.region,
-            basis: v.basis,
-            intensity_source: v.intensity_source,
-            intensity_replayed: v.intensity_replayed,
-            first_slot: v.first_slot,
-            profile_slots: v.profile_slots as u64,
-            energy_kwh: v.energy_kwh,
-            intensity_known_until: v.intensity_known_until,
-            flexible_start: v
-                .flexible_start
-                .into_iter()
-                .map(|f| FlexibleStart {
-                    window_hours: f.window_hours,
-                    actual_co2e_g: f.actual_co2e_g,
-                    best_start: f.best_start,
-                    best_delay_minutes: f.best_delay_minutes,
-                    best_co2e_g: f.best_co2e_g,
-                    worst_start: f.worst_start,
-                    worst_co2e_g: f.worst_co2e_g,
-                    saving_co2e_g: f.saving_co2e_g,
-                    saving_pct: f.saving_pct,
-                    realized_co2e_g: f.realized_co2e_g,
-                    realized_saving_co2e_g: f.realized_saving_co2e_g,
-                })
-                .collect(),
-            pause_resume: v
-                .pause_resume
-                .into_iter()
-                .map(|p| PauseResume {
-                    factor: p.factor,
-                    deadline: p.deadline,
-                    actual_co2e_g: p.actual_co2e_g,
-                    co2e_g: p.co2e_g,
-                    saving_co2e_g: p.saving_co2e_g,
-                    saving_pct: p.saving_pct,
-                    paused_minutes: p.paused_minutes,
-                    schedule: p
-                        .schedule
-                        .into_iter()
-                        .map(|r| WorkRun {
-                            from: r.from,
-                            to: r.to,
-                        })
-                        .collect(),
-                    realized_co2e_g: p.realized_co2e_g,
-                    realized_saving_co2e_g: p.realized_saving_co2e_g,
-                })
-                .collect(),
-            unavailable: v.unavailable,
-            basis_kind: match v.basis_kind {
-                crate::whatif::Basis::Actual => "actual",
-                crate::whatif::Basis::Forecast => "forecast",
-            }
-            .to_owned(),
-        }
-    }
-}
-
-impl From<IntensityView> for JoinedIntensity {
-    fn from(v: IntensityView) -> Self {
-        Self {
-            value_g_per_kwh: v.value_g_per_kwh,
-            kind: v.kind,
-            source: v.source,
-            point_at: v.point_at,
-            replayed: v.replayed,
-        }
-    }
-}
-
-impl From<RestatementsView> for ListRestatementsResponse {
-    fn from(v: RestatementsView) -> Self {
-        Self {
-            from: v.from,
-            to: v.to,
-            restatements: v
-                .restatements
-                .into_iter()
-                .map(|r| Restatement {
-                    instance: r.instance,
-                    gpu: r.gpu,
-                    bucket_start: r.bucket_start,
-                    region: r.region,
-                    energy_mj: r.energy_mj,
-                    pue: r.pue,
-                    previous: r.previous.map(JoinedIntensity::from),
-                    current: Some(r.current.into()),
-                    reason: r.reason,
-                    restated_at: r.restated_at,
-                    it_co2e_delta_g: r.it_co2e_delta_g,
-                    facility_co2e_delta_g: r.facility_co2e_delta_g,
-                })
-                .collect(),
-            totals: Some(RestatementTotals {
-                intervals: v.totals.intervals,
-                it_co2e_delta_g: v.totals.it_co2e_delta_g,
-                facility_co2e_delta_g: v.totals.facility_co2e_delta_g,
-            }),
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl TenantQuery for GrpcTenantQuery {
     #[tracing::instrument(skip_all, fields(count = Empty))]
@@ -484,7 +181,7 @@ impl TenantQuery for GrpcTenantQuery {
         let (instances, next_cursor) = workloads::paginate(all, |i| i.instance_id.as_str(), &page)?;
         tracing::Span::current().record("count", instances.len());
         Ok(Response::new(ListInstancesResponse {
-            instances: instances.into_iter().map(Instance::from).collect(),
+            instances: instances.into_iter().map(IntoProto::into_proto).collect(),
             next_cursor,
         }))
     }
@@ -507,7 +204,7 @@ impl TenantQuery for GrpcTenantQuery {
             self.state.intensity_join().ok().as_deref(),
         )
         .await?;
-        Ok(Response::new(WorkloadFootprint::from(detail)))
+        Ok(Response::new(detail.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(workload = Empty))]
@@ -521,7 +218,7 @@ impl TenantQuery for GrpcTenantQuery {
         tracing::Span::current().record("workload", req.workload_id.as_str());
         let basis = match req.basis.as_str() {
             "" => whatif::Basis::Actual,
-            other => whatif::Basis::parse(other)?,
+            other => whatif::parse_basis(other)?,
         };
         let asked =
             WhatIfRequest::new(Some(req.window_hours), Some(req.factors))?.with_basis(basis);
@@ -535,7 +232,7 @@ impl TenantQuery for GrpcTenantQuery {
             &self.state.limits,
         )
         .await?;
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(count = Empty))]
@@ -554,7 +251,7 @@ impl TenantQuery for GrpcTenantQuery {
         )
         .await?;
         tracing::Span::current().record("count", view.restatements.len());
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(instance = Empty, step = Empty, points = Empty))]
@@ -579,7 +276,7 @@ impl TenantQuery for GrpcTenantQuery {
         )
         .await?;
         span.record("points", series.points.len());
-        Ok(Response::new(series.into()))
+        Ok(Response::new(series.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(count = Empty))]
@@ -598,7 +295,11 @@ impl TenantQuery for GrpcTenantQuery {
         let list = workloads::list_workloads(self.state.store.as_ref(), &scope, &params).await?;
         tracing::Span::current().record("count", list.workloads.len());
         Ok(Response::new(pb::ListWorkloadsResponse {
-            workloads: list.workloads.into_iter().map(Into::into).collect(),
+            workloads: list
+                .workloads
+                .into_iter()
+                .map(IntoProto::into_proto)
+                .collect(),
             next_cursor: list.next_cursor,
         }))
     }
@@ -616,8 +317,8 @@ impl TenantQuery for GrpcTenantQuery {
         let body = WorkloadRequest {
             label: req.label,
             instance_ids: req.instance_ids,
-            from: InstantInput::Text(req.from),
-            to: req.to.map(InstantInput::Text),
+            from: InstantInput::Rfc3339(req.from),
+            to: req.to.map(InstantInput::Rfc3339),
             functional_unit: req.functional_unit,
             functional_units: req.functional_units,
             labels: req.labels.into_iter().collect(),
@@ -631,7 +332,7 @@ impl TenantQuery for GrpcTenantQuery {
         .await?;
         span.record("workload", view.id.as_str());
         tracing::info!("workload created");
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(workload = Empty))]
@@ -654,7 +355,7 @@ impl TenantQuery for GrpcTenantQuery {
         )
         .await?;
         tracing::info!("workload labels replaced");
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(workload = Empty))]
@@ -672,13 +373,13 @@ impl TenantQuery for GrpcTenantQuery {
             access.scope(),
             &WorkloadId::new(req.workload_id),
             CloseRequest {
-                end: req.end.map(InstantInput::Text),
+                end: req.end.map(InstantInput::Rfc3339),
             },
             &self.state.limits,
         )
         .await?;
         tracing::info!(to = ?view.to, "workload closed");
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.into_proto()))
     }
 
     #[tracing::instrument(skip_all, fields(instances = Empty))]
@@ -696,7 +397,7 @@ impl TenantQuery for GrpcTenantQuery {
             service::tenant_summary(self.state.store.as_ref(), &scope, asked, &self.state.limits)
                 .await?;
         tracing::Span::current().record("instances", view.instances.len());
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.into_proto()))
     }
 }
 

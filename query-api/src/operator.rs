@@ -16,11 +16,12 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tracing::field::Empty;
 use wattprint_core::{TenantId, TenantScope};
 
 use crate::auth::AuthenticatedOperator;
+pub use wattprint_api_types::{TenantList, TenantView};
+
 use crate::error::ApiError;
 use crate::routes::SummaryParams;
 use crate::service::{self, SummaryRequest, TenantSummaryView};
@@ -32,24 +33,6 @@ pub fn operator_routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/operator/tenants", get(list_tenants))
         .route("/v1/operator/tenants/{tenant}/summary", get(tenant_summary))
-}
-
-/// A tenant as the operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TenantView {
-    /// Tenant id.
-    pub tenant: String,
-    /// Instances it has in the inventory.
-    pub instances: usize,
-    /// GPUs attached to them.
-    pub gpus: usize,
-}
-
-/// Body of `GET /v1/operator/tenants`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TenantList {
-    /// Every tenant of the inventory, by id.
-    pub tenants: Vec<TenantView>,
 }
 
 /// Every tenant (operators)

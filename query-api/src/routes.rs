@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -16,11 +15,15 @@ use tracing::field::Empty;
 use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
 
 use crate::auth::AuthenticatedTenant;
+pub use wattprint_api_types::{
+    Health, InstanceList, RestatementsParams, SeriesParams, SummaryParams, WhatIfParams,
+};
+
 use crate::error::ApiError;
 use crate::restatements::{RestatementsRequest, RestatementsView};
 use crate::service::{
-    self, check_id, InstanceView, Series, SeriesRequest, SummaryRequest, TenantSummaryView,
-    WorkloadDetail, WorkloadRequest, WorkloadView,
+    self, check_id, Series, SeriesRequest, SummaryRequest, TenantSummaryView, WorkloadDetail,
+    WorkloadRequest, WorkloadView,
 };
 use crate::time::{parse_instant, parse_required_instant, Step};
 use crate::whatif::{WhatIfRequest, WhatIfView};
@@ -68,13 +71,6 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Body of `GET /healthz`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok` while the process serves.
-    pub status: String,
-}
-
 /// Liveness
 ///
 /// `ok` while the process serves; no token needed.
@@ -102,16 +98,6 @@ async fn unknown_route(uri: Uri, headers: HeaderMap) -> Response {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Body of `GET /v1/instances`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InstanceList {
-    /// The caller's instances, by id.
-    pub instances: Vec<InstanceView>,
-    /// Cursor of the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 /// The caller's instances
@@ -147,21 +133,6 @@ pub(crate) async fn list_instances(
         instances,
         next_cursor,
     }))
-}
-
-/// Query of `GET /v1/instances/{id}/series`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SeriesParams {
-    /// Start: RFC 3339 or Unix ms (default: `to` − 1 h).
-    #[param(example = "2026-11-23T00:00:00Z")]
-    pub from: Option<String>,
-    /// End, exclusive: RFC 3339 or Unix ms (default: now).
-    #[param(example = "2026-11-23T01:00:00Z")]
-    pub to: Option<String>,
-    /// `raw`, `5m` (default), `1h` or `1d`.
-    #[param(value_type = Option<crate::time::Step>)]
-    pub step: Option<String>,
 }
 
 /// A series request from its optional parts, with the defaults REST and gRPC share: step
@@ -319,20 +290,6 @@ pub(crate) async fn get_workload(
     Ok(Json(detail))
 }
 
-/// Query of `GET /v1/workloads/{id}/whatif`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WhatIfParams {
-    /// Flexible Start windows, hours, comma-separated (default 6,12,18,24).
-    pub window_hours: Option<String>,
-    /// Pause and Resume factors, comma-separated (default 1.25,1.5,1.75,2).
-    pub factor: Option<String>,
-    /// `actual` (default: hindsight) or `forecast` (planned on the forecasts known at the
-    /// workload's start, and judged on actuals).
-    #[param(value_type = Option<crate::whatif::Basis>)]
-    pub basis: Option<String>,
-}
-
 /// Carbon-aware what-ifs of a workload
 ///
 /// Flexible Start and Pause and Resume (Dodge et al. 2022) on the actual marginal intensity of
@@ -370,7 +327,7 @@ pub(crate) async fn workload_whatif(
     let basis = params
         .basis
         .as_deref()
-        .map(crate::whatif::Basis::parse)
+        .map(crate::whatif::parse_basis)
         .transpose()?
         .unwrap_or_default();
     let req = WhatIfRequest::parse(params.window_hours.as_deref(), params.factor.as_deref())?
@@ -386,18 +343,6 @@ pub(crate) async fn workload_whatif(
     )
     .await?;
     Ok(Json(view))
-}
-
-/// Query of `GET /v1/summary`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SummaryParams {
-    /// Start: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-11-01T00:00:00Z")]
-    pub from: Option<String>,
-    /// End, exclusive: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-12-01T00:00:00Z")]
-    pub to: Option<String>,
 }
 
 fn parse_summary_params(p: &SummaryParams) -> Result<SummaryRequest, ApiError> {
@@ -437,18 +382,6 @@ pub(crate) async fn tenant_summary(
     let view = service::tenant_summary(state.store.as_ref(), &scope, req, &state.limits).await?;
     tracing::Span::current().record("instances", view.instances.len());
     Ok(Json(view))
-}
-
-/// Query of `GET /v1/restatements`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RestatementsParams {
-    /// Start: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-11-01T00:00:00Z")]
-    pub from: Option<String>,
-    /// End, exclusive: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-12-01T00:00:00Z")]
-    pub to: Option<String>,
 }
 
 /// The caller's intensity restatements

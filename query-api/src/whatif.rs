@@ -20,7 +20,7 @@
 //! would need slots past it is listed as unavailable with the reason, never computed on
 //! made-up values.
 
-use serde::{Deserialize, Serialize};
+pub use wattprint_api_types::{Basis, FlexibleStartView, PauseResumeView, RunView, WhatIfView};
 use wattprint_core::intensity::{IntensityJoin, IntensityKind};
 use wattprint_core::whatif::{
     deadline_slots, flexible_start, pause_and_resume, plan_emissions, slot_start,
@@ -48,34 +48,21 @@ pub const MAX_CHOICES: usize = 8;
 
 const SLOTS_PER_HOUR: f64 = 12.0;
 
-/// The intensity a what-if plans on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Basis {
-    /// Actual marginal intensity (hindsight, as in the paper).
-    #[default]
-    Actual,
-    /// Marginal forecasts known at the workload's start (planning), judged on actuals too.
-    Forecast,
+/// Parses a basis, `actual` or `forecast` (400 otherwise).
+pub fn parse_basis(s: &str) -> Result<Basis, ApiError> {
+    match s {
+        "actual" => Ok(Basis::Actual),
+        "forecast" => Ok(Basis::Forecast),
+        other => Err(ApiError::BadRequest(format!(
+            "basis: {other:?} is not one of actual, forecast"
+        ))),
+    }
 }
 
-impl Basis {
-    /// Parses `actual` or `forecast`.
-    pub fn parse(s: &str) -> Result<Self, ApiError> {
-        match s {
-            "actual" => Ok(Basis::Actual),
-            "forecast" => Ok(Basis::Forecast),
-            other => Err(ApiError::BadRequest(format!(
-                "basis: {other:?} is not one of actual, forecast"
-            ))),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Basis::Actual => "actual marginal intensity (hindsight)",
-            Basis::Forecast => "marginal forecast known at the workload's start (planning)",
-        }
+fn describe(basis: Basis) -> &'static str {
+    match basis {
+        Basis::Actual => "actual marginal intensity (hindsight)",
+        Basis::Forecast => "marginal forecast known at the workload's start (planning)",
     }
 }
 
@@ -172,102 +159,6 @@ impl WhatIfRequest {
         // Validated: positive, at most 720 h, whole slots.
         (hours * SLOTS_PER_HOUR).round() as usize
     }
-}
-
-/// One Flexible Start result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct FlexibleStartView {
-    /// Latest start considered, hours after the actual start.
-    pub window_hours: f64,
-    /// Emissions as run.
-    pub actual_co2e_g: f64,
-    /// Best start (RFC 3339) and its delay.
-    pub best_start: String,
-    /// Delay of the best start, minutes.
-    pub best_delay_minutes: i64,
-    /// Emissions when started at the best start.
-    pub best_co2e_g: f64,
-    /// Worst start (RFC 3339).
-    pub worst_start: String,
-    /// Emissions when started at the worst start.
-    pub worst_co2e_g: f64,
-    /// `actual − best`.
-    pub saving_co2e_g: f64,
-    /// Saving as a percentage of actual.
-    pub saving_pct: f64,
-    /// Basis `forecast`: emissions of the best start on the actual intensity; null for basis
-    /// `actual` or where actuals do not cover it.
-    pub realized_co2e_g: Option<f64>,
-    /// Basis `forecast`: emissions as run minus `realized_co2e_g`, both on actuals (what the
-    /// plan would really have saved; negative when it would have cost).
-    pub realized_saving_co2e_g: Option<f64>,
-}
-
-/// A stretch of consecutive slots in which the paused-and-resumed run works.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RunView {
-    /// Start (RFC 3339).
-    pub from: String,
-    /// End, exclusive (RFC 3339).
-    pub to: String,
-}
-
-/// One Pause and Resume result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PauseResumeView {
-    /// The run must end within `factor ×` its duration.
-    pub factor: f64,
-    /// That deadline (RFC 3339).
-    pub deadline: String,
-    /// Emissions as run.
-    pub actual_co2e_g: f64,
-    /// Emissions of the best schedule.
-    pub co2e_g: f64,
-    /// `actual − co2e_g`.
-    pub saving_co2e_g: f64,
-    /// Saving as a percentage of actual.
-    pub saving_pct: f64,
-    /// Time paused before the run ends, minutes.
-    pub paused_minutes: i64,
-    /// When the run works, in order.
-    pub schedule: Vec<RunView>,
-    /// Basis `forecast`: emissions of this schedule on the actual intensity; null for basis
-    /// `actual` or where actuals do not cover it.
-    pub realized_co2e_g: Option<f64>,
-    /// Basis `forecast`: emissions as run minus `realized_co2e_g`, both on actuals.
-    pub realized_saving_co2e_g: Option<f64>,
-}
-
-/// The what-ifs of one workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WhatIfView {
-    /// The workload.
-    pub workload_id: String,
-    /// Grid region of its instances.
-    pub region: String,
-    /// What intensity the results rest on, in words.
-    pub basis: String,
-    /// `actual` or `forecast`.
-    pub basis_kind: Basis,
-    /// Source of the intensity series.
-    pub intensity_source: String,
-    /// Whether that series is historical data replayed on a shifted clock.
-    pub intensity_replayed: bool,
-    /// Start of the run's first 5-minute slot (RFC 3339).
-    pub first_slot: String,
-    /// 5-minute slots the run spans.
-    pub profile_slots: usize,
-    /// Facility energy of the run (IT × PUE), kWh.
-    pub energy_kwh: f64,
-    /// End of the last slot read with a value of the basis (RFC 3339): where those values
-    /// stop, or, when they go on, the end of the horizon the asked what-ifs needed.
-    pub intensity_known_until: String,
-    /// Flexible Start, per window asked.
-    pub flexible_start: Vec<FlexibleStartView>,
-    /// Pause and Resume, per factor asked.
-    pub pause_resume: Vec<PauseResumeView>,
-    /// What was asked but cannot be computed, and why.
-    pub unavailable: Vec<String>,
 }
 
 fn rfc3339(t: UnixMillis) -> String {
@@ -442,6 +333,56 @@ fn pause_view(
     }
 }
 
+/// The one grid region of a workload's instances: 422 when none is left in the inventory or
+/// they span several (a what-if shifts a run on one region's intensity).
+fn single_region(
+    id: &WorkloadId,
+    regions: &std::collections::BTreeSet<RegionId>,
+) -> Result<RegionId, ApiError> {
+    let mut iter = regions.iter();
+    match (iter.next(), iter.next()) {
+        (Some(region), None) => Ok(region.clone()),
+        (None, _) => Err(ApiError::Unprocessable(format!(
+            "workload {id}: none of its instances is in the inventory any more"
+        ))),
+        (Some(_), Some(_)) => {
+            let names: Vec<&str> = regions.iter().map(RegionId::as_str).collect();
+            Err(ApiError::Unprocessable(format!(
+                "workload {id} spans grid regions {}: what-ifs shift a run on one region's \
+                 intensity; create one workload per region",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Slots of intensity each what-if of a run of `n` slots reads: (window, n + window slots)
+/// per Flexible Start window, (factor, deadline slots) per Pause and Resume factor, and the
+/// most any of them (or the run itself) needs.
+#[allow(clippy::type_complexity)]
+fn horizons(
+    req: &WhatIfRequest,
+    n: usize,
+) -> Result<(Vec<(f64, usize)>, Vec<(f64, usize)>, usize), ApiError> {
+    let windows: Vec<(f64, usize)> = req
+        .windows_hours
+        .iter()
+        .map(|&h| (h, n + WhatIfRequest::window_slots(h)))
+        .collect();
+    let deadlines = req
+        .factors
+        .iter()
+        .map(|&f| Ok((f, deadline_slots(n, f)?)))
+        .collect::<Result<Vec<(f64, usize)>, WhatIfError>>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let needed = windows
+        .iter()
+        .chain(&deadlines)
+        .map(|&(_, slots)| slots)
+        .fold(n, usize::max);
+    Ok((windows, deadlines, needed))
+}
+
 /// Permits for what-if searches running at once: one per core.
 fn compute_permits() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
@@ -468,23 +409,7 @@ pub async fn workload_whatif(
         .ok_or_else(|| ApiError::NotFound(not_found()))?;
     let span = crate::workloads::workload_span(&w, limits)?;
     let energy = workload_energy(store, scope, &w, span, None).await?;
-    let mut regions = energy.regions.iter();
-    let region = match (regions.next(), regions.next()) {
-        (Some(region), None) => region.clone(),
-        (None, _) => {
-            return Err(ApiError::Unprocessable(format!(
-                "workload {id}: none of its instances is in the inventory any more"
-            )))
-        }
-        (Some(_), Some(_)) => {
-            let names: Vec<&str> = energy.regions.iter().map(RegionId::as_str).collect();
-            return Err(ApiError::Unprocessable(format!(
-                "workload {id} spans grid regions {}: what-ifs shift a run on one region's \
-                 intensity; create one workload per region",
-                names.join(", ")
-            )));
-        }
-    };
+    let region = single_region(id, &energy.regions)?;
     let first = Bucket::containing(w.spec.from);
     // Slots from the bucket holding `from` through the one holding the last millisecond.
     let span = span.1.since(first.start()).max(1);
@@ -492,22 +417,7 @@ pub async fn workload_whatif(
     let profile = facility_profile(&energy.slices, first, n);
 
     // Slots of intensity each what-if reads: n + window, and the deadline m.
-    let windows: Vec<(f64, usize)> = req
-        .windows_hours
-        .iter()
-        .map(|&h| (h, n + WhatIfRequest::window_slots(h)))
-        .collect();
-    let deadlines = req
-        .factors
-        .iter()
-        .map(|&f| Ok((f, deadline_slots(n, f)?)))
-        .collect::<Result<Vec<(f64, usize)>, WhatIfError>>()
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let needed = windows
-        .iter()
-        .chain(&deadlines)
-        .map(|&(_, slots)| slots)
-        .fold(n, usize::max);
+    let (windows, deadlines, needed) = horizons(req, n)?;
     let actuals = actual_series(join, &region, first, needed);
     let (series, source, stop, realized_on) = match req.basis {
         Basis::Actual => (actuals.0, actuals.1, actuals.2, None),
@@ -578,7 +488,7 @@ pub async fn workload_whatif(
     Ok(WhatIfView {
         workload_id: id.to_string(),
         region: region.to_string(),
-        basis: req.basis.describe().to_owned(),
+        basis: describe(req.basis).to_owned(),
         basis_kind: req.basis,
         intensity_source,
         intensity_replayed,

@@ -6,13 +6,11 @@
 //! nothing; at another end is a 409). Labels are replaced as a whole by `PUT`. Both changes
 //! need the tenant admin role.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use tracing::field::Empty;
 use wattprint_core::{TenantScope, UnixMillis, WorkloadId};
 use wattprint_store::{Store, Workload, WorkloadUpdate};
@@ -20,7 +18,10 @@ use wattprint_store::{Store, Workload, WorkloadUpdate};
 use crate::auth::AuthenticatedTenant;
 use crate::error::ApiError;
 use crate::service::{check_id, WorkloadView};
-use crate::time::InstantInput;
+pub use wattprint_api_types::{
+    CloseRequest, LabelsRequest, PageParams, StatusFilter, WorkloadList, WorkloadListParams,
+};
+
 use crate::{ApiLimits, ApiState};
 
 /// Items per page when `limit` is not given.
@@ -59,42 +60,6 @@ pub fn workload_span(
     Ok((from, to))
 }
 
-/// `open`, `closed` or `all` workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusFilter {
-    /// Workloads without an end yet.
-    Open,
-    /// Workloads with an end.
-    Closed,
-    /// Both (default).
-    #[default]
-    All,
-}
-
-/// A page of an ordered list: the items after `cursor` (exclusive), at most `limit`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    /// Items per page, 1 to 1000 (default 100).
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page (opaque); absent for the first page.
-    pub cursor: Option<String>,
-}
-
-/// Query of `GET /v1/workloads`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WorkloadListParams {
-    /// Items per page, 1 to 1000 (default 100).
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page (opaque); absent for the first page.
-    pub cursor: Option<String>,
-    /// `open`, `closed` or `all` (default).
-    #[param(value_type = Option<StatusFilter>)]
-    pub status: Option<String>,
-}
-
 /// One page of `items` (already in list order) whose keys are `key(item)`: the items after the
 /// one whose key is `cursor`, and the cursor of the next page (`None` on the last). A cursor
 /// that names no item is a 400: the list changed under it or it was not one of ours.
@@ -131,16 +96,6 @@ pub fn paginate<T>(
     Ok((page, next))
 }
 
-/// Body of `GET /v1/workloads`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WorkloadList {
-    /// The caller's workloads, newest first.
-    pub workloads: Vec<WorkloadView>,
-    /// Cursor of the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
 /// One page of the tenant's workloads, newest first, optionally only open or closed ones.
 pub async fn list_workloads(
     store: &dyn Store,
@@ -168,7 +123,7 @@ pub async fn list_workloads(
             StatusFilter::Open => w.spec.to.is_none(),
             StatusFilter::Closed => w.spec.to.is_some(),
         })
-        .map(WorkloadView::from)
+        .map(crate::service::workload_view)
         .collect();
     let page = PageParams {
         limit: params.limit,
@@ -181,25 +136,6 @@ pub async fn list_workloads(
     })
 }
 
-/// Body of `PUT /v1/workloads/{id}/labels`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LabelsRequest {
-    /// The new labels, replacing all old ones (`{}` removes every label). Keys: 1 to 63 of
-    /// letters, digits, `.`, `_`, `/`, `-`, starting with a letter or digit; values up to 200
-    /// characters; at most 64 labels.
-    pub labels: BTreeMap<String, String>,
-}
-
-/// Body of `POST /v1/workloads/{id}/close`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CloseRequest {
-    /// End (exclusive): RFC 3339 or Unix ms; default now.
-    #[serde(default)]
-    pub end: Option<InstantInput>,
-}
-
 async fn update(
     store: &dyn Store,
     scope: &TenantScope,
@@ -210,7 +146,7 @@ async fn update(
         .update_workload(scope, id, &update)
         .await
         .map_err(|e| ApiError::from_store(e, || format!("workload {id} not found")))?;
-    Ok(WorkloadView::from(&w))
+    Ok(crate::service::workload_view(&w))
 }
 
 /// Replaces a workload's labels.

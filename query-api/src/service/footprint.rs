@@ -1,0 +1,221 @@
+//! The footprint service: a workload's exact energy over its span and the footprint (SCI)
+//! computed from it. Invariant: whole buckets count their stored energy; edge buckets re-read
+//! the raw samples and clip them with the same arithmetic that bucketed them, so a span equal
+//! to some samples' gets exactly their energy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use wattprint_core::accounting::clip_energy;
+use wattprint_core::intensity::IntensityJoin;
+use wattprint_core::sample::EnergySource;
+use wattprint_core::sci::{footprint, FootprintSlice, HardwareCatalog};
+use wattprint_core::{Bucket, GpuUuid, GramsCo2e, Millijoules, RegionId, TenantScope, UnixMillis};
+use wattprint_store::{IntervalRow, SampleRow, Store, Workload};
+
+use super::*;
+use crate::average::{average_emissions_view, AverageTotals};
+use crate::error::ApiError;
+
+/// Most samples read for one edge bucket of a workload (a 5-minute window); reaching it means
+/// the stored data is not what any agent sends.
+const MAX_EDGE_SAMPLES: u32 = 5_000_000;
+
+/// A workload's energy, slice by slice, before any emissions arithmetic.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadEnergy {
+    /// One slice per (GPU, bucket) with energy inside `[from, to)`.
+    pub slices: Vec<FootprintSlice>,
+    /// GPU-time inside `[from, to)` covered by samples.
+    pub covered_gpu_ms: i64,
+    /// Model of every GPU of the workload's instances (one entry per GPU).
+    pub gpu_models: Vec<String>,
+    /// Grid regions of the workload's instances.
+    pub regions: BTreeSet<RegionId>,
+    /// Instances of the workload no longer in the tenant's inventory.
+    pub missing_instances: Vec<String>,
+    /// Emissions of the slices on average intensity (only when a join was given).
+    pub average: AverageTotals,
+}
+
+/// Collects a workload's energy over `span` (its range; for an open workload, so far) exactly.
+///
+/// Per instance: the 5-minute intervals with buckets starting in `[floor5(from), to)`. A bucket
+/// wholly inside `[from, to)` counts its stored energy. An edge bucket re-reads the raw samples
+/// overlapping `[max(from, start), min(to, end))` and clips each with
+/// [`clip_energy`] — the same arithmetic that split it into buckets — so a range that is exactly
+/// the span of some samples gets exactly their energy, to the millijoule. Each (GPU, bucket)
+/// slice keeps its bucket's intensity and PUE.
+pub async fn workload_energy(
+    store: &dyn Store,
+    scope: &TenantScope,
+    w: &Workload,
+    (from, to): (UnixMillis, UnixMillis),
+    join: Option<&IntensityJoin>,
+) -> Result<WorkloadEnergy, ApiError> {
+    let inventory = store
+        .list_instances(scope)
+        .await
+        .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
+    let mut out = WorkloadEnergy::default();
+    for instance in &w.spec.instances {
+        let Some(record) = inventory.iter().find(|r| &r.instance == instance) else {
+            out.missing_instances.push(instance.to_string());
+            continue;
+        };
+        out.regions.insert(record.region.clone());
+        out.gpu_models
+            .extend(record.gpus.iter().map(|g| g.model.clone()));
+        let rows = match store
+            .instance_intervals(scope, instance, Bucket::containing(from).start(), to)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(wattprint_store::StoreError::NotFound(_)) => {
+                out.missing_instances.push(instance.to_string());
+                continue;
+            }
+            Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
+        };
+        // Group by bucket (rows come by bucket then GPU; grouping does not rely on it).
+        let mut by_bucket: BTreeMap<Bucket, Vec<&IntervalRow>> = BTreeMap::new();
+        for row in &rows {
+            by_bucket.entry(row.bucket).or_default().push(row);
+        }
+        let first_slice = out.slices.len();
+        for (bucket, rows) in by_bucket {
+            if bucket.start() >= from && bucket.end() <= to {
+                for row in rows {
+                    out.covered_gpu_ms += row.covered_ms;
+                    out.slices.push(slice_of(row, row.energy, row.estimated));
+                }
+                continue;
+            }
+            let (a, b) = (from.max(bucket.start()), to.min(bucket.end()));
+            if b <= a {
+                continue;
+            }
+            let samples = store
+                .instance_samples(scope, instance, a, b, MAX_EDGE_SAMPLES)
+                .await
+                .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
+            if samples.len() >= MAX_EDGE_SAMPLES as usize {
+                return Err(ApiError::Internal(format!(
+                    "more than {MAX_EDGE_SAMPLES} samples in one 5-minute window of instance {instance}"
+                )));
+            }
+            let clipped = clip_window(&samples, a, b);
+            let row_of: HashMap<&GpuUuid, &IntervalRow> =
+                rows.iter().map(|r| (&r.gpu, *r)).collect();
+            for (gpu, part) in clipped {
+                out.covered_gpu_ms += part.covered_ms;
+                match row_of.get(&gpu) {
+                    Some(row) => out.slices.push(slice_of(row, part.energy, part.estimated)),
+                    // A sample with no interval row: count its energy, with no intensity.
+                    None => out.slices.push(FootprintSlice {
+                        bucket,
+                        energy: part.energy,
+                        estimated: part.estimated,
+                        intensity: None,
+                        intensity_replayed: false,
+                        pue: 1.0,
+                    }),
+                }
+            }
+        }
+        if let Some(join) = join {
+            for s in &out.slices[first_slice..] {
+                out.average
+                    .add(join, &record.region, s.bucket, s.energy, s.pue);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Computes a workload's footprint from [`workload_energy`]: emissions summed per slice by
+/// [`footprint`]. Embodied M: every GPU of the instances, `catalog.embodied_share(model, to −
+/// from)`; unknown models count 0 and are listed.
+pub async fn workload_footprint(
+    store: &dyn Store,
+    scope: &TenantScope,
+    catalog: &HardwareCatalog,
+    w: &Workload,
+    (from, to): (UnixMillis, UnixMillis),
+    join: Option<&IntensityJoin>,
+) -> Result<FootprintView, ApiError> {
+    let energy = workload_energy(store, scope, w, (from, to), join).await?;
+    let mut embodied = 0.0;
+    let mut unknown_models = BTreeSet::new();
+    for model in &energy.gpu_models {
+        match catalog.embodied_share(model, to.since(from)) {
+            Some(m) => embodied += m.0,
+            None => {
+                unknown_models.insert(model.clone());
+            }
+        }
+    }
+    let gpus = energy.gpu_models.len();
+    let fp = footprint(&energy.slices, GramsCo2e(embodied), w.spec.functional_units)
+        .map_err(|e| ApiError::Internal(format!("stored workload {}: {e}", w.id)))?;
+    Ok(FootprintView {
+        footprint: fp,
+        functional_unit: w.spec.functional_unit.clone(),
+        coverage: CoverageView {
+            expected_gpu_ms: to.since(from).saturating_mul(gpus as i64),
+            covered_gpu_ms: energy.covered_gpu_ms,
+        },
+        embodied: EmbodiedView {
+            gpus,
+            unknown_models: unknown_models.into_iter().collect(),
+        },
+        missing_instances: energy.missing_instances,
+        average: join
+            .map(|_| average_emissions_view(&energy.average, embodied, w.spec.functional_units)),
+    })
+}
+
+fn slice_of(row: &IntervalRow, energy: Millijoules, estimated: Millijoules) -> FootprintSlice {
+    FootprintSlice {
+        bucket: row.bucket,
+        energy,
+        estimated,
+        intensity: row.intensity.as_ref().map(|j| (j.value, j.kind)),
+        intensity_replayed: row.intensity.as_ref().is_some_and(|j| j.replayed),
+        pue: row.pue,
+    }
+}
+
+/// Energy of one GPU inside a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClippedEnergy {
+    /// Energy inside the window.
+    pub energy: Millijoules,
+    /// Part of it from power integration.
+    pub estimated: Millijoules,
+    /// Milliseconds of the window covered by samples.
+    pub covered_ms: i64,
+}
+
+/// Per GPU, the energy of `samples` that falls in `[a, b)`, clipped with [`clip_energy`].
+pub fn clip_window(
+    samples: &[SampleRow],
+    a: UnixMillis,
+    b: UnixMillis,
+) -> BTreeMap<GpuUuid, ClippedEnergy> {
+    let mut out: BTreeMap<GpuUuid, ClippedEnergy> = BTreeMap::new();
+    for row in samples {
+        let s = &row.sample;
+        let overlap = b.min(s.end).since(a.max(s.start));
+        if overlap <= 0 {
+            continue;
+        }
+        let e = clip_energy(s.start, s.end, s.energy, a, b);
+        let acc = out.entry(s.gpu.clone()).or_default();
+        acc.energy += e;
+        if s.energy_source == EnergySource::PowerIntegration {
+            acc.estimated += e;
+        }
+        acc.covered_ms += overlap;
+    }
+    out
+}
