@@ -12,7 +12,7 @@
 //!
 //! Plaintext (`http://` gateway URL, no TLS files) stays available for the embedded
 //! single-process mode and localhost development; production uses `https://` with mTLS and a
-//! host token (see the README, "Securing the agent ↔ gateway link").
+//! host token (see `docs/deployment.md`, "Securing the agent ↔ gateway link").
 
 use std::path::{Path, PathBuf};
 use thiserror::Error;
