@@ -1,6 +1,6 @@
 //! The Kafka bus against a real Kafka-protocol broker (`WPTEST_KAFKA_BROKERS`, started by
 //! `source scripts/servers.sh start`). Every test uses topics and a group of its own. The path
-//! through the gateway and the enricher is tested in `ingest/tests/kafka.rs`.
+//! through the gateway and the enricher is tested in `ingest/tests/it/kafka.rs`.
 //!
 //! Without the variable the tests print that they did not run and pass, unless `CI` or
 //! `WPTEST_REQUIRE_SERVERS` is set: then they fail.

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
-mod common;
+use crate::common;
 
 use common::{read_trace, Behaviour, Gateway, TRACE};
 use std::collections::BTreeMap;

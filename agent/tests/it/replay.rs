@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
-mod common;
+use crate::common;
 
 use common::{read_trace, write_trace, TRACE};
 use std::collections::BTreeMap;

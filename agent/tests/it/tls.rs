@@ -7,8 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
-mod common;
-mod gateway_tls;
+use crate::common;
+use crate::gateway_tls;
 
 use common::{read_trace, write_trace, TRACE};
 use gateway_tls::{error_chain, Pki, RealGateway, Security, HOST_A, HOST_B, TOKEN_A, TOKEN_B};

@@ -4,8 +4,7 @@
 // Helpers here are not `#[test]` functions, so clippy's test exemption does not reach them.
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
-mod conformance;
+use crate::conformance;
 
 use conformance::{enrich, instance, intervals, sample, scope, total, workload, T0};
 use std::future::Future;

@@ -11,8 +11,8 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
-mod common;
-mod gateway_tls;
+use crate::common;
+use crate::gateway_tls;
 
 use common::{read_trace, write_trace, TRACE};
 use gateway_tls::{RealGateway, Security};

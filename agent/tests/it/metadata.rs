@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
-mod common;
+use crate::common;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;

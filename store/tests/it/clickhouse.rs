@@ -9,8 +9,7 @@
 // Helpers here are not `#[test]` functions, so clippy's test exemption does not reach them.
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
-mod conformance;
+use crate::conformance;
 
 use conformance::{
     assert_summary, assert_totals_match, enrich, expected_summary, instance, intervals, sample,
