@@ -132,7 +132,7 @@ impl ElectricityMapsClient {
     /// endpoint every plan has), else from `past-range` in pieces of at most 10 days.
     async fn actuals(&self, req: &FetchRequest) -> Result<Fetched, ProviderError> {
         let mut c = Collector::default();
-        let recent = req.from.0 >= timefmt::now().0 - HISTORY_SPAN.as_millis() as i64;
+        let recent = req.from.0 >= UnixMillis::now().0 - HISTORY_SPAN.as_millis() as i64;
         if recent {
             let what = "carbon-intensity/history";
             let v = self
@@ -215,7 +215,7 @@ impl ElectricityMapsClient {
             provider: format!("{NAME}:{}", req.provider_region),
             kind,
             issued_at,
-            fetched_at: timefmt::now(),
+            fetched_at: UnixMillis::now(),
         }
     }
 

@@ -2,17 +2,7 @@
 //! parser of the UTC times operators type (files, command lines).
 
 use chrono::{DateTime, NaiveDateTime, Timelike};
-use std::time::{SystemTime, UNIX_EPOCH};
 use wattprint_core::UnixMillis;
-
-/// The current time.
-pub(crate) fn now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    UnixMillis(ms)
-}
 
 /// An RFC 3339 / ISO 8601 instant with any explicit offset (API responses: the offset makes
 /// the instant exact).

@@ -236,7 +236,7 @@ impl WattTimeClient {
             meta: &meta,
             kind: PointKind::Forecast,
             issued_at: Some(generated_at),
-            fetched_at: timefmt::now(),
+            fetched_at: UnixMillis::now(),
         };
         read_points(&mut c, what, data, &ctx, |_| true);
         Ok(c.finish(PointKind::Forecast, req.from, req.to))
@@ -258,7 +258,7 @@ impl WattTimeClient {
                 meta: &meta,
                 kind: PointKind::Actual,
                 issued_at: None,
-                fetched_at: timefmt::now(),
+                fetched_at: UnixMillis::now(),
             };
             // The API's end is inclusive: keep [start, end) so pieces do not overlap.
             read_points(&mut c, what, data, &ctx, |at| at >= start && at < end);
@@ -280,7 +280,7 @@ impl WattTimeClient {
                 .await?;
             let meta = self.meta(what, &v, req)?;
             let runs = self.data(what, &v)?;
-            let fetched_at = timefmt::now();
+            let fetched_at = UnixMillis::now();
             for (i, run) in runs.iter().enumerate() {
                 let generated_at = match ledger::string(run, "generated_at")
                     .ok_or_else(|| "generated_at missing".to_owned())

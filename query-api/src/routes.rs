@@ -145,7 +145,7 @@ pub(crate) fn series_request(
     let step = Step::parse(step.unwrap_or("5m")).map_err(ApiError::BadRequest)?;
     let to = match to {
         Some(s) => parse_instant("to", s).map_err(ApiError::BadRequest)?,
-        None => crate::workloads::now(),
+        None => UnixMillis::now(),
     };
     let from = match from {
         Some(s) => parse_instant("from", s).map_err(ApiError::BadRequest)?,

@@ -6,8 +6,6 @@
 //! nothing; at another end is a 409). Labels are replaced as a whole by `PUT`. Both changes
 //! need the tenant admin role.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -29,15 +27,6 @@ pub const DEFAULT_PAGE_LIMIT: usize = 100;
 /// Most items one page may hold.
 pub const MAX_PAGE_LIMIT: usize = 1000;
 
-/// Now, in Unix milliseconds.
-pub(crate) fn now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
 /// The range a workload's footprint covers: `[from, to)`, or `[from, now)` while open (empty
 /// when it starts in the future). An open workload older than the range limit is refused
 /// with the advice to close it.
@@ -47,7 +36,7 @@ pub fn workload_span(
 ) -> Result<(UnixMillis, UnixMillis), ApiError> {
     let from = w.spec.from;
     let Some(to) = w.spec.to else {
-        let to = now().max(from);
+        let to = UnixMillis::now().max(from);
         if to.since(from) > limits.max_range_ms {
             return Err(ApiError::Unprocessable(format!(
                 "workload {} has been open for more than {} ms, the longest range one request \
@@ -169,7 +158,7 @@ pub async fn close(
 ) -> Result<WorkloadView, ApiError> {
     let end = match &req.end {
         Some(end) => end.parse("end").map_err(ApiError::BadRequest)?,
-        None => now(),
+        None => UnixMillis::now(),
     };
     if let Some(w) = store
         .get_workload(scope, id)

@@ -1,9 +1,9 @@
 //! The agent's integration tests, one binary (each module one area): replayed and fake NVML,
 //! attribution, spool, streaming to a real gateway, TLS, kill and restart.
 
+mod attribution;
 mod common;
 mod gateway_tls;
-mod attribution;
 mod kill;
 mod libvirt;
 mod metadata;

@@ -265,7 +265,7 @@ impl FileProvider {
             .iter()
             .map(|c| col(c))
             .collect::<Result<_, _>>()?;
-        let fetched_at = timefmt::now();
+        let fetched_at = UnixMillis::now();
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(path, e))?;
             let line = record.position().map_or(0, csv::Position::line);
@@ -308,7 +308,7 @@ impl FileProvider {
         let records = v
             .as_array()
             .ok_or_else(|| batch.line_error(1, "expected a JSON array of point objects"))?;
-        let fetched_at = timefmt::now();
+        let fetched_at = UnixMillis::now();
         for (i, rec) in records.iter().enumerate() {
             let err = |detail: String| FileError::Record {
                 path: path.to_owned(),
@@ -371,7 +371,7 @@ impl FileProvider {
             ));
         }
         let provider = format!("watttime:{}", names[n].to_uppercase());
-        let fetched_at = timefmt::now();
+        let fetched_at = UnixMillis::now();
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(path, e))?;
             let line = record.position().map_or(0, csv::Position::line);
@@ -424,7 +424,7 @@ impl FileProvider {
             col("Data Estimated")?,
             col("Data Estimation Method")?,
         );
-        let fetched_at = timefmt::now();
+        let fetched_at = UnixMillis::now();
         for record in reader.records() {
             let record = record.map_err(|e| csv_error(path, e))?;
             let line = record.position().map_or(0, csv::Position::line);
