@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint, PointKind, SharedJoin, Signal};
 use wattprint_core::{Bucket, RegionId, UnixMillis, BUCKET_MS};
-use wattprint_ingest::intensity_poll::{refresh_from_ledger, IntensityPoller, PolledSource};
+use wattprint_ingest::intensity_poll::{
+    keep_current, refresh_from_ledger, IntensityPoller, PolledSource,
+};
 use wattprint_intensity::electricitymaps::{ElectricityMapsClient, ElectricityMapsConfig};
 use wattprint_intensity::files::FileProvider;
 use wattprint_intensity::watttime::{WattTimeClient, WattTimeConfig};
@@ -117,40 +119,9 @@ pub async fn start_keeping_current(
     } else {
         LEDGER_REFRESH_EVERY
     };
-    Ok(tokio::spawn(async move {
-        tokio::pin!(stop);
-        let mut since = since;
-        let mut first = true;
-        loop {
-            if !first {
-                tokio::select! {
-                    () = &mut stop => return,
-                    () = tokio::time::sleep(every) => {}
-                }
-            }
-            first = false;
-            if let Some(p) = &poller {
-                match p.poll_once(UnixMillis::now()).await {
-                    Ok(r) => tracing::info!(
-                        new = r.new_points,
-                        revised = r.revised_points,
-                        rejected = r.rejected.len(),
-                        gaps = r.gaps.len(),
-                        errors = r.errors.len(),
-                        restated = r.restated_intervals,
-                        "intensity poll"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "intensity poll failed; retrying next round")
-                    }
-                }
-            }
-            match refresh_from_ledger(store.as_ref(), &join, since).await {
-                Ok((latest, _)) => since = latest,
-                Err(e) => tracing::warn!(error = %e, "reloading the intensity ledger failed"),
-            }
-        }
-    }))
+    Ok(tokio::spawn(keep_current(
+        store, join, poller, since, every, stop,
+    )))
 }
 
 /// File formats `wattprint intensity import` reads.

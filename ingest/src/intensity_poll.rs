@@ -317,6 +317,49 @@ pub async fn refresh_from_ledger(
     Ok((latest, report.rejected.len()))
 }
 
+/// Keeps `join` current until `stop`: with a `poller`, polls on its schedule; always reloads
+/// what this or other processes stored in the ledger since `since` (the latest point already
+/// loaded), every `every`. The first round runs at once. Failures are logged and retried next
+/// round; nothing here ends the process.
+pub async fn keep_current(
+    store: Arc<dyn Store>,
+    join: SharedJoin,
+    poller: Option<IntensityPoller>,
+    mut since: Option<UnixMillis>,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+        first = false;
+        if let Some(p) = &poller {
+            match p.poll_once(UnixMillis::now()).await {
+                Ok(r) => tracing::info!(
+                    new = r.new_points,
+                    revised = r.revised_points,
+                    rejected = r.rejected.len(),
+                    gaps = r.gaps.len(),
+                    errors = r.errors.len(),
+                    restated = r.restated_intervals,
+                    "intensity poll"
+                ),
+                Err(e) => tracing::warn!(error = %e, "intensity poll failed; retrying next round"),
+            }
+        }
+        match refresh_from_ledger(store.as_ref(), &join, since).await {
+            Ok((latest, _)) => since = latest,
+            Err(e) => tracing::warn!(error = %e, "reloading the intensity ledger failed"),
+        }
+    }
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
