@@ -12,7 +12,10 @@ pub use wattprint_agent::config::{
     RawReplay, SensorKind,
 };
 use wattprint_agent::replay::ReplayLayout;
-use wattprint_bus::kafka::KafkaBusConfig;
+pub use wattprint_bus::config::{BusSettings, RawBus};
+pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
+pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
+pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_core::config::InvalidConfig;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
@@ -22,9 +25,7 @@ use wattprint_ingest::intensity_poll::PollWindows;
 use wattprint_intensity::cloud_regions::{CloudProvider, CloudRegionDirectory};
 use wattprint_intensity::files::{load_egrid_rates, load_marginal, MarginalFormat};
 use wattprint_intensity::locations::ZipDirectory;
-use wattprint_query_api::auth::{JwksConfig, JwksSource};
-use wattprint_query_api::RateLimit;
-use wattprint_store::{GpuRecord, InstanceRecord, SqliteSync};
+use wattprint_store::{GpuRecord, InstanceRecord};
 
 /// The config schema version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -67,104 +68,6 @@ pub struct RawConfig {
     /// Inventory: instances and their GPUs.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    /// `sqlite` (default: `<data_dir>/wattprint.db`) or `clickhouse`.
-    pub kind: Option<String>,
-    /// ClickHouse HTTP URL (default `http://127.0.0.1:8123`).
-    pub url: Option<String>,
-    /// ClickHouse database (default `wattprint`), created if absent.
-    pub database: Option<String>,
-    /// SQLite durability of acknowledged writes: `full` (default: on disk before the ack) or
-    /// `normal` (survives a crash of the process, not of the machine).
-    pub sqlite_synchronous: Option<String>,
-}
-
-/// `[bus]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawBus {
-    /// `memory` (default: in-process, gateway and enricher share the process) or `kafka`.
-    pub kind: Option<String>,
-    /// Kafka bootstrap brokers, `host:port[,host:port…]` (default `127.0.0.1:9092`).
-    pub brokers: Option<String>,
-    /// Prefix of both topic names (default none: `wattprint.samples.v1`, …).
-    pub topic_prefix: Option<String>,
-    /// Enricher consumer group (default `wattprint-enricher`).
-    pub group_id: Option<String>,
-    /// Static group membership of this enricher (Kafka `group.instance.id`): a stable name,
-    /// unique among running enrichers (e.g. the pod name). A restarted enricher with the same
-    /// name takes its partitions back at once instead of after the session timeout.
-    pub group_instance_id: Option<String>,
-    /// Partitions of the topics when Wattprint creates them (default 12).
-    pub partitions: Option<i32>,
-    /// Replication factor of the topics when Wattprint creates them (default 1).
-    pub replication: Option<i32>,
-    /// Most publishes in flight per gateway before its streams wait (default 64).
-    pub max_in_flight: Option<usize>,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
-    #[serde(default)]
-    pub client_properties: BTreeMap<String, String>,
-}
-
-/// `[gateway]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawGateway {
-    /// gRPC listen address (default 127.0.0.1:50051).
-    pub listen: Option<SocketAddr>,
-    /// TLS (default none: plaintext, for the embedded mode and localhost dev only).
-    pub tls: Option<RawGatewayTls>,
-    /// Host registry: the agents allowed to stream, with their token hashes (default none:
-    /// any host may stream). See `wattprint_ingest::hosts`.
-    pub hosts_file: Option<PathBuf>,
-}
-
-/// `[gateway.tls]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGatewayTls {
-    /// PEM certificate chain of the gateway.
-    pub cert: PathBuf,
-    /// PEM private key of `cert`.
-    pub key: PathBuf,
-    /// PEM CA bundle whose client certificates are accepted; when set, agents must present
-    /// one (mTLS).
-    pub client_ca: Option<PathBuf>,
-}
-
-/// `[query_api]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawQueryApi {
-    /// HTTP listen address (default 127.0.0.1:8080).
-    pub listen: Option<SocketAddr>,
-    /// Token issuer (default `wattprint`).
-    pub issuer: Option<String>,
-    /// Token audience (default `wattprint-api`).
-    pub audience: Option<String>,
-    /// HS256 secret file for dev tokens (default `<data_dir>/dev-secret`, created if absent).
-    /// Used only while no JWKS is configured (the embedded dev mode).
-    pub hs256_secret_file: Option<PathBuf>,
-    /// JWKS file with the identity provider's public keys (RS256, ES256, EdDSA tokens); turns
-    /// the HS256 dev mode off. Re-read every `jwks_refresh_s`.
-    pub jwks_file: Option<PathBuf>,
-    /// JWKS URL (`https://…`, the IdP's `jwks_uri`); turns the HS256 dev mode off.
-    pub jwks_url: Option<String>,
-    /// Seconds after which the JWKS is read again (default 300, 10 to 86400). An unknown `kid`
-    /// also triggers a read, at most once per 30 s.
-    pub jwks_refresh_s: Option<u64>,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30, at most 300).
-    pub leeway_s: Option<u64>,
-    /// Requests per second each tenant (and each operator) may make (default 50; 0 turns the
-    /// limit off).
-    pub rate_limit_per_s: Option<f64>,
-    /// Requests a tenant may make at once on top of the rate (default 100).
-    pub rate_limit_burst: Option<u32>,
 }
 
 /// `[intensity]`.
@@ -309,41 +212,6 @@ impl From<InvalidConfig> for SettingsError {
     }
 }
 
-/// Where data is stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoreSettings {
-    /// An SQLite file.
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// Durability of acknowledged writes.
-        synchronous: SqliteSync,
-    },
-    /// A ClickHouse server.
-    ClickHouse {
-        /// HTTP URL.
-        url: String,
-        /// Database.
-        database: String,
-    },
-}
-
-/// What carries samples from gateways to enrichers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BusSettings {
-    /// In-process: the enricher runs beside the gateway.
-    Memory,
-    /// Kafka: gateways produce, a consumer group of enrichers consumes.
-    Kafka {
-        /// Client settings.
-        config: KafkaBusConfig,
-        /// Partitions for topics Wattprint creates.
-        partitions: i32,
-        /// Replication factor for topics Wattprint creates.
-        replication: i32,
-    },
-}
-
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -381,110 +249,6 @@ pub struct Settings {
     pub catalog: HardwareCatalog,
     /// Inventory (configured instances, or the replay demo's).
     pub inventory: Vec<InstanceRecord>,
-}
-
-/// How the query API verifies tokens and limits request rates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiAuthSettings {
-    /// The identity provider's key set; `None` is the embedded dev mode (HS256 tokens signed
-    /// with the secret file, minted by `wattprint token`).
-    pub jwks: Option<JwksConfig>,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds.
-    pub leeway_s: u64,
-    /// Per-tenant rate limit; `None` turns it off.
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl Default for ApiAuthSettings {
-    /// Dev mode, 30 s leeway, 50 requests/s with bursts of 100.
-    fn default() -> Self {
-        Self {
-            jwks: None,
-            leeway_s: DEFAULT_LEEWAY_S,
-            rate_limit: Some(RateLimit {
-                per_second: DEFAULT_RATE_LIMIT_PER_S,
-                burst: DEFAULT_RATE_LIMIT_BURST,
-            }),
-        }
-    }
-}
-
-const DEFAULT_LEEWAY_S: u64 = 30;
-const DEFAULT_RATE_LIMIT_PER_S: f64 = 50.0;
-const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
-
-/// Validates the `[query_api]` keys about tokens and rate limits.
-fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, SettingsError> {
-    let source = match (&raw.jwks_file, &raw.jwks_url) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "query_api.jwks_file and query_api.jwks_url exclude each other",
-            ))
-        }
-        (Some(file), None) => Some(JwksSource::File(file.clone())),
-        (None, Some(url)) => {
-            let url = url.trim();
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 9 {
-                return Err(invalid(format!(
-                    "query_api.jwks_url = {url:?} must be an https:// (or http://) URL"
-                )));
-            }
-            if url.starts_with("http://") {
-                tracing::warn!(
-                    url,
-                    "query_api.jwks_url is plain http: keys could be replaced in transit"
-                );
-            }
-            Some(JwksSource::Url(url.to_owned()))
-        }
-        (None, None) => None,
-    };
-    let jwks = match source {
-        Some(source) => {
-            let refresh_s = raw.jwks_refresh_s.unwrap_or(300);
-            if !(10..=86_400).contains(&refresh_s) {
-                return Err(invalid(format!(
-                    "query_api.jwks_refresh_s = {refresh_s} must be 10..=86400"
-                )));
-            }
-            Some(JwksConfig {
-                refresh_every: Duration::from_secs(refresh_s),
-                ..JwksConfig::new(source)
-            })
-        }
-        None => {
-            if raw.jwks_refresh_s.is_some() {
-                return Err(invalid(
-                    "query_api.jwks_refresh_s needs query_api.jwks_file or query_api.jwks_url",
-                ));
-            }
-            None
-        }
-    };
-    let leeway_s = raw.leeway_s.unwrap_or(DEFAULT_LEEWAY_S);
-    if leeway_s > 300 {
-        return Err(invalid(format!(
-            "query_api.leeway_s = {leeway_s} must be 0..=300"
-        )));
-    }
-    let per_second = raw.rate_limit_per_s.unwrap_or(DEFAULT_RATE_LIMIT_PER_S);
-    if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
-        return Err(invalid(format!(
-            "query_api.rate_limit_per_s = {per_second} must be 0 (off) to 1000000"
-        )));
-    }
-    let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
-    if burst == 0 || burst > 1_000_000 {
-        return Err(invalid(format!(
-            "query_api.rate_limit_burst = {burst} must be 1..=1000000"
-        )));
-    }
-    let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
-    Ok(ApiAuthSettings {
-        jwks,
-        leeway_s,
-        rate_limit,
-    })
 }
 
 /// A provider's series polled for a region.
@@ -621,13 +385,10 @@ impl RawConfig {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(".wattprint"));
-        let store = store_settings(&raw.store, &data_dir)?;
-        let bus = bus_settings(&raw.bus)?;
-        let gateway_listen = raw.gateway.listen.unwrap_or(([127, 0, 0, 1], 50051).into());
-        let api_listen = raw
-            .query_api
-            .listen
-            .unwrap_or(([127, 0, 0, 1], 8080).into());
+        let store = raw.store.validate(&data_dir)?;
+        let bus = raw.bus.validate()?;
+        let gateway = raw.gateway.validate()?;
+        let gateway_listen = gateway.listen;
 
         let intensity_raw = raw
             .intensity
@@ -833,36 +594,19 @@ impl RawConfig {
                 gpus,
             });
         }
-        let secret_file = raw
-            .query_api
-            .hs256_secret_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join("dev-secret"));
-        let api_auth = api_auth_settings(&raw.query_api)?;
+        let api = raw.query_api.validate(&data_dir)?;
         Ok(Settings {
             data_dir,
             store,
             bus,
             gateway_listen,
-            gateway_tls: raw.gateway.tls.as_ref().map(|t| GatewayTlsFiles {
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-                client_ca: t.client_ca.clone(),
-            }),
-            gateway_hosts_file: raw.gateway.hosts_file.clone(),
-            api_listen,
-            issuer: raw
-                .query_api
-                .issuer
-                .clone()
-                .unwrap_or_else(|| "wattprint".into()),
-            audience: raw
-                .query_api
-                .audience
-                .clone()
-                .unwrap_or_else(|| "wattprint-api".into()),
-            secret_file,
-            api_auth,
+            gateway_tls: gateway.tls,
+            gateway_hosts_file: gateway.hosts_file,
+            api_listen: api.listen,
+            issuer: api.issuer,
+            audience: api.audience,
+            secret_file: api.secret_file,
+            api_auth: api.auth,
             agent,
             intensity: SharedJoin::new(join),
             polling,
@@ -947,109 +691,6 @@ pub fn demo_instances_with(
         }
     }
     out
-}
-
-fn store_settings(raw: &RawStore, data_dir: &Path) -> Result<StoreSettings, SettingsError> {
-    match raw.kind.as_deref().unwrap_or("sqlite") {
-        "sqlite" => {
-            if raw.url.is_some() || raw.database.is_some() {
-                return Err(invalid(
-                    "store.url and store.database apply to store.kind = \"clickhouse\" only",
-                ));
-            }
-            let synchronous = match raw.sqlite_synchronous.as_deref() {
-                None | Some("full") => SqliteSync::Full,
-                Some("normal") => SqliteSync::Normal,
-                Some(other) => {
-                    return Err(invalid(format!(
-                        "store.sqlite_synchronous = {other:?} must be \"full\" or \"normal\""
-                    )))
-                }
-            };
-            Ok(StoreSettings::Sqlite {
-                path: data_dir.join("wattprint.db"),
-                synchronous,
-            })
-        }
-        "clickhouse" => {
-            if raw.sqlite_synchronous.is_some() {
-                return Err(invalid(
-                    "store.sqlite_synchronous applies to store.kind = \"sqlite\" only",
-                ));
-            }
-            let url = raw
-                .url
-                .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:8123".into());
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(format!(
-                    "store.url = {url:?} must be an http:// or https:// URL"
-                )));
-            }
-            Ok(StoreSettings::ClickHouse {
-                url,
-                database: raw.database.clone().unwrap_or_else(|| "wattprint".into()),
-            })
-        }
-        other => Err(invalid(format!(
-            "store.kind = {other:?} must be \"sqlite\" or \"clickhouse\""
-        ))),
-    }
-}
-
-fn bus_settings(raw: &RawBus) -> Result<BusSettings, SettingsError> {
-    match raw.kind.as_deref().unwrap_or("memory") {
-        "memory" => {
-            if raw.brokers.is_some()
-                || raw.topic_prefix.is_some()
-                || raw.group_id.is_some()
-                || raw.group_instance_id.is_some()
-            {
-                return Err(invalid(
-                    "bus.brokers, bus.topic_prefix, bus.group_id and bus.group_instance_id apply to bus.kind = \"kafka\" only",
-                ));
-            }
-            Ok(BusSettings::Memory)
-        }
-        "kafka" => {
-            let mut config =
-                KafkaBusConfig::new(raw.brokers.as_deref().unwrap_or("127.0.0.1:9092"))
-                    .with_topic_prefix(raw.topic_prefix.as_deref().unwrap_or(""));
-            if let Some(g) = &raw.group_id {
-                config = config.with_group_id(g.clone());
-            }
-            if let Some(n) = raw.max_in_flight {
-                config.max_in_flight = n;
-            }
-            config.client_properties = raw.client_properties.clone();
-            if let Some(id) = &raw.group_instance_id {
-                if id.is_empty() || id.len() > 249 {
-                    return Err(invalid("bus.group_instance_id must be 1 to 249 characters"));
-                }
-                config
-                    .client_properties
-                    .insert("group.instance.id".into(), id.clone());
-            }
-            config
-                .validate()
-                .map_err(|e| invalid(format!("[bus]: {e}")))?;
-            let partitions = raw.partitions.unwrap_or(12);
-            let replication = raw.replication.unwrap_or(1);
-            if !(1..=10_000).contains(&partitions) || !(1..=16).contains(&replication) {
-                return Err(invalid(format!(
-                    "bus.partitions = {partitions} must be 1..=10000 and bus.replication = {replication} 1..=16"
-                )));
-            }
-            Ok(BusSettings::Kafka {
-                config,
-                partitions,
-                replication,
-            })
-        }
-        other => Err(invalid(format!(
-            "bus.kind = {other:?} must be \"memory\" or \"kafka\""
-        ))),
-    }
 }
 
 /// Validates `[intensity.poll]`, the provider accounts and the regions' provider names.
@@ -1222,82 +863,3 @@ fn split_cloud_region(s: &str) -> Result<(CloudProvider, &str), SettingsError> {
         .map_err(|e| invalid(format!("cloud_region {s:?}: {e}")))?;
     Ok((provider, region))
 }
-
-#[cfg(test)]
-mod api_auth_tests {
-    use super::*;
-
-    fn auth(toml_text: &str) -> Result<ApiAuthSettings, String> {
-        let raw: RawQueryApi = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        api_auth_settings(&raw).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn defaults_are_the_dev_mode_with_a_rate_limit() {
-        let a = auth("").unwrap();
-        assert_eq!(a, ApiAuthSettings::default());
-        assert_eq!(a.jwks, None);
-        assert_eq!(a.leeway_s, 30);
-        assert_eq!(
-            a.rate_limit,
-            Some(RateLimit {
-                per_second: 50.0,
-                burst: 100
-            })
-        );
-    }
-
-    #[test]
-    fn jwks_leeway_and_rate_keys_are_read() {
-        let a = auth(
-            "jwks_url = \"https://idp.example/.well-known/jwks.json\"\njwks_refresh_s = 60\n\
-             leeway_s = 5\nrate_limit_per_s = 2\nrate_limit_burst = 4",
-        )
-        .unwrap();
-        let jwks = a.jwks.unwrap();
-        assert_eq!(
-            jwks.source,
-            JwksSource::Url("https://idp.example/.well-known/jwks.json".into())
-        );
-        assert_eq!(jwks.refresh_every, Duration::from_secs(60));
-        assert_eq!(a.leeway_s, 5);
-        assert_eq!(
-            a.rate_limit,
-            Some(RateLimit {
-                per_second: 2.0,
-                burst: 4
-            })
-        );
-        let f = auth("jwks_file = \"keys.json\"\nrate_limit_per_s = 0").unwrap();
-        assert_eq!(
-            f.jwks.map(|j| j.source),
-            Some(JwksSource::File("keys.json".into()))
-        );
-        assert_eq!(f.rate_limit, None);
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        for (text, needle) in [
-            (
-                "jwks_file = \"a\"\njwks_url = \"https://x/y\"",
-                "exclude each other",
-            ),
-            ("jwks_url = \"ftp://idp/keys\"", "query_api.jwks_url"),
-            ("jwks_url = \"idp.example/keys\"", "query_api.jwks_url"),
-            ("jwks_refresh_s = 60", "needs query_api.jwks_file"),
-            (
-                "jwks_file = \"a\"\njwks_refresh_s = 1",
-                "query_api.jwks_refresh_s = 1",
-            ),
-            ("leeway_s = 3600", "query_api.leeway_s = 3600"),
-            ("rate_limit_per_s = -1", "query_api.rate_limit_per_s = -1"),
-            ("rate_limit_per_s = nan", "query_api.rate_limit_per_s = NaN"),
-            ("rate_limit_burst = 0", "query_api.rate_limit_burst = 0"),
-        ] {
-            let err = auth(text).unwrap_err();
-            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
-        }
-    }
-}
-
