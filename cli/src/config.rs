@@ -15,6 +15,7 @@ use wattprint_agent::replay::ReplayLayout;
 pub use wattprint_bus::config::{BusSettings, RawBus};
 pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
 pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
+pub use wattprint_intensity::config::{RawIntensity, RawPoll, RawProviderAccount, RawRegion, RawSite};
 pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_core::config::InvalidConfig;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
@@ -68,92 +69,6 @@ pub struct RawConfig {
     /// Inventory: instances and their GPUs.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
-}
-
-/// `[intensity]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIntensity {
-    /// EPA eGRID zip → subregion/utility table.
-    pub zip_table: PathBuf,
-    /// EPA eGRID subregion output rates (average fallback).
-    pub egrid_rates: PathBuf,
-    /// How old a marginal point may be before falling back, minutes (default 15).
-    pub max_staleness_minutes: Option<i64>,
-    /// Regions with marginal series.
-    pub regions: Vec<RawRegion>,
-    /// Operator overrides of where a cloud region's datacenter is.
-    #[serde(default)]
-    pub sites: Vec<RawSite>,
-    /// WattTime API account (for regions with `watttime_region`).
-    pub watttime: Option<RawProviderAccount>,
-    /// Electricity Maps API token (for regions with `electricitymaps_zone`).
-    pub electricitymaps: Option<RawProviderAccount>,
-    /// Polling schedule.
-    pub poll: Option<RawPoll>,
-}
-
-/// `[intensity.watttime]` / `[intensity.electricitymaps]`: where the API is and which
-/// environment variables hold the credentials (never the secrets themselves in the file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProviderAccount {
-    /// API base URL (default: the provider's public API).
-    pub base_url: Option<String>,
-    /// WattTime: variable holding the user name (default `WATTTIME_USERNAME`).
-    pub username_env: Option<String>,
-    /// WattTime: variable holding the password (default `WATTTIME_PASSWORD`).
-    pub password_env: Option<String>,
-    /// Electricity Maps: variable holding the token (default `ELECTRICITYMAPS_TOKEN`).
-    pub token_env: Option<String>,
-}
-
-/// `[intensity.poll]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPoll {
-    /// Seconds between polls (default 300).
-    pub interval_s: Option<u64>,
-    /// Trailing hours of actuals fetched each poll (default 6).
-    pub actuals_hours: Option<u64>,
-    /// Trailing hours of intervals restated each poll (default 48).
-    pub restate_hours: Option<u64>,
-}
-
-/// `[[intensity.sites]]`: a cloud region placed at a zip code, overriding the shipped table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSite {
-    /// `provider:region`, as instances name it.
-    pub cloud_region: String,
-    /// The datacenter's zip code.
-    pub zip_code: String,
-}
-
-/// `[[intensity.regions]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRegion {
-    /// Region id.
-    pub id: String,
-    /// Marginal series file.
-    pub marginal_file: Option<PathBuf>,
-    /// Its format.
-    pub format: Option<MarginalFormat>,
-    /// Replay the historical series on a shifted clock.
-    #[serde(default)]
-    pub replay: bool,
-    /// eGRID subregion whose average rate is the flagged fallback.
-    pub egrid_subregion: Option<String>,
-    /// Facility overhead (PUE), ≥ 1.
-    pub pue: Option<f64>,
-    /// Utilities (as named in the zip table) whose zip codes map to this region.
-    #[serde(default)]
-    pub utilities: Vec<String>,
-    /// WattTime region polled for marginal actuals and forecasts (needs `[intensity.watttime]`).
-    pub watttime_region: Option<String>,
-    /// Electricity Maps zone polled for average intensity (needs `[intensity.electricitymaps]`).
-    pub electricitymaps_zone: Option<String>,
 }
 
 /// `[[instances]]`.
@@ -394,95 +309,15 @@ impl RawConfig {
             .intensity
             .clone()
             .ok_or_else(|| invalid("[intensity] missing"))?;
-        let zips = ZipDirectory::load(&data(&intensity_raw.zip_table))
-            .map_err(|e| SettingsError::Data(e.to_string()))?;
-        let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates))
-            .map_err(|e| SettingsError::Data(e.to_string()))?;
-        let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
-        if !(0..=24 * 60).contains(&staleness) {
-            return Err(invalid(format!(
-                "intensity.max_staleness_minutes = {staleness} must be 0..=1440"
-            )));
-        }
-        let mut join = IntensityJoin::new(staleness * 60_000);
-        let mut pue = HashMap::new();
-        let mut utility_regions: BTreeMap<String, RegionId> = BTreeMap::new();
-        for r in &intensity_raw.regions {
-            let id = RegionId::new(r.id.clone());
-            if join.knows(&id) {
-                return Err(invalid(format!(
-                    "intensity region {} is defined twice",
-                    r.id
-                )));
-            }
-            let marginal = match (&r.marginal_file, r.format) {
-                (Some(f), Some(fmt)) => Some(
-                    load_marginal(&data(f), fmt, &format!("{}:{}", r.id, f.display()))
-                        .map_err(|e| SettingsError::Data(e.to_string()))?,
-                ),
-                (None, None) => None,
-                _ => {
-                    return Err(invalid(format!(
-                        "intensity region {}: marginal_file and format go together",
-                        r.id
-                    )))
-                }
-            };
-            let average = match &r.egrid_subregion {
-                Some(s) => Some((
-                    *rates.get(s).ok_or_else(|| {
-                        invalid(format!(
-                            "intensity region {}: unknown eGRID subregion {s}",
-                            r.id
-                        ))
-                    })?,
-                    format!("egrid2023:{s}:average"),
-                )),
-                None => None,
-            };
-            if let Some(p) = r.pue {
-                if !p.is_finite() || !(1.0..=3.0).contains(&p) {
-                    return Err(invalid(format!(
-                        "intensity region {}: pue = {p} must be within 1.0..=3.0",
-                        r.id
-                    )));
-                }
-                pue.insert(id.clone(), p);
-            }
-            for u in &r.utilities {
-                utility_regions.insert(u.clone(), id.clone());
-            }
-            join.insert(
-                id,
-                RegionIntensity {
-                    marginal,
-                    replay: r.replay,
-                    average,
-                },
-            );
-        }
-
+        let LoadedIntensity {
+            zips,
+            join,
+            pue,
+            utility_regions,
+        } = load_intensity(&intensity_raw, &data)?;
         let polling = polling_settings(&intensity_raw)?;
 
-        let catalog = match &raw.hardware_catalog {
-            Some(p) => {
-                let path = data(p);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    SettingsError::Data(format!(
-                        "cannot read hardware catalog {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let c: HardwareCatalog = toml::from_str(&text).map_err(|e| {
-                    SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
-                })?;
-                c.validate().map_err(|e| {
-                    SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
-                })?;
-                c
-            }
-            None => HardwareCatalog::default(),
-        };
+        let catalog = load_catalog(raw.hardware_catalog.as_deref(), &data)?;
 
         let agent = raw.agent.validate(&data, gateway_listen)?;
 
@@ -615,6 +450,122 @@ impl RawConfig {
             inventory,
         })
     }
+}
+
+/// The `[intensity]` tables and series, loaded: the zip table, the as-of join, PUE per
+/// region and the region of each utility.
+struct LoadedIntensity {
+    zips: ZipDirectory,
+    join: IntensityJoin,
+    pue: HashMap<RegionId, f64>,
+    utility_regions: BTreeMap<String, RegionId>,
+}
+
+/// Loads the files `[intensity]` names (each error naming its file) and checks its regions.
+fn load_intensity(
+    intensity_raw: &RawIntensity,
+    data: &dyn Fn(&Path) -> PathBuf,
+) -> Result<LoadedIntensity, SettingsError> {
+    let zips = ZipDirectory::load(&data(&intensity_raw.zip_table))
+        .map_err(|e| SettingsError::Data(e.to_string()))?;
+    let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates))
+        .map_err(|e| SettingsError::Data(e.to_string()))?;
+    let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
+    if !(0..=24 * 60).contains(&staleness) {
+        return Err(invalid(format!(
+            "intensity.max_staleness_minutes = {staleness} must be 0..=1440"
+        )));
+    }
+    let mut join = IntensityJoin::new(staleness * 60_000);
+    let mut pue = HashMap::new();
+    let mut utility_regions: BTreeMap<String, RegionId> = BTreeMap::new();
+    for r in &intensity_raw.regions {
+        let id = RegionId::new(r.id.clone());
+        if join.knows(&id) {
+            return Err(invalid(format!(
+                "intensity region {} is defined twice",
+                r.id
+            )));
+        }
+        let marginal = match (&r.marginal_file, r.format) {
+            (Some(f), Some(fmt)) => Some(
+                load_marginal(&data(f), fmt, &format!("{}:{}", r.id, f.display()))
+                    .map_err(|e| SettingsError::Data(e.to_string()))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(format!(
+                    "intensity region {}: marginal_file and format go together",
+                    r.id
+                )))
+            }
+        };
+        let average = match &r.egrid_subregion {
+            Some(s) => Some((
+                *rates.get(s).ok_or_else(|| {
+                    invalid(format!(
+                        "intensity region {}: unknown eGRID subregion {s}",
+                        r.id
+                    ))
+                })?,
+                format!("egrid2023:{s}:average"),
+            )),
+            None => None,
+        };
+        if let Some(p) = r.pue {
+            if !p.is_finite() || !(1.0..=3.0).contains(&p) {
+                return Err(invalid(format!(
+                    "intensity region {}: pue = {p} must be within 1.0..=3.0",
+                    r.id
+                )));
+            }
+            pue.insert(id.clone(), p);
+        }
+        for u in &r.utilities {
+            utility_regions.insert(u.clone(), id.clone());
+        }
+        join.insert(
+            id,
+            RegionIntensity {
+                marginal,
+                replay: r.replay,
+                average,
+            },
+        );
+    }
+
+    Ok(LoadedIntensity {
+        zips,
+        join,
+        pue,
+        utility_regions,
+    })
+}
+
+/// Loads and checks the hardware catalog (default: empty).
+fn load_catalog(
+    path: Option<&Path>,
+    data: &dyn Fn(&Path) -> PathBuf,
+) -> Result<HardwareCatalog, SettingsError> {
+    Ok(match path {
+        Some(p) => {
+            let path = data(p);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                SettingsError::Data(format!(
+                    "cannot read hardware catalog {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let c: HardwareCatalog = toml::from_str(&text).map_err(|e| {
+                SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
+            })?;
+            c.validate().map_err(|e| {
+                SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
+            })?;
+            c
+        }
+        None => HardwareCatalog::default(),
+    })
 }
 
 /// The demo inventory: `gpus` replayed GPUs dealt round-robin over `instances` instances,
