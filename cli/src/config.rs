@@ -13,19 +13,21 @@ pub use wattprint_agent::config::{
 };
 use wattprint_agent::replay::ReplayLayout;
 pub use wattprint_bus::config::{BusSettings, RawBus};
-pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
-pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
-pub use wattprint_intensity::config::{RawIntensity, RawPoll, RawProviderAccount, RawRegion, RawSite};
-pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_core::config::InvalidConfig;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
+pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
 use wattprint_ingest::gateway::GatewayTlsFiles;
 use wattprint_ingest::intensity_poll::PollWindows;
 use wattprint_intensity::cloud_regions::{CloudProvider, CloudRegionDirectory};
+pub use wattprint_intensity::config::{
+    RawIntensity, RawPoll, RawProviderAccount, RawRegion, RawSite,
+};
 use wattprint_intensity::files::{load_egrid_rates, load_marginal, MarginalFormat};
 use wattprint_intensity::locations::ZipDirectory;
+pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
+pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_store::{GpuRecord, InstanceRecord};
 
 /// The config schema version this build reads.
@@ -382,53 +384,7 @@ impl RawConfig {
         } else {
             raw.instances.clone()
         };
-        let mut inventory = Vec::new();
-        let mut seen_gpus = std::collections::HashSet::new();
-        for inst in &raw_instances {
-            if inst.tenant.is_empty() || inst.id.is_empty() {
-                return Err(invalid("instances: tenant and id must be non-empty"));
-            }
-            let host = match &inst.host {
-                Some(h) if h.is_empty() || h.len() > wattprint_proto::MAX_ID_LEN => {
-                    return Err(invalid(format!(
-                        "instance {}: host must be 1 to {} bytes",
-                        inst.id,
-                        wattprint_proto::MAX_ID_LEN
-                    )))
-                }
-                Some(h) => HostId::new(h.clone()),
-                None => agent.config.host_id.clone(),
-            };
-            let mut gpus = Vec::new();
-            for g in &inst.gpus {
-                if !seen_gpus.insert(g.uuid.clone()) {
-                    return Err(invalid(format!(
-                        "instance {}: GPU {} is listed twice",
-                        inst.id, g.uuid
-                    )));
-                }
-                if g.power_limit_w == 0 || g.power_limit_w > 5000 {
-                    return Err(invalid(format!(
-                        "instance {}: GPU {} power_limit_w = {} must be 1..=5000",
-                        inst.id, g.uuid, g.power_limit_w
-                    )));
-                }
-                gpus.push(GpuRecord {
-                    uuid: GpuUuid::new(g.uuid.clone()),
-                    model: g.model.clone(),
-                    power_limit: Milliwatts(g.power_limit_w * 1000),
-                    host: host.clone(),
-                });
-            }
-            let (region, zip_code) = place(inst)?;
-            inventory.push(InstanceRecord {
-                tenant: TenantId::new(inst.tenant.clone()),
-                instance: InstanceId::new(inst.id.clone()),
-                region,
-                zip_code,
-                gpus,
-            });
-        }
+        let inventory = inventory_records(&raw_instances, &agent.config.host_id, &place)?;
         let api = raw.query_api.validate(&data_dir)?;
         Ok(Settings {
             data_dir,
@@ -450,6 +406,63 @@ impl RawConfig {
             inventory,
         })
     }
+}
+
+/// The inventory: every instance checked (ids, host, GPUs listed once, power limits) and
+/// placed in its region by `place`; GPUs default to `default_host`, the embedded agent's.
+fn inventory_records(
+    raw_instances: &[RawInstance],
+    default_host: &HostId,
+    place: &dyn Fn(&RawInstance) -> Result<(RegionId, Option<String>), SettingsError>,
+) -> Result<Vec<InstanceRecord>, SettingsError> {
+    let mut inventory = Vec::new();
+    let mut seen_gpus = std::collections::HashSet::new();
+    for inst in raw_instances {
+        if inst.tenant.is_empty() || inst.id.is_empty() {
+            return Err(invalid("instances: tenant and id must be non-empty"));
+        }
+        let host = match &inst.host {
+            Some(h) if h.is_empty() || h.len() > wattprint_proto::MAX_ID_LEN => {
+                return Err(invalid(format!(
+                    "instance {}: host must be 1 to {} bytes",
+                    inst.id,
+                    wattprint_proto::MAX_ID_LEN
+                )))
+            }
+            Some(h) => HostId::new(h.clone()),
+            None => default_host.clone(),
+        };
+        let mut gpus = Vec::new();
+        for g in &inst.gpus {
+            if !seen_gpus.insert(g.uuid.clone()) {
+                return Err(invalid(format!(
+                    "instance {}: GPU {} is listed twice",
+                    inst.id, g.uuid
+                )));
+            }
+            if g.power_limit_w == 0 || g.power_limit_w > 5000 {
+                return Err(invalid(format!(
+                    "instance {}: GPU {} power_limit_w = {} must be 1..=5000",
+                    inst.id, g.uuid, g.power_limit_w
+                )));
+            }
+            gpus.push(GpuRecord {
+                uuid: GpuUuid::new(g.uuid.clone()),
+                model: g.model.clone(),
+                power_limit: Milliwatts(g.power_limit_w * 1000),
+                host: host.clone(),
+            });
+        }
+        let (region, zip_code) = place(inst)?;
+        inventory.push(InstanceRecord {
+            tenant: TenantId::new(inst.tenant.clone()),
+            instance: InstanceId::new(inst.id.clone()),
+            region,
+            zip_code,
+            gpus,
+        });
+    }
+    Ok(inventory)
 }
 
 /// The `[intensity]` tables and series, loaded: the zip table, the as-of join, PUE per

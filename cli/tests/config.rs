@@ -35,7 +35,10 @@ fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
     assert_eq!(from_example.pue, defaults.pue);
     assert_eq!(from_example.store, defaults.store);
     assert_eq!(from_example.bus, defaults.bus);
-    assert_eq!(from_example.agent.config.spool_dir, defaults.agent.config.spool_dir);
+    assert_eq!(
+        from_example.agent.config.spool_dir,
+        defaults.agent.config.spool_dir
+    );
     assert_eq!(
         (
             from_example.agent.config.energy_interval,
