@@ -408,12 +408,15 @@ impl RawConfig {
     }
 }
 
+/// An instance's region and zip code.
+type Placer<'a> = dyn Fn(&RawInstance) -> Result<(RegionId, Option<String>), SettingsError> + 'a;
+
 /// The inventory: every instance checked (ids, host, GPUs listed once, power limits) and
 /// placed in its region by `place`; GPUs default to `default_host`, the embedded agent's.
 fn inventory_records(
     raw_instances: &[RawInstance],
     default_host: &HostId,
-    place: &dyn Fn(&RawInstance) -> Result<(RegionId, Option<String>), SettingsError>,
+    place: &Placer<'_>,
 ) -> Result<Vec<InstanceRecord>, SettingsError> {
     let mut inventory = Vec::new();
     let mut seen_gpus = std::collections::HashSet::new();
