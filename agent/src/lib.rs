@@ -13,6 +13,7 @@
 //! is sent, and a restarted agent resends whatever the previous run had not got acked.
 
 pub mod attribution;
+pub mod config;
 pub mod metadata;
 pub mod nvml;
 pub mod replay;

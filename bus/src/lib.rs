@@ -11,6 +11,7 @@ use std::time::Duration;
 use thiserror::Error;
 use wattprint_core::sample::EnergySample;
 
+pub mod config;
 mod dead_letter;
 pub mod kafka;
 mod memory;

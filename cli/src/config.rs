@@ -7,22 +7,28 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
-use wattprint_agent::attribution::{IdlePolicy, MigRule};
-use wattprint_agent::metadata::MetadataProvider;
-use wattprint_agent::replay::{MigProfile, Pacing, ReplayLayout, VgpuProfile};
-use wattprint_agent::tls::AgentTlsFiles;
-use wattprint_bus::kafka::KafkaBusConfig;
+pub use wattprint_agent::config::{
+    AgentSettings, AttributionSettings, InGuestSource, RawAgent, RawAgentTls, RawAttribution,
+    RawReplay, SensorKind,
+};
+use wattprint_agent::replay::ReplayLayout;
+pub use wattprint_bus::config::{BusSettings, RawBus};
+use wattprint_core::config::InvalidConfig;
 use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
 use wattprint_core::sci::HardwareCatalog;
-use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
+pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
 use wattprint_ingest::gateway::GatewayTlsFiles;
 use wattprint_ingest::intensity_poll::PollWindows;
 use wattprint_intensity::cloud_regions::{CloudProvider, CloudRegionDirectory};
+pub use wattprint_intensity::config::{
+    RawIntensity, RawPoll, RawProviderAccount, RawRegion, RawSite,
+};
 use wattprint_intensity::files::{load_egrid_rates, load_marginal, MarginalFormat};
 use wattprint_intensity::locations::ZipDirectory;
-use wattprint_query_api::auth::{JwksConfig, JwksSource};
-use wattprint_query_api::RateLimit;
-use wattprint_store::{GpuRecord, InstanceRecord, SqliteSync};
+pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
+pub use wattprint_store::config::{RawStore, StoreSettings};
+use wattprint_store::{GpuRecord, InstanceRecord};
 
 /// The config schema version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -65,339 +71,6 @@ pub struct RawConfig {
     /// Inventory: instances and their GPUs.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    /// `sqlite` (default: `<data_dir>/wattprint.db`) or `clickhouse`.
-    pub kind: Option<String>,
-    /// ClickHouse HTTP URL (default `http://127.0.0.1:8123`).
-    pub url: Option<String>,
-    /// ClickHouse database (default `wattprint`), created if absent.
-    pub database: Option<String>,
-    /// SQLite durability of acknowledged writes: `full` (default: on disk before the ack) or
-    /// `normal` (survives a crash of the process, not of the machine).
-    pub sqlite_synchronous: Option<String>,
-}
-
-/// `[bus]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawBus {
-    /// `memory` (default: in-process, gateway and enricher share the process) or `kafka`.
-    pub kind: Option<String>,
-    /// Kafka bootstrap brokers, `host:port[,host:port…]` (default `127.0.0.1:9092`).
-    pub brokers: Option<String>,
-    /// Prefix of both topic names (default none: `wattprint.samples.v1`, …).
-    pub topic_prefix: Option<String>,
-    /// Enricher consumer group (default `wattprint-enricher`).
-    pub group_id: Option<String>,
-    /// Static group membership of this enricher (Kafka `group.instance.id`): a stable name,
-    /// unique among running enrichers (e.g. the pod name). A restarted enricher with the same
-    /// name takes its partitions back at once instead of after the session timeout.
-    pub group_instance_id: Option<String>,
-    /// Partitions of the topics when Wattprint creates them (default 12).
-    pub partitions: Option<i32>,
-    /// Replication factor of the topics when Wattprint creates them (default 1).
-    pub replication: Option<i32>,
-    /// Most publishes in flight per gateway before its streams wait (default 64).
-    pub max_in_flight: Option<usize>,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
-    #[serde(default)]
-    pub client_properties: BTreeMap<String, String>,
-}
-
-/// `[gateway]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawGateway {
-    /// gRPC listen address (default 127.0.0.1:50051).
-    pub listen: Option<SocketAddr>,
-    /// TLS (default none: plaintext, for the embedded mode and localhost dev only).
-    pub tls: Option<RawGatewayTls>,
-    /// Host registry: the agents allowed to stream, with their token hashes (default none:
-    /// any host may stream). See `wattprint_ingest::hosts`.
-    pub hosts_file: Option<PathBuf>,
-}
-
-/// `[gateway.tls]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGatewayTls {
-    /// PEM certificate chain of the gateway.
-    pub cert: PathBuf,
-    /// PEM private key of `cert`.
-    pub key: PathBuf,
-    /// PEM CA bundle whose client certificates are accepted; when set, agents must present
-    /// one (mTLS).
-    pub client_ca: Option<PathBuf>,
-}
-
-/// `[agent.tls]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAgentTls {
-    /// PEM CA bundle that signed the gateway's certificate (the only roots trusted).
-    pub ca: PathBuf,
-    /// PEM client certificate chain of this agent.
-    pub cert: PathBuf,
-    /// PEM private key of `cert`.
-    pub key: PathBuf,
-    /// Name the gateway's certificate must carry (default: the host of `gateway_url`).
-    pub domain: Option<String>,
-}
-
-/// `[query_api]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawQueryApi {
-    /// HTTP listen address (default 127.0.0.1:8080).
-    pub listen: Option<SocketAddr>,
-    /// Token issuer (default `wattprint`).
-    pub issuer: Option<String>,
-    /// Token audience (default `wattprint-api`).
-    pub audience: Option<String>,
-    /// HS256 secret file for dev tokens (default `<data_dir>/dev-secret`, created if absent).
-    /// Used only while no JWKS is configured (the embedded dev mode).
-    pub hs256_secret_file: Option<PathBuf>,
-    /// JWKS file with the identity provider's public keys (RS256, ES256, EdDSA tokens); turns
-    /// the HS256 dev mode off. Re-read every `jwks_refresh_s`.
-    pub jwks_file: Option<PathBuf>,
-    /// JWKS URL (`https://…`, the IdP's `jwks_uri`); turns the HS256 dev mode off.
-    pub jwks_url: Option<String>,
-    /// Seconds after which the JWKS is read again (default 300, 10 to 86400). An unknown `kid`
-    /// also triggers a read, at most once per 30 s.
-    pub jwks_refresh_s: Option<u64>,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30, at most 300).
-    pub leeway_s: Option<u64>,
-    /// Requests per second each tenant (and each operator) may make (default 50; 0 turns the
-    /// limit off).
-    pub rate_limit_per_s: Option<f64>,
-    /// Requests a tenant may make at once on top of the rate (default 100).
-    pub rate_limit_burst: Option<u32>,
-}
-
-/// `[agent]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAgent {
-    /// Host id reported with every batch (default: the machine's hostname).
-    pub host_id: Option<String>,
-    /// Gateway URL (default `http://<gateway.listen>`).
-    pub gateway_url: Option<String>,
-    /// `replay` (default) or `nvml`.
-    pub sensor: Option<String>,
-    /// How often each GPU's energy counter is read, ms (default 1000).
-    pub energy_interval_ms: Option<u64>,
-    /// How often each GPU's power, utilisation, temperature and clock are read between energy
-    /// reads, ms (default 100; 0: only with the energy). Less than `energy_interval_ms`.
-    pub gauge_interval_ms: Option<u64>,
-    /// GPU → instance mapping file (required for `nvml`).
-    pub mapping_file: Option<PathBuf>,
-    /// Durable spool directory: unacked batches are fsynced there and survive kill -9 and
-    /// reboots (default: none, unacked batches are held in memory only).
-    pub spool_dir: Option<PathBuf>,
-    /// Most disk the spool may use, MiB (default 256, at least 1).
-    pub spool_max_mib: Option<u64>,
-    /// File holding this host's token, sent to the gateway on every stream (default none).
-    pub host_token_file: Option<PathBuf>,
-    /// TLS to the gateway with a client certificate (default none: plaintext `http://`).
-    pub tls: Option<RawAgentTls>,
-    /// How GPUs are attributed to instances.
-    #[serde(default)]
-    pub attribution: RawAttribution,
-    /// Replay settings.
-    #[serde(default)]
-    pub replay: RawReplay,
-}
-
-/// `[agent.replay]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawReplay {
-    /// Trace file in the `h100-trace` format (default: the shipped H100 trace).
-    pub trace: Option<PathBuf>,
-    /// Virtual GPUs (default 4).
-    pub gpus: Option<u32>,
-    /// Instances they are spread over (default 2).
-    pub instances: Option<u32>,
-    /// Seed for GPU uuids and trace offsets (default 42).
-    pub seed: Option<u64>,
-    /// Replay as fast as the gateway acks instead of in real time (backfill, load tests;
-    /// default false).
-    pub unpaced: Option<bool>,
-    /// Replay this many times faster than real time (default 1; needs `loops` and
-    /// `start_at_ms` above 1).
-    pub speed: Option<u32>,
-    /// Play the trace this many times, then stop the agent (default: loop forever).
-    pub loops: Option<u32>,
-    /// Virtual time of the first reading, Unix ms (default: now).
-    pub start_at_ms: Option<i64>,
-    /// Make every replayed GPU MIG-enabled with these GPU instances (`["3g.40gb", "4g.40gb"]`,
-    /// at most 7 slices); the demo inventory deals them over the instances.
-    pub mig_profiles: Option<Vec<String>>,
-    /// Make every replayed GPU a vGPU host with these vGPUs (`["H100-40C", "H100-20C"]`, at
-    /// most 80 GB), each in its own VM; the demo inventory makes each VM an instance. Needs
-    /// `agent.attribution.mode = "vgpu"`.
-    pub vgpu_profiles: Option<Vec<String>>,
-}
-
-/// `[agent.attribution]`: how the agent attributes GPUs to instances (see
-/// `wattprint_agent::attribution`).
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAttribution {
-    /// `mapping` (default), `libvirt`, `vgpu` or `in_guest`.
-    pub mode: Option<String>,
-    /// mapping: GPU / MIG device → instance file (default `agent.mapping_file`; the replay
-    /// sensor falls back to the inventory).
-    pub mapping_file: Option<PathBuf>,
-    /// mapping: how MIG GPUs are split, `by_slice_size` (default) or `by_utilisation`.
-    pub mig_rule: Option<String>,
-    /// libvirt: directory of domain XML (default `/etc/libvirt/qemu`).
-    pub libvirt_dir: Option<PathBuf>,
-    /// vgpu: how the idle floor is shared, `equal` (default) or `by_profile_size`.
-    pub vgpu_idle_policy: Option<String>,
-    /// vgpu: a GPU's idle power, W (default: the lowest power seen since the agent started).
-    pub vgpu_idle_power_w: Option<u32>,
-    /// in_guest: this VM's instance id.
-    pub instance_id: Option<String>,
-    /// in_guest: read the instance id from the `aws`, `gcp` or `azure` metadata service.
-    pub metadata: Option<String>,
-    /// in_guest: the metadata service's URL (default: the provider's own address).
-    pub metadata_url: Option<String>,
-    /// in_guest: timeout of each metadata request, ms (default 2000).
-    pub metadata_timeout_ms: Option<u64>,
-}
-
-/// Validated `[agent.attribution]`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttributionSettings {
-    /// Whole GPUs (and MIG devices) by mapping file, or by the inventory when `None`.
-    Mapping {
-        /// The mapping file.
-        mapping_file: Option<PathBuf>,
-        /// How MIG GPUs are split.
-        mig_rule: MigRule,
-    },
-    /// Whole GPUs by libvirt domain XML.
-    Libvirt {
-        /// The directory of domain XML.
-        dir: PathBuf,
-    },
-    /// vGPU host GPUs split between their VMs.
-    Vgpu {
-        /// How the idle floor is shared.
-        idle_policy: IdlePolicy,
-        /// Idle power (`None`: the lowest seen).
-        idle_power: Option<Milliwatts>,
-    },
-    /// Every GPU to this VM's instance.
-    InGuest(InGuestSource),
-}
-
-/// Where an in-guest agent's instance id comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InGuestSource {
-    /// Given in the config.
-    Configured(String),
-    /// Read from a cloud metadata service at start.
-    Metadata {
-        /// Which cloud.
-        provider: MetadataProvider,
-        /// Its URL, when not the cloud's own address.
-        url: Option<String>,
-        /// Timeout of each request.
-        timeout: Duration,
-    },
-}
-
-/// `[intensity]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIntensity {
-    /// EPA eGRID zip → subregion/utility table.
-    pub zip_table: PathBuf,
-    /// EPA eGRID subregion output rates (average fallback).
-    pub egrid_rates: PathBuf,
-    /// How old a marginal point may be before falling back, minutes (default 15).
-    pub max_staleness_minutes: Option<i64>,
-    /// Regions with marginal series.
-    pub regions: Vec<RawRegion>,
-    /// Operator overrides of where a cloud region's datacenter is.
-    #[serde(default)]
-    pub sites: Vec<RawSite>,
-    /// WattTime API account (for regions with `watttime_region`).
-    pub watttime: Option<RawProviderAccount>,
-    /// Electricity Maps API token (for regions with `electricitymaps_zone`).
-    pub electricitymaps: Option<RawProviderAccount>,
-    /// Polling schedule.
-    pub poll: Option<RawPoll>,
-}
-
-/// `[intensity.watttime]` / `[intensity.electricitymaps]`: where the API is and which
-/// environment variables hold the credentials (never the secrets themselves in the file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProviderAccount {
-    /// API base URL (default: the provider's public API).
-    pub base_url: Option<String>,
-    /// WattTime: variable holding the user name (default `WATTTIME_USERNAME`).
-    pub username_env: Option<String>,
-    /// WattTime: variable holding the password (default `WATTTIME_PASSWORD`).
-    pub password_env: Option<String>,
-    /// Electricity Maps: variable holding the token (default `ELECTRICITYMAPS_TOKEN`).
-    pub token_env: Option<String>,
-}
-
-/// `[intensity.poll]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPoll {
-    /// Seconds between polls (default 300).
-    pub interval_s: Option<u64>,
-    /// Trailing hours of actuals fetched each poll (default 6).
-    pub actuals_hours: Option<u64>,
-    /// Trailing hours of intervals restated each poll (default 48).
-    pub restate_hours: Option<u64>,
-}
-
-/// `[[intensity.sites]]`: a cloud region placed at a zip code, overriding the shipped table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSite {
-    /// `provider:region`, as instances name it.
-    pub cloud_region: String,
-    /// The datacenter's zip code.
-    pub zip_code: String,
-}
-
-/// `[[intensity.regions]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRegion {
-    /// Region id.
-    pub id: String,
-    /// Marginal series file.
-    pub marginal_file: Option<PathBuf>,
-    /// Its format.
-    pub format: Option<MarginalFormat>,
-    /// Replay the historical series on a shifted clock.
-    #[serde(default)]
-    pub replay: bool,
-    /// eGRID subregion whose average rate is the flagged fallback.
-    pub egrid_subregion: Option<String>,
-    /// Facility overhead (PUE), ≥ 1.
-    pub pue: Option<f64>,
-    /// Utilities (as named in the zip table) whose zip codes map to this region.
-    #[serde(default)]
-    pub utilities: Vec<String>,
-    /// WattTime region polled for marginal actuals and forecasts (needs `[intensity.watttime]`).
-    pub watttime_region: Option<String>,
-    /// Electricity Maps zone polled for average intensity (needs `[intensity.electricitymaps]`).
-    pub electricitymaps_zone: Option<String>,
 }
 
 /// `[[instances]]`.
@@ -450,90 +123,10 @@ fn invalid(msg: impl Into<String>) -> SettingsError {
     SettingsError::Invalid(msg.into())
 }
 
-/// Which sensor the agent uses.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SensorKind {
-    /// Replay the trace as virtual GPUs.
-    Replay {
-        /// Trace file.
-        trace: PathBuf,
-        /// Virtual GPUs.
-        gpus: u32,
-        /// Instances they are spread over.
-        instances: u32,
-        /// Seed.
-        seed: u64,
-        /// How fast the replay runs.
-        pacing: Pacing,
-        /// Passes over the trace before stopping (`None`: forever).
-        loops: Option<u32>,
-        /// Virtual start time (`None`: now).
-        start_at: Option<UnixMillis>,
-        /// MIG or vGPU partitions of every GPU.
-        layout: ReplayLayout,
-    },
-    /// Real GPUs through NVML.
-    Nvml,
-}
-
-/// Validated agent settings.
-#[derive(Debug, Clone)]
-pub struct AgentSettings {
-    /// Host id.
-    pub host_id: String,
-    /// Gateway URL.
-    pub gateway_url: String,
-    /// Energy read interval.
-    pub energy_interval_ms: u64,
-    /// Gauge read interval between energy reads (`None`: with the energy only).
-    pub gauge_interval_ms: Option<u64>,
-    /// Durable spool directory, if any.
-    pub spool_dir: Option<PathBuf>,
-    /// Spool size bound, bytes.
-    pub spool_max_bytes: u64,
-    /// TLS files (`None`: plaintext).
-    pub tls: Option<AgentTlsFiles>,
-    /// File holding the host token, if any.
-    pub host_token_file: Option<PathBuf>,
-    /// How GPUs are attributed.
-    pub attribution: AttributionSettings,
-    /// Sensor.
-    pub sensor: SensorKind,
-}
-
-/// Where data is stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoreSettings {
-    /// An SQLite file.
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// Durability of acknowledged writes.
-        synchronous: SqliteSync,
-    },
-    /// A ClickHouse server.
-    ClickHouse {
-        /// HTTP URL.
-        url: String,
-        /// Database.
-        database: String,
-    },
-}
-
-/// What carries samples from gateways to enrichers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BusSettings {
-    /// In-process: the enricher runs beside the gateway.
-    Memory,
-    /// Kafka: gateways produce, a consumer group of enrichers consumes.
-    Kafka {
-        /// Client settings.
-        config: KafkaBusConfig,
-        /// Partitions for topics Wattprint creates.
-        partitions: i32,
-        /// Replication factor for topics Wattprint creates.
-        replication: i32,
-    },
+impl From<InvalidConfig> for SettingsError {
+    fn from(e: InvalidConfig) -> Self {
+        SettingsError::Invalid(e.0)
+    }
 }
 
 /// Validated configuration.
@@ -573,110 +166,6 @@ pub struct Settings {
     pub catalog: HardwareCatalog,
     /// Inventory (configured instances, or the replay demo's).
     pub inventory: Vec<InstanceRecord>,
-}
-
-/// How the query API verifies tokens and limits request rates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiAuthSettings {
-    /// The identity provider's key set; `None` is the embedded dev mode (HS256 tokens signed
-    /// with the secret file, minted by `wattprint token`).
-    pub jwks: Option<JwksConfig>,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds.
-    pub leeway_s: u64,
-    /// Per-tenant rate limit; `None` turns it off.
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl Default for ApiAuthSettings {
-    /// Dev mode, 30 s leeway, 50 requests/s with bursts of 100.
-    fn default() -> Self {
-        Self {
-            jwks: None,
-            leeway_s: DEFAULT_LEEWAY_S,
-            rate_limit: Some(RateLimit {
-                per_second: DEFAULT_RATE_LIMIT_PER_S,
-                burst: DEFAULT_RATE_LIMIT_BURST,
-            }),
-        }
-    }
-}
-
-const DEFAULT_LEEWAY_S: u64 = 30;
-const DEFAULT_RATE_LIMIT_PER_S: f64 = 50.0;
-const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
-
-/// Validates the `[query_api]` keys about tokens and rate limits.
-fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, SettingsError> {
-    let source = match (&raw.jwks_file, &raw.jwks_url) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "query_api.jwks_file and query_api.jwks_url exclude each other",
-            ))
-        }
-        (Some(file), None) => Some(JwksSource::File(file.clone())),
-        (None, Some(url)) => {
-            let url = url.trim();
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 9 {
-                return Err(invalid(format!(
-                    "query_api.jwks_url = {url:?} must be an https:// (or http://) URL"
-                )));
-            }
-            if url.starts_with("http://") {
-                tracing::warn!(
-                    url,
-                    "query_api.jwks_url is plain http: keys could be replaced in transit"
-                );
-            }
-            Some(JwksSource::Url(url.to_owned()))
-        }
-        (None, None) => None,
-    };
-    let jwks = match source {
-        Some(source) => {
-            let refresh_s = raw.jwks_refresh_s.unwrap_or(300);
-            if !(10..=86_400).contains(&refresh_s) {
-                return Err(invalid(format!(
-                    "query_api.jwks_refresh_s = {refresh_s} must be 10..=86400"
-                )));
-            }
-            Some(JwksConfig {
-                refresh_every: Duration::from_secs(refresh_s),
-                ..JwksConfig::new(source)
-            })
-        }
-        None => {
-            if raw.jwks_refresh_s.is_some() {
-                return Err(invalid(
-                    "query_api.jwks_refresh_s needs query_api.jwks_file or query_api.jwks_url",
-                ));
-            }
-            None
-        }
-    };
-    let leeway_s = raw.leeway_s.unwrap_or(DEFAULT_LEEWAY_S);
-    if leeway_s > 300 {
-        return Err(invalid(format!(
-            "query_api.leeway_s = {leeway_s} must be 0..=300"
-        )));
-    }
-    let per_second = raw.rate_limit_per_s.unwrap_or(DEFAULT_RATE_LIMIT_PER_S);
-    if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
-        return Err(invalid(format!(
-            "query_api.rate_limit_per_s = {per_second} must be 0 (off) to 1000000"
-        )));
-    }
-    let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
-    if burst == 0 || burst > 1_000_000 {
-        return Err(invalid(format!(
-            "query_api.rate_limit_burst = {burst} must be 1..=1000000"
-        )));
-    }
-    let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
-    Ok(ApiAuthSettings {
-        jwks,
-        leeway_s,
-        rate_limit,
-    })
 }
 
 /// A provider's series polled for a region.
@@ -813,193 +302,26 @@ impl RawConfig {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(".wattprint"));
-        let store = store_settings(&raw.store, &data_dir)?;
-        let bus = bus_settings(&raw.bus)?;
-        let gateway_listen = raw.gateway.listen.unwrap_or(([127, 0, 0, 1], 50051).into());
-        let api_listen = raw
-            .query_api
-            .listen
-            .unwrap_or(([127, 0, 0, 1], 8080).into());
+        let store = raw.store.validate(&data_dir)?;
+        let bus = raw.bus.validate()?;
+        let gateway = raw.gateway.validate()?;
+        let gateway_listen = gateway.listen;
 
         let intensity_raw = raw
             .intensity
             .clone()
             .ok_or_else(|| invalid("[intensity] missing"))?;
-        let zips = ZipDirectory::load(&data(&intensity_raw.zip_table))
-            .map_err(|e| SettingsError::Data(e.to_string()))?;
-        let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates))
-            .map_err(|e| SettingsError::Data(e.to_string()))?;
-        let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
-        if !(0..=24 * 60).contains(&staleness) {
-            return Err(invalid(format!(
-                "intensity.max_staleness_minutes = {staleness} must be 0..=1440"
-            )));
-        }
-        let mut join = IntensityJoin::new(staleness * 60_000);
-        let mut pue = HashMap::new();
-        let mut utility_regions: BTreeMap<String, RegionId> = BTreeMap::new();
-        for r in &intensity_raw.regions {
-            let id = RegionId::new(r.id.clone());
-            if join.knows(&id) {
-                return Err(invalid(format!(
-                    "intensity region {} is defined twice",
-                    r.id
-                )));
-            }
-            let marginal = match (&r.marginal_file, r.format) {
-                (Some(f), Some(fmt)) => Some(
-                    load_marginal(&data(f), fmt, &format!("{}:{}", r.id, f.display()))
-                        .map_err(|e| SettingsError::Data(e.to_string()))?,
-                ),
-                (None, None) => None,
-                _ => {
-                    return Err(invalid(format!(
-                        "intensity region {}: marginal_file and format go together",
-                        r.id
-                    )))
-                }
-            };
-            let average = match &r.egrid_subregion {
-                Some(s) => Some((
-                    *rates.get(s).ok_or_else(|| {
-                        invalid(format!(
-                            "intensity region {}: unknown eGRID subregion {s}",
-                            r.id
-                        ))
-                    })?,
-                    format!("egrid2023:{s}:average"),
-                )),
-                None => None,
-            };
-            if let Some(p) = r.pue {
-                if !p.is_finite() || !(1.0..=3.0).contains(&p) {
-                    return Err(invalid(format!(
-                        "intensity region {}: pue = {p} must be within 1.0..=3.0",
-                        r.id
-                    )));
-                }
-                pue.insert(id.clone(), p);
-            }
-            for u in &r.utilities {
-                utility_regions.insert(u.clone(), id.clone());
-            }
-            join.insert(
-                id,
-                RegionIntensity {
-                    marginal,
-                    replay: r.replay,
-                    average,
-                },
-            );
-        }
-
+        let LoadedIntensity {
+            zips,
+            join,
+            pue,
+            utility_regions,
+        } = load_intensity(&intensity_raw, &data)?;
         let polling = polling_settings(&intensity_raw)?;
 
-        let catalog = match &raw.hardware_catalog {
-            Some(p) => {
-                let path = data(p);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    SettingsError::Data(format!(
-                        "cannot read hardware catalog {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let c: HardwareCatalog = toml::from_str(&text).map_err(|e| {
-                    SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
-                })?;
-                c.validate().map_err(|e| {
-                    SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
-                })?;
-                c
-            }
-            None => HardwareCatalog::default(),
-        };
+        let catalog = load_catalog(raw.hardware_catalog.as_deref(), &data)?;
 
-        let sensor = match raw.agent.sensor.as_deref().unwrap_or("replay") {
-            "replay" => {
-                let r = &raw.agent.replay;
-                let gpus = r.gpus.unwrap_or(4);
-                let instances = r.instances.unwrap_or(2);
-                if gpus == 0 || gpus > 4096 {
-                    return Err(invalid(format!(
-                        "agent.replay.gpus = {gpus} must be 1..=4096"
-                    )));
-                }
-                if instances == 0 || instances > gpus {
-                    return Err(invalid(format!(
-                        "agent.replay.instances = {instances} must be 1..=gpus ({gpus})"
-                    )));
-                }
-                SensorKind::Replay {
-                    trace: data(
-                        r.trace
-                            .as_deref()
-                            .unwrap_or(Path::new("h100-trace/h100_power_trace_50ms.csv")),
-                    ),
-                    gpus,
-                    instances,
-                    seed: r.seed.unwrap_or(42),
-                    pacing: replay_pacing(r)?,
-                    loops: match r.loops {
-                        Some(0) => return Err(invalid("agent.replay.loops must be at least 1")),
-                        l => l,
-                    },
-                    start_at: r.start_at_ms.map(UnixMillis),
-                    layout: replay_layout(r)?,
-                }
-            }
-            "nvml" => SensorKind::Nvml,
-            other => {
-                return Err(invalid(format!(
-                    "agent.sensor = {other:?} must be \"replay\" or \"nvml\""
-                )))
-            }
-        };
-        let energy_interval_ms = raw.agent.energy_interval_ms.unwrap_or(1000);
-        if !(50..=60_000).contains(&energy_interval_ms) {
-            return Err(invalid(format!(
-                "agent.energy_interval_ms = {energy_interval_ms} must be 50..=60000"
-            )));
-        }
-        let gauge_interval_ms = match raw.agent.gauge_interval_ms {
-            // The default, unless energy is read at least as often anyway.
-            None => (energy_interval_ms > 100).then_some(100),
-            Some(0) => None,
-            Some(ms) if ms >= 10 && ms < energy_interval_ms => Some(ms),
-            Some(ms) => {
-                return Err(invalid(format!(
-                    "agent.gauge_interval_ms = {ms} must be at least 10 and less than \
-                     agent.energy_interval_ms ({energy_interval_ms}), or 0 to read gauges with \
-                     the energy only"
-                )))
-            }
-        };
-        let spool_max_bytes = match raw.agent.spool_max_mib {
-            None => wattprint_agent::spool::DEFAULT_SPOOL_MAX_BYTES,
-            Some(mib) if (1..=1 << 20).contains(&mib) => mib << 20,
-            Some(mib) => {
-                return Err(invalid(format!(
-                    "agent.spool_max_mib = {mib} must be 1..=1048576"
-                )))
-            }
-        };
-        let agent = AgentSettings {
-            host_id: raw.agent.host_id.clone().unwrap_or_else(default_host_id),
-            gateway_url: agent_gateway_url(&raw.agent, gateway_listen)?,
-            energy_interval_ms,
-            gauge_interval_ms,
-            spool_dir: raw.agent.spool_dir.clone(),
-            spool_max_bytes,
-            tls: raw.agent.tls.as_ref().map(|t| AgentTlsFiles {
-                ca: t.ca.clone(),
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-                domain: t.domain.clone(),
-            }),
-            host_token_file: raw.agent.host_token_file.clone(),
-            attribution: attribution_settings(&raw.agent, &sensor)?,
-            sensor,
-        };
+        let agent = raw.agent.validate(&data, gateway_listen)?;
 
         let cloud_sites = cloud_sites(&intensity_raw, &raw.instances, &zips, &data)?;
         let region_of_zip = |inst: &RawInstance, zip: &str| -> Result<RegionId, SettingsError> {
@@ -1062,83 +384,20 @@ impl RawConfig {
         } else {
             raw.instances.clone()
         };
-        let mut inventory = Vec::new();
-        let mut seen_gpus = std::collections::HashSet::new();
-        for inst in &raw_instances {
-            if inst.tenant.is_empty() || inst.id.is_empty() {
-                return Err(invalid("instances: tenant and id must be non-empty"));
-            }
-            let host = match &inst.host {
-                Some(h) if h.is_empty() || h.len() > wattprint_proto::MAX_ID_LEN => {
-                    return Err(invalid(format!(
-                        "instance {}: host must be 1 to {} bytes",
-                        inst.id,
-                        wattprint_proto::MAX_ID_LEN
-                    )))
-                }
-                Some(h) => HostId::new(h.clone()),
-                None => HostId::new(agent.host_id.clone()),
-            };
-            let mut gpus = Vec::new();
-            for g in &inst.gpus {
-                if !seen_gpus.insert(g.uuid.clone()) {
-                    return Err(invalid(format!(
-                        "instance {}: GPU {} is listed twice",
-                        inst.id, g.uuid
-                    )));
-                }
-                if g.power_limit_w == 0 || g.power_limit_w > 5000 {
-                    return Err(invalid(format!(
-                        "instance {}: GPU {} power_limit_w = {} must be 1..=5000",
-                        inst.id, g.uuid, g.power_limit_w
-                    )));
-                }
-                gpus.push(GpuRecord {
-                    uuid: GpuUuid::new(g.uuid.clone()),
-                    model: g.model.clone(),
-                    power_limit: Milliwatts(g.power_limit_w * 1000),
-                    host: host.clone(),
-                });
-            }
-            let (region, zip_code) = place(inst)?;
-            inventory.push(InstanceRecord {
-                tenant: TenantId::new(inst.tenant.clone()),
-                instance: InstanceId::new(inst.id.clone()),
-                region,
-                zip_code,
-                gpus,
-            });
-        }
-        let secret_file = raw
-            .query_api
-            .hs256_secret_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join("dev-secret"));
-        let api_auth = api_auth_settings(&raw.query_api)?;
+        let inventory = inventory_records(&raw_instances, &agent.config.host_id, &place)?;
+        let api = raw.query_api.validate(&data_dir)?;
         Ok(Settings {
             data_dir,
             store,
             bus,
             gateway_listen,
-            gateway_tls: raw.gateway.tls.as_ref().map(|t| GatewayTlsFiles {
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-                client_ca: t.client_ca.clone(),
-            }),
-            gateway_hosts_file: raw.gateway.hosts_file.clone(),
-            api_listen,
-            issuer: raw
-                .query_api
-                .issuer
-                .clone()
-                .unwrap_or_else(|| "wattprint".into()),
-            audience: raw
-                .query_api
-                .audience
-                .clone()
-                .unwrap_or_else(|| "wattprint-api".into()),
-            secret_file,
-            api_auth,
+            gateway_tls: gateway.tls,
+            gateway_hosts_file: gateway.hosts_file,
+            api_listen: api.listen,
+            issuer: api.issuer,
+            audience: api.audience,
+            secret_file: api.secret_file,
+            api_auth: api.auth,
             agent,
             intensity: SharedJoin::new(join),
             polling,
@@ -1149,12 +408,180 @@ impl RawConfig {
     }
 }
 
-fn default_host_id() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// An instance's region and zip code.
+type Placer<'a> = dyn Fn(&RawInstance) -> Result<(RegionId, Option<String>), SettingsError> + 'a;
+
+/// The inventory: every instance checked (ids, host, GPUs listed once, power limits) and
+/// placed in its region by `place`; GPUs default to `default_host`, the embedded agent's.
+fn inventory_records(
+    raw_instances: &[RawInstance],
+    default_host: &HostId,
+    place: &Placer<'_>,
+) -> Result<Vec<InstanceRecord>, SettingsError> {
+    let mut inventory = Vec::new();
+    let mut seen_gpus = std::collections::HashSet::new();
+    for inst in raw_instances {
+        if inst.tenant.is_empty() || inst.id.is_empty() {
+            return Err(invalid("instances: tenant and id must be non-empty"));
+        }
+        let host = match &inst.host {
+            Some(h) if h.is_empty() || h.len() > wattprint_proto::MAX_ID_LEN => {
+                return Err(invalid(format!(
+                    "instance {}: host must be 1 to {} bytes",
+                    inst.id,
+                    wattprint_proto::MAX_ID_LEN
+                )))
+            }
+            Some(h) => HostId::new(h.clone()),
+            None => default_host.clone(),
+        };
+        let mut gpus = Vec::new();
+        for g in &inst.gpus {
+            if !seen_gpus.insert(g.uuid.clone()) {
+                return Err(invalid(format!(
+                    "instance {}: GPU {} is listed twice",
+                    inst.id, g.uuid
+                )));
+            }
+            if g.power_limit_w == 0 || g.power_limit_w > 5000 {
+                return Err(invalid(format!(
+                    "instance {}: GPU {} power_limit_w = {} must be 1..=5000",
+                    inst.id, g.uuid, g.power_limit_w
+                )));
+            }
+            gpus.push(GpuRecord {
+                uuid: GpuUuid::new(g.uuid.clone()),
+                model: g.model.clone(),
+                power_limit: Milliwatts(g.power_limit_w * 1000),
+                host: host.clone(),
+            });
+        }
+        let (region, zip_code) = place(inst)?;
+        inventory.push(InstanceRecord {
+            tenant: TenantId::new(inst.tenant.clone()),
+            instance: InstanceId::new(inst.id.clone()),
+            region,
+            zip_code,
+            gpus,
+        });
+    }
+    Ok(inventory)
+}
+
+/// The `[intensity]` tables and series, loaded: the zip table, the as-of join, PUE per
+/// region and the region of each utility.
+struct LoadedIntensity {
+    zips: ZipDirectory,
+    join: IntensityJoin,
+    pue: HashMap<RegionId, f64>,
+    utility_regions: BTreeMap<String, RegionId>,
+}
+
+/// Loads the files `[intensity]` names (each error naming its file) and checks its regions.
+fn load_intensity(
+    intensity_raw: &RawIntensity,
+    data: &dyn Fn(&Path) -> PathBuf,
+) -> Result<LoadedIntensity, SettingsError> {
+    let zips = ZipDirectory::load(&data(&intensity_raw.zip_table))
+        .map_err(|e| SettingsError::Data(e.to_string()))?;
+    let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates))
+        .map_err(|e| SettingsError::Data(e.to_string()))?;
+    let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
+    if !(0..=24 * 60).contains(&staleness) {
+        return Err(invalid(format!(
+            "intensity.max_staleness_minutes = {staleness} must be 0..=1440"
+        )));
+    }
+    let mut join = IntensityJoin::new(staleness * 60_000);
+    let mut pue = HashMap::new();
+    let mut utility_regions: BTreeMap<String, RegionId> = BTreeMap::new();
+    for r in &intensity_raw.regions {
+        let id = RegionId::new(r.id.clone());
+        if join.knows(&id) {
+            return Err(invalid(format!(
+                "intensity region {} is defined twice",
+                r.id
+            )));
+        }
+        let marginal = match (&r.marginal_file, r.format) {
+            (Some(f), Some(fmt)) => Some(
+                load_marginal(&data(f), fmt, &format!("{}:{}", r.id, f.display()))
+                    .map_err(|e| SettingsError::Data(e.to_string()))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(format!(
+                    "intensity region {}: marginal_file and format go together",
+                    r.id
+                )))
+            }
+        };
+        let average = match &r.egrid_subregion {
+            Some(s) => Some((
+                *rates.get(s).ok_or_else(|| {
+                    invalid(format!(
+                        "intensity region {}: unknown eGRID subregion {s}",
+                        r.id
+                    ))
+                })?,
+                format!("egrid2023:{s}:average"),
+            )),
+            None => None,
+        };
+        if let Some(p) = r.pue {
+            if !p.is_finite() || !(1.0..=3.0).contains(&p) {
+                return Err(invalid(format!(
+                    "intensity region {}: pue = {p} must be within 1.0..=3.0",
+                    r.id
+                )));
+            }
+            pue.insert(id.clone(), p);
+        }
+        for u in &r.utilities {
+            utility_regions.insert(u.clone(), id.clone());
+        }
+        join.insert(
+            id,
+            RegionIntensity {
+                marginal,
+                replay: r.replay,
+                average,
+            },
+        );
+    }
+
+    Ok(LoadedIntensity {
+        zips,
+        join,
+        pue,
+        utility_regions,
+    })
+}
+
+/// Loads and checks the hardware catalog (default: empty).
+fn load_catalog(
+    path: Option<&Path>,
+    data: &dyn Fn(&Path) -> PathBuf,
+) -> Result<HardwareCatalog, SettingsError> {
+    Ok(match path {
+        Some(p) => {
+            let path = data(p);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                SettingsError::Data(format!(
+                    "cannot read hardware catalog {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let c: HardwareCatalog = toml::from_str(&text).map_err(|e| {
+                SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
+            })?;
+            c.validate().map_err(|e| {
+                SettingsError::Data(format!("hardware catalog {}: {e}", path.display()))
+            })?;
+            c
+        }
+        None => HardwareCatalog::default(),
+    })
 }
 
 /// The demo inventory: `gpus` replayed GPUs dealt round-robin over `instances` instances,
@@ -1231,327 +658,6 @@ pub fn demo_instances_with(
         }
     }
     out
-}
-
-fn replay_layout(r: &RawReplay) -> Result<ReplayLayout, SettingsError> {
-    match (&r.mig_profiles, &r.vgpu_profiles) {
-        (Some(_), Some(_)) => Err(invalid(
-            "agent.replay.mig_profiles and agent.replay.vgpu_profiles exclude each other",
-        )),
-        (Some(names), None) => {
-            let profiles = names
-                .iter()
-                .map(|n| MigProfile::parse(n))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(format!("agent.replay.mig_profiles: {e}")))?;
-            let slices: u32 = profiles.iter().map(|p| u32::from(p.compute_slices)).sum();
-            if profiles.is_empty() || slices > 7 {
-                return Err(invalid(format!(
-                    "agent.replay.mig_profiles must hold 1 to 7 compute slices in all, has {slices}"
-                )));
-            }
-            Ok(ReplayLayout::Mig(profiles))
-        }
-        (None, Some(names)) => {
-            let profiles = names
-                .iter()
-                .map(|n| VgpuProfile::parse(n))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(format!("agent.replay.vgpu_profiles: {e}")))?;
-            let fb: u64 = profiles.iter().map(|p| u64::from(p.framebuffer_mib)).sum();
-            if profiles.is_empty() || fb > 80 * 1024 {
-                return Err(invalid(format!(
-                    "agent.replay.vgpu_profiles must hold 1 vGPU and at most 80 GB in all, has {fb} MiB"
-                )));
-            }
-            Ok(ReplayLayout::Vgpu(profiles))
-        }
-        (None, None) => Ok(ReplayLayout::Whole),
-    }
-}
-
-/// Validates `[agent.attribution]`: the mode, the keys it takes (a key of another mode is an
-/// error), and the sensor it fits.
-fn attribution_settings(
-    agent: &RawAgent,
-    sensor: &SensorKind,
-) -> Result<AttributionSettings, SettingsError> {
-    let a = &agent.attribution;
-    let mode = a.mode.as_deref().unwrap_or("mapping");
-    let given: [(&str, bool, &[&str]); 8] = [
-        ("mapping_file", a.mapping_file.is_some(), &["mapping"]),
-        ("mig_rule", a.mig_rule.is_some(), &["mapping"]),
-        ("libvirt_dir", a.libvirt_dir.is_some(), &["libvirt"]),
-        ("vgpu_idle_policy", a.vgpu_idle_policy.is_some(), &["vgpu"]),
-        (
-            "vgpu_idle_power_w",
-            a.vgpu_idle_power_w.is_some(),
-            &["vgpu"],
-        ),
-        ("instance_id", a.instance_id.is_some(), &["in_guest"]),
-        ("metadata", a.metadata.is_some(), &["in_guest"]),
-        (
-            "metadata_url",
-            a.metadata_url.is_some() || a.metadata_timeout_ms.is_some(),
-            &["in_guest"],
-        ),
-    ];
-    if !["mapping", "libvirt", "vgpu", "in_guest"].contains(&mode) {
-        return Err(invalid(format!(
-            "agent.attribution.mode = {mode:?} must be \"mapping\", \"libvirt\", \"vgpu\" or \"in_guest\""
-        )));
-    }
-    for (key, set, modes) in given {
-        if set && !modes.contains(&mode) {
-            return Err(invalid(format!(
-                "agent.attribution.{key} applies to mode = \"{}\" only (mode is \"{mode}\")",
-                modes[0]
-            )));
-        }
-    }
-    if agent.mapping_file.is_some() && mode != "mapping" {
-        return Err(invalid(format!(
-            "agent.mapping_file applies to agent.attribution.mode = \"mapping\" only (mode is \"{mode}\")"
-        )));
-    }
-    if let SensorKind::Replay { layout, .. } = sensor {
-        let fits = match layout {
-            ReplayLayout::Vgpu(_) => mode == "vgpu",
-            ReplayLayout::Mig(_) | ReplayLayout::Whole => mode != "vgpu",
-        };
-        if !fits {
-            return Err(invalid(format!(
-                "agent.attribution.mode = \"vgpu\" goes with agent.replay.vgpu_profiles, and \
-                 vgpu_profiles with mode \"vgpu\" (mode is \"{mode}\")"
-            )));
-        }
-    }
-    Ok(match mode {
-        "mapping" => {
-            let mapping_file = a.mapping_file.clone().or_else(|| agent.mapping_file.clone());
-            if mapping_file.is_none() && matches!(sensor, SensorKind::Nvml) {
-                return Err(invalid(
-                    "agent.mapping_file is required with agent.sensor = \"nvml\" in attribution \
-                     mode \"mapping\" (or set agent.attribution.mapping_file)",
-                ));
-            }
-            let mig_rule = match a.mig_rule.as_deref().unwrap_or("by_slice_size") {
-                "by_slice_size" => MigRule::BySliceSize,
-                "by_utilisation" => MigRule::ByUtilisation,
-                other => {
-                    return Err(invalid(format!(
-                        "agent.attribution.mig_rule = {other:?} must be \"by_slice_size\" or \"by_utilisation\""
-                    )))
-                }
-            };
-            AttributionSettings::Mapping {
-                mapping_file,
-                mig_rule,
-            }
-        }
-        "libvirt" => AttributionSettings::Libvirt {
-            dir: a
-                .libvirt_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/etc/libvirt/qemu")),
-        },
-        "vgpu" => AttributionSettings::Vgpu {
-            idle_policy: match a.vgpu_idle_policy.as_deref().unwrap_or("equal") {
-                "equal" => IdlePolicy::Equal,
-                "by_profile_size" => IdlePolicy::ByProfileSize,
-                other => {
-                    return Err(invalid(format!(
-                        "agent.attribution.vgpu_idle_policy = {other:?} must be \"equal\" or \"by_profile_size\""
-                    )))
-                }
-            },
-            idle_power: match a.vgpu_idle_power_w {
-                None => None,
-                Some(w) if (1..=5000).contains(&w) => Some(Milliwatts(w * 1000)),
-                Some(w) => {
-                    return Err(invalid(format!(
-                        "agent.attribution.vgpu_idle_power_w = {w} must be 1..=5000"
-                    )))
-                }
-            },
-        },
-        _ => AttributionSettings::InGuest(match (&a.instance_id, &a.metadata) {
-            (Some(id), None) => {
-                let id = id.trim();
-                if id.is_empty() || id.len() > 128 {
-                    return Err(invalid(
-                        "agent.attribution.instance_id must be 1 to 128 characters",
-                    ));
-                }
-                if a.metadata_url.is_some() || a.metadata_timeout_ms.is_some() {
-                    return Err(invalid(
-                        "agent.attribution.metadata_url and metadata_timeout_ms go with metadata, not instance_id",
-                    ));
-                }
-                InGuestSource::Configured(id.to_owned())
-            }
-            (None, Some(provider)) => {
-                let provider = MetadataProvider::parse(provider).ok_or_else(|| {
-                    invalid(format!(
-                        "agent.attribution.metadata = {provider:?} must be \"aws\", \"gcp\" or \"azure\""
-                    ))
-                })?;
-                if let Some(url) = &a.metadata_url {
-                    if !url.starts_with("http://") {
-                        return Err(invalid(format!(
-                            "agent.attribution.metadata_url = {url:?} must be an http:// URL"
-                        )));
-                    }
-                }
-                let timeout_ms = a.metadata_timeout_ms.unwrap_or(2000);
-                if !(1..=60_000).contains(&timeout_ms) {
-                    return Err(invalid(format!(
-                        "agent.attribution.metadata_timeout_ms = {timeout_ms} must be 1..=60000"
-                    )));
-                }
-                InGuestSource::Metadata {
-                    provider,
-                    url: a.metadata_url.clone(),
-                    timeout: Duration::from_millis(timeout_ms),
-                }
-            }
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "agent.attribution: set instance_id or metadata, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "agent.attribution.mode = \"in_guest\" needs instance_id, or metadata = \"aws\", \"gcp\" or \"azure\"",
-                ))
-            }
-        }),
-    })
-}
-
-fn store_settings(raw: &RawStore, data_dir: &Path) -> Result<StoreSettings, SettingsError> {
-    match raw.kind.as_deref().unwrap_or("sqlite") {
-        "sqlite" => {
-            if raw.url.is_some() || raw.database.is_some() {
-                return Err(invalid(
-                    "store.url and store.database apply to store.kind = \"clickhouse\" only",
-                ));
-            }
-            let synchronous = match raw.sqlite_synchronous.as_deref() {
-                None | Some("full") => SqliteSync::Full,
-                Some("normal") => SqliteSync::Normal,
-                Some(other) => {
-                    return Err(invalid(format!(
-                        "store.sqlite_synchronous = {other:?} must be \"full\" or \"normal\""
-                    )))
-                }
-            };
-            Ok(StoreSettings::Sqlite {
-                path: data_dir.join("wattprint.db"),
-                synchronous,
-            })
-        }
-        "clickhouse" => {
-            if raw.sqlite_synchronous.is_some() {
-                return Err(invalid(
-                    "store.sqlite_synchronous applies to store.kind = \"sqlite\" only",
-                ));
-            }
-            let url = raw
-                .url
-                .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:8123".into());
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(format!(
-                    "store.url = {url:?} must be an http:// or https:// URL"
-                )));
-            }
-            Ok(StoreSettings::ClickHouse {
-                url,
-                database: raw.database.clone().unwrap_or_else(|| "wattprint".into()),
-            })
-        }
-        other => Err(invalid(format!(
-            "store.kind = {other:?} must be \"sqlite\" or \"clickhouse\""
-        ))),
-    }
-}
-
-fn bus_settings(raw: &RawBus) -> Result<BusSettings, SettingsError> {
-    match raw.kind.as_deref().unwrap_or("memory") {
-        "memory" => {
-            if raw.brokers.is_some()
-                || raw.topic_prefix.is_some()
-                || raw.group_id.is_some()
-                || raw.group_instance_id.is_some()
-            {
-                return Err(invalid(
-                    "bus.brokers, bus.topic_prefix, bus.group_id and bus.group_instance_id apply to bus.kind = \"kafka\" only",
-                ));
-            }
-            Ok(BusSettings::Memory)
-        }
-        "kafka" => {
-            let mut config =
-                KafkaBusConfig::new(raw.brokers.as_deref().unwrap_or("127.0.0.1:9092"))
-                    .with_topic_prefix(raw.topic_prefix.as_deref().unwrap_or(""));
-            if let Some(g) = &raw.group_id {
-                config = config.with_group_id(g.clone());
-            }
-            if let Some(n) = raw.max_in_flight {
-                config.max_in_flight = n;
-            }
-            config.client_properties = raw.client_properties.clone();
-            if let Some(id) = &raw.group_instance_id {
-                if id.is_empty() || id.len() > 249 {
-                    return Err(invalid("bus.group_instance_id must be 1 to 249 characters"));
-                }
-                config
-                    .client_properties
-                    .insert("group.instance.id".into(), id.clone());
-            }
-            config
-                .validate()
-                .map_err(|e| invalid(format!("[bus]: {e}")))?;
-            let partitions = raw.partitions.unwrap_or(12);
-            let replication = raw.replication.unwrap_or(1);
-            if !(1..=10_000).contains(&partitions) || !(1..=16).contains(&replication) {
-                return Err(invalid(format!(
-                    "bus.partitions = {partitions} must be 1..=10000 and bus.replication = {replication} 1..=16"
-                )));
-            }
-            Ok(BusSettings::Kafka {
-                config,
-                partitions,
-                replication,
-            })
-        }
-        other => Err(invalid(format!(
-            "bus.kind = {other:?} must be \"memory\" or \"kafka\""
-        ))),
-    }
-}
-
-fn replay_pacing(r: &RawReplay) -> Result<Pacing, SettingsError> {
-    let pacing = match (r.unpaced.unwrap_or(false), r.speed.unwrap_or(1)) {
-        (true, 1) => Pacing::AsFastAsPossible,
-        (true, _) => {
-            return Err(invalid(
-                "agent.replay.unpaced and agent.replay.speed exclude each other",
-            ))
-        }
-        (false, 0) => return Err(invalid("agent.replay.speed must be at least 1")),
-        (false, 1) => Pacing::RealTime,
-        (false, x) => Pacing::Accelerated(x),
-    };
-    if pacing != Pacing::RealTime && (r.start_at_ms.is_none() || r.loops.is_none()) {
-        return Err(invalid(
-            "agent.replay.unpaced or speed > 1 needs start_at_ms and loops: a replay faster than \
-             real time from now, or without end, runs into the future and the gateway refuses \
-             samples from the future",
-        ));
-    }
-    Ok(pacing)
 }
 
 /// Validates `[intensity.poll]`, the provider accounts and the regions' provider names.
@@ -1723,140 +829,4 @@ fn split_cloud_region(s: &str) -> Result<(CloudProvider, &str), SettingsError> {
         .parse::<CloudProvider>()
         .map_err(|e| invalid(format!("cloud_region {s:?}: {e}")))?;
     Ok((provider, region))
-}
-
-#[cfg(test)]
-mod api_auth_tests {
-    use super::*;
-
-    fn auth(toml_text: &str) -> Result<ApiAuthSettings, String> {
-        let raw: RawQueryApi = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        api_auth_settings(&raw).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn defaults_are_the_dev_mode_with_a_rate_limit() {
-        let a = auth("").unwrap();
-        assert_eq!(a, ApiAuthSettings::default());
-        assert_eq!(a.jwks, None);
-        assert_eq!(a.leeway_s, 30);
-        assert_eq!(
-            a.rate_limit,
-            Some(RateLimit {
-                per_second: 50.0,
-                burst: 100
-            })
-        );
-    }
-
-    #[test]
-    fn jwks_leeway_and_rate_keys_are_read() {
-        let a = auth(
-            "jwks_url = \"https://idp.example/.well-known/jwks.json\"\njwks_refresh_s = 60\n\
-             leeway_s = 5\nrate_limit_per_s = 2\nrate_limit_burst = 4",
-        )
-        .unwrap();
-        let jwks = a.jwks.unwrap();
-        assert_eq!(
-            jwks.source,
-            JwksSource::Url("https://idp.example/.well-known/jwks.json".into())
-        );
-        assert_eq!(jwks.refresh_every, Duration::from_secs(60));
-        assert_eq!(a.leeway_s, 5);
-        assert_eq!(
-            a.rate_limit,
-            Some(RateLimit {
-                per_second: 2.0,
-                burst: 4
-            })
-        );
-        let f = auth("jwks_file = \"keys.json\"\nrate_limit_per_s = 0").unwrap();
-        assert_eq!(
-            f.jwks.map(|j| j.source),
-            Some(JwksSource::File("keys.json".into()))
-        );
-        assert_eq!(f.rate_limit, None);
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        for (text, needle) in [
-            (
-                "jwks_file = \"a\"\njwks_url = \"https://x/y\"",
-                "exclude each other",
-            ),
-            ("jwks_url = \"ftp://idp/keys\"", "query_api.jwks_url"),
-            ("jwks_url = \"idp.example/keys\"", "query_api.jwks_url"),
-            ("jwks_refresh_s = 60", "needs query_api.jwks_file"),
-            (
-                "jwks_file = \"a\"\njwks_refresh_s = 1",
-                "query_api.jwks_refresh_s = 1",
-            ),
-            ("leeway_s = 3600", "query_api.leeway_s = 3600"),
-            ("rate_limit_per_s = -1", "query_api.rate_limit_per_s = -1"),
-            ("rate_limit_per_s = nan", "query_api.rate_limit_per_s = NaN"),
-            ("rate_limit_burst = 0", "query_api.rate_limit_burst = 0"),
-        ] {
-            let err = auth(text).unwrap_err();
-            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
-        }
-    }
-}
-
-/// The agent's gateway URL: as configured, or the local gateway (`https://` with
-/// `[agent.tls]`, else `http://`). The scheme must match: `https://` exactly when
-/// `[agent.tls]` is set, so that plaintext is always an explicit choice.
-fn agent_gateway_url(agent: &RawAgent, listen: SocketAddr) -> Result<String, SettingsError> {
-    let tls = agent.tls.is_some();
-    let url = match &agent.gateway_url {
-        Some(url) => url.trim().to_owned(),
-        None if tls => format!("https://{listen}"),
-        None => format!("http://{listen}"),
-    };
-    match (tls, url.starts_with("https://"), url.starts_with("http://")) {
-        (true, true, _) | (false, _, true) => Ok(url),
-        (true, false, _) => Err(invalid(format!(
-            "agent.gateway_url = {url:?} must be https:// when [agent.tls] is set"
-        ))),
-        (false, true, _) => Err(invalid(format!(
-            "agent.gateway_url = {url:?} is https:// but [agent.tls] (ca, cert, key) is missing"
-        ))),
-        (false, false, false) => Err(invalid(format!(
-            "agent.gateway_url = {url:?} must be an http:// or https:// URL"
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod link_security_tests {
-    use super::*;
-
-    fn agent(toml_text: &str) -> RawAgent {
-        toml::from_str(toml_text).expect("agent section")
-    }
-
-    #[test]
-    fn the_url_scheme_follows_agent_tls() {
-        let listen: SocketAddr = ([127, 0, 0, 1], 50051).into();
-        let tls = "[tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n";
-        assert_eq!(
-            agent_gateway_url(&agent(""), listen).unwrap(),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            agent_gateway_url(&agent(tls), listen).unwrap(),
-            "https://127.0.0.1:50051"
-        );
-        let err = agent_gateway_url(
-            &agent(&format!("gateway_url = \"http://gw:50051\"\n{tls}")),
-            listen,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("must be https://"), "{err}");
-        let err =
-            agent_gateway_url(&agent("gateway_url = \"https://gw:50051\""), listen).unwrap_err();
-        assert!(err.to_string().contains("[agent.tls]"), "{err}");
-        let err = toml::from_str::<RawAgent>("[tls]\nca = \"ca.pem\"\n").unwrap_err();
-        assert!(err.to_string().contains("missing field `cert`"), "{err}");
-    }
 }

@@ -19,7 +19,7 @@ use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
 use wattprint_bus::kafka::create_topics;
 use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer};
-use wattprint_core::{HostId, UnixMillis};
+use wattprint_core::UnixMillis;
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
 use wattprint_ingest::hosts::HostRegistry;
@@ -454,15 +454,11 @@ pub async fn check_agent(settings: &Settings) -> anyhow::Result<CheckReport> {
     Ok(wattprint_agent::attribution::check(sensor.as_mut(), &mode))
 }
 
-/// The agent's runtime settings.
+/// The agent's runtime settings, streaming to `gateway_url`.
 pub fn agent_config(settings: &Settings, gateway_url: String) -> AgentConfig {
     AgentConfig {
-        energy_interval: Duration::from_millis(settings.agent.energy_interval_ms),
-        gauge_interval: settings.agent.gauge_interval_ms.map(Duration::from_millis),
-        spool_dir: settings.agent.spool_dir.clone(),
-        spool_max_bytes: settings.agent.spool_max_bytes,
-        tls: settings.agent.tls.clone(),
-        ..AgentConfig::new(HostId::new(settings.agent.host_id.clone()), gateway_url)
+        gateway_url,
+        ..settings.agent.config.clone()
     }
 }
 

@@ -259,10 +259,10 @@ async fn main() -> anyhow::Result<()> {
                 let a = &settings.agent;
                 println!(
                     "reads: energy counter every {} ms; power, utilisation, temperature, clock {}",
-                    a.energy_interval_ms,
-                    a.gauge_interval_ms.map_or_else(
+                    a.config.energy_interval.as_millis(),
+                    a.config.gauge_interval.map_or_else(
                         || "with the energy only".to_owned(),
-                        |ms| format!("every {ms} ms")
+                        |d| format!("every {} ms", d.as_millis())
                     )
                 );
                 anyhow::ensure!(
@@ -274,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let report = embedded::run_agent(
                 &settings,
-                settings.agent.gateway_url.clone(),
+                settings.agent.config.gateway_url.clone(),
                 shutdown.wait(),
             )
             .await?;
@@ -441,11 +441,11 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let api_addr = backend.api_addr.context("the query API runs")?;
     // The embedded agent speaks to its own gateway as configured: TLS on both sides or on none.
     anyhow::ensure!(
-        settings.gateway_tls.is_some() == settings.agent.tls.is_some(),
+        settings.gateway_tls.is_some() == settings.agent.config.tls.is_some(),
         "wattprint up runs its own agent against its own gateway: set both [gateway.tls] and \
          [agent.tls], or neither"
     );
-    let scheme = if settings.agent.tls.is_some() {
+    let scheme = if settings.agent.config.tls.is_some() {
         "https"
     } else {
         "http"

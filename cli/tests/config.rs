@@ -35,21 +35,27 @@ fn the_shipped_example_config_is_valid_and_matches_the_defaults() {
     assert_eq!(from_example.pue, defaults.pue);
     assert_eq!(from_example.store, defaults.store);
     assert_eq!(from_example.bus, defaults.bus);
-    assert_eq!(from_example.agent.spool_dir, defaults.agent.spool_dir);
+    assert_eq!(
+        from_example.agent.config.spool_dir,
+        defaults.agent.config.spool_dir
+    );
     assert_eq!(
         (
-            from_example.agent.energy_interval_ms,
-            from_example.agent.gauge_interval_ms
+            from_example.agent.config.energy_interval,
+            from_example.agent.config.gauge_interval
         ),
         (
-            defaults.agent.energy_interval_ms,
-            defaults.agent.gauge_interval_ms
+            defaults.agent.config.energy_interval,
+            defaults.agent.config.gauge_interval
         )
     );
-    assert_eq!(defaults.agent.gauge_interval_ms, Some(100));
     assert_eq!(
-        from_example.agent.spool_max_bytes,
-        defaults.agent.spool_max_bytes
+        defaults.agent.config.gauge_interval,
+        Some(std::time::Duration::from_millis(100))
+    );
+    assert_eq!(
+        from_example.agent.config.spool_max_bytes,
+        defaults.agent.config.spool_max_bytes
     );
     let mut regions: Vec<_> = from_example
         .intensity

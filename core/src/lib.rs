@@ -7,6 +7,7 @@
 
 pub mod accounting;
 pub mod apportion;
+pub mod config;
 pub mod ids;
 pub mod intensity;
 pub mod sample;

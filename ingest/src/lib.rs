@@ -1,6 +1,7 @@
 //! Ingest: the gateway (gRPC sample stream → validated batches on the bus) and the enricher
 //! (bus → 5-minute intervals joined with grid intensity → store).
 
+pub mod config;
 pub mod enricher;
 pub mod gateway;
 pub mod hosts;

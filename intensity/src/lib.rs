@@ -26,6 +26,7 @@ use wattprint_core::intensity::{IntensityPoint, PointKind, Signal};
 use wattprint_core::{RegionId, UnixMillis};
 
 pub mod cloud_regions;
+pub mod config;
 pub mod electricitymaps;
 pub mod files;
 mod http;

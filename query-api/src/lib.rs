@@ -37,6 +37,7 @@
 
 pub mod auth;
 pub mod average;
+pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod openapi;

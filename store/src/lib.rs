@@ -8,6 +8,7 @@
 //! Backends do no tracing of their own: wrap one in [`Traced`] for a span per operation.
 
 mod checks;
+pub mod config;
 pub mod clickhouse;
 pub mod rollups;
 pub mod sqlite;

@@ -361,7 +361,7 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     }
     // The GPU's own host (the embedded agent's), and a host that holds none of its GPUs
     // sending globex's GPU at a time not yet stored: only the host check can refuse it.
-    let host = f.settings.agent.host_id.clone();
+    let host = f.settings.agent.config.host_id.0.clone();
     let intruder: Vec<_> = good
         .iter()
         .map(|s| Sample {

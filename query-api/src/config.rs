@@ -1,0 +1,256 @@
+//! The query API's section of the `wattprint` file (`[query_api]`): the serde type as written
+//! and [`RawQueryApi::validate`], which applies the defaults and bounds and returns the
+//! [`QueryApiSettings`] the API serves with. No file is read here: the dev secret and a JWKS
+//! file are read when the API starts.
+
+use crate::auth::{JwksConfig, JwksSource};
+use crate::RateLimit;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wattprint_core::config::{invalid, InvalidConfig};
+
+/// `[query_api]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryApi {
+    /// HTTP listen address (default 127.0.0.1:8080).
+    pub listen: Option<SocketAddr>,
+    /// Token issuer (default `wattprint`).
+    pub issuer: Option<String>,
+    /// Token audience (default `wattprint-api`).
+    pub audience: Option<String>,
+    /// HS256 secret file for dev tokens (default `<data_dir>/dev-secret`, created if absent).
+    /// Used only while no JWKS is configured (the embedded dev mode).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// JWKS file with the identity provider's public keys (RS256, ES256, EdDSA tokens); turns
+    /// the HS256 dev mode off. Re-read every `jwks_refresh_s`.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (`https://…`, the IdP's `jwks_uri`); turns the HS256 dev mode off.
+    pub jwks_url: Option<String>,
+    /// Seconds after which the JWKS is read again (default 300, 10 to 86400). An unknown `kid`
+    /// also triggers a read, at most once per 30 s.
+    pub jwks_refresh_s: Option<u64>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30, at most 300).
+    pub leeway_s: Option<u64>,
+    /// Requests per second each tenant (and each operator) may make (default 50; 0 turns the
+    /// limit off).
+    pub rate_limit_per_s: Option<f64>,
+    /// Requests a tenant may make at once on top of the rate (default 100).
+    pub rate_limit_burst: Option<u32>,
+}
+
+/// How the query API verifies tokens and limits request rates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiAuthSettings {
+    /// The identity provider's key set; `None` is the embedded dev mode (HS256 tokens signed
+    /// with the secret file, minted by `wattprint token`).
+    pub jwks: Option<JwksConfig>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    pub leeway_s: u64,
+    /// Per-tenant rate limit; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for ApiAuthSettings {
+    /// Dev mode, 30 s leeway, 50 requests/s with bursts of 100.
+    fn default() -> Self {
+        Self {
+            jwks: None,
+            leeway_s: DEFAULT_LEEWAY_S,
+            rate_limit: Some(RateLimit {
+                per_second: DEFAULT_RATE_LIMIT_PER_S,
+                burst: DEFAULT_RATE_LIMIT_BURST,
+            }),
+        }
+    }
+}
+
+const DEFAULT_LEEWAY_S: u64 = 30;
+const DEFAULT_RATE_LIMIT_PER_S: f64 = 50.0;
+const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+
+/// Validates the `[query_api]` keys about tokens and rate limits.
+fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, InvalidConfig> {
+    let source = match (&raw.jwks_file, &raw.jwks_url) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "query_api.jwks_file and query_api.jwks_url exclude each other",
+            ))
+        }
+        (Some(file), None) => Some(JwksSource::File(file.clone())),
+        (None, Some(url)) => {
+            let url = url.trim();
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 9 {
+                return Err(invalid(format!(
+                    "query_api.jwks_url = {url:?} must be an https:// (or http://) URL"
+                )));
+            }
+            if url.starts_with("http://") {
+                tracing::warn!(
+                    url,
+                    "query_api.jwks_url is plain http: keys could be replaced in transit"
+                );
+            }
+            Some(JwksSource::Url(url.to_owned()))
+        }
+        (None, None) => None,
+    };
+    let jwks = match source {
+        Some(source) => {
+            let refresh_s = raw.jwks_refresh_s.unwrap_or(300);
+            if !(10..=86_400).contains(&refresh_s) {
+                return Err(invalid(format!(
+                    "query_api.jwks_refresh_s = {refresh_s} must be 10..=86400"
+                )));
+            }
+            Some(JwksConfig {
+                refresh_every: Duration::from_secs(refresh_s),
+                ..JwksConfig::new(source)
+            })
+        }
+        None => {
+            if raw.jwks_refresh_s.is_some() {
+                return Err(invalid(
+                    "query_api.jwks_refresh_s needs query_api.jwks_file or query_api.jwks_url",
+                ));
+            }
+            None
+        }
+    };
+    let leeway_s = raw.leeway_s.unwrap_or(DEFAULT_LEEWAY_S);
+    if leeway_s > 300 {
+        return Err(invalid(format!(
+            "query_api.leeway_s = {leeway_s} must be 0..=300"
+        )));
+    }
+    let per_second = raw.rate_limit_per_s.unwrap_or(DEFAULT_RATE_LIMIT_PER_S);
+    if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
+        return Err(invalid(format!(
+            "query_api.rate_limit_per_s = {per_second} must be 0 (off) to 1000000"
+        )));
+    }
+    let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
+    if burst == 0 || burst > 1_000_000 {
+        return Err(invalid(format!(
+            "query_api.rate_limit_burst = {burst} must be 1..=1000000"
+        )));
+    }
+    let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
+    Ok(ApiAuthSettings {
+        jwks,
+        leeway_s,
+        rate_limit,
+    })
+}
+
+/// Validated `[query_api]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryApiSettings {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Token issuer.
+    pub issuer: String,
+    /// Token audience.
+    pub audience: String,
+    /// HS256 secret file.
+    pub secret_file: PathBuf,
+    /// Token verification (JWKS or dev mode) and rate limit.
+    pub auth: ApiAuthSettings,
+}
+
+impl RawQueryApi {
+    /// Validates `[query_api]`; the dev secret defaults to `<data_dir>/dev-secret`.
+    pub fn validate(&self, data_dir: &Path) -> Result<QueryApiSettings, InvalidConfig> {
+        Ok(QueryApiSettings {
+            listen: self.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
+            issuer: self.issuer.clone().unwrap_or_else(|| "wattprint".into()),
+            audience: self.audience.clone().unwrap_or_else(|| "wattprint-api".into()),
+            secret_file: self
+                .hs256_secret_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join("dev-secret")),
+            auth: api_auth_settings(self)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod api_auth_tests {
+    use super::*;
+
+    fn auth(toml_text: &str) -> Result<ApiAuthSettings, String> {
+        let raw: RawQueryApi = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        api_auth_settings(&raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_dev_mode_with_a_rate_limit() {
+        let a = auth("").unwrap();
+        assert_eq!(a, ApiAuthSettings::default());
+        assert_eq!(a.jwks, None);
+        assert_eq!(a.leeway_s, 30);
+        assert_eq!(
+            a.rate_limit,
+            Some(RateLimit {
+                per_second: 50.0,
+                burst: 100
+            })
+        );
+    }
+
+    #[test]
+    fn jwks_leeway_and_rate_keys_are_read() {
+        let a = auth(
+            "jwks_url = \"https://idp.example/.well-known/jwks.json\"\njwks_refresh_s = 60\n\
+             leeway_s = 5\nrate_limit_per_s = 2\nrate_limit_burst = 4",
+        )
+        .unwrap();
+        let jwks = a.jwks.unwrap();
+        assert_eq!(
+            jwks.source,
+            JwksSource::Url("https://idp.example/.well-known/jwks.json".into())
+        );
+        assert_eq!(jwks.refresh_every, Duration::from_secs(60));
+        assert_eq!(a.leeway_s, 5);
+        assert_eq!(
+            a.rate_limit,
+            Some(RateLimit {
+                per_second: 2.0,
+                burst: 4
+            })
+        );
+        let f = auth("jwks_file = \"keys.json\"\nrate_limit_per_s = 0").unwrap();
+        assert_eq!(
+            f.jwks.map(|j| j.source),
+            Some(JwksSource::File("keys.json".into()))
+        );
+        assert_eq!(f.rate_limit, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, needle) in [
+            (
+                "jwks_file = \"a\"\njwks_url = \"https://x/y\"",
+                "exclude each other",
+            ),
+            ("jwks_url = \"ftp://idp/keys\"", "query_api.jwks_url"),
+            ("jwks_url = \"idp.example/keys\"", "query_api.jwks_url"),
+            ("jwks_refresh_s = 60", "needs query_api.jwks_file"),
+            (
+                "jwks_file = \"a\"\njwks_refresh_s = 1",
+                "query_api.jwks_refresh_s = 1",
+            ),
+            ("leeway_s = 3600", "query_api.leeway_s = 3600"),
+            ("rate_limit_per_s = -1", "query_api.rate_limit_per_s = -1"),
+            ("rate_limit_per_s = nan", "query_api.rate_limit_per_s = NaN"),
+            ("rate_limit_burst = 0", "query_api.rate_limit_burst = 0"),
+        ] {
+            let err = auth(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}
+
