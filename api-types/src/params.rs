@@ -10,6 +10,7 @@ use crate::{Basis, StatusFilter, Step};
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page (opaque); absent for the first page.
     pub cursor: Option<String>,
@@ -20,6 +21,7 @@ pub struct PageParams {
 #[into_params(parameter_in = Query)]
 pub struct WorkloadListParams {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page (opaque); absent for the first page.
     pub cursor: Option<String>,

@@ -1,13 +1,17 @@
 //! The gRPC `TenantQuery` service on the real server, next to REST on the same TCP port:
-//! authentication from the `authorization` metadata only, tenant isolation, footprints equal
-//! to the REST numbers bit for bit, and errors mapped to the matching gRPC codes.
+//! authentication from the `authorization` metadata only, tenant isolation, footprints,
+//! series and summaries carrying numbers worked out by hand, and errors mapped to the
+//! matching gRPC codes.
 //!
-//! Every RPC that has a REST twin is checked against it on a real server holding a replay of
-//! the shipped H100 trace on a CAISO_NORTH instance, joined with WattTime's real marginal
-//! series, Electricity Maps' real hourly averages and eGRID's CAMX rate: the gRPC answer,
-//! written back in REST's JSON shape, equals the REST body field by field (numbers bit for
-//! bit); readers are refused the mutating RPCs, other tenants see nothing, and bad arguments
-//! get `INVALID_ARGUMENT` with the REST problem's detail.
+//! The numeric RPCs run on a real server holding a replay of the shipped H100 trace on a
+//! CAISO_NORTH instance, joined with WattTime's real marginal series, Electricity Maps' real
+//! hourly averages and eGRID's CAMX rate. Their answers (and the REST twins' bodies) are
+//! checked against sums the test does itself from the samples it wrote and the shipped
+//! series: energy in mJ summed, emissions = kWh × g/kWh, facility = × PUE, embodied = kg over
+//! the lifetime × reserved time. The other RPCs are checked field by field against REST's
+//! bodies (their conversion is gRPC's own code); readers are refused the mutating RPCs, other
+//! tenants see nothing, and bad arguments get `INVALID_ARGUMENT` with the REST problem's
+//! detail.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -208,61 +212,75 @@ async fn each_tenant_lists_only_its_own_instances() {
     server.stop().await;
 }
 
-/// Asserts a REST JSON number is exactly `want` (same bits).
-fn assert_same(rest: &Value, want: f64, field: &str) {
-    let got = rest
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field}: {rest} is not a number"));
-    assert_eq!(
-        got.to_bits(),
-        want.to_bits(),
-        "{field}: REST {got}, gRPC {want}"
+/// Asserts `got` is `want` to a relative 1e-12 (the server sums in another order).
+fn assert_near(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+        "{what}: got {got}, want {want}"
     );
 }
 
+/// Grams per year of reservation of one catalogued H100 (the SCI year is 365.25 days).
+fn h100_g_per_ms() -> f64 {
+    H100_KG * 1_000.0 / (H100_YEARS * 365.25 * 86_400_000.0)
+}
+
 #[tokio::test]
-async fn footprints_over_grpc_equal_the_rest_numbers_exactly() {
+async fn footprints_over_grpc_carry_the_numbers_worked_by_hand() {
     let h = harness().await;
     let server = Server::start(&h).await;
     let mut client = server.client().await;
-    // Edges mid-bucket and mid-sample, both instances (one with an uncatalogued GPU), R = 3.
-    let id = create_workload(
-        &h.app,
-        "acme",
-        &["i-a1", "i-a2"],
-        T0 + 150_000,
-        T0 + 510_000,
-        3.0,
-    )
-    .await;
+    // i-a2 over its two buckets, R = 3: GPU-a2 30 000 000 mJ at 200 g/kWh (actual) and
+    // 30 000 001 mJ at 300 (forecast); GPU-a3's 60 000 003 mJ over [100 s, 400 s] splits 2:1,
+    // 40 000 002 mJ at 200 and 20 000 001 mJ at 300. PUE 1. Embodied: GPU-a2's H100 for
+    // 600 s; GPU-a3's model is not catalogued.
+    let id = create_workload(&h.app, "acme", &["i-a2"], T0, T0 + 2 * B, 3.0).await;
+    let energy_mj: u64 = 30_000_000 + 30_000_001 + 60_000_003;
+    let co2e = ((30_000_000.0 + 40_000_002.0) * 200.0 + (30_000_001.0 + 20_000_001.0) * 300.0)
+        / MJ_PER_KWH;
+    let embodied = h100_g_per_ms() * (2 * B) as f64;
 
     let g: WorkloadFootprint = client
         .get_workload_footprint(bearer(footprint_req(&id), "acme"))
         .await
         .unwrap()
         .into_inner();
-    let (status, rest) = rest_get(&server, &format!("/v1/workloads/{id}"), "acme").await;
-    assert_eq!(status, 200, "{rest}");
-    let f = &rest["footprint"];
-
     assert_eq!(g.workload_id, id);
-    assert_eq!(rest["id"], id.as_str());
-    assert_eq!(f["it_energy_mj"].as_u64().unwrap(), g.it_energy_mj);
-    assert!(g.it_energy_mj > 0);
-    for (field, value) in [
-        ("it_energy_kwh", g.it_energy_kwh),
-        ("facility_energy_kwh", g.facility_energy_kwh),
-        ("operational_co2e_g", g.operational_co2e_g),
-        ("embodied_co2e_g", g.embodied_co2e_g),
-        ("sci_g_per_unit", g.sci_g_per_unit),
-        ("functional_units", g.functional_units),
+    assert_eq!(g.it_energy_mj, 120_000_004);
+    assert_eq!(g.it_energy_mj, energy_mj);
+    for (field, got, want) in [
+        (
+            "it_energy_kwh",
+            g.it_energy_kwh,
+            energy_mj as f64 / MJ_PER_KWH,
+        ),
+        (
+            "facility_energy_kwh",
+            g.facility_energy_kwh,
+            energy_mj as f64 / MJ_PER_KWH,
+        ),
+        ("operational_it_co2e_g", g.operational_it_co2e_g, co2e),
+        ("operational_co2e_g", g.operational_co2e_g, co2e),
+        ("embodied_co2e_g", g.embodied_co2e_g, embodied),
+        ("total_co2e_g", g.total_co2e_g, co2e + embodied),
+        ("sci_g_per_unit", g.sci_g_per_unit, (co2e + embodied) / 3.0),
     ] {
-        assert_same(&f[field], value, field);
-        assert!(value > 0.0, "{field} is {value}");
+        assert_near(got, want, field);
     }
     assert_eq!(g.functional_units, 3.0);
-    assert_eq!(f["functional_unit"], g.functional_unit.as_str());
     assert_eq!(g.functional_unit, "training run");
+    let embodied_of = g.embodied.as_ref().unwrap();
+    assert_eq!(
+        (embodied_of.gpus, embodied_of.unknown_models.as_slice()),
+        (2, [MYSTERY.to_owned()].as_slice())
+    );
+    let coverage = g.coverage.as_ref().unwrap();
+    assert_eq!(
+        (coverage.expected_gpu_ms, coverage.covered_gpu_ms),
+        (2 * 2 * B, 2 * B + 300_000)
+    );
+    let prov = g.provenance.as_ref().unwrap();
+    assert_eq!(prov.energy_without_intensity_mj, 0);
 
     drop(client);
     server.stop().await;
@@ -534,6 +552,45 @@ struct RealData {
     to: i64,
     /// Energy of every `i-ca` sample (all inside the run).
     ca_mj: u64,
+    /// The samples written: what the expected numbers are worked out from.
+    samples: Vec<EnrichedSample>,
+}
+
+/// The replayed run's numbers, worked out from the written samples and the shipped series.
+struct Expected {
+    /// Energy of the samples with no intensity (all of GPU-c2's).
+    missing_mj: u64,
+    /// Σ share energy (kWh) × its joined marginal intensity.
+    marginal_g: f64,
+    /// Σ share energy (kWh) × the region's average intensity: Electricity Maps' hour holding the
+    /// share's bucket, else eGRID's CAMX rate.
+    average_g: f64,
+}
+
+impl RealData {
+    fn expected(&self) -> Expected {
+        let hours = read_grid_average();
+        let camx = camx().0 .0;
+        let mut e = Expected {
+            missing_mj: 0,
+            marginal_g: 0.0,
+            average_g: 0.0,
+        };
+        for share in self.samples.iter().flat_map(|s| &s.shares) {
+            let kwh = share.energy.0 as f64 / MJ_PER_KWH;
+            match &share.intensity {
+                Some(i) => e.marginal_g += kwh * i.value.0,
+                None => e.missing_mj += share.energy.0,
+            }
+            let at = share.bucket.start().0;
+            let average = hours
+                .iter()
+                .find(|p| p.at.0 <= at && at < p.at.0 + p.duration_ms)
+                .map_or(camx, |p| p.value.0);
+            e.average_g += kwh * average;
+        }
+        e
+    }
 }
 
 /// The common harness's tenants, plus acme's `i-ca` (CAISO_NORTH, two H100s) replaying the
@@ -593,6 +650,7 @@ async fn real_data_with(configure: impl FnOnce(ApiState) -> ApiState) -> RealDat
         from,
         to,
         ca_mj: samples.iter().map(|s| s.sample.energy.0).sum(),
+        samples,
     }
 }
 
@@ -863,6 +921,61 @@ fn summary_json(s: &pb::TenantSummary) -> Value {
     })
 }
 
+fn sum_f64(points: &[Value], field: &str) -> f64 {
+    points.iter().map(|p| p[field].as_f64().unwrap()).sum()
+}
+
+fn sum_u64(points: &[Value], field: &str) -> u64 {
+    points.iter().map(|p| p[field].as_u64().unwrap()).sum()
+}
+
+/// Asserts a series body (REST's JSON shape) over the whole replayed run holds every sample's
+/// energy, and, aggregated, the marginal, facility (PUE 1.3) and average emissions and the
+/// energy without intensity worked out in [`RealData::expected`].
+fn assert_series_numbers(fx: &RealData, e: &Expected, v: &Value, at: &str) {
+    let near = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs(),
+            "{at} {what}: got {got}, want {want}"
+        );
+    };
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(sum_u64(points, "energy_mj"), fx.ca_mj, "{at}");
+    if v["step"] == "raw" {
+        assert_eq!(points.len(), fx.samples.len(), "{at}");
+        let first = &fx.samples[0].sample;
+        assert_eq!(points[0]["start"], rfc3339(first.start.0), "{at}");
+        assert_eq!(points[0]["energy_mj"], first.energy.0, "{at}");
+        return;
+    }
+    near(
+        sum_f64(points, "energy_kwh"),
+        fx.ca_mj as f64 / MJ_PER_KWH,
+        "energy_kwh",
+    );
+    near(sum_f64(points, "co2e_g"), e.marginal_g, "co2e_g");
+    near(
+        sum_f64(points, "facility_co2e_g"),
+        e.marginal_g * PUE_CA,
+        "facility_co2e_g",
+    );
+    near(
+        sum_f64(points, "average_co2e_g"),
+        e.average_g,
+        "average_co2e_g",
+    );
+    near(
+        sum_f64(points, "average_facility_co2e_g"),
+        e.average_g * PUE_CA,
+        "average_facility_co2e_g",
+    );
+    assert_eq!(
+        sum_u64(points, "co2e_missing_energy_mj"),
+        e.missing_mj,
+        "{at}"
+    );
+}
+
 fn series_req(instance: &str, from: &str, to: &str, step: &str) -> pb::GetInstanceSeriesRequest {
     pb::GetInstanceSeriesRequest {
         instance_id: instance.into(),
@@ -897,8 +1010,10 @@ async fn series_both(
 }
 
 #[tokio::test]
-async fn series_over_grpc_equal_rest_at_every_step_on_the_replayed_trace() {
+async fn series_over_grpc_carry_the_replayed_trace_at_every_step() {
     let fx = real_data().await;
+    let e = fx.expected();
+    assert!(e.missing_mj > 0 && e.marginal_g > 0.0 && e.average_g > e.marginal_g * 0.1);
     let mut client = fx.server.client().await;
     // gRPC and REST given the range as RFC 3339 and as Unix ms.
     for (from, to) in [
@@ -915,26 +1030,10 @@ async fn series_over_grpc_equal_rest_at_every_step_on_the_replayed_trace() {
             .await;
             assert_eq!(rest.0, 200, "{}", rest.1);
             let g = grpc.unwrap();
-            assert_same_json(&series_json(&g), &rest.1, step);
-            // Every replayed sample's energy, to the millijoule.
-            let energy: u64 = if step == "raw" {
-                g.raw_points.iter().map(|p| p.energy_mj).sum()
-            } else {
-                g.points.iter().map(|p| p.energy_mj).sum()
-            };
-            assert_eq!(energy, fx.ca_mj, "{step}");
-            if step != "raw" {
-                let marginal: f64 = g.points.iter().map(|p| p.co2e_g).sum();
-                let average: f64 = g.points.iter().map(|p| p.average_co2e_g.unwrap()).sum();
-                assert!(
-                    marginal > 0.0 && average > 0.0,
-                    "{step}: {marginal} {average}"
-                );
-                let missing: u64 = g.points.iter().map(|p| p.co2e_missing_energy_mj).sum();
-                assert!(
-                    missing > 0 && missing < energy,
-                    "{step}: GPU-c2 has no intensity"
-                );
+            assert_eq!((g.instance_id.as_str(), g.step.as_str()), ("i-ca", step));
+            // The gRPC answer and the REST body each carry the numbers worked out by hand.
+            for (at, v) in [("gRPC", series_json(&g)), ("REST", rest.1)] {
+                assert_series_numbers(&fx, &e, &v, &format!("{at} {step}"));
             }
         }
     }
@@ -943,8 +1042,12 @@ async fn series_over_grpc_equal_rest_at_every_step_on_the_replayed_trace() {
     let to = rfc3339(fx.to);
     let (grpc, rest) = series_both(&fx, &mut client, "acme", series_req("i-ca", "", &to, "")).await;
     let g = grpc.unwrap();
-    assert_same_json(&series_json(&g), &rest.1, "defaults");
+    assert_eq!(rest.0, 200, "{}", rest.1);
     assert_eq!(g.step, "5m");
+    assert_eq!(
+        (rest.1["step"].as_str(), rest.1["from"].as_str()),
+        (Some("5m"), Some(g.from.as_str()))
+    );
     assert_eq!(g.from, rfc3339(fx.to - 3_600_000 - 130_000));
     assert_eq!(g.to, rfc3339(fx.to + 170_000));
     // ... and `to` = now.
@@ -1050,8 +1153,9 @@ async fn footprint_both(
 }
 
 #[tokio::test]
-async fn workload_footprints_over_grpc_equal_rest_field_by_field() {
+async fn workload_footprints_over_grpc_carry_the_replayed_run() {
     let fx = real_data().await;
+    let e = fx.expected();
     let mut client = fx.server.client().await;
     let post = |body: Value| {
         let server = &fx.server;
@@ -1081,6 +1185,7 @@ async fn workload_footprints_over_grpc_equal_rest_field_by_field() {
         Some((fx.to - 1_234_567).to_string()),
         &[("team", "vision"), ("run", "42")],
     );
+    let edges_ms = (fx.to - 1_234_567) - (fx.from + 95_000);
     for (req, whole_run) in [(whole, true), (edges, false)] {
         let (status, created) = post(create_body(&req)).await;
         assert_eq!(status, 201, "{created}");
@@ -1088,28 +1193,97 @@ async fn workload_footprints_over_grpc_equal_rest_field_by_field() {
         let (grpc, rest) = footprint_both(&fx, &mut client, "acme", id).await;
         assert_eq!(rest.0, 200, "{}", rest.1);
         let g = grpc.unwrap();
-        assert_same_json(&footprint_json(&g), &rest.1, id);
-        // Real numbers, not zeros that happen to agree.
-        let avg = g.average.as_ref().unwrap();
-        let prov = g.provenance.as_ref().unwrap();
-        assert!(g.operational_co2e_g > g.operational_it_co2e_g && g.operational_it_co2e_g > 0.0);
-        assert!(avg.operational_co2e_g > 0.0 && g.embodied_co2e_g > 0.0);
-        assert!(prov.intervals_actual > 0 && prov.intervals_missing_intensity > 0);
-        assert_eq!(
-            avg.intensity_sources,
-            ["egrid2023:CAMX", "electricitymaps:US-CAL-CISO"]
-        );
         assert_eq!(g.workload.as_ref().unwrap().status, "closed");
-        if whole_run {
-            assert_eq!(g.it_energy_mj, fx.ca_mj);
-            assert!(g.embodied.as_ref().unwrap().unknown_models.is_empty());
-        } else {
-            assert!(g.it_energy_mj < fx.ca_mj && g.it_energy_mj > 0);
-            assert_eq!(g.embodied.as_ref().unwrap().gpus, 4);
+        // The gRPC answer and the REST body each carry the numbers worked out by hand.
+        for (at, v) in [("gRPC", footprint_json(&g)), ("REST", rest.1.clone())] {
+            let f = &v["footprint"];
+            let num = |k: &str| f[k].as_f64().unwrap();
+            let near = |got: f64, want: f64, what: &str| {
+                assert!(
+                    (got - want).abs() <= 1e-9 * want.abs(),
+                    "{at} {what}: got {got}, want {want}"
+                );
+            };
             assert_eq!(
-                g.embodied.as_ref().unwrap().unknown_models,
-                [MYSTERY.to_owned()]
+                f["average"]["intensity_sources"],
+                json!(["egrid2023:CAMX", "electricitymaps:US-CAL-CISO"]),
+                "{at}"
             );
+            if whole_run {
+                // Both H100s of i-ca for the whole run.
+                let embodied = 2.0 * h100_g_per_ms() * RUN_MS as f64;
+                assert_eq!(f["it_energy_mj"], fx.ca_mj, "{at}");
+                near(num("it_energy_kwh"), fx.ca_mj as f64 / MJ_PER_KWH, "kWh");
+                near(
+                    num("facility_energy_kwh"),
+                    fx.ca_mj as f64 / MJ_PER_KWH * PUE_CA,
+                    "fac",
+                );
+                near(num("operational_it_co2e_g"), e.marginal_g, "operational_it");
+                near(
+                    num("operational_co2e_g"),
+                    e.marginal_g * PUE_CA,
+                    "operational",
+                );
+                near(num("embodied_co2e_g"), embodied, "embodied");
+                let total = e.marginal_g * PUE_CA + embodied;
+                near(num("total_co2e_g"), total, "total");
+                near(num("sci_g_per_unit"), total / 3.0, "sci");
+                let average = &f["average"];
+                near(
+                    average["operational_it_co2e_g"].as_f64().unwrap(),
+                    e.average_g,
+                    "avg it",
+                );
+                near(
+                    average["operational_co2e_g"].as_f64().unwrap(),
+                    e.average_g * PUE_CA,
+                    "avg",
+                );
+                assert_eq!(
+                    f["provenance"]["energy_without_intensity_mj"], e.missing_mj,
+                    "{at}"
+                );
+                assert_eq!(
+                    f["embodied"],
+                    json!({"gpus": 2, "unknown_models": []}),
+                    "{at}"
+                );
+            } else {
+                // Between the samples wholly inside the edges and those touching them; i-a2
+                // has no 2023 data. Embodied: i-ca's two H100s and i-a2's one over the window.
+                let (lo, hi) = (fx.from + 95_000, fx.to - 1_234_567);
+                let inside: u64 = fx
+                    .samples
+                    .iter()
+                    .filter(|s| s.sample.start.0 >= lo && s.sample.end.0 <= hi)
+                    .map(|s| s.sample.energy.0)
+                    .sum();
+                let touching: u64 = fx
+                    .samples
+                    .iter()
+                    .filter(|s| s.sample.start.0 < hi && s.sample.end.0 > lo)
+                    .map(|s| s.sample.energy.0)
+                    .sum();
+                let got = f["it_energy_mj"].as_u64().unwrap();
+                assert!(
+                    inside < got && got < touching,
+                    "{at}: {inside} {got} {touching}"
+                );
+                near(
+                    num("embodied_co2e_g"),
+                    3.0 * h100_g_per_ms() * edges_ms as f64,
+                    "embodied",
+                );
+                assert_eq!(
+                    f["embodied"],
+                    json!({"gpus": 4, "unknown_models": [MYSTERY]}),
+                    "{at}"
+                );
+                let op = num("operational_it_co2e_g");
+                assert!(op > 0.0 && op < e.marginal_g, "{at}: {op}");
+                near(num("operational_co2e_g"), op * PUE_CA, "operational");
+            }
         }
         // A reader reads the same; another tenant finds nothing.
         let as_reader = client
@@ -1580,8 +1754,12 @@ async fn summary_both(
 }
 
 #[tokio::test]
-async fn tenant_summaries_over_grpc_equal_rest() {
+async fn tenant_summaries_over_grpc_carry_the_worked_numbers() {
     let fx = real_data().await;
+    let e = fx.expected();
+    // i-a2 (see footprints_over_grpc_carry_the_numbers_worked_by_hand), PUE 1.
+    let a2_co2e = ((30_000_000.0 + 40_000_002.0) * 200.0 + (30_000_001.0 + 20_000_001.0) * 300.0)
+        / MJ_PER_KWH;
     let mut client = fx.server.client().await;
     // The replayed run (2023) and the harness's own data (2026), per tenant.
     let run = (rfc3339(fx.from - 600_000), rfc3339(fx.to + 600_000));
@@ -1595,22 +1773,45 @@ async fn tenant_summaries_over_grpc_equal_rest() {
         let (grpc, rest) = summary_both(&fx, &mut client, tenant, from, to).await;
         assert_eq!(rest.0, 200, "{}", rest.1);
         let g = grpc.unwrap();
-        assert_same_json(&summary_json(&g), &rest.1, &format!("{tenant} {from}"));
-        let ids: Vec<&str> = g.instances.iter().map(|i| i.instance_id.as_str()).collect();
-        let totals = g.totals.as_ref().unwrap();
-        match (tenant, from == &run.0) {
-            ("acme", true) => {
-                assert_eq!(ids, ["i-ca"]);
-                assert_eq!(totals.it_energy_mj, fx.ca_mj);
-                assert!(totals.operational_co2e_g > totals.operational_it_co2e_g);
-                assert!(totals.operational_it_co2e_g > 0.0);
+        // Per instance: (id, IT energy mJ, IT g CO2e, PUE), worked out by hand.
+        let want: Vec<(&str, u64, f64, f64)> = match (tenant, from == &run.0) {
+            ("acme", true) => vec![("i-ca", fx.ca_mj, e.marginal_g, PUE_CA)],
+            ("acme", false) => vec![
+                ("i-a1", (0..15).map(a1_energy).sum(), f64::NAN, PUE_R1),
+                ("i-a2", 120_000_004, a2_co2e, 1.0),
+            ],
+            ("globex", true) => vec![],
+            _ => vec![(
+                "i-b1",
+                4 * 5_000_000,
+                4.0 * 5_000_000.0 / MJ_PER_KWH * 999.0,
+                1.0,
+            )],
+        };
+        for (at, v) in [("gRPC", summary_json(&g)), ("REST", rest.1.clone())] {
+            let at = format!("{at} {tenant} {from}");
+            let instances = v["instances"].as_array().unwrap();
+            let ids: Vec<&str> = instances
+                .iter()
+                .map(|i| i["instance_id"].as_str().unwrap())
+                .collect();
+            let want_ids: Vec<&str> = want.iter().map(|w| w.0).collect();
+            assert_eq!(ids, want_ids, "{at}");
+            for (i, (id, mj, co2e, pue)) in instances.iter().zip(&want) {
+                assert_eq!(i["it_energy_mj"], *mj, "{at} {id}");
+                if !co2e.is_nan() {
+                    let got = i["operational_it_co2e_g"].as_f64().unwrap();
+                    assert!((got - co2e).abs() <= 1e-9 * co2e, "{at} {id}: {got} {co2e}");
+                    let got = i["operational_co2e_g"].as_f64().unwrap();
+                    assert!((got - co2e * pue).abs() <= 1e-9 * co2e, "{at} {id}: {got}");
+                }
             }
-            ("acme", false) => assert_eq!(ids, ["i-a1", "i-a2"]),
-            ("globex", true) => {
-                assert!(ids.is_empty());
-                assert_eq!(totals.it_energy_mj, 0);
+            let total: u64 = want.iter().map(|w| w.1).sum();
+            assert_eq!(v["totals"]["it_energy_mj"], total, "{at}");
+            let without = &v["totals"]["provenance"]["energy_without_intensity_mj"];
+            if tenant == "acme" && from == &run.0 {
+                assert_eq!(*without, e.missing_mj, "{at}");
             }
-            _ => assert_eq!(ids, ["i-b1"]),
         }
     }
     // Bad ranges: INVALID_ARGUMENT with REST's message (a missing bound included).

@@ -1667,3 +1667,59 @@ async fn every_answer_to_odd_requests_is_documented() {
     );
     f.server.stop().await;
 }
+
+/// Every numeric bound the document states on a query parameter is the server's: just inside
+/// is answered, just outside is a 400 problem. The query-only operations are called with each
+/// bounded parameter alone, as their caller's role (readers read tenants' data, operators the
+/// operator routes).
+#[tokio::test]
+async fn every_stated_parameter_bound_is_the_servers() {
+    let f = fixture().await;
+    let doc = Doc::fetch(&f.server).await;
+    let reader = role_token(Role::Reader, "acme");
+    let operator = role_token(Role::Operator, "ops");
+    let mut checked = Vec::new();
+    for ((method, path), op) in doc.operations() {
+        if method != "GET" || path.contains('{') {
+            continue;
+        }
+        let bearer = if path.starts_with("/v1/operator") {
+            &operator
+        } else {
+            &reader
+        };
+        for param in op["parameters"].as_array().into_iter().flatten() {
+            let param = doc.resolve(param);
+            let schema = doc.resolve(&param["schema"]);
+            let name = param["name"].as_str().unwrap();
+            let mut cases = Vec::new();
+            if let Some(min) = schema["minimum"].as_i64() {
+                cases.extend([(min, true), (min - 1, false)]);
+            }
+            if let Some(max) = schema["maximum"].as_i64() {
+                cases.extend([(max, true), (max + 1, false)]);
+            }
+            for (value, inside) in cases {
+                let uri = format!("{path}?{name}={value}");
+                let a = f.server.call(Method::GET, &uri, Some(bearer), None).await;
+                if inside {
+                    assert!(a.status.is_success(), "{uri}: {} {}", a.status, a.body);
+                } else {
+                    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}: {}", a.body);
+                    assert_eq!(a.content_type(), "application/problem+json", "{uri}");
+                    assert_eq!(a.body["status"], 400, "{uri}");
+                    assert!(a.body["detail"].as_str().unwrap().contains(name), "{uri}");
+                }
+                checked.push(uri);
+            }
+        }
+    }
+    // The page limits of the instance and workload lists, at least.
+    for path in ["/v1/instances", "/v1/workloads"] {
+        for value in [0, 1, 1000, 1001] {
+            let uri = format!("{path}?limit={value}");
+            assert!(checked.contains(&uri), "{uri} not checked: {checked:?}");
+        }
+    }
+    f.server.stop().await;
+}

@@ -80,3 +80,46 @@ def test_bad_base_urls_and_tokens_are_refused() -> None:
         wattprint.Client("http://x", "a\nb")
     with pytest.raises(ValueError):
         wattprint.AsyncClient("http://x", " ")
+
+
+def test_a_maximal_series_decodes_every_point() -> None:
+    # 20,000 points, the most a series request may return: each point's values come back, and a
+    # bad value deep inside still names its path.
+    n = 20_000
+
+    def point(i: int) -> dict[str, object]:
+        return {
+            "start": f"p{i}",
+            "end": f"p{i + 1}",
+            "energy_mj": i,
+            "energy_kwh": i / 3.6e9,
+            "estimated_energy_mj": i % 7,
+            "power_mean_w": None if i % 2 else 300 + i,
+            "power_max_w": 700.5,
+            "coverage": 1,
+            "intensity_g_per_kwh": None if i % 3 == 0 else 250.25,
+            "intensity_kinds": {"actual": i % 5, "forecast": 0, "fallback_average": 1, "missing": 0, "replayed": 0},
+            "co2e_g": i * 0.5,
+            "facility_co2e_g": i * 0.6,
+            "co2e_missing_energy_mj": 0,
+            "average_co2e_g": i * 0.25,
+        }
+
+    body = {"instance_id": "i-1", "step": "5m", "from": "a", "to": "b", "points": [point(i) for i in range(n)]}
+    s = decode(wattprint.Series, body)
+    assert (s.instance_id, s.step, s.from_, s.to) == ("i-1", "5m", "a", "b")
+    assert len(s.points) == n and s.energy_mj == n * (n - 1) // 2
+    for i in (0, 1, 2, 9_999, n - 1):
+        p = s.points[i]
+        assert isinstance(p, wattprint.AggregatePoint)
+        assert (p.start, p.end, p.energy_mj, p.estimated_energy_mj) == (f"p{i}", f"p{i + 1}", i, i % 7)
+        assert p.energy_kwh == i / 3.6e9 and p.co2e_g == i * 0.5 and p.facility_co2e_g == i * 0.6
+        assert p.power_mean_w == (None if i % 2 else float(300 + i))
+        assert isinstance(p.power_mean_w, (float, type(None)))
+        assert p.coverage == 1.0 and isinstance(p.coverage, float)
+        assert p.intensity_g_per_kwh == (None if i % 3 == 0 else 250.25)
+        assert p.intensity_kinds == wattprint.IntensityKinds(actual=i % 5, forecast=0, fallback_average=1, missing=0, replayed=0)
+        assert (p.average_co2e_g, p.average_intensity_g_per_kwh, p.average_facility_co2e_g) == (i * 0.25, None, None)
+    body["points"][n - 1]["intensity_kinds"]["missing"] = "none"  # type: ignore[index]
+    with pytest.raises(wattprint.DecodeError, match=r"\$\.points\[19999\]\.intensity_kinds\.missing: expected an integer"):
+        decode(wattprint.Series, body)
