@@ -19,7 +19,7 @@ source scripts/servers.sh start
 trap 'scripts/servers.sh stop' EXIT
 export WPTEST_REQUIRE_SERVERS=1
 echo "==> python sdk venv"
-# The Python SDK's tests (tests/tests/python_sdk.rs) run in this venv; pip fetches httpx,
+# The Python SDK's tests (tests/tests/it/python_sdk.rs) run in this venv; pip fetches httpx,
 # pytest and mypy (and schemathesis, below) from PyPI.
 python3 -m venv target/py-sdk || {
     # Debian's system python3 ships venv's ensurepip separately.
@@ -28,7 +28,7 @@ python3 -m venv target/py-sdk || {
     python3 -m venv target/py-sdk
 }
 target/py-sdk/bin/pip install --quiet --disable-pip-version-check -e 'sdk/python[test]'
-# tests/tests/api_fuzz.rs fuzzes the REST API from its OpenAPI document with schemathesis,
+# tests/tests/it/api_fuzz.rs fuzzes the REST API from its OpenAPI document with schemathesis,
 # pinned so that a new release's checks do not change what passes.
 target/py-sdk/bin/pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 export WPTEST_PYTHON="$PWD/target/py-sdk/bin/python"

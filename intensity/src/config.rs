@@ -92,4 +92,3 @@ pub struct RawRegion {
     /// Electricity Maps zone polled for average intensity (needs `[intensity.electricitymaps]`).
     pub electricitymaps_zone: Option<String>,
 }
-

@@ -166,7 +166,10 @@ impl RawQueryApi {
         Ok(QueryApiSettings {
             listen: self.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
             issuer: self.issuer.clone().unwrap_or_else(|| "wattprint".into()),
-            audience: self.audience.clone().unwrap_or_else(|| "wattprint-api".into()),
+            audience: self
+                .audience
+                .clone()
+                .unwrap_or_else(|| "wattprint-api".into()),
             secret_file: self
                 .hs256_secret_file
                 .clone()
@@ -253,4 +256,3 @@ mod api_auth_tests {
         }
     }
 }
-

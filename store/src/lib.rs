@@ -8,8 +8,8 @@
 //! Backends do no tracing of their own: wrap one in [`Traced`] for a span per operation.
 
 mod checks;
-pub mod config;
 pub mod clickhouse;
+pub mod config;
 pub mod rollups;
 pub mod sqlite;
 mod traced;

@@ -1,7 +1,7 @@
 //! A real `wattprint up` for the SDK tests: the embedded server on free ports with a temp data
 //! dir, its agent replaying the shipped H100 trace once, as fast as acks allow, starting at a
 //! fixed time in the past — so the data stops growing and every GPU ends with exactly the
-//! trace's own energy. Shared by `client/tests/live.rs` and `tests/tests/python_sdk.rs` (which
+//! trace's own energy. Shared by `client/tests/live.rs` and `tests/tests/it/python_sdk.rs` (which
 //! includes this file by path); it uses only `wattprint-tests`, `reqwest` and `serde_json`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each includer uses a part

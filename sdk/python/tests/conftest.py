@@ -1,7 +1,7 @@
 """Fixtures for the tests against a running server.
 
 The server and its data come from the environment, set by the Rust harness
-(`tests/tests/python_sdk.rs`), which starts a real `wattprint up` whose replay of the shipped
+(`tests/tests/it/python_sdk.rs`), which starts a real `wattprint up` whose replay of the shipped
 H100 trace has finished:
 
 - ``WATTPRINT_URL``, ``WATTPRINT_TOKEN``: the API and an admin token of tenant ``acme``;

@@ -4,7 +4,7 @@
 //! its own rate limit.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,7 +1,7 @@
 //! The real server on a TCP port: answers over HTTP and stops when its shutdown future resolves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! a 500, on the tenant and the operator routes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

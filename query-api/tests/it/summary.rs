@@ -2,7 +2,7 @@
 //! agreement with the 5-minute series, tenant isolation, redeliveries and request errors.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

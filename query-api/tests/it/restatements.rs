@@ -9,7 +9,7 @@
 //! tokens and bad ranges are refused; gRPC answers what REST answers, bit for bit.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

@@ -4,7 +4,7 @@
 //! that no response ever carries another tenant's data.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

@@ -10,8 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-#[path = "../../client/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

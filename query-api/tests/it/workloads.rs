@@ -2,7 +2,7 @@
 //! emissions and SCI match hand computations to the millijoule.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::header::LOCATION;
 use axum::http::StatusCode;

@@ -2,7 +2,7 @@
 //! by hand, raw samples come back as stored.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

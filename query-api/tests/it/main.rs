@@ -1,0 +1,17 @@
+//! The query API's integration tests, one binary: REST and gRPC against a real server on both
+//! stores, auth and isolation, OpenAPI, what-ifs, restatements and hostile input.
+
+mod auth;
+mod common;
+mod corpus;
+mod grpc;
+mod hostile;
+mod isolation;
+mod openapi;
+mod restatements;
+mod security;
+mod series;
+mod serve;
+mod summary;
+mod whatif;
+mod workloads;
