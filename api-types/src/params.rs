@@ -35,10 +35,10 @@ pub struct WorkloadListParams {
 #[into_params(parameter_in = Query)]
 pub struct SeriesParams {
     /// Start: RFC 3339 or Unix ms (default: `to` − 1 h).
-    #[param(example = "2026-11-23T00:00:00Z")]
+    #[param(example = "2026-11-23T00:00:00Z", schema_with = crate::schema::instant_param_schema)]
     pub from: Option<String>,
     /// End, exclusive: RFC 3339 or Unix ms (default: now).
-    #[param(example = "2026-11-23T01:00:00Z")]
+    #[param(example = "2026-11-23T01:00:00Z", schema_with = crate::schema::instant_param_schema)]
     pub to: Option<String>,
     /// `raw`, `5m` (default), `1h` or `1d`.
     #[param(value_type = Option<Step>)]
@@ -49,9 +49,13 @@ pub struct SeriesParams {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WhatIfParams {
-    /// Flexible Start windows, hours, comma-separated (default 6,12,18,24).
+    /// Flexible Start windows, hours, comma-separated (default 6,12,18,24): 1 to 8, each more
+    /// than 0 and at most 720, in whole 5-minute steps (multiples of 1/12 h).
+    #[param(style = Form, explode = false, schema_with = crate::schema::window_hours_schema)]
     pub window_hours: Option<String>,
-    /// Pause and Resume factors, comma-separated (default 1.25,1.5,1.75,2).
+    /// Pause and Resume factors, comma-separated (default 1.25,1.5,1.75,2): 1 to 8, each
+    /// from 1 to 4.
+    #[param(style = Form, explode = false, schema_with = crate::schema::factor_schema)]
     pub factor: Option<String>,
     /// `actual` (default: hindsight) or `forecast` (planned on the forecasts known at the
     /// workload's start, and judged on actuals).
@@ -64,10 +68,10 @@ pub struct WhatIfParams {
 #[into_params(parameter_in = Query)]
 pub struct SummaryParams {
     /// Start: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-11-01T00:00:00Z")]
+    #[param(required = true, example = "2026-11-01T00:00:00Z", schema_with = crate::schema::instant_param_schema)]
     pub from: Option<String>,
     /// End, exclusive: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-12-01T00:00:00Z")]
+    #[param(required = true, example = "2026-12-01T00:00:00Z", schema_with = crate::schema::instant_param_schema)]
     pub to: Option<String>,
 }
 
@@ -76,9 +80,9 @@ pub struct SummaryParams {
 #[into_params(parameter_in = Query)]
 pub struct RestatementsParams {
     /// Start: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-11-01T00:00:00Z")]
+    #[param(required = true, example = "2026-11-01T00:00:00Z", schema_with = crate::schema::instant_param_schema)]
     pub from: Option<String>,
     /// End, exclusive: RFC 3339 or Unix ms (required).
-    #[param(required = true, value_type = String, example = "2026-12-01T00:00:00Z")]
+    #[param(required = true, example = "2026-12-01T00:00:00Z", schema_with = crate::schema::instant_param_schema)]
     pub to: Option<String>,
 }

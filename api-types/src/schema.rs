@@ -1,7 +1,9 @@
 //! Schemas the derives cannot produce: mirrors of core's types (core has no utoipa) and the
 //! `anyOf` of a series' points.
 
-use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
@@ -77,4 +79,101 @@ impl<T: ToSchema> SchemaRef for T {
     fn schema_ref() -> RefOr<Schema> {
         RefOr::Ref(utoipa::openapi::Ref::from_schema_name(T::name()))
     }
+}
+
+/// What the server accepts in ids and text: no control characters (Unicode `Cc`, as Rust's
+/// `char::is_control`: U+0000–U+001F and U+007F–U+009F).
+pub const NO_CONTROL_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+/// Free text (labels, functional units): no control characters and not blank.
+pub const TEXT_PATTERN: &str =
+    r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+/// A workload label key: 1 to 63 of letters, digits, `.`, `_`, `/`, `-`, starting with a letter
+/// or digit.
+pub const LABEL_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
+/// Longest id the server reads (characters).
+pub const MAX_ID_CHARS: usize = 256;
+/// Longest free text (characters).
+pub const MAX_TEXT_CHARS: usize = 200;
+/// Most labels on one workload.
+pub const MAX_LABELS: usize = 64;
+
+fn string_schema(min: usize, max: usize, pattern: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+}
+
+/// An instance or workload id: 1 to 256 characters, no control characters.
+pub fn id_schema() -> Schema {
+    string_schema(1, MAX_ID_CHARS, NO_CONTROL_PATTERN).into()
+}
+
+/// Free text: 1 to 200 characters, not blank, no control characters.
+pub fn text_schema() -> Schema {
+    string_schema(1, MAX_TEXT_CHARS, TEXT_PATTERN).into()
+}
+
+/// A workload's `instance_ids`: 1 to 100 ids.
+pub fn instance_ids_schema() -> Schema {
+    ArrayBuilder::new()
+        .items(RefOr::T(id_schema()))
+        .min_items(Some(1))
+        .max_items(Some(100))
+        .into()
+}
+
+/// A workload's labels: at most 64, keys as [`LABEL_KEY_PATTERN`], values up to 200
+/// characters.
+pub fn labels_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(LABEL_KEY_PATTERN)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_TEXT_CHARS)),
+        ))
+        .max_properties(Some(MAX_LABELS))
+        .into()
+}
+
+/// An instant in a query string: RFC 3339 date-time (years 0000–9999, no leap second); the
+/// server also reads integer Unix milliseconds.
+pub fn instant_param_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .into()
+}
+
+fn number_list(min: f64, exclusive_min: bool, max: f64) -> Schema {
+    let item = ObjectBuilder::new().schema_type(Type::Number).maximum(Some(max));
+    let item = if exclusive_min {
+        item.exclusive_minimum(Some(min))
+    } else {
+        item.minimum(Some(min))
+    };
+    ArrayBuilder::new()
+        .items(item)
+        .min_items(Some(1))
+        .max_items(Some(8))
+        .into()
+}
+
+/// `window_hours` of a what-if: 1 to 8 windows, each more than 0 and at most 720 hours, in
+/// whole 5-minute steps (the step rule is in the description: JSON Schema's `multipleOf`
+/// cannot state twelfths exactly).
+pub fn window_hours_schema() -> Schema {
+    number_list(0.0, true, 720.0)
+}
+
+/// `factor` of a what-if: 1 to 8 Pause and Resume factors, each from 1 to 4.
+pub fn factor_schema() -> Schema {
+    number_list(1.0, false, 4.0)
 }

@@ -1,10 +1,12 @@
 //! Instants as requests give them, and series steps; with the parsing the server applies.
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
 use wattprint_core::{UnixMillis, BUCKET_MS};
 
 /// An instant as given in a JSON body: integer milliseconds or a string (RFC 3339 or digits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum InstantInput {
     /// Unix milliseconds.
@@ -12,6 +14,36 @@ pub enum InstantInput {
     /// RFC 3339 or a decimal string of Unix milliseconds.
     Rfc3339(String),
 }
+
+/// The document states what the server reads: integer milliseconds within
+/// [`MIN_TIME`]..=[`MAX_TIME`], or an RFC 3339 date-time (a string of digits is read as
+/// milliseconds too).
+impl utoipa::PartialSchema for InstantInput {
+    fn schema() -> RefOr<Schema> {
+        let millis = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(MIN_TIME.0 as f64))
+            .maximum(Some(MAX_TIME.0 as f64))
+            .description(Some("Unix milliseconds."));
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some(
+                "RFC 3339 date-time, years 0000 to 9999 (a string of digits is read as Unix \
+                 milliseconds too).",
+            ));
+        OneOfBuilder::new()
+            .item(millis)
+            .item(text)
+            .description(Some(
+                "An instant as given in a JSON body: integer milliseconds or an RFC 3339 string.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for InstantInput {}
 
 /// Resolution of a series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -11,9 +11,11 @@ use crate::time::InstantInput;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadRequest {
-    /// Human label.
+    /// Human label: 1 to 200 characters, not blank, no control characters.
+    #[schema(schema_with = crate::schema::text_schema)]
     pub label: String,
-    /// Instances it ran on.
+    /// Instances it ran on: 1 to 100 of the tenant's instance ids, each once.
+    #[schema(schema_with = crate::schema::instance_ids_schema)]
     pub instance_ids: Vec<String>,
     /// Start: RFC 3339 or Unix ms.
     pub from: InstantInput,
@@ -21,12 +23,16 @@ pub struct WorkloadRequest {
     /// until `POST /v1/workloads/{id}/close`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<InstantInput>,
-    /// What R counts (e.g. `training run`).
+    /// What R counts (e.g. `training run`): 1 to 200 characters, not blank, no control
+    /// characters.
+    #[schema(schema_with = crate::schema::text_schema)]
     pub functional_unit: String,
-    /// R: how many functional units the workload produced.
+    /// R: how many functional units the workload produced, a positive finite number.
+    #[schema(exclusive_minimum = 0.0)]
     pub functional_units: f64,
     /// Key/value labels (team, project…); see `PUT /v1/workloads/{id}/labels` for the rules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = crate::schema::labels_schema)]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -157,6 +163,7 @@ pub struct LabelsRequest {
     /// The new labels, replacing all old ones (`{}` removes every label). Keys: 1 to 63 of
     /// letters, digits, `.`, `_`, `/`, `-`, starting with a letter or digit; values up to 200
     /// characters; at most 64 labels.
+    #[schema(schema_with = crate::schema::labels_schema)]
     pub labels: BTreeMap<String, String>,
 }
 

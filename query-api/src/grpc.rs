@@ -34,7 +34,7 @@ use crate::workloads::{self, CloseRequest, LabelsRequest, PageParams, WorkloadLi
 use crate::ApiState;
 
 /// Largest request message the gRPC service decodes. Every request of `TenantQuery` is a few
-/// hundred bytes at most (ids are capped at [`service::MAX_ID_LEN`]).
+/// kilobytes at most (ids are capped at [`service::MAX_ID_LEN`] characters).
 pub const MAX_GRPC_REQUEST_BYTES: usize = 64 * 1024;
 
 /// The `TenantQuery` implementation: a thin adapter over [`ApiState`] and [`crate::service`].

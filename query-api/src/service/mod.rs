@@ -16,10 +16,10 @@ pub use wattprint_api_types::{
 use crate::error::ApiError;
 use crate::ApiLimits;
 
-/// Longest id accepted in a path or body.
-pub const MAX_ID_LEN: usize = 256;
+/// Longest id accepted in a path or body, in characters (as the OpenAPI document states).
+pub const MAX_ID_LEN: usize = wattprint_api_types::schema::MAX_ID_CHARS;
 /// Longest label or functional-unit name.
-pub const MAX_TEXT_LEN: usize = 200;
+pub const MAX_TEXT_LEN: usize = wattprint_api_types::schema::MAX_TEXT_CHARS;
 /// Most instances one workload may name.
 pub const MAX_WORKLOAD_INSTANCES: usize = 100;
 
@@ -49,9 +49,9 @@ pub fn check_range(from: UnixMillis, to: UnixMillis, limits: &ApiLimits) -> Resu
 
 /// Refuses ids that are empty, too long or carry control characters (400).
 pub fn check_id(kind: &str, id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+    if id.is_empty() || id.chars().count() > MAX_ID_LEN || id.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(format!(
-            "{kind} id must be 1 to {MAX_ID_LEN} bytes without control characters"
+            "{kind} id must be 1 to {MAX_ID_LEN} characters without control characters"
         )));
     }
     Ok(())
