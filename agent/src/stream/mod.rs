@@ -24,17 +24,24 @@
 //! backpressure) and retries at the longest backoff, so that it resumes by itself once an
 //! operator has fixed the registry, and a restarted agent with fixed settings resends all.
 
-use crate::spool::{BatchMeta, Dropped, Recovery, SharedSpool, Spool};
-use crate::tls::{error_chain, HostToken, HOST_ID_HEADER};
+mod auth;
+mod outbox;
+mod spooler;
+
+pub use auth::{is_auth_refusal, is_tls_refusal, StreamAuth};
+pub use outbox::Outbox;
+
+use crate::spool::{Recovery, Spool};
+use crate::tls::error_chain;
 use crate::AgentReport;
+use auth::{credentials_refused, refusal_reason};
 use futures::future::BoxFuture;
-use std::collections::VecDeque;
+use spooler::{sealed_batch, Spooler};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Streaming};
 use tracing::Instrument;
@@ -70,76 +77,6 @@ pub struct StreamConfig {
     pub auth: StreamAuth,
 }
 
-/// The metadata every stream carries: the host id and, when configured, the host token.
-#[derive(Debug, Clone)]
-pub struct StreamAuth {
-    host: AsciiMetadataValue,
-    bearer: Option<AsciiMetadataValue>,
-}
-
-impl StreamAuth {
-    /// The metadata for `host` with `token`. The host id must be visible ASCII to travel as
-    /// metadata.
-    pub fn new(host: &HostId, token: Option<&HostToken>) -> Result<Self, String> {
-        let host = AsciiMetadataValue::try_from(host.as_str())
-            .ok()
-            .filter(|_| host.as_str().bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| {
-                format!(
-                    "host_id {:?} must be visible ASCII characters to be sent to the gateway",
-                    host.as_str()
-                )
-            })?;
-        let bearer = match token {
-            Some(t) => {
-                let mut v = AsciiMetadataValue::try_from(format!("Bearer {}", t.secret()))
-                    .map_err(|_| "the host token is not a valid header value".to_owned())?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
-        Ok(Self { host, bearer })
-    }
-
-    fn apply(&self, metadata: &mut MetadataMap) {
-        metadata.insert(HOST_ID_HEADER, self.host.clone());
-        if let Some(b) = &self.bearer {
-            metadata.insert("authorization", b.clone());
-        }
-    }
-}
-
-/// Whether a status means the gateway refused the agent's credentials: a configuration
-/// error, retried only at the longest backoff.
-pub fn is_auth_refusal(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unauthenticated | Code::PermissionDenied
-    )
-}
-
-/// Whether a connection failed because TLS refused one side's certificate: the gateway sent
-/// an alert (no client certificate, one from a CA it does not trust, …) or the agent could
-/// not verify the gateway's certificate. `chain` is the error with its sources.
-pub fn is_tls_refusal(chain: &str) -> bool {
-    chain.contains("fatal alert") || chain.contains("invalid peer certificate")
-}
-
-/// Whether `status` refuses the agent's credentials or TLS settings.
-fn credentials_refused(status: &tonic::Status) -> bool {
-    is_auth_refusal(status) || is_tls_refusal(&error_chain(status))
-}
-
-/// What to log of a refusal: the gateway's reason, or the transport error's chain.
-fn refusal_reason(status: &tonic::Status) -> String {
-    if is_auth_refusal(status) {
-        status.message().to_owned()
-    } else {
-        error_chain(status)
-    }
-}
-
 /// Parses a gateway URL into an endpoint with the agent's connection settings.
 pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
@@ -148,224 +85,6 @@ pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true))
-}
-
-/// A sealed batch, whether it has been sent at least once, and whether it is in the spool.
-#[derive(Debug, Clone)]
-struct Pending {
-    batch: SampleBatch,
-    sent: bool,
-    on_disk: bool,
-}
-
-/// The batches being built and waiting for acks: pure bookkeeping, no I/O.
-#[derive(Debug)]
-pub struct Outbox {
-    host_id: String,
-    max_samples: usize,
-    current: Vec<wattprint_proto::v1::Sample>,
-    current_since: Option<Instant>,
-    pending: VecDeque<Pending>,
-    next_batch_seq: u64,
-    report: AgentReport,
-}
-
-impl Outbox {
-    /// An empty outbox sealing batches of at most `max_samples` samples.
-    pub fn new(host_id: &HostId, max_samples: usize) -> Self {
-        Self {
-            host_id: host_id.0.clone(),
-            max_samples: max_samples.max(1),
-            current: Vec::new(),
-            current_since: None,
-            pending: VecDeque::new(),
-            next_batch_seq: 1,
-            report: AgentReport::default(),
-        }
-    }
-
-    /// Adds a sample to the open batch; seals it when full and returns the sealed batch's
-    /// `batch_seq`.
-    pub fn push(&mut self, sample: &EnergySample) -> Option<u64> {
-        if self.current.is_empty() {
-            self.current_since = Some(Instant::now());
-        }
-        self.current.push(wattprint_proto::sample_to_wire(sample));
-        (self.current.len() >= self.max_samples)
-            .then(|| self.seal())
-            .flatten()
-    }
-
-    /// Seals the open batch (if it has samples) into the unacked queue; returns its `batch_seq`.
-    pub fn seal(&mut self) -> Option<u64> {
-        if self.current.is_empty() {
-            return None;
-        }
-        let batch_seq = self.next_batch_seq;
-        self.next_batch_seq += 1;
-        self.current_since = None;
-        self.pending.push_back(Pending {
-            batch: SampleBatch {
-                host_id: self.host_id.clone(),
-                batch_seq,
-                samples: std::mem::take(&mut self.current),
-            },
-            sent: false,
-            on_disk: false,
-        });
-        Some(batch_seq)
-    }
-
-    /// Makes the next sealed batch `batch_seq` (a spool continues its predecessor's numbers).
-    pub fn set_next_batch_seq(&mut self, batch_seq: u64) {
-        self.next_batch_seq = batch_seq;
-    }
-
-    /// The unacked batch `batch_seq`, if it is in memory.
-    pub fn batch(&self, batch_seq: u64) -> Option<&SampleBatch> {
-        self.pending
-            .iter()
-            .find(|p| p.batch.batch_seq == batch_seq)
-            .map(|p| &p.batch)
-    }
-
-    /// Notes that `batch_seq` is safe in the spool.
-    pub fn mark_on_disk(&mut self, batch_seq: u64) {
-        if let Some(p) = self
-            .pending
-            .iter_mut()
-            .find(|p| p.batch.batch_seq == batch_seq)
-        {
-            p.on_disk = true;
-        }
-    }
-
-    /// Batches in memory that are not in the spool (every batch, without a spool).
-    pub fn memory_only(&self) -> usize {
-        self.pending.iter().filter(|p| !p.on_disk).count()
-    }
-
-    /// Spooled batches also held in memory.
-    pub fn on_disk_in_memory(&self) -> usize {
-        self.pending.iter().filter(|p| p.on_disk).count()
-    }
-
-    /// Removes batches from memory without an ack: spooled batches left to the backlog, or
-    /// batches the spool dropped. `batch_seqs` must be ascending. Returns how many were in
-    /// memory.
-    pub fn forget(&mut self, batch_seqs: &[u64]) -> usize {
-        let before = self.pending.len();
-        self.pending
-            .retain(|p| batch_seqs.binary_search(&p.batch.batch_seq).is_err());
-        before - self.pending.len()
-    }
-
-    /// Adds a batch read back from the spool at the end of the queue. `replayed`: left by a
-    /// previous run, so it may have been sent before and counts as resent.
-    pub fn push_loaded(&mut self, batch: SampleBatch, replayed: bool) {
-        self.pending.push_back(Pending {
-            batch,
-            sent: replayed,
-            on_disk: true,
-        });
-    }
-
-    /// When the open batch must be sealed, if it has samples.
-    pub fn seal_due(&self, max_wait: Duration) -> Option<Instant> {
-        self.current_since.map(|t| t + max_wait)
-    }
-
-    /// Batches waiting for acks (sent or not).
-    pub fn unacked(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Samples in the open batch.
-    pub fn open_samples(&self) -> usize {
-        self.current.len()
-    }
-
-    /// Samples waiting for acks.
-    pub fn unacked_samples(&self) -> usize {
-        self.pending.iter().map(|p| p.batch.samples.len()).sum()
-    }
-
-    /// The batch `batch_seq` to send, marking it sent (counting its samples on the first send,
-    /// and later sends as resends).
-    fn take_for_send(&mut self, batch_seq: u64) -> Option<SampleBatch> {
-        let p = self
-            .pending
-            .iter_mut()
-            .find(|p| p.batch.batch_seq == batch_seq)?;
-        if p.sent {
-            self.report.batches_resent += 1;
-        } else {
-            p.sent = true;
-            self.report.samples_sent += p.batch.samples.len() as u64;
-        }
-        Some(p.batch.clone())
-    }
-
-    /// Every unacked batch in order, for a fresh connection; batches sent before count as
-    /// resent.
-    fn all_for_resend(&mut self) -> Vec<SampleBatch> {
-        let mut out = Vec::with_capacity(self.pending.len());
-        for p in &mut self.pending {
-            if p.sent {
-                self.report.batches_resent += 1;
-            } else {
-                p.sent = true;
-                self.report.samples_sent += p.batch.samples.len() as u64;
-            }
-            out.push(p.batch.clone());
-        }
-        out
-    }
-
-    /// Applies an ack: removes its batch and counts accepted and rejected samples. Returns
-    /// false for an ack of no unacked batch (a duplicate, or from an older connection).
-    pub fn ack(&mut self, ack: &BatchAck) -> bool {
-        let Some(pos) = self
-            .pending
-            .iter()
-            .position(|p| p.batch.batch_seq == ack.batch_seq)
-        else {
-            tracing::debug!(
-                batch_seq = ack.batch_seq,
-                "ack for no unacked batch; ignored"
-            );
-            return false;
-        };
-        let acked = self.pending.remove(pos);
-        self.report.samples_acked += u64::from(ack.accepted);
-        self.report.samples_rejected += ack.rejected.len() as u64;
-        for r in &ack.rejected {
-            tracing::warn!(
-                batch_seq = ack.batch_seq,
-                gpu = %r.gpu_uuid,
-                seq = r.seq,
-                reason = %r.reason,
-                "gateway rejected a sample"
-            );
-        }
-        let answered = u64::from(ack.accepted) + ack.rejected.len() as u64;
-        if let Some(p) = acked {
-            if answered != p.batch.samples.len() as u64 {
-                tracing::debug!(
-                    batch_seq = ack.batch_seq,
-                    samples = p.batch.samples.len(),
-                    answered,
-                    "ack covers a different number of samples than the batch had"
-                );
-            }
-        }
-        true
-    }
-
-    /// The counts so far (`counter_resets` and `gaps` stay 0: the sampler counts those).
-    pub fn report(&self) -> &AgentReport {
-        &self.report
-    }
 }
 
 /// Where batches go on an open stream.
@@ -484,52 +203,7 @@ pub async fn stream_samples(
                     break;
                 }
                 event = conn.next_event() => {
-                    match event {
-                        ConnEvent::RetryDue => conn = connect(&config.endpoint),
-                        ConnEvent::Connected(Ok(channel)) => {
-                            conn = open(channel, &mut outbox, &config.auth);
-                        }
-                        ConnEvent::Connected(Err(e)) if is_tls_refusal(&error_chain(&e)) => {
-                            conn = refused(None, &error_chain(&e), &mut outbox, &mut backoff, config.reconnect_backoff_max, backlog);
-                        }
-                        ConnEvent::Connected(Err(e)) => {
-                            tracing::warn!(error = %error_chain(&e), retry_in = ?backoff, "cannot connect to gateway");
-                            conn = down(&mut backoff, config.reconnect_backoff_max);
-                        }
-                        ConnEvent::Opened(Ok(response)) => {
-                            if let Conn::Opening { tx, .. } = std::mem::replace(&mut conn, Conn::Down { retry_at: Instant::now() }) {
-                                tracing::info!(unacked_batches = outbox.unacked(), backlog, "stream to gateway open");
-                                conn = Conn::Up { tx, acks: response };
-                            }
-                        }
-                        ConnEvent::Opened(Err(status)) if credentials_refused(&status) => {
-                            conn = refused(Some(status.code()), &refusal_reason(&status), &mut outbox, &mut backoff, config.reconnect_backoff_max, backlog);
-                        }
-                        ConnEvent::Opened(Err(status)) => {
-                            tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), retry_in = ?backoff, "gateway refused the stream");
-                            conn = down(&mut backoff, config.reconnect_backoff_max);
-                        }
-                        ConnEvent::Ack(Ok(Some(ack))) => {
-                            if outbox.ack(&ack) {
-                                backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
-                                if let Some(sp) = spooler.as_mut() {
-                                    sp.acked(ack.batch_seq).await;
-                                    sp.refill(&mut outbox, conn.sender().cloned(), max_unacked).await;
-                                }
-                            }
-                        }
-                        ConnEvent::Ack(Ok(None)) => {
-                            tracing::warn!(unacked_batches = outbox.unacked(), retry_in = ?backoff, "gateway closed the stream");
-                            conn = down(&mut backoff, config.reconnect_backoff_max);
-                        }
-                        ConnEvent::Ack(Err(status)) if credentials_refused(&status) => {
-                            conn = refused(Some(status.code()), &refusal_reason(&status), &mut outbox, &mut backoff, config.reconnect_backoff_max, backlog);
-                        }
-                        ConnEvent::Ack(Err(status)) => {
-                            tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
-                            conn = down(&mut backoff, config.reconnect_backoff_max);
-                        }
-                    }
+                    on_conn_event(event, &mut conn, &mut outbox, spooler.as_mut(), &mut backoff, &config, backlog).await;
                 }
                 sample = samples.recv(), if room && !sampler_done => {
                     let sealed = match sample {
@@ -562,168 +236,92 @@ pub async fn stream_samples(
     .await
 }
 
-/// A batch was just sealed: without a spool it is sent at once. With one, it is made durable
-/// first, and sent only if it does not have to queue behind the backlog or the window is full
-/// (then it stays on disk until acks make room).
-async fn sealed_batch(
-    tx: Option<Sender>,
+/// Handles one event of the connection: reconnects, opens the stream, applies acks (and
+/// records them in the spool, refilling the window), backs off on failures.
+async fn on_conn_event(
+    event: ConnEvent,
+    conn: &mut Conn,
     outbox: &mut Outbox,
     spooler: Option<&mut Spooler>,
-    batch_seq: u64,
-    window: usize,
+    backoff: &mut Duration,
+    config: &StreamConfig,
+    backlog: usize,
 ) {
-    if let Some(sp) = spooler {
-        if let Some(batch) = outbox.batch(batch_seq).cloned() {
-            let samples = batch.samples.len() as u64;
-            match sp.spool.call(move |s| s.append(&batch)).await {
-                Ok(dropped) => {
-                    outbox.mark_on_disk(batch_seq);
-                    sp.apply_dropped(outbox, &dropped);
-                    if !sp.backlog.is_empty() || outbox.on_disk_in_memory() > window {
-                        outbox.forget(&[batch_seq]);
-                        sp.backlog.push_back(Backlogged {
-                            batch_seq,
-                            samples,
-                            replayed: false,
-                        });
-                        sp.refill(outbox, tx, window).await;
-                        return;
-                    }
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    batch_seq,
-                    "cannot spool a batch; it is kept in memory only"
-                ),
-            }
+    let max_unacked = config.max_unacked_batches.max(1);
+    match event {
+        ConnEvent::RetryDue => *conn = connect(&config.endpoint),
+        ConnEvent::Connected(Ok(channel)) => {
+            *conn = open(channel, outbox, &config.auth);
         }
-    }
-    send(tx.as_ref(), outbox, batch_seq);
-}
-
-/// Spooled batches read back per blocking call when refilling the window.
-const REFILL_CHUNK: usize = 64;
-
-/// A spooled batch that is on disk only.
-#[derive(Debug, Clone, Copy)]
-struct Backlogged {
-    batch_seq: u64,
-    samples: u64,
-    /// Left unacked by a previous run.
-    replayed: bool,
-}
-
-/// The spool side of streaming: the spool, and the spooled batches not held in memory.
-struct Spooler {
-    spool: SharedSpool,
-    /// Oldest first; all newer than every spooled batch in memory.
-    backlog: VecDeque<Backlogged>,
-}
-
-impl Spooler {
-    /// Takes over an opened spool: new batches continue its numbering, and every batch it
-    /// holds unacked is queued to be resent first.
-    fn start(spool: Spool, recovery: &Recovery, outbox: &mut Outbox) -> Self {
-        outbox.set_next_batch_seq(spool.next_batch_seq());
-        let unacked: Vec<BatchMeta> = spool.unacked();
-        let backlog: VecDeque<Backlogged> = unacked
-            .iter()
-            .map(|m| Backlogged {
-                batch_seq: m.batch_seq,
-                samples: m.samples,
-                replayed: true,
-            })
-            .collect();
-        outbox.report.batches_replayed = backlog.len() as u64;
-        outbox.report.spool_damaged_records = recovery.damaged_records();
-        if let (Some(first), Some(last)) = (unacked.first(), unacked.last()) {
-            tracing::info!(
-                batches = unacked.len(),
-                samples = unacked.iter().map(|m| m.samples).sum::<u64>(),
-                first_batch_seq = first.batch_seq,
-                last_batch_seq = last.batch_seq,
-                "resending the batches a previous run left unacked, before new ones"
+        ConnEvent::Connected(Err(e)) if is_tls_refusal(&error_chain(&e)) => {
+            *conn = refused(
+                None,
+                &error_chain(&e),
+                outbox,
+                backoff,
+                config.reconnect_backoff_max,
+                backlog,
             );
         }
-        Self {
-            spool: SharedSpool::new(spool),
-            backlog,
+        ConnEvent::Connected(Err(e)) => {
+            tracing::warn!(error = %error_chain(&e), retry_in = ?backoff, "cannot connect to gateway");
+            *conn = down(backoff, config.reconnect_backoff_max);
         }
-    }
-
-    /// Records an ack in the spool (a failure only means a resend after a restart).
-    async fn acked(&mut self, batch_seq: u64) {
-        if let Err(e) = self.spool.call(move |s| s.ack(batch_seq)).await {
-            tracing::warn!(
-                error = %e,
-                batch_seq,
-                "cannot record an ack in the spool; the batch will be resent after a restart"
+        ConnEvent::Opened(Ok(response)) => {
+            if let Conn::Opening { tx, .. } = std::mem::replace(
+                conn,
+                Conn::Down {
+                    retry_at: Instant::now(),
+                },
+            ) {
+                tracing::info!(
+                    unacked_batches = outbox.unacked(),
+                    backlog,
+                    "stream to gateway open"
+                );
+                *conn = Conn::Up { tx, acks: response };
+            }
+        }
+        ConnEvent::Opened(Err(status)) if credentials_refused(&status) => {
+            *conn = refused(
+                Some(status.code()),
+                &refusal_reason(&status),
+                outbox,
+                backoff,
+                config.reconnect_backoff_max,
+                backlog,
             );
         }
-    }
-
-    /// Forgets batches the spool dropped (drop-oldest), wherever they were queued.
-    fn apply_dropped(&mut self, outbox: &mut Outbox, dropped: &Dropped) {
-        if dropped.is_empty() {
-            return;
+        ConnEvent::Opened(Err(status)) => {
+            tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), retry_in = ?backoff, "gateway refused the stream");
+            *conn = down(backoff, config.reconnect_backoff_max);
         }
-        outbox.forget(&dropped.batch_seqs);
-        self.backlog
-            .retain(|b| dropped.batch_seqs.binary_search(&b.batch_seq).is_err());
-        outbox.report.samples_dropped += dropped.samples;
-    }
-
-    /// Reads backlogged batches back into memory, oldest first, while the window has room,
-    /// and sends them if a stream is open.
-    async fn refill(&mut self, outbox: &mut Outbox, tx: Option<Sender>, window: usize) {
-        while !self.backlog.is_empty() && outbox.on_disk_in_memory() < window {
-            let n = (window - outbox.on_disk_in_memory())
-                .min(self.backlog.len())
-                .min(REFILL_CHUNK);
-            let wanted: Vec<Backlogged> = self.backlog.drain(..n).collect();
-            let seqs: Vec<u64> = wanted.iter().map(|b| b.batch_seq).collect();
-            let read = self
-                .spool
-                .call(move |s| Ok(seqs.iter().map(|&q| s.read(q)).collect::<Vec<_>>()))
-                .await;
-            let results = match read {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read spooled batches back; retrying after the next ack");
-                    for b in wanted.into_iter().rev() {
-                        self.backlog.push_front(b);
-                    }
-                    return;
-                }
-            };
-            let mut unreadable = Vec::new();
-            for (b, result) in wanted.iter().zip(results) {
-                match result {
-                    Ok(batch) => {
-                        outbox.push_loaded(batch, b.replayed);
-                        send(tx.as_ref(), outbox, b.batch_seq);
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            error = %e,
-                            batch_seq = b.batch_seq,
-                            samples = b.samples,
-                            "cannot read a spooled batch back; dropping it"
-                        );
-                        outbox.report.samples_dropped += b.samples;
-                        unreadable.push(b.batch_seq);
-                    }
+        ConnEvent::Ack(Ok(Some(ack))) => {
+            if outbox.ack(&ack) {
+                *backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
+                if let Some(sp) = spooler {
+                    sp.acked(ack.batch_seq).await;
+                    sp.refill(outbox, conn.sender().cloned(), max_unacked).await;
                 }
             }
-            if !unreadable.is_empty() {
-                let forgotten = self
-                    .spool
-                    .call(move |s| unreadable.iter().try_for_each(|&q| s.ack(q).map(drop)))
-                    .await;
-                if let Err(e) = forgotten {
-                    tracing::warn!(error = %e, "cannot mark unreadable batches as gone");
-                }
-            }
+        }
+        ConnEvent::Ack(Ok(None)) => {
+            tracing::warn!(unacked_batches = outbox.unacked(), retry_in = ?backoff, "gateway closed the stream");
+            *conn = down(backoff, config.reconnect_backoff_max);
+        }
+        ConnEvent::Ack(Err(status)) if credentials_refused(&status) => {
+            *conn = refused(
+                Some(status.code()),
+                &refusal_reason(&status),
+                outbox,
+                backoff,
+                config.reconnect_backoff_max,
+                backlog,
+            );
+        }
+        ConnEvent::Ack(Err(status)) => {
+            tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
+            *conn = down(backoff, config.reconnect_backoff_max);
         }
     }
 }
