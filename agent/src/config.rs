@@ -417,106 +417,126 @@ fn attribution_settings(
         }
     }
     Ok(match mode {
-        "mapping" => {
-            let mapping_file = a.mapping_file.clone().or_else(|| agent.mapping_file.clone());
-            if mapping_file.is_none() && matches!(sensor, SensorKind::Nvml) {
-                return Err(invalid(
-                    "agent.mapping_file is required with agent.sensor = \"nvml\" in attribution \
-                     mode \"mapping\" (or set agent.attribution.mapping_file)",
-                ));
-            }
-            let mig_rule = match a.mig_rule.as_deref().unwrap_or("by_slice_size") {
-                "by_slice_size" => MigRule::BySliceSize,
-                "by_utilisation" => MigRule::ByUtilisation,
-                other => {
-                    return Err(invalid(format!(
-                        "agent.attribution.mig_rule = {other:?} must be \"by_slice_size\" or \"by_utilisation\""
-                    )))
-                }
-            };
-            AttributionSettings::Mapping {
-                mapping_file,
-                mig_rule,
-            }
-        }
+        "mapping" => mapping_settings(agent, sensor)?,
         "libvirt" => AttributionSettings::Libvirt {
             dir: a
                 .libvirt_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/etc/libvirt/qemu")),
         },
-        "vgpu" => AttributionSettings::Vgpu {
-            idle_policy: match a.vgpu_idle_policy.as_deref().unwrap_or("equal") {
-                "equal" => IdlePolicy::Equal,
-                "by_profile_size" => IdlePolicy::ByProfileSize,
-                other => {
-                    return Err(invalid(format!(
-                        "agent.attribution.vgpu_idle_policy = {other:?} must be \"equal\" or \"by_profile_size\""
-                    )))
-                }
-            },
-            idle_power: match a.vgpu_idle_power_w {
-                None => None,
-                Some(w) if (1..=5000).contains(&w) => Some(Milliwatts(w * 1000)),
-                Some(w) => {
-                    return Err(invalid(format!(
-                        "agent.attribution.vgpu_idle_power_w = {w} must be 1..=5000"
-                    )))
-                }
-            },
-        },
-        _ => AttributionSettings::InGuest(match (&a.instance_id, &a.metadata) {
-            (Some(id), None) => {
-                let id = id.trim();
-                if id.is_empty() || id.len() > 128 {
-                    return Err(invalid(
-                        "agent.attribution.instance_id must be 1 to 128 characters",
-                    ));
-                }
-                if a.metadata_url.is_some() || a.metadata_timeout_ms.is_some() {
-                    return Err(invalid(
-                        "agent.attribution.metadata_url and metadata_timeout_ms go with metadata, not instance_id",
-                    ));
-                }
-                InGuestSource::Configured(id.to_owned())
-            }
-            (None, Some(provider)) => {
-                let provider = MetadataProvider::parse(provider).ok_or_else(|| {
-                    invalid(format!(
-                        "agent.attribution.metadata = {provider:?} must be \"aws\", \"gcp\" or \"azure\""
-                    ))
-                })?;
-                if let Some(url) = &a.metadata_url {
-                    if !url.starts_with("http://") {
-                        return Err(invalid(format!(
-                            "agent.attribution.metadata_url = {url:?} must be an http:// URL"
-                        )));
-                    }
-                }
-                let timeout_ms = a.metadata_timeout_ms.unwrap_or(2000);
-                if !(1..=60_000).contains(&timeout_ms) {
-                    return Err(invalid(format!(
-                        "agent.attribution.metadata_timeout_ms = {timeout_ms} must be 1..=60000"
-                    )));
-                }
-                InGuestSource::Metadata {
-                    provider,
-                    url: a.metadata_url.clone(),
-                    timeout: Duration::from_millis(timeout_ms),
-                }
-            }
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "agent.attribution: set instance_id or metadata, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "agent.attribution.mode = \"in_guest\" needs instance_id, or metadata = \"aws\", \"gcp\" or \"azure\"",
-                ))
-            }
-        }),
+        "vgpu" => vgpu_settings(a)?,
+        _ => AttributionSettings::InGuest(in_guest_source(a)?),
     })
+}
+
+/// Mode "mapping": the mapping file (required with NVML) and the MIG rule.
+fn mapping_settings(
+    agent: &RawAgent,
+    sensor: &SensorKind,
+) -> Result<AttributionSettings, InvalidConfig> {
+    let a = &agent.attribution;
+    let mapping_file = a
+        .mapping_file
+        .clone()
+        .or_else(|| agent.mapping_file.clone());
+    if mapping_file.is_none() && matches!(sensor, SensorKind::Nvml) {
+        return Err(invalid(
+            "agent.mapping_file is required with agent.sensor = \"nvml\" in attribution \
+             mode \"mapping\" (or set agent.attribution.mapping_file)",
+        ));
+    }
+    let mig_rule = match a.mig_rule.as_deref().unwrap_or("by_slice_size") {
+        "by_slice_size" => MigRule::BySliceSize,
+        "by_utilisation" => MigRule::ByUtilisation,
+        other => {
+            return Err(invalid(format!(
+                "agent.attribution.mig_rule = {other:?} must be \"by_slice_size\" or \"by_utilisation\""
+            )))
+        }
+    };
+    Ok(AttributionSettings::Mapping {
+        mapping_file,
+        mig_rule,
+    })
+}
+
+/// Mode "vgpu": the idle policy and the optional configured idle power.
+fn vgpu_settings(a: &RawAttribution) -> Result<AttributionSettings, InvalidConfig> {
+    Ok(AttributionSettings::Vgpu {
+    idle_policy: match a.vgpu_idle_policy.as_deref().unwrap_or("equal") {
+        "equal" => IdlePolicy::Equal,
+        "by_profile_size" => IdlePolicy::ByProfileSize,
+        other => {
+            return Err(invalid(format!(
+                "agent.attribution.vgpu_idle_policy = {other:?} must be \"equal\" or \"by_profile_size\""
+            )))
+        }
+    },
+    idle_power: match a.vgpu_idle_power_w {
+        None => None,
+        Some(w) if (1..=5000).contains(&w) => Some(Milliwatts(w * 1000)),
+        Some(w) => {
+            return Err(invalid(format!(
+                "agent.attribution.vgpu_idle_power_w = {w} must be 1..=5000"
+            )))
+        }
+    },
+    })
+}
+
+/// Mode "in_guest": the instance id, configured or from a cloud metadata endpoint.
+fn in_guest_source(a: &RawAttribution) -> Result<InGuestSource, InvalidConfig> {
+    Ok(match (&a.instance_id, &a.metadata) {
+    (Some(id), None) => {
+        let id = id.trim();
+        if id.is_empty() || id.len() > 128 {
+            return Err(invalid(
+                "agent.attribution.instance_id must be 1 to 128 characters",
+            ));
+        }
+        if a.metadata_url.is_some() || a.metadata_timeout_ms.is_some() {
+            return Err(invalid(
+                "agent.attribution.metadata_url and metadata_timeout_ms go with metadata, not instance_id",
+            ));
+        }
+        InGuestSource::Configured(id.to_owned())
+    }
+    (None, Some(provider)) => {
+        let provider = MetadataProvider::parse(provider).ok_or_else(|| {
+            invalid(format!(
+                "agent.attribution.metadata = {provider:?} must be \"aws\", \"gcp\" or \"azure\""
+            ))
+        })?;
+        if let Some(url) = &a.metadata_url {
+            if !url.starts_with("http://") {
+                return Err(invalid(format!(
+                    "agent.attribution.metadata_url = {url:?} must be an http:// URL"
+                )));
+            }
+        }
+        let timeout_ms = a.metadata_timeout_ms.unwrap_or(2000);
+        if !(1..=60_000).contains(&timeout_ms) {
+            return Err(invalid(format!(
+                "agent.attribution.metadata_timeout_ms = {timeout_ms} must be 1..=60000"
+            )));
+        }
+        InGuestSource::Metadata {
+            provider,
+            url: a.metadata_url.clone(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+    (Some(_), Some(_)) => {
+        return Err(invalid(
+            "agent.attribution: set instance_id or metadata, not both",
+        ))
+    }
+    (None, None) => {
+        return Err(invalid(
+            "agent.attribution.mode = \"in_guest\" needs instance_id, or metadata = \"aws\", \"gcp\" or \"azure\"",
+        ))
+    }
+})
 }
 
 fn replay_pacing(r: &RawReplay) -> Result<Pacing, InvalidConfig> {

@@ -184,61 +184,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<AgentReport, AgentError> {
     let attribution = attribution.into();
-    if config.batch_max_samples == 0 {
-        return Err(AgentError::InvalidConfig(
-            "batch_max_samples must be at least 1".into(),
-        ));
-    }
-    if config.max_unacked_batches == 0 {
-        return Err(AgentError::InvalidConfig(
-            "max_unacked_batches must be at least 1".into(),
-        ));
-    }
-    if config.energy_interval.is_zero() && !sensor.unpaced() {
-        return Err(AgentError::InvalidConfig(
-            "energy_interval must be positive".into(),
-        ));
-    }
-    if config.gauge_interval.is_some_and(|g| g.is_zero()) {
-        return Err(AgentError::InvalidConfig(
-            "gauge_interval must be positive; leave it unset to read gauges with the energy only"
-                .into(),
-        ));
-    }
-    if config.reconnect_backoff_max.is_zero() {
-        return Err(AgentError::InvalidConfig(
-            "reconnect_backoff_max must be positive".into(),
-        ));
-    }
-    if config.spool_dir.is_some() && config.spool_max_bytes < spool::MIN_SPOOL_MAX_BYTES {
-        return Err(AgentError::InvalidConfig(format!(
-            "spool_max_bytes must be at least {}",
-            spool::MIN_SPOOL_MAX_BYTES
-        )));
-    }
-    let endpoint =
-        stream::endpoint(&config.gateway_url).map_err(|e| AgentError::InvalidGatewayUrl {
-            url: config.gateway_url.clone(),
-            message: e.to_string(),
-        })?;
-    let endpoint = match (&config.tls, endpoint.uri().scheme_str()) {
-        (Some(files), Some("https")) => tls::apply(endpoint, files)?,
-        (None, Some("http")) => endpoint,
-        (tls, scheme) => {
-            let message = match (tls, scheme) {
-                (Some(_), _) => "TLS is configured (agent.tls): the gateway URL must be https://",
-                (None, Some("https")) => {
-                    "an https:// gateway needs agent.tls (CA, client certificate and key); \
-                     plaintext is http://"
-                }
-                _ => "the gateway URL must be http:// (plaintext) or https:// (TLS)",
-            };
-            return Err(AgentError::InvalidGatewayUrl {
-                url: config.gateway_url.clone(),
-                message: message.into(),
-            });
-        }
-    };
+    validate(&config, sensor.unpaced())?;
+    let endpoint = gateway_endpoint(&config)?;
     let auth = stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
         .map_err(AgentError::InvalidConfig)?;
     let span = tracing::info_span!("agent", host = %config.host_id);
@@ -262,24 +209,7 @@ pub async fn run(
             });
         }
         // Open (and recover) the spool before sampling starts: its unacked batches go first.
-        let spool = match config.spool_dir.clone() {
-            Some(dir) => {
-                let limits = spool::SpoolLimits::new(config.spool_max_bytes);
-                let opened =
-                    tokio::task::spawn_blocking(move || spool::Spool::open(&dir, limits)).await;
-                match opened {
-                    Ok(Ok(opened)) => Some(opened),
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(e) => {
-                        return Err(AgentError::Spool(spool::SpoolError::Worker {
-                            path: config.spool_dir.clone().unwrap_or_default(),
-                            message: e.to_string(),
-                        }))
-                    }
-                }
-            }
-            None => None,
-        };
+        let spool = open_spool(&config).await?;
         tracing::info!(
             gpus = gpus.len(),
             energy_interval = ?config.energy_interval,
@@ -332,4 +262,93 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Rejects settings the agent cannot run with (error messages name the setting).
+fn validate(config: &AgentConfig, unpaced: bool) -> Result<(), AgentError> {
+    if config.batch_max_samples == 0 {
+        return Err(AgentError::InvalidConfig(
+            "batch_max_samples must be at least 1".into(),
+        ));
+    }
+    if config.max_unacked_batches == 0 {
+        return Err(AgentError::InvalidConfig(
+            "max_unacked_batches must be at least 1".into(),
+        ));
+    }
+    if config.energy_interval.is_zero() && !unpaced {
+        return Err(AgentError::InvalidConfig(
+            "energy_interval must be positive".into(),
+        ));
+    }
+    if config.gauge_interval.is_some_and(|g| g.is_zero()) {
+        return Err(AgentError::InvalidConfig(
+            "gauge_interval must be positive; leave it unset to read gauges with the energy only"
+                .into(),
+        ));
+    }
+    if config.reconnect_backoff_max.is_zero() {
+        return Err(AgentError::InvalidConfig(
+            "reconnect_backoff_max must be positive".into(),
+        ));
+    }
+    if config.spool_dir.is_some() && config.spool_max_bytes < spool::MIN_SPOOL_MAX_BYTES {
+        return Err(AgentError::InvalidConfig(format!(
+            "spool_max_bytes must be at least {}",
+            spool::MIN_SPOOL_MAX_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// The gateway endpoint with the agent's connection settings and, for https://, its TLS
+/// settings: plaintext goes with http:// and TLS with https://, nothing else.
+fn gateway_endpoint(config: &AgentConfig) -> Result<tonic::transport::Endpoint, AgentError> {
+    let endpoint =
+        stream::endpoint(&config.gateway_url).map_err(|e| AgentError::InvalidGatewayUrl {
+            url: config.gateway_url.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(match (&config.tls, endpoint.uri().scheme_str()) {
+        (Some(files), Some("https")) => tls::apply(endpoint, files)?,
+        (None, Some("http")) => endpoint,
+        (tls, scheme) => {
+            let message = match (tls, scheme) {
+                (Some(_), _) => "TLS is configured (agent.tls): the gateway URL must be https://",
+                (None, Some("https")) => {
+                    "an https:// gateway needs agent.tls (CA, client certificate and key); \
+                     plaintext is http://"
+                }
+                _ => "the gateway URL must be http:// (plaintext) or https:// (TLS)",
+            };
+            return Err(AgentError::InvalidGatewayUrl {
+                url: config.gateway_url.clone(),
+                message: message.into(),
+            });
+        }
+    })
+}
+
+/// Opens (and recovers) the configured spool on a blocking thread; `None` without one.
+async fn open_spool(
+    config: &AgentConfig,
+) -> Result<Option<(spool::Spool, spool::Recovery)>, AgentError> {
+    Ok(match config.spool_dir.clone() {
+        Some(dir) => {
+            let limits = spool::SpoolLimits::new(config.spool_max_bytes);
+            let opened =
+                tokio::task::spawn_blocking(move || spool::Spool::open(&dir, limits)).await;
+            match opened {
+                Ok(Ok(opened)) => Some(opened),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(AgentError::Spool(spool::SpoolError::Worker {
+                        path: config.spool_dir.clone().unwrap_or_default(),
+                        message: e.to_string(),
+                    }))
+                }
+            }
+        }
+        None => None,
+    })
 }

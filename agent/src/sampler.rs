@@ -341,21 +341,7 @@ pub(crate) fn sampling_loop(
         }
         if !unpaced && Instant::now() < next_energy {
             // A gauge tick (the only other reason to wake before the energy tick).
-            for (slot, gpu) in gpus.iter_mut().enumerate() {
-                match sensor.read_gauges(gpu.index) {
-                    Ok(Some(g)) => {
-                        gpu.gauges.add(&g);
-                        stats.gauge_reads.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(None) => {}
-                    // Not counted: the energy read's failures are (and warned about); a gauge
-                    // read failing while energy reads work is only worth a debug line.
-                    Err(e) if errors[slot] == 0 => {
-                        tracing::debug!(gpu = %gpu.sampler.gpu(), error = %e, "gauge read failed");
-                    }
-                    Err(_) => {}
-                }
-            }
+            read_gauges(sensor.as_mut(), &mut gpus, &errors, &stats);
             if let (Some(every), Some(next)) = (gauge_every, next_gauges.as_mut()) {
                 *next = next_tick(*next, every);
             }
@@ -373,17 +359,7 @@ pub(crate) fn sampling_loop(
                         tracing::info!(gpu = %gpu.sampler.gpu(), failed_reads = errors[slot], "GPU readable again");
                         errors[slot] = 0;
                     }
-                    let layout = if gpu.sampler.rule().needs_layout() {
-                        match sensor.layout(gpu.index) {
-                            Ok(layout) => Some(layout),
-                            Err(e) => {
-                                tracing::warn!(gpu = %gpu.sampler.gpu(), error = %e, "reading the GPU's partitions failed");
-                                None
-                            }
-                        }
-                    } else {
-                        None
-                    };
+                    let layout = read_layout(sensor.as_mut(), gpu);
                     let out = gpu.sampler.observe(&reading, layout.as_ref());
                     if out.unattributed.0 > 0 {
                         stats
@@ -402,29 +378,7 @@ pub(crate) fn sampling_loop(
                             break 'outer;
                         }
                     }
-                    match out.step {
-                        SpanStep::CounterReset { previous, current } => {
-                            stats.counter_resets.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                gpu = %gpu.sampler.gpu(),
-                                previous_mj = previous.0,
-                                current_mj = current.0,
-                                at = %reading.at,
-                                "energy counter went backwards (driver reload?); chain restarts, \
-                                 no energy emitted for this step"
-                            );
-                        }
-                        SpanStep::Gap { gap_ms } => {
-                            stats.gaps.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                gpu = %gpu.sampler.gpu(),
-                                gap_ms,
-                                at = %reading.at,
-                                "readings too far apart; chain restarts and the gap is left uncovered"
-                            );
-                        }
-                        SpanStep::Span { .. } | SpanStep::Started | SpanStep::Stale => {}
-                    }
+                    log_span_step(gpu, out.step, &reading, &stats);
                 }
                 Ok(None) => {
                     tracing::info!(gpu = %gpu.sampler.gpu(), "sensor exhausted for GPU");
@@ -462,6 +416,72 @@ pub(crate) fn sampling_loop(
                 break;
             }
         }
+    }
+}
+
+/// A gauge tick: reads every GPU's gauges into its accumulator.
+fn read_gauges(
+    sensor: &mut dyn GpuSensor,
+    gpus: &mut [SampledGpu],
+    errors: &[u64],
+    stats: &SamplerStats,
+) {
+    for (slot, gpu) in gpus.iter_mut().enumerate() {
+        match sensor.read_gauges(gpu.index) {
+            Ok(Some(g)) => {
+                gpu.gauges.add(&g);
+                stats.gauge_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            // Not counted: the energy read's failures are (and warned about); a gauge
+            // read failing while energy reads work is only worth a debug line.
+            Err(e) if errors[slot] == 0 => {
+                tracing::debug!(gpu = %gpu.sampler.gpu(), error = %e, "gauge read failed");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The GPU's current MIG or vGPU layout when its rule needs one (`None` if reading it fails).
+fn read_layout(sensor: &mut dyn GpuSensor, gpu: &SampledGpu) -> Option<crate::sensor::GpuLayout> {
+    if gpu.sampler.rule().needs_layout() {
+        match sensor.layout(gpu.index) {
+            Ok(layout) => Some(layout),
+            Err(e) => {
+                tracing::warn!(gpu = %gpu.sampler.gpu(), error = %e, "reading the GPU's partitions failed");
+                None
+            }
+        }
+    } else {
+        None
+    }
+}
+
+/// Counts and logs a counter reset or a gap; other steps need nothing.
+fn log_span_step(gpu: &SampledGpu, step: SpanStep, reading: &Reading, stats: &SamplerStats) {
+    match step {
+        SpanStep::CounterReset { previous, current } => {
+            stats.counter_resets.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                gpu = %gpu.sampler.gpu(),
+                previous_mj = previous.0,
+                current_mj = current.0,
+                at = %reading.at,
+                "energy counter went backwards (driver reload?); chain restarts, \
+                 no energy emitted for this step"
+            );
+        }
+        SpanStep::Gap { gap_ms } => {
+            stats.gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                gpu = %gpu.sampler.gpu(),
+                gap_ms,
+                at = %reading.at,
+                "readings too far apart; chain restarts and the gap is left uncovered"
+            );
+        }
+        SpanStep::Span { .. } | SpanStep::Started | SpanStep::Stale => {}
     }
 }
 

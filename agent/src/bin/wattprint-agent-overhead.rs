@@ -25,7 +25,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,53 +189,8 @@ fn bench(o: Options) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     // The sink gateway in a child process (its CPU is not ours).
-    let mut child = None;
-    let url = match &o.gateway {
-        Some(url) => url.clone(),
-        None => {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut c = Command::new(exe)
-                .arg("sink")
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("starting the sink gateway: {e}"))?;
-            let mut line = String::new();
-            let out = c.stdout.take().ok_or("sink has no stdout")?;
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
-                .map_err(|e| e.to_string())?;
-            let addr = line
-                .trim()
-                .strip_prefix("listening on ")
-                .ok_or_else(|| format!("unexpected sink output {line:?}"))?
-                .to_owned();
-            child = Some(c);
-            format!("http://{addr}")
-        }
-    };
-    let (sensor, resolver): (Box<dyn GpuSensor>, InstanceResolver) = if o.nvml {
-        let sensor = wattprint_agent::nvml::NvmlSensor::init().map_err(|e| format!("NVML: {e}"))?;
-        let pairs = sensor
-            .gpus()
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.uuid.clone(), InstanceId::new(format!("bench-i-{i}"))))
-            .collect();
-        (Box::new(sensor), InstanceResolver::from_pairs(pairs))
-    } else {
-        let mut replay = ReplayConfig::new(o.trace.clone());
-        replay.gpus = o.gpus;
-        replay.seed = 42;
-        replay.pacing = Pacing::RealTime;
-        replay.loops = None;
-        let sensor = ReplaySensor::new(replay).map_err(|e| e.to_string())?;
-        let pairs = sensor
-            .gpus()
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.uuid.clone(), InstanceId::new(format!("bench-i-{i}"))))
-            .collect();
-        (Box::new(sensor), InstanceResolver::from_pairs(pairs))
-    };
+    let (child, url) = gateway(&o)?;
+    let (sensor, resolver) = bench_sensor(&o)?;
     let gpus = sensor.gpus().len();
     let spool_dir = o.spool.then(|| {
         std::env::temp_dir().join(format!("wattprint-overhead-spool-{}", std::process::id()))
@@ -322,6 +277,65 @@ fn bench(o: Options) -> Result<(), String> {
         report.gauge_reads
     );
     Ok(())
+}
+
+/// The gateway to stream to: `--gateway`, or a sink gateway started as a child process (the
+/// child is returned so that it can be stopped).
+fn gateway(o: &Options) -> Result<(Option<Child>, String), String> {
+    let mut child = None;
+    let url = match &o.gateway {
+        Some(url) => url.clone(),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut c = Command::new(exe)
+                .arg("sink")
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("starting the sink gateway: {e}"))?;
+            let mut line = String::new();
+            let out = c.stdout.take().ok_or("sink has no stdout")?;
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+                .map_err(|e| e.to_string())?;
+            let addr = line
+                .trim()
+                .strip_prefix("listening on ")
+                .ok_or_else(|| format!("unexpected sink output {line:?}"))?
+                .to_owned();
+            child = Some(c);
+            format!("http://{addr}")
+        }
+    };
+    Ok((child, url))
+}
+
+/// The sensor to measure with (NVML, or the replay trace in real time), every GPU mapped to
+/// a bench instance.
+fn bench_sensor(o: &Options) -> Result<(Box<dyn GpuSensor>, InstanceResolver), String> {
+    let (sensor, resolver): (Box<dyn GpuSensor>, InstanceResolver) = if o.nvml {
+        let sensor = wattprint_agent::nvml::NvmlSensor::init().map_err(|e| format!("NVML: {e}"))?;
+        let pairs = sensor
+            .gpus()
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.uuid.clone(), InstanceId::new(format!("bench-i-{i}"))))
+            .collect();
+        (Box::new(sensor), InstanceResolver::from_pairs(pairs))
+    } else {
+        let mut replay = ReplayConfig::new(o.trace.clone());
+        replay.gpus = o.gpus;
+        replay.seed = 42;
+        replay.pacing = Pacing::RealTime;
+        replay.loops = None;
+        let sensor = ReplaySensor::new(replay).map_err(|e| e.to_string())?;
+        let pairs = sensor
+            .gpus()
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.uuid.clone(), InstanceId::new(format!("bench-i-{i}"))))
+            .collect();
+        (Box::new(sensor), InstanceResolver::from_pairs(pairs))
+    };
+    Ok((sensor, resolver))
 }
 
 /// What the monitor measured over the steady window.

@@ -52,14 +52,25 @@
 //! the number of batches and samples and their time range. A single batch larger than the
 //! whole spool is still written (after dropping everything else).
 
+mod dir;
+mod error;
+mod record;
+mod shared;
+
+pub use error::SpoolError;
+pub use shared::SharedSpool;
+
+use dir::{list_segments, lock_dir, open_append, segment_name, sync_dir};
+use error::io_err;
 use prost::Message;
+use record::{
+    parse_header, record_crc, scan_segment, Scanned, KIND_ACK, KIND_BATCH, MAX_PAYLOAD_BYTES,
+};
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use thiserror::Error;
+use std::time::Duration;
 use wattprint_proto::v1::SampleBatch;
 
 /// Default bound of a spool on disk: 256 MiB.
@@ -77,82 +88,6 @@ pub const HEADER_BYTES: u64 = 9;
 /// How long [`Spool::open`] waits for another agent (or a dying previous instance) to release
 /// the spool's lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// A payload longer than this cannot be a record of ours: the header is damaged.
-const MAX_PAYLOAD_BYTES: u32 = 256 * 1024 * 1024;
-const KIND_BATCH: u8 = 1;
-const KIND_ACK: u8 = 2;
-const LOCK_FILE: &str = "LOCK";
-const SEGMENT_PREFIX: &str = "seg-";
-const SEGMENT_SUFFIX: &str = ".log";
-
-/// Why a spool operation failed. Every variant names the file or directory concerned.
-#[derive(Debug, Error)]
-pub enum SpoolError {
-    /// A file system call failed.
-    #[error("spool: cannot {op} {path}: {source}")]
-    Io {
-        /// What was being done, e.g. "fsync".
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another process (or a still-running previous instance) holds the spool.
-    #[error("spool directory {path} is locked by another agent (waited {waited:?})")]
-    Locked {
-        /// The spool directory.
-        path: PathBuf,
-        /// How long the lock was waited for.
-        waited: Duration,
-    },
-    /// A record read back does not match its checksum or does not decode.
-    #[error("spool record at {path} offset {offset} is damaged: {reason}")]
-    Damaged {
-        /// The segment file.
-        path: PathBuf,
-        /// Offset of the record's header.
-        offset: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The batch is not (or no longer) in the spool.
-    #[error("batch {batch_seq} is not in the spool at {path}")]
-    NotFound {
-        /// The spool directory.
-        path: PathBuf,
-        /// The batch asked for.
-        batch_seq: u64,
-    },
-    /// A batch too large for one record.
-    #[error("batch {batch_seq} ({bytes} bytes) is too large for the spool at {path}")]
-    TooLarge {
-        /// The spool directory.
-        path: PathBuf,
-        /// The batch.
-        batch_seq: u64,
-        /// Its encoded size.
-        bytes: usize,
-    },
-    /// The blocking task running a spool operation failed (panicked).
-    #[error("spool at {path}: the I/O task failed: {message}")]
-    Worker {
-        /// The spool directory.
-        path: PathBuf,
-        /// The task's failure.
-        message: String,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
-    move |source| SpoolError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
 
 /// Size limits of a spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,12 +238,6 @@ pub struct Spool {
     total_bytes: u64,
     /// Ack records written since the last fsync.
     unsynced: bool,
-}
-
-/// One record found while scanning a segment.
-enum Scanned {
-    Batch { offset: u64, batch: SampleBatch },
-    Ack { batch_seq: u64 },
 }
 
 impl Spool {
@@ -672,226 +601,11 @@ impl Spool {
     }
 }
 
-/// A [`Spool`] shared with blocking tasks: every operation runs on tokio's blocking pool, so
-/// file I/O and fsync never stall the async runtime.
-#[derive(Debug, Clone)]
-pub struct SharedSpool {
-    inner: Arc<Mutex<Spool>>,
-    dir: PathBuf,
-}
-
-impl SharedSpool {
-    /// Wraps an open spool.
-    pub fn new(spool: Spool) -> Self {
-        let dir = spool.dir().to_owned();
-        Self {
-            inner: Arc::new(Mutex::new(spool)),
-            dir,
-        }
-    }
-
-    /// Runs `f` on the spool in a blocking task and returns its result.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, SpoolError>
-    where
-        F: FnOnce(&mut Spool) -> Result<R, SpoolError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave a half-written record behind (writes
-            // are cut back on failure), so a poisoned lock is still usable.
-            let mut spool = inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut spool)
-        })
-        .await
-        .map_err(|e| SpoolError::Worker {
-            path: self.dir.clone(),
-            message: e.to_string(),
-        })?
-    }
-}
-
-fn segment_name(first_seq: u64) -> String {
-    format!("{SEGMENT_PREFIX}{first_seq:020}{SEGMENT_SUFFIX}")
-}
-
-/// The segment files in `dir`, by first `batch_seq`.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let seq = name
-            .strip_prefix(SEGMENT_PREFIX)
-            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(seq) = seq {
-            out.push((seq, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn parse_header(h: &[u8; HEADER_BYTES as usize]) -> (u32, u8, u32) {
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    let crc = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
-    (len, h[4], crc)
-}
-
-fn record_crc(len: u32, kind: u8, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&len.to_le_bytes());
-    hasher.update(&[kind]);
-    hasher.update(payload);
-    hasher.finalize()
-}
-
-/// Reads a segment's records, truncating a torn tail (and an unreadable rest) in place.
-/// Returns the records and the segment's length afterwards.
-fn scan_segment(path: &Path, rec: &mut Recovery) -> Result<(Vec<Scanned>, u64), SpoolError> {
-    let data = fs::read(path).map_err(io_err("read", path))?;
-    let file_len = data.len() as u64;
-    let mut records = Vec::new();
-    let mut pos = 0usize;
-    // Where valid data ends; everything after it is truncated.
-    let mut keep = file_len;
-    while pos < data.len() {
-        let offset = pos as u64;
-        let Some(header) = data
-            .get(pos..pos + HEADER_BYTES as usize)
-            .and_then(|h| <&[u8; HEADER_BYTES as usize]>::try_from(h).ok())
-        else {
-            tracing::warn!(path = %path.display(), offset, "spool: torn tail (partial header); truncating");
-            rec.torn_tails += 1;
-            keep = offset;
-            break;
-        };
-        let (len, kind, crc) = parse_header(header);
-        let sane = match kind {
-            KIND_BATCH => len <= MAX_PAYLOAD_BYTES,
-            KIND_ACK => len == 8,
-            _ => false,
-        };
-        let start = pos + HEADER_BYTES as usize;
-        let end = start.saturating_add(len as usize);
-        if sane && end > data.len() {
-            tracing::warn!(path = %path.display(), offset, "spool: torn tail (partial record); truncating");
-            rec.torn_tails += 1;
-            keep = offset;
-            break;
-        }
-        if !sane {
-            tracing::error!(
-                path = %path.display(),
-                offset,
-                kind,
-                len,
-                lost_bytes = file_len - offset,
-                "spool: damaged record header; the rest of the segment cannot be read and is truncated"
-            );
-            rec.corrupt_records += 1;
-            keep = offset;
-            break;
-        }
-        let payload = &data[start..end];
-        let is_last = end == data.len();
-        if record_crc(len, kind, payload) != crc {
-            if is_last {
-                tracing::warn!(path = %path.display(), offset, "spool: torn tail (checksum mismatch in the last record); truncating");
-                rec.torn_tails += 1;
-                keep = offset;
-                break;
-            }
-            tracing::error!(path = %path.display(), offset, "spool: damaged record (checksum mismatch); skipped");
-            rec.corrupt_records += 1;
-            pos = end;
-            continue;
-        }
-        match kind {
-            KIND_BATCH => match SampleBatch::decode(payload) {
-                Ok(batch) => records.push(Scanned::Batch { offset, batch }),
-                Err(e) => {
-                    tracing::error!(path = %path.display(), offset, error = %e, "spool: batch record does not decode; skipped");
-                    rec.corrupt_records += 1;
-                }
-            },
-            _ => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(payload);
-                records.push(Scanned::Ack {
-                    batch_seq: u64::from_le_bytes(b),
-                });
-            }
-        }
-        pos = end;
-    }
-    if keep < file_len {
-        rec.torn_bytes += file_len - keep;
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(io_err("open", path))?;
-        file.set_len(keep).map_err(io_err("truncate", path))?;
-        file.sync_all().map_err(io_err("fsync", path))?;
-    }
-    Ok((records, keep))
-}
-
-fn open_append(path: &Path) -> Result<File, SpoolError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io_err("open", path))
-}
-
-/// Makes file creations and deletions in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync", dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Takes the spool's advisory lock, waiting up to [`LOCK_WAIT`] (a previous instance may still
-/// be finishing its last write). The lock goes with the process, so a killed agent never
-/// leaves it behind.
-fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    let began = Instant::now();
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(TryLockError::WouldBlock) if began.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(TryLockError::WouldBlock) => {
-                return Err(SpoolError::Locked {
-                    path: dir.to_owned(),
-                    waited: began.elapsed(),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::dir::LOCK_FILE;
     use super::*;
+    use std::fs::{OpenOptions, TryLockError};
     use wattprint_proto::v1::Sample;
 
     fn batch(seq: u64, samples: u64) -> SampleBatch {
