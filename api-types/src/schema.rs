@@ -1,9 +1,7 @@
 //! Schemas the derives cannot produce: mirrors of core's types (core has no utoipa) and the
 //! `anyOf` of a series' points.
 
-use utoipa::openapi::schema::{
-    AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
@@ -85,8 +83,7 @@ impl<T: ToSchema> SchemaRef for T {
 /// `char::is_control`: U+0000–U+001F and U+007F–U+009F).
 pub const NO_CONTROL_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 /// Free text (labels, functional units): no control characters and not blank.
-pub const TEXT_PATTERN: &str =
-    r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
 /// A workload label key: 1 to 63 of letters, digits, `.`, `_`, `/`, `-`, starting with a letter
 /// or digit.
 pub const LABEL_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
@@ -143,37 +140,25 @@ pub fn labels_schema() -> Schema {
         .into()
 }
 
-/// An instant in a query string: RFC 3339 date-time (years 0000–9999, no leap second); the
-/// server also reads integer Unix milliseconds.
-pub fn instant_param_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-        .into()
-}
-
-fn number_list(min: f64, exclusive_min: bool, max: f64) -> Schema {
-    let item = ObjectBuilder::new().schema_type(Type::Number).maximum(Some(max));
-    let item = if exclusive_min {
-        item.exclusive_minimum(Some(min))
+fn bounded_number(min: f64, exclusive_min: bool, max: f64) -> Schema {
+    let item = ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .maximum(Some(max));
+    if exclusive_min {
+        item.exclusive_minimum(Some(min)).into()
     } else {
-        item.minimum(Some(min))
-    };
-    ArrayBuilder::new()
-        .items(item)
-        .min_items(Some(1))
-        .max_items(Some(8))
-        .into()
+        item.minimum(Some(min)).into()
+    }
 }
 
-/// `window_hours` of a what-if: 1 to 8 windows, each more than 0 and at most 720 hours, in
-/// whole 5-minute steps (the step rule is in the description: JSON Schema's `multipleOf`
-/// cannot state twelfths exactly).
-pub fn window_hours_schema() -> Schema {
-    number_list(0.0, true, 720.0)
+/// One of a what-if's `window_hours`: more than 0 and at most 720 hours, in whole 5-minute
+/// steps (the step rule is in the description: JSON Schema's `multipleOf` cannot state
+/// twelfths exactly).
+pub fn window_hours_item() -> Schema {
+    bounded_number(0.0, true, 720.0)
 }
 
-/// `factor` of a what-if: 1 to 8 Pause and Resume factors, each from 1 to 4.
-pub fn factor_schema() -> Schema {
-    number_list(1.0, false, 4.0)
+/// One of a what-if's Pause and Resume `factor`s: from 1 to 4.
+pub fn factor_item() -> Schema {
+    bounded_number(1.0, false, 4.0)
 }

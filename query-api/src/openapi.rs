@@ -96,7 +96,7 @@ document (`ProblemDocument`).";
             InternalError,
         )
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ListItemBounds),
     tags(
         (name = "meta", description = "Health and this document; no token needed."),
         (name = "inventory", description = "The tenant's instances and their GPUs."),
@@ -129,6 +129,32 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Puts the bounds of each value on the what-if's comma-separated lists (`window_hours`,
+/// `factor`): the parameter attributes can bound the list, not its items.
+struct ListItemBounds;
+
+impl Modify for ListItemBounds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayItems, Schema};
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put];
+            for op in operations.into_iter().flatten() {
+                for param in op.parameters.iter_mut().flatten() {
+                    let bounds = match param.name.as_str() {
+                        "window_hours" => wattprint_api_types::schema::window_hours_item(),
+                        "factor" => wattprint_api_types::schema::factor_item(),
+                        _ => continue,
+                    };
+                    if let Some(RefOr::T(Schema::Array(list))) = &mut param.schema {
+                        list.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(bounds)));
+                    }
+                }
+            }
+        }
     }
 }
 
