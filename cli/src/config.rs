@@ -1,5 +1,7 @@
-//! The `wattprint` configuration file: raw serde types (`deny_unknown_fields`, defaults), then
-//! validation into [`Settings`] with every path resolved and every reference checked.
+//! The `wattprint` configuration file, composed: each section is validated by its crate's
+//! `config.rs` (`[agent]`, `[store]`, `[bus]`, `[gateway]`, `[query_api]`, `[intensity]`),
+//! then the data files are loaded and the inventory (`[[instances]]`, or the replay demo's) is
+//! placed in its regions, giving [`Settings`]. Cross-section checks and demo defaults live here.
 
 use serde::Deserialize;
 use std::collections::HashMap;
