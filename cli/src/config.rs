@@ -1,11 +1,12 @@
-//! The `wattprint` configuration file: raw serde types (`deny_unknown_fields`, defaults), then
-//! validation into [`Settings`] with every path resolved and every reference checked.
+//! The `wattprint` configuration file, composed: each section is validated by its crate's
+//! `config.rs` (`[agent]`, `[store]`, `[bus]`, `[gateway]`, `[query_api]`, `[intensity]`),
+//! then the data files are loaded and the inventory (`[[instances]]`, or the replay demo's) is
+//! placed in its regions, giving [`Settings`]. Cross-section checks and demo defaults live here.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use thiserror::Error;
 pub use wattprint_agent::config::{
     AgentSettings, AttributionSettings, InGuestSource, RawAgent, RawAgentTls, RawAttribution,
@@ -14,18 +15,17 @@ pub use wattprint_agent::config::{
 use wattprint_agent::replay::ReplayLayout;
 pub use wattprint_bus::config::{BusSettings, RawBus};
 use wattprint_core::config::InvalidConfig;
-use wattprint_core::intensity::{IntensityJoin, RegionIntensity, SharedJoin};
+use wattprint_core::intensity::SharedJoin;
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
 pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
 use wattprint_ingest::gateway::GatewayTlsFiles;
-use wattprint_ingest::intensity_poll::PollWindows;
-use wattprint_intensity::cloud_regions::{CloudProvider, CloudRegionDirectory};
 pub use wattprint_intensity::config::{
-    RawIntensity, RawPoll, RawProviderAccount, RawRegion, RawSite,
+    IntensityPolling, IntensitySettings, PolledRegion, ProviderKind, RawIntensity, RawPoll,
+    RawProviderAccount, RawProviderAccountSettings, RawRegion, RawSite,
 };
-use wattprint_intensity::files::{load_egrid_rates, load_marginal, MarginalFormat};
-use wattprint_intensity::locations::ZipDirectory;
+use wattprint_intensity::configured::{LoadError, LoadedIntensity};
+use wattprint_intensity::files::MarginalFormat;
 pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
 pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_store::{GpuRecord, InstanceRecord};
@@ -129,6 +129,15 @@ impl From<InvalidConfig> for SettingsError {
     }
 }
 
+impl From<LoadError> for SettingsError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Invalid(e) => e.into(),
+            LoadError::Data(msg) => SettingsError::Data(msg),
+        }
+    }
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -166,50 +175,6 @@ pub struct Settings {
     pub catalog: HardwareCatalog,
     /// Inventory (configured instances, or the replay demo's).
     pub inventory: Vec<InstanceRecord>,
-}
-
-/// A provider's series polled for a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolledRegion {
-    /// Wattprint region.
-    pub region: RegionId,
-    /// Which provider.
-    pub provider: ProviderKind,
-    /// The provider's name for it.
-    pub provider_region: String,
-}
-
-/// The intensity providers Wattprint can poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// WattTime API v3: marginal actuals and forecasts.
-    WattTime,
-    /// Electricity Maps API v3: average actuals.
-    ElectricityMaps,
-}
-
-/// Polling of intensity providers (`[intensity.poll]`, accounts and per-region names).
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntensityPolling {
-    /// What to poll.
-    pub regions: Vec<PolledRegion>,
-    /// WattTime account, when configured.
-    pub watttime: Option<RawProviderAccountSettings>,
-    /// Electricity Maps account, when configured.
-    pub electricitymaps: Option<RawProviderAccountSettings>,
-    /// Time between polls.
-    pub interval: Duration,
-    /// Trailing windows fetched and restated.
-    pub windows: PollWindows,
-}
-
-/// A provider account: base URL and the environment variables holding its secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawProviderAccountSettings {
-    /// API base URL, when not the public one.
-    pub base_url: Option<String>,
-    /// Variables holding the credentials (user and password, or the token).
-    pub secret_env: Vec<String>,
 }
 
 /// The model name replayed GPUs report (the trace's GPU).
@@ -280,7 +245,8 @@ impl RawConfig {
         self
     }
 
-    /// Validates into [`Settings`], loading the data files it names.
+    /// Validates into [`Settings`]: every section first, then the data files they name are
+    /// loaded (each error naming its file) and the inventory is placed in their regions.
     pub fn validate(self) -> Result<Settings, SettingsError> {
         let raw = self.with_defaults();
         if let Some(v) = raw.version {
@@ -305,71 +271,21 @@ impl RawConfig {
         let store = raw.store.validate(&data_dir)?;
         let bus = raw.bus.validate()?;
         let gateway = raw.gateway.validate()?;
-        let gateway_listen = gateway.listen;
-
-        let intensity_raw = raw
+        let intensity = raw
             .intensity
-            .clone()
-            .ok_or_else(|| invalid("[intensity] missing"))?;
-        let LoadedIntensity {
-            zips,
-            join,
-            pue,
-            utility_regions,
-        } = load_intensity(&intensity_raw, &data)?;
-        let polling = polling_settings(&intensity_raw)?;
+            .as_ref()
+            .ok_or_else(|| invalid("[intensity] missing"))?
+            .validate(&data)?;
+        let agent = raw.agent.validate(&data, gateway.listen)?;
+        let api = raw.query_api.validate(&data_dir)?;
 
+        // Every section is valid: load the files they name.
+        let loaded = intensity.load()?;
         let catalog = load_catalog(raw.hardware_catalog.as_deref(), &data)?;
-
-        let agent = raw.agent.validate(&data, gateway_listen)?;
-
-        let cloud_sites = cloud_sites(&intensity_raw, &raw.instances, &zips, &data)?;
-        let region_of_zip = |inst: &RawInstance, zip: &str| -> Result<RegionId, SettingsError> {
-            let loc = zips.get(zip).ok_or_else(|| {
-                invalid(format!(
-                    "instance {}: zip code {zip} is not in the zip table",
-                    inst.id
-                ))
-            })?;
-            utility_regions.get(&loc.utility).cloned().ok_or_else(|| {
-                invalid(format!(
-                    "instance {}: zip code {zip} (utility {:?}, eGRID {}) has no configured intensity region; set `region` or add the utility to a region",
-                    inst.id, loc.utility, loc.subregion
-                ))
-            })
-        };
-        // Region and zip code of an instance: `region` as given, else through its zip code
-        // (given, or its cloud region's).
-        let place = |inst: &RawInstance| -> Result<(RegionId, Option<String>), SettingsError> {
-            let zip = match (&inst.zip_code, &inst.cloud_region) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(format!(
-                        "instance {}: set zip_code or cloud_region, not both",
-                        inst.id
-                    )))
-                }
-                (Some(zip), None) => Some(zip.clone()),
-                (None, Some(cloud)) => cloud_sites.get(cloud).cloned(),
-                (None, None) => None,
-            };
-            match (&inst.region, zip) {
-                (Some(r), zip) => {
-                    let id = RegionId::new(r.clone());
-                    if !join.knows(&id) {
-                        return Err(invalid(format!(
-                            "instance {}: region {r} is not configured",
-                            inst.id
-                        )));
-                    }
-                    Ok((id, zip))
-                }
-                (None, Some(zip)) => Ok((region_of_zip(inst, &zip)?, Some(zip))),
-                (None, None) => Err(invalid(format!(
-                    "instance {}: set zip_code, cloud_region or region",
-                    inst.id
-                ))),
-            }
-        };
+        let cloud_sites = loaded.cloud_sites(
+            &intensity.zip_table,
+            raw.instances.iter().filter_map(|i| i.cloud_region.as_ref()),
+        )?;
         let raw_instances = if raw.instances.is_empty() {
             match &agent.sensor {
                 SensorKind::Replay {
@@ -384,13 +300,15 @@ impl RawConfig {
         } else {
             raw.instances.clone()
         };
-        let inventory = inventory_records(&raw_instances, &agent.config.host_id, &place)?;
-        let api = raw.query_api.validate(&data_dir)?;
+        let inventory = inventory_records(&raw_instances, &agent.config.host_id, &|inst| {
+            place(inst, &loaded, &cloud_sites)
+        })?;
+        let LoadedIntensity { join, pue, .. } = loaded;
         Ok(Settings {
             data_dir,
             store,
             bus,
-            gateway_listen,
+            gateway_listen: gateway.listen,
             gateway_tls: gateway.tls,
             gateway_hosts_file: gateway.hosts_file,
             api_listen: api.listen,
@@ -400,11 +318,62 @@ impl RawConfig {
             api_auth: api.auth,
             agent,
             intensity: SharedJoin::new(join),
-            polling,
+            polling: intensity.polling,
             pue,
             catalog,
             inventory,
         })
+    }
+}
+
+/// Region and zip code of an instance: `region` as given, else through its zip code (given,
+/// or its cloud region's, from `cloud_sites`) and the zip's utility.
+fn place(
+    inst: &RawInstance,
+    loaded: &LoadedIntensity,
+    cloud_sites: &HashMap<String, String>,
+) -> Result<(RegionId, Option<String>), SettingsError> {
+    let zip = match (&inst.zip_code, &inst.cloud_region) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "instance {}: set zip_code or cloud_region, not both",
+                inst.id
+            )))
+        }
+        (Some(zip), None) => Some(zip.clone()),
+        (None, Some(cloud)) => cloud_sites.get(cloud).cloned(),
+        (None, None) => None,
+    };
+    match (&inst.region, zip) {
+        (Some(r), zip) => {
+            let id = RegionId::new(r.clone());
+            if !loaded.join.knows(&id) {
+                return Err(invalid(format!(
+                    "instance {}: region {r} is not configured",
+                    inst.id
+                )));
+            }
+            Ok((id, zip))
+        }
+        (None, Some(zip)) => {
+            let loc = loaded.zips.get(&zip).ok_or_else(|| {
+                invalid(format!(
+                    "instance {}: zip code {zip} is not in the zip table",
+                    inst.id
+                ))
+            })?;
+            let region = loaded.utility_regions.get(&loc.utility).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "instance {}: zip code {zip} (utility {:?}, eGRID {}) has no configured intensity region; set `region` or add the utility to a region",
+                    inst.id, loc.utility, loc.subregion
+                ))
+            })?;
+            Ok((region, Some(zip)))
+        }
+        (None, None) => Err(invalid(format!(
+            "instance {}: set zip_code, cloud_region or region",
+            inst.id
+        ))),
     }
 }
 
@@ -466,96 +435,6 @@ fn inventory_records(
         });
     }
     Ok(inventory)
-}
-
-/// The `[intensity]` tables and series, loaded: the zip table, the as-of join, PUE per
-/// region and the region of each utility.
-struct LoadedIntensity {
-    zips: ZipDirectory,
-    join: IntensityJoin,
-    pue: HashMap<RegionId, f64>,
-    utility_regions: BTreeMap<String, RegionId>,
-}
-
-/// Loads the files `[intensity]` names (each error naming its file) and checks its regions.
-fn load_intensity(
-    intensity_raw: &RawIntensity,
-    data: &dyn Fn(&Path) -> PathBuf,
-) -> Result<LoadedIntensity, SettingsError> {
-    let zips = ZipDirectory::load(&data(&intensity_raw.zip_table))
-        .map_err(|e| SettingsError::Data(e.to_string()))?;
-    let rates = load_egrid_rates(&data(&intensity_raw.egrid_rates))
-        .map_err(|e| SettingsError::Data(e.to_string()))?;
-    let staleness = intensity_raw.max_staleness_minutes.unwrap_or(15);
-    if !(0..=24 * 60).contains(&staleness) {
-        return Err(invalid(format!(
-            "intensity.max_staleness_minutes = {staleness} must be 0..=1440"
-        )));
-    }
-    let mut join = IntensityJoin::new(staleness * 60_000);
-    let mut pue = HashMap::new();
-    let mut utility_regions: BTreeMap<String, RegionId> = BTreeMap::new();
-    for r in &intensity_raw.regions {
-        let id = RegionId::new(r.id.clone());
-        if join.knows(&id) {
-            return Err(invalid(format!(
-                "intensity region {} is defined twice",
-                r.id
-            )));
-        }
-        let marginal = match (&r.marginal_file, r.format) {
-            (Some(f), Some(fmt)) => Some(
-                load_marginal(&data(f), fmt, &format!("{}:{}", r.id, f.display()))
-                    .map_err(|e| SettingsError::Data(e.to_string()))?,
-            ),
-            (None, None) => None,
-            _ => {
-                return Err(invalid(format!(
-                    "intensity region {}: marginal_file and format go together",
-                    r.id
-                )))
-            }
-        };
-        let average = match &r.egrid_subregion {
-            Some(s) => Some((
-                *rates.get(s).ok_or_else(|| {
-                    invalid(format!(
-                        "intensity region {}: unknown eGRID subregion {s}",
-                        r.id
-                    ))
-                })?,
-                format!("egrid2023:{s}:average"),
-            )),
-            None => None,
-        };
-        if let Some(p) = r.pue {
-            if !p.is_finite() || !(1.0..=3.0).contains(&p) {
-                return Err(invalid(format!(
-                    "intensity region {}: pue = {p} must be within 1.0..=3.0",
-                    r.id
-                )));
-            }
-            pue.insert(id.clone(), p);
-        }
-        for u in &r.utilities {
-            utility_regions.insert(u.clone(), id.clone());
-        }
-        join.insert(
-            id,
-            RegionIntensity {
-                marginal,
-                replay: r.replay,
-                average,
-            },
-        );
-    }
-
-    Ok(LoadedIntensity {
-        zips,
-        join,
-        pue,
-        utility_regions,
-    })
 }
 
 /// Loads and checks the hardware catalog (default: empty).
@@ -658,175 +537,4 @@ pub fn demo_instances_with(
         }
     }
     out
-}
-
-/// Validates `[intensity.poll]`, the provider accounts and the regions' provider names.
-fn polling_settings(intensity: &RawIntensity) -> Result<IntensityPolling, SettingsError> {
-    let account = |raw: &Option<RawProviderAccount>, section: &str, defaults: &[&str]| {
-        raw.as_ref()
-            .map(|a| {
-                if let Some(url) = &a.base_url {
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(invalid(format!(
-                            "intensity.{section}.base_url = {url:?} must be an http(s) URL"
-                        )));
-                    }
-                }
-                let named = match section {
-                    "watttime" => vec![a.username_env.clone(), a.password_env.clone()],
-                    _ => vec![a.token_env.clone()],
-                };
-                Ok(RawProviderAccountSettings {
-                    base_url: a.base_url.clone(),
-                    secret_env: named
-                        .into_iter()
-                        .zip(defaults)
-                        .map(|(n, d)| n.unwrap_or_else(|| (*d).to_owned()))
-                        .collect(),
-                })
-            })
-            .transpose()
-    };
-    let watttime = account(
-        &intensity.watttime,
-        "watttime",
-        &["WATTTIME_USERNAME", "WATTTIME_PASSWORD"],
-    )?;
-    let electricitymaps = account(
-        &intensity.electricitymaps,
-        "electricitymaps",
-        &["ELECTRICITYMAPS_TOKEN"],
-    )?;
-    let mut regions = Vec::new();
-    for r in &intensity.regions {
-        for (name, kind, section, has_account) in [
-            (
-                &r.watttime_region,
-                ProviderKind::WattTime,
-                "watttime",
-                watttime.is_some(),
-            ),
-            (
-                &r.electricitymaps_zone,
-                ProviderKind::ElectricityMaps,
-                "electricitymaps",
-                electricitymaps.is_some(),
-            ),
-        ] {
-            let Some(name) = name else { continue };
-            if !has_account {
-                return Err(invalid(format!(
-                    "intensity region {}: polling {section} needs an [intensity.{section}] section",
-                    r.id
-                )));
-            }
-            if r.replay {
-                return Err(invalid(format!(
-                    "intensity region {}: a replayed region is not polled (its series is historical)",
-                    r.id
-                )));
-            }
-            regions.push(PolledRegion {
-                region: RegionId::new(r.id.clone()),
-                provider: kind,
-                provider_region: name.clone(),
-            });
-        }
-    }
-    let poll = intensity.poll.clone().unwrap_or(RawPoll {
-        interval_s: None,
-        actuals_hours: None,
-        restate_hours: None,
-    });
-    let interval_s = poll.interval_s.unwrap_or(300);
-    if !(10..=3600).contains(&interval_s) {
-        return Err(invalid(format!(
-            "intensity.poll.interval_s = {interval_s} must be 10..=3600"
-        )));
-    }
-    let hours = |v: Option<u64>, default: u64, key: &str| {
-        let h = v.unwrap_or(default);
-        if (1..=24 * 31).contains(&h) {
-            Ok(Duration::from_secs(h * 3600))
-        } else {
-            Err(invalid(format!(
-                "intensity.poll.{key} = {h} must be 1..=744"
-            )))
-        }
-    };
-    Ok(IntensityPolling {
-        regions,
-        watttime,
-        electricitymaps,
-        interval: Duration::from_secs(interval_s),
-        windows: PollWindows {
-            actuals: hours(poll.actuals_hours, 6, "actuals_hours")?,
-            restate: hours(poll.restate_hours, 48, "restate_hours")?,
-        },
-    })
-}
-
-/// The zip code of every cloud region the instances name: an `[[intensity.sites]]` override,
-/// else the shipped table (`data/locations/`). An unknown or unplaceable region is a
-/// configuration error, never a default.
-fn cloud_sites(
-    intensity: &RawIntensity,
-    instances: &[RawInstance],
-    zips: &ZipDirectory,
-    data: &dyn Fn(&Path) -> PathBuf,
-) -> Result<HashMap<String, String>, SettingsError> {
-    let mut sites = HashMap::new();
-    for o in &intensity.sites {
-        split_cloud_region(&o.cloud_region)?;
-        if zips.get(&o.zip_code).is_none() {
-            return Err(invalid(format!(
-                "intensity.sites {}: zip code {} is not in the zip table",
-                o.cloud_region, o.zip_code
-            )));
-        }
-        if sites
-            .insert(o.cloud_region.clone(), o.zip_code.clone())
-            .is_some()
-        {
-            return Err(invalid(format!(
-                "intensity.sites: {} is placed twice",
-                o.cloud_region
-            )));
-        }
-    }
-    let wanted: Vec<&String> = instances
-        .iter()
-        .filter_map(|i| i.cloud_region.as_ref())
-        .filter(|c| !sites.contains_key(*c))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(sites);
-    }
-    let table_dir = data(&intensity.zip_table)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let directory =
-        CloudRegionDirectory::load(&table_dir).map_err(|e| SettingsError::Data(e.to_string()))?;
-    for cloud in wanted {
-        let (provider, region) = split_cloud_region(cloud)?;
-        let site = directory
-            .resolve(provider, region, zips)
-            .map_err(|e| invalid(format!("cloud_region {cloud}: {e}")))?;
-        sites.insert(cloud.clone(), site.zip_code);
-    }
-    Ok(sites)
-}
-
-/// `aws:us-west-1` → (AWS, `us-west-1`).
-fn split_cloud_region(s: &str) -> Result<(CloudProvider, &str), SettingsError> {
-    let (provider, region) = s.split_once(':').ok_or_else(|| {
-        invalid(format!(
-            "cloud_region {s:?} must be provider:region, e.g. aws:us-west-1"
-        ))
-    })?;
-    let provider = provider
-        .parse::<CloudProvider>()
-        .map_err(|e| invalid(format!("cloud_region {s:?}: {e}")))?;
-    Ok((provider, region))
 }

@@ -2,6 +2,6 @@
 //! enricher and query API into one process (`wattprint up`) or separate ones.
 
 pub mod config;
-pub mod embedded;
 pub mod intensity;
 pub mod quarantine;
+pub mod roles;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use wattprint_cli::config::{BusSettings, RawConfig, Settings, StoreSettings};
-use wattprint_cli::embedded::{self, Backend, Roles};
+use wattprint_cli::roles::{self, Backend, Roles};
 use wattprint_core::UnixMillis;
 use wattprint_query_api::Role;
 use wattprint_runtime::telemetry::{self, LogFormat, TelemetryConfig};
@@ -254,143 +254,147 @@ async fn main() -> anyhow::Result<()> {
                 a.metadata = metadata.clone().or(a.metadata.take());
             })?;
             if *check {
-                let report = embedded::check_agent(&settings).await?;
-                print!("{report}");
-                let a = &settings.agent;
-                println!(
-                    "reads: energy counter every {} ms; power, utilisation, temperature, clock {}",
-                    a.config.energy_interval.as_millis(),
-                    a.config.gauge_interval.map_or_else(
-                        || "with the energy only".to_owned(),
-                        |d| format!("every {} ms", d.as_millis())
-                    )
-                );
-                anyhow::ensure!(
-                    report.is_ok(),
-                    "attribution check failed: {}",
-                    report.problems().join("; ")
-                );
-                return Ok(());
+                check_agent(&settings).await
+            } else {
+                agent(&settings, shutdown).await
             }
-            let report = embedded::run_agent(
-                &settings,
-                settings.agent.config.gateway_url.clone(),
-                shutdown.wait(),
-            )
-            .await?;
-            tracing::info!(?report, "agent stopped");
-            println!(
-                "agent stopped: sent {} acked {} rejected {} resent {} dropped {} replayed {} \
-                 refused {}",
-                report.samples_sent,
-                report.samples_acked,
-                report.samples_rejected,
-                report.batches_resent,
-                report.samples_dropped,
-                report.batches_replayed,
-                report.auth_refusals
-            );
-            Ok(())
         }
-        Command::Gateway => {
-            let roles = Roles {
-                gateway: true,
-                enricher: false,
-                query_api: false,
-            };
-            serve(&cli, roles, shutdown).await
-        }
-        Command::Enricher => {
-            let roles = Roles {
-                gateway: false,
-                enricher: true,
-                query_api: false,
-            };
-            serve(&cli, roles, shutdown).await
-        }
-        Command::QueryApi => {
-            let roles = Roles {
-                gateway: false,
-                enricher: false,
-                query_api: true,
-            };
-            serve(&cli, roles, shutdown).await
-        }
-        Command::Intensity { command } => {
-            let settings = load(&cli, |_| {})?;
-            let store = embedded::open_store(&settings).await?;
-            let out = match command {
-                IntensityCommand::Status { days } => {
-                    wattprint_cli::intensity::status(&settings, store.as_ref(), *days).await?
-                }
-                IntensityCommand::Import { file, format } => {
-                    wattprint_cli::intensity::import(&settings, store, file, *format).await?
-                }
-                IntensityCommand::Backfill { region, from, to } => {
-                    let region = wattprint_core::RegionId::new(region.clone());
-                    wattprint_cli::intensity::backfill(&settings, store, &region, *from, *to)
-                        .await?
-                }
-            };
-            println!("{out}");
-            Ok(())
-        }
-        Command::Quarantine { command } => {
-            let settings = load(&cli, |_| {})?;
-            let store = embedded::open_store(&settings).await?;
-            let out = match command {
-                QuarantineCommand::List { limit } => {
-                    wattprint_cli::quarantine::list(store.as_ref(), *limit).await?
-                }
-                QuarantineCommand::Replay { limit } => {
-                    let report =
-                        wattprint_cli::quarantine::replay_held(&settings, store, *limit).await?;
-                    wattprint_cli::quarantine::describe(&report)
-                }
-            };
-            println!("{out}");
-            Ok(())
-        }
+        Command::Gateway => serve(&cli, Roles::GATEWAY, shutdown).await,
+        Command::Enricher => serve(&cli, Roles::ENRICHER, shutdown).await,
+        Command::QueryApi => serve(&cli, Roles::QUERY_API, shutdown).await,
+        Command::Intensity { command } => intensity(&cli, command).await,
+        Command::Quarantine { command } => quarantine(&cli, command).await,
         Command::Token {
             tenant,
             role,
             subject,
             ttl_hours,
-        } => {
-            let settings = load(&cli, |_| {})?;
-            anyhow::ensure!(
-                settings.api_auth.jwks.is_none(),
-                "this configuration verifies tokens with the identity provider's keys \
-                 (query_api.jwks_file / jwks_url): dev tokens would be refused; get one from \
-                 the identity provider"
-            );
-            let name = match (role, tenant, subject) {
-                (Role::Operator, None, Some(subject)) => subject,
-                (Role::Operator, _, _) => {
-                    anyhow::bail!("an operator token names a --subject, not a --tenant")
-                }
-                (_, Some(tenant), None) => tenant,
-                (_, _, _) => anyhow::bail!("a {role} token names a --tenant, not a --subject"),
-            };
-            let auth = embedded::auth_config(&settings)?;
-            let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
-            let token = wattprint_query_api::mint_role_token(
-                &auth,
-                *role,
-                name,
-                std::time::SystemTime::now(),
-                ttl,
-            )?;
-            println!("{token}");
-            Ok(())
-        }
+        } => token(
+            &cli,
+            *role,
+            tenant.as_deref(),
+            subject.as_deref(),
+            *ttl_hours,
+        ),
     }
+}
+
+/// `wattprint agent --check`: the GPUs discovered and how each is attributed.
+async fn check_agent(settings: &Settings) -> anyhow::Result<()> {
+    let report = roles::check_agent(settings).await?;
+    print!("{report}");
+    let a = &settings.agent;
+    println!(
+        "reads: energy counter every {} ms; power, utilisation, temperature, clock {}",
+        a.config.energy_interval.as_millis(),
+        a.config.gauge_interval.map_or_else(
+            || "with the energy only".to_owned(),
+            |d| format!("every {} ms", d.as_millis())
+        )
+    );
+    anyhow::ensure!(
+        report.is_ok(),
+        "attribution check failed: {}",
+        report.problems().join("; ")
+    );
+    Ok(())
+}
+
+/// `wattprint agent`: one agent streaming to its gateway until a shutdown signal.
+async fn agent(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let report = roles::run_agent(
+        settings,
+        settings.agent.config.gateway_url.clone(),
+        shutdown.wait(),
+    )
+    .await?;
+    tracing::info!(?report, "agent stopped");
+    println!(
+        "agent stopped: sent {} acked {} rejected {} resent {} dropped {} replayed {} \
+         refused {}",
+        report.samples_sent,
+        report.samples_acked,
+        report.samples_rejected,
+        report.batches_resent,
+        report.samples_dropped,
+        report.batches_replayed,
+        report.auth_refusals
+    );
+    Ok(())
+}
+
+/// `wattprint intensity ...`.
+async fn intensity(cli: &Cli, command: &IntensityCommand) -> anyhow::Result<()> {
+    let settings = load(cli, |_| {})?;
+    let store = roles::open_store(&settings).await?;
+    let out = match command {
+        IntensityCommand::Status { days } => {
+            wattprint_cli::intensity::status(&settings, store.as_ref(), *days).await?
+        }
+        IntensityCommand::Import { file, format } => {
+            wattprint_cli::intensity::import(&settings, store, file, *format).await?
+        }
+        IntensityCommand::Backfill { region, from, to } => {
+            let region = wattprint_core::RegionId::new(region.clone());
+            wattprint_cli::intensity::backfill(&settings, store, &region, *from, *to).await?
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// `wattprint quarantine ...`.
+async fn quarantine(cli: &Cli, command: &QuarantineCommand) -> anyhow::Result<()> {
+    let settings = load(cli, |_| {})?;
+    let store = roles::open_store(&settings).await?;
+    let out = match command {
+        QuarantineCommand::List { limit } => {
+            wattprint_cli::quarantine::list(store.as_ref(), *limit).await?
+        }
+        QuarantineCommand::Replay { limit } => {
+            let report = wattprint_cli::quarantine::replay_held(&settings, store, *limit).await?;
+            wattprint_cli::quarantine::describe(&report)
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// `wattprint token`: an HS256 dev token for a tenant or an operator.
+fn token(
+    cli: &Cli,
+    role: Role,
+    tenant: Option<&str>,
+    subject: Option<&str>,
+    ttl_hours: u64,
+) -> anyhow::Result<()> {
+    let settings = load(cli, |_| {})?;
+    anyhow::ensure!(
+        settings.api_auth.jwks.is_none(),
+        "this configuration verifies tokens with the identity provider's keys \
+         (query_api.jwks_file / jwks_url): dev tokens would be refused; get one from \
+         the identity provider"
+    );
+    let name = match (role, tenant, subject) {
+        (Role::Operator, None, Some(subject)) => subject,
+        (Role::Operator, _, _) => {
+            anyhow::bail!("an operator token names a --subject, not a --tenant")
+        }
+        (_, Some(tenant), None) => tenant,
+        (_, _, _) => anyhow::bail!("a {role} token names a --tenant, not a --subject"),
+    };
+    let auth = roles::auth_config(&settings)?;
+    let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
+    let token =
+        wattprint_query_api::mint_role_token(&auth, role, name, std::time::SystemTime::now(), ttl)?;
+    println!("{token}");
+    Ok(())
 }
 
 /// Runs some parts of the backend until a shutdown signal.
 async fn serve(cli: &Cli, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
     let settings = load(cli, |_| {})?;
-    let store = embedded::open_store(&settings).await?;
+    let store = roles::open_store(&settings).await?;
     let backend = Backend::start_roles(&settings, store, roles).await?;
     if let Some(addr) = backend.gateway_addr {
         println!(
@@ -435,7 +439,7 @@ fn describe_bus(settings: &Settings) -> String {
 }
 
 async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let store = embedded::open_store(&settings).await?;
+    let store = roles::open_store(&settings).await?;
     let backend = Backend::start(&settings, store).await?;
     let gateway_addr = backend.gateway_addr.context("the gateway runs")?;
     let api_addr = backend.api_addr.context("the query API runs")?;
@@ -455,7 +459,7 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let agent = {
         let settings = settings.clone();
         let stop = agent_stop.wait();
-        tokio::spawn(async move { embedded::run_agent(&settings, gateway_url, stop).await })
+        tokio::spawn(async move { roles::run_agent(&settings, gateway_url, stop).await })
     };
     let api = format!("http://{api_addr}");
     println!(

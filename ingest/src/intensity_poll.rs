@@ -41,23 +41,8 @@ impl std::fmt::Debug for PolledSource {
     }
 }
 
-/// How far back each poll looks and restates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollWindows {
-    /// Actuals are fetched over this trailing window (providers publish late and revise).
-    pub actuals: Duration,
-    /// Intervals in this trailing window are restated when better intensity exists.
-    pub restate: Duration,
-}
-
-impl Default for PollWindows {
-    fn default() -> Self {
-        Self {
-            actuals: Duration::from_secs(6 * 3600),
-            restate: Duration::from_secs(48 * 3600),
-        }
-    }
-}
+/// How far back each poll looks and restates; `[intensity.poll]` sets it.
+pub use wattprint_intensity::config::PollWindows;
 
 /// What one poll or backfill did.
 #[derive(Debug, Clone, Default, PartialEq)]

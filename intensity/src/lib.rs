@@ -27,6 +27,7 @@ use wattprint_core::{RegionId, UnixMillis};
 
 pub mod cloud_regions;
 pub mod config;
+pub mod configured;
 pub mod electricitymaps;
 pub mod files;
 mod http;

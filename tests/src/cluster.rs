@@ -121,7 +121,7 @@ instances = 1
             instances: instances.to_vec(),
         };
         // Create the signing secret before any process starts, so none races to create it.
-        wattprint_cli::embedded::load_or_create_secret(&cluster.settings().secret_file)
+        wattprint_cli::roles::load_or_create_secret(&cluster.settings().secret_file)
             .expect("secret");
         cluster
     }
@@ -136,7 +136,7 @@ instances = 1
 
     /// A query API client minting tokens with this cluster's secret.
     pub fn api_client(&self) -> ApiClient {
-        let auth = wattprint_cli::embedded::auth_config(&self.settings()).expect("auth");
+        let auth = wattprint_cli::roles::auth_config(&self.settings()).expect("auth");
         ApiClient::new(format!("http://127.0.0.1:{}", self.api_port), auth)
     }
 

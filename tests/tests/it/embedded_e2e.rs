@@ -12,7 +12,7 @@ use wattprint_agent::resolver::InstanceResolver;
 use wattprint_cli::config::{
     RawConfig, RawGpu, RawInstance, Settings, REPLAY_MODEL, REPLAY_POWER_LIMIT,
 };
-use wattprint_cli::embedded::{self, Backend};
+use wattprint_cli::roles::{self, Backend};
 use wattprint_core::{InstanceId, UnixMillis};
 use wattprint_tests::api::ApiClient;
 use wattprint_tests::{
@@ -85,7 +85,7 @@ async fn replay_once(
     .unwrap();
     let resolver =
         InstanceResolver::from_pairs(vec![(replay_gpu_uuid(seed, 0), InstanceId::from(instance))]);
-    let config = embedded::agent_config(
+    let config = roles::agent_config(
         settings,
         format!("http://{}", backend.gateway_addr.unwrap()),
     );
@@ -137,7 +137,7 @@ async fn footprint(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_energy_and_emissions_are_exact_end_to_end() {
     let f = fixture();
-    let store = embedded::open_store(&f.settings).await.unwrap();
+    let store = roles::open_store(&f.settings).await.unwrap();
     let backend = Backend::start(&f.settings, store).await.unwrap();
     let rows = read_trace();
     let pge = read_sgip("SGIP_CAISO_PGE_2020-08.csv.gz");
@@ -315,7 +315,7 @@ async fn trace_energy_and_emissions_are_exact_end_to_end() {
 
     // Restart on the same data directory: everything is still there, nothing doubled.
     backend.shutdown().await.unwrap();
-    let store = embedded::open_store(&f.settings).await.unwrap();
+    let store = roles::open_store(&f.settings).await.unwrap();
     let backend = Backend::start(&f.settings, store).await.unwrap();
     let (status, body) = get(&backend, "acme", &format!("/v1/workloads/{acme_workload}")).await;
     assert_eq!(status, 200);
@@ -335,7 +335,7 @@ async fn redelivery_and_bad_samples_neither_double_count_nor_disturb_good_data()
     use wattprint_proto::v1::ingest_client::IngestClient;
     use wattprint_proto::v1::{Sample, SampleBatch};
     let f = fixture();
-    let store = embedded::open_store(&f.settings).await.unwrap();
+    let store = roles::open_store(&f.settings).await.unwrap();
     let backend = Backend::start(&f.settings, store).await.unwrap();
     let g = replay_gpu_uuid(3, 0);
     let bucket = (now_ms() - 3_600_000).div_euclid(BUCKET) * BUCKET;

@@ -1,6 +1,7 @@
-//! Assembly of the parts into processes: gateway, enricher and query API on the configured
-//! store (SQLite or ClickHouse) and bus (in-process or Kafka), and replay or NVML agents.
-//! `wattprint up` runs all of them in one process; the other subcommands run some.
+//! The roles a process runs, assembled from the settings: gateway, enricher and query API on
+//! the configured store (SQLite or ClickHouse) and bus (in-process or Kafka), and replay or
+//! NVML agents. The embedded deployment (`wattprint up`) runs every role in one process; the
+//! distributed one (`wattprint gateway`, `enricher`, `query-api`, `agent`) runs one each.
 
 use crate::config::{AttributionSettings, InGuestSource};
 use crate::config::{BusSettings, SensorKind, Settings, StoreSettings};
@@ -163,6 +164,24 @@ impl Roles {
         enricher: true,
         query_api: true,
     };
+    /// The gateway alone (`wattprint gateway`; with the in-process bus, its enricher too).
+    pub const GATEWAY: Roles = Roles {
+        gateway: true,
+        enricher: false,
+        query_api: false,
+    };
+    /// An enricher alone (`wattprint enricher`).
+    pub const ENRICHER: Roles = Roles {
+        gateway: false,
+        enricher: true,
+        query_api: false,
+    };
+    /// The query API alone (`wattprint query-api`).
+    pub const QUERY_API: Roles = Roles {
+        gateway: false,
+        enricher: false,
+        query_api: true,
+    };
 }
 
 /// A running backend: some of gateway, enricher and query API.
@@ -213,81 +232,16 @@ impl Backend {
             inventory.clone(),
             settings.pue.clone(),
         );
-        let (producer, enricher): (Option<Arc<dyn BusProducer>>, _) = match &settings.bus {
-            BusSettings::Memory => {
-                anyhow::ensure!(
-                    roles.gateway || !roles.enricher,
-                    "the in-process bus has no enricher of its own: it runs inside the gateway \
-                     (`wattprint gateway` or `wattprint up`); a separate enricher needs bus.kind = \"kafka\""
-                );
-                if roles.gateway {
-                    let (producer, consumer) = memory_bus(64);
-                    let task = tokio::spawn(enricher.run(consumer, stop.wait()));
-                    (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
-                } else {
-                    (None, None)
-                }
-            }
-            BusSettings::Kafka {
-                config,
-                partitions,
-                replication,
-            } => {
-                if roles.gateway || roles.enricher {
-                    create_topics(config, *partitions, *replication)
-                        .await
-                        .with_context(|| format!("creating topics on {}", config.brokers))?;
-                }
-                let producer = if roles.gateway {
-                    Some(Arc::new(KafkaProducer::new(config)?) as Arc<dyn BusProducer>)
-                } else {
-                    None
-                };
-                let task = if roles.enricher {
-                    let consumer = KafkaConsumer::new(config)?;
-                    let enricher = enricher.with_batching(512, Duration::from_millis(200));
-                    Some(tokio::spawn(enricher.run(consumer, stop.wait())))
-                } else {
-                    None
-                };
-                (producer, task)
-            }
-        };
+        let (producer, enricher) = start_bus(settings, roles, enricher, &stop).await?;
         let (gateway, gateway_addr) = match producer {
             Some(producer) => {
-                let gateway = Gateway::new(producer, inventory, GatewayLimits::default());
-                let (gateway, tls) = secure_gateway(settings, gateway)?;
-                let listener = TcpListener::bind(settings.gateway_listen)
-                    .await
-                    .with_context(|| {
-                        format!("binding the gateway to {}", settings.gateway_listen)
-                    })?;
-                let addr = listener.local_addr()?;
-                let gw_stop = stop.wait();
-                let task = tokio::spawn(async move {
-                    wattprint_ingest::gateway::serve_tls(listener, gateway, tls, gw_stop)
-                        .await
-                        .map_err(Into::into)
-                });
+                let (task, addr) = start_gateway(settings, producer, inventory, &stop).await?;
                 (Some(task), Some(addr))
             }
             None => (None, None),
         };
         let (api, api_addr) = if roles.query_api {
-            if settings.api_auth.jwks.is_none() && !settings.api_listen.ip().is_loopback() {
-                tracing::warn!(
-                    listen = %settings.api_listen,
-                    "the query API listens beyond loopback with dev HS256 tokens: anyone who \
-                     reads the secret file can mint any tenant's token; configure \
-                     query_api.jwks_url or jwks_file for production"
-                );
-            }
-            let listener = TcpListener::bind(settings.api_listen)
-                .await
-                .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
-            let addr = listener.local_addr()?;
-            let state = api_state(settings, store.clone(), &auth).await?;
-            let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
+            let (task, addr) = start_query_api(settings, store.clone(), &auth, &stop).await?;
             (Some(task), Some(addr))
         } else {
             (None, None)
@@ -348,6 +302,105 @@ impl Backend {
             None => None,
         })
     }
+}
+
+/// The bus side of `roles`: the producer a gateway publishes to (when one runs) and the
+/// enricher task consuming it (when one runs here).
+async fn start_bus(
+    settings: &Settings,
+    roles: Roles,
+    enricher: Enricher,
+    stop: &Shutdown,
+) -> anyhow::Result<(
+    Option<Arc<dyn BusProducer>>,
+    Option<JoinHandle<EnricherReport>>,
+)> {
+    Ok(match &settings.bus {
+        BusSettings::Memory => {
+            anyhow::ensure!(
+                roles.gateway || !roles.enricher,
+                "the in-process bus has no enricher of its own: it runs inside the gateway \
+                 (`wattprint gateway` or `wattprint up`); a separate enricher needs bus.kind = \"kafka\""
+            );
+            if roles.gateway {
+                let (producer, consumer) = memory_bus(64);
+                let task = tokio::spawn(enricher.run(consumer, stop.wait()));
+                (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
+            } else {
+                (None, None)
+            }
+        }
+        BusSettings::Kafka {
+            config,
+            partitions,
+            replication,
+        } => {
+            if roles.gateway || roles.enricher {
+                create_topics(config, *partitions, *replication)
+                    .await
+                    .with_context(|| format!("creating topics on {}", config.brokers))?;
+            }
+            let producer = if roles.gateway {
+                Some(Arc::new(KafkaProducer::new(config)?) as Arc<dyn BusProducer>)
+            } else {
+                None
+            };
+            let task = if roles.enricher {
+                let consumer = KafkaConsumer::new(config)?;
+                let enricher = enricher.with_batching(512, Duration::from_millis(200));
+                Some(tokio::spawn(enricher.run(consumer, stop.wait())))
+            } else {
+                None
+            };
+            (producer, task)
+        }
+    })
+}
+
+/// Binds and serves the gateway, publishing to `producer`.
+async fn start_gateway(
+    settings: &Settings,
+    producer: Arc<dyn BusProducer>,
+    inventory: Arc<InventoryIndex>,
+    stop: &Shutdown,
+) -> anyhow::Result<(JoinHandle<Result<(), BoxError>>, SocketAddr)> {
+    let gateway = Gateway::new(producer, inventory, GatewayLimits::default());
+    let (gateway, tls) = secure_gateway(settings, gateway)?;
+    let listener = TcpListener::bind(settings.gateway_listen)
+        .await
+        .with_context(|| format!("binding the gateway to {}", settings.gateway_listen))?;
+    let addr = listener.local_addr()?;
+    let gw_stop = stop.wait();
+    let task = tokio::spawn(async move {
+        wattprint_ingest::gateway::serve_tls(listener, gateway, tls, gw_stop)
+            .await
+            .map_err(Into::into)
+    });
+    Ok((task, addr))
+}
+
+/// Binds and serves the query API on `store`.
+async fn start_query_api(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    auth: &AuthConfig,
+    stop: &Shutdown,
+) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, SocketAddr)> {
+    if settings.api_auth.jwks.is_none() && !settings.api_listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %settings.api_listen,
+            "the query API listens beyond loopback with dev HS256 tokens: anyone who \
+             reads the secret file can mint any tenant's token; configure \
+             query_api.jwks_url or jwks_file for production"
+        );
+    }
+    let listener = TcpListener::bind(settings.api_listen)
+        .await
+        .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
+    let addr = listener.local_addr()?;
+    let state = api_state(settings, store, auth).await?;
+    let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
+    Ok((task, addr))
 }
 
 /// Builds the agent's sensor from settings. Replay GPUs start at the configured time, or now.
