@@ -49,6 +49,8 @@ impl Node {
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
+            // An error exit shows its message, not a backtrace filling the stderr tail.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
