@@ -13,7 +13,9 @@
 
 use std::process::ExitCode;
 
-use wattprint_client::{Client, Error, NewWorkload, PageRequest, Timestamp, WhatIfQuery};
+use wattprint_client::{
+    Client, Error, NewWorkload, PageRequest, Timestamp, WhatIfQuery, WorkloadDetail,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -32,6 +34,41 @@ fn env_time(name: &str) -> Option<Timestamp> {
 
 async fn run() -> Result<(), Error> {
     let client = Client::from_env()?;
+    let instances = print_instances(&client).await?;
+    let mut ids: Vec<String> = std::env::args().skip(1).collect();
+    if ids.is_empty() {
+        ids = instances;
+    }
+    if ids.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the tenant has no instances to put in a workload".into(),
+        ));
+    }
+    let (from, to) = range()?;
+    let created = client
+        .create_workload(&NewWorkload {
+            label: "footprint example".into(),
+            instance_ids: ids,
+            from,
+            to: Some(to),
+            functional_unit: "training run".into(),
+            functional_units: 1.0,
+            labels: Default::default(),
+        })
+        .await?;
+    let detail = client.workload(&created.id).await?;
+    print_footprint(&detail);
+    print_whatifs(&client, &detail.workload.id).await?;
+    let page = client.list_workloads(&PageRequest::default(), None).await?;
+    println!(
+        "workloads of the tenant on the first page: {}",
+        page.workloads.len()
+    );
+    Ok(())
+}
+
+/// Prints the tenant's instances; returns their ids.
+async fn print_instances(client: &Client) -> Result<Vec<String>, Error> {
     let instances = client.all_instances(None).await?;
     println!("instances: {}", instances.len());
     for i in &instances {
@@ -45,16 +82,11 @@ async fn run() -> Result<(), Error> {
             models.join(", ")
         );
     }
-    let mut ids: Vec<String> = std::env::args().skip(1).collect();
-    if ids.is_empty() {
-        ids = instances.iter().map(|i| i.instance_id.clone()).collect();
-    }
-    if ids.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the tenant has no instances to put in a workload".into(),
-        ));
-    }
+    Ok(instances.iter().map(|i| i.instance_id.clone()).collect())
+}
 
+/// `[WATTPRINT_FROM, WATTPRINT_TO)`, by default the last hour.
+fn range() -> Result<(Timestamp, Timestamp), Error> {
     let to = env_time("WATTPRINT_TO").unwrap_or_else(Timestamp::now);
     let from = match (env_time("WATTPRINT_FROM"), &to) {
         (Some(from), _) => from,
@@ -65,18 +97,11 @@ async fn run() -> Result<(), Error> {
             ))
         }
     };
-    let created = client
-        .create_workload(&NewWorkload {
-            label: "footprint example".into(),
-            instance_ids: ids,
-            from,
-            to: Some(to),
-            functional_unit: "training run".into(),
-            functional_units: 1.0,
-            labels: Default::default(),
-        })
-        .await?;
-    let detail = client.workload(&created.id).await?;
+    Ok((from, to))
+}
+
+/// Prints a workload with its footprint, as the API returned the numbers.
+fn print_footprint(detail: &WorkloadDetail) {
     let w = &detail.workload;
     let fp = &detail.footprint;
     println!("workload: {}", w.id);
@@ -120,8 +145,11 @@ async fn run() -> Result<(), Error> {
         p.intervals_replayed_intensity,
         p.energy_measured_share
     );
+}
 
-    match client.whatif(&w.id, &WhatIfQuery::default()).await {
+/// Prints the Flexible Start and Pause and Resume what-ifs of workload `id`.
+async fn print_whatifs(client: &Client, id: &str) -> Result<(), Error> {
+    match client.whatif(id, &WhatIfQuery::default()).await {
         Ok(whatif) => {
             println!(
                 "what-ifs ({}: {}) for {} from {}{}:",
@@ -167,10 +195,5 @@ async fn run() -> Result<(), Error> {
         Err(Error::Api(p)) if p.status == 422 => println!("what-ifs unavailable: {}", p.detail),
         Err(e) => return Err(e),
     }
-    let page = client.list_workloads(&PageRequest::default(), None).await?;
-    println!(
-        "workloads of the tenant on the first page: {}",
-        page.workloads.len()
-    );
     Ok(())
 }
