@@ -31,6 +31,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use wattprint_core::intensity::{IntensityPoint, PointKind, Signal};
@@ -349,52 +350,24 @@ impl FileProvider {
         region: &RegionId,
         kind: PointKind,
     ) -> Result<Imported, FileError> {
-        let mut batch = Batch::new(path);
-        let (mut reader, _) = open_csv(path)?;
-        let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
-        let names: Vec<&str> = headers
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}'))
-            .collect();
-        let expected: &[&str] = match kind {
-            PointKind::Actual => &["time"],
-            PointKind::Forecast => &["request_time", "forecast_time"],
-        };
-        let n = expected.len();
-        if names.len() != n + 1 || names[..n] != *expected || names[n].is_empty() {
-            return Err(batch.line_error(
-                1,
-                format!(
-                    "header {names:?} is not a WattTime export (expected {}<Region>)",
-                    expected.iter().map(|c| format!("{c},")).collect::<String>()
-                ),
-            ));
-        }
-        let provider = format!("watttime:{}", names[n].to_uppercase());
+        let (column, rows) = read_watttime_csv(path, kind)?;
+        let provider = format!("watttime:{}", column.to_uppercase());
         let fetched_at = UnixMillis::now();
-        for record in reader.records() {
-            let record = record.map_err(|e| csv_error(path, e))?;
-            let line = record.position().map_or(0, csv::Position::line);
-            let cell = |i: usize| record.get(i).unwrap_or("");
-            let time =
-                |i: usize| timefmt::parse_naive_utc(cell(i)).map_err(|e| batch.line_error(line, e));
-            let (at, issued_at) = match kind {
-                PointKind::Actual => (time(0)?, None),
-                PointKind::Forecast => (time(1)?, Some(time(0)?)),
-            };
+        let mut batch = Batch::new(path);
+        for row in rows {
             let point = IntensityPoint {
                 region: region.clone(),
-                at,
+                at: row.at,
                 duration_ms: WATTTIME_PERIOD_MS,
                 value: GramsPerKwh(f64::NAN),
                 signal: Signal::Marginal,
                 kind,
-                issued_at,
+                issued_at: row.issued_at,
                 provider: provider.clone(),
                 model_version: None,
                 fetched_at,
             };
-            batch.push_value(point, number_cell(cell(n)), &batch.at_line(line));
+            batch.push_value(point, row.value, &batch.at_line(row.line));
         }
         Ok(self.add(batch))
     }
@@ -470,6 +443,77 @@ impl FileProvider {
     }
 }
 
+/// One data row of a WattTime CSV export.
+pub(crate) struct WattTimeRow {
+    /// 1-based line in the file.
+    pub(crate) line: u64,
+    /// Start of the 5-minute period (`time`, or `forecast_time` of a forecast).
+    pub(crate) at: UnixMillis,
+    /// When a forecast was made (`request_time`); `None` for actuals.
+    pub(crate) issued_at: Option<UnixMillis>,
+    /// The MOER in g/kWh, or why the cell is not one.
+    pub(crate) value: Result<f64, String>,
+}
+
+/// The one reader of WattTime's CSV exports: actuals `time,<Region>`, forecasts
+/// `request_time,forecast_time,<Region>`, times `YYYY-MM-DD HH:MM:SS` in UTC (a `T` and a `Z`
+/// or `+00:00` are read too). Returns the region column's name and the rows; a header not in
+/// the format or a time that cannot be read is an error naming the file and line, a value cell
+/// that is not a number is left to the caller (in [`WattTimeRow::value`]).
+pub(crate) fn read_watttime_csv(
+    path: &Path,
+    kind: PointKind,
+) -> Result<(String, Vec<WattTimeRow>), FileError> {
+    let line_error = |line: u64, detail: String| FileError::Line {
+        path: path.to_owned(),
+        line,
+        detail,
+    };
+    let (mut reader, _) = open_csv(path)?;
+    let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    let names: Vec<&str> = headers
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}'))
+        .collect();
+    let expected: &[&str] = match kind {
+        PointKind::Actual => &["time"],
+        PointKind::Forecast => &["request_time", "forecast_time"],
+    };
+    let n = expected.len();
+    if names.len() != n + 1 || names[..n] != *expected || names[n].is_empty() {
+        return Err(line_error(
+            1,
+            format!(
+                "header {names:?} is not a WattTime export (expected {}<Region>)",
+                expected.iter().map(|c| format!("{c},")).collect::<String>()
+            ),
+        ));
+    }
+    let column = names[n].to_owned();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let cell = |i: usize| record.get(i).unwrap_or("");
+        let time = |i: usize| {
+            timefmt::parse_utc_timestamp(cell(i))
+                .map_or_else(|| timefmt::parse_naive_utc(cell(i)), Ok)
+                .map_err(|e| line_error(line, e))
+        };
+        let (at, issued_at) = match kind {
+            PointKind::Actual => (time(0)?, None),
+            PointKind::Forecast => (time(1)?, Some(time(0)?)),
+        };
+        rows.push(WattTimeRow {
+            line,
+            at,
+            issued_at,
+            value: number_cell(cell(n)),
+        });
+    }
+    Ok((column, rows))
+}
+
 /// A value cell: a number, else the reason it is refused.
 fn number_cell(s: &str) -> Result<f64, String> {
     match s.trim() {
@@ -480,16 +524,24 @@ fn number_cell(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Opens a CSV file; returns the reader and its header's column indexes (a UTF-8 BOM on the
-/// first name is ignored).
-fn open_csv(path: &Path) -> Result<(csv::Reader<File>, HashMap<String, usize>), FileError> {
+/// A CSV reader over a plain or gzip file.
+type CsvReader = csv::Reader<Box<dyn Read>>;
+
+/// Opens a CSV file (gzip when it ends in `.gz`); returns the reader and its header's column
+/// indexes (a UTF-8 BOM on the first name is ignored).
+fn open_csv(path: &Path) -> Result<(CsvReader, HashMap<String, usize>), FileError> {
     let file = File::open(path).map_err(|source| FileError::Io {
         path: path.to_owned(),
         source,
     })?;
+    let input: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_reader(file);
+        .from_reader(input);
     let headers = reader.headers().map_err(|e| csv_error(path, e))?;
     let columns = headers
         .iter()

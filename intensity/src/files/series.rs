@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use wattprint_core::intensity::PointKind;
 use wattprint_core::intensity::{MarginalSeries, SeriesError};
-use wattprint_core::GramsPerKwh;
+use wattprint_core::{GramsPerKwh, UnixMillis};
 
 /// The format of a marginal-intensity file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -44,6 +45,9 @@ pub enum IntensityFileError {
         /// What is wrong.
         message: String,
     },
+    /// A WattTime export is not in its format (see [`super::FileProvider`]'s reader).
+    #[error(transparent)]
+    File(#[from] super::FileError),
     /// The rows do not form a valid series.
     #[error("{path}: {source}")]
     Series {
@@ -81,6 +85,30 @@ pub fn load_marginal(
     format: MarginalFormat,
     source: &str,
 ) -> Result<MarginalSeries, IntensityFileError> {
+    let points = match format {
+        MarginalFormat::WattTimeCsv => watttime_points(path)?,
+        MarginalFormat::Sgip => sgip_points(path)?,
+    };
+    MarginalSeries::new(source, points).map_err(|source| IntensityFileError::Series {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A WattTime actuals export through the crate's one WattTime reader; a value that is not a
+/// number fails the file (a configured series is taken whole or not at all).
+fn watttime_points(path: &Path) -> Result<Vec<(UnixMillis, GramsPerKwh)>, IntensityFileError> {
+    let (_, rows) = super::read_watttime_csv(path, PointKind::Actual)?;
+    rows.into_iter()
+        .map(|row| {
+            let v = row.value.map_err(|m| row_err(path, row.line, m))?;
+            Ok((row.at, GramsPerKwh(v)))
+        })
+        .collect()
+}
+
+/// SGIP's `time,moer,…` in kg/kWh, first two columns.
+fn sgip_points(path: &Path) -> Result<Vec<(UnixMillis, GramsPerKwh)>, IntensityFileError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(open(path)?);
@@ -100,16 +128,9 @@ pub fn load_marginal(
             .trim()
             .parse()
             .map_err(|_| row_err(path, line, format!("value {raw:?} is not a number")))?;
-        let value = match format {
-            MarginalFormat::WattTimeCsv => GramsPerKwh(v),
-            MarginalFormat::Sgip => GramsPerKwh::from_kg_per_kwh(v),
-        };
-        points.push((at, value));
+        points.push((at, GramsPerKwh::from_kg_per_kwh(v)));
     }
-    MarginalSeries::new(source, points).map_err(|source| IntensityFileError::Series {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(points)
 }
 
 /// Loads eGRID subregion total output CO2e rates, converted from lb/MWh to g/kWh.
