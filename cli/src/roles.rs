@@ -73,6 +73,7 @@ pub fn auth_config(settings: &Settings) -> anyhow::Result<AuthConfig> {
         issuer: settings.issuer.clone(),
         audience: settings.audience.clone(),
         leeway_s: settings.api_auth.leeway_s,
+        max_token_lifetime_s: settings.api_auth.max_token_lifetime_s,
     })
 }
 

@@ -34,6 +34,9 @@ pub struct RawQueryApi {
     pub jwks_refresh_s: Option<u64>,
     /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30, at most 300).
     pub leeway_s: Option<u64>,
+    /// Longest token lifetime accepted (`exp` − `iat`), seconds, 60 to 31536000 (a year);
+    /// absent: any. Tokens must then carry `iat`.
+    pub max_token_lifetime_s: Option<u64>,
     /// Requests per second each tenant (and each operator) may make (default 50; 0 turns the
     /// limit off).
     pub rate_limit_per_s: Option<f64>,
@@ -49,6 +52,8 @@ pub struct ApiAuthSettings {
     pub jwks: Option<JwksConfig>,
     /// Clock skew tolerated on `exp` and `nbf`, seconds.
     pub leeway_s: u64,
+    /// Longest token lifetime accepted, seconds; `None`: any.
+    pub max_token_lifetime_s: Option<u64>,
     /// Per-tenant rate limit; `None` turns it off.
     pub rate_limit: Option<RateLimit>,
 }
@@ -59,6 +64,7 @@ impl Default for ApiAuthSettings {
         Self {
             jwks: None,
             leeway_s: DEFAULT_LEEWAY_S,
+            max_token_lifetime_s: None,
             rate_limit: Some(RateLimit {
                 per_second: DEFAULT_RATE_LIMIT_PER_S,
                 burst: DEFAULT_RATE_LIMIT_BURST,
@@ -125,6 +131,13 @@ fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, InvalidConfig
             "query_api.leeway_s = {leeway_s} must be 0..=300"
         )));
     }
+    if let Some(max) = raw.max_token_lifetime_s {
+        if !(60..=31_536_000).contains(&max) {
+            return Err(invalid(format!(
+                "query_api.max_token_lifetime_s = {max} must be 60..=31536000 (a minute to a year)"
+            )));
+        }
+    }
     let per_second = raw.rate_limit_per_s.unwrap_or(DEFAULT_RATE_LIMIT_PER_S);
     if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
         return Err(invalid(format!(
@@ -141,6 +154,7 @@ fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, InvalidConfig
     Ok(ApiAuthSettings {
         jwks,
         leeway_s,
+        max_token_lifetime_s: raw.max_token_lifetime_s,
         rate_limit,
     })
 }
@@ -230,6 +244,24 @@ mod api_auth_tests {
             Some(JwksSource::File("keys.json".into()))
         );
         assert_eq!(f.rate_limit, None);
+    }
+
+    #[test]
+    fn a_maximum_token_lifetime_is_read_within_its_bounds() {
+        assert_eq!(auth("").unwrap().max_token_lifetime_s, None);
+        assert_eq!(
+            auth("max_token_lifetime_s = 86400")
+                .unwrap()
+                .max_token_lifetime_s,
+            Some(86_400)
+        );
+        for bad in [59, 31_536_001] {
+            let err = auth(&format!("max_token_lifetime_s = {bad}")).unwrap_err();
+            assert!(
+                err.contains(&format!("query_api.max_token_lifetime_s = {bad} must be")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

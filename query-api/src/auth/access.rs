@@ -88,6 +88,12 @@ pub(crate) struct GrantClaims {
     pub(crate) roles: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) scope: Option<String>,
+    /// Expiry, Unix seconds (required and checked by the decoder).
+    #[serde(default)]
+    pub(crate) exp: Option<u64>,
+    /// Issued at, Unix seconds.
+    #[serde(default)]
+    pub(crate) iat: Option<u64>,
 }
 
 impl GrantClaims {
@@ -110,6 +116,23 @@ impl GrantClaims {
     }
 
     /// Whom the verified token speaks for.
+    /// Refuses a token living longer than `max_s` seconds (`exp` − `iat`), or one without
+    /// `iat`, which a maximum lifetime cannot be checked without.
+    pub(crate) fn check_lifetime(&self, max_s: u64) -> Result<(), AuthError> {
+        let (Some(exp), Some(iat)) = (self.exp, self.iat) else {
+            return Err(AuthError::Invalid(
+                "token has no iat claim, which the server's maximum token lifetime needs".into(),
+            ));
+        };
+        let lifetime = exp.saturating_sub(iat);
+        if lifetime > max_s {
+            return Err(AuthError::Invalid(format!(
+                "token lifetime of {lifetime} s exceeds the server's maximum of {max_s} s"
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn into_principal(self) -> Result<Principal, AuthError> {
         if self.sub.is_empty()
             || self.sub.len() > MAX_SUBJECT_LEN
@@ -326,6 +349,8 @@ mod tests {
             tenant: tenant.map(Into::into),
             roles: roles.map(|r| r.iter().map(|s| s.to_string()).collect()),
             scope: scope.map(Into::into),
+            exp: None,
+            iat: None,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct AuthConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30).
     pub leeway_s: u64,
+    /// Longest lifetime (`exp` − `iat`) a token may have, seconds; `None` (the default)
+    /// accepts any. With a maximum, a token must carry `iat`: a leaked long-lived token from a
+    /// misconfigured issuer is refused instead of working for months.
+    pub max_token_lifetime_s: Option<u64>,
 }
 
 impl AuthConfig {
@@ -56,6 +60,7 @@ impl AuthConfig {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway_s: 30,
+            max_token_lifetime_s: None,
         }
     }
 }
@@ -75,6 +80,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_s", &self.leeway_s)
+            .field("max_token_lifetime_s", &self.max_token_lifetime_s)
             .finish()
     }
 }
@@ -172,6 +178,7 @@ pub struct TokenVerifier {
     issuer: String,
     audience: String,
     leeway_s: u64,
+    max_lifetime_s: Option<u64>,
     hs256: Option<DecodingKey>,
     jwks: Option<Arc<Jwks>>,
 }
@@ -198,6 +205,7 @@ impl TokenVerifier {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             leeway_s: auth.leeway_s,
+            max_lifetime_s: auth.max_token_lifetime_s,
             hs256,
             jwks: None,
         }
@@ -211,6 +219,7 @@ impl TokenVerifier {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             leeway_s: auth.leeway_s,
+            max_lifetime_s: auth.max_token_lifetime_s,
             hs256: None,
             jwks: Some(Arc::new(jwks)),
         }
@@ -287,6 +296,9 @@ impl TokenVerifier {
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 other => AuthError::Invalid(format!("{other:?}")),
             })?;
+        if let Some(max) = self.max_lifetime_s {
+            data.claims.check_lifetime(max)?;
+        }
         data.claims.into_principal()
     }
 
@@ -414,6 +426,44 @@ mod tests {
             Principal::Tenant(t) => t.tenant().clone(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_maximum_lifetime_refuses_longer_tokens_and_tokens_without_iat() {
+        let auth = AuthConfig {
+            max_token_lifetime_s: Some(3600),
+            ..config()
+        };
+        let v = TokenVerifier::new(&auth);
+        let tenant = TenantId::from("acme");
+        let at_max = mint_token(&auth, &tenant, Duration::from_secs(3600)).unwrap();
+        assert_eq!(tenant_of(v.verify(&at_max).await.unwrap()), tenant);
+        let longer = mint_token(&auth, &tenant, Duration::from_secs(3601)).unwrap();
+        assert_eq!(
+            v.verify(&longer).await.unwrap_err(),
+            AuthError::Invalid(
+                "token lifetime of 3601 s exceeds the server's maximum of 3600 s".into()
+            )
+        );
+        // Without a maximum the same token is fine.
+        assert!(TokenVerifier::new(&config()).verify(&longer).await.is_ok());
+        // A token without `iat` cannot show its lifetime.
+        let now = unix_seconds(SystemTime::now()).unwrap();
+        let claims = serde_json::json!({
+            "sub": "acme", "tenant": "acme", "roles": ["admin"], "iss": auth.issuer,
+            "aud": auth.audience, "exp": now + 60,
+        });
+        let no_iat = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(auth.hs256_secret.as_bytes()),
+        )
+        .unwrap();
+        assert!(TokenVerifier::new(&config()).verify(&no_iat).await.is_ok());
+        assert!(matches!(
+            v.verify(&no_iat).await,
+            Err(AuthError::Invalid(m)) if m.contains("no iat claim")
+        ));
     }
 
     #[tokio::test]
