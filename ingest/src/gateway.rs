@@ -15,6 +15,7 @@
 
 use crate::hosts::HostRegistry;
 use crate::inventory::InventoryIndex;
+use crate::log_throttle::{LogThrottle, LogVerdict};
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ use wattprint_bus::{BusMessage, BusProducer, DeadLetter, DeadLetterPayload};
 use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{HostId, UnixMillis};
 use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
-use wattprint_proto::v1::{BatchAck, Rejection, SampleBatch};
+use wattprint_proto::v1::{BatchAck, Rejection, Sample, SampleBatch};
 use wattprint_runtime::pem::{read_certificates, read_private_key, PemError};
 
 /// tonic's server TLS settings, as [`server_tls_config`] builds them.
@@ -78,6 +79,7 @@ pub struct Gateway {
     limits: GatewayLimits,
     clock: fn() -> UnixMillis,
     hosts: Option<Arc<HostRegistry>>,
+    rejection_log: Arc<LogThrottle>,
 }
 
 /// The gateway's rule for one decoded sample: its GPU is attached to the instance it names on
@@ -113,6 +115,7 @@ impl Gateway {
             limits,
             clock: UnixMillis::now,
             hosts: None,
+            rejection_log: Arc::new(LogThrottle::default()),
         }
     }
 
@@ -147,7 +150,7 @@ impl Gateway {
             match verdict {
                 Ok(s) => out.accepted.push(s),
                 Err(reason) => {
-                    tracing::warn!(host = %host, gpu = %wire.gpu_uuid, seq = wire.seq, %reason, "sample rejected");
+                    self.log_rejection(host, now, wire, &reason);
                     out.rejected.push(Rejection {
                         gpu_uuid: wire.gpu_uuid.clone(),
                         seq: wire.seq,
@@ -166,6 +169,27 @@ impl Gateway {
             }
         }
         out
+    }
+
+    /// Logs a refused sample within the host's log budget ([`LogThrottle`]).
+    fn log_rejection(
+        &self,
+        host: &HostId,
+        now: UnixMillis,
+        wire: &Sample,
+        reason: &SampleRejection,
+    ) {
+        match self.rejection_log.admit(host, now) {
+            LogVerdict::Suppress => return,
+            LogVerdict::LogAfterSuppressed(n) => tracing::warn!(
+                host = %host,
+                not_logged = n,
+                per_window = self.rejection_log.per_window(),
+                "rejections of this host over its log budget were counted, not logged"
+            ),
+            LogVerdict::Log => {}
+        }
+        tracing::warn!(host = %host, gpu = %wire.gpu_uuid, seq = wire.seq, %reason, "sample rejected");
     }
 
     /// Handles one batch: check, publish, ack. An error ends the stream (the agent resends).
@@ -436,7 +460,6 @@ mod tests {
     use super::*;
     use wattprint_bus::{memory_bus, BusConsumer};
     use wattprint_core::{GpuUuid, InstanceId, Milliwatts, RegionId, TenantId};
-    use wattprint_proto::v1::Sample;
     use wattprint_proto::v1::{Attribution, EnergySource};
     use wattprint_store::{GpuRecord, InstanceRecord};
 

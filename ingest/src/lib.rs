@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod hosts;
 pub mod intensity_poll;
 pub mod inventory;
+pub mod log_throttle;
 pub mod quarantine;
 
 pub use enricher::Enricher;
