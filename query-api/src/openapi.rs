@@ -96,7 +96,7 @@ document (`ProblemDocument`).";
             InternalError,
         )
     ),
-    modifiers(&BearerAuth, &ListItemBounds),
+    modifiers(&BearerAuth, &ParamSchemas),
     tags(
         (name = "meta", description = "Health and this document; no token needed."),
         (name = "inventory", description = "The tenant's instances and their GPUs."),
@@ -132,25 +132,33 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Puts the bounds of each value on the what-if's comma-separated lists (`window_hours`,
-/// `factor`): the parameter attributes can bound the list, not its items.
-struct ListItemBounds;
+/// Puts the rules of [`wattprint_api_types::schema`] on the parameters the `#[utoipa::path]`
+/// attributes cannot express them for: path ids (`id`, `tenant`: the same id schema as in
+/// bodies, from one pattern constant) and each value of the what-if's comma-separated lists
+/// (`window_hours`, `factor`: the attributes bound the list, not its items).
+struct ParamSchemas;
 
-impl Modify for ListItemBounds {
+impl Modify for ParamSchemas {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::schema::{ArrayItems, Schema};
         use utoipa::openapi::RefOr;
+        use wattprint_api_types::schema::{factor_item, id_schema, window_hours_item};
         for item in openapi.paths.paths.values_mut() {
             let operations = [&mut item.get, &mut item.post, &mut item.put];
             for op in operations.into_iter().flatten() {
                 for param in op.parameters.iter_mut().flatten() {
-                    let bounds = match param.name.as_str() {
-                        "window_hours" => wattprint_api_types::schema::window_hours_item(),
-                        "factor" => wattprint_api_types::schema::factor_item(),
+                    let item_bounds = match (&param.parameter_in, param.name.as_str()) {
+                        (ParameterIn::Path, "id" | "tenant") => {
+                            param.schema = Some(RefOr::T(id_schema()));
+                            continue;
+                        }
+                        (ParameterIn::Query, "window_hours") => window_hours_item(),
+                        (ParameterIn::Query, "factor") => factor_item(),
                         _ => continue,
                     };
                     if let Some(RefOr::T(Schema::Array(list))) = &mut param.schema {
-                        list.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(bounds)));
+                        list.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(item_bounds)));
                     }
                 }
             }

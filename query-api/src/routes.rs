@@ -164,7 +164,7 @@ pub(crate) fn series_request(
     path = "/v1/instances/{id}/series",
     tag = "series",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Instance id: 1 to 256 characters, no control characters.", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"), SeriesParams),
+    params(("id" = String, Path, description = "Instance id: 1 to 256 characters, no control characters."), SeriesParams),
     responses(
         (status = 200, description = "The series.", body = Series),
         (status = 400, response = crate::openapi::BadRequest),
@@ -257,7 +257,7 @@ pub(crate) async fn create_workload(
     path = "/v1/workloads/{id}",
     tag = "workloads",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.")),
     responses(
         (status = 200, description = "The workload and its footprint.", body = WorkloadDetail),
         (status = 400, response = crate::openapi::BadRequest),
@@ -300,7 +300,7 @@ pub(crate) async fn get_workload(
     path = "/v1/workloads/{id}/whatif",
     tag = "workloads",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"), WhatIfParams),
+    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters."), WhatIfParams),
     responses(
         (status = 200, description = "The what-ifs.", body = WhatIfView),
         (status = 400, response = crate::openapi::BadRequest),

@@ -183,7 +183,7 @@ pub async fn close(
     path = "/v1/workloads/{id}/labels",
     tag = "workloads",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.")),
     request_body = LabelsRequest,
     responses(
         (status = 200, description = "The workload as stored.", body = WorkloadView),
@@ -228,7 +228,7 @@ pub(crate) async fn put_labels(
     path = "/v1/workloads/{id}/close",
     tag = "workloads",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.", min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.")),
     request_body(content = CloseRequest, description = "Optional; `{}` or no body closes it now."),
     responses(
         (status = 200, description = "The closed workload.", body = WorkloadView),
