@@ -82,7 +82,8 @@ pub struct RawPoint {
     pub temp_c: u32,
     /// First span of a counter chain (the time before `start` is a gap).
     pub chain_start: bool,
-    /// `counter` or `power_integration`.
+    /// `counter`, `counter_bridged` (a gap the agent bridged with the counter delta) or
+    /// `power_integration`.
     pub energy_source: String,
     /// `exclusive`, `apportioned_mig` or `apportioned_vgpu`.
     pub attribution: String,

@@ -18,6 +18,10 @@ pub enum EnergySource {
     Counter,
     /// Integrated from power readings (GPUs without the counter): an estimate.
     PowerIntegration,
+    /// Delta of NVML's total-energy counter over a gap the agent did not sample (a restart, a
+    /// stall, a wall-clock step): exact energy, but power and utilisation over the gap are
+    /// unknown. Measured, not estimated; flagged so reports can say the span was bridged.
+    CounterBridged,
 }
 
 impl EnergySource {
@@ -26,6 +30,7 @@ impl EnergySource {
         match self {
             EnergySource::Counter => "counter",
             EnergySource::PowerIntegration => "power_integration",
+            EnergySource::CounterBridged => "counter_bridged",
         }
     }
 
@@ -34,6 +39,7 @@ impl EnergySource {
         match s {
             "counter" => Some(EnergySource::Counter),
             "power_integration" => Some(EnergySource::PowerIntegration),
+            "counter_bridged" => Some(EnergySource::CounterBridged),
             _ => None,
         }
     }

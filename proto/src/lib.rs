@@ -15,6 +15,7 @@ impl From<EnergySource> for v1::EnergySource {
         match s {
             EnergySource::Counter => v1::EnergySource::Counter,
             EnergySource::PowerIntegration => v1::EnergySource::PowerIntegration,
+            EnergySource::CounterBridged => v1::EnergySource::CounterBridged,
         }
     }
 }
@@ -78,6 +79,7 @@ pub fn sample_from_wire(host: &HostId, s: &v1::Sample) -> Result<EnergySample, S
     let energy_source = match v1::EnergySource::try_from(s.energy_source) {
         Ok(v1::EnergySource::Counter) => EnergySource::Counter,
         Ok(v1::EnergySource::PowerIntegration) => EnergySource::PowerIntegration,
+        Ok(v1::EnergySource::CounterBridged) => EnergySource::CounterBridged,
         _ => {
             return Err(SampleRejection::Malformed(format!(
                 "energy_source {} is not a known value",
