@@ -48,6 +48,7 @@
 
 mod intensity;
 mod inventory;
+mod placements;
 mod quarantine;
 mod rollups;
 mod rows;
@@ -61,8 +62,8 @@ pub use schema::supports_modern;
 use crate::checks::check_inventory;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh,
+    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
@@ -241,9 +242,17 @@ impl ClickHouseStore {
 
 #[async_trait]
 impl Store for ClickHouseStore {
-    async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
+    async fn upsert_inventory_at(
+        &self,
+        instances: &[InstanceRecord],
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
         check_inventory(instances)?;
-        self.upsert_instances(instances).await
+        self.upsert_instances(instances, at).await
+    }
+
+    async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError> {
+        self.load_placements().await
     }
 
     async fn inventory(&self) -> Result<Vec<InstanceRecord>, StoreError> {

@@ -10,6 +10,7 @@
 mod checks;
 pub mod clickhouse;
 pub mod config;
+pub mod placements;
 pub mod rollups;
 pub mod sqlite;
 mod traced;
@@ -30,6 +31,7 @@ use wattprint_core::{
 };
 
 pub use self::clickhouse::ClickHouseStore;
+pub use placements::{GpuPlacement, PlacementVersion};
 pub use sqlite::{SqliteStore, SqliteSync};
 pub use traced::Traced;
 
@@ -565,8 +567,21 @@ pub enum StoreError {
 /// Storage behind ingest and the query API.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Inserts or updates instances and their GPUs (operator action).
-    async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError>;
+    /// Inserts or updates instances and their GPUs (operator action), effective now.
+    async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
+        self.upsert_inventory_at(instances, UnixMillis::now()).await
+    }
+
+    /// Inserts or updates instances and their GPUs, the changes effective from `at` in the
+    /// inventory's history ([`placements`]): samples before `at` stay with the old placement.
+    async fn upsert_inventory_at(
+        &self,
+        instances: &[InstanceRecord],
+        at: UnixMillis,
+    ) -> Result<(), StoreError>;
+
+    /// Every GPU's placements in time, all tenants (for ingest, never for tenant reads).
+    async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError>;
 
     /// The whole inventory, all tenants (for ingest and operators, never for tenant reads).
     async fn inventory(&self) -> Result<Vec<InstanceRecord>, StoreError>;

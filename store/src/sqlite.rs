@@ -6,6 +6,7 @@
 
 mod intensity;
 mod inventory;
+mod placements;
 mod quarantine;
 mod rows;
 mod samples;
@@ -15,8 +16,9 @@ mod workloads;
 use crate::checks::{check_inventory, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite,
-    NewWorkload, QuarantineRecord, RefusedSample, RegionCoverage, RestateOutcome, Restatement,
-    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    NewWorkload, PlacementVersion, QuarantineRecord, RefusedSample, RegionCoverage, RestateOutcome,
+    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -167,11 +169,22 @@ pub(crate) fn now_ms() -> i64 {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
+    async fn upsert_inventory_at(
+        &self,
+        instances: &[InstanceRecord],
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
         check_inventory(instances)?;
         let instances = instances.to_vec();
         self.call("upserting inventory", move |conn| {
-            inventory::upsert_inventory(conn, &instances)
+            inventory::upsert_inventory(conn, &instances, at)
+        })
+        .await
+    }
+
+    async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError> {
+        self.call("reading the inventory's history", |conn| {
+            placements::load_history(conn)
         })
         .await
     }

@@ -7,8 +7,8 @@
 
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh,
+    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use tracing::field::Empty;
@@ -36,11 +36,22 @@ impl<S: Store> Traced<S> {
 
 #[async_trait]
 impl<S: Store> Store for Traced<S> {
-    async fn upsert_inventory(&self, instances: &[InstanceRecord]) -> Result<(), StoreError> {
-        let span = info_span!("upsert_inventory", instances = instances.len());
+    async fn upsert_inventory_at(
+        &self,
+        instances: &[InstanceRecord],
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let span = info_span!("upsert_inventory", instances = instances.len(), at = at.0);
         self.inner
-            .upsert_inventory(instances)
+            .upsert_inventory_at(instances, at)
             .instrument(span)
+            .await
+    }
+
+    async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError> {
+        self.inner
+            .placement_history()
+            .instrument(info_span!("placement_history"))
             .await
     }
 

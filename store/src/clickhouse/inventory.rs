@@ -6,9 +6,10 @@
 
 use super::rows::{StoredGpu, StoredGpuHost, StoredInstance};
 use super::{ch_err, instance_not_found, placeholders, ClickHouseStore, KEYS_PER_QUERY};
+use crate::placements::{latest_versions, placement_changes};
 use crate::{GpuRecord, InstanceRecord, StoreError};
 use std::collections::{HashMap, HashSet};
-use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 
 impl ClickHouseStore {
     /// Each record is the whole truth about its instance: GPUs it no longer lists are detached
@@ -16,6 +17,7 @@ impl ClickHouseStore {
     pub(super) async fn upsert_instances(
         &self,
         instances: &[InstanceRecord],
+        at: UnixMillis,
     ) -> Result<(), StoreError> {
         const OP: &str = "upserting inventory";
         if instances.is_empty() {
@@ -95,6 +97,10 @@ impl ClickHouseStore {
                 version,
             })
             .collect();
+        // The history first: ingest never reads a placement the history lacks.
+        let latest = latest_versions(&self.load_placements().await?);
+        self.append_placements(&placement_changes(&latest, instances, at), version)
+            .await?;
         self.insert("instances", &instance_rows, OP).await?;
         // Hosts before the GPUs: a GPU is never readable attached with an older host.
         self.insert("gpu_hosts", &host_rows, OP).await?;

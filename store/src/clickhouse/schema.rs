@@ -302,6 +302,37 @@ fn v6() -> Vec<String> {
         .to_owned()]
 }
 
+/// Version 7: the inventory in time (`crate::placements`): every GPU's placements with the
+/// time each took effect, `attached = 0` for a detachment. GPUs placed before are placed since
+/// always (`i64::MIN`). 18.16 joins two tables per query, hence the nesting.
+fn v7() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS gpu_placements (
+                gpu_uuid       String,
+                valid_from_ms  Int64,
+                attached       UInt8,
+                host           String,
+                instance_id    String,
+                tenant         String,
+                region         String,
+                power_limit_mw UInt32,
+                version        UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY (gpu_uuid, valid_from_ms)"
+            .to_owned(),
+        "INSERT INTO gpu_placements (gpu_uuid, valid_from_ms, attached, host, instance_id, \
+         tenant, region, power_limit_mw, version) \
+         SELECT uuid, toInt64(-9223372036854775807) - 1, toUInt8(1), host, instance_id, \
+                toString(tenant), toString(region), power_limit_mw, toUInt64(0) \
+         FROM ( \
+             SELECT uuid, instance_id, power_limit_mw, host \
+             FROM (SELECT uuid, instance_id, power_limit_mw FROM gpus FINAL WHERE attached = 1) \
+             ANY LEFT JOIN (SELECT uuid, host FROM gpu_hosts FINAL) USING uuid \
+         ) ANY INNER JOIN (SELECT instance_id, tenant, region FROM instances FINAL) \
+         USING instance_id"
+            .to_owned(),
+    ]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -314,7 +345,15 @@ pub(crate) fn hour_of(column: &str) -> String {
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern), v2(modern), v3(modern), v4(modern), v5(), v6()]
+    vec![
+        v1(modern),
+        v2(modern),
+        v3(modern),
+        v4(modern),
+        v5(),
+        v6(),
+        v7(),
+    ]
 }
 
 #[derive(Row, Serialize)]
@@ -429,11 +468,13 @@ mod tests {
             for sql in migrations(m).concat() {
                 // The inserts only add rollup marks (repeated, rollups look stale and are
                 // recomputed, never wrong) or spans (repeated, identical rows that the
-                // `ReplacingMergeTree` collapses and the timeline reads as one).
+                // `ReplacingMergeTree` collapses and the timeline reads as one) or placements
+                // since always (repeated, version 0 rows that any upserted row outranks).
                 assert!(
                     sql.starts_with("CREATE TABLE IF NOT EXISTS")
                         || sql.starts_with("INSERT INTO rollup_marks ")
-                        || sql.starts_with("INSERT INTO gpu_spans "),
+                        || sql.starts_with("INSERT INTO gpu_spans ")
+                        || sql.starts_with("INSERT INTO gpu_placements "),
                     "{sql}"
                 );
             }

@@ -3,23 +3,28 @@
 //! An upsert is the whole truth about each instance it names, applied in one `IMMEDIATE`
 //! transaction: a GPU not listed any more is detached, one listed elsewhere moves.
 
-use super::db_err;
 use super::rows::stored_int;
+use super::{db_err, placements};
+use crate::placements::{latest_versions, placement_changes};
 use crate::{GpuRecord, InstanceRecord, StoreError};
 use rusqlite::{params, Connection, TransactionBehavior};
-use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 
 /// Each record is the whole truth about its instance: GPUs it no longer lists are detached, and
-/// a GPU listed under a different instance than before moves.
+/// a GPU listed under a different instance than before moves. The changes are recorded in the
+/// inventory's history as of `at`, in the same transaction.
 pub(super) fn upsert_inventory(
     conn: &mut Connection,
     instances: &[InstanceRecord],
+    at: UnixMillis,
 ) -> Result<(), StoreError> {
     const OP: &str = "upserting inventory";
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err(OP))?;
     {
+        let latest = latest_versions(&placements::load_history(&tx)?);
+        placements::append(&tx, &placement_changes(&latest, instances, at))?;
         let mut put_instance = tx
             .prepare_cached(
                 "INSERT INTO instances (instance_id, tenant, region, zip_code) \

@@ -138,8 +138,29 @@ CREATE UNIQUE INDEX quarantine_once ON quarantine
     (host, coalesce(gpu_uuid, ''), coalesce(seq, ''), payload);
 "#;
 
+/// Version 7: the inventory in time (`crate::placements`): every GPU's placements with the
+/// time each took effect, `attached = 0` for a detachment. GPUs placed before are placed since
+/// always (`i64::MIN`).
+const V7: &str = r#"
+CREATE TABLE gpu_placements (
+    gpu_uuid       TEXT NOT NULL,
+    valid_from_ms  INTEGER NOT NULL,
+    attached       INTEGER NOT NULL CHECK (attached IN (0, 1)),
+    host           TEXT NOT NULL,
+    instance_id    TEXT NOT NULL,
+    tenant         TEXT NOT NULL,
+    region         TEXT NOT NULL,
+    power_limit_mw INTEGER NOT NULL,
+    PRIMARY KEY (gpu_uuid, valid_from_ms)
+) STRICT;
+INSERT INTO gpu_placements
+    SELECT g.uuid, -9223372036854775808, 1, g.host, g.instance_id, i.tenant, i.region,
+           g.power_limit_mw
+    FROM gpus g JOIN instances i ON i.instance_id = g.instance_id;
+"#;
+
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5, V6, V7];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///
@@ -256,6 +277,39 @@ mod tests {
         migrate(&mut conn, &["SELECT 1", "SELECT 2"]).unwrap();
         let err = migrate(&mut conn, &["SELECT 1"]).unwrap_err();
         assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[test]
+    fn the_inventory_history_starts_with_every_gpu_placed_since_always() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &MIGRATIONS[..6]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO instances (instance_id, tenant, region) VALUES ('i-a', 'acme', 'R');
+             INSERT INTO gpus (uuid, instance_id, model, power_limit_mw, host)
+                 VALUES ('GPU-1', 'i-a', 'H100', 700000, 'h1'), ('GPU-2', 'i-a', 'H100', 1, '');",
+        )
+        .unwrap();
+        migrate(&mut conn, MIGRATIONS).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT gpu_uuid, valid_from_ms, attached, host, tenant, power_limit_mw \
+                 FROM gpu_placements ORDER BY gpu_uuid",
+            )
+            .unwrap();
+        let rows: Vec<(String, i64, i64, String, String, i64)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("GPU-1".into(), i64::MIN, 1, "h1".into(), "acme".into(), 700_000),
+                ("GPU-2".into(), i64::MIN, 1, String::new(), "acme".into(), 1),
+            ]
+        );
     }
 
     #[test]

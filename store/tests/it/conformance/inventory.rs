@@ -90,3 +90,87 @@ pub async fn inventory_upserts_move_gpus_and_list_sorted(store: &dyn Store) {
     store.upsert_inventory(&[]).await.unwrap();
     assert_eq!(store.inventory().await.unwrap().len(), 3);
 }
+
+/// Each GPU's placements as `(valid_from, tenant/instance/host or "detached")`.
+async fn history_of(store: &dyn Store, gpu: &str) -> Vec<(i64, String)> {
+    store
+        .placement_history()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.gpu.as_str() == gpu)
+        .map(|v| {
+            let at = v.valid_from.0;
+            match v.placement {
+                Some(p) => (at, format!("{}/{}/{}", p.tenant, p.instance, p.host)),
+                None => (at, "detached".to_owned()),
+            }
+        })
+        .collect()
+}
+
+pub async fn inventory_history_versions_every_change_at_its_time(store: &dyn Store) {
+    let (t1, t2, t3) = (
+        UnixMillis(T0),
+        UnixMillis(T0 + 60_000),
+        UnixMillis(T0 + 120_000),
+    );
+    let upsert = |records: Vec<InstanceRecord>, at: UnixMillis| async move {
+        store.upsert_inventory_at(&records, at).await.unwrap();
+    };
+    upsert(
+        vec![
+            instance("acme", "i-a", &["GPU-A1", "GPU-A2"]),
+            instance("globex", "i-b", &["GPU-B1"]),
+        ],
+        t1,
+    )
+    .await;
+    let always = i64::MIN;
+    assert_eq!(
+        history_of(store, "GPU-A2").await,
+        vec![(always, "acme/i-a/host-a".to_owned())],
+        "a first placement holds since always"
+    );
+    // GPU-A2 moves to globex on another host at t2; GPU-A1 is taken off at t3.
+    let mut moved = instance("globex", "i-b", &["GPU-A2", "GPU-B1"]);
+    moved.gpus[0].host = HostId::from("host-b");
+    upsert(
+        vec![instance("acme", "i-a", &["GPU-A1"]), moved.clone()],
+        t2,
+    )
+    .await;
+    upsert(vec![instance("acme", "i-a", &[])], t3).await;
+    // Declaring the same inventory again changes no history.
+    upsert(
+        vec![instance("acme", "i-a", &[]), moved],
+        UnixMillis(t3.0 + 1),
+    )
+    .await;
+    assert_eq!(
+        history_of(store, "GPU-A2").await,
+        vec![
+            (always, "acme/i-a/host-a".to_owned()),
+            (t2.0, "globex/i-b/host-b".to_owned())
+        ]
+    );
+    assert_eq!(
+        history_of(store, "GPU-A1").await,
+        vec![
+            (always, "acme/i-a/host-a".to_owned()),
+            (t3.0, "detached".to_owned())
+        ]
+    );
+    assert_eq!(
+        history_of(store, "GPU-B1").await,
+        vec![(always, "globex/i-b/host-a".to_owned())]
+    );
+    // The newest version of each GPU is the current inventory.
+    let current = wattprint_store::placements::placements_of(&store.inventory().await.unwrap());
+    let latest =
+        wattprint_store::placements::latest_versions(&store.placement_history().await.unwrap());
+    for (gpu, placement) in &latest {
+        assert_eq!(current.get(gpu), placement.as_ref(), "{gpu}");
+    }
+    assert_eq!(latest.values().flatten().count(), current.len());
+}

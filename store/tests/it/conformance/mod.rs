@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             workload_instances_keep_their_order,
             workloads_open_close_and_relabel,
             inventory_upserts_move_gpus_and_list_sorted,
+            inventory_history_versions_every_change_at_its_time,
             quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number,
             random_batches_in_random_order_match_the_accumulator,
             tenant_summary_sums_every_interval_exactly,
