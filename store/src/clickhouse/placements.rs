@@ -44,7 +44,7 @@ impl StoredPlacement {
         PlacementVersion {
             gpu: GpuUuid(self.gpu_uuid),
             valid_from: UnixMillis(self.valid_from_ms),
-            placement: (self.attached == 1).then(|| GpuPlacement {
+            placement: (self.attached == 1).then_some(GpuPlacement {
                 host: HostId(self.host),
                 instance: InstanceId(self.instance_id),
                 tenant: TenantId(self.tenant),
