@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod intensity;
+pub mod inventory;
 pub mod quarantine;
 pub mod roles;

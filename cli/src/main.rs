@@ -93,6 +93,12 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// The inventory: store the configured `[[instances]]` (running gateways and enrichers
+    /// reload it within seconds, no restart), or show GPUs' placements in time.
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
     /// Print an HS256 dev token (embedded dev mode only; with a JWKS configured, tokens come
     /// from the identity provider).
     Token {
@@ -109,6 +115,19 @@ enum Command {
         /// Lifetime in hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum InventoryCommand {
+    /// Store the configured `[[instances]]`, effective now: samples taken before stay with
+    /// the previous owner.
+    Apply,
+    /// Every GPU's placements in time, or one GPU's.
+    History {
+        /// Only this GPU.
+        #[arg(long)]
+        gpu: Option<String>,
     },
 }
 
@@ -179,6 +198,7 @@ impl Command {
             Command::QueryApi => "query-api",
             Command::Intensity { .. } => "intensity",
             Command::Quarantine { .. } => "quarantine",
+            Command::Inventory { .. } => "inventory",
             Command::Token { .. } => "token",
         }
     }
@@ -264,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
         Command::QueryApi => serve(&cli, Roles::QUERY_API, shutdown).await,
         Command::Intensity { command } => intensity(&cli, command).await,
         Command::Quarantine { command } => quarantine(&cli, command).await,
+        Command::Inventory { command } => inventory(&cli, command).await,
         Command::Token {
             tenant,
             role,
@@ -357,6 +378,33 @@ async fn quarantine(cli: &Cli, command: &QuarantineCommand) -> anyhow::Result<()
         }
     };
     println!("{out}");
+    Ok(())
+}
+
+/// `wattprint inventory`: opening the store applies the configured inventory.
+async fn inventory(cli: &Cli, command: &InventoryCommand) -> anyhow::Result<()> {
+    let settings = load(cli, |_| {})?;
+    let store = roles::open_store(&settings).await?;
+    let history = store.placement_history().await?;
+    match command {
+        InventoryCommand::Apply => {
+            let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
+            println!(
+                "inventory applied: {} instances, {gpus} GPUs; running gateways and enrichers \
+                 reload it within {} s",
+                settings.inventory.len(),
+                roles::INVENTORY_RELOAD_EVERY.as_secs()
+            );
+        }
+        InventoryCommand::History { gpu } => {
+            for v in history
+                .iter()
+                .filter(|v| gpu.as_ref().is_none_or(|g| v.gpu.as_str() == g))
+            {
+                println!("{}", wattprint_cli::inventory::describe_placement(v));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -50,7 +50,9 @@ pub async fn replay_held(
     limit: u32,
 ) -> anyhow::Result<ReplayReport> {
     let records = store.quarantine(limit).await?;
-    let inventory = Arc::new(InventoryIndex::new(&store.inventory().await?));
+    let inventory = Arc::new(InventoryIndex::from_history(
+        &store.placement_history().await?,
+    ));
     let enricher = Enricher::new(
         store,
         settings.intensity.clone(),
@@ -85,7 +87,7 @@ pub fn describe(r: &ReplayReport) -> String {
 pub fn reason_kind(reason: &str) -> &'static str {
     const KINDS: [(&str, &str); 10] = [
         ("overlaps stored energy", "overlap"),
-        ("is not attached to instance", "not-attached"),
+        ("not attached to instance", "not-attached"),
         ("storable maximum", "unstorable"),
         ("already stored with different content", "conflict"),
         ("after the gateway's clock", "future"),

@@ -198,6 +198,7 @@ pub struct Backend {
     gateway: Option<JoinHandle<Result<(), BoxError>>>,
     enricher: Option<JoinHandle<EnricherReport>>,
     rollups: Option<JoinHandle<()>>,
+    inventory_reload: Option<JoinHandle<()>>,
     intensity: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
@@ -206,6 +207,11 @@ pub struct Backend {
 /// How often an enricher brings the store's hourly rollups up to date
 /// ([`wattprint_store::rollups::keep_fresh`]).
 const ROLLUP_REFRESH_EVERY: Duration = Duration::from_secs(600);
+
+/// How often a gateway or enricher reloads the inventory from the store, so changes made by
+/// `wattprint inventory apply` take effect without a restart
+/// ([`wattprint_ingest::inventory::keep_current`]).
+pub const INVENTORY_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// The gateway task's error (a tonic transport error, boxed).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -225,7 +231,9 @@ impl Backend {
         roles: Roles,
     ) -> anyhow::Result<Backend> {
         let auth = auth_config(settings)?;
-        let inventory = Arc::new(InventoryIndex::new(&store.inventory().await?));
+        let inventory = Arc::new(InventoryIndex::from_history(
+            &store.placement_history().await?,
+        ));
         let stop = Shutdown::new();
         let enricher = Enricher::new(
             store.clone(),
@@ -236,7 +244,8 @@ impl Backend {
         let (producer, enricher) = start_bus(settings, roles, enricher, &stop).await?;
         let (gateway, gateway_addr) = match producer {
             Some(producer) => {
-                let (task, addr) = start_gateway(settings, producer, inventory, &stop).await?;
+                let (task, addr) =
+                    start_gateway(settings, producer, inventory.clone(), &stop).await?;
                 (Some(task), Some(addr))
             }
             None => (None, None),
@@ -247,6 +256,14 @@ impl Backend {
         } else {
             (None, None)
         };
+        let inventory_reload = (roles.gateway || enricher.is_some()).then(|| {
+            tokio::spawn(wattprint_ingest::inventory::keep_current(
+                store.clone(),
+                inventory.clone(),
+                INVENTORY_RELOAD_EVERY,
+                stop.wait(),
+            ))
+        });
         let rollups = enricher.is_some().then(|| {
             tokio::spawn(wattprint_store::rollups::keep_fresh(
                 store.clone(),
@@ -276,6 +293,7 @@ impl Backend {
             gateway,
             enricher,
             rollups,
+            inventory_reload,
             intensity,
             api,
             stop,
@@ -296,6 +314,9 @@ impl Backend {
         }
         if let Some(rollups) = self.rollups {
             rollups.await?;
+        }
+        if let Some(reload) = self.inventory_reload {
+            reload.await?;
         }
         self.intensity.await?;
         Ok(match self.enricher {

@@ -160,18 +160,27 @@ impl Enricher {
         self
     }
 
-    /// Enriches samples; those whose GPU left the inventory since the gateway checked them are
-    /// returned as quarantine records instead.
+    /// Enriches samples, each attributed to the placement of its GPU over its span (the
+    /// inventory in time: a late sample goes to whoever held the GPU then); samples whose GPU
+    /// was not on their instance and host over the span are returned as quarantine records.
     pub fn enrich(&self, samples: &[EnergySample]) -> (Vec<EnrichedSample>, Vec<QuarantineRecord>) {
         let join = self.join.snapshot();
         let mut cache: HashMap<(RegionId, Bucket), Option<JoinedIntensity>> = HashMap::new();
         let mut enriched = Vec::with_capacity(samples.len());
         let mut quarantined = Vec::new();
         for s in samples {
-            let Some(place) = self.inventory.gpu(&s.gpu) else {
+            let placement = self
+                .inventory
+                .gpu_over(&s.gpu, s.start, s.end)
+                .filter(|p| p.host == s.host && p.instance == s.instance);
+            let Some(place) = placement else {
                 quarantined.push(held(
                     s,
-                    format!("GPU {} is no longer in the inventory", s.gpu),
+                    format!(
+                        "GPU {} was not attached to instance {} on host {} over the sample's \
+                         span in the inventory",
+                        s.gpu, s.instance, s.host
+                    ),
                 ));
                 continue;
             };

@@ -82,9 +82,10 @@ pub struct Gateway {
     rejection_log: Arc<LogThrottle>,
 }
 
-/// The gateway's rule for one decoded sample: its GPU is attached to the instance it names on
-/// the host that sent it, and it passes [`check_sample`] at `now`. Replays of held samples
-/// ([`crate::quarantine`]) go through the same rule.
+/// The gateway's rule for one decoded sample: over the sample's whole span its GPU was
+/// attached to the instance it names on the host that sent it (the inventory in time, see
+/// [`InventoryIndex::gpu_over`]), and it passes [`check_sample`] at `now`. Replays of held
+/// samples ([`crate::quarantine`]) go through the same rule.
 pub fn admit(
     inventory: &InventoryIndex,
     limits: &SampleLimits,
@@ -92,7 +93,7 @@ pub fn admit(
     s: &EnergySample,
 ) -> Result<(), SampleRejection> {
     let placement = inventory
-        .gpu(&s.gpu)
+        .gpu_over(&s.gpu, s.start, s.end)
         .filter(|p| p.host == s.host && p.instance == s.instance)
         .ok_or_else(|| SampleRejection::NotAttached {
             gpu: s.gpu.clone(),

@@ -391,11 +391,11 @@ async fn held_samples_replay_once_the_cause_is_fixed_and_never_count_twice() {
         host: HostId::from("host-1"),
     });
     store.upsert_inventory(&inv).await.unwrap();
-    let index = InventoryIndex::new(&inv);
+    let index = Arc::new(InventoryIndex::new(&inv));
     let enricher = Enricher::new(
         store.clone(),
         Arc::new(IntensityJoin::new(15 * 60 * 1000)),
-        Arc::new(index.clone()),
+        index.clone(),
         HashMap::new(),
     );
     let limits = wattprint_core::sample::SampleLimits::default();

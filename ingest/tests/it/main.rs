@@ -5,5 +5,6 @@ mod corpus;
 mod gateway_tls;
 mod intensity_join;
 mod intensity_poll;
+mod inventory_in_time;
 mod kafka;
 mod ledger;

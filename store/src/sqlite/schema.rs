@@ -298,7 +298,14 @@ mod tests {
             .unwrap();
         let rows: Vec<(String, i64, i64, String, String, i64)> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .unwrap()
             .collect::<Result<_, _>>()
@@ -306,7 +313,14 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                ("GPU-1".into(), i64::MIN, 1, "h1".into(), "acme".into(), 700_000),
+                (
+                    "GPU-1".into(),
+                    i64::MIN,
+                    1,
+                    "h1".into(),
+                    "acme".into(),
+                    700_000
+                ),
                 ("GPU-2".into(), i64::MIN, 1, String::new(), "acme".into(), 1),
             ]
         );
