@@ -85,7 +85,8 @@ pub struct RawPoint {
     /// `counter`, `counter_bridged` (a gap the agent bridged with the counter delta) or
     /// `power_integration`.
     pub energy_source: String,
-    /// `exclusive`, `apportioned_mig` or `apportioned_vgpu`.
+    /// `exclusive`, `apportioned_mig`, `apportioned_vgpu` or `guest_reported` (the instance's
+    /// own agent reported it).
     pub attribution: String,
 }
 

@@ -55,6 +55,10 @@ pub enum Attribution {
     ApportionedMig,
     /// A share of a vGPU host's GPU.
     ApportionedVgpu,
+    /// The whole GPU, reported by the instance's own agent (`in_guest`, PCI passthrough): the
+    /// tenant's word rather than the provider's host. Set by the gateway for every sample of a
+    /// credential bound to one instance, whatever the agent sent.
+    GuestReported,
 }
 
 impl Attribution {
@@ -64,6 +68,7 @@ impl Attribution {
             Attribution::Exclusive => "exclusive",
             Attribution::ApportionedMig => "apportioned_mig",
             Attribution::ApportionedVgpu => "apportioned_vgpu",
+            Attribution::GuestReported => "guest_reported",
         }
     }
 
@@ -73,6 +78,7 @@ impl Attribution {
             "exclusive" => Some(Attribution::Exclusive),
             "apportioned_mig" => Some(Attribution::ApportionedMig),
             "apportioned_vgpu" => Some(Attribution::ApportionedVgpu),
+            "guest_reported" => Some(Attribution::GuestReported),
             _ => None,
         }
     }

@@ -30,8 +30,10 @@ use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity};
 use tonic::{Code, Request, Response, Status, Streaming};
 use wattprint_bus::{BusMessage, BusProducer, DeadLetter, DeadLetterPayload};
-use wattprint_core::sample::{check_sample, EnergySample, SampleLimits, SampleRejection};
-use wattprint_core::{HostId, UnixMillis};
+use wattprint_core::sample::{
+    check_sample, Attribution, EnergySample, SampleLimits, SampleRejection,
+};
+use wattprint_core::{HostId, InstanceId, UnixMillis};
 use wattprint_proto::v1::ingest_server::{Ingest, IngestServer};
 use wattprint_proto::v1::{BatchAck, Rejection, Sample, SampleBatch};
 use wattprint_runtime::pem::{read_certificates, read_private_key, PemError};
@@ -134,11 +136,33 @@ impl Gateway {
 
     /// Validates every sample of a batch independently.
     pub fn check(&self, host: &HostId, batch: &SampleBatch) -> CheckedBatch {
+        self.check_as(host, None, batch)
+    }
+
+    /// [`Gateway::check`] for a stream whose credential is bound to `bound` (an `in_guest`
+    /// agent, see [`crate::hosts`]): samples naming another instance are refused as not
+    /// attached, and the ones accepted are marked [`Attribution::GuestReported`].
+    pub fn check_as(
+        &self,
+        host: &HostId,
+        bound: Option<&InstanceId>,
+        batch: &SampleBatch,
+    ) -> CheckedBatch {
         let now = (self.clock)();
         let mut out = CheckedBatch::default();
         let mut seen = HashSet::new();
         for wire in &batch.samples {
-            let verdict = wattprint_proto::sample_from_wire(host, wire).and_then(|s| {
+            let verdict = wattprint_proto::sample_from_wire(host, wire).and_then(|mut s| {
+                if let Some(instance) = bound {
+                    if s.instance != *instance {
+                        return Err(SampleRejection::NotAttached {
+                            gpu: s.gpu.clone(),
+                            instance: s.instance.clone(),
+                            host: s.host.clone(),
+                        });
+                    }
+                    s.attribution = Attribution::GuestReported;
+                }
                 admit(&self.inventory, &self.limits.samples, now, &s)?;
                 if !seen.insert((s.gpu.clone(), s.seq)) {
                     return Err(SampleRejection::DuplicateInBatch {
@@ -196,6 +220,16 @@ impl Gateway {
     /// Handles one batch: check, publish, ack. An error ends the stream (the agent resends).
     #[tracing::instrument(skip_all, fields(host = %batch.host_id, batch_seq = batch.batch_seq, samples = batch.samples.len()))]
     pub async fn handle(&self, batch: SampleBatch) -> Result<BatchAck, Status> {
+        self.handle_as(batch, None).await
+    }
+
+    /// [`Gateway::handle`] for a stream whose credential is bound to `bound` (see
+    /// [`Gateway::check_as`]).
+    pub async fn handle_as(
+        &self,
+        batch: SampleBatch,
+        bound: Option<&InstanceId>,
+    ) -> Result<BatchAck, Status> {
         let summary = || {
             serde_json::json!({"batch_seq": batch.batch_seq, "samples": batch.samples.len()})
                 .to_string()
@@ -218,7 +252,7 @@ impl Gateway {
             return Err(Status::invalid_argument(reason));
         }
         let host = HostId::new(batch.host_id.clone());
-        let checked = self.check(&host, &batch);
+        let checked = self.check_as(&host, bound, &batch);
         let accepted = checked.accepted.len() as u32;
         if !checked.accepted.is_empty() {
             self.producer
@@ -313,7 +347,7 @@ impl Ingest for Gateway {
             Some(hosts) => {
                 let certs = request.peer_certs();
                 match hosts.authenticate(request.metadata(), certs.as_deref().map(Vec::as_slice)) {
-                    Ok(host) => Some(host),
+                    Ok(credential) => Some(credential),
                     Err(status) => {
                         tracing::warn!(%peer, code = ?status.code(), reason = %status.message(), "agent stream refused");
                         return Err(status);
@@ -340,6 +374,7 @@ impl Ingest for Gateway {
                 last_host.clone_from(&batch.host_id);
                 if let Some(host) = authenticated
                     .as_ref()
+                    .map(|c| &c.host)
                     .filter(|h| h.as_str() != batch.host_id)
                 {
                     let status = Status::permission_denied(format!(
@@ -352,7 +387,8 @@ impl Ingest for Gateway {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
-                let result = gateway.handle(batch).await;
+                let bound = authenticated.as_ref().and_then(|c| c.instance.as_ref());
+                let result = gateway.handle_as(batch, bound).await;
                 let failed = result.is_err();
                 if tx.send(result).await.is_err() || failed {
                     break;

@@ -11,7 +11,17 @@
 //! token_sha256 = "9f86d081884c7d65…"       # SHA-256 of the host token, 64 hex digits
 //! cert_name = "gpu-host-017.agents.example" # optional: a DNS name the client certificate
 //!                                           # must carry (subjectAltName)
+//!
+//! [[hosts]]
+//! id = "guest-i-0a12"                      # an in_guest agent, inside a tenant's VM
+//! token_sha256 = "…"
+//! instance = "i-0a12"                      # bound: it may report this instance only
 //! ```
+//!
+//! A credential bound to an instance (`instance`) is the tenant's own agent: the gateway
+//! refuses its samples for any other instance and marks every one it accepts
+//! `guest_reported`, whatever the agent sent, so the tenant's word is never billed as the
+//! provider's measurement.
 //!
 //! Only hashes are stored: a leaked registry does not let anyone stream as a host. A presented
 //! token is hashed and compared in constant time.
@@ -37,7 +47,7 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-use wattprint_core::HostId;
+use wattprint_core::{HostId, InstanceId};
 
 /// Metadata key carrying the agent's host id on every stream.
 pub const HOST_ID_HEADER: &str = "x-wattprint-host-id";
@@ -81,12 +91,23 @@ struct RawHost {
     id: String,
     token_sha256: String,
     cert_name: Option<String>,
+    instance: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 struct HostEntry {
     token_sha256: [u8; 32],
     cert_name: Option<ServerName<'static>>,
+    instance: Option<InstanceId>,
+}
+
+/// Who a stream proved to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The host.
+    pub host: HostId,
+    /// The one instance an `in_guest` credential may report (`None`: a provider host).
+    pub instance: Option<InstanceId>,
 }
 
 /// The hosts allowed to stream, with their token hashes.
@@ -166,6 +187,16 @@ impl HostRegistry {
                 })?),
                 None => None,
             };
+            let instance = match h.instance {
+                Some(i) if i.is_empty() || i.len() > wattprint_proto::MAX_ID_LEN => {
+                    return Err(format!(
+                        "host {}: instance must be 1 to {} bytes",
+                        h.id,
+                        wattprint_proto::MAX_ID_LEN
+                    ))
+                }
+                other => other.map(InstanceId::new),
+            };
             let id = h.id.clone();
             if hosts
                 .insert(
@@ -173,6 +204,7 @@ impl HostRegistry {
                     HostEntry {
                         token_sha256,
                         cert_name,
+                        instance,
                     },
                 )
                 .is_some()
@@ -194,13 +226,13 @@ impl HostRegistry {
     }
 
     /// Checks a stream's credentials: its metadata and the client certificate chain of its
-    /// connection (leaf first; `None` without TLS client auth). Returns the host it proves to
-    /// be, or the status to refuse it with (see the module docs).
+    /// connection (leaf first; `None` without TLS client auth). Returns the credential it
+    /// proves, or the status to refuse it with (see the module docs).
     pub fn authenticate(
         &self,
         metadata: &MetadataMap,
         peer_certs: Option<&[CertificateDer<'_>]>,
-    ) -> Result<HostId, Status> {
+    ) -> Result<Credential, Status> {
         let host = metadata
             .get(HOST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -251,7 +283,10 @@ impl HostRegistry {
                 ))
             })?;
         }
-        Ok(HostId::new(host.to_owned()))
+        Ok(Credential {
+            host: HostId::new(host.to_owned()),
+            instance: entry.instance.clone(),
+        })
     }
 }
 
@@ -312,7 +347,7 @@ mod tests {
             &metadata(Some("h-1"), Some(&format!("Bearer {TOKEN}"))),
             None,
         );
-        assert_eq!(ok.unwrap().as_str(), "h-1");
+        assert_eq!(ok.unwrap().host.as_str(), "h-1");
         let cases = [
             (metadata(None, None), "no x-wattprint-host-id metadata"),
             (

@@ -26,6 +26,7 @@ impl From<Attribution> for v1::Attribution {
             Attribution::Exclusive => v1::Attribution::Exclusive,
             Attribution::ApportionedMig => v1::Attribution::ApportionedMig,
             Attribution::ApportionedVgpu => v1::Attribution::ApportionedVgpu,
+            Attribution::GuestReported => v1::Attribution::GuestReported,
         }
     }
 }
@@ -91,6 +92,7 @@ pub fn sample_from_wire(host: &HostId, s: &v1::Sample) -> Result<EnergySample, S
         Ok(v1::Attribution::Exclusive) => Attribution::Exclusive,
         Ok(v1::Attribution::ApportionedMig) => Attribution::ApportionedMig,
         Ok(v1::Attribution::ApportionedVgpu) => Attribution::ApportionedVgpu,
+        Ok(v1::Attribution::GuestReported) => Attribution::GuestReported,
         _ => {
             return Err(SampleRejection::Malformed(format!(
                 "attribution {} is not a known value",

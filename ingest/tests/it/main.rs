@@ -3,6 +3,7 @@
 
 mod corpus;
 mod gateway_tls;
+mod guest_credentials;
 mod intensity_join;
 mod intensity_poll;
 mod inventory_in_time;
