@@ -6,4 +6,5 @@ mod config;
 mod corpus;
 mod env;
 mod intensity;
+mod inventory;
 mod up;
