@@ -54,6 +54,7 @@ mod rollups;
 mod rows;
 mod samples;
 mod schema;
+mod statements;
 mod workloads;
 
 pub use rollups::SummaryPath;
@@ -61,9 +62,10 @@ pub use schema::supports_modern;
 
 use crate::checks::check_inventory;
 use crate::{
-    EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh,
-    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
+    NewWorkload, PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement,
+    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
@@ -253,6 +255,33 @@ impl Store for ClickHouseStore {
 
     async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError> {
         self.load_placements().await
+    }
+
+    async fn issue_statement(
+        &self,
+        statement: &IssuedStatement,
+    ) -> Result<IssuedStatement, StoreError> {
+        crate::statements::check_period(&statement.period)?;
+        self.insert_statement(statement).await
+    }
+
+    async fn issued_statement(
+        &self,
+        scope: &TenantScope,
+        period: &str,
+    ) -> Result<Option<IssuedStatement>, StoreError> {
+        crate::statements::check_period(period)?;
+        Ok(self
+            .load_statements(scope.tenant(), Some(period))
+            .await?
+            .pop())
+    }
+
+    async fn issued_statements(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<IssuedStatement>, StoreError> {
+        self.load_statements(scope.tenant(), None).await
     }
 
     async fn inventory(&self) -> Result<Vec<InstanceRecord>, StoreError> {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod placements;
 pub mod rollups;
 pub mod sqlite;
+pub mod statements;
 mod traced;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use wattprint_core::{
 pub use self::clickhouse::ClickHouseStore;
 pub use placements::{GpuPlacement, PlacementVersion};
 pub use sqlite::{SqliteStore, SqliteSync};
+pub use statements::IssuedStatement;
 pub use traced::Traced;
 
 /// A GPU in the inventory.
@@ -600,6 +602,26 @@ pub trait Store: Send + Sync {
 
     /// The tenant's instances.
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError>;
+
+    /// Stores `statement` unless its tenant's month is issued already, and returns the one
+    /// stored: the first issue wins, every later one (another replica, a retry) gets it back.
+    async fn issue_statement(
+        &self,
+        statement: &IssuedStatement,
+    ) -> Result<IssuedStatement, StoreError>;
+
+    /// The tenant's issued statement of `period` (`YYYY-MM`), if issued.
+    async fn issued_statement(
+        &self,
+        scope: &TenantScope,
+        period: &str,
+    ) -> Result<Option<IssuedStatement>, StoreError>;
+
+    /// The tenant's issued statements, newest month first.
+    async fn issued_statements(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<IssuedStatement>, StoreError>;
 
     /// Raw samples of one of the tenant's instances whose span overlaps `[from, to)`, by time,
     /// at most `limit`. Unknown or foreign instance: `NotFound`.

@@ -11,14 +11,15 @@ mod quarantine;
 mod rows;
 mod samples;
 mod schema;
+mod statements;
 mod workloads;
 
 use crate::checks::{check_inventory, check_workload};
 use crate::{
-    decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite,
-    NewWorkload, PlacementVersion, QuarantineRecord, RefusedSample, RegionCoverage, RestateOutcome,
-    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
+    LedgerWrite, NewWorkload, PlacementVersion, QuarantineRecord, RefusedSample, RegionCoverage,
+    RestateOutcome, Restatement, SampleRow, Store, StoreError, TenantSummary, Workload,
+    WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -237,6 +238,43 @@ impl Store for SqliteStore {
         let tenant = scope.tenant().clone();
         self.call("listing instances", move |conn| {
             inventory::load_instances(conn, Some(&tenant))
+        })
+        .await
+    }
+
+    async fn issue_statement(
+        &self,
+        statement: &IssuedStatement,
+    ) -> Result<IssuedStatement, StoreError> {
+        crate::statements::check_period(&statement.period)?;
+        let statement = statement.clone();
+        self.call("issuing a statement", move |conn| {
+            statements::issue(conn, &statement)
+        })
+        .await
+    }
+
+    async fn issued_statement(
+        &self,
+        scope: &TenantScope,
+        period: &str,
+    ) -> Result<Option<IssuedStatement>, StoreError> {
+        crate::statements::check_period(period)?;
+        let tenant = scope.tenant().clone();
+        let period = period.to_owned();
+        self.call("reading a statement", move |conn| {
+            Ok(statements::load(conn, &tenant, Some(&period))?.pop())
+        })
+        .await
+    }
+
+    async fn issued_statements(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<IssuedStatement>, StoreError> {
+        let tenant = scope.tenant().clone();
+        self.call("reading statements", move |conn| {
+            statements::load(conn, &tenant, None)
         })
         .await
     }

@@ -6,9 +6,10 @@
 //! decorator only observes: it passes arguments and results through unchanged.
 
 use crate::{
-    EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh,
-    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
+    NewWorkload, PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement,
+    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use async_trait::async_trait;
 use tracing::field::Empty;
@@ -46,6 +47,35 @@ impl<S: Store> Store for Traced<S> {
             .upsert_inventory_at(instances, at)
             .instrument(span)
             .await
+    }
+
+    async fn issue_statement(
+        &self,
+        statement: &IssuedStatement,
+    ) -> Result<IssuedStatement, StoreError> {
+        let span =
+            info_span!("issue_statement", tenant = %statement.tenant, period = %statement.period);
+        self.inner.issue_statement(statement).instrument(span).await
+    }
+
+    async fn issued_statement(
+        &self,
+        scope: &TenantScope,
+        period: &str,
+    ) -> Result<Option<IssuedStatement>, StoreError> {
+        let span = info_span!("issued_statement", tenant = %scope.tenant(), period);
+        self.inner
+            .issued_statement(scope, period)
+            .instrument(span)
+            .await
+    }
+
+    async fn issued_statements(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<IssuedStatement>, StoreError> {
+        let span = info_span!("issued_statements", tenant = %scope.tenant());
+        self.inner.issued_statements(scope).instrument(span).await
     }
 
     async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError> {

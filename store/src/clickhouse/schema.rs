@@ -333,6 +333,21 @@ fn v7() -> Vec<String> {
     ]
 }
 
+/// Version 8: issued monthly statements, one per tenant and month (see
+/// `clickhouse/statements.rs` for why the version falls with the computation time).
+fn v8() -> Vec<String> {
+    vec!["CREATE TABLE IF NOT EXISTS statements (
+                tenant         String,
+                period         String,
+                issued_at_ms   Int64,
+                computed_at_ms Int64,
+                content_sha256 String,
+                body           String,
+                version        UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY (tenant, period)"
+        .to_owned()]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -353,6 +368,7 @@ pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
         v5(),
         v6(),
         v7(),
+        v8(),
     ]
 }
 

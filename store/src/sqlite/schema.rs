@@ -159,8 +159,21 @@ INSERT INTO gpu_placements
     FROM gpus g JOIN instances i ON i.instance_id = g.instance_id;
 "#;
 
+/// Version 8: issued monthly statements, one per tenant and month, never updated.
+const V8: &str = r#"
+CREATE TABLE statements (
+    tenant         TEXT NOT NULL,
+    period         TEXT NOT NULL,
+    issued_at_ms   INTEGER NOT NULL,
+    computed_at_ms INTEGER NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    PRIMARY KEY (tenant, period)
+) STRICT;
+"#;
+
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5, V6, V7, V8];
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///

@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             workloads_are_validated_stored_and_listed_newest_first,
             workload_instances_keep_their_order,
             workloads_open_close_and_relabel,
+            a_statement_is_issued_once_and_never_changes,
             inventory_upserts_move_gpus_and_list_sorted,
             inventory_history_versions_every_change_at_its_time,
             quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number,

@@ -214,3 +214,69 @@ pub async fn workload_instances_keep_their_order(store: &dyn Store) {
         .unwrap();
     assert_eq!(got.spec.instances, w.instances);
 }
+
+pub async fn a_statement_is_issued_once_and_never_changes(store: &dyn Store) {
+    let statement = |body: &str, computed_at: i64| wattprint_store::IssuedStatement {
+        tenant: TenantId::from("acme"),
+        period: "2026-11".into(),
+        issued_at: UnixMillis(T0),
+        computed_at: UnixMillis(computed_at),
+        content_sha256: format!("sha-of-{body}"),
+        body: body.into(),
+    };
+    assert_eq!(
+        store
+            .issued_statement(&scope("acme"), "2026-11")
+            .await
+            .unwrap(),
+        None
+    );
+    let first = store
+        .issue_statement(&statement("first", T0 + 10))
+        .await
+        .unwrap();
+    assert_eq!(first, statement("first", T0 + 10));
+    // Another replica's issue, computed earlier or later, gets the stored one back.
+    for (body, at) in [("second", T0 + 20), ("earlier-but-late", T0 + 5)] {
+        let again = store.issue_statement(&statement(body, at)).await.unwrap();
+        assert_eq!(again, first, "{body}");
+    }
+    assert_eq!(
+        store
+            .issued_statement(&scope("acme"), "2026-11")
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    // Another month is its own; other tenants see none of them.
+    let mut december = statement("december", T0 + 30);
+    december.period = "2026-12".into();
+    store.issue_statement(&december).await.unwrap();
+    let periods: Vec<String> = store
+        .issued_statements(&scope("acme"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.period)
+        .collect();
+    assert_eq!(periods, ["2026-12", "2026-11"]);
+    assert!(store
+        .issued_statements(&scope("globex"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .issued_statement(&scope("globex"), "2026-11")
+            .await
+            .unwrap(),
+        None
+    );
+    // A period that is not a month is refused before it reaches a table.
+    for bad in ["2026-13", "2026-1", "26-11-01", "2026/11"] {
+        let mut s = statement("bad", T0);
+        s.period = bad.into();
+        let e = store.issue_statement(&s).await.unwrap_err();
+        assert!(e.to_string().contains("is not YYYY-MM"), "{bad}: {e}");
+    }
+}

@@ -1,0 +1,163 @@
+//! Monthly carbon statements: a tenant's month like an invoice — per instance, per workload and
+//! in total, marginal and location-based emissions side by side, preliminary until the month is
+//! issued, then never changed (later corrections are dated adjustment lines on a later month).
+
+use serde::{Deserialize, Serialize};
+use wattprint_core::sci::FootprintProvenance;
+
+/// The format version of a statement's content; part of what an issued statement's hash
+/// covers.
+pub const STATEMENT_MODEL_VERSION: &str = "wattprint-statement/1";
+
+/// Energy and emissions of one line of a statement (an instance, a workload, the total).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementAmounts {
+    /// IT (GPU) energy, exact, millijoules.
+    pub it_energy_mj: u64,
+    /// IT energy, kWh.
+    pub it_energy_kwh: f64,
+    /// Part of `it_energy_mj` estimated by power integration rather than counted.
+    pub estimated_energy_mj: u64,
+    /// Facility energy: Σ IT energy × PUE, kWh.
+    pub facility_energy_kwh: f64,
+    /// Marginal emissions on IT energy: Σ E_i × I_i over 5-minute GPU-intervals, grams.
+    pub marginal_it_co2e_g: f64,
+    /// Marginal emissions on facility energy: Σ E_i × PUE_i × I_i, grams.
+    pub marginal_co2e_g: f64,
+    /// Location-based emissions on the grid's average intensity, facility energy, grams;
+    /// null where no interval of the line had an average.
+    pub location_co2e_g: Option<f64>,
+    /// Energy (mJ) of intervals without an average intensity (not in `location_co2e_g`).
+    pub location_missing_energy_mj: u64,
+    /// Embodied emissions of the GPUs over the time they were used, grams.
+    pub embodied_co2e_g: f64,
+    /// 5-minute GPU-intervals counted.
+    pub gpu_intervals: u64,
+    /// GPU-milliseconds covered by samples.
+    pub covered_gpu_ms: i64,
+    /// Where energy and intensity came from.
+    #[schema(value_type = crate::schema::FootprintProvenanceSchema)]
+    pub provenance: FootprintProvenance,
+}
+
+/// One instance of the tenant with usage in the month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementInstance {
+    /// Instance id.
+    pub instance_id: String,
+    /// GPUs with usage in the month.
+    pub gpus: u32,
+    /// Its amounts.
+    #[serde(flatten)]
+    pub amounts: StatementAmounts,
+}
+
+/// One workload overlapping the month, counted over its part inside the month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementWorkload {
+    /// Workload id.
+    pub workload_id: String,
+    /// Its label (human name).
+    pub label: String,
+    /// What R counts.
+    pub functional_unit: String,
+    /// R for the whole workload.
+    pub functional_units: f64,
+    /// Start of its part inside the month (RFC 3339).
+    pub from: String,
+    /// End of its part inside the month (exclusive).
+    pub to: String,
+    /// Software Carbon Intensity of that part: (marginal facility + embodied) / R, grams per
+    /// functional unit.
+    pub sci_g_per_unit: f64,
+    /// Its amounts.
+    #[serde(flatten)]
+    pub amounts: StatementAmounts,
+}
+
+/// A correction to an earlier issued month, found after it was issued: late samples or a
+/// restatement of its intensity. Issued month + its adjustments = a recompute of it today.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementAdjustment {
+    /// The month corrected (`YYYY-MM`).
+    pub period: String,
+    /// When the correction was found (RFC 3339).
+    pub dated: String,
+    /// Why (e.g. `late samples or intensity restated after issue`).
+    pub reason: String,
+    /// Energy added (negative: removed), millijoules.
+    pub it_energy_mj: i64,
+    /// Change of marginal facility emissions, grams.
+    pub marginal_co2e_g: f64,
+    /// Change of location-based emissions, grams.
+    pub location_co2e_g: f64,
+}
+
+/// Market-based emissions (GHG Protocol scope 2): shown only where the provider configured its
+/// contractual instruments; otherwise the status says so and no number is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MarketBased {
+    /// `not_configured` (no contractual instruments for the regions used) or `configured`.
+    pub status: String,
+    /// Market-based emissions, grams, when configured.
+    pub co2e_g: Option<f64>,
+}
+
+/// A tenant's monthly carbon statement (`GET /v1/statements/{YYYY-MM}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementView {
+    /// Stable id of the tenant's month (the same preliminary and issued).
+    pub statement_id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The month (`YYYY-MM`, UTC).
+    pub period: String,
+    /// First instant of the month (RFC 3339).
+    pub from: String,
+    /// First instant after it.
+    pub to: String,
+    /// `preliminary` (recomputed on every read) or `issued` (never changes).
+    pub status: String,
+    /// When it was issued (null while preliminary).
+    pub issued_at: Option<String>,
+    /// When its numbers were computed.
+    pub computed_at: String,
+    /// SHA-256 of the issued content (the statement with this field null), hex; null while
+    /// preliminary.
+    pub content_sha256: Option<String>,
+    /// [`STATEMENT_MODEL_VERSION`].
+    pub model_version: String,
+    /// The month's totals.
+    pub totals: StatementAmounts,
+    /// Per instance with usage, by id.
+    pub instances: Vec<StatementInstance>,
+    /// Per workload overlapping the month, by id.
+    pub workloads: Vec<StatementWorkload>,
+    /// Corrections to earlier issued months, like credits on an invoice.
+    pub adjustments: Vec<StatementAdjustment>,
+    /// Market-based emissions.
+    pub market_based: MarketBased,
+    /// Sources of the average intensities used for location-based emissions.
+    pub location_sources: Vec<String>,
+}
+
+/// One month in `GET /v1/statements`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementSummary {
+    /// The month (`YYYY-MM`).
+    pub period: String,
+    /// `preliminary` or `issued`.
+    pub status: String,
+    /// When issued.
+    pub issued_at: Option<String>,
+    /// SHA-256 of the issued content.
+    pub content_sha256: Option<String>,
+}
+
+/// Body of `GET /v1/statements`: the tenant's issued months, newest first, then the current
+/// (preliminary) month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementList {
+    /// The months.
+    pub statements: Vec<StatementSummary>,
+}
