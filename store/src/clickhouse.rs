@@ -323,8 +323,17 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
-        self.read_intervals(scope.tenant(), instance, from, to)
+        self.read_intervals(scope.tenant(), Some(instance), from, to)
             .await
+    }
+
+    async fn tenant_intervals(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        self.read_intervals(scope.tenant(), None, from, to).await
     }
 
     async fn create_workload(

@@ -644,6 +644,15 @@ pub trait Store: Send + Sync {
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError>;
 
+    /// 5-minute intervals of all the tenant's instances (those given up included: the tenant
+    /// used them) with buckets starting in `[from, to)`, by instance, bucket, GPU.
+    async fn tenant_intervals(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<IntervalRow>, StoreError>;
+
     /// Creates a workload. Every instance must belong to the tenant (`NotFound` otherwise).
     async fn create_workload(
         &self,

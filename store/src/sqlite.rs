@@ -305,7 +305,20 @@ impl Store for SqliteStore {
         let tenant = scope.tenant().clone();
         let instance = instance.clone();
         self.call("reading intervals", move |conn| {
-            samples::read_intervals(conn, &tenant, &instance, from, to)
+            samples::read_intervals(conn, &tenant, Some(&instance), from, to)
+        })
+        .await
+    }
+
+    async fn tenant_intervals(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        let tenant = scope.tenant().clone();
+        self.call("reading intervals", move |conn| {
+            samples::read_intervals(conn, &tenant, None, from, to)
         })
         .await
     }

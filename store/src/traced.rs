@@ -155,6 +155,22 @@ impl<S: Store> Store for Traced<S> {
             .await
     }
 
+    async fn tenant_intervals(
+        &self,
+        scope: &TenantScope,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        let span = info_span!("tenant_intervals", tenant = %scope.tenant(), rows = Empty);
+        let rows = self
+            .inner
+            .tenant_intervals(scope, from, to)
+            .instrument(span.clone())
+            .await?;
+        span.record("rows", rows.len());
+        Ok(rows)
+    }
+
     async fn create_workload(
         &self,
         scope: &TenantScope,

@@ -165,26 +165,35 @@ impl ClickHouseStore {
     pub(super) async fn read_intervals(
         &self,
         tenant: &TenantId,
-        instance: &InstanceId,
+        instance: Option<&InstanceId>,
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
         const OP: &str = "reading intervals";
-        self.require_instances(tenant, std::slice::from_ref(instance), OP)
-            .await?;
+        if let Some(instance) = instance {
+            self.require_instances(tenant, std::slice::from_ref(instance), OP)
+                .await?;
+        }
         let sql = format!(
             "SELECT {INTERVAL_SELECT} FROM shares FINAL \
-             WHERE tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ? \
-             GROUP BY instance_id, gpu_uuid, bucket_ms ORDER BY bucket_ms, gpu_uuid"
+             WHERE tenant = ? {} AND bucket_ms >= ? AND bucket_ms < ? \
+             GROUP BY instance_id, gpu_uuid, bucket_ms ORDER BY {}",
+            if instance.is_some() {
+                "AND instance_id = ?"
+            } else {
+                ""
+            },
+            if instance.is_some() {
+                "bucket_ms, gpu_uuid"
+            } else {
+                "instance_id, bucket_ms, gpu_uuid"
+            }
         );
-        let q = self
-            .client
-            .query(&sql)
-            .bind(tenant.as_str())
-            .bind(instance.as_str())
-            .bind(from.0)
-            .bind(to.0);
-        let rows: Vec<AggregatedInterval> = self.fetch(q, OP).await?;
+        let mut q = self.client.query(&sql).bind(tenant.as_str());
+        if let Some(instance) = instance {
+            q = q.bind(instance.as_str());
+        }
+        let rows: Vec<AggregatedInterval> = self.fetch(q.bind(from.0).bind(to.0), OP).await?;
         rows.into_iter().map(AggregatedInterval::decode).collect()
     }
 

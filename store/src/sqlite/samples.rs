@@ -256,32 +256,50 @@ pub(super) fn read_samples(
         .collect()
 }
 
-/// The instance's interval rows for buckets in `[from, to)`, by bucket then GPU.
+/// Interval rows for buckets in `[from, to)`: of one instance (by bucket then GPU; unknown or
+/// another tenant's: `NotFound`), or with `instance` None of all the tenant's instances,
+/// those given up included (by instance, bucket, GPU).
 pub(super) fn read_intervals(
     conn: &mut Connection,
     tenant: &TenantId,
-    instance: &InstanceId,
+    instance: Option<&InstanceId>,
     from: UnixMillis,
     to: UnixMillis,
 ) -> Result<Vec<IntervalRow>, StoreError> {
     const OP: &str = "reading intervals";
     let tx = conn.transaction().map_err(db_err(OP))?;
-    require_instance(&tx, tenant, instance, OP)?;
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {INTERVAL_COLUMNS} FROM intervals \
-             WHERE tenant = ?1 AND instance_id = ?2 AND bucket_ms >= ?3 AND bucket_ms < ?4 \
-             ORDER BY bucket_ms, gpu_uuid"
-        ))
-        .map_err(db_err(OP))?;
-    let raw = stmt
-        .query_map(
-            params![tenant.as_str(), instance.as_str(), from.0, to.0],
-            RawInterval::from_row,
-        )
-        .map_err(db_err(OP))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_err(OP))?;
+    // Two statements, so the one-instance read keeps its index range.
+    let raw = match instance {
+        Some(instance) => {
+            require_instance(&tx, tenant, instance, OP)?;
+            tx.prepare_cached(&format!(
+                "SELECT {INTERVAL_COLUMNS} FROM intervals \
+                 WHERE tenant = ?1 AND instance_id = ?2 AND bucket_ms >= ?3 AND bucket_ms < ?4 \
+                 ORDER BY bucket_ms, gpu_uuid"
+            ))
+            .map_err(db_err(OP))?
+            .query_map(
+                params![tenant.as_str(), instance.as_str(), from.0, to.0],
+                RawInterval::from_row,
+            )
+            .map_err(db_err(OP))?
+            .collect::<Result<Vec<_>, _>>()
+        }
+        None => tx
+            .prepare_cached(&format!(
+                "SELECT {INTERVAL_COLUMNS} FROM intervals \
+                 WHERE tenant = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 \
+                 ORDER BY instance_id, bucket_ms, gpu_uuid"
+            ))
+            .map_err(db_err(OP))?
+            .query_map(
+                params![tenant.as_str(), from.0, to.0],
+                RawInterval::from_row,
+            )
+            .map_err(db_err(OP))?
+            .collect::<Result<Vec<_>, _>>(),
+    }
+    .map_err(db_err(OP))?;
     raw.into_iter().map(RawInterval::decode).collect()
 }
 

@@ -139,6 +139,20 @@ pub async fn samples_of_an_instance_that_moved_tenants_stay_with_the_old_owner(s
         .await
         .unwrap_err();
     assert_eq!(not_found_message(err), "instance i-a not found");
+    // Its tenant-wide intervals (what a monthly statement reads) keep the energy with acme.
+    let tenant_rows = |t: &'static str| async move {
+        store
+            .tenant_intervals(&scope(t), UnixMillis(0), UnixMillis(i64::MAX))
+            .await
+            .unwrap()
+    };
+    let acme_rows = tenant_rows("acme").await;
+    assert_eq!(acme_rows.len(), 1);
+    assert_eq!(
+        (acme_rows[0].instance.as_str(), acme_rows[0].energy),
+        ("i-a", Millijoules(100))
+    );
+    assert!(tenant_rows("globex").await.is_empty());
     // The old owner no longer lists it; the new one does, with the GPUs of the new record.
     let acme: Vec<_> = store
         .list_instances(&scope("acme"))
