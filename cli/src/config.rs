@@ -26,7 +26,10 @@ pub use wattprint_intensity::config::{
 };
 use wattprint_intensity::configured::{LoadError, LoadedIntensity};
 use wattprint_intensity::files::MarginalFormat;
-pub use wattprint_query_api::config::{ApiAuthSettings, QueryApiSettings, RawQueryApi};
+pub use wattprint_query_api::config::{
+    ApiAuthSettings, QueryApiSettings, RawQueryApi, RawStatements,
+};
+use wattprint_query_api::statements::StatementPolicy;
 pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_store::{GpuRecord, InstanceRecord};
 
@@ -60,6 +63,9 @@ pub struct RawConfig {
     /// Query API section.
     #[serde(default)]
     pub query_api: RawQueryApi,
+    /// Monthly statements section.
+    #[serde(default)]
+    pub statements: RawStatements,
     /// Agent section.
     #[serde(default)]
     pub agent: RawAgent,
@@ -163,6 +169,8 @@ pub struct Settings {
     pub secret_file: PathBuf,
     /// Query API token verification (JWKS or dev mode) and rate limit.
     pub api_auth: ApiAuthSettings,
+    /// When monthly statements are issued.
+    pub statements: StatementPolicy,
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
@@ -278,6 +286,7 @@ impl RawConfig {
             .validate(&data)?;
         let agent = raw.agent.validate(&data, gateway.listen)?;
         let api = raw.query_api.validate(&data_dir)?;
+        let statements = raw.statements.validate()?;
 
         // Every section is valid: load the files they name.
         let loaded = intensity.load()?;
@@ -316,6 +325,7 @@ impl RawConfig {
             audience: api.audience,
             secret_file: api.secret_file,
             api_auth: api.auth,
+            statements,
             agent,
             intensity: SharedJoin::new(join),
             polling: intensity.polling,

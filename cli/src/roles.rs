@@ -111,6 +111,7 @@ pub async fn api_state(
         ApiLimits::default(),
     )
     .with_intensity(settings.intensity.clone())
+    .with_statement_policy(settings.statements)
     .with_verifier(token_verifier(settings, auth).await?);
     if let Some(limit) = settings.api_auth.rate_limit {
         state = state.with_rate_limiter(
@@ -199,6 +200,7 @@ pub struct Backend {
     enricher: Option<JoinHandle<EnricherReport>>,
     rollups: Option<JoinHandle<()>>,
     inventory_reload: Option<JoinHandle<()>>,
+    statements: Option<JoinHandle<()>>,
     intensity: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
@@ -250,11 +252,12 @@ impl Backend {
             }
             None => (None, None),
         };
-        let (api, api_addr) = if roles.query_api {
-            let (task, addr) = start_query_api(settings, store.clone(), &auth, &stop).await?;
-            (Some(task), Some(addr))
+        let (api, statements, api_addr) = if roles.query_api {
+            let (task, issuer, addr) =
+                start_query_api(settings, store.clone(), &auth, &stop).await?;
+            (Some(task), Some(issuer), Some(addr))
         } else {
-            (None, None)
+            (None, None, None)
         };
         let inventory_reload = (roles.gateway || enricher.is_some()).then(|| {
             tokio::spawn(wattprint_ingest::inventory::keep_current(
@@ -294,6 +297,7 @@ impl Backend {
             enricher,
             rollups,
             inventory_reload,
+            statements,
             intensity,
             api,
             stop,
@@ -317,6 +321,9 @@ impl Backend {
         }
         if let Some(reload) = self.inventory_reload {
             reload.await?;
+        }
+        if let Some(issuer) = self.statements {
+            issuer.await?;
         }
         self.intensity.await?;
         Ok(match self.enricher {
@@ -407,7 +414,7 @@ async fn start_query_api(
     store: Arc<dyn Store>,
     auth: &AuthConfig,
     stop: &Shutdown,
-) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, SocketAddr)> {
+) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, JoinHandle<()>, SocketAddr)> {
     if settings.api_auth.jwks.is_none() && !settings.api_listen.ip().is_loopback() {
         tracing::warn!(
             listen = %settings.api_listen,
@@ -421,9 +428,22 @@ async fn start_query_api(
         .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
     let addr = listener.local_addr()?;
     let state = api_state(settings, store, auth).await?;
+    let (store, catalog, join, policy) = state.statement_inputs();
+    let issuer = tokio::spawn(wattprint_query_api::statements::keep_issuing(
+        store,
+        catalog,
+        join,
+        policy,
+        STATEMENTS_CHECKED_EVERY,
+        stop.wait(),
+    ));
     let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
-    Ok((task, addr))
+    Ok((task, issuer, addr))
 }
+
+/// How often a query API looks for months due to be issued (every replica does; the store
+/// keeps the first issue of each month).
+const STATEMENTS_CHECKED_EVERY: Duration = Duration::from_secs(300);
 
 /// Builds the agent's sensor from settings. Replay GPUs start at the configured time, or now.
 pub fn build_sensor(settings: &Settings) -> anyhow::Result<Box<dyn GpuSensor>> {

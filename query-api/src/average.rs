@@ -59,6 +59,20 @@ impl AverageTotals {
         }
     }
 
+    /// Adds `other`'s totals into these.
+    pub fn merge(&mut self, other: &AverageTotals) {
+        self.it_co2e_g += other.it_co2e_g;
+        self.facility_co2e_g += other.facility_co2e_g;
+        self.weighted += other.weighted;
+        self.energy_with_intensity = self
+            .energy_with_intensity
+            .saturating_add(other.energy_with_intensity);
+        self.energy_without_intensity = self
+            .energy_without_intensity
+            .saturating_add(other.energy_without_intensity);
+        self.sources.extend(other.sources.iter().cloned());
+    }
+
     /// Energy-weighted mean average intensity, g/kWh; `None` without energy that had one.
     pub fn mean_intensity(&self) -> Option<f64> {
         (self.energy_with_intensity > 0).then(|| self.weighted / self.energy_with_intensity as f64)

@@ -288,3 +288,63 @@ mod api_auth_tests {
         }
     }
 }
+
+/// `[statements]`: when monthly statements are issued and how far back they adjust.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatements {
+    /// Hours after a month's end before it is issued (default 6: late samples and actual
+    /// intensity come in; statements come out on day 1), 0 to 240.
+    pub grace_hours: Option<u32>,
+    /// Issued months before a statement whose corrections it carries as adjustments
+    /// (default 3), 0 to 24.
+    pub adjustment_months: Option<u32>,
+}
+
+impl RawStatements {
+    /// Validates `[statements]`.
+    pub fn validate(&self) -> Result<crate::statements::StatementPolicy, InvalidConfig> {
+        let default = crate::statements::StatementPolicy::default();
+        let grace_hours = self.grace_hours.unwrap_or(6);
+        if grace_hours > 240 {
+            return Err(invalid(format!(
+                "statements.grace_hours = {grace_hours} must be 0 to 240 (ten days)"
+            )));
+        }
+        let adjustment_months = self.adjustment_months.unwrap_or(default.adjustment_months);
+        if adjustment_months > 24 {
+            return Err(invalid(format!(
+                "statements.adjustment_months = {adjustment_months} must be 0 to 24"
+            )));
+        }
+        Ok(crate::statements::StatementPolicy {
+            grace_ms: i64::from(grace_hours) * 3_600_000,
+            adjustment_months,
+        })
+    }
+}
+
+#[cfg(test)]
+mod statements_tests {
+    use super::*;
+
+    #[test]
+    fn statement_keys_default_and_are_bounded() {
+        let parse = |t: &str| {
+            toml::from_str::<RawStatements>(t)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.validate().map_err(|e| e.to_string()))
+        };
+        assert_eq!(
+            parse("").unwrap(),
+            crate::statements::StatementPolicy::default()
+        );
+        let p = parse("grace_hours = 0\nadjustment_months = 12").unwrap();
+        assert_eq!((p.grace_ms, p.adjustment_months), (0, 12));
+        assert!(parse("grace_hours = 241").unwrap_err().contains("0 to 240"));
+        assert!(parse("adjustment_months = 25")
+            .unwrap_err()
+            .contains("0 to 24"));
+        assert!(parse("grace = 1").unwrap_err().contains("unknown field"));
+    }
+}

@@ -46,6 +46,7 @@ pub mod ratelimit;
 pub mod restatements;
 pub mod routes;
 pub mod service;
+pub mod statements;
 pub mod time;
 pub mod whatif;
 pub mod workloads;
@@ -109,6 +110,7 @@ pub struct ApiState {
     pub(crate) limits: ApiLimits,
     pub(crate) intensity: Option<SharedJoin>,
     pub(crate) rate_limiter: Option<Arc<RateLimiter>>,
+    pub(crate) statements: statements::StatementPolicy,
 }
 
 impl ApiState {
@@ -127,7 +129,32 @@ impl ApiState {
             limits,
             intensity: None,
             rate_limiter: None,
+            statements: statements::StatementPolicy::default(),
         }
+    }
+
+    /// Issues statements by `policy` instead of the default (6 h grace, 3 months of
+    /// adjustments).
+    pub fn with_statement_policy(mut self, policy: statements::StatementPolicy) -> Self {
+        self.statements = policy;
+        self
+    }
+
+    /// The store, catalog and intensity statements are computed from, for the issuer task.
+    pub fn statement_inputs(
+        &self,
+    ) -> (
+        Arc<dyn Store>,
+        Arc<HardwareCatalog>,
+        Option<SharedJoin>,
+        statements::StatementPolicy,
+    ) {
+        (
+            self.store.clone(),
+            self.catalog.clone(),
+            self.intensity.clone(),
+            self.statements,
+        )
     }
 
     /// Replaces the dev-mode verifier built from the `AuthConfig` (e.g. by one checking tokens

@@ -70,6 +70,8 @@ document (`ProblemDocument`).";
         crate::routes::workload_whatif,
         crate::routes::tenant_summary,
         crate::routes::list_restatements,
+        crate::statements::http::list,
+        crate::statements::http::get,
         crate::operator::list_tenants,
         crate::operator::tenant_summary,
     ),

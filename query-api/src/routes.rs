@@ -60,6 +60,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workloads/{id}/whatif", get(workload_whatif))
         .route("/v1/summary", get(tenant_summary))
         .route("/v1/restatements", get(list_restatements))
+        .route("/v1/statements", get(crate::statements::http::list))
+        .route("/v1/statements/{period}", get(crate::statements::http::get))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use wattprint_core::intensity::{
-    restatement_reason, IntensityJoin, IntensityPoint, JoinedIntensity, Signal,
+    restatement_reason, IntensityJoin, IntensityKind, IntensityPoint, JoinedIntensity, Signal,
 };
 use wattprint_core::sample::EnergySample;
 use wattprint_core::sci::FootprintProvenance;
@@ -294,6 +294,42 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
+    /// Adds one 5-minute GPU-interval with the arithmetic both stores' summaries use:
+    /// emissions `E · I` (then `× PUE`) per interval, facility energy `E × PUE`.
+    pub fn add_interval(&mut self, row: &IntervalRow) {
+        let e = row.energy;
+        self.gpu_intervals = self.gpu_intervals.saturating_add(1);
+        self.energy = Millijoules(self.energy.0.saturating_add(e.0));
+        self.estimated = Millijoules(self.estimated.0.saturating_add(row.estimated.0));
+        self.facility_energy = KilowattHours(self.facility_energy.0 + e.to_kwh().0 * row.pue);
+        self.covered_ms = self.covered_ms.saturating_add(row.covered_ms);
+        self.samples = self.samples.saturating_add(u64::from(row.samples));
+        self.power_max = Some(
+            self.power_max
+                .map_or(row.power_max, |p| p.max(row.power_max)),
+        );
+        match &row.intensity {
+            Some(j) => {
+                let g = j.value.emissions(e).0;
+                self.it_co2e += GramsCo2e(g);
+                self.facility_co2e += GramsCo2e(g * row.pue);
+                match j.kind {
+                    IntensityKind::Actual => self.intervals_actual += 1,
+                    IntensityKind::Forecast => self.intervals_forecast += 1,
+                    IntensityKind::FallbackAverage => self.intervals_fallback += 1,
+                }
+                if j.replayed {
+                    self.intervals_replayed_intensity += 1;
+                }
+            }
+            None => {
+                self.intervals_missing_intensity += 1;
+                self.energy_without_intensity =
+                    Millijoules(self.energy_without_intensity.0.saturating_add(e.0));
+            }
+        }
+    }
+
     /// Adds `other` into `self`. Integer sums saturate (they cannot reach 2^64 from stored
     /// data, which the stores check), float sums add.
     pub fn add(&mut self, other: &UsageTotals) {

@@ -144,6 +144,18 @@ pub async fn workload_footprint(
     join: Option<&IntensityJoin>,
 ) -> Result<FootprintView, ApiError> {
     let energy = workload_energy(store, scope, w, (from, to), join).await?;
+    footprint_of(&energy, catalog, w, (from, to), join.is_some())
+}
+
+/// The footprint of a workload's energy already collected by [`workload_energy`] over
+/// `(from, to)`; `with_average` adds the figures on average intensity.
+pub fn footprint_of(
+    energy: &WorkloadEnergy,
+    catalog: &HardwareCatalog,
+    w: &Workload,
+    (from, to): (UnixMillis, UnixMillis),
+    with_average: bool,
+) -> Result<FootprintView, ApiError> {
     let mut embodied = 0.0;
     let mut unknown_models = BTreeSet::new();
     for model in &energy.gpu_models {
@@ -168,9 +180,9 @@ pub async fn workload_footprint(
             gpus,
             unknown_models: unknown_models.into_iter().collect(),
         },
-        missing_instances: energy.missing_instances,
-        average: join
-            .map(|_| average_emissions_view(&energy.average, embodied, w.spec.functional_units)),
+        missing_instances: energy.missing_instances.clone(),
+        average: with_average
+            .then(|| average_emissions_view(&energy.average, embodied, w.spec.functional_units)),
     })
 }
 

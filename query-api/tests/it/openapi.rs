@@ -1142,6 +1142,49 @@ async fn real_responses_validate_against_their_schemas() {
     let total: f64 = records.iter().map(|r| f64_of(&r["it_co2e_delta_g"])).sum();
     assert!((f64_of(&restatements["totals"]["it_co2e_delta_g"]) - total).abs() < 1e-6);
 
+    // Statements: the months, and the fixture's month (preliminary: nothing issues it here).
+    let months = c
+        .expect(
+            g.clone(),
+            "/v1/statements",
+            "/v1/statements",
+            admin,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(months["statements"][0]["status"], "preliminary");
+    let statement = c
+        .expect(
+            g.clone(),
+            "/v1/statements/{period}",
+            "/v1/statements/2023-07",
+            admin,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(statement["period"], "2023-07");
+    assert_eq!(statement["status"], "preliminary");
+    let in_month: u64 = statement["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["it_energy_mj"].as_u64().unwrap())
+        .sum();
+    assert_eq!(statement["totals"]["it_energy_mj"].as_u64(), Some(in_month));
+    for bad in ["/v1/statements/2023-13", "/v1/statements/2023-07.pdfx"] {
+        c.expect(
+            g.clone(),
+            "/v1/statements/{period}",
+            bad,
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+
     // Operators.
     let op = Some(operator.as_str());
     let tenants = c

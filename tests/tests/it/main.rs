@@ -9,3 +9,4 @@ mod distributed_e2e;
 mod distributed_faults;
 mod embedded_e2e;
 mod python_sdk;
+mod statements;

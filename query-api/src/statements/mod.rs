@@ -1,0 +1,59 @@
+//! Monthly carbon statements, filed like invoices: computed from the 5-minute ledger
+//! ([`compute`]), preliminary while the month runs, issued once after it ends and never changed
+//! ([`issue`]), rendered as JSON and CSV ([`csv`]) and served over REST ([`http`]).
+//! Methodology and billing rules: `docs/statements.md`.
+
+pub mod compute;
+pub mod csv;
+pub mod http;
+pub mod issue;
+mod period;
+
+pub use compute::{compute, statement_id, Sources};
+pub use issue::{issue, issue_due, statement, IssueReport, Served, StatementPolicy};
+pub use period::Period;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wattprint_core::intensity::SharedJoin;
+use wattprint_core::sci::HardwareCatalog;
+use wattprint_core::UnixMillis;
+use wattprint_store::Store;
+
+/// Issues due months every `every` until `stop` (every query API replica runs it; the store
+/// keeps the first issue of each month). Failures are logged and retried next round.
+pub async fn keep_issuing(
+    store: Arc<dyn Store>,
+    catalog: Arc<HardwareCatalog>,
+    join: Option<SharedJoin>,
+    policy: StatementPolicy,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let snapshot = join.as_ref().map(SharedJoin::snapshot);
+        let src = Sources {
+            store: store.as_ref(),
+            catalog: &catalog,
+            join: snapshot.as_deref(),
+        };
+        match issue_due(src, UnixMillis::now(), policy).await {
+            Ok(r) => {
+                for (tenant, period) in &r.issued {
+                    tracing::info!(%tenant, %period, "statement issued");
+                }
+                for e in &r.errors {
+                    tracing::warn!(error = %e, "issuing a statement failed; retrying next round");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "issuing statements failed; retrying next round"),
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

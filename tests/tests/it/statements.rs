@@ -1,0 +1,436 @@
+//! Monthly statements on both stores (SQLite, and the real ClickHouse server), with energy from
+//! the real H100 trace's counter and intensity from WattTime's real CAISO_NORTH series:
+//! preliminary vs issued, issued exactly once by two racing replicas, never changed after
+//! issue, late samples carried as a dated adjustment on the next statement, totals reconciled
+//! to the 5-minute ledger (mJ exact, grams to 1e-9), CSV equal to the JSON, and no tenant
+//! seeing another's usage.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use wattprint_core::accounting::split_into_buckets;
+use wattprint_core::intensity::{IntensityJoin, IntensityKind, JoinedIntensity, RegionIntensity};
+use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
+use wattprint_core::sci::{EmbodiedSpec, HardwareCatalog};
+use wattprint_core::{
+    Bucket, GpuUuid, GramsPerKwh, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId,
+    TenantScope, UnixMillis,
+};
+use wattprint_query_api::statements::{self, issue_due, Period, Sources, StatementPolicy};
+use wattprint_store::{
+    ClickHouseStore, EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, NewWorkload,
+    SqliteStore, Store,
+};
+
+const H100: &str = "NVIDIA H100 80GB HBM3";
+const REGION: &str = "CAISO_NORTH";
+const PUE: f64 = 1.15;
+const KWH: f64 = 3.6e9;
+/// Each sample spans 10 s of the trace.
+const SPAN_MS: i64 = 10_000;
+/// eGRID 2023 CAMX total output rate, lb/MWh → g/kWh: the location-based average.
+const CAMX_G_PER_KWH: f64 = 429.983 * 453.59237 / 1000.0;
+
+fn period() -> Period {
+    Period::parse("2026-10").unwrap()
+}
+
+fn scope(t: &str) -> TenantScope {
+    TenantScope::from_verified(TenantId::from(t))
+}
+
+/// Counter energy of the real trace (190 s) over consecutive 10 s windows, mJ.
+fn trace_minutes() -> Vec<u64> {
+    let rows = wattprint_tests::read_trace();
+    let t0 = rows[0].t_ms;
+    let mut out = Vec::new();
+    let mut last = rows[0].counter_mj;
+    let mut window = 1;
+    for r in &rows {
+        if r.t_ms - t0 >= window * SPAN_MS {
+            out.push(r.counter_mj - last);
+            last = r.counter_mj;
+            window += 1;
+        }
+    }
+    assert!(out.len() >= 15, "the trace is over 150 s long");
+    out
+}
+
+/// WattTime CAISO_NORTH marginal values, g/kWh, one per 5-minute bucket from the month's start.
+fn moer() -> Vec<f64> {
+    let path = wattprint_tests::data_dir().join("moer/watttime2023_caiso-north_actual.csv");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().trim().parse().unwrap())
+        .collect()
+}
+
+fn marginal(bucket: Bucket) -> Option<JoinedIntensity> {
+    let m = moer();
+    let i = (bucket.start().0 - period().start().0) / 300_000;
+    Some(JoinedIntensity {
+        value: GramsPerKwh(m[i as usize % m.len()]),
+        kind: IntensityKind::Actual,
+        source: "watttime:CAISO_NORTH".into(),
+        point_at: bucket.start(),
+        replayed: true,
+    })
+}
+
+fn sample(
+    tenant: &str,
+    instance: &str,
+    gpu: &str,
+    seq: u64,
+    start: i64,
+    mj: u64,
+) -> EnrichedSample {
+    let sample = EnergySample {
+        host: HostId::from("host-1"),
+        gpu: GpuUuid::from(gpu),
+        instance: InstanceId::from(instance),
+        seq,
+        start: UnixMillis(start),
+        end: UnixMillis(start + SPAN_MS),
+        energy: Millijoules(mj),
+        power: Milliwatts(300_000),
+        power_max: Milliwatts(690_000),
+        util_gpu_pct: 90,
+        mem_used_bytes: 1 << 30,
+        temp_c: 60,
+        sm_clock_mhz: 1980,
+        chain_start: seq == 0,
+        energy_source: EnergySource::Counter,
+        attribution: Attribution::Exclusive,
+    };
+    let shares = split_into_buckets(sample.start, sample.end, sample.energy)
+        .into_iter()
+        .map(|s| EnrichedShare {
+            bucket: s.bucket,
+            energy: s.energy,
+            covered_ms: s.covered_ms,
+            intensity: marginal(s.bucket),
+        })
+        .collect();
+    EnrichedSample {
+        sample,
+        tenant: TenantId::from(tenant),
+        region: RegionId::from(REGION),
+        pue: PUE,
+        shares,
+    }
+}
+
+/// The month's hand computation for a set of samples: energy, marginal facility grams (per
+/// bucket share E × I × PUE) and location-based grams (E × CAMX × PUE).
+fn by_hand(samples: &[EnrichedSample]) -> (u64, f64, f64) {
+    let (mut e, mut marginal_g, mut location_g) = (0u64, 0.0, 0.0);
+    for s in samples {
+        for sh in &s.shares {
+            e += sh.energy.0;
+            let i = sh.intensity.as_ref().unwrap().value.0;
+            marginal_g += sh.energy.0 as f64 * i / KWH * PUE;
+            location_g += sh.energy.0 as f64 * CAMX_G_PER_KWH / KWH * PUE;
+        }
+    }
+    (e, marginal_g, location_g)
+}
+
+fn assert_grams(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+        "{what}: {got} vs {want}"
+    );
+}
+
+fn inventory() -> Vec<InstanceRecord> {
+    let inst = |tenant: &str, id: &str, gpu: &str| InstanceRecord {
+        tenant: TenantId::from(tenant),
+        instance: InstanceId::from(id),
+        region: RegionId::from(REGION),
+        zip_code: None,
+        gpus: vec![GpuRecord {
+            uuid: GpuUuid::from(gpu),
+            model: H100.into(),
+            power_limit: Milliwatts(700_000),
+            host: HostId::from("host-1"),
+        }],
+    };
+    vec![inst("acme", "i-1", "GPU-1"), inst("globex", "i-2", "GPU-2")]
+}
+
+fn catalog() -> HardwareCatalog {
+    let mut c = HardwareCatalog::default();
+    c.models.insert(
+        H100.into(),
+        EmbodiedSpec {
+            embodied_kgco2e: 1_000.0,
+            lifetime_years: 4.0,
+            source: "test".into(),
+        },
+    );
+    c
+}
+
+fn join() -> IntensityJoin {
+    let mut join = IntensityJoin::new(15 * 60 * 1000);
+    join.insert(
+        RegionId::from(REGION),
+        RegionIntensity {
+            marginal: None,
+            replay: false,
+            average: Some((GramsPerKwh(CAMX_G_PER_KWH), "egrid2023:CAMX".into())),
+        },
+    );
+    join
+}
+
+/// The whole behaviour on one store.
+async fn statements_on(store: Arc<dyn Store>) {
+    let p = period();
+    let day = 86_400_000;
+    store.upsert_inventory(&inventory()).await.unwrap();
+    let minutes = trace_minutes();
+    let acme: Vec<EnrichedSample> = minutes
+        .iter()
+        .enumerate()
+        .map(|(k, mj)| {
+            sample(
+                "acme",
+                "i-1",
+                "GPU-1",
+                k as u64,
+                p.start().0 + day + k as i64 * SPAN_MS,
+                *mj,
+            )
+        })
+        .collect();
+    let globex: Vec<EnrichedSample> = minutes
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(k, mj)| {
+            sample(
+                "globex",
+                "i-2",
+                "GPU-2",
+                k as u64,
+                p.start().0 + 2 * day + k as i64 * SPAN_MS,
+                *mj,
+            )
+        })
+        .collect();
+    store.write_samples(&acme).await.unwrap();
+    store.write_samples(&globex).await.unwrap();
+    // A workload over acme's first five samples.
+    let w_from = UnixMillis(p.start().0 + day);
+    store
+        .create_workload(
+            &scope("acme"),
+            &NewWorkload {
+                label: "fine-tune".into(),
+                instances: vec![InstanceId::from("i-1")],
+                from: w_from,
+                to: Some(UnixMillis(w_from.0 + 5 * SPAN_MS)),
+                functional_unit: "run".into(),
+                functional_units: 1.0,
+                labels: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let (catalog, join) = (catalog(), join());
+    let src = Sources {
+        store: store.as_ref(),
+        catalog: &catalog,
+        join: Some(&join),
+    };
+    let policy = StatementPolicy::default();
+
+    // Preliminary while the month runs: the ledger's numbers, by hand and by the store.
+    let mid = UnixMillis(p.start().0 + 20 * day);
+    let pre = statements::statement(src, &scope("acme"), p, mid, policy)
+        .await
+        .unwrap();
+    assert_eq!(pre.view.status, "preliminary");
+    assert_eq!(pre.view.content_sha256, None);
+    let (e, marginal_g, location_g) = by_hand(&acme);
+    assert_eq!(pre.view.totals.it_energy_mj, e);
+    assert_eq!(
+        e,
+        minutes.iter().sum::<u64>(),
+        "the trace's counter, to the mJ"
+    );
+    assert_grams(pre.view.totals.marginal_co2e_g, marginal_g, "marginal");
+    assert_grams(
+        pre.view.totals.location_co2e_g.unwrap(),
+        location_g,
+        "location",
+    );
+    let summary = store
+        .tenant_summary(&scope("acme"), p.start(), p.end())
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.totals.energy.0, e,
+        "reconciles to the store's summary"
+    );
+    assert_grams(
+        pre.view.totals.marginal_co2e_g,
+        summary.totals.facility_co2e.0,
+        "summary",
+    );
+    assert_eq!(pre.view.instances.len(), 1);
+    assert_eq!(pre.view.instances[0].amounts.it_energy_mj, e);
+    assert!(pre.view.totals.embodied_co2e_g > 0.0);
+    let w = &pre.view.workloads[0];
+    assert_eq!(w.label, "fine-tune");
+    assert_eq!(w.amounts.it_energy_mj, minutes[..5].iter().sum::<u64>());
+    assert_eq!(pre.view.market_based.status, "not_configured");
+    assert_eq!(pre.view.market_based.co2e_g, None);
+    // CSV carries the same numbers.
+    let csv = statements::csv::render(&pre.view).unwrap();
+    let total_row = csv.lines().nth(1).unwrap();
+    assert!(total_row.contains(&format!(",total,,,{e},")), "{csv}");
+    assert!(
+        total_row.contains(&pre.view.totals.marginal_co2e_g.to_string()),
+        "{csv}"
+    );
+
+    // Other tenants: globex's month is its own, acme's instance absent.
+    let g = statements::statement(src, &scope("globex"), p, mid, policy)
+        .await
+        .unwrap();
+    assert_eq!(g.view.totals.it_energy_mj, by_hand(&globex).0);
+    assert!(g.view.instances.iter().all(|i| i.instance_id == "i-2"));
+    assert!(g.view.workloads.is_empty());
+    let nobody = statements::statement(src, &scope("nobody"), p, mid, policy)
+        .await
+        .unwrap();
+    assert_eq!(nobody.view.totals.it_energy_mj, 0);
+
+    // Not due before the grace has passed; then issued exactly once by two racing replicas.
+    let early = issue_due(src, UnixMillis(policy.issue_at(p).0 - 1), policy)
+        .await
+        .unwrap();
+    assert!(early.issued.is_empty(), "{early:?}");
+    let due = UnixMillis(policy.issue_at(p).0 + 60_000);
+    let (a, b) = tokio::join!(
+        issue_due(src, due, policy),
+        issue_due(src, UnixMillis(due.0 + 1), policy)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{a:?} {b:?}");
+    let issued = store.issued_statements(&scope("acme")).await.unwrap();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let first = statements::statement(src, &scope("acme"), p, due, policy)
+        .await
+        .unwrap();
+    assert_eq!(first.body, issued[0].body, "served byte for byte as issued");
+    assert_eq!(first.view.status, "issued");
+    let hash = statements::issue::content_sha256(&first.view).unwrap();
+    assert_eq!(first.view.content_sha256.as_deref(), Some(hash.as_str()));
+    assert_eq!(first.view.totals.it_energy_mj, e);
+
+    // Late samples for the issued month change nothing issued...
+    let late: Vec<EnrichedSample> = minutes[..3]
+        .iter()
+        .enumerate()
+        .map(|(k, mj)| {
+            sample(
+                "acme",
+                "i-1",
+                "GPU-1",
+                1000 + k as u64,
+                p.start().0 + 10 * day + k as i64 * SPAN_MS,
+                *mj,
+            )
+        })
+        .collect();
+    store.write_samples(&late).await.unwrap();
+    let after = UnixMillis(due.0 + day);
+    let again = statements::statement(src, &scope("acme"), p, after, policy)
+        .await
+        .unwrap();
+    assert_eq!(again.body, first.body, "an issued statement never changes");
+    let issue_again = statements::issue(src, &scope("acme"), p, after, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        issue_again.body, first.body,
+        "issuing again returns the issued one"
+    );
+
+    // ...and appear as a dated adjustment on the next month's statement.
+    let (late_e, late_g, late_loc) = by_hand(&late);
+    let next = statements::statement(src, &scope("acme"), p.next(), after, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.view.adjustments.len(),
+        1,
+        "{:?}",
+        next.view.adjustments
+    );
+    let adj = &next.view.adjustments[0];
+    assert_eq!(adj.period, p.to_string());
+    assert_eq!(adj.it_energy_mj, late_e as i64);
+    assert_grams(adj.marginal_co2e_g, late_g, "adjustment marginal");
+    assert_grams(adj.location_co2e_g, late_loc, "adjustment location");
+    // Issued + adjustments = a recompute of the month today.
+    let today = statements::compute(src, &scope("acme"), p, after)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.view.totals.it_energy_mj as i64 + adj.it_energy_mj,
+        today.totals.it_energy_mj as i64
+    );
+    assert_grams(
+        first.view.totals.marginal_co2e_g + adj.marginal_co2e_g,
+        today.totals.marginal_co2e_g,
+        "issued + adjustments",
+    );
+
+    // Once the next month is issued with that adjustment, the one after does not repeat it.
+    let next_due = UnixMillis(policy.issue_at(p.next()).0 + 1);
+    statements::issue(src, &scope("acme"), p.next(), next_due, policy)
+        .await
+        .unwrap();
+    let third = statements::statement(src, &scope("acme"), p.next().next(), next_due, policy)
+        .await
+        .unwrap();
+    assert!(
+        third.view.adjustments.is_empty(),
+        "{:?}",
+        third.view.adjustments
+    );
+    // globex got its own statement of the month; nothing of acme's.
+    let g_issued = store.issued_statements(&scope("globex")).await.unwrap();
+    assert_eq!(g_issued.len(), 1);
+    assert!(!g_issued[0].body.contains("i-1"), "{}", g_issued[0].body);
+}
+
+#[tokio::test]
+async fn statements_on_sqlite() {
+    statements_on(Arc::new(SqliteStore::open_in_memory().unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_on_clickhouse() {
+    let Some((url, _)) = wattprint_tests::test_servers() else {
+        return;
+    };
+    let db = format!("wp_test_statements_{:08x}", rand::random::<u32>());
+    let store = ClickHouseStore::connect(&url, &db).await.unwrap();
+    statements_on(Arc::new(store)).await;
+    let _ = reqwest::Client::new()
+        .post(&url)
+        .body(format!("DROP DATABASE IF EXISTS {db}"))
+        .send()
+        .await;
+}
