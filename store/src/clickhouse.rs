@@ -32,7 +32,8 @@
 //! [`Store::tenant_summary`] reads hourly rollups (`rollup_hourly`) for whole hours whose
 //! rollup is fresh and 5-minute data for the rest. Rollups are recomputed from `shares FINAL`
 //! (never by a materialized view, which would add redelivered copies), stamped with the
-//! hour's write count, and used only while no write has touched the hour since; see
+//! hour's write count (marked by a view in the same insert as the shares), and used only
+//! while no write has touched the hour since; see
 //! `clickhouse/rollups.rs` for why no hour can be counted twice.
 //!
 //! # Inventory

@@ -4,17 +4,19 @@
 //! intensity: `shares` is a `ReplacingMergeTree` without a version column, so `FINAL` keeps the
 //! row inserted last. The record goes in first and is keyed by the transition (interval and new
 //! value), so a pass interrupted after it and run again re-records the same transition once.
-//! The hours touched get a rollup mark, so their rollups are recomputed before being used.
+//! The hours touched get their rollup marks from the shares insert itself (the
+//! `shares_rollup_marks` view, schema version 7): there is no separate marks write that could
+//! fail after the shares were rewritten and leave a stale rollup looking fresh.
 
-use super::rows::{AggregatedInterval, RollupMark, StoredShare, INTERVAL_SELECT};
-use super::{now_ms, rollups, ClickHouseStore};
+use super::rows::{AggregatedInterval, StoredShare, INTERVAL_SELECT};
+use super::{now_ms, ClickHouseStore};
 use crate::{
     decide_restatements, LedgerQuery, LedgerWrite, RegionCoverage, RestateOutcome, Restatement,
     StoreError,
 };
 use ::clickhouse::Row;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use wattprint_core::intensity::{
     IntensityJoin, IntensityKind, IntensityPoint, JoinedIntensity, PointKind, Signal,
 };
@@ -407,25 +409,6 @@ impl ClickHouseStore {
             decided.iter().map(StoredRestatement::encode).collect();
         self.insert("restatements", &records, OP).await?;
         self.insert("shares", &shares, OP).await?;
-        let marks: Vec<RollupMark> = decided
-            .iter()
-            .map(|r| {
-                (
-                    r.tenant.0.clone(),
-                    r.instance.0.clone(),
-                    rollups::floor_hour(r.bucket.start().0),
-                )
-            })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(|(tenant, instance_id, hour_ms)| RollupMark {
-                tenant,
-                instance_id,
-                hour_ms,
-                writes: 1,
-            })
-            .collect();
-        self.insert("rollup_marks", &marks, OP).await?;
         Ok(RestateOutcome::of(&decided))
     }
 

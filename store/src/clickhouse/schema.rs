@@ -302,6 +302,22 @@ fn v6() -> Vec<String> {
         .to_owned()]
 }
 
+/// Version 7: every insert into `shares` marks the hours it touched, in the same query.
+///
+/// A materialized view adds one `rollup_marks` row per `(tenant, instance, hour)` of each
+/// inserted block, after the block is stored: a mark can no longer be lost between a shares
+/// insert and a separate marks insert (a restatement whose marks write failed used to leave
+/// rollups stamped fresh over rewritten shares). Marks only need to grow, so the view counting
+/// redelivered copies too is harmless (see `clickhouse/rollups.rs`).
+fn v7() -> Vec<String> {
+    vec![format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS shares_rollup_marks TO rollup_marks AS \
+         SELECT tenant, instance_id, {hour} AS hour_ms, toUInt64(count()) AS writes \
+         FROM shares GROUP BY tenant, instance_id, hour_ms",
+        hour = hour_of("bucket_ms")
+    )]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -314,7 +330,15 @@ pub(crate) fn hour_of(column: &str) -> String {
 /// The migrations for a server of the given dialect, in order: entry `i` is version `i + 1`,
 /// each a list of statements.
 pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
-    vec![v1(modern), v2(modern), v3(modern), v4(modern), v5(), v6()]
+    vec![
+        v1(modern),
+        v2(modern),
+        v3(modern),
+        v4(modern),
+        v5(),
+        v6(),
+        v7(),
+    ]
 }
 
 #[derive(Row, Serialize)]
@@ -432,6 +456,7 @@ mod tests {
                 // `ReplacingMergeTree` collapses and the timeline reads as one).
                 assert!(
                     sql.starts_with("CREATE TABLE IF NOT EXISTS")
+                        || sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
                         || sql.starts_with("INSERT INTO rollup_marks ")
                         || sql.starts_with("INSERT INTO gpu_spans "),
                     "{sql}"
