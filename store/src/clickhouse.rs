@@ -62,13 +62,14 @@ pub use schema::supports_modern;
 use crate::checks::check_inventory;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite, NewWorkload,
-    QuarantineRecord, RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    QuarantinePrune, QuarantineRecord, QuarantineRetention, RegionCoverage, RestateOutcome,
+    Restatement, RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload,
+    WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
@@ -85,6 +86,8 @@ pub struct ClickHouseStore {
     clock: Arc<AtomicI64>,
     server_version: String,
     modern: bool,
+    /// The retention (days) the quarantine's TTL was last set to by this process (0: not yet).
+    quarantine_ttl_days: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -185,6 +188,7 @@ impl ClickHouseStore {
             clock: Arc::new(AtomicI64::new(0)),
             server_version,
             modern,
+            quarantine_ttl_days: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -261,6 +265,14 @@ impl Store for ClickHouseStore {
 
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
         self.read_quarantine(limit).await
+    }
+
+    async fn prune_quarantine(
+        &self,
+        rules: &QuarantineRetention,
+        now: UnixMillis,
+    ) -> Result<QuarantinePrune, StoreError> {
+        self.prune_held(rules, now).await
     }
 
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError> {

@@ -15,8 +15,9 @@ mod workloads;
 use crate::checks::{check_inventory, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, LedgerQuery, LedgerWrite,
-    NewWorkload, QuarantineRecord, RefusedSample, RegionCoverage, RestateOutcome, Restatement,
-    SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    NewWorkload, QuarantinePrune, QuarantineRecord, QuarantineRetention, RefusedSample,
+    RegionCoverage, RestateOutcome, Restatement, SampleRow, Store, StoreError, TenantSummary,
+    Workload, WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -216,6 +217,18 @@ impl Store for SqliteStore {
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
         self.call("reading quarantine", move |conn| {
             quarantine::load_quarantine(conn, limit)
+        })
+        .await
+    }
+
+    async fn prune_quarantine(
+        &self,
+        rules: &QuarantineRetention,
+        now: UnixMillis,
+    ) -> Result<QuarantinePrune, StoreError> {
+        let rules = *rules;
+        self.call("pruning quarantine", move |conn| {
+            quarantine::prune_quarantine(conn, &rules, now)
         })
         .await
     }
