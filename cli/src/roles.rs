@@ -198,6 +198,7 @@ pub struct Backend {
     gateway: Option<JoinHandle<Result<(), BoxError>>>,
     enricher: Option<JoinHandle<EnricherReport>>,
     rollups: Option<JoinHandle<()>>,
+    quarantine: Option<JoinHandle<()>>,
     intensity: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
@@ -254,6 +255,15 @@ impl Backend {
                 stop.wait(),
             ))
         });
+        // Where refusals are quarantined, the quarantine is kept bounded.
+        let quarantine = enricher.is_some().then(|| {
+            tokio::spawn(wattprint_store::retention::keep_bounded(
+                store.clone(),
+                settings.quarantine,
+                wattprint_store::retention::PRUNE_EVERY,
+                stop.wait(),
+            ))
+        });
         // Providers are polled where samples are enriched; every process reloads the ledger.
         let intensity = crate::intensity::start_keeping_current(
             settings,
@@ -276,6 +286,7 @@ impl Backend {
             gateway,
             enricher,
             rollups,
+            quarantine,
             intensity,
             api,
             stop,
@@ -296,6 +307,9 @@ impl Backend {
         }
         if let Some(rollups) = self.rollups {
             rollups.await?;
+        }
+        if let Some(quarantine) = self.quarantine {
+            quarantine.await?;
         }
         self.intensity.await?;
         Ok(match self.enricher {
