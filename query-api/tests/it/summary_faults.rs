@@ -4,7 +4,7 @@
 //! ClickHouse: the store under test talks to the real server through a fault-injecting TCP
 //! proxy (`common::proxy`) that, during a restatement, goes down right after the shares
 //! rewrite (where the rollup-marks write used to follow), swallows the shares insert's answer,
-//! or refuses the shares insert. Rollups are fresh and in use before the fault. SQLite: a
+//! refuses the shares insert, or refuses the rollup-marks write. Rollups are fresh and in use before the fault. SQLite: a
 //! trigger, created on a second connection to the store's file, aborts the restatement after a
 //! few intervals. The truth is computed here from `instance_intervals` (on ClickHouse through
 //! a second store that bypasses the proxy): energy to the mJ, grams to 1e-9 relative.
@@ -229,11 +229,15 @@ fn clickhouse_url(test: &str) -> Option<String> {
     }
 }
 
-/// One restatement cut by `action` on the shares insert, on a fresh database: the summary
-/// through the API equals the intervals before, right after the fault, and once a later pass
-/// and a rollup refresh ran (rollups in use again).
-async fn clickhouse_case(url: &str, action: Action) {
-    const SHARES: &str = "INSERT INTO `shares`(";
+/// A restatement's shares rewrite.
+const SHARES: &str = "INSERT INTO `shares`(";
+/// A rollup-marks write.
+const MARKS: &str = "INSERT INTO `rollup_marks`(";
+
+/// One restatement cut by `action` on the first request containing `pattern`, on a fresh
+/// database: the summary through the API equals the intervals before, right after the fault,
+/// and once a later pass and a rollup refresh ran (rollups in use again).
+async fn clickhouse_case(url: &str, pattern: &str, action: Action) {
     let db = format!("wp_test_{:016x}", rand::random::<u64>());
     let direct = ClickHouseStore::connect(url, &db).await.unwrap();
     seed(&direct).await;
@@ -256,13 +260,13 @@ async fn clickhouse_case(url: &str, action: Action) {
     let before = truth(&direct).await;
     assert_converged(&api_summary(&api).await.unwrap(), &before, "before");
 
-    proxy.on(SHARES, action);
+    proxy.on(pattern, action);
     let restated = proxied
         .restate(&region, UnixMillis(T0), UnixMillis(end()), &join(true))
         .await;
     assert!(
-        proxy.hits(SHARES) >= 1,
-        "{action:?}: the fault fired ({restated:?})"
+        proxy.hits(pattern) >= 1,
+        "{pattern} {action:?}: the fault fired ({restated:?})"
     );
     match action {
         Action::DownAfter => assert!(proxy.is_down(), "went down after the shares insert"),
@@ -326,7 +330,7 @@ async fn clickhouse_summary_converges_when_the_server_goes_down_after_the_shares
     let Some(url) = clickhouse_url("down_after_shares") else {
         return;
     };
-    clickhouse_case(&url, Action::DownAfter).await;
+    clickhouse_case(&url, SHARES, Action::DownAfter).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +338,15 @@ async fn clickhouse_summary_converges_when_the_shares_rewrite_answer_is_lost() {
     let Some(url) = clickhouse_url("answer_lost") else {
         return;
     };
-    clickhouse_case(&url, Action::SwallowAnswer).await;
+    clickhouse_case(&url, SHARES, Action::SwallowAnswer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_summary_converges_when_the_rollup_marks_write_is_refused() {
+    let Some(url) = clickhouse_url("marks_refused") else {
+        return;
+    };
+    clickhouse_case(&url, MARKS, Action::Refuse).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +354,7 @@ async fn clickhouse_summary_converges_when_the_shares_rewrite_is_refused() {
     let Some(url) = clickhouse_url("refused") else {
         return;
     };
-    clickhouse_case(&url, Action::Refuse).await;
+    clickhouse_case(&url, SHARES, Action::Refuse).await;
 }
 
 /// SQLite restates in one transaction: a step failing mid-way (a trigger aborting the fourth

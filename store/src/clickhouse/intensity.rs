@@ -6,17 +6,18 @@
 //! value), so a pass interrupted after it and run again re-records the same transition once.
 //! The hours touched get their rollup marks from the shares insert itself (the
 //! `shares_rollup_marks` view, schema version 7): there is no separate marks write that could
-//! fail after the shares were rewritten and leave a stale rollup looking fresh.
+//! fail after the shares were rewritten and leave a stale rollup looking fresh. They are also
+//! marked once before the rewrite, which costs one small insert per pass.
 
-use super::rows::{AggregatedInterval, StoredShare, INTERVAL_SELECT};
-use super::{now_ms, ClickHouseStore};
+use super::rows::{AggregatedInterval, RollupMark, StoredShare, INTERVAL_SELECT};
+use super::{now_ms, rollups, ClickHouseStore};
 use crate::{
     decide_restatements, LedgerQuery, LedgerWrite, RegionCoverage, RestateOutcome, Restatement,
     StoreError,
 };
 use ::clickhouse::Row;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use wattprint_core::intensity::{
     IntensityJoin, IntensityKind, IntensityPoint, JoinedIntensity, PointKind, Signal,
 };
@@ -408,6 +409,25 @@ impl ClickHouseStore {
         let records: Vec<StoredRestatement> =
             decided.iter().map(StoredRestatement::encode).collect();
         self.insert("restatements", &records, OP).await?;
+        // Marked stale before the rewrite as well: should the view's own mark be lost inside
+        // the shares insert (a server crash between its two blocks), the hours still read
+        // from the 5-minute data unless a recompute ran in between.
+        let marks: Vec<RollupMark> = decided
+            .iter()
+            .map(|r| {
+                let hour = rollups::floor_hour(r.bucket.start().0);
+                (r.tenant.0.clone(), r.instance.0.clone(), hour)
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|(tenant, instance_id, hour_ms)| RollupMark {
+                tenant,
+                instance_id,
+                hour_ms,
+                writes: 1,
+            })
+            .collect();
+        self.insert("rollup_marks", &marks, OP).await?;
         self.insert("shares", &shares, OP).await?;
         Ok(RestateOutcome::of(&decided))
     }

@@ -42,7 +42,10 @@
 //! killed, a connection cut, a server down) can leave rewritten shares without their mark:
 //! either the insert was stored and its hours are stale until recomputed, or it was not and
 //! the rollups still equal the shares. So a summary always equals the sum of the 5-minute
-//! intervals, whatever failed. (Before version 7 a restatement wrote its marks in a separate
+//! intervals, whatever failed between requests. (What is left is inside one query: the server
+//! writes the view's block after the shares block. A restatement also marks its hours before
+//! the rewrite, so only a server crash between those two blocks *and* a recompute racing
+//! between the early mark and the rewrite could leave a rewritten hour looking fresh.) (Before version 7 a restatement wrote its marks in a separate
 //! insert after the shares; when that insert failed the hour kept a rollup stamped fresh over
 //! the old intensity, for good, since a restatement run again finds nothing left to restate.)
 //!
