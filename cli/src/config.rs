@@ -31,7 +31,7 @@ pub use wattprint_query_api::config::{
 };
 use wattprint_query_api::statements::StatementPolicy;
 pub use wattprint_store::config::{RawStore, StoreSettings};
-use wattprint_store::{GpuRecord, InstanceRecord};
+use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRetention};
 
 /// The config schema version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -151,6 +151,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Store.
     pub store: StoreSettings,
+    /// How long and how much the quarantine keeps (`store.quarantine_*`).
+    pub quarantine: QuarantineRetention,
     /// Bus.
     pub bus: BusSettings,
     /// Gateway listen address.
@@ -277,6 +279,7 @@ impl RawConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from(".wattprint"));
         let store = raw.store.validate(&data_dir)?;
+        let quarantine = raw.store.quarantine_retention()?;
         let bus = raw.bus.validate()?;
         let gateway = raw.gateway.validate()?;
         let intensity = raw
@@ -316,6 +319,7 @@ impl RawConfig {
         Ok(Settings {
             data_dir,
             store,
+            quarantine,
             bus,
             gateway_listen: gateway.listen,
             gateway_tls: gateway.tls,

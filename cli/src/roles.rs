@@ -201,6 +201,7 @@ pub struct Backend {
     rollups: Option<JoinHandle<()>>,
     inventory_reload: Option<JoinHandle<()>>,
     statements: Option<JoinHandle<()>>,
+    quarantine: Option<JoinHandle<()>>,
     intensity: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     stop: Shutdown,
@@ -274,6 +275,15 @@ impl Backend {
                 stop.wait(),
             ))
         });
+        // Where refusals are quarantined, the quarantine is kept bounded.
+        let quarantine = enricher.is_some().then(|| {
+            tokio::spawn(wattprint_store::retention::keep_bounded(
+                store.clone(),
+                settings.quarantine,
+                wattprint_store::retention::PRUNE_EVERY,
+                stop.wait(),
+            ))
+        });
         // Providers are polled where samples are enriched; every process reloads the ledger.
         let intensity = crate::intensity::start_keeping_current(
             settings,
@@ -298,6 +308,7 @@ impl Backend {
             rollups,
             inventory_reload,
             statements,
+            quarantine,
             intensity,
             api,
             stop,
@@ -324,6 +335,9 @@ impl Backend {
         }
         if let Some(issuer) = self.statements {
             issuer.await?;
+        }
+        if let Some(quarantine) = self.quarantine {
+            quarantine.await?;
         }
         self.intensity.await?;
         Ok(match self.enricher {

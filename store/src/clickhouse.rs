@@ -32,7 +32,8 @@
 //! [`Store::tenant_summary`] reads hourly rollups (`rollup_hourly`) for whole hours whose
 //! rollup is fresh and 5-minute data for the rest. Rollups are recomputed from `shares FINAL`
 //! (never by a materialized view, which would add redelivered copies), stamped with the
-//! hour's write count, and used only while no write has touched the hour since; see
+//! hour's write count (marked by a view in the same insert as the shares), and used only
+//! while no write has touched the hour since; see
 //! `clickhouse/rollups.rs` for why no hour can be counted twice.
 //!
 //! # Inventory
@@ -63,14 +64,14 @@ pub use schema::supports_modern;
 use crate::checks::check_inventory;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
-    NewWorkload, PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement,
-    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
+    RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store, StoreError,
+    TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wattprint_core::intensity::{IntensityJoin, IntensityPoint};
@@ -87,6 +88,8 @@ pub struct ClickHouseStore {
     clock: Arc<AtomicI64>,
     server_version: String,
     modern: bool,
+    /// The retention (days) the quarantine's TTL was last set to by this process (0: not yet).
+    quarantine_ttl_days: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -187,6 +190,7 @@ impl ClickHouseStore {
             clock: Arc::new(AtomicI64::new(0)),
             server_version,
             modern,
+            quarantine_ttl_days: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -298,6 +302,14 @@ impl Store for ClickHouseStore {
 
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
         self.read_quarantine(limit).await
+    }
+
+    async fn prune_quarantine(
+        &self,
+        rules: &QuarantineRetention,
+        now: UnixMillis,
+    ) -> Result<QuarantinePrune, StoreError> {
+        self.prune_held(rules, now).await
     }
 
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError> {

@@ -11,6 +11,7 @@ mod checks;
 pub mod clickhouse;
 pub mod config;
 pub mod placements;
+pub mod retention;
 pub mod rollups;
 pub mod sqlite;
 pub mod statements;
@@ -33,6 +34,7 @@ use wattprint_core::{
 
 pub use self::clickhouse::ClickHouseStore;
 pub use placements::{GpuPlacement, PlacementVersion};
+pub use retention::{QuarantinePrune, QuarantineRetention};
 pub use sqlite::{SqliteStore, SqliteSync};
 pub use statements::IssuedStatement;
 pub use traced::Traced;
@@ -635,6 +637,15 @@ pub trait Store: Send + Sync {
 
     /// Most recent quarantine records, newest first (operator view).
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError>;
+
+    /// Deletes quarantine records received before `rules.cutoff(now)` and, with a cap, each
+    /// host's records beyond its newest `max_per_host` (see [`retention`]). Running it again
+    /// deletes nothing more.
+    async fn prune_quarantine(
+        &self,
+        rules: &QuarantineRetention,
+        now: UnixMillis,
+    ) -> Result<QuarantinePrune, StoreError>;
 
     /// The tenant's instances.
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError>;

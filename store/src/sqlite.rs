@@ -17,9 +17,9 @@ mod workloads;
 use crate::checks::{check_inventory, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
-    LedgerWrite, NewWorkload, PlacementVersion, QuarantineRecord, RefusedSample, RegionCoverage,
-    RestateOutcome, Restatement, SampleRow, Store, StoreError, TenantSummary, Workload,
-    WorkloadUpdate, WriteOutcome,
+    LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
+    QuarantineRetention, RefusedSample, RegionCoverage, RestateOutcome, Restatement, SampleRow,
+    Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -230,6 +230,18 @@ impl Store for SqliteStore {
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
         self.call("reading quarantine", move |conn| {
             quarantine::load_quarantine(conn, limit)
+        })
+        .await
+    }
+
+    async fn prune_quarantine(
+        &self,
+        rules: &QuarantineRetention,
+        now: UnixMillis,
+    ) -> Result<QuarantinePrune, StoreError> {
+        let rules = *rules;
+        self.call("pruning quarantine", move |conn| {
+            quarantine::prune_quarantine(conn, &rules, now)
         })
         .await
     }

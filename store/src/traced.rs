@@ -7,9 +7,9 @@
 
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
-    NewWorkload, PlacementVersion, QuarantineRecord, RegionCoverage, RestateOutcome, Restatement,
-    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
+    RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store, StoreError,
+    TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use tracing::field::Empty;
@@ -119,6 +119,27 @@ impl<S: Store> Store for Traced<S> {
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
         let span = info_span!("quarantine", limit);
         self.inner.quarantine(limit).instrument(span).await
+    }
+
+    async fn prune_quarantine(
+        &self,
+        rules: &QuarantineRetention,
+        now: UnixMillis,
+    ) -> Result<QuarantinePrune, StoreError> {
+        let span = info_span!(
+            "prune_quarantine",
+            days = rules.days,
+            expired = Empty,
+            over_cap = Empty
+        );
+        let pruned = self
+            .inner
+            .prune_quarantine(rules, now)
+            .instrument(span.clone())
+            .await?;
+        span.record("expired", pruned.expired);
+        span.record("over_cap", pruned.over_cap);
+        Ok(pruned)
     }
 
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError> {

@@ -213,3 +213,43 @@ fn cloud_regions_are_placed_at_zip_codes_and_operators_can_override_them() {
         "{err}"
     );
 }
+
+#[test]
+fn quarantine_bounds_default_parse_and_bad_values_name_the_key() {
+    let s = load("", &[]).unwrap();
+    assert_eq!((s.quarantine.days, s.quarantine.max_per_host), (30, None));
+    let s = load(
+        "[store]\nquarantine_retention_days = 7\nquarantine_max_per_host = 5000",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (s.quarantine.days, s.quarantine.max_per_host),
+        (7, Some(5000))
+    );
+    let s = load("", &[("WATTPRINT_STORE__QUARANTINE_RETENTION_DAYS", "90")]).unwrap();
+    assert_eq!(s.quarantine.days, 90);
+    for (text, key) in [
+        (
+            "quarantine_retention_days = 0",
+            "store.quarantine_retention_days = 0",
+        ),
+        (
+            "quarantine_retention_days = -3",
+            "store.quarantine_retention_days = -3",
+        ),
+        (
+            "quarantine_retention_days = 100000",
+            "store.quarantine_retention_days = 100000",
+        ),
+        (
+            "quarantine_max_per_host = 0",
+            "store.quarantine_max_per_host = 0",
+        ),
+    ] {
+        let e = load(&format!("[store]\n{text}"), &[]).unwrap_err();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    let e = load("[store]\nquarantine_retention_days = \"a month\"", &[]).unwrap_err();
+    assert!(e.contains("quarantine_retention_days"), "{e}");
+}

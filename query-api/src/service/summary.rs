@@ -1,5 +1,12 @@
 //! The summary service: a tenant's usage over whole 5-minute buckets, per instance and in
 //! total, as the store sums it.
+//!
+//! This is the billing path, so it never trusts a precomputed figure blindly: SQLite sums the
+//! interval rows themselves (a restatement rewrites them in one transaction), and ClickHouse
+//! checks every hourly rollup's stamp against the hour's write count before using it, reading
+//! stale hours from the 5-minute data (see the store's `clickhouse/rollups.rs`). Either way
+//! the answer equals the sum of the stored intervals after any failed write or restatement
+//! (`query-api/tests/it/summary_faults.rs`).
 
 use wattprint_core::{TenantScope, UnixMillis, BUCKET_MS};
 use wattprint_store::{Store, UsageTotals};

@@ -4,7 +4,10 @@
 //! intensity: `shares` is a `ReplacingMergeTree` without a version column, so `FINAL` keeps the
 //! row inserted last. The record goes in first and is keyed by the transition (interval and new
 //! value), so a pass interrupted after it and run again re-records the same transition once.
-//! The hours touched get a rollup mark, so their rollups are recomputed before being used.
+//! The hours touched get their rollup marks from the shares insert itself (the
+//! `shares_rollup_marks` view, schema version 9): there is no separate marks write that could
+//! fail after the shares were rewritten and leave a stale rollup looking fresh. They are also
+//! marked once before the rewrite, which costs one small insert per pass.
 
 use super::rows::{AggregatedInterval, RollupMark, StoredShare, INTERVAL_SELECT};
 use super::{now_ms, rollups, ClickHouseStore};
@@ -406,15 +409,14 @@ impl ClickHouseStore {
         let records: Vec<StoredRestatement> =
             decided.iter().map(StoredRestatement::encode).collect();
         self.insert("restatements", &records, OP).await?;
-        self.insert("shares", &shares, OP).await?;
+        // Marked stale before the rewrite as well: should the view's own mark be lost inside
+        // the shares insert (a server crash between its two blocks), the hours still read
+        // from the 5-minute data unless a recompute ran in between.
         let marks: Vec<RollupMark> = decided
             .iter()
             .map(|r| {
-                (
-                    r.tenant.0.clone(),
-                    r.instance.0.clone(),
-                    rollups::floor_hour(r.bucket.start().0),
-                )
+                let hour = rollups::floor_hour(r.bucket.start().0);
+                (r.tenant.0.clone(), r.instance.0.clone(), hour)
             })
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -426,6 +428,7 @@ impl ClickHouseStore {
             })
             .collect();
         self.insert("rollup_marks", &marks, OP).await?;
+        self.insert("shares", &shares, OP).await?;
         Ok(RestateOutcome::of(&decided))
     }
 

@@ -15,13 +15,17 @@
 //!   that GPU's 5-minute intervals in the hour, aggregated from `shares FINAL` by the same
 //!   per-interval SQL as the raw reads ([`intervals_sql`]): so a rollup row *is* the sum of
 //!   the intervals the raw path would read, duplicates already collapsed.
-//! - **Staleness is detected, never assumed away.** Every write of new samples adds, after its
-//!   shares are in, one mark per `(tenant, instance, hour)` it touched to `rollup_marks`
-//!   (a `SummingMergeTree`: the hour's write count only grows). A recompute reads the count
-//!   **first**, then the shares, and stamps its rows with that count (`writes_seen`): every
-//!   write counted in the stamp had its shares in before its mark, so the rows include them.
-//!   A rollup row is used only while its stamp equals the hour's current count; any write
-//!   since makes the hour read from the 5-minute data until it is recomputed.
+//! - **Staleness is detected, never assumed away.** Every insert into `shares` (new samples,
+//!   and restatements rewriting shares with better intensity) adds, in the same query and
+//!   after the block is stored, one mark per `(tenant, instance, hour)` it touched to
+//!   `rollup_marks` (the `shares_rollup_marks` materialized view, schema version 9; a
+//!   `SummingMergeTree`: the hour's write count only grows). The write path also inserts its
+//!   marks explicitly (schema version 2's protocol; redundant since the view). A recompute
+//!   reads the count **first**, then the shares, and stamps its rows with that count
+//!   (`writes_seen`): every write counted in the stamp had its shares in before its mark, so
+//!   the rows include them. A rollup row is used only while its stamp equals the hour's
+//!   current count; any write since makes the hour read from the 5-minute data until it is
+//!   recomputed.
 //! - **One row per key, whoever recomputes.** `rollup_hourly` is a
 //!   `ReplacingMergeTree(writes_seen)` read with `FINAL`: recomputing twice, or two processes
 //!   recomputing at once, leaves one row per key, the one with the highest stamp. Rows are
@@ -32,11 +36,25 @@
 //!   ragged edges, open and stale hours). Both parts use the same fixed set, so no hour is in
 //!   both, whatever is written or recomputed between the two queries.
 //!
-//! What is left: a writer that dies after inserting its shares and before their mark leaves
-//! shares a rollup may not include, undetected until the bus redelivers the batch (it was not
-//! acknowledged), which writes the mark. The same window already exists for the samples row
-//! (see `ClickHouseStore::write_new_samples`). A writer of a build before schema version 2
-//! writes no marks: upgrade every writer before relying on rollups.
+//! # Convergence and the check before billing reads
+//!
+//! Because the mark is part of the shares insert, no failure between two requests (a process
+//! killed, a connection cut, a server down) can leave rewritten shares without their mark:
+//! either the insert was stored and its hours are stale until recomputed, or it was not and
+//! the rollups still equal the shares. So a summary always equals the sum of the 5-minute
+//! intervals, whatever failed between requests. (What is left is inside one query: the server
+//! writes the view's block after the shares block. A restatement also marks its hours before
+//! the rewrite, so only a server crash between those two blocks *and* a recompute racing
+//! between the early mark and the rewrite could leave a rewritten hour looking fresh.) (Before version 9 a restatement wrote its marks in a separate
+//! insert after the shares; when that insert failed the hour kept a rollup stamped fresh over
+//! the old intensity, for good, since a restatement run again finds nothing left to restate.)
+//!
+//! The check a summary runs first (the stale set, [`stale_sql`]) is that reconciliation: it
+//! compares, per `(instance, hour)` in the range, the rollup's stamp with the write count,
+//! over `rollup_marks` and `rollup_hourly` only (rows per instance-hour, never per sample).
+//! Comparing rollup values with the intervals themselves would cost the raw read the rollups
+//! exist to avoid; [`SummaryPath::Raw`] is that read, for audits and tests. Hours found stale
+//! are read from the 5-minute data; the refresh loop recomputes them.
 //!
 //! # When rollups are computed
 //!

@@ -329,8 +329,10 @@ impl ClickHouseStore {
     /// stored, no sample) and heals the same way. A crash before the markers leaves stored
     /// samples without one; the redelivery finds them as duplicates and writes the markers.
     ///
-    /// The rollup marks of the hours the new samples touch go in **after the shares and before
-    /// the samples** (see `clickhouse/rollups.rs`): after the shares, so a recompute that
+    /// The shares insert marks its hours itself (the `shares_rollup_marks` view, schema
+    /// version 9). The explicit rollup marks of the hours the new samples touch, redundant
+    /// since, still go in **after the shares and before the samples** (see
+    /// `clickhouse/rollups.rs`): after the shares, so a recompute that
     /// counts a mark has the shares it stands for; before the samples, so a crash between the
     /// two leaves no sample row and the redelivery writes the marks. Returns the
     /// `(tenant, instance, hour)`s marked.

@@ -348,6 +348,22 @@ fn v8() -> Vec<String> {
         .to_owned()]
 }
 
+/// Version 9: every insert into `shares` marks the hours it touched, in the same query.
+///
+/// A materialized view adds one `rollup_marks` row per `(tenant, instance, hour)` of each
+/// inserted block, after the block is stored: a mark can no longer be lost between a shares
+/// insert and a separate marks insert (a restatement whose marks write failed used to leave
+/// rollups stamped fresh over rewritten shares). Marks only need to grow, so the view counting
+/// redelivered copies too is harmless (see `clickhouse/rollups.rs`).
+fn v9() -> Vec<String> {
+    vec![format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS shares_rollup_marks TO rollup_marks AS \
+         SELECT tenant, instance_id, {hour} AS hour_ms, toUInt64(count()) AS writes \
+         FROM shares GROUP BY tenant, instance_id, hour_ms",
+        hour = hour_of("bucket_ms")
+    )]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -369,6 +385,7 @@ pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
         v6(),
         v7(),
         v8(),
+        v9(),
     ]
 }
 
@@ -488,6 +505,7 @@ mod tests {
                 // since always (repeated, version 0 rows that any upserted row outranks).
                 assert!(
                     sql.starts_with("CREATE TABLE IF NOT EXISTS")
+                        || sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
                         || sql.starts_with("INSERT INTO rollup_marks ")
                         || sql.starts_with("INSERT INTO gpu_spans ")
                         || sql.starts_with("INSERT INTO gpu_placements "),

@@ -2,7 +2,9 @@
 //!
 //! A restatement is a compare-and-set: an interval's intensity is replaced only if it still
 //! holds the value the pass read, and the record is written in the same transaction, so two
-//! passes racing never restate one interval twice nor lose a record.
+//! passes racing never restate one interval twice nor lose a record. A pass that fails part
+//! way rolls back whole, and summaries sum the interval rows themselves (no rollups here), so
+//! they always equal the stored intervals.
 
 use super::db_err;
 use super::rows::{stored_int, RawInterval, INTERVAL_COLUMNS};

@@ -1,10 +1,11 @@
 //! The quarantine in SQLite: input the pipeline refused, kept for an operator to inspect.
 //!
 //! A unique key over what identifies a refusal makes a redelivered one land once; `seq` is
-//! stored as text so any `u64` a refused sample carried is kept exactly.
+//! stored as text so any `u64` a refused sample carried is kept exactly. Records past the
+//! retention, and a host's beyond its cap, are deleted by [`prune_quarantine`].
 
 use super::db_err;
-use crate::{QuarantineRecord, StoreError};
+use crate::{QuarantinePrune, QuarantineRecord, QuarantineRetention, StoreError};
 use rusqlite::{params, Connection, TransactionBehavior};
 use wattprint_core::{GpuUuid, HostId, UnixMillis};
 
@@ -41,6 +42,42 @@ pub(super) fn write_quarantine(
         }
     }
     tx.commit().map_err(db_err(OP))
+}
+
+/// Deletes, in one transaction, the records received before the retention's cutoff (by the
+/// time index) and, with a cap, each host's records beyond its newest `max_per_host`.
+pub(super) fn prune_quarantine(
+    conn: &mut Connection,
+    rules: &QuarantineRetention,
+    now: UnixMillis,
+) -> Result<QuarantinePrune, StoreError> {
+    const OP: &str = "pruning quarantine";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err(OP))?;
+    let expired = tx
+        .execute(
+            "DELETE FROM quarantine WHERE received_at_ms < ?1",
+            [rules.cutoff(now).0],
+        )
+        .map_err(db_err(OP))?;
+    let over_cap = match rules.max_per_host {
+        None => 0,
+        Some(cap) => tx
+            .execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM ( \
+                     SELECT id, row_number() OVER ( \
+                         PARTITION BY host ORDER BY received_at_ms DESC, id DESC) AS nth \
+                     FROM quarantine) WHERE nth > ?1)",
+                [i64::try_from(cap).unwrap_or(i64::MAX)],
+            )
+            .map_err(db_err(OP))?,
+    };
+    tx.commit().map_err(db_err(OP))?;
+    Ok(QuarantinePrune {
+        expired: expired as u64,
+        over_cap: over_cap as u64,
+    })
 }
 
 /// The newest `limit` quarantined records, newest first.

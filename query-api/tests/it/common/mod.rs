@@ -2,6 +2,8 @@
 //! and request helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod proxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -23,8 +23,8 @@ use wattprint_core::{
 };
 use wattprint_store::{
     EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
-    NewWorkload, QuarantineRecord, RefusalKind, Store, StoreError, TenantSummary, UsageTotals,
-    WorkloadUpdate,
+    NewWorkload, QuarantineRecord, QuarantineRetention, RefusalKind, Store, StoreError,
+    TenantSummary, UsageTotals, WorkloadUpdate,
 };
 
 mod intensity;
@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             inventory_upserts_move_gpus_and_list_sorted,
             inventory_history_versions_every_change_at_its_time,
             quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number,
+            quarantine_keeps_what_is_within_its_retention_and_cap,
             random_batches_in_random_order_match_the_accumulator,
             tenant_summary_sums_every_interval_exactly,
             tenant_summary_counts_buckets_starting_in_the_range,

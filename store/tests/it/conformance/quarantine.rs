@@ -81,3 +81,82 @@ pub async fn quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_se
         .unwrap();
     assert_eq!(store.quarantine(10).await.unwrap()[0], other);
 }
+
+/// The quarantine after `rules` pruned it, once what was deleted is gone (ClickHouse deletes
+/// by mutation, which completes shortly after it is issued).
+async fn quarantine_once_settled(
+    store: &dyn Store,
+    want: &[QuarantineRecord],
+) -> Vec<QuarantineRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = store.quarantine(100).await.unwrap();
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn quarantine_keeps_what_is_within_its_retention_and_cap(store: &dyn Store) {
+    const DAY: i64 = 86_400_000;
+    let rec = |host: &str, day: i64, seq: u64| QuarantineRecord {
+        received_at: UnixMillis(T0 + day * DAY),
+        host: HostId::from(host),
+        gpu: Some(GpuUuid::from(format!("GPU-{host}").as_str())),
+        seq: Some(seq),
+        reason: format!("refused on day {day}"),
+        payload: format!("{{\"host\":\"{host}\",\"seq\":{seq}}}"),
+    };
+    let a = [1, 5, 20, 35, 39].map(|d| rec("host-a", d, d as u64));
+    let b = [9, 11, 30].map(|d| rec("host-b", d, d as u64));
+    store.write_quarantine(&a).await.unwrap();
+    store.write_quarantine(&b).await.unwrap();
+    // A redelivered refusal: one record, whatever the store keeps of its copies.
+    store.write_quarantine(&a[4..]).await.unwrap();
+    let now = UnixMillis(T0 + 40 * DAY);
+    let month = QuarantineRetention {
+        days: 30,
+        max_per_host: None,
+    };
+    let newest_first = |mut v: Vec<QuarantineRecord>| {
+        v.sort_by_key(|r| std::cmp::Reverse(r.received_at));
+        v
+    };
+
+    // Received before day 10 (40 - 30): gone; the rest kept whole, replayable as stored.
+    let pruned = store.prune_quarantine(&month, now).await.unwrap();
+    assert_eq!((pruned.expired, pruned.over_cap), (3, 0));
+    let kept = newest_first(vec![
+        a[2].clone(),
+        a[3].clone(),
+        a[4].clone(),
+        b[1].clone(),
+        b[2].clone(),
+    ]);
+    assert_eq!(quarantine_once_settled(store, &kept).await, kept);
+    let again = store.prune_quarantine(&month, now).await.unwrap();
+    assert_eq!(
+        (again.expired, again.over_cap),
+        (0, 0),
+        "nothing more is due"
+    );
+
+    // A cap of 2 per host: host-a's oldest kept record goes, host-b is within it.
+    let capped = QuarantineRetention {
+        max_per_host: Some(2),
+        ..month
+    };
+    let pruned = store.prune_quarantine(&capped, now).await.unwrap();
+    assert_eq!((pruned.expired, pruned.over_cap), (0, 1));
+    let kept = newest_first(vec![a[3].clone(), a[4].clone(), b[1].clone(), b[2].clone()]);
+    assert_eq!(quarantine_once_settled(store, &kept).await, kept);
+
+    // Refusals arriving later are held as before.
+    let late = rec("host-b", 40, 40);
+    store
+        .write_quarantine(std::slice::from_ref(&late))
+        .await
+        .unwrap();
+    assert_eq!(store.quarantine(1).await.unwrap(), vec![late]);
+}
