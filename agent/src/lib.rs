@@ -13,6 +13,7 @@
 //! is sent, and a restarted agent resends whatever the previous run had not got acked.
 
 pub mod attribution;
+pub mod clock;
 pub mod config;
 pub mod metadata;
 pub mod nvml;
@@ -99,7 +100,8 @@ impl AgentConfig {
     }
 
     /// Longest gap between two readings of a GPU that still makes one sample:
-    /// 10 × the energy interval, at least 5 s. Longer gaps restart the counter chain.
+    /// 10 × the energy interval, at least 5 s. Longer gaps (a stalled sender, a restart) are
+    /// bridged with the counter delta, flagged `counter_bridged` (see [`clock`]).
     pub fn max_gap(&self) -> Duration {
         (self.energy_interval * 10).max(Duration::from_secs(5))
     }
@@ -120,8 +122,16 @@ pub struct AgentReport {
     pub gauge_reads: u64,
     /// Energy counters seen going backwards (driver reloads).
     pub counter_resets: u64,
-    /// Gaps between readings longer than [`AgentConfig::max_gap`].
+    /// Gaps between readings too long to bridge ([`clock::MAX_BRIDGE_MS`]): the chain
+    /// restarted without energy.
     pub gaps: u64,
+    /// Gaps longer than [`AgentConfig::max_gap`] (stalls, restarts) bridged with the counter
+    /// delta ([`wattprint_core::sample::EnergySource::CounterBridged`]).
+    pub gaps_bridged: u64,
+    /// Energy sent in bridged spans.
+    pub energy_bridged_mj: u64,
+    /// Steps of the host's wall clock seen (see [`clock`]).
+    pub clock_steps: u64,
     /// Samples of unacked batches dropped because the spool was full (drop-oldest), or
     /// because their spool record could not be read back. Some may have reached the gateway
     /// before they were dropped.
@@ -256,6 +266,9 @@ pub async fn run(
         report.gauge_reads = stats.gauge_reads.load(Ordering::Relaxed);
         report.counter_resets = stats.counter_resets.load(Ordering::Relaxed);
         report.gaps = stats.gaps.load(Ordering::Relaxed);
+        report.gaps_bridged = stats.bridges.load(Ordering::Relaxed);
+        report.energy_bridged_mj = stats.bridged_mj.load(Ordering::Relaxed);
+        report.clock_steps = stats.clock_steps.load(Ordering::Relaxed);
         report.energy_unattributed_mj = stats.unattributed_mj.load(Ordering::Relaxed);
         tracing::info!(?report, "agent stopped");
         Ok(report)
