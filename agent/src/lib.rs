@@ -14,6 +14,7 @@
 
 pub mod attribution;
 pub mod clock;
+pub mod clock_state;
 pub mod config;
 pub mod metadata;
 pub mod nvml;
@@ -200,19 +201,32 @@ pub async fn run(
         .map_err(AgentError::InvalidConfig)?;
     let span = tracing::info_span!("agent", host = %config.host_id);
     async move {
-        let run_epoch_secs = std::time::SystemTime::now()
+        let resumed = load_clock_state(&config);
+        let now_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        // Above the previous run's epoch even if the wall clock went back across the restart:
+        // sequence numbers must keep increasing.
+        let run_epoch_secs = resumed
+            .as_ref()
+            .map_or(now_secs, |s| now_secs.max(s.run_epoch_secs + 1));
         let max_gap_ms = i64::try_from(config.max_gap().as_millis())
             .unwrap_or(i64::MAX)
             .saturating_mul(i64::from(sensor.time_scale()));
-        let gpus = attributed_gpus(
+        let mut gpus = attributed_gpus(
             sensor.as_ref(),
             &attribution,
             &config.host_id,
             run_epoch_secs,
             max_gap_ms,
         );
+        if let Some(state) = &resumed {
+            resume_chains(&mut gpus, state);
+        }
+        let state_writer = config
+            .spool_dir
+            .clone()
+            .map(|dir| clock_state::StateWriter::new(dir, run_epoch_secs));
         if gpus.is_empty() {
             return Err(AgentError::NoMappedGpus {
                 gpus: sensor.gpus().len(),
@@ -242,7 +256,7 @@ pub async fn run(
             };
             tokio::task::spawn_blocking(move || {
                 let _entered = sampler_span.entered();
-                sampling_loop(sensor, gpus, cadence, tx, stop_rx, stats);
+                sampling_loop(sensor, gpus, cadence, tx, stop_rx, stats, state_writer);
             })
         };
         let stream_config = stream::StreamConfig {
@@ -275,6 +289,35 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// The clock state a previous run left in the spool directory, if any (unreadable: logged,
+/// and the agent starts without bridging the downtime).
+fn load_clock_state(config: &AgentConfig) -> Option<clock_state::ClockState> {
+    let dir = config.spool_dir.as_ref()?;
+    match clock_state::ClockState::load(dir) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the clock state; the downtime will not be bridged");
+            None
+        }
+    }
+}
+
+/// Resumes each GPU's counter chain where the previous run left it, so that its first reading
+/// bridges the downtime.
+fn resume_chains(gpus: &mut [sampler::SampledGpu], state: &clock_state::ClockState) {
+    for gpu in gpus {
+        if let Some(mark) = state.mark(gpu.sampler.gpu()) {
+            tracing::info!(
+                gpu = %mark.gpu,
+                end = %mark.end,
+                counter_mj = mark.counter.0,
+                "resuming the counter chain of the previous run"
+            );
+            gpu.sampler.resume(mark.end, mark.counter);
+        }
+    }
 }
 
 /// Rejects settings the agent cannot run with (error messages name the setting).

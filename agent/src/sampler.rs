@@ -13,6 +13,7 @@
 
 use crate::attribution::{AttributedGpu, AttributionMode};
 use crate::clock::{ChainOutcome, ClockedChain};
+use crate::clock_state::StateWriter;
 use crate::sensor::{Gauges, GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -379,14 +380,32 @@ pub(crate) struct SampledGpu {
 /// `cadence.gauges` in between (unpaced sensors: energy back to back, no gauge reads) until
 /// every GPU is exhausted, `stop` fires or is dropped, or the sample receiver is gone.
 /// Blocking: run it on a blocking thread. Sending blocks while the channel is full
-/// (backpressure).
+/// (backpressure). With `state`, each GPU's chain position is recorded once its samples are
+/// handed over, written after every round and fsynced at the end (see [`crate::clock_state`]).
 pub(crate) fn sampling_loop(
+    sensor: Box<dyn crate::sensor::GpuSensor>,
+    gpus: Vec<SampledGpu>,
+    cadence: Cadence,
+    samples: mpsc::Sender<EnergySample>,
+    stop: std_mpsc::Receiver<()>,
+    stats: Arc<SamplerStats>,
+    mut state: Option<StateWriter>,
+) {
+    sampling_rounds(sensor, gpus, cadence, samples, stop, stats, &mut state);
+    if let Some(w) = state.as_mut() {
+        w.flush(true);
+    }
+}
+
+/// [`sampling_loop`]'s rounds; `state` gets each GPU's position once its samples are sent.
+fn sampling_rounds(
     mut sensor: Box<dyn crate::sensor::GpuSensor>,
     mut gpus: Vec<SampledGpu>,
     cadence: Cadence,
     samples: mpsc::Sender<EnergySample>,
     stop: std_mpsc::Receiver<()>,
     stats: Arc<SamplerStats>,
+    state: &mut Option<StateWriter>,
 ) {
     let unpaced = sensor.unpaced();
     let gauge_every = cadence.gauges.filter(|g| !unpaced && *g < cadence.energy);
@@ -440,6 +459,12 @@ pub(crate) fn sampling_loop(
                             break 'outer;
                         }
                     }
+                    // Everything up to the chain's end is with the sender now.
+                    if let (Some(w), Some((end, counter))) =
+                        (state.as_mut(), gpu.sampler.position())
+                    {
+                        w.set(gpu.sampler.gpu(), end, counter);
+                    }
                     log_span_step(gpu, out.step, &reading, &stats);
                 }
                 Ok(None) => {
@@ -458,6 +483,9 @@ pub(crate) fn sampling_loop(
                     }
                 }
             }
+        }
+        if let Some(w) = state.as_mut() {
+            w.flush(false);
         }
         for slot in exhausted.into_iter().rev() {
             gpus.remove(slot);
@@ -822,7 +850,15 @@ mod tests {
         let stats = Arc::new(SamplerStats::default());
         let loop_stats = Arc::clone(&stats);
         let sampler = std::thread::spawn(move || {
-            sampling_loop(Box::new(sensor), gpus, cadence, tx, stop_rx, loop_stats)
+            sampling_loop(
+                Box::new(sensor),
+                gpus,
+                cadence,
+                tx,
+                stop_rx,
+                loop_stats,
+                None,
+            )
         });
         std::thread::sleep(Duration::from_millis(1_100));
         drop(stop_tx);
