@@ -73,6 +73,9 @@ pub struct AgentConfig {
     /// 256 MiB, at least [`spool::MIN_SPOOL_MAX_BYTES`]). When full, the oldest unacked
     /// batches are dropped and counted in [`AgentReport::samples_dropped`].
     pub spool_max_bytes: u64,
+    /// How long samples the gateway refused for their time wait before they are sent again
+    /// (default 30 s; see [`stream`]).
+    pub time_refusal_retry: Duration,
     /// TLS to the gateway with a client certificate (default `None`: plaintext, for the
     /// embedded mode and localhost dev). Set exactly when `gateway_url` is `https://`.
     pub tls: Option<tls::AgentTlsFiles>,
@@ -95,6 +98,7 @@ impl AgentConfig {
             reconnect_backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: spool::DEFAULT_SPOOL_MAX_BYTES,
+            time_refusal_retry: Duration::from_secs(30),
             tls: None,
             host_token: None,
         }
@@ -115,8 +119,13 @@ pub struct AgentReport {
     pub samples_sent: u64,
     /// Samples the gateway acked as accepted.
     pub samples_acked: u64,
-    /// Samples the gateway rejected (each reason is logged).
+    /// Samples the gateway rejected for good (each reason is logged).
     pub samples_rejected: u64,
+    /// Refusals of samples for their time (a skewed clock on this host or the gateway): the
+    /// samples are kept and retried (see [`stream`]); each refusal counts.
+    pub samples_time_refused: u64,
+    /// Batches sealed again from time-refused samples for a retry.
+    pub time_retry_batches: u64,
     /// Batches sent again on a new stream because their ack had not arrived.
     pub batches_resent: u64,
     /// Gauge reads between energy reads (see [`AgentConfig::gauge_interval`]).
@@ -267,6 +276,7 @@ pub async fn run(
             max_unacked_batches: config.max_unacked_batches,
             reconnect_backoff_max: config.reconnect_backoff_max,
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
+            time_refusal_retry: config.time_refusal_retry,
             auth,
         };
         let stop = move || drop(stop_tx);
@@ -341,6 +351,11 @@ fn validate(config: &AgentConfig, unpaced: bool) -> Result<(), AgentError> {
         return Err(AgentError::InvalidConfig(
             "gauge_interval must be positive; leave it unset to read gauges with the energy only"
                 .into(),
+        ));
+    }
+    if config.time_refusal_retry.is_zero() {
+        return Err(AgentError::InvalidConfig(
+            "time_refusal_retry must be positive".into(),
         ));
     }
     if config.reconnect_backoff_max.is_zero() {
