@@ -11,7 +11,9 @@
 //! The file is rewritten after every round of readings (without fsync, which a process crash
 //! does not need) and fsynced at most every [`FSYNC_EVERY`] and at exit. After a power loss it
 //! may be that old: the bridge then starts before spans already sent, and the store refuses it
-//! as an overlap (energy lost, never doubled).
+//! as an overlap (energy lost, never doubled). Unpaced sensors (a replay in virtual time, which
+//! reads back to back) write it at most every [`UNPACED_WRITE_EVERY`] and at exit, so only a
+//! crash of such a replay can leave it behind what was sent.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,9 @@ pub const STATE_FILE: &str = "clock-state";
 
 /// Longest time between two fsyncs of the state file.
 pub const FSYNC_EVERY: Duration = Duration::from_secs(10);
+
+/// Shortest time between two writes for an unpaced sensor.
+pub const UNPACED_WRITE_EVERY: Duration = Duration::from_millis(250);
 
 const HEADER: &str = "wattprint-agent-clock-state 1";
 
@@ -162,6 +167,9 @@ pub struct StateWriter {
     dir: PathBuf,
     state: ClockState,
     last_fsync: Option<Instant>,
+    last_write: Option<Instant>,
+    /// Shortest time between two writes that are not forced.
+    write_every: Duration,
     failing: bool,
 }
 
@@ -175,8 +183,16 @@ impl StateWriter {
                 gpus: Vec::new(),
             },
             last_fsync: None,
+            last_write: None,
+            write_every: Duration::ZERO,
             failing: false,
         }
+    }
+
+    /// Writes at most every `every` unless forced (unpaced sensors).
+    pub fn with_write_every(mut self, every: Duration) -> Self {
+        self.write_every = every;
+        self
     }
 
     /// Records `gpu`'s position (in memory; [`StateWriter::flush`] writes it).
@@ -193,6 +209,14 @@ impl StateWriter {
 
     /// Writes the state; `durable` forces an fsync (at exit).
     pub fn flush(&mut self, durable: bool) {
+        if !durable
+            && self
+                .last_write
+                .is_some_and(|t| t.elapsed() < self.write_every)
+        {
+            return;
+        }
+        self.last_write = Some(Instant::now());
         let fsync = durable || self.last_fsync.is_none_or(|t| t.elapsed() >= FSYNC_EVERY);
         match self.state.save(&self.dir, fsync) {
             Ok(()) => {

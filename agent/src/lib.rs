@@ -11,6 +11,10 @@
 //!
 //! With [`AgentConfig::spool_dir`] set, every batch is made durable in the [`spool`] before it
 //! is sent, and a restarted agent resends whatever the previous run had not got acked.
+//!
+//! Spans are measured on the monotonic clock and stamped with the wall clock; wall-clock
+//! steps, stalls and restarts lose no energy the counter measured ([`clock`],
+//! [`clock_state`]), and samples the gateway refuses for their time are retried ([`stream`]).
 
 pub mod attribution;
 pub mod clock;
@@ -232,10 +236,17 @@ pub async fn run(
         if let Some(state) = &resumed {
             resume_chains(&mut gpus, state);
         }
-        let state_writer = config
-            .spool_dir
-            .clone()
-            .map(|dir| clock_state::StateWriter::new(dir, run_epoch_secs));
+        let state_writer = config.spool_dir.clone().map(|dir| {
+            let mut w = clock_state::StateWriter::new(dir, run_epoch_secs);
+            if sensor.unpaced() {
+                w = w.with_write_every(clock_state::UNPACED_WRITE_EVERY);
+            }
+            // A GPU not read yet keeps its old position until it is.
+            for m in resumed.iter().flat_map(|s| &s.gpus) {
+                w.set(&m.gpu, m.end, m.counter);
+            }
+            w
+        });
         if gpus.is_empty() {
             return Err(AgentError::NoMappedGpus {
                 gpus: sensor.gpus().len(),
