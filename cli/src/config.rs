@@ -276,7 +276,7 @@ impl RawConfig {
             .as_ref()
             .ok_or_else(|| invalid("[intensity] missing"))?
             .validate(&data)?;
-        let agent = raw.agent.validate(&data, gateway.listen)?;
+        let agent = raw.agent.validate(&data, gateway.listen, &data_dir)?;
         let api = raw.query_api.validate(&data_dir)?;
 
         // Every section is valid: load the files they name.

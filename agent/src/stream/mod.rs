@@ -209,6 +209,7 @@ pub async fn stream_samples(
                     tracing::warn!(
                         unacked_batches = outbox.unacked() + backlog,
                         unacked_samples = outbox.unacked_samples() + outbox.open_samples(),
+                        time_refused_waiting = outbox.time_refused(),
                         spooled = spooler.is_some(),
                         "shutdown: gave up waiting for acks"
                     );

@@ -38,6 +38,8 @@ struct Pending {
     batch: SampleBatch,
     sent: bool,
     on_disk: bool,
+    /// Sealed again from time-refused samples: already counted as sent.
+    retry: bool,
 }
 
 /// The batches being built and waiting for acks: pure bookkeeping, no I/O.
@@ -101,6 +103,7 @@ impl Outbox {
             },
             sent: false,
             on_disk: false,
+            retry: false,
         });
         Some(batch_seq)
     }
@@ -156,6 +159,7 @@ impl Outbox {
             batch,
             sent: replayed,
             on_disk: true,
+            retry: false,
         });
     }
 
@@ -190,7 +194,9 @@ impl Outbox {
             self.report.batches_resent += 1;
         } else {
             p.sent = true;
-            self.report.samples_sent += p.batch.samples.len() as u64;
+            if !p.retry {
+                self.report.samples_sent += p.batch.samples.len() as u64;
+            }
         }
         Some(p.batch.clone())
     }
@@ -204,7 +210,9 @@ impl Outbox {
                 self.report.batches_resent += 1;
             } else {
                 p.sent = true;
-                self.report.samples_sent += p.batch.samples.len() as u64;
+                if !p.retry {
+                    self.report.samples_sent += p.batch.samples.len() as u64;
+                }
             }
             out.push(p.batch.clone());
         }
@@ -310,7 +318,12 @@ impl Outbox {
             let n = self.time_refused.len().min(self.max_samples);
             self.current = self.time_refused.drain(..n).collect();
             self.current_since = Some(Instant::now());
-            sealed.extend(self.seal());
+            if let Some(batch_seq) = self.seal() {
+                if let Some(p) = self.pending.back_mut() {
+                    p.retry = true;
+                }
+                sealed.push(batch_seq);
+            }
         }
         self.report.time_retry_batches += (sealed.len() - before) as u64;
         (sealed, std::mem::take(&mut self.deferred_spool_acks))
