@@ -5,6 +5,7 @@
 //! trace's own counter, read without the agent: the sum of the delivered spans equals the
 //! counter's increase between the first span's start and the last span's end, to the mJ, and
 //! the spans are contiguous (no gap, no overlap).
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 use crate::common::{read_trace, TraceRow, TRACE};
 use crate::gateway_tls::{GatewayOptions, RealGateway, Security};
@@ -383,7 +384,7 @@ async fn samples_refused_for_their_time_are_retried_until_accepted_once() {
         .unwrap()
         .unwrap();
     let samples = delivered(&gw, SEED);
-    let d = gw.delivered.lock().unwrap();
+    let d = std::mem::take(&mut *gw.delivered.lock().unwrap());
     let copies = d
         .samples
         .iter()
@@ -408,6 +409,5 @@ async fn samples_refused_for_their_time_are_retried_until_accepted_once() {
     assert_eq!((report.samples_sent, report.samples_rejected), (400, 0));
     assert!(report.samples_time_refused >= 400);
     assert!(report.time_retry_batches >= 8);
-    drop(d);
     gw.stop().await;
 }
