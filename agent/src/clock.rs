@@ -21,7 +21,9 @@
 //! host) is *bridged*: the counter delta across it is sent as `EnergySource::CounterBridged`
 //! spans of at most [`BRIDGE_PIECE_MS`] (stores and gateways refuse spans over 15 min),
 //! energy split in proportion to time, exactly. A gap longer than [`MAX_BRIDGE_MS`], or a
-//! counter that went backwards (driver reload), restarts the chain without energy.
+//! counter that went backwards (driver reload), restarts the chain without energy; after a
+//! reload the new chain starts at the reading's own wall time (a replay of the same past run
+//! twice is then refused by the store as overlapping, not shifted).
 //!
 //! After an agent restart the chain resumes from the persisted end and counter
 //! ([`crate::clock_state`]) without a monotonic time: the first reading after it bridges the
@@ -143,16 +145,22 @@ impl ClockedChain {
             Some(mono) => mono_ms - mono,
             None => at.since(prev.end),
         };
-        if elapsed <= 0 {
+        // After a restart a lower counter is a driver reload whatever the clocks say.
+        if elapsed <= 0 && prev.mono.is_some() {
             return ChainOutcome::Stale;
         }
         if counter < prev.counter {
-            // The timeline never goes back: the next span starts at the later of the two.
-            self.restart_at(UnixMillis(at.0.max(prev.end.0)), mono_ms, counter);
+            // A new chain on this reading's own time, as before the reload: if it overlaps
+            // what was sent, the store refuses the overlap rather than this agent moving
+            // real time.
+            self.restart_at(at, mono_ms, counter);
             return ChainOutcome::CounterReset {
                 previous: prev.counter,
                 current: counter,
             };
+        }
+        if elapsed <= 0 {
+            return ChainOutcome::Stale;
         }
         if elapsed > MAX_BRIDGE_MS {
             self.restart_at(UnixMillis(at.0.max(prev.end.0)), mono_ms, counter);
@@ -384,5 +392,18 @@ mod tests {
             c.observe(UnixMillis(60_000), 0, Millijoules(10)),
             ChainOutcome::CounterReset { .. }
         ));
+        // A reload is a reload even with the wall clock before the stored end: the new chain
+        // starts on the reading's own time.
+        let mut c = ClockedChain::new(10_000);
+        c.resume(UnixMillis(50_000), Millijoules(9_000));
+        assert!(matches!(
+            c.observe(UnixMillis(40_000), 0, Millijoules(10)),
+            ChainOutcome::CounterReset { .. }
+        ));
+        let o = c.observe(UnixMillis(41_000), 1_000, Millijoules(20));
+        assert!(
+            matches!(o, ChainOutcome::Span { span, .. } if span.start == UnixMillis(40_000)),
+            "{o:?}"
+        );
     }
 }
