@@ -47,8 +47,13 @@ pub struct RawAgent {
     pub gauge_interval_ms: Option<u64>,
     /// GPU → instance mapping file (required for `nvml`).
     pub mapping_file: Option<PathBuf>,
+    /// Whether the agent keeps a durable spool (default true; false holds unacked batches in
+    /// memory only, and a restart does not bridge its downtime).
+    pub spool: Option<bool>,
     /// Durable spool directory: unacked batches are fsynced there and survive kill -9 and
-    /// reboots (default: none, unacked batches are held in memory only).
+    /// reboots; the clock state a restart resumes from lives there too. Default:
+    /// [`DEFAULT_SPOOL_DIR`] with the `nvml` sensor (a GPU host), `<data_dir>/spool` with
+    /// `replay` (the embedded demo and tests).
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use, MiB (default 256, at least 1).
     pub spool_max_mib: Option<u64>,
@@ -206,6 +211,10 @@ pub struct AgentSettings {
     pub sensor: SensorKind,
 }
 
+/// The spool directory of an agent reading real GPUs (`agent.sensor = "nvml"`) unless
+/// `agent.spool_dir` says otherwise: systemd's `StateDirectory=wattprint`.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/wattprint/spool";
+
 /// The bounds of `agent.energy_interval_ms`.
 pub const ENERGY_INTERVAL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
 /// The bounds of `agent.spool_max_mib`.
@@ -214,11 +223,12 @@ pub const SPOOL_MAX_MIB: std::ops::RangeInclusive<u64> = 1..=1 << 20;
 impl RawAgent {
     /// Validates `[agent]` into the settings the agent runs with. `data` resolves a path
     /// relative to the data root (the default trace); `gateway_listen` is the local gateway,
-    /// the default `gateway_url`.
+    /// the default `gateway_url`; `data_dir` holds the replay sensor's default spool.
     pub fn validate(
         &self,
         data: &dyn Fn(&Path) -> PathBuf,
         gateway_listen: SocketAddr,
+        data_dir: &Path,
     ) -> Result<AgentSettings, InvalidConfig> {
         let sensor = self.sensor_kind(data)?;
         let energy_interval_ms = self.energy_interval_ms.unwrap_or(1000);
@@ -249,12 +259,25 @@ impl RawAgent {
                 )))
             }
         };
+        let spool_dir = match (self.spool, &self.spool_dir) {
+            (Some(false), Some(_)) => {
+                return Err(invalid(
+                    "agent.spool = false and agent.spool_dir are both set; remove one",
+                ))
+            }
+            (Some(false), None) => None,
+            (_, Some(dir)) => Some(dir.clone()),
+            (_, None) => Some(match sensor {
+                SensorKind::Nvml => PathBuf::from(DEFAULT_SPOOL_DIR),
+                SensorKind::Replay { .. } => data_dir.join("spool"),
+            }),
+        };
         let host_id = HostId::new(self.host_id.clone().unwrap_or_else(default_host_id));
         let gateway_url = agent_gateway_url(self, gateway_listen)?;
         let config = AgentConfig {
             energy_interval: Duration::from_millis(energy_interval_ms),
             gauge_interval: gauge_interval_ms.map(Duration::from_millis),
-            spool_dir: self.spool_dir.clone(),
+            spool_dir,
             spool_max_bytes,
             tls: self.tls.as_ref().map(|t| AgentTlsFiles {
                 ca: t.ca.clone(),
@@ -591,6 +614,27 @@ mod link_security_tests {
 
     fn agent(toml_text: &str) -> RawAgent {
         toml::from_str(toml_text).expect("agent section")
+    }
+
+    #[test]
+    fn the_spool_is_on_by_default_where_the_sensor_belongs() {
+        let listen: SocketAddr = ([127, 0, 0, 1], 50051).into();
+        let data = |p: &Path| Path::new("/data").join(p);
+        let dir = |text: &str| {
+            agent(text)
+                .validate(&data, listen, Path::new("/state"))
+                .map(|s| s.config.spool_dir)
+        };
+        assert_eq!(dir("").unwrap(), Some(PathBuf::from("/state/spool")));
+        assert_eq!(
+            dir("spool_dir = \"/x\"").unwrap(),
+            Some(PathBuf::from("/x"))
+        );
+        assert_eq!(dir("spool = false").unwrap(), None);
+        let err = dir("spool = false\nspool_dir = \"/x\"").unwrap_err();
+        assert!(err.to_string().contains("agent.spool"), "{err}");
+        let nvml = "sensor = \"nvml\"\nmapping_file = \"/m.toml\"";
+        assert_eq!(dir(nvml).unwrap(), Some(PathBuf::from(DEFAULT_SPOOL_DIR)));
     }
 
     #[test]

@@ -11,8 +11,14 @@
 //!
 //! With [`AgentConfig::spool_dir`] set, every batch is made durable in the [`spool`] before it
 //! is sent, and a restarted agent resends whatever the previous run had not got acked.
+//!
+//! Spans are measured on the monotonic clock and stamped with the wall clock; wall-clock
+//! steps, stalls and restarts lose no energy the counter measured ([`clock`],
+//! [`clock_state`]), and samples the gateway refuses for their time are retried ([`stream`]).
 
 pub mod attribution;
+pub mod clock;
+pub mod clock_state;
 pub mod config;
 pub mod metadata;
 pub mod nvml;
@@ -71,6 +77,9 @@ pub struct AgentConfig {
     /// 256 MiB, at least [`spool::MIN_SPOOL_MAX_BYTES`]). When full, the oldest unacked
     /// batches are dropped and counted in [`AgentReport::samples_dropped`].
     pub spool_max_bytes: u64,
+    /// How long samples the gateway refused for their time wait before they are sent again
+    /// (default 30 s; see [`stream`]).
+    pub time_refusal_retry: Duration,
     /// TLS to the gateway with a client certificate (default `None`: plaintext, for the
     /// embedded mode and localhost dev). Set exactly when `gateway_url` is `https://`.
     pub tls: Option<tls::AgentTlsFiles>,
@@ -93,13 +102,15 @@ impl AgentConfig {
             reconnect_backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: spool::DEFAULT_SPOOL_MAX_BYTES,
+            time_refusal_retry: Duration::from_secs(30),
             tls: None,
             host_token: None,
         }
     }
 
     /// Longest gap between two readings of a GPU that still makes one sample:
-    /// 10 × the energy interval, at least 5 s. Longer gaps restart the counter chain.
+    /// 10 × the energy interval, at least 5 s. Longer gaps (a stalled sender, a restart) are
+    /// bridged with the counter delta, flagged `counter_bridged` (see [`clock`]).
     pub fn max_gap(&self) -> Duration {
         (self.energy_interval * 10).max(Duration::from_secs(5))
     }
@@ -112,16 +123,29 @@ pub struct AgentReport {
     pub samples_sent: u64,
     /// Samples the gateway acked as accepted.
     pub samples_acked: u64,
-    /// Samples the gateway rejected (each reason is logged).
+    /// Samples the gateway rejected for good (each reason is logged).
     pub samples_rejected: u64,
+    /// Refusals of samples for their time (a skewed clock on this host or the gateway): the
+    /// samples are kept and retried (see [`stream`]); each refusal counts.
+    pub samples_time_refused: u64,
+    /// Batches sealed again from time-refused samples for a retry.
+    pub time_retry_batches: u64,
     /// Batches sent again on a new stream because their ack had not arrived.
     pub batches_resent: u64,
     /// Gauge reads between energy reads (see [`AgentConfig::gauge_interval`]).
     pub gauge_reads: u64,
     /// Energy counters seen going backwards (driver reloads).
     pub counter_resets: u64,
-    /// Gaps between readings longer than [`AgentConfig::max_gap`].
+    /// Gaps between readings too long to bridge ([`clock::MAX_BRIDGE_MS`]): the chain
+    /// restarted without energy.
     pub gaps: u64,
+    /// Gaps longer than [`AgentConfig::max_gap`] (stalls, restarts) bridged with the counter
+    /// delta ([`wattprint_core::sample::EnergySource::CounterBridged`]).
+    pub gaps_bridged: u64,
+    /// Energy sent in bridged spans.
+    pub energy_bridged_mj: u64,
+    /// Steps of the host's wall clock seen (see [`clock`]).
+    pub clock_steps: u64,
     /// Samples of unacked batches dropped because the spool was full (drop-oldest), or
     /// because their spool record could not be read back. Some may have reached the gateway
     /// before they were dropped.
@@ -190,19 +214,39 @@ pub async fn run(
         .map_err(AgentError::InvalidConfig)?;
     let span = tracing::info_span!("agent", host = %config.host_id);
     async move {
-        let run_epoch_secs = std::time::SystemTime::now()
+        let resumed = load_clock_state(&config);
+        let now_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        // Above the previous run's epoch even if the wall clock went back across the restart:
+        // sequence numbers must keep increasing.
+        let run_epoch_secs = resumed
+            .as_ref()
+            .map_or(now_secs, |s| now_secs.max(s.run_epoch_secs + 1));
         let max_gap_ms = i64::try_from(config.max_gap().as_millis())
             .unwrap_or(i64::MAX)
             .saturating_mul(i64::from(sensor.time_scale()));
-        let gpus = attributed_gpus(
+        let mut gpus = attributed_gpus(
             sensor.as_ref(),
             &attribution,
             &config.host_id,
             run_epoch_secs,
             max_gap_ms,
         );
+        if let Some(state) = &resumed {
+            resume_chains(&mut gpus, state);
+        }
+        let state_writer = config.spool_dir.clone().map(|dir| {
+            let mut w = clock_state::StateWriter::new(dir, run_epoch_secs);
+            if sensor.unpaced() {
+                w = w.with_write_every(clock_state::UNPACED_WRITE_EVERY);
+            }
+            // A GPU not read yet keeps its old position until it is.
+            for m in resumed.iter().flat_map(|s| &s.gpus) {
+                w.set(&m.gpu, m.end, m.counter);
+            }
+            w
+        });
         if gpus.is_empty() {
             return Err(AgentError::NoMappedGpus {
                 gpus: sensor.gpus().len(),
@@ -232,7 +276,7 @@ pub async fn run(
             };
             tokio::task::spawn_blocking(move || {
                 let _entered = sampler_span.entered();
-                sampling_loop(sensor, gpus, cadence, tx, stop_rx, stats);
+                sampling_loop(sensor, gpus, cadence, tx, stop_rx, stats, state_writer);
             })
         };
         let stream_config = stream::StreamConfig {
@@ -243,6 +287,7 @@ pub async fn run(
             max_unacked_batches: config.max_unacked_batches,
             reconnect_backoff_max: config.reconnect_backoff_max,
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
+            time_refusal_retry: config.time_refusal_retry,
             auth,
         };
         let stop = move || drop(stop_tx);
@@ -256,12 +301,44 @@ pub async fn run(
         report.gauge_reads = stats.gauge_reads.load(Ordering::Relaxed);
         report.counter_resets = stats.counter_resets.load(Ordering::Relaxed);
         report.gaps = stats.gaps.load(Ordering::Relaxed);
+        report.gaps_bridged = stats.bridges.load(Ordering::Relaxed);
+        report.energy_bridged_mj = stats.bridged_mj.load(Ordering::Relaxed);
+        report.clock_steps = stats.clock_steps.load(Ordering::Relaxed);
         report.energy_unattributed_mj = stats.unattributed_mj.load(Ordering::Relaxed);
         tracing::info!(?report, "agent stopped");
         Ok(report)
     }
     .instrument(span)
     .await
+}
+
+/// The clock state a previous run left in the spool directory, if any (unreadable: logged,
+/// and the agent starts without bridging the downtime).
+fn load_clock_state(config: &AgentConfig) -> Option<clock_state::ClockState> {
+    let dir = config.spool_dir.as_ref()?;
+    match clock_state::ClockState::load(dir) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the clock state; the downtime will not be bridged");
+            None
+        }
+    }
+}
+
+/// Resumes each GPU's counter chain where the previous run left it, so that its first reading
+/// bridges the downtime.
+fn resume_chains(gpus: &mut [sampler::SampledGpu], state: &clock_state::ClockState) {
+    for gpu in gpus {
+        if let Some(mark) = state.mark(gpu.sampler.gpu()) {
+            tracing::info!(
+                gpu = %mark.gpu,
+                end = %mark.end,
+                counter_mj = mark.counter.0,
+                "resuming the counter chain of the previous run"
+            );
+            gpu.sampler.resume(mark.end, mark.counter);
+        }
+    }
 }
 
 /// Rejects settings the agent cannot run with (error messages name the setting).
@@ -285,6 +362,11 @@ fn validate(config: &AgentConfig, unpaced: bool) -> Result<(), AgentError> {
         return Err(AgentError::InvalidConfig(
             "gauge_interval must be positive; leave it unset to read gauges with the energy only"
                 .into(),
+        ));
+    }
+    if config.time_refusal_retry.is_zero() {
+        return Err(AgentError::InvalidConfig(
+            "time_refusal_retry must be positive".into(),
         ));
     }
     if config.reconnect_backoff_max.is_zero() {

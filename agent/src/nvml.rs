@@ -183,6 +183,7 @@ impl GpuSensor for NvmlSensor {
         let i = gpu_index;
         // The energy read is the slow call (ms); time-stamp it at its midpoint.
         let before = now_millis();
+        let mono_before = crate::sensor::monotonic_ms();
         let energy_counter = if self.gpus[i].energy_counter {
             Some(Millijoules(required(
                 i,
@@ -193,11 +194,14 @@ impl GpuSensor for NvmlSensor {
             None
         };
         let after = now_millis();
+        let mono_after = crate::sensor::monotonic_ms();
         let at = UnixMillis(before.0 + after.since(before) / 2);
+        let mono_ms = mono_before + (mono_after - mono_before) / 2;
         let gauges = self.gauges(&device, i, at)?;
         let memory = optional(i, "memory_info", device.memory_info())?;
         Ok(Some(Reading {
             at,
+            mono_ms,
             energy_counter,
             power: gauges.power,
             // The sampling loop raises it to the highest of the span's gauge reads.

@@ -12,13 +12,15 @@
 //! sharing it. The sampling loop runs the latter.
 
 use crate::attribution::{AttributedGpu, AttributionMode};
+use crate::clock::{ChainOutcome, ClockedChain};
+use crate::clock_state::StateWriter;
 use crate::sensor::{Gauges, GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use wattprint_core::accounting::{ChainStep, CounterChain, CounterSpan};
+use wattprint_core::accounting::CounterSpan;
 use wattprint_core::sample::{seq_of, Attribution, EnergySample, EnergySource};
 use wattprint_core::{GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, UnixMillis};
 
@@ -36,6 +38,9 @@ pub enum SampleEvent {
         /// Counter now.
         current: Millijoules,
     },
+    /// A gap bridged with the counter delta: one [`EnergySource::CounterBridged`] sample
+    /// per piece (see [`crate::clock`]).
+    Bridged(Vec<EnergySample>),
     /// Too long since the previous reading; the chain restarts here.
     Gap {
         /// Length of the gap.
@@ -55,7 +60,7 @@ struct Integrator {
 }
 
 /// What one reading means for a GPU's energy, before attribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpanStep {
     /// Energy over a span since the previous reading.
     Span {
@@ -63,6 +68,19 @@ pub enum SpanStep {
         span: CounterSpan,
         /// How the energy was measured.
         source: EnergySource,
+        /// The host's wall clock stepped by this much (negative: back) since the previous
+        /// reading (see [`crate::clock`]).
+        clock_step_ms: Option<i64>,
+    },
+    /// A gap longer than the chain's limit (a stall, a restart), bridged with the counter
+    /// delta: contiguous spans of [`EnergySource::CounterBridged`] energy.
+    Bridged {
+        /// The pieces, in time order.
+        spans: Vec<CounterSpan>,
+        /// The gap's length.
+        gap_ms: i64,
+        /// The wall-clock step seen at this reading, if any.
+        clock_step_ms: Option<i64>,
     },
     /// First reading (or first after a restart of the chain): no span yet.
     Started,
@@ -82,26 +100,51 @@ pub enum SpanStep {
     Stale,
 }
 
-/// Turns one GPU's readings into energy spans: counter deltas through [`CounterChain`], or
+impl SpanStep {
+    /// The step's spans with their energy source (none for steps without energy).
+    pub fn spans(&self) -> Vec<(CounterSpan, EnergySource)> {
+        match self {
+            SpanStep::Span { span, source, .. } => vec![(*span, *source)],
+            SpanStep::Bridged { spans, .. } => spans
+                .iter()
+                .map(|s| (*s, EnergySource::CounterBridged))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Turns one GPU's readings into energy spans: counter deltas through [`ClockedChain`], or
 /// power integrated when the GPU has no counter.
 #[derive(Debug, Clone)]
 pub struct SpanMaker {
     max_gap_ms: i64,
-    chain: CounterChain,
+    chain: ClockedChain,
     integrator: Integrator,
 }
 
 impl SpanMaker {
-    /// A span maker restarting the chain after gaps longer than `max_gap_ms`.
+    /// A span maker bridging gaps longer than `max_gap_ms` with the counter delta.
     pub fn new(max_gap_ms: i64) -> Self {
         Self {
             max_gap_ms,
-            chain: CounterChain::new(max_gap_ms),
+            chain: ClockedChain::new(max_gap_ms),
             integrator: Integrator {
                 next_is_chain_start: true,
                 ..Integrator::default()
             },
         }
+    }
+
+    /// Resumes the counter chain from where a previous run left it (see
+    /// [`ClockedChain::resume`]).
+    pub fn resume(&mut self, end: UnixMillis, counter: Millijoules) {
+        self.chain.resume(end, counter);
+    }
+
+    /// The counter chain's end and counter there (`None` before a counter reading).
+    pub fn position(&self) -> Option<(UnixMillis, Millijoules)> {
+        self.chain.position()
     }
 
     /// Feeds one reading.
@@ -113,22 +156,32 @@ impl SpanMaker {
                     next_is_chain_start: true,
                     ..Integrator::default()
                 };
-                match self.chain.observe(reading.at, counter) {
-                    ChainStep::Span(span) => SpanStep::Span {
+                match self.chain.observe(reading.at, reading.mono_ms, counter) {
+                    ChainOutcome::Span { span, step_ms } => SpanStep::Span {
                         span,
                         source: EnergySource::Counter,
+                        clock_step_ms: step_ms,
                     },
-                    ChainStep::Started => SpanStep::Started,
-                    ChainStep::CounterReset { previous, current } => {
+                    ChainOutcome::Bridged {
+                        spans,
+                        gap_ms,
+                        step_ms,
+                    } => SpanStep::Bridged {
+                        spans,
+                        gap_ms,
+                        clock_step_ms: step_ms,
+                    },
+                    ChainOutcome::Started => SpanStep::Started,
+                    ChainOutcome::CounterReset { previous, current } => {
                         SpanStep::CounterReset { previous, current }
                     }
-                    ChainStep::Gap { gap_ms } => SpanStep::Gap { gap_ms },
-                    ChainStep::Stale => SpanStep::Stale,
+                    ChainOutcome::Gap { gap_ms } => SpanStep::Gap { gap_ms },
+                    ChainOutcome::Stale => SpanStep::Stale,
                 }
             }
             None => {
                 // A later counter reading must not span the time integrated here.
-                self.chain = CounterChain::new(self.max_gap_ms);
+                self.chain = ClockedChain::new(self.max_gap_ms);
                 self.integrate(reading)
             }
         }
@@ -162,6 +215,7 @@ impl SpanMaker {
                 chain_start: std::mem::take(&mut integ.next_is_chain_start),
             },
             source: EnergySource::PowerIntegration,
+            clock_step_ms: None,
         }
     }
 }
@@ -211,9 +265,15 @@ impl GpuSampler {
     /// Feeds one reading.
     pub fn observe(&mut self, reading: &Reading) -> SampleEvent {
         match self.spans.observe(reading) {
-            SpanStep::Span { span, source } => {
+            SpanStep::Span { span, source, .. } => {
                 SampleEvent::Sample(self.sample(span, reading, source))
             }
+            SpanStep::Bridged { spans, .. } => SampleEvent::Bridged(
+                spans
+                    .into_iter()
+                    .map(|span| self.sample(span, reading, EnergySource::CounterBridged))
+                    .collect(),
+            ),
             SpanStep::Started => SampleEvent::Started,
             SpanStep::CounterReset { previous, current } => {
                 SampleEvent::CounterReset { previous, current }
@@ -302,6 +362,9 @@ pub(crate) struct SamplerStats {
     pub(crate) gauge_reads: AtomicU64,
     pub(crate) counter_resets: AtomicU64,
     pub(crate) gaps: AtomicU64,
+    pub(crate) bridges: AtomicU64,
+    pub(crate) bridged_mj: AtomicU64,
+    pub(crate) clock_steps: AtomicU64,
     pub(crate) unattributed_mj: AtomicU64,
 }
 
@@ -317,14 +380,32 @@ pub(crate) struct SampledGpu {
 /// `cadence.gauges` in between (unpaced sensors: energy back to back, no gauge reads) until
 /// every GPU is exhausted, `stop` fires or is dropped, or the sample receiver is gone.
 /// Blocking: run it on a blocking thread. Sending blocks while the channel is full
-/// (backpressure).
+/// (backpressure). With `state`, each GPU's chain position is recorded once its samples are
+/// handed over, written after every round and fsynced at the end (see [`crate::clock_state`]).
 pub(crate) fn sampling_loop(
+    sensor: Box<dyn crate::sensor::GpuSensor>,
+    gpus: Vec<SampledGpu>,
+    cadence: Cadence,
+    samples: mpsc::Sender<EnergySample>,
+    stop: std_mpsc::Receiver<()>,
+    stats: Arc<SamplerStats>,
+    mut state: Option<StateWriter>,
+) {
+    sampling_rounds(sensor, gpus, cadence, samples, stop, stats, &mut state);
+    if let Some(w) = state.as_mut() {
+        w.flush(true);
+    }
+}
+
+/// [`sampling_loop`]'s rounds; `state` gets each GPU's position once its samples are sent.
+fn sampling_rounds(
     mut sensor: Box<dyn crate::sensor::GpuSensor>,
     mut gpus: Vec<SampledGpu>,
     cadence: Cadence,
     samples: mpsc::Sender<EnergySample>,
     stop: std_mpsc::Receiver<()>,
     stats: Arc<SamplerStats>,
+    state: &mut Option<StateWriter>,
 ) {
     let unpaced = sensor.unpaced();
     let gauge_every = cadence.gauges.filter(|g| !unpaced && *g < cadence.energy);
@@ -378,6 +459,12 @@ pub(crate) fn sampling_loop(
                             break 'outer;
                         }
                     }
+                    // Everything up to the chain's end is with the sender now.
+                    if let (Some(w), Some((end, counter))) =
+                        (state.as_mut(), gpu.sampler.position())
+                    {
+                        w.set(gpu.sampler.gpu(), end, counter);
+                    }
                     log_span_step(gpu, out.step, &reading, &stats);
                 }
                 Ok(None) => {
@@ -396,6 +483,9 @@ pub(crate) fn sampling_loop(
                     }
                 }
             }
+        }
+        if let Some(w) = state.as_mut() {
+            w.flush(false);
         }
         for slot in exhausted.into_iter().rev() {
             gpus.remove(slot);
@@ -478,10 +568,44 @@ fn log_span_step(gpu: &SampledGpu, step: SpanStep, reading: &Reading, stats: &Sa
                 gpu = %gpu.sampler.gpu(),
                 gap_ms,
                 at = %reading.at,
-                "readings too far apart; chain restarts and the gap is left uncovered"
+                "readings more than a day apart; chain restarts and the gap is left uncovered"
             );
         }
-        SpanStep::Span { .. } | SpanStep::Started | SpanStep::Stale => {}
+        SpanStep::Bridged {
+            spans,
+            gap_ms,
+            clock_step_ms,
+        } => {
+            let energy: u64 = spans.iter().map(|s| s.energy.0).sum();
+            stats.bridges.fetch_add(1, Ordering::Relaxed);
+            stats.bridged_mj.fetch_add(energy, Ordering::Relaxed);
+            tracing::warn!(
+                gpu = %gpu.sampler.gpu(),
+                gap_ms,
+                energy_mj = energy,
+                pieces = spans.len(),
+                at = %reading.at,
+                "readings were far apart (stalled sender, restart); the gap is bridged with \
+                 the counter delta, flagged counter_bridged"
+            );
+            log_clock_step(gpu, clock_step_ms, reading, stats);
+        }
+        SpanStep::Span { clock_step_ms, .. } => log_clock_step(gpu, clock_step_ms, reading, stats),
+        SpanStep::Started | SpanStep::Stale => {}
+    }
+}
+
+/// Counts and logs a step of the host's wall clock.
+fn log_clock_step(gpu: &SampledGpu, step_ms: Option<i64>, reading: &Reading, stats: &SamplerStats) {
+    if let Some(step_ms) = step_ms {
+        stats.clock_steps.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            gpu = %gpu.sampler.gpu(),
+            step_ms,
+            at = %reading.at,
+            "the host's wall clock stepped; spans keep the monotonic length, a new chain starts \
+             and no energy is lost (a step back is slewed out at 10%)"
+        );
     }
 }
 
@@ -568,6 +692,7 @@ mod tests {
     fn reading(at: i64, power_mw: u32) -> Reading {
         Reading {
             at: UnixMillis(at),
+            mono_ms: at,
             energy_counter: None,
             power: Milliwatts(power_mw),
             power_max: Milliwatts(power_mw),
@@ -725,7 +850,15 @@ mod tests {
         let stats = Arc::new(SamplerStats::default());
         let loop_stats = Arc::clone(&stats);
         let sampler = std::thread::spawn(move || {
-            sampling_loop(Box::new(sensor), gpus, cadence, tx, stop_rx, loop_stats)
+            sampling_loop(
+                Box::new(sensor),
+                gpus,
+                cadence,
+                tx,
+                stop_rx,
+                loop_stats,
+                None,
+            )
         });
         std::thread::sleep(Duration::from_millis(1_100));
         drop(stop_tx);

@@ -130,8 +130,12 @@ pub struct VgpuInstance {
 /// One reading of one GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
-    /// When the reading was taken (the energy counter's time).
+    /// When the reading was taken (the energy counter's time), on the host's wall clock.
     pub at: UnixMillis,
+    /// The same instant on the sensor's monotonic clock, ms from an arbitrary origin fixed
+    /// for the process (NVML: [`monotonic_ms`]; replay: virtual time since the GPU's start).
+    /// Span lengths come from it, so a wall-clock step cannot stretch or squeeze a span.
+    pub mono_ms: i64,
     /// NVML's total-energy counter (mJ since driver load); `None` when the GPU has no counter
     /// (pre-Volta), in which case the agent integrates power instead.
     pub energy_counter: Option<Millijoules>,
@@ -165,6 +169,14 @@ pub struct Gauges {
     pub temp_c: u32,
     /// SM clock, MHz.
     pub sm_clock_mhz: u32,
+}
+
+/// Milliseconds on the process's monotonic clock (from its first call): the time base of
+/// [`Reading::mono_ms`] for sensors reading real hardware.
+pub fn monotonic_ms() -> i64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    i64::try_from(origin.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Why a sensor could not be opened or read.

@@ -287,7 +287,7 @@ impl RawConfig {
             .as_ref()
             .ok_or_else(|| invalid("[intensity] missing"))?
             .validate(&data)?;
-        let agent = raw.agent.validate(&data, gateway.listen)?;
+        let agent = raw.agent.validate(&data, gateway.listen, &data_dir)?;
         let api = raw.query_api.validate(&data_dir)?;
         let statements = raw.statements.validate()?;
 

@@ -99,31 +99,37 @@ impl AttributedGpu {
             );
         }
         let step = self.spans.observe(reading);
-        let SpanStep::Span { span, source } = &step else {
-            return Attributed {
-                step,
-                samples: Vec::new(),
-                unattributed: Millijoules(0),
-                unattributed_reason: None,
-            };
-        };
-        let (span, source) = (*span, *source);
-        let (shares, flag, mut reason) = self.shares(span, reading, layout);
-        let attributed: u64 = shares.iter().map(|s| s.energy.0).sum();
-        let unattributed = Millijoules(span.energy.0 - attributed.min(span.energy.0));
-        if unattributed.0 == 0 {
-            reason = None;
+        let mut samples = Vec::new();
+        let mut unattributed = Millijoules(0);
+        let mut unattributed_reason = None;
+        for (span, source) in step.spans() {
+            let (shares, flag, reason) = self.shares(span, reading, layout);
+            let attributed: u64 = shares.iter().map(|s| s.energy.0).sum();
+            let left = span.energy.0 - attributed.min(span.energy.0);
+            if left > 0 {
+                unattributed.0 += left;
+                unattributed_reason = reason;
+            }
+            for share in shares {
+                samples.push(self.sample(span, source, flag, reading, share));
+            }
         }
-        let samples = shares
-            .into_iter()
-            .map(|share| self.sample(span, source, flag, reading, share))
-            .collect();
         Attributed {
             step,
             samples,
             unattributed,
-            unattributed_reason: reason,
+            unattributed_reason,
         }
+    }
+
+    /// Resumes the GPU's counter chain where a previous run left it.
+    pub fn resume(&mut self, end: UnixMillis, counter: Millijoules) {
+        self.spans.resume(end, counter);
+    }
+
+    /// The GPU's counter chain position (end, counter), for the state a restart resumes from.
+    pub fn position(&self) -> Option<(UnixMillis, Millijoules)> {
+        self.spans.position()
     }
 
     fn shares(

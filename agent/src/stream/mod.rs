@@ -16,6 +16,11 @@
 //! resent first, in their original order. If the disk fails, a batch is kept in memory only
 //! (logged), and such memory-only batches are bounded by backpressure as without a spool.
 //!
+//! Samples the gateway refuses for their time (in its future, or too old: a clock skewed on
+//! the host or the gateway) are kept and sent again every `time_refusal_retry` until it
+//! accepts them ([`Outbox`]); with a spool, the batch they came from stays unacked in the
+//! spool until they are spooled again, so a restart meanwhile loses none of them.
+//!
 //! Every stream carries the host id (`x-wattprint-host-id`) and, when configured, the host
 //! token (`authorization: Bearer …`). A gateway that refuses them (`UNAUTHENTICATED`: unknown
 //! host or wrong token; `PERMISSION_DENIED`: a client certificate or batch of another host)
@@ -73,6 +78,8 @@ pub struct StreamConfig {
     pub reconnect_backoff_max: Duration,
     /// How long to wait for acks after shutdown.
     pub shutdown_ack_wait: Duration,
+    /// How long time-refused samples wait before they are sent again.
+    pub time_refusal_retry: Duration,
     /// The credentials sent on every stream.
     pub auth: StreamAuth,
 }
@@ -170,9 +177,11 @@ pub async fn stream_samples(
         let mut deadline: Option<Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backpressure_logged = false;
+        let mut retry_at: Option<Instant> = None;
         loop {
             let backlog = spooler.as_ref().map_or(0, |sp| sp.backlog.len());
-            if sampler_done && outbox.open_samples() == 0 && outbox.unacked() == 0 && backlog == 0 {
+            let waiting = outbox.time_refused();
+            if sampler_done && outbox.open_samples() == 0 && outbox.unacked() == 0 && backlog == 0 && waiting == 0 {
                 tracing::info!("every sample is acked");
                 break;
             }
@@ -185,6 +194,9 @@ pub async fn stream_samples(
                 backpressure_logged = false;
             }
             let seal_at = outbox.seal_due(config.batch_max_wait).filter(|_| room);
+            if waiting > 0 && retry_at.is_none() {
+                retry_at = Some(Instant::now() + config.time_refusal_retry);
+            }
             tokio::select! {
                 () = &mut shutdown, if deadline.is_none() => {
                     tracing::info!("shutdown requested: stopping sampling, flushing");
@@ -197,6 +209,7 @@ pub async fn stream_samples(
                     tracing::warn!(
                         unacked_batches = outbox.unacked() + backlog,
                         unacked_samples = outbox.unacked_samples() + outbox.open_samples(),
+                        time_refused_waiting = outbox.time_refused(),
                         spooled = spooler.is_some(),
                         "shutdown: gave up waiting for acks"
                     );
@@ -217,6 +230,10 @@ pub async fn stream_samples(
                     if let Some(batch_seq) = sealed {
                         sealed_batch(conn.sender().cloned(), &mut outbox, spooler.as_mut(), batch_seq, max_unacked).await;
                     }
+                }
+                () = sleep_until_opt(retry_at.filter(|_| room)) => {
+                    retry_at = None;
+                    retry_time_refused(conn.sender().cloned(), &mut outbox, spooler.as_mut(), max_unacked).await;
                 }
                 () = sleep_until_opt(seal_at) => {
                     if let Some(batch_seq) = outbox.seal() {
@@ -300,7 +317,9 @@ async fn on_conn_event(
             if outbox.ack(&ack) {
                 *backoff = INITIAL_BACKOFF.min(config.reconnect_backoff_max);
                 if let Some(sp) = spooler {
-                    sp.acked(ack.batch_seq).await;
+                    if !outbox.spool_ack_deferred(ack.batch_seq) {
+                        sp.acked(ack.batch_seq).await;
+                    }
                     sp.refill(outbox, conn.sender().cloned(), max_unacked).await;
                 }
             }
@@ -322,6 +341,38 @@ async fn on_conn_event(
         ConnEvent::Ack(Err(status)) => {
             tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
             *conn = down(backoff, config.reconnect_backoff_max);
+        }
+    }
+}
+
+/// Seals the time-refused samples into new batches and sends them (spooled first); then the
+/// spooled batches they came from can be acked in the spool.
+async fn retry_time_refused(
+    tx: Option<Sender>,
+    outbox: &mut Outbox,
+    mut spooler: Option<&mut Spooler>,
+    max_unacked: usize,
+) {
+    let samples = outbox.time_refused();
+    let (sealed, deferred) = outbox.requeue_time_refused();
+    tracing::info!(
+        samples,
+        batches = sealed.len(),
+        "retrying samples the gateway refused for their time"
+    );
+    for batch_seq in sealed {
+        sealed_batch(
+            tx.clone(),
+            outbox,
+            spooler.as_deref_mut(),
+            batch_seq,
+            max_unacked,
+        )
+        .await;
+    }
+    if let Some(sp) = spooler {
+        for batch_seq in deferred {
+            sp.acked(batch_seq).await;
         }
     }
 }
@@ -480,6 +531,85 @@ mod tests {
             (o.report().samples_acked, o.report().samples_rejected),
             (2, 1)
         );
+    }
+
+    #[tokio::test]
+    async fn time_refusals_are_kept_and_sealed_again_other_refusals_are_final() {
+        use wattprint_core::sample::SampleRejection as R;
+        let end = UnixMillis(1);
+        for time in [
+            R::InFuture {
+                end,
+                ahead_ms: 400_000,
+                max_ms: 300_000,
+            },
+            R::TooOld { end, max_age_ms: 1 },
+        ] {
+            assert!(outbox::is_time_refusal(&time.to_string()), "{time}");
+        }
+        for other in [
+            R::NonPositiveSpan { start: end, end },
+            R::SpanTooLong {
+                span_ms: 2,
+                max_ms: 1,
+            },
+            R::EnergyAbsurd {
+                implied_mw: 1,
+                span_ms: 1,
+                limit_mw: 1,
+            },
+            R::UtilisationAbsurd(101),
+            R::NotAttached {
+                gpu: GpuUuid::from("g"),
+                instance: InstanceId::from("i"),
+                host: HostId::from("h"),
+            },
+            R::Malformed("bad enum".into()),
+        ] {
+            assert!(!outbox::is_time_refusal(&other.to_string()), "{other}");
+        }
+        let mut o = Outbox::new(&HostId::from("h"), 10);
+        for seq in 1..=3 {
+            o.push(&sample(seq));
+        }
+        assert_eq!(o.seal(), Some(1));
+        assert!(o.take_for_send(1).is_some());
+        let future = R::InFuture {
+            end,
+            ahead_ms: 400_000,
+            max_ms: 300_000,
+        };
+        let rejected = vec![
+            Rejection {
+                gpu_uuid: "GPU-1".into(),
+                seq: 1,
+                reason: future.to_string(),
+            },
+            Rejection {
+                gpu_uuid: "GPU-1".into(),
+                seq: 2,
+                reason: "malformed sample: x".into(),
+            },
+        ];
+        assert!(o.ack(&BatchAck {
+            batch_seq: 1,
+            accepted: 1,
+            rejected
+        }));
+        assert_eq!((o.unacked(), o.time_refused()), (0, 1));
+        let r = o.report();
+        assert_eq!(
+            (r.samples_acked, r.samples_rejected, r.samples_time_refused),
+            (1, 1, 1)
+        );
+        let (sealed, deferred) = o.requeue_time_refused();
+        assert_eq!((sealed, deferred), (vec![2], vec![]));
+        let again = o.batch(2).expect("retry batch");
+        assert_eq!(
+            again.samples,
+            vec![wattprint_proto::sample_to_wire(&sample(1))]
+        );
+        assert_eq!((o.time_refused(), o.report().time_retry_batches), (0, 1));
     }
 
     #[test]

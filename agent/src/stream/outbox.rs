@@ -3,6 +3,13 @@
 //! Pure bookkeeping, no I/O, so that batching, resending and ack accounting can be tested
 //! without a gateway. Invariant: a batch stays in the outbox until its ack arrives (or the
 //! spool forgets it).
+//!
+//! Samples the gateway refused for *time* reasons (ending too far in its future, or older than
+//! its lateness limit: a skewed host or gateway clock) are not lost: they wait, at most
+//! [`MAX_TIME_REFUSED`] of them (oldest dropped beyond, counted), and are sealed again into
+//! new batches by [`Outbox::requeue_time_refused`] when the retry is due, with their
+//! `(gpu, seq)` unchanged so a copy the gateway did take is recognised. Other refusals
+//! (malformed, not attached, absurd) are final: logged and counted.
 
 use crate::AgentReport;
 use std::collections::VecDeque;
@@ -12,12 +19,27 @@ use wattprint_core::sample::EnergySample;
 use wattprint_core::HostId;
 use wattprint_proto::v1::{BatchAck, SampleBatch};
 
+/// Most time-refused samples kept for retry; beyond it the oldest are dropped (counted in
+/// [`AgentReport::samples_dropped`]).
+pub const MAX_TIME_REFUSED: usize = 100_000;
+
+/// Whether a refusal's reason (the gateway's [`SampleRejection`] message) is about time: the
+/// sample ends too far after the gateway's clock, or is older than its lateness limit. Those
+/// are retried; the reason text is what the ack carries.
+///
+/// [`SampleRejection`]: wattprint_core::sample::SampleRejection
+pub fn is_time_refusal(reason: &str) -> bool {
+    reason.contains("after the gateway's clock") || reason.contains("lateness limit")
+}
+
 /// A sealed batch, whether it has been sent at least once, and whether it is in the spool.
 #[derive(Debug, Clone)]
 struct Pending {
     batch: SampleBatch,
     sent: bool,
     on_disk: bool,
+    /// Sealed again from time-refused samples: already counted as sent.
+    retry: bool,
 }
 
 /// The batches being built and waiting for acks: pure bookkeeping, no I/O.
@@ -29,6 +51,11 @@ pub struct Outbox {
     current_since: Option<Instant>,
     pending: VecDeque<Pending>,
     next_batch_seq: u64,
+    /// Time-refused samples waiting for their retry, oldest first.
+    time_refused: VecDeque<wattprint_proto::v1::Sample>,
+    /// Spooled batches whose spool ack waits until their time-refused samples are spooled
+    /// again in a retry batch.
+    deferred_spool_acks: Vec<u64>,
     pub(super) report: AgentReport,
 }
 
@@ -42,6 +69,8 @@ impl Outbox {
             current_since: None,
             pending: VecDeque::new(),
             next_batch_seq: 1,
+            time_refused: VecDeque::new(),
+            deferred_spool_acks: Vec::new(),
             report: AgentReport::default(),
         }
     }
@@ -74,6 +103,7 @@ impl Outbox {
             },
             sent: false,
             on_disk: false,
+            retry: false,
         });
         Some(batch_seq)
     }
@@ -129,6 +159,7 @@ impl Outbox {
             batch,
             sent: replayed,
             on_disk: true,
+            retry: false,
         });
     }
 
@@ -163,7 +194,9 @@ impl Outbox {
             self.report.batches_resent += 1;
         } else {
             p.sent = true;
-            self.report.samples_sent += p.batch.samples.len() as u64;
+            if !p.retry {
+                self.report.samples_sent += p.batch.samples.len() as u64;
+            }
         }
         Some(p.batch.clone())
     }
@@ -177,7 +210,9 @@ impl Outbox {
                 self.report.batches_resent += 1;
             } else {
                 p.sent = true;
-                self.report.samples_sent += p.batch.samples.len() as u64;
+                if !p.retry {
+                    self.report.samples_sent += p.batch.samples.len() as u64;
+                }
             }
             out.push(p.batch.clone());
         }
@@ -198,10 +233,35 @@ impl Outbox {
             );
             return false;
         };
-        let acked = self.pending.remove(pos);
+        let Some(acked) = self.pending.remove(pos) else {
+            return false;
+        };
         self.report.samples_acked += u64::from(ack.accepted);
-        self.report.samples_rejected += ack.rejected.len() as u64;
+        let mut time_refused = 0usize;
         for r in &ack.rejected {
+            if is_time_refusal(&r.reason) {
+                let wire = acked
+                    .batch
+                    .samples
+                    .iter()
+                    .find(|s| s.gpu_uuid == r.gpu_uuid && s.seq == r.seq);
+                if let Some(wire) = wire {
+                    if time_refused == 0 {
+                        tracing::warn!(
+                            batch_seq = ack.batch_seq,
+                            gpu = %r.gpu_uuid,
+                            seq = r.seq,
+                            reason = %r.reason,
+                            "the gateway refused samples for their time (a skewed clock on this \
+                             host or the gateway?); they are kept and retried"
+                        );
+                    }
+                    time_refused += 1;
+                    self.time_refused.push_back(wire.clone());
+                    continue;
+                }
+            }
+            self.report.samples_rejected += 1;
             tracing::warn!(
                 batch_seq = ack.batch_seq,
                 gpu = %r.gpu_uuid,
@@ -210,18 +270,63 @@ impl Outbox {
                 "gateway rejected a sample"
             );
         }
-        let answered = u64::from(ack.accepted) + ack.rejected.len() as u64;
-        if let Some(p) = acked {
-            if answered != p.batch.samples.len() as u64 {
-                tracing::debug!(
-                    batch_seq = ack.batch_seq,
-                    samples = p.batch.samples.len(),
-                    answered,
-                    "ack covers a different number of samples than the batch had"
+        if time_refused > 0 {
+            self.report.samples_time_refused += time_refused as u64;
+            if acked.on_disk {
+                self.deferred_spool_acks.push(ack.batch_seq);
+            }
+            let excess = self.time_refused.len().saturating_sub(MAX_TIME_REFUSED);
+            if excess > 0 {
+                self.time_refused.drain(..excess);
+                self.report.samples_dropped += excess as u64;
+                tracing::error!(
+                    dropped = excess,
+                    kept = MAX_TIME_REFUSED,
+                    "too many time-refused samples wait for a retry; the oldest are dropped"
                 );
             }
         }
+        let answered = u64::from(ack.accepted) + ack.rejected.len() as u64;
+        if answered != acked.batch.samples.len() as u64 {
+            tracing::debug!(
+                batch_seq = ack.batch_seq,
+                samples = acked.batch.samples.len(),
+                answered,
+                "ack covers a different number of samples than the batch had"
+            );
+        }
         true
+    }
+
+    /// Whether the spool ack of `batch_seq` must wait for its time-refused samples' retry.
+    pub fn spool_ack_deferred(&self, batch_seq: u64) -> bool {
+        self.deferred_spool_acks.contains(&batch_seq)
+    }
+
+    /// Time-refused samples waiting for a retry.
+    pub fn time_refused(&self) -> usize {
+        self.time_refused.len()
+    }
+
+    /// Seals every time-refused sample again into new batches (of at most the batch size),
+    /// after the open batch is sealed. Returns the new batches' `batch_seq`s and the spooled
+    /// batches whose spool ack waited for this.
+    pub fn requeue_time_refused(&mut self) -> (Vec<u64>, Vec<u64>) {
+        let mut sealed: Vec<u64> = self.seal().into_iter().collect();
+        let before = sealed.len();
+        while !self.time_refused.is_empty() {
+            let n = self.time_refused.len().min(self.max_samples);
+            self.current = self.time_refused.drain(..n).collect();
+            self.current_since = Some(Instant::now());
+            if let Some(batch_seq) = self.seal() {
+                if let Some(p) = self.pending.back_mut() {
+                    p.retry = true;
+                }
+                sealed.push(batch_seq);
+            }
+        }
+        self.report.time_retry_batches += (sealed.len() - before) as u64;
+        (sealed, std::mem::take(&mut self.deferred_spool_acks))
     }
 
     /// The counts so far (`counter_resets` and `gaps` stay 0: the sampler counts those).

@@ -2,6 +2,7 @@
 //! attribution, spool, streaming to a real gateway, TLS, kill and restart.
 
 mod attribution;
+mod clocks;
 mod common;
 mod gateway_tls;
 mod kill;

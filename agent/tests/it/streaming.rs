@@ -14,7 +14,7 @@ use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::{run, AgentConfig, AgentError, AgentReport};
 use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, UnixMillis};
-use wattprint_proto::v1::Sample;
+use wattprint_proto::v1::{EnergySource, Sample};
 
 const SEED: u64 = 99;
 
@@ -306,7 +306,7 @@ async fn a_counter_reset_emits_no_negative_energy_and_restarts_the_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_gap_between_readings_is_counted_and_not_filled() {
+async fn a_long_gap_between_readings_is_bridged_with_the_counter_delta() {
     let dir = tempfile::tempdir().unwrap();
     // 100 ms steps, then a 6 s hole (> the 5 s minimum max gap).
     let rows = [
@@ -326,19 +326,32 @@ async fn a_long_gap_between_readings_is_counted_and_not_filled() {
         resolver(1),
     )
     .await;
-    assert_eq!((report.gaps, report.counter_resets), (1, 0));
-    let total: u64 = gw
-        .seen
-        .lock()
-        .unwrap()
-        .dedup()
-        .values()
-        .map(|s| s.energy_mj)
-        .sum();
     assert_eq!(
-        total, 30,
-        "the 600 mJ across the gap are not attributed to a 6 s span"
+        (report.gaps, report.gaps_bridged, report.counter_resets),
+        (0, 1, 0)
     );
+    assert_eq!(report.energy_bridged_mj, 600);
+    let samples: Vec<_> = gw.seen.lock().unwrap().dedup().into_values().collect();
+    let total: u64 = samples.iter().map(|s| s.energy_mj).sum();
+    assert_eq!(total, 630, "the 600 mJ across the gap are kept");
+    let bridged: Vec<_> = samples
+        .iter()
+        .filter(|s| s.energy_source == EnergySource::CounterBridged as i32)
+        .collect();
+    assert_eq!(bridged.len(), 1);
+    assert_eq!(
+        (
+            bridged[0].energy_mj,
+            bridged[0].end_unix_ms - bridged[0].start_unix_ms
+        ),
+        (600, 6_000)
+    );
+    for w in samples.windows(2) {
+        assert_eq!(
+            w[1].start_unix_ms, w[0].end_unix_ms,
+            "contiguous, no overlap"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

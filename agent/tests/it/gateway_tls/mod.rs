@@ -16,7 +16,7 @@ use wattprint_agent::replay::replay_gpu_uuid;
 use wattprint_agent::tls::AgentTlsFiles;
 use wattprint_bus::{memory_bus, BusConsumer, BusMessage, DeadLetter};
 use wattprint_core::sample::EnergySample;
-use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, UnixMillis};
 use wattprint_ingest::gateway::{serve_tls, server_tls_config, GatewayTlsFiles};
 use wattprint_ingest::hosts::{token_sha256_hex, HostRegistry};
 use wattprint_ingest::InventoryIndex;
@@ -201,9 +201,30 @@ impl Security<'_> {
     };
 }
 
+/// Where the gateway listens and what clock it checks sample times against.
+#[derive(Default)]
+pub struct GatewayOptions {
+    /// The address (default: a free port on 127.0.0.1).
+    pub addr: Option<SocketAddr>,
+    /// The gateway's clock (default: the system clock).
+    pub clock: Option<fn() -> UnixMillis>,
+}
+
 impl RealGateway {
     pub async fn start(seeds: &[(u64, &str)], security: Security<'_>, limit: usize) -> RealGateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(seeds, security, limit, GatewayOptions::default()).await
+    }
+
+    pub async fn start_with(
+        seeds: &[(u64, &str)],
+        security: Security<'_>,
+        limit: usize,
+        options: GatewayOptions,
+    ) -> RealGateway {
+        let bind = options
+            .addr
+            .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (producer, mut consumer) = memory_bus(1);
         let mut gateway = Gateway::new(
@@ -211,6 +232,9 @@ impl RealGateway {
             Arc::new(InventoryIndex::new(&inventory(seeds))),
             GatewayLimits::default(),
         );
+        if let Some(clock) = options.clock {
+            gateway = gateway.with_clock(clock);
+        }
         if let Some(hosts) = security.hosts {
             gateway = gateway.with_hosts(Arc::new(hosts));
         }

@@ -38,10 +38,13 @@ use crate::sensor::{
     Gauges, GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError,
     VgpuInstance, Virtualization,
 };
+mod trace;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use trace::{parse_trace, Row};
 use wattprint_core::{GpuUuid, Millijoules, Milliwatts, UnixMillis};
 
 /// How fast the replay produces readings.
@@ -268,18 +271,6 @@ pub fn replay_pci_bus_id(index: u32) -> String {
     format!("00000000:{:02X}:00.0", index + 1)
 }
 
-/// One parsed trace row.
-#[derive(Debug, Clone)]
-struct Row {
-    t_ms: i64,
-    power: u32,
-    counter: u64,
-    util_gpu_pct: u32,
-    sm_clock_mhz: u32,
-    temp_c: u32,
-    mem_used_bytes: u64,
-}
-
 /// Replay state of one GPU.
 #[derive(Debug, Clone)]
 struct GpuState {
@@ -318,118 +309,19 @@ pub struct ReplaySensor {
     layout: ReplayLayout,
     /// Per GPU, its parts (empty for whole GPUs).
     parts: Vec<Vec<Part>>,
+    /// Steps of the replayed host's wall clock, by virtual time since the start.
+    clock_steps: Vec<ClockStep>,
 }
 
-const REQUIRED_COLUMNS: [&str; 7] = [
-    "unix_s",
-    "power_mW",
-    "energy_counter_mJ",
-    "util_gpu_pct",
-    "sm_clock_mhz",
-    "temp_c",
-    "mem_used_bytes",
-];
-
-fn parse_trace(path: &Path) -> Result<Vec<Row>, SensorError> {
-    let io = |source| SensorError::TraceIo {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(file);
-    let row_err = |line: u64, message: String| SensorError::TraceRow {
-        path: path.to_owned(),
-        line,
-        message,
-    };
-    let headers = reader
-        .headers()
-        .map_err(|e| row_err(1, format!("bad header: {e}")))?
-        .clone();
-    let mut index = [0usize; 7];
-    for (slot, name) in index.iter_mut().zip(REQUIRED_COLUMNS) {
-        *slot = headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| {
-                row_err(
-                    1,
-                    format!(
-                        "header has no `{name}` column (found: {})",
-                        headers.iter().collect::<Vec<_>>().join(",")
-                    ),
-                )
-            })?;
-    }
-    let mut rows: Vec<Row> = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            row_err(line, e.to_string())
-        })?;
-        let line = record.position().map_or(0, |p| p.line());
-        let field = |col: usize| -> Result<&str, SensorError> {
-            let name = REQUIRED_COLUMNS[col];
-            record
-                .get(index[col])
-                .map(str::trim)
-                .ok_or_else(|| row_err(line, format!("missing column `{name}`")))
-        };
-        fn int<T: std::str::FromStr>(
-            name: &str,
-            value: &str,
-            line: u64,
-            err: &dyn Fn(u64, String) -> SensorError,
-        ) -> Result<T, SensorError> {
-            value.parse().map_err(|_| {
-                err(
-                    line,
-                    format!("column `{name}`: {value:?} is not a non-negative integer"),
-                )
-            })
-        }
-        let unix_s_text = field(0)?;
-        let unix_s: f64 = unix_s_text
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| {
-                row_err(
-                    line,
-                    format!("column `unix_s`: {unix_s_text:?} is not a number"),
-                )
-            })?;
-        let row = Row {
-            t_ms: (unix_s * 1000.0).round() as i64,
-            power: int("power_mW", field(1)?, line, &row_err)?,
-            counter: int("energy_counter_mJ", field(2)?, line, &row_err)?,
-            util_gpu_pct: int("util_gpu_pct", field(3)?, line, &row_err)?,
-            sm_clock_mhz: int("sm_clock_mhz", field(4)?, line, &row_err)?,
-            temp_c: int("temp_c", field(5)?, line, &row_err)?,
-            mem_used_bytes: int("mem_used_bytes", field(6)?, line, &row_err)?,
-        };
-        if let Some(prev) = rows.last() {
-            if row.t_ms <= prev.t_ms {
-                return Err(row_err(
-                    line,
-                    format!(
-                        "time {} ms is not after the previous row's {} ms (rows must be in time order)",
-                        row.t_ms, prev.t_ms
-                    ),
-                ));
-            }
-        }
-        rows.push(row);
-    }
-    if rows.len() < 2 {
-        return Err(SensorError::Trace {
-            path: path.to_owned(),
-            message: format!("needs at least 2 rows to replay, has {}", rows.len()),
-        });
-    }
-    Ok(rows)
+/// A step of the replayed host's wall clock (NTP stepping it, an operator setting it): from
+/// `after_ms` of virtual time since the start on, readings are stamped `step_ms` later
+/// (negative: earlier) than the trace's time, while their monotonic time runs on unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockStep {
+    /// Virtual ms since the replay's start at which the wall clock steps.
+    pub after_ms: i64,
+    /// How far it steps, ms (negative: back).
+    pub step_ms: i64,
 }
 
 impl ReplaySensor {
@@ -486,6 +378,7 @@ impl ReplaySensor {
             anchor,
             layout: ReplayLayout::Whole,
             parts: vec![Vec::new(); gpu_count],
+            clock_steps: Vec::new(),
         })
     }
 
@@ -546,6 +439,43 @@ impl ReplaySensor {
         Ok(self)
     }
 
+    /// Steps the replayed host's wall clock as `steps` say (tests of clock steps): readings
+    /// then carry a wall time that jumps while their monotonic time does not.
+    pub fn with_clock_steps(mut self, steps: Vec<ClockStep>) -> Self {
+        self.clock_steps = steps;
+        self
+    }
+
+    /// Moves GPU `gpu_index` on by `steps` positions without returning a reading, as if the
+    /// GPU ran while nobody read it (an agent down, a stalled reader): its counter still
+    /// counts every step's energy. Stops at the GPU's last position.
+    pub fn skip(&mut self, gpu_index: usize, steps: u64) -> Result<(), SensorError> {
+        let Some(st) = self.state.get(gpu_index) else {
+            return Err(SensorError::NoSuchGpu {
+                index: gpu_index,
+                count: self.state.len(),
+            });
+        };
+        if steps == 0 {
+            return Ok(());
+        }
+        let target = st.next + steps - 1;
+        let target = st.end.map_or(target, |end| target.min(end));
+        if target >= st.next {
+            self.advance_to(gpu_index, target);
+        }
+        Ok(())
+    }
+
+    /// Ends GPU `gpu_index`'s replay after `positions` positions from its start (sooner than
+    /// its loops would), so that a test can stop an agent at a known reading.
+    pub fn stop_after(&mut self, gpu_index: usize, positions: u64) {
+        if let Some(st) = self.state.get_mut(gpu_index) {
+            let last = st.offset + positions;
+            st.end = Some(st.end.map_or(last, |end| end.min(last)));
+        }
+    }
+
     /// The layout every GPU has.
     pub fn layout_config(&self) -> &ReplayLayout {
         &self.layout
@@ -591,6 +521,24 @@ impl ReplaySensor {
         UnixMillis(self.config.start_at.0 + self.time(g) - self.time(self.state[gpu].offset))
     }
 
+    /// Virtual ms since GPU `gpu`'s start at position `g`: its monotonic time.
+    fn mono(&self, gpu: usize, g: u64) -> i64 {
+        self.time(g) - self.time(self.state[gpu].offset)
+    }
+
+    /// The replayed host's wall clock at position `g`: the virtual time, stepped as
+    /// [`ReplaySensor::with_clock_steps`] says.
+    fn wall_time(&self, gpu: usize, g: u64) -> UnixMillis {
+        let mono = self.mono(gpu, g);
+        let step: i64 = self
+            .clock_steps
+            .iter()
+            .filter(|s| s.after_ms <= mono)
+            .map(|s| s.step_ms)
+            .sum();
+        UnixMillis(self.virtual_time(gpu, g).0 + step)
+    }
+
     /// Moves GPU `gpu` to position `target` (≥ its next position), updating the virtual counter,
     /// and returns the reading there with `power_max` over the positions passed.
     fn advance_to(&mut self, gpu: usize, target: u64) -> Reading {
@@ -618,7 +566,8 @@ impl ReplaySensor {
         self.state[gpu].last = Some(target);
         let row = &self.rows[self.row(target)];
         Reading {
-            at: self.virtual_time(gpu, target),
+            at: self.wall_time(gpu, target),
+            mono_ms: self.mono(gpu, target),
             energy_counter: Some(Millijoules(self.state[gpu].counter)),
             power: Milliwatts(row.power),
             power_max: Milliwatts(power_max.max(row.power)),
@@ -724,7 +673,7 @@ impl GpuSensor for ReplaySensor {
         let g = self.latest_passed(gpu_index, from, st.end, self.virtual_now());
         let row = &self.rows[self.row(g)];
         Ok(Some(Gauges {
-            at: self.virtual_time(gpu_index, g),
+            at: self.wall_time(gpu_index, g),
             power: Milliwatts(row.power),
             util_gpu_pct: row.util_gpu_pct,
             temp_c: row.temp_c,
