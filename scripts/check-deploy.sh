@@ -6,7 +6,7 @@
 # non-zero if any check failed. A check whose tool cannot run here is skipped with the reason.
 #   scripts/check-deploy.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 # Pinned tools. promtool is not on PyPI: alert rules are checked by scripts/check_deploy.py
 # (rule-file structure) with promql-parser (PyPI) for the PromQL syntax. checkov gets its own

@@ -28,7 +28,6 @@ resource "kubernetes_daemon_set_v1" "agent" {
         service_account_name             = kubernetes_service_account_v1.this["agent"].metadata[0].name
         automount_service_account_token  = false
         runtime_class_name               = var.agent.runtime_class
-        priority_class_name              = "system-node-critical"
         node_selector                    = var.agent.node_selector
         termination_grace_period_seconds = 30
 

@@ -45,8 +45,12 @@ locals {
 resource "kubernetes_namespace_v1" "this" {
   metadata {
     name = var.namespace
+    # The agent's host paths are beyond baseline: enforce none, warn and audit at restricted
+    # (which every other pod meets). See deploy/kubernetes/base/namespace.yaml.
     labels = merge(local.labels, {
-      "pod-security.kubernetes.io/enforce" = "baseline"
+      "pod-security.kubernetes.io/enforce" = "privileged"
+      "pod-security.kubernetes.io/warn"    = "restricted"
+      "pod-security.kubernetes.io/audit"   = "restricted"
     })
   }
 }
