@@ -12,6 +12,10 @@ echo "==> rustfmt"
 cargo fmt --all -- --check
 echo "==> clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> deployment artefacts"
+# Kubernetes overlays render and validate, Terraform parses and passes checkov, dashboards,
+# alerts, Dockerfile, compose and systemd units lint (tools pinned under target/deploy-tools).
+scripts/check-deploy.sh
 echo "==> servers"
 export WPTEST_SERVERS_DIR=${WPTEST_SERVERS_DIR:-$(mktemp -d /tmp/wattprint-servers.XXXXXX)}
 # shellcheck source=scripts/servers.sh
