@@ -22,6 +22,13 @@ export WPTEST_SERVERS_DIR=${WPTEST_SERVERS_DIR:-$(mktemp -d /tmp/wattprint-serve
 source scripts/servers.sh start
 trap 'scripts/servers.sh stop' EXIT
 export WPTEST_REQUIRE_SERVERS=1
+echo "==> poppler"
+# The PDF statement test extracts its text with pdftotext and renders its first page with
+# pdftoppm (poppler-utils).
+command -v pdftotext >/dev/null && command -v pdftoppm >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
+}
 echo "==> python sdk venv"
 # The Python SDK's tests (tests/tests/it/python_sdk.rs) run in this venv; pip fetches httpx,
 # pytest and mypy (and schemathesis, below) from PyPI.

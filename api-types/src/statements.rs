@@ -75,6 +75,17 @@ pub struct StatementWorkload {
     pub amounts: StatementAmounts,
 }
 
+/// One UTC day of the month: what the statement's chart draws.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementDay {
+    /// The day (`YYYY-MM-DD`, UTC).
+    pub day: String,
+    /// IT energy, exact, millijoules.
+    pub it_energy_mj: u64,
+    /// Marginal facility emissions, grams.
+    pub marginal_co2e_g: f64,
+}
+
 /// A correction to an earlier issued month, found after it was issued: late samples or a
 /// restatement of its intensity. Issued month + its adjustments = a recompute of it today.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -135,6 +146,8 @@ pub struct StatementView {
     pub workloads: Vec<StatementWorkload>,
     /// Corrections to earlier issued months, like credits on an invoice.
     pub adjustments: Vec<StatementAdjustment>,
+    /// The month day by day (days with usage), for its chart.
+    pub daily: Vec<StatementDay>,
     /// Market-based emissions.
     pub market_based: MarketBased,
     /// Sources of the average intensities used for location-based emissions.

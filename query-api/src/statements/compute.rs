@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use wattprint_api_types::{
-    MarketBased, StatementAmounts, StatementInstance, StatementView, StatementWorkload,
-    STATEMENT_MODEL_VERSION,
+    MarketBased, StatementAmounts, StatementDay, StatementInstance, StatementView,
+    StatementWorkload, STATEMENT_MODEL_VERSION,
 };
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sci::HardwareCatalog;
@@ -16,6 +16,8 @@ use wattprint_core::{GpuUuid, InstanceId, TenantScope, UnixMillis};
 use wattprint_store::{IntervalRow, Store, UsageTotals, Workload};
 
 use super::Period;
+
+const DAY_MS: i64 = 86_400_000;
 use crate::average::AverageTotals;
 use crate::error::ApiError;
 use crate::service::footprint::{footprint_of, workload_energy};
@@ -100,6 +102,7 @@ pub async fn compute(
         .collect();
 
     let mut per_instance: BTreeMap<InstanceId, Tally> = BTreeMap::new();
+    let mut per_day: BTreeMap<i64, (u64, f64)> = BTreeMap::new();
     let mut covered_per_gpu: HashMap<(InstanceId, GpuUuid), i64> = HashMap::new();
     for row in &rows {
         per_instance
@@ -109,6 +112,13 @@ pub async fn compute(
         *covered_per_gpu
             .entry((row.instance.clone(), row.gpu.clone()))
             .or_default() += row.covered_ms;
+        let day = per_day
+            .entry(row.bucket.start().0.div_euclid(DAY_MS))
+            .or_default();
+        day.0 = day.0.saturating_add(row.energy.0);
+        if let Some(j) = &row.intensity {
+            day.1 += j.value.emissions(row.energy).0 * row.pue;
+        }
     }
     // Embodied: each GPU's share over the time it was used in the month.
     for ((instance, gpu), covered_ms) in &covered_per_gpu {
@@ -148,6 +158,14 @@ pub async fn compute(
         instances,
         workloads,
         adjustments: Vec::new(),
+        daily: per_day
+            .into_iter()
+            .map(|(day, (e, g))| StatementDay {
+                day: UnixMillis(day * DAY_MS).to_rfc3339()[..10].to_owned(),
+                it_energy_mj: e,
+                marginal_co2e_g: g,
+            })
+            .collect(),
         market_based: MarketBased {
             status: "not_configured".into(),
             co2e_g: None,

@@ -65,7 +65,8 @@ pub(crate) async fn list(
 
 /// A monthly statement
 ///
-/// The tenant's month: `YYYY-MM` or `YYYY-MM.json` for JSON, `YYYY-MM.csv` for CSV. Issued
+/// The tenant's month: `YYYY-MM` or `YYYY-MM.json` for JSON, `YYYY-MM.csv` for CSV,
+/// `YYYY-MM.pdf` for the PDF to file. Issued
 /// months are served exactly as issued (`content_sha256` is the SHA-256 of the JSON with that
 /// field null); other months are preliminary, computed on read.
 #[utoipa::path(
@@ -73,9 +74,9 @@ pub(crate) async fn list(
     path = "/v1/statements/{period}",
     tag = "statements",
     security(("bearer" = [])),
-    params(("period" = String, Path, description = "The month, `YYYY-MM`, optionally with `.json` or `.csv`.")),
+    params(("period" = String, Path, description = "The month, `YYYY-MM`, optionally with `.json`, `.csv` or `.pdf`.")),
     responses(
-        (status = 200, description = "The statement (JSON, or CSV for `.csv`).", body = StatementView),
+        (status = 200, description = "The statement (JSON; CSV for `.csv`, PDF for `.pdf`).", body = StatementView),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
@@ -91,15 +92,14 @@ pub(crate) async fn get(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(raw) = path?;
-    let (name, csv) = match raw.rsplit_once('.') {
-        Some((name, "csv")) => (name, true),
-        Some((name, "json")) => (name, false),
+    let (name, format) = match raw.rsplit_once('.') {
+        Some((name, ext @ ("csv" | "pdf" | "json"))) => (name, ext),
         Some((_, ext)) => {
             return Err(ApiError::BadRequest(format!(
-                "statement format {ext:?} is not json or csv"
+                "statement format {ext:?} is not json, csv or pdf"
             )))
         }
-        None => (raw.as_str(), false),
+        None => (raw.as_str(), "json"),
     };
     let period = Period::parse(name).map_err(ApiError::BadRequest)?;
     tracing::Span::current().record("period", name);
@@ -110,20 +110,24 @@ pub(crate) async fn get(
         join: join.as_deref(),
     };
     let served = statement(src, &scope, period, UnixMillis::now(), state.statements).await?;
-    if csv {
-        let body = super::csv::render(&served.view)?;
-        let disposition = format!(
-            "attachment; filename=\"wattprint-statement-{}-{period}.csv\"",
-            served.view.tenant
-        );
-        return Ok((
-            [
-                (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                (CONTENT_DISPOSITION, disposition),
-            ],
-            body,
-        )
-            .into_response());
-    }
-    Ok(([(CONTENT_TYPE, "application/json")], served.body).into_response())
+    let (content_type, body): (&str, Vec<u8>) = match format {
+        "csv" => (
+            "text/csv; charset=utf-8",
+            super::csv::render(&served.view)?.into_bytes(),
+        ),
+        "pdf" => ("application/pdf", super::pdf::render(&served.view)),
+        _ => return Ok(([(CONTENT_TYPE, "application/json")], served.body).into_response()),
+    };
+    let disposition = format!(
+        "attachment; filename=\"wattprint-statement-{}-{period}.{format}\"",
+        served.view.tenant
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, content_type.to_owned()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }

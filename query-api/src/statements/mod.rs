@@ -7,6 +7,7 @@ pub mod compute;
 pub mod csv;
 pub mod http;
 pub mod issue;
+pub mod pdf;
 mod period;
 
 pub use compute::{compute, statement_id, Sources};

@@ -190,7 +190,7 @@ fn join() -> IntensityJoin {
 }
 
 /// The whole behaviour on one store.
-async fn statements_on(store: Arc<dyn Store>) {
+async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     let p = period();
     let day = 86_400_000;
     store.upsert_inventory(&inventory()).await.unwrap();
@@ -336,6 +336,8 @@ async fn statements_on(store: Arc<dyn Store>) {
     let hash = statements::issue::content_sha256(&first.view).unwrap();
     assert_eq!(first.view.content_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(first.view.totals.it_energy_mj, e);
+    csv_equals_json(&first.view);
+    pdf_shows_the_json(&first.view, store_name);
 
     // Late samples for the issued month change nothing issued...
     let late: Vec<EnrichedSample> = minutes[..3]
@@ -415,9 +417,118 @@ async fn statements_on(store: Arc<dyn Store>) {
     assert!(!g_issued[0].body.contains("i-1"), "{}", g_issued[0].body);
 }
 
+/// Every CSV row carries the JSON's numbers for its line.
+fn csv_equals_json(view: &wattprint_api_types::StatementView) {
+    let text = statements::csv::render(view).unwrap();
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let h = r.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let amounts = |line: &str, id: &str| {
+        rows.iter()
+            .find(|x| &x[col("line")] == line && &x[col("id")] == id)
+            .unwrap_or_else(|| panic!("no {line} {id} row in {text}"))
+            .clone()
+    };
+    let check = |row: &csv::StringRecord, a: &wattprint_api_types::StatementAmounts| {
+        assert_eq!(
+            row[col("it_energy_mj")].parse::<u64>().unwrap(),
+            a.it_energy_mj
+        );
+        assert_eq!(
+            row[col("marginal_co2e_g")].parse::<f64>().unwrap(),
+            a.marginal_co2e_g
+        );
+        assert_eq!(
+            row[col("embodied_co2e_g")].parse::<f64>().unwrap(),
+            a.embodied_co2e_g
+        );
+        let loc = &row[col("location_co2e_g")];
+        assert_eq!(loc.parse::<f64>().ok(), a.location_co2e_g);
+        assert_eq!(&row[col("statement_id")], view.statement_id.as_str());
+        assert_eq!(&row[col("status")], view.status.as_str());
+    };
+    check(&amounts("total", ""), &view.totals);
+    for i in &view.instances {
+        check(&amounts("instance", &i.instance_id), &i.amounts);
+    }
+    for w in &view.workloads {
+        let row = amounts("workload", &w.workload_id);
+        check(&row, &w.amounts);
+        assert_eq!(
+            row[col("sci_g_per_unit")].parse::<f64>().unwrap(),
+            w.sci_g_per_unit
+        );
+    }
+    assert_eq!(
+        rows.len(),
+        1 + view.instances.len() + view.workloads.len() + view.adjustments.len()
+    );
+}
+
+/// The PDF's text (poppler's `pdftotext`) shows the JSON's numbers; its first page is kept as
+/// a PNG under `target/test-artifacts/`.
+fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
+    use wattprint_query_api::statements::pdf::{kg, kwh};
+    let dir = tempfile::tempdir().unwrap();
+    let pdf = dir.path().join("statement.pdf");
+    std::fs::write(&pdf, statements::pdf::render(view)).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .args(["-layout"])
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils; scripts/test-all.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let t = &view.totals;
+    let hash = view.content_sha256.clone().unwrap();
+    for want in [
+        view.tenant.clone(),
+        view.period.clone(),
+        view.statement_id.clone(),
+        hash,
+        view.issued_at.clone().unwrap(),
+        format!("{} kWh ({} mJ)", kwh(t.it_energy_kwh), t.it_energy_mj),
+        format!("{} kgCO2e", kg(t.marginal_co2e_g)),
+        format!("{} kgCO2e", kg(t.location_co2e_g.unwrap())),
+        format!("{} kgCO2e", kg(t.embodied_co2e_g)),
+        "not_configured".to_owned(),
+        "Methodology and data sources".to_owned(),
+    ] {
+        assert!(text.contains(&want), "the PDF lacks {want:?}:\n{text}");
+    }
+    for i in &view.instances {
+        let row = format!("{}", i.amounts.it_energy_mj);
+        assert!(
+            text.contains(&i.instance_id) && text.contains(&row),
+            "{text}"
+        );
+    }
+    for w in &view.workloads {
+        assert!(text.contains(&w.label) && text.contains(&w.amounts.it_energy_mj.to_string()));
+    }
+    let artefacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let png = artefacts.join(format!("statement-{store}-page1"));
+    let ok = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "80", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(&pdf)
+        .arg(&png)
+        .status()
+        .expect("pdftoppm (poppler-utils)");
+    assert!(ok.success());
+    assert!(png.with_extension("png").metadata().unwrap().len() > 1000);
+}
+
 #[tokio::test]
 async fn statements_on_sqlite() {
-    statements_on(Arc::new(SqliteStore::open_in_memory().unwrap())).await;
+    statements_on(Arc::new(SqliteStore::open_in_memory().unwrap()), "sqlite").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +538,7 @@ async fn statements_on_clickhouse() {
     };
     let db = format!("wp_test_statements_{:08x}", rand::random::<u32>());
     let store = ClickHouseStore::connect(&url, &db).await.unwrap();
-    statements_on(Arc::new(store)).await;
+    statements_on(Arc::new(store), "clickhouse").await;
     let _ = reqwest::Client::new()
         .post(&url)
         .body(format!("DROP DATABASE IF EXISTS {db}"))
