@@ -163,6 +163,8 @@ pub struct Settings {
     pub secret_file: PathBuf,
     /// Query API token verification (JWKS or dev mode) and rate limit.
     pub api_auth: ApiAuthSettings,
+    /// Query API request limits (what-if budget included).
+    pub api_limits: wattprint_query_api::ApiLimits,
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
@@ -316,6 +318,7 @@ impl RawConfig {
             audience: api.audience,
             secret_file: api.secret_file,
             api_auth: api.auth,
+            api_limits: api.limits,
             agent,
             intensity: SharedJoin::new(join),
             polling: intensity.polling,

@@ -37,9 +37,11 @@
 
 pub mod auth;
 pub mod average;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod iplimit;
 pub mod openapi;
 pub mod operator;
 pub mod ratelimit;
@@ -63,6 +65,7 @@ pub use auth::{
 };
 pub use error::ApiError;
 pub use grpc::{grpc_service, GrpcTenantQuery};
+pub use iplimit::UnauthenticatedLimiter;
 pub use ratelimit::{RateLimit, RateLimiter};
 pub use routes::router;
 
@@ -85,6 +88,13 @@ pub struct ApiLimits {
     /// Largest request body accepted (default 64 KiB); a larger one is answered `413`
     /// before it is read.
     pub max_body_bytes: usize,
+    /// Most search cells one what-if request may cost ([`budget::whatif_cost_cells`], default
+    /// [`budget::DEFAULT_WHATIF_BUDGET_CELLS`]); a costlier one is refused with 422 before
+    /// any search runs.
+    pub whatif_budget_cells: u64,
+    /// What-if requests one tenant may have computing at once (default
+    /// [`budget::DEFAULT_WHATIF_PER_TENANT`]); one more is answered 429.
+    pub whatif_per_tenant: u32,
 }
 
 impl Default for ApiLimits {
@@ -95,6 +105,8 @@ impl Default for ApiLimits {
             max_restatements: 50_000,
             request_timeout: std::time::Duration::from_secs(30),
             max_body_bytes: 64 << 10,
+            whatif_budget_cells: budget::DEFAULT_WHATIF_BUDGET_CELLS,
+            whatif_per_tenant: budget::DEFAULT_WHATIF_PER_TENANT,
         }
     }
 }
@@ -109,6 +121,8 @@ pub struct ApiState {
     pub(crate) limits: ApiLimits,
     pub(crate) intensity: Option<SharedJoin>,
     pub(crate) rate_limiter: Option<Arc<RateLimiter>>,
+    pub(crate) searches: Arc<budget::TenantSearches>,
+    pub(crate) unauthenticated: Option<Arc<UnauthenticatedLimiter>>,
 }
 
 impl ApiState {
@@ -127,6 +141,8 @@ impl ApiState {
             limits,
             intensity: None,
             rate_limiter: None,
+            searches: Arc::new(budget::TenantSearches::new(limits.whatif_per_tenant)),
+            unauthenticated: None,
         }
     }
 
@@ -141,6 +157,14 @@ impl ApiState {
     /// and gRPC alike. Without one, requests are not rate-limited.
     pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.rate_limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Limits answers given without a verified token (401s, health, OpenAPI, unknown paths)
+    /// per client IP ([`iplimit`]); needs the connection's address, which [`serve`] provides.
+    /// Without one, they are not limited.
+    pub fn with_unauthenticated_limiter(mut self, limiter: UnauthenticatedLimiter) -> Self {
+        self.unauthenticated = Some(Arc::new(limiter));
         self
     }
 
@@ -189,6 +213,10 @@ impl std::fmt::Debug for ApiState {
             .field("limits", &self.limits)
             .field("intensity", &self.intensity.is_some())
             .field("rate_limit", &self.rate_limiter.as_ref().map(|l| l.limit()))
+            .field(
+                "unauthenticated_limit",
+                &self.unauthenticated.as_ref().map(|l| l.limit()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -210,7 +238,9 @@ pub async fn serve(
             "no token secret or key set configured: every authenticated request will be refused"
         );
     }
-    axum::serve(listener, router(state))
+    // The peer address reaches the handlers (per-IP limits of unauthenticated answers).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("query api stopped");

@@ -13,5 +13,6 @@ mod security;
 mod series;
 mod serve;
 mod summary;
+mod unauthenticated;
 mod whatif;
 mod workloads;
