@@ -47,6 +47,7 @@ pub mod operator;
 pub mod ratelimit;
 pub mod restatements;
 pub mod routes;
+mod server;
 pub mod service;
 pub mod time;
 pub mod whatif;
@@ -95,6 +96,12 @@ pub struct ApiLimits {
     /// What-if requests one tenant may have computing at once (default
     /// [`budget::DEFAULT_WHATIF_PER_TENANT`]); one more is answered 429.
     pub whatif_per_tenant: u32,
+    /// How long [`serve`] waits for a connection's request head (default 10 s) before closing
+    /// it, so idle or trickling connections (slowloris) cannot pile up.
+    pub header_read_timeout: std::time::Duration,
+    /// Most connections [`serve`] holds open at once (default 4096); further ones wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ApiLimits {
@@ -107,6 +114,8 @@ impl Default for ApiLimits {
             max_body_bytes: 64 << 10,
             whatif_budget_cells: budget::DEFAULT_WHATIF_BUDGET_CELLS,
             whatif_per_tenant: budget::DEFAULT_WHATIF_PER_TENANT,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -221,10 +230,11 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves (axum graceful shutdown: stops
-/// accepting, lets requests in flight finish, then returns). Each connection speaks HTTP/1.1
-/// or HTTP/2 (detected from its preface, so gRPC clients using cleartext HTTP/2 with prior
-/// knowledge work); REST and gRPC share the port.
+/// Serves the API on `listener` until `shutdown` resolves (graceful: stops accepting, lets
+/// requests in flight finish, then returns). Each connection speaks HTTP/1.1 or HTTP/2
+/// (detected from its preface, so gRPC clients using cleartext HTTP/2 with prior knowledge
+/// work); REST and gRPC share the port. At most [`ApiLimits::max_connections`] are open at
+/// once, and one without a request head within [`ApiLimits::header_read_timeout`] is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
@@ -238,11 +248,7 @@ pub async fn serve(
             "no token secret or key set configured: every authenticated request will be refused"
         );
     }
-    // The peer address reaches the handlers (per-IP limits of unauthenticated answers).
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::run(listener, state, shutdown).await?;
     tracing::info!("query api stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod common;
+mod connections;
 mod corpus;
 mod grpc;
 mod hostile;
