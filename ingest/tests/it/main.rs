@@ -4,6 +4,7 @@
 
 mod corpus;
 mod flood;
+mod gateway_limits;
 mod gateway_tls;
 mod intensity_join;
 mod intensity_poll;
