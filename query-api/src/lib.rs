@@ -31,7 +31,10 @@
 //!
 //! Tokens grant a role ([`auth::access`]): tenant readers read, tenant admins also create,
 //! label and close workloads, operators use the operator routes only (403 elsewhere). Each
-//! tenant (and operator) has its own rate limit ([`ratelimit`]; 429 with `Retry-After`).
+//! tenant (and operator) has its own rate limit ([`ratelimit`]; 429 with `Retry-After`);
+//! answers given without a verified token are limited per client IP ([`iplimit`]); what-ifs
+//! have a compute budget per request and a cap per tenant ([`budget`]); [`serve`] caps
+//! connections and closes those that send no request head in time.
 
 #![forbid(unsafe_code)]
 
