@@ -4,7 +4,8 @@
 //! figures. Memory bus + SQLite always; Kafka + ClickHouse when `WPTEST_KAFKA_BROKERS` and
 //! `WPTEST_CLICKHOUSE_URL` are set (`source scripts/servers.sh start`).
 //!
-//! `cargo bench -p wattprint-ingest --bench flood`. `BENCH_RUNS` (default 3) runs per bus.
+//! `cargo bench -p wattprint-ingest --bench flood`. `BENCH_RUNS` (default 3) runs per bus,
+//! each with the flood and without it (the baseline lag of the same honest stream).
 
 #![allow(missing_docs)]
 
@@ -15,6 +16,11 @@ mod flood;
 use std::time::Duration;
 
 fn report(label: &str, lags: &[Duration], hostile: usize, wall: Duration) {
+    let rate = if wall.is_zero() {
+        0.0
+    } else {
+        hostile as f64 / wall.as_secs_f64()
+    };
     println!(
         "{label:<18} honest ack lag over {} batches: p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms; \
          {hostile} hostile samples refused in {:.2} s ({:.0}/s)",
@@ -23,7 +29,7 @@ fn report(label: &str, lags: &[Duration], hostile: usize, wall: Duration) {
         flood::percentile(lags, 99.0).as_secs_f64() * 1e3,
         flood::percentile(lags, 100.0).as_secs_f64() * 1e3,
         wall.as_secs_f64(),
-        hostile as f64 / wall.as_secs_f64(),
+        rate,
     );
 }
 
@@ -39,8 +45,13 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        for (label, kafka) in [("memory+sqlite", false), ("kafka+clickhouse", true)] {
-            let (mut lags, mut hostile, mut wall) = (Vec::new(), 0, Duration::ZERO);
+        for (label, kafka, hostile) in [
+            ("memory+sqlite", false, true),
+            ("memory+sqlite, no flood", false, false),
+            ("kafka+clickhouse", true, true),
+            ("kafka+clickhouse, no flood", true, false),
+        ] {
+            let (mut lags, mut refused, mut wall) = (Vec::new(), 0, Duration::ZERO);
             for _ in 0..runs {
                 let run = if kafka {
                     let Some((store, addr, stop, (url, db))) =
@@ -48,22 +59,22 @@ fn main() {
                     else {
                         break;
                     };
-                    let run = flood::flood(store, addr, label).await;
+                    let run = flood::honest_run(store, addr, label, hostile).await;
                     let _ = stop.send(());
                     flood::drop_database(&url, &db).await;
                     run
                 } else {
                     let (store, addr, stop) = flood::memory_sqlite().await;
-                    let run = flood::flood(store, addr, label).await;
+                    let run = flood::honest_run(store, addr, label, hostile).await;
                     let _ = stop.send(());
                     run
                 };
                 lags.extend(run.honest_lag);
-                hostile += run.hostile_samples;
+                refused += run.hostile_samples;
                 wall += run.hostile_wall;
             }
             if !lags.is_empty() {
-                report(label, &lags, hostile, wall);
+                report(label, &lags, refused, wall);
             }
         }
     });

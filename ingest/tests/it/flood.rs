@@ -229,6 +229,16 @@ pub struct FloodRun {
 /// Runs the flood against a gateway on `addr` whose bus feeds an enricher writing `store`,
 /// and checks everything the module promises.
 pub async fn flood(store: Arc<dyn Store>, addr: SocketAddr, label: &str) -> FloodRun {
+    honest_run(store, addr, label, true).await
+}
+
+/// The honest agent's run, beside the flood when `hostile` (without it: the baseline lag).
+pub async fn honest_run(
+    store: Arc<dyn Store>,
+    addr: SocketAddr,
+    label: &str,
+    hostile: bool,
+) -> FloodRun {
     let base = UnixMillis::now().0 - 3_600_000;
     let (honest, totals) = honest_samples(base);
     // The flood goes on for as long as the honest agent streams.
@@ -236,6 +246,9 @@ pub async fn flood(store: Arc<dyn Store>, addr: SocketAddr, label: &str) -> Floo
     let done = honest_done.clone();
     let hostile_task = tokio::spawn(async move {
         let started = Instant::now();
+        if !hostile {
+            return (Vec::new(), 0, Duration::ZERO);
+        }
         let (acks, rounds) = hostile_stream(addr, base, done).await;
         (acks, rounds, started.elapsed())
     });
