@@ -1,7 +1,8 @@
 //! The gateway's incoming connections, limited: at most `max_connections` open at once (more
 //! wait in the listen backlog), and a connection that sends no byte within `first_byte_timeout`
 //! is closed before tonic sees it, so idle or silent connections cannot pile up. Connections
-//! are vetted on tasks of their own: a silent peer never delays the others.
+//! are vetted on tasks of their own: a silent peer never delays the others. Accepted sockets
+//! get TCP_NODELAY and TCP keepalives (60 s).
 
 use std::io;
 use std::pin::Pin;
@@ -70,6 +71,23 @@ impl Connected for LimitedConnection {
     }
 }
 
+/// TCP_NODELAY (acks are small and latency-bound) and TCP keepalives finding vanished peers:
+/// tonic applies its own `tcp_nodelay`/`tcp_keepalive` only to listeners it accepts on itself.
+fn tune(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE)
+        .with_interval(TCP_KEEPALIVE);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "TCP keepalive not set");
+    }
+}
+
+/// Idle time before TCP keepalive probes, and between them.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// The connections of `listener` as tonic's incoming stream, limited as the module says. The
 /// accepting task ends (and releases the listener) when the stream is dropped.
 pub fn limited_incoming(
@@ -100,6 +118,7 @@ pub fn limited_incoming(
                 },
                 () = tx.closed() => return,
             };
+            tune(&stream);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut first = [0u8; 1];

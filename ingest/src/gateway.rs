@@ -396,8 +396,7 @@ pub async fn serve_tls(
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_keepalive(Some(Duration::from_secs(60)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }

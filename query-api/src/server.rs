@@ -53,6 +53,9 @@ pub(crate) async fn run(
             },
             () = &mut shutdown => break,
         };
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let svc = make.call(addr).await.unwrap_or_else(|e| match e {});
         let (stop_rx, open_rx) = (stop_rx.clone(), open_rx.clone());
         tokio::spawn(async move {
