@@ -173,6 +173,8 @@ pub struct Settings {
     pub api_auth: ApiAuthSettings,
     /// When monthly statements are issued.
     pub statements: StatementPolicy,
+    /// Query API request limits (what-if budget included).
+    pub api_limits: wattprint_query_api::ApiLimits,
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
@@ -330,6 +332,7 @@ impl RawConfig {
             secret_file: api.secret_file,
             api_auth: api.auth,
             statements,
+            api_limits: api.limits,
             agent,
             intensity: SharedJoin::new(join),
             polling: intensity.polling,

@@ -26,7 +26,9 @@ use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
 use wattprint_ingest::hosts::HostRegistry;
 use wattprint_ingest::{Enricher, Gateway, GatewayLimits, InventoryIndex};
 use wattprint_query_api::auth::Jwks;
-use wattprint_query_api::{ApiLimits, ApiState, AuthConfig, RateLimiter, TokenVerifier};
+use wattprint_query_api::{
+    ApiState, AuthConfig, RateLimiter, TokenVerifier, UnauthenticatedLimiter,
+};
 use wattprint_runtime::Shutdown;
 use wattprint_store::{ClickHouseStore, SqliteStore, Store, Traced};
 
@@ -108,7 +110,7 @@ pub async fn api_state(
         store,
         auth.clone(),
         settings.catalog.clone(),
-        ApiLimits::default(),
+        settings.api_limits,
     )
     .with_intensity(settings.intensity.clone())
     .with_statement_policy(settings.statements)
@@ -117,6 +119,11 @@ pub async fn api_state(
         state = state.with_rate_limiter(
             RateLimiter::new(limit).context("query_api.rate_limit_per_s / rate_limit_burst")?,
         );
+    }
+    if let Some(limit) = settings.api_auth.unauthenticated_rate_limit {
+        state = state.with_unauthenticated_limiter(UnauthenticatedLimiter::new(limit).context(
+            "query_api.unauthenticated_rate_limit_per_s / unauthenticated_rate_limit_burst",
+        )?);
     }
     Ok(state)
 }

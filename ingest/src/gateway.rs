@@ -25,7 +25,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -50,6 +50,10 @@ pub struct GatewayLimits {
     pub max_batch_samples: usize,
     /// Largest encoded message, bytes.
     pub max_message_bytes: usize,
+    /// Most connections served at once (default 4096); more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a new connection may stay silent before it is closed (default 10 s).
+    pub first_byte_timeout: Duration,
 }
 
 impl Default for GatewayLimits {
@@ -58,6 +62,8 @@ impl Default for GatewayLimits {
             samples: SampleLimits::default(),
             max_batch_samples: 10_000,
             max_message_bytes: 4 << 20,
+            max_connections: 4096,
+            first_byte_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -418,18 +424,22 @@ pub async fn serve_tls(
 ) -> Result<(), tonic::transport::Error> {
     // An agent holds one long-lived stream: a connection needs few streams, and a peer that
     // vanished (a host powered off mid-stream) is found by keepalives and dropped rather than
-    // held open forever.
+    // held open forever. Connections are capped, and silent ones closed ([`crate::conn_limit`]).
+    let incoming = crate::conn_limit::limited_incoming(
+        listener,
+        gateway.limits.max_connections,
+        gateway.limits.first_byte_timeout,
+    );
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_keepalive(Some(Duration::from_secs(60)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
     server
         .add_service(gateway.into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

@@ -2,6 +2,7 @@
 //! (bus → 5-minute intervals joined with grid intensity → store).
 
 pub mod config;
+pub mod conn_limit;
 pub mod enricher;
 pub mod gateway;
 pub mod hosts;

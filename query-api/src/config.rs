@@ -4,7 +4,8 @@
 //! file are read when the API starts.
 
 use crate::auth::{JwksConfig, JwksSource};
-use crate::RateLimit;
+use crate::budget::{DEFAULT_WHATIF_BUDGET_CELLS, DEFAULT_WHATIF_PER_TENANT};
+use crate::{ApiLimits, RateLimit};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,16 @@ pub struct RawQueryApi {
     pub rate_limit_per_s: Option<f64>,
     /// Requests a tenant may make at once on top of the rate (default 100).
     pub rate_limit_burst: Option<u32>,
+    /// Answers given without a verified token (401s, health, OpenAPI) per client IP per second
+    /// (default 20; 0 turns the limit off).
+    pub unauthenticated_rate_limit_per_s: Option<f64>,
+    /// Such answers a client IP may get at once on top of the rate (default 100).
+    pub unauthenticated_rate_limit_burst: Option<u32>,
+    /// Most search cells one what-if request may cost (default 250 000 000, ≈ 0.6 s of one
+    /// core; the paper's defaults on a 31-day workload fit).
+    pub whatif_budget_cells: Option<u64>,
+    /// What-if requests one tenant may have computing at once (default 2).
+    pub whatif_per_tenant: Option<u32>,
 }
 
 /// How the query API verifies tokens and limits request rates.
@@ -56,6 +67,8 @@ pub struct ApiAuthSettings {
     pub max_token_lifetime_s: Option<u64>,
     /// Per-tenant rate limit; `None` turns it off.
     pub rate_limit: Option<RateLimit>,
+    /// Per-client-IP limit of answers given without a verified token; `None` turns it off.
+    pub unauthenticated_rate_limit: Option<RateLimit>,
 }
 
 impl Default for ApiAuthSettings {
@@ -69,6 +82,10 @@ impl Default for ApiAuthSettings {
                 per_second: DEFAULT_RATE_LIMIT_PER_S,
                 burst: DEFAULT_RATE_LIMIT_BURST,
             }),
+            unauthenticated_rate_limit: Some(RateLimit {
+                per_second: DEFAULT_UNAUTHENTICATED_PER_S,
+                burst: DEFAULT_UNAUTHENTICATED_BURST,
+            }),
         }
     }
 }
@@ -76,6 +93,30 @@ impl Default for ApiAuthSettings {
 const DEFAULT_LEEWAY_S: u64 = 30;
 const DEFAULT_RATE_LIMIT_PER_S: f64 = 50.0;
 const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+const DEFAULT_UNAUTHENTICATED_PER_S: f64 = 20.0;
+const DEFAULT_UNAUTHENTICATED_BURST: u32 = 100;
+
+/// A rate limit from its two keys (`<prefix>_per_s`, `<prefix>_burst`): `None` for a rate of 0.
+fn rate_keys(
+    prefix: &str,
+    per_s: Option<f64>,
+    burst: Option<u32>,
+    defaults: (f64, u32),
+) -> Result<Option<RateLimit>, InvalidConfig> {
+    let per_second = per_s.unwrap_or(defaults.0);
+    if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
+        return Err(invalid(format!(
+            "query_api.{prefix}_per_s = {per_second} must be 0 (off) to 1000000"
+        )));
+    }
+    let burst = burst.unwrap_or(defaults.1);
+    if burst == 0 || burst > 1_000_000 {
+        return Err(invalid(format!(
+            "query_api.{prefix}_burst = {burst} must be 1..=1000000"
+        )));
+    }
+    Ok((per_second > 0.0).then_some(RateLimit { per_second, burst }))
+}
 
 /// Validates the `[query_api]` keys about tokens and rate limits.
 fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, InvalidConfig> {
@@ -138,24 +179,24 @@ fn api_auth_settings(raw: &RawQueryApi) -> Result<ApiAuthSettings, InvalidConfig
             )));
         }
     }
-    let per_second = raw.rate_limit_per_s.unwrap_or(DEFAULT_RATE_LIMIT_PER_S);
-    if !per_second.is_finite() || !(0.0..=1_000_000.0).contains(&per_second) {
-        return Err(invalid(format!(
-            "query_api.rate_limit_per_s = {per_second} must be 0 (off) to 1000000"
-        )));
-    }
-    let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
-    if burst == 0 || burst > 1_000_000 {
-        return Err(invalid(format!(
-            "query_api.rate_limit_burst = {burst} must be 1..=1000000"
-        )));
-    }
-    let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
+    let rate_limit = rate_keys(
+        "rate_limit",
+        raw.rate_limit_per_s,
+        raw.rate_limit_burst,
+        (DEFAULT_RATE_LIMIT_PER_S, DEFAULT_RATE_LIMIT_BURST),
+    )?;
+    let unauthenticated_rate_limit = rate_keys(
+        "unauthenticated_rate_limit",
+        raw.unauthenticated_rate_limit_per_s,
+        raw.unauthenticated_rate_limit_burst,
+        (DEFAULT_UNAUTHENTICATED_PER_S, DEFAULT_UNAUTHENTICATED_BURST),
+    )?;
     Ok(ApiAuthSettings {
         jwks,
         leeway_s,
         max_token_lifetime_s: raw.max_token_lifetime_s,
         rate_limit,
+        unauthenticated_rate_limit,
     })
 }
 
@@ -172,6 +213,31 @@ pub struct QueryApiSettings {
     pub secret_file: PathBuf,
     /// Token verification (JWKS or dev mode) and rate limit.
     pub auth: ApiAuthSettings,
+    /// Request limits, with the configured what-if budget.
+    pub limits: ApiLimits,
+}
+
+/// The request limits: the defaults with the configured what-if budget and per-tenant cap.
+fn api_limits(raw: &RawQueryApi) -> Result<ApiLimits, InvalidConfig> {
+    let cells = raw
+        .whatif_budget_cells
+        .unwrap_or(DEFAULT_WHATIF_BUDGET_CELLS);
+    if !(1_000..=1_000_000_000_000).contains(&cells) {
+        return Err(invalid(format!(
+            "query_api.whatif_budget_cells = {cells} must be 1000..=1000000000000"
+        )));
+    }
+    let per_tenant = raw.whatif_per_tenant.unwrap_or(DEFAULT_WHATIF_PER_TENANT);
+    if !(1..=1_000).contains(&per_tenant) {
+        return Err(invalid(format!(
+            "query_api.whatif_per_tenant = {per_tenant} must be 1..=1000"
+        )));
+    }
+    Ok(ApiLimits {
+        whatif_budget_cells: cells,
+        whatif_per_tenant: per_tenant,
+        ..ApiLimits::default()
+    })
 }
 
 impl RawQueryApi {
@@ -189,6 +255,7 @@ impl RawQueryApi {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("dev-secret")),
             auth: api_auth_settings(self)?,
+            limits: api_limits(self)?,
         })
     }
 }
@@ -282,9 +349,47 @@ mod api_auth_tests {
             ("rate_limit_per_s = -1", "query_api.rate_limit_per_s = -1"),
             ("rate_limit_per_s = nan", "query_api.rate_limit_per_s = NaN"),
             ("rate_limit_burst = 0", "query_api.rate_limit_burst = 0"),
+            (
+                "unauthenticated_rate_limit_per_s = -2",
+                "query_api.unauthenticated_rate_limit_per_s = -2",
+            ),
+            (
+                "unauthenticated_rate_limit_burst = 0",
+                "query_api.unauthenticated_rate_limit_burst = 0",
+            ),
         ] {
             let err = auth(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn unauthenticated_limits_and_whatif_budget_are_read() {
+        let a = auth("").unwrap();
+        assert_eq!(
+            a.unauthenticated_rate_limit,
+            Some(RateLimit {
+                per_second: 20.0,
+                burst: 100
+            })
+        );
+        let off = auth("unauthenticated_rate_limit_per_s = 0").unwrap();
+        assert_eq!(off.unauthenticated_rate_limit, None);
+        let raw: RawQueryApi =
+            toml::from_str("whatif_budget_cells = 5000\nwhatif_per_tenant = 3").unwrap();
+        let limits = api_limits(&raw).unwrap();
+        assert_eq!(
+            (limits.whatif_budget_cells, limits.whatif_per_tenant),
+            (5000, 3)
+        );
+        assert_eq!(
+            api_limits(&RawQueryApi::default()).unwrap(),
+            ApiLimits::default()
+        );
+        for text in ["whatif_budget_cells = 10", "whatif_per_tenant = 0"] {
+            let raw: RawQueryApi = toml::from_str(text).unwrap();
+            let err = api_limits(&raw).unwrap_err().to_string();
+            assert!(err.contains(text.split(' ').next().unwrap()), "{err}");
         }
     }
 }

@@ -54,6 +54,11 @@ pub enum ApiError {
     /// The request is well formed but this data cannot answer it; the message says why.
     #[error("{0}")]
     Unprocessable(String),
+    /// The request would cost more computation than the server allows one request (a what-if
+    /// search over its budget); refused before any work. The message says how much was asked
+    /// and the limit.
+    #[error("{0}")]
+    OverBudget(String),
     /// The server is not configured to answer this request.
     #[error("{0}")]
     Unavailable(String),
@@ -78,7 +83,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) | ApiError::OverBudget(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,6 +120,10 @@ impl ApiError {
             ApiError::Unprocessable(_) => (
                 "urn:wattprint:problem:unprocessable",
                 "Cannot be computed from this data",
+            ),
+            ApiError::OverBudget(_) => (
+                "urn:wattprint:problem:over-budget",
+                "Request over the server's compute budget",
             ),
             ApiError::Unavailable(_) => (
                 "urn:wattprint:problem:unavailable",

@@ -223,6 +223,7 @@ impl TenantQuery for GrpcTenantQuery {
         let asked =
             WhatIfRequest::new(Some(req.window_hours), Some(req.factors))?.with_basis(basis);
         let join = self.state.intensity_join()?;
+        let _slot = self.state.searches.enter(scope.tenant())?;
         let view = whatif::workload_whatif(
             self.state.store.as_ref(),
             &scope,

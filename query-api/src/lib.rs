@@ -31,20 +31,26 @@
 //!
 //! Tokens grant a role ([`auth::access`]): tenant readers read, tenant admins also create,
 //! label and close workloads, operators use the operator routes only (403 elsewhere). Each
-//! tenant (and operator) has its own rate limit ([`ratelimit`]; 429 with `Retry-After`).
+//! tenant (and operator) has its own rate limit ([`ratelimit`]; 429 with `Retry-After`);
+//! answers given without a verified token are limited per client IP ([`iplimit`]); what-ifs
+//! have a compute budget per request and a cap per tenant ([`budget`]); [`serve`] caps
+//! connections and closes those that send no request head in time.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod average;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod iplimit;
 pub mod openapi;
 pub mod operator;
 pub mod ratelimit;
 pub mod restatements;
 pub mod routes;
+mod server;
 pub mod service;
 pub mod statements;
 pub mod time;
@@ -64,6 +70,7 @@ pub use auth::{
 };
 pub use error::ApiError;
 pub use grpc::{grpc_service, GrpcTenantQuery};
+pub use iplimit::UnauthenticatedLimiter;
 pub use ratelimit::{RateLimit, RateLimiter};
 pub use routes::router;
 
@@ -86,6 +93,19 @@ pub struct ApiLimits {
     /// Largest request body accepted (default 64 KiB); a larger one is answered `413`
     /// before it is read.
     pub max_body_bytes: usize,
+    /// Most search cells one what-if request may cost ([`budget::whatif_cost_cells`], default
+    /// [`budget::DEFAULT_WHATIF_BUDGET_CELLS`]); a costlier one is refused with 422 before
+    /// any search runs.
+    pub whatif_budget_cells: u64,
+    /// What-if requests one tenant may have computing at once (default
+    /// [`budget::DEFAULT_WHATIF_PER_TENANT`]); one more is answered 429.
+    pub whatif_per_tenant: u32,
+    /// How long [`serve`] waits for a connection's request head (default 10 s) before closing
+    /// it, so idle or trickling connections (slowloris) cannot pile up.
+    pub header_read_timeout: std::time::Duration,
+    /// Most connections [`serve`] holds open at once (default 4096); further ones wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ApiLimits {
@@ -96,6 +116,10 @@ impl Default for ApiLimits {
             max_restatements: 50_000,
             request_timeout: std::time::Duration::from_secs(30),
             max_body_bytes: 64 << 10,
+            whatif_budget_cells: budget::DEFAULT_WHATIF_BUDGET_CELLS,
+            whatif_per_tenant: budget::DEFAULT_WHATIF_PER_TENANT,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -111,6 +135,8 @@ pub struct ApiState {
     pub(crate) intensity: Option<SharedJoin>,
     pub(crate) rate_limiter: Option<Arc<RateLimiter>>,
     pub(crate) statements: statements::StatementPolicy,
+    pub(crate) searches: Arc<budget::TenantSearches>,
+    pub(crate) unauthenticated: Option<Arc<UnauthenticatedLimiter>>,
 }
 
 impl ApiState {
@@ -130,6 +156,8 @@ impl ApiState {
             intensity: None,
             rate_limiter: None,
             statements: statements::StatementPolicy::default(),
+            searches: Arc::new(budget::TenantSearches::new(limits.whatif_per_tenant)),
+            unauthenticated: None,
         }
     }
 
@@ -168,6 +196,14 @@ impl ApiState {
     /// and gRPC alike. Without one, requests are not rate-limited.
     pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.rate_limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Limits answers given without a verified token (401s, health, OpenAPI, unknown paths)
+    /// per client IP ([`iplimit`]); needs the connection's address, which [`serve`] provides.
+    /// Without one, they are not limited.
+    pub fn with_unauthenticated_limiter(mut self, limiter: UnauthenticatedLimiter) -> Self {
+        self.unauthenticated = Some(Arc::new(limiter));
         self
     }
 
@@ -216,14 +252,19 @@ impl std::fmt::Debug for ApiState {
             .field("limits", &self.limits)
             .field("intensity", &self.intensity.is_some())
             .field("rate_limit", &self.rate_limiter.as_ref().map(|l| l.limit()))
+            .field(
+                "unauthenticated_limit",
+                &self.unauthenticated.as_ref().map(|l| l.limit()),
+            )
             .finish_non_exhaustive()
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves (axum graceful shutdown: stops
-/// accepting, lets requests in flight finish, then returns). Each connection speaks HTTP/1.1
-/// or HTTP/2 (detected from its preface, so gRPC clients using cleartext HTTP/2 with prior
-/// knowledge work); REST and gRPC share the port.
+/// Serves the API on `listener` until `shutdown` resolves (graceful: stops accepting, lets
+/// requests in flight finish, then returns). Each connection speaks HTTP/1.1 or HTTP/2
+/// (detected from its preface, so gRPC clients using cleartext HTTP/2 with prior knowledge
+/// work); REST and gRPC share the port. At most [`ApiLimits::max_connections`] are open at
+/// once, and one without a request head within [`ApiLimits::header_read_timeout`] is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
@@ -237,9 +278,7 @@ pub async fn serve(
             "no token secret or key set configured: every authenticated request will be refused"
         );
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::run(listener, state, shutdown).await?;
     tracing::info!("query api stopped");
     Ok(())
 }

@@ -32,7 +32,10 @@ Tenant-scoped GPU energy and carbon metering: inventory, series, workloads with 
 what-ifs, summaries and restatements. Every `/v1` route takes a bearer JWT: a tenant's \
 (role `reader`, or `admin` to create, label and close workloads), the tenant being taken \
 from the verified token and from nowhere else; or, on `/v1/operator`, an operator's. \
-Requests are rate-limited per tenant and per operator (429 with `Retry-After`).
+Requests are rate-limited per tenant and per operator, and answers given without a \
+verified token (401s, health, this document) per client IP (429 with `Retry-After`). \
+What-ifs have a compute budget per request (422 `over-budget`, saying what was asked and \
+the limit) and a cap on those one tenant runs at once (429).
 
 Units are in the field names:
 - `*_mj` (e.g. `energy_mj`): energy in millijoules, exact integers (counter arithmetic); \
@@ -190,6 +193,7 @@ fn document() -> Option<&'static [u8]> {
     tag = "meta",
     responses(
         (status = 200, description = "The OpenAPI 3.1 document.", content_type = "application/json", body = Object),
+        (status = 429, response = TooManyRequests),
         (status = 500, response = InternalError),
     )
 )]
@@ -251,7 +255,9 @@ pub mod responses {
     #[response(content_type = "application/problem+json")]
     pub struct UnsupportedMediaType(Problem);
 
-    /// The request is well formed but this data cannot answer it; `detail` says why.
+    /// The request is well formed but this data cannot answer it, or (type
+    /// `urn:wattprint:problem:over-budget`) a what-if would cost more search cells than the
+    /// server allows one request; `detail` says why, or how much was asked and the limit.
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct Unprocessable(Problem);
@@ -261,7 +267,8 @@ pub mod responses {
     #[response(content_type = "application/problem+json")]
     pub struct Unavailable(Problem);
 
-    /// The caller's request budget is spent; retry after `Retry-After` seconds.
+    /// The caller's request budget is spent (the tenant's, or the client IP's for answers
+    /// given without a verified token); retry after `Retry-After` seconds.
     #[derive(ToResponse)]
     #[response(
         content_type = "application/problem+json",

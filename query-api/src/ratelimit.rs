@@ -27,6 +27,28 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+impl RateLimit {
+    /// The `governor` quota of this rate.
+    pub(crate) fn quota(&self) -> Result<Quota, RateLimitError> {
+        let rate = self.per_second;
+        if !rate.is_finite() || rate <= 0.0 || rate > 1e9 {
+            return Err(RateLimitError::Rate(rate.to_string()));
+        }
+        let burst = NonZeroU32::new(self.burst).ok_or(RateLimitError::Burst)?;
+        Ok(Quota::with_period(Duration::from_secs_f64(1.0 / rate))
+            .ok_or_else(|| RateLimitError::Rate(rate.to_string()))?
+            .allow_burst(burst))
+    }
+}
+
+/// Whole seconds (at least 1) until `not_until` allows a request.
+pub(crate) fn retry_after_s(
+    not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
+) -> u64 {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Why a [`RateLimit`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RateLimitError {
@@ -65,14 +87,7 @@ impl std::fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// A limiter giving every tenant (and operator) `limit`.
     pub fn new(limit: RateLimit) -> Result<Self, RateLimitError> {
-        let rate = limit.per_second;
-        if !rate.is_finite() || rate <= 0.0 || rate > 1e9 {
-            return Err(RateLimitError::Rate(rate.to_string()));
-        }
-        let burst = NonZeroU32::new(limit.burst).ok_or(RateLimitError::Burst)?;
-        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rate))
-            .ok_or_else(|| RateLimitError::Rate(rate.to_string()))?
-            .allow_burst(burst);
+        let quota = limit.quota()?;
         Ok(Self {
             limit,
             buckets: DefaultKeyedRateLimiter::keyed(quota),

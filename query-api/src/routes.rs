@@ -37,7 +37,8 @@ pub const DEFAULT_SERIES_RANGE_MS: i64 = 3_600_000;
 /// problem+json 404 (a gRPC call to it: gRPC `UNIMPLEMENTED`).
 pub fn router(state: ApiState) -> Router {
     let limits = state.limits;
-    Router::new()
+    let unauthenticated = state.unauthenticated.clone();
+    let app = Router::new()
         .merge(crate::grpc::grpc_routes(state.clone()))
         .merge(crate::operator::operator_routes())
         .route("/healthz", get(healthz))
@@ -68,9 +69,15 @@ pub fn router(state: ApiState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
-        ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        ));
+    let app = match unauthenticated {
+        Some(limiter) => app.layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::iplimit::limit_unauthenticated,
+        )),
+        None => app,
+    };
+    app.layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 /// Liveness
@@ -80,7 +87,10 @@ pub fn router(state: ApiState) -> Router {
     get,
     path = "/healthz",
     tag = "meta",
-    responses((status = 200, description = "The process serves.", body = Health))
+    responses(
+        (status = 200, description = "The process serves.", body = Health),
+        (status = 429, response = crate::openapi::TooManyRequests),
+    )
 )]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn healthz() -> Json<Health> {
@@ -335,6 +345,8 @@ pub(crate) async fn workload_whatif(
     let req = WhatIfRequest::parse(params.window_hours.as_deref(), params.factor.as_deref())?
         .with_basis(basis);
     let join = state.intensity_join()?;
+    // At most `whatif_per_tenant` of the tenant's what-ifs at once (429 beyond).
+    let _slot = state.searches.enter(scope.tenant())?;
     let view = crate::whatif::workload_whatif(
         state.store.as_ref(),
         &scope,

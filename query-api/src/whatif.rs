@@ -31,6 +31,7 @@ use wattprint_core::{
 };
 use wattprint_store::Store;
 
+use crate::budget::{check_budget, whatif_cost_cells};
 use crate::error::ApiError;
 use crate::service::workload_energy;
 use crate::ApiLimits;
@@ -392,7 +393,8 @@ fn compute_permits() -> &'static tokio::sync::Semaphore {
 }
 
 /// The what-ifs of one of the tenant's workloads (404 if absent or another tenant's; 422 when
-/// its instances span several regions, or its run lacks actual intensity).
+/// its instances span several regions, its run lacks actual intensity, or the searches would
+/// cost more than `limits.whatif_budget_cells`, checked before any energy is read).
 pub async fn workload_whatif(
     store: &dyn Store,
     scope: &TenantScope,
@@ -407,17 +409,21 @@ pub async fn workload_whatif(
         .await
         .map_err(|e| ApiError::from_store(e, not_found))?
         .ok_or_else(|| ApiError::NotFound(not_found()))?;
-    let span = crate::workloads::workload_span(&w, limits)?;
-    let energy = workload_energy(store, scope, &w, span, None).await?;
-    let region = single_region(id, &energy.regions)?;
+    let range = crate::workloads::workload_span(&w, limits)?;
     let first = Bucket::containing(w.spec.from);
     // Slots from the bucket holding `from` through the one holding the last millisecond.
-    let span = span.1.since(first.start()).max(1);
+    let span = range.1.since(first.start()).max(1);
     let n = usize::try_from((span + BUCKET_MS - 1).div_euclid(BUCKET_MS)).unwrap_or(1);
-    let profile = facility_profile(&energy.slices, first, n);
-
-    // Slots of intensity each what-if reads: n + window, and the deadline m.
+    // Slots of intensity each what-if reads: n + window, and the deadline m. What the
+    // searches will cost is known from these alone: refused before reading any energy.
     let (windows, deadlines, needed) = horizons(req, n)?;
+    let window_slots: Vec<usize> = windows.iter().map(|&(_, slots)| slots - n).collect();
+    let deadline_slots: Vec<usize> = deadlines.iter().map(|&(_, m)| m).collect();
+    let cost = whatif_cost_cells(n, &window_slots, &deadline_slots);
+    check_budget(cost, limits.whatif_budget_cells, n)?;
+    let energy = workload_energy(store, scope, &w, range, None).await?;
+    let region = single_region(id, &energy.regions)?;
+    let profile = facility_profile(&energy.slices, first, n);
     let actuals = actual_series(join, &region, first, needed);
     let (series, source, stop, realized_on) = match req.basis {
         Basis::Actual => (actuals.0, actuals.1, actuals.2, None),

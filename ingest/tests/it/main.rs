@@ -1,7 +1,10 @@
 //! Ingest's integration tests, one binary: the gateway's corpus and TLS, the intensity join and
-//! poller, the ledger's adversarial and property tests, and gateway → Kafka → enricher.
+//! poller, the ledger's adversarial and property tests, a flood of unknown GPUs on both buses,
+//! and gateway → Kafka → enricher.
 
 mod corpus;
+mod flood;
+mod gateway_limits;
 mod gateway_tls;
 mod guest_credentials;
 mod intensity_join;

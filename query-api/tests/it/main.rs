@@ -3,6 +3,7 @@
 
 mod auth;
 mod common;
+mod connections;
 mod corpus;
 mod grpc;
 mod hostile;
@@ -14,5 +15,6 @@ mod series;
 mod serve;
 mod summary;
 mod summary_faults;
+mod unauthenticated;
 mod whatif;
 mod workloads;

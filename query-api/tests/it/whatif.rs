@@ -83,6 +83,10 @@ struct Fixture {
 }
 
 async fn fixture(with_intensity: bool) -> Fixture {
+    fixture_with(with_intensity, ApiLimits::default()).await
+}
+
+async fn fixture_with(with_intensity: bool, limits: ApiLimits) -> Fixture {
     let raw = read_moer();
     let series = MarginalSeries::new(
         "watttime:CAISO_NORTH",
@@ -142,7 +146,7 @@ async fn fixture(with_intensity: bool) -> Fixture {
     let outcome = store.write_samples(&samples).await.unwrap();
     assert_eq!(outcome.inserted as usize, samples.len());
     let dyn_store: Arc<dyn Store> = store;
-    let mut state = ApiState::new(dyn_store, auth(), catalog(), ApiLimits::default());
+    let mut state = ApiState::new(dyn_store, auth(), catalog(), limits);
     if with_intensity {
         state = state.with_intensity(Arc::new(join));
     }
@@ -743,4 +747,122 @@ async fn forecast_basis_plans_on_what_was_known_at_the_start_and_is_judged_on_ac
         g.pause_resume[0].realized_co2e_g,
         pr["realized_co2e_g"].as_f64()
     );
+}
+
+/// Search cells of Flexible Start windows `w` and Pause and Resume deadlines `m` on `n`
+/// slots, by the documented model: n·(m−n+1) per deadline, n·(w+1)/8 (rounded up, summed) per
+/// window.
+fn cells(n: u64, windows: &[u64], deadlines: &[u64]) -> u64 {
+    let flexible: u64 = windows.iter().map(|w| n * (w + 1)).sum();
+    deadlines.iter().map(|m| n * (m - n + 1)).sum::<u64>() + flexible.div_ceil(8)
+}
+
+#[tokio::test]
+async fn whatifs_over_the_budget_are_refused_before_any_work_rest_and_grpc() {
+    // The 3-hour run touches 37 slots. 6 h is 72 window slots; ×1.5 is a 56-slot deadline.
+    let small = cells(37, &[72], &[56]);
+    assert_eq!(small, 338 + 740);
+    let big = cells(37, &[720 * 12], &[148]);
+    let limits = ApiLimits {
+        whatif_budget_cells: small,
+        ..ApiLimits::default()
+    };
+    let f = fixture_with(true, limits).await;
+    let (from, to) = long_run();
+    let id = create_workload(&f.app, "acme", &["i-cn"], from, to, 1.0).await;
+
+    // Exactly at the budget: computed as usual.
+    let ok = whatif(&f.app, "acme", &id, "?window_hours=6&factor=1.5").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["flexible_start"].as_array().unwrap().len(), 1);
+    assert_eq!(ok.body["pause_resume"].as_array().unwrap().len(), 1);
+
+    // One cell more (a deadline of 57 slots: ×1.53) is over it; so is 720 h and ×4.
+    let (over, cost) = (cells(37, &[72], &[57]), small + 37);
+    assert_eq!(over, cost);
+    for (query, asked) in [
+        ("?window_hours=6&factor=1.53", over),
+        ("?window_hours=720&factor=4", big),
+    ] {
+        let r = whatif(&f.app, "acme", &id, query).await;
+        r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["type"], "urn:wattprint:problem:over-budget");
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("cost {asked} search cells"))
+                && detail.contains(&format!("at most {small} per request")),
+            "{detail}"
+        );
+    }
+
+    // Refused before reading energy: a workload over two regions, which the search would
+    // refuse after reading it, is refused for its cost instead.
+    let both = create_workload(&f.app, "acme", &["i-cn", "i-avg"], from, to, 1.0).await;
+    let r = whatif(&f.app, "acme", &both, "?window_hours=720&factor=4").await;
+    assert_eq!(
+        r.body["type"], "urn:wattprint:problem:over-budget",
+        "{}",
+        r.text
+    );
+    let r = whatif(&f.app, "acme", &both, "?window_hours=6&factor=1.5").await;
+    assert_eq!(
+        r.body["type"], "urn:wattprint:problem:unprocessable",
+        "{}",
+        r.text
+    );
+
+    // gRPC: the same answer, the same message.
+    let grpc = GrpcTenantQuery::new(f.state.clone());
+    let call = |window_hours: Vec<f64>, factors: Vec<f64>| {
+        let mut req = tonic::Request::new(GetWorkloadWhatIfRequest {
+            workload_id: id.clone(),
+            window_hours,
+            factors,
+            basis: String::new(),
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token("acme")).parse().unwrap(),
+        );
+        req
+    };
+    let got = grpc
+        .get_workload_what_if(call(vec![6.0], vec![1.5]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.pause_resume.len(), 1);
+    let refused = grpc
+        .get_workload_what_if(call(vec![720.0], vec![4.0]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("cost {big} search cells")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_default_budget_runs_the_paper_defaults() {
+    let f = fixture(true).await;
+    let (from, to) = long_run();
+    let id = create_workload(&f.app, "acme", &["i-cn"], from, to, 1.0).await;
+    let r = whatif(
+        &f.app,
+        "acme",
+        &id,
+        "?window_hours=720&factor=4,4,4,4,4,4,4,4",
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a 3-hour run is cheap: {}",
+        r.text
+    );
+    let r = whatif(&f.app, "acme", &id, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
