@@ -134,10 +134,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                     .with_context(|| format!("opening {}", path.display()))?,
             ))
         }
-        StoreSettings::ClickHouse { url, database } => Arc::new(Traced::new(
-            ClickHouseStore::connect(url, database)
-                .await
-                .with_context(|| format!("opening ClickHouse database {database} at {url}"))?,
+        StoreSettings::ClickHouse(ch) => Arc::new(Traced::new(
+            ClickHouseStore::connect_with(ch).await.with_context(|| {
+                format!("opening ClickHouse database {} at {}", ch.database, ch.url)
+            })?,
         )),
     };
     store
