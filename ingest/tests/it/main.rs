@@ -2,6 +2,7 @@
 //! poller, the ledger's adversarial and property tests, and gateway → Kafka → enricher.
 
 mod corpus;
+mod forged;
 mod gateway_tls;
 mod intensity_join;
 mod intensity_poll;
