@@ -314,6 +314,7 @@ async fn scram_clients_produce_consume_and_a_wrong_password_is_refused() {
         let found = check_durability(&c, &DurabilityPolicy::default())
             .await
             .unwrap();
+        eprintln!("durability reported by tansu: {found:?}");
         assert!(found.iter().all(|t| t.replication == 1), "{found:?}");
     }
 
