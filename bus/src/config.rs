@@ -82,8 +82,8 @@ pub enum BusSettings {
     Memory,
     /// Kafka: gateways produce, a consumer group of enrichers consumes.
     Kafka {
-        /// Client settings.
-        config: KafkaBusConfig,
+        /// Client settings (boxed: the in-process variant holds nothing).
+        config: Box<KafkaBusConfig>,
         /// Partitions for topics Wattprint creates.
         partitions: i32,
         /// Replication factor for topics Wattprint creates.
@@ -163,7 +163,7 @@ impl RawBus {
                 }
                 let durability = raw.durability()?;
                 Ok(BusSettings::Kafka {
-                    config,
+                    config: Box::new(config),
                     partitions,
                     replication,
                     durability,
