@@ -311,10 +311,14 @@ async fn scram_clients_produce_consume_and_a_wrong_password_is_refused() {
             scram(SecurityProtocol::SaslPlaintext, mechanism, PASSWORD),
         );
         round_trip(&c).await;
+        let started = std::time::Instant::now();
         let found = check_durability(&c, &DurabilityPolicy::default())
             .await
             .unwrap();
-        eprintln!("durability reported by tansu: {found:?}");
+        eprintln!(
+            "durability reported by tansu in {:?}: {found:?}",
+            started.elapsed()
+        );
         assert!(found.iter().all(|t| t.replication == 1), "{found:?}");
     }
 
