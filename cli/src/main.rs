@@ -471,8 +471,8 @@ async fn serve(cli: &Cli, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()
 fn describe_store(settings: &Settings) -> String {
     match &settings.store {
         StoreSettings::Sqlite { path, .. } => format!("SQLite at {}", path.display()),
-        StoreSettings::ClickHouse { url, database } => {
-            format!("ClickHouse database {database} at {url}")
+        StoreSettings::ClickHouse(ch) => {
+            format!("ClickHouse database {} at {}", ch.database, ch.url)
         }
     }
 }

@@ -18,7 +18,7 @@ use wattprint_agent::resolver::InstanceResolver;
 use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
-use wattprint_bus::kafka::create_topics;
+use wattprint_bus::kafka::{check_durability, create_topics};
 use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer};
 use wattprint_core::UnixMillis;
 use wattprint_ingest::enricher::EnricherReport;
@@ -142,10 +142,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                     .with_context(|| format!("opening {}", path.display()))?,
             ))
         }
-        StoreSettings::ClickHouse { url, database } => Arc::new(Traced::new(
-            ClickHouseStore::connect(url, database)
-                .await
-                .with_context(|| format!("opening ClickHouse database {database} at {url}"))?,
+        StoreSettings::ClickHouse(ch) => Arc::new(Traced::new(
+            ClickHouseStore::connect_with(ch).await.with_context(|| {
+                format!("opening ClickHouse database {} at {}", ch.database, ch.url)
+            })?,
         )),
     };
     store
@@ -384,11 +384,15 @@ async fn start_bus(
             config,
             partitions,
             replication,
+            durability,
         } => {
             if roles.gateway || roles.enricher {
                 create_topics(config, *partitions, *replication)
                     .await
                     .with_context(|| format!("creating topics on {}", config.brokers))?;
+                check_durability(config, durability)
+                    .await
+                    .with_context(|| format!("checking the topics on {}", config.brokers))?;
             }
             let producer = if roles.gateway {
                 Some(Arc::new(KafkaProducer::new(config)?) as Arc<dyn BusProducer>)

@@ -1,8 +1,17 @@
-//! The enricher: takes validated samples from the bus, splits them into 5-minute shares,
-//! joins each share with its region's intensity, and writes them to the store. A message is
-//! committed on the bus only after the store accepted it.
+//! The enricher: takes samples from the bus, re-validates each, splits them into 5-minute
+//! shares, joins each share with its region's intensity, and writes them to the store. A
+//! message is committed on the bus only after the store accepted it.
+//!
+//! The bus is not trusted: anything that can produce to the samples topic could bypass the
+//! gateway. Every sample read is checked again with the gateway's own rule
+//! ([`crate::gateway::admit`]: the sending host still owns the GPU, and `check_sample`, which
+//! includes `check_storable`), and undecodable records arrive as dead letters. What fails is
+//! quarantined with its reason and committed: it is never counted and never stalls the
+//! partition.
 
+use crate::gateway::admit;
 use crate::inventory::InventoryIndex;
+use crate::log_throttle::{LogThrottle, LogVerdict};
 use crate::quarantine::dead_letter_row;
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +20,7 @@ use std::time::Duration;
 use wattprint_bus::{BusConsumer, BusMessage, Delivery};
 use wattprint_core::accounting::split_into_buckets;
 use wattprint_core::intensity::{JoinedIntensity, SharedJoin};
-use wattprint_core::sample::EnergySample;
+use wattprint_core::sample::{EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{Bucket, GpuUuid, RegionId, UnixMillis};
 use wattprint_store::{EnrichedSample, EnrichedShare, QuarantineRecord, Store, StoreError};
 
@@ -131,6 +140,9 @@ pub struct Enricher {
     pue: Arc<HashMap<RegionId, f64>>,
     batch_max: usize,
     batch_linger: Duration,
+    limits: SampleLimits,
+    clock: fn() -> UnixMillis,
+    rejection_log: Arc<LogThrottle>,
 }
 
 impl Enricher {
@@ -148,7 +160,41 @@ impl Enricher {
             pue: Arc::new(pue),
             batch_max: 256,
             batch_linger: Duration::ZERO,
+            limits: SampleLimits::default(),
+            clock: UnixMillis::now,
+            rejection_log: Arc::new(LogThrottle::default()),
         }
+    }
+
+    /// Re-validates samples with `limits` (default: [`SampleLimits::default`], the gateway's
+    /// default). Must be the gateway's limits, or the enricher refuses what it accepted.
+    pub fn with_limits(mut self, limits: SampleLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces the clock samples are re-validated at (tests; must match the gateway's).
+    pub fn with_clock(mut self, clock: fn() -> UnixMillis) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks a sample read from the bus with the gateway's rule; the reason when it fails.
+    fn revalidate(&self, s: &EnergySample, now: UnixMillis) -> Option<String> {
+        let rejection: SampleRejection = admit(&self.inventory, &self.limits, now, s).err()?;
+        match self.rejection_log.admit(&s.host, now) {
+            LogVerdict::Suppress => {}
+            LogVerdict::LogAfterSuppressed(n) => {
+                tracing::warn!(host = %s.host, not_logged = n, "re-validation refusals of this host over its log budget were counted, not logged");
+                tracing::warn!(host = %s.host, gpu = %s.gpu, seq = s.seq, reason = %rejection, "sample from the bus refused on re-validation");
+            }
+            LogVerdict::Log => {
+                tracing::warn!(host = %s.host, gpu = %s.gpu, seq = s.seq, reason = %rejection, "sample from the bus refused on re-validation");
+            }
+        }
+        Some(format!(
+            "refused on re-validation by the enricher: {rejection}"
+        ))
     }
 
     /// Sets how many bus messages go into one store write (at least 1), and how long to wait
@@ -161,28 +207,22 @@ impl Enricher {
     }
 
     /// Enriches samples, each attributed to the placement of its GPU over its span (the
-    /// inventory in time: a late sample goes to whoever held the GPU then); samples whose GPU
-    /// was not on their instance and host over the span are returned as quarantine records.
+    /// inventory in time: a late sample goes to whoever held the GPU then); those that fail
+    /// re-validation (see the module docs; e.g. a GPU that was not on their instance and host
+    /// over the span, or a record the gateway never saw) are returned as quarantine records.
     pub fn enrich(&self, samples: &[EnergySample]) -> (Vec<EnrichedSample>, Vec<QuarantineRecord>) {
         let join = self.join.snapshot();
+        let now = (self.clock)();
         let mut cache: HashMap<(RegionId, Bucket), Option<JoinedIntensity>> = HashMap::new();
         let mut enriched = Vec::with_capacity(samples.len());
         let mut quarantined = Vec::new();
         for s in samples {
-            let placement = self
-                .inventory
-                .gpu_over(&s.gpu, s.start, s.end)
-                .filter(|p| p.host == s.host && p.instance == s.instance);
-            let Some(place) = placement else {
-                quarantined.push(held(
-                    s,
-                    format!(
-                        "GPU {} was not attached to instance {} on host {} over the sample's \
-                         span in the inventory",
-                        s.gpu, s.instance, s.host
-                    ),
-                ));
+            if let Some(reason) = self.revalidate(s, now) {
+                quarantined.push(held(s, reason));
                 continue;
+            }
+            let Some(place) = self.inventory.gpu_over(&s.gpu, s.start, s.end) else {
+                continue; // Checked by `revalidate`.
             };
             let shares = split_into_buckets(s.start, s.end, s.energy)
                 .into_iter()

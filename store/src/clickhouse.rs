@@ -47,6 +47,7 @@
 //! Every tenant-facing query filters on the tenant of its [`TenantScope`], and every value from
 //! a caller is bound with the client's `?` binding, never formatted into SQL.
 
+mod access;
 mod intensity;
 mod inventory;
 mod placements;
@@ -58,6 +59,7 @@ mod schema;
 mod statements;
 mod workloads;
 
+pub use access::{ClickHouseSettings, InsertDurability};
 pub use rollups::SummaryPath;
 pub use schema::supports_modern;
 
@@ -157,14 +159,20 @@ fn check_database(name: &str) -> Result<(), StoreError> {
 }
 
 impl ClickHouseStore {
-    /// Connects to the server at `url` (e.g. `http://127.0.0.1:8123`), creates `database` if it
-    /// does not exist and applies pending migrations. The schema uses modern extras only when
-    /// the server is at least 23.8 (see [`supports_modern`]).
+    /// Connects to the server at `url` (e.g. `http://127.0.0.1:8123`) without credentials;
+    /// see [`ClickHouseStore::connect_with`].
     pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
+        Self::connect_with(&ClickHouseSettings::new(url, database)).await
+    }
+
+    /// Connects as `settings` say (credentials, TLS, insert durability), creates the database
+    /// if it does not exist and applies pending migrations. The schema uses modern extras only
+    /// when the server is at least 23.8 (see [`supports_modern`]).
+    pub async fn connect_with(settings: &ClickHouseSettings) -> Result<Self, StoreError> {
         const OP: &str = "connecting to ClickHouse";
+        let database = settings.database.as_str();
         check_database(database)?;
-        let base = Client::default()
-            .with_url(url)
+        let base = access::client(settings)?
             // lz4-compressed responses come back broken from 18.16; HTTP is local to the DC.
             .with_compression(Compression::None)
             // 18.16 lacks RowBinaryWithNamesAndTypes; row types are checked by the tests.
@@ -184,6 +192,8 @@ impl ClickHouseStore {
         let client = base.with_database(database);
         let modern = supports_modern(&server_version);
         schema::migrate(&client, &schema::migrations(modern)).await?;
+        access::apply_fsync(&client, &settings.durability, modern, &server_version).await?;
+        access::check_quorum(&client, &settings.durability).await?;
         tracing::info!(%server_version, modern, database, "connected to ClickHouse");
         Ok(Self {
             client,

@@ -2,11 +2,12 @@
 //! [`RawStore::validate`], which applies the defaults and bounds and returns the
 //! [`StoreSettings`] the store is opened with. Defaults live here; nothing is opened.
 
+use crate::clickhouse::{ClickHouseSettings, InsertDurability};
 use crate::retention::{QuarantineRetention, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 use crate::SqliteSync;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use wattprint_core::config::{invalid, InvalidConfig};
+use wattprint_core::config::{invalid, read_secret, InvalidConfig};
 
 /// `[store]`.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -25,6 +26,20 @@ pub struct RawStore {
     pub quarantine_retention_days: Option<i64>,
     /// Most quarantined records kept per host, its newest (default: no cap).
     pub quarantine_max_per_host: Option<i64>,
+    /// ClickHouse user (default: the server's `default`).
+    pub user: Option<String>,
+    /// File holding the ClickHouse password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the ClickHouse password.
+    pub password_env: Option<String>,
+    /// CA bundle (PEM) an `https://` ClickHouse must chain to (default: the Mozilla roots).
+    pub tls_ca: Option<PathBuf>,
+    /// Replicas that must hold an insert before it is acknowledged (`insert_quorum`).
+    pub insert_quorum: Option<u32>,
+    /// How long an insert waits for its quorum, ms (`insert_quorum_timeout`).
+    pub insert_quorum_timeout_ms: Option<u64>,
+    /// fsync every inserted part and its directory before the ack (ClickHouse ≥ 23.8).
+    pub fsync_after_insert: Option<bool>,
 }
 
 /// Where data is stored.
@@ -38,12 +53,7 @@ pub enum StoreSettings {
         synchronous: SqliteSync,
     },
     /// A ClickHouse server.
-    ClickHouse {
-        /// HTTP URL.
-        url: String,
-        /// Database.
-        database: String,
-    },
+    ClickHouse(ClickHouseSettings),
 }
 
 impl RawStore {
@@ -77,15 +87,36 @@ impl RawStore {
         Ok(QuarantineRetention { days, max_per_host })
     }
 
-    /// Validates `[store]`; the SQLite file goes under `data_dir`.
+    /// Validates `[store]`; the SQLite file goes under `data_dir`. The password is read from
+    /// its file or the process environment.
     pub fn validate(&self, data_dir: &Path) -> Result<StoreSettings, InvalidConfig> {
+        self.validate_with_env(data_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `[store]`, reading environment variables through `env`.
+    pub fn validate_with_env(
+        &self,
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<StoreSettings, InvalidConfig> {
         let raw = self;
         raw.quarantine_retention()?;
         match raw.kind.as_deref().unwrap_or("sqlite") {
             "sqlite" => {
-                if raw.url.is_some() || raw.database.is_some() {
+                if raw.url.is_some()
+                    || raw.database.is_some()
+                    || raw.user.is_some()
+                    || raw.password_file.is_some()
+                    || raw.password_env.is_some()
+                    || raw.tls_ca.is_some()
+                    || raw.insert_quorum.is_some()
+                    || raw.insert_quorum_timeout_ms.is_some()
+                    || raw.fsync_after_insert.is_some()
+                {
                     return Err(invalid(
-                        "store.url and store.database apply to store.kind = \"clickhouse\" only",
+                        "store.url, store.database, store.user, store.password_*, store.tls_ca, \
+                         store.insert_quorum* and store.fsync_after_insert apply to \
+                         store.kind = \"clickhouse\" only",
                     ));
                 }
                 let synchronous = match raw.sqlite_synchronous.as_deref() {
@@ -117,10 +148,51 @@ impl RawStore {
                         "store.url = {url:?} must be an http:// or https:// URL"
                     )));
                 }
-                Ok(StoreSettings::ClickHouse {
+                if raw.tls_ca.is_some() && !url.starts_with("https://") {
+                    return Err(invalid(format!(
+                        "store.tls_ca applies to an https:// store.url, not {url:?}"
+                    )));
+                }
+                if url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .is_some_and(|a| a.contains('@'))
+                {
+                    return Err(invalid(
+                        "store.url must not carry credentials: set store.user and \
+                         store.password_file or store.password_env",
+                    ));
+                }
+                if let Some(ms) = raw.insert_quorum_timeout_ms {
+                    if ms == 0 || raw.insert_quorum.is_none() {
+                        return Err(invalid(format!(
+                            "store.insert_quorum_timeout_ms = {ms} needs store.insert_quorum and \
+                             must be above 0"
+                        )));
+                    }
+                }
+                if raw.user.as_deref() == Some("") {
+                    return Err(invalid("store.user is empty"));
+                }
+                let password = read_secret(
+                    "store.password",
+                    raw.password_file.as_deref(),
+                    raw.password_env.as_deref(),
+                    env,
+                )?;
+                Ok(StoreSettings::ClickHouse(ClickHouseSettings {
                     url,
                     database: raw.database.clone().unwrap_or_else(|| "wattprint".into()),
-                })
+                    user: raw.user.clone(),
+                    password,
+                    ca_file: raw.tls_ca.clone(),
+                    durability: InsertDurability {
+                        insert_quorum: raw.insert_quorum,
+                        insert_quorum_timeout_ms: raw.insert_quorum_timeout_ms,
+                        fsync_after_insert: raw.fsync_after_insert,
+                    },
+                }))
             }
             other => Err(invalid(format!(
                 "store.kind = {other:?} must be \"sqlite\" or \"clickhouse\""
@@ -169,5 +241,69 @@ mod tests {
                 .to_string();
             assert!(e.contains("store.quarantine_max_per_host"), "{e}");
         }
+    }
+
+    fn clickhouse(extra: &str) -> RawStore {
+        toml::from_str(&format!("kind = \"clickhouse\"\n{extra}")).unwrap()
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "CH_PW").then(|| "s3cret".to_owned())
+    }
+
+    #[test]
+    fn credentials_tls_and_durability_are_read() {
+        let raw = clickhouse(
+            "url = \"https://ch.example.net:8443\"\nuser = \"wp\"\npassword_env = \"CH_PW\"\n\
+             tls_ca = \"/etc/wattprint/ch-ca.pem\"\ninsert_quorum = 2\n\
+             insert_quorum_timeout_ms = 60000\nfsync_after_insert = true",
+        );
+        let StoreSettings::ClickHouse(ch) = raw.validate_with_env(Path::new("."), &env).unwrap()
+        else {
+            panic!("clickhouse expected");
+        };
+        assert_eq!(ch.user.as_deref(), Some("wp"));
+        assert_eq!(ch.password.as_ref().map(|p| p.expose()), Some("s3cret"));
+        assert_eq!(ch.ca_file, Some(PathBuf::from("/etc/wattprint/ch-ca.pem")));
+        assert_eq!(
+            ch.durability,
+            InsertDurability {
+                insert_quorum: Some(2),
+                insert_quorum_timeout_ms: Some(60_000),
+                fsync_after_insert: Some(true),
+            }
+        );
+        assert!(!format!("{ch:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_key() {
+        let cases = [
+            (
+                "tls_ca = \"/ca.pem\"",
+                "store.tls_ca applies to an https://",
+            ),
+            (
+                "url = \"https://u:pw@ch:8443\"",
+                "must not carry credentials",
+            ),
+            ("insert_quorum_timeout_ms = 10", "needs store.insert_quorum"),
+            ("password_env = \"UNSET\"", "store.password_env = \"UNSET\""),
+            (
+                "password_env = \"CH_PW\"\npassword_file = \"/pw\"",
+                "exclusive",
+            ),
+            ("user = \"\"", "store.user is empty"),
+        ];
+        for (extra, expected) in cases {
+            let err = clickhouse(extra)
+                .validate_with_env(Path::new("."), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+        let sqlite: RawStore = toml::from_str("user = \"wp\"").unwrap();
+        let err = sqlite.validate(Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("store.kind = \"clickhouse\" only"), "{err}");
     }
 }

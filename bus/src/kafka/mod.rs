@@ -36,10 +36,11 @@
 //! owner from the last committed offset.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -50,8 +51,8 @@ pub const DEAD_LETTER_TOPIC: &str = "wattprint.dead-letter.v2";
 /// Default consumer group of the enrichers.
 pub const ENRICHER_GROUP: &str = "wattprint-enricher";
 
-/// Settings of the Kafka bus, shared by producers and consumers.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the Kafka bus, shared by producers and consumers. `Debug` redacts credentials.
+#[derive(Clone, PartialEq)]
 pub struct KafkaBusConfig {
     /// Bootstrap brokers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -71,9 +72,40 @@ pub struct KafkaBusConfig {
     pub delivery_timeout: Duration,
     /// Consumer group session timeout: how long a silent enricher keeps its partitions.
     pub session_timeout: Duration,
-    /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.*`, `linger.ms`), applied
-    /// last to producers, consumers and admin clients alike.
+    /// TLS and SASL of every client (plaintext by default).
+    pub security: KafkaSecurity,
+    /// Extra librdkafka properties (e.g. `linger.ms`), applied last to producers, consumers and
+    /// admin clients alike.
     pub client_properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaBusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .client_properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    "[redacted]"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaBusConfig")
+            .field("brokers", &self.brokers)
+            .field("samples_topic", &self.samples_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("group_id", &self.group_id)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_samples_per_record", &self.max_samples_per_record)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("session_timeout", &self.session_timeout)
+            .field("security", &self.security)
+            .field("client_properties", &properties)
+            .finish()
+    }
 }
 
 impl KafkaBusConfig {
@@ -89,6 +121,7 @@ impl KafkaBusConfig {
             max_samples_per_record: 1000,
             delivery_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
+            security: KafkaSecurity::default(),
             client_properties: BTreeMap::new(),
         }
     }
@@ -125,7 +158,7 @@ impl KafkaBusConfig {
         } else if self.max_samples_per_record == 0 {
             Some("max_samples_per_record must be at least 1".to_owned())
         } else {
-            None
+            self.security.check().err()
         };
         problem.map_or(Ok(()), |p| Err(KafkaBusError::Config(p)))
     }
@@ -133,6 +166,7 @@ impl KafkaBusConfig {
     fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut c);
         c
     }
 
@@ -159,6 +193,24 @@ pub enum KafkaBusError {
         #[source]
         source: KafkaError,
     },
+    /// The brokers could not be reached, or refused this client (authentication, TLS).
+    #[error("{op}: {source}; the client's last error: {reason}")]
+    Unreachable {
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+        /// The last connection error librdkafka reported (e.g. `SASL authentication error:
+        /// …`, `SSL handshake failed: … certificate verify failed`), or `none reported`.
+        reason: String,
+    },
+    /// A bus topic does not exist (or the client may not see it).
+    #[error("kafka topic {0} does not exist or is not visible to this client")]
+    MissingTopic(String),
+    /// The topics are less durable than `bus.min_replication` / `bus.min_insync_replicas`.
+    #[error("kafka topics are less durable than configured: {0} (set bus.durability_check = \"warn\" to start anyway)")]
+    WeakDurability(String),
     /// The broker refused to create a topic.
     #[error("creating topic {topic}: {code}")]
     CreateTopic {
@@ -181,9 +233,13 @@ pub async fn create_topics(
     replication: i32,
 ) -> Result<(), KafkaBusError> {
     config.validate()?;
-    let admin: AdminClient<DefaultClientContext> = config
+    // Fails fast, with librdkafka's reason, when the brokers refuse this client; the admin
+    // client would only time out.
+    durability::topic_replication(config, &[]).await?;
+    let context = ErrorCapture::default();
+    let admin: AdminClient<ErrorCapture> = config
         .with_overrides(config.client_config())
-        .create()
+        .create_with_context(context.clone())
         .map_err(client_err("creating the kafka admin client"))?;
     let topics = [
         NewTopic::new(
@@ -201,17 +257,88 @@ pub async fn create_topics(
     let results = admin
         .create_topics(&topics, &options)
         .await
-        .map_err(client_err("creating kafka topics"))?;
+        .map_err(context.unreachable("creating kafka topics"))?;
     for result in results {
         match result {
             Ok(topic) => tracing::info!(%topic, partitions, "kafka topic created"),
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 tracing::debug!(%topic, "kafka topic already exists");
             }
-            Err((topic, code)) => return Err(KafkaBusError::CreateTopic { topic, code }),
+            Err((topic, code)) => {
+                return Err(match context.last_error() {
+                    Some(reason) if code == RDKafkaErrorCode::OperationTimedOut => {
+                        KafkaBusError::Unreachable {
+                            op: "creating kafka topics",
+                            source: KafkaError::AdminOp(code),
+                            reason,
+                        }
+                    }
+                    _ => KafkaBusError::CreateTopic { topic, code },
+                })
+            }
         }
     }
     Ok(())
+}
+
+/// Forwards librdkafka's logs and errors to `tracing`, and keeps the first few distinct
+/// errors, so a failed call can say why the brokers did not answer (a refused password, an
+/// unknown CA) rather than only that all of them are down.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ErrorCapture {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+/// Most distinct errors an [`ErrorCapture`] keeps.
+const CAPTURED_ERRORS: usize = 4;
+
+impl ErrorCapture {
+    /// The errors librdkafka reported, first first, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        let seen = self.seen.lock().ok()?;
+        (!seen.is_empty()).then(|| seen.join("; "))
+    }
+
+    fn keep(&self, message: String) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() < CAPTURED_ERRORS && !seen.contains(&message) {
+                seen.push(message);
+            }
+        }
+    }
+
+    /// Maps a failed call to [`KafkaBusError::Unreachable`] with the last reported error.
+    pub(crate) fn unreachable(&self, op: &'static str) -> impl FnOnce(KafkaError) -> KafkaBusError {
+        let capture = self.clone();
+        move |source| KafkaBusError::Unreachable {
+            op,
+            source,
+            reason: capture
+                .last_error()
+                .unwrap_or_else(|| "none reported".to_owned()),
+        }
+    }
+}
+
+impl ClientContext for ErrorCapture {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_to_tracing(level, fac, log_message);
+        // Connection failures (authentication, TLS) arrive as logs before any error event.
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            self.keep(log_message.to_owned());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, "kafka client error: {reason}");
+        self.keep(format!("{error} ({reason})"));
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ErrorCapture {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, (): ()) {}
 }
 
 /// Forwards librdkafka's logs and errors to `tracing`.
@@ -244,15 +371,20 @@ impl ClientContext for TracingContext {
 
 mod codec;
 mod consumer;
+pub(crate) mod durability;
 mod offsets;
 mod producer;
+mod security;
 
 pub use codec::{
     decode_dead_letter_record, decode_samples_record, encode_dead_letters, encode_samples,
     EncodedRecord, RecordOrigin,
 };
 pub use consumer::{BusConsumerContext, ConsumedRecord, KafkaConsumer};
+pub use durability::{check_durability, DurabilityPolicy, OnWeakDurability, TopicDurability};
 pub use producer::KafkaProducer;
+use security::is_secret_property;
+pub use security::{KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 #[cfg(test)]
 mod tests {

@@ -115,10 +115,12 @@ fn environment_overrides_apply_and_bad_values_name_the_key() {
     .unwrap();
     assert_eq!(
         s.store,
-        wattprint_cli::config::StoreSettings::ClickHouse {
-            url: "http://127.0.0.1:8123".into(),
-            database: "metering".into()
-        }
+        wattprint_cli::config::StoreSettings::ClickHouse(
+            wattprint_store::clickhouse::ClickHouseSettings::new(
+                "http://127.0.0.1:8123",
+                "metering"
+            )
+        )
     );
     let wattprint_cli::config::BusSettings::Kafka {
         config, partitions, ..

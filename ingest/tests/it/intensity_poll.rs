@@ -113,7 +113,9 @@ async fn a_poll_restates_forecast_intervals_with_the_actuals_and_reports_a_provi
         join.clone(),
         Arc::new(InventoryIndex::new(&inventory)),
         HashMap::new(),
-    );
+    )
+    // The samples' own hour, as the gateway that took them would have seen it.
+    .with_clock(|| UnixMillis::from_utc(2023, 6, 8, 2, 0, 0).unwrap_or(UnixMillis(0)));
     let mut batch = samples("GPU-A1", "i-a", t0, 360);
     batch.extend(samples("GPU-B1", "i-b", t0, 360));
     let (enriched, quarantined) = enricher.enrich(&batch);

@@ -94,6 +94,7 @@ async fn pipeline() -> (Arc<SqliteStore>, Gateway, Arc<dyn BusProducer>) {
         index.clone(),
         HashMap::from([(RegionId::from("BROKEN"), f64::NAN)]),
     )
+    .with_clock(|| UnixMillis(T0 + 3_600_000))
     .with_batching(8, Duration::from_millis(5));
     tokio::spawn(enricher.run(consumer, std::future::pending::<()>()));
     let producer: Arc<dyn BusProducer> = Arc::new(producer);
@@ -274,7 +275,8 @@ proptest::proptest! {
                 Arc::new(IntensityJoin::new(15 * 60 * 1000)),
                 index,
                 HashMap::new(),
-            );
+            )
+            .with_clock(|| UnixMillis(T0 + 3_600_000));
             // The counter of GPU g at the end of its honest sample k: samples are 1 s long.
             let counter = |g: usize, k: usize| -> u64 {
                 (0..k).map(|j| rates[g * 12 + j]).sum()
@@ -397,7 +399,8 @@ async fn held_samples_replay_once_the_cause_is_fixed_and_never_count_twice() {
         Arc::new(IntensityJoin::new(15 * 60 * 1000)),
         index.clone(),
         HashMap::new(),
-    );
+    )
+    .with_clock(|| UnixMillis(T0 + 3_600_000));
     let limits = wattprint_core::sample::SampleLimits::default();
     let now = UnixMillis(T0 + 3_600_000);
     let late_mj: u64 = late.iter().map(|s| s.energy.0).sum();

@@ -4,6 +4,7 @@
 
 mod corpus;
 mod flood;
+mod forged;
 mod gateway_limits;
 mod gateway_tls;
 mod guest_credentials;

@@ -4,4 +4,5 @@
 #[macro_use]
 mod conformance;
 mod clickhouse;
+mod secure_clickhouse;
 mod sqlite;
