@@ -88,7 +88,7 @@ fn forgeries(base: i64) -> Vec<(EnergySample, &'static str)> {
     out.push((s, "storable maximum"));
     let mut s = at(106);
     s.gpu = GpuUuid::from("GPU-unknown");
-    out.push((s, "no longer in the inventory"));
+    out.push((s, "GPU-unknown is not attached to instance"));
     out
 }
 

@@ -99,7 +99,8 @@ fn pipeline(store: Arc<SqliteStore>, index: Arc<InventoryIndex>) -> Gateway {
         Arc::new(IntensityJoin::new(15 * 60 * 1000)),
         index.clone(),
         HashMap::new(),
-    );
+    )
+    .with_clock(|| UnixMillis(T0 + 3_600_000));
     tokio::spawn(enricher.run(consumer, std::future::pending::<()>()));
     let producer: Arc<dyn BusProducer> = Arc::new(producer);
     Gateway::new(producer, index, GatewayLimits::default())
