@@ -52,7 +52,7 @@ pub struct RawAgent {
     pub spool: Option<bool>,
     /// Durable spool directory: unacked batches are fsynced there and survive kill -9 and
     /// reboots; the clock state a restart resumes from lives there too. Default:
-    /// [`DEFAULT_SPOOL_DIR`] with the `nvml` sensor (a GPU host), `<data_dir>/spool` with
+    /// [`DEFAULT_SPOOL_DIR`] with the `nvml` sensor (a GPU host), `<data_dir>/spool/<host_id>` with
     /// `replay` (the embedded demo and tests).
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use, MiB (default 256, at least 1).
@@ -217,6 +217,21 @@ pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/wattprint/spool";
 
 /// The bounds of `agent.energy_interval_ms`.
 pub const ENERGY_INTERVAL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+/// `host` as one path component: characters other than ASCII letters, digits, `.`, `_` and
+/// `-` become `_`.
+fn path_safe(host: &HostId) -> String {
+    host.as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The bounds of `agent.spool_max_mib`.
 pub const SPOOL_MAX_MIB: std::ops::RangeInclusive<u64> = 1..=1 << 20;
 
@@ -259,6 +274,7 @@ impl RawAgent {
                 )))
             }
         };
+        let host_id = HostId::new(self.host_id.clone().unwrap_or_else(default_host_id));
         let spool_dir = match (self.spool, &self.spool_dir) {
             (Some(false), Some(_)) => {
                 return Err(invalid(
@@ -269,10 +285,10 @@ impl RawAgent {
             (_, Some(dir)) => Some(dir.clone()),
             (_, None) => Some(match sensor {
                 SensorKind::Nvml => PathBuf::from(DEFAULT_SPOOL_DIR),
-                SensorKind::Replay { .. } => data_dir.join("spool"),
+                // One per host: replay agents of several hosts may share a data directory.
+                SensorKind::Replay { .. } => data_dir.join("spool").join(path_safe(&host_id)),
             }),
         };
-        let host_id = HostId::new(self.host_id.clone().unwrap_or_else(default_host_id));
         let gateway_url = agent_gateway_url(self, gateway_listen)?;
         let config = AgentConfig {
             energy_interval: Duration::from_millis(energy_interval_ms),
@@ -625,7 +641,14 @@ mod link_security_tests {
                 .validate(&data, listen, Path::new("/state"))
                 .map(|s| s.config.spool_dir)
         };
-        assert_eq!(dir("").unwrap(), Some(PathBuf::from("/state/spool")));
+        assert_eq!(
+            dir("host_id = \"gpu-17\"").unwrap(),
+            Some(PathBuf::from("/state/spool/gpu-17"))
+        );
+        assert_eq!(
+            dir("host_id = \"a/b c\"").unwrap(),
+            Some(PathBuf::from("/state/spool/a_b_c"))
+        );
         assert_eq!(
             dir("spool_dir = \"/x\"").unwrap(),
             Some(PathBuf::from("/x"))

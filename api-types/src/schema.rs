@@ -102,6 +102,16 @@ fn string_schema(min: usize, max: usize, pattern: &str) -> ObjectBuilder {
         .pattern(Some(pattern))
 }
 
+/// A statement's month (`YYYY-MM`, 1970 to 9999) with an optional format suffix (`.json`,
+/// `.csv`, `.pdf`): what the query API's `Period` parses.
+pub const STATEMENT_PERIOD_PATTERN: &str =
+    r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])(\.(json|csv|pdf))?$";
+
+/// The `{period}` of `GET /v1/statements/{period}`.
+pub fn statement_period_schema() -> Schema {
+    string_schema(7, 12, STATEMENT_PERIOD_PATTERN).into()
+}
+
 /// An instance or workload id: 1 to 256 characters, no control characters.
 pub fn id_schema() -> Schema {
     string_schema(1, MAX_ID_CHARS, NO_CONTROL_PATTERN).into()

@@ -93,7 +93,6 @@ impl Client {
 
     /// Sends one request and decodes the JSON answer; an error status becomes
     /// [`Error::Api`].
-    #[tracing::instrument(skip_all, fields(method = %method, path = tracing::field::Empty, status = tracing::field::Empty))]
     async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -101,6 +100,24 @@ impl Client {
         query: &Query,
         body: Option<&B>,
     ) -> Result<T, Error> {
+        let (path, status, bytes) = self.fetch(method, segments, query, body).await?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
+            path,
+            status,
+            source,
+        })
+    }
+
+    /// Sends one request and returns the answer's path, status and bytes; an error status
+    /// becomes [`Error::Api`].
+    #[tracing::instrument(skip_all, fields(method = %method, path = tracing::field::Empty, status = tracing::field::Empty))]
+    async fn fetch<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &Query,
+        body: Option<&B>,
+    ) -> Result<(String, u16, Vec<u8>), Error> {
         let url = self.url(segments);
         let path = url.path().to_owned();
         let span = tracing::Span::current();
@@ -109,7 +126,7 @@ impl Client {
             .http
             .request(method, url)
             .header(AUTHORIZATION, self.auth.clone())
-            .header(ACCEPT, "application/json, application/problem+json");
+            .header(ACCEPT, "application/json, application/problem+json, */*");
         if !query.is_empty() {
             req = req.query(query);
         }
@@ -139,11 +156,7 @@ impl Client {
             tracing::debug!(%problem, "api refused the request");
             return Err(Error::Api(problem));
         }
-        serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
-            path,
-            status: status.as_u16(),
-            source,
-        })
+        Ok((path, status.as_u16(), bytes.to_vec()))
     }
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str], query: &Query) -> Result<T, Error> {
@@ -217,6 +230,37 @@ impl Client {
     ) -> Result<Restatements, Error> {
         self.get(&["v1", "restatements"], &range_query(from, to))
             .await
+    }
+
+    /// `GET /v1/statements`: the tenant's months, issued newest first, then the preliminary
+    /// ones.
+    pub async fn statements(&self) -> Result<StatementList, Error> {
+        self.get(&["v1", "statements"], &Query::new()).await
+    }
+
+    /// `GET /v1/statements/{period}`: the tenant's statement of `period` (`YYYY-MM`), issued
+    /// or preliminary.
+    pub async fn statement(&self, period: &str) -> Result<Statement, Error> {
+        self.get(&["v1", "statements", period], &Query::new()).await
+    }
+
+    /// The statement of `period` as a document to file: its bytes in `format` (`json` exactly
+    /// as issued, `csv` or `pdf`).
+    pub async fn statement_document(
+        &self,
+        period: &str,
+        format: StatementFormat,
+    ) -> Result<Vec<u8>, Error> {
+        let name = format!("{period}.{}", format.extension());
+        let (_, _, bytes) = self
+            .fetch::<()>(
+                Method::GET,
+                &["v1", "statements", &name],
+                &Query::new(),
+                None,
+            )
+            .await?;
+        Ok(bytes)
     }
 
     /// `POST /v1/workloads`: creates a workload (201).

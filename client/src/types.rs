@@ -8,6 +8,32 @@ pub use wattprint_api_types::{
     RestatementTotals, Series, SeriesPoints, Step, WorkloadDetail, WorkloadList,
 };
 pub use wattprint_api_types::{
+    StatementAdjustment, StatementAmounts, StatementDay, StatementInstance, StatementList,
+    StatementSummary, StatementView as Statement, StatementWorkload,
+};
+
+/// The formats a statement is served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementFormat {
+    /// JSON, byte for byte as issued.
+    Json,
+    /// One CSV row per line of the statement.
+    Csv,
+    /// The PDF to file.
+    Pdf,
+}
+
+impl StatementFormat {
+    /// The path suffix that selects it.
+    pub fn extension(self) -> &'static str {
+        match self {
+            StatementFormat::Json => "json",
+            StatementFormat::Csv => "csv",
+            StatementFormat::Pdf => "pdf",
+        }
+    }
+}
+pub use wattprint_api_types::{
     AverageEmissionsView as AverageEmissions, Basis as WhatIfBasis, CloseRequest,
     CoverageView as Coverage, EmbodiedView as Embodied, FlexibleStartView as FlexibleStart,
     FootprintProvenance as Provenance, FootprintView as Footprint, GpuView as Gpu,

@@ -15,8 +15,8 @@ use common::{
     camx_average_g_per_kwh, line_after, numbers_after, trace_energy_mj, Server, DEMO_PUE,
 };
 use wattprint_client::{
-    Client, Error, NewWorkload, PageRequest, SeriesPoints, SeriesQuery, Step, Timestamp,
-    WhatIfBasis, WhatIfQuery, WorkloadStatus,
+    Client, Error, NewWorkload, PageRequest, SeriesPoints, SeriesQuery, StatementFormat, Step,
+    Timestamp, WhatIfBasis, WhatIfQuery, WorkloadStatus,
 };
 
 fn rel_eq(a: f64, b: f64, tol: f64) -> bool {
@@ -454,17 +454,85 @@ async fn every_method_against_a_real_server() {
         "/v1/workloads/{id}/whatif",
         "/v1/operator/tenants",
         "/v1/operator/tenants/{tenant}/summary",
+        "/v1/statements",
+        "/v1/statements/{period}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
 
     run_example(&server, &acme, &acme_token, &ids).await;
+    run_statement_example(&server, &acme, &acme_token).await;
     server.stop();
 }
 
-/// Builds and runs `examples/footprint.rs` over the replay range and checks every number it
-/// prints against the workload it created, read back through the client.
-async fn run_example(server: &Server, client: &Client, token: &str, ids: &[String]) {
+/// The month of the replay through the client and `examples/statement.rs`: the statement's
+/// totals are the summary's over the month to the mJ, every line the example prints is the
+/// API's, and the CSV and PDF documents come back.
+async fn run_statement_example(server: &Server, client: &Client, token: &str) {
+    let month = wattprint_core::UnixMillis(server.from_ms).to_rfc3339()[..7].to_owned();
+    let list = client.statements().await.unwrap();
+    assert!(
+        list.statements.iter().any(|s| s.period == month),
+        "{list:?}"
+    );
+    let st = client.statement(&month).await.unwrap();
+    assert_eq!(st.period, month);
+    assert_eq!(st.status, "preliminary");
+    let (from, to) = (st.from.parse().unwrap(), st.to.parse().unwrap());
+    let summary = client.summary(&from, &to).await.unwrap();
+    assert_eq!(st.totals.it_energy_mj, summary.totals.it_energy_mj);
+    assert!(st.totals.it_energy_mj >= 2 * trace_energy_mj());
+    let pdf = client
+        .statement_document(&month, StatementFormat::Pdf)
+        .await
+        .unwrap();
+    assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
+    let csv = client
+        .statement_document(&month, StatementFormat::Csv)
+        .await
+        .unwrap();
+    assert!(String::from_utf8(csv)
+        .unwrap()
+        .starts_with("statement_id,tenant,period"));
+    let err = client.statement("2026-13").await.unwrap_err();
+    assert!(err.to_string().contains("YYYY-MM"), "{err}");
+
+    let bin = build_example("statement");
+    let out = Command::new(&bin)
+        .arg(&month)
+        .env("WATTPRINT_URL", &server.url)
+        .env("WATTPRINT_TOKEN", token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "example failed: {stdout}");
+    // Read again: a preliminary statement is recomputed on read, the ledger is unchanged.
+    let st = client.statement(&month).await.unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "statement {} acme {month} preliminary",
+            st.statement_id
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "total it_energy_mj={} marginal_co2e_g={}",
+            st.totals.it_energy_mj, st.totals.marginal_co2e_g
+        )),
+        "{stdout}"
+    );
+    for i in &st.instances {
+        let line = format!(
+            "instance {} it_energy_mj={}",
+            i.instance_id, i.amounts.it_energy_mj
+        );
+        assert!(stdout.contains(&line), "{line} not in {stdout}");
+    }
+}
+
+/// Builds one of the client's examples and returns its binary.
+fn build_example(name: &str) -> std::path::PathBuf {
     let status = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -472,18 +540,24 @@ async fn run_example(server: &Server, client: &Client, token: &str, ids: &[Strin
             "-p",
             "wattprint-client",
             "--example",
-            "footprint",
+            name,
         ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .unwrap();
     assert!(status.success(), "building the example failed");
     let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
+    exe.parent()
         .and_then(std::path::Path::parent)
         .unwrap()
-        .join("examples/footprint");
+        .join("examples")
+        .join(name)
+}
+
+/// Builds and runs `examples/footprint.rs` over the replay range and checks every number it
+/// prints against the workload it created, read back through the client.
+async fn run_example(server: &Server, client: &Client, token: &str, ids: &[String]) {
+    let bin = build_example("footprint");
     let out = Command::new(&bin)
         .args(ids)
         .env("WATTPRINT_URL", &server.url)

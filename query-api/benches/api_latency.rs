@@ -17,7 +17,9 @@
 //! - the same for 25 instances (100 GPUs) × 7 days, with bucket-aligned edges, and with ragged
 //!   ones (from +7 min, to −13 min: edge buckets are re-read from raw samples);
 //! - `GET /v1/summary` over the whole range (every GPU of the tenant);
-//! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points).
+//! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points);
+//! - `GET /v1/statements/{YYYY-MM}`: the preliminary statement of the calendar month the data
+//!   starts in (every GPU of the tenant, every interval of the month read and summed).
 //!
 //! A measurement stops early, after at least 5 requests, once it has run `WPBENCH_MAX_SECS`
 //! (300): `n` in the table says how many were timed. Timing covers send → last body byte.
@@ -304,6 +306,7 @@ enum Query {
     Workload { figures: Figures },
     Summary { instances: usize, figures: Figures },
     Series { points: usize, figures: Figures },
+    Statement { figures: Figures },
 }
 
 fn num(v: &Value, path: &[&str]) -> Result<f64, String> {
@@ -360,6 +363,14 @@ impl Query {
                     return Err(format!("summary: {n} instances, the store has {instances}"));
                 }
                 same("summary totals", got, *figures)
+            }
+            Query::Statement { figures } => {
+                let got = Figures {
+                    intervals: int(&v, &["totals", "gpu_intervals"])?,
+                    energy_mj: int(&v, &["totals", "it_energy_mj"])?,
+                    it_co2e_g: num(&v, &["totals", "marginal_it_co2e_g"])?,
+                };
+                same("statement totals", got, *figures)
             }
             Query::Series { points, figures } => {
                 let pts = v["points"].as_array().ok_or("series: no points")?;
@@ -723,6 +734,20 @@ async fn bench_store(
         summary_store.it_co2e_g / 1e6
     );
 
+    // The calendar month the fleet's data starts in (the statement's period; the fleet's 30
+    // days from 2023-06-08 leave 23 days of it).
+    let month = wattprint_query_api::statements::Period::containing(UnixMillis(month_from));
+    let period = month.to_string();
+    let (cal_from, cal_to) = (month.start().0, month.end().0);
+    let cal = store
+        .tenant_summary(&scope, UnixMillis(cal_from), UnixMillis(cal_to))
+        .await
+        .unwrap();
+    let statement_store = Figures {
+        intervals: cal.totals.gpu_intervals,
+        energy_mj: cal.totals.energy.0,
+        it_co2e_g: cal.totals.it_co2e.0,
+    };
     let range = format!("from={month_from}&to={month_to}");
     let queries: Vec<(String, String, Query)> = vec![
         (
@@ -753,6 +778,16 @@ async fn bench_store(
             Query::Summary {
                 instances: summary.instances.len(),
                 figures: summary_store,
+            },
+        ),
+        (
+            format!(
+                "statement {period}: {} GPUs, {} GPU-intervals",
+                fleet.gpus, statement_store.intervals
+            ),
+            format!("{base}/v1/statements/{period}"),
+            Query::Statement {
+                figures: statement_store,
             },
         ),
         (

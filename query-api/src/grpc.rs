@@ -11,7 +11,7 @@ use axum::Router;
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 use tracing::field::Empty;
-use wattprint_core::{InstanceId, WorkloadId};
+use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
 use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
@@ -399,6 +399,51 @@ impl TenantQuery for GrpcTenantQuery {
                 .await?;
         tracing::Span::current().record("instances", view.instances.len());
         Ok(Response::new(view.into_proto()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_statements(
+        &self,
+        request: Request<pb::ListStatementsRequest>,
+    ) -> Result<Response<pb::ListStatementsResponse>, Status> {
+        let scope = self.authenticate(request.metadata()).await?;
+        let list =
+            crate::statements::http::summaries(&self.state, &scope, UnixMillis::now()).await?;
+        Ok(Response::new(pb::ListStatementsResponse {
+            statements: list
+                .statements
+                .into_iter()
+                .map(|s| pb::StatementSummary {
+                    period: s.period,
+                    status: s.status,
+                    issued_at: s.issued_at.unwrap_or_default(),
+                    content_sha256: s.content_sha256.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(period = Empty))]
+    async fn get_statement(
+        &self,
+        request: Request<pb::GetStatementRequest>,
+    ) -> Result<Response<pb::StatementDocument>, Status> {
+        let scope = self.authenticate(request.metadata()).await?;
+        let req = request.into_inner();
+        tracing::Span::current().record("period", req.period.as_str());
+        let name = match req.format.as_str() {
+            "" => req.period,
+            format => format!("{}.{format}", req.period),
+        };
+        let doc = crate::statements::http::document(&self.state, &scope, &name, UnixMillis::now())
+            .await?;
+        Ok(Response::new(pb::StatementDocument {
+            period: doc.view.period,
+            status: doc.view.status,
+            content_sha256: doc.view.content_sha256.unwrap_or_default(),
+            content_type: doc.content_type.to_owned(),
+            body: doc.body,
+        }))
     }
 }
 

@@ -139,7 +139,7 @@ impl Modify for BearerAuth {
 
 /// Puts the rules of [`wattprint_api_types::schema`] on the parameters the `#[utoipa::path]`
 /// attributes cannot express them for: path ids (`id`, `tenant`: the same id schema as in
-/// bodies, from one pattern constant) and each value of the what-if's comma-separated lists
+/// bodies, from one pattern constant), a statement's `period`, and each value of the what-if's comma-separated lists
 /// (`window_hours`, `factor`: the attributes bound the list, not its items).
 struct ParamSchemas;
 
@@ -148,7 +148,9 @@ impl Modify for ParamSchemas {
         use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::schema::{ArrayItems, Schema};
         use utoipa::openapi::RefOr;
-        use wattprint_api_types::schema::{factor_item, id_schema, window_hours_item};
+        use wattprint_api_types::schema::{
+            factor_item, id_schema, statement_period_schema, window_hours_item,
+        };
         for item in openapi.paths.paths.values_mut() {
             let operations = [&mut item.get, &mut item.post, &mut item.put];
             for op in operations.into_iter().flatten() {
@@ -156,6 +158,10 @@ impl Modify for ParamSchemas {
                     let item_bounds = match (&param.parameter_in, param.name.as_str()) {
                         (ParameterIn::Path, "id" | "tenant") => {
                             param.schema = Some(RefOr::T(id_schema()));
+                            continue;
+                        }
+                        (ParameterIn::Path, "period") => {
+                            param.schema = Some(RefOr::T(statement_period_schema()));
                             continue;
                         }
                         (ParameterIn::Query, "window_hours") => window_hours_item(),

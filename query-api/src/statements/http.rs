@@ -37,12 +37,21 @@ pub(crate) async fn list(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
 ) -> Result<Json<StatementList>, ApiError> {
+    Ok(Json(summaries(&state, &scope, UnixMillis::now()).await?))
+}
+
+/// The tenant's months at `now`: issued newest first, after the preliminary ones (the current
+/// month, and the last one until it is issued).
+pub async fn summaries(
+    state: &ApiState,
+    scope: &wattprint_core::TenantScope,
+    now: UnixMillis,
+) -> Result<StatementList, ApiError> {
     let issued = state
         .store
-        .issued_statements(&scope)
+        .issued_statements(scope)
         .await
         .map_err(|e| ApiError::from_store(e, || "no statement".into()))?;
-    let now = UnixMillis::now();
     let current = Period::containing(now);
     let mut statements: Vec<StatementSummary> = [current, current.prev()]
         .into_iter()
@@ -60,7 +69,7 @@ pub(crate) async fn list(
         issued_at: Some(s.issued_at.to_rfc3339()),
         content_sha256: Some(s.content_sha256),
     }));
-    Ok(Json(StatementList { statements }))
+    Ok(StatementList { statements })
 }
 
 /// A monthly statement
@@ -92,42 +101,76 @@ pub(crate) async fn get(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(raw) = path?;
-    let (name, format) = match raw.rsplit_once('.') {
-        Some((name, ext @ ("csv" | "pdf" | "json"))) => (name, ext),
+    let doc = document(&state, &scope, &raw, UnixMillis::now()).await?;
+    tracing::Span::current().record("period", doc.view.period.as_str());
+    if doc.format == "json" {
+        return Ok(([(CONTENT_TYPE, doc.content_type)], doc.body).into_response());
+    }
+    let disposition = format!(
+        "attachment; filename=\"wattprint-statement-{}-{}.{}\"",
+        doc.view.tenant, doc.view.period, doc.format
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, doc.content_type.to_owned()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        doc.body,
+    )
+        .into_response())
+}
+
+/// A statement rendered in one format: what REST and gRPC both serve.
+pub struct Document {
+    /// The statement.
+    pub view: StatementView,
+    /// `json`, `csv` or `pdf`.
+    pub format: &'static str,
+    /// Its MIME type.
+    pub content_type: &'static str,
+    /// Its bytes (JSON: an issued statement's bytes as issued).
+    pub body: Vec<u8>,
+}
+
+/// The tenant's statement named `name` (`YYYY-MM`, optionally `.json`, `.csv` or `.pdf`) at
+/// `now`, rendered.
+pub async fn document(
+    state: &ApiState,
+    scope: &wattprint_core::TenantScope,
+    name: &str,
+    now: UnixMillis,
+) -> Result<Document, ApiError> {
+    let (period, format) = match name.rsplit_once('.') {
+        Some((p, "csv")) => (p, "csv"),
+        Some((p, "pdf")) => (p, "pdf"),
+        Some((p, "json")) => (p, "json"),
         Some((_, ext)) => {
             return Err(ApiError::BadRequest(format!(
                 "statement format {ext:?} is not json, csv or pdf"
             )))
         }
-        None => (raw.as_str(), "json"),
+        None => (name, "json"),
     };
-    let period = Period::parse(name).map_err(ApiError::BadRequest)?;
-    tracing::Span::current().record("period", name);
+    let period = Period::parse(period).map_err(ApiError::BadRequest)?;
     let join = state.intensity_join().ok();
     let src = Sources {
         store: state.store.as_ref(),
         catalog: &state.catalog,
         join: join.as_deref(),
     };
-    let served = statement(src, &scope, period, UnixMillis::now(), state.statements).await?;
-    let (content_type, body): (&str, Vec<u8>) = match format {
+    let served = statement(src, scope, period, now, state.statements).await?;
+    let (content_type, body) = match format {
         "csv" => (
             "text/csv; charset=utf-8",
             super::csv::render(&served.view)?.into_bytes(),
         ),
         "pdf" => ("application/pdf", super::pdf::render(&served.view)),
-        _ => return Ok(([(CONTENT_TYPE, "application/json")], served.body).into_response()),
+        _ => ("application/json", served.body.into_bytes()),
     };
-    let disposition = format!(
-        "attachment; filename=\"wattprint-statement-{}-{period}.{format}\"",
-        served.view.tenant
-    );
-    Ok((
-        [
-            (CONTENT_TYPE, content_type.to_owned()),
-            (CONTENT_DISPOSITION, disposition),
-        ],
+    Ok(Document {
+        view: served.view,
+        format,
+        content_type,
         body,
-    )
-        .into_response())
+    })
 }

@@ -212,6 +212,101 @@ async fn each_tenant_lists_only_its_own_instances() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn statements_over_grpc_are_the_rest_documents() {
+    let h = harness().await;
+    let server = Server::start(&h).await;
+    let mut client = server.client().await;
+    // The harness's data is in the month of T0: a preliminary statement, computed on read.
+    let month = UnixMillis(T0).to_rfc3339()[..7].to_owned();
+    let list = client
+        .list_statements(bearer(pb::ListStatementsRequest {}, "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, rest_list) = rest_get(&server, "/v1/statements", "acme").await;
+    let periods: Vec<&str> = list.statements.iter().map(|s| s.period.as_str()).collect();
+    let rest_periods: Vec<&str> = rest_list["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, rest_periods);
+
+    let get = |format: &str, tenant: &str| {
+        bearer(
+            pb::GetStatementRequest {
+                period: month.clone(),
+                format: format.to_owned(),
+            },
+            tenant,
+        )
+    };
+    let json_doc = client
+        .get_statement(get("", "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(json_doc.content_type, "application/json");
+    assert_eq!(json_doc.status, "preliminary");
+    let st: Value = serde_json::from_slice(&json_doc.body).unwrap();
+    let (_, rest) = rest_get(&server, &format!("/v1/statements/{month}"), "acme").await;
+    assert_eq!(st["totals"], rest["totals"]);
+    assert_eq!(st["instances"], rest["instances"]);
+    let energy: u64 = h
+        .store
+        .tenant_intervals(
+            &TenantScope::from_verified(TenantId::from("acme")),
+            UnixMillis(0),
+            UnixMillis(i64::MAX),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.energy.0)
+        .sum();
+    assert_eq!(st["totals"]["it_energy_mj"].as_u64(), Some(energy));
+    let pdf = client
+        .get_statement(get("pdf", "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pdf.content_type, "application/pdf");
+    assert!(pdf.body.starts_with(b"%PDF-"));
+    let csv = client
+        .get_statement(get("csv", "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(String::from_utf8(csv.body)
+        .unwrap()
+        .contains(&format!(",total,,,{energy},")));
+    // globex's month holds none of acme's instances; a bad period or format is refused.
+    let theirs = client
+        .get_statement(get("", "globex"))
+        .await
+        .unwrap()
+        .into_inner();
+    let theirs: Value = serde_json::from_slice(&theirs.body).unwrap();
+    assert!(!theirs.to_string().contains("i-a1"), "{theirs}");
+    for (period, format) in [("2023-13", ""), (month.as_str(), "xlsx")] {
+        let status = client
+            .get_statement(bearer(
+                pb::GetStatementRequest {
+                    period: period.to_owned(),
+                    format: format.to_owned(),
+                },
+                "acme",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    drop(client);
+    server.stop().await;
+}
+
 /// Asserts `got` is `want` to a relative 1e-12 (the server sums in another order).
 fn assert_near(got: f64, want: f64, what: &str) {
     assert!(

@@ -270,3 +270,36 @@ def test_async_client(live: Live) -> None:
             assert seen.totals.it_energy_mj == 2 * live.gpu_energy_mj
 
     asyncio.run(main())
+
+
+def _month_of(ms: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m")
+
+
+def test_the_months_statement_is_the_summary_of_the_month(client: wattprint.Client, live: Live) -> None:
+    month = _month_of(live.from_ms)
+    listed = client.statements()
+    assert month in {s.period for s in listed.statements}
+    st = client.statement(month)
+    assert isinstance(st, wattprint.Statement)
+    assert (st.period, st.status, st.tenant) == (month, "preliminary", "acme")
+    assert st.content_sha256 is None and st.issued_at is None
+    summary = client.summary(from_=st.from_, to=st.to)
+    assert st.totals.it_energy_mj == summary.totals.it_energy_mj >= 2 * live.gpu_energy_mj
+    assert close(st.totals.marginal_co2e_g, summary.totals.operational_co2e_g)
+    assert sum(i.it_energy_mj for i in st.instances) == st.totals.it_energy_mj
+    assert sum(d.it_energy_mj for d in st.daily) == st.totals.it_energy_mj
+    assert st.market_based.status == "not_configured" and st.market_based.co2e_g is None
+    assert client.statement_document(month, "pdf").startswith(b"%PDF-")
+    assert client.statement_document(month, "csv").startswith(b"statement_id,tenant,period")
+    with pytest.raises(wattprint.BadRequestError):
+        client.statement("2026-13")
+    with pytest.raises(ValueError):
+        client.statement_document(month, "xlsx")
+    # Another tenant's month holds none of acme's instances.
+    other = wattprint.Client(live.url, live.other_token)
+    with other:
+        theirs = other.statement(month)
+    assert not {i.instance_id for i in theirs.instances} & {i.instance_id for i in st.instances}

@@ -38,6 +38,7 @@ SCHEMA_OF = {
     "IntensityValue": "IntensityView",
     "Restatement": "RestatementView",
     "Restatements": "RestatementsView",
+    "Statement": "StatementView",
 }
 # Object schemas with no model of their own: request bodies (the SDK builds them from
 # arguments), the problem document (``wattprint.errors``) and core's footprint fields, which

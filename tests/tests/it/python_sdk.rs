@@ -98,6 +98,42 @@ async fn python_sdk_tests_and_example_against_a_real_server() {
         ("WATTPRINT_TEST_REQUIRE", "1".to_owned()),
     ];
 
+    // The statement example prints the month's preliminary statement as the API serves it.
+    let month = wattprint_core::UnixMillis(server.from_ms).to_rfc3339()[..7].to_owned();
+    let out = Command::new(&python)
+        .arg(sdk.join("examples/statement.py"))
+        .arg(&month)
+        .env("WATTPRINT_URL", &server.url)
+        .env("WATTPRINT_TOKEN", &token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "statement example failed:\n{}",
+        text(&out)
+    );
+    let (status, st) = server.get(&token, &format!("/v1/statements/{month}")).await;
+    assert_eq!(status, 200, "{st}");
+    let total = &st["totals"];
+    assert!(
+        stdout.contains(&format!(
+            "statement {} acme {month} preliminary",
+            st["statement_id"].as_str().unwrap()
+        )),
+        "{stdout}"
+    );
+    let energy = total["it_energy_mj"].as_u64().unwrap();
+    assert!(energy >= 2 * gpu_energy, "{st}");
+    assert!(
+        stdout.contains(&format!("total it_energy_mj={energy} marginal_co2e_g=")),
+        "{stdout}"
+    );
+    assert_eq!(
+        numbers_after(&stdout, "total it_energy_mj=")[..1],
+        [energy as f64]
+    );
+
     // The example: every number it prints is the API's, read back here with plain HTTP.
     let out = Command::new(&python)
         .arg(sdk.join("examples/footprint.py"))

@@ -45,6 +45,15 @@ from .models import (
     Restatement,
     RestatementTotals,
     Restatements,
+    StatementAmounts,
+    StatementInstance,
+    StatementWorkload,
+    StatementDay,
+    StatementAdjustment,
+    MarketBased,
+    Statement,
+    StatementSummary,
+    StatementList,
 )
 
 __version__ = "0.1.0"
@@ -96,4 +105,13 @@ __all__ = [
     "Restatement",
     "RestatementTotals",
     "Restatements",
+    "StatementAmounts",
+    "StatementInstance",
+    "StatementWorkload",
+    "StatementDay",
+    "StatementAdjustment",
+    "MarketBased",
+    "Statement",
+    "StatementSummary",
+    "StatementList",
 ]

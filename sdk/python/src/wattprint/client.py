@@ -27,6 +27,8 @@ from .models import (
     RawPoint,
     Restatements,
     Series,
+    Statement,
+    StatementList,
     TenantSummary,
     WhatIf,
     Workload,
@@ -69,6 +71,8 @@ class _Call(Generic[T]):
     params: Mapping[str, str] | None = None
     body: Any = None
     auth: bool = True
+    # The answer's bytes as they are (documents: CSV, PDF), not JSON to decode.
+    raw: bool = False
 
 
 def _seg(s: str) -> str:
@@ -142,6 +146,20 @@ class _Endpoints:
     @staticmethod
     def restatements(from_: Time, to: Time) -> _Call[Restatements]:
         return _Call("GET", "/v1/restatements", _as(Restatements), _query(**{"from": from_, "to": to}))
+
+    @staticmethod
+    def statements() -> _Call[StatementList]:
+        return _Call("GET", "/v1/statements", _as(StatementList))
+
+    @staticmethod
+    def statement(period: str) -> _Call[Statement]:
+        return _Call("GET", f"/v1/statements/{_seg(period)}", _as(Statement))
+
+    @staticmethod
+    def statement_document(period: str, fmt: str) -> _Call[bytes]:
+        if fmt not in ("json", "csv", "pdf"):
+            raise ValueError(f"statement format {fmt!r} is not json, csv or pdf")
+        return _Call("GET", f"/v1/statements/{_seg(period)}.{fmt}", bytes, raw=True)
 
     @staticmethod
     def create_workload(
@@ -221,6 +239,8 @@ def _finish(call: _Call[T], resp: httpx.Response) -> T:
         raise problem_error(
             resp.status_code, resp.reason_phrase, resp.content, int(retry) if retry.isdigit() else None
         )
+    if call.raw:
+        return call.decode(resp.content)
     try:
         data = json.loads(resp.content)
     except ValueError as e:
@@ -344,6 +364,18 @@ class Client:
     def restatements(self, *, from_: Time, to: Time) -> Restatements:
         """``GET /v1/restatements``: intervals whose intensity was restated, with the change."""
         return self._run(_Endpoints.restatements(from_, to))
+
+    def statements(self) -> StatementList:
+        """``GET /v1/statements``: the tenant's months, issued newest first, then preliminary."""
+        return self._run(_Endpoints.statements())
+
+    def statement(self, period: str) -> Statement:
+        """``GET /v1/statements/{period}``: the month (``YYYY-MM``), issued or preliminary."""
+        return self._run(_Endpoints.statement(period))
+
+    def statement_document(self, period: str, fmt: str) -> bytes:
+        """The month's statement as a document: ``json`` (as issued), ``csv`` or ``pdf``."""
+        return self._run(_Endpoints.statement_document(period, fmt))
 
     def create_workload(
         self,
@@ -487,6 +519,18 @@ class AsyncClient:
     async def restatements(self, *, from_: Time, to: Time) -> Restatements:
         """``GET /v1/restatements``."""
         return await self._run(_Endpoints.restatements(from_, to))
+
+    async def statements(self) -> StatementList:
+        """``GET /v1/statements``."""
+        return await self._run(_Endpoints.statements())
+
+    async def statement(self, period: str) -> Statement:
+        """``GET /v1/statements/{period}``."""
+        return await self._run(_Endpoints.statement(period))
+
+    async def statement_document(self, period: str, fmt: str) -> bytes:
+        """The month's statement as ``json``, ``csv`` or ``pdf`` bytes."""
+        return await self._run(_Endpoints.statement_document(period, fmt))
 
     async def create_workload(
         self,

@@ -395,3 +395,114 @@ class Restatements:
     to: str
     restatements: list[Restatement]
     totals: RestatementTotals
+
+
+# --- Statements -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementAmounts:
+    """Energy and emissions of one line of a monthly statement."""
+
+    it_energy_mj: int
+    it_energy_kwh: float
+    estimated_energy_mj: int
+    facility_energy_kwh: float
+    marginal_it_co2e_g: float
+    marginal_co2e_g: float
+    location_co2e_g: float | None
+    location_missing_energy_mj: int
+    embodied_co2e_g: float
+    gpu_intervals: int
+    covered_gpu_ms: int
+    provenance: Provenance
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementInstance(StatementAmounts):
+    """One instance with usage in the month."""
+
+    instance_id: str
+    gpus: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementWorkload(StatementAmounts):
+    """One workload overlapping the month, over its part inside it."""
+
+    workload_id: str
+    label: str
+    functional_unit: str
+    functional_units: float
+    from_: str
+    to: str
+    sci_g_per_unit: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementDay:
+    """One UTC day of the month."""
+
+    day: str
+    it_energy_mj: int
+    marginal_co2e_g: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementAdjustment:
+    """A correction to an earlier issued month."""
+
+    period: str
+    dated: str
+    reason: str
+    it_energy_mj: int
+    marginal_co2e_g: float
+    location_co2e_g: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketBased:
+    """Market-based emissions: a number only where contractual instruments are configured."""
+
+    status: str
+    co2e_g: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Statement:
+    """Body of ``GET /v1/statements/{YYYY-MM}``: preliminary, or issued and never changed."""
+
+    statement_id: str
+    tenant: str
+    period: str
+    from_: str
+    to: str
+    status: str
+    issued_at: str | None
+    computed_at: str
+    content_sha256: str | None
+    model_version: str
+    totals: StatementAmounts
+    instances: list[StatementInstance]
+    workloads: list[StatementWorkload]
+    adjustments: list[StatementAdjustment]
+    daily: list[StatementDay]
+    market_based: MarketBased
+    location_sources: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementSummary:
+    """One month in ``GET /v1/statements``."""
+
+    period: str
+    status: str
+    issued_at: str | None
+    content_sha256: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementList:
+    """Body of ``GET /v1/statements``."""
+
+    statements: list[StatementSummary]
