@@ -3,23 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use crate::run;
 use std::path::Path;
-use std::process::Command;
-
-fn run(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wattprint"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn config(data: &Path, gpu_on: &str) -> String {
     let instance = |tenant: &str, id: &str| {
