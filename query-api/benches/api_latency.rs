@@ -18,8 +18,8 @@
 //!   ones (from +7 min, to −13 min: edge buckets are re-read from raw samples);
 //! - `GET /v1/summary` over the whole range (every GPU of the tenant);
 //! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points);
-//! - `GET /v1/statements/{YYYY-MM}`: the preliminary statement of the calendar month the data
-//!   starts in (every GPU of the tenant, every interval of the month read and summed).
+//! - and, in the process rather than over HTTP, the preliminary monthly statement of the
+//!   calendar month the data starts in (`statements::compute`: every interval of the month).
 //!
 //! A measurement stops early, after at least 5 requests, once it has run `WPBENCH_MAX_SECS`
 //! (300): `n` in the table says how many were timed. Timing covers send → last body byte.
@@ -306,7 +306,6 @@ enum Query {
     Workload { figures: Figures },
     Summary { instances: usize, figures: Figures },
     Series { points: usize, figures: Figures },
-    Statement { figures: Figures },
 }
 
 fn num(v: &Value, path: &[&str]) -> Result<f64, String> {
@@ -363,14 +362,6 @@ impl Query {
                     return Err(format!("summary: {n} instances, the store has {instances}"));
                 }
                 same("summary totals", got, *figures)
-            }
-            Query::Statement { figures } => {
-                let got = Figures {
-                    intervals: int(&v, &["totals", "gpu_intervals"])?,
-                    energy_mj: int(&v, &["totals", "it_energy_mj"])?,
-                    it_co2e_g: num(&v, &["totals", "marginal_it_co2e_g"])?,
-                };
-                same("statement totals", got, *figures)
             }
             Query::Series { points, figures } => {
                 let pts = v["points"].as_array().ok_or("series: no points")?;
@@ -748,6 +739,33 @@ async fn bench_store(
         energy_mj: cal.totals.energy.0,
         it_co2e_g: cal.totals.it_co2e.0,
     };
+    // Statement generation, timed in the process (over HTTP it outlasts the 30 s request
+    // timeout at this size: it sums every interval of the month in the query API).
+    let catalog = wattprint_core::sci::HardwareCatalog::default();
+    let src = wattprint_query_api::statements::Sources {
+        store: store.as_ref(),
+        catalog: &catalog,
+        join: None,
+    };
+    let t0 = Instant::now();
+    let statement = wattprint_query_api::statements::compute(src, &scope, month, UnixMillis::now())
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    let computed = Figures {
+        intervals: statement.totals.gpu_intervals,
+        energy_mj: statement.totals.it_energy_mj,
+        it_co2e_g: statement.totals.marginal_it_co2e_g,
+    };
+    same("statement totals", computed, statement_store).unwrap();
+    println!(
+        "{label} | statement {period}: {} GPUs, {} GPU-intervals | computed in {:.1} s \
+         (Statements::compute, one run) | {}",
+        fleet.gpus,
+        statement_store.intervals,
+        took.as_secs_f64(),
+        load_line()
+    );
     let range = format!("from={month_from}&to={month_to}");
     let queries: Vec<(String, String, Query)> = vec![
         (
@@ -778,16 +796,6 @@ async fn bench_store(
             Query::Summary {
                 instances: summary.instances.len(),
                 figures: summary_store,
-            },
-        ),
-        (
-            format!(
-                "statement {period}: {} GPUs, {} GPU-intervals",
-                fleet.gpus, statement_store.intervals
-            ),
-            format!("{base}/v1/statements/{period}"),
-            Query::Statement {
-                figures: statement_store,
             },
         ),
         (
