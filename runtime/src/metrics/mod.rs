@@ -18,6 +18,7 @@ use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, PeriodicReader, Pipeline, SdkMeterProvider, Temporality,
 };
 use opentelemetry_sdk::Resource;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -178,4 +179,21 @@ fn record_process_info(process: &str) {
         .with_description("Unix time the process started.")
         .build()
         .record(unix_now(), &[]);
+}
+
+/// Parses a `*.metrics_listen` value: unset gives `default`, an empty string turns the
+/// listener off (`None`), anything else must be `host:port`.
+pub fn parse_listen(
+    key: &str,
+    value: Option<&str>,
+    default: SocketAddr,
+) -> Result<Option<SocketAddr>, String> {
+    match value.map(str::trim) {
+        None => Ok(Some(default)),
+        Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{key} = {v:?}: not an address (host:port): {e}")),
+    }
 }
