@@ -3,6 +3,7 @@
 //! committed on the bus only after the store accepted it.
 
 use crate::inventory::InventoryIndex;
+use crate::metrics::ENRICHER;
 use crate::quarantine::dead_letter_row;
 use std::collections::HashMap;
 use std::future::Future;
@@ -227,6 +228,7 @@ impl Enricher {
         messages: &[&BusMessage],
         report: &mut EnricherReport,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let mut samples: Vec<EnergySample> = Vec::new();
         let mut quarantine: Vec<QuarantineRecord> = Vec::new();
         for message in messages {
@@ -234,6 +236,11 @@ impl Enricher {
                 BusMessage::Samples(s) => samples.extend_from_slice(s),
                 BusMessage::DeadLetters(d) => quarantine.extend(d.iter().map(dead_letter_row)),
             }
+            let topic = match message {
+                BusMessage::Samples(_) => "samples",
+                BusMessage::DeadLetters(_) => "dead_letter",
+            };
+            ENRICHER.records(topic, 1);
         }
         let dead_letters = quarantine.len() as u64;
         let mut inserted = 0;
@@ -276,7 +283,11 @@ impl Enricher {
         }
         if !quarantine.is_empty() {
             self.store.write_quarantine(&quarantine).await?;
+            quarantine.iter().for_each(|q| ENRICHER.quarantined(&q.reason));
         }
+        ENRICHER
+            .batch_duration
+            .record(started.elapsed().as_secs_f64(), &[]);
         report.inserted += inserted;
         report.duplicates += duplicates;
         report.quarantined += quarantine.len() as u64;

@@ -10,7 +10,6 @@ pub mod http;
 mod prometheus;
 
 use opentelemetry::metrics::{Meter, MeterProvider as _};
-use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader;
@@ -23,7 +22,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
-pub use http::{serve, Readiness};
+pub use http::{router, serve, Readiness};
+/// The instrument types, so instrumented crates need no OpenTelemetry dependency of their own.
+pub use opentelemetry::metrics::{Counter, Gauge, Histogram, UpDownCounter};
+pub use opentelemetry::KeyValue;
 
 /// Default histogram buckets (seconds), as `docs/metrics.md` lists them.
 pub const SECONDS_BUCKETS: [f64; 11] = [
@@ -132,6 +134,21 @@ fn build(process: &str, otlp_endpoint: Option<&str>) -> Result<Registry, Metrics
 
 fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| build("wattprint", None).expect("no exporter, cannot fail"))
+}
+
+/// A histogram in seconds with the catalogue's default buckets.
+pub fn seconds_histogram(name: &'static str, description: &'static str) -> Histogram<f64> {
+    meter()
+        .f64_histogram(name)
+        .with_unit("s")
+        .with_description(description)
+        .with_boundaries(SECONDS_BUCKETS.to_vec())
+        .build()
+}
+
+/// A `u64` counter without a unit.
+pub fn counter(name: &'static str, description: &'static str) -> Counter<u64> {
+    meter().u64_counter(name).with_description(description).build()
 }
 
 /// The meter every Wattprint instrument is made from.

@@ -1,0 +1,108 @@
+//! Gateway and enricher metrics (`docs/metrics.md`, "Gateway" and "Enricher"), recorded where
+//! the events happen. Labels are closed sets: refusal kinds via
+//! [`wattprint_core::sample::refusal_kind`], never a host or a tenant.
+
+use std::sync::LazyLock;
+use wattprint_runtime::metrics::{self, Counter, Histogram, KeyValue, UpDownCounter};
+
+/// The gateway's instruments.
+pub(crate) struct GatewayMetrics {
+    pub streams: UpDownCounter<i64>,
+    batches: Counter<u64>,
+    pub batch_duration: Histogram<f64>,
+    pub accepted: Counter<u64>,
+    rejected: Counter<u64>,
+    auth_refusals: Counter<u64>,
+}
+
+pub(crate) static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| GatewayMetrics {
+    streams: metrics::meter()
+        .i64_up_down_counter("wattprint.gateway.streams")
+        .with_description("Agent streams open.")
+        .build(),
+    batches: metrics::counter(
+        "wattprint.gateway.batches",
+        "Batches received: acked, refused whole, or failed (bus error).",
+    ),
+    batch_duration: metrics::seconds_histogram(
+        "wattprint.gateway.batch_duration",
+        "Receipt of a batch to its ack (includes the bus publish).",
+    ),
+    accepted: metrics::counter(
+        "wattprint.gateway.samples_accepted",
+        "Valid samples published to the samples topic.",
+    ),
+    rejected: metrics::counter(
+        "wattprint.gateway.samples_rejected",
+        "Samples refused and sent to the dead-letter topic.",
+    ),
+    auth_refusals: metrics::counter(
+        "wattprint.gateway.auth_refusals",
+        "Agent streams refused by the host registry.",
+    ),
+});
+
+impl GatewayMetrics {
+    /// One batch answered: `acked`, `refused` or `failed`.
+    pub fn batch(&self, outcome: &'static str) {
+        self.batches.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// One sample refused for `reason` (the refusal's text).
+    pub fn rejected(&self, reason: &str) {
+        let kind = wattprint_core::sample::refusal_kind(reason);
+        self.rejected.add(1, &[KeyValue::new("reason", kind)]);
+    }
+
+    /// One stream refused by the host registry with `message`.
+    pub fn auth_refused(&self, message: &str) {
+        let reason = if message.contains("unknown host") || message.starts_with("no ") {
+            "unknown_host"
+        } else if message.contains("sent no host token") {
+            "missing_token"
+        } else if message.contains("wrong host token") {
+            "wrong_token"
+        } else if message.contains("names host") {
+            "host_mismatch"
+        } else {
+            "wrong_certificate"
+        };
+        self.auth_refusals.add(1, &[KeyValue::new("reason", reason)]);
+    }
+}
+
+/// The enricher's instruments.
+pub(crate) struct EnricherMetrics {
+    records: Counter<u64>,
+    pub batch_duration: Histogram<f64>,
+    quarantined: Counter<u64>,
+}
+
+pub(crate) static ENRICHER: LazyLock<EnricherMetrics> = LazyLock::new(|| EnricherMetrics {
+    records: metrics::counter(
+        "wattprint.enricher.records",
+        "Bus records consumed (records/s: rate()).",
+    ),
+    batch_duration: metrics::seconds_histogram(
+        "wattprint.enricher.batch_duration",
+        "One bus batch: decode, enrich, store write, commit.",
+    ),
+    quarantined: metrics::counter(
+        "wattprint.quarantine.added",
+        "Samples this process filed in the quarantine.",
+    ),
+});
+
+impl EnricherMetrics {
+    /// `n` records consumed from `topic` (`samples`, `dead_letter`).
+    pub fn records(&self, topic: &'static str, n: usize) {
+        self.records
+            .add(n as u64, &[KeyValue::new("topic", topic)]);
+    }
+
+    /// One sample filed in the quarantine for `reason` (the refusal's text).
+    pub fn quarantined(&self, reason: &str) {
+        let kind = wattprint_core::sample::refusal_kind(reason);
+        self.quarantined.add(1, &[KeyValue::new("reason", kind)]);
+    }
+}
