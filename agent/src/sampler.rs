@@ -11,10 +11,10 @@
 //! whole GPU, and [`crate::attribution::AttributedGpu`] into the samples of the instances
 //! sharing it. The sampling loop runs the latter.
 
-use crate::metrics::AGENT;
 use crate::attribution::{AttributedGpu, AttributionMode};
 use crate::clock::{ChainOutcome, ClockedChain};
 use crate::clock_state::StateWriter;
+use crate::metrics::AGENT;
 use crate::sensor::{Gauges, GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;

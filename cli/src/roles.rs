@@ -192,6 +192,9 @@ pub struct Backend {
     pub gateway_addr: Option<SocketAddr>,
     /// Where the query API listens, if it runs.
     pub api_addr: Option<SocketAddr>,
+    /// Where a gateway or enricher serves `/metrics`, `/healthz` and `/readyz` (the query API
+    /// and `up` serve them on `api_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// Auth settings (for minting tokens).
@@ -253,9 +256,10 @@ impl Backend {
             }
             None => (None, None),
         };
+        let readiness = crate::health::readiness(settings, &store, roles);
         let (api, statements, api_addr) = if roles.query_api {
             let (task, issuer, addr) =
-                start_query_api(settings, store.clone(), &auth, &stop).await?;
+                start_query_api(settings, store.clone(), &auth, &stop, readiness.clone()).await?;
             (Some(task), Some(issuer), Some(addr))
         } else {
             (None, None, None)
@@ -292,15 +296,24 @@ impl Backend {
             stop.wait(),
         )
         .await?;
+        // `up` and the query API serve metrics on the API's listener; the others on their own.
+        let metrics_listen = match (roles.query_api, roles.gateway) {
+            (true, _) => None,
+            (false, true) => settings.metrics.gateway,
+            (false, false) => settings.metrics.enricher,
+        };
+        let metrics_addr = crate::health::listen(metrics_listen, readiness, &stop).await?;
         tracing::info!(
             ?gateway_addr,
             ?api_addr,
+            ?metrics_addr,
             enricher = enricher.is_some(),
             "backend started"
         );
         Ok(Backend {
             gateway_addr,
             api_addr,
+            metrics_addr,
             store,
             auth,
             gateway,
@@ -428,6 +441,7 @@ async fn start_query_api(
     store: Arc<dyn Store>,
     auth: &AuthConfig,
     stop: &Shutdown,
+    readiness: wattprint_runtime::metrics::Readiness,
 ) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, JoinHandle<()>, SocketAddr)> {
     if settings.api_auth.jwks.is_none() && !settings.api_listen.ip().is_loopback() {
         tracing::warn!(
@@ -451,7 +465,13 @@ async fn start_query_api(
         STATEMENTS_CHECKED_EVERY,
         stop.wait(),
     ));
-    let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
+    let extra = wattprint_runtime::metrics::routes(readiness);
+    let task = tokio::spawn(wattprint_query_api::serve_with(
+        listener,
+        state,
+        extra,
+        stop.wait(),
+    ));
     Ok((task, issuer, addr))
 }
 

@@ -283,7 +283,9 @@ impl Enricher {
         }
         if !quarantine.is_empty() {
             self.store.write_quarantine(&quarantine).await?;
-            quarantine.iter().for_each(|q| ENRICHER.quarantined(&q.reason));
+            quarantine
+                .iter()
+                .for_each(|q| ENRICHER.quarantined(&q.reason));
         }
         ENRICHER
             .batch_duration

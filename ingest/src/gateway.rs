@@ -250,7 +250,9 @@ impl Gateway {
             Err(s) if s.code() == Code::InvalidArgument => "refused",
             Err(_) => "failed",
         });
-        GATEWAY.batch_duration.record(start.elapsed().as_secs_f64(), &[]);
+        GATEWAY
+            .batch_duration
+            .record(start.elapsed().as_secs_f64(), &[]);
         result
     }
 

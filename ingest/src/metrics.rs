@@ -67,7 +67,8 @@ impl GatewayMetrics {
         } else {
             "wrong_certificate"
         };
-        self.auth_refusals.add(1, &[KeyValue::new("reason", reason)]);
+        self.auth_refusals
+            .add(1, &[KeyValue::new("reason", reason)]);
     }
 }
 
@@ -96,8 +97,7 @@ pub(crate) static ENRICHER: LazyLock<EnricherMetrics> = LazyLock::new(|| Enriche
 impl EnricherMetrics {
     /// `n` records consumed from `topic` (`samples`, `dead_letter`).
     pub fn records(&self, topic: &'static str, n: usize) {
-        self.records
-            .add(n as u64, &[KeyValue::new("topic", topic)]);
+        self.records.add(n as u64, &[KeyValue::new("topic", topic)]);
     }
 
     /// One sample filed in the quarantine for `reason` (the refusal's text).

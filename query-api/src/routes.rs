@@ -70,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
             limits.request_timeout,
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
 

@@ -21,10 +21,7 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| StoreMetrics {
         "wattprint.store.rows_written",
         "Rows written (a redelivered row counts again; storage dedups).",
     ),
-    errors: metrics::counter(
-        "wattprint.store.write_errors",
-        "Store writes that failed.",
-    ),
+    errors: metrics::counter("wattprint.store.write_errors", "Store writes that failed."),
 });
 
 /// Times one write of `rows` rows to `table` (`samples`, `intervals`, `quarantine`,

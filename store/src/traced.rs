@@ -5,13 +5,13 @@
 //! whichever backend runs underneath, and events a backend logs land inside that span. The
 //! decorator only observes: it passes arguments and results through unchanged.
 
+use crate::metrics::timed_write;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
     NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
     RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store, StoreError,
     TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
-use crate::metrics::timed_write;
 use async_trait::async_trait;
 use tracing::field::Empty;
 use tracing::{info_span, Instrument};

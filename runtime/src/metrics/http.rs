@@ -81,11 +81,15 @@ impl Readiness {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz`, to serve alone or merge into another router.
+/// `/metrics`, `/healthz` and `/readyz`, the metrics listener's routes.
 pub fn router(readiness: Readiness) -> Router {
+    routes(readiness).route("/healthz", get(|| async { "ok" }))
+}
+
+/// `/metrics` and `/readyz` alone, to merge into a router that has its own `/healthz`.
+pub fn routes(readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(readiness)
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
-pub use http::{router, serve, Readiness};
+pub use http::{router, routes, serve, Readiness};
 /// The instrument types, so instrumented crates need no OpenTelemetry dependency of their own.
 pub use opentelemetry::metrics::{Counter, Gauge, Histogram, UpDownCounter};
 pub use opentelemetry::KeyValue;
@@ -148,7 +148,10 @@ pub fn seconds_histogram(name: &'static str, description: &'static str) -> Histo
 
 /// A `u64` counter without a unit.
 pub fn counter(name: &'static str, description: &'static str) -> Counter<u64> {
-    meter().u64_counter(name).with_description(description).build()
+    meter()
+        .u64_counter(name)
+        .with_description(description)
+        .build()
 }
 
 /// The meter every Wattprint instrument is made from.
