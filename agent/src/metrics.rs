@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
+use wattprint_core::sample::EnergySource;
 
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
@@ -23,6 +24,7 @@ pub(crate) struct AgentMetrics {
     pub spool_oldest_age: Gauge<f64>,
     stream_errors: Counter<u64>,
     pub connected: Gauge<u64>,
+    unattributed: Counter<f64>,
     hw_energy: Counter<f64>,
     hw_power: Gauge<f64>,
 }
@@ -64,6 +66,11 @@ pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
             .u64_gauge("wattprint.agent.gateway_connected")
             .with_description("1 while a stream to the gateway is open.")
             .build(),
+        unattributed: m
+            .f64_counter("wattprint.agent.unattributed_energy")
+            .with_unit("J")
+            .with_description("Energy no instance could be named for (not sent).")
+            .build(),
         hw_energy: m
             .f64_counter("hw.energy")
             .with_unit("J")
@@ -79,8 +86,20 @@ pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
 
 impl AgentMetrics {
     /// One sample made from a sensor reading, by energy `source`.
-    pub fn samples_read(&self, source: &'static str) {
+    pub fn samples_read(&self, source: EnergySource) {
+        let source = match source {
+            EnergySource::Counter => "counter",
+            EnergySource::PowerIntegration => "power_integration",
+            EnergySource::CounterBridged => "counter_bridged",
+        };
         self.read.add(1, &[KeyValue::new("source", source)]);
+    }
+
+    /// Energy (mJ) no instance could be named for.
+    pub fn unattributed(&self, millijoules: u64) {
+        if millijoules > 0 {
+            self.unattributed.add(millijoules as f64 / 1000.0, &[]);
+        }
     }
 
     /// One sample refused by the gateway for `reason` (its text).

@@ -14,7 +14,6 @@
 use crate::attribution::{AttributedGpu, AttributionMode};
 use crate::clock::{ChainOutcome, ClockedChain};
 use crate::clock_state::StateWriter;
-use crate::metrics::AGENT;
 use crate::sensor::{Gauges, GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -230,8 +229,6 @@ pub struct GpuSampler {
     run_epoch_secs: u64,
     emitted: u64,
     spans: SpanMaker,
-    /// Model name, for the provider-side `hw.*` metrics.
-    model: String,
 }
 
 impl GpuSampler {
@@ -252,7 +249,6 @@ impl GpuSampler {
             run_epoch_secs,
             emitted: 0,
             spans: SpanMaker::new(max_gap_ms),
-            model: gpu.model.clone(),
         }
     }
 
@@ -289,18 +285,6 @@ impl GpuSampler {
 
     fn sample(&mut self, span: CounterSpan, r: &Reading, source: EnergySource) -> EnergySample {
         self.emitted += 1;
-        let label = match source {
-            EnergySource::Counter => "counter",
-            EnergySource::PowerIntegration => "power_integration",
-            EnergySource::CounterBridged => "counter_bridged",
-        };
-        AGENT.samples_read(label);
-        AGENT.gpu(
-            self.gpu.as_str(),
-            &self.model,
-            span.energy.0 as f64 / 1000.0,
-            f64::from(r.power.0) / 1000.0,
-        );
         EnergySample {
             host: self.host.clone(),
             gpu: self.gpu.clone(),

@@ -7,4 +7,5 @@ mod corpus;
 mod env;
 mod intensity;
 mod inventory;
+mod metrics;
 mod up;

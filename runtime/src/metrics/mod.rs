@@ -7,6 +7,7 @@
 //! UCUM units, turned into `wattprint_*_seconds`/`_total` by the Prometheus encoder.
 
 pub mod http;
+pub mod parse;
 mod prometheus;
 
 use opentelemetry::metrics::{Meter, MeterProvider as _};
