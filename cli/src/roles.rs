@@ -19,7 +19,7 @@ use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
 use wattprint_bus::kafka::create_topics;
-use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer};
+use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer, Metered};
 use wattprint_core::UnixMillis;
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
@@ -381,6 +381,7 @@ async fn start_bus(
             if roles.gateway {
                 let (producer, consumer) = memory_bus(64);
                 let task = tokio::spawn(enricher.run(consumer, stop.wait()));
+                let producer = Metered::new(producer, None);
                 (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
             } else {
                 (None, None)
@@ -397,7 +398,9 @@ async fn start_bus(
                     .with_context(|| format!("creating topics on {}", config.brokers))?;
             }
             let producer = if roles.gateway {
-                Some(Arc::new(KafkaProducer::new(config)?) as Arc<dyn BusProducer>)
+                let producer =
+                    Metered::new(KafkaProducer::new(config)?, Some(config.max_in_flight));
+                Some(Arc::new(producer) as Arc<dyn BusProducer>)
             } else {
                 None
             };

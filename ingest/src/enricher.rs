@@ -319,6 +319,7 @@ impl Enricher {
             Ok(()) => {
                 report.messages += batch.len() as u64;
                 batch.into_iter().for_each(Delivery::commit);
+                ENRICHER.committed();
                 return true;
             }
             Err(Settled::Stopped(e)) => {

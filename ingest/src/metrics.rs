@@ -3,7 +3,7 @@
 //! [`wattprint_core::sample::refusal_kind`], never a host or a tenant.
 
 use std::sync::LazyLock;
-use wattprint_runtime::metrics::{self, Counter, Histogram, KeyValue, UpDownCounter};
+use wattprint_runtime::metrics::{self, Counter, Gauge, Histogram, KeyValue, UpDownCounter};
 
 /// The gateway's instruments.
 pub(crate) struct GatewayMetrics {
@@ -77,6 +77,7 @@ pub(crate) struct EnricherMetrics {
     records: Counter<u64>,
     pub batch_duration: Histogram<f64>,
     quarantined: Counter<u64>,
+    last_commit: Gauge<f64>,
 }
 
 pub(crate) static ENRICHER: LazyLock<EnricherMetrics> = LazyLock::new(|| EnricherMetrics {
@@ -92,12 +93,22 @@ pub(crate) static ENRICHER: LazyLock<EnricherMetrics> = LazyLock::new(|| Enriche
         "wattprint.quarantine.added",
         "Samples this process filed in the quarantine.",
     ),
+    last_commit: metrics::meter()
+        .f64_gauge("wattprint.enricher.last_commit_timestamp")
+        .with_unit("s")
+        .with_description("Unix time of the last offset commit.")
+        .build(),
 });
 
 impl EnricherMetrics {
     /// `n` records consumed from `topic` (`samples`, `dead_letter`).
     pub fn records(&self, topic: &'static str, n: usize) {
         self.records.add(n as u64, &[KeyValue::new("topic", topic)]);
+    }
+
+    /// A batch's offsets were committed now.
+    pub fn committed(&self) {
+        self.last_commit.record(metrics::unix_now(), &[]);
     }
 
     /// One sample filed in the quarantine for `reason` (the refusal's text).

@@ -203,7 +203,50 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
             &[("route", "/v1/instances/{id}/series"), ("status", "200")]
         ) >= 1.0
     );
+    catalogued(&m);
     let ready = reqwest::get(format!("{}/readyz", up.api)).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     interrupt_and_wait(up);
+}
+
+/// Every family the scrape holds is in `docs/metrics.md`'s tables, with the same type, and
+/// uses only the labels the catalogue allows for it.
+fn catalogued(m: &[Series]) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    let mut catalogue = std::collections::BTreeMap::new();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() > 4
+            && cells[1].starts_with('`')
+            && ["counter", "gauge", "histogram"].contains(&cells[2])
+        {
+            let name = cells[1].trim_matches('`').to_owned();
+            catalogue.insert(name, (cells[2].to_owned(), cells[3].to_owned()));
+        }
+    }
+    assert!(catalogue.len() >= 50, "{}", catalogue.len());
+    for s in m {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|x| {
+                s.name
+                    .strip_suffix(x)
+                    .filter(|f| catalogue.contains_key(*f))
+            })
+            .unwrap_or(&s.name);
+        let (kind, labels) = catalogue
+            .get(family)
+            .unwrap_or_else(|| panic!("{} is not in docs/metrics.md", s.name));
+        if family != s.name {
+            assert_eq!(kind, "histogram", "{}", s.name);
+        }
+        for label in s.labels.keys().filter(|l| *l != "le") {
+            assert!(
+                labels.contains(&format!("`{label}`")),
+                "{}: label {label} is not catalogued ({labels})",
+                s.name
+            );
+        }
+    }
 }
