@@ -97,3 +97,44 @@ pub async fn listen(
         }
     }
 }
+
+/// Every minute until `stop`, records each configured region's intensity coverage: the share
+/// of the last 24 hours' 5-minute slots with an actual marginal point in the loaded join
+/// (`wattprint_intensity_coverage_ratio{signal="marginal"}`).
+pub fn keep_coverage(settings: &Settings, stop: &Shutdown) -> tokio::task::JoinHandle<()> {
+    use wattprint_core::{Bucket, UnixMillis};
+    use wattprint_runtime::metrics::KeyValue;
+    let join = settings.intensity.clone();
+    let stopped = stop.wait();
+    let gauge = wattprint_runtime::metrics::meter()
+        .f64_gauge("wattprint.intensity.coverage")
+        .with_unit("1")
+        .with_description("Share of the last 24 h's 5-minute slots with an actual point.")
+        .build();
+    tokio::spawn(async move {
+        const SLOT_MS: i64 = 300_000;
+        tokio::pin!(stopped);
+        loop {
+            let snapshot = join.snapshot();
+            let now = Bucket::containing(UnixMillis::now()).start().0;
+            for region in snapshot.regions() {
+                let slots = 288;
+                let covered = (1..=slots)
+                    .filter(|i| {
+                        let bucket = Bucket::containing(UnixMillis(now - i * SLOT_MS));
+                        snapshot.has_actual(region, bucket)
+                    })
+                    .count();
+                let labels = [
+                    KeyValue::new("region", region.as_str().to_owned()),
+                    KeyValue::new("signal", "marginal"),
+                ];
+                gauge.record(covered as f64 / slots as f64, &labels);
+            }
+            tokio::select! {
+                () = &mut stopped => return,
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    })
+}

@@ -303,6 +303,10 @@ impl Backend {
             (false, false) => settings.metrics.enricher,
         };
         let metrics_addr = crate::health::listen(metrics_listen, readiness, &stop).await?;
+        // Intensity coverage where intervals are joined or served.
+        if enricher.is_some() || roles.query_api {
+            drop(crate::health::keep_coverage(settings, &stop));
+        }
         tracing::info!(
             ?gateway_addr,
             ?api_addr,

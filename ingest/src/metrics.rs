@@ -117,3 +117,51 @@ impl EnricherMetrics {
         self.quarantined.add(1, &[KeyValue::new("reason", kind)]);
     }
 }
+
+/// The intensity poller's instruments.
+pub(crate) struct IntensityMetrics {
+    duration: Histogram<f64>,
+    errors: Counter<u64>,
+    last_success: Gauge<f64>,
+}
+
+pub(crate) static INTENSITY: LazyLock<IntensityMetrics> = LazyLock::new(|| IntensityMetrics {
+    duration: metrics::seconds_histogram(
+        "wattprint.intensity.poll_duration",
+        "One poll of one provider.",
+    ),
+    errors: metrics::counter("wattprint.intensity.poll_errors", "Polls that failed."),
+    last_success: metrics::meter()
+        .f64_gauge("wattprint.intensity.last_poll_success_timestamp")
+        .with_unit("s")
+        .with_description("Unix time of the last successful poll.")
+        .build(),
+});
+
+impl IntensityMetrics {
+    /// One fetch from `provider` (`watttime`, `electricitymaps`, `file`) that started at
+    /// `started`, failed with `error` or not.
+    pub fn polled(
+        &self,
+        provider: &str,
+        started: std::time::Instant,
+        error: Option<&wattprint_intensity::ProviderError>,
+    ) {
+        use wattprint_intensity::ProviderError as E;
+        let p = KeyValue::new("provider", provider.to_owned());
+        self.duration
+            .record(started.elapsed().as_secs_f64(), std::slice::from_ref(&p));
+        let kind = match error {
+            None => {
+                self.last_success.record(metrics::unix_now(), &[p]);
+                return;
+            }
+            Some(E::Auth { .. }) => "auth",
+            Some(E::RateLimited { .. }) => "rate_limited",
+            Some(E::Malformed { .. }) => "malformed",
+            Some(E::Unavailable { .. }) => "unavailable",
+            Some(_) => "other",
+        };
+        self.errors.add(1, &[p, KeyValue::new("kind", kind)]);
+    }
+}

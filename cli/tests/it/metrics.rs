@@ -125,6 +125,13 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
         "hw_energy {hw_j} J vs API {api_mj} mJ"
     );
     assert!(m.iter().any(|s| s.name == "hw_power_watts"));
+    // Intensity coverage per configured region (the demo's three).
+    let regions = m
+        .iter()
+        .filter(|s| s.name == "wattprint_intensity_coverage_ratio")
+        .filter(|s| (0.0..=1.0).contains(&s.value))
+        .count();
+    assert_eq!(regions, 3);
 
     // Refused samples are counted by reason, at the gateway and in the API's counters.
     let before = value(&m, "wattprint_gateway_samples_rejected_total", &[]);
