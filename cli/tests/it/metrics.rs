@@ -2,6 +2,8 @@
 //! move with the traffic (every sample the agent had acked is a sample stored, the GPUs'
 //! `hw_energy_joules_total` is the energy the API reports) and refusals are counted by reason.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use crate::up::{get, interrupt_and_wait, start_with, Up};
 use std::time::Duration;
 use wattprint_proto::v1::ingest_client::IngestClient;
