@@ -534,6 +534,7 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     );
     println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
     println!("  gateway     grpc://{gateway_addr}");
+    println!("  metrics     {api}/metrics  (readiness {api}/readyz)");
     let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
     println!(
         "  agent       {gpus} replayed GPUs on {} instances",

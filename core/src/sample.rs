@@ -563,4 +563,3 @@ pub(crate) mod tests {
         );
     }
 }
-
