@@ -186,6 +186,15 @@ instances = 1
         let mut env = self.env();
         for (k, v) in [
             ("WATTPRINT_AGENT__HOST_ID", format!("host-{}", inst.id)),
+            // Agents run side by side: each its own spool (a spool directory takes one agent).
+            (
+                "WATTPRINT_AGENT__SPOOL_DIR",
+                self.dir
+                    .path()
+                    .join(format!("spool-{}", inst.id))
+                    .display()
+                    .to_string(),
+            ),
             ("WATTPRINT_AGENT__REPLAY__SEED", inst.seed.to_string()),
             ("WATTPRINT_AGENT__REPLAY__GPUS", inst.gpus.to_string()),
             ("WATTPRINT_AGENT__REPLAY__LOOPS", loops.to_string()),
