@@ -59,6 +59,9 @@ pub struct RawAgent {
     pub spool_max_mib: Option<u64>,
     /// File holding this host's token, sent to the gateway on every stream (default none).
     pub host_token_file: Option<PathBuf>,
+    /// Local metrics listener (`/metrics`, `/healthz`, `/readyz`; default 127.0.0.1:9466,
+    /// empty: off). Validated with the other listeners in the CLI's config.
+    pub metrics_listen: Option<String>,
     /// TLS to the gateway with a client certificate (default none: plaintext `http://`).
     pub tls: Option<RawAgentTls>,
     /// How GPUs are attributed to instances.

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod clock_state;
 pub mod config;
 pub mod metadata;
+pub mod metrics;
 pub mod nvml;
 pub mod replay;
 pub mod resolver;

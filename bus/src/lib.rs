@@ -15,12 +15,14 @@ pub mod config;
 mod dead_letter;
 pub mod kafka;
 mod memory;
+mod metered;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use dead_letter::{DeadLetter, DeadLetterPayload};
 pub use kafka::{KafkaBusConfig, KafkaBusError, KafkaConsumer, KafkaProducer};
 pub use memory::{memory_bus, MemoryConsumer, MemoryProducer};
+pub use metered::Metered;
 
 /// What travels on the bus.
 #[derive(Debug, Clone, PartialEq)]

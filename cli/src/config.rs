@@ -69,6 +69,9 @@ pub struct RawConfig {
     /// Agent section.
     #[serde(default)]
     pub agent: RawAgent,
+    /// Enricher section (its metrics listener).
+    #[serde(default)]
+    pub enricher: RawEnricher,
     /// Intensity section.
     #[serde(default)]
     pub intensity: Option<RawIntensity>,
@@ -77,6 +80,45 @@ pub struct RawConfig {
     /// Inventory: instances and their GPUs.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
+}
+
+/// `[enricher]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnricher {
+    /// Metrics listener (`/metrics`, `/healthz`, `/readyz`; default 127.0.0.1:9465, empty:
+    /// off).
+    pub metrics_listen: Option<String>,
+}
+
+/// Where each process serves `/metrics`, `/healthz` and `/readyz` (`None`: not served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListeners {
+    /// `gateway.metrics_listen`.
+    pub gateway: Option<SocketAddr>,
+    /// `enricher.metrics_listen`.
+    pub enricher: Option<SocketAddr>,
+    /// `agent.metrics_listen`.
+    pub agent: Option<SocketAddr>,
+}
+
+impl MetricsListeners {
+    fn validate(raw: &RawConfig) -> Result<Self, SettingsError> {
+        let listen = |key: &str, value: &Option<String>, port: u16| {
+            let default = SocketAddr::from(([127, 0, 0, 1], port));
+            wattprint_runtime::metrics::parse_listen(key, value.as_deref(), default)
+                .map_err(SettingsError::Invalid)
+        };
+        Ok(Self {
+            gateway: listen("gateway.metrics_listen", &raw.gateway.metrics_listen, 9464)?,
+            enricher: listen(
+                "enricher.metrics_listen",
+                &raw.enricher.metrics_listen,
+                9465,
+            )?,
+            agent: listen("agent.metrics_listen", &raw.agent.metrics_listen, 9466)?,
+        })
+    }
 }
 
 /// `[[instances]]`.
@@ -187,6 +229,8 @@ pub struct Settings {
     pub catalog: HardwareCatalog,
     /// Inventory (configured instances, or the replay demo's).
     pub inventory: Vec<InstanceRecord>,
+    /// Metrics listeners of the distributed processes (`up` serves on the API's listener).
+    pub metrics: MetricsListeners,
 }
 
 /// The model name replayed GPUs report (the trace's GPU).
@@ -292,6 +336,7 @@ impl RawConfig {
         let agent = raw.agent.validate(&data, gateway.listen, &data_dir)?;
         let api = raw.query_api.validate(&data_dir)?;
         let statements = raw.statements.validate()?;
+        let metrics = MetricsListeners::validate(&raw)?;
 
         // Every section is valid: load the files they name.
         let loaded = intensity.load()?;
@@ -339,6 +384,7 @@ impl RawConfig {
             pue,
             catalog,
             inventory,
+            metrics,
         })
     }
 }

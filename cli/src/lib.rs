@@ -2,6 +2,7 @@
 //! enricher and query API into one process (`wattprint up`) or separate ones.
 
 pub mod config;
+pub mod health;
 pub mod intensity;
 pub mod inventory;
 pub mod quarantine;

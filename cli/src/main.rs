@@ -238,6 +238,8 @@ async fn main() -> anyhow::Result<()> {
         otlp_endpoint: cli.otlp_endpoint.clone(),
         service_name: format!("wattprint-{}", cli.command.name()),
     })?;
+    let process = cli.command.name().replace('-', "_");
+    wattprint_runtime::metrics::init(&process, cli.otlp_endpoint.as_deref())?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     match &cli.command {
@@ -323,6 +325,18 @@ async fn check_agent(settings: &Settings) -> anyhow::Result<()> {
 
 /// `wattprint agent`: one agent streaming to its gateway until a shutdown signal.
 async fn agent(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let readiness = wattprint_runtime::metrics::Readiness::new();
+    readiness.add("gateway", || {
+        let up = wattprint_agent::metrics::gateway_connected();
+        async move {
+            up.then_some(())
+                .ok_or_else(|| "no stream to the gateway (the spool keeps data)".to_owned())
+        }
+    });
+    let listen = settings.metrics.agent;
+    if let Some(addr) = wattprint_cli::health::listen(listen, readiness, &shutdown).await? {
+        println!("agent metrics on http://{addr}/metrics");
+    }
     let report = roles::run_agent(
         settings,
         settings.agent.config.gateway_url.clone(),
@@ -453,6 +467,9 @@ async fn serve(cli: &Cli, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()
     if let Some(addr) = backend.api_addr {
         println!("query API listening on http://{addr}");
     }
+    if let Some(addr) = backend.metrics_addr {
+        println!("metrics on http://{addr}/metrics");
+    }
     if roles.enricher {
         println!(
             "enricher consuming ({}) into {}",
@@ -517,6 +534,7 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     );
     println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
     println!("  gateway     grpc://{gateway_addr}");
+    println!("  metrics     {api}/metrics  (readiness {api}/readyz)");
     let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
     println!(
         "  agent       {gpus} replayed GPUs on {} instances",

@@ -85,20 +85,5 @@ pub fn describe(r: &ReplayReport) -> String {
 /// A short name for what kind of refusal a reason describes, for counts (reasons carry values,
 /// so they are not grouped as they are).
 pub fn reason_kind(reason: &str) -> &'static str {
-    const KINDS: [(&str, &str); 10] = [
-        ("overlaps stored energy", "overlap"),
-        ("not attached to instance", "not-attached"),
-        ("storable maximum", "unstorable"),
-        ("already stored with different content", "conflict"),
-        ("after the gateway's clock", "future"),
-        ("older than", "too-old"),
-        ("implied mean power", "absurd"),
-        ("power reading", "absurd"),
-        ("no longer in the inventory", "gone"),
-        ("malformed", "malformed"),
-    ];
-    KINDS
-        .iter()
-        .find(|(needle, _)| reason.contains(needle))
-        .map_or("other", |(_, kind)| kind)
+    wattprint_core::sample::refusal_kind(reason)
 }

@@ -19,7 +19,7 @@ use wattprint_agent::sensor::GpuSensor;
 use wattprint_agent::tls::HostToken;
 use wattprint_agent::{AgentConfig, AgentReport};
 use wattprint_bus::kafka::{check_durability, create_topics};
-use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer};
+use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer, Metered};
 use wattprint_core::UnixMillis;
 use wattprint_ingest::enricher::EnricherReport;
 use wattprint_ingest::gateway::{server_tls_config, ServerTlsConfig};
@@ -199,6 +199,9 @@ pub struct Backend {
     pub gateway_addr: Option<SocketAddr>,
     /// Where the query API listens, if it runs.
     pub api_addr: Option<SocketAddr>,
+    /// Where a gateway or enricher serves `/metrics`, `/healthz` and `/readyz` (the query API
+    /// and `up` serve them on `api_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// Auth settings (for minting tokens).
@@ -260,9 +263,10 @@ impl Backend {
             }
             None => (None, None),
         };
+        let readiness = crate::health::readiness(settings, &store, roles);
         let (api, statements, api_addr) = if roles.query_api {
             let (task, issuer, addr) =
-                start_query_api(settings, store.clone(), &auth, &stop).await?;
+                start_query_api(settings, store.clone(), &auth, &stop, readiness.clone()).await?;
             (Some(task), Some(issuer), Some(addr))
         } else {
             (None, None, None)
@@ -299,15 +303,28 @@ impl Backend {
             stop.wait(),
         )
         .await?;
+        // `up` and the query API serve metrics on the API's listener; the others on their own.
+        let metrics_listen = match (roles.query_api, roles.gateway) {
+            (true, _) => None,
+            (false, true) => settings.metrics.gateway,
+            (false, false) => settings.metrics.enricher,
+        };
+        let metrics_addr = crate::health::listen(metrics_listen, readiness, &stop).await?;
+        // Intensity coverage where intervals are joined or served.
+        if enricher.is_some() || roles.query_api {
+            drop(crate::health::keep_coverage(settings, &stop));
+        }
         tracing::info!(
             ?gateway_addr,
             ?api_addr,
+            ?metrics_addr,
             enricher = enricher.is_some(),
             "backend started"
         );
         Ok(Backend {
             gateway_addr,
             api_addr,
+            metrics_addr,
             store,
             auth,
             gateway,
@@ -375,6 +392,7 @@ async fn start_bus(
             if roles.gateway {
                 let (producer, consumer) = memory_bus(64);
                 let task = tokio::spawn(enricher.run(consumer, stop.wait()));
+                let producer = Metered::new(producer, None);
                 (Some(Arc::new(producer) as Arc<dyn BusProducer>), Some(task))
             } else {
                 (None, None)
@@ -395,7 +413,9 @@ async fn start_bus(
                     .with_context(|| format!("checking the topics on {}", config.brokers))?;
             }
             let producer = if roles.gateway {
-                Some(Arc::new(KafkaProducer::new(config)?) as Arc<dyn BusProducer>)
+                let producer =
+                    Metered::new(KafkaProducer::new(config)?, Some(config.max_in_flight));
+                Some(Arc::new(producer) as Arc<dyn BusProducer>)
             } else {
                 None
             };
@@ -439,6 +459,7 @@ async fn start_query_api(
     store: Arc<dyn Store>,
     auth: &AuthConfig,
     stop: &Shutdown,
+    readiness: wattprint_runtime::metrics::Readiness,
 ) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, JoinHandle<()>, SocketAddr)> {
     if settings.api_auth.jwks.is_none() && !settings.api_listen.ip().is_loopback() {
         tracing::warn!(
@@ -462,7 +483,13 @@ async fn start_query_api(
         STATEMENTS_CHECKED_EVERY,
         stop.wait(),
     ));
-    let task = tokio::spawn(wattprint_query_api::serve(listener, state, stop.wait()));
+    let extra = wattprint_runtime::metrics::routes(readiness);
+    let task = tokio::spawn(wattprint_query_api::serve_with(
+        listener,
+        state,
+        extra,
+        stop.wait(),
+    ));
     Ok((task, issuer, addr))
 }
 

@@ -363,6 +363,28 @@ pub fn check_sample(
     Ok(())
 }
 
+/// A short, closed name for the kind of refusal a reason text describes (`overlap`,
+/// `not-attached`, `unstorable`, `conflict`, `future`, `too-old`, `absurd`, `gone`,
+/// `malformed`, `other`): reasons carry values, so counts and metric labels use this.
+pub fn refusal_kind(reason: &str) -> &'static str {
+    const KINDS: [(&str, &str); 10] = [
+        ("overlaps stored energy", "overlap"),
+        ("not attached to instance", "not-attached"),
+        ("storable maximum", "unstorable"),
+        ("already stored with different content", "conflict"),
+        ("after the gateway's clock", "future"),
+        ("older than", "too-old"),
+        ("implied mean power", "absurd"),
+        ("power reading", "absurd"),
+        ("no longer in the inventory", "gone"),
+        ("malformed", "malformed"),
+    ];
+    KINDS
+        .iter()
+        .find(|(needle, _)| reason.contains(needle))
+        .map_or("other", |(_, kind)| kind)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -20,6 +20,9 @@ pub struct RawGateway {
     /// Host registry: the agents allowed to stream, with their token hashes (default none:
     /// any host may stream). See `wattprint_ingest::hosts`.
     pub hosts_file: Option<PathBuf>,
+    /// Metrics listener (`/metrics`, `/healthz`, `/readyz`; default 127.0.0.1:9464, empty:
+    /// off). Validated with the other listeners in the CLI's config.
+    pub metrics_listen: Option<String>,
 }
 
 /// `[gateway.tls]`.

@@ -12,6 +12,7 @@
 use crate::gateway::admit;
 use crate::inventory::InventoryIndex;
 use crate::log_throttle::{LogThrottle, LogVerdict};
+use crate::metrics::ENRICHER;
 use crate::quarantine::dead_letter_row;
 use std::collections::HashMap;
 use std::future::Future;
@@ -267,6 +268,7 @@ impl Enricher {
         messages: &[&BusMessage],
         report: &mut EnricherReport,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let mut samples: Vec<EnergySample> = Vec::new();
         let mut quarantine: Vec<QuarantineRecord> = Vec::new();
         for message in messages {
@@ -274,6 +276,11 @@ impl Enricher {
                 BusMessage::Samples(s) => samples.extend_from_slice(s),
                 BusMessage::DeadLetters(d) => quarantine.extend(d.iter().map(dead_letter_row)),
             }
+            let topic = match message {
+                BusMessage::Samples(_) => "samples",
+                BusMessage::DeadLetters(_) => "dead_letter",
+            };
+            ENRICHER.records(topic, 1);
         }
         let dead_letters = quarantine.len() as u64;
         let mut inserted = 0;
@@ -316,7 +323,13 @@ impl Enricher {
         }
         if !quarantine.is_empty() {
             self.store.write_quarantine(&quarantine).await?;
+            quarantine
+                .iter()
+                .for_each(|q| ENRICHER.quarantined(&q.reason));
         }
+        ENRICHER
+            .batch_duration
+            .record(started.elapsed().as_secs_f64(), &[]);
         report.inserted += inserted;
         report.duplicates += duplicates;
         report.quarantined += quarantine.len() as u64;
@@ -346,6 +359,7 @@ impl Enricher {
             Ok(()) => {
                 report.messages += batch.len() as u64;
                 batch.into_iter().for_each(Delivery::commit);
+                ENRICHER.committed();
                 return true;
             }
             Err(Settled::Stopped(e)) => {

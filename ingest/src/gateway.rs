@@ -16,6 +16,7 @@
 use crate::hosts::HostRegistry;
 use crate::inventory::InventoryIndex;
 use crate::log_throttle::{LogThrottle, LogVerdict};
+use crate::metrics::GATEWAY;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,6 +67,17 @@ impl Default for GatewayLimits {
             first_byte_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Counts an open agent stream down when the stream's task ends, however it ends.
+fn scopeguard_streams() -> impl Drop {
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            GATEWAY.streams.add(-1, &[]);
+        }
+    }
+    Open
 }
 
 /// A batch split into what may pass and what is refused.
@@ -182,6 +194,7 @@ impl Gateway {
                 Ok(s) => out.accepted.push(s),
                 Err(reason) => {
                     self.log_rejection(host, now, wire, &reason);
+                    GATEWAY.rejected(&reason.to_string());
                     out.rejected.push(Rejection {
                         gpu_uuid: wire.gpu_uuid.clone(),
                         seq: wire.seq,
@@ -236,6 +249,24 @@ impl Gateway {
         batch: SampleBatch,
         bound: Option<&InstanceId>,
     ) -> Result<BatchAck, Status> {
+        let start = std::time::Instant::now();
+        let result = self.handle_checked(batch, bound).await;
+        GATEWAY.batch(match &result {
+            Ok(_) => "acked",
+            Err(s) if s.code() == Code::InvalidArgument => "refused",
+            Err(_) => "failed",
+        });
+        GATEWAY
+            .batch_duration
+            .record(start.elapsed().as_secs_f64(), &[]);
+        result
+    }
+
+    async fn handle_checked(
+        &self,
+        batch: SampleBatch,
+        bound: Option<&InstanceId>,
+    ) -> Result<BatchAck, Status> {
         let summary = || {
             serde_json::json!({"batch_seq": batch.batch_seq, "samples": batch.samples.len()})
                 .to_string()
@@ -265,6 +296,7 @@ impl Gateway {
                 .publish(BusMessage::Samples(checked.accepted))
                 .await
                 .map_err(|e| Status::unavailable(format!("samples not persisted, resend: {e}")))?;
+            GATEWAY.accepted.add(u64::from(accepted), &[]);
         }
         if !checked.dead_letters.is_empty() {
             self.producer
@@ -356,6 +388,7 @@ impl Ingest for Gateway {
                     Ok(credential) => Some(credential),
                     Err(status) => {
                         tracing::warn!(%peer, code = ?status.code(), reason = %status.message(), "agent stream refused");
+                        GATEWAY.auth_refused(status.message());
                         return Err(status);
                     }
                 }
@@ -366,6 +399,8 @@ impl Ingest for Gateway {
         let gateway = self.clone();
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
+            GATEWAY.streams.add(1, &[]);
+            let _open = scopeguard_streams();
             let mut last_host = String::new();
             loop {
                 let batch = match inbound.message().await {
@@ -390,6 +425,7 @@ impl Ingest for Gateway {
                         host.as_str()
                     ));
                     tracing::warn!(%peer, reason = %status.message(), "agent stream refused");
+                    GATEWAY.auth_refused(status.message());
                     let _ = tx.send(Err(status)).await;
                     break;
                 }

@@ -206,7 +206,10 @@ impl IntensityPoller {
             from,
             to,
         };
-        match source.provider.fetch(&req).await {
+        let started = std::time::Instant::now();
+        let fetched = source.provider.fetch(&req).await;
+        crate::metrics::INTENSITY.polled(source.provider.name(), started, fetched.as_ref().err());
+        match fetched {
             Ok(fetched) => {
                 report.rejected.extend(fetched.rejected);
                 report.gaps.extend(

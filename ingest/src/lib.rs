@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod intensity_poll;
 pub mod inventory;
 pub mod log_throttle;
+mod metrics;
 pub mod quarantine;
 
 pub use enricher::Enricher;

@@ -161,6 +161,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "request failed");
         }
+        if let ApiError::Forbidden(_) = &self {
+            crate::metrics::auth_refused_as("forbidden_role");
+        }
         let (kind, title) = self.kind_and_title();
         let body = Problem {
             kind: kind.to_owned(),

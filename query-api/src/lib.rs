@@ -45,6 +45,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod iplimit;
+mod metrics;
 pub mod openapi;
 pub mod operator;
 pub mod ratelimit;
@@ -270,6 +271,16 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, axum::Router::new(), shutdown).await
+}
+
+/// [`serve`], with `extra` routes (the process's `/metrics` and `/readyz`) beside the API's.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    extra: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "query api listening");
     }
@@ -278,7 +289,7 @@ pub async fn serve(
             "no token secret or key set configured: every authenticated request will be refused"
         );
     }
-    server::run(listener, state, shutdown).await?;
+    server::run(listener, state, extra, shutdown).await?;
     tracing::info!("query api stopped");
     Ok(())
 }

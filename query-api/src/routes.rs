@@ -77,7 +77,9 @@ pub fn router(state: ApiState) -> Router {
         )),
         None => app,
     };
-    app.layer(TraceLayer::new_for_http()).with_state(state)
+    app.layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .with_state(state)
 }
 
 /// Liveness

@@ -19,16 +19,19 @@ use tower_service::Service;
 use crate::routes::router;
 use crate::ApiState;
 
-/// Serves `state`'s router on `listener` until `shutdown` resolves, then waits for the open
+/// Serves `state`'s router, with `extra` routes beside it, on `listener` until `shutdown` resolves, then waits for the open
 /// connections to finish their requests.
 pub(crate) async fn run(
     listener: TcpListener,
     state: ApiState,
+    extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits;
     // The peer address reaches the handlers (per-IP limits of unauthenticated answers).
-    let mut make = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut make = router(state)
+        .merge(extra)
+        .into_make_service_with_connect_info::<SocketAddr>();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (open_tx, open_rx) = watch::channel(());

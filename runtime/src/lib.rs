@@ -3,6 +3,7 @@
 //! logic.
 
 pub mod config;
+pub mod metrics;
 pub mod pem;
 pub mod shutdown;
 pub mod telemetry;

@@ -10,6 +10,7 @@
 mod checks;
 pub mod clickhouse;
 pub mod config;
+mod metrics;
 pub mod placements;
 pub mod retention;
 pub mod rollups;

@@ -5,6 +5,7 @@
 //! whichever backend runs underneath, and events a backend logs land inside that span. The
 //! decorator only observes: it passes arguments and results through unchanged.
 
+use crate::metrics::timed_write;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
     NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
@@ -43,10 +44,8 @@ impl<S: Store> Store for Traced<S> {
         at: UnixMillis,
     ) -> Result<(), StoreError> {
         let span = info_span!("upsert_inventory", instances = instances.len(), at = at.0);
-        self.inner
-            .upsert_inventory_at(instances, at)
-            .instrument(span)
-            .await
+        let write = self.inner.upsert_inventory_at(instances, at);
+        timed_write("inventory", instances.len(), write.instrument(span)).await
     }
 
     async fn issue_statement(
@@ -100,11 +99,8 @@ impl<S: Store> Store for Traced<S> {
             duplicates = Empty,
             conflicts = Empty,
         );
-        let outcome = self
-            .inner
-            .write_samples(samples)
-            .instrument(span.clone())
-            .await?;
+        let write = self.inner.write_samples(samples).instrument(span.clone());
+        let outcome = timed_write("samples", samples.len(), write).await?;
         span.record("inserted", outcome.inserted);
         span.record("duplicates", outcome.duplicates);
         span.record("conflicts", outcome.conflicts.len());
@@ -113,7 +109,8 @@ impl<S: Store> Store for Traced<S> {
 
     async fn write_quarantine(&self, records: &[QuarantineRecord]) -> Result<(), StoreError> {
         let span = info_span!("write_quarantine", records = records.len());
-        self.inner.write_quarantine(records).instrument(span).await
+        let write = self.inner.write_quarantine(records).instrument(span);
+        timed_write("quarantine", records.len(), write).await
     }
 
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
@@ -237,7 +234,8 @@ impl<S: Store> Store for Traced<S> {
 
     async fn write_intensity(&self, points: &[IntensityPoint]) -> Result<LedgerWrite, StoreError> {
         let span = info_span!("write_intensity", points = points.len());
-        self.inner.write_intensity(points).instrument(span).await
+        let write = self.inner.write_intensity(points).instrument(span);
+        timed_write("intensity_ledger", points.len(), write).await
     }
 
     async fn intensity_points(

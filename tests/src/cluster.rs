@@ -37,6 +37,8 @@ pub struct Cluster {
     pub gateway_port: u16,
     /// The query API's port.
     pub api_port: u16,
+    /// The gateway's and the enricher's metrics listener ports (agents: port 0, each its own).
+    pub metrics_ports: (u16, u16),
     /// The ClickHouse database of this test.
     pub database: String,
     /// Running gateway, if started.
@@ -61,6 +63,7 @@ impl Cluster {
         let unique = format!("{name}_{:08x}", rand::random::<u32>());
         let database = format!("wpe2e_{unique}");
         let (gateway_port, api_port) = (free_port(), free_port());
+        let metrics_ports = (free_port(), free_port());
         let mut toml = format!(
             r#"data_dir = "{data}"
 
@@ -78,17 +81,24 @@ partitions = 4
 
 [gateway]
 listen = "127.0.0.1:{gateway_port}"
+metrics_listen = "127.0.0.1:{gateway_metrics}"
+
+[enricher]
+metrics_listen = "127.0.0.1:{enricher_metrics}"
 
 [query_api]
 listen = "127.0.0.1:{api_port}"
 
 [agent]
 gateway_url = "http://127.0.0.1:{gateway_port}"
+metrics_listen = "127.0.0.1:0"
 
 [agent.replay]
 instances = 1
 "#,
             data = dir.path().join("data").display(),
+            gateway_metrics = metrics_ports.0,
+            enricher_metrics = metrics_ports.1,
         );
         for inst in instances {
             write!(
@@ -114,6 +124,7 @@ instances = 1
             config,
             gateway_port,
             api_port,
+            metrics_ports,
             database,
             gateway: None,
             enricher: None,
@@ -175,6 +186,15 @@ instances = 1
         let mut env = self.env();
         for (k, v) in [
             ("WATTPRINT_AGENT__HOST_ID", format!("host-{}", inst.id)),
+            // Agents run side by side: each its own spool (a spool directory takes one agent).
+            (
+                "WATTPRINT_AGENT__SPOOL_DIR",
+                self.dir
+                    .path()
+                    .join(format!("spool-{}", inst.id))
+                    .display()
+                    .to_string(),
+            ),
             ("WATTPRINT_AGENT__REPLAY__SEED", inst.seed.to_string()),
             ("WATTPRINT_AGENT__REPLAY__GPUS", inst.gpus.to_string()),
             ("WATTPRINT_AGENT__REPLAY__LOOPS", loops.to_string()),

@@ -5,6 +5,7 @@
 //! no instance can be named for is reported as unattributed, never sent.
 
 use super::GpuRule;
+use crate::metrics::AGENT;
 use crate::resolver::InstanceResolver;
 use crate::sampler::{SpanMaker, SpanStep};
 use crate::sensor::{GpuInfo, GpuLayout, MigInstance, Reading, VgpuInstance};
@@ -45,6 +46,8 @@ pub struct AttributedGpu {
     run_epoch_secs: u64,
     targets: HashMap<GpuUuid, Target>,
     lowest_power: Option<Milliwatts>,
+    /// Model name, for the provider-side `hw.*` metrics.
+    model: String,
 }
 
 /// One part's share of a span.
@@ -76,6 +79,7 @@ impl AttributedGpu {
             run_epoch_secs,
             targets: HashMap::new(),
             lowest_power: None,
+            model: gpu.model.clone(),
         }
     }
 
@@ -99,6 +103,13 @@ impl AttributedGpu {
             );
         }
         let step = self.spans.observe(reading);
+        let gpu_energy: u64 = step.spans().iter().map(|(span, _)| span.energy.0).sum();
+        AGENT.gpu(
+            self.gpu.as_str(),
+            &self.model,
+            gpu_energy as f64 / 1000.0,
+            f64::from(reading.power.0) / 1000.0,
+        );
         let mut samples = Vec::new();
         let mut unattributed = Millijoules(0);
         let mut unattributed_reason = None;
@@ -111,9 +122,11 @@ impl AttributedGpu {
                 unattributed_reason = reason;
             }
             for share in shares {
+                AGENT.samples_read(source);
                 samples.push(self.sample(span, source, flag, reading, share));
             }
         }
+        AGENT.unattributed(unattributed.0);
         Attributed {
             step,
             samples,

@@ -18,6 +18,8 @@
 //!   acking every batch) that runs in a child process of this binary, so that the figures are
 //!   the agent's alone.
 //! - The spool is on (in a temporary directory) unless `--no-spool`: every batch is fsynced.
+//! - `--metrics ADDR`: the agent's metrics listener on `ADDR` (as `agent.metrics_listen`),
+//!   scraped every 15 s from inside this process, so the figures include serving `/metrics`.
 //!
 //! CPU is `utime + stime` of this process (all threads, including exited ones) over wall time,
 //! from `/proc/self/stat`; RSS is `VmRSS` sampled every second, and `VmHWM` the peak, from
@@ -42,7 +44,7 @@ use wattprint_proto::v1::{BatchAck, SampleBatch};
 
 const USAGE: &str = "usage: wattprint-agent-overhead [--sensor replay|nvml] [--gpus N] \
     [--energy-ms MS] [--gauge-ms MS] [--seconds S] [--warmup-seconds S] [--gateway URL] [--trace FILE] \
-    [--no-spool]   |   wattprint-agent-overhead sink";
+    [--no-spool] [--metrics ADDR]   |   wattprint-agent-overhead sink";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -71,6 +73,7 @@ struct Options {
     gateway: Option<String>,
     trace: PathBuf,
     spool: bool,
+    metrics: Option<SocketAddr>,
 }
 
 impl Options {
@@ -88,6 +91,7 @@ impl Options {
                 "/../data/h100-trace/h100_power_trace_50ms.csv"
             )),
             spool: true,
+            metrics: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -120,6 +124,10 @@ impl Options {
                 "--gateway" => o.gateway = Some(value()?),
                 "--trace" => o.trace = PathBuf::from(value()?),
                 "--no-spool" => o.spool = false,
+                "--metrics" => {
+                    let v = value()?;
+                    o.metrics = Some(v.parse().map_err(|e| format!("--metrics {v:?}: {e}"))?);
+                }
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}; {USAGE}")),
             }
@@ -219,6 +227,9 @@ fn bench(o: Options) -> Result<(), String> {
         o.seconds
     );
     let result = runtime.block_on(async {
+        if let Some(addr) = o.metrics {
+            start_metrics(addr).await?;
+        }
         let monitor = tokio::spawn(monitor(Duration::from_secs(o.warmup), total));
         let report = run(config, sensor, resolver, tokio::time::sleep(total))
             .await
@@ -310,6 +321,29 @@ fn gateway(o: &Options) -> Result<(Option<Child>, String), String> {
 
 /// The sensor to measure with (NVML, or the replay trace in real time), every GPU mapped to
 /// a bench instance.
+/// The agent's metrics listener on `addr`, scraped every 15 s (as Prometheus would).
+async fn start_metrics(addr: SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    wattprint_runtime::metrics::init("agent", None).map_err(|e| e.to_string())?;
+    let stop = wattprint_runtime::Shutdown::new();
+    let readiness = wattprint_runtime::metrics::Readiness::new();
+    let bound = wattprint_runtime::metrics::serve(addr, readiness, stop)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("metrics on http://{bound}/metrics, scraped every 15 s");
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            if let Ok(mut c) = tokio::net::TcpStream::connect(bound).await {
+                let _ = c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+                let mut body = Vec::new();
+                let _ = c.read_to_end(&mut body).await;
+            }
+        }
+    });
+    Ok(())
+}
+
 fn bench_sensor(o: &Options) -> Result<(Box<dyn GpuSensor>, InstanceResolver), String> {
     let (sensor, resolver): (Box<dyn GpuSensor>, InstanceResolver) = if o.nvml {
         let sensor = wattprint_agent::nvml::NvmlSensor::init().map_err(|e| format!("NVML: {e}"))?;

@@ -36,6 +36,7 @@ mod spooler;
 pub use auth::{is_auth_refusal, is_tls_refusal, StreamAuth};
 pub use outbox::Outbox;
 
+use crate::metrics::AGENT;
 use crate::spool::{Recovery, Spool};
 use crate::tls::error_chain;
 use crate::AgentReport;
@@ -282,6 +283,7 @@ async fn on_conn_event(
         }
         ConnEvent::Connected(Err(e)) => {
             tracing::warn!(error = %error_chain(&e), retry_in = ?backoff, "cannot connect to gateway");
+            AGENT.stream_error(error_kind(&error_chain(&e), "connect"));
             *conn = down(backoff, config.reconnect_backoff_max);
         }
         ConnEvent::Opened(Ok(response)) => {
@@ -297,6 +299,7 @@ async fn on_conn_event(
                     "stream to gateway open"
                 );
                 *conn = Conn::Up { tx, acks: response };
+                AGENT.set_connected(true);
             }
         }
         ConnEvent::Opened(Err(status)) if credentials_refused(&status) => {
@@ -311,6 +314,7 @@ async fn on_conn_event(
         }
         ConnEvent::Opened(Err(status)) => {
             tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), retry_in = ?backoff, "gateway refused the stream");
+            AGENT.stream_error(error_kind(&error_chain(&status), "reset"));
             *conn = down(backoff, config.reconnect_backoff_max);
         }
         ConnEvent::Ack(Ok(Some(ack))) => {
@@ -326,6 +330,8 @@ async fn on_conn_event(
         }
         ConnEvent::Ack(Ok(None)) => {
             tracing::warn!(unacked_batches = outbox.unacked(), retry_in = ?backoff, "gateway closed the stream");
+            AGENT.stream_error("reset");
+            AGENT.set_connected(false);
             *conn = down(backoff, config.reconnect_backoff_max);
         }
         ConnEvent::Ack(Err(status)) if credentials_refused(&status) => {
@@ -340,6 +346,8 @@ async fn on_conn_event(
         }
         ConnEvent::Ack(Err(status)) => {
             tracing::warn!(code = ?status.code(), message = %status.message(), error = %error_chain(&status), unacked_batches = outbox.unacked(), retry_in = ?backoff, "stream to gateway failed");
+            AGENT.stream_error(error_kind(&error_chain(&status), "reset"));
+            AGENT.set_connected(false);
             *conn = down(backoff, config.reconnect_backoff_max);
         }
     }
@@ -384,6 +392,15 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// `timeout` when the error says so, else `otherwise` (the stream-error label).
+fn error_kind(chain: &str, otherwise: &'static str) -> &'static str {
+    if chain.contains("timed out") || chain.contains("deadline") {
+        "timeout"
+    } else {
+        otherwise
+    }
+}
+
 fn connect(endpoint: &Endpoint) -> Conn {
     let endpoint = endpoint.clone();
     Conn::Connecting(Box::pin(async move { endpoint.connect().await }))
@@ -401,6 +418,8 @@ fn refused(
     backlog: usize,
 ) -> Conn {
     outbox.report.auth_refusals += 1;
+    AGENT.stream_error("auth");
+    AGENT.set_connected(false);
     tracing::error!(
         ?code,
         %reason,

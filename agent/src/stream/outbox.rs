@@ -11,6 +11,7 @@
 //! `(gpu, seq)` unchanged so a copy the gateway did take is recognised. Other refusals
 //! (malformed, not attached, absurd) are final: logged and counted.
 
+use crate::metrics::AGENT;
 use crate::AgentReport;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub struct Outbox {
     /// Spooled batches whose spool ack waits until their time-refused samples are spooled
     /// again in a retry batch.
     deferred_spool_acks: Vec<u64>,
+    /// Encoded bytes of `pending`, for the spool gauge.
+    pending_bytes: u64,
     pub(super) report: AgentReport,
 }
 
@@ -71,6 +74,7 @@ impl Outbox {
             next_batch_seq: 1,
             time_refused: VecDeque::new(),
             deferred_spool_acks: Vec::new(),
+            pending_bytes: 0,
             report: AgentReport::default(),
         }
     }
@@ -105,6 +109,7 @@ impl Outbox {
             on_disk: false,
             retry: false,
         });
+        self.pending_changed();
         Some(batch_seq)
     }
 
@@ -149,6 +154,7 @@ impl Outbox {
         let before = self.pending.len();
         self.pending
             .retain(|p| batch_seqs.binary_search(&p.batch.batch_seq).is_err());
+        self.pending_changed();
         before - self.pending.len()
     }
 
@@ -161,11 +167,32 @@ impl Outbox {
             on_disk: true,
             retry: false,
         });
+        self.pending_changed();
     }
 
     /// When the open batch must be sealed, if it has samples.
     pub fn seal_due(&self, max_wait: Duration) -> Option<Instant> {
         self.current_since.map(|t| t + max_wait)
+    }
+
+    /// Updates the spool gauges after `pending` changed: its encoded bytes (re-summed: the
+    /// outbox holds a batch or two while the gateway is reachable) and the age of its oldest
+    /// batch (by the end of its oldest sample).
+    fn pending_changed(&mut self) {
+        self.pending_bytes = self
+            .pending
+            .iter()
+            .map(|p| prost::Message::encoded_len(&p.batch) as u64)
+            .sum();
+        AGENT.spool_bytes.record(self.pending_bytes, &[]);
+        let oldest_ms = self
+            .pending
+            .front()
+            .and_then(|p| p.batch.samples.iter().map(|s| s.end_unix_ms).min());
+        let age = oldest_ms.map_or(0.0, |ms| {
+            (wattprint_core::UnixMillis::now().0 - ms).max(0) as f64 / 1000.0
+        });
+        AGENT.spool_oldest_age.record(age, &[]);
     }
 
     /// Batches waiting for acks (sent or not).
@@ -190,6 +217,7 @@ impl Outbox {
             .pending
             .iter_mut()
             .find(|p| p.batch.batch_seq == batch_seq)?;
+        AGENT.sent.add(p.batch.samples.len() as u64, &[]);
         if p.sent {
             self.report.batches_resent += 1;
         } else {
@@ -206,6 +234,7 @@ impl Outbox {
     pub(super) fn all_for_resend(&mut self) -> Vec<SampleBatch> {
         let mut out = Vec::with_capacity(self.pending.len());
         for p in &mut self.pending {
+            AGENT.sent.add(p.batch.samples.len() as u64, &[]);
             if p.sent {
                 self.report.batches_resent += 1;
             } else {
@@ -236,7 +265,9 @@ impl Outbox {
         let Some(acked) = self.pending.remove(pos) else {
             return false;
         };
+        self.pending_changed();
         self.report.samples_acked += u64::from(ack.accepted);
+        AGENT.acked.add(u64::from(ack.accepted), &[]);
         let mut time_refused = 0usize;
         for r in &ack.rejected {
             if is_time_refusal(&r.reason) {
@@ -262,6 +293,7 @@ impl Outbox {
                 }
             }
             self.report.samples_rejected += 1;
+            AGENT.rejected(&r.reason);
             tracing::warn!(
                 batch_seq = ack.batch_seq,
                 gpu = %r.gpu_uuid,

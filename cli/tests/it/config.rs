@@ -255,3 +255,80 @@ fn quarantine_bounds_default_parse_and_bad_values_name_the_key() {
     let e = load("[store]\nquarantine_retention_days = \"a month\"", &[]).unwrap_err();
     assert!(e.contains("quarantine_retention_days"), "{e}");
 }
+
+/// The configs the deployment artefacts write (the Kubernetes ConfigMaps, compose, the
+/// Terraform template) parse, with every process's metrics listener set where they say.
+#[test]
+fn the_deployment_configs_parse_with_their_metrics_listeners() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in [
+        "deploy/kubernetes/base/wattprint.toml",
+        "deploy/kubernetes/overlays/dev/wattprint.toml",
+        "deploy/compose/wattprint.toml",
+        "terraform/modules/wattprint/templates/wattprint.toml.tftpl",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        // Terraform interpolations (`${...}`) become plain values for the parse.
+        let text = fill_terraform_variables(&text);
+        let raw: RawConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (key, value) in [
+            ("gateway", &raw.gateway.metrics_listen),
+            ("enricher", &raw.enricher.metrics_listen),
+            ("agent", &raw.agent.metrics_listen),
+        ] {
+            assert_eq!(value.as_deref(), Some("0.0.0.0:9464"), "{file}: {key}");
+        }
+    }
+    // Compose's config validates whole (its data files are the shipped ones).
+    let compose = std::fs::read_to_string(root.join("deploy/compose/wattprint.toml")).unwrap();
+    let data_root = root.join("data");
+    let settings = load(
+        &compose,
+        &[("WATTPRINT_DATA_ROOT", data_root.to_str().unwrap())],
+    )
+    .unwrap();
+    let all: std::net::SocketAddr = "0.0.0.0:9464".parse().unwrap();
+    assert_eq!(settings.metrics.gateway, Some(all));
+    assert_eq!(settings.metrics.enricher, Some(all));
+    assert_eq!(settings.metrics.agent, Some(all));
+}
+
+#[test]
+fn metrics_listeners_default_turn_off_when_empty_and_name_the_key() {
+    let defaults = load("", &[]).unwrap().metrics;
+    assert_eq!(defaults.gateway, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(defaults.enricher, Some("127.0.0.1:9465".parse().unwrap()));
+    assert_eq!(defaults.agent, Some("127.0.0.1:9466".parse().unwrap()));
+    let off = load("[agent]\nmetrics_listen = \"\"\n", &[])
+        .unwrap()
+        .metrics;
+    assert_eq!(off.agent, None);
+    let err = load("[enricher]\nmetrics_listen = \"nope\"\n", &[]).unwrap_err();
+    assert!(err.contains("enricher.metrics_listen"), "{err}");
+}
+
+/// The Terraform template with its directives (`%{ if }` lines: both branches kept) dropped and
+/// its interpolations filled with plain values.
+fn fill_terraform_variables(text: &str) -> String {
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("%{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .map_or(rest.len(), |e| start + e + 1);
+        out.push_str(match &rest[start..end] {
+            "${partitions}" | "${replication}" => "3",
+            "${inventory}" => "",
+            _ => "x",
+        });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -7,6 +7,7 @@ mod corpus;
 mod env;
 mod intensity;
 mod inventory;
+mod metrics;
 mod up;
 
 use std::path::Path;

@@ -9,10 +9,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Up {
-    child: Child,
-    api: String,
-    tokens: Vec<(String, String)>,
+pub(crate) struct Up {
+    pub(crate) child: Child,
+    pub(crate) api: String,
+    /// The gateway's `grpc://` URL.
+    pub(crate) gateway: String,
+    pub(crate) tokens: Vec<(String, String)>,
 }
 
 fn start(data_dir: &std::path::Path) -> Up {
@@ -20,7 +22,7 @@ fn start(data_dir: &std::path::Path) -> Up {
 }
 
 /// `wattprint up` on `data_dir`, with a config file when given.
-fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> Up {
+pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> Up {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wattprint"));
     if let Some(config) = config {
         command.arg("--config").arg(config);
@@ -40,11 +42,13 @@ fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> U
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut api, mut tokens, mut tenant) = (None, vec![], None);
+    let mut gateway = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["query", "API", url, ..] => api = Some((*url).to_owned()),
+            ["gateway", url] => gateway = (*url).to_owned(),
             ["token", "for", "tenant", t, ..] => tenant = Some((*t).to_owned()),
             [token] if tenant.is_some() && token.starts_with("ey") => {
                 tokens.push((tenant.take().unwrap(), (*token).to_owned()))
@@ -62,10 +66,15 @@ fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> U
         let stderr = std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap();
         panic!("wattprint up printed no API URL and exited with {status}; stderr:\n{stderr}");
     };
-    Up { child, api, tokens }
+    Up {
+        child,
+        api,
+        gateway,
+        tokens,
+    }
 }
 
-fn interrupt_and_wait(mut up: Up) {
+pub(crate) fn interrupt_and_wait(mut up: Up) {
     let pid = up.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
@@ -86,7 +95,7 @@ fn interrupt_and_wait(mut up: Up) {
     }
 }
 
-async fn get(url: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn get(url: &str, token: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .get(url)
         .bearer_auth(token)

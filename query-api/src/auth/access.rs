@@ -270,10 +270,16 @@ pub(crate) async fn authenticate(
         .await
         .map_err(|err| {
             tracing::debug!(reason = ?err, "token refused");
+            crate::metrics::auth_refused(&err);
             ApiError::Unauthorized(err)
         })?;
     if let Some(limiter) = &state.rate_limiter {
-        limiter.check(&principal)?;
+        limiter.check(&principal).inspect_err(|_| {
+            crate::metrics::rate_limited(match &principal {
+                Principal::Tenant(t) => t.role().as_str(),
+                Principal::Operator(_) => Role::Operator.as_str(),
+            });
+        })?;
     }
     Ok(principal)
 }

@@ -145,6 +145,13 @@ start_at_ms = {start_at}
     let config = write(d, "wattprint.toml", &toml);
     let env = |extra: &[(&str, String)]| {
         let mut v = vec![("WATTPRINT_CONFIG".to_owned(), config.display().to_string())];
+        // Several agents at once: each on a port of its own, none on the default.
+        for key in [
+            "WATTPRINT_AGENT__METRICS_LISTEN",
+            "WATTPRINT_GATEWAY__METRICS_LISTEN",
+        ] {
+            v.push((key.to_owned(), "127.0.0.1:0".to_owned()));
+        }
         v.extend(extra.iter().map(|(k, x)| ((*k).to_owned(), x.clone())));
         v
     };

@@ -7,6 +7,7 @@ mod api_fuzz;
 mod common;
 mod distributed_e2e;
 mod distributed_faults;
+mod distributed_metrics;
 mod embedded_e2e;
 mod python_sdk;
 mod statements;

@@ -1,0 +1,133 @@
+//! Agent metrics (`docs/metrics.md`, "Agent"): streaming counts, the spool, the sensor's GPUs
+//! (`hw.energy`/`hw.power`, provider-side, never tenant-labelled). Recorded where the events
+//! happen; exported by the process's registry ([`wattprint_runtime::metrics`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
+use wattprint_core::sample::EnergySource;
+
+static CONNECTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a stream to the gateway is open now (the agent's readiness).
+pub fn gateway_connected() -> bool {
+    CONNECTED.load(Ordering::Relaxed)
+}
+use wattprint_runtime::metrics::{self, Counter, Gauge, KeyValue};
+
+/// The agent's instruments.
+pub(crate) struct AgentMetrics {
+    read: Counter<u64>,
+    pub sent: Counter<u64>,
+    pub acked: Counter<u64>,
+    rejected: Counter<u64>,
+    pub spool_bytes: Gauge<u64>,
+    pub spool_oldest_age: Gauge<f64>,
+    stream_errors: Counter<u64>,
+    pub connected: Gauge<u64>,
+    unattributed: Counter<f64>,
+    hw_energy: Counter<f64>,
+    hw_power: Gauge<f64>,
+}
+
+pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
+    let m = metrics::meter();
+    AgentMetrics {
+        read: metrics::counter(
+            "wattprint.agent.samples_read",
+            "Samples made from sensor readings.",
+        ),
+        sent: metrics::counter(
+            "wattprint.agent.samples_sent",
+            "Samples sent to the gateway (a resend counts again).",
+        ),
+        acked: metrics::counter(
+            "wattprint.agent.samples_acked",
+            "Samples the gateway acknowledged as stored on the bus.",
+        ),
+        rejected: metrics::counter(
+            "wattprint.agent.samples_rejected",
+            "Samples the gateway refused in its ack.",
+        ),
+        spool_bytes: m
+            .u64_gauge("wattprint.agent.spool")
+            .with_unit("By")
+            .with_description("Bytes of unacknowledged batches in the spool (or memory).")
+            .build(),
+        spool_oldest_age: m
+            .f64_gauge("wattprint.agent.spool_oldest_unacked_age")
+            .with_unit("s")
+            .with_description("Age of the oldest unacknowledged batch; 0 when none.")
+            .build(),
+        stream_errors: metrics::counter(
+            "wattprint.agent.stream_errors",
+            "Gateway streams that failed.",
+        ),
+        connected: m
+            .u64_gauge("wattprint.agent.gateway_connected")
+            .with_description("1 while a stream to the gateway is open.")
+            .build(),
+        unattributed: m
+            .f64_counter("wattprint.agent.unattributed_energy")
+            .with_unit("J")
+            .with_description("Energy no instance could be named for (not sent).")
+            .build(),
+        hw_energy: m
+            .f64_counter("hw.energy")
+            .with_unit("J")
+            .with_description("The GPU's energy counter since the agent started.")
+            .build(),
+        hw_power: m
+            .f64_gauge("hw.power")
+            .with_unit("W")
+            .with_description("The GPU's latest power reading.")
+            .build(),
+    }
+});
+
+impl AgentMetrics {
+    /// One sample made from a sensor reading, by energy `source`.
+    pub fn samples_read(&self, source: EnergySource) {
+        let source = match source {
+            EnergySource::Counter => "counter",
+            EnergySource::PowerIntegration => "power_integration",
+            EnergySource::CounterBridged => "counter_bridged",
+        };
+        self.read.add(1, &[KeyValue::new("source", source)]);
+    }
+
+    /// Energy (mJ) no instance could be named for.
+    pub fn unattributed(&self, millijoules: u64) {
+        if millijoules > 0 {
+            self.unattributed.add(millijoules as f64 / 1000.0, &[]);
+        }
+    }
+
+    /// One sample refused by the gateway for `reason` (its text).
+    pub fn rejected(&self, reason: &str) {
+        let kind = wattprint_core::sample::refusal_kind(reason);
+        self.rejected.add(1, &[KeyValue::new("reason", kind)]);
+    }
+
+    /// A stream to the gateway opened (`true`) or ended.
+    pub fn set_connected(&self, up: bool) {
+        CONNECTED.store(up, Ordering::Relaxed);
+        self.connected.record(u64::from(up), &[]);
+    }
+
+    /// One failed stream: `connect`, `auth`, `reset` or `timeout`.
+    pub fn stream_error(&self, kind: &'static str) {
+        self.stream_errors.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// A GPU's energy since the last reading and its power now.
+    pub fn gpu(&self, uuid: &str, model: &str, energy_j: f64, power_w: f64) {
+        let labels = [
+            KeyValue::new("hw.id", uuid.to_owned()),
+            KeyValue::new("hw.type", "gpu"),
+            KeyValue::new("hw.vendor", "NVIDIA"),
+            KeyValue::new("hw.model", model.to_owned()),
+        ];
+        self.hw_energy.add(energy_j, &labels);
+        self.hw_power.record(power_w, &labels);
+    }
+}

@@ -1,0 +1,108 @@
+//! Query API metrics (`docs/metrics.md`, "Query API"): requests by route template, method and
+//! status ([`track`], a middleware on the router, so the label is the matched template and
+//! never a raw URL), rate-limited requests by role, and auth refusals by reason.
+
+use crate::auth::AuthError;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::LazyLock;
+use std::time::Instant;
+use wattprint_runtime::metrics::{self, Counter, Histogram, KeyValue, UpDownCounter};
+
+struct ApiMetrics {
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+    in_flight: UpDownCounter<i64>,
+    rate_limited: Counter<u64>,
+    auth_refusals: Counter<u64>,
+}
+
+static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
+    requests: metrics::counter("wattprint.api.requests", "Requests answered."),
+    duration: metrics::seconds_histogram("wattprint.api.request_duration", "Request to response."),
+    in_flight: metrics::meter()
+        .i64_up_down_counter("wattprint.api.requests_in_flight")
+        .with_description("Requests being served.")
+        .build(),
+    rate_limited: metrics::counter(
+        "wattprint.api.rate_limited_requests",
+        "Requests refused with 429.",
+    ),
+    auth_refusals: metrics::counter(
+        "wattprint.api.auth_refusals",
+        "Requests refused with 401/403.",
+    ),
+});
+
+/// Middleware: counts and times every request under its route template.
+pub(crate) async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let method: &'static str = match (grpc, request.method().as_str()) {
+        (true, _) => "grpc",
+        (false, "GET") => "GET",
+        (false, "POST") => "POST",
+        (false, "PUT") => "PUT",
+        (false, _) => "other",
+    };
+    let m = &*API;
+    m.in_flight.add(1, &[]);
+    let start = Instant::now();
+    let response = next.run(request).await;
+    m.in_flight.add(-1, &[]);
+    let labels = [
+        KeyValue::new("route", route),
+        KeyValue::new("method", method),
+    ];
+    m.duration.record(start.elapsed().as_secs_f64(), &labels);
+    let status = KeyValue::new("status", i64::from(response.status().as_u16()));
+    let [route, method] = labels;
+    m.requests.add(1, &[route, method, status]);
+    response
+}
+
+/// One request refused with 429 for a caller of `role` (`reader`, `admin`, `operator`).
+pub(crate) fn rate_limited(role: &'static str) {
+    API.rate_limited.add(1, &[KeyValue::new("role", role)]);
+}
+
+/// One request refused with 401 for `err`.
+pub(crate) fn auth_refused(err: &AuthError) {
+    auth_refused_as(refusal_reason(err));
+}
+
+/// One request refused with 401/403 for `reason` (the catalogue's closed set).
+pub(crate) fn auth_refused_as(reason: &'static str) {
+    API.auth_refusals.add(1, &[KeyValue::new("reason", reason)]);
+}
+
+fn refusal_reason(err: &AuthError) -> &'static str {
+    match err {
+        AuthError::MissingToken => "missing_token",
+        AuthError::MalformedHeader | AuthError::TooLarge | AuthError::Mint(_) => "malformed",
+        AuthError::AlgorithmRefused(_) | AuthError::NotConfigured => "bad_signature",
+        AuthError::UnknownKey(_) => "unknown_key",
+        AuthError::Expired => "expired",
+        AuthError::NotYetValid => "not_yet_valid",
+        AuthError::Invalid(why) => {
+            const BY_TEXT: [(&str, &str); 5] = [
+                ("InvalidIssuer", "wrong_issuer"),
+                ("InvalidAudience", "wrong_audience"),
+                ("lifetime", "lifetime_too_long"),
+                ("no iat", "missing_iat"),
+                ("InvalidSignature", "bad_signature"),
+            ];
+            BY_TEXT
+                .iter()
+                .find(|(needle, _)| why.contains(needle))
+                .map_or("malformed", |(_, reason)| reason)
+        }
+    }
+}
