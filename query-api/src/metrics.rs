@@ -8,9 +8,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::LazyLock;
 use std::time::Instant;
-use wattprint_runtime::metrics::{self, Counter, Histogram, KeyValue, UpDownCounter};
+use wattprint_runtime::metrics::{self, Counter, Gauge, Histogram, KeyValue, UpDownCounter};
 
 struct ApiMetrics {
+    statement_last_issued: Gauge<f64>,
     requests: Counter<u64>,
     duration: Histogram<f64>,
     in_flight: UpDownCounter<i64>,
@@ -19,6 +20,13 @@ struct ApiMetrics {
 }
 
 static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
+    statement_last_issued: metrics::meter()
+        .f64_gauge("wattprint.statement.last_issued_period_end_timestamp")
+        .with_unit("s")
+        .with_description(
+            "End of the newest month with an issued statement (any tenant); 0 before the first.",
+        )
+        .build(),
     requests: metrics::counter("wattprint.api.requests", "Requests answered."),
     duration: metrics::seconds_histogram("wattprint.api.request_duration", "Request to response."),
     in_flight: metrics::meter()
@@ -105,4 +113,10 @@ fn refusal_reason(err: &AuthError) -> &'static str {
                 .map_or("malformed", |(_, reason)| reason)
         }
     }
+}
+
+/// The newest issued month ends at `end` (Unix ms; 0: none issued yet).
+pub(crate) fn statement_last_issued(end_ms: i64) {
+    API.statement_last_issued
+        .record(end_ms as f64 / 1000.0, &[]);
 }

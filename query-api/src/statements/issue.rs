@@ -211,6 +211,8 @@ pub struct IssueReport {
     pub issued: Vec<(TenantId, String)>,
     /// Failures, each with its tenant and period; retried next round.
     pub errors: Vec<String>,
+    /// The newest month issued for any tenant, as stored after this round.
+    pub latest_issued: Option<Period>,
 }
 
 /// Issues every month that is due at `now` for every tenant of the inventory: the months
@@ -254,6 +256,8 @@ async fn issue_tenant(
         .into_iter()
         .map(|s| s.period)
         .collect();
+    let newest = issued.iter().filter_map(|p| Period::parse(p).ok()).max();
+    report.latest_issued = report.latest_issued.max(newest);
     let mut due = Vec::new();
     let mut p = Period::containing(now);
     for _ in 0..=policy.adjustment_months {
@@ -270,6 +274,7 @@ async fn issue_tenant(
             continue;
         }
         let served = issue(src, scope, p, now, policy).await?;
+        report.latest_issued = report.latest_issued.max(Some(p));
         report
             .issued
             .push((scope.tenant().clone(), served.view.period));

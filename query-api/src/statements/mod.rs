@@ -43,6 +43,7 @@ pub async fn keep_issuing(
         };
         match issue_due(src, UnixMillis::now(), policy).await {
             Ok(r) => {
+                crate::metrics::statement_last_issued(r.latest_issued.map_or(0, |p| p.end().0));
                 for (tenant, period) in &r.issued {
                     tracing::info!(%tenant, %period, "statement issued");
                 }

@@ -326,6 +326,8 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.errors.is_empty() && b.errors.is_empty(), "{a:?} {b:?}");
+    assert_eq!((a.latest_issued, b.latest_issued), (Some(p), Some(p)));
+    assert_eq!(early.latest_issued, None);
     let issued = store.issued_statements(&scope("acme")).await.unwrap();
     assert_eq!(issued.len(), 1, "{issued:?}");
     let first = statements::statement(src, &scope("acme"), p, due, policy)
