@@ -9,6 +9,9 @@
 
 #![allow(missing_docs)]
 
+#[path = "../tests/it/common.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "../tests/it/flood.rs"]
 #[allow(dead_code)]
 mod flood;

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use crate::common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +24,12 @@ use wattprint_bus::{memory_bus, BusProducer, KafkaConsumer, KafkaProducer};
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis,
+    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, TenantId, TenantScope, UnixMillis,
 };
 use wattprint_ingest::{Enricher, Gateway, GatewayLimits, InventoryIndex};
 use wattprint_proto::v1::ingest_client::IngestClient;
 use wattprint_proto::v1::{BatchAck, SampleBatch};
-use wattprint_store::{ClickHouseStore, GpuRecord, InstanceRecord, SqliteStore, Store};
+use wattprint_store::{ClickHouseStore, InstanceRecord, SqliteStore, Store};
 
 /// Unknown GPUs the hostile host reports.
 pub const HOSTILE_GPUS: usize = 10_000;
@@ -42,17 +43,8 @@ const GPUS: [(&str, &str, &str); 2] = [("GPU-a", "i-a", "acme"), ("GPU-g", "i-g"
 
 fn inventory() -> Vec<InstanceRecord> {
     GPUS.iter()
-        .map(|&(gpu, instance, tenant)| InstanceRecord {
-            tenant: TenantId::from(tenant),
-            instance: InstanceId::from(instance),
-            region: RegionId::from("R"),
-            zip_code: None,
-            gpus: vec![GpuRecord {
-                uuid: GpuUuid::from(gpu),
-                model: "H100".into(),
-                power_limit: Milliwatts(700_000),
-                host: HostId::from(HONEST_HOST),
-            }],
+        .map(|&(gpu, instance, tenant)| {
+            common::instance(tenant, instance, "R", &[(gpu, HONEST_HOST)])
         })
         .collect()
 }

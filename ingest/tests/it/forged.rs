@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use crate::common;
+
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::collections::{BTreeSet, HashMap};
@@ -13,53 +15,33 @@ use std::time::Duration;
 use wattprint_bus::testing::fresh_topics;
 use wattprint_bus::{BusMessage, BusProducer, KafkaConsumer, KafkaProducer};
 use wattprint_core::intensity::IntensityJoin;
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource, MAX_STORABLE};
-use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis,
-};
+use wattprint_core::sample::{EnergySample, MAX_STORABLE};
+use wattprint_core::{GpuUuid, HostId, InstanceId, Millijoules, TenantId, TenantScope, UnixMillis};
 use wattprint_ingest::{Enricher, InventoryIndex};
-use wattprint_store::{GpuRecord, InstanceRecord, SqliteStore, Store};
+use wattprint_store::{InstanceRecord, SqliteStore, Store};
 
 /// Tenant t1's instance i-1 holds GPU-1 and GPU-2, both read by host-1's agent.
 fn inventory() -> Vec<InstanceRecord> {
-    vec![InstanceRecord {
-        tenant: TenantId::from("t1"),
-        instance: InstanceId::from("i-1"),
-        region: RegionId::from("R"),
-        zip_code: None,
-        gpus: ["GPU-1", "GPU-2"]
-            .iter()
-            .map(|g| GpuRecord {
-                uuid: GpuUuid::from(*g),
-                model: "NVIDIA H100 80GB HBM3".into(),
-                power_limit: Milliwatts(700_000),
-                host: HostId::from("host-1"),
-            })
-            .collect(),
-    }]
+    vec![common::instance(
+        "t1",
+        "i-1",
+        "R",
+        &[("GPU-1", "host-1"), ("GPU-2", "host-1")],
+    )]
 }
 
 /// A plausible 1 s sample of host-1 for `gpu` of i-1, starting `start`.
 fn honest(gpu: &str, seq: u64, start: i64) -> EnergySample {
-    EnergySample {
-        host: HostId::from("host-1"),
-        gpu: GpuUuid::from(gpu),
-        instance: InstanceId::from("i-1"),
+    let mut s = common::sample(
+        "host-1",
+        gpu,
+        "i-1",
         seq,
-        start: UnixMillis(start),
-        end: UnixMillis(start + 1000),
-        energy: Millijoules(250_000 + seq * 7),
-        power: Milliwatts(250_000),
-        power_max: Milliwatts(260_000),
-        util_gpu_pct: 90,
-        mem_used_bytes: 1 << 30,
-        temp_c: 60,
-        sm_clock_mhz: 1980,
-        chain_start: seq == 0,
-        energy_source: EnergySource::Counter,
-        attribution: Attribution::Exclusive,
-    }
+        (start, start + 1000),
+        250_000 + seq * 7,
+    );
+    s.chain_start = seq == 0;
+    s
 }
 
 /// Forged samples, each with a part of the reason it must be quarantined for.

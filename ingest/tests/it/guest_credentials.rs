@@ -4,24 +4,23 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use wattprint_bus::{memory_bus, BusProducer};
 use wattprint_core::intensity::IntensityJoin;
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
-use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis,
-};
+use wattprint_core::sample::{Attribution, EnergySample};
+use wattprint_core::{InstanceId, TenantId, TenantScope, UnixMillis};
 use wattprint_ingest::enricher::Enricher;
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
 use wattprint_ingest::hosts::{token_sha256_hex, HostRegistry, HOST_ID_HEADER};
 use wattprint_ingest::inventory::InventoryIndex;
 use wattprint_proto::v1::ingest_client::IngestClient;
 use wattprint_proto::v1::{BatchAck, SampleBatch};
-use wattprint_store::{GpuRecord, InstanceRecord, SqliteStore, Store};
+use wattprint_store::{InstanceRecord, SqliteStore, Store};
 
 const TOKEN: &str = "guest-token-0123456789abcdef0123";
 const GUEST: &str = "guest-vm-7";
@@ -30,45 +29,23 @@ const GUEST: &str = "guest-vm-7";
 /// move the guest should not be able to exploit) lists GPU-2 of another tenant's `i-other`
 /// under the same host id.
 fn inventory() -> Vec<InstanceRecord> {
-    let inst = |tenant: &str, id: &str, gpu: &str| InstanceRecord {
-        tenant: TenantId::from(tenant),
-        instance: InstanceId::from(id),
-        region: RegionId::from("CAISO_NORTH"),
-        zip_code: None,
-        gpus: vec![GpuRecord {
-            uuid: GpuUuid::from(gpu),
-            model: "NVIDIA H100 80GB HBM3".into(),
-            power_limit: Milliwatts(700_000),
-            host: HostId::from(GUEST),
-        }],
-    };
     vec![
-        inst("acme", "i-guest", "GPU-1"),
-        inst("globex", "i-other", "GPU-2"),
+        common::instance("acme", "i-guest", "CAISO_NORTH", &[("GPU-1", GUEST)]),
+        common::instance("globex", "i-other", "CAISO_NORTH", &[("GPU-2", GUEST)]),
     ]
 }
 
 fn sample(gpu: &str, instance: &str, seq: u64) -> EnergySample {
+    // What the guest claims (exclusive attribution); the gateway decides.
     let start = UnixMillis::now().0 - 60_000 + seq as i64 * 1000;
-    EnergySample {
-        host: HostId::from(GUEST),
-        gpu: GpuUuid::from(gpu),
-        instance: InstanceId::from(instance),
+    common::sample(
+        GUEST,
+        gpu,
+        instance,
         seq,
-        start: UnixMillis(start),
-        end: UnixMillis(start + 1000),
-        energy: Millijoules(200_000 + seq),
-        power: Milliwatts(200_000),
-        power_max: Milliwatts(210_000),
-        util_gpu_pct: 80,
-        mem_used_bytes: 0,
-        temp_c: 55,
-        sm_clock_mhz: 1800,
-        chain_start: false,
-        energy_source: EnergySource::Counter,
-        // What the guest claims; the gateway decides.
-        attribution: Attribution::Exclusive,
-    }
+        (start, start + 1000),
+        200_000 + seq,
+    )
 }
 
 async fn stream(addr: std::net::SocketAddr, samples: &[EnergySample]) -> BatchAck {

@@ -4,63 +4,31 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wattprint_bus::{memory_bus, BusProducer};
 use wattprint_core::intensity::IntensityJoin;
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
-use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis,
-};
+use wattprint_core::sample::EnergySample;
+use wattprint_core::{InstanceId, TenantId, TenantScope, UnixMillis};
 use wattprint_ingest::enricher::Enricher;
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
 use wattprint_ingest::inventory::{keep_current, InventoryIndex};
 use wattprint_proto::v1::{BatchAck, SampleBatch};
-use wattprint_store::{GpuRecord, InstanceRecord, SqliteStore, Store};
+use wattprint_store::{InstanceRecord, SqliteStore, Store};
 
 const T0: i64 = 1_800_000_000_000;
 /// When GPU-1 moves from acme's i-1 on host-1 to globex's i-2 on host-2.
 const MOVE_AT: i64 = T0 + 10_000;
 
 fn instance(tenant: &str, id: &str, gpus: &[(&str, &str)]) -> InstanceRecord {
-    InstanceRecord {
-        tenant: TenantId::from(tenant),
-        instance: InstanceId::from(id),
-        region: RegionId::from("CAISO_NORTH"),
-        zip_code: None,
-        gpus: gpus
-            .iter()
-            .map(|(gpu, host)| GpuRecord {
-                uuid: GpuUuid::from(*gpu),
-                model: "NVIDIA H100 80GB HBM3".into(),
-                power_limit: Milliwatts(700_000),
-                host: HostId::from(*host),
-            })
-            .collect(),
-    }
+    common::instance(tenant, id, "CAISO_NORTH", gpus)
 }
 
 fn sample(host: &str, instance: &str, seq: u64, start: i64, end: i64, mj: u64) -> EnergySample {
-    EnergySample {
-        host: HostId::from(host),
-        gpu: GpuUuid::from("GPU-1"),
-        instance: InstanceId::from(instance),
-        seq,
-        start: UnixMillis(T0 + start),
-        end: UnixMillis(T0 + end),
-        energy: Millijoules(mj),
-        power: Milliwatts(250_000),
-        power_max: Milliwatts(260_000),
-        util_gpu_pct: 90,
-        mem_used_bytes: 0,
-        temp_c: 60,
-        sm_clock_mhz: 1980,
-        chain_start: false,
-        energy_source: EnergySource::Counter,
-        attribution: Attribution::Exclusive,
-    }
+    common::sample(host, "GPU-1", instance, seq, (T0 + start, T0 + end), mj)
 }
 
 async fn send(gateway: &Gateway, host: &str, samples: &[EnergySample]) -> BatchAck {

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use crate::common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,33 +17,23 @@ use wattprint_bus::{KafkaConsumer, KafkaProducer};
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis,
+    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, TenantId, TenantScope, UnixMillis,
 };
 use wattprint_ingest::{Enricher, Gateway, GatewayLimits, InventoryIndex};
 use wattprint_proto::v1::ingest_client::IngestClient;
 use wattprint_proto::v1::{Sample, SampleBatch};
-use wattprint_store::{GpuRecord, InstanceRecord, SqliteStore, Store};
+use wattprint_store::{InstanceRecord, SqliteStore, Store};
 // ---------------------------------------------------------------------------------------------
 // Through the real gateway and enricher
 // ---------------------------------------------------------------------------------------------
 
 fn inventory() -> Vec<InstanceRecord> {
-    vec![InstanceRecord {
-        tenant: TenantId::from("t1"),
-        instance: InstanceId::from("i-1"),
-        region: RegionId::from("R"),
-        zip_code: None,
-        gpus: ["GPU-1", "GPU-2"]
-            .iter()
-            .map(|g| GpuRecord {
-                uuid: GpuUuid::from(*g),
-                model: "H100".into(),
-                power_limit: Milliwatts(700_000),
-                host: HostId::from("host-1"),
-            })
-            .collect(),
-    }]
+    vec![common::instance(
+        "t1",
+        "i-1",
+        "R",
+        &[("GPU-1", "host-1"), ("GPU-2", "host-1")],
+    )]
 }
 
 fn wire(gpu: &str, seq: u64, base: i64) -> Sample {

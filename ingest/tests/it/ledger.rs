@@ -5,15 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wattprint_bus::{memory_bus, BusMessage, BusProducer};
 use wattprint_core::intensity::IntensityJoin;
-use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
+use wattprint_core::sample::EnergySample;
 use wattprint_core::{
-    GpuUuid, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId, TenantScope,
-    UnixMillis,
+    GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId, TenantScope, UnixMillis,
 };
 use wattprint_ingest::enricher::Enricher;
 use wattprint_ingest::gateway::{Gateway, GatewayLimits};
@@ -25,43 +26,14 @@ use wattprint_store::{GpuRecord, InstanceRecord, SqliteStore, Store};
 const T0: i64 = 1_800_000_000_000;
 
 fn inventory() -> Vec<InstanceRecord> {
-    let inst = |tenant: &str, id: &str, region: &str, gpu: &str| InstanceRecord {
-        tenant: TenantId::from(tenant),
-        instance: InstanceId::from(id),
-        region: RegionId::from(region),
-        zip_code: None,
-        gpus: vec![GpuRecord {
-            uuid: GpuUuid::from(gpu),
-            model: "H100".into(),
-            power_limit: Milliwatts(700_000),
-            host: HostId::from("host-1"),
-        }],
-    };
     vec![
-        inst("acme", "i-1", "R", "GPU-1"),
-        inst("globex", "i-2", "BROKEN", "GPU-2"),
+        common::instance("acme", "i-1", "R", &[("GPU-1", "host-1")]),
+        common::instance("globex", "i-2", "BROKEN", &[("GPU-2", "host-1")]),
     ]
 }
 
 fn sample(gpu: &str, instance: &str, seq: u64, start: i64, end: i64, mj: u64) -> EnergySample {
-    EnergySample {
-        host: HostId::from("host-1"),
-        gpu: GpuUuid::from(gpu),
-        instance: InstanceId::from(instance),
-        seq,
-        start: UnixMillis(T0 + start),
-        end: UnixMillis(T0 + end),
-        energy: Millijoules(mj),
-        power: Milliwatts(250_000),
-        power_max: Milliwatts(260_000),
-        util_gpu_pct: 90,
-        mem_used_bytes: 0,
-        temp_c: 60,
-        sm_clock_mhz: 1980,
-        chain_start: false,
-        energy_source: EnergySource::Counter,
-        attribution: Attribution::Exclusive,
-    }
+    common::sample("host-1", gpu, instance, seq, (T0 + start, T0 + end), mj)
 }
 
 async fn energy(store: &SqliteStore, tenant: &str, instance: &str) -> (u64, i64) {

@@ -2,6 +2,7 @@
 //! poller, the ledger's adversarial and property tests, a flood of unknown GPUs on both buses,
 //! and gateway → Kafka → enricher.
 
+mod common;
 mod corpus;
 mod flood;
 mod forged;
