@@ -256,7 +256,7 @@ async fn main() {
     let n: usize = env_or("WPBENCH_SAMPLES", 200_000);
     let gpus: usize = env_or("WPBENCH_GPUS", 64);
     let batches: Vec<usize> = std::env::var("WPBENCH_BATCHES")
-        .unwrap_or_else(|_| "256,1024,4096".into())
+        .unwrap_or_else(|_| "256,1024,4096,16384".into())
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();

@@ -2,7 +2,9 @@
 //!
 //! A batch is decided against what is stored under its own keys (duplicates and conflicts)
 //! and against its GPUs' stored spans (overlaps); only new samples are written, shares first
-//! (see `ClickHouseStore::write_new_samples` and the module docs of `clickhouse.rs`).
+//! (see `ClickHouseStore::write_new_samples` and the module docs of `clickhouse.rs`). GPUs
+//! whose samples all lie beyond their stored frontier skip those lookups: nothing stored can
+//! match them (`clickhouse/frontier.rs`).
 
 use super::rollups;
 use super::rows::{
@@ -50,11 +52,29 @@ impl ClickHouseStore {
             }
         }
         let samples = &valid[..];
-        let mut timelines = self.timelines_for(samples, OP).await?;
+        // GPUs with a sample not beyond what is stored of them are decided against the store;
+        // the others have nothing stored to compare with (`clickhouse/frontier.rs`).
+        let frontiers = self.frontiers_of(samples, OP).await?;
+        let looked_up: HashSet<&str> = samples
+            .iter()
+            .filter(|es| {
+                !frontiers
+                    .get(es.sample.gpu.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .is_beyond(&es.sample)
+            })
+            .map(|es| es.sample.gpu.as_str())
+            .collect();
+        let to_look_up: Vec<&EnrichedSample> = samples
+            .iter()
+            .filter(|es| looked_up.contains(es.sample.gpu.as_str()))
+            .collect();
+        let mut timelines = self.timelines_for(&to_look_up, OP).await?;
         let Stored {
             samples: mut known,
             markers: stored_markers,
-        } = self.stored_for(samples, OP).await?;
+        } = self.stored_for(&to_look_up, OP).await?;
         // Instances each `(gpu, seq)` is stored (or, earlier in this batch, decided) under.
         let mut owners: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
         for m in &stored_markers {
@@ -121,7 +141,7 @@ impl ClickHouseStore {
             // Spans first: a crash after them leaves a span whose sample is not stored yet,
             // which its redelivery finds as itself; never a stored sample without its span.
             self.insert("gpu_spans", &spans, OP).await?;
-            let touched = self.write_new_samples(&new, &markers).await?;
+            let touched = self.write_new_samples(&new, &markers, &looked_up).await?;
             self.roll_up_passed_hours(&touched).await;
         }
         Ok(outcome)
@@ -202,7 +222,7 @@ impl ClickHouseStore {
     /// differently), and the instances each batch `(gpu, seq)` is stored under.
     async fn stored_for(
         &self,
-        batch: &[EnrichedSample],
+        batch: &[&EnrichedSample],
         op: &'static str,
     ) -> Result<Stored, StoreError> {
         let mut keys: Vec<SampleKey> = batch.iter().map(|es| SampleKey::of(&es.sample)).collect();
@@ -253,7 +273,7 @@ impl ClickHouseStore {
     /// [`MAX_SAMPLE_SPAN_MS`] before the earliest start to the latest end, per GPU.
     async fn timelines_for(
         &self,
-        batch: &[EnrichedSample],
+        batch: &[&EnrichedSample],
         op: &'static str,
     ) -> Result<HashMap<String, GpuTimeline>, StoreError> {
         let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
@@ -340,13 +360,19 @@ impl ClickHouseStore {
         &self,
         new: &[&EnrichedSample],
         markers: &[SampleKey],
+        looked_up: &HashSet<&str>,
     ) -> Result<BTreeSet<(String, String, i64)>, StoreError> {
         const OP: &str = "writing samples";
         let shares: Vec<StoredShare> = new
             .iter()
             .flat_map(|es| es.shares.iter().map(|sh| StoredShare::encode(es, sh)))
             .collect();
-        let keys: Vec<ShareKey> = shares.iter().map(StoredShare::key).collect();
+        // Only GPUs not beyond their frontier can have shares of an interrupted write stored.
+        let keys: Vec<ShareKey> = shares
+            .iter()
+            .filter(|sh| looked_up.contains(sh.gpu_uuid.as_str()))
+            .map(StoredShare::key)
+            .collect();
         let stored = self.stored_shares(&keys, OP).await?;
         let mut fresh = Vec::with_capacity(shares.len());
         for share in shares {

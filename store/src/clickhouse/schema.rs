@@ -364,6 +364,29 @@ fn v9() -> Vec<String> {
     )]
 }
 
+/// Version 10: `gpu_frontier`, each GPU's highest stored `seq` and latest span end, kept by a
+/// view on `gpu_spans` (so it covers every span, whoever wrote it) and filled from the spans
+/// already stored. A write whose samples all lie beyond their GPUs' frontier has nothing
+/// stored to compare with and skips the lookups (`clickhouse/frontier.rs`). `max` is
+/// idempotent: a span counted by both the view and the fill changes nothing.
+fn v10() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS gpu_frontier (
+                gpu_uuid String,
+                max_seq  AggregateFunction(max, UInt64),
+                max_end  AggregateFunction(max, Int64)
+            ) ENGINE = AggregatingMergeTree() ORDER BY gpu_uuid"
+            .to_owned(),
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS gpu_spans_frontier TO gpu_frontier AS \
+         SELECT gpu_uuid, maxState(seq) AS max_seq, maxState(end_ms) AS max_end \
+         FROM gpu_spans GROUP BY gpu_uuid"
+            .to_owned(),
+        "INSERT INTO gpu_frontier (gpu_uuid, max_seq, max_end) \
+         SELECT gpu_uuid, maxState(seq), maxState(end_ms) FROM gpu_spans GROUP BY gpu_uuid"
+            .to_owned(),
+    ]
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -386,6 +409,7 @@ pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
         v7(),
         v8(),
         v9(),
+        v10(),
     ]
 }
 
@@ -502,13 +526,15 @@ mod tests {
                 // The inserts only add rollup marks (repeated, rollups look stale and are
                 // recomputed, never wrong) or spans (repeated, identical rows that the
                 // `ReplacingMergeTree` collapses and the timeline reads as one) or placements
-                // since always (repeated, version 0 rows that any upserted row outranks).
+                // since always (repeated, version 0 rows that any upserted row outranks) or
+                // frontiers (repeated, `max` of the same spans).
                 assert!(
                     sql.starts_with("CREATE TABLE IF NOT EXISTS")
                         || sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
                         || sql.starts_with("INSERT INTO rollup_marks ")
                         || sql.starts_with("INSERT INTO gpu_spans ")
-                        || sql.starts_with("INSERT INTO gpu_placements "),
+                        || sql.starts_with("INSERT INTO gpu_placements ")
+                        || sql.starts_with("INSERT INTO gpu_frontier "),
                     "{sql}"
                 );
             }

@@ -154,7 +154,7 @@ async fn reconnecting_applies_no_migration_twice_and_keeps_data() {
             let applied = migration_rows(&url, &db).await;
             assert_eq!(
                 applied.iter().map(|r| r.0).collect::<Vec<_>>(),
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
             );
 
             for _ in 0..2 {
@@ -311,16 +311,18 @@ async fn a_crash_between_the_two_inserts_heals_on_redelivery() {
             let expected = intervals(&reference, "acme", "i-a").await;
             assert_eq!(total(&expected), want);
 
-            // The crashed store: the same shares, and no samples.
+            // The crashed store: the spans (written first) and the same shares, no samples.
             let (crashed, db) = fresh_store(&url, &dbs).await;
             seed(&crashed).await;
-            raw_client(&url)
-                .query(&format!(
-                    "INSERT INTO {db}.shares SELECT * FROM {ref_db}.shares"
-                ))
-                .execute()
-                .await
-                .unwrap();
+            for table in ["gpu_spans", "shares"] {
+                raw_client(&url)
+                    .query(&format!(
+                        "INSERT INTO {db}.{table} SELECT * FROM {ref_db}.{table}"
+                    ))
+                    .execute()
+                    .await
+                    .unwrap();
+            }
             // Before the redelivery the energy already shows (the shares are in), exactly once.
             assert_eq!(total(&intervals(&crashed, "acme", "i-a").await), want);
 
@@ -346,7 +348,7 @@ async fn a_crash_between_the_two_inserts_heals_on_redelivery() {
             // is then a conflict.
             let (late, late_db) = fresh_store(&url, &dbs).await;
             seed(&late).await;
-            for table in ["shares", "samples"] {
+            for table in ["gpu_spans", "shares", "samples"] {
                 raw_client(&url)
                     .query(&format!(
                         "INSERT INTO {late_db}.{table} SELECT * FROM {ref_db}.{table}"
@@ -817,6 +819,52 @@ async fn samples_from_before_the_timeline_index_are_in_it_after_the_migration() 
             let out = store.write_samples(&[again]).await.unwrap();
             assert_eq!((out.inserted, out.refused.len()), (0, 1), "{out:?}");
             assert_eq!(total(&intervals(&store, "acme", "i-a").await), 1_000);
+        },
+    )
+    .await;
+}
+
+/// Each writer finds what the other wrote of a GPU: the frontier that lets a write skip its
+/// lookups is read from the store, not remembered by the process. Redelivered samples are
+/// duplicates, a new seq over stored time is refused, and only a sample beyond both is new.
+#[tokio::test]
+async fn a_second_writer_decides_against_what_the_first_stored() {
+    with_server(
+        "a_second_writer_decides_against_what_the_first_stored",
+        |url, dbs| async move {
+            let (first, db) = fresh_store(&url, &dbs).await;
+            seed(&first).await;
+            let batch = usage_run("acme", "i-a", "GPU-A1", 1.2, 0, T0, 60_000, 30, 0);
+            let want = batch.iter().map(|s| s.sample.energy.0).sum::<u64>();
+            assert_eq!(first.write_samples(&batch).await.unwrap().inserted, 30);
+            let end = batch.last().unwrap().sample.end.0;
+            let seq = batch.last().unwrap().sample.seq;
+
+            let second = ClickHouseStore::connect(&url, &db).await.unwrap();
+            let out = second.write_samples(&batch).await.unwrap();
+            assert_eq!((out.inserted, out.duplicates), (0, 30), "{out:?}");
+            let over = enrich(
+                sample("GPU-A1", "i-a", seq + 1, end - 30_000, end + 30_000, 1_000),
+                "acme",
+            );
+            let out = second.write_samples(&[over]).await.unwrap();
+            assert_eq!((out.inserted, out.refused.len()), (0, 1), "{out:?}");
+            let after = enrich(
+                sample("GPU-A1", "i-a", seq + 1, end, end + 60_000, 1_000),
+                "acme",
+            );
+            assert_eq!(
+                second
+                    .write_samples(&[after.clone()])
+                    .await
+                    .unwrap()
+                    .inserted,
+                1
+            );
+            // And the first, which saw the GPU before the second wrote, finds it stored.
+            let out = first.write_samples(&[after]).await.unwrap();
+            assert_eq!((out.inserted, out.duplicates), (0, 1), "{out:?}");
+            assert_eq!(total(&intervals(&first, "acme", "i-a").await), want + 1_000);
         },
     )
     .await;
