@@ -48,6 +48,7 @@
 //! a caller is bound with the client's `?` binding, never formatted into SQL.
 
 mod access;
+mod daily;
 mod frontier;
 mod intensity;
 mod inventory;

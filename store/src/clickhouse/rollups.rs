@@ -64,7 +64,8 @@
 //! samples came alone, a backfill) is caught by [`Store::refresh_rollups`](crate::Store), which
 //! recomputes every stale closed hour of a range.
 
-use super::schema::{hour_of, HOUR_MS};
+use super::daily::{ceil_day, floor_day};
+use super::schema::{day_of, hour_of, HOUR_MS};
 use super::{ch_err, placeholders, ClickHouseStore};
 use crate::{InstanceSummary, StoreError, UsageTotals};
 use ::clickhouse::Row;
@@ -84,6 +85,9 @@ const RECOMPUTE_KEYS: usize = 1_000;
 const REFRESH_WINDOW_HOURS: i64 = 24;
 /// The recompute and summary queries carry key lists: allow more than the default 256 KiB.
 const MAX_QUERY_SIZE: &str = "16777216";
+
+/// No days read from daily rollups: an empty range, so `x < lo OR x >= hi` holds for all `x`.
+const NO_DAYS: (i64, i64) = (i64::MIN, i64::MIN);
 
 /// Start of the hour containing `t`.
 pub(crate) fn floor_hour(t: i64) -> i64 {
@@ -160,14 +164,31 @@ fn hourly_sql(filter: &str, with_tenant: bool) -> String {
     )
 }
 
-/// Per-instance aggregate of hourly rows (rollups and raw alike), in [`StoredUsage`]'s order.
-/// No aliases: they would shadow the columns inside the other aggregates.
+/// The totals columns and the SQL computing them per `(tenant, instance, GPU, day)` from the
+/// intervals under `filter`, named as in `rollup_daily`.
+pub(super) fn totals_by_day_sql(filter: &str) -> (&'static str, String) {
+    let sql = format!(
+        "SELECT tenant, instance_id, gpu_uuid, {day} AS day_ms, {TOTALS_OF_INTERVALS}, \
+         groupBitOr(bitShiftLeft(toUInt32(1), toUInt8(intDiv(bucket_ms - {day}, {HOUR_MS})))) \
+         AS hour_mask \
+         FROM ({inner}) GROUP BY tenant, instance_id, gpu_uuid, day_ms",
+        day = day_of("bucket_ms"),
+        inner = intervals_sql(filter),
+    );
+    (TOTAL_COLUMNS, sql)
+}
+
+/// Per-instance aggregate of hourly and daily rows (rollups and raw alike), in
+/// [`StoredUsage`]'s order; the last counts the instance-hours read from rollups (each row
+/// lists them in `rollup_hours`: none for 5-minute data, its hour for an hourly rollup, the
+/// bits of `hour_mask` for a daily one). No aliases: they would shadow the columns inside the
+/// other aggregates.
 const SUMMARY_SELECT: &str = "instance_id, uniqExact(gpu_uuid), sum(gpu_intervals), \
      sum(energy_mj), sum(energy_float), sum(estimated_mj), sum(covered_ms), sum(samples), \
      max(power_max_mw), sum(facility_kwh), sum(it_co2e_g), sum(facility_co2e_g), \
      sum(missing_energy_mj), sum(intervals_actual), sum(intervals_forecast), \
      sum(intervals_fallback), sum(intervals_missing), sum(intervals_replayed), \
-     sum(intervals_unknown), uniqExactIf(hour_ms, from_rollup = 1)";
+     sum(intervals_unknown), uniqExactArray(rollup_hours)";
 
 /// One instance's row of [`SUMMARY_SELECT`].
 #[derive(Debug, Row, Deserialize)]
@@ -300,11 +321,24 @@ impl ClickHouseStore {
         to_hour: i64,
         limit: Option<u64>,
     ) -> Result<Vec<StaleHour>, StoreError> {
+        self.stale_hours_outside(tenant, from_hour, to_hour, NO_DAYS, limit)
+            .await
+    }
+
+    /// [`Self::stale_hours`] leaving out the hours of `days` (read from daily rollups).
+    async fn stale_hours_outside(
+        &self,
+        tenant: Option<&TenantId>,
+        from_hour: i64,
+        to_hour: i64,
+        days: (i64, i64),
+        limit: Option<u64>,
+    ) -> Result<Vec<StaleHour>, StoreError> {
         const OP: &str = "finding stale rollups";
         let filter = if tenant.is_some() {
-            "tenant = ?"
+            "tenant = ? AND (hour_ms < ? OR hour_ms >= ?)"
         } else {
-            "1 = 1"
+            "1 = 1 AND (hour_ms < ? OR hour_ms >= ?)"
         };
         let sql = format!(
             "{} ORDER BY tenant, hour_ms, instance_id{}",
@@ -316,7 +350,7 @@ impl ClickHouseStore {
             if let Some(t) = tenant {
                 q = q.bind(t.as_str());
             }
-            q = q.bind(from_hour).bind(to_hour);
+            q = q.bind(days.0).bind(days.1).bind(from_hour).bind(to_hour);
         }
         if let Some(limit) = limit {
             q = q.bind(limit);
@@ -414,10 +448,11 @@ impl ClickHouseStore {
             done += stale.len() as u64;
             at = until;
         }
-        if done > 0 {
-            tracing::debug!(recomputed = done, "rollups refreshed");
+        let days = self.refresh_days(from.0, to.0).await?;
+        if done + days > 0 {
+            tracing::debug!(recomputed = done, days, "rollups refreshed");
         }
-        Ok(done)
+        Ok(done + days)
     }
 
     /// After a write: recomputes, per `(tenant, instance)` of `touched`, the hours before the
@@ -471,10 +506,11 @@ impl ClickHouseStore {
         tenant: &TenantId,
         h1: i64,
         h2: i64,
+        days: (i64, i64),
     ) -> Result<Excluded, StoreError> {
         const OP: &str = "summarising a tenant";
         let stale = self
-            .stale_hours(Some(tenant), h1, h2, Some(MAX_STALE_PAIRS + 1))
+            .stale_hours_outside(Some(tenant), h1, h2, days, Some(MAX_STALE_PAIRS + 1))
             .await?;
         if stale.len() as u64 <= MAX_STALE_PAIRS {
             return Ok(Excluded::Pairs(
@@ -486,16 +522,20 @@ impl ClickHouseStore {
         }
         let sql = format!(
             "SELECT DISTINCT hour_ms FROM ({}) ORDER BY hour_ms LIMIT ?",
-            stale_sql("tenant = ?")
+            stale_sql("tenant = ? AND (hour_ms < ? OR hour_ms >= ?)")
         );
         let hours: Vec<i64> = self
             .fetch(
                 self.client
                     .query(&sql)
                     .bind(tenant.as_str())
+                    .bind(days.0)
+                    .bind(days.1)
                     .bind(h1)
                     .bind(h2)
                     .bind(tenant.as_str())
+                    .bind(days.0)
+                    .bind(days.1)
                     .bind(h1)
                     .bind(h2)
                     .bind(MAX_STALE_HOURS + 1),
@@ -522,10 +562,18 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         let (h1, h2) = (ceil_hour(from.0), floor_hour(to.0));
+        // Whole days with fresh daily rollups are read from them and left out of the rest.
+        let days = match path {
+            SummaryPath::Auto => self
+                .fresh_days(tenant, ceil_day(from.0), floor_day(to.0))
+                .await?
+                .unwrap_or(NO_DAYS),
+            SummaryPath::Raw => NO_DAYS,
+        };
         let excluded = if path == SummaryPath::Raw || h1 >= h2 {
             Excluded::Everything
         } else {
-            self.excluded_from_rollups(tenant, h1, h2).await?
+            self.excluded_from_rollups(tenant, h1, h2, days).await?
         };
 
         // The 5-minute part: the edges, and the excluded hours in between. Only instances with
@@ -533,10 +581,13 @@ impl ClickHouseStore {
         let bucket_hour = hour_of("bucket_ms");
         let mut raw_filter = String::from(
             "tenant = ? AND instance_id IN (SELECT instance_id FROM rollup_marks \
-             WHERE tenant = ? AND hour_ms >= ? AND hour_ms < ?) \
-             AND bucket_ms >= ? AND bucket_ms < ?",
+             WHERE tenant = ? AND hour_ms >= ? AND hour_ms < ? \
+             AND (hour_ms < ? OR hour_ms >= ?)) \
+             AND bucket_ms >= ? AND bucket_ms < ? AND (bucket_ms < ? OR bucket_ms >= ?)",
         );
-        let mut rollup_filter = String::from("tenant = ? AND hour_ms >= ? AND hour_ms < ?");
+        let mut rollup_filter = String::from(
+            "tenant = ? AND hour_ms >= ? AND hour_ms < ? AND (hour_ms < ? OR hour_ms >= ?)",
+        );
         match &excluded {
             Excluded::Everything => {}
             Excluded::Pairs(p) if p.is_empty() => {
@@ -558,19 +609,33 @@ impl ClickHouseStore {
             }
         }
         let raw = format!(
-            "SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(0) AS from_rollup \
-             FROM ({})",
+            "SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(0) AS from_rollup, \
+             emptyArrayInt64() AS rollup_hours FROM ({})",
             hourly_sql(&raw_filter, false)
         );
-        let union = if excluded == Excluded::Everything {
+        let mut union = if excluded == Excluded::Everything {
             raw
         } else {
             format!(
                 "{raw} UNION ALL \
-                 SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(1) AS from_rollup \
-                 FROM rollup_hourly FINAL WHERE {rollup_filter}"
+                 SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(1) AS from_rollup, \
+                 [hour_ms] AS rollup_hours FROM rollup_hourly FINAL WHERE {rollup_filter}"
             )
         };
+        if days != NO_DAYS {
+            union.push_str(&format!(
+                " UNION ALL \
+                 SELECT instance_id, gpu_uuid, day_ms AS hour_ms, {TOTAL_COLUMNS}, \
+                 toUInt8(2) AS from_rollup, \
+                 arrayMap((k, d) -> toInt64(d + k * {HOUR_MS}), {hours}, \
+                 replicate(day_ms, {hours})) AS rollup_hours \
+                 FROM rollup_daily FINAL WHERE tenant = ? AND day_ms >= ? AND day_ms < ?",
+                // Lambdas take the row's values as arguments: 18.16 does not read columns
+                // that a lambda only captures.
+                hours = "arrayFilter((k, m) -> bitAnd(m, bitShiftLeft(toUInt32(1), k)) != 0, \
+                         range(24), replicate(hour_mask, range(24)))"
+            ));
+        }
         let sql = format!(
             "SELECT {SUMMARY_SELECT} FROM ({union}) GROUP BY instance_id ORDER BY instance_id"
         );
@@ -582,8 +647,12 @@ impl ClickHouseStore {
             .bind(tenant.as_str())
             .bind(floor_hour(from.0))
             .bind(to.0)
+            .bind(days.0)
+            .bind(days.1)
             .bind(from.0)
-            .bind(to.0);
+            .bind(to.0)
+            .bind(days.0)
+            .bind(days.1);
         let bind_set = |mut q: ::clickhouse::query::Query| {
             match &excluded {
                 Excluded::Pairs(p) => {
@@ -602,7 +671,16 @@ impl ClickHouseStore {
         };
         if excluded != Excluded::Everything {
             q = bind_set(q.bind(h1).bind(h2));
-            q = bind_set(q.bind(tenant.as_str()).bind(h1).bind(h2));
+            q = bind_set(
+                q.bind(tenant.as_str())
+                    .bind(h1)
+                    .bind(h2)
+                    .bind(days.0)
+                    .bind(days.1),
+            );
+        }
+        if days != NO_DAYS {
+            q = q.bind(tenant.as_str()).bind(days.0).bind(days.1);
         }
         let rows: Vec<StoredUsage> = self
             .fetch(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
@@ -639,5 +717,10 @@ mod tests {
             .collect();
         let columns: Vec<&str> = TOTAL_COLUMNS.split(", ").map(str::trim).collect();
         assert_eq!(produced, columns);
+        let table: Vec<&str> = super::super::schema::ROLLUP_TOTAL_COLUMNS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(table, columns, "rollup_daily's columns");
     }
 }

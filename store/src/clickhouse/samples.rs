@@ -143,6 +143,7 @@ impl ClickHouseStore {
             self.insert("gpu_spans", &spans, OP).await?;
             let touched = self.write_new_samples(&new, &markers, &looked_up).await?;
             self.roll_up_passed_hours(&touched).await;
+            self.roll_up_passed_days(&touched).await;
         }
         Ok(outcome)
     }

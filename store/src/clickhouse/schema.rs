@@ -387,6 +387,94 @@ fn v10() -> Vec<String> {
     ]
 }
 
+/// Version 11: daily rollups beside the hourly ones, so a month reads 30 rows per GPU.
+/// `rollup_daily` mirrors `rollup_hourly` per `(tenant, instance, day, GPU)` (plus the hours
+/// of the day that have data, one bit each, for the summary's count), stamped with the
+/// day's write count from `rollup_marks_daily`, which a view on `shares` keeps like
+/// `shares_rollup_marks` keeps the hours (same protocol, see `clickhouse/rollups.rs`). The
+/// fill from the hourly marks runs after the view exists: a write seen by both only makes its
+/// day look stale once more, never fresh.
+fn v11(modern: bool) -> Vec<String> {
+    let Dialect { few, delta, zstd } = Dialect::new(modern);
+    let totals = ROLLUP_TOTAL_COLUMNS
+        .iter()
+        .map(|(name, ty)| format!("{name} {ty}{zstd}"))
+        .collect::<Vec<_>>()
+        .join(",\n                ");
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS rollup_marks_daily (
+                tenant      {few},
+                instance_id String,
+                day_ms      Int64{delta},
+                writes      UInt64
+            ) ENGINE = SummingMergeTree(writes)
+            PARTITION BY {}
+            ORDER BY (tenant, day_ms, instance_id)",
+            month_of("day_ms")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS rollup_daily (
+                tenant      {few},
+                instance_id String,
+                day_ms      Int64{delta},
+                gpu_uuid    String,
+                writes_seen UInt64,
+                {totals},
+                hour_mask   UInt32
+            ) ENGINE = ReplacingMergeTree(writes_seen)
+            PARTITION BY {}
+            ORDER BY (tenant, day_ms, instance_id, gpu_uuid)",
+            month_of("day_ms")
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS shares_rollup_marks_daily \
+             TO rollup_marks_daily AS \
+             SELECT tenant, instance_id, {day} AS day_ms, toUInt64(count()) AS writes \
+             FROM shares GROUP BY tenant, instance_id, day_ms",
+            day = day_of("bucket_ms")
+        ),
+        format!(
+            "INSERT INTO rollup_marks_daily (tenant, instance_id, day_ms, writes) \
+             SELECT tenant, instance_id, {day} AS mark_day, sum(writes) FROM rollup_marks \
+             GROUP BY tenant, instance_id, mark_day",
+            day = day_of("hour_ms")
+        ),
+    ]
+}
+
+/// The totals columns of `rollup_hourly` and `rollup_daily`, in table order, with their types.
+pub(crate) const ROLLUP_TOTAL_COLUMNS: [(&str, &str); 20] = [
+    ("gpu_intervals", "UInt64"),
+    ("energy_mj", "UInt64"),
+    ("energy_float", "Float64"),
+    ("estimated_mj", "UInt64"),
+    ("covered_ms", "Int64"),
+    ("samples", "UInt64"),
+    ("power_max_mw", "UInt32"),
+    ("facility_kwh", "Float64"),
+    ("it_co2e_g", "Float64"),
+    ("facility_co2e_g", "Float64"),
+    ("weighted_intensity", "Float64"),
+    ("intensity_sum", "Float64"),
+    ("energy_with_intensity_mj", "UInt64"),
+    ("missing_energy_mj", "UInt64"),
+    ("intervals_actual", "UInt64"),
+    ("intervals_forecast", "UInt64"),
+    ("intervals_fallback", "UInt64"),
+    ("intervals_missing", "UInt64"),
+    ("intervals_replayed", "UInt64"),
+    ("intervals_unknown", "UInt64"),
+];
+
+/// Milliseconds in a day.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// SQL for the start of the UTC day of a millisecond `column` (floor, also before 1970).
+pub(crate) fn day_of(column: &str) -> String {
+    format!("({column} - (({column} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})")
+}
+
 /// Milliseconds in an hour.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
@@ -410,6 +498,7 @@ pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
         v8(),
         v9(),
         v10(),
+        v11(modern),
     ]
 }
 
@@ -534,7 +623,8 @@ mod tests {
                         || sql.starts_with("INSERT INTO rollup_marks ")
                         || sql.starts_with("INSERT INTO gpu_spans ")
                         || sql.starts_with("INSERT INTO gpu_placements ")
-                        || sql.starts_with("INSERT INTO gpu_frontier "),
+                        || sql.starts_with("INSERT INTO gpu_frontier ")
+                        || sql.starts_with("INSERT INTO rollup_marks_daily "),
                     "{sql}"
                 );
             }

@@ -154,7 +154,7 @@ async fn reconnecting_applies_no_migration_twice_and_keeps_data() {
             let applied = migration_rows(&url, &db).await;
             assert_eq!(
                 applied.iter().map(|r| r.0).collect::<Vec<_>>(),
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
             );
 
             for _ in 0..2 {
@@ -656,7 +656,8 @@ async fn rollups_equal_raw_data_through_redeliveries_and_late_data() {
                 .refresh_rollups(UnixMillis(T0 - HOUR), UnixMillis(h0() + 5 * HOUR))
                 .await
                 .unwrap();
-            assert_eq!(refreshed.recomputed, 1);
+            // The late hour, and the day it is in.
+            assert_eq!(refreshed.recomputed, 2);
             let fresh = assert_rollups_match_raw(&store, "acme", i64::MIN, i64::MAX).await;
             assert_eq!(fresh.rollup_instance_hours, all.rollup_instance_hours);
             assert_summary(&fresh, &want);
@@ -819,6 +820,88 @@ async fn samples_from_before_the_timeline_index_are_in_it_after_the_migration() 
             let out = store.write_samples(&[again]).await.unwrap();
             assert_eq!((out.inserted, out.refused.len()), (0, 1), "{out:?}");
             assert_eq!(total(&intervals(&store, "acme", "i-a").await), 1_000);
+        },
+    )
+    .await;
+}
+
+/// Whole days are read from daily rollups once refreshed, and the numbers stay those of the
+/// 5-minute data: through a redelivery after the rollups were built, a racing writer's copy of
+/// stored rows, and late data in a day already rolled up (that day reads from the finer tiers
+/// until the next refresh).
+#[tokio::test]
+async fn daily_rollups_serve_whole_days_and_never_change_a_total() {
+    with_server(
+        "daily_rollups_serve_whole_days_and_never_change_a_total",
+        |url, dbs| async move {
+            const DAY: i64 = 86_400_000;
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            // Three days and a bit of one instance's GPU at 5-minute samples, from mid-day.
+            let start = (T0 / DAY + 1) * DAY - 7 * HOUR - 11 * 60_000;
+            let mut batch = usage_run("acme", "i-a", "GPU-A1", 1.2, 0, start, 300_000, 900, 7);
+            for chunk in batch.chunks(200) {
+                store.write_samples(chunk).await.unwrap();
+            }
+            let end = batch.last().unwrap().sample.end.0;
+            store
+                .refresh_rollups(UnixMillis(start), UnixMillis(end))
+                .await
+                .unwrap();
+            let days = count(&url, &db, "SELECT count() FROM rollup_daily FINAL").await;
+            assert!(days >= 2, "{days} daily rows");
+            let (from, to) = (start - DAY, end + DAY);
+            let want = expected_summary(&batch, "acme", from, to);
+            let all = assert_rollups_match_raw(&store, "acme", from, to).await;
+            assert_summary(&all, &want);
+            // Every hour with data is read from a rollup, a daily one for whole days.
+            let hours_with_data = batch
+                .iter()
+                .map(|s| s.sample.start.0.div_euclid(HOUR))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u64;
+            assert!(all.rollup_instance_hours >= hours_with_data - 2);
+            assert!(all.rollup_instance_hours <= hours_with_data);
+
+            // A redelivery after the rollups were built: duplicates, nothing changes.
+            let out = store.write_samples(&batch[300..500]).await.unwrap();
+            assert_eq!(out.duplicates, 200);
+            let again = assert_rollups_match_raw(&store, "acme", from, to).await;
+            assert_summary(&again, &want);
+            assert_eq!(again.rollup_instance_hours, all.rollup_instance_hours);
+
+            // A racing writer stored some shares a second time: their days turn stale (the
+            // view marks the insert), the copies collapse, the totals stay.
+            raw_client(&url)
+                .query(&format!(
+                    "INSERT INTO {db}.shares SELECT * FROM {db}.shares WHERE seq >= 300 AND seq < 320"
+                ))
+                .execute()
+                .await
+                .unwrap();
+            let racing = assert_rollups_match_raw(&store, "acme", from, to).await;
+            assert_summary(&racing, &want);
+            assert!(racing.rollup_instance_hours < all.rollup_instance_hours);
+
+            // Late data of a GPU added to the middle day: exact before and after the refresh.
+            let mid = (start / DAY + 2) * DAY + 5 * HOUR;
+            let late = usage_run("acme", "i-a", "GPU-A2", 1.2, 0, mid, 300_000, 24, 0);
+            store.write_samples(&late).await.unwrap();
+            batch.extend(late);
+            let want = expected_summary(&batch, "acme", from, to);
+            assert_summary(&assert_rollups_match_raw(&store, "acme", from, to).await, &want);
+            let refreshed = store
+                .refresh_rollups(UnixMillis(start), UnixMillis(end))
+                .await
+                .unwrap();
+            assert!(refreshed.recomputed >= 2, "{refreshed:?}");
+            let fresh = assert_rollups_match_raw(&store, "acme", from, to).await;
+            assert_summary(&fresh, &want);
+            assert!(fresh.rollup_instance_hours >= all.rollup_instance_hours);
+            // A range cut mid-day reads the cut day from the finer tiers, still exact.
+            let (cut_from, cut_to) = (start + 5 * HOUR + 17 * 60_000, mid + 3 * HOUR);
+            let cut = assert_rollups_match_raw(&store, "acme", cut_from, cut_to).await;
+            assert_summary(&cut, &expected_summary(&batch, "acme", cut_from, cut_to));
         },
     )
     .await;
