@@ -12,7 +12,7 @@ static CONNECTED: AtomicBool = AtomicBool::new(false);
 pub fn gateway_connected() -> bool {
     CONNECTED.load(Ordering::Relaxed)
 }
-use wattprint_runtime::metrics::{self, Counter, Gauge, KeyValue};
+use wattprint_runtime::metrics::{self, Counter, Gauge, Histogram, KeyValue};
 
 /// The agent's instruments.
 pub(crate) struct AgentMetrics {
@@ -27,7 +27,14 @@ pub(crate) struct AgentMetrics {
     unattributed: Counter<f64>,
     hw_energy: Counter<f64>,
     hw_power: Gauge<f64>,
+    sensor_read: Histogram<f64>,
+    sensor_errors: Counter<u64>,
 }
+
+/// Buckets of the sensor read histogram (seconds): an NVML read takes from ~0.1 ms to a few ms.
+const SENSOR_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
     let m = metrics::meter();
@@ -81,6 +88,16 @@ pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
             .with_unit("W")
             .with_description("The GPU's latest power reading.")
             .build(),
+        sensor_read: m
+            .f64_histogram("wattprint.agent.sensor_read_duration")
+            .with_unit("s")
+            .with_description("One sensor read of one GPU (NVML or replay).")
+            .with_boundaries(SENSOR_BUCKETS.to_vec())
+            .build(),
+        sensor_errors: metrics::counter(
+            "wattprint.agent.sensor_errors",
+            "Sensor failures and energy-counter resets.",
+        ),
     }
 });
 
@@ -117,6 +134,30 @@ impl AgentMetrics {
     /// One failed stream: `connect`, `auth`, `reset` or `timeout`.
     pub fn stream_error(&self, kind: &'static str) {
         self.stream_errors.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// One sensor read (`reading`: `energy`, the full read, or `gauges`) that took `took`.
+    pub fn sensor_read(&self, reading: &'static str, took: std::time::Duration) {
+        self.sensor_read
+            .record(took.as_secs_f64(), &[KeyValue::new("reading", reading)]);
+    }
+
+    /// A failed energy read: `gpu_lost` when the driver says the GPU is gone, else
+    /// `read_failed`.
+    pub fn sensor_failed(&self, error: &crate::sensor::SensorError) {
+        let text = error.to_string();
+        let kind = if text.contains("fallen off the bus") || text.contains("GpuLost") {
+            "gpu_lost"
+        } else {
+            "read_failed"
+        };
+        self.sensor_errors.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// An energy counter went backwards (driver reload, GPU reset).
+    pub fn counter_reset(&self) {
+        self.sensor_errors
+            .add(1, &[KeyValue::new("kind", "counter_reset")]);
     }
 
     /// A GPU's energy since the last reading and its power now.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Body of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok` while the process serves.
+    /// `ok` while the process serves and its main loops turn; otherwise which loop is silent.
     pub status: String,
 }
 

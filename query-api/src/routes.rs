@@ -84,7 +84,8 @@ pub fn router(state: ApiState) -> Router {
 
 /// Liveness
 ///
-/// `ok` while the process serves; no token needed.
+/// `ok` while the process serves and its main loops turn; 503 naming a loop (the enricher's,
+/// where it runs in this process) that has not turned for longer than it may. No token needed.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -92,13 +93,20 @@ pub fn router(state: ApiState) -> Router {
     responses(
         (status = 200, description = "The process serves.", body = Health),
         (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 503, description = "A main loop of the process stopped turning.", body = Health),
     )
 )]
 #[tracing::instrument(skip_all)]
-pub(crate) async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
+pub(crate) async fn healthz() -> (StatusCode, Json<Health>) {
+    match wattprint_runtime::metrics::liveness::check() {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".into(),
+            }),
+        ),
+        Err(stale) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: stale })),
+    }
 }
 
 /// Unknown paths: a problem+json 404, or for a gRPC call (to a service this server does not
