@@ -84,8 +84,9 @@ pub fn router(state: ApiState) -> Router {
 
 /// Liveness
 ///
-/// `ok` while the process serves and its main loops turn; 503 naming a loop (the enricher's,
-/// where it runs in this process) that has not turned for longer than it may. No token needed.
+/// `ok` while the process serves and its main loops turn; 503 (a problem document naming the
+/// loop) when one (the enricher's, where it runs in this process) has not turned for longer
+/// than it may. No token needed.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -93,19 +94,18 @@ pub fn router(state: ApiState) -> Router {
     responses(
         (status = 200, description = "The process serves.", body = Health),
         (status = 429, response = crate::openapi::TooManyRequests),
-        (status = 503, description = "A main loop of the process stopped turning.", body = Health),
+        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all)]
-pub(crate) async fn healthz() -> (StatusCode, Json<Health>) {
+pub(crate) async fn healthz() -> Response {
     match wattprint_runtime::metrics::liveness::check() {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok".into(),
-            }),
-        ),
-        Err(stale) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: stale })),
+        Ok(()) => Json(Health {
+            status: "ok".into(),
+        })
+        .into_response(),
+        // A problem document whose detail names the silent loop.
+        Err(stale) => ApiError::Unavailable(stale).into_response(),
     }
 }
 
