@@ -376,16 +376,16 @@ pub fn refusal_kind(reason: &str) -> &'static str {
 /// What [`refusal_kind`] looks for, in order: the first needle a reason contains names its
 /// kind (`other` when none does). Public so a store can classify reasons in SQL the same way.
 pub const REFUSAL_KINDS: [(&str, &str); 10] = [
-        ("overlaps stored energy", "overlap"),
-        ("not attached to instance", "not-attached"),
-        ("storable maximum", "unstorable"),
-        ("already stored with different content", "conflict"),
-        ("after the gateway's clock", "future"),
-        ("older than", "too-old"),
-        ("implied mean power", "absurd"),
-        ("power reading", "absurd"),
-        ("no longer in the inventory", "gone"),
-        ("malformed", "malformed"),
+    ("overlaps stored energy", "overlap"),
+    ("not attached to instance", "not-attached"),
+    ("storable maximum", "unstorable"),
+    ("already stored with different content", "conflict"),
+    ("after the gateway's clock", "future"),
+    ("older than", "too-old"),
+    ("implied mean power", "absurd"),
+    ("power reading", "absurd"),
+    ("no longer in the inventory", "gone"),
+    ("malformed", "malformed"),
 ];
 
 #[cfg(test)]

@@ -481,10 +481,7 @@ impl Enricher {
         mut consumer: impl BusConsumer,
         shutdown: impl Future<Output = ()> + Send,
     ) -> EnricherReport {
-        self.heartbeat = Some(Heartbeat::new(
-            "enricher",
-            liveness::DEFAULT_MAX_SILENCE,
-        ));
+        self.heartbeat = Some(Heartbeat::new("enricher", liveness::DEFAULT_MAX_SILENCE));
         let mut report = EnricherReport::default();
         tokio::pin!(shutdown);
         let mut idle = tokio::time::interval(IDLE_BEAT);

@@ -196,8 +196,10 @@ impl EnricherMetrics {
             let r = KeyValue::new("region", region.to_owned());
             self.energy
                 .add(totals.energy_mj as f64 / 1000.0, std::slice::from_ref(&r));
-            for (signal, grams) in [("marginal", totals.marginal_g), ("average", totals.average_g)]
-            {
+            for (signal, grams) in [
+                ("marginal", totals.marginal_g),
+                ("average", totals.average_g),
+            ] {
                 if grams > 0.0 {
                     self.emissions
                         .add(grams, &[r.clone(), KeyValue::new("signal", signal)]);
@@ -208,7 +210,10 @@ impl EnricherMetrics {
             }
         }
         if newest > i64::MIN {
-            let newest = self.newest_bucket_ms.fetch_max(newest, Ordering::Relaxed).max(newest);
+            let newest = self
+                .newest_bucket_ms
+                .fetch_max(newest, Ordering::Relaxed)
+                .max(newest);
             self.last_bucket.record(newest as f64 / 1000.0, &[]);
         }
     }

@@ -314,7 +314,9 @@ impl Store for ClickHouseStore {
         self.read_quarantine(limit).await
     }
 
-    async fn quarantine_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    async fn quarantine_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         self.count_quarantine().await
     }
 

@@ -48,7 +48,10 @@ pub(crate) fn refusal_kind_sql(contains: impl Fn(&str, &str) -> String, column: 
     for (needle, kind) in wattprint_core::sample::REFUSAL_KINDS {
         // No needle holds a backslash, which the dialects treat differently.
         let needle = format!("'{}'", needle.replace('\'', "''"));
-        sql.push_str(&format!(" WHEN {} THEN '{kind}'", contains(column, &needle)));
+        sql.push_str(&format!(
+            " WHEN {} THEN '{kind}'",
+            contains(column, &needle)
+        ));
     }
     sql.push_str(" ELSE 'other' END");
     sql

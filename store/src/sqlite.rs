@@ -234,7 +234,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn quarantine_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    async fn quarantine_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         self.call("counting quarantine", quarantine::count_quarantine)
             .await
     }

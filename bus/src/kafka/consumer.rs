@@ -59,7 +59,12 @@ impl ClientContext for BusConsumerContext {
             };
             for (id, p) in &topic.partitions {
                 if *id >= 0 {
-                    super::lag::observed((label, *id), p.hi_offset, p.lo_offset, p.committed_offset);
+                    super::lag::observed(
+                        (label, *id),
+                        p.hi_offset,
+                        p.lo_offset,
+                        p.committed_offset,
+                    );
                 }
             }
         }

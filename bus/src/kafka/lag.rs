@@ -106,7 +106,11 @@ mod tests {
         observed(("samples", 92), 50, 0, 10);
         assert_eq!(partitions().get(&("samples", 90)), Some(&Some(20)));
         assert_eq!(partitions().get(&("samples", 91)), Some(&Some(5)));
-        assert_eq!(partitions().get(&("samples", 92)), None, "not assigned here");
+        assert_eq!(
+            partitions().get(&("samples", 92)),
+            None,
+            "not assigned here"
+        );
         revoked([("samples", 90), ("samples", 91)]);
         assert!(partitions().get(&("samples", 90)).is_none());
     }

@@ -146,7 +146,10 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
     };
     let energy = by_region("wattprint_enricher_energy_joules_total");
     assert!(!energy.is_empty());
-    assert!(energy.iter().all(|(r, _)| regions.contains(&r.as_str())), "{energy:?}");
+    assert!(
+        energy.iter().all(|(r, _)| regions.contains(&r.as_str())),
+        "{energy:?}"
+    );
     let energy_j: f64 = energy.iter().map(|(_, j)| j).sum();
     assert!(
         (energy_j * 1000.0 - api_mj as f64).abs() < 1.0,
@@ -178,7 +181,10 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
         .filter(|s| s.name == "wattprint_intensity_joins_total")
         .map(|s| s.value)
         .sum();
-    assert!(intervals > 0 && joins >= intervals as f64, "{joins} joins, {intervals} intervals");
+    assert!(
+        intervals > 0 && joins >= intervals as f64,
+        "{joins} joins, {intervals} intervals"
+    );
     // Rollup freshness: the newest bucket written is the newest step with energy.
     let newest = points
         .iter()

@@ -60,7 +60,8 @@ pub fn stale_loops() -> Vec<(String, Duration)> {
         .iter()
         .filter_map(Weak::upgrade)
         .filter_map(|slot| {
-            let silent = Duration::from_millis(now.saturating_sub(slot.last_ms.load(Ordering::Relaxed)));
+            let silent =
+                Duration::from_millis(now.saturating_sub(slot.last_ms.load(Ordering::Relaxed)));
             (silent > slot.max_silence).then(|| (slot.name.clone(), silent))
         })
         .collect()

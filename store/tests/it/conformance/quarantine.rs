@@ -200,13 +200,14 @@ pub async fn quarantine_counts_by_refusal_kind_once_per_record(store: &dyn Store
     .map(|(k, n)| (k.to_owned(), n))
     .collect();
     let expected: std::collections::BTreeMap<String, u64> =
-        reasons
-            .iter()
-            .fold(Default::default(), |mut m, r| {
-                *m.entry(wattprint_core::sample::refusal_kind(r).to_owned())
-                    .or_default() += 1;
-                m
-            });
-    assert_eq!(expected, want, "the test's own expectation follows refusal_kind");
+        reasons.iter().fold(Default::default(), |mut m, r| {
+            *m.entry(wattprint_core::sample::refusal_kind(r).to_owned())
+                .or_default() += 1;
+            m
+        });
+    assert_eq!(
+        expected, want,
+        "the test's own expectation follows refusal_kind"
+    );
     assert_eq!(store.quarantine_counts().await.unwrap(), want);
 }
