@@ -96,15 +96,32 @@ fn grpc_code_name(value: &axum::http::HeaderValue) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// The methods of `wattprint.v1.TenantQuery` (`proto/wattprint/v1/query.proto`; a unit test
+/// holds the two together): the `route` label's values besides `other`.
+const TENANT_QUERY_METHODS: [&str; 12] = [
+    "ListInstances",
+    "GetWorkloadFootprint",
+    "GetWorkloadWhatIf",
+    "ListRestatements",
+    "GetInstanceSeries",
+    "ListWorkloads",
+    "CreateWorkload",
+    "SetWorkloadLabels",
+    "CloseWorkload",
+    "GetTenantSummary",
+    "ListStatements",
+    "GetStatement",
+];
+
 /// Counts one gRPC call with the code it ended with. The `route` label is the method's path
-/// (`/wattprint.v1.TenantQuery/GetTenantSummary`), bounded by the service's methods: a call
-/// answered `unimplemented` (an unknown method, any path) is counted under `other`.
+/// (`/wattprint.v1.TenantQuery/GetTenantSummary`) when it names a method of the service, else
+/// `other`: a raw path never becomes a label (a refusal before routing, such as a spent rate
+/// limit, can answer any path).
 fn grpc_answered(path: &str, code: &'static str) {
-    let route = if code == "unimplemented" {
-        "other".to_owned()
-    } else {
-        path.to_owned()
-    };
+    let route = path
+        .strip_prefix("/wattprint.v1.TenantQuery/")
+        .filter(|m| TENANT_QUERY_METHODS.contains(m))
+        .map_or_else(|| "other".to_owned(), |_| path.to_owned());
     API.grpc_requests.add(
         1,
         &[KeyValue::new("route", route), KeyValue::new("code", code)],
@@ -226,4 +243,24 @@ fn refusal_reason(err: &AuthError) -> &'static str {
 pub(crate) fn statement_last_issued(end_ms: i64) {
     API.statement_last_issued
         .record(end_ms as f64 / 1000.0, &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grpc_route_labels_are_the_methods_of_the_proto() {
+        let proto = include_str!("../../proto/wattprint/v1/query.proto");
+        let mut declared: Vec<&str> = proto
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .filter_map(|l| l.split('(').next())
+            .map(str::trim)
+            .collect();
+        let mut labelled = TENANT_QUERY_METHODS.to_vec();
+        declared.sort_unstable();
+        labelled.sort_unstable();
+        assert_eq!(labelled, declared);
+    }
 }
