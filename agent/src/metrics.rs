@@ -145,13 +145,8 @@ impl AgentMetrics {
     /// A failed energy read: `gpu_lost` when the driver says the GPU is gone, else
     /// `read_failed`.
     pub fn sensor_failed(&self, error: &crate::sensor::SensorError) {
-        let text = error.to_string();
-        let kind = if text.contains("fallen off the bus") || text.contains("GpuLost") {
-            "gpu_lost"
-        } else {
-            "read_failed"
-        };
-        self.sensor_errors.add(1, &[KeyValue::new("kind", kind)]);
+        self.sensor_errors
+            .add(1, &[KeyValue::new("kind", sensor_error_kind(error))]);
     }
 
     /// An energy counter went backwards (driver reload, GPU reset).
@@ -170,5 +165,40 @@ impl AgentMetrics {
         ];
         self.hw_energy.add(energy_j, &labels);
         self.hw_power.record(power_w, &labels);
+    }
+}
+
+/// The `kind` of a failed read: `gpu_lost` for NVML's `GPU_IS_LOST` (its message, as
+/// `nvml-wrapper` words it), else `read_failed`.
+fn sensor_error_kind(error: &crate::sensor::SensorError) -> &'static str {
+    match error {
+        crate::sensor::SensorError::Nvml { message, .. }
+            if message.contains("fell off the bus") =>
+        {
+            "gpu_lost"
+        }
+        _ => "read_failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensor::SensorError;
+    use nvml_wrapper::error::NvmlError;
+
+    #[test]
+    fn a_lost_gpu_is_told_from_other_read_failures() {
+        let nvml = |e: NvmlError| SensorError::Nvml {
+            gpu_index: 0,
+            call: "total_energy_consumption",
+            message: e.to_string(),
+        };
+        assert_eq!(sensor_error_kind(&nvml(NvmlError::GpuLost)), "gpu_lost");
+        assert_eq!(sensor_error_kind(&nvml(NvmlError::Timeout)), "read_failed");
+        assert_eq!(
+            sensor_error_kind(&SensorError::NvmlUnavailable("no driver".into())),
+            "read_failed"
+        );
     }
 }
