@@ -12,7 +12,7 @@ static CONNECTED: AtomicBool = AtomicBool::new(false);
 pub fn gateway_connected() -> bool {
     CONNECTED.load(Ordering::Relaxed)
 }
-use wattprint_runtime::metrics::{self, Counter, Gauge, KeyValue};
+use wattprint_runtime::metrics::{self, Counter, Gauge, Histogram, KeyValue};
 
 /// The agent's instruments.
 pub(crate) struct AgentMetrics {
@@ -27,7 +27,14 @@ pub(crate) struct AgentMetrics {
     unattributed: Counter<f64>,
     hw_energy: Counter<f64>,
     hw_power: Gauge<f64>,
+    sensor_read: Histogram<f64>,
+    sensor_errors: Counter<u64>,
 }
+
+/// Buckets of the sensor read histogram (seconds): an NVML read takes from ~0.1 ms to a few ms.
+const SENSOR_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
     let m = metrics::meter();
@@ -81,6 +88,16 @@ pub(crate) static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| {
             .with_unit("W")
             .with_description("The GPU's latest power reading.")
             .build(),
+        sensor_read: m
+            .f64_histogram("wattprint.agent.sensor_read_duration")
+            .with_unit("s")
+            .with_description("One sensor read of one GPU (NVML or replay).")
+            .with_boundaries(SENSOR_BUCKETS.to_vec())
+            .build(),
+        sensor_errors: metrics::counter(
+            "wattprint.agent.sensor_errors",
+            "Sensor failures and energy-counter resets.",
+        ),
     }
 });
 
@@ -119,6 +136,25 @@ impl AgentMetrics {
         self.stream_errors.add(1, &[KeyValue::new("kind", kind)]);
     }
 
+    /// One sensor read (`reading`: `energy`, the full read, or `gauges`) that took `took`.
+    pub fn sensor_read(&self, reading: &'static str, took: std::time::Duration) {
+        self.sensor_read
+            .record(took.as_secs_f64(), &[KeyValue::new("reading", reading)]);
+    }
+
+    /// A failed energy read: `gpu_lost` when the driver says the GPU is gone, else
+    /// `read_failed`.
+    pub fn sensor_failed(&self, error: &crate::sensor::SensorError) {
+        self.sensor_errors
+            .add(1, &[KeyValue::new("kind", sensor_error_kind(error))]);
+    }
+
+    /// An energy counter went backwards (driver reload, GPU reset).
+    pub fn counter_reset(&self) {
+        self.sensor_errors
+            .add(1, &[KeyValue::new("kind", "counter_reset")]);
+    }
+
     /// A GPU's energy since the last reading and its power now.
     pub fn gpu(&self, uuid: &str, model: &str, energy_j: f64, power_w: f64) {
         let labels = [
@@ -129,5 +165,40 @@ impl AgentMetrics {
         ];
         self.hw_energy.add(energy_j, &labels);
         self.hw_power.record(power_w, &labels);
+    }
+}
+
+/// The `kind` of a failed read: `gpu_lost` for NVML's `GPU_IS_LOST` (its message, as
+/// `nvml-wrapper` words it), else `read_failed`.
+fn sensor_error_kind(error: &crate::sensor::SensorError) -> &'static str {
+    match error {
+        crate::sensor::SensorError::Nvml { message, .. }
+            if message.contains("fell off the bus") =>
+        {
+            "gpu_lost"
+        }
+        _ => "read_failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensor::SensorError;
+    use nvml_wrapper::error::NvmlError;
+
+    #[test]
+    fn a_lost_gpu_is_told_from_other_read_failures() {
+        let nvml = |e: NvmlError| SensorError::Nvml {
+            gpu_index: 0,
+            call: "total_energy_consumption",
+            message: e.to_string(),
+        };
+        assert_eq!(sensor_error_kind(&nvml(NvmlError::GpuLost)), "gpu_lost");
+        assert_eq!(sensor_error_kind(&nvml(NvmlError::Timeout)), "read_failed");
+        assert_eq!(
+            sensor_error_kind(&SensorError::NvmlUnavailable("no driver".into())),
+            "read_failed"
+        );
     }
 }

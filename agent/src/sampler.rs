@@ -14,6 +14,7 @@
 use crate::attribution::{AttributedGpu, AttributionMode};
 use crate::clock::{ChainOutcome, ClockedChain};
 use crate::clock_state::StateWriter;
+use crate::metrics::AGENT;
 use crate::sensor::{Gauges, GpuInfo, GpuSensor, Reading};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -433,7 +434,10 @@ fn sampling_rounds(
         }
         let mut exhausted = Vec::new();
         for (slot, gpu) in gpus.iter_mut().enumerate() {
-            match sensor.read(gpu.index) {
+            let read_started = Instant::now();
+            let read = sensor.read(gpu.index);
+            AGENT.sensor_read("energy", read_started.elapsed());
+            match read {
                 Ok(Some(mut reading)) => {
                     gpu.gauges.close(&mut reading);
                     if errors[slot] > 0 {
@@ -472,6 +476,7 @@ fn sampling_rounds(
                     exhausted.push(slot);
                 }
                 Err(e) => {
+                    AGENT.sensor_failed(&e);
                     errors[slot] += 1;
                     if errors[slot] == 1 || errors[slot].is_multiple_of(60) {
                         tracing::warn!(
@@ -517,7 +522,12 @@ fn read_gauges(
     stats: &SamplerStats,
 ) {
     for (slot, gpu) in gpus.iter_mut().enumerate() {
-        match sensor.read_gauges(gpu.index) {
+        let read_started = Instant::now();
+        let read = sensor.read_gauges(gpu.index);
+        if !matches!(read, Ok(None)) {
+            AGENT.sensor_read("gauges", read_started.elapsed());
+        }
+        match read {
             Ok(Some(g)) => {
                 gpu.gauges.add(&g);
                 stats.gauge_reads.fetch_add(1, Ordering::Relaxed);
@@ -553,6 +563,7 @@ fn log_span_step(gpu: &SampledGpu, step: SpanStep, reading: &Reading, stats: &Sa
     match step {
         SpanStep::CounterReset { previous, current } => {
             stats.counter_resets.fetch_add(1, Ordering::Relaxed);
+            AGENT.counter_reset();
             tracing::warn!(
                 gpu = %gpu.sampler.gpu(),
                 previous_mj = previous.0,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Body of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok` while the process serves.
+    /// Always `ok` while the process serves (a silent main loop is a 503 problem instead).
     pub status: String,
 }
 

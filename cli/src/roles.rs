@@ -295,6 +295,14 @@ impl Backend {
                 stop.wait(),
             ))
         });
+        // Where refusals are quarantined, the quarantine's size is a metric.
+        if enricher.is_some() {
+            drop(tokio::spawn(wattprint_ingest::quarantine::keep_counted(
+                store.clone(),
+                wattprint_ingest::quarantine::COUNT_EVERY,
+                stop.wait(),
+            )));
+        }
         // Providers are polled where samples are enriched; every process reloads the ledger.
         let intensity = crate::intensity::start_keeping_current(
             settings,

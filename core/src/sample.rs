@@ -367,23 +367,26 @@ pub fn check_sample(
 /// `not-attached`, `unstorable`, `conflict`, `future`, `too-old`, `absurd`, `gone`,
 /// `malformed`, `other`): reasons carry values, so counts and metric labels use this.
 pub fn refusal_kind(reason: &str) -> &'static str {
-    const KINDS: [(&str, &str); 10] = [
-        ("overlaps stored energy", "overlap"),
-        ("not attached to instance", "not-attached"),
-        ("storable maximum", "unstorable"),
-        ("already stored with different content", "conflict"),
-        ("after the gateway's clock", "future"),
-        ("older than", "too-old"),
-        ("implied mean power", "absurd"),
-        ("power reading", "absurd"),
-        ("no longer in the inventory", "gone"),
-        ("malformed", "malformed"),
-    ];
-    KINDS
+    REFUSAL_KINDS
         .iter()
         .find(|(needle, _)| reason.contains(needle))
         .map_or("other", |(_, kind)| kind)
 }
+
+/// What [`refusal_kind`] looks for, in order: the first needle a reason contains names its
+/// kind (`other` when none does). Public so a store can classify reasons in SQL the same way.
+pub const REFUSAL_KINDS: [(&str, &str); 10] = [
+    ("overlaps stored energy", "overlap"),
+    ("not attached to instance", "not-attached"),
+    ("storable maximum", "unstorable"),
+    ("already stored with different content", "conflict"),
+    ("after the gateway's clock", "future"),
+    ("older than", "too-old"),
+    ("implied mean power", "absurd"),
+    ("power reading", "absurd"),
+    ("no longer in the inventory", "gone"),
+    ("malformed", "malformed"),
+];
 
 #[cfg(test)]
 pub(crate) mod tests {

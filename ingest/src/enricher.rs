@@ -12,7 +12,7 @@
 use crate::gateway::admit;
 use crate::inventory::InventoryIndex;
 use crate::log_throttle::{LogThrottle, LogVerdict};
-use crate::metrics::ENRICHER;
+use crate::metrics::{ENRICHER, QUARANTINE_WRITTEN};
 use crate::quarantine::dead_letter_row;
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +23,7 @@ use wattprint_core::accounting::split_into_buckets;
 use wattprint_core::intensity::{JoinedIntensity, SharedJoin};
 use wattprint_core::sample::{EnergySample, SampleLimits, SampleRejection};
 use wattprint_core::{Bucket, GpuUuid, RegionId, UnixMillis};
+use wattprint_runtime::metrics::liveness::{self, Heartbeat};
 use wattprint_store::{EnrichedSample, EnrichedShare, QuarantineRecord, Store, StoreError};
 
 /// Counters of what the enricher did.
@@ -41,6 +42,9 @@ pub struct EnricherReport {
     /// Store writes retried after a transient failure.
     pub retries: u64,
 }
+
+/// How often the consume loop beats its [`Heartbeat`] while it waits for records.
+pub const IDLE_BEAT: Duration = Duration::from_secs(5);
 
 /// First wait after a failed store write; doubles on each further failure.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -144,6 +148,8 @@ pub struct Enricher {
     limits: SampleLimits,
     clock: fn() -> UnixMillis,
     rejection_log: Arc<LogThrottle>,
+    /// The consume loop's liveness, set by [`Enricher::run`].
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Enricher {
@@ -164,6 +170,7 @@ impl Enricher {
             limits: SampleLimits::default(),
             clock: UnixMillis::now,
             rejection_log: Arc::new(LogThrottle::default()),
+            heartbeat: None,
         }
     }
 
@@ -178,6 +185,13 @@ impl Enricher {
     pub fn with_clock(mut self, clock: fn() -> UnixMillis) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The consume loop turned (no-op outside [`Enricher::run`]).
+    fn beat(&self) {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
     }
 
     /// Checks a sample read from the bus with the gateway's rule; the reason when it fails.
@@ -317,6 +331,18 @@ impl Enricher {
                 tracing::warn!(gpu = %r.gpu, seq = r.seq, kind = ?r.kind, "sample refused by the store; quarantined");
                 quarantine.push(hold(&r.gpu, r.seq, r.reason.clone()));
             }
+            // What the store applied (a redelivered sample counts again, as stored rows do).
+            let not_applied: std::collections::HashSet<(&GpuUuid, u64)> = outcome
+                .conflicts
+                .iter()
+                .map(|(gpu, seq)| (gpu, *seq))
+                .chain(outcome.refused.iter().map(|r| (&r.gpu, r.seq)))
+                .collect();
+            ENRICHER.written(
+                enriched
+                    .iter()
+                    .filter(|e| !not_applied.contains(&(&e.sample.gpu, e.sample.seq))),
+            );
             inserted = u64::from(outcome.inserted);
             duplicates = u64::from(outcome.duplicates);
             tracing::debug!(inserted, duplicates, "samples stored");
@@ -326,6 +352,7 @@ impl Enricher {
             quarantine
                 .iter()
                 .for_each(|q| ENRICHER.quarantined(&q.reason));
+            QUARANTINE_WRITTEN.notify_one();
         }
         ENRICHER
             .batch_duration
@@ -413,6 +440,7 @@ impl Enricher {
         shutdown: std::pin::Pin<&mut S>,
     ) -> Result<(), Settled> {
         retrying(report, shutdown, messages.len(), || {
+            self.beat();
             let mut batch_report = EnricherReport::default();
             async move {
                 let r = self.process_batch(messages, &mut batch_report).await;
@@ -430,7 +458,9 @@ impl Enricher {
         shutdown: std::pin::Pin<&mut S>,
     ) -> Result<(), Settled> {
         retrying(report, shutdown, 1, || async move {
+            self.beat();
             self.store.write_quarantine(records).await?;
+            QUARANTINE_WRITTEN.notify_one();
             Ok(EnricherReport {
                 quarantined: records.len() as u64,
                 ..EnricherReport::default()
@@ -442,25 +472,40 @@ impl Enricher {
     /// Consumes until the bus closes or `shutdown` resolves, one store batch per bus batch
     /// (see [`Enricher::with_batching`]). The batch in hand is always finished and settled,
     /// and the consumer closed (offsets committed, group left), before returning.
+    ///
+    /// The loop is watched by `/healthz` ([`Heartbeat`], named `enricher`): it beats while it
+    /// waits for records (every [`IDLE_BEAT`]) and on every store write attempt, so only a
+    /// loop stuck for [`liveness::DEFAULT_MAX_SILENCE`] fails liveness.
     pub async fn run(
-        self,
+        mut self,
         mut consumer: impl BusConsumer,
         shutdown: impl Future<Output = ()> + Send,
     ) -> EnricherReport {
+        self.heartbeat = Some(Heartbeat::new("enricher", liveness::DEFAULT_MAX_SILENCE));
         let mut report = EnricherReport::default();
         tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                batch = consumer.next_batch(self.batch_max, self.batch_linger) => {
-                    if batch.is_empty() {
-                        break;
-                    }
-                    if !self.settle(batch, &mut report, shutdown.as_mut()).await {
-                        break;
+        let mut idle = tokio::time::interval(IDLE_BEAT);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'consume: loop {
+            self.beat();
+            let batch = {
+                // Beating while waiting never cancels the batch being gathered.
+                let next = consumer.next_batch(self.batch_max, self.batch_linger);
+                tokio::pin!(next);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break 'consume,
+                        batch = &mut next => break batch,
+                        _ = idle.tick() => self.beat(),
                     }
                 }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            if !self.settle(batch, &mut report, shutdown.as_mut()).await {
+                break;
             }
         }
         consumer.close().await;

@@ -2,8 +2,13 @@
 //! the events happen. Labels are closed sets: refusal kinds via
 //! [`wattprint_core::sample::refusal_kind`], never a host or a tenant.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::LazyLock;
+use tokio::sync::Notify;
+use wattprint_core::intensity::IntensityKind;
 use wattprint_runtime::metrics::{self, Counter, Gauge, Histogram, KeyValue, UpDownCounter};
+use wattprint_store::EnrichedSample;
 
 /// The gateway's instruments.
 pub(crate) struct GatewayMetrics {
@@ -78,7 +83,18 @@ pub(crate) struct EnricherMetrics {
     pub batch_duration: Histogram<f64>,
     quarantined: Counter<u64>,
     last_commit: Gauge<f64>,
+    energy: Counter<f64>,
+    emissions: Counter<f64>,
+    joins: Counter<u64>,
+    last_bucket: Gauge<f64>,
+    /// Start (Unix ms) of the newest bucket written by this process: the gauge never goes back
+    /// for a late sample of an older bucket.
+    newest_bucket_ms: AtomicI64,
+    quarantine_records: Gauge<u64>,
 }
+
+/// Wakes the quarantine count ([`crate::quarantine::keep_counted`]) after a quarantine write.
+pub(crate) static QUARANTINE_WRITTEN: Notify = Notify::const_new();
 
 pub(crate) static ENRICHER: LazyLock<EnricherMetrics> = LazyLock::new(|| EnricherMetrics {
     records: metrics::counter(
@@ -98,7 +114,40 @@ pub(crate) static ENRICHER: LazyLock<EnricherMetrics> = LazyLock::new(|| Enriche
         .with_unit("s")
         .with_description("Unix time of the last offset commit.")
         .build(),
+    energy: metrics::meter()
+        .f64_counter("wattprint.enricher.energy")
+        .with_unit("J")
+        .with_description("IT energy of the intervals written, by region.")
+        .build(),
+    emissions: metrics::meter()
+        .f64_counter("wattprint.enricher.emissions")
+        .with_unit("g")
+        .with_description("Emissions (gCO2e) of the intervals written, by region and signal.")
+        .build(),
+    joins: metrics::counter(
+        "wattprint.intensity.joins",
+        "Intervals joined, by region and the kind of intensity they got.",
+    ),
+    last_bucket: metrics::meter()
+        .f64_gauge("wattprint.rollup.last_bucket_timestamp")
+        .with_unit("s")
+        .with_description("Start of the newest 5-minute interval bucket written.")
+        .build(),
+    newest_bucket_ms: AtomicI64::new(i64::MIN),
+    quarantine_records: metrics::meter()
+        .u64_gauge("wattprint.quarantine.records")
+        .with_description("Samples held in the quarantine, by refusal kind.")
+        .build(),
 });
+
+/// Energy (mJ) and emissions (g) of one region's intervals in a batch.
+#[derive(Default)]
+struct RegionTotals {
+    energy_mj: u64,
+    marginal_g: f64,
+    average_g: f64,
+    joins: BTreeMap<&'static str, u64>,
+}
 
 impl EnricherMetrics {
     /// `n` records consumed from `topic` (`samples`, `dead_letter`).
@@ -115,6 +164,71 @@ impl EnricherMetrics {
     pub fn quarantined(&self, reason: &str) {
         let kind = wattprint_core::sample::refusal_kind(reason);
         self.quarantined.add(1, &[KeyValue::new("reason", kind)]);
+    }
+
+    /// `samples` were written to the store (those it applied): their IT energy and emissions
+    /// by region, their intervals' joins by intensity kind, and the newest bucket.
+    pub fn written<'a>(&self, samples: impl Iterator<Item = &'a EnrichedSample>) {
+        let mut regions: BTreeMap<&str, RegionTotals> = BTreeMap::new();
+        let mut newest = i64::MIN;
+        for s in samples {
+            let totals = regions.entry(s.region.as_str()).or_default();
+            for share in &s.shares {
+                newest = newest.max(share.bucket.start().0);
+                totals.energy_mj += share.energy.0;
+                let kind = match &share.intensity {
+                    None => "missing",
+                    Some(i) => {
+                        let grams = i.value.emissions(share.energy).0;
+                        match i.kind {
+                            IntensityKind::FallbackAverage => totals.average_g += grams,
+                            IntensityKind::Actual | IntensityKind::Forecast => {
+                                totals.marginal_g += grams;
+                            }
+                        }
+                        i.kind.as_str()
+                    }
+                };
+                *totals.joins.entry(kind).or_default() += 1;
+            }
+        }
+        for (region, totals) in regions {
+            let r = KeyValue::new("region", region.to_owned());
+            self.energy
+                .add(totals.energy_mj as f64 / 1000.0, std::slice::from_ref(&r));
+            for (signal, grams) in [
+                ("marginal", totals.marginal_g),
+                ("average", totals.average_g),
+            ] {
+                if grams > 0.0 {
+                    self.emissions
+                        .add(grams, &[r.clone(), KeyValue::new("signal", signal)]);
+                }
+            }
+            for (kind, n) in totals.joins {
+                self.joins.add(n, &[r.clone(), KeyValue::new("kind", kind)]);
+            }
+        }
+        if newest > i64::MIN {
+            let newest = self
+                .newest_bucket_ms
+                .fetch_max(newest, Ordering::Relaxed)
+                .max(newest);
+            self.last_bucket.record(newest as f64 / 1000.0, &[]);
+        }
+    }
+
+    /// The quarantine holds `counts` records by refusal kind (a kind absent holds none).
+    pub fn quarantine_held(&self, counts: &BTreeMap<String, u64>) {
+        let kinds = wattprint_core::sample::REFUSAL_KINDS
+            .iter()
+            .map(|(_, kind)| *kind)
+            .chain(["other"]);
+        for kind in kinds {
+            let n = counts.get(kind).copied().unwrap_or(0);
+            self.quarantine_records
+                .record(n, &[KeyValue::new("reason", kind)]);
+        }
     }
 }
 

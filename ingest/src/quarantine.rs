@@ -98,3 +98,37 @@ pub async fn replay(
     }
     Ok(report)
 }
+
+/// How often [`keep_counted`] reads the quarantine's size when nothing was written to it (the
+/// pruning loop and other processes change it too).
+pub const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Keeps `wattprint_quarantine_records{reason}` current until `shutdown`: reads the store's
+/// count by refusal kind every `every`, and soon after this process writes to the quarantine
+/// (at most once a second). A failed read keeps the last values and is retried next round.
+pub async fn keep_counted(
+    store: std::sync::Arc<dyn wattprint_store::Store>,
+    every: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use crate::metrics::{ENRICHER, QUARANTINE_WRITTEN};
+    const MIN_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+    tokio::pin!(shutdown);
+    loop {
+        match store.quarantine_counts().await {
+            Ok(counts) => ENRICHER.quarantine_held(&counts),
+            Err(error) => tracing::warn!(%error, "counting the quarantine failed"),
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(MIN_GAP) => {}
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            () = QUARANTINE_WRITTEN.notified() => {}
+            () = tokio::time::sleep(every.saturating_sub(MIN_GAP)) => {}
+        }
+    }
+}

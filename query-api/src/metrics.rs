@@ -1,6 +1,7 @@
 //! Query API metrics (`docs/metrics.md`, "Query API"): requests by route template, method and
 //! status ([`track`], a middleware on the router, so the label is the matched template and
-//! never a raw URL), rate-limited requests by role, and auth refusals by reason.
+//! never a raw URL), gRPC calls by method and gRPC status code, rate-limited requests by role,
+//! auth refusals by reason, and the JWKS refreshes.
 
 use crate::auth::AuthError;
 use axum::extract::{MatchedPath, Request};
@@ -17,6 +18,10 @@ struct ApiMetrics {
     in_flight: UpDownCounter<i64>,
     rate_limited: Counter<u64>,
     auth_refusals: Counter<u64>,
+    grpc_requests: Counter<u64>,
+    jwks_refreshes: Counter<u64>,
+    jwks_refresh_errors: Counter<u64>,
+    jwks_last_refresh: Gauge<f64>,
 }
 
 static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
@@ -41,7 +46,122 @@ static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
         "wattprint.api.auth_refusals",
         "Requests refused with 401/403.",
     ),
+    grpc_requests: metrics::counter(
+        "wattprint.api.grpc_requests",
+        "gRPC calls answered, by method and gRPC status code.",
+    ),
+    jwks_refreshes: metrics::counter(
+        "wattprint.api.jwks_refreshes",
+        "JWKS loads that succeeded (the first load and refreshes).",
+    ),
+    jwks_refresh_errors: metrics::counter(
+        "wattprint.api.jwks_refresh_errors",
+        "JWKS fetches that failed (the cached set stays in use).",
+    ),
+    jwks_last_refresh: metrics::meter()
+        .f64_gauge("wattprint.api.jwks_last_refresh_timestamp")
+        .with_unit("s")
+        .with_description("Unix time the key set was last loaded.")
+        .build(),
 });
+
+/// gRPC status codes by number, as the `code` label names them.
+const GRPC_CODES: [&str; 17] = [
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+];
+
+/// The `code` label of a `grpc-status` value (`unknown` for anything not a code).
+fn grpc_code_name(value: &axum::http::HeaderValue) -> &'static str {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .and_then(|n| GRPC_CODES.get(n).copied())
+        .unwrap_or("unknown")
+}
+
+/// The methods of `wattprint.v1.TenantQuery` (`proto/wattprint/v1/query.proto`; a unit test
+/// holds the two together): the `route` label's values besides `other`.
+const TENANT_QUERY_METHODS: [&str; 12] = [
+    "ListInstances",
+    "GetWorkloadFootprint",
+    "GetWorkloadWhatIf",
+    "ListRestatements",
+    "GetInstanceSeries",
+    "ListWorkloads",
+    "CreateWorkload",
+    "SetWorkloadLabels",
+    "CloseWorkload",
+    "GetTenantSummary",
+    "ListStatements",
+    "GetStatement",
+];
+
+/// Counts one gRPC call with the code it ended with. The `route` label is the method's path
+/// (`/wattprint.v1.TenantQuery/GetTenantSummary`) when it names a method of the service, else
+/// `other`: a raw path never becomes a label (a refusal before routing, such as a spent rate
+/// limit, can answer any path).
+fn grpc_answered(path: &str, code: &'static str) {
+    let route = path
+        .strip_prefix("/wattprint.v1.TenantQuery/")
+        .filter(|m| TENANT_QUERY_METHODS.contains(m))
+        .map_or_else(|| "other".to_owned(), |_| path.to_owned());
+    API.grpc_requests.add(
+        1,
+        &[KeyValue::new("route", route), KeyValue::new("code", code)],
+    );
+}
+
+/// Counts a gRPC response by its status: from the headers of a trailers-only response (every
+/// error a handler returns), else from the trailers when the body ends with them.
+fn count_grpc(path: String, response: Response) -> Response {
+    use http_body_util::BodyExt as _;
+    if let Some(status) = response.headers().get("grpc-status") {
+        grpc_answered(&path, grpc_code_name(status));
+        return response;
+    }
+    let is_grpc = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.map_frame(move |frame| {
+        if let Some(status) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+            grpc_answered(&path, grpc_code_name(status));
+        }
+        frame
+    });
+    Response::from_parts(parts, axum::body::Body::new(body))
+}
+
+/// The key set was loaded (`Ok`) or a fetch of it failed.
+pub(crate) fn jwks_fetched(ok: bool) {
+    if ok {
+        API.jwks_refreshes.add(1, &[]);
+        API.jwks_last_refresh.record(metrics::unix_now(), &[]);
+    } else {
+        API.jwks_refresh_errors.add(1, &[]);
+    }
+}
 
 /// Middleware: counts and times every request under its route template.
 pub(crate) async fn track(request: Request, next: Next) -> Response {
@@ -60,6 +180,7 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
         (false, "PUT") => "PUT",
         (false, _) => "other",
     };
+    let path = grpc.then(|| request.uri().path().to_owned());
     let m = &*API;
     m.in_flight.add(1, &[]);
     let start = Instant::now();
@@ -73,7 +194,10 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     let status = KeyValue::new("status", i64::from(response.status().as_u16()));
     let [route, method] = labels;
     m.requests.add(1, &[route, method, status]);
-    response
+    match path {
+        Some(path) => count_grpc(path, response),
+        None => response,
+    }
 }
 
 /// One request refused with 429 for a caller of `role` (`reader`, `admin`, `operator`).
@@ -119,4 +243,24 @@ fn refusal_reason(err: &AuthError) -> &'static str {
 pub(crate) fn statement_last_issued(end_ms: i64) {
     API.statement_last_issued
         .record(end_ms as f64 / 1000.0, &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grpc_route_labels_are_the_methods_of_the_proto() {
+        let proto = include_str!("../../proto/wattprint/v1/query.proto");
+        let mut declared: Vec<&str> = proto
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .filter_map(|l| l.split('(').next())
+            .map(str::trim)
+            .collect();
+        let mut labelled = TENANT_QUERY_METHODS.to_vec();
+        declared.sort_unstable();
+        labelled.sort_unstable();
+        assert_eq!(labelled, declared);
+    }
 }

@@ -84,7 +84,9 @@ pub fn router(state: ApiState) -> Router {
 
 /// Liveness
 ///
-/// `ok` while the process serves; no token needed.
+/// `ok` while the process serves and its main loops turn; 503 (a problem document naming the
+/// loop) when one (the enricher's, where it runs in this process) has not turned for longer
+/// than it may. No token needed.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -92,13 +94,19 @@ pub fn router(state: ApiState) -> Router {
     responses(
         (status = 200, description = "The process serves.", body = Health),
         (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all)]
-pub(crate) async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
+pub(crate) async fn healthz() -> Response {
+    match wattprint_runtime::metrics::liveness::check() {
+        Ok(()) => Json(Health {
+            status: "ok".into(),
+        })
+        .into_response(),
+        // A problem document whose detail names the silent loop.
+        Err(stale) => ApiError::Unavailable(stale).into_response(),
+    }
 }
 
 /// Unknown paths: a problem+json 404, or for a gRPC call (to a service this server does not

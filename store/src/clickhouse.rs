@@ -316,6 +316,12 @@ impl Store for ClickHouseStore {
         self.read_quarantine(limit).await
     }
 
+    async fn quarantine_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.count_quarantine().await
+    }
+
     async fn prune_quarantine(
         &self,
         rules: &QuarantineRetention,

@@ -40,6 +40,23 @@ pub use sqlite::{SqliteStore, SqliteSync};
 pub use statements::IssuedStatement;
 pub use traced::Traced;
 
+/// A SQL expression naming the refusal kind of the text column `column`, as
+/// [`wattprint_core::sample::refusal_kind`] does: `contains(column, needle)` is the dialect's
+/// case-sensitive substring test (SQLite `instr(…) > 0`, ClickHouse `position(…) > 0`).
+pub(crate) fn refusal_kind_sql(contains: impl Fn(&str, &str) -> String, column: &str) -> String {
+    let mut sql = String::from("CASE");
+    for (needle, kind) in wattprint_core::sample::REFUSAL_KINDS {
+        // No needle holds a backslash, which the dialects treat differently.
+        let needle = format!("'{}'", needle.replace('\'', "''"));
+        sql.push_str(&format!(
+            " WHEN {} THEN '{kind}'",
+            contains(column, &needle)
+        ));
+    }
+    sql.push_str(" ELSE 'other' END");
+    sql
+}
+
 /// A GPU in the inventory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuRecord {
@@ -638,6 +655,11 @@ pub trait Store: Send + Sync {
 
     /// Most recent quarantine records, newest first (operator view).
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError>;
+
+    /// How many records the quarantine holds, by refusal kind
+    /// ([`wattprint_core::sample::refusal_kind`] of the reason; a redelivered refusal counts
+    /// once, as [`Store::quarantine`] reads it). Kinds with no record are absent.
+    async fn quarantine_counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
 
     /// Deletes quarantine records received before `rules.cutoff(now)` and, with a cap, each
     /// host's records beyond its newest `max_per_host` (see [`retention`]). Running it again

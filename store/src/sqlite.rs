@@ -234,6 +234,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn quarantine_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.call("counting quarantine", quarantine::count_quarantine)
+            .await
+    }
+
     async fn prune_quarantine(
         &self,
         rules: &QuarantineRetention,

@@ -118,6 +118,13 @@ impl<S: Store> Store for Traced<S> {
         self.inner.quarantine(limit).instrument(span).await
     }
 
+    async fn quarantine_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let span = info_span!("quarantine_counts");
+        self.inner.quarantine_counts().instrument(span).await
+    }
+
     async fn prune_quarantine(
         &self,
         rules: &QuarantineRetention,

@@ -16,15 +16,58 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// The consumer's context: logs to tracing, commits revoked partitions' progress.
+/// The consumer's context: logs to tracing, commits revoked partitions' progress, and keeps
+/// the assigned partitions and their lag as metrics ([`super::lag`]).
 #[derive(Debug)]
 pub struct BusConsumerContext {
     shared: Arc<Shared>,
+    samples_topic: String,
+    dead_letter_topic: String,
+}
+
+impl BusConsumerContext {
+    /// The metric label of a topic: `samples`, `dead_letter`, or `None` for another.
+    fn topic_label(&self, topic: &str) -> Option<&'static str> {
+        if topic == self.samples_topic {
+            Some("samples")
+        } else if topic == self.dead_letter_topic {
+            Some("dead_letter")
+        } else {
+            None
+        }
+    }
+
+    fn labelled<'a>(
+        &'a self,
+        tpl: &'a rdkafka::TopicPartitionList,
+    ) -> impl Iterator<Item = (&'static str, i32)> + 'a {
+        tpl.elements()
+            .into_iter()
+            .filter_map(|e| Some((self.topic_label(e.topic())?, e.partition())))
+    }
 }
 
 impl ClientContext for BusConsumerContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_to_tracing(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            let Some(label) = self.topic_label(name) else {
+                continue;
+            };
+            for (id, p) in &topic.partitions {
+                if *id >= 0 {
+                    super::lag::observed(
+                        (label, *id),
+                        p.hi_offset,
+                        p.lo_offset,
+                        p.committed_offset,
+                    );
+                }
+            }
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -35,8 +78,14 @@ impl ClientContext for BusConsumerContext {
 impl ConsumerContext for BusConsumerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Revoke(tpl) => self.shared.revoke(consumer, tpl),
-            Rebalance::Assign(tpl) => self.shared.assign(tpl),
+            Rebalance::Revoke(tpl) => {
+                super::lag::revoked(self.labelled(tpl));
+                self.shared.revoke(consumer, tpl);
+            }
+            Rebalance::Assign(tpl) => {
+                super::lag::assigned(self.labelled(tpl));
+                self.shared.assign(tpl);
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance error"),
         }
     }
@@ -88,11 +137,18 @@ impl KafkaConsumer {
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().max(1).to_string(),
+            )
+            .set(
+                "statistics.interval.ms",
+                super::lag::STATS_INTERVAL.as_millis().to_string(),
             );
+        super::lag::register();
         let consumer: Inner = config
             .with_overrides(c)
             .create_with_context(BusConsumerContext {
                 shared: shared.clone(),
+                samples_topic: config.samples_topic.clone(),
+                dead_letter_topic: config.dead_letter_topic.clone(),
             })
             .map_err(client_err("creating the kafka consumer"))?;
         consumer

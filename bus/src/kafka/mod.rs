@@ -372,6 +372,7 @@ impl ClientContext for TracingContext {
 mod codec;
 mod consumer;
 pub(crate) mod durability;
+mod lag;
 mod offsets;
 mod producer;
 mod security;

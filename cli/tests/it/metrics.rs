@@ -7,7 +7,8 @@
 use crate::up::{get, interrupt_and_wait, start_with, Up};
 use std::time::Duration;
 use wattprint_proto::v1::ingest_client::IngestClient;
-use wattprint_proto::v1::{Attribution, EnergySource, Sample, SampleBatch};
+use wattprint_proto::v1::tenant_query_client::TenantQueryClient;
+use wattprint_proto::v1::{Attribution, EnergySource, ListInstancesRequest, Sample, SampleBatch};
 use wattprint_runtime::metrics::parse::{parse_text, value, Sample as Series};
 
 async fn scrape(up: &Up) -> Vec<Series> {
@@ -128,12 +129,82 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
     );
     assert!(m.iter().any(|s| s.name == "hw_power_watts"));
     // Intensity coverage per configured region (the demo's three).
-    let regions = m
+    let regions: Vec<&str> = m
         .iter()
         .filter(|s| s.name == "wattprint_intensity_coverage_ratio")
         .filter(|s| (0.0..=1.0).contains(&s.value))
-        .count();
-    assert_eq!(regions, 3);
+        .map(|s| s.labels["region"].as_str())
+        .collect();
+    assert_eq!(regions.len(), 3);
+
+    // The enricher's energy and emissions by region are the API's, in configured regions only.
+    let by_region = |name: &str| -> Vec<(String, f64)> {
+        m.iter()
+            .filter(|s| s.name == name)
+            .map(|s| (s.labels["region"].clone(), s.value))
+            .collect()
+    };
+    let energy = by_region("wattprint_enricher_energy_joules_total");
+    assert!(!energy.is_empty());
+    assert!(
+        energy.iter().all(|(r, _)| regions.contains(&r.as_str())),
+        "{energy:?}"
+    );
+    let energy_j: f64 = energy.iter().map(|(_, j)| j).sum();
+    assert!(
+        (energy_j * 1000.0 - api_mj as f64).abs() < 1.0,
+        "enricher energy {energy_j} J vs API {api_mj} mJ"
+    );
+    let points = body["points"].as_array().unwrap();
+    let api_g: f64 = points.iter().map(|p| p["co2e_g"].as_f64().unwrap()).sum();
+    let emitted_g: f64 = by_region("wattprint_enricher_emissions_grams_total")
+        .iter()
+        .map(|(_, g)| g)
+        .sum();
+    assert!(api_g > 0.0);
+    assert!(
+        (emitted_g - api_g).abs() <= api_g * 1e-9 + 1e-6,
+        "enricher emissions {emitted_g} g vs API {api_g} g"
+    );
+    let intervals: u64 = points
+        .iter()
+        .map(|p| {
+            let k = &p["intensity_kinds"];
+            ["actual", "forecast", "fallback_average", "missing"]
+                .iter()
+                .map(|kind| k[kind].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    let joins: f64 = m
+        .iter()
+        .filter(|s| s.name == "wattprint_intensity_joins_total")
+        .map(|s| s.value)
+        .sum();
+    assert!(
+        intervals > 0 && joins >= intervals as f64,
+        "{joins} joins, {intervals} intervals"
+    );
+    // Rollup freshness: the newest bucket written is the newest step with energy.
+    let newest = points
+        .iter()
+        .filter(|p| p["energy_mj"].as_u64().unwrap() > 0)
+        .map(|p| p["start"].as_str().unwrap())
+        .max()
+        .unwrap();
+    let rolled = value(&m, "wattprint_rollup_last_bucket_timestamp_seconds", &[]);
+    assert_eq!(
+        wattprint_core::UnixMillis((rolled * 1000.0) as i64).to_rfc3339(),
+        newest
+    );
+    // The sensor was timed for every energy read: one per sample, and the chain's first.
+    let reads = value(
+        &m,
+        "wattprint_agent_sensor_read_duration_seconds_count",
+        &[("reading", "energy")],
+    );
+    assert!(reads > read, "{reads} energy reads for {read} samples");
+    assert_eq!(value(&m, "wattprint_agent_sensor_errors_total", &[]), 0.0);
 
     // Refused samples are counted by reason, at the gateway and in the API's counters.
     let before = value(&m, "wattprint_gateway_samples_rejected_total", &[]);
@@ -180,7 +251,7 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
         value(&m, "wattprint_gateway_samples_rejected_total", &[]) - before,
         3.0
     );
-    let rejected = |reason| {
+    let rejected = |reason: &str| {
         let name = "wattprint_gateway_samples_rejected_total";
         value(&m, name, &[("reason", reason)])
     };
@@ -198,6 +269,51 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(quarantined, 3.0);
+    // The quarantine's size, read from the store, holds the same refusals by reason.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let m = scrape(&up).await;
+        held = m
+            .iter()
+            .filter(|s| s.name == "wattprint_quarantine_records")
+            .map(|s| (s.labels["reason"].clone(), s.value))
+            .collect::<Vec<_>>();
+        if held.iter().map(|(_, n)| n).sum::<f64>() >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held.len(), 10, "every reason has a series: {held:?}");
+    for (reason, n) in &held {
+        assert_eq!(*n, rejected(reason.as_str()), "{reason}: {held:?}");
+    }
+    // gRPC calls are counted by method and gRPC code: a refused token, then a good one.
+    let mut grpc = TenantQueryClient::connect(up.api.clone()).await.unwrap();
+    let call = |token: &str| {
+        let mut req = tonic::Request::new(ListInstancesRequest::default());
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let refused = grpc.list_instances(call("not-a-token")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    grpc.list_instances(call(&acme)).await.unwrap();
+    drop(grpc);
+    let method = ("route", "/wattprint.v1.TenantQuery/ListInstances");
+    let mut codes = (0.0, 0.0);
+    for _ in 0..50 {
+        let m = scrape(&up).await;
+        let name = "wattprint_api_grpc_requests_total";
+        codes = (
+            value(&m, name, &[method, ("code", "unauthenticated")]),
+            value(&m, name, &[method, ("code", "ok")]),
+        );
+        if codes.1 > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(codes, (1.0, 1.0));
     assert!(
         value(
             &m,
@@ -212,9 +328,12 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
             &[("route", "/v1/instances/{id}/series"), ("status", "200")]
         ) >= 1.0
     );
-    catalogued(&m);
+    catalogued(&scrape(&up).await);
     let ready = reqwest::get(format!("{}/readyz", up.api)).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
+    // Live: the enricher's loop turns (it beats while idle too).
+    let live = reqwest::get(format!("{}/healthz", up.api)).await.unwrap();
+    assert_eq!(live.status().as_u16(), 200);
     interrupt_and_wait(up);
 }
 

@@ -309,8 +309,9 @@ impl Jwks {
             refreshing: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
         };
-        let keys = jwks.fetch().await?;
-        jwks.store(keys);
+        let keys = jwks.fetch().await;
+        crate::metrics::jwks_fetched(keys.is_ok());
+        jwks.store(keys?);
         tracing::info!(source = %jwks.config.source, keys = jwks.keys().len(), "JWKS loaded");
         Ok(jwks)
     }
@@ -411,7 +412,9 @@ impl Jwks {
             return;
         }
         *last_try = Some(Instant::now());
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        crate::metrics::jwks_fetched(fetched.is_ok());
+        match fetched {
             Ok(keys) => {
                 tracing::info!(source = %self.config.source, keys = keys.len(), "JWKS refreshed");
                 self.store(keys);
@@ -491,6 +494,54 @@ mod tests {
 
     fn parse(v: serde_json::Value) -> Result<Vec<SetKey>, JwksError> {
         parse_key_set("test", v.to_string().as_bytes())
+    }
+
+    /// The JWKS metrics follow loads and refreshes: a success counts and stamps the time, a
+    /// failed refresh counts as an error and keeps the time (the only test here that fetches).
+    #[tokio::test]
+    async fn loads_and_refreshes_are_counted_and_stamped() {
+        use wattprint_runtime::metrics::parse::{parse_text, value};
+        let scrape = || {
+            let m = parse_text(&wattprint_runtime::metrics::render()).unwrap();
+            (
+                value(&m, "wattprint_api_jwks_refreshes_total", &[]),
+                value(&m, "wattprint_api_jwks_refresh_errors_total", &[]),
+                value(&m, "wattprint_api_jwks_last_refresh_timestamp_seconds", &[]),
+            )
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "wattprint-jwks-metrics-{}-{}",
+            std::process::id(),
+            wattprint_runtime::metrics::unix_now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, serde_json::json!({"keys": [ed("a")]}).to_string()).unwrap();
+        let (ok0, err0, _) = scrape();
+        let before = wattprint_runtime::metrics::unix_now();
+        let jwks = Jwks::load(JwksConfig {
+            refresh_every: Duration::from_secs(3600),
+            min_refetch_interval: Duration::ZERO,
+            ..JwksConfig::new(JwksSource::File(path.clone()))
+        })
+        .await
+        .unwrap();
+        let (ok1, err1, stamped) = scrape();
+        assert_eq!((ok1 - ok0, err1 - err0), (1.0, 0.0));
+        assert!(stamped >= before.floor(), "{stamped} < {before}");
+        // An unknown kid refetches; the file is broken: an error, the time stays.
+        std::fs::write(&path, "not json").unwrap();
+        assert!(jwks.key(Lookup::Kid("b")).await.is_err());
+        let (ok2, err2, stamped2) = scrape();
+        assert_eq!((ok2 - ok1, err2 - err1), (0.0, 1.0));
+        assert_eq!(stamped2, stamped);
+        // Fixed and rotated: a success again.
+        std::fs::write(&path, serde_json::json!({"keys": [ed("b")]}).to_string()).unwrap();
+        assert!(jwks.key(Lookup::Kid("b")).await.is_ok());
+        let (ok3, err3, stamped3) = scrape();
+        assert_eq!((ok3 - ok2, err3 - err2), (1.0, 0.0));
+        assert!(stamped3 >= stamped);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The metrics listener: `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
+//! The metrics listener: `/metrics` (Prometheus text), `/healthz` (liveness: the process's
+//! main loops turn, see [`super::liveness`]) and `/readyz`
 //! (readiness: every registered check passes, else 503 with a JSON body naming what is not).
 
 use crate::Shutdown;
@@ -83,7 +84,15 @@ impl Readiness {
 
 /// `/metrics`, `/healthz` and `/readyz`, the metrics listener's routes.
 pub fn router(readiness: Readiness) -> Router {
-    routes(readiness).route("/healthz", get(|| async { "ok" }))
+    routes(readiness).route("/healthz", get(healthz))
+}
+
+/// Liveness: `ok`, or 503 naming the main loops that stopped turning ([`super::liveness`]).
+async fn healthz() -> Response {
+    match super::liveness::check() {
+        Ok(()) => "ok".into_response(),
+        Err(stale) => (StatusCode::SERVICE_UNAVAILABLE, stale).into_response(),
+    }
 }
 
 /// `/metrics` and `/readyz` alone, to merge into a router that has its own `/healthz`.

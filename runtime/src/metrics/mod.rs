@@ -7,6 +7,7 @@
 //! UCUM units, turned into `wattprint_*_seconds`/`_total` by the Prometheus encoder.
 
 pub mod http;
+pub mod liveness;
 pub mod parse;
 mod prometheus;
 
@@ -24,8 +25,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 pub use http::{router, routes, serve, Readiness};
+pub use liveness::Heartbeat;
 /// The instrument types, so instrumented crates need no OpenTelemetry dependency of their own.
-pub use opentelemetry::metrics::{Counter, Gauge, Histogram, UpDownCounter};
+pub use opentelemetry::metrics::{Counter, Gauge, Histogram, ObservableGauge, UpDownCounter};
 pub use opentelemetry::KeyValue;
 
 /// Default histogram buckets (seconds), as `docs/metrics.md` lists them.

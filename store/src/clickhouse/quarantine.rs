@@ -61,6 +61,24 @@ impl ClickHouseStore {
         Ok(rows.into_iter().map(StoredQuarantine::decode).collect())
     }
 
+    /// [`crate::Store::quarantine_counts`]: held refusals by kind, each redelivered one once.
+    pub(super) async fn count_quarantine(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let kind = crate::refusal_kind_sql(|c, n| format!("position({c}, {n}) > 0"), "reason");
+        let counts: Vec<(String, u64)> = self
+            .client
+            .query(&format!(
+                "SELECT {kind} AS kind, count() AS n FROM (SELECT reason FROM quarantine \
+                 ORDER BY received_at_ms, written_ns, position \
+                 LIMIT 1 BY host, gpu_uuid, seq, payload) GROUP BY kind"
+            ))
+            .fetch_all()
+            .await
+            .map_err(ch_err("counting quarantine"))?;
+        Ok(counts.into_iter().collect())
+    }
+
     /// [`crate::Store::prune_quarantine`]: issues the deletes (mutations complete shortly
     /// after, in the background) and returns how many rows they cover.
     pub(super) async fn prune_held(

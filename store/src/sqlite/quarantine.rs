@@ -128,3 +128,26 @@ pub(super) fn load_quarantine(
         })
         .collect()
 }
+
+/// [`crate::Store::quarantine_counts`]: records by refusal kind (each row is one record: a
+/// redelivered refusal is kept once).
+pub(super) fn count_quarantine(
+    conn: &mut Connection,
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    const OP: &str = "counting quarantine";
+    let kind = crate::refusal_kind_sql(|c, n| format!("instr({c}, {n}) > 0"), "reason");
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {kind} AS kind, count(*) FROM quarantine GROUP BY kind"
+        ))
+        .map_err(db_err(OP))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(db_err(OP))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err(OP))?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}

@@ -85,8 +85,14 @@ async fn distributed_metrics_follow_the_traffic_and_count_refusals_by_reason() {
             &[("source", "counter")],
         ) > 0.0
             && value(m, "hw_energy_joules_total", &[("hw_type", "gpu")]) > 0.0
+            && value(
+                m,
+                "wattprint_agent_sensor_read_duration_seconds_count",
+                &[("reading", "energy")],
+            ) > 0.0
     })
     .await;
+    assert_eq!(value(&m, "wattprint_agent_sensor_errors_total", &[]), 0.0);
     assert!(m.iter().all(|s| !s.labels.contains_key("tenant")));
     assert_eq!(status(&format!("{agent_base}/readyz")).await, 200);
     let summary = agent_summary(&mut agent, Duration::from_secs(120));
@@ -130,6 +136,33 @@ async fn distributed_metrics_follow_the_traffic_and_count_refusals_by_reason() {
             &[("topic", "samples")]
         ) > 0.0
     );
+    // Energy by region and the newest bucket written: within the replay's hour.
+    assert!(value(&m, "wattprint_enricher_energy_joules_total", &[]) > 0.0);
+    let newest = value(&m, "wattprint_rollup_last_bucket_timestamp_seconds", &[]) * 1000.0;
+    assert!(
+        newest >= start_at as f64 && newest <= now_ms() as f64,
+        "{newest} outside [{start_at}, now]"
+    );
+    // One member holds every partition of both topics (4 each), and once every record is
+    // committed none is behind its high watermark (librdkafka reports every 5 s).
+    until(&enricher, "every partition assigned and none behind", |m| {
+        let lag: Vec<&Series> = m
+            .iter()
+            .filter(|s| s.name == "wattprint_enricher_lag_records")
+            .collect();
+        let assigned = |topic| {
+            value(
+                m,
+                "wattprint_enricher_assigned_partitions",
+                &[("topic", topic)],
+            )
+        };
+        assigned("samples") == 4.0
+            && assigned("dead_letter") == 4.0
+            && lag.len() == 8
+            && lag.iter().all(|s| s.value == 0.0)
+    })
+    .await;
 
     // A malformed sample: refused at the gateway and quarantined by the enricher, by reason.
     let mut client = IngestClient::connect(format!("http://127.0.0.1:{}", cluster.gateway_port))
@@ -163,6 +196,12 @@ async fn distributed_metrics_follow_the_traffic_and_count_refusals_by_reason() {
     );
     until(&enricher, "the refusal quarantined", |m| {
         value(m, "wattprint_quarantine_added_total", &reason) == 1.0
+    })
+    .await;
+    // The quarantine's size, read back from ClickHouse, holds it under its reason alone.
+    until(&enricher, "the quarantine counted by reason", |m| {
+        value(m, "wattprint_quarantine_records", &reason) == 1.0
+            && value(m, "wattprint_quarantine_records", &[]) == 1.0
     })
     .await;
     // The query API counts its requests by route template.

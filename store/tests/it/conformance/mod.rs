@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             inventory_history_versions_every_change_at_its_time,
             quarantine_is_newest_first_holds_a_redelivery_once_and_keeps_any_sequence_number,
             quarantine_keeps_what_is_within_its_retention_and_cap,
+            quarantine_counts_by_refusal_kind_once_per_record,
             random_batches_in_random_order_match_the_accumulator,
             tenant_summary_sums_every_interval_exactly,
             tenant_summary_counts_buckets_starting_in_the_range,

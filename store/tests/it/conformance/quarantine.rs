@@ -160,3 +160,54 @@ pub async fn quarantine_keeps_what_is_within_its_retention_and_cap(store: &dyn S
         .unwrap();
     assert_eq!(store.quarantine(1).await.unwrap(), vec![late]);
 }
+
+/// The quarantine counted by refusal kind, as `refusal_kind` names each reason; a
+/// redelivered refusal counts once, as reads see it.
+pub async fn quarantine_counts_by_refusal_kind_once_per_record(store: &dyn Store) {
+    assert!(store.quarantine_counts().await.unwrap().is_empty());
+    let rec = |seq: u64, reason: &str| QuarantineRecord {
+        received_at: UnixMillis(T0 + seq as i64),
+        host: HostId::from("host-a"),
+        gpu: Some(GpuUuid::from("GPU-A1")),
+        seq: Some(seq),
+        reason: reason.into(),
+        payload: format!("{{\"seq\":{seq}}}"),
+    };
+    let reasons = [
+        "sample 1 of GPU GPU-A1 overlaps stored energy of its GPU",
+        "malformed sample: energy_source unset",
+        "sample ends 3600000 ms after the gateway's clock",
+        "GPU GPU-A1 is not attached to instance i-1",
+        "MALFORMED, in capitals only: case matters",
+        "something else entirely",
+        "malformed again",
+    ];
+    let recs: Vec<QuarantineRecord> = (1u64..)
+        .zip(reasons)
+        .map(|(seq, reason)| rec(seq, reason))
+        .collect();
+    store.write_quarantine(&recs).await.unwrap();
+    // A redelivery of the first record is not another record.
+    store.write_quarantine(&recs[..1]).await.unwrap();
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("future", 1),
+        ("malformed", 2),
+        ("not-attached", 1),
+        ("other", 2),
+        ("overlap", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    let expected: std::collections::BTreeMap<String, u64> =
+        reasons.iter().fold(Default::default(), |mut m, r| {
+            *m.entry(wattprint_core::sample::refusal_kind(r).to_owned())
+                .or_default() += 1;
+            m
+        });
+    assert_eq!(
+        expected, want,
+        "the test's own expectation follows refusal_kind"
+    );
+    assert_eq!(store.quarantine_counts().await.unwrap(), want);
+}
