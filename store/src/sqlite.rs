@@ -4,6 +4,7 @@
 //! async callers are never blocked by SQLite. Energy is stored as exact integer millijoules.
 //! Every tenant-facing query filters on the tenant of its [`TenantScope`].
 
+mod days;
 mod intensity;
 mod inventory;
 mod placements;
@@ -112,7 +113,7 @@ impl SqliteStore {
             .map_err(db_err(OP))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err(OP))?;
-        schema::migrate(&mut conn, schema::MIGRATIONS)?;
+        schema::migrate(&mut conn, &schema::MIGRATIONS)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -239,6 +239,8 @@ impl RawInterval {
 /// `E / MJ_PER_KWH × PUE`, so they agree with what the API computes from interval rows.
 /// `intensity_kind IS NULL` is the one marker of a missing intensity (the columns are written
 /// together); a kind no build knows is counted apart and reported as corrupt.
+/// (The reference the daily totals of `interval_days` are tested against.)
+#[cfg(test)]
 pub(crate) const USAGE_COLUMNS: &str = "instance_id, COUNT(DISTINCT gpu_uuid), COUNT(*), \
      SUM(energy_mj), SUM(estimated_mj), TOTAL(energy_mj / 3600000000.0 * pue), \
      SUM(covered_ms), SUM(samples), MAX(power_max_mw), \

@@ -7,9 +7,7 @@
 
 use super::db_err;
 use super::inventory::require_instance;
-use super::rows::{
-    to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS, USAGE_COLUMNS,
-};
+use super::rows::{to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS};
 use crate::{
     EnrichedSample, InstanceSummary, IntervalRow, RefusedSample, SampleRow, StoreError,
     TenantSummary, WriteOutcome,
@@ -312,15 +310,16 @@ pub(super) fn summarise(
     to: UnixMillis,
 ) -> Result<TenantSummary, StoreError> {
     const OP: &str = "summarising a tenant";
+    // Whole days from their daily totals, the ragged edges from the intervals.
+    let (d1, d2) = super::days::whole_days(from.0, to.0);
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {USAGE_COLUMNS} FROM intervals \
-             WHERE tenant = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 \
-             GROUP BY instance_id ORDER BY instance_id"
-        ))
+        .prepare_cached(&super::days::summary_sql())
         .map_err(db_err(OP))?;
     let raw = stmt
-        .query_map(params![tenant.as_str(), from.0, to.0], RawUsage::from_row)
+        .query_map(
+            params![tenant.as_str(), d1, d2, from.0, to.0],
+            RawUsage::from_row,
+        )
         .map_err(db_err(OP))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_err(OP))?;

@@ -173,13 +173,22 @@ CREATE TABLE statements (
 "#;
 
 /// The migrations, in order: entry `i` is version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, super::intensity::V2, V3, V4, V5, V6, V7, V8];
+pub(crate) static MIGRATIONS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    [V1, super::intensity::V2, V3, V4, V5, V6, V7, V8]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([super::days::v9()])
+        .collect()
+});
 
 /// Applies every migration of `migrations` that the database does not have yet.
 ///
 /// Each runs in an `IMMEDIATE` transaction that re-reads the version first, so two processes
 /// opening the same file at once never apply one twice.
-pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+pub(crate) fn migrate<S: AsRef<str>>(
+    conn: &mut Connection,
+    migrations: &[S],
+) -> Result<(), StoreError> {
     const OP: &str = "applying schema migrations";
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -217,10 +226,11 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), 
             return Ok(());
         };
         let version = current + 1;
-        tx.execute_batch(sql).map_err(|e| StoreError::Backend {
-            op: OP,
-            source: format!("migration {version}: {e}").into(),
-        })?;
+        tx.execute_batch(sql.as_ref())
+            .map_err(|e| StoreError::Backend {
+                op: OP,
+                source: format!("migration {version}: {e}").into(),
+            })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
             (version, now_ms()),
@@ -302,7 +312,7 @@ mod tests {
                  VALUES ('GPU-1', 'i-a', 'H100', 700000, 'h1'), ('GPU-2', 'i-a', 'H100', 1, '');",
         )
         .unwrap();
-        migrate(&mut conn, MIGRATIONS).unwrap();
+        migrate(&mut conn, &MIGRATIONS).unwrap();
         let mut stmt = conn
             .prepare(
                 "SELECT gpu_uuid, valid_from_ms, attached, host, tenant, power_limit_mw \
@@ -342,7 +352,7 @@ mod tests {
     #[test]
     fn the_real_schema_applies_cleanly() {
         let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&mut conn, MIGRATIONS).unwrap();
+        migrate(&mut conn, &MIGRATIONS).unwrap();
         assert_eq!(versions(&conn).len(), MIGRATIONS.len());
     }
 }

@@ -1,0 +1,314 @@
+//! Daily totals of the 5-minute intervals, kept by triggers in the same transaction as the
+//! intervals they add up, so a month's summary reads about 30 rows per GPU.
+//!
+//! `interval_days` holds per `(tenant, instance, day, GPU)` the sums the summary takes over
+//! `intervals` ([`super::rows::USAGE_COLUMNS`]): every insert, update and delete of an
+//! interval adds its new contribution and subtracts its old one (schema version 9). Being
+//! part of the writing transaction, the daily row can never disagree with its intervals in
+//! integers; float sums (kWh, grams) differ from a fresh sum only by rounding. The one
+//! non-additive column, the highest power, is a high-water mark: intervals only ever raise it.
+//! A summary reads whole UTC days from here and the ragged edges from `intervals`.
+
+/// Milliseconds in a day.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// The summed columns of `interval_days` and each one's contribution of one interval row
+/// (`{r}` is `NEW` or `OLD`).
+const CONTRIBUTIONS: [(&str, &str); 13] = [
+    ("intervals", "1"),
+    ("energy_mj", "{r}.energy_mj"),
+    ("estimated_mj", "{r}.estimated_mj"),
+    ("facility_kwh", "{r}.energy_mj / 3600000000.0 * {r}.pue"),
+    ("covered_ms", "{r}.covered_ms"),
+    ("samples", "{r}.samples"),
+    (
+        "it_co2e_g",
+        "CASE WHEN {r}.intensity_kind IS NOT NULL \
+         THEN {r}.energy_mj * {r}.intensity_g_per_kwh / 3600000000.0 ELSE 0.0 END",
+    ),
+    (
+        "facility_co2e_g",
+        "CASE WHEN {r}.intensity_kind IS NOT NULL \
+         THEN {r}.energy_mj * {r}.intensity_g_per_kwh / 3600000000.0 * {r}.pue ELSE 0.0 END",
+    ),
+    (
+        "missing_energy_mj",
+        "CASE WHEN {r}.intensity_kind IS NULL THEN {r}.energy_mj ELSE 0 END",
+    ),
+    (
+        "n_actual",
+        "CASE WHEN {r}.intensity_kind = 'actual' THEN 1 ELSE 0 END",
+    ),
+    (
+        "n_forecast",
+        "CASE WHEN {r}.intensity_kind = 'forecast' THEN 1 ELSE 0 END",
+    ),
+    (
+        "n_fallback",
+        "CASE WHEN {r}.intensity_kind = 'fallback_average' THEN 1 ELSE 0 END",
+    ),
+    (
+        "n_missing",
+        "CASE WHEN {r}.intensity_kind IS NULL THEN 1 ELSE 0 END",
+    ),
+];
+
+/// The replayed-intensity count, last of the summed columns.
+const REPLAYED: (&str, &str) = (
+    "n_replayed",
+    "CASE WHEN {r}.intensity_kind IS NOT NULL AND {r}.intensity_replayed = 1 THEN 1 ELSE 0 END",
+);
+
+fn summed() -> impl Iterator<Item = (&'static str, &'static str)> {
+    CONTRIBUTIONS.into_iter().chain([REPLAYED])
+}
+
+fn day_of(column: &str) -> String {
+    format!("({column} - (({column} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})")
+}
+
+/// The statement adding row `r`'s contribution to its day.
+fn add(r: &str) -> String {
+    let names: Vec<&str> = summed().map(|(n, _)| n).collect();
+    let values: Vec<String> = summed().map(|(_, v)| v.replace("{r}", r)).collect();
+    let sets: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n} = {n} + excluded.{n}"))
+        .collect();
+    format!(
+        "INSERT INTO interval_days (tenant, instance_id, day_ms, gpu_uuid, power_max_mw, {}) \
+         VALUES ({r}.tenant, {r}.instance_id, {day}, {r}.gpu_uuid, {r}.power_max_mw, {}) \
+         ON CONFLICT (tenant, instance_id, day_ms, gpu_uuid) DO UPDATE SET \
+         power_max_mw = max(power_max_mw, excluded.power_max_mw), {};",
+        names.join(", "),
+        values.join(", "),
+        sets.join(", "),
+        day = day_of(&format!("{r}.bucket_ms")),
+    )
+}
+
+/// The statement taking `OLD`'s contribution off its day.
+fn subtract() -> String {
+    let sets: Vec<String> = summed()
+        .map(|(n, v)| format!("{n} = {n} - ({})", v.replace("{r}", "OLD")))
+        .collect();
+    format!(
+        "UPDATE interval_days SET {} WHERE tenant = OLD.tenant AND instance_id = OLD.instance_id \
+         AND day_ms = {} AND gpu_uuid = OLD.gpu_uuid;",
+        sets.join(", "),
+        day_of("OLD.bucket_ms")
+    )
+}
+
+/// Version 9: `interval_days`, its triggers, and its rows for the intervals already stored.
+pub(crate) fn v9() -> String {
+    let columns: Vec<String> = summed()
+        .map(|(n, v)| {
+            let ty = if v.contains("3600000000.0") {
+                "REAL"
+            } else {
+                "INTEGER"
+            };
+            format!("    {n} {ty} NOT NULL")
+        })
+        .collect();
+    let fill: Vec<String> = summed()
+        .map(|(_, v)| format!("TOTAL({})", v.replace("{r}.", "")))
+        .collect();
+    let names: Vec<&str> = summed().map(|(n, _)| n).collect();
+    format!(
+        "CREATE TABLE interval_days (
+    tenant       TEXT NOT NULL,
+    instance_id  TEXT NOT NULL,
+    day_ms       INTEGER NOT NULL,
+    gpu_uuid     TEXT NOT NULL,
+    power_max_mw INTEGER NOT NULL,
+{columns},
+    PRIMARY KEY (tenant, day_ms, instance_id, gpu_uuid)
+) STRICT;
+INSERT INTO interval_days (tenant, instance_id, day_ms, gpu_uuid, power_max_mw, {names})
+    SELECT tenant, instance_id, {day} AS day, gpu_uuid, MAX(power_max_mw), {fill}
+    FROM intervals GROUP BY tenant, instance_id, day, gpu_uuid;
+CREATE TRIGGER interval_days_insert AFTER INSERT ON intervals BEGIN
+    {add_new}
+END;
+CREATE TRIGGER interval_days_update AFTER UPDATE ON intervals BEGIN
+    {subtract}
+    {add_new}
+END;
+CREATE TRIGGER interval_days_delete AFTER DELETE ON intervals BEGIN
+    {subtract}
+END;
+",
+        columns = columns.join(",\n"),
+        names = names.join(", "),
+        fill = fill.join(", "),
+        day = day_of("bucket_ms"),
+        add_new = add("NEW"),
+        subtract = subtract(),
+    )
+}
+
+/// The per-instance usage over whole days `[?2, ?3)` from `interval_days` and over the rest of
+/// `[?4, ?5)` from `intervals`, tenant `?1`, in [`super::rows::USAGE_COLUMNS`]' order.
+pub(crate) fn summary_sql() -> String {
+    let interval_terms: Vec<String> = summed()
+        .map(|(n, v)| format!("{} AS {n}", v.replace("{r}.", "")))
+        .collect();
+    let names: Vec<&str> = summed().map(|(n, _)| n).collect();
+    format!(
+        "SELECT instance_id, COUNT(DISTINCT gpu_uuid), SUM(intervals), SUM(energy_mj), \
+         SUM(estimated_mj), TOTAL(facility_kwh), SUM(covered_ms), SUM(samples), \
+         MAX(power_max_mw), TOTAL(it_co2e_g), TOTAL(facility_co2e_g), SUM(missing_energy_mj), \
+         SUM(n_actual), SUM(n_forecast), SUM(n_fallback), SUM(n_missing), SUM(n_replayed) \
+         FROM ( \
+             SELECT instance_id, gpu_uuid, power_max_mw, {names} FROM interval_days \
+             WHERE tenant = ?1 AND day_ms >= ?2 AND day_ms < ?3 AND intervals > 0 \
+             UNION ALL \
+             SELECT instance_id, gpu_uuid, power_max_mw, {interval_terms} FROM intervals \
+             WHERE tenant = ?1 AND ((bucket_ms >= ?4 AND bucket_ms < ?2) \
+                 OR (bucket_ms >= ?3 AND bucket_ms < ?5)) \
+         ) GROUP BY instance_id ORDER BY instance_id",
+        names = names.join(", "),
+        interval_terms = interval_terms.join(", "),
+    )
+}
+
+/// The whole days `[d1, d2)` inside `[from, to)`, or an empty range at `to` when none.
+pub(crate) fn whole_days(from: i64, to: i64) -> (i64, i64) {
+    let d1 = from
+        .div_euclid(DAY_MS)
+        .saturating_add(i64::from(from.rem_euclid(DAY_MS) != 0))
+        .saturating_mul(DAY_MS);
+    let d2 = to.div_euclid(DAY_MS).saturating_mul(DAY_MS);
+    if d1 < d2 {
+        (d1, d2)
+    } else {
+        (to, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_days_are_inside_the_range_or_empty_at_its_end() {
+        let d = DAY_MS;
+        assert_eq!(whole_days(0, 3 * d), (0, 3 * d));
+        assert_eq!(whole_days(1, 3 * d - 1), (d, 2 * d));
+        assert_eq!(whole_days(1, 2 * d - 1), (2 * d - 1, 2 * d - 1));
+        assert_eq!(whole_days(-d - 1, 0), (-d, 0));
+        assert_eq!(whole_days(5, 5), (5, 5));
+    }
+
+    /// The summary's rows, each column as text (floats rounded to 1e-6).
+    fn rows(conn: &rusqlite::Connection, sql: &str, params: &[i64]) -> Vec<Vec<String>> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&"acme"];
+        p.extend(params.iter().map(|v| v as &dyn rusqlite::ToSql));
+        stmt.query_map(p.as_slice(), |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Real(f) => format!("{f:.6}"),
+                        v => format!("{v:?}"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// Random inserts, energy added, intensity set and restated, deletes, then summaries over
+    /// random ranges: the daily totals give what a fresh sum over the intervals gives.
+    #[test]
+    fn daily_totals_equal_a_fresh_sum_through_any_change() {
+        use rand::{Rng, SeedableRng};
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, &super::super::schema::MIGRATIONS).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let bucket = |k: i64| -2 * DAY_MS + k * 300_000;
+        let kinds = [
+            None,
+            Some("actual"),
+            Some("forecast"),
+            Some("fallback_average"),
+        ];
+        for _ in 0..3_000 {
+            let (inst, gpu) = (rng.random_range(0..3), rng.random_range(0..2));
+            let key = (
+                format!("i-{inst}"),
+                format!("g-{inst}-{gpu}"),
+                bucket(rng.random_range(0..2_000)),
+            );
+            let kind = kinds[rng.random_range(0..4)];
+            match rng.random_range(0..10) {
+                0..=6 => {
+                    conn.execute(
+                        "INSERT INTO intervals (instance_id, gpu_uuid, bucket_ms, tenant, energy_mj, \
+                         estimated_mj, covered_ms, samples, power_max_mw, region, \
+                         intensity_g_per_kwh, intensity_kind, intensity_replayed, pue) \
+                         VALUES (?1, ?2, ?3, 'acme', ?4, ?5, 1000, 1, ?6, 'r', ?7, ?8, ?9, 1.25) \
+                         ON CONFLICT (instance_id, gpu_uuid, bucket_ms) DO UPDATE SET \
+                         energy_mj = energy_mj + excluded.energy_mj, samples = samples + 1, \
+                         power_max_mw = max(power_max_mw, excluded.power_max_mw), \
+                         intensity_kind = coalesce(intensity_kind, excluded.intensity_kind), \
+                         intensity_g_per_kwh = coalesce(intensity_g_per_kwh, excluded.intensity_g_per_kwh)",
+                        rusqlite::params![
+                            key.0, key.1, key.2,
+                            rng.random_range(0..400_000i64),
+                            rng.random_range(0..2i64) * 1_000,
+                            rng.random_range(50_000..700_000i64),
+                            kind.map(|_| rng.random_range(100.0..900.0f64)),
+                            kind,
+                            rng.random_range(0..2i64),
+                        ],
+                    )
+                    .unwrap();
+                }
+                7 | 8 => {
+                    conn.execute(
+                        "UPDATE intervals SET intensity_g_per_kwh = ?4, intensity_kind = ?5 \
+                         WHERE instance_id = ?1 AND gpu_uuid = ?2 AND bucket_ms = ?3",
+                        rusqlite::params![key.0, key.1, key.2, kind.map(|_| 321.5), kind],
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    conn.execute(
+                        "DELETE FROM intervals WHERE instance_id = ?1 AND gpu_uuid = ?2 \
+                         AND bucket_ms = ?3",
+                        rusqlite::params![key.0, key.1, key.2],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let plain = format!(
+            "SELECT {} FROM intervals WHERE tenant = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 \
+             GROUP BY instance_id ORDER BY instance_id",
+            super::super::rows::USAGE_COLUMNS
+        );
+        let mut whole_days_read = 0;
+        for _ in 0..200 {
+            let a = bucket(rng.random_range(-20..2_020)) + rng.random_range(0..300_000);
+            let b = a + rng.random_range(0..5 * DAY_MS);
+            let (d1, d2) = whole_days(a, b);
+            whole_days_read += i32::from(d1 < d2);
+            let want = rows(&conn, &plain, &[a, b]);
+            assert_eq!(
+                rows(&conn, &summary_sql(), &[d1, d2, a, b]),
+                want,
+                "[{a}, {b})"
+            );
+        }
+        assert!(
+            whole_days_read > 50,
+            "{whole_days_read} ranges with whole days"
+        );
+    }
+}
