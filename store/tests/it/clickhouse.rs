@@ -938,7 +938,7 @@ async fn a_second_writer_decides_against_what_the_first_stored() {
             );
             assert_eq!(
                 second
-                    .write_samples(&[after.clone()])
+                    .write_samples(std::slice::from_ref(&after))
                     .await
                     .unwrap()
                     .inserted,
