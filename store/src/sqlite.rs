@@ -33,11 +33,18 @@ use wattprint_core::{InstanceId, RegionId, TenantScope, UnixMillis, WorkloadId};
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SQLite store. Cheap to clone: clones share one connection.
+/// The SQLite store. Cheap to clone: clones share one writing connection and, for a file,
+/// a few read-only ones that tenant reads run on, so a heavy read never waits for ingest
+/// (WAL lets readers run beside the writer) nor blocks it.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Read-only connections a file-backed store opens for tenant reads.
+const READERS: usize = 4;
 
 /// How durable an acknowledged write is (SQLite's `synchronous`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +98,13 @@ impl SqliteStore {
             op: "opening the database",
             source: format!("{}: {e}", path.display()).into(),
         })?;
-        Self::init(conn, true, sync)
+        let mut store = Self::init(conn, true, sync)?;
+        // After the migrations, so readers see the current schema.
+        let readers = (0..READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        store.readers = Arc::new(readers);
+        Ok(store)
     }
 
     /// A private in-memory database (tests, demos). Nothing survives the store.
@@ -116,6 +129,8 @@ impl SqliteStore {
         schema::migrate(&mut conn, &schema::MIGRATIONS)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::default(),
+            next_reader: Arc::default(),
         })
     }
 
@@ -128,7 +143,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` with the connection on the blocking pool, inside the caller's tracing span.
+    /// Runs `f` with the writing connection on the blocking pool, inside the caller's span.
     async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -138,10 +153,7 @@ impl SqliteStore {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                let mut guard = conn.lock().map_err(|_| StoreError::Backend {
-                    op,
-                    source: "the connection mutex is poisoned (an earlier call panicked)".into(),
-                })?;
+                let mut guard = conn.lock().map_err(|_| poisoned(op))?;
                 f(&mut guard)
             })
         })
@@ -151,6 +163,65 @@ impl SqliteStore {
             source: Box::new(e),
         })?
     }
+
+    /// Runs the read `f` on a free read-only connection (the writing one for an in-memory
+    /// database, which has no other), on the blocking pool, inside the caller's span.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.call(op, f).await;
+        }
+        let readers = Arc::clone(&self.readers);
+        let first = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let n = readers.len();
+                // A free reader if there is one, else wait for this call's turn.
+                let free = (0..n).find_map(|k| readers[(first + k) % n].try_lock().ok());
+                let mut guard = match free {
+                    Some(g) => g,
+                    None => readers[first % n].lock().map_err(|_| poisoned(op))?,
+                };
+                f(&mut guard)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            op,
+            source: Box::new(e),
+        })?
+    }
+}
+
+fn poisoned(op: &'static str) -> StoreError {
+    StoreError::Backend {
+        op,
+        source: "the connection mutex is poisoned (an earlier call panicked)".into(),
+    }
+}
+
+/// A read-only connection to the database at `path`.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    const OP: &str = "opening a read connection";
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Backend {
+        op: OP,
+        source: format!("{}: {e}", path.display()).into(),
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err(OP))?;
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(db_err(OP))?;
+    Ok(conn)
 }
 
 /// Maps a SQLite error to [`StoreError::Backend`] for `op`.
@@ -185,14 +256,14 @@ impl Store for SqliteStore {
     }
 
     async fn placement_history(&self) -> Result<Vec<PlacementVersion>, StoreError> {
-        self.call("reading the inventory's history", |conn| {
+        self.read("reading the inventory's history", |conn| {
             placements::load_history(conn)
         })
         .await
     }
 
     async fn inventory(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        self.call("reading inventory", |conn| {
+        self.read("reading inventory", |conn| {
             inventory::load_instances(conn, None)
         })
         .await
@@ -229,7 +300,7 @@ impl Store for SqliteStore {
     }
 
     async fn quarantine(&self, limit: u32) -> Result<Vec<QuarantineRecord>, StoreError> {
-        self.call("reading quarantine", move |conn| {
+        self.read("reading quarantine", move |conn| {
             quarantine::load_quarantine(conn, limit)
         })
         .await
@@ -238,7 +309,7 @@ impl Store for SqliteStore {
     async fn quarantine_counts(
         &self,
     ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-        self.call("counting quarantine", quarantine::count_quarantine)
+        self.read("counting quarantine", quarantine::count_quarantine)
             .await
     }
 
@@ -256,7 +327,7 @@ impl Store for SqliteStore {
 
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError> {
         let tenant = scope.tenant().clone();
-        self.call("listing instances", move |conn| {
+        self.read("listing instances", move |conn| {
             inventory::load_instances(conn, Some(&tenant))
         })
         .await
@@ -282,7 +353,7 @@ impl Store for SqliteStore {
         crate::statements::check_period(period)?;
         let tenant = scope.tenant().clone();
         let period = period.to_owned();
-        self.call("reading a statement", move |conn| {
+        self.read("reading a statement", move |conn| {
             Ok(statements::load(conn, &tenant, Some(&period))?.pop())
         })
         .await
@@ -293,7 +364,7 @@ impl Store for SqliteStore {
         scope: &TenantScope,
     ) -> Result<Vec<IssuedStatement>, StoreError> {
         let tenant = scope.tenant().clone();
-        self.call("reading statements", move |conn| {
+        self.read("reading statements", move |conn| {
             statements::load(conn, &tenant, None)
         })
         .await
@@ -309,7 +380,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<SampleRow>, StoreError> {
         let tenant = scope.tenant().clone();
         let instance = instance.clone();
-        self.call("reading samples", move |conn| {
+        self.read("reading samples", move |conn| {
             samples::read_samples(conn, &tenant, &instance, from, to, limit)
         })
         .await
@@ -324,7 +395,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<IntervalRow>, StoreError> {
         let tenant = scope.tenant().clone();
         let instance = instance.clone();
-        self.call("reading intervals", move |conn| {
+        self.read("reading intervals", move |conn| {
             samples::read_intervals(conn, &tenant, Some(&instance), from, to)
         })
         .await
@@ -337,7 +408,7 @@ impl Store for SqliteStore {
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
         let tenant = scope.tenant().clone();
-        self.call("reading intervals", move |conn| {
+        self.read("reading intervals", move |conn| {
             samples::read_intervals(conn, &tenant, None, from, to)
         })
         .await
@@ -365,7 +436,7 @@ impl Store for SqliteStore {
         to: UnixMillis,
     ) -> Result<TenantSummary, StoreError> {
         let tenant = scope.tenant().clone();
-        self.call("summarising a tenant", move |conn| {
+        self.read("summarising a tenant", move |conn| {
             samples::summarise(conn, &tenant, from, to)
         })
         .await
@@ -384,7 +455,7 @@ impl Store for SqliteStore {
         query: &LedgerQuery,
     ) -> Result<Vec<IntensityPoint>, StoreError> {
         let query = query.clone();
-        self.call("reading intensity points", move |conn| {
+        self.read("reading intensity points", move |conn| {
             intensity::read_points(conn, &query)
         })
         .await
@@ -421,7 +492,7 @@ impl Store for SqliteStore {
         to: UnixMillis,
     ) -> Result<Vec<Restatement>, StoreError> {
         let tenant = scope.tenant().clone();
-        self.call("reading restatements", move |conn| {
+        self.read("reading restatements", move |conn| {
             intensity::read_restatements(conn, &tenant, from, to)
         })
         .await
@@ -432,7 +503,7 @@ impl Store for SqliteStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<RegionCoverage>, StoreError> {
-        self.call("reading intensity coverage", move |conn| {
+        self.read("reading intensity coverage", move |conn| {
             intensity::coverage(conn, from, to)
         })
         .await
@@ -440,7 +511,7 @@ impl Store for SqliteStore {
 
     async fn list_workloads(&self, scope: &TenantScope) -> Result<Vec<Workload>, StoreError> {
         let tenant = scope.tenant().clone();
-        self.call("listing workloads", move |conn| {
+        self.read("listing workloads", move |conn| {
             workloads::load_workloads(conn, &tenant, None)
         })
         .await
@@ -453,7 +524,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Workload>, StoreError> {
         let tenant = scope.tenant().clone();
         let id = id.clone();
-        self.call("reading a workload", move |conn| {
+        self.read("reading a workload", move |conn| {
             Ok(workloads::load_workloads(conn, &tenant, Some(&id))?
                 .into_iter()
                 .next())
@@ -490,6 +561,42 @@ mod tests {
 
     fn scope() -> TenantScope {
         TenantScope::from_verified(TenantId::from("acme"))
+    }
+
+    /// On a file, tenant reads run on their own connections: they answer while the writing
+    /// connection is held (a long ingest transaction), and see what was committed.
+    #[tokio::test]
+    async fn reads_answer_while_the_writer_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let summary = |store: SqliteStore| async move {
+            store
+                .tenant_summary(&scope(), UnixMillis(0), UnixMillis(i64::MAX / 2))
+                .await
+                .unwrap()
+        };
+        assert!(summary(store.clone()).await.instances.is_empty());
+        store
+            .upsert_inventory(&[InstanceRecord {
+                tenant: TenantId::from("acme"),
+                instance: InstanceId::from("i-a"),
+                region: RegionId::from("R"),
+                zip_code: None,
+                gpus: vec![],
+            }])
+            .await
+            .unwrap();
+        let writer = Arc::clone(&store.conn);
+        let held = writer.lock().unwrap();
+        let listed = tokio::time::timeout(Duration::from_secs(5), store.list_instances(&scope()))
+            .await
+            .expect("a read waited for the writer")
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        drop(held);
+        // In memory there is one connection: reads share it (and would wait).
+        assert!(SqliteStore::open_in_memory().unwrap().readers.is_empty());
     }
 
     async fn store_with_one_sample() -> SqliteStore {

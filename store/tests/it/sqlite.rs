@@ -23,6 +23,23 @@ where
 
 conformance_tests!(in_memory);
 
+/// The same suite on a file, where reads run on read-only connections beside the writer.
+mod on_file {
+    use super::*;
+
+    async fn on_file<F, Fut>(_name: &str, behaviour: F)
+    where
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("wattprint.db")).unwrap();
+        behaviour(Arc::new(store)).await;
+    }
+
+    conformance_tests!(on_file);
+}
+
 #[tokio::test]
 async fn reopening_a_file_keeps_data_and_does_not_rerun_migrations() {
     let dir = tempfile::tempdir().unwrap();
