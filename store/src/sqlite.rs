@@ -587,14 +587,23 @@ mod tests {
             }])
             .await
             .unwrap();
+        // Another thread holds the writing connection until told to let go.
         let writer = Arc::clone(&store.conn);
-        let held = writer.lock().unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = writer.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().ok();
+        });
+        locked_rx.recv().unwrap();
         let listed = tokio::time::timeout(Duration::from_secs(5), store.list_instances(&scope()))
             .await
             .expect("a read waited for the writer")
             .unwrap();
         assert_eq!(listed.len(), 1);
-        drop(held);
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
         // In memory there is one connection: reads share it (and would wait).
         assert!(SqliteStore::open_in_memory().unwrap().readers.is_empty());
     }
