@@ -31,7 +31,7 @@ pub use wattprint_query_api::config::{
 };
 use wattprint_query_api::statements::StatementPolicy;
 pub use wattprint_store::config::{RawStore, StoreSettings};
-use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRetention};
+use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRetention, SampleRetention};
 
 /// The config schema version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -195,6 +195,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// How long and how much the quarantine keeps (`store.quarantine_*`).
     pub quarantine: QuarantineRetention,
+    /// How long raw samples are kept (`store.sample_retention_days`).
+    pub samples: SampleRetention,
     /// Bus.
     pub bus: BusSettings,
     /// Gateway listen address.
@@ -326,6 +328,7 @@ impl RawConfig {
             .unwrap_or_else(|| PathBuf::from(".wattprint"));
         let store = raw.store.validate(&data_dir)?;
         let quarantine = raw.store.quarantine_retention()?;
+        let samples = raw.store.sample_retention()?;
         let bus = raw.bus.validate()?;
         let gateway = raw.gateway.validate()?;
         let intensity = raw
@@ -367,6 +370,7 @@ impl RawConfig {
             data_dir,
             store,
             quarantine,
+            samples,
             bus,
             gateway_listen: gateway.listen,
             gateway_tls: gateway.tls,

@@ -291,6 +291,7 @@ impl Backend {
             tokio::spawn(wattprint_store::retention::keep_bounded(
                 store.clone(),
                 settings.quarantine,
+                settings.samples,
                 wattprint_store::retention::PRUNE_EVERY,
                 stop.wait(),
             ))

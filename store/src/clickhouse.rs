@@ -322,6 +322,10 @@ impl Store for ClickHouseStore {
         self.count_quarantine().await
     }
 
+    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        self.prune_old_samples(before).await
+    }
+
     async fn prune_quarantine(
         &self,
         rules: &QuarantineRetention,

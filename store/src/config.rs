@@ -3,7 +3,9 @@
 //! [`StoreSettings`] the store is opened with. Defaults live here; nothing is opened.
 
 use crate::clickhouse::{ClickHouseSettings, InsertDurability};
-use crate::retention::{QuarantineRetention, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
+use crate::retention::{
+    QuarantineRetention, SampleRetention, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS,
+};
 use crate::SqliteSync;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,9 @@ pub struct RawStore {
     pub quarantine_retention_days: Option<i64>,
     /// Most quarantined records kept per host, its newest (default: no cap).
     pub quarantine_max_per_host: Option<i64>,
+    /// Days raw samples are kept (default 35; at least the 30-day lateness limit plus one).
+    /// Their 5-minute intervals, rollups and statements are kept regardless.
+    pub sample_retention_days: Option<i64>,
     /// ClickHouse user (default: the server's `default`).
     pub user: Option<String>,
     /// File holding the ClickHouse password.
@@ -87,6 +92,27 @@ impl RawStore {
         Ok(QuarantineRetention { days, max_per_host })
     }
 
+    /// How long raw samples are kept: `store.sample_retention_days` (from
+    /// [`SampleRetention::min_days`] to [`MAX_RETENTION_DAYS`], default
+    /// [`DEFAULT_SAMPLE_RETENTION_DAYS`](crate::retention::DEFAULT_SAMPLE_RETENTION_DAYS)).
+    pub fn sample_retention(&self) -> Result<SampleRetention, InvalidConfig> {
+        let Some(d) = self.sample_retention_days else {
+            return Ok(SampleRetention::default());
+        };
+        let min = SampleRetention::min_days();
+        u32::try_from(d)
+            .ok()
+            .filter(|d| (min..=MAX_RETENTION_DAYS).contains(d))
+            .map(|days| SampleRetention { days })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "store.sample_retention_days = {d} must be a whole number of days from \
+                     {min} (the 30-day lateness limit and a day, so a pruned sample is never \
+                     taken for new) to {MAX_RETENTION_DAYS}"
+                ))
+            })
+    }
+
     /// Validates `[store]`; the SQLite file goes under `data_dir`. The password is read from
     /// its file or the process environment.
     pub fn validate(&self, data_dir: &Path) -> Result<StoreSettings, InvalidConfig> {
@@ -101,6 +127,7 @@ impl RawStore {
     ) -> Result<StoreSettings, InvalidConfig> {
         let raw = self;
         raw.quarantine_retention()?;
+        raw.sample_retention()?;
         match raw.kind.as_deref().unwrap_or("sqlite") {
             "sqlite" => {
                 if raw.url.is_some()
@@ -211,6 +238,24 @@ mod tests {
             quarantine_max_per_host: cap,
             ..RawStore::default()
         }
+    }
+
+    #[test]
+    fn sample_retention_outlives_the_lateness_limit() {
+        assert_eq!(RawStore::default().sample_retention().unwrap().days, 35);
+        for bad in [0, 30, -1, 36_501] {
+            let raw = RawStore {
+                sample_retention_days: Some(bad),
+                ..RawStore::default()
+            };
+            let err = raw.sample_retention().unwrap_err().to_string();
+            assert!(err.contains("sample_retention_days"), "{err}");
+        }
+        let raw = RawStore {
+            sample_retention_days: Some(31),
+            ..RawStore::default()
+        };
+        assert_eq!(raw.sample_retention().unwrap().days, 31);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use wattprint_core::{
 
 pub use self::clickhouse::ClickHouseStore;
 pub use placements::{GpuPlacement, PlacementVersion};
-pub use retention::{QuarantinePrune, QuarantineRetention};
+pub use retention::{QuarantinePrune, QuarantineRetention, SampleRetention};
 pub use sqlite::{SqliteStore, SqliteSync};
 pub use statements::IssuedStatement;
 pub use traced::Traced;
@@ -669,6 +669,11 @@ pub trait Store: Send + Sync {
         rules: &QuarantineRetention,
         now: UnixMillis,
     ) -> Result<QuarantinePrune, StoreError>;
+
+    /// Deletes the raw samples that ended before `before`; their 5-minute intervals, rollups
+    /// and statements stay, so no total changes. Returns the samples deleted (ClickHouse: due
+    /// for deletion, its mutations run in the background). Running it again deletes nothing.
+    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError>;
 
     /// The tenant's instances.
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError>;

@@ -1,6 +1,10 @@
-//! Keeping the quarantine bounded: records older than a retention (days) are deleted, and
-//! optionally each host keeps at most a number of records (its newest), by a loop a service
-//! runs beside its enricher.
+//! Keeping the quarantine and the raw samples bounded, by a loop a service runs beside its
+//! enricher: quarantine records older than a retention (days) are deleted, and optionally each
+//! host keeps at most a number of records (its newest); raw samples older than their own
+//! retention are deleted while their 5-minute intervals, rollups and statements stay, so no
+//! total changes. The sample retention is longer than the lateness limit
+//! ([`SampleLimits::max_age_ms`]), so a redelivery of a pruned sample is refused for its age
+//! before a store could take it for new.
 //!
 //! SQLite deletes in one transaction. ClickHouse runs `ALTER TABLE quarantine DELETE` (a
 //! mutation, asynchronous, issued only when a count finds rows due) on every server; on
@@ -12,12 +16,48 @@ use crate::Store;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use wattprint_core::sample::SampleLimits;
 use wattprint_core::UnixMillis;
 
 /// Days a quarantined record is kept by default.
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 /// Longest retention accepted (100 years: longer is a typo, not a policy).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Days raw samples are kept by default.
+pub const DEFAULT_SAMPLE_RETENTION_DAYS: u32 = 35;
+
+/// How long raw samples are kept: the lateness limit plus a day, at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRetention {
+    /// Samples that ended more than this many days ago are deleted.
+    pub days: u32,
+}
+
+impl Default for SampleRetention {
+    fn default() -> Self {
+        Self {
+            days: DEFAULT_SAMPLE_RETENTION_DAYS,
+        }
+    }
+}
+
+impl SampleRetention {
+    /// The shortest retention accepted: a day more than the lateness limit.
+    pub fn min_days() -> u32 {
+        let limit = SampleLimits::default().max_age_ms;
+        u32::try_from(limit.div_euclid(DAY_MS) + 1 + i64::from(limit % DAY_MS != 0))
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Samples that ended before this time are due for deletion at `now`.
+    pub fn cutoff(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(
+            now.0
+                .saturating_sub(i64::from(self.days).saturating_mul(DAY_MS)),
+        )
+    }
+}
+
 /// How often the loop prunes by default.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
@@ -61,16 +101,25 @@ pub struct QuarantinePrune {
     pub over_cap: u64,
 }
 
-/// Prunes the quarantine by `rules` now, then every `every`, until `shutdown` completes.
+/// Prunes the quarantine by `rules` and the raw samples by `samples` now, then every `every`,
+/// until `shutdown` completes.
 pub async fn keep_bounded(
     store: Arc<dyn Store>,
     rules: QuarantineRetention,
+    samples: SampleRetention,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
         let now = UnixMillis(crate::sqlite::now_ms());
+        match store.prune_samples(samples.cutoff(now)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(samples = n, days = samples.days, "raw samples pruned"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning raw samples failed; retrying next round");
+            }
+        }
         match store.prune_quarantine(&rules, now).await {
             Ok(p) if p.expired + p.over_cap > 0 => {
                 tracing::info!(
@@ -106,6 +155,15 @@ mod tests {
         assert_eq!(QuarantineRetention::default().days, 30);
     }
 
+    #[test]
+    fn samples_outlive_the_lateness_limit() {
+        // 30 days of lateness: 31 days at least, 35 by default.
+        assert_eq!(SampleRetention::min_days(), 31);
+        assert!(SampleRetention::default().days >= SampleRetention::min_days());
+        let r = SampleRetention { days: 31 };
+        assert_eq!(r.cutoff(UnixMillis(40 * DAY_MS)), UnixMillis(9 * DAY_MS));
+    }
+
     #[tokio::test]
     async fn rounds_run_until_shutdown() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -115,6 +173,7 @@ mod tests {
             keep_bounded(
                 store,
                 QuarantineRetention::default(),
+                SampleRetention::default(),
                 Duration::from_millis(5),
                 stop,
             ),

@@ -313,6 +313,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        // One instance per transaction, so ingest interleaves with a long prune.
+        let instances = self
+            .read("pruning samples", samples::sample_instances)
+            .await?;
+        let mut deleted = 0;
+        for (tenant, instance) in instances {
+            deleted += self
+                .call("pruning samples", move |conn| {
+                    samples::prune_instance_samples(conn, &tenant, &instance, before)
+                })
+                .await?;
+        }
+        Ok(deleted)
+    }
+
     async fn prune_quarantine(
         &self,
         rules: &QuarantineRetention,

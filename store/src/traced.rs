@@ -125,6 +125,17 @@ impl<S: Store> Store for Traced<S> {
         self.inner.quarantine_counts().instrument(span).await
     }
 
+    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        let span = info_span!("prune_samples", before = before.0, deleted = Empty);
+        let deleted = self
+            .inner
+            .prune_samples(before)
+            .instrument(span.clone())
+            .await?;
+        span.record("deleted", deleted);
+        Ok(deleted)
+    }
+
     async fn prune_quarantine(
         &self,
         rules: &QuarantineRetention,

@@ -11,7 +11,7 @@ use super::rows::{
     AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredSample, StoredShare,
     INTERVAL_SELECT,
 };
-use super::{placeholders, ClickHouseStore, KEYS_PER_QUERY};
+use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
 use crate::{EnrichedSample, IntervalRow, RefusedSample, SampleRow, StoreError, WriteOutcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -146,6 +146,32 @@ impl ClickHouseStore {
             self.roll_up_passed_days(&touched).await;
         }
         Ok(outcome)
+    }
+
+    /// Deletes the samples and their spans that ended before `before`, by mutations the server
+    /// runs in the background (issued only when a count finds rows due). Shares stay: they are
+    /// the intervals. Spans go too: a sample that old is refused for its age before any
+    /// overlap check, and `gpu_frontier` keeps each GPU's highest `seq`.
+    pub(super) async fn prune_old_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        const OP: &str = "pruning samples";
+        let due: u64 = self
+            .client
+            .query("SELECT count() FROM samples WHERE end_ms < ?")
+            .bind(before.0)
+            .fetch_one()
+            .await
+            .map_err(ch_err(OP))?;
+        if due > 0 {
+            for table in ["samples", "gpu_spans"] {
+                self.client
+                    .query(&format!("ALTER TABLE {table} DELETE WHERE end_ms < ?"))
+                    .bind(before.0)
+                    .execute()
+                    .await
+                    .map_err(ch_err(OP))?;
+            }
+        }
+        Ok(due)
     }
 
     /// The instance's samples overlapping `[from, to)`, in time order, at most `limit`.

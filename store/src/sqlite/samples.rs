@@ -303,6 +303,36 @@ pub(super) fn read_intervals(
 
 /// One aggregate over the tenant's `intervals` rows (already one row per instance, GPU and
 /// bucket, written exactly once per sample): no rollups needed at the embedded store's scale.
+/// The `(tenant, instance)`s that have 5-minute intervals (every stored sample has one).
+pub(super) fn sample_instances(conn: &mut Connection) -> Result<Vec<(String, String)>, StoreError> {
+    const OP: &str = "pruning samples";
+    let mut stmt = conn
+        .prepare_cached("SELECT DISTINCT tenant, instance_id FROM intervals")
+        .map_err(db_err(OP))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_err(OP))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err(OP))?;
+    Ok(rows)
+}
+
+/// Deletes the instance's samples that ended before `before` (an index range).
+pub(super) fn prune_instance_samples(
+    conn: &mut Connection,
+    tenant: &str,
+    instance: &str,
+    before: UnixMillis,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .execute(
+            "DELETE FROM samples WHERE tenant = ?1 AND instance_id = ?2 AND end_ms < ?3",
+            params![tenant, instance, before.0],
+        )
+        .map_err(db_err("pruning samples"))?;
+    Ok(n as u64)
+}
+
 pub(super) fn summarise(
     conn: &mut Connection,
     tenant: &TenantId,

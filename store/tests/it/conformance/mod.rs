@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
             random_batches_in_random_order_match_the_accumulator,
             tenant_summary_sums_every_interval_exactly,
             tenant_summary_counts_buckets_starting_in_the_range,
+            pruning_raw_samples_changes_no_total,
             tenant_summaries_never_show_another_tenants_usage,
             redeliveries_never_double_count_in_a_summary,
             a_summary_keeps_the_usage_of_an_instance_given_up,

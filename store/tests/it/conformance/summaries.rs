@@ -295,6 +295,57 @@ pub async fn tenant_summary_sums_every_interval_exactly(store: &dyn Store) {
     );
 }
 
+async fn all_samples(store: &dyn Store) -> Vec<wattprint_store::SampleRow> {
+    store
+        .instance_samples(
+            &scope("acme"),
+            &InstanceId::from("i-a"),
+            UnixMillis(i64::MIN / 2),
+            UnixMillis(i64::MAX / 2),
+            100_000,
+        )
+        .await
+        .unwrap()
+}
+
+/// Raw samples aging out change no total: the summary and the intervals stay as they were,
+/// only the raw samples before the cut are gone.
+pub async fn pruning_raw_samples_changes_no_total(store: &dyn Store) {
+    seed(store).await;
+    let batch = usage_batch();
+    store.write_samples(&batch).await.unwrap();
+    let before = summary(store, "acme").await;
+    let rows = intervals(store, "acme", "i-a").await;
+    let all = all_samples(store).await;
+    assert!(all.len() > 10);
+    // Cut in the middle of the stored time.
+    let mut ends: Vec<i64> = all.iter().map(|r| r.sample.end.0).collect();
+    ends.sort_unstable();
+    let cut = ends[ends.len() / 2];
+    let due = ends.iter().filter(|e| **e < cut).count() as u64;
+    let pruned = store.prune_samples(UnixMillis(cut)).await.unwrap();
+    // (Other instances of the batch lose theirs too.)
+    assert!(pruned >= due && due > 0, "{pruned} < {due}");
+    // ClickHouse deletes in the background: wait for it, a few seconds at most.
+    let mut left = all_samples(store).await;
+    for _ in 0..100 {
+        if left.len() as u64 == all.len() as u64 - due {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = all_samples(store).await;
+    }
+    assert_eq!(left.len() as u64, all.len() as u64 - due);
+    assert!(left.iter().all(|r| r.sample.end.0 >= cut));
+    assert_summary(
+        &summary(store, "acme").await,
+        &expected_summary(&batch, "acme", i64::MIN, i64::MAX),
+    );
+    // Integers exactly; float sums to rounding (ClickHouse adds in any order).
+    assert_totals_match(&summary(store, "acme").await.totals, &before.totals, "acme");
+    assert_eq!(intervals(store, "acme", "i-a").await, rows);
+}
+
 pub async fn tenant_summary_counts_buckets_starting_in_the_range(store: &dyn Store) {
     seed(store).await;
     let batch = usage_batch();
