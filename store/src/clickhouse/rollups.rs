@@ -570,7 +570,10 @@ impl ClickHouseStore {
                 .unwrap_or(NO_DAYS),
             SummaryPath::Raw => NO_DAYS,
         };
-        let excluded = if path == SummaryPath::Raw || h1 >= h2 {
+        // Whether anything of the range lies outside the daily rollups read (an aligned month
+        // with every day fresh reads nothing else, and checks no hour).
+        let beyond_days = !(days.0 <= from.0 && to.0 <= days.1);
+        let excluded = if path == SummaryPath::Raw || h1 >= h2 || !beyond_days {
             Excluded::Everything
         } else {
             self.excluded_from_rollups(tenant, h1, h2, days).await?
@@ -613,7 +616,9 @@ impl ClickHouseStore {
              emptyArrayInt64() AS rollup_hours FROM ({})",
             hourly_sql(&raw_filter, false)
         );
-        let mut union = if excluded == Excluded::Everything {
+        let mut union = if !beyond_days {
+            String::new()
+        } else if excluded == Excluded::Everything {
             raw
         } else {
             format!(
@@ -623,9 +628,11 @@ impl ClickHouseStore {
             )
         };
         if days != NO_DAYS {
+            if !union.is_empty() {
+                union.push_str(" UNION ALL ");
+            }
             union.push_str(&format!(
-                " UNION ALL \
-                 SELECT instance_id, gpu_uuid, day_ms AS hour_ms, {TOTAL_COLUMNS}, \
+                "SELECT instance_id, gpu_uuid, day_ms AS hour_ms, {TOTAL_COLUMNS}, \
                  toUInt8(2) AS from_rollup, \
                  arrayMap((k, d) -> toInt64(d + k * {HOUR_MS}), {hours}, \
                  replicate(day_ms, {hours})) AS rollup_hours \
@@ -640,19 +647,20 @@ impl ClickHouseStore {
             "SELECT {SUMMARY_SELECT} FROM ({union}) GROUP BY instance_id ORDER BY instance_id"
         );
 
-        let mut q = self
-            .client
-            .query(&sql)
-            .bind(tenant.as_str())
-            .bind(tenant.as_str())
-            .bind(floor_hour(from.0))
-            .bind(to.0)
-            .bind(days.0)
-            .bind(days.1)
-            .bind(from.0)
-            .bind(to.0)
-            .bind(days.0)
-            .bind(days.1);
+        let mut q = self.client.query(&sql);
+        if beyond_days {
+            q = q
+                .bind(tenant.as_str())
+                .bind(tenant.as_str())
+                .bind(floor_hour(from.0))
+                .bind(to.0)
+                .bind(days.0)
+                .bind(days.1)
+                .bind(from.0)
+                .bind(to.0)
+                .bind(days.0)
+                .bind(days.1);
+        }
         let bind_set = |mut q: ::clickhouse::query::Query| {
             match &excluded {
                 Excluded::Pairs(p) => {
@@ -669,7 +677,7 @@ impl ClickHouseStore {
             }
             q
         };
-        if excluded != Excluded::Everything {
+        if beyond_days && excluded != Excluded::Everything {
             q = bind_set(q.bind(h1).bind(h2));
             q = bind_set(
                 q.bind(tenant.as_str())
