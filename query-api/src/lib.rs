@@ -8,6 +8,8 @@
 //!
 //! Endpoints:
 //! - `GET /healthz` (no auth)
+//! - `GET /portal/` (no auth for its files): the tenant portal, a static page over the API
+//!   below with the caller's token ([`portal`])
 //! - `GET /openapi.json` (no auth): the OpenAPI 3.1 document of these routes ([`openapi`])
 //! - `GET /v1/instances?limit=&cursor=` (a page at a time, [`workloads::paginate`])
 //! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d` (marginal and [`average`])
@@ -48,6 +50,7 @@ pub mod iplimit;
 mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod portal;
 pub mod ratelimit;
 pub mod restatements;
 pub mod routes;

@@ -1,0 +1,140 @@
+//! The tenant portal: a static single-page app served at `/portal/` by the query API itself,
+//! so it shares the API's origin, token and tenant scope (the page calls `/v1/…` with the
+//! tenant's bearer token; it has no access of its own). Its files (`query-api/portal/`) are
+//! embedded in the binary, the chart library (uPlot) vendored with its licence; nothing is
+//! fetched from elsewhere at run time, which the Content-Security-Policy also enforces.
+
+use axum::extract::Path;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::ApiState;
+
+/// The portal's Content-Security-Policy: scripts, styles, images and API calls from the
+/// portal's own origin only (no inline script, no CDN, no `eval`); `blob:` for statement
+/// downloads and chart images; embeddable only by pages of the same origin unless the
+/// operator's front proxy widens `frame-ancestors` (docs/portal.md).
+pub const PORTAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'self'";
+
+/// One embedded file: its path under `/portal/`, media type and bytes.
+struct Asset {
+    path: &'static str,
+    media_type: &'static str,
+    body: &'static [u8],
+}
+
+macro_rules! asset {
+    ($path:literal, $media:expr) => {
+        Asset {
+            path: $path,
+            media_type: $media,
+            body: include_bytes!(concat!("../portal/", $path)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+static ASSETS: &[Asset] = &[
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("portal.css", CSS),
+    asset!("js/app.js", JS),
+    asset!("js/api.js", JS),
+    asset!("js/format.js", JS),
+    asset!("js/charts.js", JS),
+    asset!("js/views.js", JS),
+    asset!("vendor/uplot/uPlot.iife.min.js", JS),
+    asset!("vendor/uplot/uPlot.min.css", CSS),
+    asset!("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
+];
+
+/// The portal's routes: `/portal` (redirect), `/portal/` (the app) and its files. No token is
+/// needed for the files; every number on the page comes from the tenant-scoped API.
+pub(crate) fn portal_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/portal", get(redirect))
+        .route("/portal/", get(index))
+        .route("/portal/{*path}", get(file))
+}
+
+async fn redirect() -> Response {
+    (StatusCode::PERMANENT_REDIRECT, [(LOCATION, "/portal/")]).into_response()
+}
+
+async fn index() -> Response {
+    serve("index.html").unwrap_or_else(|e| e.into_response())
+}
+
+async fn file(Path(path): Path<String>) -> Response {
+    serve(&path).unwrap_or_else(|e| e.into_response())
+}
+
+/// The embedded file at `path`, with the portal's security headers; 404 for any other path.
+fn serve(path: &str) -> Result<Response, ApiError> {
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.path == path)
+        .ok_or_else(|| ApiError::NotFound("no such portal file".into()))?;
+    let mut resp = (StatusCode::OK, asset.body).into_response();
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PORTAL_CSP));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // The token travels in the fragment and sessionStorage, never in a Referer.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Revalidate: a new binary serves new files under the same names.
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_is_served_with_the_csp_and_its_media_type() {
+        for a in ASSETS {
+            let resp = serve(a.path).unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{}", a.path);
+            let h = resp.headers();
+            assert_eq!(h[CONTENT_SECURITY_POLICY], PORTAL_CSP);
+            assert_eq!(h[CONTENT_TYPE], a.media_type);
+            assert!(!a.body.is_empty(), "{}", a.path);
+            if a.path.ends_with(".js") {
+                assert_eq!(a.media_type, JS);
+            }
+            if a.path.ends_with(".css") {
+                assert_eq!(a.media_type, CSS);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_and_traversing_paths_are_not_found() {
+        for p in ["nope.js", "../Cargo.toml", "vendor/../index.html", ""] {
+            assert!(serve(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_page_loads_nothing_from_another_origin() {
+        for a in ASSETS.iter().filter(|a| !a.path.starts_with("vendor/")) {
+            // The SVG namespace is a name, not an address the page loads.
+            let text = std::str::from_utf8(a.body)
+                .unwrap()
+                .replace("http://www.w3.org/2000/svg", "");
+            assert!(!text.contains("http://"), "{}", a.path);
+            assert!(!text.contains("https://"), "{}", a.path);
+        }
+    }
+}
