@@ -88,7 +88,10 @@ fn serve(path: &str) -> Result<Response, ApiError> {
     let mut resp = (StatusCode::OK, asset.body).into_response();
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PORTAL_CSP));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PORTAL_CSP),
+    );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // The token travels in the fragment and sessionStorage, never in a Referer.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

@@ -56,19 +56,19 @@ export async function route() {
   showWho();
   const { parts, params } = parseRoute();
   markNav(parts[0] || 'instances');
-  if (!token()) {
-    main.replaceChildren(...views.signedOut());
-    return;
-  }
-  main.replaceChildren(el('p', { class: 'loading', 'aria-busy': 'true' }, 'Loading…'));
   let nodes;
-  try {
-    nodes = await views.render(parts, params);
-  } catch (e) {
-    if (!(e instanceof ApiError)) console.error(e);
-    nodes = problemPage(e);
+  if (!token()) {
+    nodes = views.signedOut();
+  } else {
+    main.replaceChildren(el('p', { class: 'loading', 'aria-busy': 'true' }, 'Loading…'));
+    try {
+      nodes = await views.render(parts, params);
+    } catch (e) {
+      if (!(e instanceof ApiError)) console.error(e);
+      nodes = problemPage(e);
+    }
+    if (mine !== generation) return; // a newer navigation won
   }
-  if (mine !== generation) return; // a newer navigation won
   main.replaceChildren(...[nodes].flat());
   document.title = `${main.querySelector('h1')?.textContent || 'Portal'} · Wattprint`;
   main.dataset.view = parts.join('/') || 'instances';
@@ -78,6 +78,8 @@ export async function route() {
 
 adoptTokenFromFragment();
 window.addEventListener('hashchange', () => {
+  // An embedding console may hand over a fresh short-lived token the same way.
+  adoptTokenFromFragment();
   route().then(() => main.focus({ preventScroll: true }));
 });
 route();

@@ -39,7 +39,7 @@ export function timeChart({ title, unit, xs, series, id, bars }) {
     ],
   };
   const data = [xs, ...series.map((s) => s.values)];
-  queueMicrotask(() => {
+  requestAnimationFrame(() => {
     const width = Math.max(320, Math.min(1150, box.clientWidth || 800));
     const chart = new uPlot({ ...opts, width }, data, box);
     fig.chart = chart;

@@ -213,7 +213,7 @@ function aggregateCharts(s, section) {
     card('Emissions (marginal, IT)', qty(co2e, 'g CO₂e', 'co2e_g')),
     card('Emissions (average intensity, IT)', qty(avgCo2e, 'g CO₂e', 'average_co2e_g')),
     card('Highest GPU power', qty(maxW, 'W', 'power_max_w')),
-    card('Intensity used', `${kinds.actual || 0} actual, ${kinds.forecast || 0} forecast, ${kinds.fallback_average || 0} fallback, ${kinds.missing || 0} missing`, kinds.replayed ? `${kinds.replayed} replayed historical` : 'GPU-intervals of 5 min')));
+    card('Intensity used (5-min GPU-intervals)', `${kinds.actual || 0} actual`, `${kinds.forecast || 0} forecast, ${kinds.fallback_average || 0} fallback, ${kinds.missing || 0} missing${kinds.replayed ? `; ${kinds.replayed} on replayed historical intensity` : ''}`)));
   const col = (f) => pts.map((p) => (p.coverage > 0 || p.energy_mj > 0 ? p[f] : null));
   section.append(
     timeChart({ id: 'chart-power', title: 'Power', unit: 'W', xs, series: [{ label: 'mean', values: col('power_mean_w') }, { label: 'highest GPU reading', values: col('power_max_w') }] }),
