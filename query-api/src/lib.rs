@@ -141,6 +141,7 @@ pub struct ApiState {
     pub(crate) statements: statements::StatementPolicy,
     pub(crate) searches: Arc<budget::TenantSearches>,
     pub(crate) unauthenticated: Option<Arc<UnauthenticatedLimiter>>,
+    pub(crate) portal_csp: axum::http::HeaderValue,
 }
 
 impl ApiState {
@@ -162,7 +163,15 @@ impl ApiState {
             statements: statements::StatementPolicy::default(),
             searches: Arc::new(budget::TenantSearches::new(limits.whatif_per_tenant)),
             unauthenticated: None,
+            portal_csp: portal::csp(&[]),
         }
+    }
+
+    /// Lets pages of `origins` (validated origins, e.g. a cloud console) embed the portal in
+    /// a frame: its CSP `frame-ancestors`, beside `'self'`.
+    pub fn with_portal_frame_ancestors(mut self, origins: &[String]) -> Self {
+        self.portal_csp = portal::csp(origins);
+        self
     }
 
     /// Issues statements by `policy` instead of the default (6 h grace, 3 months of

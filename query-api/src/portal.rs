@@ -4,7 +4,7 @@
 //! embedded in the binary, the chart library (uPlot) vendored with its licence; nothing is
 //! fetched from elsewhere at run time, which the Content-Security-Policy also enforces.
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS,
@@ -17,13 +17,26 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::ApiState;
 
-/// The portal's Content-Security-Policy: scripts, styles, images and API calls from the
-/// portal's own origin only (no inline script, no CDN, no `eval`); `blob:` for statement
-/// downloads and chart images; embeddable only by pages of the same origin unless the
-/// operator's front proxy widens `frame-ancestors` (docs/portal.md).
+/// The portal's Content-Security-Policy without its `frame-ancestors`: scripts, styles,
+/// images and API calls from the portal's own origin only (no inline script, no CDN, no
+/// `eval`); `data:`/`blob:` images for the favicon and statement downloads.
 pub const PORTAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'self'";
+     img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'";
+
+/// [`PORTAL_CSP`] with `frame-ancestors 'self'` and `origins` (validated by the config:
+/// `query_api.portal_frame_ancestors`), so only those pages may embed the portal.
+pub fn csp(origins: &[String]) -> HeaderValue {
+    let mut value = format!("{PORTAL_CSP}; frame-ancestors 'self'");
+    for o in origins {
+        value.push(' ');
+        value.push_str(o);
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| {
+        // Unreachable with validated origins; never serve a weaker policy.
+        HeaderValue::from_str(&format!("{PORTAL_CSP}; frame-ancestors 'self'"))
+            .unwrap_or(HeaderValue::from_static(PORTAL_CSP))
+    })
+}
 
 /// One embedded file: its path under `/portal/`, media type and bytes.
 struct Asset {
@@ -71,16 +84,16 @@ async fn redirect() -> Response {
     (StatusCode::PERMANENT_REDIRECT, [(LOCATION, "/portal/")]).into_response()
 }
 
-async fn index() -> Response {
-    serve("index.html").unwrap_or_else(|e| e.into_response())
+async fn index(State(state): State<ApiState>) -> Response {
+    serve("index.html", &state.portal_csp).unwrap_or_else(|e| e.into_response())
 }
 
-async fn file(Path(path): Path<String>) -> Response {
-    serve(&path).unwrap_or_else(|e| e.into_response())
+async fn file(State(state): State<ApiState>, Path(path): Path<String>) -> Response {
+    serve(&path, &state.portal_csp).unwrap_or_else(|e| e.into_response())
 }
 
 /// The embedded file at `path`, with the portal's security headers; 404 for any other path.
-fn serve(path: &str) -> Result<Response, ApiError> {
+fn serve(path: &str, csp: &HeaderValue) -> Result<Response, ApiError> {
     let asset = ASSETS
         .iter()
         .find(|a| a.path == path)
@@ -88,10 +101,7 @@ fn serve(path: &str) -> Result<Response, ApiError> {
     let mut resp = (StatusCode::OK, asset.body).into_response();
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PORTAL_CSP),
-    );
+    h.insert(CONTENT_SECURITY_POLICY, csp.clone());
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // The token travels in the fragment and sessionStorage, never in a Referer.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -106,11 +116,16 @@ mod tests {
 
     #[test]
     fn every_asset_is_served_with_the_csp_and_its_media_type() {
+        let policy = csp(&[]);
+        assert!(policy
+            .to_str()
+            .unwrap()
+            .ends_with("; frame-ancestors 'self'"));
         for a in ASSETS {
-            let resp = serve(a.path).unwrap();
+            let resp = serve(a.path, &policy).unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{}", a.path);
             let h = resp.headers();
-            assert_eq!(h[CONTENT_SECURITY_POLICY], PORTAL_CSP);
+            assert_eq!(h[CONTENT_SECURITY_POLICY], policy);
             assert_eq!(h[CONTENT_TYPE], a.media_type);
             assert!(!a.body.is_empty(), "{}", a.path);
             if a.path.ends_with(".js") {
@@ -125,8 +140,17 @@ mod tests {
     #[test]
     fn unknown_and_traversing_paths_are_not_found() {
         for p in ["nope.js", "../Cargo.toml", "vendor/../index.html", ""] {
-            assert!(serve(p).is_err(), "{p}");
+            assert!(serve(p, &csp(&[])).is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn configured_origins_may_frame_the_portal() {
+        let policy = csp(&["https://console.example.com".into()]);
+        assert!(policy
+            .to_str()
+            .unwrap()
+            .ends_with("; frame-ancestors 'self' https://console.example.com"));
     }
 
     #[test]

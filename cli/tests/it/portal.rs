@@ -222,6 +222,18 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         .unwrap()
         .to_owned();
 
+    // The page is served with its policy: own origin only, framed only by itself here.
+    let page = reqwest::get(format!("{api}/portal/")).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.ends_with("frame-ancestors 'self'"),
+        "{csp}"
+    );
+
     let _ = std::fs::remove_dir_all(ARTIFACTS);
     let out = Command::new("node")
         .arg("portal.mjs")
