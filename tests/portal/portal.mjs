@@ -164,6 +164,20 @@ await shot(page, '09-other-tenant-instance');
 await go(page, '#/no-such-view');
 report.views.unknown = await collect(page);
 
+// --- admin actions through the forms: label the workload, create another ------------------
+await go(page, `#/workloads/${encodeURIComponent(workload)}`);
+await page.fill('#labels', 'team=ml\nrun=browser');
+await page.click('#labels-form button[type="submit"]');
+await page.getByText('Labels saved.').waitFor({ timeout: 30_000 });
+await go(page, '#/workloads');
+await page.fill('#wl-label', 'made in the browser');
+await page.check(`#create-workload input[value="${instance}"]`);
+const beforeCreate = await page.evaluate(() => document.getElementById('main').dataset.ready);
+await page.click('#create-workload button[type="submit"]');
+await page.waitForFunction((b) => document.getElementById('main').dataset.ready !== b, beforeCreate, { timeout: 30_000 });
+report.views.created = await collect(page);
+await shot(page, '13-created-workload');
+
 // --- a reader sees no admin actions ---------------------------------------------------
 const rpage = await newPage();
 await rpage.goto(`${api}/portal/#token=${reader}`);

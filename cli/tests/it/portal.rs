@@ -461,6 +461,21 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         assert!(!v["fields"].as_array().unwrap().is_empty(), "{name}");
     }
 
+    // The admin's forms reached the API: the labels were saved, a workload was created.
+    let (_, detail) = get(&format!("{api}/v1/workloads/{workload}"), &admin).await;
+    assert_eq!(
+        detail["labels"],
+        serde_json::json!({"team": "ml", "run": "browser"})
+    );
+    let created = views["created"]["view"].as_str().unwrap();
+    let created = created
+        .strip_prefix("workloads/")
+        .unwrap_or_else(|| panic!("{created}"));
+    let (status, made) = get(&format!("{api}/v1/workloads/{created}"), &admin).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["label"], "made in the browser");
+    assert_eq!(made["instance_ids"], serde_json::json!([instance]));
+
     // Without a token, and with a bad one: what to do, in words.
     assert_eq!(views["signed_out"]["h1"], "Signed out");
     let v = &views["bad_token"];
