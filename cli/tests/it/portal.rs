@@ -439,6 +439,8 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     );
     let text = v["text"].as_str().unwrap();
     assert!(text.contains("actual marginal intensity") && text.contains("replayed"));
+    let source = whatif["intensity_source"].as_str().unwrap();
+    assert!(text.contains(source), "the marginal provider {source}: {text}");
 
     // Another tenant's instance: not found, and nothing of it on screen.
     for name in ["other_instance", "unknown"] {

@@ -499,11 +499,18 @@ async function statementsView() {
 async function methodologyView() {
   const to = Date.now(), from = to - 30 * 24 * HOUR;
   const month = new Date(to).toISOString().slice(0, 7);
-  const [summary, instances, statement] = await Promise.all([
+  const [summary, instances, statement, workloads] = await Promise.all([
     get(`/v1/summary?from=${from}&to=${to}`),
     all('/v1/instances?limit=1000', 'instances'),
     get(`/v1/statements/${month}.json`).catch(() => null),
+    get('/v1/workloads?limit=1').catch(() => null),
   ]);
+  // The marginal series' provider is named by a what-if (the API's only answer that says it):
+  // the newest workload's, at the cheapest window and factor.
+  const newest = workloads && workloads.workloads[0];
+  const marginal = newest
+    ? await get(`/v1/workloads/${encodeURIComponent(newest.id)}/whatif?window_hours=1&factor=1.25`).catch(() => null)
+    : null;
   const t = summary.totals, p = t.provenance;
   const regions = [...new Set(instances.map((i) => i.region))];
   return [el('h1', {}, 'Methodology'),
@@ -514,6 +521,9 @@ async function methodologyView() {
       el('dt', {}, 'Intensity'), el('dd', {}, `${p.intervals_actual} GPU-intervals of 5 minutes joined with an actual marginal intensity, ${p.intervals_forecast} with a forecast, ${p.intervals_fallback} with the region’s average as fallback, ${p.intervals_missing_intensity} with none (their energy, ${num(p.energy_without_intensity_mj / 3.6e9)} kWh, has no emissions counted).`),
       el('dt', {}, 'Replayed'), el('dd', {}, p.intervals_replayed_intensity ? `${p.intervals_replayed_intensity} intervals used a historical intensity series replayed on a shifted clock (a demo): real data, but not the grid’s at that time.` : 'No interval used replayed intensity.'),
       el('dt', {}, 'Grid regions'), el('dd', {}, regions.join(', ') || 'none'),
+      el('dt', {}, 'Marginal intensity from'), el('dd', {}, marginal
+        ? `${marginal.intensity_source} for ${marginal.region}${marginal.intensity_replayed ? ' (historical, replayed on a shifted clock)' : ''}, as used by workload “${newest.label}”`
+        : 'shown on each workload’s what-if page (no workload yet)'),
       el('dt', {}, 'Average intensity from'), el('dd', {}, statement && statement.location_sources.length ? statement.location_sources.join('; ') : 'not reported for this month'),
       el('dt', {}, 'Statement model'), el('dd', {}, statement ? statement.model_version : 'not available')),
     el('h2', {}, 'How energy is measured'),
