@@ -153,6 +153,9 @@ const [download] = await Promise.all([
 report.checks.download_name = download.suggestedFilename();
 report.checks.download_bytes = (await (await download.createReadStream()).toArray()).reduce((n, b) => n + b.length, 0);
 await shot(page, '07-statements');
+await go(page, '#/restatements?days=7');
+report.views.restatements = await collect(page);
+await shot(page, '07b-restatements');
 await go(page, '#/methodology');
 report.views.methodology = await collect(page);
 await shot(page, '08-methodology');

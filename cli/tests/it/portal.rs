@@ -423,6 +423,28 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     assert!(months >= 1);
     assert_eq!(views["statements"]["rows"], months as u64);
 
+    // Restatements: the totals over the same range (a replay of actuals restates nothing,
+    // which the view says in words).
+    let v = &views["restatements"];
+    let (from, to) = (v["from"].as_i64().unwrap(), v["to"].as_i64().unwrap());
+    let (status, restated) = get(
+        &format!("{api}/v1/restatements?from={from}&to={to}"),
+        &admin,
+    )
+    .await;
+    assert_eq!(status, 200, "{restated}");
+    assert_eq_exact(
+        shown(v, None, "it_co2e_delta_g"),
+        f(&restated["totals"]["it_co2e_delta_g"]),
+        "restated IT emissions",
+    );
+    if restated["restatements"].as_array().unwrap().is_empty() {
+        assert!(v["text"]
+            .as_str()
+            .unwrap()
+            .contains("no interval was restated"));
+    }
+
     // Methodology: the 30-day energy and how much of it was estimated.
     let v = &views["methodology"];
     let (from, to) = (v["from"].as_i64().unwrap(), v["to"].as_i64().unwrap());
@@ -440,7 +462,10 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     let text = v["text"].as_str().unwrap();
     assert!(text.contains("actual marginal intensity") && text.contains("replayed"));
     let source = whatif["intensity_source"].as_str().unwrap();
-    assert!(text.contains(source), "the marginal provider {source}: {text}");
+    assert!(
+        text.contains(source),
+        "the marginal provider {source}: {text}"
+    );
 
     // Another tenant's instance: not found, and nothing of it on screen.
     for name in ["other_instance", "unknown"] {

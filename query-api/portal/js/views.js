@@ -22,6 +22,8 @@ export async function render(parts, params) {
       return notFound();
     case 'statements':
       return statementsView();
+    case 'restatements':
+      return restatementsView(params);
     case 'methodology':
       return methodologyView();
     default:
@@ -491,6 +493,48 @@ async function statementsView() {
       el('td', {}, s.content_sha256 ? el('code', { title: s.content_sha256 }, `${s.content_sha256.slice(0, 16)}…`) : '—'),
       el('td', {}, ...['pdf', 'csv', 'json'].map((ext) => el('button', { type: 'button', 'data-download': ext, 'aria-label': `Download ${s.period} as ${ext.toUpperCase()}`, onclick: () => download(s.period, ext, status) }, ext.toUpperCase()))))))),
   status);
+  return out;
+}
+
+// ---- restatements ---------------------------------------------------------------------
+
+async function restatementsView(params) {
+  const days = ['1', '7', '30'].includes(params.get('days')) ? Number(params.get('days')) : 7;
+  const to = Date.now(), from = to - days * 24 * HOUR;
+  const sel = el('select', { id: 'days' }, ...[1, 7, 30].map((d) => el('option', { value: String(d), selected: d === days }, `last ${d} day${d > 1 ? 's' : ''}`)));
+  const form = el('form', { class: 'controls' }, el('label', { for: 'days' }, 'Range', sel), el('button', { type: 'submit', class: 'primary' }, 'Show'));
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); location.hash = `#/restatements?days=${sel.value}`; });
+  const out = [el('h1', {}, 'Restatements'),
+    el('p', { class: 'muted' }, 'Intervals whose carbon intensity was replaced when better data arrived (a forecast or the average fallback by the actual), and how much each moved your emissions. Issued statements are not changed: these show up as adjustments on a later one.'),
+    form];
+  let r;
+  try {
+    r = await get(`/v1/restatements?from=${from}&to=${to}`);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 400) {
+      out.push(notice('error', `Too many restatements to list at once: ${e.detail || e.title}. Choose a shorter range.`));
+      return out;
+    }
+    throw e;
+  }
+  const t = r.totals;
+  out.push(el('div', { class: 'cards', 'data-scope': 'restatements', 'data-from': String(from), 'data-to': String(to) },
+    card('Intervals restated', String(t.intervals)),
+    card('IT emissions moved by', qty(t.it_co2e_delta_g, 'g CO₂e', 'it_co2e_delta_g')),
+    card('Facility emissions moved by', qty(t.facility_co2e_delta_g, 'g CO₂e', 'facility_co2e_delta_g'))));
+  if (!r.restatements.length) {
+    out.push(notice('empty', `no interval was restated in the ${sel.selectedOptions[0].textContent}: every interval kept the intensity it was first joined with. Choose a longer range to look further back.`));
+    return out;
+  }
+  const iv = (i) => (i ? `${num(i.value_g_per_kwh)} g CO₂e/kWh, ${i.kind}${i.replayed ? ' (replayed)' : ''}, ${i.source}` : 'none');
+  const shown = r.restatements.slice(0, 500);
+  out.push(el('table', { id: 'restatements' },
+    el('caption', {}, shown.length < r.restatements.length ? `The first ${shown.length} of ${r.restatements.length} restatements (the totals above count all)` : `${r.restatements.length} restatements`),
+    el('thead', {}, el('tr', {}, ...['Interval (UTC)', 'Instance / GPU', 'Before', 'After', 'Why', 'IT emissions change (g CO₂e)'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, shown.map((x) => el('tr', {},
+      el('td', {}, when(x.bucket_start)), el('td', {}, `${x.instance} / ${x.gpu.slice(0, 12)}…`),
+      el('td', {}, iv(x.previous)), el('td', {}, iv(x.current)), el('td', {}, x.reason),
+      el('td', { class: 'num' }, `${x.it_co2e_delta_g >= 0 ? '+' : ''}${num(x.it_co2e_delta_g)} g CO₂e`))))));
   return out;
 }
 
