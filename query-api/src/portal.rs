@@ -17,11 +17,19 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::ApiState;
 
+/// The policy's directives before `frame-ancestors` (a macro, so the fallback below can be
+/// a `'static` string too).
+macro_rules! base_csp {
+    () => {
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'"
+    };
+}
+
 /// The portal's Content-Security-Policy without its `frame-ancestors`: scripts, styles,
 /// images and API calls from the portal's own origin only (no inline script, no CDN, no
 /// `eval`); `data:`/`blob:` images for the favicon and statement downloads.
-pub const PORTAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'";
+pub const PORTAL_CSP: &str = base_csp!();
 
 /// [`PORTAL_CSP`] with `frame-ancestors 'self'` and `origins` (validated by the config:
 /// `query_api.portal_frame_ancestors`), so only those pages may embed the portal.
@@ -31,11 +39,11 @@ pub fn csp(origins: &[String]) -> HeaderValue {
         value.push(' ');
         value.push_str(o);
     }
-    HeaderValue::from_str(&value).unwrap_or_else(|_| {
-        // Unreachable with validated origins; never serve a weaker policy.
-        HeaderValue::from_str(&format!("{PORTAL_CSP}; frame-ancestors 'self'"))
-            .unwrap_or(HeaderValue::from_static(PORTAL_CSP))
-    })
+    // Unreachable with validated origins; were it reached, frame nowhere rather than anywhere.
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(concat!(
+        base_csp!(),
+        "; frame-ancestors 'none'"
+    )))
 }
 
 /// One embedded file: its path under `/portal/`, media type and bytes.
@@ -142,6 +150,15 @@ mod tests {
         for p in ["nope.js", "../Cargo.toml", "vendor/../index.html", ""] {
             assert!(serve(p, &csp(&[])).is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn an_origin_that_is_not_a_header_value_frames_nowhere() {
+        let policy = csp(&["https://a.example\n".into()]);
+        assert!(policy
+            .to_str()
+            .unwrap()
+            .ends_with("; frame-ancestors 'none'"));
     }
 
     #[test]
