@@ -6,10 +6,12 @@
 // numbers with the API's. Screenshots go to $PORTAL_ARTIFACTS.
 //
 // Environment: PORTAL_API, PORTAL_ADMIN_TOKEN, PORTAL_READER_TOKEN, PORTAL_INSTANCE,
-// PORTAL_OTHER_INSTANCE, PORTAL_WORKLOAD, PORTAL_ARTIFACTS, CHROMIUM (default /usr/bin/chromium).
+// PORTAL_OTHER_INSTANCE, PORTAL_WORKLOAD, PORTAL_ARTIFACTS, PORTAL_CONSOLE_PORT (a free port: the
+// console page that frames the portal, as http://localhost:PORT, which the server allows), CHROMIUM (default /usr/bin/chromium).
 
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 
 const env = (k) => {
@@ -191,6 +193,31 @@ await shot(rpage, '10-reader-workloads');
 await go(rpage, `#/workloads/${encodeURIComponent(workload)}`);
 report.views.reader_workload = await collect(rpage);
 await shot(rpage, '11-reader-workload');
+
+// --- embedded in a cloud console's iframe: shown for an allowed origin, refused otherwise ----
+// The console is a page on this machine (a public origin could not frame a loopback one:
+// Chromium's local network access rules): http://localhost:PORT is allowed by the server's
+// portal_frame_ancestors, http://127.0.0.1:PORT (the same server, another origin) is not.
+const consolePort = Number(env('PORTAL_CONSOLE_PORT'));
+const consolePage = createServer((req, res) => {
+  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+  res.end(`<!doctype html><title>Cloud console</title><h1>Console</h1>
+    <iframe id="portal" title="Carbon footprint" width="1200" height="760"
+      src="${api}/portal/#token=${reader}"></iframe>`);
+});
+await new Promise((resolve) => consolePage.listen(consolePort, '127.0.0.1', resolve));
+// Chromium logs the refused frame as a console error: expected on this page.
+const cpage = await newPage(true);
+await cpage.goto(`http://localhost:${consolePort}/console.html`);
+const framed = cpage.frameLocator('#portal');
+await framed.locator('main[data-ready]').waitFor({ timeout: 60_000 });
+report.checks.embedded_h1 = await framed.locator('main h1').first().textContent();
+report.checks.embedded_rows = await framed.locator('main tbody tr').count();
+await shot(cpage, '14-embedded-in-console');
+await cpage.goto(`http://127.0.0.1:${consolePort}/console.html`);
+report.checks.stranger_frame_shows_portal = await framed.locator('main[data-ready]')
+  .waitFor({ timeout: 5000 }).then(() => true, () => false);
+consolePage.close();
 
 // --- without a token, and with a bad one: sentences, not bodies ----------------------------
 // The API's 401s to the bad token show in the console as failed loads: expected there.

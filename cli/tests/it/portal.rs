@@ -167,6 +167,14 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     // acks allow, so the data is still while the browser reads it.
     let dir = tempfile::tempdir().unwrap();
     let now = now_ms();
+    // The cloud console that embeds the portal: a page the browser script serves on this
+    // free port, as http://localhost:PORT, the origin allowed to frame the portal.
+    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let console = format!("http://localhost:{console_port}");
     let start_at = (now - 2 * 3_600_000).div_euclid(300_000) * 300_000;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -174,7 +182,8 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n\n[agent.replay]\ngpus = 2\ninstances = 2\nloops = 24\n\
+            "data_dir = {:?}\n\n[query_api]\nportal_frame_ancestors = [\"{console}\"]\n\n\
+             [agent.replay]\ngpus = 2\ninstances = 2\nloops = 24\n\
              unpaced = true\nstart_at_ms = {start_at}\n",
             data.display().to_string()
         ),
@@ -222,7 +231,7 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         .unwrap()
         .to_owned();
 
-    // The page is served with its policy: own origin only, framed only by itself here.
+    // The page is served with its policy: own origin only, framed by itself and the console.
     let page = reqwest::get(format!("{api}/portal/")).await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let csp = page.headers()["content-security-policy"]
@@ -230,7 +239,8 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         .unwrap()
         .to_owned();
     assert!(
-        csp.contains("script-src 'self'") && csp.ends_with("frame-ancestors 'self'"),
+        csp.contains("script-src 'self'")
+            && csp.ends_with(&format!("frame-ancestors 'self' {console}")),
         "{csp}"
     );
 
@@ -246,6 +256,7 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         .env("PORTAL_OTHER_INSTANCE", &other)
         .env("PORTAL_WORKLOAD", &workload)
         .env("PORTAL_ARTIFACTS", ARTIFACTS)
+        .env("PORTAL_CONSOLE_PORT", console_port.to_string())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -502,6 +513,12 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     assert_eq!(status, 200, "{made}");
     assert_eq!(made["label"], "made in the browser");
     assert_eq!(made["instance_ids"], serde_json::json!([instance]));
+
+    // Embedded in the console's iframe with a reader's token in the fragment: the portal
+    // shows the tenant's instances; a page of an origin not configured cannot frame it.
+    assert_eq!(checks["embedded_h1"], "Instances");
+    assert_eq!(checks["embedded_rows"], 1);
+    assert_eq!(checks["stranger_frame_shows_portal"], false);
 
     // Without a token, and with a bad one: what to do, in words.
     assert_eq!(views["signed_out"]["h1"], "Signed out");

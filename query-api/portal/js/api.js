@@ -4,6 +4,24 @@
 
 const KEY = 'wattprint.token';
 
+// The tab's sessionStorage, or, where the browser refuses storage to this page (a frame of
+// another site with third-party storage blocked), memory: the token then lasts as long as
+// the page, and the console hands over a new one through the fragment.
+let memory = null;
+const store = {
+  get() {
+    try { return sessionStorage.getItem(KEY); } catch { return memory; }
+  },
+  set(v) {
+    memory = v;
+    try { sessionStorage.setItem(KEY, v); } catch { /* memory only */ }
+  },
+  clear() {
+    memory = null;
+    try { sessionStorage.removeItem(KEY); } catch { /* memory only */ }
+  },
+};
+
 /** An API refusal or failure, with a message meant for people. */
 export class ApiError extends Error {
   constructor(status, title, detail) {
@@ -18,17 +36,17 @@ export class ApiError extends Error {
 export function adoptTokenFromFragment() {
   const m = /^#token=([A-Za-z0-9_\-.]+)(?:&(.*))?$/.exec(location.hash);
   if (!m) return;
-  sessionStorage.setItem(KEY, m[1]);
+  store.set(m[1]);
   const next = m[2] && m[2].startsWith('view=') ? decodeURIComponent(m[2].slice(5)) : '#/instances';
   history.replaceState(null, '', location.pathname + location.search + next);
 }
 
 export function token() {
-  return sessionStorage.getItem(KEY);
+  return store.get() || memory;
 }
 
 export function signOut() {
-  sessionStorage.removeItem(KEY);
+  store.clear();
 }
 
 /** The token's claims (for display and hiding admin actions only: the API enforces roles). */
