@@ -5,14 +5,17 @@
 //! fetched from elsewhere at run time, which the Content-Security-Policy also enforces.
 
 use axum::extract::{Path, State};
+use std::sync::OnceLock;
+
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
-    X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::ApiState;
@@ -92,28 +95,62 @@ async fn redirect() -> Response {
     (StatusCode::PERMANENT_REDIRECT, [(LOCATION, "/portal/")]).into_response()
 }
 
-async fn index(State(state): State<ApiState>) -> Response {
-    serve("index.html", &state.portal_csp).unwrap_or_else(|e| e.into_response())
+async fn index(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    serve("index.html", &state.portal_csp, &headers).unwrap_or_else(|e| e.into_response())
 }
 
-async fn file(State(state): State<ApiState>, Path(path): Path<String>) -> Response {
-    serve(&path, &state.portal_csp).unwrap_or_else(|e| e.into_response())
+async fn file(
+    State(state): State<ApiState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve(&path, &state.portal_csp, &headers).unwrap_or_else(|e| e.into_response())
 }
 
-/// The embedded file at `path`, with the portal's security headers; 404 for any other path.
-fn serve(path: &str, csp: &HeaderValue) -> Result<Response, ApiError> {
-    let asset = ASSETS
+/// Each asset's entity tag: a hash of its bytes, computed once.
+fn etags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| {
+                let digest = Sha256::digest(a.body);
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{hex}\"")
+            })
+            .collect()
+    })
+}
+
+/// The embedded file at `path`, with the portal's security headers and its entity tag (`304`
+/// when the browser's copy is current); 404 for any other path.
+fn serve(path: &str, csp: &HeaderValue, request: &HeaderMap) -> Result<Response, ApiError> {
+    let (i, asset) = ASSETS
         .iter()
-        .find(|a| a.path == path)
+        .enumerate()
+        .find(|(_, a)| a.path == path)
         .ok_or_else(|| ApiError::NotFound("no such portal file".into()))?;
-    let mut resp = (StatusCode::OK, asset.body).into_response();
+    let etag = &etags()[i];
+    let current = request
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut resp = if current {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, asset.body).into_response()
+    };
     let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(ETAG, v);
+    }
     h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
     h.insert(CONTENT_SECURITY_POLICY, csp.clone());
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // The token travels in the fragment and sessionStorage, never in a Referer.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    // Revalidate: a new binary serves new files under the same names.
+    // Revalidate (cheap: 304 by entity tag): a new binary serves new files under the same
+    // names.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
 }
@@ -130,7 +167,7 @@ mod tests {
             .unwrap()
             .ends_with("; frame-ancestors 'self'"));
         for a in ASSETS {
-            let resp = serve(a.path, &policy).unwrap();
+            let resp = serve(a.path, &policy, &HeaderMap::new()).unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{}", a.path);
             let h = resp.headers();
             assert_eq!(h[CONTENT_SECURITY_POLICY], policy);
@@ -148,8 +185,24 @@ mod tests {
     #[test]
     fn unknown_and_traversing_paths_are_not_found() {
         for p in ["nope.js", "../Cargo.toml", "vendor/../index.html", ""] {
-            assert!(serve(p, &csp(&[])).is_err(), "{p}");
+            assert!(serve(p, &csp(&[]), &HeaderMap::new()).is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn a_current_copy_is_not_sent_again() {
+        let policy = csp(&[]);
+        let first = serve("js/app.js", &policy, &HeaderMap::new()).unwrap();
+        let tag = first.headers()[ETAG].clone();
+        let mut request = HeaderMap::new();
+        request.insert(IF_NONE_MATCH, tag.clone());
+        let again = serve("js/app.js", &policy, &request).unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[ETAG], tag);
+        assert_eq!(again.headers()[CONTENT_SECURITY_POLICY], policy);
+        // Another file's tag does not match.
+        let other = serve("index.html", &policy, &request).unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
     }
 
     #[test]
