@@ -101,11 +101,17 @@ async function instancesView() {
   const rows = instances.map((inst, k) => {
     const u = usage.get(inst.instance_id);
     const s = series[k];
-    const power = s ? s.points.map((p) => p.power_mean_w) : [];
+    // The sparkline spans from the first measured step (a new instance's hour is not
+    // squeezed into the last pixels of 24 hours), and says since when.
+    const pts = s ? s.points : [];
+    const first = pts.findIndex((p) => p.power_mean_w !== null);
+    const shownPts = first < 0 ? [] : pts.slice(first);
+    const power = shownPts.map((p) => p.power_mean_w);
     const measured = power.filter((v) => v !== null);
     const mean = measured.length ? measured.reduce((a, b) => a + b, 0) / measured.length : null;
     const max = measured.length ? Math.max(...measured) : null;
-    const words = measured.length ? `mean ${num(mean)} W, highest 5-min mean ${num(max)} W` : 'no power measured in 24 h';
+    const since = first > 0 ? ` since ${when(shownPts[0].start)}` : '';
+    const words = measured.length ? `mean ${num(mean)} W, highest 5-min mean ${num(max)} W${since}` : 'no power measured in 24 h';
     const models = [...new Set(inst.gpus.map((g) => g.model))].join(', ');
     return el('tr', { 'data-instance': inst.instance_id },
       el('th', { scope: 'row' }, el('a', { href: `#/instances/${encodeURIComponent(inst.instance_id)}` }, inst.instance_id)),
