@@ -29,6 +29,14 @@ command -v pdftotext >/dev/null && command -v pdftoppm >/dev/null || {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
 }
+echo "==> browser"
+# The portal's browser test (cli/tests/it/portal.rs) drives Debian's chromium with Playwright
+# (playwright-core, pinned in tests/portal/package-lock.json; no browser download).
+command -v chromium >/dev/null && command -v npm >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm >/dev/null
+}
+(cd tests/portal && npm ci --no-audit --no-fund --silent)
 echo "==> python sdk venv"
 # The Python SDK's tests (tests/tests/it/python_sdk.rs) run in this venv; pip fetches httpx,
 # pytest and mypy (and schemathesis, below) from PyPI.

@@ -219,6 +219,8 @@ pub struct Settings {
     pub statements: StatementPolicy,
     /// Query API request limits (what-if budget included).
     pub api_limits: wattprint_query_api::ApiLimits,
+    /// Origins allowed to embed the portal in a frame.
+    pub portal_frame_ancestors: Vec<String>,
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
@@ -382,6 +384,7 @@ impl RawConfig {
             api_auth: api.auth,
             statements,
             api_limits: api.limits,
+            portal_frame_ancestors: api.portal_frame_ancestors,
             agent,
             intensity: SharedJoin::new(join),
             polling: intensity.polling,

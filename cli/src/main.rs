@@ -533,6 +533,7 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         describe_bus(&settings)
     );
     println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
+    println!("  portal      {api}/portal/  (open a tenant's portal URL below to sign in)");
     println!("  gateway     grpc://{gateway_addr}");
     println!("  metrics     {api}/metrics  (readiness {api}/readyz)");
     let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();
@@ -557,6 +558,9 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             wattprint_query_api::mint_token(&backend.auth, &t, Duration::from_secs(24 * 3600))?;
         println!("  token for tenant {t} (24 h, admin):\n    {token}");
         println!("    try: curl -H 'Authorization: Bearer {token}' {api}/v1/instances");
+        // The fragment never reaches the server or a log; the page moves it to the tab's
+        // sessionStorage and clears it from the address bar.
+        println!("    portal: {api}/portal/#token={token}");
     }
     println!(
         "Ctrl-C stops; data is kept in {} and a restart resumes.",

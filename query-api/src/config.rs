@@ -53,6 +53,9 @@ pub struct RawQueryApi {
     pub whatif_budget_cells: Option<u64>,
     /// What-if requests one tenant may have computing at once (default 2).
     pub whatif_per_tenant: Option<u32>,
+    /// Origins allowed to embed the portal in a frame (a cloud console), e.g.
+    /// `["https://console.example.com"]`; default none beyond the API's own origin.
+    pub portal_frame_ancestors: Option<Vec<String>>,
 }
 
 /// How the query API verifies tokens and limits request rates.
@@ -215,6 +218,43 @@ pub struct QueryApiSettings {
     pub auth: ApiAuthSettings,
     /// Request limits, with the configured what-if budget.
     pub limits: ApiLimits,
+    /// Origins allowed to frame the portal (its CSP `frame-ancestors`, beside `'self'`).
+    pub portal_frame_ancestors: Vec<String>,
+}
+
+/// `query_api.portal_frame_ancestors`: at most 16 origins ([`is_origin`]), nothing that could
+/// end or widen the Content-Security-Policy directive they go into.
+fn portal_frame_ancestors(raw: &RawQueryApi) -> Result<Vec<String>, InvalidConfig> {
+    let origins = raw.portal_frame_ancestors.clone().unwrap_or_default();
+    if origins.len() > 16 {
+        return Err(invalid(
+            "query_api.portal_frame_ancestors: at most 16 origins",
+        ));
+    }
+    for o in &origins {
+        if !is_origin(o) {
+            return Err(invalid(format!(
+                "query_api.portal_frame_ancestors: {o:?} is not an origin like \
+                 https://console.example.com (or http://localhost:PORT)"
+            )));
+        }
+    }
+    Ok(origins)
+}
+
+/// `https://host[:port]` (letters, digits, `.`, `-`, a `*` wildcard label) or
+/// `http://localhost[:port]`: no path, space, quote or `;`.
+fn is_origin(o: &str) -> bool {
+    let host_port = match (o.strip_prefix("https://"), o.strip_prefix("http://")) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) if rest == "localhost" || rest.starts_with("localhost:") => rest,
+        _ => return false,
+    };
+    !host_port.is_empty()
+        && !host_port.starts_with(':')
+        && host_port
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*'))
 }
 
 /// The request limits: the defaults with the configured what-if budget and per-tenant cap.
@@ -256,6 +296,7 @@ impl RawQueryApi {
                 .unwrap_or_else(|| data_dir.join("dev-secret")),
             auth: api_auth_settings(self)?,
             limits: api_limits(self)?,
+            portal_frame_ancestors: portal_frame_ancestors(self)?,
         })
     }
 }
@@ -451,5 +492,37 @@ mod statements_tests {
             .unwrap_err()
             .contains("0 to 24"));
         assert!(parse("grace = 1").unwrap_err().contains("unknown field"));
+    }
+}
+
+#[cfg(test)]
+mod portal_tests {
+    use super::*;
+
+    fn ancestors(toml_text: &str) -> Result<Vec<String>, String> {
+        let raw: RawQueryApi = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        portal_frame_ancestors(&raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn portal_frame_ancestors_are_origins_only() {
+        assert_eq!(ancestors("").unwrap(), Vec::<String>::new());
+        let ok = "portal_frame_ancestors = [\"https://console.example.com\", \
+                  \"https://*.example.net:8443\", \"http://localhost:3000\"]";
+        assert_eq!(ancestors(ok).unwrap().len(), 3);
+        for bad in [
+            "http://console.example.com",
+            "https://a.example.com/path",
+            "https://a.example.com; script-src *",
+            "*",
+            "'unsafe-inline'",
+            "https://",
+            "http://localhost.evil.example",
+        ] {
+            assert!(
+                ancestors(&format!("portal_frame_ancestors = [{bad:?}]")).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -8,6 +8,8 @@
 //!
 //! Endpoints:
 //! - `GET /healthz` (no auth)
+//! - `GET /portal/` (no auth for its files): the tenant portal, a static page over the API
+//!   below with the caller's token ([`portal`])
 //! - `GET /openapi.json` (no auth): the OpenAPI 3.1 document of these routes ([`openapi`])
 //! - `GET /v1/instances?limit=&cursor=` (a page at a time, [`workloads::paginate`])
 //! - `GET /v1/instances/{id}/series?from=&to=&step=raw|5m|1h|1d` (marginal and [`average`])
@@ -48,6 +50,7 @@ pub mod iplimit;
 mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod portal;
 pub mod ratelimit;
 pub mod restatements;
 pub mod routes;
@@ -138,6 +141,7 @@ pub struct ApiState {
     pub(crate) statements: statements::StatementPolicy,
     pub(crate) searches: Arc<budget::TenantSearches>,
     pub(crate) unauthenticated: Option<Arc<UnauthenticatedLimiter>>,
+    pub(crate) portal_csp: axum::http::HeaderValue,
 }
 
 impl ApiState {
@@ -159,7 +163,15 @@ impl ApiState {
             statements: statements::StatementPolicy::default(),
             searches: Arc::new(budget::TenantSearches::new(limits.whatif_per_tenant)),
             unauthenticated: None,
+            portal_csp: portal::csp(&[]),
         }
+    }
+
+    /// Lets pages of `origins` (validated origins, e.g. a cloud console) embed the portal in
+    /// a frame: its CSP `frame-ancestors`, beside `'self'`.
+    pub fn with_portal_frame_ancestors(mut self, origins: &[String]) -> Self {
+        self.portal_csp = portal::csp(origins);
+        self
     }
 
     /// Issues statements by `policy` instead of the default (6 h grace, 3 months of

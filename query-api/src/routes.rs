@@ -41,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
     let app = Router::new()
         .merge(crate::grpc::grpc_routes(state.clone()))
         .merge(crate::operator::operator_routes())
+        .merge(crate::portal::portal_routes())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/v1/instances", get(list_instances))

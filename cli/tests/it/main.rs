@@ -1,5 +1,5 @@
 //! The command line's integration tests, one binary: configuration, `wattprint up`, the agent
-//! check, environment overrides, intensity commands and the corpus.
+//! check, environment overrides, intensity commands, the corpus and the portal in a browser.
 
 mod agent_check;
 mod config;
@@ -8,6 +8,7 @@ mod env;
 mod intensity;
 mod inventory;
 mod metrics;
+mod portal;
 mod up;
 
 use std::path::Path;

@@ -1,0 +1,85 @@
+// The portal's entry: adopt the token, route `#/…` to a view, render problems as sentences.
+
+import { adoptTokenFromFragment, claims, token, signOut, ApiError } from './api.js';
+import { el } from './format.js';
+import * as views from './views.js';
+
+const main = document.getElementById('main');
+
+function parseRoute() {
+  const raw = location.hash.replace(/^#/, '') || '/instances';
+  const [path, query] = raw.split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  return { parts, params: new URLSearchParams(query || '') };
+}
+
+function markNav(section) {
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    if (a.dataset.nav === section) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+function showWho() {
+  const who = document.getElementById('who');
+  who.replaceChildren();
+  const c = claims();
+  if (!c) return;
+  const roles = Array.isArray(c.roles) && c.roles.length ? c.roles.join(', ') : 'reader';
+  who.append(`Tenant ${c.tenant || c.sub} (${roles}) `,
+    el('button', { type: 'button', onclick: () => { signOut(); route(); } }, 'Sign out'));
+}
+
+/** A problem as a page that says what happened and what to do; never a raw body or trace. */
+export function problemPage(e) {
+  const status = e instanceof ApiError ? e.status : -1;
+  if (status === 404) return views.notFound(e.detail);
+  const what = {
+    0: ['The service cannot be reached.', 'Check your network connection, then reload the page.'],
+    401: ['Your sign-in has expired or is not valid.', 'Open the portal again from your cloud console (or, on a demo, from the URL `wattprint up` printed).'],
+    403: ['Your role does not allow this.', 'Ask a tenant admin to do it, or to give you the admin role.'],
+    408: ['The request took too long.', 'Choose a shorter time range or a coarser step and try again.'],
+    429: ['Too many requests at once.', 'Wait a few seconds, then reload the page.'],
+    503: ['This part of the service is not available right now.', 'Try again later; if it persists, tell your cloud operator.'],
+  }[status] || (status >= 500
+    ? ['The service failed to answer.', 'Try again in a moment; if it persists, tell your cloud operator.']
+    : ['The request was not accepted.', 'Check what you entered and try again.']);
+  const detail = e instanceof ApiError && e.detail && status >= 400 && status < 500 ? e.detail : null;
+  return [el('h1', {}, 'Something went wrong'),
+    el('div', { class: 'notice error', role: 'alert' }, `${what[0]} ${what[1]}`, detail ? el('p', {}, `Details: ${detail}`) : null)];
+}
+
+let generation = 0;
+
+export async function route() {
+  const mine = ++generation;
+  showWho();
+  const { parts, params } = parseRoute();
+  markNav(parts[0] || 'instances');
+  let nodes;
+  if (!token()) {
+    nodes = views.signedOut();
+  } else {
+    main.replaceChildren(el('p', { class: 'loading', 'aria-busy': 'true' }, 'Loading…'));
+    try {
+      nodes = await views.render(parts, params);
+    } catch (e) {
+      if (!(e instanceof ApiError)) console.error(e);
+      nodes = problemPage(e);
+    }
+    if (mine !== generation) return; // a newer navigation won
+  }
+  main.replaceChildren(...[nodes].flat());
+  document.title = `${main.querySelector('h1')?.textContent || 'Portal'} · Wattprint`;
+  main.dataset.view = parts.join('/') || 'instances';
+  main.dataset.ready = String(mine);
+  document.dispatchEvent(new CustomEvent('portal:ready', { detail: main.dataset.view }));
+}
+
+adoptTokenFromFragment();
+window.addEventListener('hashchange', () => {
+  // An embedding console may hand over a fresh short-lived token the same way.
+  adoptTokenFromFragment();
+  route().then(() => main.focus({ preventScroll: true }));
+});
+route();
