@@ -18,7 +18,9 @@
 //!
 //! Run: `cargo bench -p wattprint-store --bench summary_latency` with the servers up
 //! (`WPTEST_CLICKHOUSE_URL`). Knobs: `WPBENCH_GPUS`, `WPBENCH_DAYS`, `WPBENCH_REPEATS` (30),
-//! `WPBENCH_RAW_REPEATS` (5), `WPBENCH_KEEP=1` keeps the database.
+//! `WPBENCH_RAW_REPEATS` (5), `WPBENCH_KEEP=1` keeps the database, `WPBENCH_REUSE=<database>`
+//! runs on a kept one (no load, no "before any rollup" line; the refresh finds only what is
+//! stale).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -107,7 +109,9 @@ async fn main() {
     let days: i64 = env_or("WPBENCH_DAYS", 30);
     let repeats: usize = env_or("WPBENCH_REPEATS", 30);
     let raw_repeats: usize = env_or("WPBENCH_RAW_REPEATS", 5);
-    let db = fresh_db("summary");
+    // `WPBENCH_REUSE=<database>`: a database a `WPBENCH_KEEP=1` run left, loaded already.
+    let reuse = std::env::var("WPBENCH_REUSE").ok();
+    let db = reuse.clone().unwrap_or_else(|| fresh_db("summary"));
     let store = ClickHouseStore::connect(&url, &db).await.unwrap();
     println!(
         "ClickHouse {} at {url}, database {db}, {} CPUs",
@@ -119,12 +123,13 @@ async fn main() {
         Fleet::new("acme", "vm", gpus, days as u64),
         Fleet::new("globex", "gx", 40, days as u64),
     ];
-    let inv: Vec<_> = fleets.iter().flat_map(Fleet::inventory).collect();
-    store.upsert_inventory(&inv).await.unwrap();
-
     let t0 = Instant::now();
-    for fleet in &fleets {
-        fleet.load_clickhouse(&model, &url, &db, false).await;
+    if reuse.is_none() {
+        let inv: Vec<_> = fleets.iter().flat_map(Fleet::inventory).collect();
+        store.upsert_inventory(&inv).await.unwrap();
+        for fleet in &fleets {
+            fleet.load_clickhouse(&model, &url, &db, false).await;
+        }
     }
     let loaded = t0.elapsed();
     let client = raw_client(&url).with_database(&db);
@@ -148,9 +153,11 @@ async fn main() {
     let ragged = (from + 7 * 60_000, to - 13 * 60_000);
     let raw = time_summary(&store, from, to, SummaryPath::Raw, raw_repeats).await;
     print("month, 5-minute data only (no rollups)", &raw);
-    let before = time_summary(&store, from, to, SummaryPath::Auto, raw_repeats).await;
-    print("month, Auto before any rollup (all stale)", &before);
-    assert_same(&before.summary, &raw.summary, "auto before rollups");
+    if reuse.is_none() {
+        let before = time_summary(&store, from, to, SummaryPath::Auto, raw_repeats).await;
+        print("month, Auto before any rollup (all stale)", &before);
+        assert_same(&before.summary, &raw.summary, "auto before rollups");
+    }
 
     let t0 = Instant::now();
     let refreshed = store
@@ -199,7 +206,7 @@ async fn main() {
         percentile(&raw.times, 99.0).as_secs_f64() / percentile(&auto.times, 99.0).as_secs_f64(),
     );
 
-    if std::env::var_os("WPBENCH_KEEP").is_none() {
+    if std::env::var_os("WPBENCH_KEEP").is_none() && reuse.is_none() {
         raw_client(&url)
             .query(&format!("DROP DATABASE IF EXISTS {db}"))
             .execute()
