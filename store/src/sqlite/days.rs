@@ -100,7 +100,8 @@ fn subtract() -> String {
     )
 }
 
-/// Version 9: `interval_days`, its triggers, and its rows for the intervals already stored.
+/// Version 9: `interval_days`, its triggers, and its rows for the intervals already stored;
+/// and an index on the intervals by tenant and time, so a summary's ragged edges are a range.
 pub(crate) fn v9() -> String {
     let columns: Vec<String> = summed()
         .map(|(n, v)| {
@@ -126,6 +127,7 @@ pub(crate) fn v9() -> String {
 {columns},
     PRIMARY KEY (tenant, day_ms, instance_id, gpu_uuid)
 ) STRICT;
+CREATE INDEX intervals_by_tenant_time ON intervals (tenant, bucket_ms);
 INSERT INTO interval_days (tenant, instance_id, day_ms, gpu_uuid, power_max_mw, {names})
     SELECT tenant, instance_id, {day} AS day, gpu_uuid, MAX(power_max_mw), {fill}
     FROM intervals GROUP BY tenant, instance_id, day, gpu_uuid;
@@ -166,8 +168,10 @@ pub(crate) fn summary_sql() -> String {
              WHERE tenant = ?1 AND day_ms >= ?2 AND day_ms < ?3 AND intervals > 0 \
              UNION ALL \
              SELECT instance_id, gpu_uuid, power_max_mw, {interval_terms} FROM intervals \
-             WHERE tenant = ?1 AND ((bucket_ms >= ?4 AND bucket_ms < ?2) \
-                 OR (bucket_ms >= ?3 AND bucket_ms < ?5)) \
+             WHERE tenant = ?1 AND bucket_ms >= ?4 AND bucket_ms < ?2 \
+             UNION ALL \
+             SELECT instance_id, gpu_uuid, power_max_mw, {interval_terms} FROM intervals \
+             WHERE tenant = ?1 AND bucket_ms >= ?3 AND bucket_ms < ?5 \
          ) GROUP BY instance_id ORDER BY instance_id",
         names = names.join(", "),
         interval_terms = interval_terms.join(", "),
