@@ -21,8 +21,18 @@ fn start(data_dir: &std::path::Path) -> Up {
     start_with(data_dir, None)
 }
 
-/// `wattprint up` on `data_dir`, with a config file when given.
+/// `wattprint up` on `data_dir`, with a config file when given, without demo history (so
+/// tests see only what they replay).
 pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> Up {
+    start_args(data_dir, config, &["--backfill-days", "0"])
+}
+
+/// `wattprint up` on `data_dir` with `extra` arguments.
+pub(crate) fn start_args(
+    data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    extra: &[&str],
+) -> Up {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wattprint"));
     if let Some(config) = config {
         command.arg("--config").arg(config);
@@ -36,6 +46,7 @@ pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::
             "--gateway-listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())
         .spawn()

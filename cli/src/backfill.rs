@@ -1,0 +1,336 @@
+//! `wattprint up`'s demo history: on first start, the replayed GPUs' past (default the last 7
+//! days, `agent.replay.backfill_days`) is computed from the trace and sent through the gateway
+//! like any agent's samples, so the portal's 30-day views and the month's statement have
+//! curves at once.
+//!
+//! - **One timeline per GPU.** The history of each GPU is the looped trace played up to the
+//!   position its live replay starts at, and ends exactly at the live start (`to`): history
+//!   and live touch, never overlap ([`wattprint_agent::replay::ReplaySensor::history`]).
+//! - **Coarse, exact spans.** History samples span [`SPAN_MS`] (one minute) instead of the
+//!   live agent's second; each carries the trace counter's exact delta over its span.
+//! - **Same path, same rules.** Samples go to the gateway over gRPC with the agent's host id,
+//!   TLS and token ([`wattprint_agent::send_samples`]): inventory, physics, lateness, storage
+//!   and the timeline rule all apply, and the enricher joins intensity as for live samples.
+//! - **Never twice.** Sequence numbers are `seq_of(from_secs, k)` for the `k`-th span of a
+//!   GPU's window, deterministic for a window. The window is recorded in `demo-backfill` in the
+//!   data directory before anything is sent and marked done once every batch is acked: a
+//!   restart after it sends nothing; a restart before it (a crash, Ctrl-C) sends the same
+//!   window again under the same keys, and the store counts what it already holds as
+//!   duplicates. A data directory that already holds energy and has no record (made before
+//!   this existed) is not backfilled: its history would overlap what it holds.
+
+use crate::config::{SensorKind, Settings};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use wattprint_agent::replay::{Pacing, ReplayConfig, ReplayLayout, ReplaySensor};
+use wattprint_agent::sensor::GpuSensor as _;
+use wattprint_core::sample::{seq_of, Attribution, EnergySample, EnergySource};
+use wattprint_core::{GpuUuid, InstanceId, TenantScope, UnixMillis};
+use wattprint_store::Store;
+
+/// The record of the backfill, in the data directory.
+pub const MARKER_FILE: &str = "demo-backfill";
+
+/// Span of a history sample.
+pub const SPAN_MS: i64 = 60_000;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Samples older than this are not sent: the gateway refuses samples older than 30 days, and a
+/// resumed backfill may be days older than when it was planned.
+const OLDEST_MS: i64 = 30 * DAY_MS - 3_600_000;
+
+const HEADER: &str = "wattprint-demo-backfill 1";
+
+/// The history a backfill covers: `[from, to]`, `to` being the live replay's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start of the history.
+    pub from: UnixMillis,
+    /// End of the history: where the live replay started.
+    pub to: UnixMillis,
+}
+
+/// The record in [`MARKER_FILE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// The window.
+    pub window: Window,
+    /// Whether every sample of it was acked.
+    pub done: bool,
+}
+
+impl Record {
+    /// Reads the record in `data_dir` (`None`: there is none).
+    pub fn load(data_dir: &Path) -> anyhow::Result<Option<Record>> {
+        let path = data_dir.join(MARKER_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let bad = || anyhow::anyhow!("{} is not a demo backfill record", path.display());
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER) {
+            return Err(bad());
+        }
+        let (mut from, mut to, mut done) = (None, None, None);
+        for line in lines {
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["from_ms", v] => from = v.parse().ok().map(UnixMillis),
+                ["to_ms", v] => to = v.parse().ok().map(UnixMillis),
+                ["state", "started"] => done = Some(false),
+                ["state", "done"] => done = Some(true),
+                [] => {}
+                _ => return Err(bad()),
+            }
+        }
+        match (from, to, done) {
+            (Some(from), Some(to), Some(done)) => Ok(Some(Record {
+                window: Window { from, to },
+                done,
+            })),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Replaces the record in `data_dir` (temp file, fsync, rename).
+    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let path = data_dir.join(MARKER_FILE);
+        let tmp = data_dir.join(format!("{MARKER_FILE}.tmp"));
+        let text = format!(
+            "{HEADER}\nfrom_ms {}\nto_ms {}\nstate {}\n",
+            self.window.from.0,
+            self.window.to.0,
+            if self.done { "done" } else { "started" }
+        );
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// What `up` does about history at this start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing, and why (for the start-up message).
+    Skip(String),
+    /// Send the history over the window; `resumed` when an earlier start began it.
+    Run {
+        /// The history.
+        window: Window,
+        /// Whether an earlier start began it.
+        resumed: bool,
+    },
+}
+
+/// Decides from the settings, the record in the data directory and whether the store already
+/// holds energy for the demo tenants. `live_start` is where the live replay starts.
+pub async fn plan(
+    settings: &Settings,
+    store: &dyn Store,
+    live_start: UnixMillis,
+) -> anyhow::Result<Plan> {
+    let SensorKind::Replay {
+        backfill_days,
+        layout,
+        ..
+    } = &settings.agent.sensor
+    else {
+        return Ok(Plan::Skip("no replayed GPUs".into()));
+    };
+    if *backfill_days == 0 {
+        return Ok(Plan::Skip("off (--backfill-days 0)".into()));
+    }
+    if *layout != ReplayLayout::Whole {
+        return Ok(Plan::Skip(
+            "not for MIG or vGPU replays (whole GPUs only)".into(),
+        ));
+    }
+    let dir = &settings.data_dir;
+    match Record::load(dir)? {
+        Some(r) if r.done => {
+            return Ok(Plan::Skip(format!(
+                "already stored ({} to {}, {})",
+                r.window.from,
+                r.window.to,
+                dir.join(MARKER_FILE).display()
+            )))
+        }
+        Some(r) => {
+            return Ok(Plan::Run {
+                window: r.window,
+                resumed: true,
+            })
+        }
+        None => {}
+    }
+    let now = UnixMillis::now();
+    let mut tenants: Vec<_> = settings.inventory.iter().map(|i| i.tenant.clone()).collect();
+    tenants.sort();
+    tenants.dedup();
+    for tenant in tenants {
+        let scope = TenantScope::from_verified(tenant);
+        let summary = store
+            .tenant_summary(&scope, UnixMillis(now.0 - 31 * DAY_MS), now)
+            .await?;
+        if summary.totals.energy.0 > 0 {
+            return Ok(Plan::Skip(
+                "this data directory already holds energy from earlier runs".into(),
+            ));
+        }
+    }
+    let window = Window {
+        from: UnixMillis(live_start.0 - i64::from(*backfill_days) * DAY_MS),
+        to: live_start,
+    };
+    Record {
+        window,
+        done: false,
+    }
+    .save(dir)?;
+    Ok(Plan::Run {
+        window,
+        resumed: false,
+    })
+}
+
+/// The history samples of every replayed GPU over `window`, spans ending before `not_before`
+/// left out (their keys are kept), ordered by end time. Deterministic.
+pub fn history_samples(
+    settings: &Settings,
+    window: Window,
+    not_before: UnixMillis,
+) -> anyhow::Result<Vec<EnergySample>> {
+    let SensorKind::Replay {
+        trace, gpus, seed, ..
+    } = &settings.agent.sensor
+    else {
+        return Ok(Vec::new());
+    };
+    let sensor = ReplaySensor::new(ReplayConfig {
+        trace_path: trace.clone(),
+        gpus: *gpus,
+        seed: *seed,
+        start_at: window.to,
+        pacing: Pacing::AsFastAsPossible,
+        loops: None,
+        model: crate::config::REPLAY_MODEL.into(),
+        power_limit: crate::config::REPLAY_POWER_LIMIT,
+    })?;
+    let instance_of: HashMap<&GpuUuid, &InstanceId> = settings
+        .inventory
+        .iter()
+        .flat_map(|i| i.gpus.iter().map(move |g| (&g.uuid, &i.instance)))
+        .collect();
+    let epoch = u64::try_from(window.from.0.div_euclid(1000)).unwrap_or(0);
+    let host = settings.agent.config.host_id.clone();
+    let mut out = Vec::new();
+    for (index, info) in sensor.gpus().iter().enumerate() {
+        let Some(instance) = instance_of.get(&info.uuid) else {
+            continue;
+        };
+        let spans = sensor.history(index, window.from, window.to, SPAN_MS)?;
+        for (k, span) in spans.into_iter().enumerate() {
+            if span.end < not_before {
+                continue;
+            }
+            out.push(EnergySample {
+                host: host.clone(),
+                gpu: info.uuid.clone(),
+                instance: (*instance).clone(),
+                seq: seq_of(epoch, k as u64 + 1),
+                start: span.start,
+                end: span.end,
+                energy: span.energy,
+                power: span.power,
+                power_max: span.power_max,
+                util_gpu_pct: span.util_gpu_pct,
+                mem_used_bytes: span.mem_used_bytes,
+                temp_c: span.temp_c,
+                sm_clock_mhz: span.sm_clock_mhz,
+                chain_start: k == 0,
+                energy_source: EnergySource::Counter,
+                attribution: Attribution::Exclusive,
+            });
+        }
+    }
+    out.sort_by(|a, b| (a.end, &a.gpu).cmp(&(b.end, &b.gpu)));
+    Ok(out)
+}
+
+/// What a backfill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Samples sent.
+    pub samples: u64,
+    /// Samples the gateway refused (each logged by the agent's stream).
+    pub rejected: u64,
+    /// Whether every sample was acked (false: stopped by shutdown first).
+    pub complete: bool,
+}
+
+/// Sends the history over `window` to the gateway at `gateway_url` with the agent's settings,
+/// calling `progress(percent)` at each tenth as samples go out, and records it done in the
+/// data directory once every batch is acked. Stops early at `shutdown` (the record stays
+/// "started", so the next start sends the window again).
+pub async fn run(
+    settings: &Settings,
+    gateway_url: String,
+    window: Window,
+    shutdown: impl Future<Output = ()> + Send,
+    mut progress: impl FnMut(u32) + Send + 'static,
+) -> anyhow::Result<Outcome> {
+    let not_before = UnixMillis(UnixMillis::now().0 - OLDEST_MS);
+    let samples = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || history_samples(&settings, window, not_before))
+            .await??
+    };
+    let total = samples.len() as u64;
+    let mut config = crate::roles::agent_config(settings, gateway_url);
+    config.host_token = crate::roles::host_token(settings)?;
+    // Few batches in flight, so that what has gone out is close to what is stored.
+    config.batch_max_samples = 500;
+    config.max_unacked_batches = 4;
+    config.batch_max_wait = std::time::Duration::from_millis(100);
+    let (tx, rx) = tokio::sync::mpsc::channel(500);
+    let feeder = tokio::spawn(async move {
+        let mut shown = 0;
+        for (i, s) in samples.into_iter().enumerate() {
+            if tx.send(s).await.is_err() {
+                return;
+            }
+            let pct = ((i as u64 + 1) * 100 / total.max(1)) as u32;
+            if pct / 10 > shown / 10 && pct < 100 {
+                shown = pct;
+                progress(pct);
+            }
+        }
+    });
+    let report = wattprint_agent::send_samples(&config, rx, shutdown).await?;
+    feeder.abort();
+    let complete = report.samples_sent == total
+        && report.samples_acked + report.samples_rejected == total;
+    if complete {
+        Record {
+            window,
+            done: true,
+        }
+        .save(&settings.data_dir)?;
+    }
+    Ok(Outcome {
+        samples: report.samples_sent,
+        rejected: report.samples_rejected,
+        complete,
+    })
+}
+
