@@ -493,9 +493,12 @@ async fn serve(cli: &Cli, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()
     Ok(())
 }
 
-/// Whole days in a backfill window (rounded).
-fn days_of(window: backfill::Window) -> i64 {
-    (window.to.since(window.from) + 43_200_000) / 86_400_000
+/// A backfill window's length in words: `7 days`, `1 day`.
+fn days_of(window: backfill::Window) -> String {
+    match (window.to.since(window.from) + 43_200_000) / 86_400_000 {
+        1 => "1 day".to_owned(),
+        n => format!("{n} days"),
+    }
 }
 
 fn describe_store(settings: &Settings) -> String {
@@ -554,11 +557,12 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             let days = days_of(window);
             Some(tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let progress = move |pct| println!("backfilling {days} days: {pct}%");
+                let shown = days.clone();
+                let progress = move |pct| println!("backfilling {shown}: {pct}%");
                 let outcome = backfill::run(&settings, gateway_url, window, stop, progress).await;
                 match &outcome {
                     Ok(o) if o.complete => println!(
-                        "backfill done: {} samples ({} refused) over {days} days in {:.1} s; \
+                        "backfill done: {} samples ({} refused) over {days} in {:.1} s; \
                          live from {}",
                         o.samples,
                         o.rejected,
@@ -593,7 +597,7 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     );
     match &history {
         backfill::Plan::Run { window, resumed } => println!(
-            "  history     {}backfilling {} days of replayed history ({} s samples) up to the \
+            "  history     {}backfilling {} of replayed history ({} s samples) up to the \
              live start {}; progress below",
             if *resumed { "resuming: " } else { "" },
             days_of(*window),
