@@ -290,6 +290,7 @@ pub async fn run(
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
             time_refusal_retry: config.time_refusal_retry,
             auth,
+            backpressure_expected: false,
         };
         let stop = move || drop(stop_tx);
         let mut report = stream::stream_samples(stream_config, spool, rx, shutdown, stop).await;
@@ -409,6 +410,7 @@ pub async fn send_samples(
         shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
         time_refusal_retry: config.time_refusal_retry,
         auth,
+        backpressure_expected: true,
     };
     Ok(stream::stream_samples(stream_config, None, samples, shutdown, || {}).await)
 }

@@ -174,7 +174,11 @@ pub async fn plan(
         None => {}
     }
     let now = UnixMillis::now();
-    let mut tenants: Vec<_> = settings.inventory.iter().map(|i| i.tenant.clone()).collect();
+    let mut tenants: Vec<_> = settings
+        .inventory
+        .iter()
+        .map(|i| i.tenant.clone())
+        .collect();
     tenants.sort();
     tenants.dedup();
     for tenant in tenants {
@@ -318,14 +322,10 @@ pub async fn run(
     });
     let report = wattprint_agent::send_samples(&config, rx, shutdown).await?;
     feeder.abort();
-    let complete = report.samples_sent == total
-        && report.samples_acked + report.samples_rejected == total;
+    let complete =
+        report.samples_sent == total && report.samples_acked + report.samples_rejected == total;
     if complete {
-        Record {
-            window,
-            done: true,
-        }
-        .save(&settings.data_dir)?;
+        Record { window, done: true }.save(&settings.data_dir)?;
     }
     Ok(Outcome {
         samples: report.samples_sent,
@@ -333,4 +333,3 @@ pub async fn run(
         complete,
     })
 }
-

@@ -262,8 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 raw.agent.replay.instances = instances.or(raw.agent.replay.instances);
                 raw.query_api.listen = api_listen.or(raw.query_api.listen);
                 raw.gateway.listen = gateway_listen.or(raw.gateway.listen);
-                raw.agent.replay.backfill_days =
-                    backfill_days.or(raw.agent.replay.backfill_days);
+                raw.agent.replay.backfill_days = backfill_days.or(raw.agent.replay.backfill_days);
             })?;
             up(settings, shutdown).await
         }

@@ -57,7 +57,10 @@ fn trace_delta(gpu: usize, gpus: u32, from: i64, to: i64) -> u64 {
             first = Some(counter);
         }
         if r.at.0 >= to {
-            assert_eq!(r.at.0, to, "GPU {gpu} is not at a reading at its live start");
+            assert_eq!(
+                r.at.0, to,
+                "GPU {gpu} is not at a reading at its live start"
+            );
             return counter - first.unwrap();
         }
     }
@@ -67,11 +70,8 @@ fn trace_delta(gpu: usize, gpus: u32, from: i64, to: i64) -> u64 {
 async fn total_energy(up: &Up, from: i64, to: i64) -> u64 {
     let mut total = 0;
     for (_, token) in &up.tokens {
-        let (status, body) = get(
-            &format!("{}/v1/summary?from={from}&to={to}", up.api),
-            token,
-        )
-        .await;
+        let (status, body) =
+            get(&format!("{}/v1/summary?from={from}&to={to}", up.api), token).await;
         assert_eq!(status, 200, "{body}");
         total += body["totals"]["it_energy_mj"].as_u64().unwrap();
     }
@@ -112,7 +112,10 @@ async fn a_one_day_backfill_is_the_traces_energy_and_a_restart_stores_it_once() 
 
     // A restart after it finished sends nothing again.
     let up = start_args(&data, Some(&config), &args);
-    up.wait_for_line("  history     no backfill: already stored", Duration::from_secs(5));
+    up.wait_for_line(
+        "  history     no backfill: already stored",
+        Duration::from_secs(5),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(total_energy(&up, from, live).await, first);
     interrupt_and_wait(up);
@@ -124,7 +127,10 @@ async fn a_one_day_backfill_is_the_traces_energy_and_a_restart_stores_it_once() 
     assert!(text.contains("state done"), "{text}");
     std::fs::write(&record, text.replace("state done", "state started")).unwrap();
     let up = start_args(&data, Some(&config), &args);
-    up.wait_for_line("  history     resuming: backfilling 1 day ", Duration::from_secs(5));
+    up.wait_for_line(
+        "  history     resuming: backfilling 1 day ",
+        Duration::from_secs(5),
+    );
     let done = up.wait_for_line("backfill done", Duration::from_secs(120));
     assert!(done.contains("(0 refused)"), "{done}");
     assert_eq!(total_energy(&up, from, live).await, first);
