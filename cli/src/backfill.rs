@@ -207,50 +207,85 @@ pub async fn plan(
     })
 }
 
-/// The history samples of every replayed GPU over `window`, spans ending before `not_before`
-/// left out (their keys are kept), ordered by end time. Deterministic.
-pub fn history_samples(
-    settings: &Settings,
+/// The replayed fleet's history, one GPU at a time (so that memory holds one GPU's spans,
+/// whatever the fleet): built from the settings' replay, each GPU with its instance.
+pub struct History {
+    sensor: ReplaySensor,
+    /// Replayed GPU index and its instance, for the GPUs of the inventory.
+    gpus: Vec<(usize, InstanceId)>,
+    host: wattprint_core::HostId,
     window: Window,
     not_before: UnixMillis,
-) -> anyhow::Result<Vec<EnergySample>> {
-    let SensorKind::Replay {
-        trace, gpus, seed, ..
-    } = &settings.agent.sensor
-    else {
-        return Ok(Vec::new());
-    };
-    let sensor = ReplaySensor::new(ReplayConfig {
-        trace_path: trace.clone(),
-        gpus: *gpus,
-        seed: *seed,
-        start_at: window.to,
-        pacing: Pacing::AsFastAsPossible,
-        loops: None,
-        model: crate::config::REPLAY_MODEL.into(),
-        power_limit: crate::config::REPLAY_POWER_LIMIT,
-    })?;
-    let instance_of: HashMap<&GpuUuid, &InstanceId> = settings
-        .inventory
-        .iter()
-        .flat_map(|i| i.gpus.iter().map(move |g| (&g.uuid, &i.instance)))
-        .collect();
-    let epoch = u64::try_from(window.from.0.div_euclid(1000)).unwrap_or(0);
-    let host = settings.agent.config.host_id.clone();
-    let mut out = Vec::new();
-    for (index, info) in sensor.gpus().iter().enumerate() {
-        let Some(instance) = instance_of.get(&info.uuid) else {
-            continue;
+}
+
+impl History {
+    /// The history over `window` of the settings' replayed GPUs, spans ending before
+    /// `not_before` left out (their keys are kept). `None` without a replay sensor.
+    pub fn new(
+        settings: &Settings,
+        window: Window,
+        not_before: UnixMillis,
+    ) -> anyhow::Result<Option<History>> {
+        let SensorKind::Replay {
+            trace, gpus, seed, ..
+        } = &settings.agent.sensor
+        else {
+            return Ok(None);
         };
-        let spans = sensor.history(index, window.from, window.to, SPAN_MS)?;
-        for (k, span) in spans.into_iter().enumerate() {
-            if span.end < not_before {
-                continue;
-            }
-            out.push(EnergySample {
-                host: host.clone(),
-                gpu: info.uuid.clone(),
-                instance: (*instance).clone(),
+        let sensor = ReplaySensor::new(ReplayConfig {
+            trace_path: trace.clone(),
+            gpus: *gpus,
+            seed: *seed,
+            start_at: window.to,
+            pacing: Pacing::AsFastAsPossible,
+            loops: None,
+            model: crate::config::REPLAY_MODEL.into(),
+            power_limit: crate::config::REPLAY_POWER_LIMIT,
+        })?;
+        let instance_of: HashMap<&GpuUuid, &InstanceId> = settings
+            .inventory
+            .iter()
+            .flat_map(|i| i.gpus.iter().map(move |g| (&g.uuid, &i.instance)))
+            .collect();
+        let gpus = sensor
+            .gpus()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, info)| instance_of.get(&info.uuid).map(|&inst| (i, inst.clone())))
+            .collect();
+        Ok(Some(History {
+            gpus,
+            sensor,
+            host: settings.agent.config.host_id.clone(),
+            window,
+            not_before,
+        }))
+    }
+
+    /// How many GPUs have history.
+    pub fn gpu_count(&self) -> usize {
+        self.gpus.len()
+    }
+
+    /// The samples of the `n`-th GPU with history, in time order. Deterministic: sequence
+    /// numbers are `seq_of(from_secs, k)` for the GPU's `k`-th span of the window.
+    pub fn samples(&self, n: usize) -> anyhow::Result<Vec<EnergySample>> {
+        let Some((index, instance)) = self.gpus.get(n) else {
+            return Ok(Vec::new());
+        };
+        let uuid = &self.sensor.gpus()[*index].uuid;
+        let epoch = u64::try_from(self.window.from.0.div_euclid(1000)).unwrap_or(0);
+        let spans = self
+            .sensor
+            .history(*index, self.window.from, self.window.to, SPAN_MS)?;
+        Ok(spans
+            .into_iter()
+            .enumerate()
+            .filter(|(_, span)| span.end >= self.not_before)
+            .map(|(k, span)| EnergySample {
+                host: self.host.clone(),
+                gpu: uuid.clone(),
+                instance: instance.clone(),
                 seq: seq_of(epoch, k as u64 + 1),
                 start: span.start,
                 end: span.end,
@@ -264,11 +299,9 @@ pub fn history_samples(
                 chain_start: k == 0,
                 energy_source: EnergySource::Counter,
                 attribution: Attribution::Exclusive,
-            });
-        }
+            })
+            .collect())
     }
-    out.sort_by(|a, b| (a.end, &a.gpu).cmp(&(b.end, &b.gpu)));
-    Ok(out)
 }
 
 /// What a backfill did.
@@ -294,12 +327,13 @@ pub async fn run(
     mut progress: impl FnMut(u32) + Send + 'static,
 ) -> anyhow::Result<Outcome> {
     let not_before = UnixMillis(UnixMillis::now().0 - OLDEST_MS);
-    let samples = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || history_samples(&settings, window, not_before))
-            .await??
+    let Some(history) = History::new(settings, window, not_before)? else {
+        return Ok(Outcome {
+            samples: 0,
+            rejected: 0,
+            complete: true,
+        });
     };
-    let total = samples.len() as u64;
     let mut config = crate::roles::agent_config(settings, gateway_url);
     config.host_token = crate::roles::host_token(settings)?;
     // Few batches in flight, so that what has gone out is close to what is stored.
@@ -307,23 +341,34 @@ pub async fn run(
     config.max_unacked_batches = 4;
     config.batch_max_wait = std::time::Duration::from_millis(100);
     let (tx, rx) = tokio::sync::mpsc::channel(500);
-    let feeder = tokio::spawn(async move {
-        let mut shown = 0;
-        for (i, s) in samples.into_iter().enumerate() {
-            if tx.send(s).await.is_err() {
-                return;
-            }
-            let pct = ((i as u64 + 1) * 100 / total.max(1)) as u32;
-            if pct / 10 > shown / 10 && pct < 100 {
-                shown = pct;
-                progress(pct);
+    // One GPU after another; progress counts GPUs' shares of the whole.
+    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<u64>> {
+        let gpus = history.gpu_count().max(1);
+        let (mut fed, mut shown) = (0u64, 0usize);
+        for n in 0..history.gpu_count() {
+            let samples = history.samples(n)?;
+            let len = samples.len().max(1);
+            for (i, s) in samples.into_iter().enumerate() {
+                if tx.blocking_send(s).is_err() {
+                    return Ok(None);
+                }
+                fed += 1;
+                let pct = (n * 100 + (i + 1) * 100 / len) / gpus;
+                if pct / 10 > shown / 10 && pct < 100 {
+                    shown = pct;
+                    progress(pct as u32);
+                }
             }
         }
+        Ok(Some(fed))
     });
     let report = wattprint_agent::send_samples(&config, rx, shutdown).await?;
-    feeder.abort();
-    let complete =
-        report.samples_sent == total && report.samples_acked + report.samples_rejected == total;
+    // Done, or stopped by shutdown: then the receiver is gone and the feeder ends at its
+    // next send, with `None`.
+    let fed = feeder.await??;
+    let complete = fed.is_some_and(|total| {
+        report.samples_sent == total && report.samples_acked + report.samples_rejected == total
+    });
     if complete {
         Record { window, done: true }.save(&settings.data_dir)?;
     }
