@@ -378,3 +378,32 @@ pub async fn run(
         complete,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_round_trips_and_a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(Record::load(dir.path()).expect("load"), None);
+        let record = Record {
+            window: Window {
+                from: UnixMillis(1_795_991_458_859),
+                to: UnixMillis(1_796_596_258_859),
+            },
+            done: false,
+        };
+        record.save(dir.path()).expect("save");
+        assert_eq!(Record::load(dir.path()).expect("load"), Some(record));
+        let done = Record {
+            done: true,
+            ..record
+        };
+        done.save(dir.path()).expect("save");
+        assert_eq!(Record::load(dir.path()).expect("load"), Some(done));
+        assert!(!dir.path().join(format!("{MARKER_FILE}.tmp")).exists());
+        std::fs::write(dir.path().join(MARKER_FILE), "something else\n").expect("write");
+        assert!(Record::load(dir.path()).is_err());
+    }
+}
