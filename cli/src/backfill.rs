@@ -148,7 +148,7 @@ pub async fn plan(
         return Ok(Plan::Skip("no replayed GPUs".into()));
     };
     if *backfill_days == 0 {
-        return Ok(Plan::Skip("off (--backfill-days 0)".into()));
+        return Ok(Plan::Skip("off (backfill days 0)".into()));
     }
     if *layout != ReplayLayout::Whole {
         return Ok(Plan::Skip(

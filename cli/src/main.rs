@@ -548,37 +548,6 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         let gateway_url = gateway_url.clone();
         tokio::spawn(async move { roles::run_agent(&settings, gateway_url, stop).await })
     };
-    let history_task = match &history {
-        backfill::Plan::Run { window, .. } => {
-            let settings = settings.clone();
-            let stop = agent_stop.wait();
-            let window = *window;
-            let days = days_of(window);
-            Some(tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let shown = days.clone();
-                let progress = move |pct| println!("backfilling {shown}: {pct}%");
-                let outcome = backfill::run(&settings, gateway_url, window, stop, progress).await;
-                match &outcome {
-                    Ok(o) if o.complete => println!(
-                        "backfill done: {} samples ({} refused) over {days} in {:.1} s; \
-                         live from {}",
-                        o.samples,
-                        o.rejected,
-                        started.elapsed().as_secs_f64(),
-                        window.to
-                    ),
-                    Ok(o) => println!(
-                        "backfill stopped after {} samples; the next start sends the rest",
-                        o.samples
-                    ),
-                    Err(e) => println!("backfill failed: {e:#}"),
-                }
-                outcome
-            }))
-        }
-        backfill::Plan::Skip(_) => None,
-    };
     let api = format!("http://{api_addr}");
     println!(
         "wattprint is up ({}, {})",
@@ -630,6 +599,38 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         "Ctrl-C stops; data is kept in {} and a restart resumes.",
         settings.data_dir.display()
     );
+    // After the addresses, so that its progress lines follow them.
+    let history_task = match &history {
+        backfill::Plan::Run { window, .. } => {
+            let settings = settings.clone();
+            let stop = agent_stop.wait();
+            let window = *window;
+            let days = days_of(window);
+            Some(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let shown = days.clone();
+                let progress = move |pct| println!("backfilling {shown}: {pct}%");
+                let outcome = backfill::run(&settings, gateway_url, window, stop, progress).await;
+                match &outcome {
+                    Ok(o) if o.complete => println!(
+                        "backfill done: {} samples ({} refused) over {days} in {:.1} s; \
+                         live from {}",
+                        o.samples,
+                        o.rejected,
+                        started.elapsed().as_secs_f64(),
+                        window.to
+                    ),
+                    Ok(o) => println!(
+                        "backfill stopped after {} samples; the next start sends the rest",
+                        o.samples
+                    ),
+                    Err(e) => println!("backfill failed: {e:#}"),
+                }
+                outcome
+            }))
+        }
+        backfill::Plan::Skip(_) => None,
+    };
     shutdown.wait().await;
     // Agents first, so their last batches are acked before the backend stops.
     agent_stop.trigger();
