@@ -603,6 +603,7 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let history_task = match &history {
         backfill::Plan::Run { window, .. } => {
             let settings = settings.clone();
+            let store = backend.store.clone();
             let stop = agent_stop.wait();
             let window = *window;
             let days = days_of(window);
@@ -611,6 +612,14 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
                 let shown = days.clone();
                 let progress = move |pct| println!("backfilling {shown}: {pct}%");
                 let outcome = backfill::run(&settings, gateway_url, window, stop, progress).await;
+                if outcome.as_ref().is_ok_and(|o| o.complete) {
+                    // The enricher's loop keeps only recent hours' rollups fresh: bring the
+                    // history's up to date, so that 30-day views read them at once.
+                    let hour = UnixMillis::now().0.div_euclid(3_600_000) * 3_600_000;
+                    if let Err(e) = store.refresh_rollups(window.from, UnixMillis(hour)).await {
+                        tracing::warn!(error = %e, "refreshing the history's rollups failed");
+                    }
+                }
                 match &outcome {
                     Ok(o) if o.complete => println!(
                         "backfill done: {} samples ({} refused) over {days} in {:.1} s; \
