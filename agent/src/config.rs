@@ -101,7 +101,15 @@ pub struct RawReplay {
     /// most 80 GB), each in its own VM; the demo inventory makes each VM an instance. Needs
     /// `agent.attribution.mode = "vgpu"`.
     pub vgpu_profiles: Option<Vec<String>>,
+    /// `wattprint up` only: days of demo history replayed into the store on first start
+    /// (default 7, at most [`MAX_BACKFILL_DAYS`]; 0: none).
+    pub backfill_days: Option<u32>,
 }
+
+/// Most days of demo history `wattprint up` backfills: the gateway refuses samples older than
+/// 30 days ([`wattprint_core::sample::SampleLimits::max_age_ms`]), and a day of margin keeps
+/// a slow backfill's oldest spans inside that limit.
+pub const MAX_BACKFILL_DAYS: u32 = 29;
 
 /// `[agent.attribution]`: how the agent attributes GPUs to instances (see
 /// `wattprint_agent::attribution`).
@@ -194,6 +202,8 @@ pub enum SensorKind {
         start_at: Option<UnixMillis>,
         /// MIG or vGPU partitions of every GPU.
         layout: ReplayLayout,
+        /// Days of history `wattprint up` backfills on first start (0: none).
+        backfill_days: u32,
     },
     /// Real GPUs through NVML.
     Nvml,
@@ -347,6 +357,15 @@ impl RawAgent {
                     },
                     start_at: r.start_at_ms.map(UnixMillis),
                     layout: replay_layout(r)?,
+                    backfill_days: match r.backfill_days.unwrap_or(7) {
+                        d if d > MAX_BACKFILL_DAYS => {
+                            return Err(invalid(format!(
+                                "agent.replay.backfill_days = {d} must be 0..={MAX_BACKFILL_DAYS} \
+                                 (the gateway refuses samples older than 30 days)"
+                            )))
+                        }
+                        d => d,
+                    },
                 })
             }
             "nvml" => Ok(SensorKind::Nvml),

@@ -290,6 +290,7 @@ pub async fn run(
             shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
             time_refusal_retry: config.time_refusal_retry,
             auth,
+            backpressure_expected: false,
         };
         let stop = move || drop(stop_tx);
         let mut report = stream::stream_samples(stream_config, spool, rx, shutdown, stop).await;
@@ -386,6 +387,34 @@ fn validate(config: &AgentConfig, unpaced: bool) -> Result<(), AgentError> {
 
 /// The gateway endpoint with the agent's connection settings and, for https://, its TLS
 /// settings: plaintext goes with http:// and TLS with https://, nothing else.
+/// Streams samples made elsewhere (a replay's computed history) to the gateway with
+/// `config`'s endpoint, TLS and host token, batching as the agent does but without a spool or
+/// a sampler. Returns once `samples` is closed and every batch is acked, or after `shutdown`
+/// (then unacked samples are not kept: the caller sends them again, under the same keys, so
+/// the store counts the ones it already holds as duplicates).
+pub async fn send_samples(
+    config: &AgentConfig,
+    samples: tokio::sync::mpsc::Receiver<wattprint_core::sample::EnergySample>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<AgentReport, AgentError> {
+    let endpoint = gateway_endpoint(config)?;
+    let auth = stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
+        .map_err(AgentError::InvalidConfig)?;
+    let stream_config = stream::StreamConfig {
+        host_id: config.host_id.clone(),
+        endpoint,
+        batch_max_samples: config.batch_max_samples,
+        batch_max_wait: config.batch_max_wait,
+        max_unacked_batches: config.max_unacked_batches,
+        reconnect_backoff_max: config.reconnect_backoff_max,
+        shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
+        time_refusal_retry: config.time_refusal_retry,
+        auth,
+        backpressure_expected: true,
+    };
+    Ok(stream::stream_samples(stream_config, None, samples, shutdown, || {}).await)
+}
+
 fn gateway_endpoint(config: &AgentConfig) -> Result<tonic::transport::Endpoint, AgentError> {
     let endpoint =
         stream::endpoint(&config.gateway_url).map_err(|e| AgentError::InvalidGatewayUrl {

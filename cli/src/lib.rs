@@ -1,6 +1,7 @@
 //! The `wattprint` binary's library: configuration, and the assembly of agent, gateway,
 //! enricher and query API into one process (`wattprint up`) or separate ones.
 
+pub mod backfill;
 pub mod config;
 pub mod health;
 pub mod intensity;

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use wattprint_cli::config::{BusSettings, RawConfig, Settings, StoreSettings};
+use wattprint_cli::backfill;
+use wattprint_cli::config::{BusSettings, RawConfig, SensorKind, Settings, StoreSettings};
 use wattprint_cli::roles::{self, Backend, Roles};
 use wattprint_core::UnixMillis;
 use wattprint_query_api::Role;
@@ -52,6 +53,10 @@ enum Command {
         /// Gateway listen address.
         #[arg(long)]
         gateway_listen: Option<SocketAddr>,
+        /// Days of replayed history stored on first start, before the live replay's start
+        /// (agent.replay.backfill_days; default 7, at most 29; 0: none).
+        #[arg(long)]
+        backfill_days: Option<u32>,
     },
     /// Run one agent streaming to a gateway.
     Agent {
@@ -249,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             instances,
             api_listen,
             gateway_listen,
+            backfill_days,
         } => {
             let settings = load(&cli, |raw| {
                 raw.data_dir = data_dir.clone().or(raw.data_dir.take());
@@ -256,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 raw.agent.replay.instances = instances.or(raw.agent.replay.instances);
                 raw.query_api.listen = api_listen.or(raw.query_api.listen);
                 raw.gateway.listen = gateway_listen.or(raw.gateway.listen);
+                raw.agent.replay.backfill_days = backfill_days.or(raw.agent.replay.backfill_days);
             })?;
             up(settings, shutdown).await
         }
@@ -485,6 +492,14 @@ async fn serve(cli: &Cli, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()
     Ok(())
 }
 
+/// A backfill window's length in words: `7 days`, `1 day`.
+fn days_of(window: backfill::Window) -> String {
+    match (window.to.since(window.from) + 43_200_000) / 86_400_000 {
+        1 => "1 day".to_owned(),
+        n => format!("{n} days"),
+    }
+}
+
 fn describe_store(settings: &Settings) -> String {
     match &settings.store {
         StoreSettings::Sqlite { path, .. } => format!("SQLite at {}", path.display()),
@@ -503,7 +518,12 @@ fn describe_bus(settings: &Settings) -> String {
     }
 }
 
-async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    // The live replay starts at a time fixed now, so that the demo history ends exactly there.
+    let live_start = match &mut settings.agent.sensor {
+        SensorKind::Replay { start_at, .. } => *start_at.get_or_insert_with(UnixMillis::now),
+        SensorKind::Nvml => UnixMillis::now(),
+    };
     let store = roles::open_store(&settings).await?;
     let backend = Backend::start(&settings, store).await?;
     let gateway_addr = backend.gateway_addr.context("the gateway runs")?;
@@ -520,10 +540,12 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         "http"
     };
     let gateway_url = format!("{scheme}://{gateway_addr}");
+    let history = backfill::plan(&settings, backend.store.as_ref(), live_start).await?;
     let agent_stop = Shutdown::new();
     let agent = {
         let settings = settings.clone();
         let stop = agent_stop.wait();
+        let gateway_url = gateway_url.clone();
         tokio::spawn(async move { roles::run_agent(&settings, gateway_url, stop).await })
     };
     let api = format!("http://{api_addr}");
@@ -541,6 +563,17 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         "  agent       {gpus} replayed GPUs on {} instances",
         settings.inventory.len()
     );
+    match &history {
+        backfill::Plan::Run { window, resumed } => println!(
+            "  history     {}backfilling {} of replayed history ({} s samples) up to the \
+             live start {}; progress below",
+            if *resumed { "resuming: " } else { "" },
+            days_of(*window),
+            backfill::SPAN_MS / 1000,
+            window.to
+        ),
+        backfill::Plan::Skip(why) => println!("  history     no backfill: {why}"),
+    }
     let mut tenants: Vec<_> = settings
         .inventory
         .iter()
@@ -566,12 +599,58 @@ async fn up(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         "Ctrl-C stops; data is kept in {} and a restart resumes.",
         settings.data_dir.display()
     );
+    // After the addresses, so that its progress lines follow them.
+    let history_task = match &history {
+        backfill::Plan::Run { window, .. } => {
+            let settings = settings.clone();
+            let store = backend.store.clone();
+            let stop = agent_stop.wait();
+            let window = *window;
+            let days = days_of(window);
+            Some(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let shown = days.clone();
+                let progress = move |pct| println!("backfilling {shown}: {pct}%");
+                let outcome = backfill::run(&settings, gateway_url, window, stop, progress).await;
+                if outcome.as_ref().is_ok_and(|o| o.complete) {
+                    // The enricher's loop keeps only recent hours' rollups fresh: bring the
+                    // history's up to date, so that 30-day views read them at once.
+                    let hour = UnixMillis::now().0.div_euclid(3_600_000) * 3_600_000;
+                    if let Err(e) = store.refresh_rollups(window.from, UnixMillis(hour)).await {
+                        tracing::warn!(error = %e, "refreshing the history's rollups failed");
+                    }
+                }
+                match &outcome {
+                    Ok(o) if o.complete => println!(
+                        "backfill done: {} samples ({} refused) over {days} in {:.1} s; \
+                         live from {}",
+                        o.samples,
+                        o.rejected,
+                        started.elapsed().as_secs_f64(),
+                        window.to
+                    ),
+                    Ok(o) => println!(
+                        "backfill stopped after {} samples; the next start sends the rest",
+                        o.samples
+                    ),
+                    Err(e) => println!("backfill failed: {e:#}"),
+                }
+                outcome
+            }))
+        }
+        backfill::Plan::Skip(_) => None,
+    };
     shutdown.wait().await;
     // Agents first, so their last batches are acked before the backend stops.
     agent_stop.trigger();
     match agent.await? {
         Ok(report) => tracing::info!(?report, "agent stopped"),
         Err(e) => tracing::error!(error = %e, "agent failed"),
+    }
+    if let Some(task) = history_task {
+        if let Err(e) = task.await? {
+            tracing::error!(error = %e, "backfill failed");
+        }
     }
     let report = backend.shutdown().await?;
     tracing::info!(?report, "stopped cleanly");

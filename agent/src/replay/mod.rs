@@ -38,7 +38,10 @@ use crate::sensor::{
     Gauges, GpuInfo, GpuLayout, GpuSensor, MigInstance, MigMode, Reading, SensorError,
     VgpuInstance, Virtualization,
 };
+mod history;
 mod trace;
+
+pub use history::HistorySpan;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

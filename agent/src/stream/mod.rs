@@ -83,6 +83,9 @@ pub struct StreamConfig {
     pub time_refusal_retry: Duration,
     /// The credentials sent on every stream.
     pub auth: StreamAuth,
+    /// The producer fills the unacked queue on purpose (a computed history sent as fast as
+    /// acks allow): a full queue is then logged at debug level, not as a warning.
+    pub backpressure_expected: bool,
 }
 
 /// Parses a gateway URL into an endpoint with the agent's connection settings.
@@ -189,7 +192,11 @@ pub async fn stream_samples(
             // Only batches that are not in the spool hold sampling back.
             let room = outbox.memory_only() < max_unacked;
             if !room && !backpressure_logged {
-                tracing::warn!(unacked_batches = outbox.unacked(), "unacked queue full; sampling waits");
+                if config.backpressure_expected {
+                    tracing::debug!(unacked_batches = outbox.unacked(), "unacked queue full; sending waits");
+                } else {
+                    tracing::warn!(unacked_batches = outbox.unacked(), "unacked queue full; sampling waits");
+                }
                 backpressure_logged = true;
             } else if room {
                 backpressure_logged = false;

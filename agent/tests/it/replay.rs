@@ -404,3 +404,57 @@ fn accelerated_pacing_runs_virtual_time_faster_and_never_ahead_of_its_clock() {
         began.elapsed()
     );
 }
+
+/// A GPU's computed history ([`ReplaySensor::history`]) against the same GPU replayed from
+/// far enough back, read position by position: every span's energy is the counter's delta
+/// between its ends, the spans are contiguous and at most a minute long, and the last one
+/// ends exactly at the live start.
+#[test]
+fn history_spans_are_the_counters_deltas_and_end_at_the_live_start() {
+    let rows = read_trace(Path::new(TRACE));
+    let period = rows[rows.len() - 1].t_ms - rows[0].t_ms;
+    let to = START;
+    let from = UnixMillis(to.0 - 2 * 3_600_000 - 1234);
+    let sensor = ReplaySensor::new(config(Path::new(TRACE), 3, 7, None)).unwrap();
+    let laps = (to.0 - from.0) / period + 2;
+    let mut earlier = ReplaySensor::new(ReplayConfig {
+        start_at: UnixMillis(to.0 - laps * period),
+        ..config(Path::new(TRACE), 3, 7, None)
+    })
+    .unwrap();
+    for gpu in 0..3 {
+        let spans = sensor.history(gpu, from, to, 60_000).unwrap();
+        assert_eq!(spans, sensor.history(gpu, from, to, 60_000).unwrap());
+        let mut counter_at = BTreeMap::new();
+        loop {
+            let r = earlier.read(gpu).unwrap().unwrap();
+            if r.at >= from {
+                counter_at.insert(r.at, r.energy_counter.unwrap().0);
+            }
+            if r.at >= to {
+                break;
+            }
+        }
+        let first = *counter_at.keys().next().unwrap();
+        assert_eq!(
+            spans[0].start, first,
+            "GPU {gpu}: the first reading at or after from"
+        );
+        assert_eq!(spans.last().unwrap().end, to, "GPU {gpu}");
+        for w in spans.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "GPU {gpu}: contiguous");
+        }
+        for s in &spans {
+            assert!(s.end > s.start && s.end.since(s.start) <= 60_000, "{s:?}");
+            assert_eq!(
+                s.energy.0,
+                counter_at[&s.end] - counter_at[&s.start],
+                "GPU {gpu}: {s:?}"
+            );
+        }
+        let total: u64 = spans.iter().map(|s| s.energy.0).sum();
+        assert_eq!(total, counter_at[&to] - counter_at[&first]);
+        assert!(spans.len() >= 120, "{}", spans.len());
+    }
+    assert!(sensor.history(0, to, to, 60_000).unwrap().is_empty());
+}

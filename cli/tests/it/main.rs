@@ -2,6 +2,7 @@
 //! check, environment overrides, intensity commands, the corpus and the portal in a browser.
 
 mod agent_check;
+mod backfill;
 mod config;
 mod corpus;
 mod env;

@@ -15,14 +15,50 @@ pub(crate) struct Up {
     /// The gateway's `grpc://` URL.
     pub(crate) gateway: String,
     pub(crate) tokens: Vec<(String, String)>,
+    /// Every line printed so far (kept as the child goes on printing).
+    pub(crate) output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Up {
+    /// Waits up to `timeout` for a printed line starting with `prefix`.
+    pub(crate) fn wait_for_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with(prefix))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line {prefix:?} within {timeout:?}; printed:\n{}",
+                self.output.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 fn start(data_dir: &std::path::Path) -> Up {
     start_with(data_dir, None)
 }
 
-/// `wattprint up` on `data_dir`, with a config file when given.
+/// `wattprint up` on `data_dir`, with a config file when given, without demo history (so
+/// tests see only what they replay).
 pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> Up {
+    start_args(data_dir, config, &["--backfill-days", "0"])
+}
+
+/// `wattprint up` on `data_dir` with `extra` arguments.
+pub(crate) fn start_args(
+    data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    extra: &[&str],
+) -> Up {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wattprint"));
     if let Some(config) = config {
         command.arg("--config").arg(config);
@@ -36,6 +72,7 @@ pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::
             "--gateway-listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())
         .spawn()
@@ -43,8 +80,10 @@ pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut api, mut tokens, mut tenant) = (None, vec![], None);
     let mut gateway = String::new();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     for line in lines.by_ref() {
         let line = line.unwrap();
+        output.lock().unwrap().push(line.clone());
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["query", "API", url, ..] => api = Some((*url).to_owned()),
@@ -60,7 +99,12 @@ pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::
         }
     }
     // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let kept = output.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
     let Some(api) = api else {
         let status = child.wait().unwrap();
         let stderr = std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap();
@@ -71,6 +115,7 @@ pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::
         api,
         gateway,
         tokens,
+        output,
     }
 }
 
