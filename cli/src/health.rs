@@ -100,8 +100,10 @@ pub async fn listen(
 
 /// Every minute until `stop`, records each configured region's intensity coverage: the share
 /// of the last 24 hours' 5-minute slots with an actual marginal point in the loaded join
-/// (`wattprint_intensity_coverage_ratio{signal="marginal"}`).
+/// (`wattprint_intensity_coverage_ratio{signal="marginal"}`), and the time of its newest point
+/// per signal and kind (`wattprint_intensity_latest_point_timestamp_seconds`).
 pub fn keep_coverage(settings: &Settings, stop: &Shutdown) -> tokio::task::JoinHandle<()> {
+    use wattprint_core::intensity::{PointKind, Signal};
     use wattprint_core::{Bucket, UnixMillis};
     use wattprint_runtime::metrics::KeyValue;
     let join = settings.intensity.clone();
@@ -110,6 +112,11 @@ pub fn keep_coverage(settings: &Settings, stop: &Shutdown) -> tokio::task::JoinH
         .f64_gauge("wattprint.intensity.coverage")
         .with_unit("1")
         .with_description("Share of the last 24 h's 5-minute slots with an actual point.")
+        .build();
+    let latest = wattprint_runtime::metrics::meter()
+        .f64_gauge("wattprint.intensity.latest_point_timestamp")
+        .with_unit("s")
+        .with_description("Start of the newest intensity point the join holds.")
         .build();
     tokio::spawn(async move {
         const SLOT_MS: i64 = 300_000;
@@ -130,6 +137,20 @@ pub fn keep_coverage(settings: &Settings, stop: &Shutdown) -> tokio::task::JoinH
                     KeyValue::new("signal", "marginal"),
                 ];
                 gauge.record(covered as f64 / slots as f64, &labels);
+                for (signal, kind) in [
+                    (Signal::Marginal, PointKind::Actual),
+                    (Signal::Marginal, PointKind::Forecast),
+                    (Signal::Average, PointKind::Actual),
+                ] {
+                    if let Some(t) = snapshot.latest(region, signal, kind, UnixMillis::now()) {
+                        let labels = [
+                            KeyValue::new("region", region.as_str().to_owned()),
+                            KeyValue::new("signal", signal.as_str()),
+                            KeyValue::new("kind", kind.as_str()),
+                        ];
+                        latest.record(t.0 as f64 / 1000.0, &labels);
+                    }
+                }
             }
             tokio::select! {
                 () = &mut stopped => return,

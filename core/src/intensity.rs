@@ -343,6 +343,30 @@ impl IntensityJoin {
         self.regions.get(region).is_some_and(|r| r.replay)
     }
 
+    /// The start of the newest point of `signal` and `kind` the join holds for `region` (None:
+    /// none). A replayed region's series loops: its newest marginal actual is the bucket
+    /// containing `now` while it replays one, and it has no forecasts.
+    pub fn latest(
+        &self,
+        region: &RegionId,
+        signal: Signal,
+        kind: PointKind,
+        now: UnixMillis,
+    ) -> Option<UnixMillis> {
+        let r = self.regions.get(region)?;
+        let t = match (signal, kind) {
+            (Signal::Marginal, PointKind::Actual) if r.replay => {
+                let bucket = Bucket::containing(now);
+                self.has_actual(region, bucket).then_some(bucket.start().0)
+            }
+            (Signal::Marginal, PointKind::Actual) => r.actual.keys().next_back().copied(),
+            (Signal::Marginal, PointKind::Forecast) => r.forecast.keys().next_back().copied(),
+            (Signal::Average, PointKind::Actual) => r.average.keys().next_back().copied(),
+            (Signal::Average, PointKind::Forecast) => None,
+        };
+        t.map(UnixMillis)
+    }
+
     /// Whether the join has the marginal actual for `bucket` itself (for a replayed region, for
     /// the bucket it replays).
     pub fn has_actual(&self, region: &RegionId, bucket: Bucket) -> bool {

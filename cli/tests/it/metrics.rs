@@ -136,6 +136,22 @@ async fn up_metrics_move_with_traffic_and_count_refusals_by_reason() {
         .map(|s| s.labels["region"].as_str())
         .collect();
     assert_eq!(regions.len(), 3);
+    // The newest marginal actual of each (replayed) region is the bucket playing now.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let latest: Vec<f64> = m
+        .iter()
+        .filter(|s| s.name == "wattprint_intensity_latest_point_timestamp_seconds")
+        .filter(|s| s.labels["signal"] == "marginal" && s.labels["kind"] == "actual")
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(latest.len(), 3, "{latest:?}");
+    assert!(
+        latest.iter().all(|t| now_s - 900.0 < *t && *t <= now_s),
+        "{latest:?} vs now {now_s}"
+    );
 
     // The enricher's energy and emissions by region are the API's, in configured regions only.
     let by_region = |name: &str| -> Vec<(String, f64)> {
