@@ -150,18 +150,11 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                let mut guard = conn.lock().map_err(|_| poisoned(op))?;
-                f(&mut guard)
-            })
+        blocking(op, move || {
+            let mut guard = conn.lock().map_err(|_| poisoned(op))?;
+            f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Backend {
-            op,
-            source: Box::new(e),
-        })?
     }
 
     /// Runs the read `f` on a free read-only connection (the writing one for an in-memory
@@ -178,25 +171,33 @@ impl SqliteStore {
         let first = self
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                let n = readers.len();
-                // A free reader if there is one, else wait for this call's turn.
-                let free = (0..n).find_map(|k| readers[(first + k) % n].try_lock().ok());
-                let mut guard = match free {
-                    Some(g) => g,
-                    None => readers[first % n].lock().map_err(|_| poisoned(op))?,
-                };
-                f(&mut guard)
-            })
+        blocking(op, move || {
+            let n = readers.len();
+            // A free reader if there is one, else wait for this call's turn.
+            let free = (0..n).find_map(|k| readers[(first + k) % n].try_lock().ok());
+            let mut guard = match free {
+                Some(g) => g,
+                None => readers[first % n].lock().map_err(|_| poisoned(op))?,
+            };
+            f(&mut guard)
         })
+        .await
+    }
+}
+
+/// Runs `f` on the blocking pool inside the caller's tracing span.
+async fn blocking<T, F>(op: &'static str, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| StoreError::Backend {
             op,
             source: Box::new(e),
         })?
-    }
 }
 
 fn poisoned(op: &'static str) -> StoreError {

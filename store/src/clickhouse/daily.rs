@@ -9,19 +9,14 @@
 //! 5-minute tiers until it is recomputed. Which days a summary reads here is fixed by one
 //! query before the summary's own, so no day is read from two tiers.
 
-use super::rollups::totals_by_day_sql;
+use super::rollups::{RecomputeJob, DAILY};
 use super::schema::DAY_MS;
-use super::{ch_err, placeholders, ClickHouseStore};
+use super::{ch_err, ClickHouseStore};
 use crate::StoreError;
 use ::clickhouse::Row;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use wattprint_core::TenantId;
-
-/// `(instance, day)`s recomputed by one query.
-const RECOMPUTE_KEYS: usize = 1_000;
-/// The recompute queries carry key lists: allow more than the default 256 KiB.
-const MAX_QUERY_SIZE: &str = "16777216";
 
 /// Start of the UTC day containing `t`.
 pub(crate) fn floor_day(t: i64) -> i64 {
@@ -135,57 +130,18 @@ impl ClickHouseStore {
 
     /// Recomputes the given days from `shares FINAL`, stamped with the counts they carry.
     pub(super) async fn recompute_days(&self, stale: &[StaleDay]) -> Result<(), StoreError> {
-        const OP: &str = "recomputing daily rollups";
-        let mut by_tenant: BTreeMap<&str, Vec<&StaleDay>> = BTreeMap::new();
-        for s in stale {
-            by_tenant.entry(s.tenant.as_str()).or_default().push(s);
-        }
-        for (tenant, keys) in by_tenant {
-            for chunk in keys.chunks(RECOMPUTE_KEYS) {
-                let instances: BTreeSet<&str> =
-                    chunk.iter().map(|k| k.instance_id.as_str()).collect();
-                let lo = chunk.iter().map(|k| k.day_ms).min().unwrap_or(0);
-                let hi = chunk
-                    .iter()
-                    .map(|k| k.day_ms)
-                    .max()
-                    .unwrap_or(0)
-                    .saturating_add(DAY_MS);
-                let filter = format!(
-                    "tenant = ? AND instance_id IN ({}) AND bucket_ms >= ? AND bucket_ms < ?",
-                    placeholders(instances.len(), 1)
-                );
-                let (columns, computed) = totals_by_day_sql(&filter);
-                let sql = format!(
-                    "INSERT INTO rollup_daily (tenant, instance_id, day_ms, gpu_uuid, \
-                     writes_seen, {columns}, hour_mask) \
-                     SELECT tenant, instance_id, day_ms, gpu_uuid, job_writes, {columns}, \
-                     hour_mask \
-                     FROM ({computed}) AS computed ANY INNER JOIN ( \
-                         SELECT tupleElement(job, 1) AS instance_id, \
-                             toInt64(tupleElement(job, 2)) AS day_ms, \
-                             toUInt64(tupleElement(job, 3)) AS job_writes \
-                         FROM (SELECT arrayJoin(?) AS job) \
-                     ) AS jobs USING (instance_id, day_ms)"
-                );
-                let mut q = self.client.query(&sql).bind(tenant);
-                for i in &instances {
-                    q = q.bind(*i);
-                }
-                let jobs: Vec<(&str, i64, u64)> = chunk
-                    .iter()
-                    .map(|k| (k.instance_id.as_str(), k.day_ms, k.writes))
-                    .collect();
-                q.bind(lo)
-                    .bind(hi)
-                    .bind(jobs)
-                    .with_option("max_query_size", MAX_QUERY_SIZE)
-                    .execute()
-                    .await
-                    .map_err(ch_err(OP))?;
-            }
-        }
-        Ok(())
+        let jobs: Vec<RecomputeJob<'_>> = stale
+            .iter()
+            .map(|s| {
+                (
+                    s.tenant.as_str(),
+                    s.instance_id.as_str(),
+                    s.day_ms,
+                    s.writes,
+                )
+            })
+            .collect();
+        self.recompute_into(&DAILY, &jobs).await
     }
 
     /// Recomputes every stale daily rollup of the days that end by `to` and overlap the day

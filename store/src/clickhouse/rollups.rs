@@ -164,19 +164,57 @@ fn hourly_sql(filter: &str, with_tenant: bool) -> String {
     )
 }
 
-/// The totals columns and the SQL computing them per `(tenant, instance, GPU, day)` from the
-/// intervals under `filter`, named as in `rollup_daily`.
-pub(super) fn totals_by_day_sql(filter: &str) -> (&'static str, String) {
-    let sql = format!(
+/// The SQL computing [`TOTAL_COLUMNS`] and `hour_mask` per `(tenant, instance, GPU, day)` from
+/// the intervals under `filter`, named as in `rollup_daily`.
+fn totals_by_day_sql(filter: &str) -> String {
+    format!(
         "SELECT tenant, instance_id, gpu_uuid, {day} AS day_ms, {TOTALS_OF_INTERVALS}, \
          groupBitOr(bitShiftLeft(toUInt32(1), toUInt8(intDiv(bucket_ms - {day}, {HOUR_MS})))) \
          AS hour_mask \
          FROM ({inner}) GROUP BY tenant, instance_id, gpu_uuid, day_ms",
         day = day_of("bucket_ms"),
         inner = intervals_sql(filter),
-    );
-    (TOTAL_COLUMNS, sql)
+    )
 }
+
+/// A rollup table and how its rows are computed, for [`ClickHouseStore::recompute_into`].
+pub(super) struct Grain {
+    /// The table.
+    pub table: &'static str,
+    /// Its period column.
+    pub key: &'static str,
+    /// The period's length.
+    pub length_ms: i64,
+    /// Columns after the totals (with a leading comma), computed alongside them.
+    pub extra: &'static str,
+    /// SQL computing the rows, with the tenant, from the intervals under a filter.
+    pub computed: fn(&str) -> String,
+    /// The operation named in errors.
+    pub op: &'static str,
+}
+
+/// `(tenant, instance, period start, write count)`: one rollup row set to recompute.
+pub(super) type RecomputeJob<'a> = (&'a str, &'a str, i64, u64);
+
+/// Hourly rollups.
+const HOURLY: Grain = Grain {
+    table: "rollup_hourly",
+    key: "hour_ms",
+    length_ms: HOUR_MS,
+    extra: "",
+    computed: |filter| hourly_sql(filter, true),
+    op: "recomputing rollups",
+};
+
+/// Daily rollups, with the hours that have data (see `clickhouse/daily.rs`).
+pub(super) const DAILY: Grain = Grain {
+    table: "rollup_daily",
+    key: "day_ms",
+    length_ms: super::schema::DAY_MS,
+    extra: ", hour_mask",
+    computed: totals_by_day_sql,
+    op: "recomputing daily rollups",
+};
 
 /// Per-instance aggregate of hourly and daily rows (rollups and raw alike), in
 /// [`StoredUsage`]'s order; the last counts the instance-hours read from rollups (each row
@@ -361,55 +399,74 @@ impl ClickHouseStore {
     /// Recomputes the given `(tenant, instance, hour)`s, each stamped with the write count it
     /// carries (read before this call, so before the shares are read here).
     pub(crate) async fn recompute(&self, stale: &[StaleHour]) -> Result<(), StoreError> {
-        const OP: &str = "recomputing rollups";
-        let mut by_tenant: BTreeMap<&str, Vec<&StaleHour>> = BTreeMap::new();
-        for s in stale {
-            by_tenant.entry(s.tenant.as_str()).or_default().push(s);
+        let jobs: Vec<RecomputeJob<'_>> = stale
+            .iter()
+            .map(|s| {
+                (
+                    s.tenant.as_str(),
+                    s.instance_id.as_str(),
+                    s.hour_ms,
+                    s.writes,
+                )
+            })
+            .collect();
+        self.recompute_into(&HOURLY, &jobs).await
+    }
+
+    /// Recomputes rollup rows of `grain` for `(tenant, instance, period start, write count)`
+    /// jobs from `shares FINAL`, each stamped with its count, a tenant and a chunk of jobs per
+    /// query.
+    pub(super) async fn recompute_into(
+        &self,
+        grain: &Grain,
+        jobs: &[RecomputeJob<'_>],
+    ) -> Result<(), StoreError> {
+        let mut by_tenant: BTreeMap<&str, Vec<&RecomputeJob<'_>>> = BTreeMap::new();
+        for job in jobs {
+            by_tenant.entry(job.0).or_default().push(job);
         }
         for (tenant, keys) in by_tenant {
             for chunk in keys.chunks(RECOMPUTE_KEYS) {
-                let instances: BTreeSet<&str> =
-                    chunk.iter().map(|k| k.instance_id.as_str()).collect();
-                let lo = chunk.iter().map(|k| k.hour_ms).min().unwrap_or(0);
+                let instances: BTreeSet<&str> = chunk.iter().map(|k| k.1).collect();
+                let lo = chunk.iter().map(|k| k.2).min().unwrap_or(0);
                 let hi = chunk
                     .iter()
-                    .map(|k| k.hour_ms)
+                    .map(|k| k.2)
                     .max()
                     .unwrap_or(0)
-                    .saturating_add(HOUR_MS);
+                    .saturating_add(grain.length_ms);
                 let filter = format!(
                     "tenant = ? AND instance_id IN ({}) AND bucket_ms >= ? AND bucket_ms < ?",
                     placeholders(instances.len(), 1)
                 );
-                // The job list joins on (instance, hour) only: the tenant is fixed per query,
-                // and a join key never mixes `LowCardinality` with `String`.
+                // The job list joins on (instance, period) only: the tenant is fixed per
+                // query, and a join key never mixes `LowCardinality` with `String`.
+                let (table, key, extra) = (grain.table, grain.key, grain.extra);
                 let sql = format!(
-                    "INSERT INTO rollup_hourly (tenant, instance_id, hour_ms, gpu_uuid, \
-                     writes_seen, {TOTAL_COLUMNS}) \
-                     SELECT tenant, instance_id, hour_ms, gpu_uuid, job_writes, {TOTAL_COLUMNS} \
-                     FROM ({hourly}) AS computed ANY INNER JOIN ( \
+                    "INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid, \
+                     writes_seen, {TOTAL_COLUMNS}{extra}) \
+                     SELECT tenant, instance_id, {key}, gpu_uuid, job_writes, \
+                     {TOTAL_COLUMNS}{extra} \
+                     FROM ({computed}) AS computed ANY INNER JOIN ( \
                          SELECT tupleElement(job, 1) AS instance_id, \
-                             toInt64(tupleElement(job, 2)) AS hour_ms, \
+                             toInt64(tupleElement(job, 2)) AS {key}, \
                              toUInt64(tupleElement(job, 3)) AS job_writes \
                          FROM (SELECT arrayJoin(?) AS job) \
-                     ) AS jobs USING (instance_id, hour_ms)",
-                    hourly = hourly_sql(&filter, true)
+                     ) AS jobs USING (instance_id, {key})",
+                    computed = (grain.computed)(&filter)
                 );
                 let mut q = self.client.query(&sql).bind(tenant);
                 for i in &instances {
                     q = q.bind(*i);
                 }
-                let jobs: Vec<(&str, i64, u64)> = chunk
-                    .iter()
-                    .map(|k| (k.instance_id.as_str(), k.hour_ms, k.writes))
-                    .collect();
+                let jobs: Vec<(&str, i64, u64)> = chunk.iter().map(|k| (k.1, k.2, k.3)).collect();
                 q.bind(lo)
                     .bind(hi)
                     .bind(jobs)
                     .with_option("max_query_size", MAX_QUERY_SIZE)
                     .execute()
                     .await
-                    .map_err(ch_err(OP))?;
+                    .map_err(ch_err(grain.op))?;
             }
         }
         Ok(())
