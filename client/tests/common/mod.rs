@@ -85,6 +85,9 @@ impl Server {
             &gpus,
             "--instances",
             &instances,
+            // Energy is checked against the trace from the replay's start: no demo history.
+            "--backfill-days",
+            "0",
         ];
         let mut node = Node::spawn("up", &args, &env, dir.path());
         let line = node.wait_for_line("  query API", Duration::from_secs(180));
