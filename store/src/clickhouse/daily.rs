@@ -9,13 +9,13 @@
 //! 5-minute tiers until it is recomputed. Which days a summary reads here is fixed by one
 //! query before the summary's own, so no day is read from two tiers.
 
-use super::rollups::{RecomputeJob, DAILY};
+use super::rollups::{moved_past, RecomputeJob, DAILY};
 use super::schema::DAY_MS;
-use super::{ch_err, ClickHouseStore};
+use super::ClickHouseStore;
 use crate::StoreError;
 use ::clickhouse::Row;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use wattprint_core::TenantId;
 
 /// Start of the UTC day containing `t`.
@@ -152,21 +152,12 @@ impl ClickHouseStore {
         let (mut day, end) = (floor_day(from.saturating_sub(DAY_MS)), floor_day(to));
         let mut done = 0u64;
         while day < end {
-            // Skip to the next day with writes: a wide range is mostly empty.
-            let (next, marked): (i64, u64) = self
-                .client
-                .query(
-                    "SELECT min(day_ms), count() FROM rollup_marks_daily \
-                     WHERE day_ms >= ? AND day_ms < ?",
-                )
-                .bind(day)
-                .bind(end)
-                .fetch_one()
-                .await
-                .map_err(ch_err(OP))?;
-            if marked == 0 {
+            let Some(next) = self
+                .next_marked("rollup_marks_daily", "day_ms", day, end, OP)
+                .await?
+            else {
                 break;
-            }
+            };
             day = next.max(day);
             let stale = self
                 .stale_days(None, day, day.saturating_add(DAY_MS))
@@ -181,19 +172,10 @@ impl ClickHouseStore {
     /// After a write: recomputes, per `(tenant, instance)`, the days before the latest one the
     /// write touched (`touched` holds hours). Failures are logged: a stale rollup is never read.
     pub(super) async fn roll_up_passed_days(&self, touched: &BTreeSet<(String, String, i64)>) {
-        let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for (t, i, h) in touched {
-            let e = latest.entry((t.as_str(), i.as_str())).or_insert(*h);
-            *e = (*e).max(*h);
-        }
-        let passed: BTreeSet<i64> = touched
-            .iter()
-            .filter(|(t, i, h)| {
-                latest
-                    .get(&(t.as_str(), i.as_str()))
-                    .is_some_and(|l| floor_day(*h) < floor_day(*l))
-            })
-            .map(|(_, _, h)| floor_day(*h))
+        // A day's recompute takes every stale instance of it: the days alone are the jobs.
+        let passed: BTreeSet<i64> = moved_past(touched, floor_day)
+            .into_iter()
+            .map(|(_, _, day)| day)
             .collect();
         for day in passed {
             let result = async {

@@ -89,6 +89,25 @@ const MAX_QUERY_SIZE: &str = "16777216";
 /// No days read from daily rollups: an empty range, so `x < lo OR x >= hi` holds for all `x`.
 const NO_DAYS: (i64, i64) = (i64::MIN, i64::MIN);
 
+/// The `(tenant, instance, period)`s of `touched` (hours, each floored to its period by
+/// `period`) before the latest period touched for the same `(tenant, instance)`: the stream
+/// has moved past them.
+pub(super) fn moved_past(
+    touched: &BTreeSet<(String, String, i64)>,
+    period: fn(i64) -> i64,
+) -> BTreeSet<(&str, &str, i64)> {
+    let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (t, i, h) in touched {
+        let e = latest.entry((t.as_str(), i.as_str())).or_insert(period(*h));
+        *e = (*e).max(period(*h));
+    }
+    touched
+        .iter()
+        .map(|(t, i, h)| (t.as_str(), i.as_str(), period(*h)))
+        .filter(|(t, i, p)| latest.get(&(*t, *i)).is_some_and(|l| p < l))
+        .collect()
+}
+
 /// Start of the hour containing `t`.
 pub(crate) fn floor_hour(t: i64) -> i64 {
     t.div_euclid(HOUR_MS).saturating_mul(HOUR_MS)
@@ -484,20 +503,12 @@ impl ClickHouseStore {
         let (mut at, end) = (ceil_hour(from.0), floor_hour(to.0));
         let mut done = 0u64;
         while at < end {
-            let (next, marked): (i64, u64) = self
-                .client
-                .query(
-                    "SELECT min(hour_ms), count() FROM rollup_marks \
-                     WHERE hour_ms >= ? AND hour_ms < ?",
-                )
-                .bind(at)
-                .bind(end)
-                .fetch_one()
-                .await
-                .map_err(ch_err(OP))?;
-            if marked == 0 {
+            let Some(next) = self
+                .next_marked("rollup_marks", "hour_ms", at, end, OP)
+                .await?
+            else {
                 break;
-            }
+            };
             at = next.max(at);
             let until = at.saturating_add(REFRESH_WINDOW_HOURS * HOUR_MS).min(end);
             let stale = self.stale_hours(None, at, until, None).await?;
@@ -512,20 +523,35 @@ impl ClickHouseStore {
         Ok(done + days)
     }
 
+    /// The first period start in `[at, end)` with a write mark in `table` (period column
+    /// `key`), or None: a wide refresh range is mostly empty.
+    pub(super) async fn next_marked(
+        &self,
+        table: &str,
+        key: &str,
+        at: i64,
+        end: i64,
+        op: &'static str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (next, marked): (i64, u64) = self
+            .client
+            .query(&format!(
+                "SELECT min({key}), count() FROM {table} WHERE {key} >= ? AND {key} < ?"
+            ))
+            .bind(at)
+            .bind(end)
+            .fetch_one()
+            .await
+            .map_err(ch_err(op))?;
+        Ok((marked > 0).then_some(next))
+    }
+
     /// After a write: recomputes, per `(tenant, instance)` of `touched`, the hours before the
     /// latest one it touched (the stream has moved past them). Failures are logged, not
     /// returned: the write is stored, and a stale rollup is never read.
     pub(crate) async fn roll_up_passed_hours(&self, touched: &BTreeSet<(String, String, i64)>) {
         const OP: &str = "recomputing rollups after a write";
-        let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for (t, i, h) in touched {
-            let e = latest.entry((t.as_str(), i.as_str())).or_insert(*h);
-            *e = (*e).max(*h);
-        }
-        let passed: Vec<&(String, String, i64)> = touched
-            .iter()
-            .filter(|(t, i, h)| latest.get(&(t.as_str(), i.as_str())).is_some_and(|l| h < l))
-            .collect();
+        let passed: Vec<(&str, &str, i64)> = moved_past(touched, |h| h).into_iter().collect();
         if passed.is_empty() {
             return;
         }
@@ -540,7 +566,7 @@ impl ClickHouseStore {
                 );
                 let mut q = self.client.query(&sql);
                 for (t, i, h) in chunk {
-                    q = q.bind(t.as_str()).bind(i.as_str()).bind(*h);
+                    q = q.bind(*t).bind(*i).bind(*h);
                 }
                 stale.extend(
                     self.fetch::<StaleHour>(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
