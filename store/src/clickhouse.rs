@@ -232,12 +232,21 @@ impl ClickHouseStore {
         }
     }
 
+    /// Runs a read. A pooled connection that the server (or a proxy) closed while it sat idle,
+    /// a restart for instance, fails the first request sent on it; a read is safe to send once
+    /// more, on a fresh connection.
     async fn fetch<T: RowOwned + RowRead>(
         &self,
         query: ::clickhouse::query::Query,
         op: &'static str,
     ) -> Result<Vec<T>, StoreError> {
-        query.fetch_all::<T>().await.map_err(ch_err(op))
+        match query.clone().fetch_all::<T>().await {
+            Err(::clickhouse::error::Error::Network(e)) => {
+                tracing::debug!(error = %e, op, "ClickHouse read failed on the network; once more");
+                query.fetch_all::<T>().await.map_err(ch_err(op))
+            }
+            other => other.map_err(ch_err(op)),
+        }
     }
 
     /// One `INSERT` of `rows` into `table` (none when `rows` is empty).
