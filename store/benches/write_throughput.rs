@@ -6,8 +6,8 @@
 //! shares joined with the real CAISO_NORTH marginal series. The store path writes them in
 //! batches of each size in `WPBENCH_BATCHES` (the enricher writes up to 256 bus messages per
 //! batch), sequentially as one enricher partition does, into a fresh database each. The raw
-//! path bulk-inserts the rows the store wrote (shares, samples, `(gpu, seq)` keys, rollup
-//! marks), one `clickhouse-client` per table: the server's ingest ceiling for those rows,
+//! path bulk-inserts the rows the store wrote (spans, shares, samples, `(gpu, seq)` keys; the
+//! same views fill the frontier and the rollup marks), one `clickhouse-client` per table: the server's ingest ceiling for those rows,
 //! without the exactly-once lookups.
 //!
 //! "Per core" divides by CPU seconds actually used, of this process and its children plus the
@@ -136,18 +136,19 @@ fn string(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// The rows `write_samples` inserts (the views on `gpu_spans` and `shares` add the frontier
+/// and the rollup marks in both runs).
 struct Tables {
+    gpu_spans: Vec<u8>,
     shares: Vec<u8>,
     samples: Vec<u8>,
     sample_keys: Vec<u8>,
-    rollup_marks: Vec<u8>,
     share_rows: usize,
 }
 
 fn encode(batch: &[EnrichedSample]) -> Tables {
-    let (mut shares, mut samples, mut keys, mut marks) = (vec![], vec![], vec![], vec![]);
+    let (mut spans, mut shares, mut samples, mut keys) = (vec![], vec![], vec![], vec![]);
     let mut share_rows = 0;
-    let mut hours = std::collections::BTreeSet::new();
     for es in batch {
         let s = &es.sample;
         for sh in &es.shares {
@@ -171,12 +172,11 @@ fn encode(batch: &[EnrichedSample]) -> Tables {
             b.extend(i.point_at.0.to_le_bytes());
             b.push(u8::from(i.replayed));
             b.extend(es.pue.to_le_bytes());
-            hours.insert((
-                es.tenant.as_str(),
-                s.instance.as_str(),
-                sh.bucket.start().0.div_euclid(3_600_000) * 3_600_000,
-            ));
         }
+        string(&mut spans, s.gpu.as_str());
+        spans.extend(s.start.0.to_le_bytes());
+        spans.extend(s.end.0.to_le_bytes());
+        spans.extend(s.seq.to_le_bytes());
         let b = &mut samples;
         string(b, es.tenant.as_str());
         string(b, s.instance.as_str());
@@ -199,17 +199,11 @@ fn encode(batch: &[EnrichedSample]) -> Tables {
         keys.extend(s.seq.to_le_bytes());
         string(&mut keys, s.instance.as_str());
     }
-    for (t, i, h) in hours {
-        string(&mut marks, t);
-        string(&mut marks, i);
-        marks.extend(h.to_le_bytes());
-        marks.extend(1u64.to_le_bytes());
-    }
     Tables {
+        gpu_spans: spans,
         shares,
         samples,
         sample_keys: keys,
-        rollup_marks: marks,
         share_rows,
     }
 }
@@ -217,6 +211,8 @@ fn encode(batch: &[EnrichedSample]) -> Tables {
 struct Run {
     wall: Duration,
     cpu: Duration,
+    /// Of `cpu`, the ClickHouse server's (zero for SQLite).
+    server: Duration,
 }
 
 fn report(what: &str, samples: usize, shares: usize, r: &Run) {
@@ -230,6 +226,13 @@ fn report(what: &str, samples: usize, shares: usize, r: &Run) {
         shares as f64 / r.wall.as_secs_f64(),
         per_core,
     );
+    if !r.server.is_zero() {
+        println!(
+            "  of which CPU in ClickHouse {:>8.2} s, in the client {:>8.2} s",
+            r.server.as_secs_f64(),
+            (r.cpu - r.server).as_secs_f64(),
+        );
+    }
 }
 
 /// Totals of a database as the store reads them: rows and energy of `shares FINAL`.
@@ -286,9 +289,11 @@ async fn main() {
             let out = store.write_samples(chunk).await.unwrap();
             assert_eq!(out.inserted as usize, chunk.len());
         }
+        let server = server_cpu(pid.as_deref()) - srv0;
         let run = Run {
             wall: t0.elapsed(),
-            cpu: (own_cpu() - cpu0) + (server_cpu(pid.as_deref()) - srv0),
+            cpu: (own_cpu() - cpu0) + server,
+            server,
         };
         report(
             &format!("write_samples, batches of {size}"),
@@ -315,8 +320,8 @@ async fn main() {
     let tables = encode(&batch);
     let (cpu0, srv0, t0) = (own_cpu(), server_cpu(pid.as_deref()), Instant::now());
     for (table, bytes) in [
+        ("gpu_spans", &tables.gpu_spans),
         ("shares", &tables.shares),
-        ("rollup_marks", &tables.rollup_marks),
         ("samples", &tables.samples),
         ("sample_keys", &tables.sample_keys),
     ] {
@@ -336,9 +341,11 @@ async fn main() {
         let status = child.wait().unwrap();
         assert!(status.success(), "clickhouse-client failed for {table}");
     }
+    let server = server_cpu(pid.as_deref()) - srv0;
     let raw = Run {
         wall: t0.elapsed(),
-        cpu: (own_cpu() - cpu0) + (server_cpu(pid.as_deref()) - srv0),
+        cpu: (own_cpu() - cpu0) + server,
+        server,
     };
     assert_eq!(tables.share_rows, share_rows);
     report("clickhouse-client RowBinary, bulk", n, share_rows, &raw);
@@ -371,6 +378,7 @@ async fn main() {
         let run = Run {
             wall: t0.elapsed(),
             cpu: own_cpu() - cpu0,
+            server: Duration::ZERO,
         };
         report(
             &format!("sqlite write_samples ({sync:?}), batches of 256"),

@@ -19,8 +19,8 @@
 //!   and restatements rewriting shares with better intensity) adds, in the same query and
 //!   after the block is stored, one mark per `(tenant, instance, hour)` it touched to
 //!   `rollup_marks` (the `shares_rollup_marks` materialized view, schema version 9; a
-//!   `SummingMergeTree`: the hour's write count only grows). The write path also inserts its
-//!   marks explicitly (schema version 2's protocol; redundant since the view). A recompute
+//!   `SummingMergeTree`: the hour's write count only grows); the write path relies on it
+//!   (before version 9 it inserted its marks separately, after the shares). A recompute
 //!   reads the count **first**, then the shares, and stamps its rows with that count
 //!   (`writes_seen`): every write counted in the stamp had its shares in before its mark, so
 //!   the rows include them. A rollup row is used only while its stamp equals the hour's

@@ -8,8 +8,7 @@
 
 use super::rollups;
 use super::rows::{
-    AggregatedInterval, GpuSpan, RollupMark, SampleKey, ShareKey, StoredSample, StoredShare,
-    INTERVAL_SELECT,
+    AggregatedInterval, GpuSpan, SampleKey, ShareKey, StoredSample, StoredShare, INTERVAL_SELECT,
 };
 use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
@@ -360,11 +359,11 @@ impl ClickHouseStore {
         Ok(out)
     }
 
-    /// Writes samples known to be new with their shares, then the `(gpu, seq)` markers of
-    /// these and of any stored sample that lacks one.
+    /// Writes samples known to be new with their shares, then the samples and, in the same
+    /// step, the `(gpu, seq)` markers of these and of any stored sample that lacks one.
     ///
     /// Order matters, because the `INSERT`s are not one transaction: **shares first, then
-    /// samples, then markers.** A sample row is what makes a later delivery a duplicate that
+    /// samples (with their markers).** A sample row is what makes a later delivery a duplicate that
     /// writes nothing. If the process dies after the shares and before the samples, no sample
     /// row exists, so the redelivery (the bus redelivers whatever was not acknowledged) writes
     /// the sample again: its shares go under the same deterministic keys, where the stored ones
@@ -376,13 +375,10 @@ impl ClickHouseStore {
     /// stored, no sample) and heals the same way. A crash before the markers leaves stored
     /// samples without one; the redelivery finds them as duplicates and writes the markers.
     ///
-    /// The shares insert marks its hours itself (the `shares_rollup_marks` view, schema
-    /// version 9). The explicit rollup marks of the hours the new samples touch, redundant
-    /// since, still go in **after the shares and before the samples** (see
-    /// `clickhouse/rollups.rs`): after the shares, so a recompute that
-    /// counts a mark has the shares it stands for; before the samples, so a crash between the
-    /// two leaves no sample row and the redelivery writes the marks. Returns the
-    /// `(tenant, instance, hour)`s marked.
+    /// The shares insert marks its hours and days itself, in the same query (the
+    /// `shares_rollup_marks` views, schema versions 9 and 11; see `clickhouse/rollups.rs`), so
+    /// no separate marks insert can be lost or reordered. Returns the `(tenant, instance,
+    /// hour)`s the new samples touched.
     async fn write_new_samples(
         &self,
         new: &[&EnrichedSample],
@@ -428,22 +424,16 @@ impl ClickHouseStore {
                 })
             })
             .collect();
-        let marks: Vec<RollupMark> = touched
-            .iter()
-            .map(|(tenant, instance, hour)| RollupMark {
-                tenant: tenant.clone(),
-                instance_id: instance.clone(),
-                hour_ms: *hour,
-                writes: 1,
-            })
-            .collect();
-        self.insert("rollup_marks", &marks, OP).await?;
         let samples: Vec<StoredSample> = new
             .iter()
             .map(|es| StoredSample::encode(es.tenant.as_str(), &es.sample))
             .collect();
-        self.insert("samples", &samples, OP).await?;
-        self.insert("sample_keys", markers, OP).await?;
+        // Together: a marker without its sample (the other crash) claims a `(GPU, seq)` whose
+        // span is already stored, and its redelivery under the same instance writes the sample.
+        tokio::try_join!(
+            self.insert("samples", &samples, OP),
+            self.insert("sample_keys", markers, OP)
+        )?;
         Ok(touched)
     }
 }
