@@ -18,7 +18,9 @@ use wattprint_core::config::InvalidConfig;
 use wattprint_core::intensity::SharedJoin;
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GpuUuid, HostId, InstanceId, Milliwatts, RegionId, TenantId};
-pub use wattprint_ingest::config::{GatewaySettings, RawGateway, RawGatewayTls};
+pub use wattprint_ingest::config::{
+    EnricherBatching, GatewaySettings, RawEnricher, RawGateway, RawGatewayTls,
+};
 use wattprint_ingest::gateway::GatewayTlsFiles;
 pub use wattprint_intensity::config::{
     IntensityPolling, IntensitySettings, PolledRegion, ProviderKind, RawIntensity, RawPoll,
@@ -80,15 +82,6 @@ pub struct RawConfig {
     /// Inventory: instances and their GPUs.
     #[serde(default)]
     pub instances: Vec<RawInstance>,
-}
-
-/// `[enricher]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawEnricher {
-    /// Metrics listener (`/metrics`, `/healthz`, `/readyz`; default 127.0.0.1:9465, empty:
-    /// off).
-    pub metrics_listen: Option<String>,
 }
 
 /// Where each process serves `/metrics`, `/healthz` and `/readyz` (`None`: not served).
@@ -205,6 +198,8 @@ pub struct Settings {
     pub gateway_tls: Option<GatewayTlsFiles>,
     /// Gateway host registry file (`None`: any host may stream).
     pub gateway_hosts_file: Option<PathBuf>,
+    /// How the Kafka enricher batches its store writes (`[enricher]`).
+    pub enricher_batching: EnricherBatching,
     /// Query API listen address.
     pub api_listen: SocketAddr,
     /// Token issuer.
@@ -333,6 +328,7 @@ impl RawConfig {
         let samples = raw.store.sample_retention()?;
         let bus = raw.bus.validate()?;
         let gateway = raw.gateway.validate()?;
+        let enricher_batching = raw.enricher.batching()?;
         let intensity = raw
             .intensity
             .as_ref()
@@ -377,6 +373,7 @@ impl RawConfig {
             gateway_listen: gateway.listen,
             gateway_tls: gateway.tls,
             gateway_hosts_file: gateway.hosts_file,
+            enricher_batching,
             api_listen: api.listen,
             issuer: api.issuer,
             audience: api.audience,

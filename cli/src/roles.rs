@@ -431,7 +431,8 @@ async fn start_bus(
             };
             let task = if roles.enricher {
                 let consumer = KafkaConsumer::new(config)?;
-                let enricher = enricher.with_batching(512, Duration::from_millis(200));
+                let batching = settings.enricher_batching;
+                let enricher = enricher.with_batching(batching.max_records, batching.linger);
                 Some(tokio::spawn(enricher.run(consumer, stop.wait())))
             } else {
                 None
