@@ -210,9 +210,7 @@ pub async fn run(
 ) -> Result<AgentReport, AgentError> {
     let attribution = attribution.into();
     validate(&config, sensor.unpaced())?;
-    let endpoint = gateway_endpoint(&config)?;
-    let auth = stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
-        .map_err(AgentError::InvalidConfig)?;
+    let stream_config = stream_config(&config, false)?;
     let span = tracing::info_span!("agent", host = %config.host_id);
     async move {
         let resumed = load_clock_state(&config);
@@ -279,18 +277,6 @@ pub async fn run(
                 let _entered = sampler_span.entered();
                 sampling_loop(sensor, gpus, cadence, tx, stop_rx, stats, state_writer);
             })
-        };
-        let stream_config = stream::StreamConfig {
-            host_id: config.host_id.clone(),
-            endpoint,
-            batch_max_samples: config.batch_max_samples,
-            batch_max_wait: config.batch_max_wait,
-            max_unacked_batches: config.max_unacked_batches,
-            reconnect_backoff_max: config.reconnect_backoff_max,
-            shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
-            time_refusal_retry: config.time_refusal_retry,
-            auth,
-            backpressure_expected: false,
         };
         let stop = move || drop(stop_tx);
         let mut report = stream::stream_samples(stream_config, spool, rx, shutdown, stop).await;
@@ -397,22 +383,30 @@ pub async fn send_samples(
     samples: tokio::sync::mpsc::Receiver<wattprint_core::sample::EnergySample>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<AgentReport, AgentError> {
-    let endpoint = gateway_endpoint(config)?;
-    let auth = stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
-        .map_err(AgentError::InvalidConfig)?;
-    let stream_config = stream::StreamConfig {
+    let stream_config = stream_config(config, true)?;
+    Ok(stream::stream_samples(stream_config, None, samples, shutdown, || {}).await)
+}
+
+/// How `config`'s agent streams: its gateway endpoint, TLS, host token and batching.
+/// `backpressure_expected`: the samples come faster than the gateway acks (a computed history),
+/// so waiting for acks is normal rather than worth a warning.
+fn stream_config(
+    config: &AgentConfig,
+    backpressure_expected: bool,
+) -> Result<stream::StreamConfig, AgentError> {
+    Ok(stream::StreamConfig {
         host_id: config.host_id.clone(),
-        endpoint,
+        endpoint: gateway_endpoint(config)?,
         batch_max_samples: config.batch_max_samples,
         batch_max_wait: config.batch_max_wait,
         max_unacked_batches: config.max_unacked_batches,
         reconnect_backoff_max: config.reconnect_backoff_max,
         shutdown_ack_wait: stream::SHUTDOWN_ACK_WAIT,
         time_refusal_retry: config.time_refusal_retry,
-        auth,
-        backpressure_expected: true,
-    };
-    Ok(stream::stream_samples(stream_config, None, samples, shutdown, || {}).await)
+        auth: stream::StreamAuth::new(&config.host_id, config.host_token.as_ref())
+            .map_err(AgentError::InvalidConfig)?,
+        backpressure_expected,
+    })
 }
 
 fn gateway_endpoint(config: &AgentConfig) -> Result<tonic::transport::Endpoint, AgentError> {
