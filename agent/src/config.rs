@@ -78,7 +78,7 @@ pub struct RawAgent {
 pub struct RawReplay {
     /// Trace file in the `h100-trace` format (default: the shipped H100 trace).
     pub trace: Option<PathBuf>,
-    /// Virtual GPUs (default 4).
+    /// Virtual GPUs (default 4, at most 16384).
     pub gpus: Option<u32>,
     /// Instances they are spread over (default 2).
     pub instances: Option<u32>,
@@ -248,6 +248,10 @@ fn path_safe(host: &HostId) -> String {
 /// The bounds of `agent.spool_max_mib`.
 pub const SPOOL_MAX_MIB: std::ops::RangeInclusive<u64> = 1..=1 << 20;
 
+/// The most GPUs one replay agent plays: enough for the embedded mode's 10,000-GPU load
+/// figure (docs/scale-model.md).
+const MAX_REPLAYED_GPUS: u32 = 16_384;
+
 impl RawAgent {
     /// Validates `[agent]` into the settings the agent runs with. `data` resolves a path
     /// relative to the data root (the default trace); `gateway_listen` is the local gateway,
@@ -331,9 +335,9 @@ impl RawAgent {
                 let r = &self.replay;
                 let gpus = r.gpus.unwrap_or(4);
                 let instances = r.instances.unwrap_or(2);
-                if gpus == 0 || gpus > 4096 {
+                if gpus == 0 || gpus > MAX_REPLAYED_GPUS {
                     return Err(invalid(format!(
-                        "agent.replay.gpus = {gpus} must be 1..=4096"
+                        "agent.replay.gpus = {gpus} must be 1..={MAX_REPLAYED_GPUS}"
                     )));
                 }
                 if instances == 0 || instances > gpus {

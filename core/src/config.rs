@@ -1,5 +1,5 @@
 //! The error every crate's `config.rs` returns: one message naming the offending key
-//! (`agent.replay.gpus = 0 must be 1..=4096`). It exists so that each crate can validate its
+//! (`agent.replay.gpus = 0 must be 1..=16384`). It exists so that each crate can validate its
 //! own section of the `wattprint` file without depending on the CLI that composes them; the
 //! message is the whole contract, the CLI prefixes it with `config: `.
 
