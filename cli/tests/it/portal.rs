@@ -20,14 +20,14 @@ use serde_json::Value;
 
 use crate::up::{get, interrupt_and_wait, start_with, Up};
 
-const PORTAL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/portal");
-const ARTIFACTS: &str = concat!(
+pub(crate) const PORTAL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/portal");
+pub(crate) const ARTIFACTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/test-artifacts/portal"
 );
 
 /// Chromium and the installed Playwright driver, or why they are missing.
-fn browser() -> Result<PathBuf, String> {
+pub(crate) fn browser() -> Result<PathBuf, String> {
     let chromium = std::env::var_os("WPTEST_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -49,23 +49,23 @@ fn browser() -> Result<PathBuf, String> {
     Ok(chromium)
 }
 
-fn required() -> bool {
+pub(crate) fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("WPTEST_REQUIRE_SERVERS").is_some()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
 }
 
-fn f(v: &Value) -> f64 {
+pub(crate) fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// Waits until the replay is wholly stored: the tenant's total energy stops changing.
-async fn settled(up: &Up, token: &str, from: i64, to: i64) {
+pub(crate) async fn settled(up: &Up, token: &str, from: i64, to: i64) {
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut last, mut stable) = (0u64, 0);
     while stable < 12 {
@@ -87,7 +87,10 @@ async fn settled(up: &Up, token: &str, from: i64, to: i64) {
 }
 
 /// The fields one view shows, as `(field, value, text)`, for a row (`None`: outside rows).
-fn fields<'a>(view: &'a Value, row: Option<&str>) -> Vec<(&'a str, Option<f64>, &'a str)> {
+pub(crate) fn fields<'a>(
+    view: &'a Value,
+    row: Option<&str>,
+) -> Vec<(&'a str, Option<f64>, &'a str)> {
     view["fields"]
         .as_array()
         .unwrap()
@@ -104,7 +107,7 @@ fn fields<'a>(view: &'a Value, row: Option<&str>) -> Vec<(&'a str, Option<f64>, 
 }
 
 /// The part of `view` inside the element marked `data-scope="{scope}"`.
-fn scoped(view: &Value, scope: &str) -> Value {
+pub(crate) fn scoped(view: &Value, scope: &str) -> Value {
     let inside: Vec<&Value> = view["fields"]
         .as_array()
         .unwrap()
@@ -115,7 +118,7 @@ fn scoped(view: &Value, scope: &str) -> Value {
 }
 
 /// The value shown for `field` (outside rows, or in `row`): must be there.
-fn shown(view: &Value, row: Option<&str>, field: &str) -> f64 {
+pub(crate) fn shown(view: &Value, row: Option<&str>, field: &str) -> f64 {
     let all = fields(view, row);
     let (_, value, text) = all
         .iter()
@@ -127,7 +130,7 @@ fn shown(view: &Value, row: Option<&str>, field: &str) -> f64 {
 }
 
 /// The text people read is the exact value rounded to the decimals shown, with a unit.
-fn check_text(value: f64, text: &str) {
+pub(crate) fn check_text(value: f64, text: &str) {
     let number: String = text
         .split_whitespace()
         .next()
@@ -145,7 +148,7 @@ fn check_text(value: f64, text: &str) {
     );
 }
 
-fn assert_eq_exact(screen: f64, api: f64, what: &str) {
+pub(crate) fn assert_eq_exact(screen: f64, api: f64, what: &str) {
     assert!(
         screen.to_bits() == api.to_bits(),
         "{what}: the portal shows {screen}, the API says {api}"
@@ -244,7 +247,12 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         "{csp}"
     );
 
-    let _ = std::fs::remove_dir_all(ARTIFACTS);
+    // This test's screenshots only: `sign-in/` beside them is portal_oidc.rs's.
+    for entry in std::fs::read_dir(ARTIFACTS).into_iter().flatten().flatten() {
+        if entry.path().is_file() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let out = Command::new("node")
         .arg("portal.mjs")
         .current_dir(PORTAL_DIR)
