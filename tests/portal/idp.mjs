@@ -29,6 +29,11 @@ const users = {
   bob: { password: 'bob-secret', tenant: 'globex', roles: ['reader'], name: 'Bob (globex reader)' },
 };
 
+const page = (title, body) => `<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>${title} · Test identity provider</title></head><body><h1>${title}</h1>${body}</body></html>`;
+
+const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'test-idp-1', use: 'sig', alg: 'RS256' };
 
@@ -54,8 +59,22 @@ const provider = new Provider(issuer, {
     const user = users[token.accountId];
     return token.kind === 'AccessToken' && user ? { tenant: user.tenant, roles: user.roles } : undefined;
   },
+  // The provider's own pages without its default styling (which loads a web font): nothing
+  // here reaches beyond this machine.
+  renderError: (ctx, out) => {
+    ctx.type = 'html';
+    ctx.body = page('Sign-in problem', `<p>${escape(out.error)}: ${escape(out.error_description || '')}</p>`);
+  },
   features: {
     devInteractions: { enabled: false },
+    rpInitiatedLogout: {
+      enabled: true,
+      logoutSource: (ctx, form) => {
+        ctx.body = page('Sign out', `${form}<p>Sign out of the test identity provider?</p>
+          <button form="op.logoutForm" type="submit" name="logout" value="yes">Yes, sign me out</button>`);
+      },
+      postLogoutSuccessSource: (ctx) => { ctx.body = page('Signed out', '<p>You are signed out.</p>'); },
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => resource,
@@ -75,11 +94,6 @@ const provider = new Provider(issuer, {
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   ttl: { AccessToken: 15 * 60, IdToken: 15 * 60, Session: 3600, Interaction: 600, Grant: 3600, AuthorizationCode: 60 },
 });
-
-const page = (title, body) => `<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>${title} · Test identity provider</title></head><body><h1>${title}</h1>${body}</body></html>`;
-
-const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 async function form(req) {
   const chunks = [];

@@ -2,8 +2,8 @@
 //! idp.mjs`, pinned in `tests/portal/package-lock.json`) issues RS256 JWT access tokens for the
 //! query API; a real `wattprint up` verifies them with the provider's JWKS; Debian's chromium
 //! (`tests/portal/oidc.mjs`) signs in with the authorization code flow and PKCE through the
-//! provider's login and consent pages. Checked: the request carries PKCE (S256), state and
-//! nonce and no secret; the portal lands signed in with the code gone from the address; the
+//! provider's login and consent pages. Checked: the request carries PKCE (S256) and state and
+//! no secret; the portal lands signed in with the code gone from the address; the
 //! numbers on screen are the API's for the provider's token; a user of another tenant gets a
 //! not-found page (and the API a 404) for this tenant's instance; sign-out forgets the token;
 //! a tampered state, another issuer and a denied consent are pages that say so. Screenshots in
@@ -165,14 +165,14 @@ async fn the_portal_signs_in_through_a_real_openid_provider() {
         assert_eq!(v["looks_like_json"], false, "{name}: {}", v["text"]);
     }
 
-    // The authorization request: code flow, PKCE S256, state, nonce, the resource, no secret.
+    // The authorization request: code flow, PKCE S256, state, the resource, no secret.
     let auth = &report["auth_requests"][0];
     assert_eq!(auth["response_type"], "code");
     assert_eq!(auth["client_id"], "wattprint-portal");
     assert_eq!(auth["code_challenge_method"], "S256");
     assert_eq!(auth["redirect_uri"], format!("{api}/portal/"));
     assert_eq!(auth["resource"], RESOURCE);
-    for key in ["code_challenge", "state", "nonce"] {
+    for key in ["code_challenge", "state"] {
         assert!(auth[key].as_str().unwrap().len() >= 16, "{key}: {auth}");
     }
     assert!(auth.get("client_secret").is_none() && auth.get("code_verifier").is_none());

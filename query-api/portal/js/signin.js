@@ -1,6 +1,6 @@
 // Sign-in through the identity provider, for people who do not come from a cloud console:
 // OpenID Connect authorization code with PKCE, the portal a public client (no secret), by the
-// vendored oidc-client-ts (state, nonce, S256 challenge, code exchange). The server names the
+// vendored oidc-client-ts (state, S256 challenge, code exchange). The server names the
 // provider in /portal/config.json. The provider's answer (this page with ?code&state&iss) is
 // removed from the address at once, checked — state and PKCE by the library, the issuer here
 // (RFC 9207 `iss` and the ID token's `iss`) — and exchanged; only the access token is kept,
