@@ -27,7 +27,7 @@ pub(crate) const ARTIFACTS: &str = concat!(
 );
 
 /// Chromium and the installed Playwright driver, or why they are missing.
-pub(crate) fn browser() -> Result<PathBuf, String> {
+fn browser() -> Result<PathBuf, String> {
     let chromium = std::env::var_os("WPTEST_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -49,8 +49,60 @@ pub(crate) fn browser() -> Result<PathBuf, String> {
     Ok(chromium)
 }
 
-pub(crate) fn required() -> bool {
+fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("WPTEST_REQUIRE_SERVERS").is_some()
+}
+
+/// Chromium for `test`, or `None` (skipped, said on stderr) where the browser, node or the
+/// driver is missing and nothing requires them.
+pub(crate) fn browser_or_skip(test: &str) -> Option<PathBuf> {
+    match browser() {
+        Ok(c) => Some(c),
+        Err(why) if required() => panic!("the {test} needs {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Runs the browser script `script` (in `tests/portal/`) with `env`, screenshots to
+/// `artifacts`; its JSON report, also kept there as `report.json`.
+pub(crate) fn run_script(
+    script: &str,
+    chromium: &Path,
+    artifacts: &Path,
+    env: &[(&str, String)],
+) -> Value {
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(PORTAL_DIR)
+        .env("CHROMIUM", chromium)
+        .env("PORTAL_ARTIFACTS", artifacts)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser script {script} failed:\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        artifacts.join("report.json"),
+        serde_json::to_vec_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    report
+}
+
+/// A port free on the loopback address now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -157,13 +209,8 @@ pub(crate) fn assert_eq_exact(screen: f64, api: f64, what: &str) {
 
 #[tokio::test]
 async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
-    let chromium = match browser() {
-        Ok(c) => c,
-        Err(why) if required() => panic!("the portal browser test needs {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(chromium) = browser_or_skip("portal browser test") else {
+        return;
     };
 
     // A replay of about 75 minutes of the real trace, two hours ago, stored as fast as
@@ -172,11 +219,7 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     let now = now_ms();
     // The cloud console that embeds the portal: a page the browser script serves on this
     // free port, as http://localhost:PORT, the origin allowed to frame the portal.
-    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let console_port = free_port();
     let console = format!("http://localhost:{console_port}");
     let start_at = (now - 2 * 3_600_000).div_euclid(300_000) * 300_000;
     let data = dir.path().join("data");
@@ -253,28 +296,20 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let out = Command::new("node")
-        .arg("portal.mjs")
-        .current_dir(PORTAL_DIR)
-        .env("CHROMIUM", &chromium)
-        .env("PORTAL_API", &api)
-        .env("PORTAL_ADMIN_TOKEN", &admin)
-        .env("PORTAL_READER_TOKEN", &reader)
-        .env("PORTAL_INSTANCE", &instance)
-        .env("PORTAL_OTHER_INSTANCE", &other)
-        .env("PORTAL_WORKLOAD", &workload)
-        .env("PORTAL_ARTIFACTS", ARTIFACTS)
-        .env("PORTAL_CONSOLE_PORT", console_port.to_string())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser script failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    std::fs::write(
-        Path::new(ARTIFACTS).join("report.json"),
-        serde_json::to_vec_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    let report = run_script(
+        "portal.mjs",
+        &chromium,
+        Path::new(ARTIFACTS),
+        &[
+            ("PORTAL_API", api.clone()),
+            ("PORTAL_ADMIN_TOKEN", admin.clone()),
+            ("PORTAL_READER_TOKEN", reader.clone()),
+            ("PORTAL_INSTANCE", instance.clone()),
+            ("PORTAL_OTHER_INSTANCE", other.clone()),
+            ("PORTAL_WORKLOAD", workload.clone()),
+            ("PORTAL_CONSOLE_PORT", console_port.to_string()),
+        ],
+    );
     let views = &report["views"];
 
     // Figures, printed for the record.

@@ -22,20 +22,13 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::portal::{
-    assert_eq_exact, browser, f, now_ms, required, scoped, shown, ARTIFACTS, PORTAL_DIR,
+    assert_eq_exact, browser_or_skip, f, free_port, now_ms, run_script, scoped, shown, ARTIFACTS,
+    PORTAL_DIR,
 };
 use crate::up::{get, interrupt_and_wait, start_args};
 
 /// The audience of the query API, and the resource the provider issues its tokens for.
 const RESOURCE: &str = "urn:wattprint:query-api";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The OpenID provider, stopped when dropped.
 struct Provider(Child);
@@ -83,13 +76,8 @@ fn jwt_parts(token: &str) -> (Value, Value) {
 
 #[tokio::test]
 async fn the_portal_signs_in_through_a_real_openid_provider() {
-    let chromium = match browser() {
-        Ok(c) => c,
-        Err(why) if required() => panic!("the portal sign-in test needs {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(chromium) = browser_or_skip("portal sign-in test") else {
+        return;
     };
     let (api_port, idp_port) = (free_port(), free_port());
     let api = format!("http://127.0.0.1:{api_port}");
@@ -142,23 +130,15 @@ async fn the_portal_signs_in_through_a_real_openid_provider() {
 
     let artifacts = Path::new(ARTIFACTS).join("sign-in");
     let _ = std::fs::remove_dir_all(&artifacts);
-    let out = Command::new("node")
-        .arg("oidc.mjs")
-        .current_dir(PORTAL_DIR)
-        .env("CHROMIUM", &chromium)
-        .env("PORTAL_API", &api)
-        .env("PORTAL_ISSUER", &issuer)
-        .env("PORTAL_ARTIFACTS", &artifacts)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser script failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    std::fs::write(
-        artifacts.join("report.json"),
-        serde_json::to_vec_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    let report = run_script(
+        "oidc.mjs",
+        &chromium,
+        &artifacts,
+        &[
+            ("PORTAL_API", api.clone()),
+            ("PORTAL_ISSUER", issuer.clone()),
+        ],
+    );
     assert_eq!(report["console_errors"], serde_json::json!([]), "{report}");
     let (views, checks) = (&report["views"], &report["checks"]);
     for (name, v) in views.as_object().unwrap() {
