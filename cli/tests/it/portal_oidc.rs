@@ -115,6 +115,13 @@ async fn the_portal_signs_in_through_a_real_openid_provider() {
         up.tokens.is_empty(),
         "no dev tokens beside an identity provider"
     );
+    let printed = up.output.lock().unwrap().join("\n");
+    assert!(
+        printed.contains(&format!(
+            "portal      {api}/portal/  (sign in there through the identity provider)"
+        )),
+        "{printed}"
+    );
 
     // The page may call the provider's token endpoint, and nothing else of it.
     let page = reqwest::get(format!("{api}/portal/")).await.unwrap();
