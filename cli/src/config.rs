@@ -216,6 +216,8 @@ pub struct Settings {
     pub api_limits: wattprint_query_api::ApiLimits,
     /// Origins allowed to embed the portal in a frame.
     pub portal_frame_ancestors: Vec<String>,
+    /// The portal's sign-in through the identity provider.
+    pub portal_oidc: Option<wattprint_query_api::portal::PortalOidc>,
     /// Agent.
     pub agent: AgentSettings,
     /// Intensity regions and the zip table, loaded.
@@ -382,6 +384,7 @@ impl RawConfig {
             statements,
             api_limits: api.limits,
             portal_frame_ancestors: api.portal_frame_ancestors,
+            portal_oidc: api.portal_oidc,
             agent,
             intensity: SharedJoin::new(join),
             polling: intensity.polling,

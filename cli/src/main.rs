@@ -555,7 +555,12 @@ async fn up(mut settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         describe_bus(&settings)
     );
     println!("  query API   {api}  (GET {api}/v1/instances, {api}/healthz)");
-    println!("  portal      {api}/portal/  (open a tenant's portal URL below to sign in)");
+    let portal_sign_in = if settings.portal_oidc.is_some() {
+        "sign in there through the identity provider"
+    } else {
+        "open a tenant's portal URL below to sign in"
+    };
+    println!("  portal      {api}/portal/  ({portal_sign_in})");
     println!("  gateway     grpc://{gateway_addr}");
     println!("  metrics     {api}/metrics  (readiness {api}/readyz)");
     let gpus: usize = settings.inventory.iter().map(|i| i.gpus.len()).sum();

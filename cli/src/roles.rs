@@ -115,6 +115,7 @@ pub async fn api_state(
     .with_intensity(settings.intensity.clone())
     .with_statement_policy(settings.statements)
     .with_portal_frame_ancestors(&settings.portal_frame_ancestors)
+    .with_portal_oidc(settings.portal_oidc.clone())
     .with_verifier(token_verifier(settings, auth).await?);
     if let Some(limit) = settings.api_auth.rate_limit {
         state = state.with_rate_limiter(

@@ -5,6 +5,7 @@
 
 use crate::auth::{JwksConfig, JwksSource};
 use crate::budget::{DEFAULT_WHATIF_BUDGET_CELLS, DEFAULT_WHATIF_PER_TENANT};
+use crate::portal::PortalOidc;
 use crate::{ApiLimits, RateLimit};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -56,6 +57,34 @@ pub struct RawQueryApi {
     /// Origins allowed to embed the portal in a frame (a cloud console), e.g.
     /// `["https://console.example.com"]`; default none beyond the API's own origin.
     pub portal_frame_ancestors: Option<Vec<String>>,
+    /// The portal's own sign-in through the identity provider (`[query_api.portal_oidc]`):
+    /// OIDC authorization code with PKCE, for users who do not come from a console.
+    pub portal_oidc: Option<RawPortalOidc>,
+}
+
+/// `[query_api.portal_oidc]`: the identity provider the portal signs users in with. The
+/// endpoints are written here (copied from the issuer's `/.well-known/openid-configuration`)
+/// so the browser fetches no discovery document and the portal's CSP can name the token
+/// endpoint alone.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPortalOidc {
+    /// The issuer (`iss`): must be `query_api.issuer`, since the API checks its tokens' `iss`.
+    pub issuer: String,
+    /// The portal's client id at the IdP: a public client (no secret) allowed the redirect
+    /// URI `<API origin>/portal/`.
+    pub client_id: String,
+    /// The IdP's `authorization_endpoint`.
+    pub authorization_endpoint: String,
+    /// The IdP's `token_endpoint` (the only other origin the portal may call).
+    pub token_endpoint: String,
+    /// The IdP's `end_session_endpoint`: sign-out also ends the IdP session when set.
+    pub end_session_endpoint: Option<String>,
+    /// Scopes requested (default `openid`).
+    pub scopes: Option<String>,
+    /// Resource indicator (RFC 8707) sent with the authorization and token requests, so the
+    /// access token is issued for this API (its `aud`); none by default.
+    pub resource: Option<String>,
 }
 
 /// How the query API verifies tokens and limits request rates.
@@ -220,6 +249,95 @@ pub struct QueryApiSettings {
     pub limits: ApiLimits,
     /// Origins allowed to frame the portal (its CSP `frame-ancestors`, beside `'self'`).
     pub portal_frame_ancestors: Vec<String>,
+    /// The portal's sign-in through the identity provider, when configured.
+    pub portal_oidc: Option<PortalOidc>,
+}
+
+/// An endpoint the browser is sent to or calls: `https://`, or `http://` on a loopback host
+/// (development), with nothing that could end or widen a CSP directive.
+fn is_endpoint(url: &str) -> bool {
+    let rest = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) => {
+            let host = rest.split(['/', '?']).next().unwrap_or("");
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+                return false;
+            }
+            rest
+        }
+        _ => return false,
+    };
+    !rest.is_empty()
+        && !rest.starts_with(['/', ':'])
+        && rest.len() <= 2048
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, ';' | ',' | '\'' | '"' | '#'))
+}
+
+/// `[query_api.portal_oidc]`, checked: endpoints are URLs ([`is_endpoint`]), the issuer is the
+/// one the API verifies, and tokens are verified by the IdP's key set.
+fn portal_oidc(raw: &RawQueryApi, issuer: &str) -> Result<Option<PortalOidc>, InvalidConfig> {
+    let Some(o) = &raw.portal_oidc else {
+        return Ok(None);
+    };
+    if raw.jwks_url.is_none() && raw.jwks_file.is_none() {
+        return Err(invalid(
+            "query_api.portal_oidc needs query_api.jwks_url (or jwks_file): the IdP's tokens \
+             are verified with its keys",
+        ));
+    }
+    if o.issuer != issuer {
+        return Err(invalid(format!(
+            "query_api.portal_oidc.issuer = {:?} must equal query_api.issuer = {issuer:?}: \
+             the API refuses tokens of any other issuer",
+            o.issuer
+        )));
+    }
+    let endpoints = [
+        ("issuer", Some(&o.issuer)),
+        ("authorization_endpoint", Some(&o.authorization_endpoint)),
+        ("token_endpoint", Some(&o.token_endpoint)),
+        ("end_session_endpoint", o.end_session_endpoint.as_ref()),
+    ];
+    for (key, url) in endpoints {
+        if let Some(url) = url.filter(|u| !is_endpoint(u)) {
+            return Err(invalid(format!(
+                "query_api.portal_oidc.{key} = {url:?} must be an https:// URL (http:// only \
+                 on localhost), without quotes, ';', ',' or '#'"
+            )));
+        }
+    }
+    let printable = |key: &str, v: &str| {
+        if v.is_empty() || v.len() > 512 || !v.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+            Err(invalid(format!(
+                "query_api.portal_oidc.{key} = {v:?} must be 1 to 512 printable ASCII characters"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    printable("client_id", &o.client_id)?;
+    let scopes = o.scopes.clone().unwrap_or_else(|| "openid".into());
+    printable("scopes", &scopes)?;
+    if !scopes.split(' ').any(|s| s == "openid") {
+        return Err(invalid(format!(
+            "query_api.portal_oidc.scopes = {scopes:?} must include openid"
+        )));
+    }
+    if let Some(r) = &o.resource {
+        printable("resource", r)?;
+    }
+    Ok(Some(PortalOidc {
+        issuer: o.issuer.clone(),
+        client_id: o.client_id.clone(),
+        authorization_endpoint: o.authorization_endpoint.clone(),
+        token_endpoint: o.token_endpoint.clone(),
+        end_session_endpoint: o.end_session_endpoint.clone(),
+        scopes,
+        resource: o.resource.clone(),
+    }))
 }
 
 /// `query_api.portal_frame_ancestors`: at most 16 origins ([`is_origin`]), nothing that could
@@ -283,9 +401,11 @@ fn api_limits(raw: &RawQueryApi) -> Result<ApiLimits, InvalidConfig> {
 impl RawQueryApi {
     /// Validates `[query_api]`; the dev secret defaults to `<data_dir>/dev-secret`.
     pub fn validate(&self, data_dir: &Path) -> Result<QueryApiSettings, InvalidConfig> {
+        let issuer = self.issuer.clone().unwrap_or_else(|| "wattprint".into());
         Ok(QueryApiSettings {
             listen: self.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
-            issuer: self.issuer.clone().unwrap_or_else(|| "wattprint".into()),
+            portal_oidc: portal_oidc(self, &issuer)?,
+            issuer,
             audience: self
                 .audience
                 .clone()
@@ -524,5 +644,70 @@ mod portal_tests {
                 "{bad}"
             );
         }
+    }
+
+    fn oidc(extra: &str) -> Result<Option<PortalOidc>, String> {
+        let text = format!(
+            "issuer = \"https://idp.example\"\njwks_url = \"https://idp.example/jwks\"\n\
+             [portal_oidc]\nissuer = \"https://idp.example\"\nclient_id = \"portal\"\n\
+             authorization_endpoint = \"https://idp.example/auth\"\n{extra}"
+        );
+        let raw: RawQueryApi = toml::from_str(&text).map_err(|e| e.to_string())?;
+        portal_oidc(&raw, raw.issuer.as_deref().unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn portal_oidc_is_checked() {
+        let ok = oidc("token_endpoint = \"https://idp.example/token\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.scopes, "openid");
+        assert_eq!(ok.token_endpoint, "https://idp.example/token");
+        let local = oidc("token_endpoint = \"http://localhost:9000/token\"\nscopes = \"openid wattprint:reader\"");
+        assert!(local.unwrap().is_some());
+        for (bad, says) in [
+            (
+                "token_endpoint = \"http://idp.example/token\"",
+                "token_endpoint",
+            ),
+            (
+                "token_endpoint = \"https://idp.example/t; script-src *\"",
+                "token_endpoint",
+            ),
+            (
+                "token_endpoint = \"https://idp.example/t',x\"",
+                "token_endpoint",
+            ),
+            (
+                "token_endpoint = \"http://localhost.evil/t\"",
+                "token_endpoint",
+            ),
+            (
+                "token_endpoint = \"https://idp.example/t\"\nscopes = \"profile\"",
+                "openid",
+            ),
+            (
+                "token_endpoint = \"https://idp.example/t\"\nclient_id2 = 1",
+                "unknown field",
+            ),
+        ] {
+            let e = oidc(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let other_issuer = "issuer = \"https://other\"\njwks_url = \"https://idp.example/jwks\"\n\
+            [portal_oidc]\nissuer = \"https://idp.example\"\nclient_id = \"p\"\n\
+            authorization_endpoint = \"https://idp.example/a\"\ntoken_endpoint = \"https://idp.example/t\"";
+        let raw: RawQueryApi = toml::from_str(other_issuer).unwrap();
+        assert!(portal_oidc(&raw, "https://other")
+            .unwrap_err()
+            .to_string()
+            .contains("must equal"));
+        let no_keys = "[portal_oidc]\nissuer = \"wattprint\"\nclient_id = \"p\"\n\
+            authorization_endpoint = \"https://i/a\"\ntoken_endpoint = \"https://i/t\"";
+        let raw: RawQueryApi = toml::from_str(no_keys).unwrap();
+        assert!(portal_oidc(&raw, "wattprint")
+            .unwrap_err()
+            .to_string()
+            .contains("jwks_url"));
     }
 }

@@ -141,7 +141,7 @@ pub struct ApiState {
     pub(crate) statements: statements::StatementPolicy,
     pub(crate) searches: Arc<budget::TenantSearches>,
     pub(crate) unauthenticated: Option<Arc<UnauthenticatedLimiter>>,
-    pub(crate) portal_csp: axum::http::HeaderValue,
+    pub(crate) portal: Arc<portal::PortalSetup>,
 }
 
 impl ApiState {
@@ -163,14 +163,23 @@ impl ApiState {
             statements: statements::StatementPolicy::default(),
             searches: Arc::new(budget::TenantSearches::new(limits.whatif_per_tenant)),
             unauthenticated: None,
-            portal_csp: portal::csp(&[]),
+            portal: Arc::new(portal::PortalSetup::new(vec![], None)),
         }
     }
 
     /// Lets pages of `origins` (validated origins, e.g. a cloud console) embed the portal in
     /// a frame: its CSP `frame-ancestors`, beside `'self'`.
     pub fn with_portal_frame_ancestors(mut self, origins: &[String]) -> Self {
-        self.portal_csp = portal::csp(origins);
+        let oidc = self.portal.oidc.clone();
+        self.portal = Arc::new(portal::PortalSetup::new(origins.to_vec(), oidc));
+        self
+    }
+
+    /// Lets the portal sign users in through `oidc` (a validated identity provider), and
+    /// call its token endpoint (CSP `connect-src`).
+    pub fn with_portal_oidc(mut self, oidc: Option<portal::PortalOidc>) -> Self {
+        let origins = self.portal.frame_ancestors.clone();
+        self.portal = Arc::new(portal::PortalSetup::new(origins, oidc));
         self
     }
 

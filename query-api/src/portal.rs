@@ -20,31 +20,91 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::ApiState;
 
-/// The policy's directives before `frame-ancestors` (a macro, so the fallback below can be
-/// a `'static` string too).
-macro_rules! base_csp {
+/// The policy's directives before `connect-src` and after it, before `frame-ancestors` (macros,
+/// so the fallback below can be a `'static` string too).
+macro_rules! csp_head {
     () => {
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-         connect-src 'self'; base-uri 'none'; form-action 'none'"
+         connect-src 'self'"
+    };
+}
+macro_rules! csp_tail {
+    () => {
+        "; base-uri 'none'; form-action 'none'"
     };
 }
 
-/// The portal's Content-Security-Policy without its `frame-ancestors`: scripts, styles,
-/// images and API calls from the portal's own origin only (no inline script, no CDN, no
-/// `eval`); `data:`/`blob:` images for the favicon and statement downloads.
-pub const PORTAL_CSP: &str = base_csp!();
+/// The portal's Content-Security-Policy without its `frame-ancestors` and without an identity
+/// provider: scripts, styles, images and API calls from the portal's own origin only (no
+/// inline script, no CDN, no `eval`); `data:`/`blob:` images for the favicon and statement
+/// downloads.
+pub const PORTAL_CSP: &str = concat!(csp_head!(), csp_tail!());
 
-/// [`PORTAL_CSP`] with `frame-ancestors 'self'` and `origins` (validated by the config:
-/// `query_api.portal_frame_ancestors`), so only those pages may embed the portal.
-pub fn csp(origins: &[String]) -> HeaderValue {
-    let mut value = format!("{PORTAL_CSP}; frame-ancestors 'self'");
+/// The identity provider the portal signs users in with (validated by the config,
+/// `[query_api.portal_oidc]`); the page reads it from `/portal/config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PortalOidc {
+    /// The issuer the API verifies (`query_api.issuer`).
+    pub issuer: String,
+    /// The portal's public client id.
+    pub client_id: String,
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where the page exchanges the code (with the PKCE verifier) for tokens.
+    pub token_endpoint: String,
+    /// Where sign-out sends the browser to end the IdP session, if anywhere.
+    pub end_session_endpoint: Option<String>,
+    /// Scopes requested, space-separated (`openid` among them).
+    pub scopes: String,
+    /// Resource indicator (RFC 8707) for the access token, if any.
+    pub resource: Option<String>,
+}
+
+/// What the portal is served with: its CSP and the configuration the page reads.
+#[derive(Debug, Clone)]
+pub(crate) struct PortalSetup {
+    pub(crate) frame_ancestors: Vec<String>,
+    pub(crate) oidc: Option<PortalOidc>,
+    pub(crate) csp: HeaderValue,
+    pub(crate) config_json: Vec<u8>,
+}
+
+impl PortalSetup {
+    pub(crate) fn new(frame_ancestors: Vec<String>, oidc: Option<PortalOidc>) -> Self {
+        let csp = csp(
+            &frame_ancestors,
+            oidc.as_ref().map(|o| o.token_endpoint.as_str()),
+        );
+        let config_json = serde_json::to_vec(&serde_json::json!({ "oidc": oidc }))
+            .unwrap_or_else(|_| br#"{"oidc":null}"#.to_vec());
+        Self {
+            frame_ancestors,
+            oidc,
+            csp,
+            config_json,
+        }
+    }
+}
+
+/// [`PORTAL_CSP`] with the IdP's `token_endpoint` (the only other address the page may call,
+/// when sign-in is configured) and `frame-ancestors 'self'` and `origins` (validated by the
+/// config: `query_api.portal_frame_ancestors`), so only those pages may embed the portal.
+pub fn csp(origins: &[String], token_endpoint: Option<&str>) -> HeaderValue {
+    let mut value = String::from(csp_head!());
+    if let Some(endpoint) = token_endpoint {
+        value.push(' ');
+        value.push_str(endpoint);
+    }
+    value.push_str(csp_tail!());
+    value.push_str("; frame-ancestors 'self'");
     for o in origins {
         value.push(' ');
         value.push_str(o);
     }
-    // Unreachable with validated origins; were it reached, frame nowhere rather than anywhere.
+    // Unreachable with validated values; were it reached, frame nowhere and call nothing else.
     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(concat!(
-        base_csp!(),
+        csp_head!(),
+        csp_tail!(),
         "; frame-ancestors 'none'"
     )))
 }
@@ -77,9 +137,16 @@ static ASSETS: &[Asset] = &[
     asset!("js/format.js", JS),
     asset!("js/charts.js", JS),
     asset!("js/views.js", JS),
+    asset!("js/signin.js", JS),
     asset!("vendor/uplot/uPlot.iife.min.js", JS),
     asset!("vendor/uplot/uPlot.min.css", CSS),
     asset!("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
+    asset!("vendor/oidc-client-ts/oidc-client-ts.min.js", JS),
+    asset!("vendor/oidc-client-ts/LICENSE", "text/plain; charset=utf-8"),
+    asset!(
+        "vendor/oidc-client-ts/LICENSE-jwt-decode",
+        "text/plain; charset=utf-8"
+    ),
 ];
 
 /// The portal's routes: `/portal` (redirect), `/portal/` (the app) and its files. No token is
@@ -88,6 +155,7 @@ pub(crate) fn portal_routes() -> Router<ApiState> {
     Router::new()
         .route("/portal", get(redirect))
         .route("/portal/", get(index))
+        .route("/portal/config.json", get(config))
         .route("/portal/{*path}", get(file))
 }
 
@@ -96,7 +164,17 @@ async fn redirect() -> Response {
 }
 
 async fn index(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    serve("index.html", &state.portal_csp, &headers).unwrap_or_else(|e| e.into_response())
+    serve("index.html", &state.portal.csp, &headers).unwrap_or_else(|e| e.into_response())
+}
+
+/// `/portal/config.json`: how the page signs users in (`{"oidc": null}` without an identity
+/// provider). Public: it holds the client id and endpoints, no secret.
+async fn config(State(state): State<ApiState>) -> Response {
+    let mut resp = (StatusCode::OK, state.portal.config_json.clone()).into_response();
+    secure_headers(&mut resp, &state.portal.csp);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 async fn file(
@@ -104,7 +182,7 @@ async fn file(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    serve(&path, &state.portal_csp, &headers).unwrap_or_else(|e| e.into_response())
+    serve(&path, &state.portal.csp, &headers).unwrap_or_else(|e| e.into_response())
 }
 
 /// Each asset's entity tag: a hash of its bytes, computed once.
@@ -145,14 +223,21 @@ fn serve(path: &str, csp: &HeaderValue, request: &HeaderMap) -> Result<Response,
         h.insert(ETAG, v);
     }
     h.insert(CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
+    secure_headers(&mut resp, csp);
+    Ok(resp)
+}
+
+/// The headers every portal response carries.
+fn secure_headers(resp: &mut Response, csp: &HeaderValue) {
+    let h = resp.headers_mut();
     h.insert(CONTENT_SECURITY_POLICY, csp.clone());
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    // The token travels in the fragment and sessionStorage, never in a Referer.
+    // The token travels in the fragment and sessionStorage, never in a Referer; the sign-in
+    // code is in the query only until the page removes it.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     // Revalidate (cheap: 304 by entity tag): a new binary serves new files under the same
     // names.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(resp)
 }
 
 #[cfg(test)]
@@ -161,7 +246,7 @@ mod tests {
 
     #[test]
     fn every_asset_is_served_with_the_csp_and_its_media_type() {
-        let policy = csp(&[]);
+        let policy = csp(&[], None);
         assert!(policy
             .to_str()
             .unwrap()
@@ -185,13 +270,13 @@ mod tests {
     #[test]
     fn unknown_and_traversing_paths_are_not_found() {
         for p in ["nope.js", "../Cargo.toml", "vendor/../index.html", ""] {
-            assert!(serve(p, &csp(&[]), &HeaderMap::new()).is_err(), "{p}");
+            assert!(serve(p, &csp(&[], None), &HeaderMap::new()).is_err(), "{p}");
         }
     }
 
     #[test]
     fn a_current_copy_is_not_sent_again() {
-        let policy = csp(&[]);
+        let policy = csp(&[], None);
         let first = serve("js/app.js", &policy, &HeaderMap::new()).unwrap();
         let tag = first.headers()[ETAG].clone();
         let mut request = HeaderMap::new();
@@ -207,7 +292,7 @@ mod tests {
 
     #[test]
     fn an_origin_that_is_not_a_header_value_frames_nowhere() {
-        let policy = csp(&["https://a.example\n".into()]);
+        let policy = csp(&["https://a.example\n".into()], None);
         assert!(policy
             .to_str()
             .unwrap()
@@ -216,11 +301,24 @@ mod tests {
 
     #[test]
     fn configured_origins_may_frame_the_portal() {
-        let policy = csp(&["https://console.example.com".into()]);
+        let policy = csp(&["https://console.example.com".into()], None);
         assert!(policy
             .to_str()
             .unwrap()
             .ends_with("; frame-ancestors 'self' https://console.example.com"));
+    }
+
+    #[test]
+    fn the_token_endpoint_is_the_only_other_address_called() {
+        let policy = csp(&[], Some("https://idp.example/oauth/token"));
+        let text = policy.to_str().unwrap();
+        assert!(
+            text.contains("; connect-src 'self' https://idp.example/oauth/token; base-uri"),
+            "{text}"
+        );
+        assert!(!csp(&[], None).to_str().unwrap().contains("idp.example"));
+        let setup = PortalSetup::new(vec![], None);
+        assert_eq!(setup.config_json, br#"{"oidc":null}"#);
     }
 
     #[test]

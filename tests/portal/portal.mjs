@@ -9,16 +9,9 @@
 // PORTAL_OTHER_INSTANCE, PORTAL_WORKLOAD, PORTAL_ARTIFACTS, PORTAL_CONSOLE_PORT (a free port: the
 // console page that frames the portal, as http://localhost:PORT, which the server allows), CHROMIUM (default /usr/bin/chromium).
 
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { join } from 'node:path';
+import { collect, env, go, largestContentfulPaint, start, timeChart30d } from './browser.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const api = env('PORTAL_API');
 const admin = env('PORTAL_ADMIN_TOKEN');
 const reader = env('PORTAL_READER_TOKEN');
@@ -26,84 +19,16 @@ const instance = env('PORTAL_INSTANCE');
 const other = env('PORTAL_OTHER_INSTANCE');
 const workload = env('PORTAL_WORKLOAD');
 const artifacts = env('PORTAL_ARTIFACTS');
-mkdirSync(artifacts, { recursive: true });
 
 const report = { views: {}, checks: {}, console_errors: [], timings: {} };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
-
-/** A page in a fresh context; its console errors are reported unless they are expected. */
-async function newPage(errorsExpected = false) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-  const page = await context.newPage();
-  page.on('console', (m) => { if (m.type() === 'error' && !errorsExpected) report.console_errors.push(m.text()); });
-  page.on('pageerror', (e) => report.console_errors.push(`page error: ${e.message}`));
-  return page;
-}
-
-/** Navigates within the app and waits until the view for `hash` has rendered. */
-async function go(page, hash) {
-  const before = await page.evaluate(() => document.getElementById('main').dataset.ready || '0');
-  await page.evaluate((h) => { location.hash = h; }, hash);
-  await page.waitForFunction((b) => (document.getElementById('main').dataset.ready || '0') !== b, before, { timeout: 60_000 });
-  // Charts draw on the next animation frame.
-  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-}
-
-/** What the view shows: every `[data-field]` with its exact value and text, grouped by row. */
-async function collect(page) {
-  return page.evaluate(() => {
-    const main = document.getElementById('main');
-    const fields = [...main.querySelectorAll('[data-field]')].map((e) => {
-      const row = e.closest('[data-instance],[data-workload],[data-period]');
-      const scope = e.closest('[data-scope]');
-      return {
-        field: e.dataset.field,
-        value: e.dataset.value === '' ? null : Number(e.dataset.value),
-        unit: e.dataset.unit,
-        text: e.textContent,
-        row: row ? (row.dataset.instance || row.dataset.workload || row.dataset.period) : null,
-        scope: scope ? scope.dataset.scope : null,
-      };
-    });
-    const ranged = main.querySelector('[data-from]');
-    return {
-      view: main.dataset.view,
-      h1: main.querySelector('h1')?.textContent || '',
-      from: ranged ? Number(ranged.dataset.from) : null,
-      to: ranged ? Number(ranged.dataset.to) : null,
-      step: ranged?.dataset.step || null,
-      fields,
-      canvases: main.querySelectorAll('canvas').length,
-      sparklines: main.querySelectorAll('svg.spark path').length,
-      rows: main.querySelectorAll('tbody tr').length,
-      admin_elements: main.querySelectorAll('[data-admin]').length,
-      not_found: !!main.querySelector('[data-notfound]'),
-      error_notices: [...main.querySelectorAll('.notice.error')].map((n) => n.textContent),
-      looks_like_json: /[{[]\s*"[a-z_]+"\s*:/.test(main.innerText),
-      text: main.innerText.slice(0, 4000),
-    };
-  });
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-}
+const { browser, newPage, shot } = await start(report, artifacts);
 
 // --- admin: first paint, every view ----------------------------------------------------
 const page = await newPage();
 await page.goto(`${api}/portal/#token=${admin}`);
 await page.waitForSelector('main[data-ready]', { timeout: 60_000 });
-report.timings.lcp_ms = await page.evaluate(() => new Promise((resolve) => {
-  new PerformanceObserver((list) => {
-    const e = list.getEntries();
-    resolve(e[e.length - 1].startTime);
-  }).observe({ type: 'largest-contentful-paint', buffered: true });
-  setTimeout(() => resolve(null), 5000);
-}));
+report.timings.lcp_ms = await largestContentfulPaint(page);
 report.checks.fragment_cleared = !page.url().includes('token=');
 report.checks.token_in_session = await page.evaluate(() => !!sessionStorage.getItem('wattprint.token'));
 // Keyboard: the first Tab from the page lands on the first navigation link.
@@ -113,10 +38,7 @@ report.views.instances = await collect(page);
 await shot(page, '01-instances');
 
 // An instance's 30-day chart, timed from the navigation to the drawn canvases.
-const t0 = await page.evaluate(() => performance.now());
-await go(page, `#/instances/${encodeURIComponent(instance)}?range=30d&step=5m`);
-await page.waitForSelector('#chart-power canvas', { timeout: 60_000 });
-report.timings.chart_30d_ms = (await page.evaluate(() => performance.now())) - t0;
+report.timings.chart_30d_ms = await timeChart30d(page, instance);
 report.views.instance_30d = await collect(page);
 await shot(page, '02-instance-30d-5m');
 

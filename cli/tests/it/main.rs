@@ -10,6 +10,7 @@ mod intensity;
 mod inventory;
 mod metrics;
 mod portal;
+mod portal_oidc;
 mod up;
 
 use std::path::Path;

@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::up::{get, interrupt_and_wait, start_with, Up};
 
-const PORTAL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/portal");
-const ARTIFACTS: &str = concat!(
+pub(crate) const PORTAL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/portal");
+pub(crate) const ARTIFACTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/test-artifacts/portal"
 );
@@ -53,19 +53,71 @@ fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("WPTEST_REQUIRE_SERVERS").is_some()
 }
 
-fn now_ms() -> i64 {
+/// Chromium for `test`, or `None` (skipped, said on stderr) where the browser, node or the
+/// driver is missing and nothing requires them.
+pub(crate) fn browser_or_skip(test: &str) -> Option<PathBuf> {
+    match browser() {
+        Ok(c) => Some(c),
+        Err(why) if required() => panic!("the {test} needs {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Runs the browser script `script` (in `tests/portal/`) with `env`, screenshots to
+/// `artifacts`; its JSON report, also kept there as `report.json`.
+pub(crate) fn run_script(
+    script: &str,
+    chromium: &Path,
+    artifacts: &Path,
+    env: &[(&str, String)],
+) -> Value {
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(PORTAL_DIR)
+        .env("CHROMIUM", chromium)
+        .env("PORTAL_ARTIFACTS", artifacts)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser script {script} failed:\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        artifacts.join("report.json"),
+        serde_json::to_vec_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    report
+}
+
+/// A port free on the loopback address now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
 }
 
-fn f(v: &Value) -> f64 {
+pub(crate) fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// Waits until the replay is wholly stored: the tenant's total energy stops changing.
-async fn settled(up: &Up, token: &str, from: i64, to: i64) {
+pub(crate) async fn settled(up: &Up, token: &str, from: i64, to: i64) {
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut last, mut stable) = (0u64, 0);
     while stable < 12 {
@@ -87,7 +139,10 @@ async fn settled(up: &Up, token: &str, from: i64, to: i64) {
 }
 
 /// The fields one view shows, as `(field, value, text)`, for a row (`None`: outside rows).
-fn fields<'a>(view: &'a Value, row: Option<&str>) -> Vec<(&'a str, Option<f64>, &'a str)> {
+pub(crate) fn fields<'a>(
+    view: &'a Value,
+    row: Option<&str>,
+) -> Vec<(&'a str, Option<f64>, &'a str)> {
     view["fields"]
         .as_array()
         .unwrap()
@@ -104,7 +159,7 @@ fn fields<'a>(view: &'a Value, row: Option<&str>) -> Vec<(&'a str, Option<f64>, 
 }
 
 /// The part of `view` inside the element marked `data-scope="{scope}"`.
-fn scoped(view: &Value, scope: &str) -> Value {
+pub(crate) fn scoped(view: &Value, scope: &str) -> Value {
     let inside: Vec<&Value> = view["fields"]
         .as_array()
         .unwrap()
@@ -115,7 +170,7 @@ fn scoped(view: &Value, scope: &str) -> Value {
 }
 
 /// The value shown for `field` (outside rows, or in `row`): must be there.
-fn shown(view: &Value, row: Option<&str>, field: &str) -> f64 {
+pub(crate) fn shown(view: &Value, row: Option<&str>, field: &str) -> f64 {
     let all = fields(view, row);
     let (_, value, text) = all
         .iter()
@@ -127,7 +182,7 @@ fn shown(view: &Value, row: Option<&str>, field: &str) -> f64 {
 }
 
 /// The text people read is the exact value rounded to the decimals shown, with a unit.
-fn check_text(value: f64, text: &str) {
+pub(crate) fn check_text(value: f64, text: &str) {
     let number: String = text
         .split_whitespace()
         .next()
@@ -145,7 +200,7 @@ fn check_text(value: f64, text: &str) {
     );
 }
 
-fn assert_eq_exact(screen: f64, api: f64, what: &str) {
+pub(crate) fn assert_eq_exact(screen: f64, api: f64, what: &str) {
     assert!(
         screen.to_bits() == api.to_bits(),
         "{what}: the portal shows {screen}, the API says {api}"
@@ -154,13 +209,8 @@ fn assert_eq_exact(screen: f64, api: f64, what: &str) {
 
 #[tokio::test]
 async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
-    let chromium = match browser() {
-        Ok(c) => c,
-        Err(why) if required() => panic!("the portal browser test needs {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(chromium) = browser_or_skip("portal browser test") else {
+        return;
     };
 
     // A replay of about 75 minutes of the real trace, two hours ago, stored as fast as
@@ -169,11 +219,7 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
     let now = now_ms();
     // The cloud console that embeds the portal: a page the browser script serves on this
     // free port, as http://localhost:PORT, the origin allowed to frame the portal.
-    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let console_port = free_port();
     let console = format!("http://localhost:{console_port}");
     let start_at = (now - 2 * 3_600_000).div_euclid(300_000) * 300_000;
     let data = dir.path().join("data");
@@ -244,29 +290,26 @@ async fn the_portal_shows_the_apis_numbers_in_a_real_browser() {
         "{csp}"
     );
 
-    let _ = std::fs::remove_dir_all(ARTIFACTS);
-    let out = Command::new("node")
-        .arg("portal.mjs")
-        .current_dir(PORTAL_DIR)
-        .env("CHROMIUM", &chromium)
-        .env("PORTAL_API", &api)
-        .env("PORTAL_ADMIN_TOKEN", &admin)
-        .env("PORTAL_READER_TOKEN", &reader)
-        .env("PORTAL_INSTANCE", &instance)
-        .env("PORTAL_OTHER_INSTANCE", &other)
-        .env("PORTAL_WORKLOAD", &workload)
-        .env("PORTAL_ARTIFACTS", ARTIFACTS)
-        .env("PORTAL_CONSOLE_PORT", console_port.to_string())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser script failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    std::fs::write(
-        Path::new(ARTIFACTS).join("report.json"),
-        serde_json::to_vec_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    // This test's screenshots only: `sign-in/` beside them is portal_oidc.rs's.
+    for entry in std::fs::read_dir(ARTIFACTS).into_iter().flatten().flatten() {
+        if entry.path().is_file() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let report = run_script(
+        "portal.mjs",
+        &chromium,
+        Path::new(ARTIFACTS),
+        &[
+            ("PORTAL_API", api.clone()),
+            ("PORTAL_ADMIN_TOKEN", admin.clone()),
+            ("PORTAL_READER_TOKEN", reader.clone()),
+            ("PORTAL_INSTANCE", instance.clone()),
+            ("PORTAL_OTHER_INSTANCE", other.clone()),
+            ("PORTAL_WORKLOAD", workload.clone()),
+            ("PORTAL_CONSOLE_PORT", console_port.to_string()),
+        ],
+    );
     let views = &report["views"];
 
     // Figures, printed for the record.

@@ -53,7 +53,8 @@ pub(crate) fn start_with(data_dir: &std::path::Path, config: Option<&std::path::
     start_args(data_dir, config, &["--backfill-days", "0"])
 }
 
-/// `wattprint up` on `data_dir` with `extra` arguments.
+/// `wattprint up` on `data_dir` with `extra` arguments (the API on a free port unless they
+/// name `--api-listen`).
 pub(crate) fn start_args(
     data_dir: &std::path::Path,
     config: Option<&std::path::Path>,
@@ -66,12 +67,12 @@ pub(crate) fn start_args(
     let mut child = command
         .args(["up", "--data-dir"])
         .arg(data_dir)
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--gateway-listen", "127.0.0.1:0"])
+        .args(if extra.contains(&"--api-listen") {
+            &[][..]
+        } else {
+            &["--api-listen", "127.0.0.1:0"][..]
+        })
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())

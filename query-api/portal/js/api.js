@@ -2,25 +2,29 @@
 // the page was opened with (moved from the URL fragment to sessionStorage, never sent in a
 // URL or a Referer).
 
-const KEY = 'wattprint.token';
-
 // The tab's sessionStorage, or, where the browser refuses storage to this page (a frame of
 // another site with third-party storage blocked), memory: the token then lasts as long as
 // the page, and the console hands over a new one through the fragment.
-let memory = null;
-const store = {
-  get() {
-    try { return sessionStorage.getItem(KEY); } catch { return memory; }
-  },
-  set(v) {
-    memory = v;
-    try { sessionStorage.setItem(KEY, v); } catch { /* memory only */ }
-  },
-  clear() {
-    memory = null;
-    try { sessionStorage.removeItem(KEY); } catch { /* memory only */ }
-  },
-};
+function slot(key) {
+  let memory = null;
+  return {
+    get() {
+      try { return sessionStorage.getItem(key) ?? memory; } catch { return memory; }
+    },
+    set(v) {
+      memory = v;
+      try { sessionStorage.setItem(key, v); } catch { /* memory only */ }
+    },
+    clear() {
+      memory = null;
+      try { sessionStorage.removeItem(key); } catch { /* memory only */ }
+    },
+  };
+}
+// The bearer token, and the ID token of a sign-in through the identity provider (only as
+// the hint of its sign-out; never sent to the API).
+const store = slot('wattprint.token');
+const idStore = slot('wattprint.id_token');
 
 /** An API refusal or failure, with a message meant for people. */
 export class ApiError extends Error {
@@ -36,22 +40,37 @@ export class ApiError extends Error {
 export function adoptTokenFromFragment() {
   const m = /^#token=([A-Za-z0-9_\-.]+)(?:&(.*))?$/.exec(location.hash);
   if (!m) return;
-  store.set(m[1]);
+  adoptToken(m[1], null);
   const next = m[2] && m[2].startsWith('view=') ? decodeURIComponent(m[2].slice(5)) : '#/instances';
   history.replaceState(null, '', location.pathname + location.search + next);
 }
 
+/** Keeps `access` as the bearer token of this tab, and `id` (or none) as the ID token. */
+export function adoptToken(access, id) {
+  store.set(access);
+  if (id) idStore.set(id); else idStore.clear();
+}
+
 export function token() {
-  return store.get() || memory;
+  return store.get();
+}
+
+export function idToken() {
+  return idStore.get();
 }
 
 export function signOut() {
   store.clear();
+  idStore.clear();
 }
 
 /** The token's claims (for display and hiding admin actions only: the API enforces roles). */
 export function claims() {
-  const t = token();
+  return decodeJwt(token());
+}
+
+/** A JWT's claims, read without verifying (the API verifies); null when `t` is not one. */
+export function decodeJwt(t) {
   if (!t) return null;
   try {
     const part = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');

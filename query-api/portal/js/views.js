@@ -1,5 +1,6 @@
 // The portal's views. Each returns the nodes of `main`; data comes only from the API (api.js).
 
+import { beginSignIn } from './signin.js';
 import { get, all, send, blob, isAdmin, ApiError } from './api.js';
 import { el, qty, num, pct, when, localInput, fromLocalInput, duration } from './format.js';
 import { timeChart, sparkline, scheduleLanes } from './charts.js';
@@ -40,11 +41,42 @@ export function notFound(detail) {
     detail ? el('p', { class: 'muted' }, `The service said: ${detail}`) : null];
 }
 
-export function signedOut() {
+export function signedOut(oidc) {
+  if (oidc) {
+    return [el('h1', {}, 'Signed out'),
+      el('div', { class: 'notice' }, 'Sign in with your organisation\'s account to see your tenant\'s instances. ',
+        'If you use a cloud console, you can also open the portal from there.'),
+      signInButton()];
+  }
   return [el('h1', {}, 'Signed out'),
     el('div', { class: 'notice' },
       'The portal needs a sign-in token. Open it from your cloud console, or on a demo from the portal URL ',
       'that `wattprint up` printed (it carries the token).')];
+}
+
+/** Sends the browser to the identity provider, to land on the view now in the address. */
+export function signInButton() {
+  const status = el('p', { class: 'muted', role: 'status' });
+  const button = el('button', {
+    type: 'button', class: 'primary', id: 'sign-in',
+    onclick: () => {
+      button.disabled = true;
+      status.textContent = 'Going to your identity provider…';
+      const view = /^#\/./.test(location.hash) ? location.hash : '#/instances';
+      beginSignIn(view).catch((e) => {
+        button.disabled = false;
+        status.textContent = `${e.message} ${e.next || ''}`;
+      });
+    },
+  }, 'Sign in');
+  return el('div', { class: 'sign-in' }, el('p', {}, button), status);
+}
+
+/** A sign-in through the identity provider that failed: why, and a way to try again. */
+export function signInFailed(e, oidc) {
+  return [el('h1', { 'data-signin-failed': 'true' }, 'Sign-in failed'),
+    notice('error', `${e.message} ${e.next}`),
+    oidc ? signInButton() : null];
 }
 
 function notice(kind, ...text) {
