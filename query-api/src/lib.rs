@@ -252,6 +252,19 @@ impl ApiState {
             })
     }
 
+    /// What statements are computed from: the store, the catalog and `join` (a snapshot of
+    /// [`Self::intensity_join`], `None` without intensity sources).
+    pub(crate) fn statement_sources<'a>(
+        &'a self,
+        join: Option<&'a IntensityJoin>,
+    ) -> statements::Sources<'a> {
+        statements::Sources {
+            store: self.store.as_ref(),
+            catalog: &self.catalog,
+            join,
+        }
+    }
+
     /// The request limits.
     pub fn limits(&self) -> ApiLimits {
         self.limits

@@ -77,6 +77,7 @@ document (`ProblemDocument`).";
         crate::statements::http::get,
         crate::operator::list_tenants,
         crate::operator::tenant_summary,
+        crate::operator::statements_export,
     ),
     components(
         // Schemas only query parameters or `schema_with` refer to: utoipa registers those of

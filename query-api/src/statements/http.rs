@@ -10,7 +10,7 @@ use axum::Json;
 use wattprint_api_types::{StatementList, StatementSummary, StatementView};
 use wattprint_core::UnixMillis;
 
-use super::{statement, Period, Sources};
+use super::{statement, Period};
 use crate::auth::AuthenticatedTenant;
 use crate::error::ApiError;
 use crate::ApiState;
@@ -153,11 +153,7 @@ pub async fn document(
     };
     let period = Period::parse(period).map_err(ApiError::BadRequest)?;
     let join = state.intensity_join().ok();
-    let src = Sources {
-        store: state.store.as_ref(),
-        catalog: &state.catalog,
-        join: join.as_deref(),
-    };
+    let src = state.statement_sources(join.as_deref());
     let served = statement(src, scope, period, now, state.statements).await?;
     let (content_type, body) = match format {
         "csv" => (

@@ -215,6 +215,18 @@ pub struct IssueReport {
     pub latest_issued: Option<Period>,
 }
 
+/// Every tenant of the inventory: whose months are issued, and exported to operators.
+pub async fn tenants(src: Sources<'_>) -> Result<BTreeSet<TenantId>, ApiError> {
+    Ok(src
+        .store
+        .inventory()
+        .await
+        .map_err(|e| ApiError::from_store(e, || "no inventory".into()))?
+        .into_iter()
+        .map(|i| i.tenant)
+        .collect())
+}
+
 /// Issues every month that is due at `now` for every tenant of the inventory: the months
 /// within the adjustment horizon that have ended, whose grace has passed and that are not
 /// issued yet — a month without usage only once the tenant has an issued statement before it.
@@ -223,14 +235,7 @@ pub async fn issue_due(
     now: UnixMillis,
     policy: StatementPolicy,
 ) -> Result<IssueReport, ApiError> {
-    let tenants: BTreeSet<TenantId> = src
-        .store
-        .inventory()
-        .await
-        .map_err(|e| ApiError::from_store(e, || "no inventory".into()))?
-        .into_iter()
-        .map(|i| i.tenant)
-        .collect();
+    let tenants = tenants(src).await?;
     let mut report = IssueReport::default();
     for tenant in tenants {
         let scope = TenantScope::from_verified(tenant.clone());

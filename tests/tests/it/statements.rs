@@ -2,8 +2,8 @@
 //! the real H100 trace's counter and intensity from WattTime's real CAISO_NORTH series:
 //! preliminary vs issued, issued exactly once by two racing replicas, never changed after
 //! issue, late samples carried as a dated adjustment on the next statement, totals reconciled
-//! to the 5-minute ledger (mJ exact, grams to 1e-9), CSV equal to the JSON, and no tenant
-//! seeing another's usage.
+//! to the 5-minute ledger (mJ exact, grams to 1e-9), CSV and the operator's all-tenant CSV and
+//! Parquet exports equal to the JSON, and no tenant seeing another's usage.
 
 #![allow(clippy::unwrap_used)]
 
@@ -338,7 +338,11 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     let hash = statements::issue::content_sha256(&first.view).unwrap();
     assert_eq!(first.view.content_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(first.view.totals.it_energy_mj, e);
-    csv_equals_json(&first.view);
+    lines_equal_json(
+        &csv_lines(&statements::csv::render(&first.view).unwrap()),
+        &[&first.view],
+    );
+    exports_equal_json(src, p, due, policy).await;
     pdf_shows_the_json(&first.view, store_name);
 
     // Late samples for the issued month change nothing issued...
@@ -383,6 +387,8 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     );
     let adj = &next.view.adjustments[0];
     assert_eq!(adj.period, p.to_string());
+    // The export of the next month carries the adjustment, its usage in the month corrected.
+    exports_equal_json(src, p.next(), after, policy).await;
     assert_eq!(adj.it_energy_mj, late_e as i64);
     assert_grams(adj.marginal_co2e_g, late_g, "adjustment marginal");
     assert_grams(adj.location_co2e_g, late_loc, "adjustment location");
@@ -419,53 +425,142 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     assert!(!g_issued[0].body.contains("i-1"), "{}", g_issued[0].body);
 }
 
-/// Every CSV row carries the JSON's numbers for its line.
-fn csv_equals_json(view: &wattprint_api_types::StatementView) {
-    let text = statements::csv::render(view).unwrap();
+/// A table's rows as column name → text (empty for null), what CSV and Parquet are compared
+/// with the JSON through.
+type Lines = Vec<std::collections::BTreeMap<String, String>>;
+
+fn csv_lines(text: &str) -> Lines {
     let mut r = csv::Reader::from_reader(text.as_bytes());
     let h = r.headers().unwrap().clone();
-    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
-    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
-    let amounts = |line: &str, id: &str| {
+    r.records()
+        .map(|x| {
+            let x = x.unwrap();
+            h.iter()
+                .zip(x.iter())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A Parquet file's rows, read back with the parquet crate's own reader.
+fn parquet_lines(bytes: &[u8]) -> Lines {
+    use parquet::record::Field;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("statements.parquet");
+    std::fs::write(&path, bytes).unwrap();
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::try_from(path.as_path()).unwrap();
+    reader
+        .into_iter()
+        .map(|row| {
+            row.unwrap()
+                .get_column_iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Field::Null => String::new(),
+                        Field::Long(i) => i.to_string(),
+                        Field::Double(f) => f.to_string(),
+                        Field::Str(s) => s.clone(),
+                        other => panic!("column {k} holds {other:?}"),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every row carries the JSON's numbers for its line (of the statement of its tenant), and
+/// every line of the statements has its row.
+fn lines_equal_json(rows: &Lines, views: &[&wattprint_api_types::StatementView]) {
+    let find = |view: &wattprint_api_types::StatementView, line: &str, id: &str| {
         rows.iter()
-            .find(|x| &x[col("line")] == line && &x[col("id")] == id)
-            .unwrap_or_else(|| panic!("no {line} {id} row in {text}"))
-            .clone()
+            .find(|x| x["tenant"] == view.tenant && x["line"] == line && x["id"] == id)
+            .unwrap_or_else(|| panic!("no {line} {id} row of {} in {rows:?}", view.tenant))
     };
-    let check = |row: &csv::StringRecord, a: &wattprint_api_types::StatementAmounts| {
-        assert_eq!(
-            row[col("it_energy_mj")].parse::<u64>().unwrap(),
-            a.it_energy_mj
-        );
-        assert_eq!(
-            row[col("marginal_co2e_g")].parse::<f64>().unwrap(),
-            a.marginal_co2e_g
-        );
-        assert_eq!(
-            row[col("embodied_co2e_g")].parse::<f64>().unwrap(),
-            a.embodied_co2e_g
-        );
-        let loc = &row[col("location_co2e_g")];
-        assert_eq!(loc.parse::<f64>().ok(), a.location_co2e_g);
-        assert_eq!(&row[col("statement_id")], view.statement_id.as_str());
-        assert_eq!(&row[col("status")], view.status.as_str());
-    };
-    check(&amounts("total", ""), &view.totals);
-    for i in &view.instances {
-        check(&amounts("instance", &i.instance_id), &i.amounts);
+    for view in views {
+        let check = |row: &std::collections::BTreeMap<String, String>,
+                     a: &wattprint_api_types::StatementAmounts| {
+            assert_eq!(row["it_energy_mj"].parse::<u64>().unwrap(), a.it_energy_mj);
+            assert_eq!(
+                row["marginal_co2e_g"].parse::<f64>().unwrap(),
+                a.marginal_co2e_g
+            );
+            assert_eq!(
+                row["embodied_co2e_g"].parse::<f64>().unwrap(),
+                a.embodied_co2e_g
+            );
+            assert_eq!(
+                row["location_co2e_g"].parse::<f64>().ok(),
+                a.location_co2e_g
+            );
+            assert_eq!(row["statement_id"], view.statement_id);
+            assert_eq!(row["status"], view.status);
+            assert_eq!(
+                row["content_sha256"],
+                view.content_sha256.clone().unwrap_or_default()
+            );
+            assert_eq!(row["period"], view.period);
+            assert_eq!(row["usage_period"], view.period);
+            assert_eq!(row["model_version"], view.model_version);
+        };
+        check(find(view, "total", ""), &view.totals);
+        for i in &view.instances {
+            check(find(view, "instance", &i.instance_id), &i.amounts);
+        }
+        for w in &view.workloads {
+            let row = find(view, "workload", &w.workload_id);
+            check(row, &w.amounts);
+            assert_eq!(
+                row["sci_g_per_unit"].parse::<f64>().unwrap(),
+                w.sci_g_per_unit
+            );
+        }
+        for adj in &view.adjustments {
+            let row = find(view, "adjustment", &adj.period);
+            assert_eq!(
+                row["it_energy_mj"].parse::<i64>().unwrap(),
+                adj.it_energy_mj
+            );
+            assert_eq!(
+                row["marginal_co2e_g"].parse::<f64>().unwrap(),
+                adj.marginal_co2e_g
+            );
+            assert_eq!(row["usage_period"], adj.period, "the month corrected");
+            assert_eq!(row["period"], view.period);
+        }
     }
-    for w in &view.workloads {
-        let row = amounts("workload", &w.workload_id);
-        check(&row, &w.amounts);
-        assert_eq!(
-            row[col("sci_g_per_unit")].parse::<f64>().unwrap(),
-            w.sci_g_per_unit
+    let lines: usize = views
+        .iter()
+        .map(|v| 1 + v.instances.len() + v.workloads.len() + v.adjustments.len())
+        .sum();
+    assert_eq!(rows.len(), lines);
+}
+
+/// The operator's CSV and Parquet exports of `period` hold every tenant's statement as the
+/// tenant reads it.
+async fn exports_equal_json(src: Sources<'_>, p: Period, now: UnixMillis, policy: StatementPolicy) {
+    use statements::export::{render, ExportFormat};
+    let mut views = Vec::new();
+    for t in ["acme", "globex"] {
+        views.push(
+            statements::statement(src, &scope(t), p, now, policy)
+                .await
+                .unwrap()
+                .view,
         );
     }
-    assert_eq!(
-        rows.len(),
-        1 + view.instances.len() + view.workloads.len() + view.adjustments.len()
-    );
+    let views: Vec<&wattprint_api_types::StatementView> = views.iter().collect();
+    let parquet = render(src, p, now, policy, ExportFormat::Parquet)
+        .await
+        .unwrap();
+    assert_eq!(&parquet[..4], b"PAR1");
+    lines_equal_json(&parquet_lines(&parquet), &views);
+    let csv = render(src, p, now, policy, ExportFormat::Csv)
+        .await
+        .unwrap();
+    lines_equal_json(&csv_lines(std::str::from_utf8(&csv).unwrap()), &views);
 }
 
 /// The PDF's text (poppler's `pdftotext`) shows the JSON's numbers; its first page is kept as
