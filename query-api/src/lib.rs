@@ -45,6 +45,7 @@ pub mod average;
 pub mod budget;
 pub mod config;
 pub mod error;
+pub mod evidence;
 pub mod grpc;
 pub mod iplimit;
 mod metrics;

@@ -73,6 +73,7 @@ document (`ProblemDocument`).";
         crate::routes::workload_whatif,
         crate::routes::tenant_summary,
         crate::routes::list_restatements,
+        crate::routes::workload_evidence,
         crate::statements::http::list,
         crate::statements::http::get,
         crate::operator::list_tenants,

@@ -60,7 +60,8 @@ pub fn parse_basis(s: &str) -> Result<Basis, ApiError> {
     }
 }
 
-fn describe(basis: Basis) -> &'static str {
+/// The basis in words, as what-if answers state it.
+pub fn describe(basis: Basis) -> &'static str {
     match basis {
         Basis::Actual => "actual marginal intensity (hindsight)",
         Basis::Forecast => "marginal forecast known at the workload's start (planning)",

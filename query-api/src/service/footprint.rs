@@ -35,6 +35,17 @@ pub struct WorkloadEnergy {
     pub missing_instances: Vec<String>,
     /// Emissions of the slices on average intensity (only when a join was given).
     pub average: AverageTotals,
+    /// Sources of the marginal intensities joined to the slices.
+    pub marginal_sources: BTreeSet<String>,
+}
+
+impl WorkloadEnergy {
+    fn push(&mut self, row: &IntervalRow, energy: Millijoules, estimated: Millijoules) {
+        if let Some(j) = &row.intensity {
+            self.marginal_sources.insert(j.source.clone());
+        }
+        self.slices.push(slice_of(row, energy, estimated));
+    }
 }
 
 /// Collects a workload's energy over `span` (its range; for an open workload, so far) exactly.
@@ -86,7 +97,7 @@ pub async fn workload_energy(
             if bucket.start() >= from && bucket.end() <= to {
                 for row in rows {
                     out.covered_gpu_ms += row.covered_ms;
-                    out.slices.push(slice_of(row, row.energy, row.estimated));
+                    out.push(row, row.energy, row.estimated);
                 }
                 continue;
             }
@@ -109,7 +120,7 @@ pub async fn workload_energy(
             for (gpu, part) in clipped {
                 out.covered_gpu_ms += part.covered_ms;
                 match row_of.get(&gpu) {
-                    Some(row) => out.slices.push(slice_of(row, part.energy, part.estimated)),
+                    Some(row) => out.push(row, part.energy, part.estimated),
                     // A sample with no interval row: count its energy, with no intensity.
                     None => out.slices.push(FootprintSlice {
                         bucket,

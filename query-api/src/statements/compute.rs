@@ -142,7 +142,13 @@ pub async fn compute(
             amounts: tally.amounts(with_location),
         });
     }
-    let workloads = workload_lines(src, scope, (from, to.min(now.max(from)))).await?;
+    let listed = src
+        .store
+        .list_workloads(scope)
+        .await
+        .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
+    let workloads = workload_lines(src, scope, &listed, (from, to.min(now.max(from)))).await?;
+    let carbon_aware = super::potential::potential(src, scope, period, &listed).await?;
     Ok(StatementView {
         statement_id: statement_id(scope, period),
         tenant: scope.tenant().to_string(),
@@ -171,6 +177,7 @@ pub async fn compute(
             co2e_g: None,
         },
         location_sources: total.average.sources.iter().cloned().collect(),
+        carbon_aware: Some(carbon_aware),
     })
 }
 
@@ -178,20 +185,16 @@ pub async fn compute(
 async fn workload_lines(
     src: Sources<'_>,
     scope: &TenantScope,
+    workloads: &[Workload],
     (from, to): (UnixMillis, UnixMillis),
 ) -> Result<Vec<StatementWorkload>, ApiError> {
-    let workloads = src
-        .store
-        .list_workloads(scope)
-        .await
-        .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
     let mut lines = Vec::new();
     for w in workloads {
         let (a, b) = (w.spec.from.max(from), w.spec.to.unwrap_or(to).min(to));
         if a >= b {
             continue;
         }
-        lines.push(workload_line(src, scope, &w, (a, b)).await?);
+        lines.push(workload_line(src, scope, w, (a, b)).await?);
     }
     lines.sort_by(|x, y| x.workload_id.cmp(&y.workload_id));
     Ok(lines)

@@ -115,7 +115,14 @@ pub async fn issue(
 pub fn content_sha256(view: &StatementView) -> Result<String, ApiError> {
     let mut unsigned = view.clone();
     unsigned.content_sha256 = None;
-    let digest = Sha256::digest(to_json(&unsigned)?.as_bytes());
+    json_sha256(&unsigned)
+}
+
+/// The SHA-256 (hex) of `value`'s JSON: how documents (statements, evidence) carry their hash.
+pub fn json_sha256<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| ApiError::Internal(format!("rendering a document to hash: {e}")))?;
+    let digest = Sha256::digest(json.as_bytes());
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -12,6 +12,7 @@ pub mod issue;
 pub mod parquet;
 pub mod pdf;
 mod period;
+pub mod potential;
 pub mod table;
 
 pub use compute::{compute, statement_id, Sources};

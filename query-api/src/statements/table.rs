@@ -1,6 +1,7 @@
 //! A statement as a table: one row per line (`total`, each `instance`, each `workload`, each
 //! `adjustment`), every row carrying the statement's id, tenant, period, status, hash and model
-//! version, so rows of many statements stack. CSV and Parquet both render this one table, so
+//! version, so rows of many statements stack; the total and workload rows also carry the
+//! carbon-aware potential's savings. CSV and Parquet both render this one table, so
 //! the two can never disagree on a column. The numbers are the JSON's, unconverted.
 
 use wattprint_api_types::{StatementAmounts, StatementView};
@@ -32,7 +33,7 @@ pub enum Cell {
 }
 
 /// The columns, in order, with their kinds.
-pub const COLUMNS: [(&str, Kind); 23] = [
+pub const COLUMNS: [(&str, Kind); 25] = [
     ("statement_id", Kind::Text),
     ("tenant", Kind::Text),
     ("period", Kind::Text),
@@ -56,6 +57,8 @@ pub const COLUMNS: [(&str, Kind); 23] = [
     ("energy_measured_share", Kind::Float),
     ("usage_period", Kind::Text),
     ("model_version", Kind::Text),
+    ("flexible_start_saving_co2e_g", Kind::Float),
+    ("pause_resume_saving_co2e_g", Kind::Float),
 ];
 
 fn int(what: &str, v: u64) -> Result<Cell, ApiError> {
@@ -106,19 +109,28 @@ pub fn rows(view: &StatementView) -> Result<Vec<Vec<Cell>>, ApiError> {
         text(&view.status),
         view.content_sha256.as_deref().map_or(Cell::Null, text),
     ];
-    let row = |body: Vec<Cell>, usage_period: &str| -> Vec<Cell> {
+    let row = |body: Vec<Cell>, usage_period: &str, savings: [Option<f64>; 2]| -> Vec<Cell> {
         let mut cells = head.to_vec();
         cells.extend(body);
         cells.extend([text(usage_period), text(&view.model_version)]);
+        cells.extend(savings.map(|g| g.map_or(Cell::Null, Cell::Float)));
         cells
     };
+    let potential = view.carbon_aware.as_ref();
+    let total_savings = potential.map_or([None, None], |p| {
+        [
+            Some(p.flexible_start_saving_co2e_g),
+            Some(p.pause_resume_saving_co2e_g),
+        ]
+    });
     let mut out = vec![row(
         amounts_row(("total", "", ""), &view.totals, None, "")?,
         &view.period,
+        total_savings,
     )];
     for i in &view.instances {
         let body = amounts_row(("instance", &i.instance_id, ""), &i.amounts, None, "")?;
-        out.push(row(body, &view.period));
+        out.push(row(body, &view.period, [None, None]));
     }
     for w in &view.workloads {
         let body = amounts_row(
@@ -127,7 +139,12 @@ pub fn rows(view: &StatementView) -> Result<Vec<Vec<Cell>>, ApiError> {
             Some(w.sci_g_per_unit),
             &w.functional_unit,
         )?;
-        out.push(row(body, &view.period));
+        let savings = potential
+            .and_then(|p| p.workloads.iter().find(|c| c.workload_id == w.workload_id))
+            .map_or([None, None], |c| {
+                [c.flexible_start_saving_co2e_g, c.pause_resume_saving_co2e_g]
+            });
+        out.push(row(body, &view.period, savings));
     }
     for adj in &view.adjustments {
         // Only energy, marginal and location-based emissions are corrected; the usage belongs
@@ -144,7 +161,7 @@ pub fn rows(view: &StatementView) -> Result<Vec<Vec<Cell>>, ApiError> {
             Cell::Float(adj.location_co2e_g),
         ]);
         body.extend(std::iter::repeat_n(Cell::Null, 6));
-        out.push(row(body, &adj.period));
+        out.push(row(body, &adj.period, [None, None]));
     }
     debug_assert!(out.iter().all(|r| r.len() == COLUMNS.len()));
     Ok(out)
