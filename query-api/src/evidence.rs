@@ -49,12 +49,7 @@ pub async fn workload_evidence(
     limits: &ApiLimits,
     join: Option<&IntensityJoin>,
 ) -> Result<WorkloadEvidence, ApiError> {
-    let not_found = || format!("workload {id} not found");
-    let w = store
-        .get_workload(scope, id)
-        .await
-        .map_err(|e| ApiError::from_store(e, not_found))?
-        .ok_or_else(|| ApiError::NotFound(not_found()))?;
+    let w = crate::service::tenant_workload(store, scope, id).await?;
     let span = crate::workloads::workload_span(&w, limits)?;
     let energy = workload_energy(store, scope, &w, span, join).await?;
     let view = footprint_of(&energy, catalog, &w, span, join.is_some())?;
@@ -74,11 +69,8 @@ pub async fn workload_evidence(
     let model_versions =
         model_versions(store, &energy.regions, span, &energy.marginal_sources).await?;
     let fp = &view.footprint;
-    let estimated: u64 = energy.slices.iter().map(|s| s.estimated.0).sum();
-    let average = view
-        .average
-        .as_ref()
-        .filter(|_| energy.average.energy_with_intensity > 0);
+    let estimated = energy.estimated_mj();
+    let (location_co2e_g, location_missing_energy_mj) = energy.location_emissions(&view);
     let mut evidence = WorkloadEvidence {
         evidence_version: EVIDENCE_MODEL_VERSION.into(),
         generated_at: UnixMillis::now().to_rfc3339(),
@@ -100,11 +92,8 @@ pub async fn workload_evidence(
         emissions: EvidenceEmissions {
             marginal_co2e_g: fp.operational_co2e_g,
             marginal_it_co2e_g: fp.operational_it_co2e_g,
-            location_co2e_g: average.map(|a| a.operational_co2e_g),
-            location_missing_energy_mj: view
-                .average
-                .as_ref()
-                .map_or(fp.it_energy_mj, |a| a.energy_without_intensity_mj),
+            location_co2e_g,
+            location_missing_energy_mj,
             embodied_co2e_g: fp.embodied_co2e_g,
             functional_unit: view.functional_unit.clone(),
             functional_units: fp.functional_units,

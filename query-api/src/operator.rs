@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use tracing::field::Empty;
@@ -182,16 +181,10 @@ pub(crate) async fn statements_export(
         operator = operator.subject(),
         "operator exported statements"
     );
-    let disposition = format!(
-        "attachment; filename=\"wattprint-statements-{period}.{}\"",
-        format.extension()
-    );
-    Ok((
-        [
-            (CONTENT_TYPE, format.content_type().to_owned()),
-            (CONTENT_DISPOSITION, disposition),
-        ],
+    let filename = format!("wattprint-statements-{period}.{}", format.extension());
+    Ok(crate::statements::http::attachment(
+        format.content_type(),
+        &filename,
         body,
-    )
-        .into_response())
+    ))
 }

@@ -40,6 +40,25 @@ pub struct WorkloadEnergy {
 }
 
 impl WorkloadEnergy {
+    /// Energy of the slices integrated from power rather than counted.
+    pub fn estimated_mj(&self) -> u64 {
+        self.slices.iter().map(|s| s.estimated.0).sum()
+    }
+
+    /// Location-based facility emissions of `view` (this energy's footprint) and the energy
+    /// left out of them: null where no slice had an average intensity — never guessed.
+    pub fn location_emissions(&self, view: &FootprintView) -> (Option<f64>, u64) {
+        let average = view.average.as_ref();
+        (
+            average
+                .filter(|_| self.average.energy_with_intensity > 0)
+                .map(|a| a.operational_co2e_g),
+            average.map_or(view.footprint.it_energy_mj, |a| {
+                a.energy_without_intensity_mj
+            }),
+        )
+    }
+
     fn push(&mut self, row: &IntervalRow, energy: Millijoules, estimated: Millijoules) {
         if let Some(j) = &row.intensity {
             self.marginal_sources.insert(j.source.clone());

@@ -209,11 +209,7 @@ async fn workload_line(
     let energy = workload_energy(src.store, scope, w, (a, b), src.join).await?;
     let view = footprint_of(&energy, src.catalog, w, (a, b), src.join.is_some())?;
     let fp = &view.footprint;
-    let estimated: u64 = energy.slices.iter().map(|s| s.estimated.0).sum();
-    let location = view
-        .average
-        .as_ref()
-        .filter(|_| energy.average.energy_with_intensity > 0);
+    let (location_co2e_g, location_missing_energy_mj) = energy.location_emissions(&view);
     Ok(StatementWorkload {
         workload_id: w.id.to_string(),
         label: w.spec.label.clone(),
@@ -225,15 +221,12 @@ async fn workload_line(
         amounts: StatementAmounts {
             it_energy_mj: fp.it_energy_mj,
             it_energy_kwh: fp.it_energy_kwh,
-            estimated_energy_mj: estimated,
+            estimated_energy_mj: energy.estimated_mj(),
             facility_energy_kwh: fp.facility_energy_kwh,
             marginal_it_co2e_g: fp.operational_it_co2e_g,
             marginal_co2e_g: fp.operational_co2e_g,
-            location_co2e_g: location.map(|l| l.operational_co2e_g),
-            location_missing_energy_mj: view
-                .average
-                .as_ref()
-                .map_or(fp.it_energy_mj, |l| l.energy_without_intensity_mj),
+            location_co2e_g,
+            location_missing_energy_mj,
             embodied_co2e_g: fp.embodied_co2e_g,
             gpu_intervals: energy.slices.len() as u64,
             covered_gpu_ms: view.coverage.covered_gpu_ms,

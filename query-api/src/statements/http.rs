@@ -106,18 +106,26 @@ pub(crate) async fn get(
     if doc.format == "json" {
         return Ok(([(CONTENT_TYPE, doc.content_type)], doc.body).into_response());
     }
-    let disposition = format!(
-        "attachment; filename=\"wattprint-statement-{}-{}.{}\"",
+    let filename = format!(
+        "wattprint-statement-{}-{}.{}",
         doc.view.tenant, doc.view.period, doc.format
     );
-    Ok((
+    Ok(attachment(doc.content_type, &filename, doc.body))
+}
+
+/// A document to download: `body` as `content_type`, saved as `filename`.
+pub(crate) fn attachment(content_type: &str, filename: &str, body: Vec<u8>) -> Response {
+    (
         [
-            (CONTENT_TYPE, doc.content_type.to_owned()),
-            (CONTENT_DISPOSITION, disposition),
+            (CONTENT_TYPE, content_type.to_owned()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
         ],
-        doc.body,
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// A statement rendered in one format: what REST and gRPC both serve.

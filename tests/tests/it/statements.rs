@@ -344,7 +344,10 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     assert_eq!(first.view.totals.it_energy_mj, e);
     // A statement issued before the carbon-aware potential existed (no such field) reads and
     // writes back byte for byte, so its hash still holds.
-    let cut = first.body.find(",\"carbon_aware\"").expect("the potential is last");
+    let cut = first
+        .body
+        .find(",\"carbon_aware\"")
+        .expect("the potential is last");
     let older = format!("{}}}", &first.body[..cut]);
     let parsed: wattprint_api_types::StatementView = serde_json::from_str(&older).unwrap();
     assert_eq!(parsed.carbon_aware, None);
