@@ -85,6 +85,18 @@ pub async fn compute(
     period: Period,
     now: UnixMillis,
 ) -> Result<StatementView, ApiError> {
+    compute_with(src, scope, period, now, true).await
+}
+
+/// [`compute`], with the carbon-aware potential only when `with_potential` (its what-if
+/// searches are the costly part; adjustments and issuing checks need only the amounts).
+pub(crate) async fn compute_with(
+    src: Sources<'_>,
+    scope: &TenantScope,
+    period: Period,
+    now: UnixMillis,
+    with_potential: bool,
+) -> Result<StatementView, ApiError> {
     let (from, to) = (period.start(), period.end());
     let rows = src
         .store
@@ -148,7 +160,11 @@ pub async fn compute(
         .await
         .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
     let workloads = workload_lines(src, scope, &listed, (from, to.min(now.max(from)))).await?;
-    let carbon_aware = super::potential::potential(src, scope, period, &listed).await?;
+    let carbon_aware = if with_potential {
+        Some(super::potential::potential(src, scope, period, &listed).await?)
+    } else {
+        None
+    };
     Ok(StatementView {
         statement_id: statement_id(scope, period),
         tenant: scope.tenant().to_string(),
@@ -177,7 +193,7 @@ pub async fn compute(
             co2e_g: None,
         },
         location_sources: total.average.sources.iter().cloned().collect(),
-        carbon_aware: Some(carbon_aware),
+        carbon_aware,
     })
 }
 

@@ -12,7 +12,7 @@ use wattprint_api_types::{StatementAdjustment, StatementView};
 use wattprint_core::{TenantId, TenantScope, UnixMillis};
 use wattprint_store::IssuedStatement;
 
-use super::compute::{compute, Sources};
+use super::compute::{compute, compute_with, Sources};
 use super::Period;
 use crate::error::ApiError;
 
@@ -174,7 +174,7 @@ async fn adjustments(
             .flat_map(|(_, v)| v.adjustments.iter())
             .filter(|a| a.period == earlier.to_string())
             .collect();
-        let now_is = compute(src, scope, earlier, now).await?.totals;
+        let now_is = compute_with(src, scope, earlier, now, false).await?.totals;
         let energy = i128::from(now_is.it_energy_mj)
             - i128::from(was.totals.it_energy_mj)
             - carried
@@ -281,7 +281,7 @@ async fn issue_tenant(
     // Oldest first, so a later month's adjustments see the earlier one issued.
     for p in due.into_iter().rev() {
         let has_earlier = issued.iter().any(|q| q.as_str() < p.to_string().as_str());
-        let preliminary = compute(src, scope, p, now).await?;
+        let preliminary = compute_with(src, scope, p, now, false).await?;
         if preliminary.totals.gpu_intervals == 0 && !has_earlier {
             continue;
         }
