@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod evidence;
 pub mod inventory;
 pub mod operator;
 pub mod params;
@@ -23,6 +24,7 @@ pub mod time;
 pub mod whatif;
 pub mod workloads;
 
+pub use evidence::*;
 pub use inventory::*;
 pub use operator::*;
 pub use params::*;

@@ -114,6 +114,43 @@ pub struct MarketBased {
     pub co2e_g: Option<f64>,
 }
 
+/// What shifting one workload in time would have saved, from its what-ifs
+/// (`GET /v1/workloads/{id}/whatif`) under the statement's assumptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CarbonAwareWorkload {
+    /// Workload id.
+    pub workload_id: String,
+    /// Its marginal facility emissions as it ran, grams (the what-if's, on 5-minute slots).
+    pub actual_co2e_g: Option<f64>,
+    /// Flexible Start: the best start within the window, RFC 3339; null when unavailable.
+    pub flexible_start_best_start: Option<String>,
+    /// Flexible Start: grams saved by starting then; null when unavailable.
+    pub flexible_start_saving_co2e_g: Option<f64>,
+    /// Pause and Resume: grams saved by the optimal schedule; null when unavailable.
+    pub pause_resume_saving_co2e_g: Option<f64>,
+    /// Why a what-if could not be computed (e.g. no actual intensity for the window).
+    pub unavailable: Vec<String>,
+}
+
+/// The month's carbon-aware potential: what Flexible Start and Pause and Resume (Dodge et al.
+/// 2022) would have saved for the workloads that ended in the month, each counted once, in the
+/// month it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CarbonAwarePotential {
+    /// The intensity the plans are made and judged on, in words (hindsight on actuals).
+    pub basis: String,
+    /// Flexible Start window: how much later the run could have started, hours.
+    pub window_hours: f64,
+    /// Pause and Resume deadline: the run may take this many times its length.
+    pub deadline_factor: f64,
+    /// Per workload that ended in the month, by id.
+    pub workloads: Vec<CarbonAwareWorkload>,
+    /// Σ Flexible Start savings of the workloads where computable, grams.
+    pub flexible_start_saving_co2e_g: f64,
+    /// Σ Pause and Resume savings of the workloads where computable, grams.
+    pub pause_resume_saving_co2e_g: f64,
+}
+
 /// A tenant's monthly carbon statement (`GET /v1/statements/{YYYY-MM}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatementView {
@@ -152,6 +189,10 @@ pub struct StatementView {
     pub market_based: MarketBased,
     /// Sources of the average intensities used for location-based emissions.
     pub location_sources: Vec<String>,
+    /// The month's carbon-aware potential. Absent from statements issued before it existed:
+    /// they are served as issued (and hash as issued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carbon_aware: Option<CarbonAwarePotential>,
 }
 
 /// One month in `GET /v1/statements`.

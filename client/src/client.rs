@@ -252,15 +252,7 @@ impl Client {
         format: StatementFormat,
     ) -> Result<Vec<u8>, Error> {
         let name = format!("{period}.{}", format.extension());
-        let (_, _, bytes) = self
-            .fetch::<()>(
-                Method::GET,
-                &["v1", "statements", &name],
-                &Query::new(),
-                None,
-            )
-            .await?;
-        Ok(bytes)
+        self.bytes(&["v1", "statements", &name]).await
     }
 
     /// `POST /v1/workloads`: creates a workload (201).
@@ -314,6 +306,14 @@ impl Client {
     /// `GET /v1/workloads/{id}`: the workload with its footprint (energy, emissions, SCI).
     pub async fn workload(&self, id: &str) -> Result<WorkloadDetail, Error> {
         self.get(&["v1", "workloads", id], &Query::new()).await
+    }
+
+    /// `GET /v1/workloads/{id}/evidence`: the workload's energy evidence (measured vs
+    /// estimated energy, facility energy, emissions, sources, method, content hash) to attach
+    /// to model documentation.
+    pub async fn workload_evidence(&self, id: &str) -> Result<WorkloadEvidence, Error> {
+        self.get(&["v1", "workloads", id, "evidence"], &Query::new())
+            .await
     }
 
     /// `PUT /v1/workloads/{id}/labels`: replaces the workload's labels.
@@ -386,6 +386,25 @@ impl Client {
             &range_query(from, to),
         )
         .await
+    }
+
+    /// `GET /v1/operator/statements/{period}.{csv|parquet}`: every tenant's statement of
+    /// `period` (`YYYY-MM`), one row per line, as a file (operator tokens only).
+    pub async fn operator_statements_export(
+        &self,
+        period: &str,
+        format: StatementExportFormat,
+    ) -> Result<Vec<u8>, Error> {
+        let name = format!("{period}.{}", format.extension());
+        self.bytes(&["v1", "operator", "statements", &name]).await
+    }
+
+    /// The body of a GET without a query, as bytes (a document, not JSON).
+    async fn bytes(&self, path: &[&str]) -> Result<Vec<u8>, Error> {
+        let (_, _, bytes) = self
+            .fetch::<()>(Method::GET, path, &Query::new(), None)
+            .await?;
+        Ok(bytes)
     }
 }
 

@@ -8,6 +8,9 @@ pub use wattprint_api_types::{
     RestatementTotals, Series, SeriesPoints, Step, WorkloadDetail, WorkloadList,
 };
 pub use wattprint_api_types::{
+    EvidenceEmissions, EvidenceEnergy, EvidenceInstance, EvidenceSources, WorkloadEvidence,
+};
+pub use wattprint_api_types::{
     StatementAdjustment, StatementAmounts, StatementDay, StatementInstance, StatementList,
     StatementSummary, StatementView as Statement, StatementWorkload,
 };
@@ -33,6 +36,25 @@ impl StatementFormat {
         }
     }
 }
+/// The formats of the operator's export of every tenant's statements of a month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementExportFormat {
+    /// CSV: the statements' CSV rows under one header.
+    Csv,
+    /// Parquet with the same columns, for data warehouses.
+    Parquet,
+}
+
+impl StatementExportFormat {
+    /// The path suffix that selects it.
+    pub fn extension(self) -> &'static str {
+        match self {
+            StatementExportFormat::Csv => "csv",
+            StatementExportFormat::Parquet => "parquet",
+        }
+    }
+}
+
 pub use wattprint_api_types::{
     AverageEmissionsView as AverageEmissions, Basis as WhatIfBasis, CloseRequest,
     CoverageView as Coverage, EmbodiedView as Embodied, FlexibleStartView as FlexibleStart,

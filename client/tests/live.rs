@@ -15,8 +15,8 @@ use common::{
     camx_average_g_per_kwh, line_after, numbers_after, trace_energy_mj, Server, DEMO_PUE,
 };
 use wattprint_client::{
-    Client, Error, NewWorkload, PageRequest, SeriesPoints, SeriesQuery, StatementFormat, Step,
-    Timestamp, WhatIfBasis, WhatIfQuery, WorkloadStatus,
+    Client, Error, NewWorkload, PageRequest, SeriesPoints, SeriesQuery, StatementExportFormat,
+    StatementFormat, Step, Timestamp, WhatIfBasis, WhatIfQuery, WorkloadStatus,
 };
 
 fn rel_eq(a: f64, b: f64, tol: f64) -> bool {
@@ -183,6 +183,11 @@ async fn every_method_against_a_real_server() {
         1e-9
     ));
     assert!(fp.embodied_co2e_g > 0.0);
+    let evidence = acme.workload_evidence(&created.id).await.unwrap();
+    assert_eq!(evidence.workload, created);
+    assert_eq!(evidence.energy.it_energy_mj, fp.it_energy_mj);
+    assert_eq!(evidence.emissions.marginal_co2e_g, fp.operational_co2e_g);
+    assert!(evidence.content_sha256.is_some());
     assert!(rel_eq(
         fp.total_co2e_g,
         fp.operational_co2e_g + fp.embodied_co2e_g,
@@ -339,6 +344,8 @@ async fn every_method_against_a_real_server() {
     );
     let e = globex.workload(&created.id).await.unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
+    let e = globex.workload_evidence(&created.id).await.unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
     assert!(globex
         .whatif(&created.id, &WhatIfQuery::default())
         .await
@@ -407,6 +414,32 @@ async fn every_method_against_a_real_server() {
         .await
         .unwrap();
     assert_eq!(seen_by_operator, acme.summary(&from, &to).await.unwrap());
+    // Every tenant's statement of the month: acme's own CSV rows are among the export's.
+    let month = wattprint_core::UnixMillis(server.from_ms).to_rfc3339()[..7].to_owned();
+    let export = operator
+        .operator_statements_export(&month, StatementExportFormat::Csv)
+        .await
+        .unwrap();
+    let export = String::from_utf8(export).unwrap();
+    let own = acme
+        .statement_document(&month, StatementFormat::Csv)
+        .await
+        .unwrap();
+    let own = String::from_utf8(own).unwrap();
+    for row in own.lines() {
+        assert!(export.lines().any(|r| r == row), "{row} not in {export}");
+    }
+    assert!(export.lines().any(|r| r.contains(",globex,")), "{export}");
+    let parquet = operator
+        .operator_statements_export(&month, StatementExportFormat::Parquet)
+        .await
+        .unwrap();
+    assert!(parquet.starts_with(b"PAR1"));
+    assert!(acme
+        .operator_statements_export(&month, StatementExportFormat::Csv)
+        .await
+        .unwrap_err()
+        .is_forbidden());
     assert!(operator
         .all_instances(None)
         .await

@@ -45,6 +45,7 @@ pub mod average;
 pub mod budget;
 pub mod config;
 pub mod error;
+pub mod evidence;
 pub mod grpc;
 pub mod iplimit;
 mod metrics;
@@ -259,6 +260,19 @@ impl ApiState {
             .ok_or_else(|| {
                 ApiError::Unavailable("this query API has no intensity sources configured".into())
             })
+    }
+
+    /// What statements are computed from: the store, the catalog and `join` (a snapshot of
+    /// [`Self::intensity_join`], `None` without intensity sources).
+    pub(crate) fn statement_sources<'a>(
+        &'a self,
+        join: Option<&'a IntensityJoin>,
+    ) -> statements::Sources<'a> {
+        statements::Sources {
+            store: self.store.as_ref(),
+            catalog: &self.catalog,
+            join,
+        }
     }
 
     /// The request limits.

@@ -73,10 +73,12 @@ document (`ProblemDocument`).";
         crate::routes::workload_whatif,
         crate::routes::tenant_summary,
         crate::routes::list_restatements,
+        crate::routes::workload_evidence,
         crate::statements::http::list,
         crate::statements::http::get,
         crate::operator::list_tenants,
         crate::operator::tenant_summary,
+        crate::operator::statements_export,
     ),
     components(
         // Schemas only query parameters or `schema_with` refer to: utoipa registers those of

@@ -6,6 +6,8 @@
 //!   `GET /v1/summary`, computed by the same [`service::tenant_summary`]. A tenant with no
 //!   instance in the inventory is not an error (it may have given its instances up and still be
 //!   billed for the range): its summary is empty.
+//! - `GET /v1/operator/statements/{YYYY-MM}.csv` and `.parquet`: every tenant's statement of
+//!   the month, stacked ([`crate::statements::export`]).
 //!
 //! This is the one place besides the token verifier that creates a
 //! [`TenantScope`]: from the path, after the caller proved it is an operator.
@@ -14,10 +16,11 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use tracing::field::Empty;
-use wattprint_core::{TenantId, TenantScope};
+use wattprint_core::{TenantId, TenantScope, UnixMillis};
 
 use crate::auth::AuthenticatedOperator;
 pub use wattprint_api_types::{TenantList, TenantView};
@@ -33,6 +36,7 @@ pub fn operator_routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/operator/tenants", get(list_tenants))
         .route("/v1/operator/tenants/{tenant}/summary", get(tenant_summary))
+        .route("/v1/operator/statements/{period}", get(statements_export))
 }
 
 /// Every tenant (operators)
@@ -126,4 +130,61 @@ pub(crate) async fn tenant_summary(
         "operator read a tenant summary"
     );
     Ok(Json(view))
+}
+
+/// Every tenant's statement of a month (operators)
+///
+/// `YYYY-MM.csv` or `YYYY-MM.parquet`: the rows of every tenant's statement of the month as
+/// the tenant reads it (issued ones as issued, the others preliminary), one row per line, with
+/// `usage_period` (the month a line's usage belongs to: the corrected month for adjustments)
+/// and `model_version`. Operator tokens only.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/statements/{period}",
+    operation_id = "operator_statements_export",
+    tag = "operator",
+    security(("bearer" = [])),
+    params(("period" = String, Path, description = "The month and format: `YYYY-MM.csv` or `YYYY-MM.parquet`.")),
+    responses(
+        (status = 200, description = "Every tenant's statement lines.", content(
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+        )),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+#[tracing::instrument(skip_all, fields(period = Empty))]
+pub(crate) async fn statements_export(
+    State(state): State<ApiState>,
+    AuthenticatedOperator(operator): AuthenticatedOperator,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    use crate::statements::export::{self, ExportFormat};
+    let Path(name) = path?;
+    let (period, format) = name
+        .rsplit_once('.')
+        .and_then(|(p, ext)| Some((p, ExportFormat::from_extension(ext)?)))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{name:?} is not YYYY-MM.csv or YYYY-MM.parquet"))
+        })?;
+    let period = crate::statements::Period::parse(period).map_err(ApiError::BadRequest)?;
+    tracing::Span::current().record("period", period.to_string());
+    let join = state.intensity_join().ok();
+    let src = state.statement_sources(join.as_deref());
+    let body = export::render(src, period, UnixMillis::now(), state.statements, format).await?;
+    tracing::info!(
+        operator = operator.subject(),
+        "operator exported statements"
+    );
+    let filename = format!("wattprint-statements-{period}.{}", format.extension());
+    Ok(crate::statements::http::attachment(
+        format.content_type(),
+        &filename,
+        body,
+    ))
 }

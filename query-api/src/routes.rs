@@ -28,6 +28,7 @@ use crate::service::{
 use crate::time::{parse_instant, parse_required_instant, Step};
 use crate::whatif::{WhatIfRequest, WhatIfView};
 use crate::ApiState;
+use wattprint_api_types::WorkloadEvidence;
 
 /// Range a series covers when `from` is not given: one hour before `to`.
 pub const DEFAULT_SERIES_RANGE_MS: i64 = 3_600_000;
@@ -60,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
             post(crate::workloads::post_close),
         )
         .route("/v1/workloads/{id}/whatif", get(workload_whatif))
+        .route("/v1/workloads/{id}/evidence", get(workload_evidence))
         .route("/v1/summary", get(tenant_summary))
         .route("/v1/restatements", get(list_restatements))
         .route("/v1/statements", get(crate::statements::http::list))
@@ -311,6 +313,52 @@ pub(crate) async fn get_workload(
     )
     .await?;
     Ok(Json(detail))
+}
+
+/// A workload's energy evidence
+///
+/// The JSON a model provider attaches to its model documentation (the EU AI Act asks for the
+/// energy used to train a general-purpose model): the workload and its span, instances, GPUs
+/// and regions, measured vs estimated energy (kWh and exact mJ), facility energy and PUE,
+/// marginal, location-based and embodied emissions, intensity sources, model versions and
+/// provenance, method notes, and `content_sha256` (SHA-256 of the JSON with that field null).
+/// The numbers are the footprint's (`GET /v1/workloads/{id}`).
+#[utoipa::path(
+    get,
+    path = "/v1/workloads/{id}/evidence",
+    tag = "workloads",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workload id: 1 to 256 characters, no control characters.")),
+    responses(
+        (status = 200, description = "The evidence.", body = WorkloadEvidence),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 500, response = crate::openapi::InternalError),
+    )
+)]
+#[tracing::instrument(skip_all, fields(workload = Empty))]
+pub(crate) async fn workload_evidence(
+    State(state): State<ApiState>,
+    AuthenticatedTenant(scope): AuthenticatedTenant,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<WorkloadEvidence>, ApiError> {
+    let Path(id) = path?;
+    check_id("workload", &id)?;
+    tracing::Span::current().record("workload", id.as_str());
+    let evidence = crate::evidence::workload_evidence(
+        state.store.as_ref(),
+        &scope,
+        &state.catalog,
+        &WorkloadId::new(id),
+        &state.limits,
+        state.intensity_join().ok().as_deref(),
+    )
+    .await?;
+    Ok(Json(evidence))
 }
 
 /// Carbon-aware what-ifs of a workload

@@ -60,7 +60,8 @@ pub fn parse_basis(s: &str) -> Result<Basis, ApiError> {
     }
 }
 
-fn describe(basis: Basis) -> &'static str {
+/// The basis in words, as what-if answers state it.
+pub fn describe(basis: Basis) -> &'static str {
     match basis {
         Basis::Actual => "actual marginal intensity (hindsight)",
         Basis::Forecast => "marginal forecast known at the workload's start (planning)",
@@ -403,12 +404,7 @@ pub async fn workload_whatif(
     req: &WhatIfRequest,
     limits: &ApiLimits,
 ) -> Result<WhatIfView, ApiError> {
-    let not_found = || format!("workload {id} not found");
-    let w = store
-        .get_workload(scope, id)
-        .await
-        .map_err(|e| ApiError::from_store(e, not_found))?
-        .ok_or_else(|| ApiError::NotFound(not_found()))?;
+    let w = crate::service::tenant_workload(store, scope, id).await?;
     let range = crate::workloads::workload_span(&w, limits)?;
     let first = Bucket::containing(w.spec.from);
     // Slots from the bucket holding `from` through the one holding the last millisecond.

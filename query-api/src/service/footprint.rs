@@ -35,6 +35,36 @@ pub struct WorkloadEnergy {
     pub missing_instances: Vec<String>,
     /// Emissions of the slices on average intensity (only when a join was given).
     pub average: AverageTotals,
+    /// Sources of the marginal intensities joined to the slices.
+    pub marginal_sources: BTreeSet<String>,
+}
+
+impl WorkloadEnergy {
+    /// Energy of the slices integrated from power rather than counted.
+    pub fn estimated_mj(&self) -> u64 {
+        self.slices.iter().map(|s| s.estimated.0).sum()
+    }
+
+    /// Location-based facility emissions of `view` (this energy's footprint) and the energy
+    /// left out of them: null where no slice had an average intensity — never guessed.
+    pub fn location_emissions(&self, view: &FootprintView) -> (Option<f64>, u64) {
+        let average = view.average.as_ref();
+        (
+            average
+                .filter(|_| self.average.energy_with_intensity > 0)
+                .map(|a| a.operational_co2e_g),
+            average.map_or(view.footprint.it_energy_mj, |a| {
+                a.energy_without_intensity_mj
+            }),
+        )
+    }
+
+    fn push(&mut self, row: &IntervalRow, energy: Millijoules, estimated: Millijoules) {
+        if let Some(j) = &row.intensity {
+            self.marginal_sources.insert(j.source.clone());
+        }
+        self.slices.push(slice_of(row, energy, estimated));
+    }
 }
 
 /// Collects a workload's energy over `span` (its range; for an open workload, so far) exactly.
@@ -86,7 +116,7 @@ pub async fn workload_energy(
             if bucket.start() >= from && bucket.end() <= to {
                 for row in rows {
                     out.covered_gpu_ms += row.covered_ms;
-                    out.slices.push(slice_of(row, row.energy, row.estimated));
+                    out.push(row, row.energy, row.estimated);
                 }
                 continue;
             }
@@ -109,7 +139,7 @@ pub async fn workload_energy(
             for (gpu, part) in clipped {
                 out.covered_gpu_ms += part.covered_ms;
                 match row_of.get(&gpu) {
-                    Some(row) => out.slices.push(slice_of(row, part.energy, part.estimated)),
+                    Some(row) => out.push(row, part.energy, part.estimated),
                     // A sample with no interval row: count its energy, with no intensity.
                     None => out.slices.push(FootprintSlice {
                         bucket,

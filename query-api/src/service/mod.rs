@@ -69,4 +69,6 @@ pub use footprint::{
 pub use inventory::{instance_view, list_instances};
 pub use series::{aggregate_intervals, instance_series, raw_point, SeriesRequest};
 pub use summary::{tenant_summary, usage_view, SummaryRequest};
-pub use workloads::{create_workload, validate_workload, workload_detail, workload_view};
+pub use workloads::{
+    create_workload, tenant_workload, validate_workload, workload_detail, workload_view,
+};

@@ -125,6 +125,20 @@ pub async fn create_workload(
     Ok(workload_view(&w))
 }
 
+/// One of the tenant's workloads; 404 if absent or another tenant's.
+pub async fn tenant_workload(
+    store: &dyn Store,
+    scope: &TenantScope,
+    id: &WorkloadId,
+) -> Result<Workload, ApiError> {
+    let not_found = || format!("workload {id} not found");
+    store
+        .get_workload(scope, id)
+        .await
+        .map_err(|e| ApiError::from_store(e, not_found))?
+        .ok_or_else(|| ApiError::NotFound(not_found()))
+}
+
 /// One of the tenant's workloads with its footprint; 404 if absent or another tenant's.
 pub async fn workload_detail(
     store: &dyn Store,
@@ -134,12 +148,7 @@ pub async fn workload_detail(
     limits: &ApiLimits,
     join: Option<&IntensityJoin>,
 ) -> Result<WorkloadDetail, ApiError> {
-    let not_found = || format!("workload {id} not found");
-    let w = store
-        .get_workload(scope, id)
-        .await
-        .map_err(|e| ApiError::from_store(e, not_found))?
-        .ok_or_else(|| ApiError::NotFound(not_found()))?;
+    let w = tenant_workload(store, scope, id).await?;
     let span = crate::workloads::workload_span(&w, limits)?;
     let footprint = workload_footprint(store, scope, catalog, &w, span, join).await?;
     Ok(WorkloadDetail {

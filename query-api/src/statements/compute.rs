@@ -85,6 +85,18 @@ pub async fn compute(
     period: Period,
     now: UnixMillis,
 ) -> Result<StatementView, ApiError> {
+    compute_with(src, scope, period, now, true).await
+}
+
+/// [`compute`], with the carbon-aware potential only when `with_potential` (its what-if
+/// searches are the costly part; adjustments and issuing checks need only the amounts).
+pub(crate) async fn compute_with(
+    src: Sources<'_>,
+    scope: &TenantScope,
+    period: Period,
+    now: UnixMillis,
+    with_potential: bool,
+) -> Result<StatementView, ApiError> {
     let (from, to) = (period.start(), period.end());
     let rows = src
         .store
@@ -142,7 +154,17 @@ pub async fn compute(
             amounts: tally.amounts(with_location),
         });
     }
-    let workloads = workload_lines(src, scope, (from, to.min(now.max(from)))).await?;
+    let listed = src
+        .store
+        .list_workloads(scope)
+        .await
+        .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
+    let workloads = workload_lines(src, scope, &listed, (from, to.min(now.max(from)))).await?;
+    let carbon_aware = if with_potential {
+        Some(super::potential::potential(src, scope, period, &listed).await?)
+    } else {
+        None
+    };
     Ok(StatementView {
         statement_id: statement_id(scope, period),
         tenant: scope.tenant().to_string(),
@@ -171,6 +193,7 @@ pub async fn compute(
             co2e_g: None,
         },
         location_sources: total.average.sources.iter().cloned().collect(),
+        carbon_aware,
     })
 }
 
@@ -178,20 +201,16 @@ pub async fn compute(
 async fn workload_lines(
     src: Sources<'_>,
     scope: &TenantScope,
+    workloads: &[Workload],
     (from, to): (UnixMillis, UnixMillis),
 ) -> Result<Vec<StatementWorkload>, ApiError> {
-    let workloads = src
-        .store
-        .list_workloads(scope)
-        .await
-        .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
     let mut lines = Vec::new();
     for w in workloads {
         let (a, b) = (w.spec.from.max(from), w.spec.to.unwrap_or(to).min(to));
         if a >= b {
             continue;
         }
-        lines.push(workload_line(src, scope, &w, (a, b)).await?);
+        lines.push(workload_line(src, scope, w, (a, b)).await?);
     }
     lines.sort_by(|x, y| x.workload_id.cmp(&y.workload_id));
     Ok(lines)
@@ -206,11 +225,7 @@ async fn workload_line(
     let energy = workload_energy(src.store, scope, w, (a, b), src.join).await?;
     let view = footprint_of(&energy, src.catalog, w, (a, b), src.join.is_some())?;
     let fp = &view.footprint;
-    let estimated: u64 = energy.slices.iter().map(|s| s.estimated.0).sum();
-    let location = view
-        .average
-        .as_ref()
-        .filter(|_| energy.average.energy_with_intensity > 0);
+    let (location_co2e_g, location_missing_energy_mj) = energy.location_emissions(&view);
     Ok(StatementWorkload {
         workload_id: w.id.to_string(),
         label: w.spec.label.clone(),
@@ -222,15 +237,12 @@ async fn workload_line(
         amounts: StatementAmounts {
             it_energy_mj: fp.it_energy_mj,
             it_energy_kwh: fp.it_energy_kwh,
-            estimated_energy_mj: estimated,
+            estimated_energy_mj: energy.estimated_mj(),
             facility_energy_kwh: fp.facility_energy_kwh,
             marginal_it_co2e_g: fp.operational_it_co2e_g,
             marginal_co2e_g: fp.operational_co2e_g,
-            location_co2e_g: location.map(|l| l.operational_co2e_g),
-            location_missing_energy_mj: view
-                .average
-                .as_ref()
-                .map_or(fp.it_energy_mj, |l| l.energy_without_intensity_mj),
+            location_co2e_g,
+            location_missing_energy_mj,
             embodied_co2e_g: fp.embodied_co2e_g,
             gpu_intervals: energy.slices.len() as u64,
             covered_gpu_ms: view.coverage.covered_gpu_ms,

@@ -10,7 +10,7 @@ use axum::Json;
 use wattprint_api_types::{StatementList, StatementSummary, StatementView};
 use wattprint_core::UnixMillis;
 
-use super::{statement, Period, Sources};
+use super::{statement, Period};
 use crate::auth::AuthenticatedTenant;
 use crate::error::ApiError;
 use crate::ApiState;
@@ -106,18 +106,26 @@ pub(crate) async fn get(
     if doc.format == "json" {
         return Ok(([(CONTENT_TYPE, doc.content_type)], doc.body).into_response());
     }
-    let disposition = format!(
-        "attachment; filename=\"wattprint-statement-{}-{}.{}\"",
+    let filename = format!(
+        "wattprint-statement-{}-{}.{}",
         doc.view.tenant, doc.view.period, doc.format
     );
-    Ok((
+    Ok(attachment(doc.content_type, &filename, doc.body))
+}
+
+/// A document to download: `body` as `content_type`, saved as `filename`.
+pub(crate) fn attachment(content_type: &str, filename: &str, body: Vec<u8>) -> Response {
+    (
         [
-            (CONTENT_TYPE, doc.content_type.to_owned()),
-            (CONTENT_DISPOSITION, disposition),
+            (CONTENT_TYPE, content_type.to_owned()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
         ],
-        doc.body,
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// A statement rendered in one format: what REST and gRPC both serve.
@@ -153,11 +161,7 @@ pub async fn document(
     };
     let period = Period::parse(period).map_err(ApiError::BadRequest)?;
     let join = state.intensity_join().ok();
-    let src = Sources {
-        store: state.store.as_ref(),
-        catalog: &state.catalog,
-        join: join.as_deref(),
-    };
+    let src = state.statement_sources(join.as_deref());
     let served = statement(src, scope, period, now, state.statements).await?;
     let (content_type, body) = match format {
         "csv" => (

@@ -12,7 +12,7 @@ use wattprint_api_types::{StatementAdjustment, StatementView};
 use wattprint_core::{TenantId, TenantScope, UnixMillis};
 use wattprint_store::IssuedStatement;
 
-use super::compute::{compute, Sources};
+use super::compute::{compute, compute_with, Sources};
 use super::Period;
 use crate::error::ApiError;
 
@@ -115,7 +115,14 @@ pub async fn issue(
 pub fn content_sha256(view: &StatementView) -> Result<String, ApiError> {
     let mut unsigned = view.clone();
     unsigned.content_sha256 = None;
-    let digest = Sha256::digest(to_json(&unsigned)?.as_bytes());
+    json_sha256(&unsigned)
+}
+
+/// The SHA-256 (hex) of `value`'s JSON: how documents (statements, evidence) carry their hash.
+pub fn json_sha256<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| ApiError::Internal(format!("rendering a document to hash: {e}")))?;
+    let digest = Sha256::digest(json.as_bytes());
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -167,7 +174,7 @@ async fn adjustments(
             .flat_map(|(_, v)| v.adjustments.iter())
             .filter(|a| a.period == earlier.to_string())
             .collect();
-        let now_is = compute(src, scope, earlier, now).await?.totals;
+        let now_is = compute_with(src, scope, earlier, now, false).await?.totals;
         let energy = i128::from(now_is.it_energy_mj)
             - i128::from(was.totals.it_energy_mj)
             - carried
@@ -215,6 +222,18 @@ pub struct IssueReport {
     pub latest_issued: Option<Period>,
 }
 
+/// Every tenant of the inventory: whose months are issued, and exported to operators.
+pub async fn tenants(src: Sources<'_>) -> Result<BTreeSet<TenantId>, ApiError> {
+    Ok(src
+        .store
+        .inventory()
+        .await
+        .map_err(|e| ApiError::from_store(e, || "no inventory".into()))?
+        .into_iter()
+        .map(|i| i.tenant)
+        .collect())
+}
+
 /// Issues every month that is due at `now` for every tenant of the inventory: the months
 /// within the adjustment horizon that have ended, whose grace has passed and that are not
 /// issued yet — a month without usage only once the tenant has an issued statement before it.
@@ -223,14 +242,7 @@ pub async fn issue_due(
     now: UnixMillis,
     policy: StatementPolicy,
 ) -> Result<IssueReport, ApiError> {
-    let tenants: BTreeSet<TenantId> = src
-        .store
-        .inventory()
-        .await
-        .map_err(|e| ApiError::from_store(e, || "no inventory".into()))?
-        .into_iter()
-        .map(|i| i.tenant)
-        .collect();
+    let tenants = tenants(src).await?;
     let mut report = IssueReport::default();
     for tenant in tenants {
         let scope = TenantScope::from_verified(tenant.clone());
@@ -269,7 +281,7 @@ async fn issue_tenant(
     // Oldest first, so a later month's adjustments see the earlier one issued.
     for p in due.into_iter().rev() {
         let has_earlier = issued.iter().any(|q| q.as_str() < p.to_string().as_str());
-        let preliminary = compute(src, scope, p, now).await?;
+        let preliminary = compute_with(src, scope, p, now, false).await?;
         if preliminary.totals.gpu_intervals == 0 && !has_earlier {
             continue;
         }

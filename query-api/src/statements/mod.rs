@@ -1,17 +1,22 @@
 //! Monthly carbon statements, filed like invoices: computed from the 5-minute ledger
 //! ([`compute`]), preliminary while the month runs, issued once after it ends and never changed
-//! ([`issue`]), rendered as JSON and CSV ([`csv`]) and served over REST ([`http`]).
+//! ([`issue`]), rendered as JSON, CSV ([`csv`]), Parquet ([`parquet`]) and PDF ([`pdf`]) and
+//! served over REST ([`http`]); operators export every tenant's month at once ([`export`]).
 //! Methodology and billing rules: `docs/statements.md`.
 
 pub mod compute;
 pub mod csv;
+pub mod export;
 pub mod http;
 pub mod issue;
+pub mod parquet;
 pub mod pdf;
 mod period;
+pub mod potential;
+pub mod table;
 
 pub use compute::{compute, statement_id, Sources};
-pub use issue::{issue, issue_due, statement, IssueReport, Served, StatementPolicy};
+pub use issue::{issue, issue_due, statement, tenants, IssueReport, Served, StatementPolicy};
 pub use period::Period;
 
 use std::future::Future;

@@ -132,6 +132,7 @@ pub fn render(view: &StatementView) -> Vec<u8> {
     summary(&mut p, view);
     chart(&mut p, view);
     tables(&mut p, view);
+    potential(&mut p, view);
     notes(&mut p, view);
     let mut doc = PdfDocument::new(&format!(
         "Wattprint statement {} {}",
@@ -347,6 +348,57 @@ fn tables(p: &mut Pages, view: &StatementView) {
                 a.reason
             ),
         );
+    }
+}
+
+/// The carbon-aware potential, when the statement has one (statements issued before it existed
+/// do not).
+fn potential(p: &mut Pages, view: &StatementView) {
+    let Some(c) = &view.carbon_aware else {
+        return;
+    };
+    let grams =
+        |g: Option<f64>| g.map_or_else(|| "n/a".to_owned(), |g| format!("{} kgCO2e", kg(g)));
+    p.down(3.0);
+    p.line(12.0, true, "Carbon-aware potential");
+    p.line(
+        8.0,
+        false,
+        &format!(
+            "Workloads that ended in the month, on the {}: Flexible Start within {} h,",
+            c.basis, c.window_hours
+        ),
+    );
+    p.line(
+        8.0,
+        false,
+        &format!(
+            "Pause and Resume with a deadline of {} x the run's length (Dodge et al. 2022).",
+            c.deadline_factor
+        ),
+    );
+    p.line(
+        9.0,
+        false,
+        &format!(
+            "Flexible Start would have saved {} kgCO2e; Pause and Resume {} kgCO2e.",
+            kg(c.flexible_start_saving_co2e_g),
+            kg(c.pause_resume_saving_co2e_g)
+        ),
+    );
+    for w in &c.workloads {
+        let mut line = format!(
+            "  {}: flexible start {}, pause and resume {}",
+            w.workload_id,
+            grams(w.flexible_start_saving_co2e_g),
+            grams(w.pause_resume_saving_co2e_g)
+        );
+        if let Some(why) = w.unavailable.first() {
+            // One line on the page: the JSON has the whole reason.
+            let short: String = why.chars().take(90).collect();
+            line.push_str(&format!(" ({short})"));
+        }
+        p.line(8.0, false, &line);
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::StatusCode;
 use common::*;
-use wattprint_core::TenantId;
+use wattprint_core::{TenantId, UnixMillis};
 use wattprint_query_api::{
     mint_token, mint_token_at, router, ApiLimits, ApiState, AuthConfig, RateLimit, RateLimiter,
     Role,
@@ -378,6 +378,51 @@ async fn operators_reach_every_tenant_only_through_the_operator_routes() {
     assert_eq!(none.status, StatusCode::OK);
     assert_eq!(none.body["totals"]["it_energy_mj"], 0);
     assert_eq!(none.body["instances"], serde_json::json!([]));
+    // Every tenant's statement of a month, stacked: exactly the rows each tenant's own CSV has.
+    let month = wattprint_query_api::statements::Period::containing(UnixMillis(T0));
+    let export = get(
+        &h.app,
+        &format!("/v1/operator/statements/{month}.csv"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.text);
+    assert_eq!(export.content_type(), "text/csv; charset=utf-8");
+    let mut want = String::new();
+    for tenant in ["acme", "globex"] {
+        let own = get(
+            &h.app,
+            &format!("/v1/statements/{month}.csv"),
+            Some(&token(tenant)),
+        )
+        .await;
+        assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+        let (header, rows) = own.text.split_once('\n').unwrap();
+        if want.is_empty() {
+            want = format!("{header}\n");
+        }
+        want.push_str(rows);
+    }
+    assert_eq!(export.text, want);
+    assert!(export.text.contains(",globex,") && export.text.contains(",20000000,"));
+    let parquet = get(
+        &h.app,
+        &format!("/v1/operator/statements/{month}.parquet"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(parquet.status, StatusCode::OK);
+    assert_eq!(parquet.content_type(), "application/vnd.apache.parquet");
+    assert!(parquet.text.starts_with("PAR1"));
+    for bad in [
+        format!("{month}"),
+        format!("{month}.xlsx"),
+        "2026-13.csv".into(),
+    ] {
+        get(&h.app, &format!("/v1/operator/statements/{bad}"), Some(&op))
+            .await
+            .assert_problem(StatusCode::BAD_REQUEST);
+    }
     // Bad ranges are 400s.
     for q in ["", "from=yesterday&to=1", "from=0&to=9223372036854775807"] {
         get(
@@ -398,6 +443,8 @@ async fn tenant_tokens_never_reach_the_operator_routes() {
         "/v1/operator/tenants".to_owned(),
         format!("/v1/operator/tenants/globex/summary?{range}"),
         format!("/v1/operator/tenants/acme/summary?{range}"),
+        "/v1/operator/statements/2026-11.csv".to_owned(),
+        "/v1/operator/statements/2026-11.parquet".to_owned(),
     ] {
         for role in [Role::Reader, Role::Admin] {
             let r = get(&h.app, &route, Some(&role_token("acme", role))).await;

@@ -1035,6 +1035,20 @@ async fn real_responses_validate_against_their_schemas() {
     ] {
         assert!(!doc.problems(schema, &bad).is_empty(), "{what} passed");
     }
+    let evidence = c
+        .expect(
+            g.clone(),
+            "/v1/workloads/{id}/evidence",
+            &format!("/v1/workloads/{id}/evidence"),
+            admin,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        evidence["energy"]["it_energy_mj"],
+        detail["footprint"]["it_energy_mj"]
+    );
     let whatif = c
         .expect(
             g.clone(),
@@ -1221,6 +1235,22 @@ async fn real_responses_validate_against_their_schemas() {
         )
         .await;
     assert_eq!(billed, summary, "the operator sees what the tenant sees");
+    // The statement export is a file, CSV or Parquet by extension: each served with a content
+    // type the document lists.
+    let export = "/v1/operator/statements/{period}";
+    let documented = doc.response(&g, export, StatusCode::OK)["content"].clone();
+    for (ext, magic) in [("csv", "statement_id,"), ("parquet", "PAR1")] {
+        let path = format!("/v1/operator/statements/2023-07.{ext}");
+        let r = f.server.call(g.clone(), &path, op, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let ctype = r.content_type().split(';').next().unwrap().to_owned();
+        assert!(
+            documented.get(&ctype).is_some(),
+            "{path}: {ctype} in {documented}"
+        );
+        assert!(r.bytes.starts_with(magic.as_bytes()), "{path}");
+    }
+    c.checked.insert(("GET".into(), export.into(), 200));
 
     // Problem documents.
     let no_token = c

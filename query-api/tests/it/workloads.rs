@@ -543,3 +543,112 @@ async fn average_intensity_emissions_are_reported_beside_the_marginal_by_hand() 
     let bare = get(&h.app, &format!("/v1/workloads/{id}"), Some(&token("acme"))).await;
     assert!(bare.body["footprint"]["average"].is_null(), "{}", bare.text);
 }
+
+#[tokio::test]
+async fn energy_evidence_reconciles_to_the_footprint_and_the_intervals_by_hand() {
+    use sha2::{Digest, Sha256};
+    use wattprint_api_types::WorkloadEvidence;
+    use wattprint_core::intensity::{IntensityPoint, PointKind, Signal};
+    use wattprint_core::{GramsPerKwh, RegionId, UnixMillis};
+    use wattprint_store::Store;
+    let h = harness().await;
+    // The ledger holds R1's actual with the provider's model version, and another provider's
+    // point that was not joined to the workload (not listed).
+    let point = |provider: &str, version: &str| IntensityPoint {
+        region: RegionId::from("R1"),
+        at: UnixMillis(T0),
+        duration_ms: B,
+        value: GramsPerKwh(100.0),
+        signal: Signal::Marginal,
+        kind: PointKind::Actual,
+        issued_at: None,
+        provider: provider.to_owned(),
+        model_version: Some(version.to_owned()),
+        fetched_at: UnixMillis(T0 + B),
+    };
+    h.store
+        .write_intensity(&[point("test:series", "2023-03-01"), point("other:R1", "v9")])
+        .await
+        .unwrap();
+    // Samples 2..=7 of GPU-a1: bucket 0 (100 g/kWh, actual) and bucket 1 (400 g/kWh, actual).
+    let (from, to) = (T0 + 150_000, T0 + 510_000);
+    let id = create_workload(&h.app, "acme", &["i-a1"], from, to, 3.0).await;
+    let r = get(
+        &h.app,
+        &format!("/v1/workloads/{id}/evidence"),
+        Some(&token("acme")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let ev: WorkloadEvidence = serde_json::from_str(&r.text).unwrap();
+
+    // By hand, from the intervals: the 5-minute split of the samples.
+    let (b0, b1): (u64, u64) = (
+        18_002_006 + 18_003_009 + 9_002_006,
+        9_002_006 + 18_005_015 + 18_006_018 + 18_007_021,
+    );
+    let marginal_it = (b0 as f64 * 100.0 + b1 as f64 * 400.0) / MJ_PER_KWH;
+    assert_eq!(ev.energy.it_energy_mj, b0 + b1);
+    assert_eq!(ev.energy.measured_energy_mj, b0 + b1);
+    assert_eq!(ev.energy.estimated_energy_mj, 0);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(close(
+        ev.energy.it_energy_kwh,
+        (b0 + b1) as f64 / MJ_PER_KWH
+    ));
+    assert!(close(ev.energy.mean_pue.unwrap(), PUE_R1));
+    assert!(close(ev.emissions.marginal_it_co2e_g, marginal_it));
+    assert!(close(ev.emissions.marginal_co2e_g, marginal_it * PUE_R1));
+    assert!(close(ev.emissions.embodied_co2e_g, h100_share(to - from)));
+    // No average intensity configured: no location-based number, all energy listed as without.
+    assert_eq!(ev.emissions.location_co2e_g, None);
+    assert_eq!(ev.emissions.location_missing_energy_mj, b0 + b1);
+
+    // The footprint endpoint's numbers, exactly.
+    let f = &footprint(&h, &id).await["footprint"];
+    assert_eq!(f["it_energy_mj"], ev.energy.it_energy_mj);
+    for (got, field) in [
+        (ev.energy.facility_energy_kwh, "facility_energy_kwh"),
+        (ev.emissions.marginal_co2e_g, "operational_co2e_g"),
+        (ev.emissions.marginal_it_co2e_g, "operational_it_co2e_g"),
+        (ev.emissions.embodied_co2e_g, "embodied_co2e_g"),
+        (ev.emissions.sci_g_per_unit, "sci_g_per_unit"),
+    ] {
+        assert_eq!(got, f[field].as_f64().unwrap(), "{field}");
+    }
+    assert_eq!(
+        serde_json::to_value(&ev.sources.provenance).unwrap(),
+        f["provenance"]
+    );
+    assert_eq!(
+        serde_json::to_value(ev.energy.coverage).unwrap(),
+        f["coverage"]
+    );
+
+    // What and where.
+    assert_eq!(ev.tenant, "acme");
+    assert_eq!(ev.workload.id, id);
+    assert_eq!(ev.gpus, 1);
+    assert_eq!(ev.instances.len(), 1);
+    assert_eq!(ev.instances[0].region, "R1");
+    assert_eq!(ev.instances[0].gpu_models, [H100]);
+    assert_eq!(ev.sources.marginal_sources, ["test:series"]);
+    assert_eq!(ev.sources.model_versions, ["test:series 2023-03-01"]);
+    assert!(!ev.method.is_empty());
+
+    // The hash: SHA-256 of the JSON with the hash null.
+    let mut unsigned = ev.clone();
+    unsigned.content_sha256 = None;
+    let digest = Sha256::digest(serde_json::to_string(&unsigned).unwrap().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(ev.content_sha256.as_deref(), Some(hex.as_str()));
+
+    // Another tenant's workload is not there.
+    get(
+        &h.app,
+        &format!("/v1/workloads/{id}/evidence"),
+        Some(&token("globex")),
+    )
+    .await
+    .assert_problem(StatusCode::NOT_FOUND);
+}

@@ -33,8 +33,10 @@ def test_health_and_openapi(client: wattprint.Client) -> None:
         "/v1/workloads/{id}/labels",
         "/v1/workloads/{id}/close",
         "/v1/workloads/{id}/whatif",
+        "/v1/workloads/{id}/evidence",
         "/v1/operator/tenants",
         "/v1/operator/tenants/{tenant}/summary",
+        "/v1/operator/statements/{period}",
     ):
         assert path in paths, path
 
@@ -115,6 +117,15 @@ def test_workload_footprint_and_whatifs(client: wattprint.Client, live: Live) ->
     assert close(avg.operational_it_co2e_g, fp.it_energy_kwh * live.average_g_per_kwh)
     assert close(avg.operational_co2e_g, avg.operational_it_co2e_g * 1.2)
     assert close(avg.sci_g_per_unit, (avg.operational_co2e_g + fp.embodied_co2e_g) / 4, 1e-12)
+
+    ev = client.evidence(w.id)
+    assert isinstance(ev, wattprint.WorkloadEvidence) and ev.workload.id == w.id
+    assert ev.energy.it_energy_mj == fp.it_energy_mj == ev.energy.measured_energy_mj
+    assert ev.emissions.marginal_co2e_g == fp.operational_co2e_g
+    assert ev.gpus == 2 and ev.content_sha256 is not None
+    other = wattprint.Client(live.url, live.other_token)
+    with other, pytest.raises(wattprint.NotFoundError):
+        other.evidence(w.id)
 
     wi = client.whatif(w.id, window_hours=[1, 6], factors=[1.5, 2], basis="actual")
     assert wi.workload_id == w.id and wi.intensity_replayed and wi.profile_slots == 2
@@ -213,6 +224,16 @@ def test_roles(client: wattprint.Client, live: Live) -> None:
         assert seen == client.summary(from_=live.from_ms, to=live.to_ms)
         with pytest.raises(wattprint.ForbiddenError):
             op.all_instances()
+        month = _month_of(live.from_ms)
+        export = op.operator_statements_export(month, "csv").decode()
+        own = client.statement_document(month, "csv").decode()
+        assert set(own.splitlines()) <= set(export.splitlines())
+        assert any(",globex," in row for row in export.splitlines())
+        assert op.operator_statements_export(month, "parquet").startswith(b"PAR1")
+        with pytest.raises(ValueError):
+            op.operator_statements_export(month, "xlsx")
+    with pytest.raises(wattprint.ForbiddenError):
+        client.operator_statements_export(_month_of(live.from_ms), "csv")
 
 
 def test_rate_limit_is_a_typed_429(live: Live) -> None:
@@ -292,6 +313,11 @@ def test_the_months_statement_is_the_summary_of_the_month(client: wattprint.Clie
     assert sum(i.it_energy_mj for i in st.instances) == st.totals.it_energy_mj
     assert sum(d.it_energy_mj for d in st.daily) == st.totals.it_energy_mj
     assert st.market_based.status == "not_configured" and st.market_based.co2e_g is None
+    ca = st.carbon_aware
+    assert ca is not None and ca.window_hours == 24 and ca.deadline_factor == 2
+    assert ca.flexible_start_saving_co2e_g == sum(
+        w.flexible_start_saving_co2e_g or 0 for w in ca.workloads
+    )
     assert client.statement_document(month, "pdf").startswith(b"%PDF-")
     assert client.statement_document(month, "csv").startswith(b"statement_id,tenant,period")
     with pytest.raises(wattprint.BadRequestError):

@@ -1,16 +1,20 @@
 //! Monthly statements on both stores (SQLite, and the real ClickHouse server), with energy from
 //! the real H100 trace's counter and intensity from WattTime's real CAISO_NORTH series:
 //! preliminary vs issued, issued exactly once by two racing replicas, never changed after
-//! issue, late samples carried as a dated adjustment on the next statement, totals reconciled
-//! to the 5-minute ledger (mJ exact, grams to 1e-9), CSV equal to the JSON, and no tenant
-//! seeing another's usage.
+//! issue, late samples and a restatement after issue carried as dated adjustments on a later
+//! statement, totals reconciled to the 5-minute ledger (mJ exact, grams to 1e-9), CSV and the
+//! operator's all-tenant CSV and Parquet exports equal to the JSON, and no tenant seeing
+//! another's usage.
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use wattprint_core::accounting::split_into_buckets;
-use wattprint_core::intensity::{IntensityJoin, IntensityKind, JoinedIntensity, RegionIntensity};
+use wattprint_core::intensity::{
+    IntensityJoin, IntensityKind, IntensityPoint, JoinedIntensity, PointKind, RegionIntensity,
+    Signal,
+};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::sci::{EmbodiedSpec, HardwareCatalog};
 use wattprint_core::{
@@ -338,7 +342,21 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     let hash = statements::issue::content_sha256(&first.view).unwrap();
     assert_eq!(first.view.content_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(first.view.totals.it_energy_mj, e);
-    csv_equals_json(&first.view);
+    // A statement issued before the carbon-aware potential existed (no such field) reads and
+    // writes back byte for byte, so its hash still holds.
+    let cut = first
+        .body
+        .find(",\"carbon_aware\"")
+        .expect("the potential is last");
+    let older = format!("{}}}", &first.body[..cut]);
+    let parsed: wattprint_api_types::StatementView = serde_json::from_str(&older).unwrap();
+    assert_eq!(parsed.carbon_aware, None);
+    assert_eq!(serde_json::to_string(&parsed).unwrap(), older);
+    lines_equal_json(
+        &csv_lines(&statements::csv::render(&first.view).unwrap()),
+        &[&first.view],
+    );
+    exports_equal_json(src, p, due, policy).await;
     pdf_shows_the_json(&first.view, store_name);
 
     // Late samples for the issued month change nothing issued...
@@ -383,6 +401,8 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     );
     let adj = &next.view.adjustments[0];
     assert_eq!(adj.period, p.to_string());
+    // The export of the next month carries the adjustment, its usage in the month corrected.
+    exports_equal_json(src, p.next(), after, policy).await;
     assert_eq!(adj.it_energy_mj, late_e as i64);
     assert_grams(adj.marginal_co2e_g, late_g, "adjustment marginal");
     assert_grams(adj.location_co2e_g, late_loc, "adjustment location");
@@ -401,6 +421,19 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
     );
 
     // Once the next month is issued with that adjustment, the one after does not repeat it.
+    // (That month also holds a sample whose interval has no intensity yet: restated below.)
+    let mut unjoined = sample(
+        "acme",
+        "i-1",
+        "GPU-1",
+        2000,
+        p.next().start().0 + 3 * day,
+        minutes[0],
+    );
+    for share in &mut unjoined.shares {
+        share.intensity = None;
+    }
+    store.write_samples(&[unjoined.clone()]).await.unwrap();
     let next_due = UnixMillis(policy.issue_at(p.next()).0 + 1);
     statements::issue(src, &scope("acme"), p.next(), next_due, policy)
         .await
@@ -413,59 +446,338 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
         "{:?}",
         third.view.adjustments
     );
+
+    // A restatement after issue: the actual intensity of that interval arrives once the month
+    // is issued. The issued month does not change; the next statement carries the difference.
+    let restated_g_per_kwh = 321.0;
+    let bucket = Bucket::containing(unjoined.sample.start);
+    let mut actual = IntensityJoin::new(15 * 60 * 1000);
+    actual.insert(
+        RegionId::from(REGION),
+        RegionIntensity {
+            marginal: None,
+            replay: false,
+            average: None,
+        },
+    );
+    actual
+        .record(&IntensityPoint {
+            region: RegionId::from(REGION),
+            at: bucket.start(),
+            duration_ms: 300_000,
+            value: GramsPerKwh(restated_g_per_kwh),
+            signal: Signal::Marginal,
+            kind: PointKind::Actual,
+            issued_at: None,
+            provider: "watttime:CAISO_NORTH".into(),
+            model_version: None,
+            fetched_at: next_due,
+        })
+        .unwrap();
+    let next_issued = statements::statement(src, &scope("acme"), p.next(), next_due, policy)
+        .await
+        .unwrap();
+    let outcome = store
+        .restate(
+            &RegionId::from(REGION),
+            bucket.start(),
+            bucket.end(),
+            &actual,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.intervals, 1, "{outcome:?}");
+    let later = UnixMillis(next_due.0 + day);
+    let again = statements::statement(src, &scope("acme"), p.next(), later, policy)
+        .await
+        .unwrap();
+    assert_eq!(again.body, next_issued.body, "issued months never change");
+    let fourth = statements::statement(src, &scope("acme"), p.next().next(), later, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        fourth.view.adjustments.len(),
+        1,
+        "{:?}",
+        fourth.view.adjustments
+    );
+    let restated = &fourth.view.adjustments[0];
+    assert_eq!(restated.period, p.next().to_string());
+    assert_eq!(restated.it_energy_mj, 0, "a restatement moves no energy");
+    assert_grams(
+        restated.marginal_co2e_g,
+        minutes[0] as f64 * restated_g_per_kwh / KWH * PUE,
+        "restatement adjustment",
+    );
+    assert_grams(restated.location_co2e_g, 0.0, "the average did not change");
+    let today = statements::compute(src, &scope("acme"), p.next(), later)
+        .await
+        .unwrap();
+    assert_grams(
+        next_issued.view.totals.marginal_co2e_g + restated.marginal_co2e_g,
+        today.totals.marginal_co2e_g,
+        "issued + restatement = recompute",
+    );
+
     // globex got its own statement of the month; nothing of acme's.
     let g_issued = store.issued_statements(&scope("globex")).await.unwrap();
     assert_eq!(g_issued.len(), 1);
     assert!(!g_issued[0].body.contains("i-1"), "{}", g_issued[0].body);
 }
 
-/// Every CSV row carries the JSON's numbers for its line.
-fn csv_equals_json(view: &wattprint_api_types::StatementView) {
-    let text = statements::csv::render(view).unwrap();
+/// The carbon-aware potential of a small month by hand: one workload of two 5-minute slots
+/// (90 000 000 and 60 000 000 mJ) on actual marginal intensities 400, 100, 50, 300, then 50
+/// g/kWh. Flexible Start (24 h) moves it to slot 4 onwards (50 + 50); Pause and Resume (deadline
+/// 2 × 2 slots) runs it in slots 1 and 2 (100, then 50).
+async fn carbon_aware_on(store: &dyn Store) {
+    let p = Period::parse("2026-06").unwrap();
+    let t0 = p.start().0 + 86_400_000;
+    let mut inv = inventory();
+    inv[0].tenant = TenantId::from("initech");
+    inv[0].instance = InstanceId::from("i-3");
+    inv[0].gpus[0].uuid = GpuUuid::from("GPU-3");
+    store.upsert_inventory(&inv[..1]).await.unwrap();
+    let (e0, e1) = (90_000_000u64, 60_000_000u64);
+    let samples: Vec<EnrichedSample> = (0..60u64)
+        .map(|k| {
+            let mj = if k < 30 { e0 / 30 } else { e1 / 30 };
+            sample("initech", "i-3", "GPU-3", k, t0 + k as i64 * SPAN_MS, mj)
+        })
+        .collect();
+    store.write_samples(&samples).await.unwrap();
+    store
+        .create_workload(
+            &scope("initech"),
+            &NewWorkload {
+                label: "train".into(),
+                instances: vec![InstanceId::from("i-3")],
+                from: UnixMillis(t0),
+                to: Some(UnixMillis(t0 + 600_000)),
+                functional_unit: "run".into(),
+                functional_units: 1.0,
+                labels: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let intensity = |slot: usize| match slot {
+        0 => 400.0,
+        1 => 100.0,
+        3 => 300.0,
+        _ => 50.0,
+    };
+    let mut join = join();
+    for slot in 0..300 {
+        join.record(&IntensityPoint {
+            region: RegionId::from(REGION),
+            at: UnixMillis(t0 + slot as i64 * 300_000),
+            duration_ms: 300_000,
+            value: GramsPerKwh(intensity(slot)),
+            signal: Signal::Marginal,
+            kind: PointKind::Actual,
+            issued_at: None,
+            provider: "watttime:CAISO_NORTH".into(),
+            model_version: None,
+            fetched_at: UnixMillis(t0),
+        })
+        .unwrap();
+    }
+    let catalog = catalog();
+    let src = Sources {
+        store,
+        catalog: &catalog,
+        join: Some(&join),
+    };
+    let view = statements::compute(src, &scope("initech"), p, p.end())
+        .await
+        .unwrap();
+    // Facility energy per slot, rounded to the mJ as the what-ifs take it; grams = mJ × g/kWh.
+    let (f0, f1) = ((e0 as f64 * PUE).round(), (e1 as f64 * PUE).round());
+    let g = |a: f64, b: f64| (f0 * a + f1 * b) / KWH;
+    let c = view.carbon_aware.clone().unwrap();
+    assert_eq!((c.window_hours, c.deadline_factor), (24.0, 2.0));
+    assert!(c.basis.contains("actual"), "{}", c.basis);
+    assert_eq!(c.workloads.len(), 1, "{:?}", c.workloads);
+    let w = &c.workloads[0];
+    assert!(w.unavailable.is_empty(), "{:?}", w.unavailable);
+    assert_grams(w.actual_co2e_g.unwrap(), g(400.0, 100.0), "as run");
+    assert_grams(
+        w.flexible_start_saving_co2e_g.unwrap(),
+        g(400.0, 100.0) - g(50.0, 50.0),
+        "flexible start",
+    );
+    assert_eq!(
+        w.flexible_start_best_start.as_deref(),
+        Some(UnixMillis(t0 + 4 * 300_000).to_rfc3339().as_str())
+    );
+    assert_grams(
+        w.pause_resume_saving_co2e_g.unwrap(),
+        g(400.0, 100.0) - g(100.0, 50.0),
+        "pause and resume",
+    );
+    assert_eq!(
+        c.flexible_start_saving_co2e_g,
+        w.flexible_start_saving_co2e_g.unwrap()
+    );
+    assert_eq!(
+        c.pause_resume_saving_co2e_g,
+        w.pause_resume_saving_co2e_g.unwrap()
+    );
+    // The CSV's total and workload rows carry the same savings.
+    let rows = csv_lines(&statements::csv::render(&view).unwrap());
+    for (line, want) in [
+        ("total", c.flexible_start_saving_co2e_g),
+        ("workload", w.flexible_start_saving_co2e_g.unwrap()),
+    ] {
+        let row = rows.iter().find(|r| r["line"] == line).unwrap();
+        assert_eq!(
+            row["flexible_start_saving_co2e_g"].parse::<f64>().unwrap(),
+            want
+        );
+    }
+    // A workload that has not ended in the month is not counted in it.
+    let july = statements::compute(src, &scope("initech"), p.next(), p.next().end())
+        .await
+        .unwrap();
+    assert!(july.carbon_aware.unwrap().workloads.is_empty());
+}
+
+/// A table's rows as column name → text (empty for null), what CSV and Parquet are compared
+/// with the JSON through.
+type Lines = Vec<std::collections::BTreeMap<String, String>>;
+
+fn csv_lines(text: &str) -> Lines {
     let mut r = csv::Reader::from_reader(text.as_bytes());
     let h = r.headers().unwrap().clone();
-    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
-    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
-    let amounts = |line: &str, id: &str| {
+    r.records()
+        .map(|x| {
+            let x = x.unwrap();
+            h.iter()
+                .zip(x.iter())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A Parquet file's rows, read back with the parquet crate's own reader.
+fn parquet_lines(bytes: &[u8]) -> Lines {
+    use parquet::record::Field;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("statements.parquet");
+    std::fs::write(&path, bytes).unwrap();
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::try_from(path.as_path()).unwrap();
+    reader
+        .into_iter()
+        .map(|row| {
+            row.unwrap()
+                .get_column_iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Field::Null => String::new(),
+                        Field::Long(i) => i.to_string(),
+                        Field::Double(f) => f.to_string(),
+                        Field::Str(s) => s.clone(),
+                        other => panic!("column {k} holds {other:?}"),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every row carries the JSON's numbers for its line (of the statement of its tenant), and
+/// every line of the statements has its row.
+fn lines_equal_json(rows: &Lines, views: &[&wattprint_api_types::StatementView]) {
+    let find = |view: &wattprint_api_types::StatementView, line: &str, id: &str| {
         rows.iter()
-            .find(|x| &x[col("line")] == line && &x[col("id")] == id)
-            .unwrap_or_else(|| panic!("no {line} {id} row in {text}"))
-            .clone()
+            .find(|x| x["tenant"] == view.tenant && x["line"] == line && x["id"] == id)
+            .unwrap_or_else(|| panic!("no {line} {id} row of {} in {rows:?}", view.tenant))
     };
-    let check = |row: &csv::StringRecord, a: &wattprint_api_types::StatementAmounts| {
-        assert_eq!(
-            row[col("it_energy_mj")].parse::<u64>().unwrap(),
-            a.it_energy_mj
-        );
-        assert_eq!(
-            row[col("marginal_co2e_g")].parse::<f64>().unwrap(),
-            a.marginal_co2e_g
-        );
-        assert_eq!(
-            row[col("embodied_co2e_g")].parse::<f64>().unwrap(),
-            a.embodied_co2e_g
-        );
-        let loc = &row[col("location_co2e_g")];
-        assert_eq!(loc.parse::<f64>().ok(), a.location_co2e_g);
-        assert_eq!(&row[col("statement_id")], view.statement_id.as_str());
-        assert_eq!(&row[col("status")], view.status.as_str());
-    };
-    check(&amounts("total", ""), &view.totals);
-    for i in &view.instances {
-        check(&amounts("instance", &i.instance_id), &i.amounts);
+    for view in views {
+        let check = |row: &std::collections::BTreeMap<String, String>,
+                     a: &wattprint_api_types::StatementAmounts| {
+            assert_eq!(row["it_energy_mj"].parse::<u64>().unwrap(), a.it_energy_mj);
+            assert_eq!(
+                row["marginal_co2e_g"].parse::<f64>().unwrap(),
+                a.marginal_co2e_g
+            );
+            assert_eq!(
+                row["embodied_co2e_g"].parse::<f64>().unwrap(),
+                a.embodied_co2e_g
+            );
+            assert_eq!(
+                row["location_co2e_g"].parse::<f64>().ok(),
+                a.location_co2e_g
+            );
+            assert_eq!(row["statement_id"], view.statement_id);
+            assert_eq!(row["status"], view.status);
+            assert_eq!(
+                row["content_sha256"],
+                view.content_sha256.clone().unwrap_or_default()
+            );
+            assert_eq!(row["period"], view.period);
+            assert_eq!(row["usage_period"], view.period);
+            assert_eq!(row["model_version"], view.model_version);
+        };
+        check(find(view, "total", ""), &view.totals);
+        for i in &view.instances {
+            check(find(view, "instance", &i.instance_id), &i.amounts);
+        }
+        for w in &view.workloads {
+            let row = find(view, "workload", &w.workload_id);
+            check(row, &w.amounts);
+            assert_eq!(
+                row["sci_g_per_unit"].parse::<f64>().unwrap(),
+                w.sci_g_per_unit
+            );
+        }
+        for adj in &view.adjustments {
+            let row = find(view, "adjustment", &adj.period);
+            assert_eq!(
+                row["it_energy_mj"].parse::<i64>().unwrap(),
+                adj.it_energy_mj
+            );
+            assert_eq!(
+                row["marginal_co2e_g"].parse::<f64>().unwrap(),
+                adj.marginal_co2e_g
+            );
+            assert_eq!(row["usage_period"], adj.period, "the month corrected");
+            assert_eq!(row["period"], view.period);
+        }
     }
-    for w in &view.workloads {
-        let row = amounts("workload", &w.workload_id);
-        check(&row, &w.amounts);
-        assert_eq!(
-            row[col("sci_g_per_unit")].parse::<f64>().unwrap(),
-            w.sci_g_per_unit
+    let lines: usize = views
+        .iter()
+        .map(|v| 1 + v.instances.len() + v.workloads.len() + v.adjustments.len())
+        .sum();
+    assert_eq!(rows.len(), lines);
+}
+
+/// The operator's CSV and Parquet exports of `period` hold every tenant's statement as the
+/// tenant reads it.
+async fn exports_equal_json(src: Sources<'_>, p: Period, now: UnixMillis, policy: StatementPolicy) {
+    use statements::export::{render, ExportFormat};
+    let mut views = Vec::new();
+    for t in ["acme", "globex"] {
+        views.push(
+            statements::statement(src, &scope(t), p, now, policy)
+                .await
+                .unwrap()
+                .view,
         );
     }
-    assert_eq!(
-        rows.len(),
-        1 + view.instances.len() + view.workloads.len() + view.adjustments.len()
-    );
+    let views: Vec<&wattprint_api_types::StatementView> = views.iter().collect();
+    let parquet = render(src, p, now, policy, ExportFormat::Parquet)
+        .await
+        .unwrap();
+    assert_eq!(&parquet[..4], b"PAR1");
+    lines_equal_json(&parquet_lines(&parquet), &views);
+    let csv = render(src, p, now, policy, ExportFormat::Csv)
+        .await
+        .unwrap();
+    lines_equal_json(&csv_lines(std::str::from_utf8(&csv).unwrap()), &views);
 }
 
 /// The PDF's text (poppler's `pdftotext`) shows the JSON's numbers; its first page is kept as
@@ -504,6 +816,17 @@ fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
     ] {
         assert!(text.contains(&want), "the PDF lacks {want:?}:\n{text}");
     }
+    if let Some(c) = &view.carbon_aware {
+        for want in [
+            "Carbon-aware potential".to_owned(),
+            format!(
+                "Flexible Start would have saved {} kgCO2e",
+                kg(c.flexible_start_saving_co2e_g)
+            ),
+        ] {
+            assert!(text.contains(&want), "the PDF lacks {want:?}:\n{text}");
+        }
+    }
     for i in &view.instances {
         let row = format!("{}", i.amounts.it_energy_mj);
         assert!(
@@ -530,7 +853,9 @@ fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
 
 #[tokio::test]
 async fn statements_on_sqlite() {
-    statements_on(Arc::new(SqliteStore::open_in_memory().unwrap()), "sqlite").await;
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    statements_on(store.clone(), "sqlite").await;
+    carbon_aware_on(store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,7 +865,9 @@ async fn statements_on_clickhouse() {
     };
     let db = format!("wp_test_statements_{:08x}", rand::random::<u32>());
     let store = ClickHouseStore::connect(&url, &db).await.unwrap();
-    statements_on(Arc::new(store), "clickhouse").await;
+    let store = Arc::new(store);
+    statements_on(store.clone(), "clickhouse").await;
+    carbon_aware_on(store.as_ref()).await;
     let _ = reqwest::Client::new()
         .post(&url)
         .body(format!("DROP DATABASE IF EXISTS {db}"))

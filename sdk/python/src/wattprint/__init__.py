@@ -51,9 +51,16 @@ from .models import (
     StatementDay,
     StatementAdjustment,
     MarketBased,
+    CarbonAwareWorkload,
+    CarbonAwarePotential,
     Statement,
     StatementSummary,
     StatementList,
+    EvidenceInstance,
+    EvidenceEnergy,
+    EvidenceEmissions,
+    EvidenceSources,
+    WorkloadEvidence,
 )
 
 __version__ = "0.1.0"
@@ -111,7 +118,14 @@ __all__ = [
     "StatementDay",
     "StatementAdjustment",
     "MarketBased",
+    "CarbonAwareWorkload",
+    "CarbonAwarePotential",
     "Statement",
     "StatementSummary",
     "StatementList",
+    "EvidenceInstance",
+    "EvidenceEnergy",
+    "EvidenceEmissions",
+    "EvidenceSources",
+    "WorkloadEvidence",
 ]

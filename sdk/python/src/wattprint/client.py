@@ -33,6 +33,7 @@ from .models import (
     WhatIf,
     Workload,
     WorkloadDetail,
+    WorkloadEvidence,
     WorkloadList,
 )
 
@@ -195,6 +196,10 @@ class _Endpoints:
         return _Call("GET", f"/v1/workloads/{_seg(workload_id)}", _as(WorkloadDetail))
 
     @staticmethod
+    def evidence(workload_id: str) -> _Call[WorkloadEvidence]:
+        return _Call("GET", f"/v1/workloads/{_seg(workload_id)}/evidence", _as(WorkloadEvidence))
+
+    @staticmethod
     def set_labels(workload_id: str, labels: Mapping[str, str]) -> _Call[Workload]:
         return _Call(
             "PUT", f"/v1/workloads/{_seg(workload_id)}/labels", _as(Workload), body={"labels": dict(labels)}
@@ -231,6 +236,12 @@ class _Endpoints:
             _as(TenantSummary),
             _query(**{"from": from_, "to": to}),
         )
+
+    @staticmethod
+    def operator_statements_export(period: str, fmt: str) -> _Call[bytes]:
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"statement export format {fmt!r} is not csv or parquet")
+        return _Call("GET", f"/v1/operator/statements/{_seg(period)}.{fmt}", bytes, raw=True)
 
 
 def _finish(call: _Call[T], resp: httpx.Response) -> T:
@@ -417,6 +428,12 @@ class Client:
         """``GET /v1/workloads/{id}``: the workload with its footprint (energy, emissions, SCI)."""
         return self._run(_Endpoints.workload(workload_id))
 
+    def evidence(self, workload_id: str) -> WorkloadEvidence:
+        """``GET /v1/workloads/{id}/evidence``: the workload's energy evidence (measured vs
+        estimated energy, facility energy, emissions, sources, method, content hash) to attach
+        to model documentation."""
+        return self._run(_Endpoints.evidence(workload_id))
+
     def set_labels(self, workload_id: str, labels: Mapping[str, str]) -> Workload:
         """``PUT /v1/workloads/{id}/labels``: replaces the workload's labels."""
         return self._run(_Endpoints.set_labels(workload_id, labels))
@@ -446,6 +463,11 @@ class Client:
         """``GET /v1/operator/tenants/{tenant}/summary``: the body the tenant gets from
         :meth:`summary` (operator tokens only)."""
         return self._run(_Endpoints.operator_tenant_summary(tenant, from_, to))
+
+    def operator_statements_export(self, period: str, fmt: str) -> bytes:
+        """``GET /v1/operator/statements/{period}.{fmt}``: every tenant's statement of the month
+        (``YYYY-MM``) as one file, ``csv`` or ``parquet`` (operator tokens only)."""
+        return self._run(_Endpoints.operator_statements_export(period, fmt))
 
 
 class AsyncClient:
@@ -568,6 +590,10 @@ class AsyncClient:
         """``GET /v1/workloads/{id}``."""
         return await self._run(_Endpoints.workload(workload_id))
 
+    async def evidence(self, workload_id: str) -> WorkloadEvidence:
+        """``GET /v1/workloads/{id}/evidence``."""
+        return await self._run(_Endpoints.evidence(workload_id))
+
     async def set_labels(self, workload_id: str, labels: Mapping[str, str]) -> Workload:
         """``PUT /v1/workloads/{id}/labels``."""
         return await self._run(_Endpoints.set_labels(workload_id, labels))
@@ -594,3 +620,7 @@ class AsyncClient:
     async def operator_tenant_summary(self, tenant: str, *, from_: Time, to: Time) -> TenantSummary:
         """``GET /v1/operator/tenants/{tenant}/summary`` (operator tokens only)."""
         return await self._run(_Endpoints.operator_tenant_summary(tenant, from_, to))
+
+    async def operator_statements_export(self, period: str, fmt: str) -> bytes:
+        """``GET /v1/operator/statements/{period}.{fmt}`` (operator tokens only)."""
+        return await self._run(_Endpoints.operator_statements_export(period, fmt))

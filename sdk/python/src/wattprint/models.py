@@ -469,6 +469,30 @@ class MarketBased:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CarbonAwareWorkload:
+    """What shifting one workload in time would have saved (its what-ifs)."""
+
+    workload_id: str
+    actual_co2e_g: float | None
+    flexible_start_best_start: str | None
+    flexible_start_saving_co2e_g: float | None
+    pause_resume_saving_co2e_g: float | None
+    unavailable: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CarbonAwarePotential:
+    """The month's carbon-aware potential, with its assumptions."""
+
+    basis: str
+    window_hours: float
+    deadline_factor: float
+    workloads: list[CarbonAwareWorkload]
+    flexible_start_saving_co2e_g: float
+    pause_resume_saving_co2e_g: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Statement:
     """Body of ``GET /v1/statements/{YYYY-MM}``: preliminary, or issued and never changed."""
 
@@ -489,6 +513,7 @@ class Statement:
     daily: list[StatementDay]
     market_based: MarketBased
     location_sources: list[str]
+    carbon_aware: CarbonAwarePotential | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -506,3 +531,71 @@ class StatementList:
     """Body of ``GET /v1/statements``."""
 
     statements: list[StatementSummary]
+
+
+# --- Energy evidence --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceInstance:
+    """One instance a workload ran on."""
+
+    instance_id: str
+    region: str
+    gpu_models: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceEnergy:
+    """A workload's energy: measured vs estimated (exact mJ), facility energy and PUE."""
+
+    it_energy_mj: int
+    it_energy_kwh: float
+    measured_energy_mj: int
+    estimated_energy_mj: int
+    facility_energy_kwh: float
+    mean_pue: float | None
+    coverage: Coverage
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceEmissions:
+    """A workload's marginal, location-based and embodied emissions and SCI."""
+
+    marginal_co2e_g: float
+    marginal_it_co2e_g: float
+    location_co2e_g: float | None
+    location_missing_energy_mj: int
+    embodied_co2e_g: float
+    functional_unit: str
+    functional_units: float
+    sci_g_per_unit: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceSources:
+    """Intensity sources, provider model versions and provenance."""
+
+    marginal_sources: list[str]
+    location_sources: list[str]
+    model_versions: list[str]
+    provenance: Provenance
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadEvidence:
+    """Body of ``GET /v1/workloads/{id}/evidence``: energy evidence for model documentation."""
+
+    evidence_version: str
+    generated_at: str
+    tenant: str
+    workload: Workload
+    counted_to: str
+    gpus: int
+    instances: list[EvidenceInstance]
+    missing_instances: list[str]
+    energy: EvidenceEnergy
+    emissions: EvidenceEmissions
+    sources: EvidenceSources
+    method: list[str]
+    content_sha256: str | None
