@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wattprint_core::config::{invalid, InvalidConfig};
+use wattprint_core::sample::MAX_BATCH_SAMPLES;
 use wattprint_core::{HostId, Milliwatts, UnixMillis};
 
 /// `[agent.tls]`.
@@ -307,7 +308,17 @@ impl RawAgent {
             }),
         };
         let gateway_url = agent_gateway_url(self, gateway_listen)?;
+        let defaults = AgentConfig::new(host_id, gateway_url);
+        // A replay agent plays a whole fleet from one host: one batch a second carries every
+        // GPU's sample, so a write per batch keeps up (one NVML host has a few GPUs).
+        let batch_max_samples = match &sensor {
+            SensorKind::Replay { gpus, .. } => usize::try_from(*gpus)
+                .unwrap_or(MAX_BATCH_SAMPLES)
+                .clamp(defaults.batch_max_samples, MAX_BATCH_SAMPLES),
+            SensorKind::Nvml => defaults.batch_max_samples,
+        };
         let config = AgentConfig {
+            batch_max_samples,
             energy_interval: Duration::from_millis(energy_interval_ms),
             gauge_interval: gauge_interval_ms.map(Duration::from_millis),
             spool_dir,
@@ -318,7 +329,7 @@ impl RawAgent {
                 key: t.key.clone(),
                 domain: t.domain.clone(),
             }),
-            ..AgentConfig::new(host_id, gateway_url)
+            ..defaults
         };
         Ok(AgentSettings {
             config,
@@ -656,6 +667,25 @@ mod link_security_tests {
 
     fn agent(toml_text: &str) -> RawAgent {
         toml::from_str(toml_text).expect("agent section")
+    }
+
+    #[test]
+    fn a_replay_batch_carries_every_gpus_second_up_to_the_gateways_limit() {
+        let listen: SocketAddr = ([127, 0, 0, 1], 50051).into();
+        let data = |p: &Path| Path::new("/data").join(p);
+        let batch = |text: &str| {
+            agent(text)
+                .validate(&data, listen, Path::new("/state"))
+                .map(|s| s.config.batch_max_samples)
+                .unwrap()
+        };
+        let default = AgentConfig::new(HostId::from("h"), String::new()).batch_max_samples;
+        assert_eq!(batch("[replay]\ngpus = 4"), default);
+        assert_eq!(batch("[replay]\ngpus = 5000\ninstances = 10"), 5000);
+        assert_eq!(
+            batch("[replay]\ngpus = 16384\ninstances = 10"),
+            MAX_BATCH_SAMPLES
+        );
     }
 
     #[test]

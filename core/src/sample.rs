@@ -228,6 +228,10 @@ pub enum SampleRejection {
 /// stores rely on it to read the samples overlapping a range without scanning all before it.
 pub const MAX_SAMPLE_SPAN_MS: i64 = 15 * 60 * 1000;
 
+/// Most samples in one agent batch: the gateway refuses bigger ones (by default), and agents
+/// never make them.
+pub const MAX_BATCH_SAMPLES: usize = 10_000;
+
 /// Largest integer any store keeps: both stores hold counters and ids as signed 64-bit.
 pub const MAX_STORABLE: u64 = i64::MAX as u64;
 

@@ -61,7 +61,7 @@ impl Default for GatewayLimits {
     fn default() -> Self {
         Self {
             samples: SampleLimits::default(),
-            max_batch_samples: 10_000,
+            max_batch_samples: wattprint_core::sample::MAX_BATCH_SAMPLES,
             max_message_bytes: 4 << 20,
             max_connections: 4096,
             first_byte_timeout: Duration::from_secs(10),
