@@ -6,5 +6,6 @@ pub mod config;
 pub mod health;
 pub mod intensity;
 pub mod inventory;
+pub mod loadgen;
 pub mod quarantine;
 pub mod roles;
