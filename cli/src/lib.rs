@@ -7,5 +7,6 @@ pub mod health;
 pub mod intensity;
 pub mod inventory;
 pub mod loadgen;
+pub mod local_cluster;
 pub mod quarantine;
 pub mod roles;

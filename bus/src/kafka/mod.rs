@@ -244,11 +244,7 @@ pub async fn create_topics(
     // Fails fast, with librdkafka's reason, when the brokers refuse this client; the admin
     // client would only time out.
     durability::topic_replication(config, &[]).await?;
-    let context = ErrorCapture::default();
-    let admin: AdminClient<ErrorCapture> = config
-        .with_overrides(config.client_config())
-        .create_with_context(context.clone())
-        .map_err(client_err("creating the kafka admin client"))?;
+    let (admin, context) = admin_client(config)?;
     let topics = [
         NewTopic::new(
             &config.samples_topic,
@@ -261,9 +257,8 @@ pub async fn create_topics(
             TopicReplication::Fixed(replication),
         ),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
-        .create_topics(&topics, &options)
+        .create_topics(&topics, &admin_options())
         .await
         .map_err(context.unreachable("creating kafka topics"))?;
     for result in results {
@@ -289,22 +284,33 @@ pub async fn create_topics(
     Ok(())
 }
 
+/// An admin client with the config's connection settings, and the capture of its errors.
+fn admin_client(
+    config: &KafkaBusConfig,
+) -> Result<(AdminClient<ErrorCapture>, ErrorCapture), KafkaBusError> {
+    let context = ErrorCapture::default();
+    let admin = config
+        .with_overrides(config.client_config())
+        .create_with_context(context.clone())
+        .map_err(client_err("creating the kafka admin client"))?;
+    Ok((admin, context))
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
 /// Deletes the samples and dead-letter topics (a load test's own, at its end); topics that do
 /// not exist are not an error.
 pub async fn delete_topics(config: &KafkaBusConfig) -> Result<(), KafkaBusError> {
     config.validate()?;
-    let context = ErrorCapture::default();
-    let admin: AdminClient<ErrorCapture> = config
-        .with_overrides(config.client_config())
-        .create_with_context(context.clone())
-        .map_err(client_err("creating the kafka admin client"))?;
+    let (admin, context) = admin_client(config)?;
     let topics = [
         config.samples_topic.as_str(),
         config.dead_letter_topic.as_str(),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
-        .delete_topics(&topics, &options)
+        .delete_topics(&topics, &admin_options())
         .await
         .map_err(context.unreachable("deleting kafka topics"))?;
     for result in results {

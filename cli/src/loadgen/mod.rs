@@ -16,6 +16,7 @@ mod watch;
 
 use crate::backfill::span_sample;
 use crate::config::{RawConfig, SensorKind, REPLAY_MODEL, REPLAY_POWER_LIMIT};
+use crate::local_cluster::{LocalCluster, LocalInstance};
 use anyhow::Context;
 use procs::{free_port, CpuMeter, RoleProcess};
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 use watch::{metric_sum, Freshness, Watcher};
-use wattprint_agent::replay::{Pacing, ReplayConfig, ReplaySensor};
+use wattprint_agent::replay::{replay_gpu_uuid, Pacing, ReplayConfig, ReplaySensor};
 use wattprint_agent::sensor::GpuSensor as _;
 use wattprint_agent::AgentConfig;
 use wattprint_core::sample::seq_of;
@@ -90,89 +91,51 @@ fn fleet(args: &LoadgenArgs) -> Vec<Host> {
         .collect()
 }
 
-/// The run's names and ports.
+/// The run's deployment and where its config and logs are.
 struct Layout {
     dir: PathBuf,
     config: PathBuf,
-    database: String,
-    topic_prefix: String,
-    gateway: u16,
-    api: u16,
-    gateway_metrics: u16,
-    enricher_metrics: u16,
+    cluster: LocalCluster,
 }
 
 fn write_config(args: &LoadgenArgs, hosts: &[Host]) -> anyhow::Result<Layout> {
     let unique = format!("{:08x}", rand::random::<u32>());
     let dir = std::env::temp_dir().join(format!("wattprint-loadgen-{unique}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let layout = Layout {
-        config: dir.join("wattprint.toml"),
+    let cluster = LocalCluster {
+        data_dir: dir.join("data"),
+        clickhouse_url: args.clickhouse_url.clone(),
         database: format!("wp_loadgen_{unique}"),
-        topic_prefix: format!("loadgen-{unique}."),
+        brokers: args.brokers.clone(),
+        namespace: format!("loadgen-{unique}"),
+        partitions: args.partitions,
         gateway: free_port()?,
-        api: free_port()?,
         gateway_metrics: free_port()?,
         enricher_metrics: free_port()?,
-        dir,
+        api: free_port()?,
     };
-    let mut toml = format!(
-        r#"data_dir = "{data}"
-
-[store]
-kind = "clickhouse"
-url = "{clickhouse}"
-database = "{database}"
-
-[bus]
-kind = "kafka"
-brokers = "{brokers}"
-topic_prefix = "{prefix}"
-group_id = "loadgen-{unique}"
-partitions = {partitions}
-
-[gateway]
-listen = "127.0.0.1:{gateway}"
-metrics_listen = "127.0.0.1:{gateway_metrics}"
-
-[enricher]
-metrics_listen = "127.0.0.1:{enricher_metrics}"
-
-[query_api]
-listen = "127.0.0.1:{api}"
-
-[agent.replay]
-instances = 1
-"#,
-        data = layout.dir.join("data").display(),
-        clickhouse = args.clickhouse_url,
-        database = layout.database,
-        brokers = args.brokers,
-        prefix = layout.topic_prefix,
-        partitions = args.partitions,
-        gateway = layout.gateway,
-        gateway_metrics = layout.gateway_metrics,
-        enricher_metrics = layout.enricher_metrics,
-        api = layout.api,
-    );
-    for host in hosts {
-        write!(
-            toml,
-            "\n[[instances]]\ntenant = \"{}\"\nid = \"{}\"\nzip_code = \"95112\"\nhost = \"{}\"\n",
-            host.tenant, host.instance, host.id
-        )?;
-        for g in host.gpus.clone() {
-            write!(
-                toml,
-                "[[instances.gpus]]\nuuid = \"{}\"\nmodel = \"{REPLAY_MODEL}\"\npower_limit_w = {}\n",
-                wattprint_agent::replay::replay_gpu_uuid(SEED, g as u32).0,
-                REPLAY_POWER_LIMIT.0 / 1000
-            )?;
-        }
-    }
-    std::fs::write(&layout.config, toml)
-        .with_context(|| format!("writing {}", layout.config.display()))?;
-    Ok(layout)
+    let instances: Vec<LocalInstance> = hosts
+        .iter()
+        .map(|host| LocalInstance {
+            tenant: host.tenant.clone(),
+            id: host.instance.to_string(),
+            zip: "95112".into(),
+            host: host.id.to_string(),
+            gpus: host
+                .gpus
+                .clone()
+                .map(|g| replay_gpu_uuid(SEED, g as u32))
+                .collect(),
+        })
+        .collect();
+    let config = dir.join("wattprint.toml");
+    std::fs::write(&config, cluster.toml(&instances))
+        .with_context(|| format!("writing {}", config.display()))?;
+    Ok(Layout {
+        dir,
+        config,
+        cluster,
+    })
 }
 
 fn settings_of(config: &Path) -> anyhow::Result<crate::config::Settings> {
@@ -280,11 +243,11 @@ struct Reading {
 
 async fn read_metrics(watcher: &Watcher, layout: &Layout) -> Reading {
     let enricher = watcher
-        .scrape(&format!("127.0.0.1:{}", layout.enricher_metrics))
+        .scrape(&format!("127.0.0.1:{}", layout.cluster.enricher_metrics))
         .await
         .unwrap_or_default();
     let gateway = watcher
-        .scrape(&format!("127.0.0.1:{}", layout.gateway_metrics))
+        .scrape(&format!("127.0.0.1:{}", layout.cluster.gateway_metrics))
         .await
         .unwrap_or_default();
     Reading {
@@ -313,8 +276,8 @@ pub async fn run(args: &LoadgenArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let layout = write_config(args, &hosts)?;
     println!(
         "loadgen: database {}, topics {}*, config and logs in {}",
-        layout.database,
-        layout.topic_prefix,
+        layout.cluster.database,
+        layout.cluster.topic_prefix(),
         layout.dir.display()
     );
     let outcome = run_in(args, &hosts, &layout, shutdown).await;
@@ -365,7 +328,7 @@ async fn run_in(
         model: REPLAY_MODEL.into(),
         power_limit: REPLAY_POWER_LIMIT,
     })?);
-    let watcher = Watcher::new(format!("http://127.0.0.1:{}", layout.api), auth);
+    let watcher = Watcher::new(format!("http://127.0.0.1:{}", layout.cluster.api), auth);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let freshness = Arc::new(Mutex::new(Freshness::default()));
     let stop = Shutdown::new();
@@ -373,7 +336,7 @@ async fn run_in(
     // Hosts end a second apart spread evenly, as agents started at different times do.
     let load_start = UnixMillis(UnixMillis::now().0 + 1000);
     let load_end = UnixMillis(load_start.0 + duration_ms);
-    let gateway_url = format!("http://127.0.0.1:{}", layout.gateway);
+    let gateway_url = format!("http://127.0.0.1:{}", layout.cluster.gateway);
     let mut senders = Vec::new();
     for (h, host) in hosts.iter().enumerate() {
         let phase = (h as i64 * 1000) / i64::from(args.hosts);
@@ -491,17 +454,7 @@ async fn run_in(
         .collect();
     println!("cpu: {}", cpu_line.join(", "));
     println!("lag: max {max_lag:.0} records, end {last_lag:.0}");
-    let f = freshness
-        .lock()
-        .map_err(|_| anyhow::anyhow!("freshness poisoned"))?;
-    match (f.percentile(50.0), f.percentile(95.0)) {
-        (Some(p50), Some(p95)) => println!(
-            "freshness: p50 {p50:.1} s, p95 {p95:.1} s (n = {}, {} not seen)",
-            f.seen_after_s.len(),
-            f.pending()
-        ),
-        _ => println!("freshness: no probe seen ({} pending)", f.pending()),
-    }
+    println!("{}", describe_freshness(&freshness)?);
     for (tenant, want) in &expected {
         let got = stored.get(tenant).copied().unwrap_or(0);
         println!("energy {tenant}: sent {want} mJ, stored {got} mJ");
@@ -523,6 +476,21 @@ async fn run_in(
         tokio::task::spawn_blocking(move || r.stop(Duration::from_secs(30))).await?;
     }
     Ok(())
+}
+
+/// The freshness line: percentiles of the probes seen, and how many were not.
+fn describe_freshness(freshness: &Mutex<Freshness>) -> anyhow::Result<String> {
+    let f = freshness
+        .lock()
+        .map_err(|_| anyhow::anyhow!("freshness poisoned"))?;
+    Ok(match (f.percentile(50.0), f.percentile(95.0)) {
+        (Some(p50), Some(p95)) => format!(
+            "freshness: p50 {p50:.1} s, p95 {p95:.1} s (n = {}, {} not seen)",
+            f.seen_after_s.len(),
+            f.pending()
+        ),
+        _ => format!("freshness: no probe seen ({} pending)", f.pending()),
+    })
 }
 
 /// One summary read of the probe tenant, resolving the probes it covers.
@@ -569,26 +537,36 @@ async fn cleanup(args: &LoadgenArgs, layout: &Layout) {
     if args.keep {
         println!(
             "kept: database {}, topics {}*, {}",
-            layout.database,
-            layout.topic_prefix,
+            layout.cluster.database,
+            layout.cluster.topic_prefix(),
             layout.dir.display()
         );
         return;
     }
     let drop_db = reqwest::Client::new()
         .post(&args.clickhouse_url)
-        .body(format!("DROP DATABASE IF EXISTS {}", layout.database))
+        .body(format!(
+            "DROP DATABASE IF EXISTS {}",
+            layout.cluster.database
+        ))
         .send()
         .await;
     match drop_db {
         Ok(r) if r.status().is_success() => {}
-        Ok(r) => println!("cleanup: dropping {}: {}", layout.database, r.status()),
-        Err(e) => println!("cleanup: dropping {}: {e}", layout.database),
+        Ok(r) => println!(
+            "cleanup: dropping {}: {}",
+            layout.cluster.database,
+            r.status()
+        ),
+        Err(e) => println!("cleanup: dropping {}: {e}", layout.cluster.database),
     }
     let topics = wattprint_bus::KafkaBusConfig::new(args.brokers.clone())
-        .with_topic_prefix(&layout.topic_prefix);
+        .with_topic_prefix(&layout.cluster.topic_prefix());
     if let Err(e) = wattprint_bus::kafka::delete_topics(&topics).await {
-        println!("cleanup: deleting topics {}*: {e}", layout.topic_prefix);
+        println!(
+            "cleanup: deleting topics {}*: {e}",
+            layout.cluster.topic_prefix()
+        );
     }
     if let Err(e) = std::fs::remove_dir_all(&layout.dir) {
         println!("cleanup: removing {}: {e}", layout.dir.display());
