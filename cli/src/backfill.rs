@@ -24,7 +24,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use wattprint_agent::replay::{Pacing, ReplayConfig, ReplayLayout, ReplaySensor};
+use wattprint_agent::replay::{HistorySpan, Pacing, ReplayConfig, ReplayLayout, ReplaySensor};
 use wattprint_agent::sensor::GpuSensor as _;
 use wattprint_core::sample::{seq_of, Attribution, EnergySample, EnergySource};
 use wattprint_core::{GpuUuid, InstanceId, TenantScope, UnixMillis};
@@ -282,25 +282,41 @@ impl History {
             .into_iter()
             .enumerate()
             .filter(|(_, span)| span.end >= self.not_before)
-            .map(|(k, span)| EnergySample {
-                host: self.host.clone(),
-                gpu: uuid.clone(),
-                instance: instance.clone(),
-                seq: seq_of(epoch, k as u64 + 1),
-                start: span.start,
-                end: span.end,
-                energy: span.energy,
-                power: span.power,
-                power_max: span.power_max,
-                util_gpu_pct: span.util_gpu_pct,
-                mem_used_bytes: span.mem_used_bytes,
-                temp_c: span.temp_c,
-                sm_clock_mhz: span.sm_clock_mhz,
-                chain_start: k == 0,
-                energy_source: EnergySource::Counter,
-                attribution: Attribution::Exclusive,
+            .map(|(k, span)| {
+                let seq = seq_of(epoch, k as u64 + 1);
+                span_sample(&self.host, uuid, instance, seq, span, k == 0)
             })
             .collect())
+    }
+}
+
+/// The sample a replayed GPU's history span makes: counted energy, the whole GPU attributed
+/// to `instance`; `chain_start` for the first sample of the GPU's run.
+pub fn span_sample(
+    host: &wattprint_core::HostId,
+    gpu: &GpuUuid,
+    instance: &InstanceId,
+    seq: u64,
+    span: HistorySpan,
+    chain_start: bool,
+) -> EnergySample {
+    EnergySample {
+        host: host.clone(),
+        gpu: gpu.clone(),
+        instance: instance.clone(),
+        seq,
+        start: span.start,
+        end: span.end,
+        energy: span.energy,
+        power: span.power,
+        power_max: span.power_max,
+        util_gpu_pct: span.util_gpu_pct,
+        mem_used_bytes: span.mem_used_bytes,
+        temp_c: span.temp_c,
+        sm_clock_mhz: span.sm_clock_mhz,
+        chain_start,
+        energy_source: EnergySource::Counter,
+        attribution: Attribution::Exclusive,
     }
 }
 

@@ -6,5 +6,7 @@ pub mod config;
 pub mod health;
 pub mod intensity;
 pub mod inventory;
+pub mod loadgen;
+pub mod local_cluster;
 pub mod quarantine;
 pub mod roles;

@@ -104,6 +104,43 @@ enum Command {
         #[command(subcommand)]
         command: InventoryCommand,
     },
+    /// Load test of the distributed path on a test machine: N hosts × 8 GPUs at 1 Hz through a
+    /// gateway, the Kafka broker, an enricher and ClickHouse (each a process of its own, in a
+    /// database and topics of the run's own); prints samples/s offered, accepted and stored,
+    /// CPU per process, enricher lag and freshness, and fails unless every tenant's stored
+    /// energy equals what was sent.
+    Loadgen {
+        /// Simulated hosts.
+        #[arg(long, default_value_t = 16)]
+        hosts: u32,
+        /// GPUs per host.
+        #[arg(long, default_value_t = 8)]
+        gpus_per_host: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Tenants the hosts are spread over (besides the freshness probe's tenant, host 0).
+        #[arg(long, default_value_t = 4)]
+        tenants: u32,
+        /// ClickHouse HTTP URL.
+        #[arg(long, default_value = "http://127.0.0.1:18123")]
+        clickhouse_url: String,
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        brokers: String,
+        /// Partitions of the run's topics.
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        /// Longest wait, seconds, after the load for every sample to be visible.
+        #[arg(long, default_value_t = 120)]
+        drain: u64,
+        /// Keep the run's database, topics, config and logs.
+        #[arg(long)]
+        keep: bool,
+        /// Write every sample sent to this CSV file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
     /// Print an HS256 dev token (embedded dev mode only; with a JWKS configured, tokens come
     /// from the identity provider).
     Token {
@@ -205,6 +242,7 @@ impl Command {
             Command::Quarantine { .. } => "quarantine",
             Command::Inventory { .. } => "inventory",
             Command::Token { .. } => "token",
+            Command::Loadgen { .. } => "loadgen",
         }
     }
 }
@@ -294,6 +332,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Intensity { command } => intensity(&cli, command).await,
         Command::Quarantine { command } => quarantine(&cli, command).await,
         Command::Inventory { command } => inventory(&cli, command).await,
+        Command::Loadgen {
+            hosts,
+            gpus_per_host,
+            duration,
+            tenants,
+            clickhouse_url,
+            brokers,
+            partitions,
+            drain,
+            keep,
+            record,
+        } => {
+            let args = wattprint_cli::loadgen::LoadgenArgs {
+                hosts: *hosts,
+                gpus_per_host: *gpus_per_host,
+                duration: Duration::from_secs(*duration),
+                tenants: *tenants,
+                clickhouse_url: clickhouse_url.clone(),
+                brokers: brokers.clone(),
+                partitions: *partitions,
+                drain: Duration::from_secs(*drain),
+                keep: *keep,
+                record: record.clone(),
+            };
+            wattprint_cli::loadgen::run(&args, shutdown).await
+        }
         Command::Token {
             tenant,
             role,

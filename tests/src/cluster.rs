@@ -4,11 +4,11 @@
 
 use crate::api::ApiClient;
 use crate::process::{free_port, Node};
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 use wattprint_agent::replay::replay_gpu_uuid;
-use wattprint_cli::config::{RawConfig, REPLAY_MODEL, REPLAY_POWER_LIMIT};
+use wattprint_cli::config::RawConfig;
+use wattprint_cli::local_cluster::{LocalCluster, LocalInstance};
 
 /// How long a process may take to print `ready`.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -64,59 +64,31 @@ impl Cluster {
         let database = format!("wpe2e_{unique}");
         let (gateway_port, api_port) = (free_port(), free_port());
         let metrics_ports = (free_port(), free_port());
-        let mut toml = format!(
-            r#"data_dir = "{data}"
-
-[store]
-kind = "clickhouse"
-url = "{clickhouse_url}"
-database = "{database}"
-
-[bus]
-kind = "kafka"
-brokers = "{kafka_brokers}"
-topic_prefix = "e2e-{unique}."
-group_id = "e2e-{unique}"
-partitions = 4
-
-[gateway]
-listen = "127.0.0.1:{gateway_port}"
-metrics_listen = "127.0.0.1:{gateway_metrics}"
-
-[enricher]
-metrics_listen = "127.0.0.1:{enricher_metrics}"
-
-[query_api]
-listen = "127.0.0.1:{api_port}"
-
-[agent]
-gateway_url = "http://127.0.0.1:{gateway_port}"
-metrics_listen = "127.0.0.1:0"
-
-[agent.replay]
-instances = 1
-"#,
-            data = dir.path().join("data").display(),
-            gateway_metrics = metrics_ports.0,
-            enricher_metrics = metrics_ports.1,
-        );
-        for inst in instances {
-            write!(
-                toml,
-                "\n[[instances]]\ntenant = \"{}\"\nid = \"{}\"\nzip_code = \"{}\"\nhost = \"host-{}\"\n",
-                inst.tenant, inst.id, inst.zip, inst.id
-            )
-            .expect("write");
-            for i in 0..inst.gpus {
-                write!(
-                    toml,
-                    "[[instances.gpus]]\nuuid = \"{}\"\nmodel = \"{REPLAY_MODEL}\"\npower_limit_w = {}\n",
-                    replay_gpu_uuid(inst.seed, i).0,
-                    REPLAY_POWER_LIMIT.0 / 1000
-                )
-                .expect("write");
-            }
-        }
+        let local = LocalCluster {
+            data_dir: dir.path().join("data"),
+            clickhouse_url: clickhouse_url.to_owned(),
+            database: database.clone(),
+            brokers: kafka_brokers.to_owned(),
+            namespace: format!("e2e-{unique}"),
+            partitions: 4,
+            gateway: gateway_port,
+            gateway_metrics: metrics_ports.0,
+            enricher_metrics: metrics_ports.1,
+            api: api_port,
+        };
+        let inventory: Vec<LocalInstance> = instances
+            .iter()
+            .map(|inst| LocalInstance {
+                tenant: inst.tenant.to_owned(),
+                id: inst.id.to_owned(),
+                zip: inst.zip.to_owned(),
+                host: format!("host-{}", inst.id),
+                gpus: (0..inst.gpus)
+                    .map(|i| replay_gpu_uuid(inst.seed, i))
+                    .collect(),
+            })
+            .collect();
+        let toml = local.toml(&inventory);
         let config = dir.path().join("wattprint.toml");
         std::fs::write(&config, toml).expect("config");
         let cluster = Cluster {

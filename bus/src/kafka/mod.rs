@@ -211,6 +211,14 @@ pub enum KafkaBusError {
     /// The topics are less durable than `bus.min_replication` / `bus.min_insync_replicas`.
     #[error("kafka topics are less durable than configured: {0} (set bus.durability_check = \"warn\" to start anyway)")]
     WeakDurability(String),
+    /// The broker refused to delete a topic.
+    #[error("deleting topic {topic}: {code}")]
+    DeleteTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+    },
     /// The broker refused to create a topic.
     #[error("creating topic {topic}: {code}")]
     CreateTopic {
@@ -236,11 +244,7 @@ pub async fn create_topics(
     // Fails fast, with librdkafka's reason, when the brokers refuse this client; the admin
     // client would only time out.
     durability::topic_replication(config, &[]).await?;
-    let context = ErrorCapture::default();
-    let admin: AdminClient<ErrorCapture> = config
-        .with_overrides(config.client_config())
-        .create_with_context(context.clone())
-        .map_err(client_err("creating the kafka admin client"))?;
+    let (admin, context) = admin_client(config)?;
     let topics = [
         NewTopic::new(
             &config.samples_topic,
@@ -253,9 +257,8 @@ pub async fn create_topics(
             TopicReplication::Fixed(replication),
         ),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
-        .create_topics(&topics, &options)
+        .create_topics(&topics, &admin_options())
         .await
         .map_err(context.unreachable("creating kafka topics"))?;
     for result in results {
@@ -276,6 +279,45 @@ pub async fn create_topics(
                     _ => KafkaBusError::CreateTopic { topic, code },
                 })
             }
+        }
+    }
+    Ok(())
+}
+
+/// An admin client with the config's connection settings, and the capture of its errors.
+fn admin_client(
+    config: &KafkaBusConfig,
+) -> Result<(AdminClient<ErrorCapture>, ErrorCapture), KafkaBusError> {
+    let context = ErrorCapture::default();
+    let admin = config
+        .with_overrides(config.client_config())
+        .create_with_context(context.clone())
+        .map_err(client_err("creating the kafka admin client"))?;
+    Ok((admin, context))
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+/// Deletes the samples and dead-letter topics (a load test's own, at its end); topics that do
+/// not exist are not an error.
+pub async fn delete_topics(config: &KafkaBusConfig) -> Result<(), KafkaBusError> {
+    config.validate()?;
+    let (admin, context) = admin_client(config)?;
+    let topics = [
+        config.samples_topic.as_str(),
+        config.dead_letter_topic.as_str(),
+    ];
+    let results = admin
+        .delete_topics(&topics, &admin_options())
+        .await
+        .map_err(context.unreachable("deleting kafka topics"))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "kafka topic deleted"),
+            Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(KafkaBusError::DeleteTopic { topic, code }),
         }
     }
     Ok(())

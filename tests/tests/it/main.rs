@@ -9,5 +9,6 @@ mod distributed_e2e;
 mod distributed_faults;
 mod distributed_metrics;
 mod embedded_e2e;
+mod loadgen;
 mod python_sdk;
 mod statements;
