@@ -15,6 +15,7 @@
 //! reads back to back) write it at most every [`UNPACED_WRITE_EVERY`] and at exit, so only a
 //! crash of such a replay can leave it behind what was sent.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -166,6 +167,8 @@ impl ClockState {
 pub struct StateWriter {
     dir: PathBuf,
     state: ClockState,
+    /// Where each GPU's mark is in `state.gpus` (a replay agent plays thousands).
+    index: HashMap<GpuUuid, usize>,
     last_fsync: Option<Instant>,
     last_write: Option<Instant>,
     /// Shortest time between two writes that are not forced.
@@ -182,6 +185,7 @@ impl StateWriter {
                 run_epoch_secs,
                 gpus: Vec::new(),
             },
+            index: HashMap::new(),
             last_fsync: None,
             last_write: None,
             write_every: Duration::ZERO,
@@ -197,13 +201,19 @@ impl StateWriter {
 
     /// Records `gpu`'s position (in memory; [`StateWriter::flush`] writes it).
     pub fn set(&mut self, gpu: &GpuUuid, end: UnixMillis, counter: Millijoules) {
-        match self.state.gpus.iter_mut().find(|m| &m.gpu == gpu) {
-            Some(m) => (m.end, m.counter) = (end, counter),
-            None => self.state.gpus.push(GpuMark {
-                gpu: gpu.clone(),
-                end,
-                counter,
-            }),
+        match self.index.get(gpu) {
+            Some(&i) => {
+                let m = &mut self.state.gpus[i];
+                (m.end, m.counter) = (end, counter);
+            }
+            None => {
+                self.index.insert(gpu.clone(), self.state.gpus.len());
+                self.state.gpus.push(GpuMark {
+                    gpu: gpu.clone(),
+                    end,
+                    counter,
+                });
+            }
         }
     }
 
