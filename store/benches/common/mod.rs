@@ -89,6 +89,21 @@ pub fn server_cpu(pid: Option<&str>) -> Duration {
     pid.and_then(|p| proc_cpu(p, false)).unwrap_or_default()
 }
 
+/// The server's CPU time once its background work (merges of the parts just inserted) has
+/// settled: polled every 500 ms until it used under 10 ms in one interval, for at most 60 s.
+pub async fn settled_server_cpu(pid: Option<&str>) -> Duration {
+    let mut last = server_cpu(pid);
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = server_cpu(pid);
+        if now - last < Duration::from_millis(10) {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Energy-counter deltas of the real H100 trace at 1 s (every 20th 50 ms reading), with the
 /// power and utilisation at the end of each second, in trace order.
 pub fn h100_seconds() -> Vec<(u64, u32, u32)> {

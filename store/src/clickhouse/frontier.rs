@@ -50,7 +50,7 @@ impl ClickHouseStore {
     /// The frontier of every GPU in `batch` (absent: nothing stored of it).
     pub(super) async fn frontiers_of(
         &self,
-        batch: &[EnrichedSample],
+        batch: &[&EnrichedSample],
         op: &'static str,
     ) -> Result<HashMap<String, Frontier>, StoreError> {
         let mut gpus: Vec<&str> = batch.iter().map(|es| es.sample.gpu.as_str()).collect();

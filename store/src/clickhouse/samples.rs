@@ -48,18 +48,17 @@ impl ClickHouseStore {
     ) -> Result<WriteOutcome, StoreError> {
         const OP: &str = "writing samples";
         let mut outcome = WriteOutcome::default();
-        let mut valid = Vec::with_capacity(samples.len());
+        let mut valid: Vec<&EnrichedSample> = Vec::with_capacity(samples.len());
         for es in samples {
             match check_enriched(es) {
-                Ok(()) => valid.push(es.clone()),
+                Ok(()) => valid.push(es),
                 Err(e) => outcome.refused.push(RefusedSample::invalid(&es.sample, e)),
             }
         }
-        let samples = &valid[..];
         // GPUs with a sample not beyond what is stored of them are decided against the store;
         // the others have nothing stored to compare with (`clickhouse/frontier.rs`).
-        let frontiers = self.frontiers_of(samples, OP).await?;
-        let looked_up: HashSet<&str> = samples
+        let frontiers = self.frontiers_of(&valid, OP).await?;
+        let looked_up: HashSet<&str> = valid
             .iter()
             .filter(|es| {
                 !frontiers
@@ -70,47 +69,68 @@ impl ClickHouseStore {
             })
             .map(|es| es.sample.gpu.as_str())
             .collect();
-        let to_look_up: Vec<&EnrichedSample> = samples
-            .iter()
-            .filter(|es| looked_up.contains(es.sample.gpu.as_str()))
-            .collect();
+        let to_look_up: Vec<&EnrichedSample> = if looked_up.is_empty() {
+            Vec::new()
+        } else {
+            valid
+                .iter()
+                .copied()
+                .filter(|es| looked_up.contains(es.sample.gpu.as_str()))
+                .collect()
+        };
         let mut timelines = self.timelines_for(&to_look_up, OP).await?;
         let Stored {
-            samples: mut known,
+            samples: known,
             markers: stored_markers,
         } = self.stored_for(&to_look_up, OP).await?;
-        // Instances each `(gpu, seq)` is stored (or, earlier in this batch, decided) under.
-        let mut owners: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
+        // Instances each `(gpu, seq)` is stored under (GPUs looked up only).
+        let mut stored_under: HashMap<(&str, u64), Vec<&str>> = HashMap::new();
         for m in &stored_markers {
-            owners
+            stored_under
                 .entry((m.gpu_uuid.as_str(), m.seq))
                 .or_default()
-                .insert(m.instance_id.as_str());
+                .push(m.instance_id.as_str());
         }
+        // Samples decided new earlier in this batch, by `(gpu, seq)`.
+        let mut decided: HashMap<(&str, u64), &EnergySample> = HashMap::with_capacity(valid.len());
 
         // Decide in batch order, as if written one by one: a key repeated within the batch is
         // compared with its first occurrence, a span with those placed before it.
         let mut new = Vec::new();
         let mut spans = Vec::new();
         let mut markers: Vec<SampleKey> = Vec::new();
-        for es in samples {
+        for es in valid {
             let s = &es.sample;
-            let key = SampleKey::of(s);
-            let under = owners.entry((s.gpu.as_str(), s.seq)).or_default();
-            let verdict = match known.get(&key) {
-                Some(stored) if stored.contains(s) => Verdict::Duplicate,
-                Some(_) => Verdict::Conflict,
-                // Stored under another instance: the instance is part of the content.
-                None if under.iter().any(|i| *i != s.instance.as_str()) => Verdict::Conflict,
-                None => Verdict::New,
+            let gpu_seq = (s.gpu.as_str(), s.seq);
+            let verdict = if let Some(first) = decided.get(&gpu_seq) {
+                // The instance is part of the content.
+                if *first == s {
+                    Verdict::Duplicate
+                } else {
+                    Verdict::Conflict
+                }
+            } else if looked_up.contains(s.gpu.as_str()) {
+                let under = stored_under.entry(gpu_seq).or_default();
+                match known.get(&SampleKey::of(s)) {
+                    Some(stored) if stored.contains(s) => {
+                        // A crash between the samples and the markers insert left it unmarked.
+                        if !under.contains(&s.instance.as_str()) {
+                            under.push(s.instance.as_str());
+                            markers.push(SampleKey::of(s));
+                        }
+                        Verdict::Duplicate
+                    }
+                    Some(_) => Verdict::Conflict,
+                    // Stored under another instance: the instance is part of the content.
+                    None if under.iter().any(|i| *i != s.instance.as_str()) => Verdict::Conflict,
+                    None => Verdict::New,
+                }
+            } else {
+                Verdict::New
             };
             match verdict {
                 Verdict::Duplicate => {
                     outcome.duplicates = outcome.duplicates.saturating_add(1);
-                    // A crash between the samples and the markers insert left it unmarked.
-                    if under.insert(s.instance.as_str()) {
-                        markers.push(key);
-                    }
                 }
                 Verdict::Conflict => {
                     tracing::warn!(
@@ -122,7 +142,10 @@ impl ClickHouseStore {
                 }
                 Verdict::New => {
                     let span = GpuSpan::of(s);
-                    let timeline = timelines.entry(s.gpu.0.clone()).or_default();
+                    let timeline = match timelines.get_mut(s.gpu.as_str()) {
+                        Some(t) => t,
+                        None => timelines.entry(s.gpu.0.clone()).or_default(),
+                    };
                     match timeline.claim(&s.gpu, span.key()) {
                         Err(o) => {
                             tracing::warn!(gpu = %s.gpu, seq = s.seq, stored_seq = o.stored_seq, "sample overlaps stored energy of its GPU; refused");
@@ -133,9 +156,8 @@ impl ClickHouseStore {
                         Ok(Placement::Itself) => {}
                         Ok(_) => spans.push(span),
                     }
-                    under.insert(s.instance.as_str());
-                    known.insert(key.clone(), vec![s.clone()]);
-                    markers.push(key);
+                    decided.insert(gpu_seq, s);
+                    markers.push(SampleKey::of(s));
                     new.push(es);
                     outcome.inserted = outcome.inserted.saturating_add(1);
                 }
@@ -463,17 +485,21 @@ impl ClickHouseStore {
             }
         }
         self.insert("shares", &fresh, OP).await?;
-        let touched: BTreeSet<(String, String, i64)> = new
+        let touched: HashSet<(&str, &str, i64)> = new
             .iter()
             .flat_map(|es| {
                 es.shares.iter().map(|sh| {
                     (
-                        es.tenant.0.clone(),
-                        es.sample.instance.0.clone(),
+                        es.tenant.as_str(),
+                        es.sample.instance.as_str(),
                         rollups::floor_hour(sh.bucket.start().0),
                     )
                 })
             })
+            .collect();
+        let touched: BTreeSet<(String, String, i64)> = touched
+            .into_iter()
+            .map(|(t, i, h)| (t.to_owned(), i.to_owned(), h))
             .collect();
         let samples: Vec<StoredSample> = new
             .iter()
