@@ -1,7 +1,9 @@
 //! A workload's energy evidence (`GET /v1/workloads/{id}/evidence`): the JSON a model provider
 //! attaches to its model documentation. Every number is the workload footprint's own
 //! ([`workload_energy`], [`footprint_of`]) — the evidence adds where each came
-//! from and a content hash; it never computes energy or emissions a second way.
+//! from and a content hash; it never computes energy or emissions a second way. The hash
+//! covers everything but `generated_at` (blanked to `""` while hashing), so the same data
+//! always gives the same hash.
 //! Tenant-scoped like every route: another tenant's workload is not found.
 
 use std::collections::BTreeSet;
@@ -35,8 +37,10 @@ const METHOD: [&str; 6] = [
      location_missing_energy_mj, never guessed.",
     "Embodied emissions are each GPU's manufacturing emissions amortised linearly over its \
      lifetime, for the workload's span.",
-    "content_sha256 is the SHA-256 of this JSON (serialised compactly as served) with \
-     content_sha256 null.",
+    "content_sha256 is the SHA-256 (lowercase hex) of this JSON serialised compactly as \
+     served, with generated_at set to the empty string and content_sha256 null: it covers the \
+     content, not the moment it was generated, so every request for the same data gives the \
+     same hash.",
 ];
 
 /// The tenant's workload `id` as energy evidence at `now`; 404 if absent or another tenant's.
@@ -73,7 +77,8 @@ pub async fn workload_evidence(
     let (location_co2e_g, location_missing_energy_mj) = energy.location_emissions(&view);
     let mut evidence = WorkloadEvidence {
         evidence_version: EVIDENCE_MODEL_VERSION.into(),
-        generated_at: UnixMillis::now().to_rfc3339(),
+        // Set after hashing: the hash covers the content, not the time of this request.
+        generated_at: String::new(),
         tenant: scope.tenant().to_string(),
         workload: service::workload_view(&w),
         counted_to: span.1.to_rfc3339(),
@@ -109,6 +114,7 @@ pub async fn workload_evidence(
         content_sha256: None,
     };
     evidence.content_sha256 = Some(crate::statements::issue::json_sha256(&evidence)?);
+    evidence.generated_at = UnixMillis::now().to_rfc3339();
     Ok(evidence)
 }
 
