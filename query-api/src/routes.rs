@@ -321,7 +321,8 @@ pub(crate) async fn get_workload(
 /// energy used to train a general-purpose model): the workload and its span, instances, GPUs
 /// and regions, measured vs estimated energy (kWh and exact mJ), facility energy and PUE,
 /// marginal, location-based and embodied emissions, intensity sources, model versions and
-/// provenance, method notes, and `content_sha256` (SHA-256 of the JSON with that field null).
+/// provenance, method notes, and `content_sha256` (SHA-256 of the JSON as served with
+/// `generated_at` set to `""` and that field null: the content, not the request time).
 /// The numbers are the footprint's (`GET /v1/workloads/{id}`).
 #[utoipa::path(
     get,
