@@ -12,15 +12,13 @@ use wattprint_api_types::{
     EvidenceEmissions, EvidenceEnergy, EvidenceInstance, EvidenceSources, WorkloadEvidence,
     EVIDENCE_MODEL_VERSION,
 };
-use wattprint_core::intensity::IntensityJoin;
-use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{Bucket, TenantScope, UnixMillis, WorkloadId};
 use wattprint_store::{LedgerQuery, Store};
 
 use crate::error::ApiError;
 use crate::service;
 use crate::service::footprint::{footprint_of, workload_energy};
-use crate::ApiLimits;
+use crate::ApiState;
 
 /// How the numbers are computed: printed in every evidence document.
 const METHOD: [&str; 6] = [
@@ -43,20 +41,24 @@ const METHOD: [&str; 6] = [
      same hash.",
 ];
 
-/// The tenant's workload `id` as energy evidence at `now`; 404 if absent or another tenant's.
-#[tracing::instrument(skip_all, fields(workload = %id))]
+/// The tenant's workload `id` as energy evidence now, from `state`'s store, hardware catalog,
+/// limits and intensity (REST and gRPC both call this): 400 for a malformed id, 404 if absent
+/// or another tenant's.
+#[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
 pub async fn workload_evidence(
-    store: &dyn Store,
+    state: &ApiState,
     scope: &TenantScope,
-    catalog: &HardwareCatalog,
-    id: &WorkloadId,
-    limits: &ApiLimits,
-    join: Option<&IntensityJoin>,
+    id: &str,
 ) -> Result<WorkloadEvidence, ApiError> {
-    let w = crate::service::tenant_workload(store, scope, id).await?;
-    let span = crate::workloads::workload_span(&w, limits)?;
+    service::check_id("workload", id)?;
+    tracing::Span::current().record("workload", id);
+    let store = state.store.as_ref();
+    let join = state.intensity_join().ok();
+    let join = join.as_deref();
+    let w = service::tenant_workload(store, scope, &WorkloadId::new(id)).await?;
+    let span = crate::workloads::workload_span(&w, &state.limits)?;
     let energy = workload_energy(store, scope, &w, span, join).await?;
-    let view = footprint_of(&energy, catalog, &w, span, join.is_some())?;
+    let view = footprint_of(&energy, &state.catalog, &w, span, join.is_some())?;
     let inventory = store
         .list_instances(scope)
         .await

@@ -458,24 +458,14 @@ impl TenantQuery for GrpcTenantQuery {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(workload = Empty))]
+    #[tracing::instrument(skip_all)]
     async fn get_workload_evidence(
         &self,
         request: Request<pb::GetWorkloadEvidenceRequest>,
     ) -> Result<Response<pb::EvidenceDocument>, Status> {
         let scope = self.authenticate(request.metadata()).await?;
         let id = request.into_inner().workload_id;
-        check_id("workload", &id)?;
-        tracing::Span::current().record("workload", id.as_str());
-        let evidence = crate::evidence::workload_evidence(
-            self.state.store.as_ref(),
-            &scope,
-            &self.state.catalog,
-            &WorkloadId::new(id),
-            &self.state.limits,
-            self.state.intensity_join().ok().as_deref(),
-        )
-        .await?;
+        let evidence = crate::evidence::workload_evidence(&self.state, &scope, &id).await?;
         // The bytes REST's `Json` writes: compact serde_json.
         let body = serde_json::to_vec(&evidence)
             .map_err(|e| ApiError::Internal(format!("rendering energy evidence: {e}")))?;

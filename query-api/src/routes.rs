@@ -341,24 +341,13 @@ pub(crate) async fn get_workload(
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
-#[tracing::instrument(skip_all, fields(workload = Empty))]
 pub(crate) async fn workload_evidence(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<WorkloadEvidence>, ApiError> {
     let Path(id) = path?;
-    check_id("workload", &id)?;
-    tracing::Span::current().record("workload", id.as_str());
-    let evidence = crate::evidence::workload_evidence(
-        state.store.as_ref(),
-        &scope,
-        &state.catalog,
-        &WorkloadId::new(id),
-        &state.limits,
-        state.intensity_join().ok().as_deref(),
-    )
-    .await?;
+    let evidence = crate::evidence::workload_evidence(&state, &scope, &id).await?;
     Ok(Json(evidence))
 }
 

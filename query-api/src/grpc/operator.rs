@@ -6,8 +6,6 @@ use tonic::{Request, Response, Status};
 use wattprint_proto::v1 as pb;
 use wattprint_proto::v1::operator_query_server::{OperatorQuery, OperatorQueryServer};
 
-use crate::auth::OperatorAccess;
-use crate::error::ApiError;
 use crate::ApiState;
 
 /// The `OperatorQuery` implementation: a thin adapter over [`ApiState`] and [`crate::operator`].
@@ -20,18 +18,6 @@ impl GrpcOperatorQuery {
     /// An adapter over `state` (the same state the REST router uses).
     pub fn new(state: ApiState) -> Self {
         Self { state }
-    }
-
-    /// The operator's access from the `authorization` metadata, exactly as the REST extractor
-    /// checks it: `UNAUTHENTICATED` for a bad token, `PERMISSION_DENIED` for a tenant token,
-    /// `RESOURCE_EXHAUSTED` when the operator's rate limit is spent.
-    async fn authenticate(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<OperatorAccess, ApiError> {
-        crate::auth::access::authenticate(&self.state, metadata.as_ref())
-            .await?
-            .into_operator()
     }
 }
 
@@ -48,7 +34,11 @@ impl OperatorQuery for GrpcOperatorQuery {
         &self,
         request: Request<pb::ExportStatementsRequest>,
     ) -> Result<Response<pb::StatementExport>, Status> {
-        let operator = self.authenticate(request.metadata()).await?;
+        // As the REST extractor checks it: UNAUTHENTICATED for a bad token, PERMISSION_DENIED
+        // for a tenant token, RESOURCE_EXHAUSTED when the operator's rate limit is spent.
+        let operator = crate::auth::access::authenticate(&self.state, request.metadata().as_ref())
+            .await?
+            .into_operator()?;
         let req = request.into_inner();
         let export =
             crate::operator::export_statements(&self.state, &operator, &req.period, &req.format)

@@ -69,14 +69,25 @@ async fn list(
 }
 
 async fn rest_get(server: &Server, path: &str, tenant: &str) -> (u16, Value) {
+    let (status, _, body) = rest_bytes(server, path, &token(tenant)).await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// A REST GET with `token`: status, content type and body bytes.
+async fn rest_bytes(server: &Server, path: &str, token: &str) -> (u16, String, Vec<u8>) {
     let r = reqwest::Client::new()
         .get(server.url(path))
-        .bearer_auth(token(tenant))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
     let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    let content_type = r
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, r.bytes().await.unwrap().to_vec())
 }
 
 #[tokio::test]
@@ -305,22 +316,6 @@ async fn statements_over_grpc_are_the_rest_documents() {
     }
     drop(client);
     server.stop().await;
-}
-
-async fn rest_bytes(server: &Server, path: &str, token: &str) -> (u16, String, Vec<u8>) {
-    let r = reqwest::Client::new()
-        .get(server.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let content_type = r
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, content_type, r.bytes().await.unwrap().to_vec())
 }
 
 #[tokio::test]
