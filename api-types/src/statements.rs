@@ -108,10 +108,45 @@ pub struct StatementAdjustment {
 /// contractual instruments; otherwise the status says so and no number is given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MarketBased {
-    /// `not_configured` (no contractual instruments for the regions used) or `configured`.
+    /// `configured` (every region used has instruments), `partial` (some have none: no total
+    /// is given, the regions that have them are listed) or `not_configured` (none has).
     pub status: String,
-    /// Market-based emissions, grams, when configured.
+    /// Market-based emissions on facility energy, grams: given only when every region used
+    /// has instruments and every unmatched kWh a residual factor.
     pub co2e_g: Option<f64>,
+    /// Per region used, how its energy was matched hour by hour. Absent from statements
+    /// issued before it existed (and empty when no instruments are configured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<MarketRegion>,
+}
+
+/// One region's market-based emissions: each hour the provider's instruments for the region
+/// cover the tenants' facility energy pro rata (matched share = min(1, instruments ÷ all
+/// tenants' energy in that region-hour)); matched energy carries the instruments' factor,
+/// the rest the residual mix (or, where none is configured, each interval's grid average).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MarketRegion {
+    /// Region id.
+    pub region: String,
+    /// `configured` or `not_configured` (no instruments for this region: no numbers).
+    pub status: String,
+    /// The tenant's facility energy in the region over the period, kWh.
+    pub facility_energy_kwh: f64,
+    /// Of it, covered by contractual instruments, kWh.
+    pub matched_kwh: Option<f64>,
+    /// Emissions of the matched energy at the instruments' factor, grams.
+    pub instrument_co2e_g: Option<f64>,
+    /// Emissions of the unmatched energy at the residual factor, grams.
+    pub residual_co2e_g: Option<f64>,
+    /// Unmatched energy that had no residual factor (no residual mix configured and no grid
+    /// average for the interval), kWh; when above zero `co2e_g` is null.
+    pub unmatched_without_factor_kwh: Option<f64>,
+    /// `instrument_co2e_g + residual_co2e_g`, grams; null when not configured or incomplete.
+    pub co2e_g: Option<f64>,
+    /// What the residual factor was: `residual_mix:<g/kWh>` or `grid_average`.
+    pub residual: Option<String>,
+    /// SHA-256 of the instruments file the hours were read from (provenance).
+    pub instruments_sha256: Option<String>,
 }
 
 /// What shifting one workload in time would have saved, from its what-ifs

@@ -31,7 +31,7 @@ use wattprint_intensity::files::MarginalFormat;
 pub use wattprint_query_api::config::{
     ApiAuthSettings, QueryApiSettings, RawQueryApi, RawStatements,
 };
-use wattprint_query_api::statements::StatementPolicy;
+use wattprint_query_api::statements::{MarketInstruments, StatementPolicy};
 pub use wattprint_store::config::{RawStore, StoreSettings};
 use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRetention, SampleRetention};
 
@@ -212,6 +212,8 @@ pub struct Settings {
     pub api_auth: ApiAuthSettings,
     /// When monthly statements are issued.
     pub statements: StatementPolicy,
+    /// Contractual instruments for market-based emissions (no regions: not configured).
+    pub market: MarketInstruments,
     /// Query API request limits (what-if budget included).
     pub api_limits: wattprint_query_api::ApiLimits,
     /// Origins allowed to embed the portal in a frame.
@@ -339,6 +341,7 @@ impl RawConfig {
         let agent = raw.agent.validate(&data, gateway.listen, &data_dir)?;
         let api = raw.query_api.validate(&data_dir)?;
         let statements = raw.statements.validate()?;
+        let market = raw.statements.market(&data)?;
         let metrics = MetricsListeners::validate(&raw)?;
 
         // Every section is valid: load the files they name.
@@ -382,6 +385,7 @@ impl RawConfig {
             secret_file: api.secret_file,
             api_auth: api.auth,
             statements,
+            market,
             api_limits: api.limits,
             portal_frame_ancestors: api.portal_frame_ancestors,
             portal_oidc: api.portal_oidc,

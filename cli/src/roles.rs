@@ -114,6 +114,7 @@ pub async fn api_state(
     )
     .with_intensity(settings.intensity.clone())
     .with_statement_policy(settings.statements)
+    .with_market_instruments(settings.market.clone())
     .with_portal_frame_ancestors(&settings.portal_frame_ancestors)
     .with_portal_oidc(settings.portal_oidc.clone())
     .with_verifier(token_verifier(settings, auth).await?);
@@ -486,12 +487,8 @@ async fn start_query_api(
         .with_context(|| format!("binding the query API to {}", settings.api_listen))?;
     let addr = listener.local_addr()?;
     let state = api_state(settings, store, auth).await?;
-    let (store, catalog, join, policy) = state.statement_inputs();
     let issuer = tokio::spawn(wattprint_query_api::statements::keep_issuing(
-        store,
-        catalog,
-        join,
-        policy,
+        state.statement_inputs(),
         STATEMENTS_CHECKED_EVERY,
         stop.wait(),
     ));

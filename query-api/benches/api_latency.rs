@@ -746,6 +746,7 @@ async fn bench_store(
         store: store.as_ref(),
         catalog: &catalog,
         join: None,
+        market: None,
     };
     let t0 = Instant::now();
     let statement = wattprint_query_api::statements::compute(src, &scope, month, UnixMillis::now())

@@ -565,6 +565,22 @@ pub struct RawStatements {
     /// Issued months before a statement whose corrections it carries as adjustments
     /// (default 3), 0 to 24.
     pub adjustment_months: Option<u32>,
+    /// `[statements.market.<region>]`: the provider's contractual instruments per region, for
+    /// market-based emissions. None: statements say `not_configured`.
+    #[serde(default)]
+    pub market: std::collections::BTreeMap<String, RawMarketRegion>,
+}
+
+/// `[statements.market.<region>]`: one region's contractual instruments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMarketRegion {
+    /// CSV of hourly volumes (`hour_start,kwh`); relative paths are under the data root.
+    pub instruments: PathBuf,
+    /// The instruments' emission factor, g/kWh (default 0: renewable certificates, PPAs).
+    pub instrument_g_per_kwh: Option<f64>,
+    /// Residual mix for unmatched energy, g/kWh (default: each interval's grid average).
+    pub residual_mix_g_per_kwh: Option<f64>,
 }
 
 impl RawStatements {
@@ -587,6 +603,37 @@ impl RawStatements {
             grace_ms: i64::from(grace_hours) * 3_600_000,
             adjustment_months,
         })
+    }
+
+    /// Validates `[statements.market]` and reads every instruments file (`data` resolves a
+    /// relative path), so a bad file fails at startup with its line.
+    pub fn market(
+        &self,
+        data: &dyn Fn(&Path) -> PathBuf,
+    ) -> Result<crate::statements::MarketInstruments, InvalidConfig> {
+        let mut regions = std::collections::BTreeMap::new();
+        for (region, raw) in &self.market {
+            let factor = |key: &str, v: Option<f64>| match v {
+                Some(g) if !g.is_finite() || !(0.0..=5_000.0).contains(&g) => Err(invalid(
+                    format!("statements.market.{region}.{key} = {g} must be 0 to 5000 g/kWh"),
+                )),
+                _ => Ok(v),
+            };
+            let instruments = crate::statements::RegionInstruments {
+                instruments: data(&raw.instruments),
+                instrument_g_per_kwh: factor("instrument_g_per_kwh", raw.instrument_g_per_kwh)?
+                    .unwrap_or(0.0),
+                residual_mix_g_per_kwh: factor(
+                    "residual_mix_g_per_kwh",
+                    raw.residual_mix_g_per_kwh,
+                )?,
+            };
+            instruments
+                .read()
+                .map_err(|e| invalid(format!("statements.market.{region}: {e}")))?;
+            regions.insert(wattprint_core::RegionId::new(region.as_str()), instruments);
+        }
+        Ok(crate::statements::MarketInstruments { regions })
     }
 }
 
@@ -612,6 +659,48 @@ mod statements_tests {
             .unwrap_err()
             .contains("0 to 24"));
         assert!(parse("grace = 1").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn market_instruments_are_read_and_checked_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("eac.csv"),
+            "hour_start,kwh\n2026-11-01T00:00:00Z,12.5\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("bad.csv"), "hour_start,kwh\nsoon,1\n").unwrap();
+        let data = |p: &Path| dir.path().join(p);
+        let market = |t: &str| {
+            toml::from_str::<RawStatements>(t)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.market(&data).map_err(|e| e.to_string()))
+        };
+        assert!(market("").unwrap().regions.is_empty());
+        let m =
+            market("[market.CAISO_NORTH]\ninstruments = \"eac.csv\"\nresidual_mix_g_per_kwh = 410")
+                .unwrap();
+        let r = &m.regions[&wattprint_core::RegionId::new("CAISO_NORTH")];
+        assert_eq!(r.instruments, dir.path().join("eac.csv"));
+        assert_eq!(
+            (r.instrument_g_per_kwh, r.residual_mix_g_per_kwh),
+            (0.0, Some(410.0))
+        );
+        for (t, want) in [
+            (
+                "[market.X]\ninstruments = \"bad.csv\"",
+                "statements.market.X: instruments file",
+            ),
+            ("[market.X]\ninstruments = \"none.csv\"", "none.csv"),
+            (
+                "[market.X]\ninstruments = \"eac.csv\"\ninstrument_g_per_kwh = -1",
+                "instrument_g_per_kwh = -1 must be 0 to 5000",
+            ),
+            ("[market.X]\nfile = \"eac.csv\"", "unknown field"),
+        ] {
+            let err = market(t).unwrap_err();
+            assert!(err.contains(want), "{t}: {err}");
+        }
     }
 }
 

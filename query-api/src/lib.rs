@@ -143,6 +143,7 @@ pub struct ApiState {
     pub(crate) intensity: Option<SharedJoin>,
     pub(crate) rate_limiter: Option<Arc<RateLimiter>>,
     pub(crate) statements: statements::StatementPolicy,
+    pub(crate) market: Option<Arc<statements::MarketInstruments>>,
     pub(crate) searches: Arc<budget::TenantSearches>,
     pub(crate) unauthenticated: Option<Arc<UnauthenticatedLimiter>>,
     pub(crate) portal: Arc<portal::PortalSetup>,
@@ -165,6 +166,7 @@ impl ApiState {
             intensity: None,
             rate_limiter: None,
             statements: statements::StatementPolicy::default(),
+            market: None,
             searches: Arc::new(budget::TenantSearches::new(limits.whatif_per_tenant)),
             unauthenticated: None,
             portal: Arc::new(portal::PortalSetup::new(vec![], None)),
@@ -194,21 +196,23 @@ impl ApiState {
         self
     }
 
-    /// The store, catalog and intensity statements are computed from, for the issuer task.
-    pub fn statement_inputs(
-        &self,
-    ) -> (
-        Arc<dyn Store>,
-        Arc<HardwareCatalog>,
-        Option<SharedJoin>,
-        statements::StatementPolicy,
-    ) {
-        (
-            self.store.clone(),
-            self.catalog.clone(),
-            self.intensity.clone(),
-            self.statements,
-        )
+    /// Computes market-based emissions from the provider's contractual instruments (checked:
+    /// [`statements::MarketInstruments::check`]); without them the column says
+    /// `not_configured`.
+    pub fn with_market_instruments(mut self, market: statements::MarketInstruments) -> Self {
+        self.market = (!market.regions.is_empty()).then(|| Arc::new(market));
+        self
+    }
+
+    /// What statements are computed from, for the issuer task.
+    pub fn statement_inputs(&self) -> statements::StatementInputs {
+        statements::StatementInputs {
+            store: self.store.clone(),
+            catalog: self.catalog.clone(),
+            join: self.intensity.clone(),
+            policy: self.statements,
+            market: self.market.clone(),
+        }
     }
 
     /// Replaces the dev-mode verifier built from the `AuthConfig` (e.g. by one checking tokens
@@ -275,6 +279,7 @@ impl ApiState {
             store: self.store.as_ref(),
             catalog: &self.catalog,
             join,
+            market: self.market.as_deref(),
         }
     }
 

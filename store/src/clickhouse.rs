@@ -69,8 +69,8 @@ use crate::checks::check_inventory;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
     NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
-    RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store, StoreError,
-    TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
+    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
@@ -377,6 +377,16 @@ impl Store for ClickHouseStore {
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
         self.read_intervals(scope.tenant(), None, from, to).await
+    }
+
+    async fn region_hourly_facility_energy(
+        &self,
+        regions: &[RegionId],
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionHourEnergy>, StoreError> {
+        self.read_region_hourly_facility_energy(regions, from, to)
+            .await
     }
 
     async fn create_workload(

@@ -200,6 +200,18 @@ pub struct SampleRow {
     pub sample: EnergySample,
 }
 
+/// Facility energy of every tenant in one region over one hour: what the region's contractual
+/// instruments (certificates, PPA volumes) are matched against, hour by hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionHourEnergy {
+    /// The region.
+    pub region: RegionId,
+    /// Start of the hour (a multiple of 3,600,000 ms).
+    pub hour: UnixMillis,
+    /// Σ IT energy × PUE over the hour's intervals of every tenant, kWh.
+    pub facility_kwh: f64,
+}
+
 /// A stored 5-minute interval of one GPU of one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalRow {
@@ -727,6 +739,16 @@ pub trait Store: Send + Sync {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError>;
+
+    /// Facility energy of every tenant per region and hour, over the intervals of `regions`
+    /// whose buckets start in `[from, to)`, by region then hour (hours without energy left
+    /// out). An operator-level read for market-based emissions: the answer names no tenant.
+    async fn region_hourly_facility_energy(
+        &self,
+        regions: &[RegionId],
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionHourEnergy>, StoreError>;
 
     /// Creates a workload. Every instance must belong to the tenant (`NotFound` otherwise).
     async fn create_workload(

@@ -19,8 +19,9 @@ use crate::checks::{check_inventory, check_workload};
 use crate::{
     decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
     LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
-    QuarantineRetention, RefusedSample, RegionCoverage, RestateOutcome, Restatement, SampleRow,
-    Store, StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    QuarantineRetention, RefusedSample, RegionCoverage, RegionHourEnergy, RestateOutcome,
+    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -427,6 +428,19 @@ impl Store for SqliteStore {
         let tenant = scope.tenant().clone();
         self.read("reading intervals", move |conn| {
             samples::read_intervals(conn, &tenant, None, from, to)
+        })
+        .await
+    }
+
+    async fn region_hourly_facility_energy(
+        &self,
+        regions: &[RegionId],
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionHourEnergy>, StoreError> {
+        let regions = regions.to_vec();
+        self.read("reading facility energy per region and hour", move |conn| {
+            samples::region_hourly_facility_energy(conn, &regions, from, to)
         })
         .await
     }

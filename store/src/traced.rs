@@ -9,8 +9,8 @@ use crate::metrics::timed_write;
 use crate::{
     EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
     NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
-    RegionCoverage, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store, StoreError,
-    TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
+    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use tracing::field::Empty;
@@ -201,6 +201,26 @@ impl<S: Store> Store for Traced<S> {
         let rows = self
             .inner
             .tenant_intervals(scope, from, to)
+            .instrument(span.clone())
+            .await?;
+        span.record("rows", rows.len());
+        Ok(rows)
+    }
+
+    async fn region_hourly_facility_energy(
+        &self,
+        regions: &[RegionId],
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<RegionHourEnergy>, StoreError> {
+        let span = info_span!(
+            "region_hourly_facility_energy",
+            regions = regions.len(),
+            rows = Empty
+        );
+        let rows = self
+            .inner
+            .region_hourly_facility_energy(regions, from, to)
             .instrument(span.clone())
             .await?;
         span.record("rows", rows.len());

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use wattprint_api_types::{
-    MarketBased, StatementAmounts, StatementDay, StatementInstance, StatementView,
-    StatementWorkload, STATEMENT_MODEL_VERSION,
+    StatementAmounts, StatementDay, StatementInstance, StatementView, StatementWorkload,
+    STATEMENT_MODEL_VERSION,
 };
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sci::HardwareCatalog;
@@ -32,6 +32,9 @@ pub struct Sources<'a> {
     /// Average intensities for location-based emissions (`None`: not available, the column
     /// is null rather than guessed).
     pub join: Option<&'a IntensityJoin>,
+    /// The provider's contractual instruments for market-based emissions (`None`: the
+    /// column says `not_configured`).
+    pub market: Option<&'a super::market::MarketInstruments>,
 }
 
 /// Sums of intervals with their average-intensity emissions and embodied share.
@@ -160,6 +163,7 @@ pub(crate) async fn compute_with(
         .await
         .map_err(|e| ApiError::from_store(e, || "no workloads".into()))?;
     let workloads = workload_lines(src, scope, &listed, (from, to.min(now.max(from)))).await?;
+    let market_based = super::market::market_based(src, &rows, (from, to)).await?;
     let carbon_aware = if with_potential {
         Some(super::potential::potential(src, scope, period, &listed).await?)
     } else {
@@ -188,10 +192,7 @@ pub(crate) async fn compute_with(
                 marginal_co2e_g: g,
             })
             .collect(),
-        market_based: MarketBased {
-            status: "not_configured".into(),
-            co2e_g: None,
-        },
+        market_based,
         location_sources: total.average.sources.iter().cloned().collect(),
         carbon_aware,
     })

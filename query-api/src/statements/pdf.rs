@@ -133,6 +133,7 @@ pub fn render(view: &StatementView) -> Vec<u8> {
     chart(&mut p, view);
     tables(&mut p, view);
     potential(&mut p, view);
+    market(&mut p, view);
     notes(&mut p, view);
     let mut doc = PdfDocument::new(&format!(
         "Wattprint statement {} {}",
@@ -170,9 +171,11 @@ fn header(view: &StatementView) -> Vec<(&'static str, String)> {
 fn summary(p: &mut Pages, view: &StatementView) {
     let t = &view.totals;
     p.line(12.0, true, "Summary");
-    let market = match view.market_based.co2e_g {
-        Some(g) => kg(g),
-        None => format!("{} (no contractual instruments)", view.market_based.status),
+    let market = match (view.market_based.co2e_g, view.market_based.status.as_str()) {
+        (Some(g), _) => format!("{} kgCO2e", kg(g)),
+        (None, "partial") => "partial: some regions have no contractual instruments".to_owned(),
+        (None, "configured") => "incomplete: unmatched energy without a residual factor".to_owned(),
+        (None, status) => format!("{status} (no contractual instruments)"),
     };
     let rows = [
         (
@@ -400,6 +403,59 @@ fn potential(p: &mut Pages, view: &StatementView) {
         }
         p.line(8.0, false, &line);
     }
+}
+
+/// Market-based emissions per region, when the provider configured contractual instruments
+/// for a region the tenant used.
+fn market(p: &mut Pages, view: &StatementView) {
+    if view.market_based.regions.is_empty() {
+        return;
+    }
+    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or_else(|| "n/a".to_owned(), f);
+    let cols = [0.0, 40.0, 70.0, 95.0, 120.0, 145.0];
+    p.down(3.0);
+    p.line(
+        12.0,
+        true,
+        "Market-based emissions (hourly matched instruments)",
+    );
+    p.row(
+        &cols,
+        &[
+            "region",
+            "instruments",
+            "facility kWh",
+            "matched kWh",
+            "market kg",
+            "residual",
+        ]
+        .map(str::to_owned),
+        true,
+    );
+    for m in &view.market_based.regions {
+        p.row(
+            &cols,
+            &[
+                m.region.clone(),
+                m.status.clone(),
+                kwh(m.facility_energy_kwh),
+                opt(m.matched_kwh, kwh),
+                opt(m.co2e_g, kg),
+                m.residual.clone().unwrap_or_else(|| "n/a".to_owned()),
+            ],
+            false,
+        );
+    }
+    p.line(
+        8.0,
+        false,
+        "Each hour the region's instruments cover all tenants' energy pro rata (at most all of it);",
+    );
+    p.line(
+        8.0,
+        false,
+        "matched energy at the instruments' factor, the rest at the residual mix or grid average.",
+    );
 }
 
 fn notes(p: &mut Pages, view: &StatementView) {

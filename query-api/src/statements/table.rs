@@ -1,7 +1,8 @@
 //! A statement as a table: one row per line (`total`, each `instance`, each `workload`, each
 //! `adjustment`), every row carrying the statement's id, tenant, period, status, hash and model
 //! version, so rows of many statements stack; the total and workload rows also carry the
-//! carbon-aware potential's savings. CSV and Parquet both render this one table, so
+//! carbon-aware potential's savings, the total and each `market_region` line the market-based
+//! emissions. CSV and Parquet both render this one table, so
 //! the two can never disagree on a column. The numbers are the JSON's, unconverted.
 
 use wattprint_api_types::{StatementAmounts, StatementView};
@@ -33,7 +34,7 @@ pub enum Cell {
 }
 
 /// The columns, in order, with their kinds.
-pub const COLUMNS: [(&str, Kind); 25] = [
+pub const COLUMNS: [(&str, Kind); 26] = [
     ("statement_id", Kind::Text),
     ("tenant", Kind::Text),
     ("period", Kind::Text),
@@ -59,6 +60,7 @@ pub const COLUMNS: [(&str, Kind); 25] = [
     ("model_version", Kind::Text),
     ("flexible_start_saving_co2e_g", Kind::Float),
     ("pause_resume_saving_co2e_g", Kind::Float),
+    ("market_co2e_g", Kind::Float),
 ];
 
 fn int(what: &str, v: u64) -> Result<Cell, ApiError> {
@@ -114,8 +116,10 @@ pub fn rows(view: &StatementView) -> Result<Vec<Vec<Cell>>, ApiError> {
         cells.extend(body);
         cells.extend([text(usage_period), text(&view.model_version)]);
         cells.extend(savings.map(|g| g.map_or(Cell::Null, Cell::Float)));
+        cells.push(Cell::Null);
         cells
     };
+    let float = |g: Option<f64>| g.map_or(Cell::Null, Cell::Float);
     let potential = view.carbon_aware.as_ref();
     let total_savings = potential.map_or([None, None], |p| {
         [
@@ -123,11 +127,24 @@ pub fn rows(view: &StatementView) -> Result<Vec<Vec<Cell>>, ApiError> {
             Some(p.pause_resume_saving_co2e_g),
         ]
     });
-    let mut out = vec![row(
+    let mut total = row(
         amounts_row(("total", "", ""), &view.totals, None, "")?,
         &view.period,
         total_savings,
-    )];
+    );
+    total[COLUMNS.len() - 1] = float(view.market_based.co2e_g);
+    let mut out = vec![total];
+    for m in &view.market_based.regions {
+        // Facility energy and market-based grams per region; the label says whether the
+        // region has instruments.
+        let mut body = vec![text("market_region"), text(&m.region), text(&m.status)];
+        body.extend(std::iter::repeat_n(Cell::Null, 3));
+        body.push(Cell::Float(m.facility_energy_kwh));
+        body.extend(std::iter::repeat_n(Cell::Null, 9));
+        let mut cells = row(body, &view.period, [None, None]);
+        cells[COLUMNS.len() - 1] = float(m.co2e_g);
+        out.push(cells);
+    }
     for i in &view.instances {
         let body = amounts_row(("instance", &i.instance_id, ""), &i.amounts, None, "")?;
         out.push(row(body, &view.period, [None, None]));

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod raw;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,12 +66,21 @@ pub fn own_cpu() -> Duration {
 
 /// The pid of the ClickHouse server listening on HTTP `port` (from its command line).
 pub fn server_pid(port: u16) -> Option<String> {
-    let needle = format!("--http_port={port}");
+    pid_of("clickhouse", &format!("--http_port={port}"))
+}
+
+/// The pid of the tansu broker listening on `port` (from its command line).
+pub fn broker_pid(port: u16) -> Option<String> {
+    pid_of("tansu", &format!("127.0.0.1:{port}"))
+}
+
+/// The first process whose command line holds both `program` and `needle`.
+fn pid_of(program: &str, needle: &str) -> Option<String> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid = e.file_name().to_string_lossy().into_owned();
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        (cmd.contains("clickhouse") && cmd.contains(&needle)).then_some(pid)
+        (cmd.contains(program) && cmd.contains(needle)).then_some(pid)
     })
 }
 

@@ -9,13 +9,13 @@ use super::db_err;
 use super::inventory::require_instance;
 use super::rows::{to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS};
 use crate::{
-    EnrichedSample, InstanceSummary, IntervalRow, RefusedSample, SampleRow, StoreError,
-    TenantSummary, WriteOutcome,
+    EnrichedSample, InstanceSummary, IntervalRow, RefusedSample, RegionHourEnergy, SampleRow,
+    StoreError, TenantSummary, WriteOutcome,
 };
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
 use wattprint_core::sample::{EnergySample, EnergySource, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, SpanKey};
-use wattprint_core::{InstanceId, TenantId, UnixMillis};
+use wattprint_core::{InstanceId, RegionId, TenantId, UnixMillis};
 
 /// The integer forms of a sample's unsigned values, checked before any write.
 pub(super) struct Checked {
@@ -252,6 +252,51 @@ pub(super) fn read_samples(
             })
         })
         .collect()
+}
+
+/// Every tenant's facility energy (Σ energy × PUE, kWh) per region and hour over the intervals
+/// of `regions` with buckets in `[from, to)`, by region then hour.
+pub(super) fn region_hourly_facility_energy(
+    conn: &mut Connection,
+    regions: &[RegionId],
+    from: UnixMillis,
+    to: UnixMillis,
+) -> Result<Vec<RegionHourEnergy>, StoreError> {
+    const OP: &str = "reading facility energy per region and hour";
+    if regions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; regions.len()].join(", ");
+    let sql = format!(
+        "SELECT region, (bucket_ms / 3600000) * 3600000 AS hour_ms, \
+         SUM(energy_mj * pue) / 3600000000.0 FROM intervals \
+         WHERE bucket_ms >= ? AND bucket_ms < ? AND region IN ({marks}) \
+         GROUP BY region, hour_ms HAVING SUM(energy_mj) > 0 ORDER BY region, hour_ms"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(db_err(OP))?;
+    let args: Vec<rusqlite::types::Value> = [from.0.into(), to.0.into()]
+        .into_iter()
+        .chain(regions.iter().map(|r| r.as_str().to_owned().into()))
+        .collect();
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })
+        .map_err(db_err(OP))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err(OP))?;
+    Ok(rows
+        .into_iter()
+        .map(|(region, hour, facility_kwh)| RegionHourEnergy {
+            region: RegionId(region),
+            hour: UnixMillis(hour),
+            facility_kwh,
+        })
+        .collect())
 }
 
 /// Interval rows for buckets in `[from, to)`: of one instance (by bucket then GPU; unknown or

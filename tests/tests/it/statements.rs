@@ -253,6 +253,7 @@ async fn statements_on(store: Arc<dyn Store>, store_name: &str) {
         store: store.as_ref(),
         catalog: &catalog,
         join: Some(&join),
+        market: None,
     };
     let policy = StatementPolicy::default();
 
@@ -587,6 +588,7 @@ async fn carbon_aware_on(store: &dyn Store) {
         store,
         catalog: &catalog,
         join: Some(&join),
+        market: None,
     };
     let view = statements::compute(src, &scope("initech"), p, p.end())
         .await
@@ -748,9 +750,30 @@ fn lines_equal_json(rows: &Lines, views: &[&wattprint_api_types::StatementView])
             assert_eq!(row["period"], view.period);
         }
     }
+    for view in views {
+        let total = find(view, "total", "");
+        assert_eq!(
+            total["market_co2e_g"].parse::<f64>().ok(),
+            view.market_based.co2e_g
+        );
+        for m in &view.market_based.regions {
+            let row = find(view, "market_region", &m.region);
+            assert_eq!(row["label"], m.status);
+            assert_eq!(
+                row["facility_energy_kwh"].parse::<f64>().unwrap(),
+                m.facility_energy_kwh
+            );
+            assert_eq!(row["market_co2e_g"].parse::<f64>().ok(), m.co2e_g);
+        }
+    }
     let lines: usize = views
         .iter()
-        .map(|v| 1 + v.instances.len() + v.workloads.len() + v.adjustments.len())
+        .map(|v| {
+            1 + v.instances.len()
+                + v.workloads.len()
+                + v.adjustments.len()
+                + v.market_based.regions.len()
+        })
         .sum();
     assert_eq!(rows.len(), lines);
 }
@@ -782,11 +805,11 @@ async fn exports_equal_json(src: Sources<'_>, p: Period, now: UnixMillis, policy
 
 /// The PDF's text (poppler's `pdftotext`) shows the JSON's numbers; its first page is kept as
 /// a PNG under `target/test-artifacts/`.
-fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
-    use wattprint_query_api::statements::pdf::{kg, kwh};
+/// A PDF's text, as poppler's `pdftotext -layout` extracts it.
+fn pdf_text(pdf_bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let pdf = dir.path().join("statement.pdf");
-    std::fs::write(&pdf, statements::pdf::render(view)).unwrap();
+    std::fs::write(&pdf, pdf_bytes).unwrap();
     let out = std::process::Command::new("pdftotext")
         .args(["-layout"])
         .arg(&pdf)
@@ -798,7 +821,15 @@ fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
+    use wattprint_query_api::statements::pdf::{kg, kwh};
+    let dir = tempfile::tempdir().unwrap();
+    let pdf = dir.path().join("statement.pdf");
+    std::fs::write(&pdf, statements::pdf::render(view)).unwrap();
+    let text = pdf_text(&std::fs::read(&pdf).unwrap());
     let t = &view.totals;
     let hash = view.content_sha256.clone().unwrap();
     for want in [
@@ -851,11 +882,221 @@ fn pdf_shows_the_json(view: &wattprint_api_types::StatementView, store: &str) {
     assert!(png.with_extension("png").metadata().unwrap().len() > 1000);
 }
 
+/// Market-based emissions by hand. In 2026-08, acme and globex run the trace in CAISO_NORTH
+/// in hour 0 (instruments cover half of both: each gets half of its energy matched), acme
+/// alone in hour 1 (instruments for ten times its energy: all of it matched, none beyond)
+/// and globex alone in hour 2 (no instruments: none matched). Umbrella, in hour 3, also runs in
+/// PJM, where none are configured: its statement is `partial`, with no total.
+async fn market_based_on(store: &dyn Store) {
+    use statements::{MarketInstruments, RegionInstruments};
+    let p = Period::parse("2026-08").unwrap();
+    let hour = 3_600_000;
+    let t0 = p.start().0 + 86_400_000;
+    let mut inv = inventory();
+    let mut pjm = inv[0].clone();
+    pjm.tenant = TenantId::from("umbrella");
+    pjm.instance = InstanceId::from("i-4");
+    pjm.region = RegionId::from("PJM");
+    pjm.gpus[0].uuid = GpuUuid::from("GPU-4");
+    let mut caiso = pjm.clone();
+    caiso.instance = InstanceId::from("i-5");
+    caiso.region = RegionId::from(REGION);
+    caiso.gpus[0].uuid = GpuUuid::from("GPU-5");
+    inv.extend([pjm, caiso]);
+    store.upsert_inventory(&inv).await.unwrap();
+    let minutes = trace_minutes();
+    // Sequence numbers above those of the October and June tests on the same GPUs.
+    let run = |tenant: &str, instance: &str, gpu: &str, region: &str, hour_no: i64| {
+        minutes
+            .iter()
+            .enumerate()
+            .map(|(k, mj)| {
+                let mut s = sample(
+                    tenant,
+                    instance,
+                    gpu,
+                    50_000 + hour_no as u64 * 100 + k as u64,
+                    t0 + hour_no * hour + k as i64 * SPAN_MS,
+                    *mj,
+                );
+                s.sample.chain_start = false;
+                s.region = RegionId::from(region);
+                s
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a0, a1) = (
+        run("acme", "i-1", "GPU-1", REGION, 0),
+        run("acme", "i-1", "GPU-1", REGION, 1),
+    );
+    let (g0, g2) = (
+        run("globex", "i-2", "GPU-2", REGION, 0),
+        run("globex", "i-2", "GPU-2", REGION, 2),
+    );
+    let (u_pjm, u_caiso) = (
+        run("umbrella", "i-4", "GPU-4", "PJM", 3),
+        run("umbrella", "i-5", "GPU-5", REGION, 3),
+    );
+    for batch in [&a0, &a1, &g0, &g2, &u_pjm, &u_caiso] {
+        let out = store.write_samples(batch).await.unwrap();
+        assert_eq!(out.inserted as usize, batch.len(), "{out:?}");
+    }
+    // Facility kWh of a run, by hand from the trace's counter energy.
+    let kwh = |run: &[EnrichedSample]| -> f64 {
+        run.iter()
+            .map(|s| s.sample.energy.0 as f64 * PUE / KWH)
+            .sum()
+    };
+    let (a0k, a1k, g0k, g2k) = (kwh(&a0), kwh(&a1), kwh(&g0), kwh(&g2));
+    let (upk, uck) = (kwh(&u_pjm), kwh(&u_caiso));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("caiso-eac.csv");
+    let at = |h: i64| UnixMillis(t0 + h * hour).to_rfc3339();
+    std::fs::write(
+        &file,
+        format!(
+            "hour_start,kwh\n{},{}\n{},{}\n{},{}\n{},{}\n",
+            at(0),
+            (a0k + g0k) / 4.0,
+            at(0),
+            (a0k + g0k) / 4.0,
+            at(1),
+            10.0 * a1k,
+            at(3),
+            2.0 * uck,
+        ),
+    )
+    .unwrap();
+    let instruments = |factor: f64, residual: Option<f64>| MarketInstruments {
+        regions: [(
+            RegionId::from(REGION),
+            RegionInstruments {
+                instruments: file.clone(),
+                instrument_g_per_kwh: factor,
+                residual_mix_g_per_kwh: residual,
+            },
+        )]
+        .into(),
+    };
+    let (catalog, join) = (catalog(), join());
+    let market_view = |market: MarketInstruments, join: Option<IntensityJoin>, tenant: &str| {
+        let (catalog, tenant) = (&catalog, tenant.to_owned());
+        async move {
+            let src = Sources {
+                store,
+                catalog,
+                join: join.as_ref(),
+                market: Some(&market),
+            };
+            statements::compute(src, &scope(&tenant), p, p.end())
+                .await
+                .unwrap()
+        }
+    };
+
+    // Renewable certificates (0 g/kWh), residual mix 400 g/kWh.
+    let acme = market_view(instruments(0.0, Some(400.0)), Some(join.clone()), "acme").await;
+    let m = &acme.market_based;
+    assert_eq!(
+        (m.status.as_str(), m.regions.len()),
+        ("configured", 1),
+        "{m:?}"
+    );
+    let r = &m.regions[0];
+    assert_eq!(
+        (r.region.as_str(), r.status.as_str()),
+        (REGION, "configured")
+    );
+    assert_grams(r.facility_energy_kwh, a0k + a1k, "acme facility kWh");
+    assert_grams(r.matched_kwh.unwrap(), a0k / 2.0 + a1k, "acme matched kWh");
+    assert_grams(r.instrument_co2e_g.unwrap(), 0.0, "acme instrument grams");
+    assert_grams(m.co2e_g.unwrap(), a0k / 2.0 * 400.0, "acme market grams");
+    assert_eq!(r.residual.as_deref(), Some("residual_mix:400"));
+    assert_eq!(r.instruments_sha256.as_ref().map(String::len), Some(64));
+    let globex = market_view(instruments(0.0, Some(400.0)), Some(join.clone()), "globex").await;
+    let gr = &globex.market_based.regions[0];
+    assert_grams(gr.matched_kwh.unwrap(), g0k / 2.0, "globex matched kWh");
+    assert_grams(
+        globex.market_based.co2e_g.unwrap(),
+        (g0k / 2.0 + g2k) * 400.0,
+        "globex market grams",
+    );
+    // Hour 0's instruments are allocated once: the two tenants' matched energy adds up to them.
+    assert_grams(
+        (r.matched_kwh.unwrap() - a1k) + gr.matched_kwh.unwrap(),
+        (a0k + g0k) / 2.0,
+        "hour 0 matched, both tenants",
+    );
+
+    // Instruments at 5 g/kWh, no residual mix: unmatched energy on the grid average (CAMX).
+    let acme = market_view(instruments(5.0, None), Some(join.clone()), "acme").await;
+    let r = &acme.market_based.regions[0];
+    assert_eq!(r.residual.as_deref(), Some("grid_average"));
+    assert_grams(
+        acme.market_based.co2e_g.unwrap(),
+        (a0k / 2.0 + a1k) * 5.0 + a0k / 2.0 * CAMX_G_PER_KWH,
+        "acme market grams on the grid average",
+    );
+    // …and without any average: no number, and how much energy lacked a factor.
+    let acme = market_view(instruments(5.0, None), None, "acme").await;
+    let r = &acme.market_based.regions[0];
+    assert_eq!((acme.market_based.co2e_g, r.co2e_g), (None, None));
+    assert_grams(
+        r.unmatched_without_factor_kwh.unwrap(),
+        a0k / 2.0,
+        "acme energy without a residual factor",
+    );
+
+    // Umbrella also ran in PJM, which has no instruments: no total, PJM without numbers.
+    let umbrella = market_view(
+        instruments(0.0, Some(400.0)),
+        Some(join.clone()),
+        "umbrella",
+    )
+    .await;
+    let m = &umbrella.market_based;
+    assert_eq!((m.status.as_str(), m.co2e_g), ("partial", None), "{m:?}");
+    let by_region = |name: &str| m.regions.iter().find(|r| r.region == name).unwrap();
+    assert_eq!(by_region("PJM").status, "not_configured");
+    assert_eq!(by_region("PJM").co2e_g, None);
+    assert_grams(
+        by_region("PJM").facility_energy_kwh,
+        upk,
+        "umbrella PJM kWh",
+    );
+    assert_grams(
+        by_region(REGION).matched_kwh.unwrap(),
+        uck,
+        "umbrella CAISO matched",
+    );
+    assert_eq!(by_region(REGION).co2e_g, Some(0.0));
+    // The table (CSV) carries the same numbers.
+    let csv = statements::csv::render(&umbrella).unwrap();
+    lines_equal_json(&csv_lines(&csv), &[&umbrella]);
+    let text = pdf_text(&statements::pdf::render(&umbrella));
+    assert!(text.contains("Market-based emissions"), "{text}");
+    assert!(text.contains("not_configured"), "{text}");
+
+    // Without instruments, no number at all.
+    let src = Sources {
+        store,
+        catalog: &catalog,
+        join: Some(&join),
+        market: None,
+    };
+    let plain = statements::compute(src, &scope("acme"), p, p.end())
+        .await
+        .unwrap();
+    assert_eq!(plain.market_based.status, "not_configured");
+    assert!(plain.market_based.co2e_g.is_none() && plain.market_based.regions.is_empty());
+}
+
 #[tokio::test]
 async fn statements_on_sqlite() {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     statements_on(store.clone(), "sqlite").await;
     carbon_aware_on(store.as_ref()).await;
+    market_based_on(store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,6 +1109,7 @@ async fn statements_on_clickhouse() {
     let store = Arc::new(store);
     statements_on(store.clone(), "clickhouse").await;
     carbon_aware_on(store.as_ref()).await;
+    market_based_on(store.as_ref()).await;
     let _ = reqwest::Client::new()
         .post(&url)
         .body(format!("DROP DATABASE IF EXISTS {db}"))

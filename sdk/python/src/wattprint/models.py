@@ -461,11 +461,28 @@ class StatementAdjustment:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MarketRegion:
+    """One region's market-based emissions: hourly instruments matched pro rata."""
+
+    region: str
+    status: str
+    facility_energy_kwh: float
+    matched_kwh: float | None
+    instrument_co2e_g: float | None
+    residual_co2e_g: float | None
+    unmatched_without_factor_kwh: float | None
+    co2e_g: float | None
+    residual: str | None
+    instruments_sha256: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class MarketBased:
     """Market-based emissions: a number only where contractual instruments are configured."""
 
     status: str
     co2e_g: float | None
+    regions: list[MarketRegion] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
