@@ -83,7 +83,7 @@ pub struct EvidenceSources {
 pub struct WorkloadEvidence {
     /// [`EVIDENCE_MODEL_VERSION`].
     pub evidence_version: String,
-    /// When this document was generated (RFC 3339).
+    /// When this document was generated (RFC 3339); not covered by `content_sha256`.
     pub generated_at: String,
     /// The tenant.
     pub tenant: String,
@@ -106,6 +106,7 @@ pub struct WorkloadEvidence {
     pub sources: EvidenceSources,
     /// How the numbers were computed.
     pub method: Vec<String>,
-    /// SHA-256 (hex) of this JSON with this field null.
+    /// SHA-256 (lowercase hex) of this JSON, compact as served, with `generated_at` set to
+    /// `""` and this field null: it covers the content, not when it was generated.
     pub content_sha256: Option<String>,
 }

@@ -188,6 +188,11 @@ async fn every_method_against_a_real_server() {
     assert_eq!(evidence.energy.it_energy_mj, fp.it_energy_mj);
     assert_eq!(evidence.emissions.marginal_co2e_g, fp.operational_co2e_g);
     assert!(evidence.content_sha256.is_some());
+    // The hash covers the content, not the request time: a later request gives the same one.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = acme.workload_evidence(&created.id).await.unwrap();
+    assert_ne!(again.generated_at, evidence.generated_at);
+    assert_eq!(again.content_sha256, evidence.content_sha256);
     assert!(rel_eq(
         fp.total_co2e_g,
         fp.operational_co2e_g + fp.embodied_co2e_g,

@@ -1,7 +1,9 @@
 //! A workload's energy evidence (`GET /v1/workloads/{id}/evidence`): the JSON a model provider
 //! attaches to its model documentation. Every number is the workload footprint's own
 //! ([`workload_energy`], [`footprint_of`]) — the evidence adds where each came
-//! from and a content hash; it never computes energy or emissions a second way.
+//! from and a content hash; it never computes energy or emissions a second way. The hash
+//! covers everything but `generated_at` (blanked to `""` while hashing), so the same data
+//! always gives the same hash.
 //! Tenant-scoped like every route: another tenant's workload is not found.
 
 use std::collections::BTreeSet;
@@ -10,15 +12,13 @@ use wattprint_api_types::{
     EvidenceEmissions, EvidenceEnergy, EvidenceInstance, EvidenceSources, WorkloadEvidence,
     EVIDENCE_MODEL_VERSION,
 };
-use wattprint_core::intensity::IntensityJoin;
-use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{Bucket, TenantScope, UnixMillis, WorkloadId};
 use wattprint_store::{LedgerQuery, Store};
 
 use crate::error::ApiError;
 use crate::service;
 use crate::service::footprint::{footprint_of, workload_energy};
-use crate::ApiLimits;
+use crate::ApiState;
 
 /// How the numbers are computed: printed in every evidence document.
 const METHOD: [&str; 6] = [
@@ -35,24 +35,30 @@ const METHOD: [&str; 6] = [
      location_missing_energy_mj, never guessed.",
     "Embodied emissions are each GPU's manufacturing emissions amortised linearly over its \
      lifetime, for the workload's span.",
-    "content_sha256 is the SHA-256 of this JSON (serialised compactly as served) with \
-     content_sha256 null.",
+    "content_sha256 is the SHA-256 (lowercase hex) of this JSON serialised compactly as \
+     served, with generated_at set to the empty string and content_sha256 null: it covers the \
+     content, not the moment it was generated, so every request for the same data gives the \
+     same hash.",
 ];
 
-/// The tenant's workload `id` as energy evidence at `now`; 404 if absent or another tenant's.
-#[tracing::instrument(skip_all, fields(workload = %id))]
+/// The tenant's workload `id` as energy evidence now, from `state`'s store, hardware catalog,
+/// limits and intensity (REST and gRPC both call this): 400 for a malformed id, 404 if absent
+/// or another tenant's.
+#[tracing::instrument(skip_all, fields(workload = tracing::field::Empty))]
 pub async fn workload_evidence(
-    store: &dyn Store,
+    state: &ApiState,
     scope: &TenantScope,
-    catalog: &HardwareCatalog,
-    id: &WorkloadId,
-    limits: &ApiLimits,
-    join: Option<&IntensityJoin>,
+    id: &str,
 ) -> Result<WorkloadEvidence, ApiError> {
-    let w = crate::service::tenant_workload(store, scope, id).await?;
-    let span = crate::workloads::workload_span(&w, limits)?;
+    service::check_id("workload", id)?;
+    tracing::Span::current().record("workload", id);
+    let store = state.store.as_ref();
+    let join = state.intensity_join().ok();
+    let join = join.as_deref();
+    let w = service::tenant_workload(store, scope, &WorkloadId::new(id)).await?;
+    let span = crate::workloads::workload_span(&w, &state.limits)?;
     let energy = workload_energy(store, scope, &w, span, join).await?;
-    let view = footprint_of(&energy, catalog, &w, span, join.is_some())?;
+    let view = footprint_of(&energy, &state.catalog, &w, span, join.is_some())?;
     let inventory = store
         .list_instances(scope)
         .await
@@ -73,7 +79,8 @@ pub async fn workload_evidence(
     let (location_co2e_g, location_missing_energy_mj) = energy.location_emissions(&view);
     let mut evidence = WorkloadEvidence {
         evidence_version: EVIDENCE_MODEL_VERSION.into(),
-        generated_at: UnixMillis::now().to_rfc3339(),
+        // Set after hashing: the hash covers the content, not the time of this request.
+        generated_at: String::new(),
         tenant: scope.tenant().to_string(),
         workload: service::workload_view(&w),
         counted_to: span.1.to_rfc3339(),
@@ -109,6 +116,7 @@ pub async fn workload_evidence(
         content_sha256: None,
     };
     evidence.content_sha256 = Some(crate::statements::issue::json_sha256(&evidence)?);
+    evidence.generated_at = UnixMillis::now().to_rfc3339();
     Ok(evidence)
 }
 

@@ -1,6 +1,7 @@
 //! gRPC adapter: `wattprint.v1.TenantQuery` over the same [`crate::service`] functions the
 //! REST handlers call, with the same bearer-token verifier and one error mapping
-//! ([`ApiError`] → [`tonic::Status`]).
+//! ([`ApiError`] → [`tonic::Status`]); the operator's `wattprint.v1.OperatorQuery` is in
+//! [`operator`].
 //!
 //! The caller's [`TenantScope`](wattprint_core::TenantScope) comes from the `authorization:
 //! Bearer <jwt>` metadata and from nothing else; request fields never name a tenant. The
@@ -13,6 +14,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::field::Empty;
 use wattprint_core::{InstanceId, UnixMillis, WorkloadId};
 use wattprint_proto::v1 as pb;
+use wattprint_proto::v1::operator_query_server::OperatorQueryServer;
 use wattprint_proto::v1::tenant_query_server::{TenantQuery, TenantQueryServer};
 use wattprint_proto::v1::{
     GetWorkloadFootprintRequest, GetWorkloadWhatIfRequest, ListInstancesRequest,
@@ -21,6 +23,7 @@ use wattprint_proto::v1::{
 };
 
 pub mod convert;
+pub mod operator;
 
 use convert::IntoProto;
 
@@ -70,19 +73,28 @@ pub fn grpc_service(state: ApiState) -> TenantQueryServer<GrpcTenantQuery> {
         .max_decoding_message_size(MAX_GRPC_REQUEST_BYTES)
 }
 
-/// An axum router holding only the gRPC service, routed at `/wattprint.v1.TenantQuery/{*rest}`
-/// and without a fallback, so it can be merged into the REST router (whose problem+json
-/// fallback keeps answering every other path). Unknown methods of the service are answered by
-/// tonic itself (`UNIMPLEMENTED`).
+/// An axum router holding only the gRPC services, `TenantQuery` routed at
+/// `/wattprint.v1.TenantQuery/{*rest}` and `OperatorQuery` at `/wattprint.v1.OperatorQuery/{*rest}`,
+/// without a fallback, so it can be merged into the REST router (whose problem+json fallback
+/// keeps answering every other path, and whose layers — body limit, timeout, IP limit, trace,
+/// metrics — wrap both). Unknown methods of a service are answered by tonic itself
+/// (`UNIMPLEMENTED`).
 pub fn grpc_routes<S>(state: ApiState) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let path = format!(
-        "/{}/{{*rest}}",
-        <TenantQueryServer<GrpcTenantQuery> as NamedService>::NAME
-    );
-    Router::new().route_service(&path, grpc_service(state))
+    fn path_of<T: NamedService>() -> String {
+        format!("/{}/{{*rest}}", T::NAME)
+    }
+    Router::new()
+        .route_service(
+            &path_of::<TenantQueryServer<GrpcTenantQuery>>(),
+            grpc_service(state.clone()),
+        )
+        .route_service(
+            &path_of::<OperatorQueryServer<operator::GrpcOperatorQuery>>(),
+            operator::operator_grpc_service(state),
+        )
 }
 
 /// Whether a request is a gRPC call (`content-type: application/grpc[+proto|…]`).
@@ -443,6 +455,25 @@ impl TenantQuery for GrpcTenantQuery {
             content_sha256: doc.view.content_sha256.unwrap_or_default(),
             content_type: doc.content_type.to_owned(),
             body: doc.body,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_workload_evidence(
+        &self,
+        request: Request<pb::GetWorkloadEvidenceRequest>,
+    ) -> Result<Response<pb::EvidenceDocument>, Status> {
+        let scope = self.authenticate(request.metadata()).await?;
+        let id = request.into_inner().workload_id;
+        let evidence = crate::evidence::workload_evidence(&self.state, &scope, &id).await?;
+        // The bytes REST's `Json` writes: compact serde_json.
+        let body = serde_json::to_vec(&evidence)
+            .map_err(|e| ApiError::Internal(format!("rendering energy evidence: {e}")))?;
+        Ok(Response::new(pb::EvidenceDocument {
+            workload_id: evidence.workload.id,
+            content_sha256: evidence.content_sha256.unwrap_or_default(),
+            content_type: "application/json".to_owned(),
+            body,
         }))
     }
 }

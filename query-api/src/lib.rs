@@ -26,10 +26,12 @@
 //!   change made and their totals ([`restatements`])
 //! - gRPC `wattprint.v1.TenantQuery/{ListInstances,GetInstanceSeries,ListWorkloads,
 //!   CreateWorkload,SetWorkloadLabels,CloseWorkload,GetWorkloadFootprint,GetWorkloadWhatIf,
-//!   GetTenantSummary,ListRestatements}` (HTTP/2 with prior knowledge, on the same port), token
-//!   in the `authorization` metadata
-//! - `GET /v1/operator/tenants`, `GET /v1/operator/tenants/{tenant}/summary?from=&to=`:
-//!   provider operators only, cross-tenant ([`operator`])
+//!   GetTenantSummary,ListRestatements,ListStatements,GetStatement,GetWorkloadEvidence}`
+//!   (HTTP/2 with prior knowledge, on the same port), token in the `authorization` metadata
+//! - `GET /v1/operator/tenants`, `GET /v1/operator/tenants/{tenant}/summary?from=&to=`,
+//!   `GET /v1/operator/statements/{YYYY-MM}.csv|.parquet` and gRPC
+//!   `wattprint.v1.OperatorQuery/ExportStatements`: provider operators only, cross-tenant
+//!   ([`operator`], [`grpc::operator`])
 //!
 //! Tokens grant a role ([`auth::access`]): tenant readers read, tenant admins also create,
 //! label and close workloads, operators use the operator routes only (403 elsewhere). Each
@@ -74,6 +76,7 @@ pub use auth::{
     AuthenticatedTenant, Claims, Principal, Role, TenantAccess, TokenVerifier,
 };
 pub use error::ApiError;
+pub use grpc::operator::{operator_grpc_service, GrpcOperatorQuery};
 pub use grpc::{grpc_service, GrpcTenantQuery};
 pub use iplimit::UnauthenticatedLimiter;
 pub use ratelimit::{RateLimit, RateLimiter};

@@ -96,32 +96,35 @@ fn grpc_code_name(value: &axum::http::HeaderValue) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// The methods of `wattprint.v1.TenantQuery` (`proto/wattprint/v1/query.proto`; a unit test
-/// holds the two together): the `route` label's values besides `other`.
-const TENANT_QUERY_METHODS: [&str; 12] = [
-    "ListInstances",
-    "GetWorkloadFootprint",
-    "GetWorkloadWhatIf",
-    "ListRestatements",
-    "GetInstanceSeries",
-    "ListWorkloads",
-    "CreateWorkload",
-    "SetWorkloadLabels",
-    "CloseWorkload",
-    "GetTenantSummary",
-    "ListStatements",
-    "GetStatement",
+/// The methods of `wattprint.v1.TenantQuery` and `wattprint.v1.OperatorQuery`
+/// (`proto/wattprint/v1/query.proto`; a unit test holds the two together), as paths: the
+/// `route` label's values besides `other`.
+const GRPC_METHODS: [&str; 14] = [
+    "/wattprint.v1.TenantQuery/ListInstances",
+    "/wattprint.v1.TenantQuery/GetWorkloadFootprint",
+    "/wattprint.v1.TenantQuery/GetWorkloadWhatIf",
+    "/wattprint.v1.TenantQuery/ListRestatements",
+    "/wattprint.v1.TenantQuery/GetInstanceSeries",
+    "/wattprint.v1.TenantQuery/ListWorkloads",
+    "/wattprint.v1.TenantQuery/CreateWorkload",
+    "/wattprint.v1.TenantQuery/SetWorkloadLabels",
+    "/wattprint.v1.TenantQuery/CloseWorkload",
+    "/wattprint.v1.TenantQuery/GetTenantSummary",
+    "/wattprint.v1.TenantQuery/ListStatements",
+    "/wattprint.v1.TenantQuery/GetStatement",
+    "/wattprint.v1.TenantQuery/GetWorkloadEvidence",
+    "/wattprint.v1.OperatorQuery/ExportStatements",
 ];
 
 /// Counts one gRPC call with the code it ended with. The `route` label is the method's path
-/// (`/wattprint.v1.TenantQuery/GetTenantSummary`) when it names a method of the service, else
+/// (`/wattprint.v1.TenantQuery/GetTenantSummary`) when it names a method of a service, else
 /// `other`: a raw path never becomes a label (a refusal before routing, such as a spent rate
 /// limit, can answer any path).
 fn grpc_answered(path: &str, code: &'static str) {
-    let route = path
-        .strip_prefix("/wattprint.v1.TenantQuery/")
-        .filter(|m| TENANT_QUERY_METHODS.contains(m))
-        .map_or_else(|| "other".to_owned(), |_| path.to_owned());
+    let route = GRPC_METHODS
+        .iter()
+        .find(|m| **m == path)
+        .map_or("other", |m| m);
     API.grpc_requests.add(
         1,
         &[KeyValue::new("route", route), KeyValue::new("code", code)],
@@ -252,13 +255,17 @@ mod tests {
     #[test]
     fn the_grpc_route_labels_are_the_methods_of_the_proto() {
         let proto = include_str!("../../proto/wattprint/v1/query.proto");
-        let mut declared: Vec<&str> = proto
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("rpc "))
-            .filter_map(|l| l.split('(').next())
-            .map(str::trim)
-            .collect();
-        let mut labelled = TENANT_QUERY_METHODS.to_vec();
+        let mut service = "";
+        let mut declared = Vec::new();
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.trim_end_matches('{').trim();
+            } else if let Some(rpc) = line.strip_prefix("rpc ") {
+                let method = rpc.split('(').next().unwrap_or_default().trim();
+                declared.push(format!("/wattprint.v1.{service}/{method}"));
+            }
+        }
+        let mut labelled: Vec<String> = GRPC_METHODS.iter().map(|m| (*m).to_owned()).collect();
         declared.sort_unstable();
         labelled.sort_unstable();
         assert_eq!(labelled, declared);

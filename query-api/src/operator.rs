@@ -22,12 +22,14 @@ use axum::{Json, Router};
 use tracing::field::Empty;
 use wattprint_core::{TenantId, TenantScope, UnixMillis};
 
-use crate::auth::AuthenticatedOperator;
+use crate::auth::{AuthenticatedOperator, OperatorAccess};
 pub use wattprint_api_types::{TenantList, TenantView};
 
 use crate::error::ApiError;
 use crate::routes::SummaryParams;
 use crate::service::{self, SummaryRequest, TenantSummaryView};
+use crate::statements::export::{self, ExportFormat};
+use crate::statements::Period;
 use crate::time::parse_required_instant;
 use crate::ApiState;
 
@@ -158,22 +160,63 @@ pub(crate) async fn tenant_summary(
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
-#[tracing::instrument(skip_all, fields(period = Empty))]
+#[tracing::instrument(skip_all)]
 pub(crate) async fn statements_export(
     State(state): State<ApiState>,
     AuthenticatedOperator(operator): AuthenticatedOperator,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    use crate::statements::export::{self, ExportFormat};
     let Path(name) = path?;
-    let (period, format) = name
-        .rsplit_once('.')
-        .and_then(|(p, ext)| Some((p, ExportFormat::from_extension(ext)?)))
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("{name:?} is not YYYY-MM.csv or YYYY-MM.parquet"))
-        })?;
-    let period = crate::statements::Period::parse(period).map_err(ApiError::BadRequest)?;
-    tracing::Span::current().record("period", period.to_string());
+    let (period, format) = name.rsplit_once('.').ok_or_else(|| {
+        ApiError::BadRequest(format!("{name:?} is not YYYY-MM.csv or YYYY-MM.parquet"))
+    })?;
+    let export = export_statements(&state, &operator, period, format).await?;
+    Ok(crate::statements::http::attachment(
+        export.format.content_type(),
+        &export.filename(),
+        export.body,
+    ))
+}
+
+/// Every tenant's statements of a month, rendered: what the REST route and the gRPC
+/// `OperatorQuery.ExportStatements` both serve.
+#[derive(Debug)]
+pub struct StatementsExport {
+    /// The month.
+    pub period: Period,
+    /// CSV or Parquet.
+    pub format: ExportFormat,
+    /// The file.
+    pub body: Vec<u8>,
+}
+
+impl StatementsExport {
+    /// The file's name: `wattprint-statements-YYYY-MM.csv` or `.parquet`.
+    pub fn filename(&self) -> String {
+        format!(
+            "wattprint-statements-{}.{}",
+            self.period,
+            self.format.extension()
+        )
+    }
+}
+
+/// Every tenant's statement of `period` (`YYYY-MM`) in `format` (`csv` or `parquet`) for a
+/// verified operator; 400 for a bad month or format.
+#[tracing::instrument(skip_all, fields(period = Empty, format = Empty))]
+pub(crate) async fn export_statements(
+    state: &ApiState,
+    operator: &OperatorAccess,
+    period: &str,
+    format: &str,
+) -> Result<StatementsExport, ApiError> {
+    let format = ExportFormat::from_extension(format).ok_or_else(|| {
+        ApiError::BadRequest(format!("export format {format:?} is not csv or parquet"))
+    })?;
+    let period = Period::parse(period).map_err(ApiError::BadRequest)?;
+    let span = tracing::Span::current();
+    span.record("period", period.to_string());
+    span.record("format", format.extension());
     let join = state.intensity_join().ok();
     let src = state.statement_sources(join.as_deref());
     let body = export::render(src, period, UnixMillis::now(), state.statements, format).await?;
@@ -181,10 +224,9 @@ pub(crate) async fn statements_export(
         operator = operator.subject(),
         "operator exported statements"
     );
-    let filename = format!("wattprint-statements-{period}.{}", format.extension());
-    Ok(crate::statements::http::attachment(
-        format.content_type(),
-        &filename,
+    Ok(StatementsExport {
+        period,
+        format,
         body,
-    ))
+    })
 }

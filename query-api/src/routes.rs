@@ -321,7 +321,8 @@ pub(crate) async fn get_workload(
 /// energy used to train a general-purpose model): the workload and its span, instances, GPUs
 /// and regions, measured vs estimated energy (kWh and exact mJ), facility energy and PUE,
 /// marginal, location-based and embodied emissions, intensity sources, model versions and
-/// provenance, method notes, and `content_sha256` (SHA-256 of the JSON with that field null).
+/// provenance, method notes, and `content_sha256` (SHA-256 of the JSON as served with
+/// `generated_at` set to `""` and that field null: the content, not the request time).
 /// The numbers are the footprint's (`GET /v1/workloads/{id}`).
 #[utoipa::path(
     get,
@@ -340,24 +341,13 @@ pub(crate) async fn get_workload(
         (status = 500, response = crate::openapi::InternalError),
     )
 )]
-#[tracing::instrument(skip_all, fields(workload = Empty))]
 pub(crate) async fn workload_evidence(
     State(state): State<ApiState>,
     AuthenticatedTenant(scope): AuthenticatedTenant,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<WorkloadEvidence>, ApiError> {
     let Path(id) = path?;
-    check_id("workload", &id)?;
-    tracing::Span::current().record("workload", id.as_str());
-    let evidence = crate::evidence::workload_evidence(
-        state.store.as_ref(),
-        &scope,
-        &state.catalog,
-        &WorkloadId::new(id),
-        &state.limits,
-        state.intensity_join().ok().as_deref(),
-    )
-    .await?;
+    let evidence = crate::evidence::workload_evidence(&state, &scope, &id).await?;
     Ok(Json(evidence))
 }
 

@@ -546,7 +546,6 @@ async fn average_intensity_emissions_are_reported_beside_the_marginal_by_hand() 
 
 #[tokio::test]
 async fn energy_evidence_reconciles_to_the_footprint_and_the_intervals_by_hand() {
-    use sha2::{Digest, Sha256};
     use wattprint_api_types::WorkloadEvidence;
     use wattprint_core::intensity::{IntensityPoint, PointKind, Signal};
     use wattprint_core::{GramsPerKwh, RegionId, UnixMillis};
@@ -636,12 +635,29 @@ async fn energy_evidence_reconciles_to_the_footprint_and_the_intervals_by_hand()
     assert_eq!(ev.sources.model_versions, ["test:series 2023-03-01"]);
     assert!(!ev.method.is_empty());
 
-    // The hash: SHA-256 of the JSON with the hash null.
-    let mut unsigned = ev.clone();
-    unsigned.content_sha256 = None;
-    let digest = Sha256::digest(serde_json::to_string(&unsigned).unwrap().as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(ev.content_sha256.as_deref(), Some(hex.as_str()));
+    // The hash covers the content, not the time of the request: recomputed from the served
+    // bytes as docs/statements.md says (generated_at "", content_sha256 null), and the same
+    // on a later request whose generated_at differs.
+    let hash = ev.content_sha256.clone().unwrap();
+    assert_eq!(sha256_hex(evidence_hash_input(&r.text).as_bytes()), hash);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = get(
+        &h.app,
+        &format!("/v1/workloads/{id}/evidence"),
+        Some(&token("acme")),
+    )
+    .await;
+    let again_ev: WorkloadEvidence = serde_json::from_str(&again.text).unwrap();
+    assert_ne!(again_ev.generated_at, ev.generated_at);
+    assert_eq!(again_ev.content_sha256.as_deref(), Some(hash.as_str()));
+    assert_eq!(
+        evidence_hash_input(&again.text),
+        evidence_hash_input(&r.text)
+    );
+    // Any change to the content changes the hash.
+    let tampered = r.text.replacen(r#""gpus":1,"#, r#""gpus":2,"#, 1);
+    assert_ne!(tampered, r.text);
+    assert_ne!(sha256_hex(evidence_hash_input(&tampered).as_bytes()), hash);
 
     // Another tenant's workload is not there.
     get(

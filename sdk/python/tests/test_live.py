@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import pytest
 
@@ -123,6 +124,10 @@ def test_workload_footprint_and_whatifs(client: wattprint.Client, live: Live) ->
     assert ev.energy.it_energy_mj == fp.it_energy_mj == ev.energy.measured_energy_mj
     assert ev.emissions.marginal_co2e_g == fp.operational_co2e_g
     assert ev.gpus == 2 and ev.content_sha256 is not None
+    # The hash covers the content, not the request time: a later request gives the same one.
+    time.sleep(0.005)
+    again = client.evidence(w.id)
+    assert again.generated_at != ev.generated_at and again.content_sha256 == ev.content_sha256
     other = wattprint.Client(live.url, live.other_token)
     with other, pytest.raises(wattprint.NotFoundError):
         other.evidence(w.id)

@@ -488,3 +488,33 @@ pub fn trace_phases() -> Vec<(i64, u64)> {
     assert!(phases.len() >= 3, "the trace has idle and load phases");
     phases
 }
+
+/// What an evidence document's `content_sha256` covers, rebuilt from the served bytes the way
+/// `docs/statements.md` tells a reader to: `generated_at`'s value blanked to `""` (its first
+/// occurrence is the document's own member: it follows `evidence_version`) and the trailing
+/// `content_sha256` member set to `null`.
+pub fn evidence_hash_input(body: &str) -> String {
+    let (head, rest) = body
+        .split_once(r#","generated_at":""#)
+        .unwrap_or_else(|| panic!("no generated_at in {body}"));
+    let (stamp, tail) = rest.split_once('"').unwrap();
+    assert!(
+        !stamp.is_empty(),
+        "generated_at is blank in the served document"
+    );
+    let unstamped = format!(r#"{head},"generated_at":""{tail}"#);
+    let (content, hex) = unstamped
+        .rsplit_once(r#","content_sha256":""#)
+        .unwrap_or_else(|| panic!("no content_sha256 at the end of {body}"));
+    assert_eq!(hex.len(), 64 + r#""}"#.len(), "{hex}");
+    format!(r#"{content},"content_sha256":null}}"#)
+}
+
+/// SHA-256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
