@@ -362,7 +362,8 @@ pub(super) fn sample_instances(conn: &mut Connection) -> Result<Vec<(String, Str
     Ok(rows)
 }
 
-/// Deletes the instance's samples that ended before `before` (an index range).
+/// Deletes the instance's samples that ended before `before` (an index range: a sample that
+/// ended before it started before it).
 pub(super) fn prune_instance_samples(
     conn: &mut Connection,
     tenant: &str,
@@ -371,7 +372,8 @@ pub(super) fn prune_instance_samples(
 ) -> Result<u64, StoreError> {
     let n = conn
         .execute(
-            "DELETE FROM samples WHERE tenant = ?1 AND instance_id = ?2 AND end_ms < ?3",
+            "DELETE FROM samples WHERE tenant = ?1 AND instance_id = ?2 AND start_ms < ?3 \
+             AND end_ms < ?3",
             params![tenant, instance, before.0],
         )
         .map_err(db_err("pruning samples"))?;
