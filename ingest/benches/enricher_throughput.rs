@@ -105,24 +105,6 @@ async fn stored(url: &str, db: &str) -> u64 {
         .unwrap()
 }
 
-/// Rows and energy of `shares FINAL`, as the store reads them.
-async fn totals(url: &str, db: &str) -> (u64, u64) {
-    raw_client(url)
-        .with_database(db)
-        .query("SELECT count(), sum(energy_mj) FROM shares FINAL")
-        .fetch_one()
-        .await
-        .unwrap()
-}
-
-async fn drop_db(url: &str, db: &str) {
-    raw_client(url)
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await
-        .unwrap();
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let url = clickhouse_url();

@@ -30,24 +30,6 @@ use common::*;
 use std::time::{Duration, Instant};
 use wattprint_store::{ClickHouseStore, SqliteStore, SqliteSync, Store};
 
-/// Totals of a database as the store reads them: rows and energy of `shares FINAL`.
-async fn totals(url: &str, db: &str) -> (u64, u64) {
-    raw_client(url)
-        .with_database(db)
-        .query("SELECT count(), sum(energy_mj) FROM shares FINAL")
-        .fetch_one()
-        .await
-        .unwrap()
-}
-
-async fn drop_db(url: &str, db: &str) {
-    raw_client(url)
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await
-        .unwrap();
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let url = clickhouse_url();

@@ -208,3 +208,22 @@ pub fn raw_client(url: &str) -> clickhouse::Client {
         .with_compression(clickhouse::Compression::None)
         .with_validation(false)
 }
+
+/// Totals of a database as the store reads them: rows and energy of `shares FINAL`.
+pub async fn totals(url: &str, db: &str) -> (u64, u64) {
+    raw_client(url)
+        .with_database(db)
+        .query("SELECT count(), sum(energy_mj) FROM shares FINAL")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// Drops a bench's database.
+pub async fn drop_db(url: &str, db: &str) {
+    raw_client(url)
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await
+        .unwrap();
+}
