@@ -10,14 +10,22 @@ use printpdf::{
 };
 use wattprint_api_types::{StatementAmounts, StatementView};
 
-/// Energy as kWh with 3 decimals.
+/// Energy as kWh: 3 decimals, 6 below 1 kWh (a small tenant's month is not "0.000").
 pub fn kwh(v: f64) -> String {
-    format!("{v:.3}")
+    fixed(v)
 }
 
-/// Grams as kilograms with 3 decimals.
+/// Grams as kilograms: 3 decimals, 6 below 1 kg (to the milligram).
 pub fn kg(grams: f64) -> String {
-    format!("{:.3}", grams / 1000.0)
+    fixed(grams / 1000.0)
+}
+
+fn fixed(v: f64) -> String {
+    if v.abs() < 1.0 {
+        format!("{v:.6}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 const PAGE_W: f32 = 210.0;
@@ -478,5 +486,19 @@ fn notes(p: &mut Pages, view: &StatementView) {
     ];
     for l in lines {
         p.line(8.0, false, &l);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_amounts_keep_their_digits() {
+        assert_eq!(kg(1_234.5678), "1.235");
+        assert_eq!(kg(12.5), "0.012500");
+        assert_eq!(kg(-0.4), "-0.000400");
+        assert_eq!(kwh(0.0123456), "0.012346");
+        assert_eq!(kwh(286_300.0), "286300.000");
     }
 }
