@@ -33,6 +33,7 @@ pub use wattprint_query_api::config::{
 };
 use wattprint_query_api::statements::{MarketInstruments, StatementPolicy};
 pub use wattprint_store::config::{RawStore, StoreSettings};
+use wattprint_store::retention::RestatementRetention;
 use wattprint_store::{GpuRecord, InstanceRecord, QuarantineRetention, SampleRetention};
 
 /// The config schema version this build reads.
@@ -190,6 +191,8 @@ pub struct Settings {
     pub quarantine: QuarantineRetention,
     /// How long raw samples are kept (`store.sample_retention_days`).
     pub samples: SampleRetention,
+    /// How long restatement records are kept (`store.restatement_retention_days`).
+    pub restatements: RestatementRetention,
     /// Bus.
     pub bus: BusSettings,
     /// Gateway listen address.
@@ -330,6 +333,7 @@ impl RawConfig {
         let store = raw.store.validate(&data_dir)?;
         let quarantine = raw.store.quarantine_retention()?;
         let samples = raw.store.sample_retention()?;
+        let restatements = raw.store.restatement_retention()?;
         let bus = raw.bus.validate()?;
         let gateway = raw.gateway.validate()?;
         let enricher_batching = raw.enricher.batching()?;
@@ -374,6 +378,7 @@ impl RawConfig {
             store,
             quarantine,
             samples,
+            restatements,
             bus,
             gateway_listen: gateway.listen,
             gateway_tls: gateway.tls,

@@ -295,6 +295,7 @@ impl Backend {
                 store.clone(),
                 settings.quarantine,
                 settings.samples,
+                settings.restatements,
                 wattprint_store::retention::PRUNE_EVERY,
                 stop.wait(),
             ))

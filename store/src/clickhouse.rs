@@ -379,6 +379,10 @@ impl Store for ClickHouseStore {
         self.read_intervals(scope.tenant(), None, from, to).await
     }
 
+    async fn prune_restatements(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        self.prune_old_restatements(before).await
+    }
+
     async fn region_hourly_facility_energy(
         &self,
         regions: &[RegionId],

@@ -4,7 +4,8 @@
 
 use crate::clickhouse::{ClickHouseSettings, InsertDurability};
 use crate::retention::{
-    QuarantineRetention, SampleRetention, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS,
+    QuarantineRetention, RestatementRetention, SampleRetention, DEFAULT_RETENTION_DAYS,
+    MAX_RETENTION_DAYS,
 };
 use crate::SqliteSync;
 use serde::Deserialize;
@@ -31,6 +32,8 @@ pub struct RawStore {
     /// Days raw samples are kept (default 35; at least the 30-day lateness limit plus one).
     /// Their 5-minute intervals, rollups and statements are kept regardless.
     pub sample_retention_days: Option<i64>,
+    /// Days restatement records are kept, by the restated interval's time (default 400).
+    pub restatement_retention_days: Option<i64>,
     /// ClickHouse user (default: the server's `default`).
     pub user: Option<String>,
     /// File holding the ClickHouse password.
@@ -109,6 +112,26 @@ impl RawStore {
                     "store.sample_retention_days = {d} must be a whole number of days from \
                      {min} (the 30-day lateness limit and a day, so a pruned sample is never \
                      taken for new) to {MAX_RETENTION_DAYS}"
+                ))
+            })
+    }
+
+    /// How long restatement records are kept: `store.restatement_retention_days` (from
+    /// [`RestatementRetention::MIN_DAYS`] to [`MAX_RETENTION_DAYS`], default
+    /// [`DEFAULT_RESTATEMENT_RETENTION_DAYS`](crate::retention::DEFAULT_RESTATEMENT_RETENTION_DAYS)).
+    pub fn restatement_retention(&self) -> Result<RestatementRetention, InvalidConfig> {
+        let Some(d) = self.restatement_retention_days else {
+            return Ok(RestatementRetention::default());
+        };
+        let min = RestatementRetention::MIN_DAYS;
+        u32::try_from(d)
+            .ok()
+            .filter(|d| (min..=MAX_RETENTION_DAYS).contains(d))
+            .map(|days| RestatementRetention { days })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "store.restatement_retention_days = {d} must be a whole number of days \
+                     from {min} to {MAX_RETENTION_DAYS}"
                 ))
             })
     }
@@ -256,6 +279,27 @@ mod tests {
             ..RawStore::default()
         };
         assert_eq!(raw.sample_retention().unwrap().days, 31);
+    }
+
+    #[test]
+    fn restatement_retention_is_bounded() {
+        assert_eq!(
+            RawStore::default().restatement_retention().unwrap().days,
+            400
+        );
+        for bad in [0, 31, -1, 36_501] {
+            let raw = RawStore {
+                restatement_retention_days: Some(bad),
+                ..RawStore::default()
+            };
+            let err = raw.restatement_retention().unwrap_err().to_string();
+            assert!(err.contains("restatement_retention_days"), "{err}");
+        }
+        let raw = RawStore {
+            restatement_retention_days: Some(32),
+            ..RawStore::default()
+        };
+        assert_eq!(raw.restatement_retention().unwrap().days, 32);
     }
 
     #[test]

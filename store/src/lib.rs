@@ -740,6 +740,11 @@ pub trait Store: Send + Sync {
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError>;
 
+    /// Deletes the restatement records of intervals whose bucket starts before `before` (their
+    /// history beyond the retention); the intervals keep their restated intensity, so no total
+    /// changes. Returns how many were due (ClickHouse deletes them in the background).
+    async fn prune_restatements(&self, before: UnixMillis) -> Result<u64, StoreError>;
+
     /// Facility energy of every tenant per region and hour, over the intervals of `regions`
     /// whose buckets start in `[from, to)`, by region then hour (hours without energy left
     /// out). An operator-level read for market-based emissions: the answer names no tenant.

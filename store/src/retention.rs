@@ -4,7 +4,9 @@
 //! retention are deleted while their 5-minute intervals, rollups and statements stay, so no
 //! total changes. The sample retention is longer than the lateness limit
 //! ([`SampleLimits::max_age_ms`]), so a redelivery of a pruned sample is refused for its age
-//! before a store could take it for new.
+//! before a store could take it for new. Restatement records (the history of intervals whose
+//! intensity was replaced) are kept for their own retention, by the interval's time; the
+//! intervals keep their restated values, so no total changes either.
 //!
 //! SQLite deletes in one transaction. ClickHouse runs `ALTER TABLE quarantine DELETE` (a
 //! mutation, asynchronous, issued only when a count finds rows due) on every server; on
@@ -58,6 +60,39 @@ impl SampleRetention {
     }
 }
 
+/// Days restatement records are kept by default (13 months: a year of history and the
+/// adjustment window of the statements issued in it).
+pub const DEFAULT_RESTATEMENT_RETENTION_DAYS: u32 = 400;
+
+/// How long restatement records are kept, by the restated interval's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestatementRetention {
+    /// Records of intervals that began more than this many days ago are deleted.
+    pub days: u32,
+}
+
+impl Default for RestatementRetention {
+    fn default() -> Self {
+        Self {
+            days: DEFAULT_RESTATEMENT_RETENTION_DAYS,
+        }
+    }
+}
+
+impl RestatementRetention {
+    /// The shortest retention accepted: a month and a day (intensity is restated within
+    /// days; a month's records stay readable beside its statement).
+    pub const MIN_DAYS: u32 = 32;
+
+    /// Records of intervals before this time are due for deletion at `now`.
+    pub fn cutoff(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(
+            now.0
+                .saturating_sub(i64::from(self.days).saturating_mul(DAY_MS)),
+        )
+    }
+}
+
 /// How often the loop prunes by default.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
@@ -101,18 +136,30 @@ pub struct QuarantinePrune {
     pub over_cap: u64,
 }
 
-/// Prunes the quarantine by `rules` and the raw samples by `samples` now, then every `every`,
-/// until `shutdown` completes.
+/// Prunes the quarantine by `rules`, the raw samples by `samples` and the restatement records
+/// by `restatements` now, then every `every`, until `shutdown` completes.
 pub async fn keep_bounded(
     store: Arc<dyn Store>,
     rules: QuarantineRetention,
     samples: SampleRetention,
+    restatements: RestatementRetention,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
         let now = UnixMillis(crate::sqlite::now_ms());
+        match store.prune_restatements(restatements.cutoff(now)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                days = restatements.days,
+                "restatement records pruned"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning restatement records failed; retrying next round");
+            }
+        }
         match store.prune_samples(samples.cutoff(now)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(samples = n, days = samples.days, "raw samples pruned"),
@@ -164,6 +211,13 @@ mod tests {
         assert_eq!(r.cutoff(UnixMillis(40 * DAY_MS)), UnixMillis(9 * DAY_MS));
     }
 
+    #[test]
+    fn restatements_are_kept_by_their_interval_time() {
+        let r = RestatementRetention { days: 32 };
+        assert_eq!(r.cutoff(UnixMillis(40 * DAY_MS)), UnixMillis(8 * DAY_MS));
+        assert!(RestatementRetention::default().days >= RestatementRetention::MIN_DAYS);
+    }
+
     #[tokio::test]
     async fn rounds_run_until_shutdown() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -174,6 +228,7 @@ mod tests {
                 store,
                 QuarantineRetention::default(),
                 SampleRetention::default(),
+                RestatementRetention::default(),
                 Duration::from_millis(5),
                 stop,
             ),

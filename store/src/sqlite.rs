@@ -432,6 +432,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_restatements(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        self.call("pruning restatements", move |conn| {
+            intensity::prune_restatements(conn, before)
+        })
+        .await
+    }
+
     async fn region_hourly_facility_energy(
         &self,
         regions: &[RegionId],

@@ -207,6 +207,17 @@ impl<S: Store> Store for Traced<S> {
         Ok(rows)
     }
 
+    async fn prune_restatements(&self, before: UnixMillis) -> Result<u64, StoreError> {
+        let span = info_span!("prune_restatements", before = before.0, due = Empty);
+        let due = self
+            .inner
+            .prune_restatements(before)
+            .instrument(span.clone())
+            .await?;
+        span.record("due", due);
+        Ok(due)
+    }
+
     async fn region_hourly_facility_energy(
         &self,
         regions: &[RegionId],

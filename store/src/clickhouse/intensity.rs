@@ -10,7 +10,7 @@
 //! marked once before the rewrite, which costs one small insert per pass.
 
 use super::rows::{AggregatedInterval, RollupMark, StoredShare, INTERVAL_SELECT};
-use super::{now_ms, rollups, ClickHouseStore};
+use super::{ch_err, now_ms, rollups, ClickHouseStore};
 use crate::{
     decide_restatements, LedgerQuery, LedgerWrite, RegionCoverage, RestateOutcome, Restatement,
     StoreError,
@@ -430,6 +430,31 @@ impl ClickHouseStore {
         self.insert("rollup_marks", &marks, OP).await?;
         self.insert("shares", &shares, OP).await?;
         Ok(RestateOutcome::of(&decided))
+    }
+
+    /// [`crate::Store::prune_restatements`]: a count, then (only when some are due) a
+    /// mutation the server runs in the background.
+    pub(super) async fn prune_old_restatements(
+        &self,
+        before: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "pruning restatements";
+        let due: u64 = self
+            .client
+            .query("SELECT count() FROM restatements WHERE bucket_ms < ?")
+            .bind(before.0)
+            .fetch_one()
+            .await
+            .map_err(ch_err(OP))?;
+        if due > 0 {
+            self.client
+                .query("ALTER TABLE restatements DELETE WHERE bucket_ms < ?")
+                .bind(before.0)
+                .execute()
+                .await
+                .map_err(ch_err(OP))?;
+        }
+        Ok(due)
     }
 
     /// [`crate::Store::restatements`].

@@ -446,6 +446,20 @@ pub(crate) fn read_restatements(
     raw.into_iter().map(RawRestatement::decode).collect()
 }
 
+/// Deletes the restatement records of buckets before `before`; how many.
+pub(crate) fn prune_restatements(
+    conn: &mut Connection,
+    before: UnixMillis,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .execute(
+            "DELETE FROM restatements WHERE bucket_ms < ?1",
+            params![before.0],
+        )
+        .map_err(db_err("pruning restatements"))?;
+    Ok(n as u64)
+}
+
 /// Per region, how the intervals with buckets in `[from, to)` were joined.
 pub(crate) fn coverage(
     conn: &mut Connection,

@@ -330,4 +330,36 @@ pub async fn restatement_changes_emissions_by_exactly_e_times_delta_i(store: &dy
         ),
         (24, 3, 0)
     );
+
+    // Retention: the records of the first four buckets go, the intervals keep their restated
+    // intensity, so no total changes; the later records stay.
+    let cut = UnixMillis(T0 + 4 * BUCKET_MS);
+    let records = |tenant: &'static str| async move {
+        store
+            .restatements(&scope(tenant), window.0, window.1)
+            .await
+            .unwrap()
+    };
+    let due = [records("acme").await, records("globex").await]
+        .iter()
+        .flatten()
+        .filter(|r| r.bucket.start() < cut)
+        .count() as u64;
+    assert_eq!(due, 3 * 4);
+    assert_eq!(store.prune_restatements(cut).await.unwrap(), due);
+    // ClickHouse deletes in the background: wait for it, a few seconds at most.
+    let mut left = records("acme").await;
+    for _ in 0..100 {
+        if left.len() == 16 - 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = records("acme").await;
+    }
+    assert_eq!(left.len(), 16 - 8);
+    assert!(left.iter().all(|r| r.bucket.start() >= cut), "{left:?}");
+    assert_eq!(records("globex").await.len(), 8 - 4);
+    assert_eq!(summary(store, "acme").await.totals, after_acme);
+    assert_eq!(summary(store, "globex").await.totals, after_globex);
+    assert_eq!(store.prune_restatements(cut).await.unwrap(), 0);
 }
