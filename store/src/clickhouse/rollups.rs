@@ -67,12 +67,12 @@
 use super::daily::{ceil_day, floor_day};
 use super::schema::{day_of, hour_of, HOUR_MS};
 use super::{ch_err, placeholders, ClickHouseStore};
-use crate::{InstanceSummary, StoreError, UsageTotals};
+use crate::{GpuHourUsage, InstanceSummary, StoreError, UsageTotals};
 use ::clickhouse::Row;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use wattprint_core::{
-    GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, TenantId, UnixMillis,
+    GpuUuid, GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, TenantId, UnixMillis,
 };
 
 /// Most stale `(instance, hour)` pairs a summary excludes one by one; beyond, whole hours.
@@ -314,6 +314,74 @@ impl StoredUsage {
                 intervals_replayed_intensity: self.replayed,
             },
             instance: InstanceId(self.instance_id),
+        })
+    }
+}
+
+/// One `(GPU, hour)` of an instance, from a rollup or from 5-minute data, columns in
+/// [`StoredUsage`]'s order after the hour and Σ intensity.
+#[derive(Debug, Row, Deserialize)]
+struct StoredGpuHour {
+    gpu_uuid: String,
+    hour_ms: i64,
+    intensity_sum: f64,
+    gpu_intervals: u64,
+    energy_mj: u64,
+    energy_float: f64,
+    estimated_mj: u64,
+    covered_ms: i64,
+    samples: u64,
+    power_max_mw: u32,
+    facility_kwh: f64,
+    it_co2e_g: f64,
+    facility_co2e_g: f64,
+    missing_energy_mj: u64,
+    actual: u64,
+    forecast: u64,
+    fallback: u64,
+    missing: u64,
+    replayed: u64,
+    unknown: u64,
+}
+
+/// The columns of [`StoredGpuHour`] after the GPU and hour, in a rollup table or in
+/// [`hourly_sql`]'s output.
+const GPU_HOUR_COLUMNS: &str = "intensity_sum, gpu_intervals, energy_mj, energy_float, \
+     estimated_mj, covered_ms, samples, power_max_mw, facility_kwh, it_co2e_g, facility_co2e_g, \
+     missing_energy_mj, intervals_actual, intervals_forecast, intervals_fallback, \
+     intervals_missing, intervals_replayed, intervals_unknown";
+
+impl StoredGpuHour {
+    /// Checks it with [`StoredUsage::decode`]'s rules (errors name the GPU as the instance).
+    fn decode(self) -> Result<GpuHourUsage, StoreError> {
+        let usage = StoredUsage {
+            instance_id: self.gpu_uuid,
+            gpus: 1,
+            gpu_intervals: self.gpu_intervals,
+            energy_mj: self.energy_mj,
+            energy_float: self.energy_float,
+            estimated_mj: self.estimated_mj,
+            covered_ms: self.covered_ms,
+            samples: self.samples,
+            power_max_mw: self.power_max_mw,
+            facility_kwh: self.facility_kwh,
+            it_co2e_g: self.it_co2e_g,
+            facility_co2e_g: self.facility_co2e_g,
+            missing_energy_mj: self.missing_energy_mj,
+            actual: self.actual,
+            forecast: self.forecast,
+            fallback: self.fallback,
+            missing: self.missing,
+            replayed: self.replayed,
+            unknown: self.unknown,
+            rollup_hours: 0,
+        }
+        .decode()?;
+        Ok(GpuHourUsage {
+            gpu: GpuUuid::new(usage.instance.0),
+            hour: UnixMillis(self.hour_ms),
+            totals: usage.totals,
+            intensity_sum: self.intensity_sum,
         })
     }
 }
@@ -630,6 +698,79 @@ impl ClickHouseStore {
         } else {
             Excluded::Everything
         })
+    }
+
+    /// Per GPU and hour, one instance's totals over the whole hours `[from, to)`: fresh hourly
+    /// rollups, and 5-minute data (`shares FINAL`) for the hours found stale first (one fixed
+    /// set, so no hour is read from both), by `path`.
+    pub async fn instance_hourly_usage_by(
+        &self,
+        tenant: &TenantId,
+        instance: &InstanceId,
+        (from, to): (UnixMillis, UnixMillis),
+        path: SummaryPath,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        const OP: &str = "reading hourly usage";
+        crate::check_whole_hours(from, to)?;
+        self.require_instances(tenant, std::slice::from_ref(instance), OP)
+            .await?;
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let (t, i) = (tenant.as_str(), instance.as_str());
+        let raw_filter = format!(
+            "tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ?{}",
+            if path == SummaryPath::Raw {
+                String::new()
+            } else {
+                // Cast: an empty list has no element type on 18.16.
+                format!(
+                    " AND has(CAST(? AS Array(Int64)), {})",
+                    hour_of("bucket_ms")
+                )
+            }
+        );
+        let raw = format!(
+            "SELECT gpu_uuid, hour_ms, {GPU_HOUR_COLUMNS} FROM ({})",
+            hourly_sql(&raw_filter, false)
+        );
+        let mut q;
+        if path == SummaryPath::Raw {
+            q = self
+                .client
+                .query(&format!("{raw} ORDER BY hour_ms, gpu_uuid"));
+            q = q.bind(t).bind(i).bind(from.0).bind(to.0);
+        } else {
+            let stale: Vec<i64> = {
+                let sql = format!(
+                    "SELECT hour_ms FROM ({}) ORDER BY hour_ms",
+                    stale_sql("tenant = ? AND instance_id = ?")
+                );
+                let mut q = self.client.query(&sql);
+                for _ in 0..2 {
+                    q = q.bind(t).bind(i).bind(from.0).bind(to.0);
+                }
+                self.fetch(q, OP).await?
+            };
+            q = self.client.query(&format!(
+                "SELECT * FROM ({raw} UNION ALL \
+                 SELECT gpu_uuid, hour_ms, {GPU_HOUR_COLUMNS} FROM rollup_hourly FINAL \
+                 WHERE tenant = ? AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? \
+                 AND NOT has(CAST(? AS Array(Int64)), hour_ms)) ORDER BY hour_ms, gpu_uuid"
+            ));
+            for _ in 0..2 {
+                q = q
+                    .bind(t)
+                    .bind(i)
+                    .bind(from.0)
+                    .bind(to.0)
+                    .bind(stale.as_slice());
+            }
+        }
+        let rows: Vec<StoredGpuHour> = self
+            .fetch(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
+            .await?;
+        rows.into_iter().map(StoredGpuHour::decode).collect()
     }
 
     /// The tenant's usage per instance over buckets starting in `[from, to)`, read by `path`.

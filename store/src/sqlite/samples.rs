@@ -9,13 +9,13 @@ use super::db_err;
 use super::inventory::require_instance;
 use super::rows::{to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS};
 use crate::{
-    EnrichedSample, InstanceSummary, IntervalRow, RefusedSample, SampleRow, StoreError,
-    TenantSummary, WriteOutcome,
+    EnrichedSample, GpuHourUsage, InstanceSummary, IntervalRow, RefusedSample, SampleRow,
+    StoreError, TenantSummary, WriteOutcome,
 };
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
 use wattprint_core::sample::{EnergySample, EnergySource, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, SpanKey};
-use wattprint_core::{InstanceId, TenantId, UnixMillis};
+use wattprint_core::{GpuUuid, InstanceId, TenantId, UnixMillis};
 
 /// The integer forms of a sample's unsigned values, checked before any write.
 pub(super) struct Checked {
@@ -299,6 +299,49 @@ pub(super) fn read_intervals(
     }
     .map_err(db_err(OP))?;
     raw.into_iter().map(RawInterval::decode).collect()
+}
+
+/// Per GPU and hour, one instance's totals from `interval_hours` (hours in `[from, to)`,
+/// whole hours, checked by the caller): a contiguous read of the clustered table.
+pub(super) fn read_hourly_usage(
+    conn: &mut Connection,
+    tenant: &TenantId,
+    instance: &InstanceId,
+    from: UnixMillis,
+    to: UnixMillis,
+) -> Result<Vec<GpuHourUsage>, StoreError> {
+    const OP: &str = "reading hourly usage";
+    let tx = conn.transaction().map_err(db_err(OP))?;
+    require_instance(&tx, tenant, instance, OP)?;
+    let mut stmt = tx
+        .prepare_cached(&super::days::instance_hours_sql())
+        .map_err(db_err(OP))?;
+    let raw = stmt
+        .query_map(
+            params![tenant.as_str(), instance.as_str(), from.0, to.0],
+            |r| {
+                Ok((
+                    RawUsage::from_row(r)?,
+                    r.get::<_, i64>(17)?,
+                    r.get::<_, f64>(18)?,
+                ))
+            },
+        )
+        .map_err(db_err(OP))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err(OP))?;
+    raw.into_iter()
+        .map(|(usage, hour, intensity_sum)| {
+            // The GPU was read in the instance's place.
+            let summary = usage.decode()?;
+            Ok(GpuHourUsage {
+                gpu: GpuUuid::new(summary.instance.0),
+                hour: UnixMillis(hour),
+                totals: summary.totals,
+                intensity_sum,
+            })
+        })
+        .collect()
 }
 
 /// One aggregate over the tenant's `intervals` rows (already one row per instance, GPU and
