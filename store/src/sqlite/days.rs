@@ -225,14 +225,12 @@ pub(crate) fn v10() -> String {
 /// The columns of `interval_hours` a series reads, in the order `RawUsage::from_row` reads
 /// its first 17 (the GPU in the instance's place, 1 in the GPU count's), then the hour and
 /// [`INTENSITY_SUM`], for tenant `?1`, instance `?2`, hours in `[?3, ?4)`.
-pub(crate) fn instance_hours_sql() -> String {
-    let names: Vec<&str> = summed().map(|(n, _)| n).collect();
-    format!(
-        "SELECT gpu_uuid, 1, {names}, hour_ms, intensity_sum FROM interval_hours \
-         WHERE tenant = ?1 AND instance_id = ?2 AND hour_ms >= ?3 AND hour_ms < ?4 \
-         AND intervals > 0 ORDER BY hour_ms, gpu_uuid",
-        names = names.join(", ")
-    )
+pub(crate) fn instance_hours_sql() -> &'static str {
+    "SELECT gpu_uuid, 1, intervals, energy_mj, estimated_mj, facility_kwh, covered_ms, samples, \
+     power_max_mw, it_co2e_g, facility_co2e_g, missing_energy_mj, n_actual, n_forecast, \
+     n_fallback, n_missing, n_replayed, hour_ms, intensity_sum FROM interval_hours \
+     WHERE tenant = ?1 AND instance_id = ?2 AND hour_ms >= ?3 AND hour_ms < ?4 \
+     AND intervals > 0 ORDER BY hour_ms, gpu_uuid"
 }
 
 /// The per-instance usage over whole days `[?2, ?3)` from `interval_days` and over the rest of

@@ -314,7 +314,7 @@ pub(super) fn read_hourly_usage(
     let tx = conn.transaction().map_err(db_err(OP))?;
     require_instance(&tx, tenant, instance, OP)?;
     let mut stmt = tx
-        .prepare_cached(&super::days::instance_hours_sql())
+        .prepare_cached(super::days::instance_hours_sql())
         .map_err(db_err(OP))?;
     let raw = stmt
         .query_map(
