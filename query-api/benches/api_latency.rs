@@ -17,7 +17,10 @@
 //! - the same for 25 instances (100 GPUs) × 7 days, with bucket-aligned edges, and with ragged
 //!   ones (from +7 min, to −13 min: edge buckets are re-read from raw samples);
 //! - `GET /v1/summary` over the whole range (every GPU of the tenant);
-//! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points);
+//! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points), and at
+//!   `step=1h` (720 points) and `step=1d` (30), summed from hourly totals;
+//! - a workload of two instances (8 GPUs) × the whole range with ragged edges (from +7 min,
+//!   to −13 min);
 //! - and, in the process rather than over HTTP, the preliminary monthly statement of the
 //!   calendar month the data starts in (`statements::compute`: every interval of the month).
 //!
@@ -135,7 +138,12 @@ async fn sqlite_store(cfg: &Config, model: &FleetModel) -> (Arc<dyn Store>, Opti
     let loaded_marker = cfg.dir.join(format!("{name}.loaded"));
     if cfg.keep && path.exists() && loaded_marker.exists() {
         println!("SQLite: reusing {}", path.display());
+        let t0 = Instant::now();
         let store = SqliteStore::open(&path).unwrap();
+        println!(
+            "SQLite: opened (pending schema migrations applied) in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         return (Arc::new(store), None);
     }
     remove_sqlite(&path);
@@ -677,6 +685,10 @@ async fn bench_store(
     let w1 = create(ids(&[1]), month_from, month_to).await;
     let w25 = create(ids(&spread), week_from, week_to).await;
     let w25r = create(ids(&spread), ragged_from, ragged_to).await;
+    // Two instances (8 GPUs) over the whole range, ragged at both ends.
+    let eight = [2, 3];
+    let (month_ragged_from, month_ragged_to) = (month_from + 7 * 60_000, month_to - 13 * 60_000);
+    let w8r = create(ids(&eight), month_ragged_from, month_ragged_to).await;
 
     // Store-level figures, checked against the generator's.
     let b = |t: i64| ((t - START) / BUCKET) as u64;
@@ -716,6 +728,7 @@ async fn bench_store(
             .into(),
     );
     let ragged = ragged_expected(fleet, model, &spread, ragged_from, ragged_to);
+    let ragged8 = ragged_expected(fleet, model, &eight, month_ragged_from, month_ragged_to);
     println!(
         "{label}: store-level figures equal the generator's ({:.1} s to read them); \
          month: {} GPU-intervals, {:.3} MWh, {:.3} t CO2e (IT)",
@@ -808,6 +821,37 @@ async fn bench_store(
                 points: (days * 288) as usize,
                 figures: w1_store,
             },
+        ),
+        (
+            format!("series: 1 instance × {days} d, 1h"),
+            format!(
+                "{base}/v1/instances/{}/series?{range}&step=1h",
+                fleet.instance(1)
+            ),
+            Query::Series {
+                points: (days * 24) as usize,
+                figures: w1_store,
+            },
+        ),
+        (
+            format!("series: 1 instance × {days} d, 1d"),
+            format!(
+                "{base}/v1/instances/{}/series?{range}&step=1d",
+                fleet.instance(1)
+            ),
+            Query::Series {
+                points: days as usize,
+                figures: w1_store,
+            },
+        ),
+        (
+            format!(
+                "workload: {} instances ({} GPUs) × {days} d, ragged edges",
+                eight.len(),
+                eight.len() * 4
+            ),
+            format!("{base}/v1/workloads/{w8r}"),
+            Query::Workload { figures: ragged8 },
         ),
     ];
 
