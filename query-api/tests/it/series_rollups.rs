@@ -1,5 +1,5 @@
-//! A series at 1 h and 1 d steps, summed from hourly totals (rollups), equals the series
-//! computed from the 5-minute intervals, on both stores: ~27 hours of the real H100 trace on
+//! A series at 1 h and 1 d steps, and a workload's footprint, summed from hourly totals
+//! (rollups) equal the ones computed from the 5-minute intervals, on both stores: ~27 hours of the real H100 trace on
 //! two GPUs with ragged ends, every kind of intensity, a stretch of zero-energy intervals, and
 //! a batch redelivered after the rollups were built. Integers to the unit, floats to 1e-9
 //! relative; the energy also against the samples' own sum.
@@ -12,9 +12,14 @@ use serde_json::Value;
 use wattprint_api_types::time::Step;
 use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
 use wattprint_core::{Bucket, GramsPerKwh, InstanceId, TenantId, TenantScope, UnixMillis};
-use wattprint_query_api::service::{aggregate_intervals, instance_series, SeriesRequest};
+use wattprint_query_api::service::footprint::footprint_of;
+use wattprint_query_api::service::{
+    aggregate_intervals, instance_series, workload_energy, workload_footprint, SeriesRequest,
+};
 use wattprint_query_api::ApiLimits;
-use wattprint_store::{ClickHouseStore, EnrichedSample, SqliteStore, Store, StoreError};
+use wattprint_store::{
+    ClickHouseStore, EnrichedSample, NewWorkload, SqliteStore, Store, StoreError, Workload,
+};
 
 const HOUR: i64 = 3_600_000;
 const INSTANCE: &str = "i-roll";
@@ -198,9 +203,48 @@ async fn check_series(store: &dyn Store, samples: &[EnrichedSample]) -> Value {
     hourly
 }
 
+/// The footprint of a ragged workload over the data, whole hours read from hourly totals,
+/// equals the one of its 5-minute slices; its energy is the samples' inside the span, clipped.
+async fn check_footprint(store: &dyn Store, w: &Workload, samples: &[EnrichedSample]) -> Value {
+    let acme = scope("acme");
+    let span = (w.spec.from, w.spec.to.unwrap());
+    let got = workload_footprint(store, &acme, &catalog(), w, span, None)
+        .await
+        .unwrap();
+    let energy = workload_energy(store, &acme, w, span, None).await.unwrap();
+    let want = footprint_of(&energy, &catalog(), w, span, false).unwrap();
+    let got = serde_json::to_value(&got).unwrap();
+    assert_same(&got, &serde_json::to_value(&want).unwrap(), "footprint");
+    let by_hand: u64 = samples
+        .iter()
+        .map(|s| {
+            let s = &s.sample;
+            wattprint_core::accounting::clip_energy(s.start, s.end, s.energy, span.0, span.1).0
+        })
+        .sum();
+    assert_eq!(got["it_energy_mj"], by_hand);
+    got
+}
+
 async fn case(store: &dyn Store) {
     let written = seed(store).await;
     let before = check_series(store, &written).await;
+    let w = store
+        .create_workload(
+            &scope("acme"),
+            &NewWorkload {
+                label: "ragged".into(),
+                instances: vec![InstanceId::from(INSTANCE)],
+                from: UnixMillis(DATA_FROM + 11 * 60_000 + 7_000),
+                to: Some(UnixMillis(DATA_TO - 29 * 60_000 - 3_000)),
+                functional_unit: "run".into(),
+                functional_units: 3.0,
+                labels: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let footprint_before = check_footprint(store, &w, &written).await;
 
     // A batch delivered again after the rollups were built changes nothing.
     let again = &written[written.len() / 3..written.len() / 3 + 500];
@@ -212,6 +256,12 @@ async fn case(store: &dyn Store) {
     );
     let after = check_series(store, &written).await;
     assert_same(&after, &before, "after the redelivery");
+    let footprint_after = check_footprint(store, &w, &written).await;
+    assert_same(
+        &footprint_after,
+        &footprint_before,
+        "footprint after the redelivery",
+    );
 
     // Another tenant does not see the instance; a range of part hours is refused.
     let err = store
