@@ -245,7 +245,7 @@ const SUMMARY_SELECT: &str = "instance_id, uniqExact(gpu_uuid), sum(gpu_interval
      max(power_max_mw), sum(facility_kwh), sum(it_co2e_g), sum(facility_co2e_g), \
      sum(missing_energy_mj), sum(intervals_actual), sum(intervals_forecast), \
      sum(intervals_fallback), sum(intervals_missing), sum(intervals_replayed), \
-     sum(intervals_unknown), uniqExactArray(rollup_hours)";
+     sum(intervals_unknown), uniqExactArray(rollup_hours), toInt64(0), toFloat64(0)";
 
 /// One instance's row of [`SUMMARY_SELECT`].
 #[derive(Debug, Row, Deserialize)]
@@ -270,6 +270,10 @@ struct StoredUsage {
     replayed: u64,
     unknown: u64,
     rollup_hours: u64,
+    /// The hour of a per-GPU row ([`GPU_HOUR_SELECT`]); 0 in a summary.
+    hour_ms: i64,
+    /// Σ intensity of a per-GPU row; 0 in a summary.
+    intensity_sum: f64,
 }
 
 impl StoredUsage {
@@ -318,70 +322,25 @@ impl StoredUsage {
     }
 }
 
-/// One `(GPU, hour)` of an instance, from a rollup or from 5-minute data, columns in
-/// [`StoredUsage`]'s order after the hour and Σ intensity.
-#[derive(Debug, Row, Deserialize)]
-struct StoredGpuHour {
-    gpu_uuid: String,
-    hour_ms: i64,
-    intensity_sum: f64,
-    gpu_intervals: u64,
-    energy_mj: u64,
-    energy_float: f64,
-    estimated_mj: u64,
-    covered_ms: i64,
-    samples: u64,
-    power_max_mw: u32,
-    facility_kwh: f64,
-    it_co2e_g: f64,
-    facility_co2e_g: f64,
-    missing_energy_mj: u64,
-    actual: u64,
-    forecast: u64,
-    fallback: u64,
-    missing: u64,
-    replayed: u64,
-    unknown: u64,
-}
-
-/// The columns of [`StoredGpuHour`] after the GPU and hour, in a rollup table or in
-/// [`hourly_sql`]'s output.
-const GPU_HOUR_COLUMNS: &str = "intensity_sum, gpu_intervals, energy_mj, energy_float, \
+/// One `(GPU, hour)` row of an instance in [`StoredUsage`]'s columns (the GPU in the
+/// instance's place), from a rollup table or from [`hourly_sql`]'s output.
+const GPU_HOUR_SELECT: &str = "gpu_uuid, toUInt64(1), gpu_intervals, energy_mj, energy_float, \
      estimated_mj, covered_ms, samples, power_max_mw, facility_kwh, it_co2e_g, facility_co2e_g, \
      missing_energy_mj, intervals_actual, intervals_forecast, intervals_fallback, \
-     intervals_missing, intervals_replayed, intervals_unknown";
+     intervals_missing, intervals_replayed, intervals_unknown, toUInt64(0), hour_ms, \
+     intensity_sum";
 
-impl StoredGpuHour {
-    /// Checks it with [`StoredUsage::decode`]'s rules (errors name the GPU as the instance).
-    fn decode(self) -> Result<GpuHourUsage, StoreError> {
-        let usage = StoredUsage {
-            instance_id: self.gpu_uuid,
-            gpus: 1,
-            gpu_intervals: self.gpu_intervals,
-            energy_mj: self.energy_mj,
-            energy_float: self.energy_float,
-            estimated_mj: self.estimated_mj,
-            covered_ms: self.covered_ms,
-            samples: self.samples,
-            power_max_mw: self.power_max_mw,
-            facility_kwh: self.facility_kwh,
-            it_co2e_g: self.it_co2e_g,
-            facility_co2e_g: self.facility_co2e_g,
-            missing_energy_mj: self.missing_energy_mj,
-            actual: self.actual,
-            forecast: self.forecast,
-            fallback: self.fallback,
-            missing: self.missing,
-            replayed: self.replayed,
-            unknown: self.unknown,
-            rollup_hours: 0,
-        }
-        .decode()?;
+impl StoredUsage {
+    /// A row of [`GPU_HOUR_SELECT`], checked with [`StoredUsage::decode`]'s rules (errors name
+    /// the GPU as the instance).
+    fn decode_gpu_hour(self) -> Result<GpuHourUsage, StoreError> {
+        let (hour, intensity_sum) = (UnixMillis(self.hour_ms), self.intensity_sum);
+        let usage = self.decode()?;
         Ok(GpuHourUsage {
             gpu: GpuUuid::new(usage.instance.0),
-            hour: UnixMillis(self.hour_ms),
+            hour,
             totals: usage.totals,
-            intensity_sum: self.intensity_sum,
+            intensity_sum,
         })
     }
 }
@@ -731,7 +690,7 @@ impl ClickHouseStore {
             }
         );
         let raw = format!(
-            "SELECT gpu_uuid, hour_ms, {GPU_HOUR_COLUMNS} FROM ({})",
+            "SELECT {GPU_HOUR_SELECT} FROM ({})",
             hourly_sql(&raw_filter, false)
         );
         let mut q;
@@ -754,7 +713,7 @@ impl ClickHouseStore {
             };
             q = self.client.query(&format!(
                 "SELECT * FROM ({raw} UNION ALL \
-                 SELECT gpu_uuid, hour_ms, {GPU_HOUR_COLUMNS} FROM rollup_hourly FINAL \
+                 SELECT {GPU_HOUR_SELECT} FROM rollup_hourly FINAL \
                  WHERE tenant = ? AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? \
                  AND NOT has(CAST(? AS Array(Int64)), hour_ms)) ORDER BY hour_ms, gpu_uuid"
             ));
@@ -767,10 +726,10 @@ impl ClickHouseStore {
                     .bind(stale.as_slice());
             }
         }
-        let rows: Vec<StoredGpuHour> = self
+        let rows: Vec<StoredUsage> = self
             .fetch(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
             .await?;
-        rows.into_iter().map(StoredGpuHour::decode).collect()
+        rows.into_iter().map(StoredUsage::decode_gpu_hour).collect()
     }
 
     /// The tenant's usage per instance over buckets starting in `[from, to)`, read by `path`.
