@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use wattprint_core::accounting::clip_energy;
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GramsPerKwh, InstanceId, Millijoules, TenantId, TenantScope, UnixMillis};
+use wattprint_query_api::service::aggregate_intervals;
 use wattprint_query_api::{mint_token, ApiLimits, ApiState, AuthConfig};
 use wattprint_store::{ClickHouseStore, SqliteStore, Store};
 
@@ -619,6 +620,54 @@ fn load_line() -> String {
     )
 }
 
+/// Where a 30-day series' time goes, in the process (median of 5): the store's 5-minute read,
+/// the aggregation into points, JSON of the points; and the hourly read 1 h / 1 d steps use.
+async fn series_profile(
+    label: &str,
+    store: &dyn Store,
+    scope: &TenantScope,
+    instance: &InstanceId,
+    (from, to): (i64, i64),
+) {
+    let (from, to) = (UnixMillis(from), UnixMillis(to));
+    let mut parts: [Vec<Duration>; 4] = Default::default();
+    let mut body = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let rows = store
+            .instance_intervals(scope, instance, from, to)
+            .await
+            .unwrap();
+        parts[0].push(t.elapsed());
+        let t = Instant::now();
+        let points = aggregate_intervals(&rows, from, to, BUCKET, 4, None);
+        parts[1].push(t.elapsed());
+        let t = Instant::now();
+        body = serde_json::to_vec(&points).unwrap().len();
+        parts[2].push(t.elapsed());
+        let t = Instant::now();
+        store
+            .instance_hourly_usage(scope, instance, from, to)
+            .await
+            .unwrap();
+        parts[3].push(t.elapsed());
+    }
+    for p in &mut parts {
+        p.sort();
+    }
+    let med = |i: usize| ms(percentile(&parts[i], 50.0));
+    println!(
+        "{label} | series 5m profile (median of 5, in the process): store read {:.1} ms, \
+         aggregation {:.1} ms, JSON {:.1} ms ({} kB) | hourly read for 1h/1d: {:.1} ms | {}",
+        med(0),
+        med(1),
+        med(2),
+        body / 1000,
+        med(3),
+        load_line()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // One store
 
@@ -737,6 +786,15 @@ async fn bench_store(
         summary_store.energy_mj as f64 / 3.6e12,
         summary_store.it_co2e_g / 1e6
     );
+
+    series_profile(
+        label,
+        store.as_ref(),
+        &scope,
+        &fleet.instance(1),
+        (month_from, month_to),
+    )
+    .await;
 
     // The calendar month the fleet's data starts in (the statement's period; the fleet's 30
     // days from 2023-06-08 leave 23 days of it).
