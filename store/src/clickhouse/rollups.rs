@@ -245,7 +245,8 @@ const SUMMARY_SELECT: &str = "instance_id, uniqExact(gpu_uuid), sum(gpu_interval
      max(power_max_mw), sum(facility_kwh), sum(it_co2e_g), sum(facility_co2e_g), \
      sum(missing_energy_mj), sum(intervals_actual), sum(intervals_forecast), \
      sum(intervals_fallback), sum(intervals_missing), sum(intervals_replayed), \
-     sum(intervals_unknown), uniqExactArray(rollup_hours), toInt64(0), toFloat64(0)";
+     sum(intervals_unknown), uniqExactArray(rollup_hours), toInt64(0), toFloat64(0), \
+     toUInt64(0)";
 
 /// One instance's row of [`SUMMARY_SELECT`].
 #[derive(Debug, Row, Deserialize)]
@@ -274,6 +275,8 @@ struct StoredUsage {
     hour_ms: i64,
     /// Σ intensity of a per-GPU row; 0 in a summary.
     intensity_sum: f64,
+    /// The write count a rollup row was computed at; 0 in a summary and for 5-minute data.
+    writes_seen: u64,
 }
 
 impl StoredUsage {
@@ -328,7 +331,7 @@ const GPU_HOUR_SELECT: &str = "gpu_uuid, toUInt64(1), gpu_intervals, energy_mj, 
      estimated_mj, covered_ms, samples, power_max_mw, facility_kwh, it_co2e_g, facility_co2e_g, \
      missing_energy_mj, intervals_actual, intervals_forecast, intervals_fallback, \
      intervals_missing, intervals_replayed, intervals_unknown, toUInt64(0), hour_ms, \
-     intensity_sum";
+     intensity_sum, writes_seen";
 
 impl StoredUsage {
     /// A row of [`GPU_HOUR_SELECT`], checked with [`StoredUsage::decode`]'s rules (errors name
@@ -677,58 +680,81 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         let (t, i) = (tenant.as_str(), instance.as_str());
-        let raw_filter = format!(
-            "tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ?{}",
-            if path == SummaryPath::Raw {
-                String::new()
-            } else {
-                // Cast: an empty list has no element type on 18.16.
-                format!(
-                    " AND has(CAST(? AS Array(Int64)), {})",
-                    hour_of("bucket_ms")
-                )
-            }
-        );
-        let raw = format!(
-            "SELECT {GPU_HOUR_SELECT} FROM ({})",
-            hourly_sql(&raw_filter, false)
-        );
-        let mut q;
-        if path == SummaryPath::Raw {
-            q = self
-                .client
-                .query(&format!("{raw} ORDER BY hour_ms, gpu_uuid"));
-            q = q.bind(t).bind(i).bind(from.0).bind(to.0);
-        } else {
-            let stale: Vec<i64> = {
-                let sql = format!(
-                    "SELECT hour_ms FROM ({}) ORDER BY hour_ms",
-                    stale_sql("tenant = ? AND instance_id = ?")
-                );
-                let mut q = self.client.query(&sql);
-                for _ in 0..2 {
-                    q = q.bind(t).bind(i).bind(from.0).bind(to.0);
+        // 5-minute data of the hours `[a, b)` named in `only` (all of them when None).
+        let raw = |(a, b): (i64, i64), only: Option<&[i64]>| {
+            let filter = format!(
+                "tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ?{}",
+                if only.is_some() {
+                    format!(" AND has(?, {})", hour_of("bucket_ms"))
+                } else {
+                    String::new()
                 }
-                self.fetch(q, OP).await?
+            );
+            let sql = format!(
+                "SELECT {GPU_HOUR_SELECT} FROM (SELECT *, toUInt64(0) AS writes_seen FROM ({})) \
+                 ORDER BY hour_ms, gpu_uuid",
+                hourly_sql(&filter, false)
+            );
+            let q = self.client.query(&sql).bind(t).bind(i).bind(a).bind(b);
+            let q = match only {
+                Some(hours) => q.bind(hours),
+                None => q,
             };
-            q = self.client.query(&format!(
-                "SELECT * FROM ({raw} UNION ALL \
-                 SELECT {GPU_HOUR_SELECT} FROM rollup_hourly FINAL \
-                 WHERE tenant = ? AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? \
-                 AND NOT has(CAST(? AS Array(Int64)), hour_ms)) ORDER BY hour_ms, gpu_uuid"
-            ));
-            for _ in 0..2 {
-                q = q
-                    .bind(t)
-                    .bind(i)
-                    .bind(from.0)
-                    .bind(to.0)
-                    .bind(stale.as_slice());
-            }
+            self.fetch::<StoredUsage>(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
+        };
+        if path == SummaryPath::Raw {
+            let rows = raw((from.0, to.0), None).await?;
+            return rows.into_iter().map(StoredUsage::decode_gpu_hour).collect();
         }
-        let rows: Vec<StoredUsage> = self
-            .fetch(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
-            .await?;
+        // The hours' write counts and the rollup rows with the counts they were computed at,
+        // read at once; an hour is read from its rollup only when every row's count is its
+        // current one (`stale_sql`'s rule), else from 5-minute data, read after.
+        let marks = async {
+            let q = self
+                .client
+                .query(
+                    "SELECT hour_ms, sum(writes) FROM rollup_marks WHERE tenant = ? \
+                     AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? GROUP BY hour_ms",
+                )
+                .bind(t)
+                .bind(i)
+                .bind(from.0)
+                .bind(to.0);
+            self.fetch::<(i64, u64)>(q, OP).await
+        };
+        let rolled = async {
+            let q = self
+                .client
+                .query(&format!(
+                    "SELECT {GPU_HOUR_SELECT} FROM rollup_hourly FINAL WHERE tenant = ? \
+                     AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? \
+                     ORDER BY hour_ms, gpu_uuid"
+                ))
+                .bind(t)
+                .bind(i)
+                .bind(from.0)
+                .bind(to.0);
+            self.fetch::<StoredUsage>(q, OP).await
+        };
+        let (marks, rolled) = tokio::try_join!(marks, rolled)?;
+        let marks: BTreeMap<i64, u64> = marks.into_iter().collect();
+        let stale: BTreeSet<i64> = marks
+            .iter()
+            .filter(|(hour, writes)| {
+                let rows = rolled.iter().filter(|r| r.hour_ms == **hour);
+                rows.clone().next().is_none() || rows.into_iter().any(|r| r.writes_seen != **writes)
+            })
+            .map(|(hour, _)| *hour)
+            .collect();
+        let mut rows: Vec<StoredUsage> = rolled
+            .into_iter()
+            .filter(|r| !stale.contains(&r.hour_ms))
+            .collect();
+        if let (Some(first), Some(last)) = (stale.first(), stale.last()) {
+            let hours: Vec<i64> = stale.iter().copied().collect();
+            rows.extend(raw((*first, last + HOUR_MS), Some(&hours)).await?);
+            rows.sort_by(|a, b| (a.hour_ms, &a.instance_id).cmp(&(b.hour_ms, &b.instance_id)));
+        }
         rows.into_iter().map(StoredUsage::decode_gpu_hour).collect()
     }
 
