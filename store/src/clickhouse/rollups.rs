@@ -56,6 +56,14 @@
 //! exist to avoid; [`SummaryPath::Raw`] is that read, for audits and tests. Hours found stale
 //! are read from the 5-minute data; the refresh loop recomputes them.
 //!
+//! # One instance's hours
+//!
+//! [`ClickHouseStore::instance_hourly_usage_by`] (series at 1 h / 1 d steps, workload
+//! footprints) reads an instance's hourly write counts and its `rollup_hourly FINAL` rows at
+//! once, decides staleness per hour by the same rule as [`stale_sql`] (every row's stamp equal
+//! to the hour's count; an hour with marks and no row is stale), and reads `shares FINAL`
+//! only for the stale hours, if any.
+//!
 //! # When rollups are computed
 //!
 //! From the write path: a batch that carries shares of an instance in two different hours has
