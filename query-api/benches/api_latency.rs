@@ -17,7 +17,10 @@
 //! - the same for 25 instances (100 GPUs) × 7 days, with bucket-aligned edges, and with ragged
 //!   ones (from +7 min, to −13 min: edge buckets are re-read from raw samples);
 //! - `GET /v1/summary` over the whole range (every GPU of the tenant);
-//! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points);
+//! - `GET /v1/instances/{id}/series?step=5m` over the whole range (8,640 points), and at
+//!   `step=1h` (720 points) and `step=1d` (30), summed from hourly totals;
+//! - a workload of two instances (8 GPUs) × the whole range with ragged edges (from +7 min,
+//!   to −13 min);
 //! - and, in the process rather than over HTTP, the preliminary monthly statement of the
 //!   calendar month the data starts in (`statements::compute`: every interval of the month).
 //!
@@ -52,6 +55,7 @@ use std::time::{Duration, Instant};
 use wattprint_core::accounting::clip_energy;
 use wattprint_core::sci::HardwareCatalog;
 use wattprint_core::{GramsPerKwh, InstanceId, Millijoules, TenantId, TenantScope, UnixMillis};
+use wattprint_query_api::service::aggregate_intervals;
 use wattprint_query_api::{mint_token, ApiLimits, ApiState, AuthConfig};
 use wattprint_store::{ClickHouseStore, SqliteStore, Store};
 
@@ -135,7 +139,12 @@ async fn sqlite_store(cfg: &Config, model: &FleetModel) -> (Arc<dyn Store>, Opti
     let loaded_marker = cfg.dir.join(format!("{name}.loaded"));
     if cfg.keep && path.exists() && loaded_marker.exists() {
         println!("SQLite: reusing {}", path.display());
+        let t0 = Instant::now();
         let store = SqliteStore::open(&path).unwrap();
+        println!(
+            "SQLite: opened (pending schema migrations applied) in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         return (Arc::new(store), None);
     }
     remove_sqlite(&path);
@@ -611,6 +620,54 @@ fn load_line() -> String {
     )
 }
 
+/// Where a 30-day series' time goes, in the process (median of 5): the store's 5-minute read,
+/// the aggregation into points, JSON of the points; and the hourly read 1 h / 1 d steps use.
+async fn series_profile(
+    label: &str,
+    store: &dyn Store,
+    scope: &TenantScope,
+    instance: &InstanceId,
+    (from, to): (i64, i64),
+) {
+    let (from, to) = (UnixMillis(from), UnixMillis(to));
+    let mut parts: [Vec<Duration>; 4] = Default::default();
+    let mut body = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let rows = store
+            .instance_intervals(scope, instance, from, to)
+            .await
+            .unwrap();
+        parts[0].push(t.elapsed());
+        let t = Instant::now();
+        let points = aggregate_intervals(&rows, from, to, BUCKET, 4, None);
+        parts[1].push(t.elapsed());
+        let t = Instant::now();
+        body = serde_json::to_vec(&points).unwrap().len();
+        parts[2].push(t.elapsed());
+        let t = Instant::now();
+        store
+            .instance_hourly_usage(scope, instance, from, to)
+            .await
+            .unwrap();
+        parts[3].push(t.elapsed());
+    }
+    for p in &mut parts {
+        p.sort();
+    }
+    let med = |i: usize| ms(percentile(&parts[i], 50.0));
+    println!(
+        "{label} | series 5m profile (median of 5, in the process): store read {:.1} ms, \
+         aggregation {:.1} ms, JSON {:.1} ms ({} kB) | hourly read for 1h/1d: {:.1} ms | {}",
+        med(0),
+        med(1),
+        med(2),
+        body / 1000,
+        med(3),
+        load_line()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // One store
 
@@ -677,6 +734,10 @@ async fn bench_store(
     let w1 = create(ids(&[1]), month_from, month_to).await;
     let w25 = create(ids(&spread), week_from, week_to).await;
     let w25r = create(ids(&spread), ragged_from, ragged_to).await;
+    // Two instances (8 GPUs) over the whole range, ragged at both ends.
+    let eight = [2, 3];
+    let (month_ragged_from, month_ragged_to) = (month_from + 7 * 60_000, month_to - 13 * 60_000);
+    let w8r = create(ids(&eight), month_ragged_from, month_ragged_to).await;
 
     // Store-level figures, checked against the generator's.
     let b = |t: i64| ((t - START) / BUCKET) as u64;
@@ -716,6 +777,7 @@ async fn bench_store(
             .into(),
     );
     let ragged = ragged_expected(fleet, model, &spread, ragged_from, ragged_to);
+    let ragged8 = ragged_expected(fleet, model, &eight, month_ragged_from, month_ragged_to);
     println!(
         "{label}: store-level figures equal the generator's ({:.1} s to read them); \
          month: {} GPU-intervals, {:.3} MWh, {:.3} t CO2e (IT)",
@@ -724,6 +786,15 @@ async fn bench_store(
         summary_store.energy_mj as f64 / 3.6e12,
         summary_store.it_co2e_g / 1e6
     );
+
+    series_profile(
+        label,
+        store.as_ref(),
+        &scope,
+        &fleet.instance(1),
+        (month_from, month_to),
+    )
+    .await;
 
     // The calendar month the fleet's data starts in (the statement's period; the fleet's 30
     // days from 2023-06-08 leave 23 days of it).
@@ -809,6 +880,37 @@ async fn bench_store(
                 points: (days * 288) as usize,
                 figures: w1_store,
             },
+        ),
+        (
+            format!("series: 1 instance × {days} d, 1h"),
+            format!(
+                "{base}/v1/instances/{}/series?{range}&step=1h",
+                fleet.instance(1)
+            ),
+            Query::Series {
+                points: (days * 24) as usize,
+                figures: w1_store,
+            },
+        ),
+        (
+            format!("series: 1 instance × {days} d, 1d"),
+            format!(
+                "{base}/v1/instances/{}/series?{range}&step=1d",
+                fleet.instance(1)
+            ),
+            Query::Series {
+                points: days as usize,
+                figures: w1_store,
+            },
+        ),
+        (
+            format!(
+                "workload: {} instances ({} GPUs) × {days} d, ragged edges",
+                eight.len(),
+                eight.len() * 4
+            ),
+            format!("{base}/v1/workloads/{w8r}"),
+            Query::Workload { figures: ragged8 },
         ),
     ];
 

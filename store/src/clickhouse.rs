@@ -67,10 +67,11 @@ pub use schema::supports_modern;
 
 use crate::checks::check_inventory;
 use crate::{
-    EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
-    NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
-    RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    EnrichedSample, GpuHourUsage, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
+    LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
+    QuarantineRetention, RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement,
+    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
@@ -367,6 +368,18 @@ impl Store for ClickHouseStore {
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
         self.read_intervals(scope.tenant(), Some(instance), from, to)
+            .await
+    }
+
+    /// Fresh hourly rollups, 5-minute data for the stale hours; see `clickhouse/rollups.rs`.
+    async fn instance_hourly_usage(
+        &self,
+        scope: &TenantScope,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        self.instance_hourly_usage_by(scope.tenant(), instance, (from, to), SummaryPath::Auto)
             .await
     }
 

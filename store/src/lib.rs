@@ -416,6 +416,63 @@ impl UsageTotals {
     }
 }
 
+/// Milliseconds in an hour: the grain of [`Store::instance_hourly_usage`].
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The totals of one GPU's 5-minute intervals in one whole hour of one instance: what a
+/// series at a step of whole hours (1 h, 1 d) is summed from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuHourUsage {
+    /// The GPU.
+    pub gpu: GpuUuid,
+    /// Start of the hour (UTC).
+    pub hour: UnixMillis,
+    /// Its intervals' totals, with the arithmetic of [`UsageTotals::add_interval`].
+    pub totals: UsageTotals,
+    /// Σ I_i (g/kWh) over its intervals with an intensity: the plain mean a series reports
+    /// when those intervals have no energy to weight by.
+    pub intensity_sum: f64,
+}
+
+impl GpuHourUsage {
+    /// Adds one interval of this GPU and hour.
+    pub fn add_interval(&mut self, row: &IntervalRow) {
+        self.totals.add_interval(row);
+        if let Some(j) = &row.intensity {
+            self.intensity_sum += j.value.0;
+        }
+    }
+}
+
+/// Per GPU and hour, the totals of `rows` (5-minute intervals of one instance): the
+/// reference [`Store::instance_hourly_usage`] must equal. Ordered by hour, then GPU.
+pub fn hourly_usage(rows: &[IntervalRow]) -> Vec<GpuHourUsage> {
+    let mut by_key: BTreeMap<(i64, &GpuUuid), GpuHourUsage> = BTreeMap::new();
+    for row in rows {
+        let hour = row.bucket.start().0.div_euclid(HOUR_MS) * HOUR_MS;
+        by_key
+            .entry((hour, &row.gpu))
+            .or_insert_with(|| GpuHourUsage {
+                gpu: row.gpu.clone(),
+                hour: UnixMillis(hour),
+                ..GpuHourUsage::default()
+            })
+            .add_interval(row);
+    }
+    by_key.into_values().collect()
+}
+
+/// Refuses a range that is not whole hours: `[from, to)` with both on an hour.
+pub(crate) fn check_whole_hours(from: UnixMillis, to: UnixMillis) -> Result<(), StoreError> {
+    if from.0.rem_euclid(HOUR_MS) != 0 || to.0.rem_euclid(HOUR_MS) != 0 {
+        return Err(StoreError::Invalid(format!(
+            "hourly usage needs a range of whole hours, got [{}, {})",
+            from.0, to.0
+        )));
+    }
+    Ok(())
+}
+
 /// One instance's usage in a tenant summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceSummary {
@@ -730,6 +787,24 @@ pub trait Store: Send + Sync {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError>;
+
+    /// Per GPU and hour, the totals of one of the tenant's instances' 5-minute intervals
+    /// with buckets in `[from, to)` (whole hours, else `Invalid`), ordered by hour then GPU;
+    /// hours without intervals are absent. Exactly [`hourly_usage`] of
+    /// [`Store::instance_intervals`] (integers equal, float sums up to rounding), whatever was
+    /// redelivered; stores with hourly rollups read them. Unknown or foreign instance:
+    /// `NotFound`.
+    async fn instance_hourly_usage(
+        &self,
+        scope: &TenantScope,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        check_whole_hours(from, to)?;
+        let rows = self.instance_intervals(scope, instance, from, to).await?;
+        Ok(hourly_usage(&rows))
+    }
 
     /// 5-minute intervals of all the tenant's instances (those given up included: the tenant
     /// used them) with buckets starting in `[from, to)`, by instance, bucket, GPU.

@@ -17,11 +17,11 @@ mod workloads;
 
 use crate::checks::{check_inventory, check_workload};
 use crate::{
-    decide_restatements, EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
-    LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
-    QuarantineRetention, RefusedSample, RegionCoverage, RegionHourEnergy, RestateOutcome,
-    Restatement, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    decide_restatements, EnrichedSample, GpuHourUsage, InstanceRecord, IntervalRow,
+    IssuedStatement, LedgerQuery, LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune,
+    QuarantineRecord, QuarantineRetention, RefusedSample, RegionCoverage, RegionHourEnergy,
+    RestateOutcome, Restatement, SampleRow, Store, StoreError, TenantSummary, Workload,
+    WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -415,6 +415,23 @@ impl Store for SqliteStore {
         let instance = instance.clone();
         self.read("reading intervals", move |conn| {
             samples::read_intervals(conn, &tenant, Some(&instance), from, to)
+        })
+        .await
+    }
+
+    /// Read from `interval_hours`, which triggers keep with the intervals.
+    async fn instance_hourly_usage(
+        &self,
+        scope: &TenantScope,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        crate::check_whole_hours(from, to)?;
+        let tenant = scope.tenant().clone();
+        let instance = instance.clone();
+        self.read("reading hourly usage", move |conn| {
+            samples::read_hourly_usage(conn, &tenant, &instance, from, to)
         })
         .await
     }

@@ -7,10 +7,11 @@
 
 use crate::metrics::timed_write;
 use crate::{
-    EnrichedSample, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery, LedgerWrite,
-    NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord, QuarantineRetention,
-    RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement, RollupRefresh, SampleRow, Store,
-    StoreError, TenantSummary, Workload, WorkloadUpdate, WriteOutcome,
+    EnrichedSample, GpuHourUsage, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
+    LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
+    QuarantineRetention, RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement,
+    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
+    WriteOutcome,
 };
 use async_trait::async_trait;
 use tracing::field::Empty;
@@ -189,6 +190,23 @@ impl<S: Store> Store for Traced<S> {
             .instance_intervals(scope, instance, from, to)
             .instrument(span)
             .await
+    }
+
+    async fn instance_hourly_usage(
+        &self,
+        scope: &TenantScope,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        let span = info_span!("instance_hourly_usage", instance = %instance, rows = Empty);
+        let rows = self
+            .inner
+            .instance_hourly_usage(scope, instance, from, to)
+            .instrument(span.clone())
+            .await?;
+        span.record("rows", rows.len());
+        Ok(rows)
     }
 
     async fn tenant_intervals(

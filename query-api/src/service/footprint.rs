@@ -8,13 +8,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use wattprint_core::accounting::clip_energy;
 use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::sample::EnergySource;
-use wattprint_core::sci::{footprint, FootprintSlice, HardwareCatalog};
+use wattprint_core::sci::{
+    footprint, Footprint, FootprintProvenance, FootprintSlice, HardwareCatalog,
+};
 use wattprint_core::{Bucket, GpuUuid, GramsCo2e, Millijoules, RegionId, TenantScope, UnixMillis};
-use wattprint_store::{IntervalRow, SampleRow, Store, Workload};
+use wattprint_store::{IntervalRow, SampleRow, Store, UsageTotals, Workload, HOUR_MS};
 
 use super::*;
 use crate::average::{average_emissions_view, AverageTotals};
 use crate::error::ApiError;
+use crate::time::{ceil_to, floor_to};
 
 /// Most samples read for one edge bucket of a workload (a 5-minute window); reaching it means
 /// the stored data is not what any agent sends.
@@ -79,7 +82,19 @@ pub async fn workload_energy(
     store: &dyn Store,
     scope: &TenantScope,
     w: &Workload,
-    (from, to): (UnixMillis, UnixMillis),
+    span: (UnixMillis, UnixMillis),
+    join: Option<&IntensityJoin>,
+) -> Result<WorkloadEnergy, ApiError> {
+    workload_energy_in(store, scope, w, &[span], join).await
+}
+
+/// [`workload_energy`] over the parts `ranges` of the workload's span (disjoint, each
+/// `[from, to)`): the slices of each part, the instances and their GPUs once.
+async fn workload_energy_in(
+    store: &dyn Store,
+    scope: &TenantScope,
+    w: &Workload,
+    ranges: &[(UnixMillis, UnixMillis)],
     join: Option<&IntensityJoin>,
 ) -> Result<WorkloadEnergy, ApiError> {
     let inventory = store
@@ -87,7 +102,7 @@ pub async fn workload_energy(
         .await
         .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
     let mut out = WorkloadEnergy::default();
-    for instance in &w.spec.instances {
+    'instances: for instance in &w.spec.instances {
         let Some(record) = inventory.iter().find(|r| &r.instance == instance) else {
             out.missing_instances.push(instance.to_string());
             continue;
@@ -95,60 +110,64 @@ pub async fn workload_energy(
         out.regions.insert(record.region.clone());
         out.gpu_models
             .extend(record.gpus.iter().map(|g| g.model.clone()));
-        let rows = match store
-            .instance_intervals(scope, instance, Bucket::containing(from).start(), to)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(wattprint_store::StoreError::NotFound(_)) => {
-                out.missing_instances.push(instance.to_string());
-                continue;
-            }
-            Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
-        };
-        // Group by bucket (rows come by bucket then GPU; grouping does not rely on it).
-        let mut by_bucket: BTreeMap<Bucket, Vec<&IntervalRow>> = BTreeMap::new();
-        for row in &rows {
-            by_bucket.entry(row.bucket).or_default().push(row);
-        }
-        let first_slice = out.slices.len();
-        for (bucket, rows) in by_bucket {
-            if bucket.start() >= from && bucket.end() <= to {
-                for row in rows {
-                    out.covered_gpu_ms += row.covered_ms;
-                    out.push(row, row.energy, row.estimated);
-                }
-                continue;
-            }
-            let (a, b) = (from.max(bucket.start()), to.min(bucket.end()));
-            if b <= a {
-                continue;
-            }
-            let samples = store
-                .instance_samples(scope, instance, a, b, MAX_EDGE_SAMPLES)
+        let (first_slice, covered_before) = (out.slices.len(), out.covered_gpu_ms);
+        for &(from, to) in ranges.iter().filter(|(a, b)| a < b) {
+            let rows = match store
+                .instance_intervals(scope, instance, Bucket::containing(from).start(), to)
                 .await
-                .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
-            if samples.len() >= MAX_EDGE_SAMPLES as usize {
-                return Err(ApiError::Internal(format!(
+            {
+                Ok(rows) => rows,
+                Err(wattprint_store::StoreError::NotFound(_)) => {
+                    out.missing_instances.push(instance.to_string());
+                    out.slices.truncate(first_slice);
+                    out.covered_gpu_ms = covered_before;
+                    continue 'instances;
+                }
+                Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
+            };
+            // Group by bucket (rows come by bucket then GPU; grouping does not rely on it).
+            let mut by_bucket: BTreeMap<Bucket, Vec<&IntervalRow>> = BTreeMap::new();
+            for row in &rows {
+                by_bucket.entry(row.bucket).or_default().push(row);
+            }
+            for (bucket, rows) in by_bucket {
+                if bucket.start() >= from && bucket.end() <= to {
+                    for row in rows {
+                        out.covered_gpu_ms += row.covered_ms;
+                        out.push(row, row.energy, row.estimated);
+                    }
+                    continue;
+                }
+                let (a, b) = (from.max(bucket.start()), to.min(bucket.end()));
+                if b <= a {
+                    continue;
+                }
+                let samples = store
+                    .instance_samples(scope, instance, a, b, MAX_EDGE_SAMPLES)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
+                if samples.len() >= MAX_EDGE_SAMPLES as usize {
+                    return Err(ApiError::Internal(format!(
                     "more than {MAX_EDGE_SAMPLES} samples in one 5-minute window of instance {instance}"
                 )));
-            }
-            let clipped = clip_window(&samples, a, b);
-            let row_of: HashMap<&GpuUuid, &IntervalRow> =
-                rows.iter().map(|r| (&r.gpu, *r)).collect();
-            for (gpu, part) in clipped {
-                out.covered_gpu_ms += part.covered_ms;
-                match row_of.get(&gpu) {
-                    Some(row) => out.push(row, part.energy, part.estimated),
-                    // A sample with no interval row: count its energy, with no intensity.
-                    None => out.slices.push(FootprintSlice {
-                        bucket,
-                        energy: part.energy,
-                        estimated: part.estimated,
-                        intensity: None,
-                        intensity_replayed: false,
-                        pue: 1.0,
-                    }),
+                }
+                let clipped = clip_window(&samples, a, b);
+                let row_of: HashMap<&GpuUuid, &IntervalRow> =
+                    rows.iter().map(|r| (&r.gpu, *r)).collect();
+                for (gpu, part) in clipped {
+                    out.covered_gpu_ms += part.covered_ms;
+                    match row_of.get(&gpu) {
+                        Some(row) => out.push(row, part.energy, part.estimated),
+                        // A sample with no interval row: count its energy, with no intensity.
+                        None => out.slices.push(FootprintSlice {
+                            bucket,
+                            energy: part.energy,
+                            estimated: part.estimated,
+                            intensity: None,
+                            intensity_replayed: false,
+                            pue: 1.0,
+                        }),
+                    }
                 }
             }
         }
@@ -165,6 +184,10 @@ pub async fn workload_energy(
 /// Computes a workload's footprint from [`workload_energy`]: emissions summed per slice by
 /// [`footprint`]. Embodied M: every GPU of the instances, `catalog.embodied_share(model, to −
 /// from)`; unknown models count 0 and are listed.
+///
+/// Without a join (no average-intensity figures), the whole hours of the span are read as
+/// hourly totals ([`Store::instance_hourly_usage`], rollups) and only the ragged ends as
+/// slices: the same sums, a few hundred rows per GPU-month instead of thousands.
 pub async fn workload_footprint(
     store: &dyn Store,
     scope: &TenantScope,
@@ -173,8 +196,69 @@ pub async fn workload_footprint(
     (from, to): (UnixMillis, UnixMillis),
     join: Option<&IntensityJoin>,
 ) -> Result<FootprintView, ApiError> {
-    let energy = workload_energy(store, scope, w, (from, to), join).await?;
-    footprint_of(&energy, catalog, w, (from, to), join.is_some())
+    let (h1, h2) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
+    if join.is_some() || h1 >= h2 {
+        let energy = workload_energy(store, scope, w, (from, to), join).await?;
+        return footprint_of(&energy, catalog, w, (from, to), join.is_some());
+    }
+    let mut energy = workload_energy_in(store, scope, w, &[(from, h1), (h2, to)], None).await?;
+    let mut hours = UsageTotals::default();
+    for instance in &w.spec.instances {
+        if energy.missing_instances.contains(&instance.to_string()) {
+            continue;
+        }
+        let rows = match store.instance_hourly_usage(scope, instance, h1, h2).await {
+            Ok(rows) => rows,
+            Err(wattprint_store::StoreError::NotFound(_)) => {
+                energy.missing_instances.push(instance.to_string());
+                continue;
+            }
+            Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
+        };
+        for h in &rows {
+            hours.add(&h.totals);
+        }
+    }
+    energy.covered_gpu_ms += hours.covered_ms;
+    let mut view = footprint_of(&energy, catalog, w, (from, to), false)?;
+    view.footprint = with_hours(view.footprint, energy.estimated_mj(), &hours);
+    Ok(view)
+}
+
+/// `fp`, the footprint of slices with `estimated_mj` of their energy estimated, with the
+/// usage `hours` added: each sum extended, the shares and SCI recomputed.
+fn with_hours(fp: Footprint, estimated_mj: u64, hours: &UsageTotals) -> Footprint {
+    let energy = Millijoules(fp.it_energy_mj.saturating_add(hours.energy.0));
+    let estimated = estimated_mj.saturating_add(hours.estimated.0);
+    let operational = fp.operational_co2e_g + hours.facility_co2e.0;
+    let total = operational + fp.embodied_co2e_g;
+    let (p, h) = (&fp.provenance, hours.provenance());
+    Footprint {
+        it_energy_mj: energy.0,
+        it_energy_kwh: energy.to_kwh().0,
+        facility_energy_kwh: fp.facility_energy_kwh + hours.facility_energy.0,
+        operational_it_co2e_g: fp.operational_it_co2e_g + hours.it_co2e.0,
+        operational_co2e_g: operational,
+        total_co2e_g: total,
+        sci_g_per_unit: total / fp.functional_units,
+        provenance: FootprintProvenance {
+            energy_measured_share: if energy.0 == 0 {
+                1.0
+            } else {
+                1.0 - estimated as f64 / energy.0 as f64
+            },
+            intervals_actual: p.intervals_actual + h.intervals_actual,
+            intervals_forecast: p.intervals_forecast + h.intervals_forecast,
+            intervals_fallback: p.intervals_fallback + h.intervals_fallback,
+            intervals_missing_intensity: p.intervals_missing_intensity
+                + h.intervals_missing_intensity,
+            energy_without_intensity_mj: p.energy_without_intensity_mj
+                + h.energy_without_intensity_mj,
+            intervals_replayed_intensity: p.intervals_replayed_intensity
+                + h.intervals_replayed_intensity,
+        },
+        ..fp
+    }
 }
 
 /// The footprint of a workload's energy already collected by [`workload_energy`] over

@@ -67,7 +67,7 @@ pub use footprint::{
     clip_window, workload_energy, workload_footprint, ClippedEnergy, WorkloadEnergy,
 };
 pub use inventory::{instance_view, list_instances};
-pub use series::{aggregate_intervals, instance_series, raw_point, SeriesRequest};
+pub use series::{aggregate_hours, aggregate_intervals, instance_series, raw_point, SeriesRequest};
 pub use summary::{tenant_summary, usage_view, SummaryRequest};
 pub use workloads::{
     create_workload, tenant_workload, validate_workload, workload_detail, workload_view,

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wattprint_core::intensity::{IntensityJoin, IntensityKind};
+use wattprint_core::intensity::IntensityJoin;
 use wattprint_core::units::MJ_PER_KWH;
 use wattprint_core::{GpuUuid, InstanceId, TenantScope, UnixMillis};
-use wattprint_store::{IntervalRow, SampleRow, Store};
+use wattprint_store::{GpuHourUsage, IntervalRow, SampleRow, Store, UsageTotals, HOUR_MS};
 
 use super::*;
 use crate::average::AverageTotals;
@@ -108,17 +108,24 @@ pub async fn instance_series(
         Some(step_ms) => {
             let from = floor_to(req.from, step_ms);
             let to = ceil_to(req.to, step_ms);
-            let rows = store
-                .instance_intervals(scope, instance, from, to)
-                .await
-                .map_err(map_nf)?;
-            let gpus: BTreeSet<&GpuUuid> = record
-                .gpus
-                .iter()
-                .map(|g| &g.uuid)
-                .chain(rows.iter().map(|r| &r.gpu))
-                .collect();
-            let points = aggregate_intervals(&rows, from, to, step_ms, gpus.len(), join);
+            let known = record.gpus.iter().map(|g| &g.uuid);
+            // Whole-hour steps sum hourly totals (rollups), unless each interval's average
+            // intensity is wanted: that needs its bucket and region.
+            let points = if step_ms % HOUR_MS == 0 && join.is_none() {
+                let hours = store
+                    .instance_hourly_usage(scope, instance, from, to)
+                    .await
+                    .map_err(map_nf)?;
+                let gpus: BTreeSet<&GpuUuid> = known.chain(hours.iter().map(|h| &h.gpu)).collect();
+                aggregate_hours(&hours, from, to, step_ms, gpus.len())
+            } else {
+                let rows = store
+                    .instance_intervals(scope, instance, from, to)
+                    .await
+                    .map_err(map_nf)?;
+                let gpus: BTreeSet<&GpuUuid> = known.chain(rows.iter().map(|r| &r.gpu)).collect();
+                aggregate_intervals(&rows, from, to, step_ms, gpus.len(), join)
+            };
             Ok(Series {
                 instance_id: instance.to_string(),
                 step: req.step,
@@ -130,22 +137,141 @@ pub async fn instance_series(
     }
 }
 
+/// One step's running totals, from 5-minute intervals or from hourly totals alike.
 #[derive(Default)]
-struct StepAcc {
-    energy: u64,
-    estimated: u64,
-    covered_ms: i64,
-    per_gpu: BTreeMap<GpuUuid, (u64, i64)>,
-    power_max_mw: Option<u32>,
+struct StepAcc<'a> {
+    totals: UsageTotals,
+    /// Per GPU: energy and covered time (their ratio is the GPU's power while measured).
+    per_gpu: BTreeMap<&'a GpuUuid, (u64, i64)>,
+    /// Σ E_i × I_i, mJ·g/kWh.
     weighted_intensity: f64,
-    energy_with_intensity: u64,
+    /// Σ I_i over intervals with an intensity.
     intensity_sum: f64,
-    intensity_count: u64,
-    kinds: IntensityKinds,
-    co2e_g: f64,
-    facility_co2e_g: f64,
-    missing_energy: u64,
     average: AverageTotals,
+}
+
+impl<'a> StepAcc<'a> {
+    fn add_gpu(&mut self, gpu: &'a GpuUuid, energy: u64, covered_ms: i64) {
+        let g = self.per_gpu.entry(gpu).or_default();
+        g.0 = g.0.saturating_add(energy);
+        g.1 += covered_ms;
+    }
+
+    fn add_interval(&mut self, row: &'a IntervalRow, join: Option<&IntensityJoin>) {
+        self.totals.add_interval(row);
+        self.add_gpu(&row.gpu, row.energy.0, row.covered_ms);
+        if let Some(j) = &row.intensity {
+            self.weighted_intensity += row.energy.0 as f64 * j.value.0;
+            self.intensity_sum += j.value.0;
+        }
+        if let Some(join) = join {
+            self.average
+                .add(join, &row.region, row.bucket, row.energy, row.pue);
+        }
+    }
+
+    fn add_hour(&mut self, hour: &'a GpuHourUsage) {
+        self.totals.add(&hour.totals);
+        self.add_gpu(&hour.gpu, hour.totals.energy.0, hour.totals.covered_ms);
+        // Σ E·I = Σ E·I/MJ_PER_KWH × MJ_PER_KWH: the same sum up to rounding.
+        self.weighted_intensity += hour.totals.it_co2e.0 * MJ_PER_KWH as f64;
+        self.intensity_sum += hour.intensity_sum;
+    }
+
+    /// The point of the step `[start, start + step_ms)` of an instance with `gpus` GPUs.
+    fn point(self, start: UnixMillis, step_ms: i64, gpus: usize, average: bool) -> AggregatePoint {
+        let t = &self.totals;
+        let end = UnixMillis(start.0 + step_ms);
+        let covered: Vec<f64> = self
+            .per_gpu
+            .values()
+            .filter(|(_, ms)| *ms > 0)
+            .map(|(mj, ms)| *mj as f64 / *ms as f64)
+            .collect();
+        let with_intensity = t.intervals_actual + t.intervals_forecast + t.intervals_fallback;
+        let energy_with_intensity = t.energy.0.saturating_sub(t.energy_without_intensity.0);
+        let intensity = if with_intensity == 0 {
+            None
+        } else if energy_with_intensity == 0 {
+            // No energy to weight by: the plain mean of the values.
+            Some(self.intensity_sum / with_intensity as f64)
+        } else {
+            Some(self.weighted_intensity / energy_with_intensity as f64)
+        };
+        let denominator = step_ms as f64 * gpus as f64;
+        AggregatePoint {
+            start: start.to_rfc3339(),
+            end: end.to_rfc3339(),
+            energy_mj: t.energy.0,
+            energy_kwh: t.energy.0 as f64 / MJ_PER_KWH as f64,
+            estimated_energy_mj: t.estimated.0,
+            power_mean_w: (!covered.is_empty()).then(|| covered.iter().sum()),
+            power_max_w: t.power_max.map(|mw| f64::from(mw.0) / 1000.0),
+            coverage: if denominator > 0.0 {
+                t.covered_ms as f64 / denominator
+            } else {
+                0.0
+            },
+            intensity_g_per_kwh: intensity,
+            intensity_kinds: IntensityKinds {
+                actual: t.intervals_actual,
+                forecast: t.intervals_forecast,
+                fallback_average: t.intervals_fallback,
+                missing: t.intervals_missing_intensity,
+                replayed: t.intervals_replayed_intensity,
+            },
+            co2e_g: t.it_co2e.0,
+            facility_co2e_g: t.facility_co2e.0,
+            co2e_missing_energy_mj: t.energy_without_intensity.0,
+            average_intensity_g_per_kwh: self.average.mean_intensity(),
+            average_co2e_g: average.then_some(self.average.it_co2e_g),
+            average_facility_co2e_g: average.then_some(self.average.facility_co2e_g),
+        }
+    }
+}
+
+/// The steps of `step_ms` over `[from, to)` (both aligned to the step), each accumulated by
+/// `fill` from the items `start_of` places in it (items outside the range are ignored).
+fn steps<'a, T>(
+    items: &'a [T],
+    (from, to): (UnixMillis, UnixMillis),
+    step_ms: i64,
+    start_of: impl Fn(&T) -> UnixMillis,
+    mut fill: impl FnMut(&mut StepAcc<'a>, &'a T),
+) -> Vec<StepAcc<'a>> {
+    let n = usize::try_from(to.since(from).max(0) / step_ms).unwrap_or(0);
+    let mut accs: Vec<StepAcc<'a>> = (0..n).map(|_| StepAcc::default()).collect();
+    for item in items {
+        let start = start_of(item);
+        let offset = start.since(from);
+        if offset < 0 || start >= to {
+            continue;
+        }
+        if let Some(acc) = accs.get_mut((offset / step_ms) as usize) {
+            fill(acc, item);
+        }
+    }
+    accs
+}
+
+fn points(
+    accs: Vec<StepAcc<'_>>,
+    from: UnixMillis,
+    step_ms: i64,
+    gpus: usize,
+    average: bool,
+) -> Vec<AggregatePoint> {
+    accs.into_iter()
+        .enumerate()
+        .map(|(i, acc)| {
+            acc.point(
+                UnixMillis(from.0 + i as i64 * step_ms),
+                step_ms,
+                gpus,
+                average,
+            )
+        })
+        .collect()
 }
 
 /// Aggregates 5-minute GPU-intervals into steps of `step_ms` over `[from, to)` (both aligned to
@@ -160,102 +286,35 @@ pub fn aggregate_intervals(
     gpus: usize,
     join: Option<&IntensityJoin>,
 ) -> Vec<AggregatePoint> {
-    let n = usize::try_from(to.since(from).max(0) / step_ms).unwrap_or(0);
-    let mut accs: Vec<StepAcc> = (0..n).map(|_| StepAcc::default()).collect();
-    for row in rows {
-        let offset = row.bucket.start().since(from);
-        if offset < 0 || row.bucket.start() >= to {
-            continue;
-        }
-        let Some(acc) = accs.get_mut((offset / step_ms) as usize) else {
-            continue;
-        };
-        let e = row.energy.0;
-        acc.energy = acc.energy.saturating_add(e);
-        acc.estimated = acc.estimated.saturating_add(row.estimated.0);
-        acc.covered_ms += row.covered_ms;
-        let g = acc.per_gpu.entry(row.gpu.clone()).or_default();
-        g.0 = g.0.saturating_add(e);
-        g.1 += row.covered_ms;
-        acc.power_max_mw = Some(acc.power_max_mw.unwrap_or(0).max(row.power_max.0));
-        if let Some(join) = join {
-            acc.average
-                .add(join, &row.region, row.bucket, row.energy, row.pue);
-        }
-        match &row.intensity {
-            Some(j) => {
-                let co2e = j.value.emissions(row.energy).0;
-                acc.co2e_g += co2e;
-                acc.facility_co2e_g += co2e * row.pue;
-                acc.weighted_intensity += e as f64 * j.value.0;
-                acc.energy_with_intensity = acc.energy_with_intensity.saturating_add(e);
-                acc.intensity_sum += j.value.0;
-                acc.intensity_count += 1;
-                if j.replayed {
-                    acc.kinds.replayed += 1;
-                }
-                match j.kind {
-                    IntensityKind::Actual => acc.kinds.actual += 1,
-                    IntensityKind::Forecast => acc.kinds.forecast += 1,
-                    IntensityKind::FallbackAverage => acc.kinds.fallback_average += 1,
-                }
-            }
-            None => {
-                acc.kinds.missing += 1;
-                acc.missing_energy = acc.missing_energy.saturating_add(e);
-            }
-        }
-    }
-    accs.into_iter()
-        .enumerate()
-        .map(|(i, acc)| {
-            let start = UnixMillis(from.0 + i as i64 * step_ms);
-            let end = UnixMillis(start.0 + step_ms);
-            let covered: Vec<f64> = acc
-                .per_gpu
-                .values()
-                .filter(|(_, ms)| *ms > 0)
-                .map(|(mj, ms)| *mj as f64 / *ms as f64)
-                .collect();
-            let intensity = if acc.intensity_count == 0 {
-                None
-            } else if acc.energy_with_intensity == 0 {
-                // No energy to weight by: the plain mean of the values.
-                Some(acc.intensity_sum / acc.intensity_count as f64)
-            } else {
-                Some(acc.weighted_intensity / acc.energy_with_intensity as f64)
-            };
-            let denominator = step_ms as f64 * gpus as f64;
-            AggregatePoint {
-                start: start.to_rfc3339(),
-                end: end.to_rfc3339(),
-                energy_mj: acc.energy,
-                energy_kwh: acc.energy as f64 / MJ_PER_KWH as f64,
-                estimated_energy_mj: acc.estimated,
-                power_mean_w: (!covered.is_empty()).then(|| covered.iter().sum()),
-                power_max_w: acc.power_max_mw.map(|mw| f64::from(mw) / 1000.0),
-                coverage: if denominator > 0.0 {
-                    acc.covered_ms as f64 / denominator
-                } else {
-                    0.0
-                },
-                intensity_g_per_kwh: intensity,
-                intensity_kinds: acc.kinds,
-                co2e_g: acc.co2e_g,
-                facility_co2e_g: acc.facility_co2e_g,
-                co2e_missing_energy_mj: acc.missing_energy,
-                average_intensity_g_per_kwh: acc.average.mean_intensity(),
-                average_co2e_g: join.map(|_| acc.average.it_co2e_g),
-                average_facility_co2e_g: join.map(|_| acc.average.facility_co2e_g),
-            }
-        })
-        .collect()
+    let accs = steps(
+        rows,
+        (from, to),
+        step_ms,
+        |r| r.bucket.start(),
+        |acc, row| acc.add_interval(row, join),
+    );
+    points(accs, from, step_ms, gpus, join.is_some())
+}
+
+/// Aggregates per-GPU hourly totals ([`Store::instance_hourly_usage`]) into steps of
+/// `step_ms`, a whole number of hours, over `[from, to)` (aligned to the step): the same
+/// points [`aggregate_intervals`] makes of the intervals they sum, without average intensity
+/// (hourly totals do not keep each interval's bucket and region).
+pub fn aggregate_hours(
+    hours: &[GpuHourUsage],
+    from: UnixMillis,
+    to: UnixMillis,
+    step_ms: i64,
+    gpus: usize,
+) -> Vec<AggregatePoint> {
+    let accs = steps(hours, (from, to), step_ms, |h| h.hour, StepAcc::add_hour);
+    points(accs, from, step_ms, gpus, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wattprint_core::intensity::JoinedIntensity;
+    use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
     use wattprint_core::{Bucket, GramsPerKwh, Millijoules, Milliwatts, RegionId, BUCKET_MS};
 
     fn row(
@@ -383,5 +442,77 @@ mod tests {
             None,
         );
         assert_eq!(pts[0].intensity_g_per_kwh, Some(200.0));
+    }
+
+    /// Panics unless `a` and `b` are the same points: integers equal, floats to 1e-9 relative.
+    fn assert_same_points(a: &[AggregatePoint], b: &[AggregatePoint]) {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-9);
+        let close_opt = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) => close(x, y),
+            (x, y) => x == y,
+        };
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(b) {
+            let ints = |p: &AggregatePoint| {
+                (
+                    p.start.clone(),
+                    p.end.clone(),
+                    p.energy_mj,
+                    p.estimated_energy_mj,
+                    p.intensity_kinds,
+                    p.co2e_missing_energy_mj,
+                    p.power_max_w,
+                )
+            };
+            assert_eq!(ints(p), ints(q));
+            assert!(
+                close(p.energy_kwh, q.energy_kwh)
+                    && close(p.coverage, q.coverage)
+                    && close(p.co2e_g, q.co2e_g)
+                    && close(p.facility_co2e_g, q.facility_co2e_g)
+                    && close_opt(p.power_mean_w, q.power_mean_w)
+                    && close_opt(p.intensity_g_per_kwh, q.intensity_g_per_kwh)
+                    && p.average_co2e_g == q.average_co2e_g,
+                "{p:?} != {q:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Hourly totals summed into 1 h and 1 d steps give the points the intervals give.
+        #[test]
+        fn hourly_totals_give_the_points_of_their_intervals(
+            cells in proptest::collection::vec(
+                (0i64..600, 0usize..3, 0u64..5_000_000, 0i64..=BUCKET_MS, 0u8..5),
+                0..400,
+            )
+        ) {
+            let kinds = [
+                None,
+                Some((120.5, IntensityKind::Actual)),
+                Some((333.25, IntensityKind::Forecast)),
+                Some((410.0, IntensityKind::FallbackAverage)),
+                Some((77.0, IntensityKind::Actual)),
+            ];
+            let mut seen = BTreeSet::new();
+            let mut rows: Vec<IntervalRow> = cells
+                .into_iter()
+                .filter(|(b, g, ..)| seen.insert((*b, *g)))
+                .map(|(b, g, mj, covered, k)| {
+                    // Some zero-energy intervals with intensity: the plain-mean case.
+                    let mj = if k == 4 { 0 } else { mj };
+                    row(b, &format!("g{g}"), mj, covered, kinds[k as usize])
+                })
+                .collect();
+            rows.sort_by_key(|r| (r.bucket, r.gpu.clone()));
+            let hours = wattprint_store::hourly_usage(&rows);
+            for step in [HOUR_MS, 24 * HOUR_MS] {
+                let (from, to) = (UnixMillis(-step), UnixMillis(3 * 24 * HOUR_MS));
+                assert_same_points(
+                    &aggregate_hours(&hours, from, to, step, 3),
+                    &aggregate_intervals(&rows, from, to, step, 3, None),
+                );
+            }
+        }
     }
 }

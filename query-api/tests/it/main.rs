@@ -12,6 +12,7 @@ mod openapi;
 mod restatements;
 mod security;
 mod series;
+mod series_rollups;
 mod serve;
 mod summary;
 mod summary_faults;

@@ -213,22 +213,6 @@ async fn rollup_hours(store: &dyn Store) -> u64 {
         .rollup_instance_hours
 }
 
-/// The ClickHouse server, or None (after saying so) when the test should not run.
-fn clickhouse_url(test: &str) -> Option<String> {
-    match std::env::var("WPTEST_CLICKHOUSE_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none()
-                    && std::env::var_os("WPTEST_REQUIRE_SERVERS").is_none(),
-                "WPTEST_CLICKHOUSE_URL is not set, and CI/WPTEST_REQUIRE_SERVERS requires it"
-            );
-            eprintln!("summary_faults::{test} was NOT run: WPTEST_CLICKHOUSE_URL is not set");
-            None
-        }
-    }
-}
-
 /// A restatement's shares rewrite.
 const SHARES: &str = "INSERT INTO `shares`(";
 /// A rollup-marks write.
@@ -327,7 +311,7 @@ async fn clickhouse_case(url: &str, pattern: &str, action: Action) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_summary_converges_when_the_server_goes_down_after_the_shares_rewrite() {
-    let Some(url) = clickhouse_url("down_after_shares") else {
+    let Some(url) = clickhouse_url("summary_faults::down_after_shares") else {
         return;
     };
     clickhouse_case(&url, SHARES, Action::DownAfter).await;
@@ -335,7 +319,7 @@ async fn clickhouse_summary_converges_when_the_server_goes_down_after_the_shares
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_summary_converges_when_the_shares_rewrite_answer_is_lost() {
-    let Some(url) = clickhouse_url("answer_lost") else {
+    let Some(url) = clickhouse_url("summary_faults::answer_lost") else {
         return;
     };
     clickhouse_case(&url, SHARES, Action::SwallowAnswer).await;
@@ -343,7 +327,7 @@ async fn clickhouse_summary_converges_when_the_shares_rewrite_answer_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_summary_converges_when_the_rollup_marks_write_is_refused() {
-    let Some(url) = clickhouse_url("marks_refused") else {
+    let Some(url) = clickhouse_url("summary_faults::marks_refused") else {
         return;
     };
     clickhouse_case(&url, MARKS, Action::Refuse).await;
@@ -351,7 +335,7 @@ async fn clickhouse_summary_converges_when_the_rollup_marks_write_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_summary_converges_when_the_shares_rewrite_is_refused() {
-    let Some(url) = clickhouse_url("refused") else {
+    let Some(url) = clickhouse_url("summary_faults::refused") else {
         return;
     };
     clickhouse_case(&url, SHARES, Action::Refuse).await;

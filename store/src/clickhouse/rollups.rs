@@ -56,6 +56,14 @@
 //! exist to avoid; [`SummaryPath::Raw`] is that read, for audits and tests. Hours found stale
 //! are read from the 5-minute data; the refresh loop recomputes them.
 //!
+//! # One instance's hours
+//!
+//! [`ClickHouseStore::instance_hourly_usage_by`] (series at 1 h / 1 d steps, workload
+//! footprints) reads an instance's hourly write counts and its `rollup_hourly FINAL` rows at
+//! once, decides staleness per hour by the same rule as [`stale_sql`] (every row's stamp equal
+//! to the hour's count; an hour with marks and no row is stale), and reads `shares FINAL`
+//! only for the stale hours, if any.
+//!
 //! # When rollups are computed
 //!
 //! From the write path: a batch that carries shares of an instance in two different hours has
@@ -67,12 +75,12 @@
 use super::daily::{ceil_day, floor_day};
 use super::schema::{day_of, hour_of, HOUR_MS};
 use super::{ch_err, placeholders, ClickHouseStore};
-use crate::{InstanceSummary, StoreError, UsageTotals};
+use crate::{GpuHourUsage, InstanceSummary, StoreError, UsageTotals};
 use ::clickhouse::Row;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use wattprint_core::{
-    GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, TenantId, UnixMillis,
+    GpuUuid, GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, TenantId, UnixMillis,
 };
 
 /// Most stale `(instance, hour)` pairs a summary excludes one by one; beyond, whole hours.
@@ -245,7 +253,8 @@ const SUMMARY_SELECT: &str = "instance_id, uniqExact(gpu_uuid), sum(gpu_interval
      max(power_max_mw), sum(facility_kwh), sum(it_co2e_g), sum(facility_co2e_g), \
      sum(missing_energy_mj), sum(intervals_actual), sum(intervals_forecast), \
      sum(intervals_fallback), sum(intervals_missing), sum(intervals_replayed), \
-     sum(intervals_unknown), uniqExactArray(rollup_hours)";
+     sum(intervals_unknown), uniqExactArray(rollup_hours), toInt64(0), toFloat64(0), \
+     toUInt64(0)";
 
 /// One instance's row of [`SUMMARY_SELECT`].
 #[derive(Debug, Row, Deserialize)]
@@ -270,6 +279,12 @@ struct StoredUsage {
     replayed: u64,
     unknown: u64,
     rollup_hours: u64,
+    /// The hour of a per-GPU row ([`GPU_HOUR_SELECT`]); 0 in a summary.
+    hour_ms: i64,
+    /// Σ intensity of a per-GPU row; 0 in a summary.
+    intensity_sum: f64,
+    /// The write count a rollup row was computed at; 0 in a summary and for 5-minute data.
+    writes_seen: u64,
 }
 
 impl StoredUsage {
@@ -314,6 +329,29 @@ impl StoredUsage {
                 intervals_replayed_intensity: self.replayed,
             },
             instance: InstanceId(self.instance_id),
+        })
+    }
+}
+
+/// One `(GPU, hour)` row of an instance in [`StoredUsage`]'s columns (the GPU in the
+/// instance's place), from a rollup table or from [`hourly_sql`]'s output.
+const GPU_HOUR_SELECT: &str = "gpu_uuid, toUInt64(1), gpu_intervals, energy_mj, energy_float, \
+     estimated_mj, covered_ms, samples, power_max_mw, facility_kwh, it_co2e_g, facility_co2e_g, \
+     missing_energy_mj, intervals_actual, intervals_forecast, intervals_fallback, \
+     intervals_missing, intervals_replayed, intervals_unknown, toUInt64(0), hour_ms, \
+     intensity_sum, writes_seen";
+
+impl StoredUsage {
+    /// A row of [`GPU_HOUR_SELECT`], checked with [`StoredUsage::decode`]'s rules (errors name
+    /// the GPU as the instance).
+    fn decode_gpu_hour(self) -> Result<GpuHourUsage, StoreError> {
+        let (hour, intensity_sum) = (UnixMillis(self.hour_ms), self.intensity_sum);
+        let usage = self.decode()?;
+        Ok(GpuHourUsage {
+            gpu: GpuUuid::new(usage.instance.0),
+            hour,
+            totals: usage.totals,
+            intensity_sum,
         })
     }
 }
@@ -630,6 +668,102 @@ impl ClickHouseStore {
         } else {
             Excluded::Everything
         })
+    }
+
+    /// Per GPU and hour, one instance's totals over the whole hours `[from, to)`: fresh hourly
+    /// rollups, and 5-minute data (`shares FINAL`) for the hours found stale first (one fixed
+    /// set, so no hour is read from both), by `path`.
+    pub async fn instance_hourly_usage_by(
+        &self,
+        tenant: &TenantId,
+        instance: &InstanceId,
+        (from, to): (UnixMillis, UnixMillis),
+        path: SummaryPath,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        const OP: &str = "reading hourly usage";
+        crate::check_whole_hours(from, to)?;
+        self.require_instances(tenant, std::slice::from_ref(instance), OP)
+            .await?;
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let (t, i) = (tenant.as_str(), instance.as_str());
+        // 5-minute data of the hours `[a, b)` named in `only` (all of them when None).
+        let raw = |(a, b): (i64, i64), only: Option<&[i64]>| {
+            let filter = format!(
+                "tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ?{}",
+                if only.is_some() {
+                    format!(" AND has(?, {})", hour_of("bucket_ms"))
+                } else {
+                    String::new()
+                }
+            );
+            let sql = format!(
+                "SELECT {GPU_HOUR_SELECT} FROM (SELECT *, toUInt64(0) AS writes_seen FROM ({})) \
+                 ORDER BY hour_ms, gpu_uuid",
+                hourly_sql(&filter, false)
+            );
+            let q = self.client.query(&sql).bind(t).bind(i).bind(a).bind(b);
+            let q = match only {
+                Some(hours) => q.bind(hours),
+                None => q,
+            };
+            self.fetch::<StoredUsage>(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
+        };
+        if path == SummaryPath::Raw {
+            let rows = raw((from.0, to.0), None).await?;
+            return rows.into_iter().map(StoredUsage::decode_gpu_hour).collect();
+        }
+        // The hours' write counts and the rollup rows with the counts they were computed at,
+        // read at once; an hour is read from its rollup only when every row's count is its
+        // current one (`stale_sql`'s rule), else from 5-minute data, read after.
+        let marks = async {
+            let q = self
+                .client
+                .query(
+                    "SELECT hour_ms, sum(writes) FROM rollup_marks WHERE tenant = ? \
+                     AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? GROUP BY hour_ms",
+                )
+                .bind(t)
+                .bind(i)
+                .bind(from.0)
+                .bind(to.0);
+            self.fetch::<(i64, u64)>(q, OP).await
+        };
+        let rolled = async {
+            let q = self
+                .client
+                .query(&format!(
+                    "SELECT {GPU_HOUR_SELECT} FROM rollup_hourly FINAL WHERE tenant = ? \
+                     AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? \
+                     ORDER BY hour_ms, gpu_uuid"
+                ))
+                .bind(t)
+                .bind(i)
+                .bind(from.0)
+                .bind(to.0);
+            self.fetch::<StoredUsage>(q, OP).await
+        };
+        let (marks, rolled) = tokio::try_join!(marks, rolled)?;
+        let marks: BTreeMap<i64, u64> = marks.into_iter().collect();
+        let stale: BTreeSet<i64> = marks
+            .iter()
+            .filter(|(hour, writes)| {
+                let rows = rolled.iter().filter(|r| r.hour_ms == **hour);
+                rows.clone().next().is_none() || rows.into_iter().any(|r| r.writes_seen != **writes)
+            })
+            .map(|(hour, _)| *hour)
+            .collect();
+        let mut rows: Vec<StoredUsage> = rolled
+            .into_iter()
+            .filter(|r| !stale.contains(&r.hour_ms))
+            .collect();
+        if let (Some(first), Some(last)) = (stale.first(), stale.last()) {
+            let hours: Vec<i64> = stale.iter().copied().collect();
+            rows.extend(raw((*first, last + HOUR_MS), Some(&hours)).await?);
+            rows.sort_by(|a, b| (a.hour_ms, &a.instance_id).cmp(&(b.hour_ms, &b.instance_id)));
+        }
+        rows.into_iter().map(StoredUsage::decode_gpu_hour).collect()
     }
 
     /// The tenant's usage per instance over buckets starting in `[from, to)`, read by `path`.

@@ -1,13 +1,15 @@
-//! Daily totals of the 5-minute intervals, kept by triggers in the same transaction as the
-//! intervals they add up, so a month's summary reads about 30 rows per GPU.
+//! Daily and hourly totals of the 5-minute intervals, kept by triggers in the same transaction
+//! as the intervals they add up, so a month's summary reads about 30 rows per GPU and an
+//! instance's 30-day series at 1 h or 1 d steps about 720.
 //!
-//! `interval_days` holds per `(tenant, instance, day, GPU)` the sums the summary takes over
-//! `intervals` ([`super::rows::USAGE_COLUMNS`]): every insert, update and delete of an
-//! interval adds its new contribution and subtracts its old one (schema version 9). Being
-//! part of the writing transaction, the daily row can never disagree with its intervals in
-//! integers; float sums (kWh, grams) differ from a fresh sum only by rounding. The one
-//! non-additive column, the highest power, is a high-water mark: intervals only ever raise it.
-//! A summary reads whole UTC days from here and the ragged edges from `intervals`.
+//! `interval_days` (schema version 9) and `interval_hours` (version 10) hold per
+//! `(tenant, instance, period, GPU)` the sums the summary takes over `intervals`
+//! ([`super::rows::USAGE_COLUMNS`]; the hours also Σ intensity): every insert, update and
+//! delete of an interval adds its new contribution and subtracts its old one. Being part of
+//! the writing transaction, a period's row can never disagree with its intervals in integers;
+//! float sums (kWh, grams) differ from a fresh sum only by rounding. The one non-additive
+//! column, the highest power, is a high-water mark: intervals only ever raise it. A summary
+//! reads whole UTC days from here and the ragged edges from `intervals`.
 
 /// Milliseconds in a day.
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -53,102 +55,182 @@ const CONTRIBUTIONS: [(&str, &str); 13] = [
     ),
 ];
 
-/// The replayed-intensity count, last of the summed columns.
+/// The replayed-intensity count, last of the summed columns of `interval_days`.
 const REPLAYED: (&str, &str) = (
     "n_replayed",
     "CASE WHEN {r}.intensity_kind IS NOT NULL AND {r}.intensity_replayed = 1 THEN 1 ELSE 0 END",
 );
 
+/// Σ I over the intervals with an intensity (the plain mean of a series step without energy),
+/// summed in `interval_hours` only.
+const INTENSITY_SUM: (&str, &str) = (
+    "intensity_sum",
+    "CASE WHEN {r}.intensity_kind IS NOT NULL THEN {r}.intensity_g_per_kwh ELSE 0.0 END",
+);
+
+/// A table of per `(tenant, instance, period, GPU)` totals kept by triggers on `intervals`.
+struct Totals {
+    /// The table.
+    table: &'static str,
+    /// Its period-start column.
+    key: &'static str,
+    /// The period's length.
+    length_ms: i64,
+    /// Whether it sums [`INTENSITY_SUM`] too.
+    intensity_sum: bool,
+}
+
+/// Daily totals (version 9): what a tenant summary reads.
+const DAYS: Totals = Totals {
+    table: "interval_days",
+    key: "day_ms",
+    length_ms: DAY_MS,
+    intensity_sum: false,
+};
+
+/// Hourly totals (version 10): what a series at whole-hour steps reads.
+const HOURS: Totals = Totals {
+    table: "interval_hours",
+    key: "hour_ms",
+    length_ms: crate::HOUR_MS,
+    intensity_sum: true,
+};
+
 fn summed() -> impl Iterator<Item = (&'static str, &'static str)> {
     CONTRIBUTIONS.into_iter().chain([REPLAYED])
 }
 
-fn day_of(column: &str) -> String {
-    format!("({column} - (({column} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})")
+fn period_of(column: &str, length_ms: i64) -> String {
+    format!("({column} - (({column} % {length_ms}) + {length_ms}) % {length_ms})")
 }
 
-/// The statement adding row `r`'s contribution to its day.
-fn add(r: &str) -> String {
-    let names: Vec<&str> = summed().map(|(n, _)| n).collect();
-    let values: Vec<String> = summed().map(|(_, v)| v.replace("{r}", r)).collect();
-    let sets: Vec<String> = names
-        .iter()
-        .map(|n| format!("{n} = {n} + excluded.{n}"))
-        .collect();
-    format!(
-        "INSERT INTO interval_days (tenant, instance_id, day_ms, gpu_uuid, power_max_mw, {}) \
-         VALUES ({r}.tenant, {r}.instance_id, {day}, {r}.gpu_uuid, {r}.power_max_mw, {}) \
-         ON CONFLICT (tenant, instance_id, day_ms, gpu_uuid) DO UPDATE SET \
-         power_max_mw = max(power_max_mw, excluded.power_max_mw), {};",
-        names.join(", "),
-        values.join(", "),
-        sets.join(", "),
-        day = day_of(&format!("{r}.bucket_ms")),
-    )
-}
+impl Totals {
+    /// The summed columns and each one's contribution of one interval row.
+    fn summed(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        summed().chain(self.intensity_sum.then_some(INTENSITY_SUM))
+    }
 
-/// The statement taking `OLD`'s contribution off its day.
-fn subtract() -> String {
-    let sets: Vec<String> = summed()
-        .map(|(n, v)| format!("{n} = {n} - ({})", v.replace("{r}", "OLD")))
-        .collect();
-    format!(
-        "UPDATE interval_days SET {} WHERE tenant = OLD.tenant AND instance_id = OLD.instance_id \
-         AND day_ms = {} AND gpu_uuid = OLD.gpu_uuid;",
-        sets.join(", "),
-        day_of("OLD.bucket_ms")
-    )
+    fn period_of(&self, column: &str) -> String {
+        period_of(column, self.length_ms)
+    }
+
+    /// The statement adding row `r`'s contribution to its period.
+    fn add(&self, r: &str) -> String {
+        let names: Vec<&str> = self.summed().map(|(n, _)| n).collect();
+        let values: Vec<String> = self.summed().map(|(_, v)| v.replace("{r}", r)).collect();
+        let sets: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n} = {n} + excluded.{n}"))
+            .collect();
+        format!(
+            "INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid, power_max_mw, {}) \
+             VALUES ({r}.tenant, {r}.instance_id, {period}, {r}.gpu_uuid, {r}.power_max_mw, {}) \
+             ON CONFLICT (tenant, instance_id, {key}, gpu_uuid) DO UPDATE SET \
+             power_max_mw = max(power_max_mw, excluded.power_max_mw), {};",
+            names.join(", "),
+            values.join(", "),
+            sets.join(", "),
+            table = self.table,
+            key = self.key,
+            period = self.period_of(&format!("{r}.bucket_ms")),
+        )
+    }
+
+    /// The statement taking `OLD`'s contribution off its period.
+    fn subtract(&self) -> String {
+        let sets: Vec<String> = self
+            .summed()
+            .map(|(n, v)| format!("{n} = {n} - ({})", v.replace("{r}", "OLD")))
+            .collect();
+        format!(
+            "UPDATE {table} SET {} WHERE tenant = OLD.tenant AND instance_id = OLD.instance_id \
+             AND {key} = {} AND gpu_uuid = OLD.gpu_uuid;",
+            sets.join(", "),
+            self.period_of("OLD.bucket_ms"),
+            table = self.table,
+            key = self.key,
+        )
+    }
+
+    /// The table (its primary key `primary_key`, `options` after it), its rows for the
+    /// intervals already stored, and the triggers that keep it.
+    fn migration(&self, primary_key: &str, options: &str) -> String {
+        let columns: Vec<String> = self
+            .summed()
+            .map(|(n, v)| {
+                let real = v.contains("3600000000.0") || n == INTENSITY_SUM.0;
+                let ty = if real { "REAL" } else { "INTEGER" };
+                format!("    {n} {ty} NOT NULL")
+            })
+            .collect();
+        let fill: Vec<String> = self
+            .summed()
+            .map(|(_, v)| format!("TOTAL({})", v.replace("{r}.", "")))
+            .collect();
+        let names: Vec<&str> = self.summed().map(|(n, _)| n).collect();
+        format!(
+            "CREATE TABLE {table} (
+    tenant       TEXT NOT NULL,
+    instance_id  TEXT NOT NULL,
+    {key:<12} INTEGER NOT NULL,
+    gpu_uuid     TEXT NOT NULL,
+    power_max_mw INTEGER NOT NULL,
+{columns},
+    PRIMARY KEY ({primary_key})
+) {options};
+INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid, power_max_mw, {names})
+    SELECT tenant, instance_id, {period} AS period, gpu_uuid, MAX(power_max_mw), {fill}
+    FROM intervals GROUP BY tenant, instance_id, period, gpu_uuid;
+CREATE TRIGGER {table}_insert AFTER INSERT ON intervals BEGIN
+    {add_new}
+END;
+CREATE TRIGGER {table}_update AFTER UPDATE ON intervals BEGIN
+    {subtract}
+    {add_new}
+END;
+CREATE TRIGGER {table}_delete AFTER DELETE ON intervals BEGIN
+    {subtract}
+END;
+",
+            table = self.table,
+            key = self.key,
+            columns = columns.join(",\n"),
+            names = names.join(", "),
+            fill = fill.join(", "),
+            period = self.period_of("bucket_ms"),
+            add_new = self.add("NEW"),
+            subtract = self.subtract(),
+        )
+    }
 }
 
 /// Version 9: `interval_days`, its triggers, and its rows for the intervals already stored;
 /// and an index on the intervals by tenant and time, so a summary's ragged edges are a range.
 pub(crate) fn v9() -> String {
-    let columns: Vec<String> = summed()
-        .map(|(n, v)| {
-            let ty = if v.contains("3600000000.0") {
-                "REAL"
-            } else {
-                "INTEGER"
-            };
-            format!("    {n} {ty} NOT NULL")
-        })
-        .collect();
-    let fill: Vec<String> = summed()
-        .map(|(_, v)| format!("TOTAL({})", v.replace("{r}.", "")))
-        .collect();
-    let names: Vec<&str> = summed().map(|(n, _)| n).collect();
     format!(
-        "CREATE TABLE interval_days (
-    tenant       TEXT NOT NULL,
-    instance_id  TEXT NOT NULL,
-    day_ms       INTEGER NOT NULL,
-    gpu_uuid     TEXT NOT NULL,
-    power_max_mw INTEGER NOT NULL,
-{columns},
-    PRIMARY KEY (tenant, day_ms, instance_id, gpu_uuid)
-) STRICT;
-CREATE INDEX intervals_by_tenant_time ON intervals (tenant, bucket_ms);
-INSERT INTO interval_days (tenant, instance_id, day_ms, gpu_uuid, power_max_mw, {names})
-    SELECT tenant, instance_id, {day} AS day, gpu_uuid, MAX(power_max_mw), {fill}
-    FROM intervals GROUP BY tenant, instance_id, day, gpu_uuid;
-CREATE TRIGGER interval_days_insert AFTER INSERT ON intervals BEGIN
-    {add_new}
-END;
-CREATE TRIGGER interval_days_update AFTER UPDATE ON intervals BEGIN
-    {subtract}
-    {add_new}
-END;
-CREATE TRIGGER interval_days_delete AFTER DELETE ON intervals BEGIN
-    {subtract}
-END;
-",
-        columns = columns.join(",\n"),
-        names = names.join(", "),
-        fill = fill.join(", "),
-        day = day_of("bucket_ms"),
-        add_new = add("NEW"),
-        subtract = subtract(),
+        "{}CREATE INDEX intervals_by_tenant_time ON intervals (tenant, bucket_ms);\n",
+        DAYS.migration("tenant, day_ms, instance_id, gpu_uuid", "STRICT")
     )
+}
+
+/// Version 10: `interval_hours`, clustered by instance and hour so one instance's month is a
+/// contiguous read of about 720 rows per GPU.
+pub(crate) fn v10() -> String {
+    HOURS.migration(
+        "tenant, instance_id, hour_ms, gpu_uuid",
+        "STRICT, WITHOUT ROWID",
+    )
+}
+
+/// The columns of `interval_hours` a series reads, in the order `RawUsage::from_row` reads
+/// its first 17 (the GPU in the instance's place, 1 in the GPU count's), then the hour and
+/// [`INTENSITY_SUM`], for tenant `?1`, instance `?2`, hours in `[?3, ?4)`.
+pub(crate) fn instance_hours_sql() -> &'static str {
+    "SELECT gpu_uuid, 1, intervals, energy_mj, estimated_mj, facility_kwh, covered_ms, samples, \
+     power_max_mw, it_co2e_g, facility_co2e_g, missing_energy_mj, n_actual, n_forecast, \
+     n_fallback, n_missing, n_replayed, hour_ms, intensity_sum FROM interval_hours \
+     WHERE tenant = ?1 AND instance_id = ?2 AND hour_ms >= ?3 AND hour_ms < ?4 \
+     AND intervals > 0 ORDER BY hour_ms, gpu_uuid"
 }
 
 /// The per-instance usage over whole days `[?2, ?3)` from `interval_days` and over the rest of
@@ -310,6 +392,47 @@ mod tests {
                 "[{a}, {b})"
             );
         }
+        // The hourly totals, row by row (the power high-water mark aside: deletes here can
+        // lower a fresh maximum), equal a fresh sum per instance, GPU and hour.
+        let names: Vec<&str> = HOURS.summed().map(|(n, _)| n).collect();
+        let fresh: Vec<String> = HOURS
+            .summed()
+            .map(|(_, v)| format!("TOTAL({})", v.replace("{r}.", "")))
+            .collect();
+        let hours = rows(
+            &conn,
+            &format!(
+                "SELECT instance_id, gpu_uuid, hour_ms, {} FROM interval_hours \
+                 WHERE tenant = ?1 AND intervals > 0 ORDER BY instance_id, gpu_uuid, hour_ms",
+                names.join(", ")
+            ),
+            &[],
+        );
+        let want = rows(
+            &conn,
+            &format!(
+                "SELECT instance_id, gpu_uuid, {hour} AS h, {} FROM intervals WHERE tenant = ?1 \
+                 GROUP BY instance_id, gpu_uuid, h ORDER BY instance_id, gpu_uuid, h",
+                fresh.join(", "),
+                hour = period_of("bucket_ms", crate::HOUR_MS)
+            ),
+            &[],
+        );
+        // TOTAL() reads integers as reals: compare the numbers, not their SQL types.
+        let as_numbers = |rows: Vec<Vec<String>>| -> Vec<Vec<String>> {
+            rows.into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .map(|v| {
+                            let t = v.trim_start_matches("Integer(").trim_end_matches(')');
+                            t.parse::<f64>().map_or(v.clone(), |f| format!("{f:.6}"))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert!(hours.len() > 100, "{} hourly rows", hours.len());
+        assert_eq!(as_numbers(hours), as_numbers(want));
         assert!(
             whole_days_read > 50,
             "{whole_days_read} ranges with whole days"

@@ -9,13 +9,13 @@ use super::db_err;
 use super::inventory::require_instance;
 use super::rows::{to_stored, RawInterval, RawSample, RawUsage, INTERVAL_COLUMNS, SAMPLE_COLUMNS};
 use crate::{
-    EnrichedSample, InstanceSummary, IntervalRow, RefusedSample, RegionHourEnergy, SampleRow,
-    StoreError, TenantSummary, WriteOutcome,
+    EnrichedSample, GpuHourUsage, InstanceSummary, IntervalRow, RefusedSample, RegionHourEnergy,
+    SampleRow, StoreError, TenantSummary, WriteOutcome,
 };
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
 use wattprint_core::sample::{EnergySample, EnergySource, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, SpanKey};
-use wattprint_core::{InstanceId, RegionId, TenantId, UnixMillis};
+use wattprint_core::{GpuUuid, InstanceId, RegionId, TenantId, UnixMillis};
 
 /// The integer forms of a sample's unsigned values, checked before any write.
 pub(super) struct Checked {
@@ -218,6 +218,19 @@ fn add_shares(upsert: &mut CachedStatement<'_>, es: &EnrichedSample) -> Result<(
 }
 
 /// The instance's samples overlapping `[from, to)`, in time order, at most `limit`.
+/// The samples of tenant `?1`, instance `?2` overlapping `[?3, ?4)`, at most `?5`. The start
+/// index is named: a sample ends at most [`MAX_SAMPLE_SPAN_MS`] after it starts, so starts in
+/// `(?3 − span, ?4)` are a short range, where the planner (without statistics) may pick the
+/// end index and walk every sample of the instance ending after `?3`.
+fn read_samples_sql() -> String {
+    format!(
+        "SELECT {SAMPLE_COLUMNS} FROM samples INDEXED BY samples_by_instance_start \
+         WHERE tenant = ?1 AND instance_id = ?2 AND start_ms < ?4 AND end_ms > ?3 \
+         AND start_ms > ?3 - {MAX_SAMPLE_SPAN_MS} \
+         ORDER BY start_ms, end_ms, gpu_uuid, seq LIMIT ?5"
+    )
+}
+
 pub(super) fn read_samples(
     conn: &mut Connection,
     tenant: &TenantId,
@@ -229,14 +242,7 @@ pub(super) fn read_samples(
     const OP: &str = "reading samples";
     let tx = conn.transaction().map_err(db_err(OP))?;
     require_instance(&tx, tenant, instance, OP)?;
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {SAMPLE_COLUMNS} FROM samples \
-             WHERE tenant = ?1 AND instance_id = ?2 AND start_ms < ?4 AND end_ms > ?3 \
-             AND start_ms > ?3 - {MAX_SAMPLE_SPAN_MS} \
-             ORDER BY start_ms, end_ms, gpu_uuid, seq LIMIT ?5"
-        ))
-        .map_err(db_err(OP))?;
+    let mut stmt = tx.prepare_cached(&read_samples_sql()).map_err(db_err(OP))?;
     let raw = stmt
         .query_map(
             params![tenant.as_str(), instance.as_str(), from.0, to.0, limit],
@@ -346,6 +352,49 @@ pub(super) fn read_intervals(
     raw.into_iter().map(RawInterval::decode).collect()
 }
 
+/// Per GPU and hour, one instance's totals from `interval_hours` (hours in `[from, to)`,
+/// whole hours, checked by the caller): a contiguous read of the clustered table.
+pub(super) fn read_hourly_usage(
+    conn: &mut Connection,
+    tenant: &TenantId,
+    instance: &InstanceId,
+    from: UnixMillis,
+    to: UnixMillis,
+) -> Result<Vec<GpuHourUsage>, StoreError> {
+    const OP: &str = "reading hourly usage";
+    let tx = conn.transaction().map_err(db_err(OP))?;
+    require_instance(&tx, tenant, instance, OP)?;
+    let mut stmt = tx
+        .prepare_cached(super::days::instance_hours_sql())
+        .map_err(db_err(OP))?;
+    let raw = stmt
+        .query_map(
+            params![tenant.as_str(), instance.as_str(), from.0, to.0],
+            |r| {
+                Ok((
+                    RawUsage::from_row(r)?,
+                    r.get::<_, i64>(17)?,
+                    r.get::<_, f64>(18)?,
+                ))
+            },
+        )
+        .map_err(db_err(OP))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err(OP))?;
+    raw.into_iter()
+        .map(|(usage, hour, intensity_sum)| {
+            // The GPU was read in the instance's place.
+            let summary = usage.decode()?;
+            Ok(GpuHourUsage {
+                gpu: GpuUuid::new(summary.instance.0),
+                hour: UnixMillis(hour),
+                totals: summary.totals,
+                intensity_sum,
+            })
+        })
+        .collect()
+}
+
 /// One aggregate over the tenant's `intervals` rows (already one row per instance, GPU and
 /// bucket, written exactly once per sample): no rollups needed at the embedded store's scale.
 /// The `(tenant, instance)`s that have 5-minute intervals (every stored sample has one).
@@ -405,4 +454,28 @@ pub(super) fn summarise(
         .map(RawUsage::decode)
         .collect::<Result<Vec<InstanceSummary>, _>>()?;
     Ok(TenantSummary::of(instances, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The samples of an edge window are a range of the start index, whatever the planner
+    /// would choose.
+    #[test]
+    fn edge_samples_read_a_range_of_the_start_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, &super::super::schema::MIGRATIONS).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", read_samples_sql()))
+            .unwrap()
+            .query_map(params!["t", "i", 0, 1, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan[0].contains("samples_by_instance_start (tenant=? AND instance_id=? AND start_ms>? AND start_ms<?)"),
+            "{plan:?}"
+        );
+    }
 }

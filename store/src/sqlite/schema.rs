@@ -172,10 +172,10 @@ CREATE TABLE statements (
 ) STRICT;
 "#;
 
-/// Version 10: no index of samples by end. Every read by time bounds `start_ms` (a sample
+/// Version 11: no index of samples by end. Every read by time bounds `start_ms` (a sample
 /// spans at most `MAX_SAMPLE_SPAN_MS`), so the start index serves it; the end index only cost
 /// every insert a fifth B-tree.
-const V10: &str = r#"
+const V11: &str = r#"
 DROP INDEX IF EXISTS samples_by_instance_end;
 "#;
 
@@ -184,7 +184,7 @@ pub(crate) static MIGRATIONS: std::sync::LazyLock<Vec<String>> = std::sync::Lazy
     [V1, super::intensity::V2, V3, V4, V5, V6, V7, V8]
         .into_iter()
         .map(str::to_owned)
-        .chain([super::days::v9(), V10.to_owned()])
+        .chain([super::days::v9(), super::days::v10(), V11.to_owned()])
         .collect()
 });
 
@@ -363,7 +363,7 @@ mod tests {
         assert_eq!(versions(&conn).len(), MIGRATIONS.len());
     }
 
-    /// Without the end index (version 10), reads and pruning by time still take an index
+    /// Without the end index (version 11), reads and pruning by time still take an index
     /// range of the instance's samples, never a scan of the table.
     #[test]
     fn samples_by_time_use_the_start_index() {

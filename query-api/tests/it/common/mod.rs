@@ -518,3 +518,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The ClickHouse server, or None (after saying so) when the test should not run.
+pub fn clickhouse_url(test: &str) -> Option<String> {
+    match std::env::var("WPTEST_CLICKHOUSE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none()
+                    && std::env::var_os("WPTEST_REQUIRE_SERVERS").is_none(),
+                "WPTEST_CLICKHOUSE_URL is not set, and CI/WPTEST_REQUIRE_SERVERS requires it"
+            );
+            eprintln!("{test} was NOT run: WPTEST_CLICKHOUSE_URL is not set");
+            None
+        }
+    }
+}
