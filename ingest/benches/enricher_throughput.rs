@@ -197,17 +197,8 @@ async fn main() {
 
     // Raw: the same rows, bulk-inserted as RowBinary by clickhouse-client.
     let db = fresh_db("e2e_raw");
-    let store = ClickHouseStore::connect(&url, &db).await.unwrap();
-    store.upsert_inventory(&instances).await.unwrap();
-    let tables = raw::encode(&batch);
-    let (cpu0, srv0, t0) = (own_cpu(), server_cpu(pid.as_deref()), Instant::now());
-    raw::insert(native, &db, &tables);
-    let server = server_cpu(pid.as_deref()) - srv0;
-    let bulk = Run {
-        wall: t0.elapsed(),
-        cpu: (own_cpu() - cpu0) + server,
-        server,
-    };
+    let (bulk, srv0) =
+        raw::timed_raw_insert(&url, native, pid.as_deref(), &db, (&instances, &batch)).await;
     let bulk_settled = settled(&bulk, srv0, pid.as_deref()).await;
     report("clickhouse-client RowBinary, bulk", n, share_rows, &bulk);
     assert_eq!(totals(&url, &db).await, (share_rows as u64, energy));

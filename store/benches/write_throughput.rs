@@ -92,18 +92,8 @@ async fn main() {
 
     // Raw: the same rows, bulk-inserted as RowBinary by clickhouse-client.
     let db = fresh_db("raw");
-    let store = ClickHouseStore::connect(&url, &db).await.unwrap();
-    store.upsert_inventory(&instances).await.unwrap();
-    let tables = raw::encode(&batch);
-    let (cpu0, srv0, t0) = (own_cpu(), server_cpu(pid.as_deref()), Instant::now());
-    raw::insert(native, &db, &tables);
-    let server = server_cpu(pid.as_deref()) - srv0;
-    let raw = Run {
-        wall: t0.elapsed(),
-        cpu: (own_cpu() - cpu0) + server,
-        server,
-    };
-    assert_eq!(tables.share_rows, share_rows);
+    let (raw, _) =
+        raw::timed_raw_insert(&url, native, pid.as_deref(), &db, (&instances, &batch)).await;
     report("clickhouse-client RowBinary, bulk", n, share_rows, &raw);
     let stored = totals(&url, &db).await;
     assert_eq!(stored.0, share_rows as u64, "raw insert stored other rows");

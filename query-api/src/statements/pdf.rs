@@ -495,7 +495,7 @@ mod tests {
 
     #[test]
     fn small_amounts_keep_their_digits() {
-        assert_eq!(kg(1_234.5678), "1.235");
+        assert_eq!(kg(1_234.567_8), "1.235");
         assert_eq!(kg(12.5), "0.012500");
         assert_eq!(kg(-0.4), "-0.000400");
         assert_eq!(kwh(0.0123456), "0.012346");

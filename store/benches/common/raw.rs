@@ -15,7 +15,9 @@ use wattprint_core::{
     GpuUuid, GramsPerKwh, HostId, InstanceId, Millijoules, Milliwatts, RegionId, TenantId,
     UnixMillis, BUCKET_MS,
 };
-use wattprint_store::{EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord};
+use wattprint_store::{
+    ClickHouseStore, EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, Store,
+};
 
 /// `n` samples of `gpus` GPUs (4 per instance, 8 per host, 8 tenants), second by second from
 /// [`START`], with their shares joined as the enricher would.
@@ -238,4 +240,34 @@ pub fn report(what: &str, samples: usize, shares: usize, r: &Run) {
             (r.cpu - r.server).as_secs_f64(),
         );
     }
+}
+
+/// The raw side of a write bench: `batch`'s rows bulk-inserted into a fresh database `db`
+/// (schema and `instances` first), timed with the server's CPU (`pid`). Returns the run and
+/// the server's CPU when it began.
+pub async fn timed_raw_insert(
+    url: &str,
+    native: u16,
+    pid: Option<&str>,
+    db: &str,
+    (instances, batch): (&[InstanceRecord], &[EnrichedSample]),
+) -> (Run, Duration) {
+    let store = ClickHouseStore::connect(url, db).await.unwrap();
+    store.upsert_inventory(instances).await.unwrap();
+    let tables = encode(batch);
+    let share_rows: usize = batch.iter().map(|s| s.shares.len()).sum();
+    assert_eq!(tables.share_rows, share_rows);
+    let (cpu0, srv0, t0) = (
+        super::own_cpu(),
+        super::server_cpu(pid),
+        std::time::Instant::now(),
+    );
+    insert(native, db, &tables);
+    let server = super::server_cpu(pid) - srv0;
+    let run = Run {
+        wall: t0.elapsed(),
+        cpu: (super::own_cpu() - cpu0) + server,
+        server,
+    };
+    (run, srv0)
 }
