@@ -235,6 +235,19 @@ async fn clickhouse_store(cfg: &Config, model: &FleetModel) -> (Arc<dyn Store>, 
             Ok((shares, samples, rollups)) if shares == rows && samples == rows && rollups > 0 => {
                 println!("ClickHouse: reusing database {db}");
                 let store = ClickHouseStore::connect(&url, &db).await.unwrap();
+                // A database kept from an older schema may lack rollups a newer one reads
+                // (daily rollups came with version 11): bring them up to date, as the
+                // enrichers' loop would; nothing is recomputed when they are fresh.
+                let t0 = Instant::now();
+                let refreshed = store
+                    .refresh_rollups(UnixMillis(START), UnixMillis(START + cfg.days as i64 * DAY))
+                    .await
+                    .unwrap();
+                println!(
+                    "ClickHouse: refresh_rollups on reuse {:.1} s ({} instance-hours)",
+                    t0.elapsed().as_secs_f64(),
+                    refreshed.recomputed
+                );
                 return (Arc::new(store), None);
             }
             _ => {
