@@ -432,15 +432,35 @@ pub struct GpuHourUsage {
     /// Σ I_i (g/kWh) over its intervals with an intensity: the plain mean a series reports
     /// when those intervals have no energy to weight by.
     pub intensity_sum: f64,
+    /// The region of every one of its intervals; `None` when they lie in several regions or
+    /// the store cannot tell (ClickHouse rollups computed before schema version 12). With it,
+    /// figures on the region's average intensity can be taken per hour.
+    pub region: Option<RegionId>,
 }
 
 impl GpuHourUsage {
     /// Adds one interval of this GPU and hour.
     pub fn add_interval(&mut self, row: &IntervalRow) {
+        self.region = if self.totals.gpu_intervals == 0 {
+            Some(row.region.clone())
+        } else {
+            self.region.take().filter(|r| *r == row.region)
+        };
         self.totals.add_interval(row);
         if let Some(j) = &row.intensity {
             self.intensity_sum += j.value.0;
         }
+    }
+
+    /// Adds `other`, the same GPU and hour's totals in another region (a store keeping them
+    /// per region).
+    pub fn merge(&mut self, other: GpuHourUsage) {
+        self.region = self
+            .region
+            .take()
+            .filter(|r| other.region.as_ref() == Some(r));
+        self.totals.add(&other.totals);
+        self.intensity_sum += other.intensity_sum;
     }
 }
 

@@ -15,7 +15,7 @@ use wattprint_core::{Bucket, GpuUuid, GramsCo2e, Millijoules, RegionId, TenantSc
 use wattprint_store::{IntervalRow, SampleRow, Store, UsageTotals, Workload, HOUR_MS};
 
 use super::*;
-use crate::average::{average_emissions_view, AverageTotals};
+use crate::average::{average_emissions_view, AverageTotals, HourAverages};
 use crate::error::ApiError;
 use crate::time::{ceil_to, floor_to};
 
@@ -185,9 +185,11 @@ async fn workload_energy_in(
 /// [`footprint`]. Embodied M: every GPU of the instances, `catalog.embodied_share(model, to −
 /// from)`; unknown models count 0 and are listed.
 ///
-/// Without a join (no average-intensity figures), the whole hours of the span are read as
-/// hourly totals ([`Store::instance_hourly_usage`], rollups) and only the ragged ends as
-/// slices: the same sums, a few hundred rows per GPU-month instead of thousands.
+/// The whole hours of the span are read as hourly totals ([`Store::instance_hourly_usage`],
+/// rollups) and only the ragged ends as slices: the same sums, a few hundred rows per
+/// GPU-month instead of thousands. With a join, figures on average intensity come from the
+/// hours too where the instance's region has one average over each hour; otherwise the whole
+/// span is read as slices.
 pub async fn workload_footprint(
     store: &dyn Store,
     scope: &TenantScope,
@@ -196,33 +198,69 @@ pub async fn workload_footprint(
     (from, to): (UnixMillis, UnixMillis),
     join: Option<&IntensityJoin>,
 ) -> Result<FootprintView, ApiError> {
-    let (h1, h2) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
-    if join.is_some() || h1 >= h2 {
-        let energy = workload_energy(store, scope, w, (from, to), join).await?;
-        return footprint_of(&energy, catalog, w, (from, to), join.is_some());
+    if let Some(view) = footprint_by_hours(store, scope, catalog, w, (from, to), join).await? {
+        return Ok(view);
     }
-    let mut energy = workload_energy_in(store, scope, w, &[(from, h1), (h2, to)], None).await?;
+    let energy = workload_energy(store, scope, w, (from, to), join).await?;
+    footprint_of(&energy, catalog, w, (from, to), join.is_some())
+}
+
+/// [`workload_footprint`] from hourly totals and the ragged ends; `None` when the span holds
+/// no whole hour or, with a join, an hour's average intensity is not one value over it.
+async fn footprint_by_hours(
+    store: &dyn Store,
+    scope: &TenantScope,
+    catalog: &HardwareCatalog,
+    w: &Workload,
+    (from, to): (UnixMillis, UnixMillis),
+    join: Option<&IntensityJoin>,
+) -> Result<Option<FootprintView>, ApiError> {
+    let (h1, h2) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
+    if h1 >= h2 {
+        return Ok(None);
+    }
+    let inventory = store
+        .list_instances(scope)
+        .await
+        .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
+    let mut averages = join.map(HourAverages::new);
+    let mut by_hour = AverageTotals::default();
     let mut hours = UsageTotals::default();
+    let mut missing = BTreeSet::new();
     for instance in &w.spec.instances {
-        if energy.missing_instances.contains(&instance.to_string()) {
+        let Some(record) = inventory.iter().find(|r| &r.instance == instance) else {
             continue;
-        }
+        };
         let rows = match store.instance_hourly_usage(scope, instance, h1, h2).await {
             Ok(rows) => rows,
             Err(wattprint_store::StoreError::NotFound(_)) => {
-                energy.missing_instances.push(instance.to_string());
+                missing.insert(instance);
                 continue;
             }
             Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
         };
         for h in &rows {
+            if let Some(averages) = averages.as_mut() {
+                // The slices' figures take the instance's region, as `workload_energy` does.
+                let Some(a) = averages.get(&record.region, h.hour) else {
+                    return Ok(None);
+                };
+                by_hour.add_hour(a.as_ref(), h.totals.energy, h.totals.facility_energy);
+            }
             hours.add(&h.totals);
         }
     }
+    let mut energy = workload_energy_in(store, scope, w, &[(from, h1), (h2, to)], join).await?;
+    for instance in missing {
+        if !energy.missing_instances.contains(&instance.to_string()) {
+            energy.missing_instances.push(instance.to_string());
+        }
+    }
     energy.covered_gpu_ms += hours.covered_ms;
-    let mut view = footprint_of(&energy, catalog, w, (from, to), false)?;
+    energy.average.merge(&by_hour);
+    let mut view = footprint_of(&energy, catalog, w, (from, to), join.is_some())?;
     view.footprint = with_hours(view.footprint, energy.estimated_mj(), &hours);
-    Ok(view)
+    Ok(Some(view))
 }
 
 /// `fp`, the footprint of slices with `estimated_mj` of their energy estimated, with the

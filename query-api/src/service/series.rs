@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wattprint_core::intensity::IntensityJoin;
+use wattprint_core::intensity::{IntensityJoin, JoinedIntensity};
 use wattprint_core::units::MJ_PER_KWH;
 use wattprint_core::{GpuUuid, InstanceId, TenantScope, UnixMillis};
 use wattprint_store::{GpuHourUsage, IntervalRow, SampleRow, Store, UsageTotals, HOUR_MS};
 
 use super::*;
-use crate::average::AverageTotals;
+use crate::average::{hour_averages, AverageTotals};
 use crate::error::ApiError;
 use crate::time::{ceil_to, floor_to, Step};
 use crate::ApiLimits;
@@ -109,15 +109,23 @@ pub async fn instance_series(
             let from = floor_to(req.from, step_ms);
             let to = ceil_to(req.to, step_ms);
             let known = record.gpus.iter().map(|g| &g.uuid);
-            // Whole-hour steps sum hourly totals (rollups), unless each interval's average
-            // intensity is wanted: that needs its bucket and region.
-            let points = if step_ms % HOUR_MS == 0 && join.is_none() {
+            // Whole-hour steps sum hourly totals (rollups); figures on average intensity too
+            // where each hour has one region and one average ([`hour_averages`]).
+            let hours = if step_ms % HOUR_MS == 0 {
                 let hours = store
                     .instance_hourly_usage(scope, instance, from, to)
                     .await
                     .map_err(map_nf)?;
+                match join {
+                    None => Some((hours, None)),
+                    Some(j) => hour_averages(j, &hours).map(|a| (hours, Some(a))),
+                }
+            } else {
+                None
+            };
+            let points = if let Some((hours, averages)) = hours {
                 let gpus: BTreeSet<&GpuUuid> = known.chain(hours.iter().map(|h| &h.gpu)).collect();
-                aggregate_hours(&hours, from, to, step_ms, gpus.len())
+                aggregate_hours(&hours, averages.as_deref(), from, to, step_ms, gpus.len())
             } else {
                 let rows = store
                     .instance_intervals(scope, instance, from, to)
@@ -298,17 +306,36 @@ pub fn aggregate_intervals(
 
 /// Aggregates per-GPU hourly totals ([`Store::instance_hourly_usage`]) into steps of
 /// `step_ms`, a whole number of hours, over `[from, to)` (aligned to the step): the same
-/// points [`aggregate_intervals`] makes of the intervals they sum, without average intensity
-/// (hourly totals do not keep each interval's bucket and region).
+/// points [`aggregate_intervals`] makes of the intervals they sum. With `averages` (per row,
+/// its hour's average intensity, [`hour_averages`]) each point also carries its emissions on
+/// average intensity, as [`aggregate_intervals`] with the join gives them.
 pub fn aggregate_hours(
     hours: &[GpuHourUsage],
+    averages: Option<&[Option<JoinedIntensity>]>,
     from: UnixMillis,
     to: UnixMillis,
     step_ms: i64,
     gpus: usize,
 ) -> Vec<AggregatePoint> {
-    let accs = steps(hours, (from, to), step_ms, |h| h.hour, StepAcc::add_hour);
-    points(accs, from, step_ms, gpus, false)
+    let items: Vec<(&GpuHourUsage, Option<&Option<JoinedIntensity>>)> = hours
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h, averages.and_then(|a| a.get(i))))
+        .collect();
+    let accs = steps(
+        &items,
+        (from, to),
+        step_ms,
+        |(h, _)| h.hour,
+        |acc, (h, a)| {
+            acc.add_hour(h);
+            if let Some(a) = a {
+                acc.average
+                    .add_hour(a.as_ref(), h.totals.energy, h.totals.facility_energy);
+            }
+        },
+    );
+    points(accs, from, step_ms, gpus, averages.is_some())
 }
 
 #[cfg(test)]
@@ -472,14 +499,80 @@ mod tests {
                     && close(p.facility_co2e_g, q.facility_co2e_g)
                     && close_opt(p.power_mean_w, q.power_mean_w)
                     && close_opt(p.intensity_g_per_kwh, q.intensity_g_per_kwh)
-                    && p.average_co2e_g == q.average_co2e_g,
+                    && close_opt(p.average_co2e_g, q.average_co2e_g)
+                    && close_opt(p.average_facility_co2e_g, q.average_facility_co2e_g)
+                    && close_opt(p.average_intensity_g_per_kwh, q.average_intensity_g_per_kwh),
                 "{p:?} != {q:?}"
             );
         }
     }
 
+    /// A join where region `R` has a static average and published hourly averages for its
+    /// first 20 hours (one of them published for half an hour only when `half_hour`), and
+    /// region `S` has no average at all.
+    fn averages_join(half_hour: bool) -> IntensityJoin {
+        use wattprint_core::intensity::{IntensityPoint, PointKind, RegionIntensity, Signal};
+        let mut join = IntensityJoin::new(0);
+        join.insert(
+            RegionId::from("R"),
+            RegionIntensity {
+                marginal: None,
+                replay: false,
+                average: Some((GramsPerKwh(380.5), "egrid2023:R".into())),
+            },
+        );
+        join.insert(
+            RegionId::from("S"),
+            RegionIntensity {
+                marginal: None,
+                replay: false,
+                average: None,
+            },
+        );
+        for h in 0..20i64 {
+            let duration_ms = if half_hour && h == 7 {
+                HOUR_MS / 2
+            } else {
+                HOUR_MS
+            };
+            join.record(&IntensityPoint {
+                region: RegionId::from("R"),
+                at: UnixMillis(h * HOUR_MS),
+                duration_ms,
+                value: GramsPerKwh(200.0 + 13.25 * h as f64),
+                signal: Signal::Average,
+                kind: PointKind::Actual,
+                issued_at: None,
+                provider: "electricitymaps:R".into(),
+                model_version: None,
+                fetched_at: UnixMillis(0),
+            })
+            .unwrap();
+        }
+        join
+    }
+
+    #[test]
+    fn an_average_changing_inside_an_hour_needs_the_intervals() {
+        let rows = vec![
+            row(7 * 12, "g1", 5_000, 10, None),
+            row(0, "g1", 7, 10, None),
+        ];
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.bucket);
+        let hours = wattprint_store::hourly_usage(&rows);
+        assert!(hour_averages(&averages_join(false), &hours).is_some());
+        assert_eq!(hour_averages(&averages_join(true), &hours), None);
+        // An hour whose region is unknown (mixed, or a store that cannot tell) too.
+        let mut unknown = hours.clone();
+        unknown[0].region = None;
+        assert_eq!(hour_averages(&averages_join(false), &unknown), None);
+    }
+
     proptest::proptest! {
-        /// Hourly totals summed into 1 h and 1 d steps give the points the intervals give.
+        /// Hourly totals summed into 1 h and 1 d steps give the points the intervals give,
+        /// figures on average intensity included (intervals in two regions, one of them
+        /// with published hourly averages then a static rate, the other with none).
         #[test]
         fn hourly_totals_give_the_points_of_their_intervals(
             cells in proptest::collection::vec(
@@ -501,16 +594,26 @@ mod tests {
                 .map(|(b, g, mj, covered, k)| {
                     // Some zero-energy intervals with intensity: the plain-mean case.
                     let mj = if k == 4 { 0 } else { mj };
-                    row(b, &format!("g{g}"), mj, covered, kinds[k as usize])
+                    let mut r = row(b, &format!("g{g}"), mj, covered, kinds[k as usize]);
+                    if g == 2 {
+                        r.region = RegionId::from("S");
+                    }
+                    r
                 })
                 .collect();
             rows.sort_by_key(|r| (r.bucket, r.gpu.clone()));
             let hours = wattprint_store::hourly_usage(&rows);
+            let join = averages_join(false);
+            let averages = hour_averages(&join, &hours).expect("hourly averages");
             for step in [HOUR_MS, 24 * HOUR_MS] {
                 let (from, to) = (UnixMillis(-step), UnixMillis(3 * 24 * HOUR_MS));
                 assert_same_points(
-                    &aggregate_hours(&hours, from, to, step, 3),
+                    &aggregate_hours(&hours, None, from, to, step, 3),
                     &aggregate_intervals(&rows, from, to, step, 3, None),
+                );
+                assert_same_points(
+                    &aggregate_hours(&hours, Some(&averages), from, to, step, 3),
+                    &aggregate_intervals(&rows, from, to, step, 3, Some(&join)),
                 );
             }
         }

@@ -1,7 +1,9 @@
 //! A series at 1 h and 1 d steps, and a workload's footprint, summed from hourly totals
 //! (rollups) equal the ones computed from the 5-minute intervals, on both stores: ~27 hours of the real H100 trace on
 //! two GPUs with ragged ends, every kind of intensity, a stretch of zero-energy intervals, and
-//! a batch redelivered after the rollups were built. Integers to the unit, floats to 1e-9
+//! a batch redelivered after the rollups were built; with and without figures on average
+//! intensity (published hourly averages, then a static rate; and averages changing inside an
+//! hour, which must fall back to the intervals). Integers to the unit, floats to 1e-9
 //! relative; the energy also against the samples' own sum.
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +12,14 @@ use crate::common;
 use common::*;
 use serde_json::Value;
 use wattprint_api_types::time::Step;
-use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
-use wattprint_core::{Bucket, GramsPerKwh, InstanceId, TenantId, TenantScope, UnixMillis};
+use wattprint_core::intensity::{
+    IntensityJoin, IntensityKind, IntensityPoint, JoinedIntensity, PointKind, RegionIntensity,
+    Signal,
+};
+use wattprint_core::{
+    Bucket, GramsPerKwh, InstanceId, RegionId, TenantId, TenantScope, UnixMillis,
+};
+use wattprint_query_api::average::hour_averages;
 use wattprint_query_api::service::footprint::footprint_of;
 use wattprint_query_api::service::{
     aggregate_intervals, instance_series, workload_energy, workload_footprint, SeriesRequest,
@@ -55,6 +63,38 @@ fn intensity(bucket: Bucket) -> Option<JoinedIntensity> {
         point_at: bucket.start(),
         replayed: k.rem_euclid(11) == 0,
     })
+}
+
+/// A join with region R1's published hourly averages over the first 20 hours of the data (a
+/// static rate after them), each `minutes` long: 60 gives one value per hour, less changes
+/// inside hours.
+fn averages_join(minutes: i64) -> IntensityJoin {
+    let mut join = IntensityJoin::new(0);
+    join.insert(
+        RegionId::from("R1"),
+        RegionIntensity {
+            marginal: None,
+            replay: false,
+            average: Some((GramsPerKwh(371.25), "egrid2023:R1".into())),
+        },
+    );
+    let first = DATA_FROM.div_euclid(HOUR) * HOUR;
+    for k in 0..20 * 60 / minutes {
+        join.record(&IntensityPoint {
+            region: RegionId::from("R1"),
+            at: UnixMillis(first + k * minutes * 60_000),
+            duration_ms: minutes * 60_000,
+            value: GramsPerKwh(180.0 + 9.5 * k as f64),
+            signal: Signal::Average,
+            kind: PointKind::Actual,
+            issued_at: None,
+            provider: "electricitymaps:R1".into(),
+            model_version: None,
+            fetched_at: UnixMillis(0),
+        })
+        .unwrap();
+    }
+    join
 }
 
 /// Both GPUs' samples: the trace's phases looped over the data's span.
@@ -156,14 +196,19 @@ fn assert_same(got: &Value, want: &Value, at: &str) {
 
 /// The 1 h and 1 d series of a ragged range equal the ones computed from the intervals, and
 /// hold every sample's energy. Returns the hourly series.
-async fn check_series(store: &dyn Store, samples: &[EnrichedSample], zero_hour: bool) -> Value {
+async fn check_series(
+    store: &dyn Store,
+    samples: &[EnrichedSample],
+    zero_hour: bool,
+    join: Option<&IntensityJoin>,
+) -> Value {
     let acme = scope("acme");
     let instance = InstanceId::from(INSTANCE);
     let (from, to) = (UnixMillis(DATA_FROM + 3_000), UnixMillis(DATA_TO));
     let mut hourly = Value::Null;
     for step in [Step::Hour, Step::Day] {
         let req = SeriesRequest { from, to, step };
-        let got = instance_series(store, &acme, &instance, req, &ApiLimits::default(), None)
+        let got = instance_series(store, &acme, &instance, req, &ApiLimits::default(), join)
             .await
             .unwrap();
         let step_ms = step.millis().unwrap();
@@ -175,7 +220,7 @@ async fn check_series(store: &dyn Store, samples: &[EnrichedSample], zero_hour: 
             .instance_intervals(&acme, &instance, a, b)
             .await
             .unwrap();
-        let want = aggregate_intervals(&rows, a, b, step_ms, GPUS.len(), None);
+        let want = aggregate_intervals(&rows, a, b, step_ms, GPUS.len(), join);
         let got = serde_json::to_value(&got).unwrap();
         let points = &got["points"];
         assert_same(points, &serde_json::to_value(&want).unwrap(), step.as_str());
@@ -190,6 +235,15 @@ async fn check_series(store: &dyn Store, samples: &[EnrichedSample], zero_hour: 
             energy,
             samples.iter().map(|s| s.sample.energy.0).sum::<u64>()
         );
+        if join.is_some() {
+            let average: f64 = points
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["average_co2e_g"].as_f64().unwrap())
+                .sum();
+            assert!(average > 0.0, "{points}");
+        }
         if step == Step::Hour && zero_hour {
             let zero = &points[((ZERO_HOUR - a.0) / HOUR) as usize];
             assert_eq!(zero["energy_mj"], 0);
@@ -207,16 +261,27 @@ async fn check_series(store: &dyn Store, samples: &[EnrichedSample], zero_hour: 
 
 /// The footprint of a ragged workload over the data, whole hours read from hourly totals,
 /// equals the one of its 5-minute slices; its energy is the samples' inside the span, clipped.
-async fn check_footprint(store: &dyn Store, w: &Workload, samples: &[EnrichedSample]) -> Value {
+async fn check_footprint(
+    store: &dyn Store,
+    w: &Workload,
+    samples: &[EnrichedSample],
+    join: Option<&IntensityJoin>,
+) -> Value {
     let acme = scope("acme");
     let span = (w.spec.from, w.spec.to.unwrap());
-    let got = workload_footprint(store, &acme, &catalog(), w, span, None)
+    let got = workload_footprint(store, &acme, &catalog(), w, span, join)
         .await
         .unwrap();
-    let energy = workload_energy(store, &acme, w, span, None).await.unwrap();
-    let want = footprint_of(&energy, &catalog(), w, span, false).unwrap();
+    let energy = workload_energy(store, &acme, w, span, join).await.unwrap();
+    let want = footprint_of(&energy, &catalog(), w, span, join.is_some()).unwrap();
     let got = serde_json::to_value(&got).unwrap();
     assert_same(&got, &serde_json::to_value(&want).unwrap(), "footprint");
+    if join.is_some() {
+        assert!(
+            got["average"]["operational_co2e_g"].as_f64().unwrap() > 0.0,
+            "{got}"
+        );
+    }
     let by_hand: u64 = samples
         .iter()
         .map(|s| {
@@ -228,10 +293,50 @@ async fn check_footprint(store: &dyn Store, w: &Workload, samples: &[EnrichedSam
     got
 }
 
+/// Every check with no join, with hourly averages (read from hourly totals), and with
+/// half-hourly ones (read from the intervals).
+async fn check_all(
+    store: &dyn Store,
+    w: Option<&Workload>,
+    samples: &[EnrichedSample],
+    zero_hour: bool,
+) -> (Value, Option<Value>) {
+    let (hourly, half_hourly) = (averages_join(60), averages_join(30));
+    let mut out = (Value::Null, None);
+    for join in [None, Some(&hourly), Some(&half_hourly)] {
+        let series = check_series(store, samples, zero_hour, join).await;
+        let footprint = match w {
+            Some(w) => Some(check_footprint(store, w, samples, join).await),
+            None => None,
+        };
+        if join.is_none() {
+            out = (series, footprint);
+        }
+    }
+    // The hours carry their region, so hourly averages apply to every one of them.
+    let hours = store
+        .instance_hourly_usage(
+            &scope("acme"),
+            &InstanceId::from(INSTANCE),
+            UnixMillis(DATA_FROM.div_euclid(HOUR) * HOUR),
+            UnixMillis((DATA_TO / HOUR + 1) * HOUR),
+        )
+        .await
+        .unwrap();
+    assert!(hours.len() > 40, "{} hours", hours.len());
+    assert!(
+        hours.iter().all(|h| h.region == Some(RegionId::from("R1"))),
+        "{hours:?}"
+    );
+    assert!(hour_averages(&hourly, &hours).is_some());
+    assert_eq!(hour_averages(&half_hourly, &hours), None);
+    out
+}
+
 async fn case(store: &dyn Store) {
     let written = seed(store).await;
     let mut written = written;
-    let before = check_series(store, &written, true).await;
+    let (before, _) = check_all(store, None, &written, true).await;
     let w = store
         .create_workload(
             &scope("acme"),
@@ -247,7 +352,7 @@ async fn case(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let footprint_before = check_footprint(store, &w, &written).await;
+    let footprint_before = check_all(store, Some(&w), &written, true).await.1.unwrap();
 
     // A batch delivered again after the rollups were built changes nothing.
     let again = &written[written.len() / 3..written.len() / 3 + 500];
@@ -257,9 +362,9 @@ async fn case(store: &dyn Store) {
         (0, again.len()),
         "{out:?}"
     );
-    let after = check_series(store, &written, true).await;
+    let (after, footprint_after) = check_all(store, Some(&w), &written, true).await;
+    let footprint_after = footprint_after.unwrap();
     assert_same(&after, &before, "after the redelivery");
-    let footprint_after = check_footprint(store, &w, &written).await;
     assert_same(
         &footprint_after,
         &footprint_before,
@@ -286,10 +391,9 @@ async fn case(store: &dyn Store) {
         .unwrap();
     assert_eq!(out.inserted, 1, "{out:?}");
     written.push(late);
-    let late_series = check_series(store, &written, false).await;
+    let (late_series, _) = check_all(store, Some(&w), &written, false).await;
     let at = ((ZERO_HOUR - T0 + 2 * HOUR) / HOUR) as usize;
     assert_eq!(late_series["points"][at]["energy_mj"], 42_000_017);
-    check_footprint(store, &w, &written).await;
 
     // Another tenant does not see the instance; a range of part hours is refused.
     let err = store

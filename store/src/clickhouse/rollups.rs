@@ -80,7 +80,8 @@ use ::clickhouse::Row;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use wattprint_core::{
-    GpuUuid, GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, TenantId, UnixMillis,
+    GpuUuid, GramsCo2e, InstanceId, KilowattHours, Millijoules, Milliwatts, RegionId, TenantId,
+    UnixMillis,
 };
 
 /// Most stale `(instance, hour)` pairs a summary excludes one by one; beyond, whole hours.
@@ -141,7 +142,8 @@ fn intervals_sql(filter: &str) -> String {
          sum(energy_mj) AS iv_energy, sum(toFloat64(energy_mj)) AS iv_energy_f, \
          sum(estimated_mj) AS iv_estimated, sum(covered_ms) AS iv_covered, \
          count() AS iv_samples, max(power_max_mw) AS iv_power_max, \
-         argMin(pue, seq) AS iv_pue, max(has_intensity) AS iv_has, \
+         argMin(pue, seq) AS iv_pue, toString(argMin(region, seq)) AS iv_region, \
+         max(has_intensity) AS iv_has, \
          argMinIf(intensity_value, seq, has_intensity = 1) AS iv_value, \
          toString(argMinIf(intensity_kind, seq, has_intensity = 1)) AS iv_kind, \
          argMinIf(intensity_replayed, seq, has_intensity = 1) AS iv_replayed \
@@ -180,11 +182,13 @@ const TOTALS_OF_INTERVALS: &str = "count() AS gpu_intervals, sum(iv_energy) AS e
      AS intervals_unknown";
 
 /// Per `(instance, GPU, hour)` totals of the intervals under `filter` (plus the tenant when
-/// `with_tenant`), columns named as in `rollup_hourly`.
+/// `with_tenant`), with a region of the intervals and how many regions they lie in, columns
+/// named as in `rollup_hourly`.
 fn hourly_sql(filter: &str, with_tenant: bool) -> String {
     let tenant = if with_tenant { "tenant, " } else { "" };
     format!(
-        "SELECT {tenant}instance_id, gpu_uuid, {hour} AS hour_ms, {TOTALS_OF_INTERVALS} \
+        "SELECT {tenant}instance_id, gpu_uuid, {hour} AS hour_ms, {TOTALS_OF_INTERVALS}, \
+         any(iv_region) AS region, toUInt64(uniqExact(iv_region)) AS regions \
          FROM ({inner}) GROUP BY {tenant}instance_id, gpu_uuid, hour_ms",
         hour = hour_of("bucket_ms"),
         inner = intervals_sql(filter),
@@ -223,12 +227,12 @@ pub(super) struct Grain {
 /// `(tenant, instance, period start, write count)`: one rollup row set to recompute.
 pub(super) type RecomputeJob<'a> = (&'a str, &'a str, i64, u64);
 
-/// Hourly rollups.
+/// Hourly rollups, with their intervals' region (schema version 12).
 const HOURLY: Grain = Grain {
     table: "rollup_hourly",
     key: "hour_ms",
     length_ms: HOUR_MS,
-    extra: "",
+    extra: ", region, regions",
     computed: |filter| hourly_sql(filter, true),
     op: "recomputing rollups",
 };
@@ -254,7 +258,7 @@ const SUMMARY_SELECT: &str = "instance_id, uniqExact(gpu_uuid), sum(gpu_interval
      sum(missing_energy_mj), sum(intervals_actual), sum(intervals_forecast), \
      sum(intervals_fallback), sum(intervals_missing), sum(intervals_replayed), \
      sum(intervals_unknown), uniqExactArray(rollup_hours), toInt64(0), toFloat64(0), \
-     toUInt64(0)";
+     toUInt64(0), '', toUInt64(0)";
 
 /// One instance's row of [`SUMMARY_SELECT`].
 #[derive(Debug, Row, Deserialize)]
@@ -285,6 +289,11 @@ struct StoredUsage {
     intensity_sum: f64,
     /// The write count a rollup row was computed at; 0 in a summary and for 5-minute data.
     writes_seen: u64,
+    /// A region of a per-GPU row's intervals; empty in a summary.
+    region: String,
+    /// How many regions a per-GPU row's intervals lie in: 0 in a summary and in rollup rows
+    /// computed before schema version 12 (unknown).
+    regions: u64,
 }
 
 impl StoredUsage {
@@ -339,19 +348,21 @@ const GPU_HOUR_SELECT: &str = "gpu_uuid, toUInt64(1), gpu_intervals, energy_mj, 
      estimated_mj, covered_ms, samples, power_max_mw, facility_kwh, it_co2e_g, facility_co2e_g, \
      missing_energy_mj, intervals_actual, intervals_forecast, intervals_fallback, \
      intervals_missing, intervals_replayed, intervals_unknown, toUInt64(0), hour_ms, \
-     intensity_sum, writes_seen";
+     intensity_sum, writes_seen, region, regions";
 
 impl StoredUsage {
     /// A row of [`GPU_HOUR_SELECT`], checked with [`StoredUsage::decode`]'s rules (errors name
     /// the GPU as the instance).
     fn decode_gpu_hour(self) -> Result<GpuHourUsage, StoreError> {
         let (hour, intensity_sum) = (UnixMillis(self.hour_ms), self.intensity_sum);
+        let region = (self.regions == 1).then(|| RegionId(self.region.clone()));
         let usage = self.decode()?;
         Ok(GpuHourUsage {
             gpu: GpuUuid::new(usage.instance.0),
             hour,
             totals: usage.totals,
             intensity_sum,
+            region,
         })
     }
 }

@@ -443,6 +443,27 @@ fn v11(modern: bool) -> Vec<String> {
     ]
 }
 
+/// Version 12: the region of each hourly rollup's intervals (`region`, and `regions`, how many
+/// they lie in), so figures on a region's average intensity can be taken per hour. Rows
+/// computed before keep `regions = 0` (unknown) until their hour is recomputed; readers then
+/// take those figures from the 5-minute data. 18.16 has no `ADD COLUMN IF NOT EXISTS`: the
+/// runner treats a column that already exists as added ([`is_added_column`]).
+fn v12(modern: bool) -> Vec<String> {
+    let Dialect { few, .. } = Dialect::new(modern);
+    vec![
+        format!("ALTER TABLE rollup_hourly ADD COLUMN region {few} DEFAULT ''"),
+        "ALTER TABLE rollup_hourly ADD COLUMN regions UInt64 DEFAULT 0".to_owned(),
+    ]
+}
+
+/// True when `error`, from running `sql`, only says that the column an `ADD COLUMN` adds is
+/// already there: a migration re-run after a crash between its statements.
+fn is_added_column(sql: &str, error: &str) -> bool {
+    sql.starts_with("ALTER TABLE")
+        && sql.contains(" ADD COLUMN ")
+        && error.contains("already exists")
+}
+
 /// The totals columns of `rollup_hourly` and `rollup_daily`, in table order, with their types.
 pub(crate) const ROLLUP_TOTAL_COLUMNS: [(&str, &str); 20] = [
     ("gpu_intervals", "UInt64"),
@@ -499,6 +520,7 @@ pub(crate) fn migrations(modern: bool) -> Vec<Vec<String>> {
         v9(),
         v10(),
         v11(modern),
+        v12(modern),
     ]
 }
 
@@ -540,14 +562,18 @@ pub(crate) async fn migrate(client: &Client, migrations: &[Vec<String>]) -> Resu
     for (version, statements) in (1u32..).zip(migrations).skip_while(|(v, _)| *v <= current) {
         for sql in statements {
             // Statements are constants of this build: no `?` binding in them, so escape any.
-            client
-                .query(&sql.replace('?', "??"))
-                .execute()
-                .await
-                .map_err(|e| StoreError::Backend {
-                    op: OP,
-                    source: format!("migration {version}: {e}").into(),
-                })?;
+            match client.query(&sql.replace('?', "??")).execute().await {
+                Ok(()) => {}
+                Err(e) if is_added_column(sql, &e.to_string()) => {
+                    tracing::info!(version, %sql, "column already added by an earlier run");
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend {
+                        op: OP,
+                        source: format!("migration {version}: {e}").into(),
+                    })
+                }
+            }
         }
         let mut insert = client
             .insert::<MigrationRow>("schema_migrations")
@@ -624,7 +650,8 @@ mod tests {
                         || sql.starts_with("INSERT INTO gpu_spans ")
                         || sql.starts_with("INSERT INTO gpu_placements ")
                         || sql.starts_with("INSERT INTO gpu_frontier ")
-                        || sql.starts_with("INSERT INTO rollup_marks_daily "),
+                        || sql.starts_with("INSERT INTO rollup_marks_daily ")
+                        || is_added_column(&sql, "column already exists"),
                     "{sql}"
                 );
             }

@@ -78,6 +78,8 @@ struct Totals {
     length_ms: i64,
     /// Whether it sums [`INTENSITY_SUM`] too.
     intensity_sum: bool,
+    /// Whether its rows are per region too (a key column after the GPU).
+    by_region: bool,
 }
 
 /// Daily totals (version 9): what a tenant summary reads.
@@ -86,14 +88,23 @@ const DAYS: Totals = Totals {
     key: "day_ms",
     length_ms: DAY_MS,
     intensity_sum: false,
+    by_region: false,
 };
 
-/// Hourly totals (version 10): what a series at whole-hour steps reads.
-const HOURS: Totals = Totals {
+/// Hourly totals as version 10 made them: per GPU, all regions together.
+const HOURS_V10: Totals = Totals {
     table: "interval_hours",
     key: "hour_ms",
     length_ms: crate::HOUR_MS,
     intensity_sum: true,
+    by_region: false,
+};
+
+/// Hourly totals (version 12): what a series at whole-hour steps reads, per region so that
+/// figures on a region's average intensity can be taken per hour.
+const HOURS: Totals = Totals {
+    by_region: true,
+    ..HOURS_V10
 };
 
 fn summed() -> impl Iterator<Item = (&'static str, &'static str)> {
@@ -122,10 +133,16 @@ impl Totals {
             .iter()
             .map(|n| format!("{n} = {n} + excluded.{n}"))
             .collect();
+        let (region, region_value) = if self.by_region {
+            (", region", format!(", {r}.region"))
+        } else {
+            ("", String::new())
+        };
         format!(
-            "INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid, power_max_mw, {}) \
-             VALUES ({r}.tenant, {r}.instance_id, {period}, {r}.gpu_uuid, {r}.power_max_mw, {}) \
-             ON CONFLICT (tenant, instance_id, {key}, gpu_uuid) DO UPDATE SET \
+            "INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid{region}, power_max_mw, {}) \
+             VALUES ({r}.tenant, {r}.instance_id, {period}, {r}.gpu_uuid{region_value}, \
+             {r}.power_max_mw, {}) \
+             ON CONFLICT (tenant, instance_id, {key}, gpu_uuid{region}) DO UPDATE SET \
              power_max_mw = max(power_max_mw, excluded.power_max_mw), {};",
             names.join(", "),
             values.join(", "),
@@ -144,9 +161,14 @@ impl Totals {
             .collect();
         format!(
             "UPDATE {table} SET {} WHERE tenant = OLD.tenant AND instance_id = OLD.instance_id \
-             AND {key} = {} AND gpu_uuid = OLD.gpu_uuid;",
+             AND {key} = {} AND gpu_uuid = OLD.gpu_uuid{};",
             sets.join(", "),
             self.period_of("OLD.bucket_ms"),
+            if self.by_region {
+                " AND region = OLD.region"
+            } else {
+                ""
+            },
             table = self.table,
             key = self.key,
         )
@@ -168,19 +190,24 @@ impl Totals {
             .map(|(_, v)| format!("TOTAL({})", v.replace("{r}.", "")))
             .collect();
         let names: Vec<&str> = self.summed().map(|(n, _)| n).collect();
+        let (region_column, region) = if self.by_region {
+            ("    region       TEXT NOT NULL,\n", ", region")
+        } else {
+            ("", "")
+        };
         format!(
             "CREATE TABLE {table} (
     tenant       TEXT NOT NULL,
     instance_id  TEXT NOT NULL,
     {key:<12} INTEGER NOT NULL,
     gpu_uuid     TEXT NOT NULL,
-    power_max_mw INTEGER NOT NULL,
+{region_column}    power_max_mw INTEGER NOT NULL,
 {columns},
     PRIMARY KEY ({primary_key})
 ) {options};
-INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid, power_max_mw, {names})
-    SELECT tenant, instance_id, {period} AS period, gpu_uuid, MAX(power_max_mw), {fill}
-    FROM intervals GROUP BY tenant, instance_id, period, gpu_uuid;
+INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid{region}, power_max_mw, {names})
+    SELECT tenant, instance_id, {period} AS period, gpu_uuid{region}, MAX(power_max_mw), {fill}
+    FROM intervals GROUP BY tenant, instance_id, period, gpu_uuid{region};
 CREATE TRIGGER {table}_insert AFTER INSERT ON intervals BEGIN
     {add_new}
 END;
@@ -216,21 +243,38 @@ pub(crate) fn v9() -> String {
 /// Version 10: `interval_hours`, clustered by instance and hour so one instance's month is a
 /// contiguous read of about 720 rows per GPU.
 pub(crate) fn v10() -> String {
-    HOURS.migration(
+    HOURS_V10.migration(
         "tenant, instance_id, hour_ms, gpu_uuid",
         "STRICT, WITHOUT ROWID",
     )
 }
 
+/// Version 12: `interval_hours` rebuilt per region as well (the region after the GPU in the
+/// key, so one instance's month stays one contiguous read), so a series or footprint asked
+/// for figures on average intensity can read hours too.
+pub(crate) fn v12() -> String {
+    format!(
+        "DROP TRIGGER interval_hours_insert;
+DROP TRIGGER interval_hours_update;
+DROP TRIGGER interval_hours_delete;
+DROP TABLE interval_hours;
+{}",
+        HOURS.migration(
+            "tenant, instance_id, hour_ms, gpu_uuid, region",
+            "STRICT, WITHOUT ROWID",
+        )
+    )
+}
+
 /// The columns of `interval_hours` a series reads, in the order `RawUsage::from_row` reads
-/// its first 17 (the GPU in the instance's place, 1 in the GPU count's), then the hour and
-/// [`INTENSITY_SUM`], for tenant `?1`, instance `?2`, hours in `[?3, ?4)`.
+/// its first 17 (the GPU in the instance's place, 1 in the GPU count's), then the hour,
+/// [`INTENSITY_SUM`] and the region, for tenant `?1`, instance `?2`, hours in `[?3, ?4)`.
 pub(crate) fn instance_hours_sql() -> &'static str {
     "SELECT gpu_uuid, 1, intervals, energy_mj, estimated_mj, facility_kwh, covered_ms, samples, \
      power_max_mw, it_co2e_g, facility_co2e_g, missing_energy_mj, n_actual, n_forecast, \
-     n_fallback, n_missing, n_replayed, hour_ms, intensity_sum FROM interval_hours \
+     n_fallback, n_missing, n_replayed, hour_ms, intensity_sum, region FROM interval_hours \
      WHERE tenant = ?1 AND instance_id = ?2 AND hour_ms >= ?3 AND hour_ms < ?4 \
-     AND intervals > 0 ORDER BY hour_ms, gpu_uuid"
+     AND intervals > 0 ORDER BY hour_ms, gpu_uuid, region"
 }
 
 /// The per-instance usage over whole days `[?2, ?3)` from `interval_days` and over the rest of
@@ -338,7 +382,7 @@ mod tests {
                         "INSERT INTO intervals (instance_id, gpu_uuid, bucket_ms, tenant, energy_mj, \
                          estimated_mj, covered_ms, samples, power_max_mw, region, \
                          intensity_g_per_kwh, intensity_kind, intensity_replayed, pue) \
-                         VALUES (?1, ?2, ?3, 'acme', ?4, ?5, 1000, 1, ?6, 'r', ?7, ?8, ?9, 1.25) \
+                         VALUES (?1, ?2, ?3, 'acme', ?4, ?5, 1000, 1, ?6, ?10, ?7, ?8, ?9, 1.25) \
                          ON CONFLICT (instance_id, gpu_uuid, bucket_ms) DO UPDATE SET \
                          energy_mj = energy_mj + excluded.energy_mj, samples = samples + 1, \
                          power_max_mw = max(power_max_mw, excluded.power_max_mw), \
@@ -352,15 +396,23 @@ mod tests {
                             kind.map(|_| rng.random_range(100.0..900.0f64)),
                             kind,
                             rng.random_range(0..2i64),
+                            ["r", "s"][rng.random_range(0..2)],
                         ],
                     )
                     .unwrap();
                 }
                 7 | 8 => {
                     conn.execute(
-                        "UPDATE intervals SET intensity_g_per_kwh = ?4, intensity_kind = ?5 \
-                         WHERE instance_id = ?1 AND gpu_uuid = ?2 AND bucket_ms = ?3",
-                        rusqlite::params![key.0, key.1, key.2, kind.map(|_| 321.5), kind],
+                        "UPDATE intervals SET intensity_g_per_kwh = ?4, intensity_kind = ?5, \
+                         region = ?6 WHERE instance_id = ?1 AND gpu_uuid = ?2 AND bucket_ms = ?3",
+                        rusqlite::params![
+                            key.0,
+                            key.1,
+                            key.2,
+                            kind.map(|_| 321.5),
+                            kind,
+                            ["r", "s"][rng.random_range(0..2)],
+                        ],
                     )
                     .unwrap();
                 }
@@ -393,7 +445,8 @@ mod tests {
             );
         }
         // The hourly totals, row by row (the power high-water mark aside: deletes here can
-        // lower a fresh maximum), equal a fresh sum per instance, GPU and hour.
+        // lower a fresh maximum), equal a fresh sum per instance, GPU, hour and region, the
+        // region of an interval changing included.
         let names: Vec<&str> = HOURS.summed().map(|(n, _)| n).collect();
         let fresh: Vec<String> = HOURS
             .summed()
@@ -402,8 +455,9 @@ mod tests {
         let hours = rows(
             &conn,
             &format!(
-                "SELECT instance_id, gpu_uuid, hour_ms, {} FROM interval_hours \
-                 WHERE tenant = ?1 AND intervals > 0 ORDER BY instance_id, gpu_uuid, hour_ms",
+                "SELECT instance_id, gpu_uuid, hour_ms, region, {} FROM interval_hours \
+                 WHERE tenant = ?1 AND intervals > 0 \
+                 ORDER BY instance_id, gpu_uuid, hour_ms, region",
                 names.join(", ")
             ),
             &[],
@@ -411,8 +465,9 @@ mod tests {
         let want = rows(
             &conn,
             &format!(
-                "SELECT instance_id, gpu_uuid, {hour} AS h, {} FROM intervals WHERE tenant = ?1 \
-                 GROUP BY instance_id, gpu_uuid, h ORDER BY instance_id, gpu_uuid, h",
+                "SELECT instance_id, gpu_uuid, {hour} AS h, region, {} FROM intervals \
+                 WHERE tenant = ?1 GROUP BY instance_id, gpu_uuid, h, region \
+                 ORDER BY instance_id, gpu_uuid, h, region",
                 fresh.join(", "),
                 hour = period_of("bucket_ms", crate::HOUR_MS)
             ),

@@ -375,24 +375,32 @@ pub(super) fn read_hourly_usage(
                     RawUsage::from_row(r)?,
                     r.get::<_, i64>(17)?,
                     r.get::<_, f64>(18)?,
+                    r.get::<_, String>(19)?,
                 ))
             },
         )
         .map_err(db_err(OP))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_err(OP))?;
-    raw.into_iter()
-        .map(|(usage, hour, intensity_sum)| {
-            // The GPU was read in the instance's place.
-            let summary = usage.decode()?;
-            Ok(GpuHourUsage {
-                gpu: GpuUuid::new(summary.instance.0),
-                hour: UnixMillis(hour),
-                totals: summary.totals,
-                intensity_sum,
-            })
-        })
-        .collect()
+    // Rows are per region: a GPU-hour in several regions (rare: an instance moved) is merged
+    // into one row without a region.
+    let mut out: Vec<GpuHourUsage> = Vec::with_capacity(raw.len());
+    for (usage, hour, intensity_sum, region) in raw {
+        // The GPU was read in the instance's place.
+        let summary = usage.decode()?;
+        let row = GpuHourUsage {
+            gpu: GpuUuid::new(summary.instance.0),
+            hour: UnixMillis(hour),
+            totals: summary.totals,
+            intensity_sum,
+            region: Some(RegionId(region)),
+        };
+        match out.last_mut() {
+            Some(last) if last.hour == row.hour && last.gpu == row.gpu => last.merge(row),
+            _ => out.push(row),
+        }
+    }
+    Ok(out)
 }
 
 /// One aggregate over the tenant's `intervals` rows (already one row per instance, GPU and

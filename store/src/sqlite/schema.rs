@@ -184,7 +184,12 @@ pub(crate) static MIGRATIONS: std::sync::LazyLock<Vec<String>> = std::sync::Lazy
     [V1, super::intensity::V2, V3, V4, V5, V6, V7, V8]
         .into_iter()
         .map(str::to_owned)
-        .chain([super::days::v9(), super::days::v10(), V11.to_owned()])
+        .chain([
+            super::days::v9(),
+            super::days::v10(),
+            V11.to_owned(),
+            super::days::v12(),
+        ])
         .collect()
 });
 
