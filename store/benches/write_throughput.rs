@@ -18,7 +18,8 @@
 //! `synchronous` FULL (the default) and NORMAL (`store.sqlite_synchronous`).
 //!
 //! Run: `cargo bench -p wattprint-store --bench write_throughput` with the servers up
-//! (`WPTEST_CLICKHOUSE_URL`). Knobs: `WPBENCH_SAMPLES` (default 200000), `WPBENCH_GPUS` (64),
+//! (`WPTEST_CLICKHOUSE_URL`). Knobs: `WPBENCH_STORES` (`clickhouse,sqlite`; the SQLite lines
+//! alone need no server), `WPBENCH_SAMPLES` (default 200000), `WPBENCH_GPUS` (64),
 //! `WPBENCH_BATCHES` (256,1024,4096), `WPBENCH_CLICKHOUSE_NATIVE_PORT` (HTTP port + 1000).
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -28,13 +29,33 @@ mod common;
 use common::raw::{report, Run};
 use common::*;
 use std::time::{Duration, Instant};
-use wattprint_store::{ClickHouseStore, SqliteStore, SqliteSync, Store};
+use wattprint_store::{
+    ClickHouseStore, EnrichedSample, InstanceRecord, SqliteStore, SqliteSync, Store,
+};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let url = clickhouse_url();
+    let stores: String = env_or("WPBENCH_STORES", "clickhouse,sqlite".to_owned());
     let n: usize = env_or("WPBENCH_SAMPLES", 200_000);
     let gpus: usize = env_or("WPBENCH_GPUS", 64);
+    let (instances, batch) = raw::samples(n, gpus);
+    let share_rows: usize = batch.iter().map(|s| s.shares.len()).sum();
+    if stores.split(',').any(|s| s.trim() == "clickhouse") {
+        clickhouse(n, gpus, (&instances, &batch), share_rows).await;
+    }
+    if stores.split(',').any(|s| s.trim() == "sqlite") {
+        sqlite(n, (&instances, &batch), share_rows).await;
+    }
+}
+
+/// The ClickHouse write path at each batch size, then the raw insert of the same rows.
+async fn clickhouse(
+    n: usize,
+    gpus: usize,
+    (instances, batch): (&[InstanceRecord], &[EnrichedSample]),
+    share_rows: usize,
+) {
+    let url = clickhouse_url();
     let batches: Vec<usize> = std::env::var("WPBENCH_BATCHES")
         .unwrap_or_else(|_| "256,1024,4096,16384".into())
         .split(',')
@@ -42,8 +63,6 @@ async fn main() {
         .collect();
     let native: u16 = env_or("WPBENCH_CLICKHOUSE_NATIVE_PORT", http_port(&url) + 1000);
     let pid = server_pid(http_port(&url));
-    let (instances, batch) = raw::samples(n, gpus);
-    let share_rows: usize = batch.iter().map(|s| s.shares.len()).sum();
     let version: String = raw_client(&url)
         .query("SELECT version()")
         .fetch_one()
@@ -60,7 +79,7 @@ async fn main() {
     for &size in &batches {
         let db = fresh_db("write");
         let store = ClickHouseStore::connect(&url, &db).await.unwrap();
-        store.upsert_inventory(&instances).await.unwrap();
+        store.upsert_inventory(instances).await.unwrap();
         let (cpu0, srv0, t0) = (own_cpu(), server_cpu(pid.as_deref()), Instant::now());
         for chunk in batch.chunks(size) {
             let out = store.write_samples(chunk).await.unwrap();
@@ -93,7 +112,7 @@ async fn main() {
     // Raw: the same rows, bulk-inserted as RowBinary by clickhouse-client.
     let db = fresh_db("raw");
     let (raw, _) =
-        raw::timed_raw_insert(&url, native, pid.as_deref(), &db, (&instances, &batch)).await;
+        raw::timed_raw_insert(&url, native, pid.as_deref(), &db, (instances, batch)).await;
     report("clickhouse-client RowBinary, bulk", n, share_rows, &raw);
     let stored = totals(&url, &db).await;
     assert_eq!(stored.0, share_rows as u64, "raw insert stored other rows");
@@ -109,13 +128,19 @@ async fn main() {
             core / raw_core
         );
     }
+}
 
-    // The embedded store: the same samples into an SQLite file in the enricher's default
-    // batch of 256 bus messages, once per durability (`store.sqlite_synchronous`).
+/// The embedded store: the same samples into an SQLite file in the enricher's default batch
+/// of 256 bus messages, once per durability (`store.sqlite_synchronous`).
+async fn sqlite(
+    n: usize,
+    (instances, batch): (&[InstanceRecord], &[EnrichedSample]),
+    share_rows: usize,
+) {
     for sync in [SqliteSync::Full, SqliteSync::Normal] {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open_with(&dir.path().join("bench.db"), sync).unwrap();
-        store.upsert_inventory(&instances).await.unwrap();
+        store.upsert_inventory(instances).await.unwrap();
         let (cpu0, t0) = (own_cpu(), Instant::now());
         for chunk in batch.chunks(256) {
             let out = store.write_samples(chunk).await.unwrap();
