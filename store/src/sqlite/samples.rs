@@ -317,22 +317,18 @@ pub(super) fn read_intervals(
 ) -> Result<Vec<IntervalRow>, StoreError> {
     const OP: &str = "reading intervals";
     let tx = conn.transaction().map_err(db_err(OP))?;
-    // Two statements, so the one-instance read keeps its index range.
+    // Two statements, so the one-instance read keeps its range of the clustered table.
     let raw = match instance {
         Some(instance) => {
             require_instance(&tx, tenant, instance, OP)?;
-            tx.prepare_cached(&format!(
-                "SELECT {INTERVAL_COLUMNS} FROM intervals \
-                 WHERE tenant = ?1 AND instance_id = ?2 AND bucket_ms >= ?3 AND bucket_ms < ?4 \
-                 ORDER BY bucket_ms, gpu_uuid"
-            ))
-            .map_err(db_err(OP))?
-            .query_map(
-                params![tenant.as_str(), instance.as_str(), from.0, to.0],
-                RawInterval::from_row,
-            )
-            .map_err(db_err(OP))?
-            .collect::<Result<Vec<_>, _>>()
+            tx.prepare_cached(&one_instance_intervals_sql())
+                .map_err(db_err(OP))?
+                .query_map(
+                    params![tenant.as_str(), instance.as_str(), from.0, to.0],
+                    RawInterval::from_row,
+                )
+                .map_err(db_err(OP))?
+                .collect::<Result<Vec<_>, _>>()
         }
         None => tx
             .prepare_cached(&format!(
@@ -350,6 +346,17 @@ pub(super) fn read_intervals(
     }
     .map_err(db_err(OP))?;
     raw.into_iter().map(RawInterval::decode).collect()
+}
+
+/// One instance's intervals of tenant `?1`, instance `?2`, buckets in `[?3, ?4)`: a range
+/// of the table's primary key `(instance, bucket, GPU)`, in its order (`+tenant` keeps the
+/// planner off `intervals_by_tenant`, whose every row would cost a lookup in the table).
+fn one_instance_intervals_sql() -> String {
+    format!(
+        "SELECT {INTERVAL_COLUMNS} FROM intervals \
+         WHERE +tenant = ?1 AND instance_id = ?2 AND bucket_ms >= ?3 AND bucket_ms < ?4 \
+         ORDER BY bucket_ms, gpu_uuid"
+    )
 }
 
 /// Per GPU and hour, one instance's totals from `interval_hours` (hours in `[from, to)`,
@@ -484,6 +491,28 @@ mod tests {
         assert!(
             plan[0].contains("samples_by_instance_start (tenant=? AND instance_id=? AND start_ms>? AND start_ms<?)"),
             "{plan:?}"
+        );
+    }
+
+    /// One instance's intervals are a range of the clustered primary key, read in its order
+    /// (no sort, no lookup per row through another index).
+    #[test]
+    fn one_instance_intervals_read_a_range_of_the_primary_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, &super::super::schema::MIGRATIONS).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                one_instance_intervals_sql()
+            ))
+            .unwrap()
+            .query_map(params!["t", "i", 0, 1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            ["SEARCH intervals USING PRIMARY KEY (instance_id=? AND bucket_ms>? AND bucket_ms<?)"],
         );
     }
 }

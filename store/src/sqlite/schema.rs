@@ -189,6 +189,7 @@ pub(crate) static MIGRATIONS: std::sync::LazyLock<Vec<String>> = std::sync::Lazy
             super::days::v10(),
             V11.to_owned(),
             super::days::v12(),
+            super::days::v13(),
         ])
         .collect()
 });
@@ -359,6 +360,75 @@ mod tests {
                 ("GPU-2".into(), i64::MIN, 1, String::new(), "acme".into(), 1),
             ]
         );
+    }
+
+    /// Intervals written before versions 12 and 13 come through both: the same rows, the
+    /// hourly totals per region, and totals kept by the triggers made again on the new table.
+    #[test]
+    fn intervals_and_their_totals_come_through_the_clustered_rebuild() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &MIGRATIONS[..11]).unwrap();
+        let insert = "INSERT INTO intervals (instance_id, gpu_uuid, bucket_ms, tenant, energy_mj, \
+             estimated_mj, covered_ms, samples, power_max_mw, region, intensity_g_per_kwh, \
+             intensity_kind, pue) VALUES (?1, ?2, ?3, 'acme', ?4, 0, 1000, 1, 5, ?5, 100.0, \
+             'actual', 1.5)";
+        let rows = [
+            ("i-b", "g-2", 600_000, 7, "R"),
+            ("i-a", "g-1", 300_000, 11, "R"),
+            ("i-a", "g-1", 3_300_000, 13, "S"),
+            ("i-a", "g-0", 0, 17, "R"),
+        ];
+        for r in rows {
+            conn.execute(insert, rusqlite::params![r.0, r.1, r.2, r.3, r.4])
+                .unwrap();
+        }
+        let all = |conn: &Connection, sql: &str| -> Vec<(String, String, i64, i64)> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let intervals = "SELECT instance_id, gpu_uuid, bucket_ms, energy_mj FROM intervals \
+             ORDER BY instance_id, gpu_uuid, bucket_ms";
+        let before = all(&conn, intervals);
+        migrate(&mut conn, &MIGRATIONS).unwrap();
+        assert_eq!(all(&conn, intervals), before);
+        // An interval added after the rebuild reaches the daily and hourly totals.
+        conn.execute(insert, rusqlite::params!["i-a", "g-1", 3_000_000, 19, "S"])
+            .unwrap();
+        let hours = all(
+            &conn,
+            "SELECT instance_id, gpu_uuid || '@' || region, hour_ms, energy_mj \
+             FROM interval_hours ORDER BY instance_id, gpu_uuid, hour_ms, region",
+        );
+        let s = |v: &str| v.to_owned();
+        assert_eq!(
+            hours,
+            vec![
+                (s("i-a"), s("g-0@R"), 0, 17),
+                (s("i-a"), s("g-1@R"), 0, 11),
+                (s("i-a"), s("g-1@S"), 0, 13 + 19),
+                (s("i-b"), s("g-2@R"), 0, 7),
+            ]
+        );
+        let days = all(
+            &conn,
+            "SELECT instance_id, gpu_uuid, day_ms, energy_mj FROM interval_days \
+             ORDER BY instance_id, gpu_uuid",
+        );
+        assert_eq!(
+            days,
+            vec![
+                (s("i-a"), s("g-0"), 0, 17),
+                (s("i-a"), s("g-1"), 0, 11 + 13 + 19),
+                (s("i-b"), s("g-2"), 0, 7),
+            ]
+        );
+        // The primary key still refuses a second row for an interval.
+        let twice = conn.execute(insert, rusqlite::params!["i-a", "g-1", 300_000, 1, "R"]);
+        assert!(twice.is_err(), "{twice:?}");
     }
 
     #[test]
