@@ -75,74 +75,114 @@ pub async fn instance_series(
     join: Option<&IntensityJoin>,
 ) -> Result<Series, ApiError> {
     req.validate(limits)?;
-    let instances = store
-        .list_instances(scope)
-        .await
+    // The inventory (the instance's GPUs) and the data are read at once: both are filtered
+    // by the tenant, and a foreign or unknown instance is a 404 from the inventory first.
+    let (instances, data) = tokio::join!(
+        store.list_instances(scope),
+        read_series_data(store, scope, instance, req, limits, join)
+    );
+    let instances = instances
         .map_err(|e| ApiError::from_store(e, || not_found_instance(instance).to_string()))?;
     let record = instances
         .iter()
         .find(|r| &r.instance == instance)
         .ok_or_else(|| not_found_instance(instance))?;
-    let map_nf = |e| ApiError::from_store(e, || format!("instance {instance} not found"));
-    match req.step.millis() {
-        None => {
-            let limit = u32::try_from(limits.max_points.saturating_add(1)).unwrap_or(u32::MAX);
-            let rows = store
-                .instance_samples(scope, instance, req.from, req.to, limit)
-                .await
-                .map_err(map_nf)?;
-            if rows.len() > limits.max_points {
-                return Err(ApiError::BadRequest(format!(
-                    "the range holds more than {} raw samples; use a coarser step (5m, 1h, 1d) or a shorter range",
-                    limits.max_points
-                )));
-            }
-            Ok(Series {
-                instance_id: instance.to_string(),
-                step: req.step,
-                from: req.from.to_rfc3339(),
-                to: req.to.to_rfc3339(),
-                points: SeriesPoints::Raw(rows.iter().map(raw_point).collect()),
-            })
+    let known = record.gpus.iter().map(|g| &g.uuid);
+    let (from, to) = match req.step.millis() {
+        Some(step_ms) => (floor_to(req.from, step_ms), ceil_to(req.to, step_ms)),
+        None => (req.from, req.to),
+    };
+    let points = match data? {
+        SeriesData::Samples(rows) => SeriesPoints::Raw(rows.iter().map(raw_point).collect()),
+        SeriesData::Hours(hours, averages, step_ms) => {
+            let gpus: BTreeSet<&GpuUuid> = known.chain(hours.iter().map(|h| &h.gpu)).collect();
+            SeriesPoints::Aggregated(aggregate_hours(
+                &hours,
+                averages.as_deref(),
+                from,
+                to,
+                step_ms,
+                gpus.len(),
+            ))
         }
-        Some(step_ms) => {
-            let from = floor_to(req.from, step_ms);
-            let to = ceil_to(req.to, step_ms);
-            let known = record.gpus.iter().map(|g| &g.uuid);
-            // Whole-hour steps sum hourly totals (rollups); figures on average intensity too
-            // where each hour has one region and one average ([`hour_averages`]).
-            let hours = if step_ms % HOUR_MS == 0 {
-                let hours = store
-                    .instance_hourly_usage(scope, instance, from, to)
-                    .await
-                    .map_err(map_nf)?;
-                match join {
-                    None => Some((hours, None)),
-                    Some(j) => hour_averages(j, &hours).map(|a| (hours, Some(a))),
+        SeriesData::Intervals(rows, step_ms) => {
+            let gpus: BTreeSet<&GpuUuid> = known.chain(rows.iter().map(|r| &r.gpu)).collect();
+            SeriesPoints::Aggregated(aggregate_intervals(
+                &rows,
+                from,
+                to,
+                step_ms,
+                gpus.len(),
+                join,
+            ))
+        }
+    };
+    Ok(Series {
+        instance_id: instance.to_string(),
+        step: req.step,
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        points,
+    })
+}
+
+/// What a series is made of.
+enum SeriesData {
+    /// Raw samples.
+    Samples(Vec<SampleRow>),
+    /// Per-GPU hours, with each one's average intensity when a join asks for them, for
+    /// steps of the given length.
+    Hours(Vec<GpuHourUsage>, Option<Vec<Option<JoinedIntensity>>>, i64),
+    /// 5-minute intervals, for steps of the given length.
+    Intervals(Vec<IntervalRow>, i64),
+}
+
+/// Reads the data of `req`: samples for raw steps; hourly totals for whole-hour steps (with
+/// figures on average intensity only where each hour has one region and one average,
+/// [`hour_averages`]); else the 5-minute intervals.
+async fn read_series_data(
+    store: &dyn Store,
+    scope: &TenantScope,
+    instance: &InstanceId,
+    req: SeriesRequest,
+    limits: &ApiLimits,
+    join: Option<&IntensityJoin>,
+) -> Result<SeriesData, ApiError> {
+    let map_nf = |e| ApiError::from_store(e, || format!("instance {instance} not found"));
+    let Some(step_ms) = req.step.millis() else {
+        let limit = u32::try_from(limits.max_points.saturating_add(1)).unwrap_or(u32::MAX);
+        let rows = store
+            .instance_samples(scope, instance, req.from, req.to, limit)
+            .await
+            .map_err(map_nf)?;
+        if rows.len() > limits.max_points {
+            return Err(ApiError::BadRequest(format!(
+                "the range holds more than {} raw samples; use a coarser step (5m, 1h, 1d) or a shorter range",
+                limits.max_points
+            )));
+        }
+        return Ok(SeriesData::Samples(rows));
+    };
+    let (from, to) = (floor_to(req.from, step_ms), ceil_to(req.to, step_ms));
+    if step_ms % HOUR_MS == 0 {
+        let hours = store
+            .instance_hourly_usage(scope, instance, from, to)
+            .await
+            .map_err(map_nf)?;
+        match join {
+            None => return Ok(SeriesData::Hours(hours, None, step_ms)),
+            Some(j) => {
+                if let Some(averages) = hour_averages(j, &hours) {
+                    return Ok(SeriesData::Hours(hours, Some(averages), step_ms));
                 }
-            } else {
-                None
-            };
-            let points = if let Some((hours, averages)) = hours {
-                let gpus: BTreeSet<&GpuUuid> = known.chain(hours.iter().map(|h| &h.gpu)).collect();
-                aggregate_hours(&hours, averages.as_deref(), from, to, step_ms, gpus.len())
-            } else {
-                let rows = store
-                    .instance_intervals(scope, instance, from, to)
-                    .await
-                    .map_err(map_nf)?;
-                let gpus: BTreeSet<&GpuUuid> = known.chain(rows.iter().map(|r| &r.gpu)).collect();
-                aggregate_intervals(&rows, from, to, step_ms, gpus.len(), join)
-            };
-            Ok(Series {
-                instance_id: instance.to_string(),
-                step: req.step,
-                from: from.to_rfc3339(),
-                to: to.to_rfc3339(),
-                points: SeriesPoints::Aggregated(points),
-            })
+            }
         }
     }
+    let rows = store
+        .instance_intervals(scope, instance, from, to)
+        .await
+        .map_err(map_nf)?;
+    Ok(SeriesData::Intervals(rows, step_ms))
 }
 
 /// One step's running totals, from 5-minute intervals or from hourly totals alike.

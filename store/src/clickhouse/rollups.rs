@@ -693,9 +693,9 @@ impl ClickHouseStore {
     ) -> Result<Vec<GpuHourUsage>, StoreError> {
         const OP: &str = "reading hourly usage";
         crate::check_whole_hours(from, to)?;
-        self.require_instances(tenant, std::slice::from_ref(instance), OP)
-            .await?;
         if to <= from {
+            self.require_instances(tenant, std::slice::from_ref(instance), OP)
+                .await?;
             return Ok(Vec::new());
         }
         let (t, i) = (tenant.as_str(), instance.as_str());
@@ -721,8 +721,11 @@ impl ClickHouseStore {
             };
             self.fetch::<StoredUsage>(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
         };
+        // The instance's check runs beside the reads (all filtered by the tenant): a
+        // foreign or unknown instance answers `NotFound` and its rows, none, are dropped.
+        let owned = self.require_instances(tenant, std::slice::from_ref(instance), OP);
         if path == SummaryPath::Raw {
-            let rows = raw((from.0, to.0), None).await?;
+            let (rows, ()) = tokio::try_join!(raw((from.0, to.0), None), owned)?;
             return rows.into_iter().map(StoredUsage::decode_gpu_hour).collect();
         }
         // The hours' write counts and the rollup rows with the counts they were computed at,
@@ -755,7 +758,7 @@ impl ClickHouseStore {
                 .bind(to.0);
             self.fetch::<StoredUsage>(q, OP).await
         };
-        let (marks, rolled) = tokio::try_join!(marks, rolled)?;
+        let (marks, rolled, ()) = tokio::try_join!(marks, rolled, owned)?;
         let marks: BTreeMap<i64, u64> = marks.into_iter().collect();
         let stale: BTreeSet<i64> = marks
             .iter()
