@@ -53,9 +53,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wattprint_core::accounting::clip_energy;
+use wattprint_core::intensity::{
+    IntensityJoin, IntensityPoint, PointKind, RegionIntensity, Signal,
+};
 use wattprint_core::sci::HardwareCatalog;
+use wattprint_core::RegionId;
 use wattprint_core::{GramsPerKwh, InstanceId, Millijoules, TenantId, TenantScope, UnixMillis};
-use wattprint_query_api::service::aggregate_intervals;
+use wattprint_query_api::average::hour_averages;
+use wattprint_query_api::service::{aggregate_intervals, instance_series, SeriesRequest};
 use wattprint_query_api::{mint_token, ApiLimits, ApiState, AuthConfig};
 use wattprint_store::{ClickHouseStore, SqliteStore, Store};
 
@@ -633,8 +638,48 @@ fn load_line() -> String {
     )
 }
 
+/// A join with Electricity Maps' hourly 2023 averages (lifecycle) of US-CAL-CISO for the
+/// fleet's region, as a server configured for average-intensity figures has.
+fn average_join() -> IntensityJoin {
+    let path = common::data_dir().join("grid-average/electricitymaps_US-CAL-CISO_2023_hourly.csv");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut join = IntensityJoin::new(0);
+    join.insert(
+        RegionId::from(common::fleet::REGION),
+        RegionIntensity {
+            marginal: None,
+            replay: false,
+            average: None,
+        },
+    );
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let at = chrono::NaiveDateTime::parse_from_str(f[0], "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()))
+            .and_utc()
+            .timestamp_millis();
+        join.record(&IntensityPoint {
+            region: RegionId::from(common::fleet::REGION),
+            at: UnixMillis(at),
+            duration_ms: common::fleet::HOUR,
+            value: GramsPerKwh(f[5].parse().unwrap()),
+            signal: Signal::Average,
+            kind: PointKind::Actual,
+            issued_at: None,
+            provider: "electricitymaps:US-CAL-CISO".into(),
+            model_version: None,
+            fetched_at: UnixMillis(at),
+        })
+        .unwrap();
+    }
+    join
+}
+
 /// Where a 30-day series' time goes, in the process (median of 5): the store's 5-minute read,
 /// the aggregation into points, JSON of the points; and the hourly read 1 h / 1 d steps use.
+/// Then the 1 h series with figures on average intensity (a join of hourly averages), and
+/// which data it was summed from.
 async fn series_profile(
     label: &str,
     store: &dyn Store,
@@ -677,6 +722,44 @@ async fn series_profile(
         med(2),
         body / 1000,
         med(3),
+        load_line()
+    );
+    let join = average_join();
+    let hours = store
+        .instance_hourly_usage(scope, instance, from, to)
+        .await
+        .unwrap();
+    let from_hours = hour_averages(&join, &hours).is_some();
+    let req = SeriesRequest {
+        from,
+        to,
+        step: wattprint_api_types::time::Step::Hour,
+    };
+    let mut with_average = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        instance_series(
+            store,
+            scope,
+            instance,
+            req,
+            &ApiLimits::default(),
+            Some(&join),
+        )
+        .await
+        .unwrap();
+        with_average.push(t.elapsed());
+    }
+    with_average.sort();
+    println!(
+        "{label} | series 1h with average intensity (Electricity Maps hourly join, median of 5, \
+         in the process): {:.1} ms, summed from {} | {}",
+        ms(percentile(&with_average, 50.0)),
+        if from_hours {
+            "hourly totals"
+        } else {
+            "5-minute intervals (hourly rows without a region)"
+        },
         load_line()
     );
 }
