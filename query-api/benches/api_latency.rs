@@ -638,10 +638,12 @@ fn load_line() -> String {
     )
 }
 
-/// A join with Electricity Maps' hourly 2023 averages (lifecycle) of US-CAL-CISO for the
-/// fleet's region, as a server configured for average-intensity figures has.
+/// A join with Electricity Maps' hourly averages (lifecycle) of US-CAL-CISO for June 2023 (the
+/// repository's file; the fleet's July days have none, and count as without an average) for
+/// the fleet's region, as a server configured for average-intensity figures has.
 fn average_join() -> IntensityJoin {
-    let path = common::data_dir().join("grid-average/electricitymaps_US-CAL-CISO_2023_hourly.csv");
+    let path =
+        common::data_dir().join("grid-average/electricitymaps_US-CAL-CISO_2023-06_hourly.csv");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let mut join = IntensityJoin::new(0);
