@@ -210,8 +210,9 @@ impl ClickHouseStore {
     /// `samples` is ordered by `(instance_id, gpu_uuid, seq)`, so its index cannot skip by
     /// time, and `FINAL` would read and merge every column of all the instances' rows. The
     /// time condition stays after `FINAL`, as in every read of the table; what narrows the read
-    /// is a `PREWHERE` on the key alone: the keys of rows overlapping a window, found without
-    /// `FINAL` from the key and time columns. Every copy of a key passes or fails it alike, so
+    /// are conditions on the key alone: the keys of rows overlapping a window (the candidates),
+    /// found without `FINAL` from the time columns first, and their `seq`s as the `PREWHERE`
+    /// (one integer column). Every copy of a key passes or fails a key condition alike, so
     /// `FINAL` picks among the copies of the keys left exactly as it would over the table,
     /// and no key whose chosen copy overlaps is left out.
     pub(super) async fn read_window_samples(
@@ -227,23 +228,40 @@ impl ClickHouseStore {
         self.require_instances(tenant, &instances, OP).await?;
         let mut out = Vec::new();
         for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let mut times: Vec<(UnixMillis, UnixMillis)> =
+                chunk.iter().map(|&(_, from, to)| (from, to)).collect();
+            times.sort_unstable();
+            times.dedup();
             let overlaps =
                 vec!["(instance_id = ? AND start_ms < ? AND end_ms > ?)"; chunk.len()].join(" OR ");
+            // The candidates' keys: the time columns (shared by all the instances' windows)
+            // read first, the instance compared only where they match.
+            let candidates = format!(
+                "FROM samples PREWHERE {} WHERE {overlaps}",
+                vec!["(start_ms < ? AND end_ms > ?)"; times.len()].join(" OR ")
+            );
             let sql = format!(
                 "SELECT ?fields FROM samples FINAL \
-                 PREWHERE (instance_id, gpu_uuid, seq) IN \
-                     (SELECT instance_id, gpu_uuid, seq FROM samples PREWHERE {overlaps}) \
-                 WHERE tenant = ? AND ({overlaps}) \
+                 PREWHERE seq IN (SELECT seq {candidates}) \
+                 WHERE (instance_id, gpu_uuid, seq) IN \
+                     (SELECT instance_id, gpu_uuid, seq {candidates}) \
+                 AND tenant = ? AND ({overlaps}) \
                  ORDER BY instance_id, start_ms, end_ms, gpu_uuid, seq LIMIT ?"
             );
-            let bind_windows = |mut q: ::clickhouse::query::Query| {
+            let bind_overlaps = |mut q: ::clickhouse::query::Query| {
                 for (instance, from, to) in chunk {
                     q = q.bind(instance.as_str()).bind(to.0).bind(from.0);
                 }
                 q
             };
-            let q = bind_windows(self.client.query(&sql));
-            let q = bind_windows(q.bind(tenant.as_str())).bind(limit);
+            let bind_candidates = |mut q: ::clickhouse::query::Query| {
+                for (from, to) in &times {
+                    q = q.bind(to.0).bind(from.0);
+                }
+                bind_overlaps(q)
+            };
+            let q = bind_candidates(bind_candidates(self.client.query(&sql)));
+            let q = bind_overlaps(q.bind(tenant.as_str())).bind(limit);
             for row in self.fetch::<StoredSample>(q, OP).await? {
                 out.push(SampleRow {
                     sample: row.decode()?,
