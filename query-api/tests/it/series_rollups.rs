@@ -98,33 +98,27 @@ fn averages_join(minutes: i64) -> IntensityJoin {
     join
 }
 
+/// Tenant `acme`'s sample of `gpu` on `instance` in region R1, enriched with [`intensity`].
+fn acme_sample(
+    instance: &str,
+    gpu: &str,
+    (seq, start, end, mj): (u64, i64, i64, u64),
+) -> EnrichedSample {
+    enriched(
+        "acme", instance, gpu, "R1", PUE_R1, seq, start, end, mj, intensity,
+    )
+}
+
 /// Both GPUs' samples: the trace's phases looped over the data's span.
 fn samples() -> Vec<EnrichedSample> {
-    let phases = trace_phases();
     let mut out = Vec::new();
     for (g, gpu) in GPUS.iter().enumerate() {
-        let mut t = DATA_FROM;
-        for (seq, &(ms, mj)) in phases.iter().cycle().skip(g * 3).enumerate() {
-            if t + ms > DATA_TO {
-                break;
-            }
-            let in_zero_hour = t < ZERO_HOUR + HOUR && t + ms > ZERO_HOUR;
+        for (seq, start, end, mj) in trace_spans(g * 3, DATA_FROM, DATA_TO) {
+            let in_zero_hour = start < ZERO_HOUR + HOUR && end > ZERO_HOUR;
             if !(in_zero_hour && g == 0) {
                 let mj = if in_zero_hour { 0 } else { mj };
-                out.push(enriched(
-                    "acme",
-                    INSTANCE,
-                    gpu,
-                    "R1",
-                    PUE_R1,
-                    seq as u64,
-                    t,
-                    t + ms,
-                    mj,
-                    intensity,
-                ));
+                out.push(acme_sample(INSTANCE, gpu, (seq, start, end, mj)));
             }
-            t += ms;
         }
     }
     out
@@ -446,27 +440,11 @@ async fn two_instances_with_ragged_ends(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let phases = trace_phases();
     let mut all = Vec::new();
     for (k, (inst, gpu)) in gpus.into_iter().enumerate() {
-        let mut t = T0 + k as i64 * 17_003;
-        for (seq, &(ms, mj)) in phases.iter().cycle().skip(k * 5).enumerate() {
-            if t + ms > T0 + 3 * HOUR {
-                break;
-            }
-            all.push(enriched(
-                "acme",
-                inst,
-                gpu,
-                "R1",
-                PUE_R1,
-                seq as u64,
-                t,
-                t + ms,
-                mj,
-                intensity,
-            ));
-            t += ms;
+        let from = T0 + k as i64 * 17_003;
+        for span in trace_spans(k * 5, from, T0 + 3 * HOUR) {
+            all.push(acme_sample(inst, gpu, span));
         }
     }
     for batch in all.chunks(700) {
