@@ -228,6 +228,9 @@ async fn edge_reads(
     instances: &[&InstanceRecord],
     ranges: &[(UnixMillis, UnixMillis)],
 ) -> Result<(Vec<IntervalRow>, Vec<SampleRow>), ApiError> {
+    if ranges.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let ids: Vec<InstanceId> = instances.iter().map(|r| r.instance.clone()).collect();
     // From each range's first bucket; ranges sharing a bucket are read as one, so no row
     // comes twice.
