@@ -141,9 +141,34 @@ async fn workload_energy_in(
         rows_in_last += rows;
     }
     for chunk in chunks {
-        let (intervals, samples) = edge_reads(store, scope, &chunk, &ranges).await?;
-        for record in chunk {
-            instance_energy(&mut out, record, &ranges, &intervals, &samples, join);
+        // An instance given up since the inventory was read fails its chunk's read: the chunk
+        // is read again instance by instance, and the ones not found are listed as missing
+        // (their GPUs still counted), as when every instance was read alone.
+        let reads = match edge_reads(store, scope, &chunk, &ranges).await? {
+            Some(read) => vec![(chunk, Some(read))],
+            None => {
+                let mut alone = Vec::new();
+                for record in chunk {
+                    let read = edge_reads(store, scope, &[record], &ranges).await?;
+                    alone.push((vec![record], read));
+                }
+                alone
+            }
+        };
+        for (records, read) in reads {
+            for record in records {
+                match &read {
+                    Some((intervals, samples)) => {
+                        instance_energy(&mut out, record, &ranges, intervals, samples, join)
+                    }
+                    None => {
+                        out.regions.insert(record.region.clone());
+                        out.gpu_models
+                            .extend(record.gpus.iter().map(|g| g.model.clone()));
+                        out.missing_instances.push(record.instance.to_string());
+                    }
+                }
+            }
         }
     }
     Ok(out)
@@ -219,17 +244,21 @@ fn instance_energy(
     }
 }
 
+/// The intervals and the edge samples of some instances.
+type EdgeRead = (Vec<IntervalRow>, Vec<SampleRow>);
+
 /// The two reads behind [`workload_energy_in`], side by side: the 5-minute intervals of the
 /// `instances` with buckets starting in each range from its first bucket, and the raw samples
 /// of every bucket a range cuts (its edges), which are clipped where they have intervals.
+/// `None` when one of the instances is not (any more) the tenant's.
 async fn edge_reads(
     store: &dyn Store,
     scope: &TenantScope,
     instances: &[&InstanceRecord],
     ranges: &[(UnixMillis, UnixMillis)],
-) -> Result<(Vec<IntervalRow>, Vec<SampleRow>), ApiError> {
+) -> Result<Option<EdgeRead>, ApiError> {
     if ranges.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Some((Vec::new(), Vec::new())));
     }
     let ids: Vec<InstanceId> = instances.iter().map(|r| r.instance.clone()).collect();
     // From each range's first bucket; ranges sharing a bucket are read as one, so no row
@@ -262,27 +291,21 @@ async fn edge_reads(
             }
         }
     }
-    let store_err = |e| ApiError::from_store(e, || "instance not found".into());
-    let (intervals, samples) = tokio::try_join!(
-        async {
-            store
-                .instances_intervals(scope, &ids, &bucket_ranges)
-                .await
-                .map_err(store_err)
-        },
-        async {
-            store
-                .windows_samples(scope, &windows, MAX_EDGE_SAMPLES)
-                .await
-                .map_err(store_err)
-        },
-    )?;
+    let read = tokio::try_join!(
+        store.instances_intervals(scope, &ids, &bucket_ranges),
+        store.windows_samples(scope, &windows, MAX_EDGE_SAMPLES),
+    );
+    let (intervals, samples) = match read {
+        Ok(read) => read,
+        Err(wattprint_store::StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
+    };
     if samples.len() >= MAX_EDGE_SAMPLES as usize {
         return Err(ApiError::Internal(format!(
             "more than {MAX_EDGE_SAMPLES} samples in the edge buckets of a workload"
         )));
     }
-    Ok((intervals, samples))
+    Ok(Some((intervals, samples)))
 }
 
 /// Computes a workload's footprint from [`workload_energy`]: emissions summed per slice by
