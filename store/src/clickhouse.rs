@@ -356,7 +356,7 @@ impl Store for ClickHouseStore {
         to: UnixMillis,
         limit: u32,
     ) -> Result<Vec<SampleRow>, StoreError> {
-        self.read_samples(scope.tenant(), instance, from, to, limit)
+        self.read_window_samples(scope.tenant(), &[(instance.clone(), from, to)], limit)
             .await
     }
 
@@ -367,7 +367,31 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
-        self.read_intervals(scope.tenant(), Some(instance), from, to)
+        self.read_intervals(
+            scope.tenant(),
+            Some(std::slice::from_ref(instance)),
+            &[(from, to)],
+        )
+        .await
+    }
+
+    async fn instances_intervals(
+        &self,
+        scope: &TenantScope,
+        instances: &[InstanceId],
+        ranges: &[(UnixMillis, UnixMillis)],
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        self.read_intervals(scope.tenant(), Some(instances), ranges)
+            .await
+    }
+
+    async fn windows_samples(
+        &self,
+        scope: &TenantScope,
+        windows: &[(InstanceId, UnixMillis, UnixMillis)],
+        limit: u32,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        self.read_window_samples(scope.tenant(), windows, limit)
             .await
     }
 
@@ -389,7 +413,8 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
-        self.read_intervals(scope.tenant(), None, from, to).await
+        self.read_intervals(scope.tenant(), None, &[(from, to)])
+            .await
     }
 
     async fn prune_restatements(&self, before: UnixMillis) -> Result<u64, StoreError> {

@@ -493,6 +493,21 @@ pub(crate) fn check_whole_hours(from: UnixMillis, to: UnixMillis) -> Result<(), 
     Ok(())
 }
 
+/// `rows` read window by window as [`Store::windows_samples`] answers them: by instance,
+/// start, end, GPU, sequence number, each `(instance, GPU, seq)` once, at most `limit`.
+pub(crate) fn in_window_order(mut rows: Vec<SampleRow>, limit: u32) -> Vec<SampleRow> {
+    let key = |r: &SampleRow| {
+        let s = &r.sample;
+        (s.instance.clone(), s.start, s.end, s.gpu.clone(), s.seq)
+    };
+    rows.sort_by_cached_key(key);
+    rows.dedup_by(|a, b| {
+        let (a, b) = (&a.sample, &b.sample);
+        (&a.instance, &a.gpu, a.seq) == (&b.instance, &b.gpu, b.seq)
+    });
+    rows.truncate(limit as usize);
+    rows
+}
 /// One instance's usage in a tenant summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceSummary {
@@ -807,6 +822,47 @@ pub trait Store: Send + Sync {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError>;
+
+    /// [`Store::instance_intervals`] of several of the tenant's instances over several
+    /// disjoint ranges at once (a workload's ragged ends): the rows with buckets starting in
+    /// any of `ranges`, by instance, bucket, GPU. Any unknown or foreign instance: `NotFound`.
+    /// Stores answer it in one read; the default reads one by one.
+    async fn instances_intervals(
+        &self,
+        scope: &TenantScope,
+        instances: &[InstanceId],
+        ranges: &[(UnixMillis, UnixMillis)],
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        let mut out = Vec::new();
+        for instance in instances {
+            for &(from, to) in ranges {
+                out.extend(self.instance_intervals(scope, instance, from, to).await?);
+            }
+        }
+        out.sort_by(|a, b| (&a.instance, a.bucket, &a.gpu).cmp(&(&b.instance, b.bucket, &b.gpu)));
+        Ok(out)
+    }
+
+    /// [`Store::instance_samples`] over several `(instance, from, to)` windows at once: each
+    /// of the tenant's samples whose instance is a window's and whose span overlaps that
+    /// window, once however many windows it overlaps, by instance, start, end, GPU, sequence
+    /// number; at most `limit` in all. Any unknown or foreign
+    /// instance: `NotFound`. Stores answer it in one read; the default reads one by one.
+    async fn windows_samples(
+        &self,
+        scope: &TenantScope,
+        windows: &[(InstanceId, UnixMillis, UnixMillis)],
+        limit: u32,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        let mut out = Vec::new();
+        for (instance, from, to) in windows {
+            out.extend(
+                self.instance_samples(scope, instance, *from, *to, limit)
+                    .await?,
+            );
+        }
+        Ok(in_window_order(out, limit))
+    }
 
     /// Per GPU and hour, the totals of one of the tenant's instances' 5-minute intervals
     /// with buckets in `[from, to)` (whole hours, else `Invalid`), ordered by hour then GPU;

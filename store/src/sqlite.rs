@@ -419,6 +419,52 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// One read on one connection, instance by instance and range by range.
+    async fn instances_intervals(
+        &self,
+        scope: &TenantScope,
+        instances: &[InstanceId],
+        ranges: &[(UnixMillis, UnixMillis)],
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        let tenant = scope.tenant().clone();
+        let mut instances = instances.to_vec();
+        instances.sort_unstable();
+        instances.dedup();
+        let mut ranges = ranges.to_vec();
+        ranges.sort_unstable();
+        self.read("reading intervals", move |conn| {
+            let mut out = Vec::new();
+            for instance in &instances {
+                for &(from, to) in &ranges {
+                    let rows = samples::read_intervals(conn, &tenant, Some(instance), from, to)?;
+                    out.extend(rows);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One read on one connection, window by window.
+    async fn windows_samples(
+        &self,
+        scope: &TenantScope,
+        windows: &[(InstanceId, UnixMillis, UnixMillis)],
+        limit: u32,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        let tenant = scope.tenant().clone();
+        let windows = windows.to_vec();
+        self.read("reading samples", move |conn| {
+            let mut out = Vec::new();
+            for (instance, from, to) in &windows {
+                let rows = samples::read_samples(conn, &tenant, instance, *from, *to, limit)?;
+                out.extend(rows);
+            }
+            Ok(crate::in_window_order(out, limit))
+        })
+        .await
+    }
+
     /// Read from `interval_hours`, which triggers keep with the intervals.
     async fn instance_hourly_usage(
         &self,

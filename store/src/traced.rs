@@ -192,6 +192,36 @@ impl<S: Store> Store for Traced<S> {
             .await
     }
 
+    async fn instances_intervals(
+        &self,
+        scope: &TenantScope,
+        instances: &[InstanceId],
+        ranges: &[(UnixMillis, UnixMillis)],
+    ) -> Result<Vec<IntervalRow>, StoreError> {
+        let span = info_span!(
+            "instances_intervals",
+            instances = instances.len(),
+            ranges = ranges.len()
+        );
+        self.inner
+            .instances_intervals(scope, instances, ranges)
+            .instrument(span)
+            .await
+    }
+
+    async fn windows_samples(
+        &self,
+        scope: &TenantScope,
+        windows: &[(InstanceId, UnixMillis, UnixMillis)],
+        limit: u32,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        let span = info_span!("windows_samples", windows = windows.len());
+        self.inner
+            .windows_samples(scope, windows, limit)
+            .instrument(span)
+            .await
+    }
+
     async fn instance_hourly_usage(
         &self,
         scope: &TenantScope,

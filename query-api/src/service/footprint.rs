@@ -11,17 +11,27 @@ use wattprint_core::sample::EnergySource;
 use wattprint_core::sci::{
     footprint, Footprint, FootprintProvenance, FootprintSlice, HardwareCatalog,
 };
-use wattprint_core::{Bucket, GpuUuid, GramsCo2e, Millijoules, RegionId, TenantScope, UnixMillis};
-use wattprint_store::{IntervalRow, SampleRow, Store, UsageTotals, Workload, HOUR_MS};
+use wattprint_core::{
+    Bucket, GpuUuid, GramsCo2e, InstanceId, Millijoules, RegionId, TenantScope, UnixMillis,
+    BUCKET_MS,
+};
+use wattprint_store::{
+    InstanceRecord, IntervalRow, SampleRow, Store, UsageTotals, Workload, HOUR_MS,
+};
 
 use super::*;
 use crate::average::{average_emissions_view, AverageTotals, HourAverages};
 use crate::error::ApiError;
 use crate::time::{ceil_to, floor_to};
 
-/// Most samples read for one edge bucket of a workload (a 5-minute window); reaching it means
-/// the stored data is not what any agent sends.
+/// Most samples read for the edge buckets of a workload (5-minute windows, two per instance
+/// and part); reaching it means the stored data is not what any agent sends.
 const MAX_EDGE_SAMPLES: u32 = 5_000_000;
+
+/// Interval rows one read of [`edge_reads`] should bring at most (by the instances' GPUs and
+/// buckets): a workload's ragged ends are read for all its instances at once, a long span
+/// with intensity a few instances at a time.
+const INTERVALS_PER_READ: i64 = 100_000;
 
 /// A workload's energy, slice by slice, before any emissions arithmetic.
 #[derive(Debug, Clone, Default)]
@@ -89,7 +99,8 @@ pub async fn workload_energy(
 }
 
 /// [`workload_energy`] over the parts `ranges` of the workload's span (disjoint, each
-/// `[from, to)`): the slices of each part, the instances and their GPUs once.
+/// `[from, to)`): the slices of each part, the instances and their GPUs once. The intervals of
+/// all the instances are one read, and the samples of all their edge buckets another.
 async fn workload_energy_in(
     store: &dyn Store,
     scope: &TenantScope,
@@ -102,83 +113,199 @@ async fn workload_energy_in(
         .await
         .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
     let mut out = WorkloadEnergy::default();
-    'instances: for instance in &w.spec.instances {
-        let Some(record) = inventory.iter().find(|r| &r.instance == instance) else {
-            out.missing_instances.push(instance.to_string());
-            continue;
-        };
-        out.regions.insert(record.region.clone());
-        out.gpu_models
-            .extend(record.gpus.iter().map(|g| g.model.clone()));
-        let (first_slice, covered_before) = (out.slices.len(), out.covered_gpu_ms);
-        for &(from, to) in ranges.iter().filter(|(a, b)| a < b) {
-            let rows = match store
-                .instance_intervals(scope, instance, Bucket::containing(from).start(), to)
-                .await
-            {
-                Ok(rows) => rows,
-                Err(wattprint_store::StoreError::NotFound(_)) => {
-                    out.missing_instances.push(instance.to_string());
-                    out.slices.truncate(first_slice);
-                    out.covered_gpu_ms = covered_before;
-                    continue 'instances;
-                }
-                Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
-            };
-            // Group by bucket (rows come by bucket then GPU; grouping does not rely on it).
-            let mut by_bucket: BTreeMap<Bucket, Vec<&IntervalRow>> = BTreeMap::new();
-            for row in &rows {
-                by_bucket.entry(row.bucket).or_default().push(row);
-            }
-            for (bucket, rows) in by_bucket {
-                if bucket.start() >= from && bucket.end() <= to {
-                    for row in rows {
-                        out.covered_gpu_ms += row.covered_ms;
-                        out.push(row, row.energy, row.estimated);
-                    }
-                    continue;
-                }
-                let (a, b) = (from.max(bucket.start()), to.min(bucket.end()));
-                if b <= a {
-                    continue;
-                }
-                let samples = store
-                    .instance_samples(scope, instance, a, b, MAX_EDGE_SAMPLES)
-                    .await
-                    .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
-                if samples.len() >= MAX_EDGE_SAMPLES as usize {
-                    return Err(ApiError::Internal(format!(
-                    "more than {MAX_EDGE_SAMPLES} samples in one 5-minute window of instance {instance}"
-                )));
-                }
-                let clipped = clip_window(&samples, a, b);
-                let row_of: HashMap<&GpuUuid, &IntervalRow> =
-                    rows.iter().map(|r| (&r.gpu, *r)).collect();
-                for (gpu, part) in clipped {
-                    out.covered_gpu_ms += part.covered_ms;
-                    match row_of.get(&gpu) {
-                        Some(row) => out.push(row, part.energy, part.estimated),
-                        // A sample with no interval row: count its energy, with no intensity.
-                        None => out.slices.push(FootprintSlice {
-                            bucket,
-                            energy: part.energy,
-                            estimated: part.estimated,
-                            intensity: None,
-                            intensity_replayed: false,
-                            pue: 1.0,
-                        }),
-                    }
-                }
+    let mut present = Vec::new();
+    for instance in &w.spec.instances {
+        match inventory.iter().find(|r| &r.instance == instance) {
+            Some(record) => present.push(record),
+            None => out.missing_instances.push(instance.to_string()),
+        }
+    }
+    let ranges: Vec<(UnixMillis, UnixMillis)> =
+        ranges.iter().copied().filter(|(a, b)| a < b).collect();
+    // Instances read together, as many as keep a read near `INTERVALS_PER_READ` rows.
+    let buckets: i64 = ranges
+        .iter()
+        .map(|&(from, to)| to.since(Bucket::containing(from).start()) / BUCKET_MS + 1)
+        .sum();
+    let mut chunks: Vec<Vec<&InstanceRecord>> = Vec::new();
+    let mut rows_in_last = 0;
+    for record in present {
+        let rows = buckets.saturating_mul(record.gpus.len().max(1) as i64);
+        match chunks.last_mut() {
+            Some(last) if rows_in_last + rows <= INTERVALS_PER_READ => last.push(record),
+            _ => {
+                chunks.push(vec![record]);
+                rows_in_last = 0;
             }
         }
-        if let Some(join) = join {
-            for s in &out.slices[first_slice..] {
-                out.average
-                    .add(join, &record.region, s.bucket, s.energy, s.pue);
+        rows_in_last += rows;
+    }
+    for chunk in chunks {
+        // An instance given up since the inventory was read fails its chunk's read: the chunk
+        // is read again instance by instance, and the ones not found are listed as missing
+        // (their GPUs still counted), as when every instance was read alone.
+        let reads = match edge_reads(store, scope, &chunk, &ranges).await? {
+            Some(read) => vec![(chunk, Some(read))],
+            None => {
+                let mut alone = Vec::new();
+                for record in chunk {
+                    let read = edge_reads(store, scope, &[record], &ranges).await?;
+                    alone.push((vec![record], read));
+                }
+                alone
+            }
+        };
+        for (records, read) in reads {
+            for record in records {
+                match &read {
+                    Some((intervals, samples)) => {
+                        instance_energy(&mut out, record, &ranges, intervals, samples, join)
+                    }
+                    None => {
+                        out.regions.insert(record.region.clone());
+                        out.gpu_models
+                            .extend(record.gpus.iter().map(|g| g.model.clone()));
+                        out.missing_instances.push(record.instance.to_string());
+                    }
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// Adds to `out` the slices of one instance over `ranges`, from the `intervals` and edge
+/// `samples` of [`edge_reads`] (which may hold other instances' too).
+fn instance_energy(
+    out: &mut WorkloadEnergy,
+    record: &InstanceRecord,
+    ranges: &[(UnixMillis, UnixMillis)],
+    intervals: &[IntervalRow],
+    samples: &[SampleRow],
+    join: Option<&IntensityJoin>,
+) {
+    let instance = &record.instance;
+    out.regions.insert(record.region.clone());
+    out.gpu_models
+        .extend(record.gpus.iter().map(|g| g.model.clone()));
+    let first_slice = out.slices.len();
+    let samples: Vec<SampleRow> = samples
+        .iter()
+        .filter(|s| &s.sample.instance == instance)
+        .cloned()
+        .collect();
+    for &(from, to) in ranges {
+        // Group by bucket (rows come by bucket then GPU; grouping does not rely on it).
+        let mut by_bucket: BTreeMap<Bucket, Vec<&IntervalRow>> = BTreeMap::new();
+        for row in intervals.iter().filter(|r| {
+            &r.instance == instance
+                && r.bucket.start() >= Bucket::containing(from).start()
+                && r.bucket.start() < to
+        }) {
+            by_bucket.entry(row.bucket).or_default().push(row);
+        }
+        for (bucket, rows) in by_bucket {
+            if bucket.start() >= from && bucket.end() <= to {
+                for row in rows {
+                    out.covered_gpu_ms += row.covered_ms;
+                    out.push(row, row.energy, row.estimated);
+                }
+                continue;
+            }
+            let (a, b) = (from.max(bucket.start()), to.min(bucket.end()));
+            if b <= a {
+                continue;
+            }
+            let clipped = clip_window(&samples, a, b);
+            let row_of: HashMap<&GpuUuid, &IntervalRow> =
+                rows.iter().map(|r| (&r.gpu, *r)).collect();
+            for (gpu, part) in clipped {
+                out.covered_gpu_ms += part.covered_ms;
+                match row_of.get(&gpu) {
+                    Some(row) => out.push(row, part.energy, part.estimated),
+                    // A sample with no interval row: count its energy, with no intensity.
+                    None => out.slices.push(FootprintSlice {
+                        bucket,
+                        energy: part.energy,
+                        estimated: part.estimated,
+                        intensity: None,
+                        intensity_replayed: false,
+                        pue: 1.0,
+                    }),
+                }
+            }
+        }
+    }
+    if let Some(join) = join {
+        for s in &out.slices[first_slice..] {
+            out.average
+                .add(join, &record.region, s.bucket, s.energy, s.pue);
+        }
+    }
+}
+
+/// The intervals and the edge samples of some instances.
+type EdgeRead = (Vec<IntervalRow>, Vec<SampleRow>);
+
+/// The two reads behind [`workload_energy_in`], side by side: the 5-minute intervals of the
+/// `instances` with buckets starting in each range from its first bucket, and the raw samples
+/// of every bucket a range cuts (its edges), which are clipped where they have intervals.
+/// `None` when one of the instances is not (any more) the tenant's.
+async fn edge_reads(
+    store: &dyn Store,
+    scope: &TenantScope,
+    instances: &[&InstanceRecord],
+    ranges: &[(UnixMillis, UnixMillis)],
+) -> Result<Option<EdgeRead>, ApiError> {
+    if ranges.is_empty() {
+        return Ok(Some((Vec::new(), Vec::new())));
+    }
+    let ids: Vec<InstanceId> = instances.iter().map(|r| r.instance.clone()).collect();
+    // From each range's first bucket; ranges sharing a bucket are read as one, so no row
+    // comes twice.
+    let mut bucket_ranges: Vec<(UnixMillis, UnixMillis)> = ranges
+        .iter()
+        .map(|&(from, to)| (Bucket::containing(from).start(), to))
+        .collect();
+    bucket_ranges.sort_unstable();
+    bucket_ranges.dedup_by(|next, kept| {
+        let joined = next.0 < kept.1;
+        if joined {
+            kept.1 = kept.1.max(next.1);
+        }
+        joined
+    });
+    let mut windows = Vec::new();
+    for id in &ids {
+        for &(from, to) in ranges {
+            let mut edges = vec![Bucket::containing(from)];
+            if to > from {
+                edges.push(Bucket::containing(UnixMillis(to.0 - 1)));
+            }
+            edges.dedup();
+            for bucket in edges {
+                let (a, b) = (from.max(bucket.start()), to.min(bucket.end()));
+                if (a, b) != (bucket.start(), bucket.end()) && a < b {
+                    windows.push((id.clone(), a, b));
+                }
+            }
+        }
+    }
+    let read = tokio::try_join!(
+        store.instances_intervals(scope, &ids, &bucket_ranges),
+        store.windows_samples(scope, &windows, MAX_EDGE_SAMPLES),
+    );
+    let (intervals, samples) = match read {
+        Ok(read) => read,
+        Err(wattprint_store::StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(ApiError::from_store(e, || "instance not found".into())),
+    };
+    if samples.len() >= MAX_EDGE_SAMPLES as usize {
+        return Err(ApiError::Internal(format!(
+            "more than {MAX_EDGE_SAMPLES} samples in the edge buckets of a workload"
+        )));
+    }
+    Ok(Some((intervals, samples)))
 }
 
 /// Computes a workload's footprint from [`workload_energy`]: emissions summed per slice by

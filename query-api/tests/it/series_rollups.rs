@@ -3,8 +3,9 @@
 //! two GPUs with ragged ends, every kind of intensity, a stretch of zero-energy intervals, and
 //! a batch redelivered after the rollups were built; with and without figures on average
 //! intensity (published hourly averages, then a static rate; and averages changing inside an
-//! hour, which must fall back to the intervals). Integers to the unit, floats to 1e-9
-//! relative; the energy also against the samples' own sum.
+//! hour, which must fall back to the intervals); and a workload over two instances with
+//! ragged ends. Integers to the unit, floats to 1e-9 relative; the energy also against the
+//! samples' own sum.
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
@@ -97,33 +98,27 @@ fn averages_join(minutes: i64) -> IntensityJoin {
     join
 }
 
+/// Tenant `acme`'s sample of `gpu` on `instance` in region R1, enriched with [`intensity`].
+fn acme_sample(
+    instance: &str,
+    gpu: &str,
+    (seq, start, end, mj): (u64, i64, i64, u64),
+) -> EnrichedSample {
+    enriched(
+        "acme", instance, gpu, "R1", PUE_R1, seq, start, end, mj, intensity,
+    )
+}
+
 /// Both GPUs' samples: the trace's phases looped over the data's span.
 fn samples() -> Vec<EnrichedSample> {
-    let phases = trace_phases();
     let mut out = Vec::new();
     for (g, gpu) in GPUS.iter().enumerate() {
-        let mut t = DATA_FROM;
-        for (seq, &(ms, mj)) in phases.iter().cycle().skip(g * 3).enumerate() {
-            if t + ms > DATA_TO {
-                break;
-            }
-            let in_zero_hour = t < ZERO_HOUR + HOUR && t + ms > ZERO_HOUR;
+        for (seq, start, end, mj) in trace_spans(g * 3, DATA_FROM, DATA_TO) {
+            let in_zero_hour = start < ZERO_HOUR + HOUR && end > ZERO_HOUR;
             if !(in_zero_hour && g == 0) {
                 let mj = if in_zero_hour { 0 } else { mj };
-                out.push(enriched(
-                    "acme",
-                    INSTANCE,
-                    gpu,
-                    "R1",
-                    PUE_R1,
-                    seq as u64,
-                    t,
-                    t + ms,
-                    mj,
-                    intensity,
-                ));
+                out.push(acme_sample(INSTANCE, gpu, (seq, start, end, mj)));
             }
-            t += ms;
         }
     }
     out
@@ -418,10 +413,86 @@ async fn case(store: &dyn Store) {
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
 }
 
+/// A workload over two instances (three GPUs) whose ragged ends cut samples: its footprint
+/// from hourly totals equals the one of 5-minute slices, its energy is every sample's clipped
+/// to the span (to the mJ, a redelivery counted once), its covered time their overlap with it.
+async fn two_instances_with_ragged_ends(store: &dyn Store) {
+    const EDGE_A: &str = "i-edge-a";
+    const EDGE_C: &str = "i-edge-c";
+    let gpus = [
+        (EDGE_A, "GPU-edge-a1"),
+        (EDGE_A, "GPU-edge-a2"),
+        (EDGE_C, "GPU-edge-c1"),
+    ];
+    store
+        .upsert_inventory_at(
+            &[
+                instance(
+                    "acme",
+                    EDGE_A,
+                    "R1",
+                    None,
+                    vec![gpu(gpus[0].1, H100), gpu(gpus[1].1, H100)],
+                ),
+                instance("acme", EDGE_C, "R1", None, vec![gpu(gpus[2].1, H100)]),
+            ],
+            UnixMillis(T0 - HOUR),
+        )
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for (k, (inst, gpu)) in gpus.into_iter().enumerate() {
+        let from = T0 + k as i64 * 17_003;
+        for span in trace_spans(k * 5, from, T0 + 3 * HOUR) {
+            all.push(acme_sample(inst, gpu, span));
+        }
+    }
+    for batch in all.chunks(700) {
+        store.write_samples(batch).await.unwrap();
+    }
+    let again = store.write_samples(&all[..300]).await.unwrap();
+    assert_eq!(again.duplicates, 300, "{again:?}");
+    store
+        .refresh_rollups(UnixMillis(T0 - HOUR), UnixMillis(T0 + 4 * HOUR))
+        .await
+        .unwrap();
+    let (from, to) = (T0 + 7 * 60_000 + 1_234, T0 + 2 * HOUR + 41 * 60_000 + 17);
+    let w = store
+        .create_workload(
+            &scope("acme"),
+            &NewWorkload {
+                label: "two instances".into(),
+                instances: vec![InstanceId::from(EDGE_A), InstanceId::from(EDGE_C)],
+                from: UnixMillis(from),
+                to: Some(UnixMillis(to)),
+                functional_unit: "run".into(),
+                functional_units: 1.0,
+                labels: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let got = check_footprint(store, &w, &all, None).await;
+    let cut = all
+        .iter()
+        .filter(|s| {
+            let s = &s.sample;
+            (s.start.0 < from && s.end.0 > from) || (s.start.0 < to && s.end.0 > to)
+        })
+        .count();
+    assert!(cut >= 3, "the span cuts samples at both ends ({cut})");
+    let covered: i64 = all
+        .iter()
+        .map(|s| (s.sample.end.0.min(to) - s.sample.start.0.max(from)).max(0))
+        .sum();
+    assert_eq!(got["coverage"]["covered_gpu_ms"], covered);
+}
+
 #[tokio::test]
 async fn sqlite_hourly_series_equal_the_five_minute_ones() {
     let store = SqliteStore::open_in_memory().unwrap();
     case(&store).await;
+    two_instances_with_ragged_ends(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,6 +503,7 @@ async fn clickhouse_hourly_series_equal_the_five_minute_ones() {
     let db = format!("wp_test_{:016x}", rand::random::<u64>());
     let store = ClickHouseStore::connect(&url, &db).await.unwrap();
     case(&store).await;
+    two_instances_with_ragged_ends(&store).await;
     // The rollups were in use: a summary of the whole hours reads them.
     let summary = store
         .tenant_summary(&scope("acme"), UnixMillis(T0), UnixMillis(T0 + 24 * HOUR))

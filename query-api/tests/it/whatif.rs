@@ -51,28 +51,23 @@ fn gpu_samples(
     to: i64,
     skip: usize,
 ) -> Vec<wattprint_store::EnrichedSample> {
-    let phases = trace_phases();
-    let mut out = Vec::new();
-    let mut t = from;
-    for (seq, &(ms, mj)) in phases.iter().cycle().skip(skip).enumerate() {
-        if t + ms > to {
-            break;
-        }
-        out.push(enriched(
-            "acme",
-            instance,
-            gpu,
-            region,
-            PUE,
-            seq as u64,
-            t,
-            t + ms,
-            mj,
-            no_intensity,
-        ));
-        t += ms;
-    }
-    out
+    trace_spans(skip, from, to)
+        .into_iter()
+        .map(|(seq, start, end, mj)| {
+            enriched(
+                "acme",
+                instance,
+                gpu,
+                region,
+                PUE,
+                seq,
+                start,
+                end,
+                mj,
+                no_intensity,
+            )
+        })
+        .collect()
 }
 
 struct Fixture {

@@ -13,8 +13,8 @@ use super::rows::{
 use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
 use crate::{
-    EnrichedSample, IntervalRow, RefusedSample, RegionHourEnergy, SampleRow, StoreError,
-    WriteOutcome,
+    in_window_order, EnrichedSample, IntervalRow, RefusedSample, RegionHourEnergy, SampleRow,
+    StoreError, WriteOutcome,
 };
 use ::clickhouse::Row;
 use serde::Deserialize;
@@ -22,6 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, Placement};
 use wattprint_core::{InstanceId, RegionId, TenantId, UnixMillis};
+
+/// Windows per samples read: each is named twice in its SQL, so a workload of many
+/// instances stays far below the server's `max_query_size`.
+const WINDOWS_PER_QUERY: usize = 200;
 
 /// What a batch's keys already have in the store.
 #[derive(Default)]
@@ -200,74 +204,126 @@ impl ClickHouseStore {
         Ok(due)
     }
 
-    /// The instance's samples overlapping `[from, to)`, in time order, at most `limit`.
-    pub(super) async fn read_samples(
+    /// The samples of the tenant's instances overlapping each `(instance, from, to)` window
+    /// (see [`crate::Store::windows_samples`]): by instance, then time, at most `limit`.
+    ///
+    /// `samples` is ordered by `(instance_id, gpu_uuid, seq)`, so its index cannot skip by
+    /// time, and `FINAL` would read and merge every column of all the instances' rows. The
+    /// time condition stays after `FINAL`, as in every read of the table; what narrows the read
+    /// are conditions on the key alone: the keys of rows overlapping a window (the candidates),
+    /// found without `FINAL` from the time columns first, and their `seq`s as the `PREWHERE`
+    /// (one integer column). Every copy of a key passes or fails a key condition alike, so
+    /// `FINAL` picks among the copies of the keys left exactly as it would over the table,
+    /// and no key whose chosen copy overlaps is left out.
+    pub(super) async fn read_window_samples(
         &self,
         tenant: &TenantId,
-        instance: &InstanceId,
-        from: UnixMillis,
-        to: UnixMillis,
+        windows: &[(InstanceId, UnixMillis, UnixMillis)],
         limit: u32,
     ) -> Result<Vec<SampleRow>, StoreError> {
         const OP: &str = "reading samples";
-        self.require_instances(tenant, std::slice::from_ref(instance), OP)
-            .await?;
-        let q = self
-            .client
-            .query(
+        let mut instances: Vec<InstanceId> = windows.iter().map(|w| w.0.clone()).collect();
+        instances.sort_unstable();
+        instances.dedup();
+        self.require_instances(tenant, &instances, OP).await?;
+        let mut out = Vec::new();
+        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let mut times: Vec<(UnixMillis, UnixMillis)> =
+                chunk.iter().map(|&(_, from, to)| (from, to)).collect();
+            times.sort_unstable();
+            times.dedup();
+            let overlaps =
+                vec!["(instance_id = ? AND start_ms < ? AND end_ms > ?)"; chunk.len()].join(" OR ");
+            // The candidates' keys: the time columns (shared by all the instances' windows)
+            // read first, the instance compared only where they match.
+            let candidates = format!(
+                "FROM samples PREWHERE {} WHERE {overlaps}",
+                vec!["(start_ms < ? AND end_ms > ?)"; times.len()].join(" OR ")
+            );
+            let sql = format!(
                 "SELECT ?fields FROM samples FINAL \
-                 WHERE tenant = ? AND instance_id = ? AND start_ms < ? AND end_ms > ? \
-                 ORDER BY start_ms, end_ms, gpu_uuid, seq LIMIT ?",
-            )
-            .bind(tenant.as_str())
-            .bind(instance.as_str())
-            .bind(to.0)
-            .bind(from.0)
-            .bind(limit);
-        let rows: Vec<StoredSample> = self.fetch(q, OP).await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(SampleRow {
-                    sample: r.decode()?,
-                })
-            })
-            .collect()
+                 PREWHERE seq IN (SELECT seq {candidates}) \
+                 WHERE (instance_id, gpu_uuid, seq) IN \
+                     (SELECT instance_id, gpu_uuid, seq {candidates}) \
+                 AND tenant = ? AND ({overlaps}) \
+                 ORDER BY instance_id, start_ms, end_ms, gpu_uuid, seq LIMIT ?"
+            );
+            let bind_overlaps = |mut q: ::clickhouse::query::Query| {
+                for (instance, from, to) in chunk {
+                    q = q.bind(instance.as_str()).bind(to.0).bind(from.0);
+                }
+                q
+            };
+            let bind_candidates = |mut q: ::clickhouse::query::Query| {
+                for (from, to) in &times {
+                    q = q.bind(to.0).bind(from.0);
+                }
+                bind_overlaps(q)
+            };
+            let q = bind_candidates(bind_candidates(self.client.query(&sql)));
+            let q = bind_overlaps(q.bind(tenant.as_str())).bind(limit);
+            for row in self.fetch::<StoredSample>(q, OP).await? {
+                out.push(SampleRow {
+                    sample: row.decode()?,
+                });
+            }
+        }
+        Ok(if windows.len() > WINDOWS_PER_QUERY {
+            in_window_order(out, limit)
+        } else {
+            out
+        })
     }
 
-    /// The instance's intervals for buckets in `[from, to)`, aggregated from `shares FINAL`.
+    /// The intervals of the tenant's `instances` (all its instances, those given up included,
+    /// when None) for buckets in any of the disjoint `ranges`, aggregated from `shares FINAL`,
+    /// by instance, bucket, GPU. A named instance not the tenant's: `NotFound`.
     pub(super) async fn read_intervals(
         &self,
         tenant: &TenantId,
-        instance: Option<&InstanceId>,
-        from: UnixMillis,
-        to: UnixMillis,
+        instances: Option<&[InstanceId]>,
+        ranges: &[(UnixMillis, UnixMillis)],
     ) -> Result<Vec<IntervalRow>, StoreError> {
         const OP: &str = "reading intervals";
-        if let Some(instance) = instance {
-            self.require_instances(tenant, std::slice::from_ref(instance), OP)
-                .await?;
+        // Sorted, so the chunks' rows come in instance order one after the other.
+        let named: Option<Vec<InstanceId>> = instances.map(|i| {
+            let mut i = i.to_vec();
+            i.sort_unstable();
+            i.dedup();
+            i
+        });
+        if let Some(named) = &named {
+            self.require_instances(tenant, named, OP).await?;
         }
-        let sql = format!(
-            "SELECT {INTERVAL_SELECT} FROM shares FINAL \
-             WHERE tenant = ? {} AND bucket_ms >= ? AND bucket_ms < ? \
-             GROUP BY instance_id, gpu_uuid, bucket_ms ORDER BY {}",
-            if instance.is_some() {
-                "AND instance_id = ?"
-            } else {
-                ""
-            },
-            if instance.is_some() {
-                "bucket_ms, gpu_uuid"
-            } else {
-                "instance_id, bucket_ms, gpu_uuid"
+        let chunks: Vec<Option<&[InstanceId]>> = match &named {
+            Some(named) => named.chunks(KEYS_PER_QUERY).map(Some).collect(),
+            None => vec![None],
+        };
+        let mut out = Vec::new();
+        for chunk in chunks.into_iter().filter(|_| !ranges.is_empty()) {
+            let sql = format!(
+                "SELECT {INTERVAL_SELECT} FROM shares FINAL \
+                 WHERE tenant = ? {} AND ({}) \
+                 GROUP BY instance_id, gpu_uuid, bucket_ms \
+                 ORDER BY instance_id, bucket_ms, gpu_uuid",
+                match chunk {
+                    Some(i) => format!("AND instance_id IN ({})", placeholders(i.len(), 1)),
+                    None => String::new(),
+                },
+                vec!["(bucket_ms >= ? AND bucket_ms < ?)"; ranges.len()].join(" OR ")
+            );
+            let mut q = self.client.query(&sql).bind(tenant.as_str());
+            for instance in chunk.unwrap_or_default() {
+                q = q.bind(instance.as_str());
             }
-        );
-        let mut q = self.client.query(&sql).bind(tenant.as_str());
-        if let Some(instance) = instance {
-            q = q.bind(instance.as_str());
+            for (from, to) in ranges {
+                q = q.bind(from.0).bind(to.0);
+            }
+            for row in self.fetch::<AggregatedInterval>(q, OP).await? {
+                out.push(row.decode()?);
+            }
         }
-        let rows: Vec<AggregatedInterval> = self.fetch(q.bind(from.0).bind(to.0), OP).await?;
-        rows.into_iter().map(AggregatedInterval::decode).collect()
+        Ok(out)
     }
 
     /// Every tenant's facility energy per region and hour (see

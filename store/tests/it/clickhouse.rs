@@ -294,6 +294,33 @@ async fn rows_stored_twice_are_counted_once() {
                 .await
                 .unwrap();
             assert_eq!(samples.len(), batch.len());
+            // The edge reads of a workload, too: windows cutting samples see each once.
+            let a = wattprint_core::InstanceId::from("i-a");
+            let (from, to) = (UnixMillis(T0 + 100_000), UnixMillis(T0 + 400_000));
+            let windows = [
+                (a.clone(), from, to),
+                (a.clone(), to, UnixMillis(T0 + 500_000)),
+            ];
+            let edge = store
+                .windows_samples(&conformance::scope("acme"), &windows, 1000)
+                .await
+                .unwrap();
+            let want: Vec<u64> = batch
+                .iter()
+                .map(|es| &es.sample)
+                .filter(|s| s.start < UnixMillis(T0 + 500_000) && s.end > from)
+                .map(|s| s.seq)
+                .collect();
+            assert_eq!(want, (2..=11).collect::<Vec<u64>>());
+            let got: Vec<u64> = edge.iter().map(|r| r.sample.seq).collect();
+            assert_eq!(got, want);
+            let hours = [(UnixMillis(T0), UnixMillis(T0 + 2 * BUCKET_MS))];
+            let rows = store
+                .instances_intervals(&conformance::scope("acme"), &[a], &hours)
+                .await
+                .unwrap();
+            assert_eq!(rows, before[..rows.len()].to_vec());
+            assert_eq!(rows.len(), 2);
             let out = store.write_samples(&batch).await.unwrap();
             assert_eq!((out.inserted, out.duplicates), (0, batch.len() as u32));
         },

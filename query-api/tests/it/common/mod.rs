@@ -489,6 +489,22 @@ pub fn trace_phases() -> Vec<(i64, u64)> {
     phases
 }
 
+/// The trace's phases from the `skip`th on, looped from `from` as long as they end by `to`:
+/// `(seq, start, end, mJ)`.
+pub fn trace_spans(skip: usize, from: i64, to: i64) -> Vec<(u64, i64, i64, u64)> {
+    let phases = trace_phases();
+    let mut out = Vec::new();
+    let mut t = from;
+    for (seq, &(ms, mj)) in phases.iter().cycle().skip(skip).enumerate() {
+        if t + ms > to {
+            break;
+        }
+        out.push((seq as u64, t, t + ms, mj));
+        t += ms;
+    }
+    out
+}
+
 /// What an evidence document's `content_sha256` covers, rebuilt from the served bytes the way
 /// `docs/statements.md` tells a reader to: `generated_at`'s value blanked to `""` (its first
 /// occurrence is the document's own member: it follows `evidence_version`) and the trailing

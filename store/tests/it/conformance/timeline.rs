@@ -1,5 +1,5 @@
 //! One GPU, one timeline: overlapping energy is refused, and an instance's samples read
-//! back by time.
+//! back by time, also several instances' windows at once.
 
 use super::*;
 
@@ -112,4 +112,110 @@ pub async fn instance_samples_overlap_the_range_in_time_order_up_to_the_limit(st
         .await
         .unwrap();
     assert_eq!(all[0].sample, batch[1].sample);
+}
+
+/// The reads of several instances and windows at once (a workload's ragged ends): every
+/// sample of a window's instance overlapping it, once however many windows it overlaps, by
+/// instance then time, up to the limit; the intervals of the instances in the ranges; a
+/// foreign or unknown instance among them is `NotFound`. Expected from the written batch.
+pub async fn batched_edge_reads_match_the_samples_written(store: &dyn Store) {
+    seed(store).await;
+    store
+        .upsert_inventory(&[instance("acme", "i-c", &["GPU-C1"])])
+        .await
+        .unwrap();
+    // 70 s samples on three GPUs of two instances, cutting bucket edges.
+    let mut batch = Vec::new();
+    for (gpu, inst, offset) in [
+        ("GPU-A1", "i-a", 0),
+        ("GPU-A2", "i-a", 13_000),
+        ("GPU-C1", "i-c", 29_000),
+    ] {
+        for seq in 0..30u64 {
+            let start = T0 + offset + seq as i64 * 70_000;
+            let s = sample(gpu, inst, seq, start, start + 70_000, 1_000 + seq * 7);
+            batch.push(enrich(s, "acme"));
+        }
+    }
+    assert_eq!(store.write_samples(&batch).await.unwrap().inserted, 90);
+    // Delivered again: nothing changes.
+    assert_eq!(store.write_samples(&batch).await.unwrap().duplicates, 90);
+    let acme = scope("acme");
+    let (a, c) = (InstanceId::from("i-a"), InstanceId::from("i-c"));
+    let at = |ms: i64| UnixMillis(T0 + ms);
+    let windows = vec![
+        (a.clone(), at(100_000), at(300_000)),
+        // Overlaps the first: the samples of both come once.
+        (a.clone(), at(250_000), at(420_000)),
+        (c.clone(), at(1_234_567), at(1_500_000)),
+        (c.clone(), at(2_000_000), at(2_000_001)),
+    ];
+    let mut want: Vec<EnergySample> = batch
+        .iter()
+        .map(|es| es.sample.clone())
+        .filter(|s| {
+            windows
+                .iter()
+                .any(|(i, from, to)| s.instance == *i && s.start < *to && s.end > *from)
+        })
+        .collect();
+    want.sort_by_key(|s| (s.instance.clone(), s.start, s.end, s.gpu.clone(), s.seq));
+    // 4 + 3 samples of GPU-A1 (2 shared), 4 + 3 of GPU-A2 (2 shared), 5 + 1 of GPU-C1.
+    assert_eq!(want.len(), 5 + 5 + 6);
+    for limit in [1000, 4] {
+        let rows = store.windows_samples(&acme, &windows, limit).await.unwrap();
+        let got: Vec<EnergySample> = rows.into_iter().map(|r| r.sample).collect();
+        assert_eq!(got, want[..want.len().min(limit as usize)].to_vec());
+    }
+
+    // Intervals: buckets 1 and 4..=5 of both instances, by instance, bucket, GPU.
+    let ranges = [
+        (at(4 * BUCKET_MS), at(6 * BUCKET_MS)),
+        (at(BUCKET_MS), at(2 * BUCKET_MS)),
+    ];
+    let got = store
+        .instances_intervals(&acme, &[c.clone(), a.clone()], &ranges)
+        .await
+        .unwrap();
+    let mut by_hand: BTreeMap<(InstanceId, i64, GpuUuid), (u64, i64, u32)> = BTreeMap::new();
+    for es in &batch {
+        for sh in &es.shares {
+            let b = sh.bucket.start();
+            if ranges.iter().any(|(from, to)| b >= *from && b < *to) {
+                let key = (es.sample.instance.clone(), b.0, es.sample.gpu.clone());
+                let e = by_hand.entry(key).or_default();
+                *e = (e.0 + sh.energy.0, e.1 + sh.covered_ms, e.2 + 1);
+            }
+        }
+    }
+    let got: Vec<_> = got
+        .into_iter()
+        .map(|r| {
+            let key = (r.instance, r.bucket.start().0, r.gpu);
+            (key, (r.energy.0, r.covered_ms, r.samples))
+        })
+        .collect();
+    assert_eq!(got, by_hand.into_iter().collect::<Vec<_>>());
+    assert_eq!(got.len(), 3 * 3);
+
+    // Another tenant's instance, or an unknown one, anywhere in the list: not found.
+    let b = InstanceId::from("i-b");
+    let ghost = InstanceId::from("i-ghost");
+    for other in [b, ghost] {
+        let mut w = windows.clone();
+        w.push((other.clone(), at(0), at(BUCKET_MS)));
+        let err = store.windows_samples(&acme, &w, 10).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        let err = store
+            .instances_intervals(&acme, &[a.clone(), other], &ranges)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
+    // Nor does the owner's read see another tenant's samples under a window of its own.
+    let globex = store
+        .windows_samples(&scope("globex"), &[(a, at(0), at(BUCKET_MS))], 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(globex, StoreError::NotFound(_)), "{globex:?}");
 }
