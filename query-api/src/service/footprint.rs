@@ -332,6 +332,9 @@ pub async fn workload_footprint(
     footprint_of(&energy, catalog, w, (from, to), join.is_some())
 }
 
+/// Instances whose hourly totals a footprint reads at once.
+const HOURLY_READS_AT_ONCE: usize = 8;
+
 /// [`workload_footprint`] from hourly totals and the ragged ends; `None` when the span holds
 /// no whole hour or, with a join, an hour's average intensity is not one value over it.
 async fn footprint_by_hours(
@@ -350,15 +353,34 @@ async fn footprint_by_hours(
         .list_instances(scope)
         .await
         .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
+    // Every instance's hours, a few at a time, and the ragged ends, all at once.
+    let held: Vec<_> = w
+        .spec
+        .instances
+        .iter()
+        .filter_map(|i| inventory.iter().find(|r| &r.instance == i))
+        .collect();
+    let hourly = async {
+        let mut out = Vec::with_capacity(held.len());
+        for chunk in held.chunks(HOURLY_READS_AT_ONCE) {
+            let reads: Vec<_> = chunk
+                .iter()
+                .map(|r| store.instance_hourly_usage(scope, &r.instance, h1, h2))
+                .collect();
+            out.extend(chunk.iter().zip(futures::future::join_all(reads).await));
+        }
+        out
+    };
+    let ends = [(from, h1), (h2, to)];
+    let edges = workload_energy_in(store, scope, w, &ends, join);
+    let (hourly, energy) = tokio::join!(hourly, edges);
     let mut averages = join.map(HourAverages::new);
     let mut by_hour = AverageTotals::default();
     let mut hours = UsageTotals::default();
     let mut missing = BTreeSet::new();
-    for instance in &w.spec.instances {
-        let Some(record) = inventory.iter().find(|r| &r.instance == instance) else {
-            continue;
-        };
-        let rows = match store.instance_hourly_usage(scope, instance, h1, h2).await {
+    for (record, rows) in hourly {
+        let instance = &record.instance;
+        let rows = match rows {
             Ok(rows) => rows,
             Err(wattprint_store::StoreError::NotFound(_)) => {
                 missing.insert(instance);
@@ -377,7 +399,7 @@ async fn footprint_by_hours(
             hours.add(&h.totals);
         }
     }
-    let mut energy = workload_energy_in(store, scope, w, &[(from, h1), (h2, to)], join).await?;
+    let mut energy = energy?;
     for instance in missing {
         if !energy.missing_instances.contains(&instance.to_string()) {
             energy.missing_instances.push(instance.to_string());
