@@ -348,13 +348,27 @@ pub(crate) fn summary_sql() -> String {
              WHERE tenant = ?1 AND day_ms >= ?2 AND day_ms < ?3 AND intervals > 0 \
              UNION ALL \
              SELECT instance_id, gpu_uuid, power_max_mw, {interval_terms} FROM intervals \
-             WHERE tenant = ?1 AND bucket_ms >= ?4 AND bucket_ms < ?2 \
+             WHERE {first_edge} AND +tenant = ?1 AND bucket_ms >= ?4 AND bucket_ms < ?2 \
              UNION ALL \
              SELECT instance_id, gpu_uuid, power_max_mw, {interval_terms} FROM intervals \
-             WHERE tenant = ?1 AND bucket_ms >= ?3 AND bucket_ms < ?5 \
+             WHERE {last_edge} AND +tenant = ?1 AND bucket_ms >= ?3 AND bucket_ms < ?5 \
          ) GROUP BY instance_id ORDER BY instance_id",
         names = names.join(", "),
         interval_terms = interval_terms.join(", "),
+        first_edge = with_days_in("?4", "?2"),
+        last_edge = with_days_in("?3", "?5"),
+    )
+}
+
+/// A filter keeping the intervals of the tenant's (`?1`) instances with daily totals in the
+/// days from `from`'s to before `to` (every interval adds to its day's): an edge is then a
+/// range of the clustered primary key per instance, not a lookup per row through a tenant
+/// index.
+pub(crate) fn with_days_in(from: &str, to: &str) -> String {
+    format!(
+        "instance_id IN (SELECT DISTINCT instance_id FROM interval_days WHERE tenant = ?1 \
+         AND day_ms >= {} AND day_ms < {to})",
+        period_of(from, DAY_MS)
     )
 }
 
@@ -405,6 +419,32 @@ mod tests {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+    }
+
+    /// A summary's ragged edges are ranges of the intervals' clustered primary key per
+    /// instance, never a lookup per row through a tenant index.
+    #[test]
+    fn summary_edges_read_ranges_of_the_primary_key() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, &super::super::schema::MIGRATIONS).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", summary_sql()))
+            .unwrap()
+            .query_map(rusqlite::params!["t", 0, 1, 0, 1], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let on_intervals: Vec<&String> =
+            plan.iter().filter(|p| p.contains(" intervals ")).collect();
+        assert_eq!(on_intervals.len(), 2, "{plan:?}");
+        for p in on_intervals {
+            assert!(
+                p.contains("SEARCH intervals USING PRIMARY KEY (instance_id=? AND bucket_ms>? AND bucket_ms<?)"),
+                "{plan:?}"
+            );
+        }
     }
 
     /// Random inserts, energy added, intensity set and restated, deletes, then summaries over
