@@ -95,23 +95,25 @@ pub async fn workload_energy(
     span: (UnixMillis, UnixMillis),
     join: Option<&IntensityJoin>,
 ) -> Result<WorkloadEnergy, ApiError> {
-    workload_energy_in(store, scope, w, &[span], join).await
+    let inventory = store
+        .list_instances(scope)
+        .await
+        .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
+    workload_energy_in(store, scope, &inventory, w, &[span], join).await
 }
 
 /// [`workload_energy`] over the parts `ranges` of the workload's span (disjoint, each
 /// `[from, to)`): the slices of each part, the instances and their GPUs once. The intervals of
 /// all the instances are one read, and the samples of all their edge buckets another.
+/// `inventory` is the tenant's, read by the caller.
 async fn workload_energy_in(
     store: &dyn Store,
     scope: &TenantScope,
+    inventory: &[InstanceRecord],
     w: &Workload,
     ranges: &[(UnixMillis, UnixMillis)],
     join: Option<&IntensityJoin>,
 ) -> Result<WorkloadEnergy, ApiError> {
-    let inventory = store
-        .list_instances(scope)
-        .await
-        .map_err(|e| ApiError::from_store(e, || "instance not found".into()))?;
     let mut out = WorkloadEnergy::default();
     let mut present = Vec::new();
     for instance in &w.spec.instances {
@@ -372,7 +374,7 @@ async fn footprint_by_hours(
         out
     };
     let ends = [(from, h1), (h2, to)];
-    let edges = workload_energy_in(store, scope, w, &ends, join);
+    let edges = workload_energy_in(store, scope, &inventory, w, &ends, join);
     let (hourly, energy) = tokio::join!(hourly, edges);
     let mut averages = join.map(HourAverages::new);
     let mut by_hour = AverageTotals::default();
