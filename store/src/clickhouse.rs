@@ -51,6 +51,7 @@ mod access;
 mod daily;
 mod frontier;
 mod intensity;
+mod intervals;
 mod inventory;
 mod placements;
 mod quarantine;

@@ -212,6 +212,36 @@ pub(crate) const INTERVAL_SELECT: &str = "instance_id, gpu_uuid, bucket_ms, \
      argMinIf(intensity_replayed, seq, has_intensity = 1), argMin(tenant, seq)";
 
 impl AggregatedInterval {
+    /// [`INTERVAL_SELECT`] computed here: the aggregates of `shares`, the shares of one
+    /// `(instance, GPU, bucket)` as `FINAL` leaves them (one per key), sorted by `seq`; None
+    /// when there are none. Sums wrap as ClickHouse's do, the float sum detects it alike.
+    pub(crate) fn of_shares(shares: &[&StoredShare]) -> Option<Self> {
+        let first = shares.first()?;
+        let with_intensity = shares.iter().find(|s| s.has_intensity == 1);
+        Some(Self {
+            instance_id: first.instance_id.clone(),
+            gpu_uuid: first.gpu_uuid.clone(),
+            bucket_ms: first.bucket_ms,
+            energy_mj: shares.iter().fold(0, |a, s| a.wrapping_add(s.energy_mj)),
+            // As `toFloat64`: only compared with 2^64.
+            energy_float: shares.iter().map(|s| s.energy_mj as f64).sum(),
+            estimated_mj: shares.iter().fold(0, |a, s| a.wrapping_add(s.estimated_mj)),
+            covered_ms: shares.iter().fold(0, |a, s| a.wrapping_add(s.covered_ms)),
+            samples: shares.len() as u64,
+            power_max_mw: shares.iter().map(|s| s.power_max_mw).max().unwrap_or(0),
+            region: first.region.clone(),
+            pue: first.pue,
+            has_intensity: shares.iter().map(|s| s.has_intensity).max().unwrap_or(0),
+            intensity_value: with_intensity.map_or(0.0, |s| s.intensity_value),
+            intensity_kind: with_intensity.map_or_else(String::new, |s| s.intensity_kind.clone()),
+            intensity_source: with_intensity
+                .map_or_else(String::new, |s| s.intensity_source.clone()),
+            intensity_point_ms: with_intensity.map_or(0, |s| s.intensity_point_ms),
+            intensity_replayed: with_intensity.map_or(0, |s| s.intensity_replayed),
+            tenant: first.tenant.clone(),
+        })
+    }
+
     /// The tenant the interval was stored for.
     pub(crate) fn tenant(&self) -> &str {
         &self.tenant

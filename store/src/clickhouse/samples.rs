@@ -7,14 +7,12 @@
 //! match them (`clickhouse/frontier.rs`).
 
 use super::rollups;
-use super::rows::{
-    AggregatedInterval, GpuSpan, SampleKey, ShareKey, StoredSample, StoredShare, INTERVAL_SELECT,
-};
+use super::rows::{GpuSpan, SampleKey, ShareKey, StoredSample, StoredShare};
 use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
 use crate::{
-    in_window_order, EnrichedSample, IntervalRow, RefusedSample, RegionHourEnergy, SampleRow,
-    StoreError, WriteOutcome,
+    in_window_order, EnrichedSample, RefusedSample, RegionHourEnergy, SampleRow, StoreError,
+    WriteOutcome,
 };
 use ::clickhouse::Row;
 use serde::Deserialize;
@@ -273,57 +271,6 @@ impl ClickHouseStore {
         } else {
             out
         })
-    }
-
-    /// The intervals of the tenant's `instances` (all its instances, those given up included,
-    /// when None) for buckets in any of the disjoint `ranges`, aggregated from `shares FINAL`,
-    /// by instance, bucket, GPU. A named instance not the tenant's: `NotFound`.
-    pub(super) async fn read_intervals(
-        &self,
-        tenant: &TenantId,
-        instances: Option<&[InstanceId]>,
-        ranges: &[(UnixMillis, UnixMillis)],
-    ) -> Result<Vec<IntervalRow>, StoreError> {
-        const OP: &str = "reading intervals";
-        // Sorted, so the chunks' rows come in instance order one after the other.
-        let named: Option<Vec<InstanceId>> = instances.map(|i| {
-            let mut i = i.to_vec();
-            i.sort_unstable();
-            i.dedup();
-            i
-        });
-        if let Some(named) = &named {
-            self.require_instances(tenant, named, OP).await?;
-        }
-        let chunks: Vec<Option<&[InstanceId]>> = match &named {
-            Some(named) => named.chunks(KEYS_PER_QUERY).map(Some).collect(),
-            None => vec![None],
-        };
-        let mut out = Vec::new();
-        for chunk in chunks.into_iter().filter(|_| !ranges.is_empty()) {
-            let sql = format!(
-                "SELECT {INTERVAL_SELECT} FROM shares FINAL \
-                 WHERE tenant = ? {} AND ({}) \
-                 GROUP BY instance_id, gpu_uuid, bucket_ms \
-                 ORDER BY instance_id, bucket_ms, gpu_uuid",
-                match chunk {
-                    Some(i) => format!("AND instance_id IN ({})", placeholders(i.len(), 1)),
-                    None => String::new(),
-                },
-                vec!["(bucket_ms >= ? AND bucket_ms < ?)"; ranges.len()].join(" OR ")
-            );
-            let mut q = self.client.query(&sql).bind(tenant.as_str());
-            for instance in chunk.unwrap_or_default() {
-                q = q.bind(instance.as_str());
-            }
-            for (from, to) in ranges {
-                q = q.bind(from.0).bind(to.0);
-            }
-            for row in self.fetch::<AggregatedInterval>(q, OP).await? {
-                out.push(row.decode()?);
-            }
-        }
-        Ok(out)
     }
 
     /// Every tenant's facility energy per region and hour (see
