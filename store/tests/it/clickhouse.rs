@@ -328,6 +328,106 @@ async fn rows_stored_twice_are_counted_once() {
     .await;
 }
 
+/// Copies of a share that differ count as the one inserted last, as `FINAL` has it, whether
+/// the intervals are read for named instances (the shares as stored, aggregated in the
+/// process, differing buckets with `FINAL`) or for the whole tenant (`FINAL` on the server);
+/// identical copies count once on both paths.
+#[tokio::test]
+async fn differing_copies_count_as_the_last_inserted_on_both_read_paths() {
+    with_server(
+        "differing_copies_count_as_the_last_inserted_on_both_read_paths",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            // 4 buckets of GPU-A1 and GPU-A2, 60 s samples.
+            let batch: Vec<_> = (0..40u64)
+                .map(|i| {
+                    let gpu = if i % 2 == 0 { "GPU-A1" } else { "GPU-A2" };
+                    let start = T0 + (i / 2) as i64 * 60_000;
+                    enrich(
+                        sample(gpu, "i-a", i, start, start + 60_000, 5_000 + i),
+                        "acme",
+                    )
+                })
+                .collect();
+            store.write_samples(&batch).await.unwrap();
+            let before = intervals(&store, "acme", "i-a").await;
+            assert_eq!(before.len(), 8);
+            let raw = raw_client(&url).with_database(&db);
+            let copy = |set: &str, bucket: i64| {
+                let columns = "tenant, instance_id, bucket_ms, gpu_uuid, seq, energy_mj, \
+                    estimated_mj, covered_ms, power_max_mw, region, has_intensity, \
+                    intensity_value, intensity_kind, intensity_source, intensity_point_ms, \
+                    intensity_replayed, pue";
+                let select = columns.replace(set.split(" AS ").nth(1).unwrap(), set);
+                format!(
+                    "INSERT INTO shares ({columns}) SELECT {select} FROM shares \
+                     WHERE bucket_ms = {bucket}"
+                )
+            };
+            // Every share stored twice, identically; then bucket 1's shares restated to
+            // 777 g/kWh and bucket 2's moved to globex, each by a copy inserted last.
+            raw.query("INSERT INTO shares SELECT * FROM shares")
+                .execute()
+                .await
+                .unwrap();
+            for sql in [
+                copy("toFloat64(777) AS intensity_value", T0 + BUCKET_MS),
+                copy("'globex' AS tenant", T0 + 2 * BUCKET_MS),
+            ] {
+                raw.query(&sql).execute().await.unwrap();
+            }
+            let mut want: Vec<_> = before
+                .iter()
+                .filter(|r| r.bucket.start().0 != T0 + 2 * BUCKET_MS)
+                .cloned()
+                .collect();
+            for r in want
+                .iter_mut()
+                .filter(|r| r.bucket.start().0 == T0 + BUCKET_MS)
+            {
+                r.intensity.as_mut().unwrap().value = GramsPerKwh(777.0);
+            }
+            assert_eq!(want.len(), 6);
+            let named = intervals(&store, "acme", "i-a").await;
+            assert_eq!(named, want);
+            let tenant_wide = store
+                .tenant_intervals(
+                    &conformance::scope("acme"),
+                    UnixMillis(i64::MIN),
+                    UnixMillis(i64::MAX),
+                )
+                .await
+                .unwrap();
+            assert_eq!(tenant_wide, want);
+            // Energy to the mJ: what the batch put in buckets 0, 1 and 3.
+            let kept: u64 = batch
+                .iter()
+                .map(|es| &es.sample)
+                .filter(|s| (s.start.0 - T0) / BUCKET_MS != 2)
+                .map(|s| s.energy.0)
+                .sum();
+            assert_eq!(total(&named), kept);
+            // The moved bucket is globex's now, whole.
+            let globex = store
+                .tenant_intervals(
+                    &conformance::scope("globex"),
+                    UnixMillis(i64::MIN),
+                    UnixMillis(i64::MAX),
+                )
+                .await
+                .unwrap();
+            let moved: Vec<_> = before
+                .iter()
+                .filter(|r| r.bucket.start().0 == T0 + 2 * BUCKET_MS)
+                .cloned()
+                .collect();
+            assert_eq!(globex, moved);
+        },
+    )
+    .await;
+}
+
 /// The process died after inserting a batch's shares and before its samples: the redelivery
 /// writes the samples, counts no energy twice, and keeps the stored shares even when the
 /// re-enriched ones carry a different intensity.
