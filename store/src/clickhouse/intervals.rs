@@ -72,7 +72,8 @@ impl ClickHouseStore {
         let mut out = Vec::new();
         for chunk in named.chunks(KEYS_PER_QUERY).filter(|_| !ranges.is_empty()) {
             let sql = format!(
-                "SELECT ?fields FROM shares WHERE instance_id IN ({}) AND ({})",
+                // Key columns only, and no `FINAL`: safe to filter before reading the rest.
+                "SELECT ?fields FROM shares PREWHERE instance_id IN ({}) AND ({})",
                 placeholders(chunk.len(), 1),
                 vec!["(bucket_ms >= ? AND bucket_ms < ?)"; ranges.len()].join(" OR ")
             );
@@ -85,7 +86,7 @@ impl ClickHouseStore {
             }
             let mut shares: Vec<StoredShare> = self.fetch(q, OP).await?;
             shares.sort_unstable_by(|a, b| share_order(a).cmp(&share_order(b)));
-            let (settled, unsettled) = aggregate_settled(tenant.as_str(), &shares);
+            let (settled, unsettled) = aggregate_settled(tenant.as_str(), shares);
             let mut rows = decode_all(settled)?;
             if !unsettled.is_empty() {
                 rows.extend(self.read_final_windows(tenant, &unsettled).await?);
@@ -102,7 +103,7 @@ impl ClickHouseStore {
     async fn read_final_windows(
         &self,
         tenant: &TenantId,
-        buckets: &[(&str, i64)],
+        buckets: &[(String, i64)],
     ) -> Result<Vec<IntervalRow>, StoreError> {
         let windows = coalesce(buckets);
         tracing::debug!(
@@ -149,41 +150,47 @@ fn share_order(s: &StoredShare) -> (&str, i64, &str, u64) {
 /// From `shares` sorted by [`share_order`] (copies included, every tenant's): the intervals of
 /// `tenant` in the buckets where every key's copies are identical, and the `(instance,
 /// bucket)`s, sorted, where some key's copies differ (only `FINAL` knows the one that counts).
-fn aggregate_settled<'a>(
+fn aggregate_settled(
     tenant: &str,
-    shares: &'a [StoredShare],
-) -> (Vec<AggregatedInterval>, Vec<(&'a str, i64)>) {
-    let (mut settled, mut unsettled) = (Vec::new(), Vec::new());
-    let mut kept: Vec<&StoredShare> = Vec::new();
-    for bucket in
-        shares.chunk_by(|a, b| (&a.instance_id, a.bucket_ms) == (&b.instance_id, b.bucket_ms))
-    {
-        let same_key =
-            |a: &StoredShare, b: &StoredShare| (&a.gpu_uuid, a.seq) == (&b.gpu_uuid, b.seq);
-        if bucket
-            .windows(2)
-            .any(|w| same_key(&w[0], &w[1]) && w[0] != w[1])
+    mut shares: Vec<StoredShare>,
+) -> (Vec<AggregatedInterval>, Vec<(String, i64)>) {
+    let mut unsettled: Vec<(String, i64)> = Vec::new();
+    for w in shares.windows(2) {
+        let bucket = (w[0].instance_id.as_str(), w[0].bucket_ms);
+        if share_order(&w[0]) == share_order(&w[1])
+            && w[0] != w[1]
+            && unsettled.last().map(|(i, b)| (i.as_str(), *b)) != Some(bucket)
         {
-            unsettled.push((bucket[0].instance_id.as_str(), bucket[0].bucket_ms));
-            continue;
-        }
-        for gpu in bucket.chunk_by(|a, b| a.gpu_uuid == b.gpu_uuid) {
-            kept.clear();
-            kept.extend(
-                gpu.chunk_by(same_key)
-                    .map(|copies| &copies[0])
-                    .filter(|s| s.tenant == tenant),
-            );
-            settled.extend(AggregatedInterval::of_shares(&kept));
+            unsettled.push((bucket.0.to_owned(), bucket.1));
         }
     }
+    shares.dedup_by(|a, b| a == b);
+    shares.retain(|s| {
+        s.tenant == tenant
+            && (unsettled.is_empty()
+                || unsettled
+                    .binary_search_by(|(i, b)| {
+                        (i.as_str(), *b).cmp(&(s.instance_id.as_str(), s.bucket_ms))
+                    })
+                    .is_err())
+    });
+    let mut settled = Vec::with_capacity(shares.len());
+    settled.extend(
+        shares
+            .chunk_by_mut(|a, b| {
+                (&a.instance_id, a.bucket_ms, &a.gpu_uuid)
+                    == (&b.instance_id, b.bucket_ms, &b.gpu_uuid)
+            })
+            .filter_map(AggregatedInterval::of_shares),
+    );
     (settled, unsettled)
 }
 
 /// `(instance, bucket)`s (sorted) as `(instance, from, to)` ranges, neighbours joined.
-fn coalesce<'a>(buckets: &[(&'a str, i64)]) -> Vec<(&'a str, i64, i64)> {
+fn coalesce<S: AsRef<str>>(buckets: &[(S, i64)]) -> Vec<(&str, i64, i64)> {
     let mut out: Vec<(&str, i64, i64)> = Vec::new();
-    for &(instance, bucket) in buckets {
+    for (instance, bucket) in buckets {
+        let (instance, bucket) = (instance.as_ref(), *bucket);
         match out.last_mut() {
             Some((i, _, to)) if *i == instance && *to == bucket => *to = bucket + BUCKET_MS,
             _ => out.push((instance, bucket, bucket + BUCKET_MS)),
@@ -230,14 +237,8 @@ mod tests {
 
     fn aggregate(mut shares: Vec<StoredShare>) -> (Vec<IntervalRow>, Vec<(String, i64)>) {
         shares.sort_unstable_by(|a, b| share_order(a).cmp(&share_order(b)));
-        let (settled, unsettled) = aggregate_settled("t1", &shares);
-        (
-            decode_all(settled).unwrap(),
-            unsettled
-                .into_iter()
-                .map(|(i, b)| (i.to_owned(), b))
-                .collect(),
-        )
+        let (settled, unsettled) = aggregate_settled("t1", shares);
+        (decode_all(settled).unwrap(), unsettled)
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use crate::{EnrichedSample, EnrichedShare, IntervalRow, QuarantineRecord, StoreError};
 use ::clickhouse::Row;
 use serde::{Deserialize, Serialize};
+use std::mem::take;
 use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
 use wattprint_core::{
@@ -213,32 +214,54 @@ pub(crate) const INTERVAL_SELECT: &str = "instance_id, gpu_uuid, bucket_ms, \
 
 impl AggregatedInterval {
     /// [`INTERVAL_SELECT`] computed here: the aggregates of `shares`, the shares of one
-    /// `(instance, GPU, bucket)` as `FINAL` leaves them (one per key), sorted by `seq`; None
-    /// when there are none. Sums wrap as ClickHouse's do, the float sum detects it alike.
-    pub(crate) fn of_shares(shares: &[&StoredShare]) -> Option<Self> {
-        let first = shares.first()?;
-        let with_intensity = shares.iter().find(|s| s.has_intensity == 1);
+    /// `(instance, GPU, bucket)` as `FINAL` leaves them (one per key), sorted by `seq`, whose
+    /// strings it takes; None when there are none. Sums wrap as ClickHouse's do, and the float
+    /// sum detects it alike.
+    pub(crate) fn of_shares(shares: &mut [StoredShare]) -> Option<Self> {
+        let energy_mj = shares.iter().fold(0u64, |a, s| a.wrapping_add(s.energy_mj));
+        // As `toFloat64`: only compared with 2^64.
+        let energy_float = shares.iter().map(|s| s.energy_mj as f64).sum();
+        let estimated_mj = shares
+            .iter()
+            .fold(0u64, |a, s| a.wrapping_add(s.estimated_mj));
+        let covered_ms = shares
+            .iter()
+            .fold(0i64, |a, s| a.wrapping_add(s.covered_ms));
+        let power_max_mw = shares.iter().map(|s| s.power_max_mw).max().unwrap_or(0);
+        let has_intensity = shares.iter().map(|s| s.has_intensity).max().unwrap_or(0);
+        let samples = shares.len() as u64;
+        let with_intensity = shares.iter_mut().find(|s| s.has_intensity == 1);
+        let (intensity_value, intensity_point_ms, intensity_replayed) =
+            with_intensity.as_ref().map_or((0.0, 0, 0), |s| {
+                (
+                    s.intensity_value,
+                    s.intensity_point_ms,
+                    s.intensity_replayed,
+                )
+            });
+        let (intensity_kind, intensity_source) = with_intensity
+            .map(|s| (take(&mut s.intensity_kind), take(&mut s.intensity_source)))
+            .unwrap_or_default();
+        let first = shares.first_mut()?;
         Some(Self {
-            instance_id: first.instance_id.clone(),
-            gpu_uuid: first.gpu_uuid.clone(),
+            instance_id: take(&mut first.instance_id),
+            gpu_uuid: take(&mut first.gpu_uuid),
             bucket_ms: first.bucket_ms,
-            energy_mj: shares.iter().fold(0, |a, s| a.wrapping_add(s.energy_mj)),
-            // As `toFloat64`: only compared with 2^64.
-            energy_float: shares.iter().map(|s| s.energy_mj as f64).sum(),
-            estimated_mj: shares.iter().fold(0, |a, s| a.wrapping_add(s.estimated_mj)),
-            covered_ms: shares.iter().fold(0, |a, s| a.wrapping_add(s.covered_ms)),
-            samples: shares.len() as u64,
-            power_max_mw: shares.iter().map(|s| s.power_max_mw).max().unwrap_or(0),
-            region: first.region.clone(),
+            energy_mj,
+            energy_float,
+            estimated_mj,
+            covered_ms,
+            samples,
+            power_max_mw,
+            region: take(&mut first.region),
             pue: first.pue,
-            has_intensity: shares.iter().map(|s| s.has_intensity).max().unwrap_or(0),
-            intensity_value: with_intensity.map_or(0.0, |s| s.intensity_value),
-            intensity_kind: with_intensity.map_or_else(String::new, |s| s.intensity_kind.clone()),
-            intensity_source: with_intensity
-                .map_or_else(String::new, |s| s.intensity_source.clone()),
-            intensity_point_ms: with_intensity.map_or(0, |s| s.intensity_point_ms),
-            intensity_replayed: with_intensity.map_or(0, |s| s.intensity_replayed),
-            tenant: first.tenant.clone(),
+            has_intensity,
+            intensity_value,
+            intensity_kind,
+            intensity_source,
+            intensity_point_ms,
+            intensity_replayed,
+            tenant: take(&mut first.tenant),
         })
     }
 
