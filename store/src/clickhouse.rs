@@ -55,6 +55,7 @@ mod intervals;
 mod inventory;
 mod placements;
 mod quarantine;
+mod region_hours;
 mod rollups;
 mod rows;
 mod samples;
@@ -428,7 +429,7 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<RegionHourEnergy>, StoreError> {
-        self.read_region_hourly_facility_energy(regions, from, to)
+        self.region_hourly_facility_energy_by(regions, (from, to), SummaryPath::Auto)
             .await
     }
 

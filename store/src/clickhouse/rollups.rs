@@ -93,10 +93,10 @@ const RECOMPUTE_KEYS: usize = 1_000;
 /// Hours a refresh looks at per pass (bounds the stale list held in memory).
 const REFRESH_WINDOW_HOURS: i64 = 24;
 /// The recompute and summary queries carry key lists: allow more than the default 256 KiB.
-const MAX_QUERY_SIZE: &str = "16777216";
+pub(super) const MAX_QUERY_SIZE: &str = "16777216";
 
 /// No days read from daily rollups: an empty range, so `x < lo OR x >= hi` holds for all `x`.
-const NO_DAYS: (i64, i64) = (i64::MIN, i64::MIN);
+pub(super) const NO_DAYS: (i64, i64) = (i64::MIN, i64::MIN);
 
 /// The `(tenant, instance, period)`s of `touched` (hours, each floored to its period by
 /// `period`) before the latest period touched for the same `(tenant, instance)`: the stream
@@ -136,7 +136,7 @@ pub(crate) fn ceil_hour(t: i64) -> i64 {
 /// `(tenant, instance, GPU, bucket)`: the same values as `INTERVAL_SELECT` (region, PUE and
 /// intensity from the lowest sequence number, the intensity from the lowest that has one), with
 /// `iv_` aliases that shadow no column.
-fn intervals_sql(filter: &str) -> String {
+pub(super) fn intervals_sql(filter: &str) -> String {
     format!(
         "SELECT tenant, instance_id, gpu_uuid, bucket_ms, \
          sum(energy_mj) AS iv_energy, sum(toFloat64(energy_mj)) AS iv_energy_f, \
@@ -378,13 +378,65 @@ pub(crate) struct StaleHour {
 
 /// `(instance, hour)`s of a tenant that must not be read from rollups.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Excluded {
+pub(super) enum Excluded {
     /// These pairs.
     Pairs(Vec<(String, i64)>),
     /// Every instance in these hours.
     Hours(Vec<i64>),
     /// Every hour: no rollups at all.
     Everything,
+}
+
+impl Excluded {
+    /// SQL to append to a filter of `shares` (placeholders: the whole hours `[?, ?)`, then
+    /// [`Self::bind_set`]): buckets outside those hours or excluded; and to a filter of
+    /// `rollup_hourly` (placeholders: [`Self::bind_set`]): rows not excluded. Nothing for
+    /// [`Excluded::Everything`], where no rollup is read.
+    pub(super) fn filters(&self) -> (String, String) {
+        let bucket_hour = hour_of("bucket_ms");
+        match self {
+            Excluded::Everything => (String::new(), String::new()),
+            Excluded::Pairs(p) if p.is_empty() => (
+                " AND (bucket_ms < ? OR bucket_ms >= ?)".to_owned(),
+                String::new(),
+            ),
+            Excluded::Pairs(p) => {
+                let set = placeholders(p.len(), 2);
+                (
+                    format!(
+                        " AND (bucket_ms < ? OR bucket_ms >= ? \
+                         OR (instance_id, {bucket_hour}) IN ({set}))"
+                    ),
+                    format!(" AND (instance_id, hour_ms) NOT IN ({set})"),
+                )
+            }
+            Excluded::Hours(h) => {
+                let set = placeholders(h.len(), 1);
+                (
+                    format!(" AND (bucket_ms < ? OR bucket_ms >= ? OR {bucket_hour} IN ({set}))"),
+                    format!(" AND hour_ms NOT IN ({set})"),
+                )
+            }
+        }
+    }
+
+    /// Binds the set's placeholders of [`Self::filters`].
+    pub(super) fn bind_set(&self, mut q: ::clickhouse::query::Query) -> ::clickhouse::query::Query {
+        match self {
+            Excluded::Pairs(p) => {
+                for (i, h) in p {
+                    q = q.bind(i.as_str()).bind(*h);
+                }
+            }
+            Excluded::Hours(h) => {
+                for h in h {
+                    q = q.bind(*h);
+                }
+            }
+            Excluded::Everything => {}
+        }
+        q
+    }
 }
 
 /// How a summary reads the range.
@@ -400,7 +452,7 @@ pub enum SummaryPath {
 /// `[?, ?)`, `tenant_filter` applied to both tables (placeholders: tenant filter values, then
 /// the two hour bounds, for each of the two tables). Joined subqueries carry aliases: servers
 /// since 20.x refuse them without (`joined_subquery_requires_alias`).
-fn stale_sql(tenant_filter: &str) -> String {
+pub(super) fn stale_sql(tenant_filter: &str) -> String {
     format!(
         "SELECT tenant, instance_id, hour_ms, m_writes FROM ( \
              SELECT tenant, instance_id, hour_ms, sum(writes) AS m_writes FROM rollup_marks \
@@ -640,39 +692,43 @@ impl ClickHouseStore {
         h2: i64,
         days: (i64, i64),
     ) -> Result<Excluded, StoreError> {
-        const OP: &str = "summarising a tenant";
-        let stale = self
-            .stale_hours_outside(Some(tenant), h1, h2, days, Some(MAX_STALE_PAIRS + 1))
-            .await?;
-        if stale.len() as u64 <= MAX_STALE_PAIRS {
-            return Ok(Excluded::Pairs(
-                stale
-                    .into_iter()
-                    .map(|s| (s.instance_id, s.hour_ms))
-                    .collect(),
-            ));
-        }
+        let stale = stale_sql("tenant = ? AND (hour_ms < ? OR hour_ms >= ?)");
+        let bind = |mut q: ::clickhouse::query::Query| {
+            for _ in 0..2 {
+                q = q
+                    .bind(tenant.as_str())
+                    .bind(days.0)
+                    .bind(days.1)
+                    .bind(h1)
+                    .bind(h2);
+            }
+            q
+        };
+        self.excluded_by(&stale, bind, "summarising a tenant").await
+    }
+
+    /// The `(instance, hour)`s that `unrolled` selects (its placeholders bound by `bind`) as
+    /// an [`Excluded`]: those pairs, or only their hours when there are too many pairs, or
+    /// everything when there are too many hours.
+    pub(super) async fn excluded_by(
+        &self,
+        unrolled: &str,
+        bind: impl Fn(::clickhouse::query::Query) -> ::clickhouse::query::Query,
+        op: &'static str,
+    ) -> Result<Excluded, StoreError> {
         let sql = format!(
-            "SELECT DISTINCT hour_ms FROM ({}) ORDER BY hour_ms LIMIT ?",
-            stale_sql("tenant = ? AND (hour_ms < ? OR hour_ms >= ?)")
+            "SELECT DISTINCT instance_id, hour_ms FROM ({unrolled}) \
+             ORDER BY hour_ms, instance_id LIMIT ?"
         );
+        let pairs: Vec<(String, i64)> = self
+            .fetch(bind(self.client.query(&sql)).bind(MAX_STALE_PAIRS + 1), op)
+            .await?;
+        if pairs.len() as u64 <= MAX_STALE_PAIRS {
+            return Ok(Excluded::Pairs(pairs));
+        }
+        let sql = format!("SELECT DISTINCT hour_ms FROM ({unrolled}) ORDER BY hour_ms LIMIT ?");
         let hours: Vec<i64> = self
-            .fetch(
-                self.client
-                    .query(&sql)
-                    .bind(tenant.as_str())
-                    .bind(days.0)
-                    .bind(days.1)
-                    .bind(h1)
-                    .bind(h2)
-                    .bind(tenant.as_str())
-                    .bind(days.0)
-                    .bind(days.1)
-                    .bind(h1)
-                    .bind(h2)
-                    .bind(MAX_STALE_HOURS + 1),
-                OP,
-            )
+            .fetch(bind(self.client.query(&sql)).bind(MAX_STALE_HOURS + 1), op)
             .await?;
         Ok(if hours.len() as u64 <= MAX_STALE_HOURS {
             Excluded::Hours(hours)
@@ -812,7 +868,6 @@ impl ClickHouseStore {
 
         // The 5-minute part: the edges, and the excluded hours in between. Only instances with
         // marks in the range are read, so the primary key (instance first) narrows the scan.
-        let bucket_hour = hour_of("bucket_ms");
         let mut raw_filter = String::from(
             "tenant = ? AND instance_id IN (SELECT instance_id FROM rollup_marks \
              WHERE tenant = ? AND hour_ms >= ? AND hour_ms < ? \
@@ -822,26 +877,9 @@ impl ClickHouseStore {
         let mut rollup_filter = String::from(
             "tenant = ? AND hour_ms >= ? AND hour_ms < ? AND (hour_ms < ? OR hour_ms >= ?)",
         );
-        match &excluded {
-            Excluded::Everything => {}
-            Excluded::Pairs(p) if p.is_empty() => {
-                raw_filter.push_str(" AND (bucket_ms < ? OR bucket_ms >= ?)");
-            }
-            Excluded::Pairs(p) => {
-                let set = placeholders(p.len(), 2);
-                raw_filter.push_str(&format!(
-                    " AND (bucket_ms < ? OR bucket_ms >= ? OR (instance_id, {bucket_hour}) IN ({set}))"
-                ));
-                rollup_filter.push_str(&format!(" AND (instance_id, hour_ms) NOT IN ({set})"));
-            }
-            Excluded::Hours(h) => {
-                let set = placeholders(h.len(), 1);
-                raw_filter.push_str(&format!(
-                    " AND (bucket_ms < ? OR bucket_ms >= ? OR {bucket_hour} IN ({set}))"
-                ));
-                rollup_filter.push_str(&format!(" AND hour_ms NOT IN ({set})"));
-            }
-        }
+        let (raw_extra, rollup_extra) = excluded.filters();
+        raw_filter.push_str(&raw_extra);
+        rollup_filter.push_str(&rollup_extra);
         let raw = format!(
             "SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(0) AS from_rollup, \
              emptyArrayInt64() AS rollup_hours FROM ({})",
@@ -892,25 +930,9 @@ impl ClickHouseStore {
                 .bind(days.0)
                 .bind(days.1);
         }
-        let bind_set = |mut q: ::clickhouse::query::Query| {
-            match &excluded {
-                Excluded::Pairs(p) => {
-                    for (i, h) in p {
-                        q = q.bind(i.as_str()).bind(*h);
-                    }
-                }
-                Excluded::Hours(h) => {
-                    for h in h {
-                        q = q.bind(*h);
-                    }
-                }
-                Excluded::Everything => {}
-            }
-            q
-        };
         if beyond_days && excluded != Excluded::Everything {
-            q = bind_set(q.bind(h1).bind(h2));
-            q = bind_set(
+            q = excluded.bind_set(q.bind(h1).bind(h2));
+            q = excluded.bind_set(
                 q.bind(tenant.as_str())
                     .bind(h1)
                     .bind(h2)

@@ -10,16 +10,11 @@ use super::rollups;
 use super::rows::{GpuSpan, SampleKey, ShareKey, StoredSample, StoredShare};
 use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
-use crate::{
-    in_window_order, EnrichedSample, RefusedSample, RegionHourEnergy, SampleRow, StoreError,
-    WriteOutcome,
-};
-use ::clickhouse::Row;
-use serde::Deserialize;
+use crate::{in_window_order, EnrichedSample, RefusedSample, SampleRow, StoreError, WriteOutcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, Placement};
-use wattprint_core::{InstanceId, RegionId, TenantId, UnixMillis};
+use wattprint_core::{InstanceId, TenantId, UnixMillis};
 
 /// Windows per samples read: each is named twice in its SQL, so a workload of many
 /// instances stays far below the server's `max_query_size`.
@@ -271,52 +266,6 @@ impl ClickHouseStore {
         } else {
             out
         })
-    }
-
-    /// Every tenant's facility energy per region and hour (see
-    /// [`crate::Store::region_hourly_facility_energy`]): each interval's shares collapsed
-    /// first, as every interval read does, then summed per region-hour.
-    pub(super) async fn read_region_hourly_facility_energy(
-        &self,
-        regions: &[RegionId],
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> Result<Vec<RegionHourEnergy>, StoreError> {
-        #[derive(Debug, Row, Deserialize)]
-        struct RegionHour {
-            region: String,
-            hour_ms: i64,
-            facility_kwh: f64,
-        }
-        if regions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT interval_region, intDiv(bucket_ms, 3600000) * 3600000 AS hour_ms, \
-             sum(interval_mj * interval_pue) / 3600000000 \
-             FROM (SELECT bucket_ms, argMin(region, seq) AS interval_region, \
-                          sum(energy_mj) AS interval_mj, argMin(pue, seq) AS interval_pue \
-                   FROM shares FINAL WHERE bucket_ms >= ? AND bucket_ms < ? \
-                   GROUP BY instance_id, gpu_uuid, bucket_ms) \
-             WHERE interval_region IN ({}) AND interval_mj > 0 \
-             GROUP BY interval_region, hour_ms ORDER BY interval_region, hour_ms",
-            vec!["?"; regions.len()].join(", ")
-        );
-        let mut q = self.client.query(&sql).bind(from.0).bind(to.0);
-        for r in regions {
-            q = q.bind(r.as_str());
-        }
-        let rows: Vec<RegionHour> = self
-            .fetch(q, "reading facility energy per region and hour")
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RegionHourEnergy {
-                region: RegionId(r.region),
-                hour: UnixMillis(r.hour_ms),
-                facility_kwh: r.facility_kwh,
-            })
-            .collect())
     }
 
     /// The stored samples under the batch's own keys `(instance, gpu, seq)` (an indexed lookup;

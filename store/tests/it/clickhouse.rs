@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use std::future::Future;
 use std::sync::Arc;
 use wattprint_core::intensity::IntensityKind;
-use wattprint_core::{GramsPerKwh, TenantId, UnixMillis, BUCKET_MS};
+use wattprint_core::{GramsPerKwh, RegionId, TenantId, UnixMillis, BUCKET_MS};
 use wattprint_store::clickhouse::SummaryPath;
 use wattprint_store::{ClickHouseStore, EnrichedSample, Store, StoreError, TenantSummary};
 
@@ -1123,6 +1123,155 @@ async fn summaries_align_hours_before_1970_too() {
             }
             let s = summary_by(&store, "acme", -2 * HOUR, HOUR, SummaryPath::Auto).await;
             assert_eq!(s.rollup_instance_hours, 3);
+        },
+    )
+    .await;
+}
+
+/// Every tenant's facility energy per region and hour over `[from, to)` read by `path`, as
+/// `(region, hour, kWh)`.
+async fn region_hours(
+    store: &ClickHouseStore,
+    regions: &[&str],
+    (from, to): (i64, i64),
+    path: SummaryPath,
+) -> Vec<(String, i64, f64)> {
+    let regions: Vec<RegionId> = regions.iter().map(|r| RegionId::from(*r)).collect();
+    store
+        .region_hourly_facility_energy_by(&regions, (UnixMillis(from), UnixMillis(to)), path)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.region.0, e.hour.0, e.facility_kwh))
+        .collect()
+}
+
+fn assert_region_hours_match(got: &[(String, i64, f64)], want: &[(String, i64, f64)], what: &str) {
+    let keys = |v: &[(String, i64, f64)]| {
+        v.iter()
+            .map(|(r, h, _)| (r.clone(), *h))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(got), keys(want), "{what}");
+    for ((r, h, g), (_, _, w)) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-9 * w.abs(),
+            "{what}: {r} {h}: {g} kWh, want {w}"
+        );
+    }
+}
+
+/// Facility energy per region and hour, served from hourly rollups where they are fresh and
+/// in one region, equals the 5-minute data's and a hand computation: every tenant counted,
+/// ragged edges, a stale hour, an hour of an instance in two regions; and it does come from
+/// the rollups (a tampered rollup row shows).
+#[tokio::test]
+async fn region_hourly_energy_from_rollups_equals_raw_data() {
+    with_server(
+        "region_hourly_energy_from_rollups_equals_raw_data",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            // Four hours from h0 of i-a (acme) and i-b (globex), a sample per bucket but one
+            // of i-a's second hour, which comes late; the second half of i-a's third hour in
+            // PJM.
+            let region_of = |inst: &str, start: i64| {
+                let moved = h0() + 2 * HOUR + 30 * 60_000..h0() + 3 * HOUR;
+                if inst == "i-a" && moved.contains(&start) {
+                    "PJM"
+                } else {
+                    "CAISO_NORTH"
+                }
+            };
+            let one = |gpu: &str, inst: &str, tenant: &str, seq: u64, start: i64, mj: u64| {
+                let s = sample(gpu, inst, seq, start, start + BUCKET_MS, mj);
+                conformance::enrich_in(s, tenant, region_of(inst, start), &|b| {
+                    Some(conformance::intensity_for(b))
+                })
+            };
+            let mut batch = Vec::new();
+            for (gpu, inst, tenant) in [("GPU-A1", "i-a", "acme"), ("GPU-B1", "i-b", "globex")] {
+                for k in 0..48u64 {
+                    let start = h0() + k as i64 * BUCKET_MS;
+                    batch.push(one(gpu, inst, tenant, k, start, 1_000_000 + 7_919 * k));
+                }
+            }
+            let late = batch.remove(16);
+            store.write_samples(&batch).await.unwrap();
+            store
+                .refresh_rollups(UnixMillis(h0()), UnixMillis(h0() + 4 * HOUR))
+                .await
+                .unwrap();
+            let rolled = count(&url, &db, "SELECT count() FROM rollup_hourly FINAL").await;
+            assert_eq!(rolled, 8, "two instances × four hours rolled up");
+            // The late sample: i-a's second hour is stale now, its rollup short of it.
+            store
+                .write_samples(std::slice::from_ref(&late))
+                .await
+                .unwrap();
+            batch.push(late);
+
+            let by_hand = |regions: &[&str], (from, to): (i64, i64)| {
+                let mut sums: std::collections::BTreeMap<(String, i64), f64> = Default::default();
+                for es in &batch {
+                    let start = es.sample.start.0;
+                    if (from..to).contains(&start) && regions.contains(&es.region.as_str()) {
+                        let hour = start.div_euclid(HOUR) * HOUR;
+                        *sums.entry((es.region.0.clone(), hour)).or_default() +=
+                            es.sample.energy.0 as f64 / 3_600_000_000.0 * 1.2;
+                    }
+                }
+                sums.into_iter()
+                    .map(|((r, h), k)| (r, h, k))
+                    .collect::<Vec<_>>()
+            };
+            let ranges = [
+                (h0(), h0() + 4 * HOUR),
+                (h0() + 7 * 60_000, h0() + 4 * HOUR - 13 * 60_000),
+                (i64::MIN, i64::MAX),
+            ];
+            for regions in [&["CAISO_NORTH", "PJM"][..], &["PJM"], &["NOWHERE"]] {
+                for range in ranges {
+                    let what = format!("{regions:?} over {range:?}");
+                    let auto = region_hours(&store, regions, range, SummaryPath::Auto).await;
+                    let raw = region_hours(&store, regions, range, SummaryPath::Raw).await;
+                    assert_region_hours_match(&auto, &raw, &what);
+                    assert_region_hours_match(&auto, &by_hand(regions, range), &what);
+                }
+            }
+            assert_eq!(by_hand(&["CAISO_NORTH", "PJM"], ranges[0]).len(), 5);
+
+            // i-b's first hour doubled in its rollup row only: read from the rollup, it shows.
+            let columns = "tenant, instance_id, hour_ms, gpu_uuid, writes_seen, gpu_intervals, \
+                energy_mj, energy_float, estimated_mj, covered_ms, samples, power_max_mw, \
+                facility_kwh, it_co2e_g, facility_co2e_g, weighted_intensity, intensity_sum, \
+                energy_with_intensity_mj, missing_energy_mj, intervals_actual, \
+                intervals_forecast, intervals_fallback, intervals_missing, intervals_replayed, \
+                intervals_unknown, region, regions";
+            let doubled = columns.replace("facility_kwh,", "facility_kwh * 2,");
+            raw_client(&url)
+                .with_database(&db)
+                .query(&format!(
+                    "INSERT INTO rollup_hourly ({columns}) SELECT {doubled} \
+                     FROM rollup_hourly FINAL WHERE instance_id = 'i-b' AND hour_ms = {}",
+                    h0()
+                ))
+                .execute()
+                .await
+                .unwrap();
+            let caiso = ["CAISO_NORTH"];
+            let auto = region_hours(&store, &caiso, ranges[0], SummaryPath::Auto).await;
+            let raw = region_hours(&store, &caiso, ranges[0], SummaryPath::Raw).await;
+            assert_region_hours_match(&raw, &by_hand(&caiso, ranges[0]), "raw");
+            let i_b_first: f64 = batch[47..59]
+                .iter()
+                .map(|es| es.sample.energy.0 as f64 / 3_600_000_000.0 * 1.2)
+                .sum();
+            assert_eq!((&auto[0].0, auto[0].1), (&raw[0].0, raw[0].1));
+            assert!(
+                (auto[0].2 - raw[0].2 - i_b_first).abs() <= 1e-9 * raw[0].2,
+                "{auto:?} against {raw:?}"
+            );
         },
     )
     .await;
