@@ -24,8 +24,10 @@
 //!   Racing writers of *different* content for one `(GPU, seq)` (a broken agent, at the same
 //!   moment) can both pass the check: there is no lock to prevent it.
 //!
-//! Interval rows are not stored: [`Store::instance_intervals`] aggregates `shares FINAL` per
-//! `(instance, GPU, bucket)`, so the result does not depend on arrival order or on redelivery.
+//! Interval rows are not stored: reads aggregate the shares of each `(instance, GPU, bucket)`
+//! as `FINAL` collapses them, so the result does not depend on arrival order or on redelivery
+//! (`clickhouse/intervals.rs`: reads of named instances collapse identical copies in the
+//! process and use `FINAL` only where copies differ).
 //!
 //! # Rollups
 //!
