@@ -391,15 +391,20 @@ async fn differing_copies_count_as_the_last_inserted_on_both_read_paths() {
             assert_eq!(want.len(), 6);
             let named = intervals(&store, "acme", "i-a").await;
             assert_eq!(named, want);
-            let tenant_wide = store
-                .tenant_intervals(
-                    &conformance::scope("acme"),
-                    UnixMillis(i64::MIN),
-                    UnixMillis(i64::MAX),
-                )
-                .await
-                .unwrap();
-            assert_eq!(tenant_wide, want);
+            let tenant_wide = |tenant: &'static str| {
+                let store = store.clone();
+                async move {
+                    store
+                        .tenant_intervals(
+                            &conformance::scope(tenant),
+                            UnixMillis(i64::MIN),
+                            UnixMillis(i64::MAX),
+                        )
+                        .await
+                        .unwrap()
+                }
+            };
+            assert_eq!(tenant_wide("acme").await, want);
             // Energy to the mJ: what the batch put in buckets 0, 1 and 3.
             let kept: u64 = batch
                 .iter()
@@ -409,14 +414,7 @@ async fn differing_copies_count_as_the_last_inserted_on_both_read_paths() {
                 .sum();
             assert_eq!(total(&named), kept);
             // The moved bucket is globex's now, whole.
-            let globex = store
-                .tenant_intervals(
-                    &conformance::scope("globex"),
-                    UnixMillis(i64::MIN),
-                    UnixMillis(i64::MAX),
-                )
-                .await
-                .unwrap();
+            let globex = tenant_wide("globex").await;
             let moved: Vec<_> = before
                 .iter()
                 .filter(|r| r.bucket.start().0 == T0 + 2 * BUCKET_MS)
