@@ -577,3 +577,87 @@ pub(crate) struct StoredWorkload {
     pub created_at_ms: i64,
     pub created_ns: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattprint_core::TenantId;
+
+    /// A power-integrated sample (so its share is an estimate) with one share and intensity.
+    fn enriched() -> EnrichedSample {
+        let bucket = Bucket::aligned(UnixMillis(1_700_000_100_000)).unwrap();
+        EnrichedSample {
+            sample: EnergySample {
+                host: HostId::from("h1"),
+                gpu: GpuUuid::from("GPU-1"),
+                instance: InstanceId::from("i-1"),
+                seq: 7,
+                start: bucket.start(),
+                end: UnixMillis(bucket.start().0 + 1_000),
+                energy: Millijoules(420),
+                power: Milliwatts(420_000),
+                power_max: Milliwatts(300_000),
+                util_gpu_pct: 50,
+                mem_used_bytes: 1,
+                temp_c: 60,
+                sm_clock_mhz: 1_500,
+                chain_start: false,
+                energy_source: EnergySource::PowerIntegration,
+                attribution: Attribution::Exclusive,
+            },
+            tenant: TenantId::from("acme"),
+            region: RegionId::from("CAISO_NORTH"),
+            pue: 1.2,
+            shares: vec![EnrichedShare {
+                bucket,
+                energy: Millijoules(420),
+                covered_ms: 1_000,
+                intensity: Some(JoinedIntensity {
+                    value: GramsPerKwh(250.5),
+                    kind: IntensityKind::Actual,
+                    source: "watttime:CAISO_NORTH".into(),
+                    point_at: bucket.start(),
+                    replayed: false,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_new_share_is_stored_as_the_row_with_its_columns_and_no_other() {
+        let es = enriched();
+        let new = NewShare::of(&es, &es.shares[0]);
+        // By hand: an estimate (power integration), the larger of power and its max.
+        let stored = StoredShare {
+            tenant: "acme".into(),
+            instance_id: "i-1".into(),
+            bucket_ms: 1_700_000_100_000,
+            gpu_uuid: "GPU-1".into(),
+            seq: 7,
+            energy_mj: 420,
+            estimated_mj: 420,
+            covered_ms: 1_000,
+            power_max_mw: 420_000,
+            region: "CAISO_NORTH".into(),
+            has_intensity: 1,
+            intensity_value: 250.5,
+            intensity_kind: "actual".into(),
+            intensity_source: "watttime:CAISO_NORTH".into(),
+            intensity_point_ms: 1_700_000_100_000,
+            intensity_replayed: 0,
+            pue: 1.2,
+        };
+        assert!(new.is_stored_as(&stored));
+        assert_eq!(new.key(), stored.key());
+        let re_enriched = StoredShare {
+            intensity_value: 999.0,
+            ..stored.clone()
+        };
+        assert!(!new.is_stored_as(&re_enriched));
+        let elsewhere = StoredShare {
+            instance_id: "i-2".into(),
+            ..stored
+        };
+        assert!(!new.is_stored_as(&elsewhere));
+    }
+}
