@@ -7,6 +7,8 @@
 //! data is on disk.
 
 use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use thiserror::Error;
 use wattprint_core::sample::EnergySample;
@@ -47,11 +49,25 @@ pub enum BusError {
     Broker(String),
 }
 
+/// A message handed to the bus ([`BusProducer::enqueue`]): resolves once the bus holds it
+/// durably, with what [`BusProducer::publish`] would have returned.
+pub type Persisting = Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>;
+
 /// Sends messages; returns once the bus holds them durably.
 #[async_trait]
 pub trait BusProducer: Send + Sync {
     /// Publishes one message.
     async fn publish(&self, message: BusMessage) -> Result<(), BusError>;
+
+    /// Hands `message` to the bus behind every message handed to this producer before, and
+    /// returns what resolves once it is durable. A caller may hand on the next message
+    /// before then: one agent stream can have several batches in flight, still in its order.
+    ///
+    /// By default the message is published first, so it is durable when this returns.
+    async fn enqueue(&self, message: BusMessage) -> Result<Persisting, BusError> {
+        let published = self.publish(message).await;
+        Ok(Box::pin(std::future::ready(published)))
+    }
 }
 
 /// Receives messages in order.

@@ -1,7 +1,7 @@
 //! The in-process bus of the embedded deployment: a bounded channel whose publish completes when
 //! the consumer settles the message, so an ack means the enricher committed it to the store.
 
-use crate::{BusConsumer, BusError, BusMessage, BusProducer, Delivery};
+use crate::{BusConsumer, BusError, BusMessage, BusProducer, Delivery, Persisting};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,17 +28,24 @@ pub fn memory_bus(capacity: usize) -> (MemoryProducer, MemoryConsumer) {
 #[async_trait]
 impl BusProducer for MemoryProducer {
     async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
+        self.enqueue(message).await?.await
+    }
+
+    /// Queued in the channel (in order); durable once the consumer settles it.
+    async fn enqueue(&self, message: BusMessage) -> Result<Persisting, BusError> {
         let (done, settled) = oneshot::channel();
         self.tx
             .send((message, done))
             .await
             .map_err(|_| BusError::Closed)?;
-        match settled.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(BusError::NotPersisted(reason)),
-            // The consumer dropped the delivery without settling it (shutdown mid-batch).
-            Err(_) => Err(BusError::Closed),
-        }
+        Ok(Box::pin(async move {
+            match settled.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(reason)) => Err(BusError::NotPersisted(reason)),
+                // The consumer dropped the delivery without settling it (shutdown mid-batch).
+                Err(_) => Err(BusError::Closed),
+            }
+        }))
     }
 }
 

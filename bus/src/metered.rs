@@ -2,7 +2,7 @@
 //! (latency and failures by topic, publishes in flight) around any producer, in-process or
 //! Kafka, and delegates.
 
-use crate::{BusError, BusMessage, BusProducer};
+use crate::{BusError, BusMessage, BusProducer, Persisting};
 use async_trait::async_trait;
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -52,20 +52,52 @@ impl<P: BusProducer> Metered<P> {
 #[async_trait]
 impl<P: BusProducer> BusProducer for Metered<P> {
     async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
+        self.enqueue(message).await?.await
+    }
+
+    /// Timed from the hand-over to durability, whichever way the inner producer takes.
+    async fn enqueue(&self, message: BusMessage) -> Result<Persisting, BusError> {
         let topic = match &message {
             BusMessage::Samples(_) => "samples",
             BusMessage::DeadLetters(_) => "dead_letter",
         };
         let m = &*METRICS;
-        let labels = [KeyValue::new("topic", topic)];
-        m.in_flight.add(1, &[]);
+        let in_flight = InFlight::start();
         let start = Instant::now();
-        let result = self.inner.publish(message).await;
-        m.in_flight.add(-1, &[]);
-        m.duration.record(start.elapsed().as_secs_f64(), &labels);
-        if result.is_err() {
-            m.errors.add(1, &labels);
+        let record = move |result: &Result<(), BusError>| {
+            let labels = [KeyValue::new("topic", topic)];
+            m.duration.record(start.elapsed().as_secs_f64(), &labels);
+            if result.is_err() {
+                m.errors.add(1, &labels);
+            }
+        };
+        match self.inner.enqueue(message).await {
+            Ok(persisting) => Ok(Box::pin(async move {
+                let result = persisting.await;
+                record(&result);
+                drop(in_flight);
+                result
+            })),
+            Err(e) => {
+                record(&Err(e.clone()));
+                Err(e)
+            }
         }
-        result
+    }
+}
+
+/// One publish counted in flight until it is settled or given up (dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        METRICS.in_flight.add(1, &[]);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.add(-1, &[]);
     }
 }

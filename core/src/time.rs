@@ -64,7 +64,26 @@ impl UnixMillis {
         let (h, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
         let (min, rest) = (rest / 60_000, rest % 60_000);
         let (s, ms) = (rest / 1000, rest % 1000);
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+        if !(0..=9999).contains(&y) {
+            return format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z");
+        }
+        // Digits written in place: a month's 5-minute series formats 17,280 of these, and
+        // `format!`'s padding machinery was a tenth of its serialisation.
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, i64::from(m));
+        put(8, 2, i64::from(d));
+        put(11, 2, h);
+        put(14, 2, min);
+        put(17, 2, s);
+        put(20, 3, ms);
+        out.iter().map(|&b| char::from(b)).collect()
     }
 }
 
@@ -183,6 +202,31 @@ mod tests {
             UnixMillis::from_utc(1969, 12, 31, 23, 59, 59).unwrap(),
             UnixMillis(-1000)
         );
+    }
+
+    /// The digits written in place read the same as `format!`'s, from year 0 to 9999 and
+    /// outside it (the fallback).
+    #[test]
+    fn rfc3339_digits_equal_format() {
+        let reference = |t: UnixMillis| {
+            let days = t.0.div_euclid(86_400_000);
+            let ms_of_day = t.0.rem_euclid(86_400_000);
+            let (y, m, d) = civil_from_days(days);
+            let (h, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
+            let (min, rest) = (rest / 60_000, rest % 60_000);
+            let (s, ms) = (rest / 1000, rest % 1000);
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+        };
+        // Year 0 to 9999, in uneven steps that visit every field's digits.
+        let (first, last) = (-62_167_219_200_000_i64, 253_402_300_799_999_i64);
+        let mut t = first;
+        while t <= last {
+            assert_eq!(UnixMillis(t).to_rfc3339(), reference(UnixMillis(t)));
+            t += 7_777_777_777 + t.rem_euclid(1009);
+        }
+        for t in [first, first - 1, last, last + 1, i64::MIN / 4, i64::MAX / 4] {
+            assert_eq!(UnixMillis(t).to_rfc3339(), reference(UnixMillis(t)), "{t}");
+        }
     }
 
     #[test]

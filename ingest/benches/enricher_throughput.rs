@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench -p wattprint-ingest --bench enricher_throughput` with the servers up
 //! (`source scripts/servers.sh start`). Knobs: `WPBENCH_SAMPLES` (default 200000),
-//! `WPBENCH_GPUS` (1024), `WPBENCH_BATCH` (enricher batch, 16384),
+//! `WPBENCH_GPUS` (1024), `WPBENCH_BATCH` (enricher batch, the `[enricher]` default),
 //! `WPBENCH_CLICKHOUSE_NATIVE_PORT` (HTTP port + 1000).
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -33,6 +33,7 @@ use wattprint_core::intensity::{
     IntensityJoin, IntensityPoint, PointKind, RegionIntensity, Signal,
 };
 use wattprint_core::{GramsPerKwh, RegionId, UnixMillis, BUCKET_MS};
+use wattprint_ingest::config::EnricherBatching;
 use wattprint_ingest::{Enricher, InventoryIndex};
 use wattprint_store::{ClickHouseStore, EnrichedSample, Store};
 
@@ -114,7 +115,7 @@ async fn main() {
     };
     let n: usize = env_or("WPBENCH_SAMPLES", 200_000);
     let gpus: usize = env_or("WPBENCH_GPUS", 1024);
-    let batch_max: usize = env_or("WPBENCH_BATCH", 16_384);
+    let batch_max: usize = env_or("WPBENCH_BATCH", EnricherBatching::default().max_records);
     let native: u16 = env_or("WPBENCH_CLICKHOUSE_NATIVE_PORT", http_port(&url) + 1000);
     let pid = server_pid(http_port(&url));
     let broker_port: u16 = config
@@ -157,6 +158,7 @@ async fn main() {
     .with_batching(batch_max, Duration::from_secs(1))
     .with_clock(bench_now);
     let consumer = KafkaConsumer::new(&config).unwrap();
+    let rss_before = reset_peak_rss();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (cpu0, srv0, brk0, t0) = (
         own_cpu(),
@@ -179,6 +181,7 @@ async fn main() {
         server,
     };
     let broker_cpu = server_cpu(broker.as_deref()) - brk0;
+    let rss_peak = status_kb("VmHWM");
     let _ = stop.send(());
     let enriched = task.await.unwrap();
     let e2e_settled = settled(&e2e, srv0, pid.as_deref()).await;
@@ -191,6 +194,12 @@ async fn main() {
     println!(
         "  broker CPU {:>8.2} s (not counted); enricher report {enriched:?}",
         broker_cpu.as_secs_f64()
+    );
+    println!(
+        "  client RSS {:.0} MB before the enricher started, peak {:.0} MB while it ran \
+         (the bench's own copy of the samples included)",
+        rss_before / 1024.0,
+        rss_peak / 1024.0
     );
     assert_eq!(totals(&url, &db).await, (share_rows as u64, energy));
     drop_db(&url, &db).await;
@@ -229,4 +238,20 @@ async fn settled(run: &Run, srv0: Duration, pid: Option<&str>) -> Run {
         cpu: run.cpu - run.server + server,
         server,
     }
+}
+
+/// A `kB` field of `/proc/self/status` (0 where there is none).
+fn status_kb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Resets the peak RSS (`VmHWM`) to the current one (Linux `clear_refs` 5) and returns it.
+fn reset_peak_rss() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kb("VmRSS")
 }

@@ -75,7 +75,7 @@ pub struct RawEnricher {
     /// off). Validated with the other listeners in the CLI's config.
     pub metrics_listen: Option<String>,
     /// Most bus records (one GPU's samples of one agent batch each) per store write (default
-    /// 16384; 1 to 65536). Kafka enricher only.
+    /// 65536; 1 to 65536). Kafka enricher only.
     pub batch_max_records: Option<usize>,
     /// How long a write waits for more records once the first arrived, in ms (default 1000;
     /// at most 10000). Kafka enricher only.
@@ -97,7 +97,9 @@ pub struct EnricherBatching {
 impl Default for EnricherBatching {
     fn default() -> Self {
         Self {
-            max_records: 16_384,
+            // The largest: a write's fixed cost (a part per table and view) is then spread the
+            // most while catching up; in steady state the linger closes batches long before.
+            max_records: MAX_BATCH_RECORDS,
             linger: std::time::Duration::from_millis(1_000),
         }
     }

@@ -225,11 +225,16 @@ impl Enricher {
     /// inventory in time: a late sample goes to whoever held the GPU then); those that fail
     /// re-validation (see the module docs; e.g. a GPU that was not on their instance and host
     /// over the span, or a record the gateway never saw) are returned as quarantine records.
-    pub fn enrich(&self, samples: &[EnergySample]) -> (Vec<EnrichedSample>, Vec<QuarantineRecord>) {
+    pub fn enrich<'s>(
+        &self,
+        samples: impl IntoIterator<Item = &'s EnergySample>,
+    ) -> (Vec<EnrichedSample>, Vec<QuarantineRecord>) {
         let join = self.join.snapshot();
         let now = (self.clock)();
-        let mut cache: HashMap<(RegionId, Bucket), Option<JoinedIntensity>> = HashMap::new();
-        let mut enriched = Vec::with_capacity(samples.len());
+        // Per region, then bucket: a share's lookup borrows its region instead of cloning it.
+        let mut cache: HashMap<RegionId, HashMap<Bucket, Option<JoinedIntensity>>> = HashMap::new();
+        let samples = samples.into_iter();
+        let mut enriched = Vec::with_capacity(samples.size_hint().0);
         let mut quarantined = Vec::new();
         for s in samples {
             if let Some(reason) = self.revalidate(s, now) {
@@ -239,11 +244,15 @@ impl Enricher {
             let Some(place) = self.inventory.gpu_over(&s.gpu, s.start, s.end) else {
                 continue; // Checked by `revalidate`.
             };
+            let region_cache = match cache.get_mut(&place.region) {
+                Some(c) => c,
+                None => cache.entry(place.region.clone()).or_default(),
+            };
             let shares = split_into_buckets(s.start, s.end, s.energy)
                 .into_iter()
                 .map(|share| {
-                    let intensity = cache
-                        .entry((place.region.clone(), share.bucket))
+                    let intensity = region_cache
+                        .entry(share.bucket)
                         .or_insert_with(|| join.lookup(&place.region, share.bucket))
                         .clone();
                     EnrichedShare {
@@ -283,11 +292,11 @@ impl Enricher {
         report: &mut EnricherReport,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let mut samples: Vec<EnergySample> = Vec::new();
+        let mut samples: Vec<&EnergySample> = Vec::new();
         let mut quarantine: Vec<QuarantineRecord> = Vec::new();
         for message in messages {
             match message {
-                BusMessage::Samples(s) => samples.extend_from_slice(s),
+                BusMessage::Samples(s) => samples.extend(s),
                 BusMessage::DeadLetters(d) => quarantine.extend(d.iter().map(dead_letter_row)),
             }
             let topic = match message {
@@ -300,7 +309,7 @@ impl Enricher {
         let mut inserted = 0;
         let mut duplicates = 0;
         if !samples.is_empty() {
-            let (enriched, gone) = self.enrich(&samples);
+            let (enriched, gone) = self.enrich(samples.iter().copied());
             quarantine.extend(gone);
             let outcome = self.store.write_samples(&enriched).await?;
             let hold = |gpu: &GpuUuid, seq: u64, reason: String| match samples

@@ -17,6 +17,7 @@ use crate::hosts::HostRegistry;
 use crate::inventory::InventoryIndex;
 use crate::log_throttle::{LogThrottle, LogVerdict};
 use crate::metrics::GATEWAY;
+use futures::stream::{FuturesOrdered, StreamExt};
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
@@ -249,24 +250,38 @@ impl Gateway {
         batch: SampleBatch,
         bound: Option<&InstanceId>,
     ) -> Result<BatchAck, Status> {
-        let start = std::time::Instant::now();
-        let result = self.handle_checked(batch, bound).await;
-        GATEWAY.batch(match &result {
-            Ok(_) => "acked",
-            Err(s) if s.code() == Code::InvalidArgument => "refused",
-            Err(_) => "failed",
-        });
-        GATEWAY
-            .batch_duration
-            .record(start.elapsed().as_secs_f64(), &[]);
-        result
+        self.start_as(batch, bound).await.await
     }
 
-    async fn handle_checked(
+    /// Checks `batch` and hands it to the bus; what it returns resolves to the batch's ack
+    /// once the bus holds it (or to the error that ends the stream). Batches started one
+    /// after another reach the bus in that order, so a stream may start its next batch
+    /// before this one's ack.
+    pub async fn start_as(&self, batch: SampleBatch, bound: Option<&InstanceId>) -> PendingAck {
+        let start = std::time::Instant::now();
+        let started = self.start_checked(batch, bound).await;
+        Box::pin(async move {
+            let result = match started {
+                Ok(pending) => pending.await,
+                Err(status) => Err(status),
+            };
+            GATEWAY.batch(match &result {
+                Ok(_) => "acked",
+                Err(s) if s.code() == Code::InvalidArgument => "refused",
+                Err(_) => "failed",
+            });
+            GATEWAY
+                .batch_duration
+                .record(start.elapsed().as_secs_f64(), &[]);
+            result
+        })
+    }
+
+    async fn start_checked(
         &self,
         batch: SampleBatch,
         bound: Option<&InstanceId>,
-    ) -> Result<BatchAck, Status> {
+    ) -> Result<PendingAck, Status> {
         let summary = || {
             serde_json::json!({"batch_seq": batch.batch_seq, "samples": batch.samples.len()})
                 .to_string()
@@ -291,26 +306,40 @@ impl Gateway {
         let host = HostId::new(batch.host_id.clone());
         let checked = self.check_as(&host, bound, &batch);
         let accepted = checked.accepted.len() as u32;
-        if !checked.accepted.is_empty() {
-            self.producer
-                .publish(BusMessage::Samples(checked.accepted))
-                .await
-                .map_err(|e| Status::unavailable(format!("samples not persisted, resend: {e}")))?;
-            GATEWAY.accepted.add(u64::from(accepted), &[]);
-        }
-        if !checked.dead_letters.is_empty() {
-            self.producer
-                .publish(BusMessage::DeadLetters(checked.dead_letters))
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!("dead letters not persisted, resend: {e}"))
-                })?;
-        }
-        Ok(BatchAck {
+        let samples = if checked.accepted.is_empty() {
+            None
+        } else {
+            Some(
+                self.producer
+                    .enqueue(BusMessage::Samples(checked.accepted))
+                    .await
+                    .map_err(samples_not_persisted)?,
+            )
+        };
+        let ack = BatchAck {
             batch_seq: batch.batch_seq,
             accepted,
             rejected: checked.rejected,
-        })
+        };
+        let dead_letters = checked.dead_letters;
+        let producer = Arc::clone(&self.producer);
+        Ok(Box::pin(async move {
+            if let Some(persisting) = samples {
+                persisting.await.map_err(samples_not_persisted)?;
+                GATEWAY.accepted.add(u64::from(accepted), &[]);
+            }
+            // Only once the samples are held: a batch the agent must resend has published
+            // no dead letters yet.
+            if !dead_letters.is_empty() {
+                producer
+                    .publish(BusMessage::DeadLetters(dead_letters))
+                    .await
+                    .map_err(|e| {
+                        Status::unavailable(format!("dead letters not persisted, resend: {e}"))
+                    })?;
+            }
+            Ok(ack)
+        }))
     }
 
     /// Turns a stream error into the status the agent gets. A message that could not be
@@ -366,6 +395,18 @@ impl Gateway {
     }
 }
 
+/// A batch handed to the bus ([`Gateway::start_as`]): resolves to its ack once held.
+pub type PendingAck = Pin<Box<dyn Future<Output = Result<BatchAck, Status>> + Send>>;
+
+/// Batches of one stream handed to the bus and not yet acked, at most. The in-process bus
+/// then gathers several of them into one store write when the store falls behind (a replay
+/// agent sends its whole fleet's second as one batch); acks still go back in order.
+const STREAM_BATCHES_IN_FLIGHT: usize = 8;
+
+fn samples_not_persisted(e: wattprint_bus::BusError) -> Status {
+    Status::unavailable(format!("samples not persisted, resend: {e}"))
+}
+
 /// The ack stream returned to an agent.
 pub type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
 
@@ -402,39 +443,59 @@ impl Ingest for Gateway {
             GATEWAY.streams.add(1, &[]);
             let _open = scopeguard_streams();
             let mut last_host = String::new();
+            // Batches handed to the bus, acked in the order they came.
+            let mut pending: FuturesOrdered<PendingAck> = FuturesOrdered::new();
+            // Why reading stopped: the agent closed the stream (None) or it failed.
+            let mut ended: Option<Option<Status>> = None;
             loop {
-                let batch = match inbound.message().await {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(status) => {
-                        let status = gateway.refuse_unreadable(status, &last_host, &peer).await;
-                        let _ = tx.send(Err(status)).await;
-                        break;
+                tokio::select! {
+                    biased;
+                    Some(result) = pending.next(), if !pending.is_empty() => {
+                        let failed = result.is_err();
+                        if tx.send(result).await.is_err() || failed {
+                            return;
+                        }
                     }
-                };
-                last_host.clone_from(&batch.host_id);
-                if let Some(host) = authenticated
-                    .as_ref()
-                    .map(|c| &c.host)
-                    .filter(|h| h.as_str() != batch.host_id)
-                {
-                    let status = Status::permission_denied(format!(
-                        "batch {} names host {:?} but this stream authenticated as host {:?}",
-                        batch.batch_seq,
-                        batch.host_id,
-                        host.as_str()
-                    ));
-                    tracing::warn!(%peer, reason = %status.message(), "agent stream refused");
-                    GATEWAY.auth_refused(status.message());
-                    let _ = tx.send(Err(status)).await;
-                    break;
+                    next = inbound.next(), if ended.is_none() && pending.len() < STREAM_BATCHES_IN_FLIGHT => {
+                        let batch = match next {
+                            Some(Ok(batch)) => batch,
+                            None => {
+                                ended = Some(None);
+                                continue;
+                            }
+                            Some(Err(status)) => {
+                                let status =
+                                    gateway.refuse_unreadable(status, &last_host, &peer).await;
+                                ended = Some(Some(status));
+                                continue;
+                            }
+                        };
+                        last_host.clone_from(&batch.host_id);
+                        if let Some(host) = authenticated
+                            .as_ref()
+                            .map(|c| &c.host)
+                            .filter(|h| h.as_str() != batch.host_id)
+                        {
+                            let status = Status::permission_denied(format!(
+                                "batch {} names host {:?} but this stream authenticated as host {:?}",
+                                batch.batch_seq,
+                                batch.host_id,
+                                host.as_str()
+                            ));
+                            tracing::warn!(%peer, reason = %status.message(), "agent stream refused");
+                            GATEWAY.auth_refused(status.message());
+                            ended = Some(Some(status));
+                            continue;
+                        }
+                        let bound = authenticated.as_ref().and_then(|c| c.instance.as_ref());
+                        pending.push_back(gateway.start_as(batch, bound).await);
+                    }
+                    else => break,
                 }
-                let bound = authenticated.as_ref().and_then(|c| c.instance.as_ref());
-                let result = gateway.handle_as(batch, bound).await;
-                let failed = result.is_err();
-                if tx.send(result).await.is_err() || failed {
-                    break;
-                }
+            }
+            // Every batch read before the end is acked first; then the reason, if any.
+            if let Some(Some(status)) = ended {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -583,6 +644,47 @@ mod tests {
             energy_source: EnergySource::Counter as i32,
             attribution: Attribution::Exclusive as i32,
         }
+    }
+
+    /// Batches started one after another reach the bus in that order before any is held,
+    /// so a slow consumer gathers them into one write; each ack waits for its own batch.
+    #[tokio::test]
+    async fn started_batches_queue_in_order_and_ack_once_held() {
+        let (p, mut c) = memory_bus(8);
+        let g = gateway(Arc::new(p));
+        let mut pending = Vec::new();
+        for (batch_seq, seq) in [(1, 10), (2, 20), (3, 30)] {
+            let batch = SampleBatch {
+                host_id: "h".into(),
+                batch_seq,
+                samples: vec![wire(seq, 300_000)],
+            };
+            // Handing over does not wait for the consumer (which has not run yet).
+            let started = tokio::time::timeout(Duration::from_secs(5), g.start_as(batch, None));
+            pending.push(started.await.expect("start_as waited for the consumer"));
+        }
+        // Nothing is held yet: every ack is still waiting.
+        let mut first = pending.remove(0);
+        assert!(futures::poll!(&mut first).is_pending());
+        let deliveries = c.next_batch(10, Duration::ZERO).await;
+        let seqs: Vec<u64> = deliveries
+            .iter()
+            .map(|d| match &d.message {
+                BusMessage::Samples(s) => s[0].seq,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [10, 20, 30]);
+        let mut deliveries = deliveries.into_iter();
+        deliveries.next().unwrap().commit();
+        assert_eq!(first.await.unwrap().batch_seq, 1);
+        let mut second = pending.remove(0);
+        assert!(futures::poll!(&mut second).is_pending());
+        for d in deliveries {
+            d.commit();
+        }
+        assert_eq!(second.await.unwrap().batch_seq, 2);
+        assert_eq!(pending.remove(0).await.unwrap().batch_seq, 3);
     }
 
     #[tokio::test]

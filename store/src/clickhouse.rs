@@ -78,7 +78,7 @@ use crate::{
     WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
-use ::clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
+use ::clickhouse::{Client, Compression, Row, RowOwned, RowRead, RowWrite};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -259,6 +259,17 @@ impl ClickHouseStore {
         &self,
         table: &str,
         rows: &[T],
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        self.insert_values::<T>(table, rows, op).await
+    }
+
+    /// Inserts rows of `T` that may borrow their data (`T::Value<'_>`: `T` with the borrow's
+    /// lifetime), so a write encodes its rows without copying them.
+    async fn insert_values<T: Row + RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T::Value<'_>],
         op: &'static str,
     ) -> Result<(), StoreError> {
         if rows.is_empty() {

@@ -52,29 +52,6 @@ pub(crate) struct StoredSample {
 }
 
 impl StoredSample {
-    /// The row for a sample of `tenant`.
-    pub(crate) fn encode(tenant: &str, s: &EnergySample) -> Self {
-        Self {
-            tenant: tenant.to_owned(),
-            instance_id: s.instance.0.clone(),
-            gpu_uuid: s.gpu.0.clone(),
-            seq: s.seq,
-            host: s.host.0.clone(),
-            start_ms: s.start.0,
-            end_ms: s.end.0,
-            energy_mj: s.energy.0,
-            power_mw: s.power.0,
-            power_max_mw: s.power_max.0,
-            util_pct: s.util_gpu_pct,
-            mem_used_bytes: s.mem_used_bytes,
-            temp_c: s.temp_c,
-            sm_clock_mhz: s.sm_clock_mhz,
-            chain_start: flag(s.chain_start),
-            energy_source: s.energy_source.as_str().to_owned(),
-            attribution: s.attribution.as_str().to_owned(),
-        }
-    }
-
     /// Checks and converts to the domain sample.
     pub(crate) fn decode(self) -> Result<EnergySample, StoreError> {
         const T: &str = "samples";
@@ -109,6 +86,54 @@ impl StoredSample {
     }
 }
 
+/// A `samples` row as written: borrowed from the sample it encodes, so a batch's rows cost no
+/// allocation of their own (the write path's rows; [`StoredSample`] is the row read back).
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct NewSample<'a> {
+    tenant: &'a str,
+    instance_id: &'a str,
+    gpu_uuid: &'a str,
+    seq: u64,
+    host: &'a str,
+    start_ms: i64,
+    end_ms: i64,
+    energy_mj: u64,
+    power_mw: u32,
+    power_max_mw: u32,
+    util_pct: u32,
+    mem_used_bytes: u64,
+    temp_c: u32,
+    sm_clock_mhz: u32,
+    chain_start: u8,
+    energy_source: &'a str,
+    attribution: &'a str,
+}
+
+impl<'a> NewSample<'a> {
+    /// The row for a sample of `tenant`.
+    pub(crate) fn of(tenant: &'a str, s: &'a EnergySample) -> Self {
+        Self {
+            tenant,
+            instance_id: s.instance.as_str(),
+            gpu_uuid: s.gpu.as_str(),
+            seq: s.seq,
+            host: s.host.as_str(),
+            start_ms: s.start.0,
+            end_ms: s.end.0,
+            energy_mj: s.energy.0,
+            power_mw: s.power.0,
+            power_max_mw: s.power_max.0,
+            util_pct: s.util_gpu_pct,
+            mem_used_bytes: s.mem_used_bytes,
+            temp_c: s.temp_c,
+            sm_clock_mhz: s.sm_clock_mhz,
+            chain_start: flag(s.chain_start),
+            energy_source: s.energy_source.as_str(),
+            attribution: s.attribution.as_str(),
+        }
+    }
+}
+
 /// A `shares` row: one bucket's share of one sample, under the deterministic key
 /// `(instance_id, bucket_ms, gpu_uuid, seq)`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -135,33 +160,131 @@ pub(crate) struct StoredShare {
 /// The key of a [`StoredShare`].
 pub(crate) type ShareKey = (String, i64, String, u64);
 
-impl StoredShare {
+/// A `shares` row as written, borrowed like [`NewSample`].
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct NewShare<'a> {
+    tenant: &'a str,
+    instance_id: &'a str,
+    bucket_ms: i64,
+    gpu_uuid: &'a str,
+    seq: u64,
+    energy_mj: u64,
+    estimated_mj: u64,
+    covered_ms: i64,
+    power_max_mw: u32,
+    region: &'a str,
+    has_intensity: u8,
+    intensity_value: f64,
+    intensity_kind: &'a str,
+    intensity_source: &'a str,
+    intensity_point_ms: i64,
+    intensity_replayed: u8,
+    pue: f64,
+}
+
+impl<'a> NewShare<'a> {
     /// The row for one share of an enriched sample.
-    pub(crate) fn encode(es: &EnrichedSample, share: &EnrichedShare) -> Self {
+    pub(crate) fn of(es: &'a EnrichedSample, share: &'a EnrichedShare) -> Self {
         let s = &es.sample;
         let estimated = s.energy_source == EnergySource::PowerIntegration;
         let i = share.intensity.as_ref();
         Self {
-            tenant: es.tenant.0.clone(),
-            instance_id: s.instance.0.clone(),
+            tenant: es.tenant.as_str(),
+            instance_id: s.instance.as_str(),
             bucket_ms: share.bucket.start().0,
-            gpu_uuid: s.gpu.0.clone(),
+            gpu_uuid: s.gpu.as_str(),
             seq: s.seq,
             energy_mj: share.energy.0,
             estimated_mj: if estimated { share.energy.0 } else { 0 },
             covered_ms: share.covered_ms,
             power_max_mw: s.power_max.max(s.power).0,
-            region: es.region.0.clone(),
+            region: es.region.as_str(),
             has_intensity: flag(i.is_some()),
             intensity_value: i.map_or(0.0, |i| i.value.0),
-            intensity_kind: i.map_or_else(String::new, |i| i.kind.as_str().to_owned()),
-            intensity_source: i.map_or_else(String::new, |i| i.source.clone()),
+            intensity_kind: i.map_or("", |i| i.kind.as_str()),
+            intensity_source: i.map_or("", |i| i.source.as_str()),
             intensity_point_ms: i.map_or(0, |i| i.point_at.0),
             intensity_replayed: flag(i.is_some_and(|i| i.replayed)),
             pue: es.pue,
         }
     }
 
+    /// Its deterministic key.
+    pub(crate) fn key(&self) -> ShareKey {
+        (
+            self.instance_id.to_owned(),
+            self.bucket_ms,
+            self.gpu_uuid.to_owned(),
+            self.seq,
+        )
+    }
+
+    /// Whether `stored` holds exactly this row.
+    pub(crate) fn is_stored_as(&self, stored: &StoredShare) -> bool {
+        let StoredShare {
+            tenant,
+            instance_id,
+            bucket_ms,
+            gpu_uuid,
+            seq,
+            energy_mj,
+            estimated_mj,
+            covered_ms,
+            power_max_mw,
+            region,
+            has_intensity,
+            intensity_value,
+            intensity_kind,
+            intensity_source,
+            intensity_point_ms,
+            intensity_replayed,
+            pue,
+        } = stored;
+        (
+            tenant.as_str(),
+            instance_id.as_str(),
+            *bucket_ms,
+            gpu_uuid.as_str(),
+            *seq,
+        ) == (
+            self.tenant,
+            self.instance_id,
+            self.bucket_ms,
+            self.gpu_uuid,
+            self.seq,
+        ) && (*energy_mj, *estimated_mj, *covered_ms, *power_max_mw)
+            == (
+                self.energy_mj,
+                self.estimated_mj,
+                self.covered_ms,
+                self.power_max_mw,
+            )
+            && (
+                region.as_str(),
+                *has_intensity,
+                *intensity_value,
+                intensity_kind.as_str(),
+            ) == (
+                self.region,
+                self.has_intensity,
+                self.intensity_value,
+                self.intensity_kind,
+            )
+            && (
+                intensity_source.as_str(),
+                *intensity_point_ms,
+                *intensity_replayed,
+                *pue,
+            ) == (
+                self.intensity_source,
+                self.intensity_point_ms,
+                self.intensity_replayed,
+                self.pue,
+            )
+    }
+}
+
+impl StoredShare {
     /// Its deterministic key.
     pub(crate) fn key(&self) -> ShareKey {
         (
@@ -345,6 +468,25 @@ impl SampleKey {
     }
 }
 
+/// A `sample_keys` row as written, borrowed from its sample.
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct NewSampleKey<'a> {
+    gpu_uuid: &'a str,
+    seq: u64,
+    instance_id: &'a str,
+}
+
+impl<'a> NewSampleKey<'a> {
+    /// The marker of a sample.
+    pub(crate) fn of(s: &'a EnergySample) -> Self {
+        Self {
+            gpu_uuid: s.gpu.as_str(),
+            seq: s.seq,
+            instance_id: s.instance.as_str(),
+        }
+    }
+}
+
 /// A `gpu_spans` row: the time one stored sample of a GPU covers (one GPU, one timeline).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub(crate) struct GpuSpan {
@@ -355,10 +497,34 @@ pub(crate) struct GpuSpan {
 }
 
 impl GpuSpan {
+    /// As the timeline sees it.
+    pub(crate) fn key(&self) -> wattprint_core::timeline::SpanKey {
+        span_key(self.seq, self.start_ms, self.end_ms)
+    }
+}
+
+fn span_key(seq: u64, start_ms: i64, end_ms: i64) -> wattprint_core::timeline::SpanKey {
+    wattprint_core::timeline::SpanKey {
+        seq,
+        start: wattprint_core::UnixMillis(start_ms),
+        end: wattprint_core::UnixMillis(end_ms),
+    }
+}
+
+/// A `gpu_spans` row as written, borrowed from its sample.
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct NewSpan<'a> {
+    gpu_uuid: &'a str,
+    start_ms: i64,
+    end_ms: i64,
+    seq: u64,
+}
+
+impl<'a> NewSpan<'a> {
     /// The span of a sample.
-    pub(crate) fn of(s: &EnergySample) -> Self {
+    pub(crate) fn of(s: &'a EnergySample) -> Self {
         Self {
-            gpu_uuid: s.gpu.0.clone(),
+            gpu_uuid: s.gpu.as_str(),
             start_ms: s.start.0,
             end_ms: s.end.0,
             seq: s.seq,
@@ -367,11 +533,7 @@ impl GpuSpan {
 
     /// As the timeline sees it.
     pub(crate) fn key(&self) -> wattprint_core::timeline::SpanKey {
-        wattprint_core::timeline::SpanKey {
-            seq: self.seq,
-            start: wattprint_core::UnixMillis(self.start_ms),
-            end: wattprint_core::UnixMillis(self.end_ms),
-        }
+        span_key(self.seq, self.start_ms, self.end_ms)
     }
 }
 
@@ -467,4 +629,88 @@ pub(crate) struct StoredWorkload {
     pub instances: Vec<String>,
     pub created_at_ms: i64,
     pub created_ns: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattprint_core::TenantId;
+
+    /// A power-integrated sample (so its share is an estimate) with one share and intensity.
+    fn enriched() -> EnrichedSample {
+        let bucket = Bucket::aligned(UnixMillis(1_700_000_100_000)).unwrap();
+        EnrichedSample {
+            sample: EnergySample {
+                host: HostId::from("h1"),
+                gpu: GpuUuid::from("GPU-1"),
+                instance: InstanceId::from("i-1"),
+                seq: 7,
+                start: bucket.start(),
+                end: UnixMillis(bucket.start().0 + 1_000),
+                energy: Millijoules(420),
+                power: Milliwatts(420_000),
+                power_max: Milliwatts(300_000),
+                util_gpu_pct: 50,
+                mem_used_bytes: 1,
+                temp_c: 60,
+                sm_clock_mhz: 1_500,
+                chain_start: false,
+                energy_source: EnergySource::PowerIntegration,
+                attribution: Attribution::Exclusive,
+            },
+            tenant: TenantId::from("acme"),
+            region: RegionId::from("CAISO_NORTH"),
+            pue: 1.2,
+            shares: vec![EnrichedShare {
+                bucket,
+                energy: Millijoules(420),
+                covered_ms: 1_000,
+                intensity: Some(JoinedIntensity {
+                    value: GramsPerKwh(250.5),
+                    kind: IntensityKind::Actual,
+                    source: "watttime:CAISO_NORTH".into(),
+                    point_at: bucket.start(),
+                    replayed: false,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_new_share_is_stored_as_the_row_with_its_columns_and_no_other() {
+        let es = enriched();
+        let new = NewShare::of(&es, &es.shares[0]);
+        // By hand: an estimate (power integration), the larger of power and its max.
+        let stored = StoredShare {
+            tenant: "acme".into(),
+            instance_id: "i-1".into(),
+            bucket_ms: 1_700_000_100_000,
+            gpu_uuid: "GPU-1".into(),
+            seq: 7,
+            energy_mj: 420,
+            estimated_mj: 420,
+            covered_ms: 1_000,
+            power_max_mw: 420_000,
+            region: "CAISO_NORTH".into(),
+            has_intensity: 1,
+            intensity_value: 250.5,
+            intensity_kind: "actual".into(),
+            intensity_source: "watttime:CAISO_NORTH".into(),
+            intensity_point_ms: 1_700_000_100_000,
+            intensity_replayed: 0,
+            pue: 1.2,
+        };
+        assert!(new.is_stored_as(&stored));
+        assert_eq!(new.key(), stored.key());
+        let re_enriched = StoredShare {
+            intensity_value: 999.0,
+            ..stored.clone()
+        };
+        assert!(!new.is_stored_as(&re_enriched));
+        let elsewhere = StoredShare {
+            instance_id: "i-2".into(),
+            ..stored
+        };
+        assert!(!new.is_stored_as(&elsewhere));
+    }
 }

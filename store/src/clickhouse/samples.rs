@@ -7,7 +7,10 @@
 //! match them (`clickhouse/frontier.rs`).
 
 use super::rollups;
-use super::rows::{GpuSpan, SampleKey, ShareKey, StoredSample, StoredShare};
+use super::rows::{
+    GpuSpan, NewSample, NewSampleKey, NewShare, NewSpan, SampleKey, ShareKey, StoredSample,
+    StoredShare,
+};
 use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
 use crate::{in_window_order, EnrichedSample, RefusedSample, SampleRow, StoreError, WriteOutcome};
@@ -93,9 +96,9 @@ impl ClickHouseStore {
 
         // Decide in batch order, as if written one by one: a key repeated within the batch is
         // compared with its first occurrence, a span with those placed before it.
-        let mut new = Vec::new();
-        let mut spans = Vec::new();
-        let mut markers: Vec<SampleKey> = Vec::new();
+        let mut new = Vec::with_capacity(valid.len());
+        let mut spans = Vec::with_capacity(valid.len());
+        let mut markers: Vec<NewSampleKey> = Vec::with_capacity(valid.len());
         for es in valid {
             let s = &es.sample;
             let gpu_seq = (s.gpu.as_str(), s.seq);
@@ -113,7 +116,7 @@ impl ClickHouseStore {
                         // A crash between the samples and the markers insert left it unmarked.
                         if !under.contains(&s.instance.as_str()) {
                             under.push(s.instance.as_str());
-                            markers.push(SampleKey::of(s));
+                            markers.push(NewSampleKey::of(s));
                         }
                         Verdict::Duplicate
                     }
@@ -138,7 +141,7 @@ impl ClickHouseStore {
                     outcome.conflicts.push((s.gpu.clone(), s.seq));
                 }
                 Verdict::New => {
-                    let span = GpuSpan::of(s);
+                    let span = NewSpan::of(s);
                     let timeline = match timelines.get_mut(s.gpu.as_str()) {
                         Some(t) => t,
                         None => timelines.entry(s.gpu.0.clone()).or_default(),
@@ -154,7 +157,7 @@ impl ClickHouseStore {
                         Ok(_) => spans.push(span),
                     }
                     decided.insert(gpu_seq, s);
-                    markers.push(SampleKey::of(s));
+                    markers.push(NewSampleKey::of(s));
                     new.push(es);
                     outcome.inserted = outcome.inserted.saturating_add(1);
                 }
@@ -163,7 +166,8 @@ impl ClickHouseStore {
         if !new.is_empty() || !markers.is_empty() {
             // Spans first: a crash after them leaves a span whose sample is not stored yet,
             // which its redelivery finds as itself; never a stored sample without its span.
-            self.insert("gpu_spans", &spans, OP).await?;
+            self.insert_values::<NewSpan>("gpu_spans", &spans, OP)
+                .await?;
             let touched = self.write_new_samples(&new, &markers, &looked_up).await?;
             self.roll_up_passed_hours(&touched).await;
             self.roll_up_passed_days(&touched).await;
@@ -407,36 +411,39 @@ impl ClickHouseStore {
     async fn write_new_samples(
         &self,
         new: &[&EnrichedSample],
-        markers: &[SampleKey],
+        markers: &[NewSampleKey<'_>],
         looked_up: &HashSet<&str>,
     ) -> Result<BTreeSet<(String, String, i64)>, StoreError> {
         const OP: &str = "writing samples";
-        let shares: Vec<StoredShare> = new
+        let mut shares: Vec<NewShare> = new
             .iter()
-            .flat_map(|es| es.shares.iter().map(|sh| StoredShare::encode(es, sh)))
+            .flat_map(|es| es.shares.iter().map(|sh| NewShare::of(es, sh)))
             .collect();
         // Only GPUs not beyond their frontier can have shares of an interrupted write stored.
-        let keys: Vec<ShareKey> = shares
+        let keys: Vec<ShareKey> = new
             .iter()
-            .filter(|sh| looked_up.contains(sh.gpu_uuid.as_str()))
-            .map(StoredShare::key)
+            .filter(|es| looked_up.contains(es.sample.gpu.as_str()))
+            .flat_map(|es| es.shares.iter().map(|sh| NewShare::of(es, sh).key()))
             .collect();
         let stored = self.stored_shares(&keys, OP).await?;
-        let mut fresh = Vec::with_capacity(shares.len());
-        for share in shares {
-            match stored.get(&share.key()) {
-                None => fresh.push(share),
-                Some(kept) if *kept == share => {}
-                Some(_) => tracing::info!(
-                    gpu = %share.gpu_uuid,
-                    seq = share.seq,
-                    bucket = share.bucket_ms,
-                    "share of an interrupted earlier write differs (enriched again); \
-                     kept the stored one"
-                ),
-            }
+        if !stored.is_empty() {
+            shares.retain(|share| match stored.get(&share.key()) {
+                None => true,
+                Some(kept) if share.is_stored_as(kept) => false,
+                Some(kept) => {
+                    tracing::info!(
+                        gpu = %kept.gpu_uuid,
+                        seq = kept.seq,
+                        bucket = kept.bucket_ms,
+                        "share of an interrupted earlier write differs (enriched again); \
+                         kept the stored one"
+                    );
+                    false
+                }
+            });
         }
-        self.insert("shares", &fresh, OP).await?;
+        self.insert_values::<NewShare>("shares", &shares, OP)
+            .await?;
         let touched: HashSet<(&str, &str, i64)> = new
             .iter()
             .flat_map(|es| {
@@ -453,15 +460,15 @@ impl ClickHouseStore {
             .into_iter()
             .map(|(t, i, h)| (t.to_owned(), i.to_owned(), h))
             .collect();
-        let samples: Vec<StoredSample> = new
+        let samples: Vec<NewSample> = new
             .iter()
-            .map(|es| StoredSample::encode(es.tenant.as_str(), &es.sample))
+            .map(|es| NewSample::of(es.tenant.as_str(), &es.sample))
             .collect();
         // Together: a marker without its sample (the other crash) claims a `(GPU, seq)` whose
         // span is already stored, and its redelivery under the same instance writes the sample.
         tokio::try_join!(
-            self.insert("samples", &samples, OP),
-            self.insert("sample_keys", markers, OP)
+            self.insert_values::<NewSample>("samples", &samples, OP),
+            self.insert_values::<NewSampleKey>("sample_keys", markers, OP)
         )?;
         Ok(touched)
     }

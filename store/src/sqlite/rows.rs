@@ -4,6 +4,7 @@
 //! and a value that does not fit is a [`StoreError::Corrupt`] naming the table and column.
 
 use crate::{InstanceSummary, IntervalRow, StoreError, UsageTotals};
+use rusqlite::types::Type;
 use rusqlite::Row;
 use wattprint_core::intensity::{IntensityKind, JoinedIntensity};
 use wattprint_core::sample::{Attribution, EnergySample, EnergySource};
@@ -145,7 +146,8 @@ pub(crate) struct RawInterval {
     power_max_mw: i64,
     region: String,
     intensity_value: Option<f64>,
-    intensity_kind: Option<String>,
+    /// Parsed as read (no copy of the common case); an unknown kind keeps its text.
+    intensity_kind: Option<Result<IntensityKind, String>>,
     intensity_source: Option<String>,
     intensity_point_ms: Option<i64>,
     intensity_replayed: Option<i64>,
@@ -166,7 +168,13 @@ impl RawInterval {
             power_max_mw: r.get(7)?,
             region: r.get(8)?,
             intensity_value: r.get(9)?,
-            intensity_kind: r.get(10)?,
+            intensity_kind: r
+                .get_ref(10)?
+                .as_str_or_null()
+                .map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(10, Type::Text, Box::new(e))
+                })?
+                .map(|k| IntensityKind::parse(k).ok_or_else(|| k.to_owned())),
             intensity_source: r.get(11)?,
             intensity_point_ms: r.get(12)?,
             intensity_replayed: r.get(13)?,
@@ -194,7 +202,7 @@ impl RawInterval {
         ) {
             (None, None, None, None, None) => None,
             (Some(value), Some(kind), Some(source), Some(point_ms), Some(replayed)) => {
-                let kind = IntensityKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                let kind = kind.map_err(|kind| StoreError::Corrupt {
                     table: T,
                     detail: format!("unknown intensity_kind {kind:?}"),
                 })?;
