@@ -419,6 +419,24 @@ impl UsageTotals {
 /// Milliseconds in an hour: the grain of [`Store::instance_hourly_usage`].
 pub const HOUR_MS: i64 = 3_600_000;
 
+/// The shortest range of one instance's intervals read as two halves side by side.
+const HALVED_READ_MIN_MS: i64 = 2 * 24 * HOUR_MS;
+
+/// `[from, to)` as two halves split on a bucket boundary, when it is long enough for reading
+/// them side by side to pay (a month of one instance is 34,560 rows): each store reads the
+/// halves on two connections at once and appends the second to the first, which keeps the
+/// order by bucket. Each half is as consistent as any read; a write landing between the two
+/// reads shows in the half that reads after it, as it would in a later request.
+pub(crate) fn halves(from: UnixMillis, to: UnixMillis) -> Option<[(UnixMillis, UnixMillis); 2]> {
+    if to.since(from) < HALVED_READ_MIN_MS {
+        return None;
+    }
+    let mid = UnixMillis(
+        from.0 + to.since(from) / 2 / wattprint_core::BUCKET_MS * wattprint_core::BUCKET_MS,
+    );
+    Some([(from, mid), (mid, to)])
+}
+
 /// The totals of one GPU's 5-minute intervals in one whole hour of one instance: what a
 /// series at a step of whole hours (1 h, 1 d) is summed from.
 #[derive(Debug, Clone, Default, PartialEq)]

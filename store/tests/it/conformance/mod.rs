@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             unstorable_values_are_refused_one_by_one,
             one_gpu_has_one_timeline,
             instance_samples_overlap_the_range_in_time_order_up_to_the_limit,
+            a_long_range_reads_as_its_days_do,
             batched_edge_reads_match_the_samples_written,
             tenants_cannot_see_each_others_data,
             samples_of_an_instance_that_moved_tenants_stay_with_the_old_owner,

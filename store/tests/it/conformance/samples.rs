@@ -459,3 +459,69 @@ pub async fn concurrent_writers_through_clones_lose_nothing(store: Arc<dyn Store
         .sum();
     assert_eq!(total(&intervals(&*store, "acme", "i-a").await), expected);
 }
+
+/// A range long enough to be read as two halves at once (three days) returns exactly what
+/// reading it day by day does: every interval once, in order, the one starting at the split
+/// included, energy to the mJ; and another tenant still gets `NotFound`.
+pub async fn a_long_range_reads_as_its_days_do(store: &dyn Store) {
+    seed(store).await;
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    // Each GPU: a 300 s sample every hour for three days (1.5 days in is the split point),
+    // energies that differ per sample.
+    let mut batch = Vec::new();
+    let mut expected_mj = 0;
+    for (g, gpu) in ["GPU-A1", "GPU-A2"].into_iter().enumerate() {
+        for h in 0..72_i64 {
+            let start = T0 + h * HOUR;
+            let mj = 90_000_000 + (h as u64) * 1_001 + g as u64 * 7;
+            expected_mj += mj;
+            batch.push(enrich(
+                sample(gpu, "i-a", h as u64 + 1, start, start + BUCKET_MS, mj),
+                "acme",
+            ));
+        }
+    }
+    store.write_samples(&batch).await.unwrap();
+    let i_a = InstanceId::from("i-a");
+    let whole = store
+        .instance_intervals(
+            &scope("acme"),
+            &i_a,
+            UnixMillis(T0),
+            UnixMillis(T0 + 3 * DAY),
+        )
+        .await
+        .unwrap();
+    let mut by_day = Vec::new();
+    for d in 0..3 {
+        let (from, to) = (UnixMillis(T0 + d * DAY), UnixMillis(T0 + (d + 1) * DAY));
+        by_day.extend(
+            store
+                .instance_intervals(&scope("acme"), &i_a, from, to)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(whole.len(), 144);
+    assert_eq!(whole, by_day);
+    assert_eq!(total(&whole), expected_mj);
+    let split = UnixMillis(T0 + 36 * HOUR);
+    assert_eq!(
+        whole.iter().filter(|r| r.bucket.start() == split).count(),
+        2
+    );
+    assert!(whole
+        .windows(2)
+        .all(|w| (w[0].bucket, &w[0].gpu) < (w[1].bucket, &w[1].gpu)));
+    let foreign = store
+        .instance_intervals(
+            &scope("globex"),
+            &i_a,
+            UnixMillis(T0),
+            UnixMillis(T0 + 3 * DAY),
+        )
+        .await
+        .unwrap_err();
+    assert!(not_found_message(foreign).contains("i-a"));
+}
