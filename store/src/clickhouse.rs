@@ -382,23 +382,12 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
-        let read = |range: (UnixMillis, UnixMillis)| async move {
-            self.read_intervals(
-                scope.tenant(),
-                Some(std::slice::from_ref(instance)),
-                &[range],
-            )
-            .await
-        };
-        match crate::halves(from, to) {
-            // Two queries at once: the server writes each one's rows on a thread of its own.
-            Some([first, second]) => {
-                let (mut rows, later) = tokio::try_join!(read(first), read(second))?;
-                rows.extend(later);
-                Ok(rows)
-            }
-            None => read((from, to)).await,
-        }
+        self.read_intervals(
+            scope.tenant(),
+            Some(std::slice::from_ref(instance)),
+            &[(from, to)],
+        )
+        .await
     }
 
     async fn instances_intervals(

@@ -423,9 +423,9 @@ pub const HOUR_MS: i64 = 3_600_000;
 const HALVED_READ_MIN_MS: i64 = 2 * 24 * HOUR_MS;
 
 /// `[from, to)` as two halves split on a bucket boundary, when it is long enough for reading
-/// them side by side to pay (a month of one instance is 34,560 rows): each store reads the
-/// halves on two connections at once and appends the second to the first, which keeps the
-/// order by bucket. Each half is as consistent as any read; a write landing between the two
+/// them side by side to pay (a month of one instance is 34,560 rows): SQLite reads the halves
+/// on two read connections at once and appends the second to the first, which keeps the
+/// order by bucket. (Two ClickHouse queries at once measured no faster over HTTP.) Each half is as consistent as any read; a write landing between the two
 /// reads shows in the half that reads after it, as it would in a later request.
 pub(crate) fn halves(from: UnixMillis, to: UnixMillis) -> Option<[(UnixMillis, UnixMillis); 2]> {
     if to.since(from) < HALVED_READ_MIN_MS {
