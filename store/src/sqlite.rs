@@ -49,9 +49,10 @@ const READERS: usize = 4;
 
 /// How much of the file a read connection maps into memory (SQLite clamps it to its
 /// compile-time limit, 2 GiB in the bundled build): pages are then read from the OS page
-/// cache in place, without a copy into each connection's own cache. A month's series of one
-/// instance reads 34,560 rows in about half the time. The mapping is file-backed: it shows in
-/// RSS as shared, reclaimable page cache, not as the process's own memory.
+/// cache in place, without a copy into each connection's own cache (measured only together
+/// with other read changes; see docs/measurements/2026-12-07-series-decode-pipelined-gateway.md).
+/// The mapping is file-backed: it shows in RSS as shared, reclaimable page cache, not as the
+/// process's own memory.
 const READER_MMAP_BYTES: i64 = 1 << 40;
 
 /// How durable an acknowledged write is (SQLite's `synchronous`).
