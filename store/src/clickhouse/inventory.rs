@@ -41,8 +41,9 @@ impl ClickHouseStore {
         let stored_max: u64 = self
             .client
             .query(
-                "SELECT greatest((SELECT max(version) FROM instances), \
-                 (SELECT max(version) FROM gpus))",
+                // Scalar subqueries are Nullable on modern servers (an empty table's max).
+                "SELECT toUInt64(greatest(ifNull((SELECT max(version) FROM instances), 0), \
+                 ifNull((SELECT max(version) FROM gpus), 0)))",
             )
             .fetch_one()
             .await

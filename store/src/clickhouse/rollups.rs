@@ -560,14 +560,16 @@ impl ClickHouseStore {
                     placeholders(instances.len(), 1)
                 );
                 // The job list joins on (instance, period) only: the tenant is fixed per
-                // query, and a join key never mixes `LowCardinality` with `String`.
+                // query, and a join key never mixes `LowCardinality` with `String`. `ALL`,
+                // not `ANY`: each job matches one row per GPU, and since 20.x `ANY INNER`
+                // keeps one left row per key too (a modern server rolled up one GPU).
                 let (table, key, extra) = (grain.table, grain.key, grain.extra);
                 let sql = format!(
                     "INSERT INTO {table} (tenant, instance_id, {key}, gpu_uuid, \
                      writes_seen, {TOTAL_COLUMNS}{extra}) \
                      SELECT tenant, instance_id, {key}, gpu_uuid, job_writes, \
                      {TOTAL_COLUMNS}{extra} \
-                     FROM ({computed}) AS computed ANY INNER JOIN ( \
+                     FROM ({computed}) AS computed ALL INNER JOIN ( \
                          SELECT tupleElement(job, 1) AS instance_id, \
                              toInt64(tupleElement(job, 2)) AS {key}, \
                              toUInt64(tupleElement(job, 3)) AS job_writes \

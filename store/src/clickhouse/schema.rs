@@ -304,7 +304,10 @@ fn v6() -> Vec<String> {
 
 /// Version 7: the inventory in time (`crate::placements`): every GPU's placements with the
 /// time each took effect, `attached = 0` for a detachment. GPUs placed before are placed since
-/// always (`i64::MIN`). 18.16 joins two tables per query, hence the nesting.
+/// always (`i64::MIN`). 18.16 joins two tables per query, hence the nesting. Edited once a
+/// 25.8 server was tested (it could never have applied there): servers since 20.x want every
+/// joined subquery named, and keep one left row per key in an `ANY INNER JOIN`, so the
+/// instances join (one row per instance, many GPUs per instance) is `ALL`.
 fn v7() -> Vec<String> {
     vec![
         "CREATE TABLE IF NOT EXISTS gpu_placements (
@@ -326,9 +329,10 @@ fn v7() -> Vec<String> {
          FROM ( \
              SELECT uuid, instance_id, power_limit_mw, host \
              FROM (SELECT uuid, instance_id, power_limit_mw FROM gpus FINAL WHERE attached = 1) \
-             ANY LEFT JOIN (SELECT uuid, host FROM gpu_hosts FINAL) USING uuid \
-         ) ANY INNER JOIN (SELECT instance_id, tenant, region FROM instances FINAL) \
-         USING instance_id"
+                  AS attached_gpus \
+             ANY LEFT JOIN (SELECT uuid, host FROM gpu_hosts FINAL) AS hosts USING uuid \
+         ) AS placed ALL INNER JOIN (SELECT instance_id, tenant, region FROM instances FINAL) \
+         AS owners USING instance_id"
             .to_owned(),
     ]
 }

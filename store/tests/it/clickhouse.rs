@@ -2,7 +2,8 @@
 //! what only ClickHouse has (migrations on the server, duplicates collapsed by `FINAL`, a crash
 //! between the shares and samples inserts, racing writers).
 //!
-//! The server comes from `WPTEST_CLICKHOUSE_URL` (`source scripts/servers.sh start`). Each
+//! The server comes from `WPTEST_CLICKHOUSE_URL` (`source scripts/servers.sh start`), and for
+//! the suite's second copy, `clickhouse_modern`, from `WPTEST_CLICKHOUSE_MODERN_URL`. Each
 //! test works in a database of its own, `wp_test_<random hex>`, dropped at the end. Without the
 //! variable the tests say so and pass, unless `CI` or `WPTEST_REQUIRE_SERVERS` is set.
 
@@ -23,22 +24,33 @@ use wattprint_core::{GramsPerKwh, RegionId, TenantId, UnixMillis, BUCKET_MS};
 use wattprint_store::clickhouse::SummaryPath;
 use wattprint_store::{ClickHouseStore, EnrichedSample, Store, StoreError, TenantSummary};
 
+/// True in the copy of this suite that runs against a modern server (see `main.rs`).
+const MODERN_SUITE: bool = module_path!().len() > "it::clickhouse".len();
+
+/// The variable naming the server this copy of the suite tests.
+const URL_VARIABLE: &str = if MODERN_SUITE {
+    "WPTEST_CLICKHOUSE_MODERN_URL"
+} else {
+    "WPTEST_CLICKHOUSE_URL"
+};
+
 /// The server to test against, or None (after saying so) when the test should not run.
 fn server_url(test: &str) -> Option<String> {
-    match std::env::var("WPTEST_CLICKHOUSE_URL") {
+    match std::env::var(URL_VARIABLE) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
             let required = std::env::var_os("CI").is_some()
                 || std::env::var_os("WPTEST_REQUIRE_SERVERS").is_some();
             assert!(
                 !required,
-                "WPTEST_CLICKHOUSE_URL is not set, and CI/WPTEST_REQUIRE_SERVERS requires \
-                 the real ClickHouse server: it is set by scripts/test-all.sh \
+                "{URL_VARIABLE} is not set, and CI/WPTEST_REQUIRE_SERVERS requires the real \
+                 ClickHouse server: it is set by scripts/test-all.sh \
                  (or run `source scripts/servers.sh start`)"
             );
             eprintln!(
-                "clickhouse::{test} was NOT run: WPTEST_CLICKHOUSE_URL is not set \
-                 (source scripts/servers.sh start)"
+                "{}::{test} was NOT run: {URL_VARIABLE} is not set \
+                 (source scripts/servers.sh start)",
+                module_path!()
             );
             None
         }
@@ -107,7 +119,13 @@ where
 /// Connects a store to a fresh database of the test.
 async fn fresh_store(url: &str, dbs: &tokio::sync::Mutex<Databases>) -> (ClickHouseStore, String) {
     let db = dbs.lock().await.fresh();
-    (ClickHouseStore::connect(url, &db).await.unwrap(), db)
+    let store = ClickHouseStore::connect(url, &db).await.unwrap();
+    assert!(
+        store.is_modern() || !MODERN_SUITE,
+        "{URL_VARIABLE} names ClickHouse {}, not a modern server",
+        store.server_version()
+    );
+    (store, db)
 }
 
 /// Runs a conformance behaviour on a store in a fresh database.
@@ -264,11 +282,21 @@ async fn rows_stored_twice_are_counted_once() {
             let before = intervals(&store, "acme", "i-a").await;
             let raw = raw_client(&url).with_database(&db);
             for table in ["shares", "samples"] {
+                // Copies must stay apart until read, as on a busy server: modern servers
+                // merge new parts within moments, and collapse the keys of one inserted block
+                // (`optimize_on_insert`, unknown to 18.16).
+                raw.query(&format!("SYSTEM STOP MERGES {table}"))
+                    .execute()
+                    .await
+                    .unwrap();
                 for _ in 0..2 {
-                    raw.query(&format!("INSERT INTO {table} SELECT * FROM {table}"))
-                        .execute()
-                        .await
-                        .unwrap();
+                    let copy = raw.query(&format!("INSERT INTO {table} SELECT * FROM {table}"));
+                    let copy = if store.is_modern() {
+                        copy.with_option("optimize_on_insert", "0")
+                    } else {
+                        copy
+                    };
+                    copy.execute().await.unwrap();
                 }
                 let stored: u64 = raw
                     .query(&format!("SELECT count() FROM {table}"))
@@ -1270,6 +1298,68 @@ async fn region_hourly_energy_from_rollups_equals_raw_data() {
                 (auto[0].2 - raw[0].2 - i_b_first).abs() <= 1e-9 * raw[0].2,
                 "{auto:?} against {raw:?}"
             );
+        },
+    )
+    .await;
+}
+
+/// `SHOW CREATE TABLE table` as the server prints it.
+async fn create_statement(url: &str, db: &str, table: &str) -> String {
+    raw_client(url)
+        .with_database(db)
+        .query(&format!("SHOW CREATE TABLE {table}"))
+        .fetch_one::<String>()
+        .await
+        .unwrap()
+}
+
+/// The schema takes the dialect of the server it is on: `LowCardinality` strings and codecs,
+/// fsync of inserted parts and the quarantine's TTL on a modern server; none of them, and a
+/// clear refusal of fsync, on 18.16.
+#[tokio::test]
+async fn the_schema_takes_the_servers_dialect() {
+    with_server(
+        "the_schema_takes_the_servers_dialect",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            let modern = store.is_modern();
+            let shares = create_statement(&url, &db, "shares").await;
+            assert_eq!(
+                shares.contains("LowCardinality(String)"),
+                modern,
+                "{shares}"
+            );
+            assert_eq!(shares.contains("CODEC(Delta"), modern, "{shares}");
+
+            let retention = wattprint_store::QuarantineRetention {
+                days: 30,
+                max_per_host: None,
+            };
+            store
+                .prune_quarantine(&retention, UnixMillis(T0))
+                .await
+                .unwrap();
+            let quarantine = create_statement(&url, &db, "quarantine").await;
+            assert_eq!(
+                quarantine
+                    .contains("TTL toDateTime(intDiv(received_at_ms, 1000)) + toIntervalDay(30)"),
+                modern,
+                "{quarantine}"
+            );
+
+            let mut fsync = wattprint_store::clickhouse::ClickHouseSettings::new(&url, &db);
+            fsync.durability.fsync_after_insert = Some(true);
+            match ClickHouseStore::connect_with(&fsync).await {
+                Ok(_) => {
+                    assert!(modern, "fsync accepted by {}", store.server_version());
+                    let samples = create_statement(&url, &db, "samples").await;
+                    assert!(samples.contains("fsync_after_insert = 1"), "{samples}");
+                }
+                Err(e) => assert!(
+                    !modern && e.to_string().contains("needs ClickHouse 23.8 or later"),
+                    "{e}"
+                ),
+            }
         },
     )
     .await;

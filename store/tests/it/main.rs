@@ -4,5 +4,9 @@
 #[macro_use]
 mod conformance;
 mod clickhouse;
+/// The same suite against ClickHouse ≥ 23.8 (`WPTEST_CLICKHOUSE_MODERN_URL`), where the schema
+/// takes its modern extras (`LowCardinality`, codecs, TTL) and the SQL dialect differs.
+#[path = "clickhouse.rs"]
+mod clickhouse_modern;
 mod secure_clickhouse;
 mod sqlite;
