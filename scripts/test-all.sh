@@ -53,3 +53,7 @@ target/py-sdk/bin/pip install --quiet --disable-pip-version-check 'schemathesis=
 export WPTEST_PYTHON="$PWD/target/py-sdk/bin/python"
 echo "==> tests"
 cargo test --workspace --locked
+echo "==> query API tests on ClickHouse 25.8"
+# The store's ClickHouse suite runs on both servers by itself (store/tests/it/main.rs); the
+# query API's ClickHouse tests run once more here, against the modern server.
+WPTEST_CLICKHOUSE_URL=$WPTEST_CLICKHOUSE_MODERN_URL cargo test -p wattprint-query-api --locked --test it

@@ -74,8 +74,8 @@ use crate::{
     EnrichedSample, GpuHourUsage, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
     LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
     QuarantineRetention, RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement,
-    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    RollupRefresh, SampleRetention, SampleRow, Store, StoreError, TenantSummary, Workload,
+    WorkloadUpdate, WriteOutcome,
 };
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, Row, RowOwned, RowRead, RowWrite};
@@ -99,6 +99,8 @@ pub struct ClickHouseStore {
     modern: bool,
     /// The retention (days) the quarantine's TTL was last set to by this process (0: not yet).
     quarantine_ttl_days: Arc<AtomicU32>,
+    /// The retention (days) the raw samples' TTL was last set to by this process (0: not yet).
+    samples_ttl_days: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -208,6 +210,7 @@ impl ClickHouseStore {
             server_version,
             modern,
             quarantine_ttl_days: Arc::new(AtomicU32::new(0)),
+            samples_ttl_days: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -347,8 +350,12 @@ impl Store for ClickHouseStore {
         self.count_quarantine().await
     }
 
-    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
-        self.prune_old_samples(before).await
+    async fn prune_samples(
+        &self,
+        rules: &SampleRetention,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        self.prune_old_samples(rules, now).await
     }
 
     async fn prune_quarantine(

@@ -792,10 +792,15 @@ pub trait Store: Send + Sync {
         now: UnixMillis,
     ) -> Result<QuarantinePrune, StoreError>;
 
-    /// Deletes the raw samples that ended before `before`; their 5-minute intervals, rollups
-    /// and statements stay, so no total changes. Returns the samples deleted (ClickHouse: due
-    /// for deletion, its mutations run in the background). Running it again deletes nothing.
-    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError>;
+    /// Deletes the raw samples that ended before `rules.cutoff(now)`; their 5-minute
+    /// intervals, rollups and statements stay, so no total changes. Returns the samples
+    /// deleted (ClickHouse: due for deletion, its mutations run in the background; a modern
+    /// server also gets a TTL of `rules.days`). Running it again deletes nothing.
+    async fn prune_samples(
+        &self,
+        rules: &SampleRetention,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError>;
 
     /// The tenant's instances.
     async fn list_instances(&self, scope: &TenantScope) -> Result<Vec<InstanceRecord>, StoreError>;

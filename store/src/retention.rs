@@ -160,7 +160,7 @@ pub async fn keep_bounded(
                 tracing::warn!(error = %e, "pruning restatement records failed; retrying next round");
             }
         }
-        match store.prune_samples(samples.cutoff(now)).await {
+        match store.prune_samples(&samples, now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(samples = n, days = samples.days, "raw samples pruned"),
             Err(e) => {

@@ -20,8 +20,8 @@ use crate::{
     decide_restatements, EnrichedSample, GpuHourUsage, InstanceRecord, IntervalRow,
     IssuedStatement, LedgerQuery, LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune,
     QuarantineRecord, QuarantineRetention, RefusedSample, RegionCoverage, RegionHourEnergy,
-    RestateOutcome, Restatement, SampleRow, Store, StoreError, TenantSummary, Workload,
-    WorkloadUpdate, WriteOutcome,
+    RestateOutcome, Restatement, SampleRetention, SampleRow, Store, StoreError, TenantSummary,
+    Workload, WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -325,7 +325,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
+    async fn prune_samples(
+        &self,
+        rules: &SampleRetention,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let before = rules.cutoff(now);
         // One instance per transaction, so ingest interleaves with a long prune.
         let instances = self
             .read("pruning samples", samples::sample_instances)

@@ -10,8 +10,8 @@ use crate::{
     EnrichedSample, GpuHourUsage, InstanceRecord, IntervalRow, IssuedStatement, LedgerQuery,
     LedgerWrite, NewWorkload, PlacementVersion, QuarantinePrune, QuarantineRecord,
     QuarantineRetention, RegionCoverage, RegionHourEnergy, RestateOutcome, Restatement,
-    RollupRefresh, SampleRow, Store, StoreError, TenantSummary, Workload, WorkloadUpdate,
-    WriteOutcome,
+    RollupRefresh, SampleRetention, SampleRow, Store, StoreError, TenantSummary, Workload,
+    WorkloadUpdate, WriteOutcome,
 };
 use async_trait::async_trait;
 use tracing::field::Empty;
@@ -126,11 +126,15 @@ impl<S: Store> Store for Traced<S> {
         self.inner.quarantine_counts().instrument(span).await
     }
 
-    async fn prune_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
-        let span = info_span!("prune_samples", before = before.0, deleted = Empty);
+    async fn prune_samples(
+        &self,
+        rules: &SampleRetention,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let span = info_span!("prune_samples", days = rules.days, deleted = Empty);
         let deleted = self
             .inner
-            .prune_samples(before)
+            .prune_samples(rules, now)
             .instrument(span.clone())
             .await?;
         span.record("deleted", deleted);

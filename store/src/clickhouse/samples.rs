@@ -13,8 +13,12 @@ use super::rows::{
 };
 use super::{ch_err, placeholders, ClickHouseStore, KEYS_PER_QUERY};
 use crate::checks::check_enriched;
-use crate::{in_window_order, EnrichedSample, RefusedSample, SampleRow, StoreError, WriteOutcome};
+use crate::{
+    in_window_order, EnrichedSample, RefusedSample, SampleRetention, SampleRow, StoreError,
+    WriteOutcome,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use wattprint_core::sample::{EnergySample, MAX_SAMPLE_SPAN_MS};
 use wattprint_core::timeline::{GpuTimeline, Placement};
 use wattprint_core::{InstanceId, TenantId, UnixMillis};
@@ -175,12 +179,36 @@ impl ClickHouseStore {
         Ok(outcome)
     }
 
-    /// Deletes the samples and their spans that ended before `before`, by mutations the server
-    /// runs in the background (issued only when a count finds rows due). Shares stay: they are
-    /// the intervals. Spans go too: a sample that old is refused for its age before any
-    /// overlap check, and `gpu_frontier` keeps each GPU's highest `seq`.
-    pub(super) async fn prune_old_samples(&self, before: UnixMillis) -> Result<u64, StoreError> {
+    /// Deletes the samples and their spans that ended before `rules.cutoff(now)`, by mutations
+    /// the server runs in the background (issued only when a count finds rows due). Shares
+    /// stay: they are the intervals. Spans go too: a sample that old is refused for its age
+    /// before any overlap check, and `gpu_frontier` keeps each GPU's highest `seq`.
+    ///
+    /// A modern server also gets a TTL of the retention on both tables (set when it changes),
+    /// so its merges drop aged rows even where no prune runs; the TTL counts from the server's
+    /// clock, never from a later time than `now`'s cutoff.
+    pub(super) async fn prune_old_samples(
+        &self,
+        rules: &SampleRetention,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         const OP: &str = "pruning samples";
+        if self.modern && self.samples_ttl_days.load(Ordering::Relaxed) != rules.days {
+            for table in ["samples", "gpu_spans"] {
+                self.client
+                    .query(&format!(
+                        "ALTER TABLE {table} MODIFY TTL \
+                         toDateTime(intDiv(end_ms, 1000)) + toIntervalDay({})",
+                        rules.days
+                    ))
+                    .with_option("materialize_ttl_after_modify", "0")
+                    .execute()
+                    .await
+                    .map_err(ch_err(OP))?;
+            }
+            self.samples_ttl_days.store(rules.days, Ordering::Relaxed);
+        }
+        let before = rules.cutoff(now);
         let due: u64 = self
             .client
             .query("SELECT count() FROM samples WHERE end_ms < ?")

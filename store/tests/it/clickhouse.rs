@@ -1339,6 +1339,21 @@ async fn the_schema_takes_the_servers_dialect() {
                 .prune_quarantine(&retention, UnixMillis(T0))
                 .await
                 .unwrap();
+            store
+                .prune_samples(
+                    &wattprint_store::SampleRetention { days: 40 },
+                    UnixMillis::now(),
+                )
+                .await
+                .unwrap();
+            for table in ["samples", "gpu_spans"] {
+                let created = create_statement(&url, &db, table).await;
+                assert_eq!(
+                    created.contains("TTL toDateTime(intDiv(end_ms, 1000)) + toIntervalDay(40)"),
+                    modern,
+                    "{created}"
+                );
+            }
             let quarantine = create_statement(&url, &db, "quarantine").await;
             assert_eq!(
                 quarantine

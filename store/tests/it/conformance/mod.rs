@@ -23,8 +23,8 @@ use wattprint_core::{
 };
 use wattprint_store::{
     EnrichedSample, EnrichedShare, GpuRecord, InstanceRecord, InstanceSummary, IntervalRow,
-    NewWorkload, QuarantineRecord, QuarantineRetention, RefusalKind, Store, StoreError,
-    TenantSummary, UsageTotals, WorkloadUpdate,
+    NewWorkload, QuarantineRecord, QuarantineRetention, RefusalKind, SampleRetention, Store,
+    StoreError, TenantSummary, UsageTotals, WorkloadUpdate,
 };
 
 mod intensity;

@@ -323,7 +323,16 @@ pub async fn pruning_raw_samples_changes_no_total(store: &dyn Store) {
     ends.sort_unstable();
     let cut = ends[ends.len() / 2];
     let due = ends.iter().filter(|e| **e < cut).count() as u64;
-    let pruned = store.prune_samples(UnixMillis(cut)).await.unwrap();
+    // A retention whose cutoff is `cut` at a `now` no earlier than the wall clock: a modern
+    // ClickHouse's TTL of it (counted from its own clock) then removes only samples due.
+    let day = 86_400_000;
+    let wall = wattprint_core::UnixMillis::now().0;
+    let rules = SampleRetention {
+        days: u32::try_from((wall - cut).div_euclid(day) + 1).unwrap(),
+    };
+    let now = UnixMillis(cut + i64::from(rules.days) * day);
+    assert_eq!(rules.cutoff(now), UnixMillis(cut));
+    let pruned = store.prune_samples(&rules, now).await.unwrap();
     // (Other instances of the batch lose theirs too.)
     assert!(pruned >= due && due > 0, "{pruned} < {due}");
     // ClickHouse deletes in the background: wait for it, a few seconds at most.
