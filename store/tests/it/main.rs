@@ -7,6 +7,7 @@ mod clickhouse;
 /// The same suite against ClickHouse ≥ 23.8 (`WPTEST_CLICKHOUSE_MODERN_URL`), where the schema
 /// takes its modern extras (`LowCardinality`, codecs, TTL) and the SQL dialect differs.
 #[path = "clickhouse.rs"]
+#[allow(clippy::duplicate_mod)] // The same tests, on purpose: one copy per server.
 mod clickhouse_modern;
 mod secure_clickhouse;
 mod sqlite;
