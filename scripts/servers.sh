@@ -73,7 +73,8 @@ start_clickhouse_modern() {
   local dir="$DIR/clickhouse-modern"
   mkdir -p "$dir/data"
   if ! curl -sf "http://127.0.0.1:$CH_MODERN_HTTP/ping" >/dev/null 2>&1; then
-    (cd "$dir"; nohup python3 "$SCRIPTS/clickhouse-modern.py" "$CH_MODERN/chdb/_chdb.abi3.so" -- \
+    # No watchdog process: the pid file then holds the server itself, as stop expects.
+    (cd "$dir"; CLICKHOUSE_WATCHDOG_ENABLE=0 nohup python3 "$SCRIPTS/clickhouse-modern.py" "$CH_MODERN/chdb/_chdb.abi3.so" -- \
       --listen_host=127.0.0.1 --http_port=$CH_MODERN_HTTP --tcp_port=$((CH_MODERN_HTTP + 1000)) \
       --mysql_port=$((CH_MODERN_HTTP + 3000)) --postgresql_port=$((CH_MODERN_HTTP + 4000)) \
       --path="$dir/data/" --logger.level=information --logger.console=0 \

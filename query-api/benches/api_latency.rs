@@ -216,7 +216,7 @@ fn file_size(path: &Path) -> u64 {
 
 /// The ClickHouse store, loaded server-side (or reused with `WPBENCH_KEEP` when complete);
 /// the database to drop afterwards when not kept.
-async fn clickhouse_store(cfg: &Config, model: &FleetModel) -> (Arc<dyn Store>, Option<String>) {
+async fn clickhouse_store(cfg: &Config, model: &FleetModel) -> (ClickHouseStore, Option<String>) {
     let url = clickhouse_url();
     let db = if cfg.keep {
         format!("wp_bench_{}", cfg.kept_name())
@@ -253,7 +253,7 @@ async fn clickhouse_store(cfg: &Config, model: &FleetModel) -> (Arc<dyn Store>, 
                     t0.elapsed().as_secs_f64(),
                     refreshed.recomputed
                 );
-                return (Arc::new(store), None);
+                return (store, None);
             }
             _ => {
                 admin
@@ -289,7 +289,7 @@ async fn clickhouse_store(cfg: &Config, model: &FleetModel) -> (Arc<dyn Store>, 
         refreshed.recomputed
     );
     let drop = (!cfg.keep).then_some(db);
-    (Arc::new(store), drop)
+    (store, drop)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,11 +680,13 @@ fn average_join() -> IntensityJoin {
 
 /// Where a 30-day series' time goes, in the process (median of 5): the store's 5-minute read,
 /// the aggregation into points, JSON of the points; and the hourly read 1 h / 1 d steps use.
-/// Then the 1 h series with figures on average intensity (a join of hourly averages), and
-/// which data it was summed from.
+/// With a `cold` store, also its first 5-minute read (nothing cached). Then the 1 h series
+/// with figures on average intensity (a join of hourly averages), and which data it was
+/// summed from.
 async fn series_profile(
     label: &str,
     store: &dyn Store,
+    cold: Option<ColdStore<'_>>,
     scope: &TenantScope,
     instance: &InstanceId,
     (from, to): (i64, i64),
@@ -726,6 +728,33 @@ async fn series_profile(
         med(3),
         load_line()
     );
+    if let Some(cold) = cold {
+        let mut reads = Vec::new();
+        for _ in 0..5 {
+            let fresh = cold();
+            let t = Instant::now();
+            let rows = fresh
+                .instance_intervals(scope, instance, from, to)
+                .await
+                .unwrap();
+            reads.push(t.elapsed());
+            assert_eq!(
+                rows,
+                store
+                    .instance_intervals(scope, instance, from, to)
+                    .await
+                    .unwrap(),
+                "a first read differs from a cached one"
+            );
+        }
+        reads.sort();
+        println!(
+            "{label} | series 5m first read (no cached days, median of 5, in the process): \
+             store read {:.1} ms | {}",
+            ms(percentile(&reads, 50.0)),
+            load_line()
+        );
+    }
     let join = average_join();
     let hours = store
         .instance_hourly_usage(scope, instance, from, to)
@@ -770,11 +799,15 @@ async fn series_profile(
 // One store
 
 /// Serves the API over `store`, creates the workloads, measures every request.
+/// A store like the one benched but as a freshly started process has it (no cached days).
+type ColdStore<'a> = &'a (dyn Fn() -> Arc<dyn Store> + Sync);
+
 async fn bench_store(
     cfg: &Config,
     model: &FleetModel,
     label: &str,
     store: Arc<dyn Store>,
+    cold: Option<ColdStore<'_>>,
 ) -> Vec<Row> {
     let fleet = &fleets(cfg)[0];
     let scope = TenantScope::from_verified(TenantId::from(fleet.tenant.as_str()));
@@ -903,6 +936,7 @@ async fn bench_store(
     series_profile(
         label,
         store.as_ref(),
+        cold,
         &scope,
         &fleet.instance(1),
         (month_from, month_to),
@@ -1084,14 +1118,17 @@ async fn main() {
         match kind.as_str() {
             "sqlite" => {
                 let (store, delete) = sqlite_store(&cfg, &model).await;
-                rows.extend(bench_store(&cfg, &model, "SQLite", store).await);
+                rows.extend(bench_store(&cfg, &model, "SQLite", store, None).await);
                 if let Some(path) = delete {
                     remove_sqlite(&path);
                 }
             }
             "clickhouse" => {
                 let (store, drop) = clickhouse_store(&cfg, &model).await;
-                rows.extend(bench_store(&cfg, &model, "ClickHouse", store).await);
+                let cold = store.clone();
+                let cold = move || Arc::new(cold.with_empty_day_cache()) as Arc<dyn Store>;
+                let store = Arc::new(store);
+                rows.extend(bench_store(&cfg, &model, "ClickHouse", store, Some(&cold)).await);
                 if let Some(db) = drop {
                     raw_client(&clickhouse_url())
                         .query(&format!("DROP DATABASE IF EXISTS {db}"))

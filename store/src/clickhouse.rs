@@ -51,6 +51,7 @@
 
 mod access;
 mod daily;
+mod day_cache;
 mod frontier;
 mod intensity;
 mod intervals;
@@ -101,6 +102,8 @@ pub struct ClickHouseStore {
     quarantine_ttl_days: Arc<AtomicU32>,
     /// The retention (days) the raw samples' TTL was last set to by this process (0: not yet).
     samples_ttl_days: Arc<AtomicU32>,
+    /// Whole days of instance intervals already read (see `clickhouse/day_cache.rs`).
+    day_cache: Arc<day_cache::DayCache>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -211,12 +214,22 @@ impl ClickHouseStore {
             modern,
             quarantine_ttl_days: Arc::new(AtomicU32::new(0)),
             samples_ttl_days: Arc::new(AtomicU32::new(0)),
+            day_cache: Arc::default(),
         })
     }
 
     /// The server's version, as `SELECT version()` reported it at connect.
     pub fn server_version(&self) -> &str {
         &self.server_version
+    }
+
+    /// This store with a day cache of its own, empty (`clickhouse/day_cache.rs`): what a
+    /// freshly started process reads.
+    pub fn with_empty_day_cache(&self) -> Self {
+        Self {
+            day_cache: Arc::default(),
+            ..self.clone()
+        }
     }
 
     /// Whether the schema uses the modern (≥ 23.8) extras on this server.
@@ -389,12 +402,8 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
-        self.read_intervals(
-            scope.tenant(),
-            Some(std::slice::from_ref(instance)),
-            &[(from, to)],
-        )
-        .await
+        self.read_instance_intervals(scope.tenant(), instance, from, to)
+            .await
     }
 
     async fn instances_intervals(

@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use std::future::Future;
 use std::sync::Arc;
 use wattprint_core::intensity::IntensityKind;
-use wattprint_core::{GramsPerKwh, RegionId, TenantId, UnixMillis, BUCKET_MS};
+use wattprint_core::{GramsPerKwh, InstanceId, RegionId, TenantId, UnixMillis, BUCKET_MS};
 use wattprint_store::clickhouse::SummaryPath;
 use wattprint_store::{ClickHouseStore, EnrichedSample, Store, StoreError, TenantSummary};
 
@@ -1374,6 +1374,92 @@ async fn the_schema_takes_the_servers_dialect() {
                     !modern && e.to_string().contains("needs ClickHouse 23.8 or later"),
                     "{e}"
                 ),
+            }
+        },
+    )
+    .await;
+}
+
+/// The shares' mutations of `db` are all applied.
+async fn wait_for_mutations(url: &str, db: &str) {
+    for _ in 0..200 {
+        let pending = count(
+            url,
+            db,
+            &format!(
+                "SELECT count() FROM system.mutations WHERE database = '{db}' AND is_done = 0"
+            ),
+        )
+        .await;
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("mutations of {db} still running");
+}
+
+/// Whole days of an instance's intervals are served from memory while nothing is written into
+/// them, and read again once something is (a late sample): a store with an empty cache then
+/// reads the same rows. A change made behind the store's back (a raw mutation, which writes no
+/// count) shows that the cache really serves; another tenant still gets `NotFound`.
+#[tokio::test]
+async fn cached_days_are_read_again_once_written_to() {
+    with_server(
+        "cached_days_are_read_again_once_written_to",
+        |url, dbs| async move {
+            let (store, db) = fresh_store(&url, &dbs).await;
+            seed(&store).await;
+            const DAY: i64 = 86_400_000;
+            let d0 = T0 - T0.rem_euclid(DAY) + DAY;
+            // A minute's sample every half hour, from 6 h before day 0 to 6 h after day 3.
+            let batch: Vec<_> = (0u64..)
+                .map(|k| (k, d0 - 6 * HOUR + k as i64 * HOUR / 2))
+                .take_while(|(_, start)| *start < d0 + 3 * DAY + 6 * HOUR)
+                .map(|(k, start)| {
+                    let s = sample("GPU-A1", "i-a", k + 1, start, start + 60_000, 1_000 + k);
+                    enrich(s, "acme")
+                })
+                .collect();
+            store.write_samples(&batch).await.unwrap();
+            let (from, to) = (UnixMillis(d0 - 3 * HOUR), UnixMillis(d0 + 3 * DAY + 3 * HOUR));
+            let (acme, a) = (conformance::scope("acme"), InstanceId::from("i-a"));
+            let read = |s: ClickHouseStore| {
+                let (acme, a) = (acme.clone(), a.clone());
+                async move { s.instance_intervals(&acme, &a, from, to).await.unwrap() }
+            };
+            let uncached = || async { read(ClickHouseStore::connect(&url, &db).await.unwrap()).await };
+
+            let first = read(store.clone()).await;
+            assert_eq!(first, uncached().await);
+            assert_eq!(first.len(), 2 * (3 * 24 + 6));
+            assert_eq!(first, read(store.clone()).await, "a second read differs");
+
+            // Behind the store's back: day 1's energy changes, its write count does not.
+            raw_client(&url)
+                .with_database(&db)
+                .query("ALTER TABLE shares UPDATE energy_mj = energy_mj + 7 WHERE bucket_ms >= ? AND bucket_ms < ?")
+                .bind(d0 + DAY)
+                .bind(d0 + 2 * DAY)
+                .execute()
+                .await
+                .unwrap();
+            wait_for_mutations(&url, &db).await;
+            let tampered = uncached().await;
+            assert_eq!(total(&tampered), total(&first) + 7 * 48, "the mutation did not apply");
+            assert_eq!(read(store.clone()).await, first, "day 1 was not served from memory");
+
+            // A late sample in day 1, written through the store: the day is read again.
+            let late = enrich(sample("GPU-A1", "i-a", 10_000, d0 + DAY + 10 * 60_000, d0 + DAY + 11 * 60_000, 555), "acme");
+            assert_eq!(store.write_samples(&[late]).await.unwrap().inserted, 1);
+            let after = read(store.clone()).await;
+            assert_eq!(after, uncached().await);
+            assert_eq!(total(&after), total(&first) + 7 * 48 + 555);
+
+            let globex = conformance::scope("globex");
+            match store.instance_intervals(&globex, &a, from, to).await {
+                Err(StoreError::NotFound(_)) => {}
+                other => panic!("another tenant read cached days: {other:?}"),
             }
         },
     )
