@@ -102,8 +102,8 @@ pub struct ClickHouseStore {
     quarantine_ttl_days: Arc<AtomicU32>,
     /// The retention (days) the raw samples' TTL was last set to by this process (0: not yet).
     samples_ttl_days: Arc<AtomicU32>,
-    /// Whole days of instance intervals already read (see `clickhouse/day_cache.rs`).
-    day_cache: Arc<day_cache::DayCache>,
+    /// Whole days of instance intervals and hours already read (`clickhouse/day_cache.rs`).
+    day_caches: Arc<day_cache::DayCaches>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -214,7 +214,7 @@ impl ClickHouseStore {
             modern,
             quarantine_ttl_days: Arc::new(AtomicU32::new(0)),
             samples_ttl_days: Arc::new(AtomicU32::new(0)),
-            day_cache: Arc::default(),
+            day_caches: Arc::default(),
         })
     }
 
@@ -227,7 +227,7 @@ impl ClickHouseStore {
     /// freshly started process reads.
     pub fn with_empty_day_cache(&self) -> Self {
         Self {
-            day_cache: Arc::default(),
+            day_caches: Arc::default(),
             ..self.clone()
         }
     }
@@ -434,7 +434,7 @@ impl Store for ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<GpuHourUsage>, StoreError> {
-        self.instance_hourly_usage_by(scope.tenant(), instance, (from, to), SummaryPath::Auto)
+        self.read_instance_hours(scope.tenant(), instance, from, to)
             .await
     }
 

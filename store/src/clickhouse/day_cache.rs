@@ -1,7 +1,9 @@
-//! Whole UTC days of one instance's 5-minute intervals, kept in memory between reads.
+//! Whole UTC days of one instance's 5-minute intervals and hourly usage, kept in memory
+//! between reads.
 //!
-//! A month's series of one instance is ~35,000 interval rows; reading them from ClickHouse
-//! costs most of the request, although past days rarely change. Every insert into `shares`
+//! A month's series of one instance is ~35,000 interval rows (or ~3,000 hourly ones, read
+//! through rollups, marks and edges); reading them from ClickHouse costs most of the request,
+//! although past days rarely change. Every insert into `shares`
 //! adds its row count to `rollup_marks_daily` (a view, in the same `INSERT`), and that count
 //! never falls. So a day read after its count was `n` is served again, unchanged, while its
 //! count (over every tenant's marks: a copy written under another tenant can replace one of
@@ -12,13 +14,18 @@
 use super::daily::{ceil_day, floor_day};
 use super::schema::DAY_MS;
 use super::ClickHouseStore;
-use crate::{IntervalRow, StoreError};
+use super::SummaryPath;
+use crate::{GpuHourUsage, IntervalRow, StoreError};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use wattprint_core::{InstanceId, TenantId, UnixMillis};
 
-/// Interval rows the cache holds at most (~250 B each: about 64 MB), over all its days.
-const MAX_ROWS: usize = 262_144;
+/// Interval rows the interval cache holds at most (~250 B each: about 64 MB).
+const MAX_INTERVAL_ROWS: usize = 262_144;
+
+/// Hour rows the hourly cache holds at most (~250 B each: about 16 MB).
+const MAX_HOUR_ROWS: usize = 65_536;
 
 /// Whole days a range must span for the cache to be consulted: at least the first, at most
 /// the second (a longer range, such as "everything", is read as it is).
@@ -28,35 +35,50 @@ const WHOLE_DAYS: std::ops::RangeInclusive<i64> = 2..=400;
 type DayKey = (String, String, i64);
 
 /// One cached day: the write count it was read at, and its rows.
-struct CachedDay {
+struct CachedDay<T> {
     writes: u64,
-    rows: Arc<[IntervalRow]>,
+    rows: Arc<[T]>,
 }
 
-/// The days, least recently used first out, and the rows they hold.
-pub(crate) struct DayCache {
-    inner: Mutex<Days>,
+/// The store's two caches: 5-minute intervals and hourly usage.
+pub(crate) struct DayCaches {
+    intervals: DayCache<IntervalRow>,
+    hours: DayCache<GpuHourUsage>,
 }
 
-struct Days {
-    days: lru::LruCache<DayKey, CachedDay>,
+impl Default for DayCaches {
+    fn default() -> Self {
+        Self {
+            intervals: DayCache::new(MAX_INTERVAL_ROWS),
+            hours: DayCache::new(MAX_HOUR_ROWS),
+        }
+    }
+}
+
+/// Days of rows, least recently used first out, and how many rows they hold.
+struct DayCache<T> {
+    inner: Mutex<Days<T>>,
+    max_rows: usize,
+}
+
+struct Days<T> {
+    days: lru::LruCache<DayKey, CachedDay<T>>,
     rows: usize,
 }
 
-impl Default for DayCache {
-    fn default() -> Self {
+impl<T> DayCache<T> {
+    fn new(max_rows: usize) -> Self {
         Self {
             inner: Mutex::new(Days {
                 days: lru::LruCache::unbounded(),
                 rows: 0,
             }),
+            max_rows,
         }
     }
-}
 
-impl DayCache {
     /// The day's rows if they were read at `writes`.
-    fn get(&self, key: &DayKey, writes: u64) -> Option<Arc<[IntervalRow]>> {
+    fn get(&self, key: &DayKey, writes: u64) -> Option<Arc<[T]>> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match inner.days.get(key) {
             Some(day) if day.writes == writes => Some(Arc::clone(&day.rows)),
@@ -65,9 +87,9 @@ impl DayCache {
     }
 
     /// Keeps `rows` of the day as read at `writes`, evicting the least recently used days
-    /// beyond [`MAX_ROWS`].
-    fn put(&self, key: DayKey, writes: u64, rows: Arc<[IntervalRow]>) {
-        if rows.len() > MAX_ROWS {
+    /// beyond `max_rows`.
+    fn put(&self, key: DayKey, writes: u64, rows: Arc<[T]>) {
+        if rows.len() > self.max_rows {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -75,7 +97,7 @@ impl DayCache {
         if let Some(old) = inner.days.put(key, CachedDay { writes, rows }) {
             inner.rows -= old.rows.len();
         }
-        while inner.rows > MAX_ROWS {
+        while inner.rows > self.max_rows {
             match inner.days.pop_lru() {
                 Some((_, day)) => inner.rows -= day.rows.len(),
                 None => break,
@@ -86,8 +108,8 @@ impl DayCache {
 
 impl ClickHouseStore {
     /// The intervals of one instance of the tenant in `[from, to)`, as
-    /// [`ClickHouseStore::read_intervals`] returns them, with whole days served from the
-    /// [`DayCache`] while their write counts hold.
+    /// [`ClickHouseStore::read_intervals`] returns them, whole days from the cache while
+    /// their write counts hold.
     pub(super) async fn read_instance_intervals(
         &self,
         tenant: &TenantId,
@@ -95,24 +117,71 @@ impl ClickHouseStore {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<IntervalRow>, StoreError> {
+        let instances = std::slice::from_ref(instance);
+        let read = |ranges: Vec<(UnixMillis, UnixMillis)>| async move {
+            // One query for all ranges, which also checks ownership.
+            self.read_intervals(tenant, Some(instances), &ranges).await
+        };
+        let start = |r: &IntervalRow| r.bucket.start().0;
+        let cache = &self.day_caches.intervals;
+        self.by_whole_days(cache, tenant, instance, (from, to), start, read)
+            .await
+    }
+
+    /// [`crate::Store::instance_hourly_usage`] (whole hours), whole days from the cache while
+    /// their write counts hold.
+    pub(super) async fn read_instance_hours(
+        &self,
+        tenant: &TenantId,
+        instance: &InstanceId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<GpuHourUsage>, StoreError> {
+        crate::check_whole_hours(from, to)?;
+        let read = |ranges: Vec<(UnixMillis, UnixMillis)>| async move {
+            let reads = ranges.into_iter().map(|range| {
+                self.instance_hourly_usage_by(tenant, instance, range, SummaryPath::Auto)
+            });
+            // The ownership check runs even when every day is cached.
+            let owned = self.require_instances(tenant, std::slice::from_ref(instance), OP);
+            let (parts, ()) = tokio::try_join!(futures::future::try_join_all(reads), owned)?;
+            Ok(parts.into_iter().flatten().collect())
+        };
+        let cache = &self.day_caches.hours;
+        self.by_whole_days(cache, tenant, instance, (from, to), |h| h.hour.0, read)
+            .await
+    }
+
+    /// The rows of `[from, to)`: whole days from `cache` where their write counts hold, the
+    /// rest (edges, days not cached) by one call of `read` with those ranges (disjoint, in
+    /// order), whose rows must come in time order, `start` giving a row's time, and which
+    /// must check the instance is the tenant's.
+    async fn by_whole_days<T, R, F>(
+        &self,
+        cache: &DayCache<T>,
+        tenant: &TenantId,
+        instance: &InstanceId,
+        (from, to): (UnixMillis, UnixMillis),
+        start: fn(&T) -> i64,
+        read: R,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Clone,
+        R: FnOnce(Vec<(UnixMillis, UnixMillis)>) -> F,
+        F: Future<Output = Result<Vec<T>, StoreError>>,
+    {
         let (first_day, end_day) = (ceil_day(from.0), floor_day(to.0));
         if !WHOLE_DAYS.contains(&(end_day.saturating_sub(first_day) / DAY_MS)) {
-            let instances = std::slice::from_ref(instance);
-            return self
-                .read_intervals(tenant, Some(instances), &[(from, to)])
-                .await;
+            return read(vec![(from, to)]).await;
         }
         let writes = self.day_writes(instance, first_day, end_day).await?;
+        let count = |day: i64| writes.get(&day).copied().unwrap_or(0);
         let key = |day: i64| (tenant.0.clone(), instance.0.clone(), day);
-        let days: Vec<(i64, Option<Arc<[IntervalRow]>>)> = (0..)
+        let days: Vec<(i64, Option<Arc<[T]>>)> = (0..)
             .map(|k| first_day + k * DAY_MS)
             .take_while(|day| *day < end_day)
-            .map(|day| {
-                let count = writes.get(&day).copied().unwrap_or(0);
-                (day, self.day_cache.get(&key(day), count))
-            })
+            .map(|day| (day, cache.get(&key(day), count(day))))
             .collect();
-        // The edges and every day not cached, in one read (which checks ownership).
         let mut ranges = vec![(from, UnixMillis(first_day))];
         for (day, _) in days.iter().filter(|(_, cached)| cached.is_none()) {
             match ranges.last_mut() {
@@ -125,22 +194,20 @@ impl ClickHouseStore {
             _ => ranges.push((UnixMillis(end_day), to)),
         }
         ranges.retain(|(a, b)| a < b);
-        let read = self
-            .read_intervals(tenant, Some(std::slice::from_ref(instance)), &ranges)
-            .await?;
-        let hits = days.iter().filter(|(_, cached)| cached.is_some()).count();
+        let fresh = read(ranges).await?;
+        let cached_rows: usize = days.iter().flat_map(|(_, c)| c).map(|c| c.len()).sum();
         tracing::debug!(
             days = days.len(),
-            hits,
-            "instance intervals from the day cache"
+            cached_rows,
+            read_rows = fresh.len(),
+            "instance rows by whole days"
         );
 
-        let cached_rows: usize = days.iter().flat_map(|(_, c)| c).map(|c| c.len()).sum();
-        let mut out = Vec::with_capacity(read.len() + cached_rows);
-        let mut read = read.into_iter().peekable();
-        let mut take_until = |end: i64, out: &mut Vec<IntervalRow>| {
+        let mut out = Vec::with_capacity(fresh.len() + cached_rows);
+        let mut fresh = fresh.into_iter().peekable();
+        let mut take_until = |end: i64, out: &mut Vec<T>| {
             let mut taken = Vec::new();
-            while let Some(row) = read.next_if(|r| r.bucket.start().0 < end) {
+            while let Some(row) = fresh.next_if(|r| start(r) < end) {
                 taken.push(row);
             }
             out.extend(taken.iter().cloned());
@@ -152,8 +219,7 @@ impl ClickHouseStore {
                 Some(rows) => out.extend(rows.iter().cloned()),
                 None => {
                     let rows = take_until(day + DAY_MS, &mut out);
-                    let count = writes.get(&day).copied().unwrap_or(0);
-                    self.day_cache.put(key(day), count, rows.into());
+                    cache.put(key(day), count(day), rows.into());
                 }
             }
         }
@@ -169,7 +235,6 @@ impl ClickHouseStore {
         first_day: i64,
         end_day: i64,
     ) -> Result<HashMap<i64, u64>, StoreError> {
-        const OP: &str = "reading day write counts";
         let counts: Vec<(i64, u64)> = self
             .fetch(
                 self.client
@@ -186,3 +251,6 @@ impl ClickHouseStore {
         Ok(counts.into_iter().collect())
     }
 }
+
+/// The operation named in errors.
+const OP: &str = "reading an instance by whole days";

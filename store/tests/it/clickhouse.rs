@@ -1399,10 +1399,11 @@ async fn wait_for_mutations(url: &str, db: &str) {
     panic!("mutations of {db} still running");
 }
 
-/// Whole days of an instance's intervals are served from memory while nothing is written into
-/// them, and read again once something is (a late sample): a store with an empty cache then
-/// reads the same rows. A change made behind the store's back (a raw mutation, which writes no
-/// count) shows that the cache really serves; another tenant still gets `NotFound`.
+/// Whole days of an instance's intervals and hourly usage are served from memory while nothing
+/// is written into them, and read again once something is (a late sample): a store with an
+/// empty cache then reads the same rows. Changes made behind the store's back (raw mutations
+/// of shares and rollups, which write no count) show that the cache really serves; another
+/// tenant still gets `NotFound`.
 #[tokio::test]
 async fn cached_days_are_read_again_once_written_to() {
     with_server(
@@ -1429,11 +1430,21 @@ async fn cached_days_are_read_again_once_written_to() {
                 async move { s.instance_intervals(&acme, &a, from, to).await.unwrap() }
             };
             let uncached = || async { read(ClickHouseStore::connect(&url, &db).await.unwrap()).await };
+            let hours = |s: ClickHouseStore| {
+                let (acme, a) = (acme.clone(), a.clone());
+                async move { s.instance_hourly_usage(&acme, &a, from, to).await.unwrap() }
+            };
+            let uncached_hours =
+                || async { hours(ClickHouseStore::connect(&url, &db).await.unwrap()).await };
 
             let first = read(store.clone()).await;
             assert_eq!(first, uncached().await);
             assert_eq!(first.len(), 2 * (3 * 24 + 6));
             assert_eq!(first, read(store.clone()).await, "a second read differs");
+            let first_hours = hours(store.clone()).await;
+            assert_eq!(first_hours, uncached_hours().await);
+            assert_eq!(first_hours.len(), 3 * 24 + 6);
+            assert_eq!(first_hours, hours(store.clone()).await);
 
             // Behind the store's back: day 1's energy changes, its write count does not.
             raw_client(&url)
@@ -1444,7 +1455,24 @@ async fn cached_days_are_read_again_once_written_to() {
                 .execute()
                 .await
                 .unwrap();
+            raw_client(&url)
+                .with_database(&db)
+                .query("ALTER TABLE rollup_hourly UPDATE energy_mj = energy_mj + 7 WHERE hour_ms >= ? AND hour_ms < ?")
+                .bind(d0 + DAY)
+                .bind(d0 + 2 * DAY)
+                .execute()
+                .await
+                .unwrap();
             wait_for_mutations(&url, &db).await;
+            let energy = |h: &[wattprint_store::GpuHourUsage]| -> u64 {
+                h.iter().map(|h| h.totals.energy.0).sum()
+            };
+            assert_eq!(
+                energy(&uncached_hours().await),
+                energy(&first_hours) + 7 * 24,
+                "the rollups' mutation did not apply"
+            );
+            assert_eq!(hours(store.clone()).await, first_hours, "hours not served from memory");
             let tampered = uncached().await;
             assert_eq!(total(&tampered), total(&first) + 7 * 48, "the mutation did not apply");
             assert_eq!(read(store.clone()).await, first, "day 1 was not served from memory");
@@ -1455,11 +1483,18 @@ async fn cached_days_are_read_again_once_written_to() {
             let after = read(store.clone()).await;
             assert_eq!(after, uncached().await);
             assert_eq!(total(&after), total(&first) + 7 * 48 + 555);
+            let after_hours = hours(store.clone()).await;
+            assert_eq!(after_hours, uncached_hours().await);
+            assert_ne!(after_hours, first_hours);
 
             let globex = conformance::scope("globex");
             match store.instance_intervals(&globex, &a, from, to).await {
                 Err(StoreError::NotFound(_)) => {}
                 other => panic!("another tenant read cached days: {other:?}"),
+            }
+            match store.instance_hourly_usage(&globex, &a, from, to).await {
+                Err(StoreError::NotFound(_)) => {}
+                other => panic!("another tenant read cached hours: {other:?}"),
             }
         },
     )
