@@ -231,8 +231,10 @@ async fn clickhouse_store(cfg: &Config, model: &FleetModel) -> (ClickHouseStore,
             .clone()
             .with_database(&db)
             .query(
-                "SELECT (SELECT count() FROM shares), (SELECT count() FROM samples), \
-                 (SELECT count() FROM rollup_hourly)",
+                // Scalar subqueries are Nullable on modern servers: the rows would misread.
+                "SELECT toUInt64(ifNull((SELECT count() FROM shares), 0)), \
+                 toUInt64(ifNull((SELECT count() FROM samples), 0)), \
+                 toUInt64(ifNull((SELECT count() FROM rollup_hourly), 0))",
             )
             .fetch_one()
             .await;

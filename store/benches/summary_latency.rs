@@ -135,9 +135,10 @@ async fn main() {
     let client = raw_client(&url).with_database(&db);
     let (rows, parts): (u64, u64) = client
         .query(
-            "SELECT (SELECT count() FROM shares), \
-             (SELECT count() FROM system.parts WHERE database = currentDatabase() \
-              AND table = 'shares' AND active)",
+            // Scalar subqueries are Nullable on modern servers: the row would misread.
+            "SELECT toUInt64(ifNull((SELECT count() FROM shares), 0)), \
+             toUInt64(ifNull((SELECT count() FROM system.parts WHERE database = currentDatabase() \
+              AND table = 'shares' AND active), 0))",
         )
         .fetch_one()
         .await
