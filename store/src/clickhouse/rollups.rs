@@ -137,6 +137,20 @@ pub(crate) fn ceil_hour(t: i64) -> i64 {
 /// intensity from the lowest sequence number, the intensity from the lowest that has one), with
 /// `iv_` aliases that shadow no column.
 pub(super) fn intervals_sql(filter: &str) -> String {
+    narrowed_intervals_sql("", filter)
+}
+
+/// [`intervals_sql`] with `key_filter`, conditions on key columns only (`instance_id`,
+/// `bucket_ms`, `gpu_uuid`, `seq` and functions of them), applied before `FINAL` as `PREWHERE`
+/// (none when empty), and `filter` after it. Every copy of a key passes or fails a key
+/// condition alike, so `FINAL` picks among the copies left exactly as over the whole table,
+/// while 18.16 reads the other columns of far fewer rows (a ragged month's edges: 4× less).
+pub(super) fn narrowed_intervals_sql(key_filter: &str, filter: &str) -> String {
+    let prewhere = if key_filter.is_empty() {
+        String::new()
+    } else {
+        format!("PREWHERE {key_filter} ")
+    };
     format!(
         "SELECT tenant, instance_id, gpu_uuid, bucket_ms, \
          sum(energy_mj) AS iv_energy, sum(toFloat64(energy_mj)) AS iv_energy_f, \
@@ -147,7 +161,7 @@ pub(super) fn intervals_sql(filter: &str) -> String {
          argMinIf(intensity_value, seq, has_intensity = 1) AS iv_value, \
          toString(argMinIf(intensity_kind, seq, has_intensity = 1)) AS iv_kind, \
          argMinIf(intensity_replayed, seq, has_intensity = 1) AS iv_replayed \
-         FROM shares FINAL WHERE {filter} \
+         FROM shares FINAL {prewhere}WHERE {filter} \
          GROUP BY tenant, instance_id, gpu_uuid, bucket_ms"
     )
 }
@@ -185,13 +199,18 @@ const TOTALS_OF_INTERVALS: &str = "count() AS gpu_intervals, sum(iv_energy) AS e
 /// `with_tenant`), with a region of the intervals and how many regions they lie in, columns
 /// named as in `rollup_hourly`.
 fn hourly_sql(filter: &str, with_tenant: bool) -> String {
+    narrowed_hourly_sql("", filter, with_tenant)
+}
+
+/// [`hourly_sql`] of [`narrowed_intervals_sql`].
+fn narrowed_hourly_sql(key_filter: &str, filter: &str, with_tenant: bool) -> String {
     let tenant = if with_tenant { "tenant, " } else { "" };
     format!(
         "SELECT {tenant}instance_id, gpu_uuid, {hour} AS hour_ms, {TOTALS_OF_INTERVALS}, \
          any(iv_region) AS region, toUInt64(uniqExact(iv_region)) AS regions \
          FROM ({inner}) GROUP BY {tenant}instance_id, gpu_uuid, hour_ms",
         hour = hour_of("bucket_ms"),
-        inner = intervals_sql(filter),
+        inner = narrowed_intervals_sql(key_filter, filter),
     )
 }
 
@@ -388,7 +407,7 @@ pub(super) enum Excluded {
 }
 
 impl Excluded {
-    /// SQL to append to a filter of `shares` (placeholders: the whole hours `[?, ?)`, then
+    /// SQL to append to a key filter of `shares` (key columns only, as `PREWHERE` needs; placeholders: the whole hours `[?, ?)`, then
     /// [`Self::bind_set`]): buckets outside those hours or excluded; and to a filter of
     /// `rollup_hourly` (placeholders: [`Self::bind_set`]): rows not excluded. Nothing for
     /// [`Excluded::Everything`], where no rollup is read.
@@ -759,8 +778,8 @@ impl ClickHouseStore {
         let (t, i) = (tenant.as_str(), instance.as_str());
         // 5-minute data of the hours `[a, b)` named in `only` (all of them when None).
         let raw = |(a, b): (i64, i64), only: Option<&[i64]>| {
-            let filter = format!(
-                "tenant = ? AND instance_id = ? AND bucket_ms >= ? AND bucket_ms < ?{}",
+            let key_filter = format!(
+                "instance_id = ? AND bucket_ms >= ? AND bucket_ms < ?{}",
                 if only.is_some() {
                     format!(" AND has(?, {})", hour_of("bucket_ms"))
                 } else {
@@ -770,13 +789,14 @@ impl ClickHouseStore {
             let sql = format!(
                 "SELECT {GPU_HOUR_SELECT} FROM (SELECT *, toUInt64(0) AS writes_seen FROM ({})) \
                  ORDER BY hour_ms, gpu_uuid",
-                hourly_sql(&filter, false)
+                narrowed_hourly_sql(&key_filter, "tenant = ?", false)
             );
-            let q = self.client.query(&sql).bind(t).bind(i).bind(a).bind(b);
+            let q = self.client.query(&sql).bind(i).bind(a).bind(b);
             let q = match only {
                 Some(hours) => q.bind(hours),
                 None => q,
             };
+            let q = q.bind(t);
             self.fetch::<StoredUsage>(q.with_option("max_query_size", MAX_QUERY_SIZE), OP)
         };
         // The instance's check runs beside the reads (all filtered by the tenant): a
@@ -870,8 +890,9 @@ impl ClickHouseStore {
 
         // The 5-minute part: the edges, and the excluded hours in between. Only instances with
         // marks in the range are read, so the primary key (instance first) narrows the scan.
-        let mut raw_filter = String::from(
-            "tenant = ? AND instance_id IN (SELECT instance_id FROM rollup_marks \
+        // All but the tenant are key conditions, read before `FINAL` (`PREWHERE`).
+        let mut raw_key_filter = String::from(
+            "instance_id IN (SELECT instance_id FROM rollup_marks \
              WHERE tenant = ? AND hour_ms >= ? AND hour_ms < ? \
              AND (hour_ms < ? OR hour_ms >= ?)) \
              AND bucket_ms >= ? AND bucket_ms < ? AND (bucket_ms < ? OR bucket_ms >= ?)",
@@ -880,12 +901,12 @@ impl ClickHouseStore {
             "tenant = ? AND hour_ms >= ? AND hour_ms < ? AND (hour_ms < ? OR hour_ms >= ?)",
         );
         let (raw_extra, rollup_extra) = excluded.filters();
-        raw_filter.push_str(&raw_extra);
+        raw_key_filter.push_str(&raw_extra);
         rollup_filter.push_str(&rollup_extra);
         let raw = format!(
             "SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(0) AS from_rollup, \
              emptyArrayInt64() AS rollup_hours FROM ({})",
-            hourly_sql(&raw_filter, false)
+            narrowed_hourly_sql(&raw_key_filter, "tenant = ?", false)
         );
         let mut union = if !beyond_days {
             String::new()
@@ -922,7 +943,6 @@ impl ClickHouseStore {
         if beyond_days {
             q = q
                 .bind(tenant.as_str())
-                .bind(tenant.as_str())
                 .bind(floor_hour(from.0))
                 .bind(to.0)
                 .bind(days.0)
@@ -931,9 +951,12 @@ impl ClickHouseStore {
                 .bind(to.0)
                 .bind(days.0)
                 .bind(days.1);
+            if excluded != Excluded::Everything {
+                q = excluded.bind_set(q.bind(h1).bind(h2));
+            }
+            q = q.bind(tenant.as_str());
         }
         if beyond_days && excluded != Excluded::Everything {
-            q = excluded.bind_set(q.bind(h1).bind(h2));
             q = excluded.bind_set(
                 q.bind(tenant.as_str())
                     .bind(h1)
