@@ -1423,13 +1423,17 @@ async fn cached_days_are_read_again_once_written_to() {
                 })
                 .collect();
             store.write_samples(&batch).await.unwrap();
-            let (from, to) = (UnixMillis(d0 - 3 * HOUR), UnixMillis(d0 + 3 * DAY + 3 * HOUR));
+            let (from, to) = (
+                UnixMillis(d0 - 3 * HOUR),
+                UnixMillis(d0 + 3 * DAY + 3 * HOUR),
+            );
             let (acme, a) = (conformance::scope("acme"), InstanceId::from("i-a"));
             let read = |s: ClickHouseStore| {
                 let (acme, a) = (acme.clone(), a.clone());
                 async move { s.instance_intervals(&acme, &a, from, to).await.unwrap() }
             };
-            let uncached = || async { read(ClickHouseStore::connect(&url, &db).await.unwrap()).await };
+            let uncached =
+                || async { read(ClickHouseStore::connect(&url, &db).await.unwrap()).await };
             let hours = |s: ClickHouseStore| {
                 let (acme, a) = (acme.clone(), a.clone());
                 async move { s.instance_hourly_usage(&acme, &a, from, to).await.unwrap() }
@@ -1447,22 +1451,19 @@ async fn cached_days_are_read_again_once_written_to() {
             assert_eq!(first_hours, hours(store.clone()).await);
 
             // Behind the store's back: day 1's energy changes, its write count does not.
-            raw_client(&url)
-                .with_database(&db)
-                .query("ALTER TABLE shares UPDATE energy_mj = energy_mj + 7 WHERE bucket_ms >= ? AND bucket_ms < ?")
-                .bind(d0 + DAY)
-                .bind(d0 + 2 * DAY)
-                .execute()
-                .await
-                .unwrap();
-            raw_client(&url)
-                .with_database(&db)
-                .query("ALTER TABLE rollup_hourly UPDATE energy_mj = energy_mj + 7 WHERE hour_ms >= ? AND hour_ms < ?")
-                .bind(d0 + DAY)
-                .bind(d0 + 2 * DAY)
-                .execute()
-                .await
-                .unwrap();
+            for (table, time) in [("shares", "bucket_ms"), ("rollup_hourly", "hour_ms")] {
+                raw_client(&url)
+                    .with_database(&db)
+                    .query(&format!(
+                        "ALTER TABLE {table} UPDATE energy_mj = energy_mj + 7 \
+                         WHERE {time} >= ? AND {time} < ?"
+                    ))
+                    .bind(d0 + DAY)
+                    .bind(d0 + 2 * DAY)
+                    .execute()
+                    .await
+                    .unwrap();
+            }
             wait_for_mutations(&url, &db).await;
             let energy = |h: &[wattprint_store::GpuHourUsage]| -> u64 {
                 h.iter().map(|h| h.totals.energy.0).sum()
@@ -1472,13 +1473,35 @@ async fn cached_days_are_read_again_once_written_to() {
                 energy(&first_hours) + 7 * 24,
                 "the rollups' mutation did not apply"
             );
-            assert_eq!(hours(store.clone()).await, first_hours, "hours not served from memory");
+            assert_eq!(
+                hours(store.clone()).await,
+                first_hours,
+                "hours not served from memory"
+            );
             let tampered = uncached().await;
-            assert_eq!(total(&tampered), total(&first) + 7 * 48, "the mutation did not apply");
-            assert_eq!(read(store.clone()).await, first, "day 1 was not served from memory");
+            assert_eq!(
+                total(&tampered),
+                total(&first) + 7 * 48,
+                "the mutation did not apply"
+            );
+            assert_eq!(
+                read(store.clone()).await,
+                first,
+                "day 1 was not served from memory"
+            );
 
             // A late sample in day 1, written through the store: the day is read again.
-            let late = enrich(sample("GPU-A1", "i-a", 10_000, d0 + DAY + 10 * 60_000, d0 + DAY + 11 * 60_000, 555), "acme");
+            let late = enrich(
+                sample(
+                    "GPU-A1",
+                    "i-a",
+                    10_000,
+                    d0 + DAY + 10 * 60_000,
+                    d0 + DAY + 11 * 60_000,
+                    555,
+                ),
+                "acme",
+            );
             assert_eq!(store.write_samples(&[late]).await.unwrap().inserted, 1);
             let after = read(store.clone()).await;
             assert_eq!(after, uncached().await);
