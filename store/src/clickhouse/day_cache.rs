@@ -87,19 +87,20 @@ impl<T> DayCache<T> {
     }
 
     /// Keeps `rows` of the day as read at `writes`, evicting the least recently used days
-    /// beyond `max_rows`.
+    /// beyond `max_rows` (an empty day counts as one row, so empty days are bounded too).
     fn put(&self, key: DayKey, writes: u64, rows: Arc<[T]>) {
-        if rows.len() > self.max_rows {
+        let cost = |rows: &[T]| rows.len().max(1);
+        if cost(&rows) > self.max_rows {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.rows += rows.len();
+        inner.rows += cost(&rows);
         if let Some(old) = inner.days.put(key, CachedDay { writes, rows }) {
-            inner.rows -= old.rows.len();
+            inner.rows -= cost(&old.rows);
         }
         while inner.rows > self.max_rows {
             match inner.days.pop_lru() {
-                Some((_, day)) => inner.rows -= day.rows.len(),
+                Some((_, day)) => inner.rows -= cost(&day.rows),
                 None => break,
             }
         }
@@ -254,3 +255,48 @@ impl ClickHouseStore {
 
 /// The operation named in errors.
 const OP: &str = "reading an instance by whole days";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(day: i64) -> DayKey {
+        ("acme".into(), "i-a".into(), day)
+    }
+
+    #[test]
+    fn a_day_is_served_only_at_the_count_it_was_read_at() {
+        let cache = DayCache::new(10);
+        cache.put(key(0), 3, Arc::from(vec![1u8, 2]));
+        assert_eq!(cache.get(&key(0), 3).as_deref(), Some(&[1u8, 2][..]));
+        assert!(cache.get(&key(0), 4).is_none());
+        assert!(cache.get(&key(1), 3).is_none());
+        let other = ("globex".to_owned(), "i-a".to_owned(), 0);
+        assert!(cache.get(&other, 3).is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_days_go_first_and_empty_days_count() {
+        let cache = DayCache::new(4);
+        cache.put(key(0), 1, Arc::from(vec![0u8, 0]));
+        cache.put(key(1), 1, Arc::from(vec![1u8]));
+        assert!(cache.get(&key(0), 1).is_some()); // day 1 is now the least recently used
+        cache.put(key(2), 1, Arc::from(Vec::<u8>::new()));
+        assert!(cache.get(&key(1), 1).is_some(), "4 rows fit");
+        cache.put(key(3), 1, Arc::from(vec![3u8]));
+        // 5 > 4: day 0 (used before day 1, 2 rows) goes, as the least recently used.
+        assert!(cache.get(&key(0), 1).is_none());
+        assert!(cache.get(&key(2), 1).is_some() && cache.get(&key(3), 1).is_some());
+        // Replacing a day frees its old rows; a day larger than the whole cache is not kept.
+        cache.put(key(3), 2, Arc::from(vec![3u8]));
+        assert!(cache.get(&key(1), 1).is_some());
+        cache.put(key(9), 1, Arc::from(vec![9u8; 5]));
+        assert!(cache.get(&key(9), 1).is_none());
+        assert!(cache.get(&key(3), 2).is_some());
+        for day in 10..100 {
+            cache.put(key(day), 1, Arc::from(Vec::<u8>::new()));
+        }
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!((inner.days.len(), inner.rows), (4, 4));
+    }
+}
