@@ -1,15 +1,10 @@
 //! Whole UTC days of one instance's 5-minute intervals and hourly usage, kept in memory
-//! between reads.
+//! between reads: reading a month from ClickHouse was most of a series request.
 //!
-//! A month's series of one instance is ~35,000 interval rows (or ~3,000 hourly ones, read
-//! through rollups, marks and edges); reading them from ClickHouse costs most of the request,
-//! although past days rarely change. Every insert into `shares`
-//! adds its row count to `rollup_marks_daily` (a view, in the same `INSERT`), and that count
-//! never falls. So a day read after its count was `n` is served again, unchanged, while its
-//! count (over every tenant's marks: a copy written under another tenant can replace one of
-//! this tenant's) is still `n`. Invariant: a cached day's count was read *before* its rows,
-//! so a write racing the read leaves a count that differs next time, and the day is read again.
-//! Partial days at the range's edges are always read. The ownership check runs on every read.
+//! Invariant: a day is served again only while its write count in `rollup_marks_daily` equals
+//! the count read *before* its rows (every insert into `shares` adds to it in the same
+//! `INSERT`, it never falls, and it is summed over tenants). Partial days at the edges are
+//! always read; the ownership check runs on every read.
 
 use super::daily::{ceil_day, floor_day};
 use super::schema::DAY_MS;
