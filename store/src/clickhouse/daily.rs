@@ -44,7 +44,8 @@ pub(crate) struct StaleDay {
 
 /// SQL selecting stale `(tenant, instance, day)`s with their write counts, days in `[?, ?)`,
 /// `tenant_filter` applied to both tables (placeholders: filter values then the two bounds,
-/// for each table).
+/// for each table); `tenant_filter` names key columns only (a `PREWHERE` on `rollup_daily`,
+/// as in `stale_sql`).
 fn stale_days_sql(tenant_filter: &str) -> String {
     format!(
         "SELECT tenant, instance_id, day_ms, m_writes FROM ( \
@@ -55,7 +56,7 @@ fn stale_days_sql(tenant_filter: &str) -> String {
              SELECT tenant, instance_id, day_ms, \
                  min(writes_seen) AS r_lo, max(writes_seen) AS r_hi \
              FROM rollup_daily FINAL \
-             WHERE {tenant_filter} AND day_ms >= ? AND day_ms < ? \
+             PREWHERE {tenant_filter} AND day_ms >= ? AND day_ms < ? \
              GROUP BY tenant, instance_id, day_ms \
          ) AS rolled USING (tenant, instance_id, day_ms) \
          WHERE r_lo != m_writes OR r_hi != m_writes"

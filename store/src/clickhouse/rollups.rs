@@ -470,7 +470,9 @@ pub enum SummaryPath {
 /// SQL selecting stale `(tenant, instance, hour)`s with their write counts, hours in
 /// `[?, ?)`, `tenant_filter` applied to both tables (placeholders: tenant filter values, then
 /// the two hour bounds, for each of the two tables). Joined subqueries carry aliases: servers
-/// since 20.x refuse them without (`joined_subquery_requires_alias`).
+/// since 20.x refuse them without (`joined_subquery_requires_alias`). `tenant_filter` names
+/// key columns only: on `rollup_hourly` it is a `PREWHERE`, applied before `FINAL` (every
+/// version of a key passes or fails it alike), so 18.16 collapses only the rows asked for.
 pub(super) fn stale_sql(tenant_filter: &str) -> String {
     format!(
         "SELECT tenant, instance_id, hour_ms, m_writes FROM ( \
@@ -481,7 +483,7 @@ pub(super) fn stale_sql(tenant_filter: &str) -> String {
              SELECT tenant, instance_id, hour_ms, \
                  min(writes_seen) AS r_lo, max(writes_seen) AS r_hi \
              FROM rollup_hourly FINAL \
-             WHERE {tenant_filter} AND hour_ms >= ? AND hour_ms < ? \
+             PREWHERE {tenant_filter} AND hour_ms >= ? AND hour_ms < ? \
              GROUP BY tenant, instance_id, hour_ms \
          ) AS rolled USING (tenant, instance_id, hour_ms) \
          WHERE r_lo != m_writes OR r_hi != m_writes"
@@ -826,7 +828,7 @@ impl ClickHouseStore {
             let q = self
                 .client
                 .query(&format!(
-                    "SELECT {GPU_HOUR_SELECT} FROM rollup_hourly FINAL WHERE tenant = ? \
+                    "SELECT {GPU_HOUR_SELECT} FROM rollup_hourly FINAL PREWHERE tenant = ? \
                      AND instance_id = ? AND hour_ms >= ? AND hour_ms < ? \
                      ORDER BY hour_ms, gpu_uuid"
                 ))
@@ -897,6 +899,7 @@ impl ClickHouseStore {
              AND (hour_ms < ? OR hour_ms >= ?)) \
              AND bucket_ms >= ? AND bucket_ms < ? AND (bucket_ms < ? OR bucket_ms >= ?)",
         );
+        // Key columns of `rollup_hourly` only, as its `PREWHERE`.
         let mut rollup_filter = String::from(
             "tenant = ? AND hour_ms >= ? AND hour_ms < ? AND (hour_ms < ? OR hour_ms >= ?)",
         );
@@ -916,7 +919,7 @@ impl ClickHouseStore {
             format!(
                 "{raw} UNION ALL \
                  SELECT instance_id, gpu_uuid, hour_ms, {TOTAL_COLUMNS}, toUInt8(1) AS from_rollup, \
-                 [hour_ms] AS rollup_hours FROM rollup_hourly FINAL WHERE {rollup_filter}"
+                 [hour_ms] AS rollup_hours FROM rollup_hourly FINAL PREWHERE {rollup_filter}"
             )
         };
         if days != NO_DAYS {
@@ -928,7 +931,7 @@ impl ClickHouseStore {
                  toUInt8(2) AS from_rollup, \
                  arrayMap((k, d) -> toInt64(d + k * {HOUR_MS}), {hours}, \
                  replicate(day_ms, {hours})) AS rollup_hours \
-                 FROM rollup_daily FINAL WHERE tenant = ? AND day_ms >= ? AND day_ms < ?",
+                 FROM rollup_daily FINAL PREWHERE tenant = ? AND day_ms >= ? AND day_ms < ?",
                 // Lambdas take the row's values as arguments: 18.16 does not read columns
                 // that a lambda only captures.
                 hours = "arrayFilter((k, m) -> bitAnd(m, bitShiftLeft(toUInt32(1), k)) != 0, \
