@@ -185,8 +185,8 @@ impl ClickHouseStore {
     /// before any overlap check, and `gpu_frontier` keeps each GPU's highest `seq`.
     ///
     /// A modern server also gets a TTL of the retention on both tables (set when it changes),
-    /// so its merges drop aged rows even where no prune runs; the TTL counts from the server's
-    /// clock, never from a later time than `now`'s cutoff.
+    /// so its merges drop aged rows even where no prune runs. The TTL counts from the server's
+    /// clock: with `now` the wall clock, it removes what this delete does.
     pub(super) async fn prune_old_samples(
         &self,
         rules: &SampleRetention,
